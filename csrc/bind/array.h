@@ -1,0 +1,119 @@
+// Argument checks shared by the binding files: arrays arrive as py::array and
+// are checked here (dtype, C-contiguity, writability, rank, shape) before any
+// raw pointer reaches a kernel. Nothing is copied or cast behind the caller's
+// back: a float64 array passed beside a float32 one is a TypeError.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace cnnfast::bind {
+namespace py = pybind11;
+
+enum class DType { F32, F64 };
+
+inline std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+inline std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// float32 or float64, else TypeError naming the argument.
+inline DType float_dtype(const py::array& a, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
+  if (a.dtype().is(py::dtype::of<double>())) return DType::F64;
+  throw TypeError(cat(name, ": expected a float32 or float64 array, got dtype ", dtype_name(a)));
+}
+
+inline void require_same_dtype(const py::array& a, const char* name_a, const py::array& b, const char* name_b) {
+  CNNFAST_CHECK(a.dtype().is(b.dtype()), TypeError, name_b, ": expected dtype ", dtype_name(a), " (the dtype of ",
+                name_a, "), got ", dtype_name(b), "; mixed dtypes are not cast silently");
+}
+
+inline void require_dtype(const py::array& a, const char* name, const py::dtype& dt) {
+  CNNFAST_CHECK(a.dtype().is(dt), TypeError, name, ": expected dtype ", py::str(dt).cast<std::string>(), ", got ",
+                dtype_name(a));
+}
+
+inline void require_contiguous(const py::array& a, const char* name) {
+  CNNFAST_CHECK(a.flags() & py::array::c_style, ValueError, name,
+                ": expected a C-contiguous array, got strides that are not (use numpy.ascontiguousarray)");
+}
+
+inline void require_writeable(const py::array& a, const char* name) {
+  CNNFAST_CHECK(a.writeable(), ValueError, name, ": expected a writeable array, got a read-only one");
+}
+
+inline void require_ndim(const py::array& a, const char* name, int lo, int hi) {
+  const int nd = static_cast<int>(a.ndim());
+  CNNFAST_CHECK(nd >= lo && nd <= hi, ValueError, name, ": expected ",
+                lo == hi ? std::to_string(lo) : cat(lo, " to ", hi), " dimensions, got ", nd, " with shape ",
+                shape_str(shape_of(a)));
+}
+
+inline void require_shape(const py::array& a, const char* name, const std::vector<int64_t>& expected) {
+  CNNFAST_CHECK(shape_of(a) == expected, ValueError, name, ": expected shape ", shape_str(expected), ", got ",
+                shape_str(shape_of(a)));
+}
+
+inline void require_nonempty(const py::array& a, const char* name) {
+  CNNFAST_CHECK(a.size() > 0, ValueError, name, ": expected a non-empty array, got shape ", shape_str(shape_of(a)));
+}
+
+// A checked input: float dtype and C-contiguous.
+inline DType input(const py::array& a, const char* name) {
+  DType dt = float_dtype(a, name);
+  require_contiguous(a, name);
+  return dt;
+}
+
+// A new C-contiguous array of the dtype of `like`.
+inline py::array new_array(const py::array& like, const std::vector<int64_t>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  return py::array(like.dtype(), s);
+}
+
+// An output: either allocated here, or the caller's `out`, checked for shape,
+// dtype, contiguity and writability.
+inline py::array output(const py::object& out, const char* name, const py::array& like,
+                        const std::vector<int64_t>& shape) {
+  if (out.is_none()) return new_array(like, shape);
+  CNNFAST_CHECK(py::isinstance<py::array>(out), TypeError, name, ": expected a NumPy array or None, got ",
+                py::str(py::type::of(out)).cast<std::string>());
+  py::array a = out.cast<py::array>();
+  require_same_dtype(like, "input", a, name);
+  require_contiguous(a, name);
+  require_writeable(a, name);
+  require_shape(a, name, shape);
+  return a;
+}
+
+template <class T>
+const T* cptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mptr(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+// Runs f.template operator()<T>() with T = float or double.
+template <class F>
+auto dispatch_float(DType dt, F&& f) {
+  if (dt == DType::F32) return f(float{});
+  return f(double{});
+}
+
+// Normalises a possibly negative axis against ndim, ValueError when out of range.
+inline int normalize_axis(int64_t axis, int64_t ndim, const char* name) {
+  CNNFAST_CHECK(axis >= -ndim && axis < ndim, ValueError, name, ": expected an axis in [", -ndim, ", ", ndim - 1,
+                "], got ", axis);
+  return static_cast<int>(axis < 0 ? axis + ndim : axis);
+}
+
+}  // namespace cnnfast::bind

@@ -1,0 +1,24 @@
+// Library-wide settings: threads, SIMD level, build information.
+#include <pybind11/stl.h>
+
+#include "bind/array.h"
+#include "bind/families.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+
+namespace cnnfast::bind {
+
+void bind_core(py::module_& m) {
+  m.def("get_num_threads", &get_num_threads, "Threads the CPU kernels use.");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the CPU kernels' thread count (n >= 1).");
+  m.def("simd_level", [] { return simd_level_name(simd_level()); }, "The SIMD path in use: 'avx2' or 'scalar'.");
+  m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); }, py::arg("level"),
+        "Force 'scalar' or 'avx2' (ValueError if the CPU lacks AVX2+FMA).");
+  m.def("cpu_supports_avx2", &cpu_supports_avx2_fma, "Whether this CPU and OS support AVX2+FMA.");
+  m.attr("__version__") = CNNFAST_VERSION;
+  m.attr("compiler") = CNNFAST_COMPILER;
+  m.attr("built_with_avx2") = static_cast<bool>(CNNFAST_HAVE_AVX2_BUILD);
+  m.attr("built_with_cuda") = static_cast<bool>(CNNFAST_WITH_CUDA);
+}
+
+}  // namespace cnnfast::bind

@@ -1,0 +1,17 @@
+// One registration function per op family; each lives in bind_<family>.cpp so
+// families can be added without touching each other's files.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace cnnfast::bind {
+void bind_core(pybind11::module_& m);
+void bind_activation(pybind11::module_& m);
+void bind_conv(pybind11::module_& m);
+void bind_pool(pybind11::module_& m);
+void bind_norm(pybind11::module_& m);
+void bind_dropout(pybind11::module_& m);
+void bind_loss(pybind11::module_& m);
+void bind_optim(pybind11::module_& m);
+void bind_detection(pybind11::module_& m);
+void bind_cuda(pybind11::module_& m);
+}  // namespace cnnfast::bind

@@ -1,0 +1,170 @@
+#include "core/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+#include "core/error.h"
+
+namespace cnnfast {
+namespace {
+
+thread_local bool t_in_region = false;
+
+int default_thread_count() {
+  if (const char* env = std::getenv("CNNFAST_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n >= 1) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n >= 1) return n;
+  }
+#endif
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? static_cast<int>(hc) : 1;
+}
+
+class Pool {
+ public:
+  explicit Pool(int threads) { start(threads); }
+  ~Pool() { stop(); }
+
+  int threads() const { return threads_; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> use(use_mutex_);
+    stop();
+    start(threads);
+  }
+
+  void run(int64_t begin, int64_t end, int chunks, const std::function<void(int64_t, int64_t)>& fn) {
+    std::lock_guard<std::mutex> use(use_mutex_);
+    chunks = std::min(chunks, threads_);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      fn_ = &fn;
+      begin_ = begin;
+      end_ = end;
+      chunks_ = chunks;
+      pending_ = chunks - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    cv_work_.notify_all();
+    run_chunk(0);
+    std::unique_lock<std::mutex> lk(m_);
+    cv_done_.wait(lk, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void start(int threads) {
+    threads_ = std::max(1, threads);
+    quit_ = false;
+    for (int w = 1; w < threads_; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      quit_ = true;
+    }
+    cv_work_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  void run_chunk(int index) {
+    const int64_t n = end_ - begin_;
+    const int64_t lo = begin_ + n * index / chunks_;
+    const int64_t hi = begin_ + n * (index + 1) / chunks_;
+    const bool was = t_in_region;
+    t_in_region = true;
+    try {
+      if (lo < hi) (*fn_)(lo, hi);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(m_);
+      if (!error_) error_ = std::current_exception();
+    }
+    t_in_region = was;
+  }
+
+  void worker_loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_work_.wait(lk, [&] { return quit_ || generation_ != seen; });
+        if (quit_) return;
+        seen = generation_;
+        // Workers beyond this job's chunk count sit this generation out.
+        if (index >= chunks_) continue;
+      }
+      run_chunk(index);
+      bool last;
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        last = (--pending_ == 0);
+      }
+      if (last) cv_done_.notify_one();
+    }
+  }
+
+  std::mutex use_mutex_;  // one parallel_for at a time owns the workers
+  std::mutex m_;
+  std::condition_variable cv_work_, cv_done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t begin_ = 0, end_ = 0;
+  int chunks_ = 0, pending_ = 0, threads_ = 1;
+  uint64_t generation_ = 0;
+  bool quit_ = false;
+  std::exception_ptr error_;
+};
+
+Pool& pool() {
+  // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
+  static Pool* p = new Pool(default_thread_count());
+  return *p;
+}
+
+}  // namespace
+
+int get_num_threads() { return pool().threads(); }
+
+void set_num_threads(int n) {
+  CNNFAST_CHECK(n >= 1, ValueError, "n: expected a thread count >= 1, got ", n);
+  CNNFAST_CHECK(!t_in_region, ValueError, "set_num_threads: cannot be called inside a parallel region");
+  if (n != pool().threads()) pool().resize(n);
+}
+
+bool in_parallel_region() { return t_in_region; }
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& fn) {
+  if (end <= begin) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t n = end - begin;
+  const int threads = t_in_region ? 1 : pool().threads();
+  const int64_t chunks = std::min<int64_t>(threads, n / grain);
+  if (chunks <= 1) {
+    fn(begin, end);
+    return;
+  }
+  pool().run(begin, end, static_cast<int>(chunks), fn);
+}
+
+}  // namespace cnnfast

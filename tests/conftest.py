@@ -1,0 +1,29 @@
+"""Shared fixtures: every kernel test can run on each SIMD path the CPU has."""
+import numpy as np
+import pytest
+
+import cnnfast
+
+SIMD_LEVELS = ["scalar", "avx2"] if cnnfast._C.cpu_supports_avx2() else ["scalar"]
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request):
+    """Runs the test once per SIMD path, restoring the default afterwards."""
+    before = cnnfast.simd_level()
+    cnnfast.set_simd_level(request.param)
+    yield request.param
+    cnnfast.set_simd_level(before)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    before = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(request.param)
+    yield request.param
+    cnnfast.set_num_threads(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,238 @@
+"""Activation kernels (cnnfast._C) against PyTorch, float64 finite differences,
+and each other (scalar vs AVX2), plus bad-input handling."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import cnnfast
+from cnnfast import _C
+from helpers import assert_close, assert_nontrivial, numerical_grad
+
+# name -> (forward, backward, what backward saves, torch reference, kwargs)
+ELEMENTWISE = {
+    "relu": (_C.relu_forward, _C.relu_backward, "x", lambda t: TF.relu(t), {}),
+    "leaky_relu": (_C.leaky_relu_forward, _C.leaky_relu_backward, "x",
+                   lambda t: TF.leaky_relu(t, 0.07), {"negative_slope": 0.07}),
+    "elu": (_C.elu_forward, _C.elu_backward, "x", lambda t: TF.elu(t, 1.3), {"alpha": 1.3}),
+    "sigmoid": (_C.sigmoid_forward, _C.sigmoid_backward, "y", torch.sigmoid, {}),
+    "tanh": (_C.tanh_forward, _C.tanh_backward, "y", torch.tanh, {}),
+    "silu": (_C.silu_forward, _C.silu_backward, "x", TF.silu, {}),
+}
+RELU_LIKE = {"relu", "leaky_relu"}
+# Odd sizes exercise the masked AVX2 tails; 70001 crosses the threading grain.
+SHAPES = [(1,), (7,), (13,), (2, 17), (3, 1, 5, 11), (70001,)]
+
+
+def run_elementwise(name, x, gy):
+    fwd, bwd, saved, _, kw = ELEMENTWISE[name]
+    y = fwd(x, **kw)
+    gx = bwd(gy, x if saved == "x" else y, **kw)
+    return y, gx
+
+
+def torch_elementwise(name, x, gy):
+    t = torch.tensor(x, requires_grad=True)
+    y = ELEMENTWISE[name][3](t)
+    y.backward(torch.tensor(gy))
+    return y.detach().numpy(), t.grad.numpy()
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_elementwise_matches_torch(name, shape, simd, rng):
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    y, gx = run_elementwise(name, x, gy)
+    ty, tgx = torch_elementwise(name, x, gy)
+    rtol = 1e-6 if name in RELU_LIKE else 1e-5
+    assert_close(y, ty, rtol=rtol, atol=1e-7, what=f"{name} forward")
+    assert_close(gx, tgx, rtol=rtol, atol=1e-6, what=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_wide_range_and_specials(name, simd):
+    # Large magnitudes hit the exp clamps; the specials must behave as in torch.
+    x = np.concatenate([np.linspace(-100, 100, 2001), np.linspace(-1e-3, 1e-3, 37),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    gy = np.ones_like(x)
+    y, gx = run_elementwise(name, x, gy)
+    ty, tgx = torch_elementwise(name, x, gy)
+    assert_close(y, ty, rtol=1e-5, atol=1e-7, what=f"{name} forward")
+    fin = np.isfinite(x)
+    assert_close(gx[fin], tgx[fin], rtol=1e-5, atol=1e-6, what=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_gradient_finite_differences(name, rng):
+    # Keep away from ReLU's kink where the derivative is undefined.
+    x = rng.uniform(-3, 3, size=(3, 7))
+    x[np.abs(x) < 0.05] += 0.2
+    gy = rng.standard_normal(x.shape)
+    fwd, bwd, saved, _, kw = ELEMENTWISE[name]
+    _, gx = run_elementwise(name, x, gy)
+    (num,) = numerical_grad(lambda a: fwd(a, **kw), [x.copy()], gy)
+    assert_nontrivial(num)
+    assert_close(gx, num, rtol=1e-6, atol=1e-8, what=f"{name} grad vs finite differences")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_scalar_and_avx2_agree(name, rng):
+    if not _C.cpu_supports_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    x = (rng.standard_normal(10007) * 6).astype(np.float32)
+    gy = rng.standard_normal(10007).astype(np.float32)
+    fwd, bwd, saved, _, kw = ELEMENTWISE[name]
+    before = cnnfast.simd_level()
+    cnnfast.set_simd_level("scalar")
+    y_ref = fwd(x, **kw)
+    # Both backwards get the same saved tensor, so they are compared on their own.
+    saved_arr = x if saved == "x" else y_ref
+    gx_ref = bwd(gy, saved_arr, **kw)
+    cnnfast.set_simd_level("avx2")
+    y_vec = fwd(x, **kw)
+    gx_vec = bwd(gy, saved_arr, **kw)
+    cnnfast.set_simd_level(before)
+    assert_close(y_vec, y_ref, rtol=4e-7, atol=1e-7, what="forward")
+    assert_close(gx_vec, gx_ref, rtol=1e-6, atol=1e-7, what="backward")
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape,axis", [((1, 1), -1), ((5, 13), -1), ((4, 1000), 1), ((2, 3, 5, 7), 1),
+                                        ((2, 3, 5, 7), 0), ((3, 11, 2), -2), ((17,), 0), ((2, 9, 3), 2)])
+def test_softmax_matches_torch(log, shape, axis, simd, rng):
+    x = (rng.standard_normal(shape) * 5).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    fwd = _C.log_softmax_forward if log else _C.softmax_forward
+    bwd = _C.log_softmax_backward if log else _C.softmax_backward
+    y = fwd(x, axis)
+    gx = bwd(gy, y, axis)
+    t = torch.tensor(x, requires_grad=True)
+    ty = (torch.log_softmax if log else torch.softmax)(t, dim=axis)
+    ty.backward(torch.tensor(gy))
+    assert_close(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6, what="softmax forward")
+    assert_close(gx, t.grad.numpy(), rtol=1e-5, atol=1e-6, what="softmax backward")
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax_gradient_finite_differences(log, axis, rng):
+    x = rng.standard_normal((3, 4, 5))
+    gy = rng.standard_normal(x.shape)
+    fwd = _C.log_softmax_forward if log else _C.softmax_forward
+    bwd = _C.log_softmax_backward if log else _C.softmax_backward
+    gx = bwd(gy, fwd(x, axis), axis)
+    (num,) = numerical_grad(lambda a: fwd(a, axis), [x.copy()], gy)
+    assert_nontrivial(num)
+    assert_close(gx, num, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_nan_and_inf_rows_as_torch(log, simd):
+    x = np.array([[1.0, np.nan, 2.0], [-np.inf, -np.inf, -np.inf], [-np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0]],
+                 np.float32)
+    fwd = _C.log_softmax_forward if log else _C.softmax_forward
+    ref = (torch.log_softmax if log else torch.softmax)(torch.tensor(x), dim=1).numpy()
+    assert_close(fwd(x, 1), ref, what="special rows, last axis")
+    assert_close(fwd(np.ascontiguousarray(x.T), 0), ref.T, what="special rows, strided axis")
+
+
+def test_nan_passes_through_elementwise():
+    x = np.array([np.nan] * 9, np.float32)
+    for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():
+        assert np.isnan(fwd(x, **kw)).all(), name
+
+
+def test_float64_kernels_match_float32_within_rounding(rng):
+    x = rng.standard_normal(1001)
+    for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():
+        assert_close(fwd(x.astype(np.float32), **kw), fwd(x, **kw), rtol=1e-5, atol=1e-7, what=name)
+
+
+def test_out_argument_is_written(rng):
+    x = rng.standard_normal(33).astype(np.float32)
+    out = np.empty_like(x)
+    ret = _C.tanh_forward(x, out=out)
+    assert ret is out or np.shares_memory(ret, out)
+    assert_close(out, np.tanh(x))
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    x = rng.standard_normal(7 * 40009).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(1)
+    one = _C.silu_forward(x)
+    s1 = _C.softmax_forward(x.reshape(7, -1), 1)
+    cnnfast.set_num_threads(2)
+    two = _C.silu_forward(x)
+    s2 = _C.softmax_forward(x.reshape(7, -1), 1)
+    cnnfast.set_num_threads(before)
+    assert np.array_equal(one, two) and np.array_equal(s1, s2)
+
+
+# ---- bad input ---------------------------------------------------------------
+
+def test_wrong_dtype_is_type_error():
+    with pytest.raises(TypeError, match="x: expected a float32 or float64 array, got dtype int64"):
+        _C.relu_forward(np.arange(4))
+
+
+def test_mixed_dtypes_are_type_error():
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        _C.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+
+
+def test_non_contiguous_is_value_error():
+    x = np.ones((4, 4), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
+        _C.sigmoid_forward(x)
+
+
+def test_read_only_output_is_value_error():
+    out = np.empty(4, np.float32)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="out: expected a writeable array"):
+        _C.relu_forward(np.ones(4, np.float32), out=out)
+
+
+def test_wrong_output_shape_and_dtype():
+    with pytest.raises(ValueError, match=r"out: expected shape \(4,\), got \(5,\)"):
+        _C.relu_forward(np.ones(4, np.float32), out=np.empty(5, np.float32))
+    with pytest.raises(TypeError, match="out"):
+        _C.relu_forward(np.ones(4, np.float32), out=np.empty(4, np.float64))
+
+
+def test_empty_input_is_rejected():
+    with pytest.raises(ValueError, match="non-empty"):
+        _C.relu_forward(np.ones((0, 3), np.float32))
+
+
+def test_shape_mismatch_in_backward():
+    with pytest.raises(ValueError, match=r"x: expected shape \(3,\), got \(4,\)"):
+        _C.relu_backward(np.ones(3, np.float32), np.ones(4, np.float32))
+
+
+def test_softmax_bad_axis_and_rank():
+    with pytest.raises(ValueError, match="axis"):
+        _C.softmax_forward(np.ones((2, 3), np.float32), 2)
+    with pytest.raises(ValueError, match="dimensions"):
+        _C.softmax_forward(np.array(1.0, np.float32))
+
+
+def test_set_num_threads_rejects_zero():
+    with pytest.raises(ValueError, match="n: expected a thread count >= 1, got 0"):
+        cnnfast.set_num_threads(0)
+
+
+def test_unknown_simd_level():
+    with pytest.raises(ValueError, match="'scalar' or 'avx2'"):
+        cnnfast.set_simd_level("avx512")
+
+
+def test_info_reports_build(capsys):
+    facts = cnnfast.info()
+    printed = capsys.readouterr().out
+    for key in ("version", "compiler", "simd", "threads", "cuda_compiled", "cuda_available"):
+        assert key in facts and key in printed
+    assert facts["simd"] in ("scalar", "avx2")
+    assert facts["cuda_available"] == (facts["cuda_compiled"] and cnnfast.cuda.device_count() > 0)
