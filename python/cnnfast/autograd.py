@@ -1,0 +1,230 @@
+"""The autograd engine: ``Function`` (a differentiable op), its ``Context``, and the
+iterative backward pass.
+
+A Function works on NumPy arrays, never on Tensors, exactly like
+``torch.autograd.Function``::
+
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, x):                 # x: np.ndarray
+            ctx.save_for_backward(x)
+            return x * x                     # np.ndarray (or a tuple of them)
+
+        @staticmethod
+        def backward(ctx, grad_out):         # one gradient per output
+            (x,) = ctx.saved_tensors
+            return 2 * x * grad_out          # one gradient (or None) per forward input
+
+    y = Square.apply(t)                      # t: Tensor -> y: Tensor with y.grad_fn set
+
+``apply`` unwraps Tensor arguments to arrays, runs ``forward`` without recording,
+and links the outputs into the graph when grad mode is on and an input requires
+grad. ``backward`` walks the graph in topological order with an explicit stack
+(no recursion, so a 1,000-layer chain is fine), checks every gradient's shape,
+accumulates into leaf ``.grad`` (``+=``, as torch) and frees saved arrays unless
+``retain_graph=True``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+def _set_grad_enabled(flag: bool) -> None:
+    _state.grad_enabled = flag
+
+
+class no_grad:
+    """Context manager (and decorator) that stops graph recording, as ``torch.no_grad``."""
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        _set_grad_enabled(self._prev)
+        return False
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+class enable_grad(no_grad):
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _set_grad_enabled(True)
+        return self
+
+
+class Context:
+    """What a Function's forward leaves for its backward."""
+
+    def __init__(self):
+        self.saved_tensors: tuple = ()
+        self.needs_input_grad: tuple = ()
+
+    def save_for_backward(self, *arrays):
+        self.saved_tensors = arrays
+
+
+class Node:
+    """A recorded call: the Function, its context, and where its inputs came from."""
+
+    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "released", "__weakref__")
+
+    def __init__(self, fn, ctx, inputs, n_outputs, out_meta):
+        self.fn = fn
+        self.ctx = ctx
+        # Per forward argument: the Tensor if it requires grad, else None.
+        self.inputs = inputs
+        self.n_outputs = n_outputs
+        self.out_meta = out_meta  # (shape, dtype) of each output, for zero-filling unused ones
+        self.released = False
+
+    def name(self) -> str:
+        return f"{self.fn.__name__}Backward"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class Function:
+    """Base class of differentiable operations; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from .tensor import Tensor
+
+        ctx = Context()
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx.needs_input_grad = needs
+        prev = is_grad_enabled()
+        _set_grad_enabled(False)
+        try:
+            out = cls.forward(ctx, *raw, **kwargs)
+        finally:
+            _set_grad_enabled(prev)
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+        # NumPy turns 0-d results into scalars; keep everything an ndarray.
+        outs = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
+        record = prev and any(needs)
+        node = None
+        if record:
+            meta = [(np.shape(o), getattr(o, "dtype", None)) for o in outs]
+            node = Node(cls, ctx, [a if n else None for a, n in zip(args, needs)], len(outs), meta)
+        wrapped = []
+        for i, o in enumerate(outs):
+            differentiable = record and isinstance(o, np.ndarray) and o.dtype.kind == "f"
+            t = Tensor._wrap(o, requires_grad=differentiable)
+            if differentiable:
+                t.grad_fn = node
+                t._output_index = i
+            wrapped.append(t)
+        return tuple(wrapped) if multi else wrapped[0]
+
+
+def _topological_order(root: Node) -> list:
+    """Nodes reachable from root, each after every node that consumes its output."""
+    order, seen = [], {id(root)}
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for t in node.inputs:
+            parent = None if t is None else t.grad_fn
+            if parent is not None and id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
+    """Accumulate d(tensor)/d(leaf) * gradient into every leaf's ``.grad``."""
+    if not tensor.requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    if gradient is None:
+        if tensor.data.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs, got shape {tensor.shape}")
+        gradient = np.ones_like(tensor.data)
+    else:
+        gradient = np.asarray(getattr(gradient, "data", gradient), dtype=tensor.data.dtype)
+        if gradient.shape != tensor.shape:
+            raise ValueError(f"gradient: expected shape {tensor.shape}, got {gradient.shape}")
+    if tensor.grad_fn is None:  # a leaf that requires grad
+        tensor._accumulate(gradient)
+        return
+    root = tensor.grad_fn
+    # grads[node id] = list of per-output gradients
+    grads: dict[int, list] = {id(root): [None] * root.n_outputs}
+    grads[id(root)][tensor._output_index] = gradient
+    with no_grad():
+        for node in _topological_order(root):
+            if node.released:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time; pass retain_graph=True "
+                    "to the first backward() to keep it")
+            outs = grads.pop(id(node), None)
+            if outs is None:
+                continue
+            outs = [g if g is not None else np.zeros(shape, dtype) if dtype is not None and dtype.kind == "f" else None
+                    for g, (shape, dtype) in zip(outs, node.out_meta)]
+            in_grads = node.fn.backward(node.ctx, *outs)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if len(in_grads) < len(node.inputs):
+                raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
+            for t, g in zip(node.inputs, in_grads):
+                if t is None or g is None:
+                    continue
+                g = np.asarray(g)
+                if g.shape != t.shape:
+                    raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of "
+                                       f"shape {t.shape}")
+                if g.dtype != t.dtype:
+                    g = g.astype(t.dtype)
+                for hook in t._hooks:
+                    replaced = hook(g)
+                    if replaced is not None:
+                        g = np.asarray(getattr(replaced, "data", replaced))
+                if t.grad_fn is None:
+                    t._accumulate(g)
+                else:
+                    if t._retains_grad:
+                        t._accumulate(g)
+                    slot = grads.setdefault(id(t.grad_fn), [None] * t.grad_fn.n_outputs)
+                    i = t._output_index
+                    slot[i] = g if slot[i] is None else slot[i] + g
+            if not retain_graph:
+                node.released = True
+                node.ctx.saved_tensors = ()
+                node.ctx.__dict__ = {"saved_tensors": (), "needs_input_grad": node.ctx.needs_input_grad}
+                node.inputs = [None] * len(node.inputs)

@@ -1,0 +1,25 @@
+"""Helpers shared by the functional modules."""
+import numpy as np
+
+from ..tensor import Tensor
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """Kernels take C-contiguous arrays; the functional layer makes them so (a view
+    from transpose or slicing is copied here, never silently inside a kernel)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def check_tensor(x, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a cnnfast.Tensor, got {type(x).__name__}")
+
+
+def as_tuple(value, n: int, name: str) -> tuple:
+    """An int or a length-n sequence as an n-tuple of ints."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ValueError(f"{name}: expected an int or {n} values, got {value}")
+    return value

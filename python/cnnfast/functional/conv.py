@@ -1,0 +1,2 @@
+"""The conv family (not yet implemented)."""
+__all__: list = []

@@ -1,0 +1,2 @@
+"""The dropout family (not yet implemented)."""
+__all__: list = []

@@ -1,0 +1,2 @@
+"""The loss family (not yet implemented)."""
+__all__: list = []

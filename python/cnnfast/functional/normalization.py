@@ -1,0 +1,2 @@
+"""The normalization family (not yet implemented)."""
+__all__: list = []

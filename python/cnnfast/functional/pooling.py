@@ -1,0 +1,2 @@
+"""The pooling family (not yet implemented)."""
+__all__: list = []

@@ -1,0 +1,50 @@
+"""Global seeding: one seed makes initialisation, dropout masks and data shuffling
+reproducible, as ``torch.manual_seed``."""
+from __future__ import annotations
+
+import numpy as np
+
+_generator = np.random.default_rng(0)
+_dropout_counter = [0]
+_seed = [0]
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random source cnnfast uses."""
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    global _generator
+    _generator = np.random.default_rng(seed)
+    _seed[0] = seed
+    _dropout_counter[0] = 0
+
+
+def initial_seed() -> int:
+    return _seed[0]
+
+
+def generator() -> np.random.Generator:
+    """The NumPy generator behind initialisation and shuffling."""
+    return _generator
+
+
+def next_dropout_seed() -> tuple[int, int]:
+    """(seed, offset) for one dropout call: a counter-based RNG keyed by these gives
+    the same mask for the same seed whatever the thread count."""
+    offset = _dropout_counter[0]
+    _dropout_counter[0] += 1
+    return _seed[0], offset
+
+
+def get_rng_state() -> dict:
+    return {"bit_generator": _generator.bit_generator.state, "seed": _seed[0], "dropout_counter": _dropout_counter[0]}
+
+
+def set_rng_state(state: dict) -> None:
+    global _generator
+    g = np.random.default_rng()
+    g.bit_generator.state = state["bit_generator"]
+    _generator = g
+    _seed[0] = int(state["seed"])
+    _dropout_counter[0] = int(state["dropout_counter"])
