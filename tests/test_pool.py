@@ -333,6 +333,7 @@ def test_wrong_rank_is_value_error(rng):
     (dict(kernel_size=2, stride=0), "stride: expected values >= 1"),
     (dict(kernel_size=2, padding=-1), "padding: expected values >= 0"),
     (dict(kernel_size=3, padding=2), "padding: expected at most half"),
+    (dict(kernel_size=2, padding=2, dilation=3), "padding: expected at most half"),  # torch ignores dilation here
     (dict(kernel_size=3, dilation=0), "dilation: expected values >= 1"),
     (dict(kernel_size=7), "too small"),
 ])
@@ -401,3 +402,19 @@ def test_shape_mismatches_are_value_error():
     with pytest.raises(ValueError, match="output_size"):
         F.max_unpool2d(cnnfast.tensor(np.ones((1, 1, 2, 2), np.float32)),
                        cnnfast.tensor(np.zeros((1, 1, 2, 2), np.int64)), 2, output_size=(9, 4))
+
+
+def test_dilated_window_that_misses_the_input_as_torch():
+    # dilation 3 over 2 inputs: the only window (-1, 2) covers neither; torch gives
+    # -inf with index 2 and sends its gradient nowhere.
+    x = np.array([[[1.0, 2.0]]], np.float32)
+    compare_kw = dict(kernel_size=2, stride=1, padding=1, dilation=3, return_indices=True)
+    t = cnnfast.tensor(x, requires_grad=True)
+    y, idx = F.max_pool1d(t, **compare_kw)
+    y.backward(np.ones(y.shape, np.float32))
+    tt = torch.tensor(x, requires_grad=True)
+    ty, tidx = TF.max_pool1d(tt, **compare_kw)
+    ty.backward(torch.ones_like(ty))
+    assert_close(y.detach().numpy(), ty.detach().numpy(), what="values")
+    np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
+    np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())

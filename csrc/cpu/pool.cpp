@@ -183,7 +183,7 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
 }
 
 template <class T>
-int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx) {
+int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx, bool skip_out_of_range) {
   const int64_t ip = g.in_plane(), op = g.out_plane();
   FirstBad bad;
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
@@ -196,6 +196,7 @@ int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices
                    for (int64_t o = 0; o < op; ++o) {
                      const int64_t i = idx[o];
                      if (i < 0 || i >= ip) {
+                       if (skip_out_of_range) continue;
                        bad.note(pl * op + o);
                        return;
                      }
@@ -526,7 +527,7 @@ int64_t max_unpool_backward(const PoolGeom& g, const T* gy, const int64_t* indic
 
 #define CNNFAST_INSTANTIATE(T)                                                                    \
   template void max_pool_forward<T>(const PoolGeom&, const T*, T*, int64_t*);                   \
-  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*);         \
+  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*, bool);   \
   template void avg_pool_forward<T>(const PoolGeom&, const T*, T*, bool, int64_t);              \
   template void avg_pool_backward<T>(const PoolGeom&, const T*, T*, bool, int64_t);             \
   template void adaptive_avg_pool_forward<T>(const PoolGeom&, const T*, T*);                    \

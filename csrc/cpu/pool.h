@@ -42,8 +42,12 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices);
 // grad_x = sum of grad_y scattered to indices. Returns -1 when every index is
 // in [0, in_plane), else the position of the first bad one (grad_x then holds
 // the contributions of the planes checked so far and must be discarded).
+// skip_out_of_range: drop such terms instead (returns -1). A dilated window can
+// miss the input entirely (dilation > input extent); PyTorch then reports -inf
+// with an index past the plane and sends that output's gradient nowhere.
 template <class T>
-int64_t max_pool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x);
+int64_t max_pool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x,
+                          bool skip_out_of_range = false);
 
 // divisor_override <= 0 means none.
 template <class T>
