@@ -418,3 +418,39 @@ def test_dilated_window_that_misses_the_input_as_torch():
     assert_close(y.detach().numpy(), ty.detach().numpy(), what="values")
     np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
     np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
+
+
+def test_random_geometries_match_torch(simd):
+    # Random kernel/stride/padding/dilation/ceil_mode/sizes in 1-D to 3-D, values
+    # from a small integer set so ties are common; torch decides what is legal.
+    rng = np.random.default_rng(2026)
+    checked = 0
+    for _ in range(60):
+        D = int(rng.integers(1, 4))
+        k = tuple(int(v) for v in rng.integers(1, 5, D))
+        s = tuple(int(v) for v in rng.integers(1, 4, D))
+        d = tuple(int(v) for v in rng.integers(1, 3, D))
+        p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        ceil = bool(rng.integers(0, 2))
+        spatial = tuple(int(v) for v in rng.integers(1, 20 if D < 3 else 8, D))
+        x = rng.integers(-2, 3, (2, 2) + spatial).astype(np.float32)
+        try:
+            ty, ti = getattr(TF, f"max_pool{D}d")(torch.tensor(x), k, s, p, d, ceil, True)
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), k, s, p, d, ceil, True)
+            continue
+        y, i = getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), k, s, p, d, ceil, True)
+        np.testing.assert_array_equal(y.numpy(), ty.numpy())
+        np.testing.assert_array_equal(i.numpy(), ti.numpy())
+        cip = bool(rng.integers(0, 2))
+        try:
+            ta = getattr(TF, f"avg_pool{D}d")(torch.tensor(x), k, s, p, ceil, cip)
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                getattr(F, f"avg_pool{D}d")(cnnfast.tensor(x), k, s, p, ceil, cip)
+            continue
+        assert_close(getattr(F, f"avg_pool{D}d")(cnnfast.tensor(x), k, s, p, ceil, cip).numpy(), ta.numpy(),
+                     rtol=1e-6, what=f"avg_pool{D}d {k} {s} {p} {ceil} {cip}")
+        checked += 1
+    assert checked > 30

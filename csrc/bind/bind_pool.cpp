@@ -157,6 +157,14 @@ py::array scatter_bwd(int D, const py::array& gy, const py::array& idx, const In
 
 // ---- average pooling ----------------------------------------------------------
 
+// PyTorch's avg_pool3d (only the 3-D one) also wants the unpadded input to hold a whole kernel.
+void avg3d_input_check(int D, const Ints& in_shape, const Ints& k) {
+  if (D != 3) return;
+  for (int i = 0; i < 3; ++i)
+    CNNFAST_CHECK(in_shape[2 + i] >= k[i], ValueError, "input: avg_pool3d needs spatial size ",
+                  shape_str(Ints(in_shape.begin() + 2, in_shape.end())), " at least kernel_size ", shape_str(k));
+}
+
 int64_t divisor_of(const py::object& divisor_override) {
   if (divisor_override.is_none()) return 0;
   const int64_t v = divisor_override.cast<int64_t>();
@@ -170,6 +178,7 @@ py::array avg_pool_fwd(int D, const py::array& x, const Ints& k, const Ints& s, 
   pooled_input(x, D, "input");
   const Ints xs = shape_of(x);
   PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode);
+  avg3d_input_check(D, xs, k);
   const int64_t div = divisor_of(divisor_override);
   py::array y = new_array(x, full_shape(g, xs, D));
   dispatch_float(float_dtype(x, "input"), [&](auto tag) {
@@ -187,6 +196,7 @@ py::array avg_pool_bwd(int D, const py::array& gy, const Ints& input_size, const
   DType dt = input(gy, "grad_output");
   const Ints is = checked_input_size(input_size, D);
   PoolGeom g = window_geom(is, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode);
+  avg3d_input_check(D, is, k);
   require_grad_shape(gy, full_shape(g, is, D));
   const int64_t div = divisor_of(divisor_override);
   py::array gx = new_array(gy, is);
