@@ -454,3 +454,17 @@ def test_random_geometries_match_torch(simd):
                      rtol=1e-6, what=f"avg_pool{D}d {k} {s} {p} {ceil} {cip}")
         checked += 1
     assert checked > 30
+
+
+@pytest.mark.parametrize("case", MAX_CASES[3:8], ids=lambda c: f"{c[1]}-k{c[2]}s{c[3]}")
+def test_max_pool_without_indices_matches_torch(case, simd, rng):
+    # No graph and no return_indices: the kernel skips the indices entirely.
+    D, shape, k, s, p, d, ceil = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    with cnnfast.no_grad():
+        y = getattr(F, f"max_pool{D}d")(cnnfast.tensor(x, requires_grad=True), k, s, p, d, ceil)
+    assert y.grad_fn is None
+    np.testing.assert_array_equal(y.numpy(), getattr(TF, f"max_pool{D}d")(torch.tensor(x), k, s, p, d, ceil).numpy())
+    values, none = _C.max_pool2d_forward(x, [k, k], [s, s], [p, p], [d, d], ceil, return_indices=False)
+    assert none is None
+    np.testing.assert_array_equal(values, y.numpy())

@@ -110,22 +110,27 @@ void throw_bad_index(const py::array& idx, int64_t pos, int64_t limit, const cha
 // ---- max pooling --------------------------------------------------------------
 
 py::tuple max_pool_fwd(int D, const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d,
-                       bool ceil_mode) {
+                       bool ceil_mode, bool return_indices) {
   pooled_input(x, D, "input");
   const Ints xs = shape_of(x);
   PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, d), ceil_mode);
   const Ints ys = full_shape(g, xs, D);
   py::array y = new_array(x, ys);
-  py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+  py::object idx_out = py::none();
+  int64_t* ip = nullptr;
+  if (return_indices) {
+    py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+    ip = idx.mutable_data();
+    idx_out = idx;
+  }
   dispatch_float(float_dtype(x, "input"), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(y);
-    int64_t* ip = idx.mutable_data();
     py::gil_scoped_release nogil;
     cpu::max_pool_forward<T>(g, xp, yp, ip);
   });
-  return py::make_tuple(y, idx);
+  return py::make_tuple(y, idx_out);
 }
 
 // Shared by max_pool and adaptive_max_pool: scatter grad_output to indices.
@@ -325,13 +330,12 @@ void bind_pool(py::module_& m) {
     const std::string sfx = std::to_string(D) + "d";
     const std::string shp = D == 1 ? "(N, C, L)" : D == 2 ? "(N, C, H, W)" : "(N, C, D, H, W)";
     m.def(("max_pool" + sfx + "_forward").c_str(),
-          [D](const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d, bool ceil_mode) {
-            return max_pool_fwd(D, x, k, s, p, d, ceil_mode);
-          },
+          [D](const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d, bool ceil_mode,
+              bool return_indices) { return max_pool_fwd(D, x, k, s, p, d, ceil_mode, return_indices); },
           arg("input"), arg("kernel_size"), arg("stride") = Ints{}, arg("padding") = Ints(D, 0),
-          arg("dilation") = Ints(D, 1), arg("ceil_mode") = false,
+          arg("dilation") = Ints(D, 1), arg("ceil_mode") = false, arg("return_indices") = true,
           ("Max pooling of input " + shp + "; stride [] means kernel_size. Returns (output, indices), indices "
-           "int64 flat offsets into each input plane.").c_str());
+           "int64 flat offsets into each input plane, or (output, None) with return_indices=False.").c_str());
     m.def(("max_pool" + sfx + "_backward").c_str(),
           [D](const py::array& gy, const py::array& idx, const Ints& input_size, bool skip) {
             return scatter_bwd(D, gy, idx, input_size, skip);

@@ -85,7 +85,7 @@ void max_window(const PoolGeom& g, const T* xp, const int64_t* rows, int64_t nro
     }
   }
   *y = best;
-  *idx = bi;
+  if (idx) *idx = bi;
 }
 
 // PyTorch's average-pool window along one dimension: the divisor extent counts
@@ -164,7 +164,7 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
       T* yr = y + r * OW;
-      int64_t* ir = indices + r * OW;
+      int64_t* ir = indices ? indices + r * OW : nullptr;
       const int64_t nrows = window_rows(g, od, oh, rows.data());
       // Initial index of every window: its first in-bounds (d, h), as PyTorch.
       const int64_t row0 = (first_nonneg(od * g.s[0] - g.p[0], g.d[0]) * g.in[1] +
@@ -172,12 +172,12 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       int64_t ow = 0;
       if constexpr (is_f32<T>) {
         if (vec && nrows > 0) {
-          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
           ow += avx2_impl::max_pool_row(xp, rows.data(), nrows, ow, in_hi, g.in[2], g.s[2], g.p[2], g.k[2],
-                                        g.d[2], yr + ow, ir + ow);
+                                        g.d[2], yr + ow, ir ? ir + ow : ir);
         }
       }
-      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
     }
   });
 }

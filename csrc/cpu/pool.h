@@ -36,7 +36,8 @@ struct PoolGeom {
 // window that would start in the right padding).
 int64_t pool_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode);
 
-// x: (planes, in) -> y, indices: (planes, out)
+// x: (planes, in) -> y, indices: (planes, out); indices may be null (inference
+// without indices: the values alone, a third of the memory traffic written).
 template <class T>
 void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices);
 // grad_x = sum of grad_y scattered to indices. Returns -1 when every index is
@@ -80,6 +81,7 @@ int64_t max_unpool_backward(const PoolGeom& g, const T* grad_y, const int64_t* i
 namespace avx2_impl {
 // rows: offsets into the plane of the window's valid input rows, in scan order
 // (nrows >= 1); each output's initial index is its window's first element.
+// indices may be null.
 // in_w: the input row length, so strided loads never read past a row's end.
 int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
                      int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices);
