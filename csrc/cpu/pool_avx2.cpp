@@ -1,4 +1,6 @@
-// AVX2 float32 pooling pieces: 8 adjacent outputs of one row at a time.
+// AVX2 float32 pooling pieces: max/average windows for 8 adjacent outputs of
+// one row at a time, and the contiguous reductions of adaptive and global
+// pooling (row sum, sums of 8 small planes at once, scan-order argmax).
 //
 // Each lane runs the scalar reference's loop in the same order (window rows,
 // then taps), so results and tie-breaking match the scalar path exactly: the
