@@ -78,10 +78,10 @@ void max_window(const PoolGeom& g, const T* xp, const int64_t* rows, int64_t nro
     for (int64_t kw = lo; kw < hi; ++kw) {
       const int64_t iw = ws + kw * g.d[2];
       const T v = xr[iw];
-      if (v > best || std::isnan(v)) {
-        best = v;
-        bi = rows[r] + iw;
-      }
+      // Branch-free (selects): on data the update pattern is unpredictable.
+      const bool take = (v > best) | (v != v);
+      best = take ? v : best;
+      bi = take ? rows[r] + iw : bi;
     }
   }
   *y = best;
@@ -466,10 +466,9 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
             }
             for (int64_t iw = w0; iw < w1; ++iw) {
               const T v = xp[off + iw];
-              if (v > best || std::isnan(v)) {
-                best = v;
-                bi = off + iw;
-              }
+              const bool take = (v > best) | (v != v);
+              best = take ? v : best;
+              bi = take ? off + iw : bi;
             }
           }
         y[r * OW + ow] = best;
