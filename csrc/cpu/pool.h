@@ -75,9 +75,10 @@ int64_t max_unpool_forward(const PoolGeom& g, const T* x, const int64_t* indices
 template <class T>
 int64_t max_unpool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x);
 
-// AVX2 float32 pieces, defined in pool_avx2.cpp. Each handles whole blocks of
-// 8 outputs of one output row whose windows lie inside the row horizontally
-// and returns how many outputs it wrote (a multiple of 8, from ow_begin).
+// AVX2 float32 pieces, defined in pool_avx2.cpp. The row kernels handle the
+// outputs [ow_begin, ow_end) of one output row whose windows lie inside the row
+// horizontally, 8 at a time, and return how many they wrote from ow_begin (all
+// of them, or 0 when fewer than 8).
 namespace avx2_impl {
 // rows: offsets into the plane of the window's valid input rows, in scan order
 // (nrows >= 1); each output's initial index is its window's first element.

@@ -31,6 +31,19 @@ inline __m256 load_strided(const float* q, int64_t s, __m256i lane_s, bool two_o
   return _mm256_i32gather_ps(q, lane_s, 4);
 }
 
+// Runs block(ow) for ow = begin, begin+8, ... and, when a partial block is
+// left, once more for the last 8 outputs (recomputing a few, with identical
+// results) so the row's tail does not fall back to scalar code. Returns how
+// many outputs from begin were written.
+template <class Block>
+inline int64_t blocks(int64_t begin, int64_t end, Block&& block) {
+  if (end - begin < 8) return 0;
+  int64_t ow = begin;
+  for (; ow + 8 <= end; ow += 8) block(ow);
+  if (ow < end) block(end - 8);
+  return end - begin;
+}
+
 inline __m256i lane_times(int64_t s) {
   const int si = static_cast<int>(s);
   return _mm256_setr_epi32(0, si, 2 * si, 3 * si, 4 * si, 5 * si, 6 * si, 7 * si);
@@ -45,8 +58,7 @@ int64_t max_pool_row_impl(const float* plane, const int64_t* rows, int64_t nrows
                           int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
   const __m256i lane_s = lane_times(s);
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t ow = ow_begin;
-  for (; ow + 8 <= ow_end; ow += 8) {
+  auto block = [&](int64_t ow) {
     const int64_t w0 = ow * s - p;
     // The furthest element a stride-2 double load touches, for every tap.
     const bool two_ok = w0 + (k - 1) * d + 16 <= in_w;
@@ -73,8 +85,8 @@ int64_t max_pool_row_impl(const float* plane, const int64_t* rows, int64_t nrows
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4),
                           _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
     }
-  }
-  return ow - ow_begin;
+  };
+  return blocks(ow_begin, ow_end, block);
 }
 
 }  // namespace
@@ -92,8 +104,7 @@ int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
   if (s > (int64_t(1) << 27)) return 0;
   const __m256i lane_s = lane_times(s);
   const __m256 div = _mm256_set1_ps(divisor);
-  int64_t ow = ow_begin;
-  for (; ow + 8 <= ow_end; ow += 8) {
+  auto block = [&](int64_t ow) {
     const int64_t w0 = ow * s - p;
     const bool two_ok = w0 + (k - 1) + 16 <= in_w;
     __m256 acc = _mm256_setzero_ps();
@@ -102,8 +113,8 @@ int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
       for (int64_t kw = 0; kw < k; ++kw) acc = _mm256_add_ps(acc, load_strided(xr + kw, s, lane_s, two_ok));
     }
     _mm256_storeu_ps(y + (ow - ow_begin), _mm256_div_ps(acc, div));
-  }
-  return ow - ow_begin;
+  };
+  return blocks(ow_begin, ow_end, block);
 }
 
 float sum(const float* x, int64_t n) {
