@@ -51,6 +51,26 @@ struct Prim {
   }
   // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
   // the result when the mean is large next to the spread.
+  // Mean and sum of squared deviations of n values: two-pass over blocks small
+  // enough to stay in L1, merged with Chan et al.'s pairwise update, so a long
+  // row costs one pass over memory and keeps two-pass accuracy.
+  void moments(const T* x, int64_t n, double* mean, double* m2) const {
+    constexpr int64_t kB = 4096;
+    double mu = 0, q = 0;
+    for (int64_t b = 0; b < n; b += kB) {
+      const int64_t len = std::min(kB, n - b);
+      const double bm = sum(x + b, len, x[b]) / double(len);
+      merge(&mu, &q, double(b), bm, sqdev(x + b, len, bm), double(len));
+    }
+    *mean = mu;
+    *m2 = q;
+  }
+  // Folds a part (mean bm, squared deviations bq, nb values) into (mu, q) over `seen` values.
+  static void merge(double* mu, double* q, double seen, double bm, double bq, double nb) {
+    const double tot = seen + nb, delta = bm - *mu;
+    *mu += delta * nb / tot;
+    *q += bq + delta * delta * seen * nb / tot;
+  }
   void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift) const {
     if constexpr (is_f32<T>) {
       if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift);
@@ -80,11 +100,6 @@ struct Prim {
   }
 };
 
-template <class T>
-T rstd_of(double var, double eps) {
-  return static_cast<T>(1.0 / std::sqrt(var + eps));
-}
-
 }  // namespace
 
 // ---- BatchNorm ----------------------------------------------------------------
@@ -95,33 +110,41 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
                         T* save_rstd) {
   const Prim<T> P;
   const int64_t M = N * S;
+  // Per channel: y = (x - m) * scale + shift, with m the float rounding of the
+  // mean and the remainder folded into shift, so a large mean costs no precision.
+  std::vector<T> mh(C), scale(C), shift(C);
+  auto set_channel = [&](int64_t c, double mean, double rstd) {
+    save_mean[c] = static_cast<T>(mean);
+    save_rstd[c] = static_cast<T>(rstd);
+    const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
+    mh[c] = static_cast<T>(mean);
+    scale[c] = static_cast<T>(w * rstd);
+    shift[c] = static_cast<T>(b - (mean - double(mh[c])) * w * rstd);
+  };
+  if (!training) {
+    for (int64_t c = 0; c < C; ++c) set_channel(c, running_mean[c], 1.0 / std::sqrt(double(running_var[c]) + eps));
+    // No statistics to gather: stream through memory in order.
+    parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
+      for (int64_t k = kb; k < ke; ++k) P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C]);
+    });
+    return;
+  }
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      double mean, rstd;
-      if (training) {
-        double s = 0;
-        for (int64_t n = 0; n < N; ++n) s += P.sum(x + (n * C + c) * S, S, x[c * S]);
-        mean = s / double(M);
-        double q = 0;
-        for (int64_t n = 0; n < N; ++n) q += P.sqdev(x + (n * C + c) * S, S, mean);
-        const double var = q / double(M);
-        rstd = 1.0 / std::sqrt(var + eps);
-        if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-        // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
-        if (running_var)
-          running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
-      } else {
-        mean = running_mean[c];
-        rstd = 1.0 / std::sqrt(double(running_var[c]) + eps);
+      // Moments of each (n, c) block merged into the channel's: one pass over memory.
+      double mean = 0, q = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        double bm, bq;
+        P.moments(x + (n * C + c) * S, S, &bm, &bq);
+        Prim<T>::merge(&mean, &q, double(n * S), bm, bq, double(S));
       }
-      save_mean[c] = static_cast<T>(mean);
-      save_rstd[c] = static_cast<T>(rstd);
-      const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-      // mean = m + (mean - m) with m its float rounding: x - m is exact, and the
-      // remainder goes into the shift so a large mean costs no precision.
-      const T m = static_cast<T>(mean), scale = static_cast<T>(w * rstd);
-      const T shift = static_cast<T>(b - (mean - double(m)) * w * rstd);
-      for (int64_t n = 0; n < N; ++n) P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, m, scale, shift);
+      if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+      // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
+      if (running_var) running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
+      set_channel(c, mean, 1.0 / std::sqrt(q / double(M) + eps));
+      // The channel was just read, so this pass mostly hits the cache.
+      for (int64_t n = 0; n < N; ++n)
+        P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, mh[c], scale[c], shift[c]);
     }
   });
 }
@@ -169,8 +192,9 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * row;
       T* yr = y + r * row;
-      const double mu = P.sum(xr, row, xr[0]) / double(row);
-      const double var = P.sqdev(xr, row, mu) / double(row);
+      double mu, q;
+      P.moments(xr, row, &mu, &q);
+      const double var = q / double(row);
       const double rs = 1.0 / std::sqrt(var + eps);
       mean[r] = static_cast<T>(mu);
       rstd[r] = static_cast<T>(rs);
@@ -236,8 +260,9 @@ void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight,
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * L;
       T* yr = y + r * L;
-      const double mu = P.sum(xr, L, xr[0]) / double(L);
-      const double rs = 1.0 / std::sqrt(P.sqdev(xr, L, mu) / double(L) + eps);
+      double mu, q;
+      P.moments(xr, L, &mu, &q);
+      const double rs = 1.0 / std::sqrt(q / double(L) + eps);
       mean[r] = static_cast<T>(mu);
       rstd[r] = static_cast<T>(rs);
       // x_hat = (x - m) * s + c0 with m the float rounding of the mean and c0 the remainder.
@@ -299,21 +324,38 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
   constexpr int64_t kCols = 1024;
   parallel_for(0, (L + kCols - 1) / kCols, 1, [&](int64_t bb, int64_t be) {
     std::vector<double> dw(kCols), db(kCols);
+    std::vector<float> fw(kCols), fb(kCols);
     for (int64_t blk = bb; blk < be; ++blk) {
       const int64_t j0 = blk * kCols, j1 = std::min(L, j0 + kCols);
-      if constexpr (is_f32<T>) {
-        if (P.vec && grad_weight && grad_bias) {
-          avx2_impl::ln_param_cols(gy, x, R, L, j0, j1, mean, rstd, grad_weight, grad_bias);
-          continue;
-        }
-      }
       std::fill(dw.begin(), dw.end(), 0.0);
       std::fill(db.begin(), db.end(), 0.0);
-      for (int64_t r = 0; r < R; ++r) {
-        const T m = mean[r], s = rstd[r];
-        for (int64_t j = j0; j < j1; ++j) {
-          dw[j - j0] += double(gy[r * L + j]) * double((x[r * L + j] - m) * s);
-          db[j - j0] += gy[r * L + j];
+      // Rows outer: each row's segment streams contiguously into the block's
+      // accumulators, which stay in L1. The AVX2 path adds groups of kRows rows
+      // in float lanes and folds each group into the double sums.
+      constexpr int64_t kRows = 16;
+      for (int64_t r0 = 0; r0 < R; r0 += kRows) {
+        const int64_t r1 = std::min(R, r0 + kRows);
+        if constexpr (is_f32<T>) {
+          if (P.vec) {
+            std::fill(fw.begin(), fw.end(), 0.0f);
+            std::fill(fb.begin(), fb.end(), 0.0f);
+            for (int64_t r = r0; r < r1; ++r)
+              avx2_impl::ln_param_row(gy + r * L + j0, x + r * L + j0, j1 - j0, mean[r], rstd[r], fw.data(), fb.data());
+            for (int64_t j = 0; j < j1 - j0; ++j) {
+              dw[j] += fw[j];
+              db[j] += fb[j];
+            }
+            continue;
+          }
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+          const T m = mean[r], s = rstd[r];
+          const T* g = gy + r * L;
+          const T* xr = x + r * L;
+          for (int64_t j = j0; j < j1; ++j) {
+            dw[j - j0] += double(g[j]) * double((xr[j] - m) * s);
+            db[j - j0] += g[j];
+          }
         }
       }
       for (int64_t j = j0; j < j1; ++j) {
@@ -441,8 +483,7 @@ void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, flo
 void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*) {}
 void ln_row_sums(const float*, const float*, const float*, int64_t, double, double*, double*) {}
 void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float) {}
-void ln_param_cols(const float*, const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                   float*, float*) {}
+void ln_param_row(const float*, const float*, int64_t, float, float, float*, float*) {}
 void lrn_denom(const float* const*, int, float*, int64_t, float, float) {}
 void pow_neg(const float*, float*, int64_t, float) {}
 }  // namespace avx2_impl
