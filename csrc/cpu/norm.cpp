@@ -100,6 +100,32 @@ struct Prim {
   }
 };
 
+// (N, C) input (S = 1): a channel is a strided column, so these loop over rows
+// with a block of channels [c0, c1) contiguous in the inner loop.
+template <class T>
+void column_moments(const T* x, int64_t N, int64_t C, int64_t c0, int64_t c1, double* mu, double* q) {
+  for (int64_t c = c0; c < c1; ++c) mu[c] = q[c] = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) mu[c] += x[n * C + c];
+  for (int64_t c = c0; c < c1; ++c) mu[c] /= double(N);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) {
+      const double d = double(x[n * C + c]) - mu[c];
+      q[c] += d * d;
+    }
+}
+
+template <class T>
+void column_dy_sums(const T* dy, const T* x, int64_t N, int64_t C, int64_t c0, int64_t c1, const T* mean, double* a,
+                    double* b) {
+  for (int64_t c = c0; c < c1; ++c) a[c] = b[c] = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) {
+      a[c] += dy[n * C + c];
+      b[c] += double(dy[n * C + c]) * double(x[n * C + c] - mean[c]);
+    }
+}
+
 }  // namespace
 
 // ---- BatchNorm ----------------------------------------------------------------
@@ -121,8 +147,29 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
     scale[c] = static_cast<T>(w * rstd);
     shift[c] = static_cast<T>(b - (mean - double(mh[c])) * w * rstd);
   };
-  if (!training) {
+  auto update_running = [&](int64_t c, double mean, double q) {
+    if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+    // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
+    if (running_var) running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
+  };
+  if (!training)
     for (int64_t c = 0; c < C; ++c) set_channel(c, running_mean[c], 1.0 / std::sqrt(double(running_var[c]) + eps));
+  if (S == 1) {
+    std::vector<double> mu(C), q(C);
+    parallel_for(0, C, 64, [&](int64_t cb, int64_t ce) {
+      if (training) {
+        column_moments(x, N, C, cb, ce, mu.data(), q.data());
+        for (int64_t c = cb; c < ce; ++c) {
+          update_running(c, mu[c], q[c]);
+          set_channel(c, mu[c], 1.0 / std::sqrt(q[c] / double(M) + eps));
+        }
+      }
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = cb; c < ce; ++c) y[n * C + c] = (x[n * C + c] - mh[c]) * scale[c] + shift[c];
+    });
+    return;
+  }
+  if (!training) {
     // No statistics to gather: stream through memory in order.
     parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
       for (int64_t k = kb; k < ke; ++k) P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C]);
@@ -138,9 +185,7 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
         P.moments(x + (n * C + c) * S, S, &bm, &bq);
         Prim<T>::merge(&mean, &q, double(n * S), bm, bq, double(S));
       }
-      if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-      // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
-      if (running_var) running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
+      update_running(c, mean, q);
       set_channel(c, mean, 1.0 / std::sqrt(q / double(M) + eps));
       // The channel was just read, so this pass mostly hits the cache.
       for (int64_t n = 0; n < N; ++n)
@@ -154,9 +199,32 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
                          const T* save_mean, const T* save_rstd, bool training, T* grad_weight, T* grad_bias) {
   const Prim<T> P;
   const double M = double(N * S);
+  // dx = a*dy + (x - mean)*k2 + k3 per channel. With batch statistics
+  // dx = w*rstd*(dy - mean(dy) - x_hat*mean(dy*x_hat)); with running statistics the
+  // mean and variance are constants: dx = w*rstd*dy.
+  std::vector<T> ka(C), k2(C), k3(C);
+  auto set_channel = [&](int64_t c, double a, double b) {
+    const double rstd = save_rstd[c], w = weight ? double(weight[c]) : 1.0;
+    if (grad_weight) grad_weight[c] += static_cast<T>(b * rstd);
+    if (grad_bias) grad_bias[c] += static_cast<T>(a);
+    ka[c] = static_cast<T>(w * rstd);
+    k2[c] = training ? static_cast<T>(-w * rstd * rstd * rstd * b / M) : T(0);
+    k3[c] = training ? static_cast<T>(-w * rstd * a / M) : T(0);
+  };
+  if (S == 1) {
+    std::vector<double> a(C), b(C);
+    parallel_for(0, C, 64, [&](int64_t cb, int64_t ce) {
+      column_dy_sums(gy, x, N, C, cb, ce, save_mean, a.data(), b.data());
+      for (int64_t c = cb; c < ce; ++c) set_channel(c, a[c], b[c]);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = cb; c < ce; ++c)
+          gx[n * C + c] = gy[n * C + c] * ka[c] + (x[n * C + c] - save_mean[c]) * k2[c] + k3[c];
+    });
+    return;
+  }
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      const double mean = save_mean[c], rstd = save_rstd[c];
+      const double mean = save_mean[c];
       double a = 0, b = 0;
       for (int64_t n = 0; n < N; ++n) {
         double an, bn;
@@ -164,19 +232,10 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
         a += an;
         b += bn;
       }
-      if (grad_weight) grad_weight[c] += static_cast<T>(b * rstd);
-      if (grad_bias) grad_bias[c] += static_cast<T>(a);
-      const double w = weight ? double(weight[c]) : 1.0;
-      // dx = w*rstd*(dy - mean(dy) - x_hat*mean(dy*x_hat)) with batch statistics;
-      // with running statistics the mean and variance are constants: dx = w*rstd*dy.
-      double k2 = 0, k3 = 0;
-      if (training) {
-        k2 = -w * rstd * rstd * rstd * b / M;
-        k3 = -w * rstd * a / M;
-      }
+      set_channel(c, a, b);
       for (int64_t n = 0; n < N; ++n)
-        P.axpbypc(gy + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S, static_cast<T>(w * rstd),
-                  static_cast<T>(mean), static_cast<T>(k2), static_cast<T>(k3));
+        P.axpbypc(gy + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S, ka[c], save_mean[c], k2[c],
+                  k3[c]);
     }
   });
 }
