@@ -203,7 +203,8 @@ def test_instance_norm_needs_spatial_extent():
 # ---- layer_norm ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape,nshape", [((4, 13), (13,)), ((2, 3, 7, 9), (7, 9)), ((5, 3, 4), (5, 3, 4)),
-                                          ((1, 1030), (1030,)), ((3, 2, 17), (17,))])
+                                          ((1, 1030), (1030,)), ((3, 2, 17), (17,)), ((600, 19), (19,)),
+                                          ((2, 2100), (2100,))])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_matches_torch(shape, nshape, affine, simd, rng):
     x = (rng.standard_normal(shape) * 2 + 5).astype(np.float32)
@@ -289,6 +290,10 @@ def _all_kernels(x, gy):
     wl = np.linspace(0.5, 1.5, L).astype(x.dtype)
     y, m, r = _C.layer_norm_forward(x, x.ndim - 1, wl, wl)
     out += [y, *_C.layer_norm_backward(gy, x, x.ndim - 1, wl, m, r)]
+    # Many short rows: the parameter gradients reduce over several row groups.
+    wc = w[: x.shape[-1]] if x.shape[-1] <= C else np.linspace(0.5, 1.5, x.shape[-1]).astype(x.dtype)
+    y, m, r = _C.layer_norm_forward(x, 1, wc, wc)
+    out += [y, *_C.layer_norm_backward(gy, x, 1, wc, m, r)]
     y, d = _C.local_response_norm_forward(x, 5, 0.1, 0.75, 2.0)
     out += [y, _C.local_response_norm_backward(gy, x, y, d, 5, 0.1, 0.75)]
     return out

@@ -378,22 +378,27 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
     }
   });
   if (!grad_weight && !grad_bias) return;
-  // Parameter gradients reduce over rows: split the columns instead, so every
-  // column is summed by one task in row order.
-  constexpr int64_t kCols = 1024;
-  parallel_for(0, (L + kCols - 1) / kCols, 1, [&](int64_t bb, int64_t be) {
-    std::vector<double> dw(kCols), db(kCols);
+  // Parameter gradients reduce over rows. Tasks are (column block, row group)
+  // pairs of fixed sizes, each writing its own partial sums, which are then added
+  // over row groups in order: many rows with few columns (LayerNorm over
+  // channels) still spread over the threads, and the result does not depend on
+  // the thread count.
+  constexpr int64_t kCols = 1024, kGroupRows = 256;
+  const int64_t ncb = (L + kCols - 1) / kCols, ngr = (R + kGroupRows - 1) / kGroupRows;
+  std::vector<double> pw(ngr * L), pb(ngr * L);
+  parallel_for(0, ncb * ngr, 1, [&](int64_t tb, int64_t te) {
     std::vector<float> fw(kCols), fb(kCols);
-    for (int64_t blk = bb; blk < be; ++blk) {
-      const int64_t j0 = blk * kCols, j1 = std::min(L, j0 + kCols);
-      std::fill(dw.begin(), dw.end(), 0.0);
-      std::fill(db.begin(), db.end(), 0.0);
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t j0 = (task % ncb) * kCols, j1 = std::min(L, j0 + kCols), grp = task / ncb;
+      double* dw = pw.data() + grp * L + j0;
+      double* db = pb.data() + grp * L + j0;
       // Rows outer: each row's segment streams contiguously into the block's
-      // accumulators, which stay in L1. The AVX2 path adds groups of kRows rows
-      // in float lanes and folds each group into the double sums.
+      // accumulators, which stay in L1. The AVX2 path adds runs of kRows rows in
+      // float lanes and folds each run into the double sums.
       constexpr int64_t kRows = 16;
-      for (int64_t r0 = 0; r0 < R; r0 += kRows) {
-        const int64_t r1 = std::min(R, r0 + kRows);
+      const int64_t rend = std::min(R, (grp + 1) * kGroupRows);
+      for (int64_t r0 = grp * kGroupRows; r0 < rend; r0 += kRows) {
+        const int64_t r1 = std::min(rend, r0 + kRows);
         if constexpr (is_f32<T>) {
           if (P.vec) {
             std::fill(fw.begin(), fw.end(), 0.0f);
@@ -417,10 +422,17 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
           }
         }
       }
-      for (int64_t j = j0; j < j1; ++j) {
-        if (grad_weight) grad_weight[j] += static_cast<T>(dw[j - j0]);
-        if (grad_bias) grad_bias[j] += static_cast<T>(db[j - j0]);
+    }
+  });
+  parallel_for(0, L, 4096, [&](int64_t jb, int64_t je) {
+    for (int64_t j = jb; j < je; ++j) {
+      double w = 0, b = 0;
+      for (int64_t grp = 0; grp < ngr; ++grp) {
+        w += pw[grp * L + j];
+        b += pb[grp * L + j];
       }
+      if (grad_weight) grad_weight[j] += static_cast<T>(w);
+      if (grad_bias) grad_bias[j] += static_cast<T>(b);
     }
   });
 }
