@@ -122,7 +122,8 @@ def test_cross_entropy_matches_torch(shape, reduction, weighted, smoothing, simd
 def test_cross_entropy_ignore_index_and_unbatched(rng):
     x, t = ce_case(rng, (5, 4), ignore=False)
     t[1] = 2
-    compare(lambda a: F.cross_entropy(a, t, ignore_index=2), lambda a: TF.cross_entropy(a, torch.tensor(t), ignore_index=2),
+    compare(lambda a: F.cross_entropy(a, t, ignore_index=2),
+            lambda a: TF.cross_entropy(a, torch.tensor(t), ignore_index=2),
             [x], what="ignore_index=2")
     x1 = x[0].copy()
     for red in REDUCTIONS:

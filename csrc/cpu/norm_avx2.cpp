@@ -116,7 +116,8 @@ void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a
 
 void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
                     const float* b) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0), one = _mm256_set1_ps(1.0f);
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0);
+  const __m256 one = _mm256_set1_ps(1.0f);
   auto f = [&](int64_t i, int64_t wdt) {
     __m256 xv = wdt == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wdt);
     __m256 wv = w ? (wdt == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wdt)) : one;
