@@ -285,6 +285,8 @@ def _all_kernels(x, gy):
     out = []
     y, m, r = _C.batch_norm_forward(x, w, b, None, None, True)
     out += [y, *_C.batch_norm_backward(gy, x, w, m, r, True)]
+    y, m, r = _C.batch_norm_forward(x, w, b, b.copy(), w.copy(), False)
+    out += [y, *_C.batch_norm_backward(gy, x, w, m, r, False)]
     y, m, r = _C.group_norm_forward(x, 4, w, b)
     out += [y, *_C.group_norm_backward(gy, x, 4, w, m, r)]
     L = x[0].size

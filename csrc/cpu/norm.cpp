@@ -222,6 +222,28 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
     });
     return;
   }
+  if (!training) {
+    // dx does not depend on the channel sums: one pass in memory order writes dx
+    // and the per-(n, c) sums, which are then reduced per channel in order.
+    for (int64_t c = 0; c < C; ++c) ka[c] = static_cast<T>((weight ? double(weight[c]) : 1.0) * save_rstd[c]);
+    std::vector<double> A(N * C), B(N * C);
+    parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
+      for (int64_t k = kb; k < ke; ++k) {
+        const int64_t c = k % C;
+        P.dy_sums(gy + k * S, x + k * S, S, save_mean[c], &A[k], &B[k]);
+        P.axpbypc(gy + k * S, x + k * S, gx + k * S, S, ka[c], save_mean[c], T(0), T(0));
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      double a = 0, b = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        a += A[n * C + c];
+        b += B[n * C + c];
+      }
+      set_channel(c, a, b);
+    }
+    return;
+  }
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const double mean = save_mean[c];
