@@ -370,7 +370,7 @@ def test_registration_rules():
     assert "b" in dict(m._buffers) and m.b is None
     with pytest.raises(KeyError, match="attribute 'p' already exists"):
         m.register_buffer("p", cnnfast.zeros(1))
-    with pytest.raises(KeyError, match='can\'t contain "."'):
+    with pytest.raises(KeyError, match='contain "."'):
         m.register_parameter("a.b", None)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         m.nope
