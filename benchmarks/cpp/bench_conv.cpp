@@ -2,7 +2,7 @@
 // forward pass and forward + backward (grad input, weight, bias), float32,
 // median of repeats after warm-up, GFLOP/s in direct-convolution FLOPs and the
 // percent of the measured FMA peak.
-//   ./bench_conv [threads=2] [repeats=5] [algo=auto|gemm|winograd]
+//   ./bench_conv [threads=2] [repeats=5] [algo=auto|gemm|winograd] [layer name substring]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
       {"depthwise 3x3 c128", 8, 128, 56, 128, 3, 1, 1, 128, false},
       {"transposed 4x4 s2", 8, 128, 28, 64, 4, 2, 1, 1, true},
   };
+  const std::string only = argc > 4 ? argv[4] : "";
   for (const Layer& L : layers) {
+    if (!only.empty() && std::string(L.name).find(only) == std::string::npos) continue;
     // The convolution whose forward (or, when transposed, backward-data) is timed.
     ConvShape s;
     s.N = L.N;
