@@ -440,3 +440,11 @@ def test_deepcopy_gives_an_independent_model():
     m2[0].weight.data[...] = 0
     assert m[0].weight.data.any()
     assert repr(m2) == repr(m)
+
+
+def test_old_batchnorm_checkpoint_without_num_batches_tracked_loads():
+    bn = nn.BatchNorm2d(2)
+    bn.num_batches_tracked.data[...] = 5
+    old = {"weight": np.ones(2), "bias": np.zeros(2), "running_mean": np.ones(2), "running_var": np.ones(2)}
+    bn.load_state_dict(old)
+    assert int(bn.num_batches_tracked.data) == 0 and "num_batches_tracked" not in old
