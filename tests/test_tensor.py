@@ -173,3 +173,14 @@ def test_repr_and_comparisons():
     assert "grad_fn=<MulBackward>" in repr(t * 2)
     assert (t.detach() > 1.5).tolist() == [False, True]
     assert isinstance(t * 2, Tensor)
+
+
+def test_max_min_with_dim_return_values_and_indices(rng):
+    x, tx = _pair(rng, 3, 5)
+    out, tout = x.max(dim=1), tx.max(dim=1)
+    np.testing.assert_array_equal(out.indices.data, tout.indices.numpy())
+    np.testing.assert_allclose(out.values.data, tout.values.detach().numpy())
+    vals, idx = x.min(0, keepdim=True)
+    assert vals.shape == (1, 5) and idx.shape == (1, 5)
+    np.testing.assert_array_equal(idx.data, tx.min(0, keepdim=True).indices.numpy())
+    assert x.view(x.size(0), -1).shape == (3, 5) and x.mean((0, 1)).shape == ()
