@@ -134,7 +134,7 @@ def test_macs_of_grouped_transposed_and_linear_layers():
     s = summary(m, (4, 7, 7))
     conv, up, flat, fc = s.layers
     assert conv.output_shape == (1, 6, 3, 3) and conv.macs == 3 * 3 * 6 * 2 * 9
-    assert up.output_shape == (1, 4, 6, 6) and up.macs == 3 * 3 * 6 * 2 * 4
+    assert up.output_shape == (1, 4, 6, 6) and up.macs == 3 * 3 * 6 * 4 * (2 * 2)
     assert fc.macs == 144 * 5 and flat.rf is None and fc.rf is None
     assert s.total_macs == conv.macs + up.macs + fc.macs
 
