@@ -6,6 +6,7 @@ import torch
 
 import cnnfast
 from cnnfast import nn, optim
+from conftest import SIMD_LEVELS as SIMD
 
 CASES = [
     ("SGD", dict(lr=0.1)),
@@ -36,8 +37,8 @@ def _pair(name, kwargs, shapes, dtype, rng):
 
 @pytest.mark.parametrize("name,kwargs", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_torch_over_steps(name, kwargs, dtype, rng):
-    shapes = [(13,), (7, 5), (3, 2, 3, 3)]
+def test_matches_torch_over_steps(name, kwargs, dtype, rng, simd):
+    shapes = [(13,), (7, 5), (3, 2, 3, 3), (37, 11)]  # SIMD tails and a body
     ours, theirs, o, t = _pair(name, kwargs, shapes, dtype, rng)
     for _ in range(25):
         for p, tp in zip(ours, theirs):
@@ -65,22 +66,64 @@ def test_defaults_match_torch(name):
         assert theirs[k] == v, k
 
 
-def test_threaded_update_is_thread_count_independent(rng):
-    n = 300_001  # several chunks of the kernel's grain
-    results = []
-    for threads in (1, 2):
-        before = cnnfast.get_num_threads()
-        cnnfast.set_num_threads(threads)
-        try:
-            p = nn.Parameter(np.linspace(-1, 1, n, dtype=np.float32))
-            o = optim.Adam([p], lr=0.1, amsgrad=True, weight_decay=0.01)
-            for k in range(3):
-                p.grad = cnnfast.tensor(np.sin(np.arange(n, dtype=np.float32) * (k + 1)))
+_THREADS_SCRIPT = """
+import sys
+import numpy as np
+import cnnfast
+from cnnfast import nn, optim
+# A multi-chunk parallel_for before the first resize: the pool must survive being rebuilt after real work.
+nn.Conv2d(3, 8, 3)(cnnfast.randn(4, 3, 32, 32)).sum()
+n = 300_001  # several chunks of the optimizer kernel's grain
+results = []
+for threads in (1, 2, 1):
+    cnnfast.set_num_threads(threads)
+    p = nn.Parameter(np.linspace(-1, 1, n, dtype=np.float32))
+    o = optim.Adam([p], lr=0.1, amsgrad=True, weight_decay=0.01)
+    for k in range(3):
+        p.grad = cnnfast.tensor(np.sin(np.arange(n, dtype=np.float32) * (k + 1)))
+        o.step()
+    results.append(p.data.copy())
+print(all(np.array_equal(results[0], r) for r in results[1:]))
+"""
+
+
+def test_threaded_update_is_thread_count_independent():
+    # In a subprocess: switching thread counts rebuilds the C++ pool, and a crash there
+    # must fail this test, not take the whole session down.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, "python"))
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"exit code {r.returncode} (a negative code is a signal): {r.stderr[-2000:]}"
+    assert r.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name,kwargs", [c for c in CASES if c[0] != "SGD" or "momentum" in c[1]])
+def test_scalar_and_avx2_paths_agree(name, kwargs, rng):
+    if "avx2" not in SIMD:
+        pytest.skip("no AVX2 on this CPU")
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(1001,), (9, 7)]]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in init] for _ in range(10)]
+    results = {}
+    before = cnnfast.simd_level()
+    try:
+        for level in ("scalar", "avx2"):
+            cnnfast.set_simd_level(level)
+            ps = [nn.Parameter(a.copy()) for a in init]
+            o = getattr(optim, name)(ps, **kwargs)
+            for gs in grads:
+                for p, g in zip(ps, gs):
+                    p.grad = cnnfast.tensor(g.copy())
                 o.step()
-            results.append(p.data.copy())
-        finally:
-            cnnfast.set_num_threads(before)
-    np.testing.assert_array_equal(results[0], results[1])
+            results[level] = [p.data for p in ps]
+    finally:
+        cnnfast.set_simd_level(before)
+    for a, b in zip(results["scalar"], results["avx2"]):
+        # Same operations in the same order; only FMA contraction may move the last bits.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_large_tensor_matches_torch(rng):

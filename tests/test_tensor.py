@@ -47,17 +47,13 @@ def test_exports():
 BINARY = [
     ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
     ("div", lambda a, b: a / (b * b + 1)), ("rsub", lambda a, b: 2.0 - a * b), ("pow", lambda a, b: (a * a + 1) ** 1.5 * b),
-    ("matmul", lambda a, b: a @ b.transpose(-1, -2)), ("where", None),
+    ("scalar_mix", lambda a, b: 3.0 * a - b / 2.0 + 1.0),
 ]
 
 
-@pytest.mark.parametrize("name,fn", BINARY[:-1])
+@pytest.mark.parametrize("name,fn", BINARY)
 @pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 4)), ((3, 1), (1, 4)), ((5, 4), (4,))])
 def test_broadcast_arithmetic_values_and_grads(name, fn, shapes, rng):
-    if name == "matmul" and len(shapes[1]) < 2:
-        pytest.skip("matmul with a vector is covered below")
-    if name == "matmul" and shapes[0][-1] != shapes[1][-1]:
-        pytest.skip("inner sizes differ")
     a, ta = _pair(rng, *shapes[0])
     b, tb = _pair(rng, *shapes[1])
     y, ty = fn(a, b), fn(ta, tb)
@@ -111,6 +107,19 @@ def test_cat_stack_where_grads(rng):
         np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="non-empty"):
         cnnfast.cat([])
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (4, 3))])
+def test_matmul_broadcast_grads(sa, sb, rng):
+    a, ta = _pair(rng, *sa)
+    b, tb = _pair(rng, *sb)
+    y, ty = a @ b, ta @ tb
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12)
+    g = rng.standard_normal(ty.shape)
+    y.backward(g)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.grad.data, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_matmul_vector_and_batched(rng):

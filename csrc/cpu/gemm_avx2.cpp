@@ -57,6 +57,26 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
   }
 }
 
+// 8x8 transpose in registers: r[i] holds row i on entry and column i on exit.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 // B (kc x nc, element strides rs, cs) -> panels of NR columns: Bp[panel][k][c].
 void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, float* Bp) {
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
@@ -76,9 +96,22 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
           for (; c < NR; ++c) Bp[k * NR + c] = 0.f;
         }
       }
+    } else if (rs == 1 && nr == NR) {
+      // Transposed B (the im2col matrix in the weight gradient): eight source
+      // columns of eight consecutive k each, transposed in registers.
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        for (int h = 0; h < 2; ++h) {
+          __m256 r[8];
+          for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + (j0 + h * 8 + c) * cs + k);
+          transpose8(r);
+          for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(Bp + (k + kk) * NR + h * 8, r[kk]);
+        }
+      }
+      for (; k < kc; ++k)
+        for (int64_t c = 0; c < NR; ++c) Bp[k * NR + c] = B[(j0 + c) * cs + k];
     } else {
-      // Transposed B (e.g. the im2col matrix in the weight gradient): walk
-      // each source column contiguously and scatter into the panel.
+      // Other strided B: walk each source column contiguously.
       for (int64_t c = 0; c < NR; ++c) {
         if (c < nr) {
           const float* b = B + (j0 + c) * cs;
@@ -156,11 +189,26 @@ inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, 
 
 }  // namespace
 
-void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
-           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
-  const int64_t kc_max = std::min(K, KC);
+int64_t packed_a_size(int64_t M, int64_t K) { return (M + MR - 1) / MR * MR * K; }
+
+// The whole of A in the order sgemm consumes it: KC-deep slices one after the
+// other, each holding every MR-row panel of that slice, so the slice for
+// (pc, ic) starts at pc * Mpad + ic * kc.
+void pack_a_full(int64_t M, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, float* Ap) {
+  const int64_t Mpad = (M + MR - 1) / MR * MR;
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    pack_a(M, kc, A + pc * cs_a, rs_a, cs_a, Ap + pc * Mpad);
+  }
+}
+
+namespace {
+
+void sgemm_impl(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* Apacked,
+                const float* B, int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  const int64_t kc_max = std::min(K, KC), Mpad = (M + MR - 1) / MR * MR;
   float* Bp = scratch(0, kc_max * ((std::min(N, NC) + NR - 1) / NR * NR));
-  float* Ap = scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
+  float* Ap = Apacked ? nullptr : scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -169,18 +217,36 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_
       pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp);
       for (int64_t ic = 0; ic < M; ic += MC) {
         const int64_t mc = std::min(MC, M - ic);
-        pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
+        const float* ap;
+        if (Apacked) {
+          ap = Apacked + pc * Mpad + ic * kc;
+        } else {
+          pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
+          ap = Ap;
+        }
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t nr = std::min(NR, nc - jr);
           const float* bp = Bp + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = std::min(MR, mc - ir);
-            kernel_6x16(kc, Ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, acc, mr, nr);
+            kernel_6x16(kc, ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, acc, mr, nr);
           }
         }
       }
     }
   }
+}
+
+}  // namespace
+
+void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
+           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  sgemm_impl(M, N, K, A, rs_a, cs_a, nullptr, B, rs_b, cs_b, C, ldc, accumulate);
+}
+
+void sgemm_packed_a(int64_t M, int64_t N, int64_t K, const float* Ap, const float* B, int64_t rs_b, int64_t cs_b,
+                    float* C, int64_t ldc, bool accumulate) {
+  sgemm_impl(M, N, K, nullptr, 0, 0, Ap, B, rs_b, cs_b, C, ldc, accumulate);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl

@@ -10,10 +10,11 @@
 // so the binding zero-fills them when it returns fresh arrays.
 // weight / bias may be nullptr (affine=False): weight is then 1 and bias 0.
 //
-// Statistics are two-pass (mean, then the sum of squared deviations from it) with
-// double accumulators, so a large mean next to a small spread loses nothing; the
-// forward saves mean and rstd = 1/sqrt(var + eps) for the backward, which
-// recomputes x_hat from x instead of storing it.
+// Statistics are two-pass (mean, then the sum of squared deviations from it) over
+// blocks that stay in L1, merged with Chan et al.'s pairwise update in double, so
+// memory is read once and a large mean next to a small spread loses nothing
+// (E[x^2] - E[x]^2 would). The forward saves mean and rstd = 1/sqrt(var + eps)
+// for the backward, which recomputes x_hat from x instead of storing it.
 #pragma once
 #include <cstdint>
 
@@ -67,18 +68,22 @@ void lrn_backward(const T* grad_y, const T* x, const T* y, const T* denom, T* gr
 // Row primitives over n contiguous elements, AVX2 float32 versions (norm_avx2.cpp).
 // The scalar versions live in norm.cpp; which one runs is chosen per call.
 namespace avx2_impl {
-double norm_sum(const float* x, int64_t n);
+// sum(x - pivot)
+double norm_sum(const float* x, int64_t n, float pivot);
 double norm_sqdev(const float* x, int64_t n, double mean);
-void norm_affine(const float* x, float* y, int64_t n, float scale, float shift);
+// y = (x - mean) * scale + shift
+void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift);
 void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc);
 // dx = dy * a + (x - mean) * b + c
 void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c);
-void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, const float* w, const float* b);
+// y = ((x - mean) * rstd + c0) * w + b (w, b may be null)
+void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
+                    const float* b);
 void ln_row_sums(const float* dy, const float* x, const float* w, int64_t n, double mean, double* sg, double* sgx);
 void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
                float c2, float c3);
-void ln_param_cols(const float* dy, const float* x, int64_t R, int64_t L, int64_t j0, int64_t j1,
-                   const float* mean, const float* rstd, float* dw, float* db);
+// accw[j] += dy[j] * (x[j] - mean) * rstd, accb[j] += dy[j] over one row segment.
+void ln_param_row(const float* dy, const float* x, int64_t n, float mean, float rstd, float* accw, float* accb);
 // d = k + coef * sum_w win[w]^2 over nwin rows of n values.
 void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coef, float k);
 // out = d^(-beta); beta 0.75, 0.5 and 1 use square roots, others std::pow.

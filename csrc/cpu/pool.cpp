@@ -85,7 +85,7 @@ void max_window(const PoolGeom& g, const T* xp, const int64_t* rows, int64_t nro
     }
   }
   *y = best;
-  *idx = bi;
+  if (idx) *idx = bi;
 }
 
 // PyTorch's average-pool window along one dimension: the divisor extent counts
@@ -111,6 +111,18 @@ T avg_divisor(const AvgSpan& a, const AvgSpan& b, const AvgSpan& c, bool include
 
 int64_t adaptive_start(int64_t o, int64_t out, int64_t in) { return o * in / out; }
 int64_t adaptive_end(int64_t o, int64_t out, int64_t in) { return ((o + 1) * in + out - 1) / out; }
+
+// Window bounds of every output column, computed once per call: two 64-bit
+// divisions per output would otherwise cost more than the window itself.
+struct AdaptiveCols {
+  std::vector<int64_t> lo, hi;
+  AdaptiveCols(int64_t out, int64_t in) : lo(out), hi(out) {
+    for (int64_t o = 0; o < out; ++o) {
+      lo[o] = adaptive_start(o, out, in);
+      hi[o] = adaptive_end(o, out, in);
+    }
+  }
+};
 
 // Tracks the first bad position seen by any thread.
 struct FirstBad {
@@ -152,7 +164,7 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
       T* yr = y + r * OW;
-      int64_t* ir = indices + r * OW;
+      int64_t* ir = indices ? indices + r * OW : nullptr;
       const int64_t nrows = window_rows(g, od, oh, rows.data());
       // Initial index of every window: its first in-bounds (d, h), as PyTorch.
       const int64_t row0 = (first_nonneg(od * g.s[0] - g.p[0], g.d[0]) * g.in[1] +
@@ -160,18 +172,18 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       int64_t ow = 0;
       if constexpr (is_f32<T>) {
         if (vec && nrows > 0) {
-          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
           ow += avx2_impl::max_pool_row(xp, rows.data(), nrows, ow, in_hi, g.in[2], g.s[2], g.p[2], g.k[2],
-                                        g.d[2], yr + ow, ir + ow);
+                                        g.d[2], yr + ow, ir ? ir + ow : ir);
         }
       }
-      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
     }
   });
 }
 
 template <class T>
-int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx) {
+int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx, bool skip_out_of_range) {
   const int64_t ip = g.in_plane(), op = g.out_plane();
   FirstBad bad;
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
@@ -184,6 +196,7 @@ int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices
                    for (int64_t o = 0; o < op; ++o) {
                      const int64_t i = idx[o];
                      if (i < 0 || i >= ip) {
+                       if (skip_out_of_range) continue;
                        bad.note(pl * op + o);
                        return;
                      }
@@ -239,34 +252,74 @@ void avg_pool_forward(const PoolGeom& g, const T* x, T* y, bool include_pad, int
   });
 }
 
+// Organised by input row: each row of grad_input accumulates, while it sits in
+// L1, the (grad_output / divisor) of the output rows whose windows cover it,
+// one kernel tap at a time (for a fixed tap the output columns hit distinct
+// inputs, so the adds pipeline and vectorise instead of chaining through one
+// element). grad_input is streamed once, and rows of one plane can go to
+// different threads. Terms reach an element in tap order rather than PyTorch's
+// output order, so float results agree to rounding, not to the bit.
 template <class T>
 void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, bool include_pad, int64_t override_div) {
-  const int64_t ip = g.in_plane(), op = g.out_plane();
+  const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
-  parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
+  const int64_t op = g.out_plane();
+  const int64_t kw_n = g.k[2], sw = g.s[2], pw = g.p[2];
+  // The divisor is a product of per-dimension factors (or the override).
+  auto factor = [&](int dim, int64_t o) {
+    const AvgSpan sp = avg_span(o, g.k[dim], g.s[dim], g.p[dim], g.in[dim]);
+    return include_pad ? sp.padded : sp.hi - sp.lo;
+  };
+  std::vector<T> fw(OW);
+  for (int64_t ow = 0; ow < OW; ++ow) fw[ow] = T(factor(2, ow));
+  std::vector<T> delta(static_cast<size_t>(g.planes * op));
+  parallel_for(0, g.planes * OD * OH, row_grain(g, 2), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t od = r / OH % OD, oh = r % OH;
+      const T fdh = T(factor(0, od) * factor(1, oh));
+      const T* gyr = gy + r * OW;
+      T* dr = delta.data() + r * OW;
+      if (override_div > 0) {
+        for (int64_t ow = 0; ow < OW; ++ow) dr[ow] = gyr[ow] / T(override_div);
+      } else {
+        // Products of integers below 2^24 are exact, so this is gy / T(fd*fh*fw).
+        for (int64_t ow = 0; ow < OW; ++ow) dr[ow] = gyr[ow] / (fdh * fw[ow]);
+      }
+    }
+  });
+  // Outputs [lo, hi] whose window o*s - p + [0, k) covers input position i.
+  auto covering = [](int64_t i, int64_t k, int64_t s, int64_t p, int64_t out, int64_t* lo, int64_t* hi) {
+    *lo = std::max<int64_t>(0, floor_div(i + p - k, s) + 1);
+    *hi = std::min<int64_t>(out - 1, floor_div(i + p, s));
+  };
+  // For tap kw, the output columns [lo, hi) whose tap lands inside the row.
+  std::vector<int64_t> tap_lo(kw_n), tap_hi(kw_n);
+  for (int64_t kw = 0; kw < kw_n; ++kw) {
+    tap_lo[kw] = std::min<int64_t>(OW, std::max<int64_t>(0, floor_div(pw - kw + sw - 1, sw)));
+    tap_hi[kw] = std::max<int64_t>(tap_lo[kw], std::min<int64_t>(OW, floor_div(IW - 1 + pw - kw, sw) + 1));
+  }
+  parallel_for(0, g.planes * ID * IH, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, IW)),
                [&](int64_t b, int64_t e) {
-                 std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
-                 for (int64_t pl = b; pl < e; ++pl) {
-                   T* gxp = gx + pl * ip;
-                   const T* gyp = gy + pl * op;
-                   for (int64_t od = 0; od < g.out[0]; ++od) {
-                     const AvgSpan sd = avg_span(od, g.k[0], g.s[0], g.p[0], ID);
-                     for (int64_t oh = 0; oh < g.out[1]; ++oh) {
-                       const AvgSpan sh = avg_span(oh, g.k[1], g.s[1], g.p[1], IH);
-                       for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-                         const AvgSpan sw = avg_span(ow, g.k[2], g.s[2], g.p[2], IW);
-                         if (sd.lo >= sd.hi || sh.lo >= sh.hi || sw.lo >= sw.hi) continue;
-                         const T delta =
-                             gyp[(od * g.out[1] + oh) * g.out[2] + ow] / avg_divisor<T>(sd, sh, sw, include_pad,
-                                                                                         override_div);
-                         for (int64_t id = sd.lo; id < sd.hi; ++id)
-                           for (int64_t ih = sh.lo; ih < sh.hi; ++ih) {
-                             T* row = gxp + (id * IH + ih) * IW;
-                             for (int64_t iw = sw.lo; iw < sw.hi; ++iw) row[iw] += delta;
-                           }
+                 for (int64_t r = b; r < e; ++r) {
+                   const int64_t plane = r / (ID * IH), id = r / IH % ID, ih = r % IH;
+                   int64_t d0, d1, h0, h1;
+                   covering(id, g.k[0], g.s[0], g.p[0], OD, &d0, &d1);
+                   covering(ih, g.k[1], g.s[1], g.p[1], OH, &h0, &h1);
+                   const T* dp = delta.data() + plane * op;
+                   T* __restrict__ row = gx + r * IW;
+                   std::fill(row, row + IW, T(0));
+                   for (int64_t od = d0; od <= d1; ++od)
+                     for (int64_t oh = h0; oh <= h1; ++oh) {
+                       const T* __restrict__ drow = dp + (od * OH + oh) * OW;
+                       for (int64_t kw = 0; kw < kw_n; ++kw) {
+                         const int64_t shift = kw - pw;
+                         if (sw == 1) {
+                           for (int64_t ow = tap_lo[kw]; ow < tap_hi[kw]; ++ow) row[ow + shift] += drow[ow];
+                         } else {
+                           for (int64_t ow = tap_lo[kw]; ow < tap_hi[kw]; ++ow) row[ow * sw + shift] += drow[ow];
+                         }
                        }
                      }
-                   }
                  }
                });
 }
@@ -278,7 +331,29 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const bool vec = is_f32<T> && use_avx2();
+  if (g.out_plane() == 1) {
+    // Global pooling: one contiguous sum per plane.
+    const int64_t ip = g.in_plane();
+    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        const T* xp = x + pl * ip;
+        T acc = 0;
+        bool done = false;
+        if constexpr (is_f32<T>) {
+          if (vec) {
+            acc = avx2_impl::sum(xp, ip);
+            done = true;
+          }
+        }
+        if (!done)
+          for (int64_t i = 0; i < ip; ++i) acc += xp[i];
+        y[pl] = acc / T(ID) / T(IH) / T(IW);
+      }
+    });
+    return;
+  }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
@@ -286,7 +361,7 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
       const int64_t d0 = adaptive_start(od, OD, ID), d1 = adaptive_end(od, OD, ID);
       const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
       for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+        const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
         T acc = 0;
         for (int64_t id = d0; id < d1; ++id)
           for (int64_t ih = h0; ih < h1; ++ih) {
@@ -311,6 +386,14 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const int64_t ip = g.in_plane(), op = g.out_plane();
+  if (op == 1) {
+    // Global pooling: every element of a plane gets the same share.
+    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / ip), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) std::fill(gx + pl * ip, gx + (pl + 1) * ip, gy[pl] / T(ID) / T(IH) / T(IW));
+    });
+    return;
+  }
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
                [&](int64_t b, int64_t e) {
                  std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
@@ -322,7 +405,7 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
                      for (int64_t oh = 0; oh < OH; ++oh) {
                        const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
                        for (int64_t ow = 0; ow < OW; ++ow) {
-                         const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+                         const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
                          const T delta = gyp[(od * OH + oh) * OW + ow] / T(d1 - d0) / T(h1 - h0) / T(w1 - w0);
                          for (int64_t id = d0; id < d1; ++id)
                            for (int64_t ih = h0; ih < h1; ++ih) {
@@ -341,7 +424,18 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const bool vec = is_f32<T> && use_avx2();
+  if constexpr (is_f32<T>) {
+    if (vec && g.out_plane() == 1 && g.in_plane() < (int64_t(1) << 31)) {
+      // Global max pooling: one contiguous argmax per plane.
+      const int64_t ip = g.in_plane();
+      parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) avx2_impl::argmax(x + pl * ip, ip, y + pl, indices + pl);
+      });
+      return;
+    }
+  }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
@@ -349,7 +443,7 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
       const int64_t d0 = adaptive_start(od, OD, ID), d1 = adaptive_end(od, OD, ID);
       const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
       for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+        const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
         T best = -std::numeric_limits<T>::infinity();
         int64_t bi = (d0 * IH + h0) * IW + w0;
         for (int64_t id = d0; id < d1; ++id)
@@ -433,7 +527,7 @@ int64_t max_unpool_backward(const PoolGeom& g, const T* gy, const int64_t* indic
 
 #define CNNFAST_INSTANTIATE(T)                                                                    \
   template void max_pool_forward<T>(const PoolGeom&, const T*, T*, int64_t*);                   \
-  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*);         \
+  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*, bool);   \
   template void avg_pool_forward<T>(const PoolGeom&, const T*, T*, bool, int64_t);              \
   template void avg_pool_backward<T>(const PoolGeom&, const T*, T*, bool, int64_t);             \
   template void adaptive_avg_pool_forward<T>(const PoolGeom&, const T*, T*);                    \

@@ -36,10 +36,11 @@ inline __m256i lane_times(int64_t s) {
 
 }  // namespace
 
-int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
-                     int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
-  // Gather offsets are int32; a stride that large is left to the scalar path.
-  if (s > (int64_t(1) << 27)) return 0;
+namespace {
+
+template <bool kIndices>
+int64_t max_pool_row_impl(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
+                          int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
   const __m256i lane_s = lane_times(s);
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t ow = ow_begin;
@@ -54,18 +55,34 @@ int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
       const float* xr = plane + rows[r] + w0;
       for (int64_t kw = 0; kw < k; ++kw) {
         const __m256 v = load_strided(xr + kw * d, s, lane_s, two_ok);
-        const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rows[r] + w0 + kw * d)), lane_s);
         const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         best = _mm256_blendv_ps(best, v, take);
-        bi = _mm256_blendv_epi8(bi, at, _mm256_castps_si256(take));
+        if constexpr (kIndices) {
+          const __m256i at =
+              _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rows[r] + w0 + kw * d)), lane_s);
+          bi = _mm256_blendv_epi8(bi, at, _mm256_castps_si256(take));
+        }
       }
     }
     _mm256_storeu_ps(y + (ow - ow_begin), best);
-    int64_t* ip = indices + (ow - ow_begin);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
+    if constexpr (kIndices) {
+      int64_t* ip = indices + (ow - ow_begin);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4),
+                          _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
+    }
   }
   return ow - ow_begin;
+}
+
+}  // namespace
+
+int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
+                     int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
+  // Gather offsets are int32; a stride that large is left to the scalar path.
+  if (s > (int64_t(1) << 27)) return 0;
+  if (indices) return max_pool_row_impl<true>(plane, rows, nrows, ow_begin, ow_end, in_w, s, p, k, d, y, indices);
+  return max_pool_row_impl<false>(plane, rows, nrows, ow_begin, ow_end, in_w, s, p, k, d, y, nullptr);
 }
 
 int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
