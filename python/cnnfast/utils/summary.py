@@ -302,7 +302,8 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
     or a list of such shapes for a model with several inputs.
 
     Runs one dummy forward pass of batch 1 in eval mode without recording a graph (the
-    model's mode is restored). ``batch_size`` scales the memory figures; ``optimizer``
+    model's mode is restored); modules that eval mode skips (GoogLeNet's auxiliary
+    heads) count in the totals but get no row. ``batch_size`` scales the memory figures; ``optimizer``
     ("sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad") sets the optimizer
     state in the training-memory estimate. ``run=False`` replaces conv, pooling and
     linear layers by their shape formulas (no arithmetic; same table). Returns a
