@@ -3,10 +3,8 @@ reproduced row by row; receptive fields, MACs, output formats, the CLI entry poi
 the training-memory estimate against tracemalloc's measured peak."""
 import json
 
-import numpy as np
 import pytest
 
-import cnnfast
 from cnnfast import models as M
 from cnnfast import nn
 from cnnfast.utils import shapes as S
