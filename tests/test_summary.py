@@ -12,6 +12,14 @@ from cnnfast.utils.summary import (estimate_training_memory, measure_training_me
                                    summary_main)
 from test_models import build   # the 1000-class models, built once per session
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_reference_models():
+    """The cached reference models hold ~1 GB (VGG-16, AlexNet, ...): free them after the
+    last module that uses them."""
+    yield
+    build.cache_clear()
+
 # Seed 003 (Anwar, "AlexNet Network - Structural Details"), transcribed:
 # (layer, input HxWxC, output HxWxC, stride, pad, kernel, params)
 ALEXNET_TABLE = [
