@@ -225,6 +225,17 @@ def test_nll_loss_matches_torch(shape, reduction, rng):
             what="nll ignore_index=1")
 
 
+def test_nll_finite_differences(rng):
+    x, t = ce_case(rng, (4, 3, 2), np.float64)
+    w = rng.uniform(0.3, 2, 3)
+    for red in REDUCTIONS:
+        g = np.array(0.9) if red != "none" else rng.standard_normal(t.shape)
+        got = _C.nll_loss_backward(g, x, t, w, -100, red)
+        (num,) = numerical_grad(lambda a: _C.nll_loss_forward(a, t, w, -100, red), [x.copy()], g)
+        assert_nontrivial(num)
+        assert_close(got, num, 1e-6, 1e-8, f"nll {red}")
+
+
 def test_nll_composes_with_log_softmax(rng):
     x, t = ce_case(rng, (5, 7))
     compare(lambda a: F.nll_loss(F.log_softmax(a, dim=1), t), lambda a: TF.cross_entropy(a, torch.tensor(t)), [x],

@@ -164,6 +164,18 @@ def test_group_norm_finite_differences(rng):
         assert_close(a, n_, 1e-5, 1e-7, "group_norm vs finite differences")
 
 
+def test_instance_norm_finite_differences(rng):
+    x = rng.standard_normal((2, 3, 4))
+    w, b = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    gy = rng.standard_normal(x.shape)
+    _, m, r = _C.instance_norm_forward(x, w, b)
+    got = _C.instance_norm_backward(gy, x, w, m, r)
+    num = numerical_grad(lambda x, w, b: _C.instance_norm_forward(x, w, b)[0], [x.copy(), w.copy(), b.copy()], gy)
+    assert_nontrivial(*num)
+    for a, n_ in zip(got, num):
+        assert_close(a, n_, 1e-5, 1e-7, "instance_norm vs finite differences")
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 5), (1, 4, 3, 3), (3, 2, 2, 2, 3), (2, 5, 70)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_instance_norm_matches_torch(shape, affine, simd, rng):

@@ -131,6 +131,8 @@ ADAPTIVE_CASES = [
     (2, (2, 3, 13, 17), (5, 4)),
     (2, (1, 2, 3, 7), (7, 3)),
     (2, (2, 3, 9, 40), 1),  # global pooling, long rows (AVX2 row reductions)
+    (2, (3, 5, 7, 7), 1),  # global pooling of small planes, eight at a time plus a remainder
+    (2, (2, 9, 1, 3), 1),
     (2, (1, 2, 11, 37), (2, None)),
     (3, (1, 2, 5, 7, 9), (3, 4, 2)),
     (3, (1, 1, 4, 3, 33), 1),

@@ -334,21 +334,23 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
   if (g.out_plane() == 1) {
     // Global pooling: one contiguous sum per plane.
     const int64_t ip = g.in_plane();
-    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
-      for (int64_t pl = b; pl < e; ++pl) {
-        const T* xp = x + pl * ip;
-        T acc = 0;
-        bool done = false;
-        if constexpr (is_f32<T>) {
-          if (vec) {
-            acc = avx2_impl::sum(xp, ip);
-            done = true;
-          }
+    const T ext_d = T(ID), ext_h = T(IH), ext_w = T(IW);
+    parallel_for(0, g.planes, std::max<int64_t>(8, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+      bool done = false;
+      if constexpr (is_f32<T>) {
+        if (vec) {
+          avx2_impl::sum_planes(x + b * ip, e - b, ip, y + b);
+          done = true;
         }
-        if (!done)
-          for (int64_t i = 0; i < ip; ++i) acc += xp[i];
-        y[pl] = acc / T(ID) / T(IH) / T(IW);
       }
+      if (!done)
+        for (int64_t pl = b; pl < e; ++pl) {
+          T acc = 0;
+          for (int64_t i = 0; i < ip; ++i) acc += x[pl * ip + i];
+          y[pl] = acc;
+        }
+      // Divided one extent at a time, as PyTorch.
+      for (int64_t pl = b; pl < e; ++pl) y[pl] = y[pl] / ext_d / ext_h / ext_w;
     });
     return;
   }
@@ -551,6 +553,7 @@ int64_t avg_pool_row(const float*, const int64_t*, int64_t, int64_t, int64_t, in
   return 0;
 }
 float sum(const float*, int64_t) { return 0; }
+void sum_planes(const float*, int64_t, int64_t, float*) {}
 void argmax(const float*, int64_t, float*, int64_t*) {}
 }  // namespace avx2_impl
 #endif

@@ -88,6 +88,8 @@ int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
 int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
                      int64_t in_w, int64_t s, int64_t p, int64_t k, float divisor, float* y);
 float sum(const float* x, int64_t n);
+// out[p] = sum of x[p*len .. (p+1)*len) for p in [0, planes): global pooling of small planes.
+void sum_planes(const float* x, int64_t planes, int64_t len, float* out);
 // (max, index) of x[0..n) with PyTorch's scan-order rule; index relative to x.
 void argmax(const float* x, int64_t n, float* best, int64_t* index);
 }  // namespace avx2_impl

@@ -1,4 +1,6 @@
-// AVX2 float32 pooling pieces: 8 adjacent outputs of one row at a time.
+// AVX2 float32 pooling pieces: max/average windows for 8 adjacent outputs of
+// one row at a time, and the contiguous reductions of adaptive and global
+// pooling (row sum, sums of 8 small planes at once, scan-order argmax).
 //
 // Each lane runs the scalar reference's loop in the same order (window rows,
 // then taps), so results and tie-breaking match the scalar path exactly: the
@@ -119,6 +121,44 @@ float sum(const float* x, int64_t n) {
     a1 = _mm256_add_ps(a1, _mm256_maskload_ps(x + i, m));
   }
   return avx2::hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+namespace {
+
+// One register's worth of a plane's partial sums (unrolled by two for small planes).
+inline __m256 plane_partial(const float* x, int64_t len, __m256i tail) {
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(x + i + 8));
+  }
+  if (i + 8 <= len) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    i += 8;
+  }
+  if (i < len) b = _mm256_add_ps(b, _mm256_maskload_ps(x + i, tail));
+  return _mm256_add_ps(a, b);
+}
+
+}  // namespace
+
+void sum_planes(const float* x, int64_t planes, int64_t len, float* out) {
+  const __m256i tail = avx2::tail_mask(static_cast<int>(len % 8));
+  int64_t p = 0;
+  // Eight planes at a time: their partial-sum registers are reduced together
+  // by a tree of horizontal adds, instead of eight separate horizontal sums.
+  for (; p + 8 <= planes; p += 8) {
+    const float* b = x + p * len;
+    __m256 a[8];
+    for (int j = 0; j < 8; ++j) a[j] = plane_partial(b + j * len, len, tail);
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    // u0 = [s0..s3 of elements 0-3 | s0..s3 of elements 4-7], u1 likewise for s4..s7.
+    _mm256_storeu_ps(out + p, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
+  }
+  for (; p < planes; ++p) out[p] = avx2::hsum8(plane_partial(x + p * len, len, tail));
 }
 
 void argmax(const float* x, int64_t n, float* best_out, int64_t* index_out) {
