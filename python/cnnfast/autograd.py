@@ -71,6 +71,21 @@ class enable_grad(no_grad):
         return self
 
 
+class set_grad_enabled:
+    """``set_grad_enabled(mode)``: switches recording on or off, now and as a context manager."""
+
+    def __init__(self, mode: bool):
+        self._prev = is_grad_enabled()
+        _set_grad_enabled(bool(mode))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_grad_enabled(self._prev)
+        return False
+
+
 class Context:
     """What a Function's forward leaves for its backward."""
 

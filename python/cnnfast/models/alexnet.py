@@ -1,0 +1,55 @@
+"""AlexNet (Krizhevsky et al., 2012) in the original form of the Anwar cheat-sheet table.
+
+227x227x3 input; conv 11x11/4 (96) -> LRN -> overlapping max-pool 3x3/2 -> conv 5x5 (256)
+-> LRN -> pool -> conv 3x3 (384, 384, 256) -> pool -> FC 4096 -> FC 4096 -> FC classes,
+with ReLU after every conv/FC and dropout 0.5 before the first two FC layers.
+The two GPU towers of the paper are merged (no grouped convolutions), which is what the
+table counts: 62,378,344 parameters at 1000 classes.
+
+Module names follow torchvision's AlexNet (``features.N``, ``avgpool``, ``classifier.N``)
+so its state_dict keys have the same form; the layer widths are the paper's.
+"""
+from .. import nn
+
+
+class AlexNet(nn.Module):
+    """x: (N, in_channels, 227, 227) -> logits (N, num_classes).
+
+    The adaptive average pool to 6x6 is the identity at 227x227 and lets other input
+    sizes (>= 67) reach the 9216-wide classifier, as torchvision does.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
+                 lrn: bool = True):
+        super().__init__()
+
+        def norm():
+            if lrn:
+                return [nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)]
+            return []
+
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=0), nn.ReLU(), *norm(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(), *norm(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+            nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.flatten(1))
+
+
+def alexnet(num_classes: int = 1000, in_channels: int = 3, **kw) -> AlexNet:
+    """AlexNet for 227x227 inputs (62,378,344 parameters at 1000 classes)."""
+    return AlexNet(num_classes=num_classes, in_channels=in_channels, **kw)
