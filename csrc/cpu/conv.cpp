@@ -1,0 +1,338 @@
+// im2col + GEMM convolution: forward, backward to the input (GEMM + col2im) and
+// backward to the weights (im2col + GEMM), the bias, the fully connected layer,
+// and the per-shape algorithm choice.
+//
+// Threading: with at least as many images as threads, images are split into one
+// contiguous range per thread, each with its own im2col buffer and a serial GEMM
+// (the GEMMs run inline inside the parallel region); the weight gradient is
+// accumulated per range and the ranges are summed in a fixed order afterwards,
+// so a given thread count always gives the same bits. With fewer images than
+// threads (batch 1), images go one after another and the GEMM itself is split.
+#include "cpu/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "cpu/gemm.h"
+#include "cpu/winograd.h"
+
+namespace cnnfast::cpu {
+namespace {
+
+// ceil(a / b) for b > 0 and any sign of a.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// Output positions o in [0, n_out) whose input index o*s + off falls in [0, n_in).
+inline void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-off, s));
+  hi = std::min<int64_t>(n_out, ceil_div(n_in - off, s));
+  if (hi < lo) hi = lo;
+}
+
+// A 1x1x1 kernel with stride 1 and no padding: the input already is the im2col matrix.
+bool is_pointwise(const ConvShape& s) {
+  for (int d = 0; d < 3; ++d)
+    if (s.k[d] != 1 || s.stride[d] != 1 || s.pad0[d] != 0 || s.out[d] != s.in[d]) return false;
+  return true;
+}
+
+// Rows [r0, r1) of the im2col matrix of one image's group: x (Cg, D, H, W) ->
+// col (Cg*kD*kH*kW, Do*Ho*Wo), row r = ((c*kD + a)*kH + b)*kW + e.
+template <class T>
+void im2col(const ConvShape& s, const T* x, T* col, int64_t r0, int64_t r1) {
+  const int64_t P = s.out_size(), kk = s.k_size();
+  const int64_t Do = s.out[0], Ho = s.out[1], Wo = s.out[2];
+  const int64_t D = s.in[0], H = s.in[1], W = s.in[2];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / kk, kr = r % kk;
+    const int64_t a = kr / (s.k[1] * s.k[2]), b = (kr / s.k[2]) % s.k[1], e = kr % s.k[2];
+    const int64_t offw = e * s.dil[2] - s.pad0[2];
+    int64_t lo, hi;
+    valid_range(Wo, W, s.stride[2], offw, lo, hi);
+    T* dst = col + r * P;
+    for (int64_t od = 0; od < Do; ++od) {
+      const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+      for (int64_t oh = 0; oh < Ho; ++oh, dst += Wo) {
+        const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+        if (id < 0 || id >= D || ih < 0 || ih >= H) {
+          std::fill(dst, dst + Wo, T(0));
+          continue;
+        }
+        const T* src = x + ((c * D + id) * H + ih) * W + offw;
+        std::fill(dst, dst + lo, T(0));
+        if (s.stride[2] == 1) {
+          std::memcpy(dst + lo, src + lo, sizeof(T) * (hi - lo));
+        } else {
+          const int64_t sw = s.stride[2];
+          for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * sw];
+        }
+        std::fill(dst + hi, dst + Wo, T(0));
+      }
+    }
+  }
+}
+
+// The adjoint of im2col for channels [c0, c1): dx (Cg, D, H, W) += scatter of col.
+// Channels own disjoint parts of dx, so ranges of channels may run in parallel.
+template <class T>
+void col2im(const ConvShape& s, const T* col, T* dx, int64_t c0, int64_t c1) {
+  const int64_t P = s.out_size(), kk = s.k_size();
+  const int64_t Do = s.out[0], Ho = s.out[1], Wo = s.out[2];
+  const int64_t D = s.in[0], H = s.in[1], W = s.in[2];
+  for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
+    const int64_t c = r / kk, kr = r % kk;
+    const int64_t a = kr / (s.k[1] * s.k[2]), b = (kr / s.k[2]) % s.k[1], e = kr % s.k[2];
+    const int64_t offw = e * s.dil[2] - s.pad0[2];
+    int64_t lo, hi;
+    valid_range(Wo, W, s.stride[2], offw, lo, hi);
+    const T* src = col + r * P;
+    for (int64_t od = 0; od < Do; ++od) {
+      const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+      for (int64_t oh = 0; oh < Ho; ++oh, src += Wo) {
+        const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+        if (id < 0 || id >= D || ih < 0 || ih >= H) continue;
+        T* dst = dx + ((c * D + id) * H + ih) * W + offw;
+        const int64_t sw = s.stride[2];
+        for (int64_t ow = lo; ow < hi; ++ow) dst[ow * sw] += src[ow];
+      }
+    }
+  }
+}
+
+// Calls body(n_begin, n_end, part) for `parts` contiguous image ranges in parallel.
+template <class F>
+void over_image_ranges(int64_t N, int64_t parts, F&& body) {
+  parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) body(p * N / parts, (p + 1) * N / parts, p);
+  });
+}
+
+int64_t image_parts(int64_t N) {
+  const int64_t t = get_num_threads();
+  return (N >= t && !in_parallel_region()) ? t : 0;
+}
+
+template <class T>
+void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const int64_t CK = Cg * s.k_size();
+  const bool direct = is_pointwise(s);
+  auto one_image = [&](int64_t n, T* col, bool threaded) {
+    for (int64_t g = 0; g < G; ++g) {
+      const T* xg = x + (n * s.C + g * Cg) * inS;
+      const T* b = xg;
+      if (!direct) {
+        if (threaded)
+          parallel_for(0, CK, 8, [&](int64_t r0, int64_t r1) { im2col(s, xg, col, r0, r1); });
+        else
+          im2col(s, xg, col, 0, CK);
+        b = col;
+      }
+      T* yg = y + (n * s.K + g * Kg) * P;
+      gemm(Kg, P, CK, w + g * Kg * CK, CK, int64_t(1), b, P, int64_t(1), yg, P, false);
+    }
+  };
+  const int64_t col_elems = direct ? 1 : CK * P;
+  if (int64_t parts = image_parts(s.N)) {
+    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t) {
+      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), false);
+    });
+  } else {
+    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), true);
+  }
+}
+
+template <class T>
+void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const int64_t CK = Cg * s.k_size();
+  const bool direct = is_pointwise(s);
+  auto one_image = [&](int64_t n, T* col, bool threaded) {
+    for (int64_t g = 0; g < G; ++g) {
+      T* dxg = gx + (n * s.C + g * Cg) * inS;
+      const T* dyg = gy + (n * s.K + g * Kg) * P;
+      // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
+      if (direct) {
+        gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), dxg, P, false);
+        continue;
+      }
+      gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), col, P, false);
+      std::fill(dxg, dxg + Cg * inS, T(0));
+      if (threaded)
+        parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { col2im(s, col, dxg, c0, c1); });
+      else
+        col2im(s, col, dxg, 0, Cg);
+    }
+  };
+  const int64_t col_elems = direct ? 1 : CK * P;
+  if (int64_t parts = image_parts(s.N)) {
+    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t) {
+      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), false);
+    });
+  } else {
+    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), true);
+  }
+}
+
+}  // namespace
+
+bool winograd_applicable(const ConvShape& s) {
+  return s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.k[1] == 3 && s.k[2] == 3 &&
+         s.stride[1] == 1 && s.stride[2] == 1 && s.dil[1] == 1 && s.dil[2] == 1;
+}
+
+// Auto: Winograd F(4x4,3x3) does 36 multiplies per 4x4 output tile where direct
+// convolution does 144, but pays two transforms per tile and a transformed
+// weight per call; it wins when both channel counts per group are large enough
+// for its 36 small GEMMs to run near peak (>= 16 each) and the output has at
+// least one full 4x4 tile row worth of work (Ho, Wo >= 4). Depthwise and other
+// thin-group layers stay on im2col + GEMM. float64 always takes GEMM: it exists
+// for gradient checks, where the plainer path is the better oracle.
+ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
+  if (!is_float32 || !winograd_applicable(s)) return ConvAlgo::Gemm;
+  if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 4 && s.out[2] >= 4) return ConvAlgo::Winograd;
+  return ConvAlgo::Gemm;
+}
+
+template <class T>
+void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo algo) {
+  if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
+  if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
+    winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
+                       y);
+    return;
+  }
+  forward_gemm(s, x, w, y);
+}
+
+template <class T>
+void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, ConvAlgo algo) {
+  if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
+  if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
+    // For stride 1, grad_x is the convolution of grad_y with the kernel rotated by
+    // 180 degrees and its two channel axes swapped (within each group), offset by
+    // 2 - pad; the Winograd driver accepts any (even negative) offset.
+    const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg();
+    AlignedPtr<T> wt = aligned_alloc_array<T>(s.K * Cg * 9);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t t = 0; t < 9; ++t)
+            wt[((g * Cg + c) * Kg + k) * 9 + (8 - t)] = w[((g * Kg + k) * Cg + c) * 9 + t];
+    winograd_conv2d<T>(s.N, s.K, s.C, G, s.out[1], s.out[2], s.in[1], s.in[2], 2 - s.pad0[1], 2 - s.pad0[2], gy,
+                       wt.get(), gx);
+    return;
+  }
+  backward_data_gemm(s, gy, w, gx);
+}
+
+template <class T>
+void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const int64_t CK = Cg * s.k_size();
+  const int64_t wsize = s.K * CK;
+  const bool direct = is_pointwise(s);
+  // dw_g (Kg, CK) += dy_g (Kg, P) * col^T (P, CK)
+  auto one_image = [&](int64_t n, T* col, T* dw, bool threaded) {
+    for (int64_t g = 0; g < G; ++g) {
+      const T* xg = x + (n * s.C + g * Cg) * inS;
+      const T* b = xg;
+      if (!direct) {
+        if (threaded)
+          parallel_for(0, CK, 8, [&](int64_t r0, int64_t r1) { im2col(s, xg, col, r0, r1); });
+        else
+          im2col(s, xg, col, 0, CK);
+        b = col;
+      }
+      gemm(Kg, CK, P, gy + (n * s.K + g * Kg) * P, P, int64_t(1), b, int64_t(1), P, dw + g * Kg * CK, CK, true);
+    }
+  };
+  const int64_t col_elems = direct ? 1 : CK * P;
+  if (int64_t parts = image_parts(s.N)) {
+    std::vector<AlignedPtr<T>> partial(parts);
+    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t p) {
+      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+      partial[p] = aligned_alloc_array<T>(wsize);
+      std::fill(partial[p].get(), partial[p].get() + wsize, T(0));
+      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), partial[p].get(), false);
+    });
+    for (int64_t p = 0; p < parts; ++p) {
+      const T* src = partial[p].get();
+      for (int64_t i = 0; i < wsize; ++i) gw[i] += src[i];
+    }
+  } else {
+    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
+    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), gw, true);
+  }
+}
+
+template <class T>
+void bias_forward(T* y, const T* b, int64_t N, int64_t C, int64_t S) {
+  parallel_for(0, N * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T v = b[r % C];
+      T* row = y + r * S;
+      for (int64_t i = 0; i < S; ++i) row[i] += v;
+    }
+  });
+}
+
+template <class T>
+void bias_backward(const T* gy, T* gb, int64_t N, int64_t C, int64_t S) {
+  // Each channel is summed by one thread in a fixed order: thread-count independent.
+  parallel_for(0, C, std::max<int64_t>(1, 16384 / std::max<int64_t>(N * S, 1)), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      T acc = T(0);
+      for (int64_t n = 0; n < N; ++n) {
+        const T* row = gy + (n * C + c) * S;
+        T part = T(0);
+        for (int64_t i = 0; i < S; ++i) part += row[i];
+        acc += part;
+      }
+      gb[c] += acc;
+    }
+  });
+}
+
+template <class T>
+void linear_forward(const T* x, const T* w, const T* b, T* y, int64_t M, int64_t in, int64_t out) {
+  gemm(M, out, in, x, in, int64_t(1), w, int64_t(1), in, y, out, false);
+  if (b) bias_forward(y, b, M, out, int64_t(1));
+}
+
+template <class T>
+void linear_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, int64_t M, int64_t in, int64_t out) {
+  if (gx) gemm(M, in, out, gy, out, int64_t(1), w, in, int64_t(1), gx, in, false);
+  if (gw) gemm(out, in, M, gy, int64_t(1), out, x, in, int64_t(1), gw, in, true);
+  if (gb) {
+    parallel_for(0, out, 256, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        T acc = T(0);
+        for (int64_t m = 0; m < M; ++m) acc += gy[m * out + j];
+        gb[j] += acc;
+      }
+    });
+  }
+}
+
+#define CNNFAST_INSTANTIATE(T)                                                                         \
+  template void conv_forward<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                 \
+  template void conv_backward_data<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);           \
+  template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*);                   \
+  template void bias_forward<T>(T*, const T*, int64_t, int64_t, int64_t);                            \
+  template void bias_backward<T>(const T*, T*, int64_t, int64_t, int64_t);                           \
+  template void linear_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);      \
+  template void linear_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, int64_t);
+CNNFAST_INSTANTIATE(float)
+CNNFAST_INSTANTIATE(double)
+#undef CNNFAST_INSTANTIATE
+
+}  // namespace cnnfast::cpu

@@ -1,0 +1,186 @@
+// Packed, cache-blocked SGEMM for AVX2+FMA (compiled with -mavx2 -mfma).
+//
+// Blocking follows the Goto/BLIS scheme:
+//   for jc (NC columns of B/C)        B block  KC x NC  packed once, lives in L3
+//     for pc (KC of the inner dim)
+//       for ic (MC rows of A/C)       A block  MC x KC  packed, lives in L2
+//         for jr (16 columns)         B micro-panel KC x 16 streams from L1
+//           for ir (6 rows)           6x16 micro-kernel: 12 ymm accumulators
+// Packed panels are zero-padded to whole 6/16 tiles, so the micro-kernel never
+// branches on sizes inside its k loop; partial tiles of C go through a small
+// stack buffer instead.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/memory.h"
+#include "cpu/gemm.h"
+
+namespace cnnfast::cpu::avx2_impl {
+namespace {
+
+constexpr int64_t MR = 6, NR = 16;
+constexpr int64_t MC = 96;    // 96 x 256 x 4 B = 96 KiB of packed A: half of a 512 KiB L2
+constexpr int64_t KC = 256;   // one 16-wide B micro-panel is 16 KiB: fits L1 with room for A
+constexpr int64_t NC = 2048;  // 2 MiB of packed B, shared from L3
+
+// Per-thread packing buffers, grown on demand and kept across calls so the
+// GEMMs inside a convolution do not hit malloc every time.
+float* scratch(int which, int64_t count) {
+  thread_local AlignedPtr<float> buf[2];
+  thread_local int64_t cap[2] = {0, 0};
+  if (cap[which] < count) {
+    buf[which] = aligned_alloc_array<float>(count);
+    cap[which] = count;
+  }
+  return buf[which].get();
+}
+
+// A (mc x kc, element strides rs, cs) -> panels of MR rows: Ap[panel][k][r].
+void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {
+  for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+    const int64_t mr = std::min(MR, mc - i0);
+    if (mr == MR && rs == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* a = A + i0 + k * cs;
+        for (int64_t r = 0; r < MR; ++r) Ap[k * MR + r] = a[r];
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        int64_t r = 0;
+        for (; r < mr; ++r) Ap[k * MR + r] = A[(i0 + r) * rs + k * cs];
+        for (; r < MR; ++r) Ap[k * MR + r] = 0.f;
+      }
+    }
+    Ap += MR * kc;
+  }
+}
+
+// B (kc x nc, element strides rs, cs) -> panels of NR columns: Bp[panel][k][c].
+void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, float* Bp) {
+  for (int64_t j0 = 0; j0 < nc; j0 += NR) {
+    const int64_t nr = std::min(NR, nc - j0);
+    if (cs == 1) {
+      if (nr == NR) {
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* b = B + k * rs + j0;
+          _mm256_store_ps(Bp + k * NR, _mm256_loadu_ps(b));
+          _mm256_store_ps(Bp + k * NR + 8, _mm256_loadu_ps(b + 8));
+        }
+      } else {
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* b = B + k * rs + j0;
+          int64_t c = 0;
+          for (; c < nr; ++c) Bp[k * NR + c] = b[c];
+          for (; c < NR; ++c) Bp[k * NR + c] = 0.f;
+        }
+      }
+    } else {
+      // Transposed B (e.g. the im2col matrix in the weight gradient): walk
+      // each source column contiguously and scatter into the panel.
+      for (int64_t c = 0; c < NR; ++c) {
+        if (c < nr) {
+          const float* b = B + (j0 + c) * cs;
+          for (int64_t k = 0; k < kc; ++k) Bp[k * NR + c] = b[k * rs];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) Bp[k * NR + c] = 0.f;
+        }
+      }
+    }
+    Bp += NR * kc;
+  }
+}
+
+// C[0:mr, 0:nr] (+)= Ap (kc x 6) ^T * Bp (kc x 16).
+inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool acc, int64_t mr,
+                        int64_t nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(Bp);
+    const __m256 b1 = _mm256_load_ps(Bp + 8);
+    _mm_prefetch(reinterpret_cast<const char*>(Bp + 8 * NR), _MM_HINT_T0);
+    __m256 a = _mm256_broadcast_ss(Ap + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(Ap + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(Ap + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(Ap + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(Ap + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40);
+    c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(Ap + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50);
+    c51 = _mm256_fmadd_ps(a, b1, c51);
+    Ap += MR;
+    Bp += NR;
+  }
+  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == MR && nr == NR) {
+    for (int r = 0; r < MR; ++r) {
+      float* c = C + r * ldc;
+      __m256 v0 = rows[r][0], v1 = rows[r][1];
+      if (acc) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c + 8));
+      }
+      _mm256_storeu_ps(c, v0);
+      _mm256_storeu_ps(c + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float tile[MR * NR];
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_ps(tile + r * NR, rows[r][0]);
+    _mm256_store_ps(tile + r * NR + 8, rows[r][1]);
+  }
+  for (int64_t r = 0; r < mr; ++r) {
+    float* c = C + r * ldc;
+    if (acc)
+      for (int64_t j = 0; j < nr; ++j) c[j] += tile[r * NR + j];
+    else
+      for (int64_t j = 0; j < nr; ++j) c[j] = tile[r * NR + j];
+  }
+}
+
+}  // namespace
+
+void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
+           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  const int64_t kc_max = std::min(K, KC);
+  float* Bp = scratch(0, kc_max * ((std::min(N, NC) + NR - 1) / NR * NR));
+  float* Ap = scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const bool acc = accumulate || pc > 0;
+      pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp);
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        const int64_t mc = std::min(MC, M - ic);
+        pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t nr = std::min(NR, nc - jr);
+          const float* bp = Bp + jr * kc;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min(MR, mc - ir);
+            kernel_6x16(kc, Ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, acc, mr, nr);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cnnfast::cpu::avx2_impl

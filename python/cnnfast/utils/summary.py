@@ -1,0 +1,584 @@
+"""Model summary: per-layer output shape, parameters, multiply-adds, receptive field and
+activation memory, plus a training-memory estimate; and the ``cnnfast summary`` command.
+
+How it works: forward hooks on every leaf module record what one dummy forward pass
+(batch 1, eval mode, no grad) produces. Tensors made outside modules (``cat`` in
+Inception/DenseNet, the residual ``+``) are seen when a module consumes them.
+
+Conventions
+- One multiply-add (MAC) = one multiplication plus one addition (FLOPs ~ 2 x MACs).
+  Conv: Ho*Wo*K*(C/g)*kh*kw; transposed conv: Hi*Wi*C*(K/g)*kh*kw; Linear: N_in*N_out
+  (times any extra leading dims). Biases, normalisation, pooling, activations count 0.
+  MACs are per input sample.
+- Receptive field per layer as (R, jump, start) (CS-230 / Dumoulin & Visin): R input
+  pixels seen by one output, jump = input pixels between adjacent outputs, start = input
+  coordinate of the centre of the first output's field (pixel centres at 0.5, 1.5, ...).
+  Where branches merge (``cat``, ``+``) the widest field of the same spatial size is
+  taken. Layers without a spatial output (Flatten, Linear) show "-". A transposed conv
+  divides the jump by its stride (an approximation).
+- Memory in bytes for ``batch_size`` samples at the parameters' dtype.
+
+Training memory estimate = parameters + gradients + optimizer state (SGD 0, SGD with
+momentum / RMSprop / Adagrad 1x, Adam/AdamW 2x parameters) + activations kept for
+backward (every module output and every tensor made between modules, plus the input;
+max-pool layers also keep their int64 argmax, and dropout its mask), + the largest
+activation once more for the gradient in flight. ``measure_training_memory`` measures
+the same quantity with tracemalloc (NumPy reports its buffers to it).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .shapes import resolve_padding
+
+__all__ = ["LayerInfo", "ModelSummary", "summary", "estimate_training_memory",
+           "measure_training_memory", "summary_main", "OPTIMIZER_STATE_FACTOR"]
+
+# Optimizer state kept per parameter element, in multiples of the parameter memory.
+OPTIMIZER_STATE_FACTOR = {"none": 0, "sgd": 0, "sgd_momentum": 1, "momentum": 1, "rmsprop": 1,
+                          "adagrad": 1, "adam": 2, "adamw": 2}
+
+
+@dataclass
+class LayerInfo:
+    """One row of the summary (one call of a leaf module)."""
+    name: str
+    type: str
+    input_shape: tuple
+    output_shape: tuple
+    params: int
+    trainable: int
+    macs: int
+    rf: int | None
+    jump: float | None
+    start: float | None
+    activation_bytes: int
+    saved_bytes: int = 0
+    kernel: tuple | None = None
+    stride: tuple | None = None
+    padding: tuple | None = None
+
+
+@dataclass
+class ModelSummary:
+    """Result of ``summary``: ``layers`` rows and totals; ``str()`` is the table."""
+    model_name: str
+    input_shapes: list
+    batch_size: int
+    dtype: str
+    optimizer: str
+    layers: list = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    param_bytes: int = 0
+    buffer_bytes: int = 0
+    total_macs: int = 0
+    input_bytes: int = 0
+    activation_bytes: int = 0
+    saved_activation_bytes: int = 0
+    gradient_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    training_memory_bytes: int = 0
+
+    # ---- output formats --------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shapes"] = [list(s) for s in self.input_shapes]
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        cols = ["name", "type", "input_shape", "output_shape", "params", "trainable", "macs",
+                "rf", "jump", "start", "activation_bytes"]
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for row in self.layers:
+            d = asdict(row)
+            w.writerow([_shape_str(d[c]) if c.endswith("shape") else ("" if d[c] is None else d[c])
+                        for c in cols])
+        return buf.getvalue()
+
+    def table(self) -> str:
+        head = ["Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump", "Start",
+                "Act. memory"]
+        rows = [[r.name, r.type, _shape_str((self.batch_size,) + tuple(r.output_shape[1:])),
+                 f"{r.params:,}", f"{r.macs:,}",
+                 "-" if r.rf is None else str(r.rf), "-" if r.jump is None else _num(r.jump),
+                 "-" if r.start is None else _num(r.start), _bytes(r.activation_bytes)]
+                for r in self.layers]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
+        right = {3, 4, 5, 6, 7, 8}
+
+        def fmt(cells):
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths)))
+
+        rule = "-" * len(fmt(head))
+        lines = [f"{self.model_name}: input {', '.join(_shape_str(s) for s in self.input_shapes)}"
+                 f", batch {self.batch_size}, {self.dtype}", rule, fmt(head), rule]
+        lines += [fmt(r) for r in rows]
+        lines += [rule,
+                  f"Total params:          {self.total_params:,}",
+                  f"Trainable params:      {self.trainable_params:,}",
+                  f"Non-trainable params:  {self.total_params - self.trainable_params:,}",
+                  f"Multiply-adds / sample: {self.total_macs:,} ({self.total_macs / 1e9:.3f} G)",
+                  f"Input:                 {_bytes(self.input_bytes)}",
+                  f"Forward activations:   {_bytes(self.activation_bytes)}",
+                  f"Parameters:            {_bytes(self.param_bytes)}",
+                  rule,
+                  f"Training memory estimate (batch {self.batch_size}, {self.optimizer}):",
+                  f"  parameters           {_bytes(self.param_bytes)}",
+                  f"  gradients            {_bytes(self.gradient_bytes)}",
+                  f"  optimizer state      {_bytes(self.optimizer_state_bytes)}",
+                  f"  saved activations    {_bytes(self.saved_activation_bytes)}",
+                  f"  total                {_bytes(self.training_memory_bytes)}",
+                  rule]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    __repr__ = __str__
+
+
+def _shape_str(s) -> str:
+    return "(" + ", ".join(str(v) for v in s) + ")" if s is not None else ""
+
+
+def _num(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def _pair2(v, n=2) -> tuple:
+    if isinstance(v, (tuple, list)):
+        return tuple(v)
+    return (v,) * n
+
+
+def _nbytes(t) -> int:
+    d = getattr(t, "data", t)
+    if isinstance(d, np.ndarray):
+        return d.nbytes
+    return int(t.numel()) * int(t.element_size())
+
+
+def _shape_of(t):
+    return tuple(t.shape) if hasattr(t, "shape") else None
+
+
+def _first_tensor(out):
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            if hasattr(o, "shape"):
+                return o
+        return None
+    return out if hasattr(out, "shape") else None
+
+
+def _geometry(m, in_shape):
+    """(kernel, stride, [(P_start, P_end)], dilation, transposed) of a spatial layer, or None."""
+    cls = type(m).__name__
+    sp = in_shape[2:] if in_shape is not None and len(in_shape) >= 3 else ()
+    n = len(sp)
+    if n == 0:
+        return None
+    if cls.startswith("Conv") or cls.startswith("MaxPool") or cls.startswith("AvgPool") \
+            or cls.startswith("LPPool"):
+        k = _pair2(m.kernel_size, n)
+        s = getattr(m, "stride", None)
+        s = k if s is None or s == () else _pair2(s, n)
+        d = _pair2(getattr(m, "dilation", 1), n)
+        p = getattr(m, "padding", 0)
+        if isinstance(p, str):
+            pads = [resolve_padding(p, sp[i], k[i], s[i], d[i]) for i in range(n)]
+        else:
+            p = _pair2(p, n)
+            pads = [tuple(q) if isinstance(q, (tuple, list)) else (q, q) for q in p]
+        return k, s, pads, d, cls.startswith("ConvTranspose")
+    if cls.startswith("AdaptiveAvgPool") or cls.startswith("AdaptiveMaxPool"):
+        o = _pair2(m.output_size, n)
+        o = tuple(sp[i] if o[i] is None else o[i] for i in range(n))
+        # Adaptive windows: stride floor(I/O), window ceil(I/O) (exact when O divides I).
+        k = tuple(-(-sp[i] // o[i]) for i in range(n))
+        s = tuple(max(sp[i] // o[i], 1) for i in range(n))
+        return k, s, [(0, 0)] * n, (1,) * n, False
+    return None
+
+
+def _macs(m, in_shape, out_shape) -> int:
+    cls = type(m).__name__
+    if out_shape is None:
+        return 0
+    if cls.startswith("ConvTranspose"):
+        k = int(np.prod(m.kernel_size))
+        return int(np.prod(in_shape[2:])) * m.in_channels * (m.out_channels // m.groups) * k
+    if cls.startswith("Conv"):
+        k = int(np.prod(m.kernel_size))
+        return int(np.prod(out_shape[2:])) * m.out_channels * (m.in_channels // m.groups) * k
+    if cls in ("Linear", "Bilinear", "LazyLinear"):
+        lead = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
+        return lead * m.in_features * m.out_features
+    return 0
+
+
+def _saved_extra(m, out_bytes: int, out_numel: int) -> int:
+    """Bytes a layer keeps for backward beyond its output (which is counted anyway)."""
+    cls = type(m).__name__
+    if cls.startswith("MaxPool") or cls.startswith("AdaptiveMaxPool"):
+        return out_numel * 8          # int64 argmax per output element
+    return 0
+
+
+def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momentum",
+            dtype=np.float32, model_name: str | None = None) -> ModelSummary:
+    """Summarise ``model`` for inputs of ``input_shape`` = (C, H, W) (no batch dimension),
+    or a list of such shapes for a model with several inputs.
+
+    Runs one dummy forward pass of batch 1 in eval mode without recording a graph (the
+    model's mode is restored). ``batch_size`` scales the memory figures; ``optimizer``
+    ("sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad") sets the optimizer
+    state in the training-memory estimate. Returns a ``ModelSummary``: ``str()`` is a
+    table, ``to_json()`` / ``to_csv()`` / ``to_dict()`` the same data.
+    """
+    import cnnfast
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    opt = optimizer.lower()
+    if opt not in OPTIMIZER_STATE_FACTOR:
+        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZER_STATE_FACTOR)}, "
+                         f"got {optimizer!r}")
+    shapes = _normalize_shapes(input_shape)
+    dtype = np.dtype(dtype)
+    itemsize = dtype.itemsize
+
+    names = {}
+    leaves = []
+    for name, m in model.named_modules():
+        names[id(m)] = name or type(m).__name__
+        if next(iter(m.children()), None) is None and m is not model:
+            leaves.append(m)
+    if not leaves:
+        leaves = [model]
+
+    inputs = [cnnfast.tensor(np.zeros((1,) + s, dtype)) for s in shapes]
+    rf_of = {}        # id(tensor) -> (R, jump, start) per spatial dim
+    keep = []         # tensors kept alive so their ids stay unique during the pass
+    for t, s in zip(inputs, shapes):
+        rf_of[id(t)] = tuple((1, 1.0, 0.5) for _ in s[1:])
+        keep.append(t)
+    seen_free = set()
+    free_bytes = [0]   # tensors made between modules (cat, +), per sample
+    rows = []
+
+    def lookup(t):
+        if t is None:
+            return None
+        info = rf_of.get(id(t))
+        if info is not None:
+            return info
+        # Made outside a module (cat, +): take the widest field among recorded tensors
+        # of the same spatial size; count its memory once.
+        if id(t) not in seen_free:
+            seen_free.add(id(t))
+            keep.append(t)
+            free_bytes[0] += _nbytes(t)
+        sp = tuple(t.shape[2:])
+        best = None
+        for other, inf in zip(keep, (rf_of.get(id(k)) for k in keep)):
+            if inf is None or tuple(other.shape[2:]) != sp or len(inf) != len(sp):
+                continue
+            if best is None or inf[0][0] > best[0][0]:
+                best = inf
+        return best
+
+    def hook(m, args, out):
+        x = _first_tensor(args)
+        y = _first_tensor(out)
+        in_shape = _shape_of(x)
+        out_shape = _shape_of(y)
+        info_in = lookup(x)
+        geo = _geometry(m, in_shape)
+        info_out = None
+        if out_shape is not None and len(out_shape) >= 3 and info_in is not None \
+                and len(info_in) == len(out_shape) - 2:
+            if geo is None:
+                info_out = info_in
+            else:
+                k, s, pads, d, transposed = geo
+                info_out = []
+                for i, (r, j, st) in enumerate(info_in):
+                    f = d[i] * (k[i] - 1) + 1
+                    if transposed:
+                        jo = j / s[i]
+                        info_out.append((r + (math.ceil(f / s[i]) - 1) * j, jo, st))
+                    else:
+                        info_out.append((r + (f - 1) * j, j * s[i],
+                                         st + ((f - 1) / 2 - pads[i][0]) * j))
+                info_out = tuple(info_out)
+        if y is not None:
+            keep.append(y)
+            if info_out is not None:
+                rf_of[id(y)] = info_out
+        own = list(m.parameters())
+        n_params = sum(int(p.numel()) for p in own)
+        n_train = sum(int(p.numel()) for p in own if p.requires_grad)
+        out_numel = int(np.prod(out_shape[1:])) if out_shape else 0
+        act = out_numel * itemsize * batch_size
+        first = info_out[0] if info_out else None
+        rows.append(LayerInfo(
+            name=names.get(id(m), type(m).__name__), type=type(m).__name__,
+            input_shape=in_shape, output_shape=out_shape, params=n_params, trainable=n_train,
+            macs=_macs(m, in_shape, out_shape),
+            rf=None if first is None else int(first[0]),
+            jump=None if first is None else first[1],
+            start=None if first is None else first[2],
+            activation_bytes=act,
+            saved_bytes=act + _saved_extra(m, act, out_numel * batch_size),
+            kernel=None if geo is None else tuple(geo[0]),
+            stride=None if geo is None else tuple(geo[1]),
+            padding=None if geo is None else tuple(p[0] for p in geo[2])))
+
+    was_training = model.training
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        model.eval()
+        with cnnfast.no_grad():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    # Mode-dependent extras (dropout masks) follow the training step being estimated.
+    for r, m in zip(rows, _row_modules(rows, model)):
+        if m is not None and type(m).__name__.startswith("Dropout") and getattr(m, "p", 0) > 0:
+            r.saved_bytes = r.activation_bytes * 2
+
+    params = list(model.parameters())
+    s = ModelSummary(model_name=model_name or type(model).__name__, input_shapes=shapes,
+                     batch_size=batch_size, dtype=str(dtype), optimizer=opt, layers=rows)
+    s.total_params = sum(int(p.numel()) for p in params)
+    s.trainable_params = sum(int(p.numel()) for p in params if p.requires_grad)
+    s.param_bytes = sum(_nbytes(p) for p in params)
+    s.buffer_bytes = sum(_nbytes(b) for b in model.buffers())
+    s.total_macs = sum(r.macs for r in rows)
+    s.input_bytes = sum(int(np.prod(sh)) for sh in shapes) * itemsize * batch_size
+    s.activation_bytes = sum(r.activation_bytes for r in rows)
+    largest = max([r.activation_bytes for r in rows] + [s.input_bytes])
+    s.saved_activation_bytes = (s.input_bytes + sum(r.saved_bytes for r in rows)
+                                + free_bytes[0] * batch_size + largest)
+    trainable_bytes = sum(_nbytes(p) for p in params if p.requires_grad)
+    s.gradient_bytes = trainable_bytes
+    s.optimizer_state_bytes = OPTIMIZER_STATE_FACTOR[opt] * trainable_bytes
+    s.training_memory_bytes = (s.param_bytes + s.buffer_bytes + s.gradient_bytes
+                               + s.optimizer_state_bytes + s.saved_activation_bytes)
+    return s
+
+
+def _row_modules(rows, model):
+    by_name = {name or type(m).__name__: m for name, m in model.named_modules()}
+    return [by_name.get(r.name) for r in rows]
+
+
+def _normalize_shapes(input_shape) -> list:
+    if isinstance(input_shape, (tuple, list)) and input_shape and \
+            all(isinstance(v, (int, np.integer)) for v in input_shape):
+        shapes = [tuple(int(v) for v in input_shape)]
+    elif isinstance(input_shape, (tuple, list)) and input_shape and \
+            all(isinstance(v, (tuple, list)) for v in input_shape):
+        shapes = [tuple(int(x) for x in v) for v in input_shape]
+    else:
+        raise ValueError(f"input_shape: expected (C, H, W) or a list of such shapes, "
+                         f"got {input_shape!r}")
+    for sh in shapes:
+        if not sh or any(v < 1 for v in sh):
+            raise ValueError(f"input_shape: expected positive sizes without the batch "
+                             f"dimension, got {sh}")
+    return shapes
+
+
+def estimate_training_memory(model, input_shape, batch_size: int = 1,
+                             optimizer: str = "sgd_momentum", dtype=np.float32) -> int:
+    """Bytes of one training step: parameters + gradients + optimizer state + activations
+    kept for backward (see the module docstring)."""
+    return summary(model, input_shape, batch_size, optimizer, dtype).training_memory_bytes
+
+
+def _make_optimizer(params, optimizer: str, lr: float):
+    """A cnnfast.optim optimizer when that package provides it; otherwise a NumPy one with
+    the same state (momentum buffer; Adam's two moments)."""
+    opt = optimizer.lower()
+    try:
+        from .. import optim
+        table = {"sgd": lambda: optim.SGD(params, lr=lr),
+                 "sgd_momentum": lambda: optim.SGD(params, lr=lr, momentum=0.9),
+                 "momentum": lambda: optim.SGD(params, lr=lr, momentum=0.9),
+                 "adam": lambda: optim.Adam(params, lr=lr),
+                 "adamw": lambda: optim.AdamW(params, lr=lr),
+                 "rmsprop": lambda: optim.RMSprop(params, lr=lr),
+                 "adagrad": lambda: optim.Adagrad(params, lr=lr)}
+        return table[opt]()
+    except (ImportError, AttributeError):
+        return _NumpyOptimizer(params, opt, lr)
+
+
+class _NumpyOptimizer:
+    """Stand-in with the standard state sizes, used while cnnfast.optim is absent."""
+
+    def __init__(self, params, opt, lr):
+        self.params = list(params)
+        self.opt = opt
+        self.lr = lr
+        self.state = {}
+        self.t = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.t += 1
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            st = self.state.setdefault(id(p), [])
+            if self.opt in ("sgd_momentum", "momentum", "rmsprop", "adagrad"):
+                if not st:
+                    st.append(np.zeros_like(p.data))
+                st[0] *= 0.9
+                st[0] += g
+                p.data -= self.lr * st[0]
+            elif self.opt in ("adam", "adamw"):
+                if not st:
+                    st += [np.zeros_like(p.data), np.zeros_like(p.data)]
+                st[0] *= 0.9
+                st[0] += 0.1 * g
+                st[1] *= 0.999
+                st[1] += 0.001 * g * g
+                p.data -= self.lr * st[0] / (np.sqrt(st[1]) + 1e-8)
+            else:
+                p.data -= self.lr * g
+
+
+def _default_loss(out, batch_size):
+    import cnnfast.functional as F
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if out.ndim == 2:
+        target = np.arange(batch_size) % out.shape[1]
+        import cnnfast
+        return F.cross_entropy(out, cnnfast.tensor(target.astype(np.int64)))
+    return (out * out).mean()
+
+
+def measure_training_memory(model, input_shape, batch_size: int = 1,
+                            optimizer: str = "sgd_momentum", dtype=np.float32, loss_fn=None,
+                            lr: float = 1e-3, seed: int = 0) -> dict:
+    """Measure one training step (forward + backward + optimizer step from zero gradients)
+    with tracemalloc; returns {"peak_bytes", "param_bytes", "step_peak_bytes"} where
+    peak_bytes = parameter and buffer memory (allocated before the step) + the traced peak.
+
+    ``loss_fn(output, batch_size)`` defaults to cross entropy for (N, classes) outputs
+    and the mean square otherwise. The model is left in training mode.
+    """
+    import cnnfast
+
+    shapes = _normalize_shapes(input_shape)
+    rng = np.random.default_rng(seed)
+    loss_fn = loss_fn or _default_loss
+    model.train()
+    model.zero_grad()
+    params = list(model.parameters())
+    opt = _make_optimizer(params, optimizer, lr)
+    base = sum(_nbytes(p) for p in params) + sum(_nbytes(b) for b in model.buffers())
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start, _ = tracemalloc.get_traced_memory()
+        xs = [cnnfast.tensor(rng.standard_normal((batch_size,) + s).astype(dtype)) for s in shapes]
+        out = model(*xs)
+        loss = loss_fn(out, batch_size)
+        loss.backward()
+        opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    del out, loss, xs
+    return {"peak_bytes": base + peak - start, "param_bytes": base,
+            "step_peak_bytes": peak - start}
+
+
+def summary_main(argv=None) -> int:
+    """``cnnfast summary MODEL [options]``: print the summary of a registered model.
+
+    Options: --input C,H,W (default: the model's canonical input); --batch-size N;
+    --optimizer NAME; --num-classes K; --format table|json|csv; --measure (also run one
+    training step and report tracemalloc's peak beside the estimate). Returns the exit code.
+    """
+    from ..models import default_input_shape, get_model, list_models
+
+    p = argparse.ArgumentParser(prog="cnnfast summary",
+                                description="Per-layer shapes, parameters, multiply-adds, "
+                                            "receptive field and memory of a model.")
+    p.add_argument("model", help="one of: " + ", ".join(list_models()))
+    p.add_argument("--input", default=None, help="input shape C,H,W without batch")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--optimizer", default="sgd_momentum", choices=sorted(OPTIMIZER_STATE_FACTOR))
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--measure", action="store_true",
+                   help="also measure one training step's peak memory (tracemalloc)")
+    a = p.parse_args(argv)
+    if a.model.lower() not in list_models():
+        p.error(f"model: expected one of {', '.join(list_models())}, got {a.model!r}")
+    shape = default_input_shape(a.model)
+    if a.input:
+        try:
+            shape = tuple(int(v) for v in a.input.replace("x", ",").split(","))
+        except ValueError:
+            p.error(f"--input: expected C,H,W integers, got {a.input!r}")
+    kw = {}
+    if a.num_classes is not None:
+        kw["num_classes"] = a.num_classes
+    model = get_model(a.model, **kw)
+    in_shapes = [shape, shape] if a.model.lower() == "siamese" else shape
+    s = summary(model, in_shapes, batch_size=a.batch_size, optimizer=a.optimizer,
+                model_name=a.model)
+    if a.format == "json":
+        d = s.to_dict()
+        if a.measure:
+            d["measured"] = measure_training_memory(model, in_shapes, a.batch_size, a.optimizer)
+        print(json.dumps(d, indent=2))
+    elif a.format == "csv":
+        sys.stdout.write(s.to_csv())
+    else:
+        print(s.table())
+        if a.measure:
+            m = measure_training_memory(model, in_shapes, a.batch_size, a.optimizer)
+            print(f"Measured training-step peak (tracemalloc): {_bytes(m['peak_bytes'])} "
+                  f"(estimate {_bytes(s.training_memory_bytes)})")
+    return 0
