@@ -485,3 +485,131 @@ def summary_text(m: dict, out: Optional[str]) -> str:
     if out:
         lines.append(f"  wrote {out}/metrics.json, curves.png, confusion.png, last.ckpt, best.ckpt")
     return "\n".join(lines)
+
+
+# ---- entry points beside train -------------------------------------------------------------
+
+def run_find_lr(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, num_steps: int = 100) -> dict:
+    """The learning-rate range test on the run ``cfg`` describes (its model, optimizer and
+    data); writes lr_finder.png (and lr_finder.json) to ``cfg.out`` and returns the result."""
+    import cnnfast
+    from .lr_finder import find_lr
+    from .plots import plot_lr_finder
+
+    cfg.check()
+    if cfg.threads:
+        cnnfast.set_num_threads(int(cfg.threads))
+    cnnfast.manual_seed(cfg.seed)
+    prep = _Prepared(cfg)
+    model = build_model(cfg.model, prep.data.num_classes, prep.data.image_shape, cfg.dropout)
+    optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+
+    def loss_fn(m, x, y):
+        return _cross_entropy(m(cnnfast.tensor(x)), cnnfast.tensor(y))
+
+    result = find_lr(model, optimizer, prep.train_loader, loss_fn, start_lr, end_lr, num_steps)
+    if cfg.out:
+        os.makedirs(cfg.out, exist_ok=True)
+        plot_lr_finder(result["lrs"], result["losses"], os.path.join(cfg.out, "lr_finder.png"), result["suggestion"])
+        with open(os.path.join(cfg.out, "lr_finder.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    _log(cfg, f"learning-rate finder: {len(result['lrs'])} steps from {start_lr:g} to {result['lrs'][-1]:g}; "
+              f"suggested --lr {result['suggestion']:.3g}" + (f" (plot: {cfg.out}/lr_finder.png)" if cfg.out else ""))
+    return result
+
+
+def load_trained(path: str):
+    """``(model in eval mode, trainer_state)`` from a checkpoint written by ``train``; the state
+    holds "config", "classes", "image_shape" and "norm" (mean/std) for preparing inputs."""
+    model_state, state = ckpt.load_checkpoint(path)
+    cfg = state["config"]
+    model = build_model(cfg["model"], len(state["classes"]), tuple(state["image_shape"]), cfg.get("dropout", 0.0))
+    model.load_state_dict(model_state)
+    model.eval()
+    return model, state
+
+
+def evaluate_checkpoint(path: str, data: Optional[str] = None, split: Optional[str] = None,
+                        batch_size: int = 256) -> dict:
+    """Accuracy, loss and confusion matrix of a checkpoint. Without ``data``, on the split
+    (default "test") of the data it was trained on; with ``data``, on all of that data
+    (or ``split`` of it). Returns evaluate()'s dict plus "confusion_matrix", "classes", "n"."""
+    from ..data import DataError
+    from .plots import confusion_matrix
+
+    model, state = load_trained(path)
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in names})
+    shape = tuple(state["image_shape"])
+    classes = list(state["classes"])
+    if data is None:
+        split = split or "test"
+        images = load_data(cfg.data, cfg.image_size)
+    else:
+        split = split or "all"
+        images = load_data(data, shape[1] if images_need_size(data) else None)
+    if images.image_shape != shape:
+        raise DataError(f"{images.source}: images are {'x'.join(map(str, images.image_shape))}, the model was trained "
+                        f"on {'x'.join(map(str, shape))}" + ("; pass --image-size" if data else ""))
+    if images.y.max() >= len(classes):
+        raise DataError(f"{images.source}: labels out of range: the model knows {len(classes)} classes "
+                        f"(0..{len(classes) - 1}), the data has label {int(images.y.max())}")
+    if split == "all":
+        idx = np.arange(len(images))
+    else:
+        parts = dict(zip(("train", "val", "test"),
+                         split_indices(images.y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)))
+        if split not in parts:
+            raise ValueError(f"--split: expected train, val, test or all, got {split!r}")
+        idx = parts[split]
+    norm = Normalize(np.asarray(state["norm"]["mean"]), np.asarray(state["norm"]["std"]))
+    loader = DataLoader(TensorDataset(images.x[idx], images.y[idx]), batch_size=batch_size, transform=norm, prefetch=0)
+    result = evaluate(model, loader, len(classes))
+    result["confusion_matrix"] = confusion_matrix(result["true"], result["pred"], len(classes))
+    result["classes"] = classes
+    result["n"] = len(idx)
+    result["split"] = split
+    result["source"] = images.source
+    return result
+
+
+def images_need_size(spec: str) -> bool:
+    """Whether ``spec`` is a source whose images are resized on loading (folders, npz)."""
+    return spec not in (None, "", "digits")
+
+
+def predict_images(path: str, images: list, top_k: int = 3) -> list:
+    """Top-k predictions for image files: [{"path", "top": [(class, probability), ...]}].
+    Images are converted to the model's channel count, resized to its input size and
+    normalised with the training statistics."""
+    import cnnfast
+    from PIL import Image
+
+    from .. import functional as F
+    from ..data import DataError
+
+    model, state = load_trained(path)
+    c, h, w = state["image_shape"]
+    classes = list(state["classes"])
+    batch = []
+    for p in images:
+        if not os.path.exists(p):
+            raise DataError(f"{p}: file not found")
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if c == 1 else "RGB")
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except OSError as exc:
+            raise DataError(f"{p}: cannot read the image ({exc})") from exc
+        batch.append(a[None] if c == 1 else np.moveaxis(a, -1, 0))
+    x = Normalize(np.asarray(state["norm"]["mean"]), np.asarray(state["norm"]["std"]))(np.stack(batch))
+    with cnnfast.no_grad():
+        prob = np.asarray(F.softmax(model(cnnfast.tensor(x)), dim=1).data)
+    k = max(1, min(int(top_k), len(classes)))
+    out = []
+    for p, row in zip(images, prob):
+        order = np.argsort(-row)[:k]
+        out.append({"path": p, "top": [(classes[i], float(row[i])) for i in order]})
+    return out
