@@ -16,12 +16,15 @@ class AlexNet(nn.Module):
     """x: (N, in_channels, 227, 227) -> logits (N, num_classes).
 
     The adaptive average pool to 6x6 is the identity at 227x227 and lets other input
-    sizes (>= 67) reach the 9216-wide classifier, as torchvision does.
+    sizes (>= 67) reach the 9216-wide classifier, as torchvision does. ``width`` scales
+    the conv widths and ``hidden`` sets the FC width (1.0 and 4096 in the paper), for
+    cheap structurally identical test networks.
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
-                 lrn: bool = True):
+                 lrn: bool = True, width: float = 1.0, hidden: int = 4096):
         super().__init__()
+        c1, c2, c3, c4, c5 = (max(1, int(round(c * width))) for c in (96, 256, 384, 384, 256))
 
         def norm():
             if lrn:
@@ -29,20 +32,20 @@ class AlexNet(nn.Module):
             return []
 
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=0), nn.ReLU(), *norm(),
+            nn.Conv2d(in_channels, c1, kernel_size=11, stride=4, padding=0), nn.ReLU(), *norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(), *norm(),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(), *norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(c3, c4, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(c4, c5, kernel_size=3, padding=1), nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-            nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(),
-            nn.Linear(4096, num_classes),
+            nn.Dropout(p=dropout), nn.Linear(c5 * 6 * 6, hidden), nn.ReLU(),
+            nn.Dropout(p=dropout), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x):

@@ -98,19 +98,22 @@ class DenseNet(nn.Module):
         return self.classifier(self.avgpool(x).flatten(1))
 
 
-def densenet121(num_classes=1000, in_channels=3, **kw):
+def densenet121(num_classes=1000, in_channels=3, growth_rate=32, num_init_features=64,
+                bn_size=4, **kw):
     """DenseNet-121 (growth 32, blocks 6-12-24-16): 7,978,856 parameters at 1000 classes."""
-    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, in_channels=in_channels,
-                    **kw)
+    return DenseNet(growth_rate, (6, 12, 24, 16), num_init_features, bn_size, num_classes=num_classes,
+                    in_channels=in_channels, **kw)
 
 
-def densenet169(num_classes=1000, in_channels=3, **kw):
+def densenet169(num_classes=1000, in_channels=3, growth_rate=32, num_init_features=64,
+                bn_size=4, **kw):
     """DenseNet-169 (growth 32, blocks 6-12-32-32): 14,149,480 parameters."""
-    return DenseNet(32, (6, 12, 32, 32), 64, num_classes=num_classes, in_channels=in_channels,
-                    **kw)
+    return DenseNet(growth_rate, (6, 12, 32, 32), num_init_features, bn_size, num_classes=num_classes,
+                    in_channels=in_channels, **kw)
 
 
-def densenet201(num_classes=1000, in_channels=3, **kw):
+def densenet201(num_classes=1000, in_channels=3, growth_rate=32, num_init_features=64,
+                bn_size=4, **kw):
     """DenseNet-201 (growth 32, blocks 6-12-48-32): 20,013,928 parameters."""
-    return DenseNet(32, (6, 12, 48, 32), 64, num_classes=num_classes, in_channels=in_channels,
-                    **kw)
+    return DenseNet(growth_rate, (6, 12, 48, 32), num_init_features, bn_size, num_classes=num_classes,
+                    in_channels=in_channels, **kw)
