@@ -70,9 +70,13 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     g.add_argument("--model", default="lenet5", help="architecture from cnnfast.models (cnnfast summary lists them)")
     g.add_argument("--data", default="digits", help="digits, a .npz file or an image folder (see below)")
     g.add_argument("--image-size", type=_positive_int, default=None, help="resize images to N x N")
-    g.add_argument("--augment", default=None, help="comma-separated augmentations (see below)")
+    g.add_argument("--augment", default=None,
+                   help="comma-separated augmentations (see below); default crop:2 for digits, none otherwise")
     g.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/test split")
+    g.add_argument("--model-args", default=None, metavar="K=V,...",
+                   help="builder arguments, e.g. activation=tanh,pool=avg (LeNet-5's 1998 form); "
+                        "default for lenet5: activation=relu,pool=max")
     if not search:
         g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier head")
     o = p.add_argument_group("optimisation")
@@ -88,7 +92,7 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     o.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up")
     o.add_argument("--step-size", type=_positive_int, default=10, help="--schedule step: epochs between decays")
     o.add_argument("--gamma", type=float, default=0.1, help="--schedule step: decay factor")
-    o.add_argument("--epochs", type=_positive_int, default=3 if search else 20)
+    o.add_argument("--epochs", type=_positive_int, default=3 if search else 30)
     o.add_argument("--seed", type=int, default=0, help="seed of initial weights, shuffling, augmentation, dropout")
     r = p.add_argument_group("run")
     r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")

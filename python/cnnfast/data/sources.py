@@ -75,17 +75,25 @@ def load_digits(image_size: int = 32) -> LabeledImages:
     """scikit-learn's 1,797 handwritten digits (8x8, values 0..16), scaled to [0, 1],
     enlarged bilinearly to 28/32 of ``image_size`` and zero-padded to ``image_size``
     (LeNet-5's 32x32 input holds a 28x28 digit with a 2-pixel margin). x: (1797, 1, S, S)."""
-    try:
-        from sklearn.datasets import load_digits as _sk_digits
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise DataError("the digits data ships with scikit-learn: pip install 'cnnfast[train]'") from exc
-    d = _sk_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None]
-    inner = max(1, int(round(image_size * 28 / 32)))
-    x = resize(x, inner).astype(np.float32)
-    lo = (image_size - inner) // 2
-    x = np.pad(x, ((0, 0), (0, 0), (lo, image_size - inner - lo), (lo, image_size - inner - lo)))
-    return _check(x, d.target, [str(i) for i in range(10)], "digits")
+    image_size = int(image_size)
+    if image_size not in _DIGITS_CACHE:
+        try:
+            from sklearn.datasets import load_digits as _sk_digits
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise DataError("the digits data ships with scikit-learn: pip install 'cnnfast[train]'") from exc
+        d = _sk_digits()
+        x = (d.images.astype(np.float32) / 16.0)[:, None]
+        inner = max(1, int(round(image_size * 28 / 32)))
+        x = resize(x, inner).astype(np.float32)
+        lo = (image_size - inner) // 2
+        x = np.pad(x, ((0, 0), (0, 0), (lo, image_size - inner - lo), (lo, image_size - inner - lo)))
+        _DIGITS_CACHE[image_size] = (x, d.target)
+    x, y = _DIGITS_CACHE[image_size]
+    # Copies, so that a caller modifying its arrays never changes the next caller's data.
+    return _check(x.copy(), y.copy(), [str(i) for i in range(10)], "digits")
+
+
+_DIGITS_CACHE: dict = {}
 
 
 def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:

@@ -36,12 +36,47 @@ from .progress import ProgressBar, format_time
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3, "adagrad": 0.02}
+# Augmentation used when --augment is not given: the digits are small, centred and few, so
+# shifting them by up to 2 pixels is what lifts LeNet-5 above 98% test accuracy.
+DATA_AUGMENT = {"digits": "crop:2"}
+# Builder arguments used when --model-args is not given. LeNet-5 trains to a higher accuracy
+# on the small digits set in its modern form (ReLU, max-pooling) than in the 1998 form
+# (tanh, average pooling: --model-args activation=tanh,pool=avg).
+MODEL_DEFAULTS = {"lenet5": {"activation": "relu", "pool": "max"}}
+
+
+def parse_model_args(text: Optional[str], name: str) -> dict:
+    """"activation=relu,pool=max" -> {"activation": "relu", "pool": "max"} (numbers, true/false
+    and none are converted); None gives MODEL_DEFAULTS[name]."""
+    if text is None:
+        return dict(MODEL_DEFAULTS.get(name.lower(), {}))
+    out = {}
+    for item in filter(None, (s.strip() for s in str(text).split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model-args: expected key=value pairs separated by commas, got {item!r}")
+        v: object = value.strip()
+        low = str(v).lower()
+        if low in ("true", "false"):
+            v = low == "true"
+        elif low == "none":
+            v = None
+        else:
+            for cast in (int, float):
+                try:
+                    v = cast(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = v
+    return out
 
 
 @dataclass
 class TrainConfig:
     """Every option of ``cnnfast train`` (the CLI flags have the same names)."""
     model: str = "lenet5"
+    model_args: Optional[str] = None    # "key=value,..." for the builder; None: MODEL_DEFAULTS
     data: str = "digits"
     image_size: Optional[int] = None
     optimizer: str = "adam"
@@ -53,14 +88,14 @@ class TrainConfig:
     step_size: int = 10                 # schedule=step: epochs between decays
     gamma: float = 0.1                  # schedule=step: decay factor
     batch_size: int = 32
-    epochs: int = 20
+    epochs: int = 30
     seed: int = 0
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     threads: Optional[int] = None
     device: str = "cpu"
-    augment: Optional[str] = None
+    augment: Optional[str] = None       # None: DATA_AUGMENT for the data ("none" for no augmentation)
     dropout: float = 0.0
     early_stopping: Optional[int] = None
     overfit_batch: Optional[int] = None
@@ -115,7 +150,7 @@ def _log(cfg: TrainConfig, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0.0):
+def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0.0, model_args: Optional[str] = None):
     """A ``cnnfast.models`` architecture for inputs ``in_shape`` = (C, H, W): passes
     ``num_classes``, ``in_channels``, the input size and ``dropout`` to builders that take
     them; a model without a dropout argument gets ``nn.Dropout`` before its head."""
@@ -127,7 +162,7 @@ def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0
     params = inspect.signature(builder).parameters
     takes_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
     c, h, _ = in_shape
-    kw = {"num_classes": num_classes}
+    kw = {"num_classes": num_classes, **parse_model_args(model_args, name)}
     for key, value in (("in_channels", c), ("input_size", h), ("image_size", h)):
         if key in params:
             kw[key] = value
@@ -138,7 +173,10 @@ def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0
         raise ValueError(f"--model {name}: the architecture takes 3-channel images, the data has {c} channel(s)")
     elif "in_channels" not in kw and c != 3:
         kw["in_channels"] = c
-    model = builder(**kw)
+    try:
+        model = builder(**kw)
+    except TypeError as exc:
+        raise ValueError(f"--model {name}: {exc} (check --model-args)") from exc
     if dropout > 0 and not use_dropout_arg:
         transfer.add_dropout_before_head(model, dropout)
     return model
@@ -241,7 +279,8 @@ class _Prepared:
         self.train_idx, self.val_idx, self.test_idx = train_idx, val_idx, test_idx
         self.mean, self.std = norm if norm is not None else channel_stats(data.x[train_idx])
         self.normalize = Normalize(self.mean, self.std)
-        augment = None if cfg.overfit_batch else parse_augment(cfg.augment, data.x.shape[2:])
+        spec = cfg.augment if cfg.augment is not None else DATA_AUGMENT.get(str(cfg.data))
+        augment = None if cfg.overfit_batch else parse_augment(spec, data.x.shape[2:])
         steps = [augment, self.normalize] if augment is not None else [self.normalize]
         from ..data.transforms import Compose
         train_tf = Compose([s for s in steps])
@@ -295,7 +334,7 @@ def train(cfg: TrainConfig) -> dict:
     data = prep.data
     k = data.num_classes
 
-    model = build_model(cfg.model, k, data.image_shape, cfg.dropout)
+    model = build_model(cfg.model, k, data.image_shape, cfg.dropout, cfg.model_args)
     notes = []
     if cfg.pretrained and resume_state is None:
         pre_state, _ = ckpt.load_checkpoint(cfg.pretrained)
@@ -392,7 +431,8 @@ def train(cfg: TrainConfig) -> dict:
         history["images_per_s"].append(bar.rate)
         bar.metrics = {"loss": loss_sum / seen, "acc": correct / seen}
         bar.close(val_loss=val["loss"], val_acc=val["acc"])
-        improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"])
+        # Ties in accuracy are broken by a clearly lower loss (by more than float noise).
+        improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"] - 1e-4)
         if improved:
             best = {"val_acc": val["acc"], "val_loss": val["loss"], "epoch": epoch}
             bad_epochs = 0
@@ -415,14 +455,19 @@ def train(cfg: TrainConfig) -> dict:
             break
 
     last_weights = ckpt.model_arrays(model)
-    # The test score is the one of the best validation epoch, the model a user would keep.
-    if best["epoch"] >= 0:
+    final = evaluate(model, prep.test_loader, k)
+    # The weights of the best validation epoch: what early stopping falls back to, and what
+    # best.ckpt holds; otherwise the final weights are the result (the schedule ends there).
+    best_test = final
+    if 0 <= best["epoch"] < len(history["val_acc"]) - 1:
         if out and cfg.save_checkpoints and os.path.exists(os.path.join(out, "best.ckpt")):
-            best_state, _ = ckpt.load_checkpoint(os.path.join(out, "best.ckpt"))
-            model.load_state_dict(best_state)
-        elif best_weights is not None:
+            best_weights, _ = ckpt.load_checkpoint(os.path.join(out, "best.ckpt"))
+        if best_weights is not None:
             model.load_state_dict(best_weights)
-    test = evaluate(model, prep.test_loader, k)
+            best_test = evaluate(model, prep.test_loader, k)
+            if not stopped_early:
+                model.load_state_dict(last_weights)
+    test = best_test if stopped_early else final
     from .plots import confusion_matrix
     cm = confusion_matrix(test["true"], test["pred"], k)
     wall = elapsed_before + time.perf_counter() - wall_start
@@ -434,6 +479,7 @@ def train(cfg: TrainConfig) -> dict:
         "initial_loss": initial_loss, "expected_initial_loss": math.log(k),
         "history": history, "best_epoch": best["epoch"] + 1, "best_val_acc": best["val_acc"],
         "test_accuracy": test["acc"], "test_loss": test["loss"], "confusion_matrix": cm.tolist(),
+        "best_checkpoint_test_accuracy": best_test["acc"],
         "wall_time_s": wall, "train_time_s": train_time,
         "images_per_s": train_images / train_time if train_time > 0 else 0.0,
         "threads": cnnfast.get_num_threads(), "config": asdict(cfg),
@@ -501,7 +547,7 @@ def run_find_lr(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, n
         cnnfast.set_num_threads(int(cfg.threads))
     cnnfast.manual_seed(cfg.seed)
     prep = _Prepared(cfg)
-    model = build_model(cfg.model, prep.data.num_classes, prep.data.image_shape, cfg.dropout)
+    model = build_model(cfg.model, prep.data.num_classes, prep.data.image_shape, cfg.dropout, cfg.model_args)
     optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
 
     def loss_fn(m, x, y):
@@ -523,7 +569,8 @@ def load_trained(path: str):
     holds "config", "classes", "image_shape" and "norm" (mean/std) for preparing inputs."""
     model_state, state = ckpt.load_checkpoint(path)
     cfg = state["config"]
-    model = build_model(cfg["model"], len(state["classes"]), tuple(state["image_shape"]), cfg.get("dropout", 0.0))
+    model = build_model(cfg["model"], len(state["classes"]), tuple(state["image_shape"]), cfg.get("dropout", 0.0),
+                        cfg.get("model_args"))
     model.load_state_dict(model_state)
     model.eval()
     return model, state
