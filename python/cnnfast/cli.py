@@ -49,8 +49,16 @@ outputs (--out, default runs/<timestamp>/):
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default when it has a meaningful one (not None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS \
+                and "%(default)" not in text \
+                and action.option_strings and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _positive_int(text: str) -> int:
@@ -80,23 +88,23 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     if not search:
         g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier head")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    o.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="update rule")
     if not search:
         o.add_argument("--lr", type=float, default=None,
                        help="learning rate (default per optimizer: " +
                             ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-        o.add_argument("--weight-decay", type=float, default=0.0)
-        o.add_argument("--batch-size", type=_positive_int, default=32)
+        o.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty")
+        o.add_argument("--batch-size", type=_positive_int, default=32, help="images per step")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
     o.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
     o.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up")
     o.add_argument("--step-size", type=_positive_int, default=10, help="--schedule step: epochs between decays")
     o.add_argument("--gamma", type=float, default=0.1, help="--schedule step: decay factor")
-    o.add_argument("--epochs", type=_positive_int, default=3 if search else 30)
+    o.add_argument("--epochs", type=_positive_int, default=3 if search else 30, help="passes over the training set")
     o.add_argument("--seed", type=int, default=0, help="seed of initial weights, shuffling, augmentation, dropout")
     r = p.add_argument_group("run")
-    r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
-    r.add_argument("--device", default="cpu", help="cpu (cuda later)")
+    r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores, or CNNFAST_NUM_THREADS)")
+    r.add_argument("--device", default="cpu", help="cpu (CUDA training is not wired in yet)")
     r.add_argument("--out", default=None, help="output folder (default runs/<timestamp>/)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 

@@ -261,15 +261,21 @@ def evaluate(model, loader, num_classes: int) -> dict:
             "pred": pred, "true": true, "prob": np.concatenate(probs) if probs else np.zeros((0, num_classes))}
 
 
+def split_for(cfg: TrainConfig, y: np.ndarray) -> tuple:
+    """The (train, val, test) indices of a run: the stratified split, each part capped at
+    ``cfg.limit`` samples (a seeded random subset) when set."""
+    parts = split_indices(y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    if cfg.limit:
+        parts = tuple(np.sort(i[np.random.default_rng(cfg.split_seed).permutation(len(i))[:cfg.limit]]) for i in parts)
+    return parts
+
+
 class _Prepared:
     """Data, loaders and normalisation for one run."""
 
     def __init__(self, cfg: TrainConfig, norm: Optional[tuple] = None):
         data = load_data(cfg.data, cfg.image_size)
-        train_idx, val_idx, test_idx = split_indices(data.y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-        if cfg.limit:
-            train_idx, val_idx, test_idx = (i[np.random.default_rng(cfg.split_seed).permutation(len(i))[:cfg.limit]]
-                                            for i in (train_idx, val_idx, test_idx))
+        train_idx, val_idx, test_idx = split_for(cfg, data.y)
         if cfg.overfit_batch:
             train_idx = train_idx[:cfg.overfit_batch]
             val_idx = test_idx = train_idx
@@ -604,8 +610,7 @@ def evaluate_checkpoint(path: str, data: Optional[str] = None, split: Optional[s
     if split == "all":
         idx = np.arange(len(images))
     else:
-        parts = dict(zip(("train", "val", "test"),
-                         split_indices(images.y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)))
+        parts = dict(zip(("train", "val", "test"), split_for(cfg, images.y)))
         if split not in parts:
             raise ValueError(f"--split: expected train, val, test or all, got {split!r}")
         idx = parts[split]
