@@ -27,3 +27,14 @@ def threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu skip where no CUDA device is present (CI still compiles the CUDA code)."""
+    if cnnfast.cuda.is_available():
+        return
+    reason = "no CUDA device" if cnnfast.cuda.is_compiled() else "built without CUDA"
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

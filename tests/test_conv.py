@@ -21,6 +21,8 @@ CASES = {
     "batch1_prime": (2, 1, 3, 5, (13, 11), (3, 3), 1, 1, 1, 1),
     "stride3_groups3": (2, 2, 6, 9, (17, 13), (3, 3), 3, 1, 1, 3),
     "depthwise_dil2": (2, 2, 4, 4, (11, 13), (3, 3), 1, 2, 2, 4),
+    "depthwise_mult2_s2": (2, 2, 3, 6, (9, 10), (3, 3), 2, ((1, 0), (1, 2)), 1, 3),
+    "3d_depthwise": (3, 1, 3, 3, (4, 5, 6), (2, 3, 3), (1, 1, 2), 1, (1, 2, 1), 3),
     "c1_k1_asym": (2, 3, 1, 1, (7, 9), (2, 3), (2, 1), ((1, 0), (2, 1)), 1, 1),
     "pointwise": (2, 2, 5, 7, (13, 13), (1, 1), 1, 0, 1, 1),
     "pointwise_stride2": (2, 2, 5, 7, (13, 12), (1, 1), 2, 0, 1, 1),
@@ -109,6 +111,18 @@ def test_winograd_matches_float64(name, simd, rng):
         assert_close(a, r, rtol=1e-3, atol=1e-3 * np.abs(r).max(), what=f"{name} {what}")
 
 
+@pytest.mark.parametrize("name", ["depthwise_dil2", "depthwise_mult2_s2", "3d_depthwise", "1d_same_s3_dw"])
+def test_depthwise_forced_gemm(name, simd, rng):
+    # Auto takes the direct depthwise kernel; forcing GEMM must give the same answer.
+    case = CASES[name]
+    x, w, b = make(case, rng)
+    gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
+    got = ours(case, x, w, b, gy, algo="gemm")
+    ref = reference(case, x, w, b, gy)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} gemm {what}")
+
+
 @pytest.mark.parametrize("algo", ["gemm", "winograd"])
 def test_forced_algorithms_agree(algo, simd, rng):
     case = (2, 2, 24, 16, (12, 11), (3, 3), 1, 1, 1, 1)
@@ -159,6 +173,7 @@ FD_CASES = {
     "1d": (1, 1, 2, 3, (7,), (3,), 2, 1, 2, 1),
     "3d": (3, 1, 2, 2, (3, 4, 3), (2, 2, 2), (1, 2, 1), 1, 1, 1),
     "winograd": (2, 1, 2, 3, (5, 6), (3, 3), 1, 1, 1, 1),
+    "depthwise": (2, 1, 2, 4, (5, 6), (3, 2), (2, 1), ((0, 1), (1, 1)), (1, 2), 2),
 }
 
 
@@ -169,7 +184,7 @@ def test_conv_float64_finite_differences(name, rng):
     st = list((stride,) * nd if isinstance(stride, int) else stride)
     dl = list((dilation,) * nd if isinstance(dilation, int) else dilation)
     pads = [list(p) for p in explicit_pairs(case)]
-    algo = "winograd" if name == "winograd" else "gemm"
+    algo = {"winograd": "winograd", "depthwise": "auto"}.get(name, "gemm")
     x, w, b = make(case, rng, np.float64)
     gy = rng.standard_normal(out_shape(case, x))
     f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pads, dl, g, algo)

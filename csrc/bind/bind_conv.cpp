@@ -219,14 +219,14 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
     py::gil_scoped_release nogil;
     if (!transposed) {
       if (gxp) cpu::conv_backward_data<T>(s, gyp, wp, gxp, algo);
-      if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp);
+      if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp, algo);
       if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.K, s.out_size());
     } else {
       // The transposed layer is conv^T: its input gradient is the convolution of
       // grad_output, and its weight gradient pairs grad_output (the convolution's
       // input side) with x (the convolution's output side).
       if (gxp) cpu::conv_forward<T>(s, gyp, wp, gxp, algo);
-      if (gwp) cpu::conv_backward_weight<T>(s, xp, gyp, gwp);
+      if (gwp) cpu::conv_backward_weight<T>(s, xp, gyp, gwp, algo);
       if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.C, s.in_size());
     }
   });

@@ -15,10 +15,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "cpu/gemm.h"
 #include "cpu/winograd.h"
+
+#define CNNFAST_DW_NS dw_generic
+#include "cpu/conv_depthwise.h"
 
 namespace cnnfast::cpu {
 namespace {
@@ -182,6 +186,76 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   }
 }
 
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
+
+// Depthwise layers, one (image, channel) plane per task; see conv_depthwise.h.
+template <class T>
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+  const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
+  const bool vec = std::is_same_v<T, float> && use_avx2();
+  parallel_for(0, s.N * s.K, std::max<int64_t>(1, 4096 / std::max<int64_t>(P * ks, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t nk = b; nk < e; ++nk) {
+      const int64_t n = nk / s.K, k = nk % s.K;
+      const T* xp = x + (n * s.C + k / Kg) * inS;
+      if constexpr (std::is_same_v<T, float>) {
+        if (vec) {
+          avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
+          continue;
+        }
+      }
+      dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
+  const bool vec = std::is_same_v<T, float> && use_avx2();
+  parallel_for(0, s.N * s.C, std::max<int64_t>(1, 4096 / std::max<int64_t>(P * ks * Kg, 1)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t nc = b; nc < e; ++nc) {
+                   const int64_t n = nc / s.C, c = nc % s.C;
+                   T* dst = gx + nc * inS;
+                   std::fill(dst, dst + inS, T(0));
+                   for (int64_t j = 0; j < Kg; ++j) {
+                     const int64_t k = c * Kg + j;
+                     const T* g = gy + (n * s.K + k) * P;
+                     if constexpr (std::is_same_v<T, float>) {
+                       if (vec) {
+                         avx2_impl::dw_backward_data_plane(s, g, w + k * ks, dst);
+                         continue;
+                       }
+                     }
+                     dw_generic::dw_backward_data_plane<T>(s, g, w + k * ks, dst);
+                   }
+                 }
+               });
+}
+
+template <class T>
+void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
+  const bool vec = std::is_same_v<T, float> && use_avx2();
+  // One thread owns each output channel's taps and sums images in order:
+  // the result does not depend on the thread count.
+  parallel_for(0, s.K, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* g = gy + (n * s.K + k) * P;
+        const T* xp = x + (n * s.C + k / Kg) * inS;
+        if constexpr (std::is_same_v<T, float>) {
+          if (vec) {
+            avx2_impl::dw_backward_weight_plane(s, g, xp, gw + k * ks);
+            continue;
+          }
+        }
+        dw_generic::dw_backward_weight_plane<T>(s, g, xp, gw + k * ks);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 bool winograd_applicable(const ConvShape& s) {
@@ -194,9 +268,11 @@ bool winograd_applicable(const ConvShape& s) {
 // weight per call; it wins when both channel counts per group are large enough
 // for its 36 small GEMMs to run near peak (>= 16 each) and the output has at
 // least one full 4x4 tile row worth of work (Ho, Wo >= 4). Depthwise and other
-// thin-group layers stay on im2col + GEMM. float64 always takes GEMM: it exists
+// thin-group layers stay on im2col + GEMM; depthwise ones (one input channel per
+// group) take the direct kernel, whatever the dtype. float64 always takes GEMM: it exists
 // for gradient checks, where the plainer path is the better oracle.
 ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
+  if (is_depthwise(s)) return ConvAlgo::Direct;
   if (!is_float32 || !winograd_applicable(s)) return ConvAlgo::Gemm;
   if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 4 && s.out[2] >= 4) return ConvAlgo::Winograd;
   return ConvAlgo::Gemm;
@@ -210,6 +286,7 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo alg
                        y);
     return;
   }
+  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_forward(s, x, w, y);
   forward_gemm(s, x, w, y);
 }
 
@@ -231,11 +308,14 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
                        wt.get(), gx);
     return;
   }
+  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_data(s, gy, w, gx);
   backward_data_gemm(s, gy, w, gx);
 }
 
 template <class T>
-void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
+void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo algo) {
+  if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
+  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size();
   const int64_t wsize = s.K * CK;
@@ -326,7 +406,7 @@ void linear_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, i
 #define CNNFAST_INSTANTIATE(T)                                                                         \
   template void conv_forward<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                 \
   template void conv_backward_data<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);           \
-  template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*);                   \
+  template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                \
   template void bias_forward<T>(T*, const T*, int64_t, int64_t, int64_t);                            \
   template void bias_backward<T>(const T*, T*, int64_t, int64_t, int64_t);                           \
   template void linear_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);      \

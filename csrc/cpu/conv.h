@@ -41,7 +41,9 @@ struct ConvShape {
   }
 };
 
-enum class ConvAlgo { Auto = 0, Gemm = 1, Winograd = 2 };
+// Direct is the depthwise kernel (conv_depthwise.h) for groups > 1 with one input
+// channel per group; Auto picks it there, and it is not offered to users.
+enum class ConvAlgo { Auto = 0, Gemm = 1, Winograd = 2, Direct = 3 };
 
 // Whether Winograd F(4x4, 3x3) computes this forward (2-D, 3x3, stride 1, dilation 1).
 bool winograd_applicable(const ConvShape& s);
@@ -58,7 +60,7 @@ void conv_backward_data(const ConvShape& s, const T* grad_y, const T* w, T* grad
 
 // grad_w (K, C/g, k) += correlation of grad_y with x.
 template <class T>
-void conv_backward_weight(const ConvShape& s, const T* grad_y, const T* x, T* grad_w);
+void conv_backward_weight(const ConvShape& s, const T* grad_y, const T* x, T* grad_w, ConvAlgo algo);
 
 // y (N, C, S) += b[c] ; grad_b[c] += sum over N and S of grad_y.
 template <class T>
@@ -74,5 +76,12 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, int64_t M, int64_t
 template <class T>
 void linear_backward(const T* grad_y, const T* x, const T* w, T* grad_x, T* grad_w, T* grad_b, int64_t M, int64_t in,
                      int64_t out);
+
+namespace avx2_impl {
+// Depthwise plane kernels (conv_depthwise.h) built for AVX2; see that file.
+void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float* y);
+void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx);
+void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
+}  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

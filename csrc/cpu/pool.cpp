@@ -239,34 +239,59 @@ void avg_pool_forward(const PoolGeom& g, const T* x, T* y, bool include_pad, int
   });
 }
 
+// Organised by input row: each row of grad_input sums, while it sits in L1, the
+// (grad_output / divisor) of the output rows whose windows cover it. Every
+// element receives its terms in output order, the order of PyTorch's scatter,
+// so results match to the bit; but grad_input is streamed once (no separate
+// zero-fill pass over memory) and rows of one plane can go to different threads.
 template <class T>
 void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, bool include_pad, int64_t override_div) {
-  const int64_t ip = g.in_plane(), op = g.out_plane();
+  const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
-  parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
+  const int64_t op = g.out_plane();
+  // delta = grad_output / divisor, once per output.
+  std::vector<T> delta(static_cast<size_t>(g.planes * op));
+  parallel_for(0, g.planes * OD * OH, row_grain(g, 4), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t od = r / OH % OD, oh = r % OH;
+      const AvgSpan sd = avg_span(od, g.k[0], g.s[0], g.p[0], ID);
+      const AvgSpan sh = avg_span(oh, g.k[1], g.s[1], g.p[1], IH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const AvgSpan sw = avg_span(ow, g.k[2], g.s[2], g.p[2], IW);
+        delta[r * OW + ow] = gy[r * OW + ow] / avg_divisor<T>(sd, sh, sw, include_pad, override_div);
+      }
+    }
+  });
+  // Outputs [lo, hi] whose window o*s - p + [0, k) covers input position i.
+  auto covering = [](int64_t i, int64_t k, int64_t s, int64_t p, int64_t out, int64_t* lo, int64_t* hi) {
+    *lo = std::max<int64_t>(0, floor_div(i + p - k, s) + 1);
+    *hi = std::min<int64_t>(out - 1, floor_div(i + p, s));
+  };
+  // Input columns [wlo, whi) of each output column's window.
+  std::vector<int64_t> wlo(OW), whi(OW);
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    wlo[ow] = std::max<int64_t>(ow * g.s[2] - g.p[2], 0);
+    whi[ow] = std::min<int64_t>(ow * g.s[2] - g.p[2] + g.k[2], IW);
+  }
+  parallel_for(0, g.planes * ID * IH, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, IW)),
                [&](int64_t b, int64_t e) {
-                 std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
-                 for (int64_t pl = b; pl < e; ++pl) {
-                   T* gxp = gx + pl * ip;
-                   const T* gyp = gy + pl * op;
-                   for (int64_t od = 0; od < g.out[0]; ++od) {
-                     const AvgSpan sd = avg_span(od, g.k[0], g.s[0], g.p[0], ID);
-                     for (int64_t oh = 0; oh < g.out[1]; ++oh) {
-                       const AvgSpan sh = avg_span(oh, g.k[1], g.s[1], g.p[1], IH);
-                       for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-                         const AvgSpan sw = avg_span(ow, g.k[2], g.s[2], g.p[2], IW);
-                         if (sd.lo >= sd.hi || sh.lo >= sh.hi || sw.lo >= sw.hi) continue;
-                         const T delta =
-                             gyp[(od * g.out[1] + oh) * g.out[2] + ow] / avg_divisor<T>(sd, sh, sw, include_pad,
-                                                                                         override_div);
-                         for (int64_t id = sd.lo; id < sd.hi; ++id)
-                           for (int64_t ih = sh.lo; ih < sh.hi; ++ih) {
-                             T* row = gxp + (id * IH + ih) * IW;
-                             for (int64_t iw = sw.lo; iw < sw.hi; ++iw) row[iw] += delta;
-                           }
+                 for (int64_t r = b; r < e; ++r) {
+                   const int64_t plane = r / (ID * IH), id = r / IH % ID, ih = r % IH;
+                   int64_t d0, d1, h0, h1;
+                   covering(id, g.k[0], g.s[0], g.p[0], OD, &d0, &d1);
+                   covering(ih, g.k[1], g.s[1], g.p[1], OH, &h0, &h1);
+                   const T* dp = delta.data() + plane * op;
+                   // One input row, accumulated while it sits in L1.
+                   T* row = gx + r * IW;
+                   std::fill(row, row + IW, T(0));
+                   for (int64_t od = d0; od <= d1; ++od)
+                     for (int64_t oh = h0; oh <= h1; ++oh) {
+                       const T* drow = dp + (od * OH + oh) * OW;
+                       for (int64_t ow = 0; ow < OW; ++ow) {
+                         const T v = drow[ow];
+                         for (int64_t iw = wlo[ow]; iw < whi[ow]; ++iw) row[iw] += v;
                        }
                      }
-                   }
                  }
                });
 }
@@ -278,6 +303,27 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const bool vec = is_f32<T> && use_avx2();
+  if (g.out_plane() == 1) {
+    // Global pooling: one contiguous sum per plane.
+    const int64_t ip = g.in_plane();
+    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        const T* xp = x + pl * ip;
+        T acc = 0;
+        bool done = false;
+        if constexpr (is_f32<T>) {
+          if (vec) {
+            acc = avx2_impl::sum(xp, ip);
+            done = true;
+          }
+        }
+        if (!done)
+          for (int64_t i = 0; i < ip; ++i) acc += xp[i];
+        y[pl] = acc / T(ID) / T(IH) / T(IW);
+      }
+    });
+    return;
+  }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
@@ -311,6 +357,13 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const int64_t ip = g.in_plane(), op = g.out_plane();
+  if (op == 1) {
+    // Global pooling: every element of a plane gets the same share.
+    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / ip), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) std::fill(gx + pl * ip, gx + (pl + 1) * ip, gy[pl] / T(ID) / T(IH) / T(IW));
+    });
+    return;
+  }
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
                [&](int64_t b, int64_t e) {
                  std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
@@ -341,6 +394,16 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const bool vec = is_f32<T> && use_avx2();
+  if constexpr (is_f32<T>) {
+    if (vec && g.out_plane() == 1 && g.in_plane() < (int64_t(1) << 31)) {
+      // Global max pooling: one contiguous argmax per plane.
+      const int64_t ip = g.in_plane();
+      parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) avx2_impl::argmax(x + pl * ip, ip, y + pl, indices + pl);
+      });
+      return;
+    }
+  }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {

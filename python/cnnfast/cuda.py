@@ -1,6 +1,18 @@
-"""CUDA queries. A CUDA-built cnnfast imports and runs on the CPU where there is
-no GPU or driver; ``is_available()`` then answers False."""
+"""CUDA: device queries, device arrays and the caching allocator's counters.
+
+A CUDA-built cnnfast imports and runs on the CPU where there is no GPU or driver;
+``is_available()`` then answers False. The GPU kernels live in ``cnnfast._C.cuda``
+under the same names and argument order as the CPU kernels in ``cnnfast._C``, and
+take any CUDA array: a ``DeviceArray``, or an object with ``__cuda_array_interface__``
+or ``__dlpack__`` (PyTorch CUDA tensors, CuPy arrays), without copying.
+"""
+from __future__ import annotations
+
+import numpy as np
+
 from . import _C
+
+_cu = _C.cuda
 
 
 def is_compiled() -> bool:
@@ -10,7 +22,7 @@ def is_compiled() -> bool:
 
 def device_count() -> int:
     """Usable CUDA devices (0 without a GPU, a driver, or a CUDA build)."""
-    return int(_C.cuda_device_count())
+    return int(_cu.device_count())
 
 
 def is_available() -> bool:
@@ -19,4 +31,42 @@ def is_available() -> bool:
 
 
 def get_device_name(index: int = 0) -> str:
-    return _C.cuda_device_name(index)
+    return _cu.device_name(index)
+
+
+def _require():
+    if not is_available():
+        reason = "this build has no CUDA backend" if not is_compiled() else "no CUDA device or driver was found"
+        raise RuntimeError(f"CUDA is not available: {reason}")
+
+
+def to_device(array: np.ndarray):
+    """Copy a NumPy array to the GPU; returns a ``DeviceArray``."""
+    _require()
+    return _cu.from_numpy(np.ascontiguousarray(array))
+
+
+def as_device_array(obj):
+    """View a CUDA array (DeviceArray, ``__cuda_array_interface__`` or DLPack) without copying."""
+    _require()
+    return _cu.as_device_array(obj)
+
+
+def memory_allocated() -> int:
+    """Bytes held by live cnnfast device arrays (the caching allocator's count)."""
+    return int(_cu.memory_allocated()) if is_available() else 0
+
+
+def memory_reserved() -> int:
+    """Bytes obtained from the driver: live arrays plus cached free blocks."""
+    return int(_cu.memory_reserved()) if is_available() else 0
+
+
+def empty_cache() -> None:
+    if is_available():
+        _cu.empty_cache()
+
+
+def synchronize() -> None:
+    if is_available():
+        _cu.synchronize()

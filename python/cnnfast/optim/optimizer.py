@@ -156,7 +156,7 @@ class Optimizer:
                 ids.append(index[id(p)])
             packed["params"] = ids
             groups.append(packed)
-        state = {index[id(p)]: s for p, s in self.state.items() if id(p) in index}
+        state = {index[id(p)]: s for p, s in self.state.items() if id(p) in index and s}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -183,12 +183,16 @@ class Optimizer:
             for k, v in s.items():
                 if isinstance(v, Tensor):
                     v = v.data
+                elif hasattr(v, "detach") and hasattr(v, "numpy"):  # a torch.Tensor from a torch checkpoint
+                    v = v.detach().cpu().numpy()
                 if isinstance(v, np.ndarray):
                     if v.shape != p.shape and v.ndim > 0:
                         raise ValueError(f"state[{idx}][{k!r}]: expected shape {p.shape}, got {v.shape}")
                     v = np.array(v, dtype=p.dtype if v.dtype.kind == "f" else v.dtype, copy=True)
                     if v.ndim == 0:
                         v = v.item()
+                if k == "step" and v is not None:
+                    v = int(v)
                 else:
                     v = copy.deepcopy(v)
                 restored[k] = v

@@ -11,7 +11,7 @@ class SGD(Optimizer):
     """torch.optim.SGD: with g = grad + weight_decay * p,
     buf = g on the first step, else momentum * buf + (1 - dampening) * g;
     p -= lr * (g + momentum * buf if nesterov else buf) (plain g without momentum).
-    State per parameter: ``momentum_buffer`` (None without momentum)."""
+    State per parameter: ``momentum_buffer`` (absent without momentum)."""
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False):
@@ -27,7 +27,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _init_state(self, group, param, state):
-        state["momentum_buffer"] = None
+        pass  # the momentum buffer is created on the first step, and only with momentum (as torch)
 
     def _update(self, group, param, grad, state):
         momentum = group["momentum"]

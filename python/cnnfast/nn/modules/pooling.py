@@ -6,6 +6,10 @@ from ... import functional as F
 from .module import Module
 
 
+def _single(v) -> tuple:
+    return (int(v),) if isinstance(v, int) else tuple(v)
+
+
 class _MaxPoolNd(Module):
     _n = 2
 
@@ -50,9 +54,10 @@ class AvgPool1d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True):
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
+        # torch keeps AvgPool1d's sizes as 1-tuples (the other pools keep them as given).
+        self.kernel_size = _single(kernel_size)
+        self.stride = _single(stride if stride is not None else kernel_size)
+        self.padding = _single(padding)
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
 
