@@ -265,7 +265,12 @@ def _cmd_search(a) -> int:
 def _cmd_bench(a) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     script = os.path.normpath(os.path.join(here, "..", "..", "benchmarks", "bench_train.py"))
-    if os.path.exists(script) and not a.builtin:
+    try:
+        import torch  # noqa: F401  (the side-by-side script needs it)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    if os.path.exists(script) and have_torch and not a.builtin:
         import runpy
         sys.argv = [script] + (["--quick"] if a.quick else []) + ["--threads", str(a.threads)]
         runpy.run_path(script, run_name="__main__")
