@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -386,7 +386,13 @@ def train(cfg: TrainConfig) -> dict:
 
     initial_loss = None
     if resume_state is None:
-        initial_loss = check_initial_loss(model, prep, k, cfg)
+        try:
+            initial_loss = check_initial_loss(model, prep, k, cfg)
+        except ValueError as exc:
+            from ..models import default_input_shape
+            want = default_input_shape(cfg.model)
+            raise ValueError(f"--model {cfg.model} cannot take {'x'.join(map(str, data.image_shape))} inputs "
+                             f"({exc}); it is built for {'x'.join(map(str, want))}: try --image-size {want[1]}") from exc
 
     def state_for(epoch: int) -> dict:
         return {"config": asdict(cfg), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
