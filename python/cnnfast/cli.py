@@ -212,9 +212,8 @@ def _cmd_eval(a) -> int:
     from .training import evaluate_checkpoint
     from .training.plots import plot_confusion
 
-    if a.threads:
-        import cnnfast
-        cnnfast.set_num_threads(a.threads)
+    from .training.trainer import set_threads
+    set_threads(a.threads)
     r = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.batch_size)
     cm = r["confusion_matrix"]
     print(f"{r['source']} ({r['split']}, {r['n']} images): accuracy {r['acc']:.4f}  loss {r['loss']:.4f}")
@@ -236,9 +235,8 @@ def _cmd_eval(a) -> int:
 def _cmd_predict(a) -> int:
     from .training import predict_images
 
-    if a.threads:
-        import cnnfast
-        cnnfast.set_num_threads(a.threads)
+    from .training.trainer import set_threads
+    set_threads(a.threads)
     results = predict_images(a.checkpoint, a.images, a.top_k)
     if a.json:
         print(json.dumps(results, indent=2))
@@ -286,7 +284,8 @@ def _builtin_bench(quick: bool, threads: int) -> int:
     from . import functional as F
     from .models import lenet5
 
-    cnnfast.set_num_threads(threads)
+    from .training.trainer import set_threads
+    set_threads(threads)
     cnnfast.manual_seed(0)
     model = lenet5()
     opt = cnnfast.optim.Adam(model.parameters(), lr=1e-3)

@@ -145,6 +145,15 @@ class TrainConfig:
 
 # ---- building blocks -------------------------------------------------------------------
 
+def set_threads(n: Optional[int]) -> None:
+    """``cnnfast.set_num_threads(n)`` when ``n`` is given and differs from the current count
+    (rebuilding the thread pool for nothing is wasted work)."""
+    import cnnfast
+
+    if n and int(n) != cnnfast.get_num_threads():
+        cnnfast.set_num_threads(int(n))
+
+
 def _log(cfg: TrainConfig, msg: str) -> None:
     if not cfg.quiet:
         print(msg, file=sys.stderr, flush=True)
@@ -320,8 +329,7 @@ def train(cfg: TrainConfig) -> dict:
 
     cfg.check()
     wall_start = time.perf_counter()
-    if cfg.threads:
-        cnnfast.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     cnnfast.manual_seed(cfg.seed)
 
     resume_state = None
@@ -555,8 +563,7 @@ def run_find_lr(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, n
     from .plots import plot_lr_finder
 
     cfg.check()
-    if cfg.threads:
-        cnnfast.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     cnnfast.manual_seed(cfg.seed)
     prep = _Prepared(cfg)
     model = build_model(cfg.model, prep.data.num_classes, prep.data.image_shape, cfg.dropout, cfg.model_args)
