@@ -65,22 +65,39 @@ def test_defaults_match_torch(name):
         assert theirs[k] == v, k
 
 
-def test_threaded_update_is_thread_count_independent(rng):
-    n = 300_001  # several chunks of the kernel's grain
-    results = []
-    for threads in (1, 2):
-        before = cnnfast.get_num_threads()
-        cnnfast.set_num_threads(threads)
-        try:
-            p = nn.Parameter(np.linspace(-1, 1, n, dtype=np.float32))
-            o = optim.Adam([p], lr=0.1, amsgrad=True, weight_decay=0.01)
-            for k in range(3):
-                p.grad = cnnfast.tensor(np.sin(np.arange(n, dtype=np.float32) * (k + 1)))
-                o.step()
-            results.append(p.data.copy())
-        finally:
-            cnnfast.set_num_threads(before)
-    np.testing.assert_array_equal(results[0], results[1])
+_THREADS_SCRIPT = """
+import sys
+import numpy as np
+import cnnfast
+from cnnfast import nn, optim
+# A multi-chunk parallel_for before the first resize: the pool must survive being rebuilt after real work.
+nn.Conv2d(3, 8, 3)(cnnfast.randn(4, 3, 32, 32)).sum()
+n = 300_001  # several chunks of the optimizer kernel's grain
+results = []
+for threads in (1, 2, 1):
+    cnnfast.set_num_threads(threads)
+    p = nn.Parameter(np.linspace(-1, 1, n, dtype=np.float32))
+    o = optim.Adam([p], lr=0.1, amsgrad=True, weight_decay=0.01)
+    for k in range(3):
+        p.grad = cnnfast.tensor(np.sin(np.arange(n, dtype=np.float32) * (k + 1)))
+        o.step()
+    results.append(p.data.copy())
+print(all(np.array_equal(results[0], r) for r in results[1:]))
+"""
+
+
+def test_threaded_update_is_thread_count_independent():
+    # In a subprocess: switching thread counts rebuilds the C++ pool, and a crash there
+    # must fail this test, not take the whole session down.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, "python"))
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"exit code {r.returncode} (a negative code is a signal): {r.stderr[-2000:]}"
+    assert r.stdout.strip() == "True"
 
 
 def test_large_tensor_matches_torch(rng):

@@ -19,11 +19,16 @@ namespace {
 using Ints = std::vector<int64_t>;
 using cpu::PoolGeom;
 
+// Sizes beyond 2^31 are rejected so no window arithmetic below can overflow int64.
+constexpr int64_t kMaxExtent = int64_t(1) << 31;
+
 Ints checked_ints(const Ints& v, int D, const char* name, int64_t min_value) {
   CNNFAST_CHECK(static_cast<int>(v.size()) == D, ValueError, name, ": expected ", D, " values, got ", v.size(),
                 " ", shape_str(v));
-  for (int64_t e : v)
+  for (int64_t e : v) {
     CNNFAST_CHECK(e >= min_value, ValueError, name, ": expected values >= ", min_value, ", got ", shape_str(v));
+    CNNFAST_CHECK(e < kMaxExtent, ValueError, name, ": expected values below 2^31, got ", shape_str(v));
+  }
   return v;
 }
 

@@ -2,12 +2,17 @@
 // backward to the weights (im2col + GEMM), the bias, the fully connected layer,
 // and the per-shape algorithm choice.
 //
-// Threading: with at least as many images as threads, images are split into one
-// contiguous range per thread, each with its own im2col buffer and a serial GEMM
-// (the GEMMs run inline inside the parallel region); the weight gradient is
-// accumulated per range and the ranges are summed in a fixed order afterwards,
-// so a given thread count always gives the same bits. With fewer images than
-// threads (batch 1), images go one after another and the GEMM itself is split.
+// The im2col matrix is never built whole: it is made a column chunk (a run of
+// output positions, ~128 KiB) at a time, right before the GEMM packs it, and the
+// weights are packed once per call (GemmLhs) instead of once per chunk.
+//
+// Threading: the forward and the weight gradient split (image, group, chunk)
+// tasks into one contiguous range per thread, each with its own chunk buffer and
+// serial GEMMs; the weight gradient is accumulated per range and the ranges are
+// summed in a fixed order afterwards, so a given thread count always gives the
+// same bits. The input gradient splits (image, group) pairs, because the chunks
+// of one image scatter into overlapping parts of grad_x; with fewer pairs than
+// threads (batch 1) it splits the GEMM and then col2im by channels instead.
 #include "cpu/conv.h"
 
 #include <algorithm>
@@ -44,80 +49,88 @@ bool is_pointwise(const ConvShape& s) {
   return true;
 }
 
-// Rows [r0, r1) of the im2col matrix of one image's group: x (Cg, D, H, W) ->
-// col (Cg*kD*kH*kW, Do*Ho*Wo), row r = ((c*kD + a)*kH + b)*kW + e.
+// Columns [p0, p1) of the im2col matrix of one image's group: x (Cg, D, H, W) ->
+// col (Cg*kD*kH*kW, p1 - p0), row r = ((c*kD + a)*kH + b)*kW + e, column p an
+// output position (od*Ho + oh)*Wo + ow. A column chunk of a few hundred KB stays
+// in L2 between being written here and being packed by the GEMM.
 template <class T>
-void im2col(const ConvShape& s, const T* x, T* col, int64_t r0, int64_t r1) {
-  const int64_t P = s.out_size(), kk = s.k_size();
-  const int64_t Do = s.out[0], Ho = s.out[1], Wo = s.out[2];
-  const int64_t D = s.in[0], H = s.in[1], W = s.in[2];
-  for (int64_t r = r0; r < r1; ++r) {
+void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1) {
+  const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = p1 - p0;
+  const int64_t Ho = s.out[1], Wo = s.out[2];
+  const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / kk, kr = r % kk;
     const int64_t a = kr / (s.k[1] * s.k[2]), b = (kr / s.k[2]) % s.k[1], e = kr % s.k[2];
     const int64_t offw = e * s.dil[2] - s.pad0[2];
     int64_t lo, hi;
-    valid_range(Wo, W, s.stride[2], offw, lo, hi);
-    T* dst = col + r * P;
-    for (int64_t od = 0; od < Do; ++od) {
+    valid_range(Wo, W, sw, offw, lo, hi);
+    T* dst = col + r * width;
+    for (int64_t p = p0; p < p1;) {
+      const int64_t ow0 = p % Wo, oh = (p / Wo) % Ho, od = p / (Wo * Ho);
+      const int64_t len = std::min(p1 - p, Wo - ow0), ow1 = ow0 + len;
       const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
-      for (int64_t oh = 0; oh < Ho; ++oh, dst += Wo) {
-        const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
-        if (id < 0 || id >= D || ih < 0 || ih >= H) {
-          std::fill(dst, dst + Wo, T(0));
-          continue;
-        }
+      const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+      T* d = dst - ow0;  // d[ow] is this segment's output column ow
+      if (id < 0 || id >= D || ih < 0 || ih >= H) {
+        std::fill(d + ow0, d + ow1, T(0));
+      } else {
         const T* src = x + ((c * D + id) * H + ih) * W + offw;
-        std::fill(dst, dst + lo, T(0));
-        if (s.stride[2] == 1) {
-          std::memcpy(dst + lo, src + lo, sizeof(T) * (hi - lo));
+        const int64_t vlo = std::clamp(lo, ow0, ow1), vhi = std::clamp(hi, vlo, ow1);
+        std::fill(d + ow0, d + vlo, T(0));
+        if (sw == 1) {
+          std::memcpy(d + vlo, src + vlo, sizeof(T) * (vhi - vlo));
         } else {
-          const int64_t sw = s.stride[2];
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * sw];
+          for (int64_t ow = vlo; ow < vhi; ++ow) d[ow] = src[ow * sw];
         }
-        std::fill(dst + hi, dst + Wo, T(0));
+        std::fill(d + vhi, d + ow1, T(0));
       }
+      dst += len;
+      p += len;
     }
   }
 }
 
-// The adjoint of im2col for channels [c0, c1): dx (Cg, D, H, W) += scatter of col.
-// Channels own disjoint parts of dx, so ranges of channels may run in parallel.
+// The adjoint of im2col over the same column chunk: dx (Cg, D, H, W) += scatter
+// of col, for channels [c0, c1) (channels own disjoint parts of dx).
 template <class T>
-void col2im(const ConvShape& s, const T* col, T* dx, int64_t c0, int64_t c1) {
-  const int64_t P = s.out_size(), kk = s.k_size();
-  const int64_t Do = s.out[0], Ho = s.out[1], Wo = s.out[2];
-  const int64_t D = s.in[0], H = s.in[1], W = s.in[2];
+void col2im(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1) {
+  const int64_t kk = s.k_size(), width = p1 - p0;
+  const int64_t Ho = s.out[1], Wo = s.out[2];
+  const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
   for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
     const int64_t c = r / kk, kr = r % kk;
     const int64_t a = kr / (s.k[1] * s.k[2]), b = (kr / s.k[2]) % s.k[1], e = kr % s.k[2];
     const int64_t offw = e * s.dil[2] - s.pad0[2];
     int64_t lo, hi;
-    valid_range(Wo, W, s.stride[2], offw, lo, hi);
-    const T* src = col + r * P;
-    for (int64_t od = 0; od < Do; ++od) {
+    valid_range(Wo, W, sw, offw, lo, hi);
+    const T* src = col + r * width;
+    for (int64_t p = p0; p < p1;) {
+      const int64_t ow0 = p % Wo, oh = (p / Wo) % Ho, od = p / (Wo * Ho);
+      const int64_t len = std::min(p1 - p, Wo - ow0), ow1 = ow0 + len;
       const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
-      for (int64_t oh = 0; oh < Ho; ++oh, src += Wo) {
-        const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
-        if (id < 0 || id >= D || ih < 0 || ih >= H) continue;
-        T* dst = dx + ((c * D + id) * H + ih) * W + offw;
-        const int64_t sw = s.stride[2];
-        for (int64_t ow = lo; ow < hi; ++ow) dst[ow * sw] += src[ow];
+      const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+      if (id >= 0 && id < D && ih >= 0 && ih < H) {
+        const T* g = src - ow0;
+        T* row = dx + ((c * D + id) * H + ih) * W + offw;
+        const int64_t vlo = std::clamp(lo, ow0, ow1), vhi = std::clamp(hi, vlo, ow1);
+        if (sw == 1) {
+          for (int64_t ow = vlo; ow < vhi; ++ow) row[ow] += g[ow];
+        } else {
+          for (int64_t ow = vlo; ow < vhi; ++ow) row[ow * sw] += g[ow];
+        }
       }
+      src += len;
+      p += len;
     }
   }
 }
 
-// Calls body(n_begin, n_end, part) for `parts` contiguous image ranges in parallel.
-template <class F>
-void over_image_ranges(int64_t N, int64_t parts, F&& body) {
-  parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) body(p * N / parts, (p + 1) * N / parts, p);
-  });
-}
-
-int64_t image_parts(int64_t N) {
-  const int64_t t = get_num_threads();
-  return (N >= t && !in_parallel_region()) ? t : 0;
+// Output columns per im2col chunk: about 128 KiB of float32 column matrix, in
+// whole 16-column micro-panels, so the chunk is packed from L2.
+int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
+  int64_t pc = std::max<int64_t>(64, target_elems / std::max<int64_t>(CK, 1));
+  pc = (pc + 15) / 16 * 16;
+  return std::min(pc, P);
 }
 
 template <class T>
@@ -125,31 +138,26 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
-  auto one_image = [&](int64_t n, T* col, bool threaded) {
-    for (int64_t g = 0; g < G; ++g) {
+  const int64_t PC = chunk_columns(CK, P, direct ? 65536 : 32768), nch = (P + PC - 1) / PC;
+  std::vector<GemmLhs<T>> lhs;
+  lhs.reserve(G);
+  for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
+  // Tasks are (image, group, column chunk); every task writes its own block of y.
+  parallel_for(0, s.N * G * nch, 1, [&](int64_t t0, int64_t t1) {
+    AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
+      const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
       const T* xg = x + (n * s.C + g * Cg) * inS;
-      const T* b = xg;
-      if (!direct) {
-        if (threaded)
-          parallel_for(0, CK, 8, [&](int64_t r0, int64_t r1) { im2col(s, xg, col, r0, r1); });
-        else
-          im2col(s, xg, col, 0, CK);
-        b = col;
-      }
       T* yg = y + (n * s.K + g * Kg) * P;
-      gemm(Kg, P, CK, w + g * Kg * CK, CK, int64_t(1), b, P, int64_t(1), yg, P, false);
+      if (direct) {
+        lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
+      } else {
+        im2col(s, xg, col.get(), p0, p1);
+        lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
+      }
     }
-  };
-  const int64_t col_elems = direct ? 1 : CK * P;
-  if (int64_t parts = image_parts(s.N)) {
-    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t) {
-      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), false);
-    });
-  } else {
-    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), true);
-  }
+  });
 }
 
 template <class T>
@@ -157,32 +165,97 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
-  auto one_image = [&](int64_t n, T* col, bool threaded) {
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  if (s.N * G >= threads) {
+    // Tasks are (image, group): the chunks of one task scatter into the same
+    // part of grad_x, so they stay on one thread.
+    const int64_t PC = chunk_columns(CK, P, 32768), nch = (P + PC - 1) / PC;
+    std::vector<GemmLhs<T>> lhs;
+    lhs.reserve(G);
+    // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
+    for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
+    parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+      AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t % G, n = t / G;
+        T* dxg = gx + (n * s.C + g * Cg) * inS;
+        const T* dyg = gy + (n * s.K + g * Kg) * P;
+        if (direct) {
+          lhs[g].multiply(P, dyg, P, int64_t(1), dxg, P, false);
+          continue;
+        }
+        std::fill(dxg, dxg + Cg * inS, T(0));
+        for (int64_t ch = 0; ch < nch; ++ch) {
+          const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+          lhs[g].multiply(p1 - p0, dyg + p0, P, int64_t(1), col.get(), p1 - p0, false);
+          col2im(s, col.get(), dxg, p0, p1, 0, Cg);
+        }
+      }
+    });
+    return;
+  }
+  // Fewer (image, group) pairs than threads: the whole column matrix at once,
+  // the GEMM split across threads, then col2im split by channels.
+  AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * P);
+  for (int64_t n = 0; n < s.N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       T* dxg = gx + (n * s.C + g * Cg) * inS;
       const T* dyg = gy + (n * s.K + g * Kg) * P;
-      // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
       if (direct) {
         gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), dxg, P, false);
         continue;
       }
-      gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), col, P, false);
+      gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), col.get(), P, false);
       std::fill(dxg, dxg + Cg * inS, T(0));
-      if (threaded)
-        parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { col2im(s, col, dxg, c0, c1); });
-      else
-        col2im(s, col, dxg, 0, Cg);
+      parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { col2im(s, col.get(), dxg, int64_t(0), P, c0, c1); });
     }
-  };
-  const int64_t col_elems = direct ? 1 : CK * P;
-  if (int64_t parts = image_parts(s.N)) {
-    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t) {
-      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), false);
+  }
+}
+
+template <class T>
+void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
+  const bool direct = is_pointwise(s);
+  // Wider chunks than the forward: every chunk reads and writes all of grad_w.
+  const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
+  const int64_t tasks = s.N * G * nch;
+  const int64_t threads = in_parallel_region() ? 1 : std::min<int64_t>(get_num_threads(), tasks);
+  // One partial grad_w per thread's contiguous task range, summed in range
+  // order afterwards: the same bits for the same thread count on every run.
+  std::vector<AlignedPtr<T>> partial(threads);
+  parallel_for(0, threads, 1, [&](int64_t r0, int64_t r1) {
+    AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
+    for (int64_t r = r0; r < r1; ++r) {
+      T* dw = gw;
+      if (threads > 1) {
+        partial[r] = aligned_alloc_array<T>(wsize);
+        std::fill(partial[r].get(), partial[r].get() + wsize, T(0));
+        dw = partial[r].get();
+      }
+      for (int64_t t = r * tasks / threads; t < (r + 1) * tasks / threads; ++t) {
+        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
+        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+        const T* xg = x + (n * s.C + g * Cg) * inS;
+        const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+        // dw_g (Kg, CK) += dy_g[:, p0:p1] (Kg, w) * col^T (w, CK)
+        if (direct) {
+          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), xg + p0, int64_t(1), P, dw + g * Kg * CK, CK, true);
+        } else {
+          im2col(s, xg, col.get(), p0, p1);
+          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), col.get(), int64_t(1), p1 - p0, dw + g * Kg * CK, CK,
+                      true);
+        }
+      }
+    }
+  });
+  if (threads > 1) {
+    parallel_for(0, wsize, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t r = 0; r < threads; ++r) {
+        const T* src = partial[r].get();
+        for (int64_t i = i0; i < i1; ++i) gw[i] += src[i];
+      }
     });
-  } else {
-    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), true);
   }
 }
 
@@ -316,42 +389,7 @@ template <class T>
 void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo algo) {
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);
-  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
-  const int64_t CK = Cg * s.k_size();
-  const int64_t wsize = s.K * CK;
-  const bool direct = is_pointwise(s);
-  // dw_g (Kg, CK) += dy_g (Kg, P) * col^T (P, CK)
-  auto one_image = [&](int64_t n, T* col, T* dw, bool threaded) {
-    for (int64_t g = 0; g < G; ++g) {
-      const T* xg = x + (n * s.C + g * Cg) * inS;
-      const T* b = xg;
-      if (!direct) {
-        if (threaded)
-          parallel_for(0, CK, 8, [&](int64_t r0, int64_t r1) { im2col(s, xg, col, r0, r1); });
-        else
-          im2col(s, xg, col, 0, CK);
-        b = col;
-      }
-      gemm(Kg, CK, P, gy + (n * s.K + g * Kg) * P, P, int64_t(1), b, int64_t(1), P, dw + g * Kg * CK, CK, true);
-    }
-  };
-  const int64_t col_elems = direct ? 1 : CK * P;
-  if (int64_t parts = image_parts(s.N)) {
-    std::vector<AlignedPtr<T>> partial(parts);
-    over_image_ranges(s.N, parts, [&](int64_t n0, int64_t n1, int64_t p) {
-      AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-      partial[p] = aligned_alloc_array<T>(wsize);
-      std::fill(partial[p].get(), partial[p].get() + wsize, T(0));
-      for (int64_t n = n0; n < n1; ++n) one_image(n, col.get(), partial[p].get(), false);
-    });
-    for (int64_t p = 0; p < parts; ++p) {
-      const T* src = partial[p].get();
-      for (int64_t i = 0; i < wsize; ++i) gw[i] += src[i];
-    }
-  } else {
-    AlignedPtr<T> col = aligned_alloc_array<T>(col_elems);
-    for (int64_t n = 0; n < s.N; ++n) one_image(n, col.get(), gw, true);
-  }
+  backward_weight_gemm(s, gy, x, gw);
 }
 
 template <class T>

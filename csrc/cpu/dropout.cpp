@@ -13,7 +13,9 @@
 namespace cnnfast::cpu {
 namespace {
 
-constexpr int64_t kGrain = 1 << 15;
+// ~50 us of work per chunk: waking a second thread for less costs more than it
+// saves, and far more when the machine is oversubscribed.
+constexpr int64_t kGrain = 1 << 17;
 
 uint64_t splitmix64(uint64_t x) {
   uint64_t z = x + 0x9E3779B97F4A7C15ull;

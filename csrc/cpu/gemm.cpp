@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "core/cpu_features.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
@@ -70,6 +71,30 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_
   }
 }
 
+template <class T>
+GemmLhs<T>::GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a)
+    : M_(M), K_(K), A_(A), rs_(rs_a), cs_(cs_a) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx2() && M > 0 && K > 0) {
+      AlignedPtr<float> p = aligned_alloc_array<float>(avx2_impl::packed_a_size(M, K));
+      avx2_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
+      packed_ = std::unique_ptr<float[], void (*)(void*)>(p.release(), std::free);
+    }
+  }
+}
+
+template <class T>
+void GemmLhs<T>::multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* C, int64_t ldc,
+                          bool accumulate) const {
+  if constexpr (std::is_same_v<T, float>) {
+    if (packed_) return avx2_impl::sgemm_packed_a(M_, N, K_, packed_.get(), B, rs_b, cs_b, C, ldc, accumulate);
+  }
+  gemm_serial(M_, N, K_, A_, rs_, cs_, B, rs_b, cs_b, C, ldc, accumulate);
+}
+
+template class GemmLhs<float>;
+template class GemmLhs<double>;
+
 #define CNNFAST_INSTANTIATE(T)                                                                                    \
   template void gemm<T>(int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, T*,  \
                         int64_t, bool);                                                                         \
@@ -86,6 +111,9 @@ namespace avx2_impl {
 void sgemm(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
            bool) {}
 double fma_peak_gflops(int) { return 0.0; }
+int64_t packed_a_size(int64_t, int64_t) { return 0; }
+void pack_a_full(int64_t, int64_t, const float*, int64_t, int64_t, float*) {}
+void sgemm_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*, int64_t, bool) {}
 }  // namespace avx2_impl
 #endif
 

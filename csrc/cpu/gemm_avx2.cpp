@@ -156,11 +156,26 @@ inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, 
 
 }  // namespace
 
-void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
-           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
-  const int64_t kc_max = std::min(K, KC);
+int64_t packed_a_size(int64_t M, int64_t K) { return (M + MR - 1) / MR * MR * K; }
+
+// The whole of A in the order sgemm consumes it: KC-deep slices one after the
+// other, each holding every MR-row panel of that slice, so the slice for
+// (pc, ic) starts at pc * Mpad + ic * kc.
+void pack_a_full(int64_t M, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, float* Ap) {
+  const int64_t Mpad = (M + MR - 1) / MR * MR;
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    pack_a(M, kc, A + pc * cs_a, rs_a, cs_a, Ap + pc * Mpad);
+  }
+}
+
+namespace {
+
+void sgemm_impl(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* Apacked,
+                const float* B, int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  const int64_t kc_max = std::min(K, KC), Mpad = (M + MR - 1) / MR * MR;
   float* Bp = scratch(0, kc_max * ((std::min(N, NC) + NR - 1) / NR * NR));
-  float* Ap = scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
+  float* Ap = Apacked ? nullptr : scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -169,18 +184,36 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_
       pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp);
       for (int64_t ic = 0; ic < M; ic += MC) {
         const int64_t mc = std::min(MC, M - ic);
-        pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
+        const float* ap;
+        if (Apacked) {
+          ap = Apacked + pc * Mpad + ic * kc;
+        } else {
+          pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
+          ap = Ap;
+        }
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t nr = std::min(NR, nc - jr);
           const float* bp = Bp + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = std::min(MR, mc - ir);
-            kernel_6x16(kc, Ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, acc, mr, nr);
+            kernel_6x16(kc, ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, acc, mr, nr);
           }
         }
       }
     }
   }
+}
+
+}  // namespace
+
+void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
+           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  sgemm_impl(M, N, K, A, rs_a, cs_a, nullptr, B, rs_b, cs_b, C, ldc, accumulate);
+}
+
+void sgemm_packed_a(int64_t M, int64_t N, int64_t K, const float* Ap, const float* B, int64_t rs_b, int64_t cs_b,
+                    float* C, int64_t ldc, bool accumulate) {
+  sgemm_impl(M, N, K, nullptr, 0, 0, Ap, B, rs_b, cs_b, C, ldc, accumulate);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl

@@ -28,9 +28,11 @@ template <class T>
 struct Prim {
   bool vec = is_f32<T> && use_avx2();
 
-  double sum(const T* x, int64_t n) const {
+  // pivot: a value near the data (its first element); the float lanes of the
+  // AVX2 sum add x - pivot, which stays small when the mean is large.
+  double sum(const T* x, int64_t n, T pivot) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_sum(x, n);
+      if (vec) return double(pivot) * double(n) + avx2_impl::norm_sum(x, n, pivot);
     }
     double s = 0;
     for (int64_t i = 0; i < n; ++i) s += x[i];
@@ -47,11 +49,13 @@ struct Prim {
     }
     return s;
   }
-  void affine(const T* x, T* y, int64_t n, T scale, T shift) const {
+  // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
+  // the result when the mean is large next to the spread.
+  void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_affine(x, y, n, scale, shift);
+      if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift);
     }
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale + shift;
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale + shift;
   }
   // sum(dy) and sum(dy * (x - mean)): centring before the product keeps the
   // second sum exact when the mean is large next to the spread.
@@ -96,7 +100,7 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
       double mean, rstd;
       if (training) {
         double s = 0;
-        for (int64_t n = 0; n < N; ++n) s += P.sum(x + (n * C + c) * S, S);
+        for (int64_t n = 0; n < N; ++n) s += P.sum(x + (n * C + c) * S, S, x[c * S]);
         mean = s / double(M);
         double q = 0;
         for (int64_t n = 0; n < N; ++n) q += P.sqdev(x + (n * C + c) * S, S, mean);
@@ -113,8 +117,11 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
       save_mean[c] = static_cast<T>(mean);
       save_rstd[c] = static_cast<T>(rstd);
       const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-      const T scale = static_cast<T>(w * rstd), shift = static_cast<T>(b - mean * w * rstd);
-      for (int64_t n = 0; n < N; ++n) P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, scale, shift);
+      // mean = m + (mean - m) with m its float rounding: x - m is exact, and the
+      // remainder goes into the shift so a large mean costs no precision.
+      const T m = static_cast<T>(mean), scale = static_cast<T>(w * rstd);
+      const T shift = static_cast<T>(b - (mean - double(m)) * w * rstd);
+      for (int64_t n = 0; n < N; ++n) P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, m, scale, shift);
     }
   });
 }
@@ -162,7 +169,7 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * row;
       T* yr = y + r * row;
-      const double mu = P.sum(xr, row) / double(row);
+      const double mu = P.sum(xr, row, xr[0]) / double(row);
       const double var = P.sqdev(xr, row, mu) / double(row);
       const double rs = 1.0 / std::sqrt(var + eps);
       mean[r] = static_cast<T>(mu);
@@ -172,7 +179,8 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d;
         const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-        P.affine(xr + d * S, yr + d * S, S, static_cast<T>(w * rs), static_cast<T>(b - mu * w * rs));
+        const T m = static_cast<T>(mu);
+        P.affine(xr + d * S, yr + d * S, S, m, static_cast<T>(w * rs), static_cast<T>(b - (mu - double(m)) * w * rs));
       }
     }
   });
@@ -228,19 +236,20 @@ void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight,
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * L;
       T* yr = y + r * L;
-      const double mu = P.sum(xr, L) / double(L);
+      const double mu = P.sum(xr, L, xr[0]) / double(L);
       const double rs = 1.0 / std::sqrt(P.sqdev(xr, L, mu) / double(L) + eps);
       mean[r] = static_cast<T>(mu);
       rstd[r] = static_cast<T>(rs);
-      const T m = static_cast<T>(mu), s = static_cast<T>(rs);
+      // x_hat = (x - m) * s + c0 with m the float rounding of the mean and c0 the remainder.
+      const T m = static_cast<T>(mu), s = static_cast<T>(rs), c0 = static_cast<T>(-(mu - double(m)) * rs);
       if constexpr (is_f32<T>) {
         if (P.vec) {
-          avx2_impl::ln_row_forward(xr, yr, L, m, s, weight, bias);
+          avx2_impl::ln_row_forward(xr, yr, L, m, s, c0, weight, bias);
           continue;
         }
       }
       for (int64_t j = 0; j < L; ++j) {
-        T v = (xr[j] - m) * s;
+        T v = (xr[j] - m) * s + c0;
         if (weight) v *= weight[j];
         if (bias) v += bias[j];
         yr[j] = v;
@@ -424,12 +433,12 @@ CNNFAST_INSTANTIATE(double)
 #if !CNNFAST_HAVE_AVX2_BUILD
 // Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
 namespace avx2_impl {
-double norm_sum(const float*, int64_t) { return 0; }
+double norm_sum(const float*, int64_t, float) { return 0; }
 double norm_sqdev(const float*, int64_t, double) { return 0; }
-void norm_affine(const float*, float*, int64_t, float, float) {}
+void norm_affine(const float*, float*, int64_t, float, float, float) {}
 void norm_dy_sums(const float*, const float*, int64_t, double, double*, double*) {}
 void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, float, float) {}
-void ln_row_forward(const float*, float*, int64_t, float, float, const float*, const float*) {}
+void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*) {}
 void ln_row_sums(const float*, const float*, const float*, int64_t, double, double*, double*) {}
 void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float) {}
 void ln_param_cols(const float*, const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,

@@ -67,13 +67,17 @@ void lrn_backward(const T* grad_y, const T* x, const T* y, const T* denom, T* gr
 // Row primitives over n contiguous elements, AVX2 float32 versions (norm_avx2.cpp).
 // The scalar versions live in norm.cpp; which one runs is chosen per call.
 namespace avx2_impl {
-double norm_sum(const float* x, int64_t n);
+// sum(x - pivot)
+double norm_sum(const float* x, int64_t n, float pivot);
 double norm_sqdev(const float* x, int64_t n, double mean);
-void norm_affine(const float* x, float* y, int64_t n, float scale, float shift);
+// y = (x - mean) * scale + shift
+void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift);
 void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc);
 // dx = dy * a + (x - mean) * b + c
 void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c);
-void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, const float* w, const float* b);
+// y = ((x - mean) * rstd + c0) * w + b (w, b may be null)
+void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
+                    const float* b);
 void ln_row_sums(const float* dy, const float* x, const float* w, int64_t n, double mean, double* sg, double* sgx);
 void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
                float c2, float c3);

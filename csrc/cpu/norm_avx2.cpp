@@ -44,8 +44,13 @@ inline double blocked_sum(int64_t n, F f) {
 
 }  // namespace
 
-double norm_sum(const float* x, int64_t n) {
-  return blocked_sum(n, [&](int64_t i, int64_t w) { return w == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, w); });
+double norm_sum(const float* x, int64_t n, float pivot) {
+  const __m256 p = _mm256_set1_ps(pivot);
+  return blocked_sum(n, [&](int64_t i, int64_t w) {
+    if (w == 8) return _mm256_sub_ps(_mm256_loadu_ps(x + i), p);
+    __m256i mk = tail_mask(static_cast<int>(w));
+    return _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), p), _mm256_castsi256_ps(mk));
+  });
 }
 
 double norm_sqdev(const float* x, int64_t n, double mean) {
@@ -66,11 +71,11 @@ double norm_sqdev(const float* x, int64_t n, double mean) {
   return s > 0 ? s : 0.0;
 }
 
-void norm_affine(const float* x, float* y, int64_t n, float scale, float shift) {
-  const __m256 a = _mm256_set1_ps(scale), b = _mm256_set1_ps(shift);
+void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift) {
+  const __m256 m = _mm256_set1_ps(mean), a = _mm256_set1_ps(scale), b = _mm256_set1_ps(shift);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), a, b));
-  if (i < n) store_tail(y + i, n - i, _mm256_fmadd_ps(load_tail(x + i, n - i), a, b));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), a, b));
+  if (i < n) store_tail(y + i, n - i, _mm256_fmadd_ps(_mm256_sub_ps(load_tail(x + i, n - i), m), a, b));
 }
 
 void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc) {
@@ -109,13 +114,14 @@ void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a
   if (i < n) store_tail(dx + i, n - i, f(load_tail(dy + i, n - i), load_tail(x + i, n - i)));
 }
 
-void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, const float* w, const float* b) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), one = _mm256_set1_ps(1.0f);
+void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
+                    const float* b) {
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0), one = _mm256_set1_ps(1.0f);
   auto f = [&](int64_t i, int64_t wdt) {
     __m256 xv = wdt == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wdt);
     __m256 wv = w ? (wdt == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wdt)) : one;
     __m256 bv = b ? (wdt == 8 ? _mm256_loadu_ps(b + i) : load_tail(b + i, wdt)) : _mm256_setzero_ps();
-    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vs), wv, bv);
+    return _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_sub_ps(xv, vm), vs, v0), wv, bv);
   };
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(i, 8));

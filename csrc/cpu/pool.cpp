@@ -112,6 +112,18 @@ T avg_divisor(const AvgSpan& a, const AvgSpan& b, const AvgSpan& c, bool include
 int64_t adaptive_start(int64_t o, int64_t out, int64_t in) { return o * in / out; }
 int64_t adaptive_end(int64_t o, int64_t out, int64_t in) { return ((o + 1) * in + out - 1) / out; }
 
+// Window bounds of every output column, computed once per call: two 64-bit
+// divisions per output would otherwise cost more than the window itself.
+struct AdaptiveCols {
+  std::vector<int64_t> lo, hi;
+  AdaptiveCols(int64_t out, int64_t in) : lo(out), hi(out) {
+    for (int64_t o = 0; o < out; ++o) {
+      lo[o] = adaptive_start(o, out, in);
+      hi[o] = adaptive_end(o, out, in);
+    }
+  }
+};
+
 // Tracks the first bad position seen by any thread.
 struct FirstBad {
   std::atomic<int64_t> pos{std::numeric_limits<int64_t>::max()};
@@ -239,26 +251,38 @@ void avg_pool_forward(const PoolGeom& g, const T* x, T* y, bool include_pad, int
   });
 }
 
-// Organised by input row: each row of grad_input sums, while it sits in L1, the
-// (grad_output / divisor) of the output rows whose windows cover it. Every
-// element receives its terms in output order, the order of PyTorch's scatter,
-// so results match to the bit; but grad_input is streamed once (no separate
-// zero-fill pass over memory) and rows of one plane can go to different threads.
+// Organised by input row: each row of grad_input accumulates, while it sits in
+// L1, the (grad_output / divisor) of the output rows whose windows cover it,
+// one kernel tap at a time (for a fixed tap the output columns hit distinct
+// inputs, so the adds pipeline and vectorise instead of chaining through one
+// element). grad_input is streamed once, and rows of one plane can go to
+// different threads. Terms reach an element in tap order rather than PyTorch's
+// output order, so float results agree to rounding, not to the bit.
 template <class T>
 void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, bool include_pad, int64_t override_div) {
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
   const int64_t op = g.out_plane();
-  // delta = grad_output / divisor, once per output.
+  const int64_t kw_n = g.k[2], sw = g.s[2], pw = g.p[2];
+  // The divisor is a product of per-dimension factors (or the override).
+  auto factor = [&](int dim, int64_t o) {
+    const AvgSpan sp = avg_span(o, g.k[dim], g.s[dim], g.p[dim], g.in[dim]);
+    return include_pad ? sp.padded : sp.hi - sp.lo;
+  };
+  std::vector<T> fw(OW);
+  for (int64_t ow = 0; ow < OW; ++ow) fw[ow] = T(factor(2, ow));
   std::vector<T> delta(static_cast<size_t>(g.planes * op));
-  parallel_for(0, g.planes * OD * OH, row_grain(g, 4), [&](int64_t b, int64_t e) {
+  parallel_for(0, g.planes * OD * OH, row_grain(g, 2), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t od = r / OH % OD, oh = r % OH;
-      const AvgSpan sd = avg_span(od, g.k[0], g.s[0], g.p[0], ID);
-      const AvgSpan sh = avg_span(oh, g.k[1], g.s[1], g.p[1], IH);
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        const AvgSpan sw = avg_span(ow, g.k[2], g.s[2], g.p[2], IW);
-        delta[r * OW + ow] = gy[r * OW + ow] / avg_divisor<T>(sd, sh, sw, include_pad, override_div);
+      const T fdh = T(factor(0, od) * factor(1, oh));
+      const T* gyr = gy + r * OW;
+      T* dr = delta.data() + r * OW;
+      if (override_div > 0) {
+        for (int64_t ow = 0; ow < OW; ++ow) dr[ow] = gyr[ow] / T(override_div);
+      } else {
+        // Products of integers below 2^24 are exact, so this is gy / T(fd*fh*fw).
+        for (int64_t ow = 0; ow < OW; ++ow) dr[ow] = gyr[ow] / (fdh * fw[ow]);
       }
     }
   });
@@ -267,11 +291,11 @@ void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, bool include_pad, 
     *lo = std::max<int64_t>(0, floor_div(i + p - k, s) + 1);
     *hi = std::min<int64_t>(out - 1, floor_div(i + p, s));
   };
-  // Input columns [wlo, whi) of each output column's window.
-  std::vector<int64_t> wlo(OW), whi(OW);
-  for (int64_t ow = 0; ow < OW; ++ow) {
-    wlo[ow] = std::max<int64_t>(ow * g.s[2] - g.p[2], 0);
-    whi[ow] = std::min<int64_t>(ow * g.s[2] - g.p[2] + g.k[2], IW);
+  // For tap kw, the output columns [lo, hi) whose tap lands inside the row.
+  std::vector<int64_t> tap_lo(kw_n), tap_hi(kw_n);
+  for (int64_t kw = 0; kw < kw_n; ++kw) {
+    tap_lo[kw] = std::min<int64_t>(OW, std::max<int64_t>(0, floor_div(pw - kw + sw - 1, sw)));
+    tap_hi[kw] = std::max<int64_t>(tap_lo[kw], std::min<int64_t>(OW, floor_div(IW - 1 + pw - kw, sw) + 1));
   }
   parallel_for(0, g.planes * ID * IH, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, IW)),
                [&](int64_t b, int64_t e) {
@@ -281,15 +305,18 @@ void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, bool include_pad, 
                    covering(id, g.k[0], g.s[0], g.p[0], OD, &d0, &d1);
                    covering(ih, g.k[1], g.s[1], g.p[1], OH, &h0, &h1);
                    const T* dp = delta.data() + plane * op;
-                   // One input row, accumulated while it sits in L1.
-                   T* row = gx + r * IW;
+                   T* __restrict__ row = gx + r * IW;
                    std::fill(row, row + IW, T(0));
                    for (int64_t od = d0; od <= d1; ++od)
                      for (int64_t oh = h0; oh <= h1; ++oh) {
-                       const T* drow = dp + (od * OH + oh) * OW;
-                       for (int64_t ow = 0; ow < OW; ++ow) {
-                         const T v = drow[ow];
-                         for (int64_t iw = wlo[ow]; iw < whi[ow]; ++iw) row[iw] += v;
+                       const T* __restrict__ drow = dp + (od * OH + oh) * OW;
+                       for (int64_t kw = 0; kw < kw_n; ++kw) {
+                         const int64_t shift = kw - pw;
+                         if (sw == 1) {
+                           for (int64_t ow = tap_lo[kw]; ow < tap_hi[kw]; ++ow) row[ow + shift] += drow[ow];
+                         } else {
+                           for (int64_t ow = tap_lo[kw]; ow < tap_hi[kw]; ++ow) row[ow * sw + shift] += drow[ow];
+                         }
                        }
                      }
                  }
@@ -325,6 +352,7 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
     return;
   }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
@@ -332,7 +360,7 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
       const int64_t d0 = adaptive_start(od, OD, ID), d1 = adaptive_end(od, OD, ID);
       const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
       for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+        const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
         T acc = 0;
         for (int64_t id = d0; id < d1; ++id)
           for (int64_t ih = h0; ih < h1; ++ih) {
@@ -364,6 +392,7 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
     });
     return;
   }
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
                [&](int64_t b, int64_t e) {
                  std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
@@ -375,7 +404,7 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
                      for (int64_t oh = 0; oh < OH; ++oh) {
                        const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
                        for (int64_t ow = 0; ow < OW; ++ow) {
-                         const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+                         const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
                          const T delta = gyp[(od * OH + oh) * OW + ow] / T(d1 - d0) / T(h1 - h0) / T(w1 - w0);
                          for (int64_t id = d0; id < d1; ++id)
                            for (int64_t ih = h0; ih < h1; ++ih) {
@@ -405,6 +434,7 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
     }
   }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
+  const AdaptiveCols cols(OW, IW);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
@@ -412,7 +442,7 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
       const int64_t d0 = adaptive_start(od, OD, ID), d1 = adaptive_end(od, OD, ID);
       const int64_t h0 = adaptive_start(oh, OH, IH), h1 = adaptive_end(oh, OH, IH);
       for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = adaptive_start(ow, OW, IW), w1 = adaptive_end(ow, OW, IW);
+        const int64_t w0 = cols.lo[ow], w1 = cols.hi[ow];
         T best = -std::numeric_limits<T>::infinity();
         int64_t bi = (d0 * IH + h0) * IW + w0;
         for (int64_t id = d0; id < d1; ++id)

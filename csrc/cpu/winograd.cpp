@@ -60,6 +60,11 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
   AlignedPtr<T> U = aligned_alloc_array<T>(groups * 36 * Kg * Cg);
   transform_weights(w, K, Cg, groups, U.get());
+  // The 36 transformed kernels per group are the left operands of every chunk's
+  // GEMMs: pack them once here rather than once per chunk.
+  std::vector<GemmLhs<T>> lhs;
+  lhs.reserve(groups * 36);
+  for (int64_t i = 0; i < groups * 36; ++i) lhs.emplace_back(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
 
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   // ~64 KiB of V per transformed position and at least one chunk per thread.
@@ -95,10 +100,8 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         } else {
           wino_generic::input_transform<T>(xg, Cg, H, W, tin, V.get());
         }
-        const T* Ug = U.get() + g * 36 * Kg * Cg;
         for (int64_t xi = 0; xi < 36; ++xi)
-          gemm_serial(Kg, nt, Cg, Ug + xi * Kg * Cg, Cg, int64_t(1), V.get() + xi * Cg * nt, nt, int64_t(1),
-                      M.get() + xi * Kg * nt, nt, false);
+          lhs[g * 36 + xi].multiply(nt, V.get() + xi * Cg * nt, nt, int64_t(1), M.get() + xi * Kg * nt, nt, false);
         if constexpr (std::is_same_v<T, float>) {
           if (vec) avx2_impl::winograd_output_transform(M.get(), Kg, Ho, Wo, tout, yg);
           else wino_generic::output_transform<T>(M.get(), Kg, Ho, Wo, tout, yg);

@@ -95,7 +95,7 @@ def _pointwise(name):
 _L1, _MSE, _Huber, _SmoothL1 = (_pointwise(n) for n in ("l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"))
 
 
-def _regression(op, input, target, reduction, param, weight):
+def _regression(op, input, target, reduction, param, weight, mean_by_weight=False):
     check_tensor(input, "input")
     if not isinstance(target, Tensor):
         target = Tensor(np.asarray(target, dtype=input.dtype))
@@ -103,19 +103,27 @@ def _regression(op, input, target, reduction, param, weight):
         raise TypeError(f"target: expected dtype {input.dtype} (the dtype of input), got {target.dtype}")
     if weight is None:
         return op.apply(input, target, reduction, float(param))
-    # torch's elementwise weight: weight * loss, then the reduction over all elements.
+    # torch's elementwise weight (input's shape): weight * loss, then the reduction; for
+    # l1 and mse 'mean' divides by sum(weight), for huber by the element count, as torch.
+    weight = weight if isinstance(weight, Tensor) else Tensor(np.asarray(weight, dtype=input.dtype))
+    if weight.shape != input.shape:
+        raise ValueError(f"weight: expected the shape of input {input.shape}, got {weight.shape}")
     loss = op.apply(input, target, "none", float(param)) * weight
-    return loss if reduction == "none" else (loss.mean() if reduction == "mean" else loss.sum())
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / weight.sum() if mean_by_weight else loss.mean()
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
     """mean/sum/none of |input - target|. input, target: any shape (broadcast as torch)."""
-    return _regression(_L1, input, target, _reduction(size_average, reduce, reduction), 0.0, weight)
+    return _regression(_L1, input, target, _reduction(size_average, reduce, reduction), 0.0, weight, True)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
     """mean/sum/none of (input - target)^2. input, target: any shape."""
-    return _regression(_MSE, input, target, _reduction(size_average, reduce, reduction), 0.0, weight)
+    return _regression(_MSE, input, target, _reduction(size_average, reduce, reduction), 0.0, weight, True)
 
 
 def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None):

@@ -8,6 +8,7 @@ torchvision's layout and names: ``features.conv0`` 7x7/2 -> ``norm0`` -> ``relu0
 ``classifier``. DenseNet-121: 7,978,856 parameters at 1000 classes.
 """
 from .. import nn
+from ._init import init_like_torchvision
 from ._ops import cat
 
 
@@ -92,6 +93,7 @@ class DenseNet(nn.Module):
         self.relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(c, num_classes)
+        init_like_torchvision(self, conv="kaiming_fan_in")
 
     def forward(self, x):
         x = self.relu(self.features(x))

@@ -11,6 +11,7 @@ returned in training mode. 6,624,904 parameters at 1000 classes without aux head
 from collections import namedtuple
 
 from .. import nn
+from ._init import init_like_torchvision
 from ._ops import cat, relu
 
 GoogLeNetOutputs = namedtuple("GoogLeNetOutputs", ["logits", "aux_logits2", "aux_logits1"])
@@ -104,6 +105,7 @@ class GoogLeNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, num_classes)
+        init_like_torchvision(self, conv="trunc_normal", linear="trunc_normal", trunc_std=0.01)
 
     def forward(self, x):
         x = self.maxpool1(self.conv1(x))

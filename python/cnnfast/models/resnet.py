@@ -8,6 +8,7 @@ expand x4). A block whose stride or width changes gets a ``downsample`` projecti
 Parameters at 1000 classes: 11,689,512 / 21,797,672 / 25,557,032 / 44,549,160 / 60,192,808.
 """
 from .. import nn
+from ._init import init_like_torchvision
 
 
 def conv3x3(cin, cout, stride=1):
@@ -85,6 +86,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, base_width * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(base_width * 8 * block.expansion, num_classes)
+        init_like_torchvision(self, conv="kaiming_fan_out")
 
     def _make_layer(self, block, planes, blocks, stride=1):
         downsample = None

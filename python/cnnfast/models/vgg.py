@@ -5,6 +5,7 @@ pool to 7x7, then FC 4096 -> FC 4096 -> FC classes with ReLU and dropout 0.5.
 VGG-16: 138,357,544 parameters at 1000 classes.
 """
 from .. import nn
+from ._init import init_like_torchvision
 
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -55,6 +56,7 @@ class VGG(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(p=dropout),
             nn.Linear(hidden, num_classes),
         )
+        init_like_torchvision(self, conv="kaiming_fan_out", linear="normal")
 
     def forward(self, x):
         x = self.avgpool(self.features(x))
