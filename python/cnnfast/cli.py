@@ -190,12 +190,21 @@ def _train_config(a: argparse.Namespace):
     return TrainConfig(**kw)
 
 
+def _fresh_folder(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... if it exists (two runs started in the same second)."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
 def _cmd_train(a) -> int:
     from .training import run_find_lr, train
 
     cfg = _train_config(a)
     if cfg.out is None and not a.resume:
-        cfg.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        cfg.out = _fresh_folder(os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
     if a.find_lr:
         run_find_lr(cfg)
         return 0
@@ -250,7 +259,7 @@ def _cmd_search(a) -> int:
     from .training import SearchSpace, format_table, search
 
     cfg = _train_config(a)
-    out = a.out or os.path.join("runs", "search-" + time.strftime("%Y%m%d-%H%M%S"))
+    out = a.out or _fresh_folder(os.path.join("runs", "search-" + time.strftime("%Y%m%d-%H%M%S")))
     space = SearchSpace(lr=tuple(a.lr_range), weight_decay=tuple(a.wd_range), batch_size=tuple(a.batch_sizes),
                         dropout=tuple(a.dropout_range))
     rows = search(cfg, trials=a.trials, method=a.method, epochs=a.epochs, seed=a.search_seed, space=space, out=out,

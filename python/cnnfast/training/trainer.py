@@ -309,10 +309,6 @@ class _Prepared:
                                       transform=self.normalize, prefetch=0)
 
 
-def _default_out() -> str:
-    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-
-
 def _json_default(v):
     if isinstance(v, np.generic):
         return v.item()
