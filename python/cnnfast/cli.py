@@ -140,20 +140,21 @@ def _build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy and confusion matrix of a checkpoint", formatter_class=_Formatter,
                        description="Evaluate a checkpoint: by default on the test split of the data it was "
                                    "trained on; with --data, on all of that data.")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a .ckpt file written by cnnfast train (last.ckpt or best.ckpt)")
     e.add_argument("--data", default=None, help="digits, a .npz file or an image folder")
-    e.add_argument("--split", default=None, choices=["train", "val", "test", "all"])
-    e.add_argument("--batch-size", type=_positive_int, default=256)
+    e.add_argument("--split", default=None, choices=["train", "val", "test", "all"],
+                   help="which part of the data (default: test, or all with --data)")
+    e.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
     e.add_argument("--out", default=None, help="folder for eval.json and confusion.png")
-    e.add_argument("--threads", type=_positive_int, default=None)
+    e.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
 
     pr = sub.add_parser("predict", help="classify image files with a checkpoint", formatter_class=_Formatter,
                         description="Per-image top-k predictions with probabilities.")
-    pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+")
-    pr.add_argument("--top-k", type=_positive_int, default=3)
+    pr.add_argument("checkpoint", help="a .ckpt file written by cnnfast train")
+    pr.add_argument("images", nargs="+", help="image files (png, jpg, ...); resized to the model's input")
+    pr.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per image")
     pr.add_argument("--json", action="store_true", help="print JSON instead of text")
-    pr.add_argument("--threads", type=_positive_int, default=None)
+    pr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
 
     sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds and memory of a model",
                    add_help=False, description="Run `cnnfast summary --help` for its options.")
@@ -175,7 +176,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "quick built-in timing of LeNet-5 training steps.")
     b.add_argument("--quick", action="store_true", help="fewer steps")
     b.add_argument("--builtin", action="store_true", help="use the built-in timing even in a checkout")
-    b.add_argument("--threads", type=_positive_int, default=2)
+    b.add_argument("--threads", type=_positive_int, default=2, help="threads for both frameworks")
 
     sub.add_parser("info", help="build and CPU/GPU facts (cnnfast.info())", description="Print cnnfast.info().")
     return p
