@@ -41,6 +41,7 @@ class ProgressBar:
         self.metrics: dict = {}
         self.start = time.perf_counter()
         self._last_draw = 0.0
+        self._end = None
         self._sums: dict = {}
 
     def update(self, images: int = 0, steps: int = 1, **metrics) -> None:
@@ -52,6 +53,8 @@ class ProgressBar:
             self._sums[k] = (s + float(v) * max(images, 1), n + max(images, 1))
             self.metrics[k] = self._sums[k][0] / self._sums[k][1]
         now = time.perf_counter()
+        if self.step >= self.total:
+            self._end = now  # the epoch's work is done: later (validation) time is not its speed
         if self.enabled and self.tty and (now - self._last_draw >= self.min_interval or self.step >= self.total):
             self._last_draw = now
             self.stream.write("\r" + self.line() + "\x1b[K")
@@ -59,7 +62,8 @@ class ProgressBar:
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        """Seconds from the start to the last step (or to now while steps remain)."""
+        return (self._end if self._end is not None else time.perf_counter()) - self.start
 
     @property
     def rate(self) -> float:
