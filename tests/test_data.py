@@ -230,3 +230,17 @@ def test_load_data_dispatch_errors(tmp_path):
     (tmp_path / "data.csv").write_text("1,2")
     with pytest.raises(DataError, match="unsupported"):
         load_data(str(tmp_path / "data.csv"))
+
+
+def test_tensor_dataset_accepts_cnnfast_tensors():
+    import cnnfast
+    x, y = _xy(n=6)
+    ds = TensorDataset(cnnfast.tensor(x), cnnfast.tensor(y))
+    xb, yb = next(iter(DataLoader(ds, batch_size=6, prefetch=0)))
+    np.testing.assert_array_equal(xb, x)
+    np.testing.assert_array_equal(yb, y)
+
+
+def test_digits_at_another_size():
+    d = load_data("digits", image_size=16)
+    assert d.x.shape == (1797, 1, 16, 16) and np.all(d.x[:, :, 0, :] == 0)
