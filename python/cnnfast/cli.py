@@ -79,7 +79,8 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     g.add_argument("--data", default="digits", help="digits, a .npz file or an image folder (see below)")
     g.add_argument("--image-size", type=_positive_int, default=None, help="resize images to N x N")
     g.add_argument("--augment", default=None,
-                   help="comma-separated augmentations (see below); default crop:2 for digits, none otherwise")
+                   help="comma-separated augmentations (see below); default crop:2,scale:0.85 for digits, "
+                        "none otherwise; 'none' turns them off")
     g.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/test split")
     g.add_argument("--model-args", default=None, metavar="K=V,...",
