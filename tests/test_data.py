@@ -244,3 +244,12 @@ def test_tensor_dataset_accepts_cnnfast_tensors():
 def test_digits_at_another_size():
     d = load_data("digits", image_size=16)
     assert d.x.shape == (1797, 1, 16, 16) and np.all(d.x[:, :, 0, :] == 0)
+
+
+def test_digits_read_directly_equal_sklearn():
+    from sklearn.datasets import load_digits as sk_digits
+    from cnnfast.data.sources import _read_digits
+    images, target = _read_digits()
+    ref = sk_digits()
+    np.testing.assert_array_equal(images, ref.images)
+    np.testing.assert_array_equal(target, ref.target)

@@ -77,23 +77,43 @@ def load_digits(image_size: int = 32) -> LabeledImages:
     (LeNet-5's 32x32 input holds a 28x28 digit with a 2-pixel margin). x: (1797, 1, S, S)."""
     image_size = int(image_size)
     if image_size not in _DIGITS_CACHE:
-        try:
-            from sklearn.datasets import load_digits as _sk_digits
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise DataError("the digits data ships with scikit-learn: pip install 'cnnfast[train]'") from exc
-        d = _sk_digits()
-        x = (d.images.astype(np.float32) / 16.0)[:, None]
+        images, target = _read_digits()
+        x = (images.astype(np.float32) / 16.0)[:, None]
         inner = max(1, int(round(image_size * 28 / 32)))
         x = resize(x, inner).astype(np.float32)
         lo = (image_size - inner) // 2
         x = np.pad(x, ((0, 0), (0, 0), (lo, image_size - inner - lo), (lo, image_size - inner - lo)))
-        _DIGITS_CACHE[image_size] = (x, d.target)
+        _DIGITS_CACHE[image_size] = (x, target)
     x, y = _DIGITS_CACHE[image_size]
     # Copies, so that a caller modifying its arrays never changes the next caller's data.
     return _check(x.copy(), y.copy(), [str(i) for i in range(10)], "digits")
 
 
 _DIGITS_CACHE: dict = {}
+
+
+def _read_digits() -> tuple:
+    """(images (1797, 8, 8), labels (1797,)) from the CSV inside the scikit-learn package.
+
+    The file is read directly when it can be found, because importing sklearn.datasets
+    costs seconds (it loads SciPy), a large part of a default `cnnfast train`; otherwise
+    scikit-learn's own loader is used."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise DataError("the digits data ships with scikit-learn: pip install 'cnnfast[train]'")
+    for root in spec.submodule_search_locations or []:
+        path = os.path.join(root, "datasets", "data", "digits.csv.gz")
+        if os.path.exists(path):
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",")
+            if table.shape == (1797, 65):
+                return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int64)
+    from sklearn.datasets import load_digits as _sk_digits
+    d = _sk_digits()
+    return d.images, d.target
 
 
 def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:
