@@ -3,8 +3,11 @@
 Each case is dict(name, bytes, cnnfast, torch): two zero-argument callables doing
 the same work (forward, or forward + backward through each library's autograd)
 on the same data, and the bytes a memory-bound kernel must at least move (inputs
-read once, outputs written once), for GB/s. Activations: N=32, C=64, 56x56 float32.
+read once, outputs written once), for GB/s. Activations: (N, 64, 56, 56) float32
+with N = 32, or 8 under bench_ops --quick (CNNFAST_BENCH_QUICK=1).
 """
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as TF
@@ -13,7 +16,8 @@ import cnnfast
 import cnnfast.functional as F
 
 _rng = np.random.default_rng(0)
-_N, _C, _H, _W = 32, 64, 56, 56
+QUICK = os.environ.get("CNNFAST_BENCH_QUICK") == "1"
+_N, _C, _H, _W = (8 if QUICK else 32), 64, 56, 56
 _X = _rng.standard_normal((_N, _C, _H, _W), dtype=np.float32)
 _GY = _rng.standard_normal(_X.shape, dtype=np.float32)
 _XB = _X.nbytes
@@ -44,10 +48,14 @@ def _pair(name, nbytes, ours, theirs, params_c=(), params_t=()):
     twg = [torch.from_numpy(p.copy()).requires_grad_() for p in params_t]
 
     def c_fb():
+        for p in cwg:
+            p.grad = None
         x = cnnfast.tensor(_X, requires_grad=True)
         ours(x, *cwg).backward(_GY)
 
     def t_fb():
+        for p in twg:
+            p.grad = None
         x = _tx.detach().requires_grad_()
         theirs(x, *twg).backward(_tgy)
 
@@ -59,28 +67,30 @@ _rm_c, _rv_c = cnnfast.tensor(np.zeros(_C, np.float32)), cnnfast.tensor(np.ones(
 _rm_t, _rv_t = torch.zeros(_C), torch.ones(_C)
 
 CASES = []
-CASES += _pair("batch_norm train 32x64x56x56", _XB,
+_S = f"{_N}x{_C}x{_H}x{_W}"
+CASES += _pair(f"batch_norm train {_S}", _XB,
                lambda x, w, b: F.batch_norm(x, _rm_c, _rv_c, w, b, training=True),
                lambda x, w, b: TF.batch_norm(x, _rm_t, _rv_t, w, b, training=True), (_WC, _BC), (_WC, _BC))
-CASES += _pair("batch_norm eval 32x64x56x56", _XB,
+CASES += _pair(f"batch_norm eval {_S}", _XB,
                lambda x, w, b: F.batch_norm(x, _rm_c, _rv_c, w, b, training=False),
                lambda x, w, b: TF.batch_norm(x, _rm_t, _rv_t, w, b, training=False), (_WC, _BC), (_WC, _BC))
-CASES += _pair("layer_norm (64,56,56) 32x64x56x56", _XB,
+CASES += _pair(f"layer_norm (64,56,56) {_S}", _XB,
                lambda x, w, b: F.layer_norm(x, (_C, _H, _W), w, b),
                lambda x, w, b: TF.layer_norm(x, (_C, _H, _W), w, b), (_WL, _BL), (_WL, _BL))
-CASES += _pair("group_norm G=32 32x64x56x56", _XB,
+CASES += _pair(f"group_norm G=32 {_S}", _XB,
                lambda x, w, b: F.group_norm(x, 32, w, b),
                lambda x, w, b: TF.group_norm(x, 32, w, b), (_WC, _BC), (_WC, _BC))
-CASES += _pair("instance_norm affine 32x64x56x56", _XB,
+CASES += _pair(f"instance_norm affine {_S}", _XB,
                lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
                lambda x, w, b: TF.instance_norm(x, weight=w, bias=b), (_WC, _BC), (_WC, _BC))
-CASES += _pair("local_response_norm 5 32x64x56x56", _XB,
+CASES += _pair(f"local_response_norm 5 {_S}", _XB,
                lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 2.0),
                lambda x: TF.local_response_norm(x, 5, 1e-4, 0.75, 2.0))
 
 # ---- losses ------------------------------------------------------------------------
-_LOGITS = _rng.standard_normal((256, 1000), dtype=np.float32)
-_TGT = _rng.integers(0, 1000, 256)
+_B = 64 if QUICK else 256
+_LOGITS = _rng.standard_normal((_B, 1000), dtype=np.float32)
+_TGT = _rng.integers(0, 1000, _B)
 _tl, _tt = torch.from_numpy(_LOGITS), torch.from_numpy(_TGT)
 
 
@@ -107,14 +117,15 @@ def _loss_pair(name, nbytes, ours, theirs, a, b):
             dict(name=f"{name} fwd+bwd", bytes=3 * nbytes, cnnfast=c_fb, torch=t_fb)]
 
 
-CASES += _loss_pair("cross_entropy 256x1000", _LOGITS.nbytes, lambda x, t: F.cross_entropy(x, t),
+CASES += _loss_pair(f"cross_entropy {_B}x1000", _LOGITS.nbytes, lambda x, t: F.cross_entropy(x, t),
                     lambda x, t: TF.cross_entropy(x, t), _LOGITS, _TGT)
-CASES += _loss_pair("cross_entropy ls=0.1 256x1000", _LOGITS.nbytes,
+CASES += _loss_pair(f"cross_entropy ls=0.1 {_B}x1000", _LOGITS.nbytes,
                     lambda x, t: F.cross_entropy(x, t, label_smoothing=0.1),
                     lambda x, t: TF.cross_entropy(x, t, label_smoothing=0.1), _LOGITS, _TGT)
-_A = _rng.standard_normal(1 << 23, dtype=np.float32)
-_B = _rng.standard_normal(1 << 23, dtype=np.float32)
-CASES += _loss_pair("mse_loss 8M", 2 * _A.nbytes, lambda x, t: F.mse_loss(x, t),
-                    lambda x, t: TF.mse_loss(x, t), _A, _B)
-CASES += _loss_pair("l1_loss 8M", 2 * _A.nbytes, lambda x, t: F.l1_loss(x, t),
-                    lambda x, t: TF.l1_loss(x, t), _A, _B)
+_LEN = 1 << (21 if QUICK else 23)
+_P = _rng.standard_normal(_LEN, dtype=np.float32)
+_Q = _rng.standard_normal(_LEN, dtype=np.float32)
+CASES += _loss_pair(f"mse_loss {_LEN >> 20}M", 2 * _P.nbytes, lambda x, t: F.mse_loss(x, t),
+                    lambda x, t: TF.mse_loss(x, t), _P, _Q)
+CASES += _loss_pair(f"l1_loss {_LEN >> 20}M", 2 * _P.nbytes, lambda x, t: F.l1_loss(x, t),
+                    lambda x, t: TF.l1_loss(x, t), _P, _Q)

@@ -37,15 +37,19 @@ LAYERS = [
 ]
 
 
-def median_time(fn, repeats: int, warmup: int) -> float:
+def median_times(fns, repeats: int, warmup: int) -> list:
+    """Median seconds of each fn; the fns take turns in every repeat, so a burst of
+    load from other processes hits both libraries alike rather than one of them."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
 
 
 def layer_flops(N, C, H, K, k, s, p, g, transposed) -> float:
@@ -103,23 +107,19 @@ def run_layer(layer, quick: bool, algo: str, repeats: int):
         op(txg, twg, tbg, stride=s, padding=p, groups=g).backward(tgy)
 
     warm = 1 if quick else 2
-    t = {
-        "ours_f": median_time(fwd, repeats, warm),
-        "torch_f": median_time(torch_fwd, repeats, warm),
-        "ours_fb": median_time(ours_both, repeats, warm),
-        "torch_fb": median_time(torch_both, repeats, warm),
-    }
+    t = dict(zip(("ours_f", "torch_f"), median_times([fwd, torch_fwd], repeats, warm)))
+    t.update(zip(("ours_fb", "torch_fb"), median_times([ours_both, torch_both], repeats, warm)))
     return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed), t
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="batch/4 and 3 repeats")
+    ap.add_argument("--quick", action="store_true", help="batch/4 and 5 repeats")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--algo", default="auto", choices=["auto", "gemm", "winograd"])
     args = ap.parse_args()
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     peak = _C.fma_peak_gflops(args.threads)

@@ -236,3 +236,15 @@ def test_info_reports_build(capsys):
         assert key in facts and key in printed
     assert facts["simd"] in ("scalar", "avx2")
     assert facts["cuda_available"] == (facts["cuda_compiled"] and cnnfast.cuda.device_count() > 0)
+
+
+def test_thread_pool_survives_repeated_resizing(rng):
+    # A rebuilt pool once replayed the previous job on its new workers.
+    x = rng.standard_normal(1 << 17).astype(np.float32)
+    expected = _C.tanh_forward(x)
+    before = cnnfast.get_num_threads()
+    for n in (1, 2, 3, 1, 4, 2):
+        cnnfast.set_num_threads(n)
+        assert cnnfast.get_num_threads() == n
+        assert np.array_equal(_C.tanh_forward(x), expected)
+    cnnfast.set_num_threads(before)

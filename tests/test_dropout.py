@@ -13,9 +13,11 @@ import cnnfast.functional as F
 from cnnfast import _C
 from helpers import assert_close, assert_nontrivial, numerical_grad
 
+
 def scale_of(p, dtype=np.float32):
     # torch: noise.div_(1 - p) in the tensor's dtype.
     return dtype(1) / dtype(1.0 - p)
+
 
 def with_threads(n, fn):
     before = cnnfast.get_num_threads()
@@ -24,6 +26,7 @@ def with_threads(n, fn):
         return fn()
     finally:
         cnnfast.set_num_threads(before)
+
 
 @pytest.mark.parametrize("n", [1, 13, 70001, 300007])
 def test_same_key_same_mask_with_1_and_2_threads(n, simd, rng):
@@ -35,6 +38,7 @@ def test_same_key_same_mask_with_1_and_2_threads(n, simd, rng):
     if n > 1000:  # a different key gives a different mask
         assert not np.array_equal(y1, _C.dropout_forward(x, 0.37, 123, 5))
         assert not np.array_equal(y1, _C.dropout_forward(x, 0.37, 124, 4))
+
 
 def test_scalar_and_avx2_masks_agree():
     x = np.ones(100003, np.float32)
@@ -48,6 +52,7 @@ def test_scalar_and_avx2_masks_agree():
     for r in res[1:]:
         np.testing.assert_array_equal(res[0], r)
 
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_keep_probability_and_mean_on_a_million_elements(p, threads, simd):
     n = 1_000_000
@@ -59,6 +64,7 @@ def test_keep_probability_and_mean_on_a_million_elements(p, threads, simd):
     assert abs(y.mean() - 1.0) <= 0.02
     assert set(np.unique(y)) == {np.float32(0), scale_of(p)}
 
+
 def test_masks_of_consecutive_offsets_are_uncorrelated():
     a = _C.dropout_mask(200_000, 0.5, 11, 0).astype(np.float64)
     b = _C.dropout_mask(200_000, 0.5, 11, 1).astype(np.float64)
@@ -67,6 +73,7 @@ def test_masks_of_consecutive_offsets_are_uncorrelated():
     assert abs(np.corrcoef(a, c)[0, 1]) < 0.01
     # Neighbouring positions are independent too.
     assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_values_and_gradient_use_the_same_mask(dtype, simd, rng):
@@ -84,6 +91,7 @@ def test_values_and_gradient_use_the_same_mask(dtype, simd, rng):
     noise = torch.tensor(mask.astype(dtype)).div_(1 - p)
     np.testing.assert_array_equal(y.detach().numpy(), (torch.tensor(x) * noise).numpy())
 
+
 def test_gradient_finite_differences(rng):
     x = rng.standard_normal((2, 3, 5))
     gy = rng.standard_normal(x.shape)
@@ -100,6 +108,7 @@ def test_gradient_finite_differences(rng):
         assert_nontrivial(num)
         assert_close(t.grad.numpy(), num, rtol=1e-6, atol=1e-8, what=f"{fn.__name__} grad vs finite differences")
 
+
 @pytest.mark.parametrize("fn,shape,planes", [
     ("dropout1d", (4, 6, 33), (4, 6)),
     ("dropout1d", (6, 33), (1, 6)),  # unbatched (C, L)
@@ -107,6 +116,8 @@ def test_gradient_finite_differences(rng):
     ("dropout3d", (2, 5, 3, 4, 5), (2, 5)),
     ("dropout3d", (5, 3, 4, 5), (1, 5)),  # unbatched (C, D, H, W)
 ])
+
+
 def test_channel_dropout_zeroes_whole_planes(fn, shape, planes, threads, rng):
     x = rng.standard_normal(shape).astype(np.float32) + 10.0
     p = 0.5
@@ -126,6 +137,7 @@ def test_channel_dropout_zeroes_whole_planes(fn, shape, planes, threads, rng):
     np.testing.assert_array_equal(flat_g[keep], gy.reshape(n, -1)[keep] * s)
     assert not flat_g[~keep].any()
 
+
 def test_dropout2d_on_3d_input_is_channel_dropout_over_n_c_with_a_warning(rng):
     x = rng.standard_normal((3, 4, 10)).astype(np.float32) + 10.0
     with pytest.warns(UserWarning, match="dropout2d"):
@@ -133,6 +145,7 @@ def test_dropout2d_on_3d_input_is_channel_dropout_over_n_c_with_a_warning(rng):
     keep = _C.dropout_mask(12, 0.5, 1, 1).astype(bool)
     zero_planes = ~y.reshape(12, -1).any(axis=1)
     np.testing.assert_array_equal(zero_planes, ~keep)
+
 
 def test_default_key_follows_manual_seed(rng):
     x = cnnfast.tensor(rng.standard_normal((8, 1000)).astype(np.float32))
@@ -142,6 +155,7 @@ def test_default_key_follows_manual_seed(rng):
     c = F.dropout(x).numpy()
     np.testing.assert_array_equal(a, c)
     assert not np.array_equal(a, b)
+
 
 def test_edge_cases_match_torch(rng):
     x = rng.standard_normal((4, 9)).astype(np.float32)
@@ -162,12 +176,14 @@ def test_edge_cases_match_torch(rng):
     nans = np.full(1000, np.nan, np.float32)
     assert np.isnan(F.dropout(cnnfast.tensor(nans), 0.5, seed=1).numpy()).all()
 
+
 def test_inplace_writes_into_the_input_when_no_grad_is_needed(rng):
     x = rng.standard_normal(1000).astype(np.float32) + 5
     t = cnnfast.tensor(x.copy())
     out = F.dropout(t, 0.5, inplace=True, seed=(8, 0))
     assert out is t
     np.testing.assert_array_equal(t.numpy(), _C.dropout_forward(x, 0.5, 8, 0))
+
 
 def test_bad_input():
     t = cnnfast.tensor(np.ones((2, 3), np.float32))

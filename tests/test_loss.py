@@ -122,7 +122,8 @@ def test_cross_entropy_matches_torch(shape, reduction, weighted, smoothing, simd
 def test_cross_entropy_ignore_index_and_unbatched(rng):
     x, t = ce_case(rng, (5, 4), ignore=False)
     t[1] = 2
-    compare(lambda a: F.cross_entropy(a, t, ignore_index=2), lambda a: TF.cross_entropy(a, torch.tensor(t), ignore_index=2),
+    compare(lambda a: F.cross_entropy(a, t, ignore_index=2),
+            lambda a: TF.cross_entropy(a, torch.tensor(t), ignore_index=2),
             [x], what="ignore_index=2")
     x1 = x[0].copy()
     for red in REDUCTIONS:
@@ -172,8 +173,12 @@ def test_cross_entropy_finite_differences(smoothing, rng):
 def test_cross_entropy_non_finite_logits_as_torch(smoothing, simd):
     # Row 0: a -inf logit for a non-target class (finite loss and gradient; +inf loss with smoothing).
     # Row 1: NaN (loss and gradient NaN). Row 2: the target logit is -inf (infinite loss).
-    ninf, nan = -np.inf, np.nan
-    x = np.array([[1.0, ninf, 2.0, 0.5], [1.0, nan, 2.0, 0.5], [ninf, 0.0, 2.0, 0.5]], np.float32)
+    # 19 classes put the special values in the AVX2 loop body (index 11) and tail (index 17).
+    base = np.linspace(-2, 2, 19).astype(np.float32)
+    x = np.stack([base] * 3)
+    x[0, 11] = x[0, 17] = -np.inf
+    x[1, 11] = np.nan
+    x[2, 0] = -np.inf
     t = np.array([0, 0, 0])
     for row in range(3):
         xr, tr = x[row:row + 1], t[row:row + 1]
@@ -219,6 +224,17 @@ def test_nll_loss_matches_torch(shape, reduction, rng):
     compare(lambda a: F.nll_loss(a, t, ignore_index=1, reduction=reduction),
             lambda a: TF.nll_loss(a, torch.tensor(t), ignore_index=1, reduction=reduction), [x],
             what="nll ignore_index=1")
+
+
+def test_nll_finite_differences(rng):
+    x, t = ce_case(rng, (4, 3, 2), np.float64)
+    w = rng.uniform(0.3, 2, 3)
+    for red in REDUCTIONS:
+        g = np.array(0.9) if red != "none" else rng.standard_normal(t.shape)
+        got = _C.nll_loss_backward(g, x, t, w, -100, red)
+        (num,) = numerical_grad(lambda a: _C.nll_loss_forward(a, t, w, -100, red), [x.copy()], g)
+        assert_nontrivial(num)
+        assert_close(got, num, 1e-6, 1e-8, f"nll {red}")
 
 
 def test_nll_composes_with_log_softmax(rng):

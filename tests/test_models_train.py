@@ -96,3 +96,23 @@ def test_siamese_triplet_training_separates_pairs():
 
     losses = _train(model, loss_of, steps=8, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_siamese_contrastive_training_pulls_pairs_together():
+    model = M.siamese(in_channels=1, embedding_dim=8, widths=(4, 8))
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
+    a = cnnfast.tensor(base)
+    b = cnnfast.tensor(np.concatenate([base[:3] + 0.05, rng.standard_normal(base[3:].shape)
+                                       .astype(np.float32)]))
+    same = cnnfast.tensor(np.array([1, 1, 1, 0, 0, 0], np.float32))
+
+    def loss_of(m):
+        ea, eb = m(a, b)
+        d2 = ((ea - eb) ** 2).sum(1)
+        d = (d2 + 1e-9) ** 0.5
+        margin = (1.0 - d).clamp(min=0.0)
+        return (same * d2 + (1 - same) * margin * margin).mean()
+
+    losses = _train(model, loss_of, steps=8, lr=1e-2)
+    assert losses[-1] < 0.7 * losses[0], losses

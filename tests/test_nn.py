@@ -427,3 +427,24 @@ def test_swish_alias_and_nn_functional():
     assert nn.Swish is nn.SiLU
     import cnnfast.nn.functional as F
     assert F.relu is cnnfast.functional.relu
+
+
+def test_deepcopy_gives_an_independent_model():
+    import copy
+
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    m2 = copy.deepcopy(m)
+    assert isinstance(m2[0].weight, nn.Parameter) and m2[0].weight.requires_grad
+    assert m2[0].weight is not m[0].weight and m2[1].running_mean is not m[1].running_mean
+    np.testing.assert_array_equal(m2[0].weight.data, m[0].weight.data)
+    m2[0].weight.data[...] = 0
+    assert m[0].weight.data.any()
+    assert repr(m2) == repr(m)
+
+
+def test_old_batchnorm_checkpoint_without_num_batches_tracked_loads():
+    bn = nn.BatchNorm2d(2)
+    bn.num_batches_tracked.data[...] = 5
+    old = {"weight": np.ones(2), "bias": np.zeros(2), "running_mean": np.ones(2), "running_var": np.ones(2)}
+    bn.load_state_dict(old)
+    assert int(bn.num_batches_tracked.data) == 0 and "num_batches_tracked" not in old

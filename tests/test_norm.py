@@ -38,7 +38,7 @@ def affine_params(rng, shape, affine, dtype=np.float32):
 
 # ---- batch_norm --------------------------------------------------------------------
 
-BN_SHAPES = [(5, 3), (4, 3, 7), (2, 5, 3, 3), (2, 3, 2, 3, 5), (1, 3, 5, 7), (3, 17, 13)]
+BN_SHAPES = [(5, 3), (300, 70), (4, 3, 7), (2, 5, 3, 3), (2, 3, 2, 3, 5), (1, 3, 5, 7), (3, 17, 13)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
@@ -132,7 +132,8 @@ def test_batch_norm_finite_differences(training, rng):
 
 # ---- group_norm / instance_norm --------------------------------------------------------
 
-@pytest.mark.parametrize("shape,groups", [((2, 6, 5), 3), ((3, 4, 2, 3), 2), ((4, 6), 3), ((1, 6, 7), 1), ((2, 6, 4), 6),
+@pytest.mark.parametrize("shape,groups", [((2, 6, 5), 3), ((3, 4, 2, 3), 2), ((4, 6), 3), ((1, 6, 7), 1),
+                                          ((2, 6, 4), 6),
                                           ((2, 12, 3, 2, 2), 4), ((2, 64, 17), 32)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_matches_torch(shape, groups, affine, simd, rng):
@@ -164,6 +165,18 @@ def test_group_norm_finite_differences(rng):
         assert_close(a, n_, 1e-5, 1e-7, "group_norm vs finite differences")
 
 
+def test_instance_norm_finite_differences(rng):
+    x = rng.standard_normal((2, 3, 4))
+    w, b = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    gy = rng.standard_normal(x.shape)
+    _, m, r = _C.instance_norm_forward(x, w, b)
+    got = _C.instance_norm_backward(gy, x, w, m, r)
+    num = numerical_grad(lambda x, w, b: _C.instance_norm_forward(x, w, b)[0], [x.copy(), w.copy(), b.copy()], gy)
+    assert_nontrivial(*num)
+    for a, n_ in zip(got, num):
+        assert_close(a, n_, 1e-5, 1e-7, "instance_norm vs finite differences")
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 5), (1, 4, 3, 3), (3, 2, 2, 2, 3), (2, 5, 70)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_instance_norm_matches_torch(shape, affine, simd, rng):
@@ -191,7 +204,8 @@ def test_instance_norm_needs_spatial_extent():
 # ---- layer_norm ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape,nshape", [((4, 13), (13,)), ((2, 3, 7, 9), (7, 9)), ((5, 3, 4), (5, 3, 4)),
-                                          ((1, 1030), (1030,)), ((3, 2, 17), (17,))])
+                                          ((1, 1030), (1030,)), ((3, 2, 17), (17,)), ((600, 19), (19,)),
+                                          ((2, 2100), (2100,))])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_matches_torch(shape, nshape, affine, simd, rng):
     x = (rng.standard_normal(shape) * 2 + 5).astype(np.float32)
@@ -277,6 +291,10 @@ def _all_kernels(x, gy):
     wl = np.linspace(0.5, 1.5, L).astype(x.dtype)
     y, m, r = _C.layer_norm_forward(x, x.ndim - 1, wl, wl)
     out += [y, *_C.layer_norm_backward(gy, x, x.ndim - 1, wl, m, r)]
+    # Many short rows: the parameter gradients reduce over several row groups.
+    wc = w[: x.shape[-1]] if x.shape[-1] <= C else np.linspace(0.5, 1.5, x.shape[-1]).astype(x.dtype)
+    y, m, r = _C.layer_norm_forward(x, 1, wc, wc)
+    out += [y, *_C.layer_norm_backward(gy, x, 1, wc, m, r)]
     y, d = _C.local_response_norm_forward(x, 5, 0.1, 0.75, 2.0)
     out += [y, _C.local_response_norm_backward(gy, x, y, d, 5, 0.1, 0.75)]
     return out

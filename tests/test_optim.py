@@ -6,6 +6,7 @@ import torch
 
 import cnnfast
 from cnnfast import nn, optim
+from conftest import SIMD_LEVELS as SIMD
 
 CASES = [
     ("SGD", dict(lr=0.1)),
@@ -36,8 +37,8 @@ def _pair(name, kwargs, shapes, dtype, rng):
 
 @pytest.mark.parametrize("name,kwargs", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_torch_over_steps(name, kwargs, dtype, rng):
-    shapes = [(13,), (7, 5), (3, 2, 3, 3)]
+def test_matches_torch_over_steps(name, kwargs, dtype, rng, simd):
+    shapes = [(13,), (7, 5), (3, 2, 3, 3), (37, 11)]  # SIMD tails and a body
     ours, theirs, o, t = _pair(name, kwargs, shapes, dtype, rng)
     for _ in range(25):
         for p, tp in zip(ours, theirs):
@@ -98,6 +99,31 @@ def test_threaded_update_is_thread_count_independent():
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"exit code {r.returncode} (a negative code is a signal): {r.stderr[-2000:]}"
     assert r.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name,kwargs", [c for c in CASES if c[0] != "SGD" or "momentum" in c[1]])
+def test_scalar_and_avx2_paths_agree(name, kwargs, rng):
+    if "avx2" not in SIMD:
+        pytest.skip("no AVX2 on this CPU")
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(1001,), (9, 7)]]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in init] for _ in range(10)]
+    results = {}
+    before = cnnfast.simd_level()
+    try:
+        for level in ("scalar", "avx2"):
+            cnnfast.set_simd_level(level)
+            ps = [nn.Parameter(a.copy()) for a in init]
+            o = getattr(optim, name)(ps, **kwargs)
+            for gs in grads:
+                for p, g in zip(ps, gs):
+                    p.grad = cnnfast.tensor(g.copy())
+                o.step()
+            results[level] = [p.data for p in ps]
+    finally:
+        cnnfast.set_simd_level(before)
+    for a, b in zip(results["scalar"], results["avx2"]):
+        # Same operations in the same order; only FMA contraction may move the last bits.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_large_tensor_matches_torch(rng):

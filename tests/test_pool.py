@@ -131,6 +131,8 @@ ADAPTIVE_CASES = [
     (2, (2, 3, 13, 17), (5, 4)),
     (2, (1, 2, 3, 7), (7, 3)),
     (2, (2, 3, 9, 40), 1),  # global pooling, long rows (AVX2 row reductions)
+    (2, (3, 5, 7, 7), 1),  # global pooling of small planes, eight at a time plus a remainder
+    (2, (2, 9, 1, 3), 1),
     (2, (1, 2, 11, 37), (2, None)),
     (3, (1, 2, 5, 7, 9), (3, 4, 2)),
     (3, (1, 1, 4, 3, 33), 1),
@@ -333,6 +335,7 @@ def test_wrong_rank_is_value_error(rng):
     (dict(kernel_size=2, stride=0), "stride: expected values >= 1"),
     (dict(kernel_size=2, padding=-1), "padding: expected values >= 0"),
     (dict(kernel_size=3, padding=2), "padding: expected at most half"),
+    (dict(kernel_size=2, padding=2, dilation=3), "padding: expected at most half"),  # torch ignores dilation here
     (dict(kernel_size=3, dilation=0), "dilation: expected values >= 1"),
     (dict(kernel_size=7), "too small"),
 ])
@@ -401,3 +404,69 @@ def test_shape_mismatches_are_value_error():
     with pytest.raises(ValueError, match="output_size"):
         F.max_unpool2d(cnnfast.tensor(np.ones((1, 1, 2, 2), np.float32)),
                        cnnfast.tensor(np.zeros((1, 1, 2, 2), np.int64)), 2, output_size=(9, 4))
+
+
+def test_dilated_window_that_misses_the_input_as_torch():
+    # dilation 3 over 2 inputs: the only window (-1, 2) covers neither; torch gives
+    # -inf with index 2 and sends its gradient nowhere.
+    x = np.array([[[1.0, 2.0]]], np.float32)
+    compare_kw = dict(kernel_size=2, stride=1, padding=1, dilation=3, return_indices=True)
+    t = cnnfast.tensor(x, requires_grad=True)
+    y, idx = F.max_pool1d(t, **compare_kw)
+    y.backward(np.ones(y.shape, np.float32))
+    tt = torch.tensor(x, requires_grad=True)
+    ty, tidx = TF.max_pool1d(tt, **compare_kw)
+    ty.backward(torch.ones_like(ty))
+    assert_close(y.detach().numpy(), ty.detach().numpy(), what="values")
+    np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
+    np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
+
+
+def test_random_geometries_match_torch(simd):
+    # Random kernel/stride/padding/dilation/ceil_mode/sizes in 1-D to 3-D, values
+    # from a small integer set so ties are common; torch decides what is legal.
+    rng = np.random.default_rng(2026)
+    checked = 0
+    for _ in range(60):
+        D = int(rng.integers(1, 4))
+        k = tuple(int(v) for v in rng.integers(1, 5, D))
+        s = tuple(int(v) for v in rng.integers(1, 4, D))
+        d = tuple(int(v) for v in rng.integers(1, 3, D))
+        p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        ceil = bool(rng.integers(0, 2))
+        spatial = tuple(int(v) for v in rng.integers(1, 20 if D < 3 else 8, D))
+        x = rng.integers(-2, 3, (2, 2) + spatial).astype(np.float32)
+        try:
+            ty, ti = getattr(TF, f"max_pool{D}d")(torch.tensor(x), k, s, p, d, ceil, True)
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), k, s, p, d, ceil, True)
+            continue
+        y, i = getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), k, s, p, d, ceil, True)
+        np.testing.assert_array_equal(y.numpy(), ty.numpy())
+        np.testing.assert_array_equal(i.numpy(), ti.numpy())
+        cip = bool(rng.integers(0, 2))
+        try:
+            ta = getattr(TF, f"avg_pool{D}d")(torch.tensor(x), k, s, p, ceil, cip)
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                getattr(F, f"avg_pool{D}d")(cnnfast.tensor(x), k, s, p, ceil, cip)
+            continue
+        assert_close(getattr(F, f"avg_pool{D}d")(cnnfast.tensor(x), k, s, p, ceil, cip).numpy(), ta.numpy(),
+                     rtol=1e-6, what=f"avg_pool{D}d {k} {s} {p} {ceil} {cip}")
+        checked += 1
+    assert checked > 30
+
+
+@pytest.mark.parametrize("case", MAX_CASES[3:8], ids=lambda c: f"{c[1]}-k{c[2]}s{c[3]}")
+def test_max_pool_without_indices_matches_torch(case, simd, rng):
+    # No graph and no return_indices: the kernel skips the indices entirely.
+    D, shape, k, s, p, d, ceil = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    with cnnfast.no_grad():
+        y = getattr(F, f"max_pool{D}d")(cnnfast.tensor(x, requires_grad=True), k, s, p, d, ceil)
+    assert y.grad_fn is None
+    np.testing.assert_array_equal(y.numpy(), getattr(TF, f"max_pool{D}d")(torch.tensor(x), k, s, p, d, ceil).numpy())
+    values, none = _C.max_pool2d_forward(x, [k, k], [s, s], [p, p], [d, d], ceil, return_indices=False)
+    assert none is None
+    np.testing.assert_array_equal(values, y.numpy())

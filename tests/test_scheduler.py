@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import cnnfast
 from cnnfast import nn, optim
 from cnnfast.optim import lr_scheduler as ours_sched
 

@@ -215,3 +215,35 @@ def test_model_state_dict_round_trip(tmp_path):
     m2.load_state_dict(cnnfast.load(tmp_path / "m.cnf"))
     np.testing.assert_array_equal(m2[0].running_mean.data, [1, 2, 3])
     assert m2[0].num_batches_tracked.data.shape == () and int(m2[0].num_batches_tracked.data) == 7
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=12),
+    lambda o: optim.lr_scheduler.ReduceLROnPlateau(o, patience=0),
+    lambda o: optim.lr_scheduler.MultiStepLR(o, milestones=[2, 4, 4]),
+    lambda o: optim.lr_scheduler.SequentialLR(o, [optim.lr_scheduler.LinearLR(o, total_iters=2),
+                                                  optim.lr_scheduler.ExponentialLR(o, gamma=0.9)], milestones=[2]),
+], ids=["OneCycleLR", "ReduceLROnPlateau", "MultiStepLR", "SequentialLR"])
+def test_scheduler_state_survives_a_checkpoint(make, tmp_path):
+    def fresh():
+        o = optim.SGD([nn.Parameter(np.zeros(2, np.float32))], lr=0.05, momentum=0.9)
+        return o, make(o)
+
+    def advance(o, s, n):
+        lrs = []
+        for i in range(n):
+            o.step()
+            s.step(1.0) if isinstance(s, optim.lr_scheduler.ReduceLROnPlateau) else s.step()
+            lrs.append(s.get_last_lr())
+        return lrs
+
+    o, s = fresh()
+    full = advance(o, s, 10)
+    o, s = fresh()
+    head = advance(o, s, 4)
+    cnnfast.save({"opt": o.state_dict(), "sched": s.state_dict()}, tmp_path / "s.cnf")
+    o2, s2 = fresh()
+    ck = cnnfast.load(tmp_path / "s.cnf")
+    o2.load_state_dict(ck["opt"])
+    s2.load_state_dict(ck["sched"])
+    assert head + advance(o2, s2, 6) == full

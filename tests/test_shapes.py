@@ -2,7 +2,6 @@
 checked against PyTorch layers and against direct enumeration."""
 import itertools
 
-import numpy as np
 import pytest
 import torch
 

@@ -3,15 +3,22 @@ reproduced row by row; receptive fields, MACs, output formats, the CLI entry poi
 the training-memory estimate against tracemalloc's measured peak."""
 import json
 
-import numpy as np
 import pytest
 
-import cnnfast
 from cnnfast import models as M
 from cnnfast import nn
 from cnnfast.utils import shapes as S
 from cnnfast.utils.summary import (estimate_training_memory, measure_training_memory, summary,
                                    summary_main)
+from test_models import build   # the 1000-class models, built once per session
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_reference_models():
+    """The cached reference models hold ~1 GB (VGG-16, AlexNet, ...): free them after the
+    last module that uses them."""
+    yield
+    build.cache_clear()
 
 # Seed 003 (Anwar, "AlexNet Network - Structural Details"), transcribed:
 # (layer, input HxWxC, output HxWxC, stride, pad, kernel, params)
@@ -70,7 +77,7 @@ def _hwc(shape):
 
 
 def test_alexnet_summary_reproduces_seed_table():
-    s = summary(M.alexnet(), (3, 227, 227))
+    s = summary(build("alexnet"), (3, 227, 227))
     rows = _table_rows(s)
     assert len(rows) == len(ALEXNET_TABLE)
     for row, (name, hin, hout, stride, pad, k, params) in zip(rows, ALEXNET_TABLE):
@@ -84,7 +91,9 @@ def test_alexnet_summary_reproduces_seed_table():
 
 
 def test_vgg16_summary_reproduces_seed_table_except_the_wrong_maxpool_row():
-    s = summary(M.get_model("vgg16"), (3, 224, 224))
+    # Shapes from the formulas (run=False): no 15-GMAC forward pass in the default set;
+    # test_shape_only_summary_equals_computed_summary ties that mode to real forwards.
+    s = summary(build("vgg16"), (3, 224, 224), run=False)
     rows = _table_rows(s)
     assert len(rows) == len(VGG16_TABLE)
     for i, (row, (name, hin, hout, stride, k, params)) in enumerate(zip(rows, VGG16_TABLE)):
@@ -97,6 +106,32 @@ def test_vgg16_summary_reproduces_seed_table_except_the_wrong_maxpool_row():
         else:
             assert row.params == params, name
     assert s.total_params == VGG16_SHEET_TOTAL - 65664 == 138_357_544
+
+
+@pytest.mark.slow
+def test_vgg16_summary_computed_forward_matches_seed_table():
+    s = summary(build("vgg16"), (3, 224, 224), run=True)
+    rows = _table_rows(s)
+    assert [_hwc(r.output_shape) for r in rows] == [t[2] for t in VGG16_TABLE]
+
+
+@pytest.mark.parametrize("builder,shape", [
+    (lambda: M.alexnet(width=0.05, hidden=8), (3, 227, 227)),
+    (lambda: M.vgg13_bn(width=0.0625, hidden=8), (3, 37, 45)),
+    (lambda: M.resnet50(base_width=4), (3, 65, 47)),
+    (lambda: M.googlenet(num_classes=7), (3, 63, 63)),
+    (lambda: M.densenet121(growth_rate=4, num_init_features=8, bn_size=2), (3, 45, 45)),
+    (lambda: M.unet(base_width=2, depth=3), (1, 24, 40)),
+    (lambda: M.lenet5(), (1, 32, 32)),
+])
+def test_shape_only_summary_equals_computed_summary(builder, shape):
+    m = builder()
+    real, meta = summary(m, shape, run=True), summary(m, shape, run=False)
+    assert [(r.name, r.output_shape, r.params, r.macs, r.rf, r.jump, r.start)
+            for r in real.layers] == \
+        [(r.name, r.output_shape, r.params, r.macs, r.rf, r.jump, r.start) for r in meta.layers]
+    assert real.training_memory_bytes == meta.training_memory_bytes
+    assert all("forward" not in vars(x) for x in m.modules())   # stand-ins removed
 
 
 def test_receptive_field_two_stacked_3x3():
@@ -166,6 +201,13 @@ def test_multi_input_model_and_mode_restored():
     assert s.total_params == sum(int(p.numel()) for p in m.parameters())
 
 
+def test_float64_model_summary():
+    m = M.lenet5().double()
+    s = summary(m, (1, 32, 32))
+    assert s.dtype == "float64" and s.param_bytes == 61706 * 8
+    assert s.layers[0].activation_bytes == 6 * 28 * 28 * 8
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="input_shape"):
         summary(M.lenet5(), (1, 0, 32))
@@ -193,6 +235,7 @@ def test_summary_main(capsys):
 
 MEMORY_CASES = [
     ("lenet5", lambda: M.lenet5(), (1, 32, 32), 32, "sgd_momentum"),
+    ("alexnet", lambda: M.alexnet(num_classes=10, width=0.25, hidden=256), (3, 227, 227), 4, "sgd"),
     ("resnet18", lambda: M.resnet18(num_classes=10, base_width=16), (3, 64, 64), 8, "adam"),
     ("vgg11_bn", lambda: M.vgg11_bn(num_classes=10, width=0.25, hidden=64), (3, 32, 32), 8,
      "sgd_momentum"),

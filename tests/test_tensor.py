@@ -47,17 +47,13 @@ def test_exports():
 BINARY = [
     ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
     ("div", lambda a, b: a / (b * b + 1)), ("rsub", lambda a, b: 2.0 - a * b), ("pow", lambda a, b: (a * a + 1) ** 1.5 * b),
-    ("matmul", lambda a, b: a @ b.transpose(-1, -2)), ("where", None),
+    ("scalar_mix", lambda a, b: 3.0 * a - b / 2.0 + 1.0),
 ]
 
 
-@pytest.mark.parametrize("name,fn", BINARY[:-1])
+@pytest.mark.parametrize("name,fn", BINARY)
 @pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 4)), ((3, 1), (1, 4)), ((5, 4), (4,))])
 def test_broadcast_arithmetic_values_and_grads(name, fn, shapes, rng):
-    if name == "matmul" and len(shapes[1]) < 2:
-        pytest.skip("matmul with a vector is covered below")
-    if name == "matmul" and shapes[0][-1] != shapes[1][-1]:
-        pytest.skip("inner sizes differ")
     a, ta = _pair(rng, *shapes[0])
     b, tb = _pair(rng, *shapes[1])
     y, ty = fn(a, b), fn(ta, tb)
@@ -113,6 +109,19 @@ def test_cat_stack_where_grads(rng):
         cnnfast.cat([])
 
 
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (4, 3))])
+def test_matmul_broadcast_grads(sa, sb, rng):
+    a, ta = _pair(rng, *sa)
+    b, tb = _pair(rng, *sb)
+    y, ty = a @ b, ta @ tb
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12)
+    g = rng.standard_normal(ty.shape)
+    y.backward(g)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.grad.data, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_matmul_vector_and_batched(rng):
     a, ta = _pair(rng, 2, 3, 4)
     v, tv = _pair(rng, 4)
@@ -164,3 +173,14 @@ def test_repr_and_comparisons():
     assert "grad_fn=<MulBackward>" in repr(t * 2)
     assert (t.detach() > 1.5).tolist() == [False, True]
     assert isinstance(t * 2, Tensor)
+
+
+def test_max_min_with_dim_return_values_and_indices(rng):
+    x, tx = _pair(rng, 3, 5)
+    out, tout = x.max(dim=1), tx.max(dim=1)
+    np.testing.assert_array_equal(out.indices.data, tout.indices.numpy())
+    np.testing.assert_allclose(out.values.data, tout.values.detach().numpy())
+    vals, idx = x.min(0, keepdim=True)
+    assert vals.shape == (1, 5) and idx.shape == (1, 5)
+    np.testing.assert_array_equal(idx.data, tx.min(0, keepdim=True).indices.numpy())
+    assert x.view(x.size(0), -1).shape == (3, 5) and x.mean((0, 1)).shape == ()

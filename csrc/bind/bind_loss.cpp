@@ -137,7 +137,8 @@ std::vector<int64_t> sample_shape(const py::array& x) {
 }
 
 // target: int64 of input's shape without the class dim, values in [0, C) or ignore_index.
-void check_index_target(const py::array& target, const py::array& x, int64_t C, int64_t ignore_index, bool allow_ignore) {
+void check_index_target(const py::array& target, const py::array& x, int64_t C, int64_t ignore_index,
+                        bool allow_ignore) {
   require_dtype(target, "target", py::dtype::of<int64_t>());
   require_contiguous(target, "target");
   require_shape(target, "target", sample_shape(x));

@@ -74,8 +74,8 @@ py::tuple batch_norm_fwd(const py::array& x, const py::object& weight, const py:
   NCS d = ncs_of(x, "input", 2);
   check_eps(eps);
   if (training) {
-    CNNFAST_CHECK(d.N * d.S > 1, ValueError, "input: Expected more than 1 value per channel when training, got input size ",
-                  shape_str(shape_of(x)));
+    CNNFAST_CHECK(d.N * d.S > 1, ValueError,
+                  "input: Expected more than 1 value per channel when training, got input size ", shape_str(shape_of(x)));
   } else {
     CNNFAST_CHECK(!running_mean.is_none(), ValueError, "running_mean: must be defined in evaluation mode");
     CNNFAST_CHECK(!running_var.is_none(), ValueError, "running_var: must be defined in evaluation mode");

@@ -4,7 +4,7 @@
 //
 // Arrays are batched, (N, C, *spatial) with len(spatial) = 1, 2 or 3; the
 // functional layer adds the batch axis to unbatched input. Every geometry rule
-// PyTorch enforces (padding at most half the effective kernel, output size at
+// PyTorch enforces (padding at most half the kernel size, output size at
 // least 1, unpool indices inside the output plane) is checked here, so no
 // argument reachable from Python makes a kernel read or write out of bounds.
 #include <pybind11/stl.h>
@@ -64,7 +64,7 @@ struct Window {
 };
 
 // Validates kernel/stride/padding/dilation and fills the output extents.
-PoolGeom window_geom(const Ints& in_shape, int D, const Window& w, bool ceil_mode, bool is_max) {
+PoolGeom window_geom(const Ints& in_shape, int D, const Window& w, bool ceil_mode) {
   PoolGeom g = geom_from(in_shape, D);
   for (int i = 0; i < D; ++i) {
     const int j = 3 - D + i;
@@ -72,14 +72,9 @@ PoolGeom window_geom(const Ints& in_shape, int D, const Window& w, bool ceil_mod
     g.s[j] = w.s[i];
     g.p[j] = w.p[i];
     g.d[j] = w.d[i];
-    const int64_t eff = (w.k[i] - 1) * w.d[i] + 1;
-    if (is_max)
-      CNNFAST_CHECK(w.p[i] <= eff / 2, ValueError, "padding: expected at most half of the effective kernel size ",
-                    "((kernel_size - 1) * dilation + 1) / 2 = ", eff / 2, " in dimension ", i, ", got ",
-                    shape_str(w.p));
-    else
-      CNNFAST_CHECK(w.p[i] <= w.k[i] / 2, ValueError, "padding: expected at most half of kernel_size (",
-                    w.k[i] / 2, ") in dimension ", i, ", got ", shape_str(w.p));
+    // PyTorch bounds padding by half the kernel size (not the dilated extent), for max and average alike.
+    CNNFAST_CHECK(w.p[i] <= w.k[i] / 2, ValueError, "padding: expected at most half of kernel_size (",
+                  w.k[i] / 2, ") in dimension ", i, ", got ", shape_str(w.p));
     g.out[j] = cpu::pool_output_size(g.in[j], g.k[j], g.s[j], g.p[j], g.d[j], ceil_mode);
   }
   Ints out = full_shape(g, in_shape, D);
@@ -115,26 +110,32 @@ void throw_bad_index(const py::array& idx, int64_t pos, int64_t limit, const cha
 // ---- max pooling --------------------------------------------------------------
 
 py::tuple max_pool_fwd(int D, const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d,
-                       bool ceil_mode) {
+                       bool ceil_mode, bool return_indices) {
   pooled_input(x, D, "input");
   const Ints xs = shape_of(x);
-  PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, d), ceil_mode, true);
+  PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, d), ceil_mode);
   const Ints ys = full_shape(g, xs, D);
   py::array y = new_array(x, ys);
-  py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+  py::object idx_out = py::none();
+  int64_t* ip = nullptr;
+  if (return_indices) {
+    py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+    ip = idx.mutable_data();
+    idx_out = idx;
+  }
   dispatch_float(float_dtype(x, "input"), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(y);
-    int64_t* ip = idx.mutable_data();
     py::gil_scoped_release nogil;
     cpu::max_pool_forward<T>(g, xp, yp, ip);
   });
-  return py::make_tuple(y, idx);
+  return py::make_tuple(y, idx_out);
 }
 
 // Shared by max_pool and adaptive_max_pool: scatter grad_output to indices.
-py::array scatter_bwd(int D, const py::array& gy, const py::array& idx, const Ints& input_size) {
+py::array scatter_bwd(int D, const py::array& gy, const py::array& idx, const Ints& input_size,
+                      bool skip_out_of_range) {
   DType dt = input(gy, "grad_output");
   require_ndim(gy, "grad_output", D + 2, D + 2);
   require_nonempty(gy, "grad_output");
@@ -153,13 +154,21 @@ py::array scatter_bwd(int D, const py::array& gy, const py::array& idx, const In
     const int64_t* ip = cptr<int64_t>(idx);
     T* xp = mptr<T>(gx);
     py::gil_scoped_release nogil;
-    bad = cpu::max_pool_backward<T>(g, gp, ip, xp);
+    bad = cpu::max_pool_backward<T>(g, gp, ip, xp, skip_out_of_range);
   });
   if (bad >= 0) throw_bad_index(idx, bad, g.in_plane(), "flat offsets into one input plane");
   return gx;
 }
 
 // ---- average pooling ----------------------------------------------------------
+
+// PyTorch's avg_pool3d (only the 3-D one) also wants the unpadded input to hold a whole kernel.
+void avg3d_input_check(int D, const Ints& in_shape, const Ints& k) {
+  if (D != 3) return;
+  for (int i = 0; i < 3; ++i)
+    CNNFAST_CHECK(in_shape[2 + i] >= k[i], ValueError, "input: avg_pool3d needs spatial size ",
+                  shape_str(Ints(in_shape.begin() + 2, in_shape.end())), " at least kernel_size ", shape_str(k));
+}
 
 int64_t divisor_of(const py::object& divisor_override) {
   if (divisor_override.is_none()) return 0;
@@ -173,7 +182,8 @@ py::array avg_pool_fwd(int D, const py::array& x, const Ints& k, const Ints& s, 
                        bool count_include_pad, const py::object& divisor_override) {
   pooled_input(x, D, "input");
   const Ints xs = shape_of(x);
-  PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode, false);
+  PoolGeom g = window_geom(xs, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode);
+  avg3d_input_check(D, xs, k);
   const int64_t div = divisor_of(divisor_override);
   py::array y = new_array(x, full_shape(g, xs, D));
   dispatch_float(float_dtype(x, "input"), [&](auto tag) {
@@ -190,7 +200,8 @@ py::array avg_pool_bwd(int D, const py::array& gy, const Ints& input_size, const
                        const Ints& p, bool ceil_mode, bool count_include_pad, const py::object& divisor_override) {
   DType dt = input(gy, "grad_output");
   const Ints is = checked_input_size(input_size, D);
-  PoolGeom g = window_geom(is, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode, false);
+  PoolGeom g = window_geom(is, D, make_window(D, k, s, p, Ints(D, 1)), ceil_mode);
+  avg3d_input_check(D, is, k);
   require_grad_shape(gy, full_shape(g, is, D));
   const int64_t div = divisor_of(divisor_override);
   py::array gx = new_array(gy, is);
@@ -319,19 +330,20 @@ void bind_pool(py::module_& m) {
     const std::string sfx = std::to_string(D) + "d";
     const std::string shp = D == 1 ? "(N, C, L)" : D == 2 ? "(N, C, H, W)" : "(N, C, D, H, W)";
     m.def(("max_pool" + sfx + "_forward").c_str(),
-          [D](const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d, bool ceil_mode) {
-            return max_pool_fwd(D, x, k, s, p, d, ceil_mode);
-          },
+          [D](const py::array& x, const Ints& k, const Ints& s, const Ints& p, const Ints& d, bool ceil_mode,
+              bool return_indices) { return max_pool_fwd(D, x, k, s, p, d, ceil_mode, return_indices); },
           arg("input"), arg("kernel_size"), arg("stride") = Ints{}, arg("padding") = Ints(D, 0),
-          arg("dilation") = Ints(D, 1), arg("ceil_mode") = false,
+          arg("dilation") = Ints(D, 1), arg("ceil_mode") = false, arg("return_indices") = true,
           ("Max pooling of input " + shp + "; stride [] means kernel_size. Returns (output, indices), indices "
-           "int64 flat offsets into each input plane.").c_str());
+           "int64 flat offsets into each input plane, or (output, None) with return_indices=False.").c_str());
     m.def(("max_pool" + sfx + "_backward").c_str(),
-          [D](const py::array& gy, const py::array& idx, const Ints& input_size) {
-            return scatter_bwd(D, gy, idx, input_size);
+          [D](const py::array& gy, const py::array& idx, const Ints& input_size, bool skip) {
+            return scatter_bwd(D, gy, idx, input_size, skip);
           },
-          arg("grad_output"), arg("indices"), arg("input_size"),
-          "grad_input of input_size: grad_output summed into the positions the forward's indices name.");
+          arg("grad_output"), arg("indices"), arg("input_size"), py::kw_only(), arg("skip_out_of_range") = false,
+          "grad_input of input_size: grad_output summed into the positions the forward's indices name. An index "
+          "outside the plane is a ValueError, or (skip_out_of_range=True) the index of a dilated window that missed "
+          "the input, whose gradient goes nowhere as in PyTorch.");
     m.def(("avg_pool" + sfx + "_forward").c_str(),
           [D](const py::array& x, const Ints& k, const Ints& s, const Ints& p, bool ceil_mode, bool cip,
               const py::object& div) { return avg_pool_fwd(D, x, k, s, p, ceil_mode, cip, div); },
@@ -357,7 +369,7 @@ void bind_pool(py::module_& m) {
           arg("output_size"), ("Adaptive max pooling of input " + shp + "; returns (output, indices).").c_str());
     m.def(("adaptive_max_pool" + sfx + "_backward").c_str(),
           [D](const py::array& gy, const py::array& idx, const Ints& input_size) {
-            return scatter_bwd(D, gy, idx, input_size);
+            return scatter_bwd(D, gy, idx, input_size, false);
           },
           arg("grad_output"), arg("indices"), arg("input_size"));
     m.def(("max_unpool" + sfx + "_forward").c_str(),

@@ -74,7 +74,10 @@ class Pool {
   void start(int threads) {
     threads_ = std::max(1, threads);
     quit_ = false;
-    for (int w = 1; w < threads_; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+    // New workers must only answer jobs posted after they exist: a pool rebuilt
+    // by set_num_threads() already has a non-zero generation.
+    const uint64_t current = generation_;
+    for (int w = 1; w < threads_; ++w) workers_.emplace_back([this, w, current] { worker_loop(w, current); });
   }
 
   void stop() {
@@ -102,8 +105,7 @@ class Pool {
     t_in_region = was;
   }
 
-  void worker_loop(int index) {
-    uint64_t seen = 0;
+  void worker_loop(int index, uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lk(m_);

@@ -23,6 +23,7 @@
 #include "core/cpu_features.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "cpu/conv_parallel.h"
 #include "cpu/gemm.h"
 #include "cpu/winograd.h"
 
@@ -143,21 +144,20 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
   lhs.reserve(G);
   for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
   // Tasks are (image, group, column chunk); every task writes its own block of y.
-  parallel_for(0, s.N * G * nch, 1, [&](int64_t t0, int64_t t1) {
-    AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
-      const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
-      const T* xg = x + (n * s.C + g * Cg) * inS;
-      T* yg = y + (n * s.K + g * Kg) * P;
-      if (direct) {
-        lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
-      } else {
-        im2col(s, xg, col.get(), p0, p1);
-        lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
-      }
-    }
-  });
+  dynamic_tasks(
+      s.N * G * nch, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
+      [&](int64_t t, AlignedPtr<T>& col) {
+        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
+        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+        const T* xg = x + (n * s.C + g * Cg) * inS;
+        T* yg = y + (n * s.K + g * Kg) * P;
+        if (direct) {
+          lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
+        } else {
+          im2col(s, xg, col.get(), p0, p1);
+          lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
+        }
+      });
 }
 
 template <class T>
@@ -174,24 +174,23 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
     lhs.reserve(G);
     // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
     for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
-    parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
-      AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t g = t % G, n = t / G;
-        T* dxg = gx + (n * s.C + g * Cg) * inS;
-        const T* dyg = gy + (n * s.K + g * Kg) * P;
-        if (direct) {
-          lhs[g].multiply(P, dyg, P, int64_t(1), dxg, P, false);
-          continue;
-        }
-        std::fill(dxg, dxg + Cg * inS, T(0));
-        for (int64_t ch = 0; ch < nch; ++ch) {
-          const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
-          lhs[g].multiply(p1 - p0, dyg + p0, P, int64_t(1), col.get(), p1 - p0, false);
-          col2im(s, col.get(), dxg, p0, p1, 0, Cg);
-        }
-      }
-    });
+    dynamic_tasks(
+        s.N * G, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
+        [&](int64_t t, AlignedPtr<T>& col) {
+          const int64_t g = t % G, n = t / G;
+          T* dxg = gx + (n * s.C + g * Cg) * inS;
+          const T* dyg = gy + (n * s.K + g * Kg) * P;
+          if (direct) {
+            lhs[g].multiply(P, dyg, P, int64_t(1), dxg, P, false);
+            return;
+          }
+          std::fill(dxg, dxg + Cg * inS, T(0));
+          for (int64_t ch = 0; ch < nch; ++ch) {
+            const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+            lhs[g].multiply(p1 - p0, dyg + p0, P, int64_t(1), col.get(), p1 - p0, false);
+            col2im(s, col.get(), dxg, p0, p1, 0, Cg);
+          }
+        });
     return;
   }
   // Fewer (image, group) pairs than threads: the whole column matrix at once,

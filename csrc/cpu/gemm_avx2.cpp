@@ -57,6 +57,26 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
   }
 }
 
+// 8x8 transpose in registers: r[i] holds row i on entry and column i on exit.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 // B (kc x nc, element strides rs, cs) -> panels of NR columns: Bp[panel][k][c].
 void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, float* Bp) {
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
@@ -76,9 +96,22 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
           for (; c < NR; ++c) Bp[k * NR + c] = 0.f;
         }
       }
+    } else if (rs == 1 && nr == NR) {
+      // Transposed B (the im2col matrix in the weight gradient): eight source
+      // columns of eight consecutive k each, transposed in registers.
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        for (int h = 0; h < 2; ++h) {
+          __m256 r[8];
+          for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + (j0 + h * 8 + c) * cs + k);
+          transpose8(r);
+          for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(Bp + (k + kk) * NR + h * 8, r[kk]);
+        }
+      }
+      for (; k < kc; ++k)
+        for (int64_t c = 0; c < NR; ++c) Bp[k * NR + c] = B[(j0 + c) * cs + k];
     } else {
-      // Transposed B (e.g. the im2col matrix in the weight gradient): walk
-      // each source column contiguously and scatter into the panel.
+      // Other strided B: walk each source column contiguously.
       for (int64_t c = 0; c < NR; ++c) {
         if (c < nr) {
           const float* b = B + (j0 + c) * cs;

@@ -139,7 +139,9 @@ void pointwise_loss_backward(Pointwise kind, const T* ge, double gs, const T* x,
 
 namespace {
 // Samples per reduction block: about kBlock logits per block.
-inline int64_t rows_per_block(int64_t C, int64_t S) { return std::max<int64_t>(1, kBlock / std::max<int64_t>(1, C * S)); }
+inline int64_t rows_per_block(int64_t C, int64_t S) {
+  return std::max<int64_t>(1, kBlock / std::max<int64_t>(1, C * S));
+}
 
 // sum_c x[c*stride] and sum_c w[c] x[c*stride] (w null: the plain sum twice).
 template <class T>
@@ -289,11 +291,14 @@ void cross_entropy_prob_backward(const T* ge, double gs, const T* x, const T* ta
         T* out = gx + n * C * S + i;
         const int64_t k = n * S + i;
         const double g = ge ? double(ge[k]) : gs;
+        // w_c q'_c with q' = (1 - eps) q + eps / C, the smoothed target.
+        auto wq_of = [&](int64_t c) {
+          return (weight ? double(weight[c]) : 1.0) * ((1.0 - eps_ls) * double(q[c * S]) + eps_ls / double(C));
+        };
         double swq = 0;
-        for (int64_t c = 0; c < C; ++c)
-          swq += (weight ? double(weight[c]) : 1.0) * ((1.0 - eps_ls) * double(q[c * S]) + eps_ls / double(C));
+        for (int64_t c = 0; c < C; ++c) swq += wq_of(c);
         for (int64_t c = 0; c < C; ++c) {
-          const double wq = (weight ? double(weight[c]) : 1.0) * ((1.0 - eps_ls) * double(q[c * S]) + eps_ls / double(C));
+          const double wq = wq_of(c);
           out[c * S] = static_cast<T>(g * (std::exp(double(row[c * S]) - double(lse[k])) * swq - wq));
         }
       }

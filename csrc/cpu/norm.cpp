@@ -49,6 +49,26 @@ struct Prim {
     }
     return s;
   }
+  // Mean and sum of squared deviations of n values: two-pass over blocks small
+  // enough to stay in L1, merged with Chan et al.'s pairwise update, so a long
+  // row costs one pass over memory and keeps two-pass accuracy.
+  void moments(const T* x, int64_t n, double* mean, double* m2) const {
+    constexpr int64_t kB = 4096;
+    double mu = 0, q = 0;
+    for (int64_t b = 0; b < n; b += kB) {
+      const int64_t len = std::min(kB, n - b);
+      const double bm = sum(x + b, len, x[b]) / double(len);
+      merge(&mu, &q, double(b), bm, sqdev(x + b, len, bm), double(len));
+    }
+    *mean = mu;
+    *m2 = q;
+  }
+  // Folds a part (mean bm, squared deviations bq, nb values) into (mu, q) over `seen` values.
+  static void merge(double* mu, double* q, double seen, double bm, double bq, double nb) {
+    const double tot = seen + nb, delta = bm - *mu;
+    *mu += delta * nb / tot;
+    *q += bq + delta * delta * seen * nb / tot;
+  }
   // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
   // the result when the mean is large next to the spread.
   void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift) const {
@@ -80,9 +100,30 @@ struct Prim {
   }
 };
 
+// (N, C) input (S = 1): a channel is a strided column, so these loop over rows
+// with a block of channels [c0, c1) contiguous in the inner loop.
 template <class T>
-T rstd_of(double var, double eps) {
-  return static_cast<T>(1.0 / std::sqrt(var + eps));
+void column_moments(const T* x, int64_t N, int64_t C, int64_t c0, int64_t c1, double* mu, double* q) {
+  for (int64_t c = c0; c < c1; ++c) mu[c] = q[c] = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) mu[c] += x[n * C + c];
+  for (int64_t c = c0; c < c1; ++c) mu[c] /= double(N);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) {
+      const double d = double(x[n * C + c]) - mu[c];
+      q[c] += d * d;
+    }
+}
+
+template <class T>
+void column_dy_sums(const T* dy, const T* x, int64_t N, int64_t C, int64_t c0, int64_t c1, const T* mean, double* a,
+                    double* b) {
+  for (int64_t c = c0; c < c1; ++c) a[c] = b[c] = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = c0; c < c1; ++c) {
+      a[c] += dy[n * C + c];
+      b[c] += double(dy[n * C + c]) * double(x[n * C + c] - mean[c]);
+    }
 }
 
 }  // namespace
@@ -95,33 +136,60 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
                         T* save_rstd) {
   const Prim<T> P;
   const int64_t M = N * S;
+  // Per channel: y = (x - m) * scale + shift, with m the float rounding of the
+  // mean and the remainder folded into shift, so a large mean costs no precision.
+  std::vector<T> mh(C), scale(C), shift(C);
+  auto set_channel = [&](int64_t c, double mean, double rstd) {
+    save_mean[c] = static_cast<T>(mean);
+    save_rstd[c] = static_cast<T>(rstd);
+    const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
+    mh[c] = static_cast<T>(mean);
+    scale[c] = static_cast<T>(w * rstd);
+    shift[c] = static_cast<T>(b - (mean - double(mh[c])) * w * rstd);
+  };
+  auto update_running = [&](int64_t c, double mean, double q) {
+    if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+    // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
+    if (running_var) running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
+  };
+  if (!training)
+    for (int64_t c = 0; c < C; ++c) set_channel(c, running_mean[c], 1.0 / std::sqrt(double(running_var[c]) + eps));
+  if (S == 1) {
+    std::vector<double> mu(C), q(C);
+    parallel_for(0, C, 64, [&](int64_t cb, int64_t ce) {
+      if (training) {
+        column_moments(x, N, C, cb, ce, mu.data(), q.data());
+        for (int64_t c = cb; c < ce; ++c) {
+          update_running(c, mu[c], q[c]);
+          set_channel(c, mu[c], 1.0 / std::sqrt(q[c] / double(M) + eps));
+        }
+      }
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = cb; c < ce; ++c) y[n * C + c] = (x[n * C + c] - mh[c]) * scale[c] + shift[c];
+    });
+    return;
+  }
+  if (!training) {
+    // No statistics to gather: stream through memory in order.
+    parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
+      for (int64_t k = kb; k < ke; ++k) P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C]);
+    });
+    return;
+  }
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      double mean, rstd;
-      if (training) {
-        double s = 0;
-        for (int64_t n = 0; n < N; ++n) s += P.sum(x + (n * C + c) * S, S, x[c * S]);
-        mean = s / double(M);
-        double q = 0;
-        for (int64_t n = 0; n < N; ++n) q += P.sqdev(x + (n * C + c) * S, S, mean);
-        const double var = q / double(M);
-        rstd = 1.0 / std::sqrt(var + eps);
-        if (running_mean) running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-        // The running variance uses the unbiased estimate, as PyTorch (M > 1 is checked by the caller).
-        if (running_var)
-          running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * q / double(M - 1));
-      } else {
-        mean = running_mean[c];
-        rstd = 1.0 / std::sqrt(double(running_var[c]) + eps);
+      // Moments of each (n, c) block merged into the channel's: one pass over memory.
+      double mean = 0, q = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        double bm, bq;
+        P.moments(x + (n * C + c) * S, S, &bm, &bq);
+        Prim<T>::merge(&mean, &q, double(n * S), bm, bq, double(S));
       }
-      save_mean[c] = static_cast<T>(mean);
-      save_rstd[c] = static_cast<T>(rstd);
-      const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-      // mean = m + (mean - m) with m its float rounding: x - m is exact, and the
-      // remainder goes into the shift so a large mean costs no precision.
-      const T m = static_cast<T>(mean), scale = static_cast<T>(w * rstd);
-      const T shift = static_cast<T>(b - (mean - double(m)) * w * rstd);
-      for (int64_t n = 0; n < N; ++n) P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, m, scale, shift);
+      update_running(c, mean, q);
+      set_channel(c, mean, 1.0 / std::sqrt(q / double(M) + eps));
+      // The channel was just read, so this pass mostly hits the cache.
+      for (int64_t n = 0; n < N; ++n)
+        P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, mh[c], scale[c], shift[c]);
     }
   });
 }
@@ -131,9 +199,32 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
                          const T* save_mean, const T* save_rstd, bool training, T* grad_weight, T* grad_bias) {
   const Prim<T> P;
   const double M = double(N * S);
+  // dx = a*dy + (x - mean)*k2 + k3 per channel. With batch statistics
+  // dx = w*rstd*(dy - mean(dy) - x_hat*mean(dy*x_hat)); with running statistics the
+  // mean and variance are constants: dx = w*rstd*dy.
+  std::vector<T> ka(C), k2(C), k3(C);
+  auto set_channel = [&](int64_t c, double a, double b) {
+    const double rstd = save_rstd[c], w = weight ? double(weight[c]) : 1.0;
+    if (grad_weight) grad_weight[c] += static_cast<T>(b * rstd);
+    if (grad_bias) grad_bias[c] += static_cast<T>(a);
+    ka[c] = static_cast<T>(w * rstd);
+    k2[c] = training ? static_cast<T>(-w * rstd * rstd * rstd * b / M) : T(0);
+    k3[c] = training ? static_cast<T>(-w * rstd * a / M) : T(0);
+  };
+  if (S == 1) {
+    std::vector<double> a(C), b(C);
+    parallel_for(0, C, 64, [&](int64_t cb, int64_t ce) {
+      column_dy_sums(gy, x, N, C, cb, ce, save_mean, a.data(), b.data());
+      for (int64_t c = cb; c < ce; ++c) set_channel(c, a[c], b[c]);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = cb; c < ce; ++c)
+          gx[n * C + c] = gy[n * C + c] * ka[c] + (x[n * C + c] - save_mean[c]) * k2[c] + k3[c];
+    });
+    return;
+  }
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      const double mean = save_mean[c], rstd = save_rstd[c];
+      const double mean = save_mean[c];
       double a = 0, b = 0;
       for (int64_t n = 0; n < N; ++n) {
         double an, bn;
@@ -141,19 +232,10 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
         a += an;
         b += bn;
       }
-      if (grad_weight) grad_weight[c] += static_cast<T>(b * rstd);
-      if (grad_bias) grad_bias[c] += static_cast<T>(a);
-      const double w = weight ? double(weight[c]) : 1.0;
-      // dx = w*rstd*(dy - mean(dy) - x_hat*mean(dy*x_hat)) with batch statistics;
-      // with running statistics the mean and variance are constants: dx = w*rstd*dy.
-      double k2 = 0, k3 = 0;
-      if (training) {
-        k2 = -w * rstd * rstd * rstd * b / M;
-        k3 = -w * rstd * a / M;
-      }
+      set_channel(c, a, b);
       for (int64_t n = 0; n < N; ++n)
-        P.axpbypc(gy + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S, static_cast<T>(w * rstd),
-                  static_cast<T>(mean), static_cast<T>(k2), static_cast<T>(k3));
+        P.axpbypc(gy + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S, ka[c], save_mean[c], k2[c],
+                  k3[c]);
     }
   });
 }
@@ -169,8 +251,9 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * row;
       T* yr = y + r * row;
-      const double mu = P.sum(xr, row, xr[0]) / double(row);
-      const double var = P.sqdev(xr, row, mu) / double(row);
+      double mu, q;
+      P.moments(xr, row, &mu, &q);
+      const double var = q / double(row);
       const double rs = 1.0 / std::sqrt(var + eps);
       mean[r] = static_cast<T>(mu);
       rstd[r] = static_cast<T>(rs);
@@ -236,8 +319,9 @@ void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight,
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * L;
       T* yr = y + r * L;
-      const double mu = P.sum(xr, L, xr[0]) / double(L);
-      const double rs = 1.0 / std::sqrt(P.sqdev(xr, L, mu) / double(L) + eps);
+      double mu, q;
+      P.moments(xr, L, &mu, &q);
+      const double rs = 1.0 / std::sqrt(q / double(L) + eps);
       mean[r] = static_cast<T>(mu);
       rstd[r] = static_cast<T>(rs);
       // x_hat = (x - m) * s + c0 with m the float rounding of the mean and c0 the remainder.
@@ -294,32 +378,61 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
     }
   });
   if (!grad_weight && !grad_bias) return;
-  // Parameter gradients reduce over rows: split the columns instead, so every
-  // column is summed by one task in row order.
-  constexpr int64_t kCols = 1024;
-  parallel_for(0, (L + kCols - 1) / kCols, 1, [&](int64_t bb, int64_t be) {
-    std::vector<double> dw(kCols), db(kCols);
-    for (int64_t blk = bb; blk < be; ++blk) {
-      const int64_t j0 = blk * kCols, j1 = std::min(L, j0 + kCols);
-      if constexpr (is_f32<T>) {
-        if (P.vec && grad_weight && grad_bias) {
-          avx2_impl::ln_param_cols(gy, x, R, L, j0, j1, mean, rstd, grad_weight, grad_bias);
-          continue;
+  // Parameter gradients reduce over rows. Tasks are (column block, row group)
+  // pairs of fixed sizes, each writing its own partial sums, which are then added
+  // over row groups in order: many rows with few columns (LayerNorm over
+  // channels) still spread over the threads, and the result does not depend on
+  // the thread count.
+  constexpr int64_t kCols = 1024, kGroupRows = 256;
+  const int64_t ncb = (L + kCols - 1) / kCols, ngr = (R + kGroupRows - 1) / kGroupRows;
+  std::vector<double> pw(ngr * L), pb(ngr * L);
+  parallel_for(0, ncb * ngr, 1, [&](int64_t tb, int64_t te) {
+    std::vector<float> fw(kCols), fb(kCols);
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t j0 = (task % ncb) * kCols, j1 = std::min(L, j0 + kCols), grp = task / ncb;
+      double* dw = pw.data() + grp * L + j0;
+      double* db = pb.data() + grp * L + j0;
+      // Rows outer: each row's segment streams contiguously into the block's
+      // accumulators, which stay in L1. The AVX2 path adds runs of kRows rows in
+      // float lanes and folds each run into the double sums.
+      constexpr int64_t kRows = 16;
+      const int64_t rend = std::min(R, (grp + 1) * kGroupRows);
+      for (int64_t r0 = grp * kGroupRows; r0 < rend; r0 += kRows) {
+        const int64_t r1 = std::min(rend, r0 + kRows);
+        if constexpr (is_f32<T>) {
+          if (P.vec) {
+            std::fill(fw.begin(), fw.end(), 0.0f);
+            std::fill(fb.begin(), fb.end(), 0.0f);
+            for (int64_t r = r0; r < r1; ++r)
+              avx2_impl::ln_param_row(gy + r * L + j0, x + r * L + j0, j1 - j0, mean[r], rstd[r], fw.data(), fb.data());
+            for (int64_t j = 0; j < j1 - j0; ++j) {
+              dw[j] += fw[j];
+              db[j] += fb[j];
+            }
+            continue;
+          }
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+          const T m = mean[r], s = rstd[r];
+          const T* g = gy + r * L;
+          const T* xr = x + r * L;
+          for (int64_t j = j0; j < j1; ++j) {
+            dw[j - j0] += double(g[j]) * double((xr[j] - m) * s);
+            db[j - j0] += g[j];
+          }
         }
       }
-      std::fill(dw.begin(), dw.end(), 0.0);
-      std::fill(db.begin(), db.end(), 0.0);
-      for (int64_t r = 0; r < R; ++r) {
-        const T m = mean[r], s = rstd[r];
-        for (int64_t j = j0; j < j1; ++j) {
-          dw[j - j0] += double(gy[r * L + j]) * double((x[r * L + j] - m) * s);
-          db[j - j0] += gy[r * L + j];
-        }
+    }
+  });
+  parallel_for(0, L, 4096, [&](int64_t jb, int64_t je) {
+    for (int64_t j = jb; j < je; ++j) {
+      double w = 0, b = 0;
+      for (int64_t grp = 0; grp < ngr; ++grp) {
+        w += pw[grp * L + j];
+        b += pb[grp * L + j];
       }
-      for (int64_t j = j0; j < j1; ++j) {
-        if (grad_weight) grad_weight[j] += static_cast<T>(dw[j - j0]);
-        if (grad_bias) grad_bias[j] += static_cast<T>(db[j - j0]);
-      }
+      if (grad_weight) grad_weight[j] += static_cast<T>(w);
+      if (grad_bias) grad_bias[j] += static_cast<T>(b);
     }
   });
 }
@@ -441,8 +554,7 @@ void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, flo
 void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*) {}
 void ln_row_sums(const float*, const float*, const float*, int64_t, double, double*, double*) {}
 void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float) {}
-void ln_param_cols(const float*, const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                   float*, float*) {}
+void ln_param_row(const float*, const float*, int64_t, float, float, float*, float*) {}
 void lrn_denom(const float* const*, int, float*, int64_t, float, float) {}
 void pow_neg(const float*, float*, int64_t, float) {}
 }  // namespace avx2_impl

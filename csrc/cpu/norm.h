@@ -10,10 +10,11 @@
 // so the binding zero-fills them when it returns fresh arrays.
 // weight / bias may be nullptr (affine=False): weight is then 1 and bias 0.
 //
-// Statistics are two-pass (mean, then the sum of squared deviations from it) with
-// double accumulators, so a large mean next to a small spread loses nothing; the
-// forward saves mean and rstd = 1/sqrt(var + eps) for the backward, which
-// recomputes x_hat from x instead of storing it.
+// Statistics are two-pass (mean, then the sum of squared deviations from it) over
+// blocks that stay in L1, merged with Chan et al.'s pairwise update in double, so
+// memory is read once and a large mean next to a small spread loses nothing
+// (E[x^2] - E[x]^2 would). The forward saves mean and rstd = 1/sqrt(var + eps)
+// for the backward, which recomputes x_hat from x instead of storing it.
 #pragma once
 #include <cstdint>
 
@@ -81,8 +82,8 @@ void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd,
 void ln_row_sums(const float* dy, const float* x, const float* w, int64_t n, double mean, double* sg, double* sgx);
 void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
                float c2, float c3);
-void ln_param_cols(const float* dy, const float* x, int64_t R, int64_t L, int64_t j0, int64_t j1,
-                   const float* mean, const float* rstd, float* dw, float* db);
+// accw[j] += dy[j] * (x[j] - mean) * rstd, accb[j] += dy[j] over one row segment.
+void ln_param_row(const float* dy, const float* x, int64_t n, float mean, float rstd, float* accw, float* accb);
 // d = k + coef * sum_w win[w]^2 over nwin rows of n values.
 void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coef, float k);
 // out = d^(-beta); beta 0.75, 0.5 and 1 use square roots, others std::pow.

@@ -116,7 +116,8 @@ void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a
 
 void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
                     const float* b) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0), one = _mm256_set1_ps(1.0f);
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0);
+  const __m256 one = _mm256_set1_ps(1.0f);
   auto f = [&](int64_t i, int64_t wdt) {
     __m256 xv = wdt == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wdt);
     __m256 wv = w ? (wdt == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wdt)) : one;
@@ -165,34 +166,18 @@ void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64
   if (i < n) store_tail(dx + i, n - i, f(i, n - i));
 }
 
-void ln_param_cols(const float* dy, const float* x, int64_t R, int64_t L, int64_t j0, int64_t j1, const float* mean,
-                   const float* rstd, float* dw, float* db) {
-  // Columns [j0, j1) in groups of 8, accumulated over all rows in double lanes.
-  for (int64_t j = j0; j < j1; j += 8) {
-    const int64_t wd = j1 - j < 8 ? j1 - j : 8;
-    __m256d w_lo = _mm256_setzero_pd(), w_hi = _mm256_setzero_pd(), b_lo = _mm256_setzero_pd(),
-            b_hi = _mm256_setzero_pd();
-    for (int64_t r = 0; r < R; ++r) {
-      const float* g = dy + r * L + j;
-      const float* xr = x + r * L + j;
-      __m256 gv = wd == 8 ? _mm256_loadu_ps(g) : load_tail(g, wd);
-      __m256 xv = wd == 8 ? _mm256_loadu_ps(xr) : load_tail(xr, wd);
-      __m256 xh = _mm256_mul_ps(_mm256_sub_ps(xv, _mm256_set1_ps(mean[r])), _mm256_set1_ps(rstd[r]));
-      __m256 p = _mm256_mul_ps(gv, xh);
-      w_lo = _mm256_add_pd(w_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-      w_hi = _mm256_add_pd(w_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
-      b_lo = _mm256_add_pd(b_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(gv)));
-      b_hi = _mm256_add_pd(b_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1)));
-    }
-    alignas(32) double ws[8], bs[8];
-    _mm256_store_pd(ws, w_lo);
-    _mm256_store_pd(ws + 4, w_hi);
-    _mm256_store_pd(bs, b_lo);
-    _mm256_store_pd(bs + 4, b_hi);
-    for (int64_t l = 0; l < wd; ++l) {
-      dw[j + l] += static_cast<float>(ws[l]);
-      db[j + l] += static_cast<float>(bs[l]);
-    }
+void ln_param_row(const float* dy, const float* x, int64_t n, float mean, float rstd, float* accw, float* accb) {
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 g = _mm256_loadu_ps(dy + j);
+    __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm), vs);
+    _mm256_storeu_ps(accw + j, _mm256_fmadd_ps(g, xh, _mm256_loadu_ps(accw + j)));
+    _mm256_storeu_ps(accb + j, _mm256_add_ps(g, _mm256_loadu_ps(accb + j)));
+  }
+  for (; j < n; ++j) {
+    accw[j] += dy[j] * ((x[j] - mean) * rstd);
+    accb[j] += dy[j];
   }
 }
 

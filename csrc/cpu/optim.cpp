@@ -1,14 +1,18 @@
-// Scalar implementations of the fused optimizer updates (csrc/cpu/optim.h),
-// threaded over contiguous chunks. Each element's update is independent, so the
-// result does not depend on the thread count. The loops are simple enough for
-// the compiler to vectorise; the option flags are loop-invariant, so it can
-// unswitch the branches on them.
+// The fused optimizer updates (csrc/cpu/optim.h): hyper-parameters turned into the
+// scalars torch derives from them (in double, then cast to T once), and the
+// per-element loops of optim_kernels.h run over contiguous chunks on the thread
+// pool. This file's build of the loops is the scalar reference (float64, and
+// float32 on CPUs without AVX2); float32 goes to optim_avx2.cpp when AVX2 is usable.
+// Each element's update is independent, so the result does not depend on the
+// thread count.
 #include "cpu/optim.h"
 
-#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
+#include "cpu/optim_kernels.h"
 
 namespace cnnfast::cpu {
 namespace {
@@ -17,17 +21,9 @@ namespace {
 // update is memory-bound and a thread hand-off costs more than it saves.
 constexpr int64_t kGrain = 1 << 15;
 
-// torch.lerp's formula, chosen by |w| so both ends are exact.
 template <class T>
-inline T lerp(T self, T end, T w) {
-  return (std::abs(w) < T(0.5)) ? self + w * (end - self) : end - (end - self) * (T(1) - w);
-}
-
-template <class T>
-inline T effective_grad(const T* grad, const T* param, int64_t i, bool maximize, T wd) {
-  T g = maximize ? -grad[i] : grad[i];
-  // grad.add(param, alpha=weight_decay)
-  return wd != T(0) ? g + wd * param[i] : g;
+bool fast_path() {
+  return std::is_same_v<T, float> && use_avx2();
 }
 
 }  // namespace
@@ -36,17 +32,18 @@ template <class T>
 void sgd_step(T* param, const T* grad, T* buf, int64_t n, const SgdOptions& o) {
   const T lr = T(o.lr), momentum = T(o.momentum), damp = T(1.0 - o.dampening), wd = T(o.weight_decay);
   const bool use_momentum = o.momentum != 0.0;
-  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      T g = effective_grad(grad, param, i, o.maximize, wd);
-      if (use_momentum) {
-        // buf.mul_(momentum).add_(grad, alpha=1 - dampening); the first step clones grad.
-        T m = o.first_step ? g : buf[i] * momentum + damp * g;
-        buf[i] = m;
-        g = o.nesterov ? g + momentum * m : m;
+  const bool avx2 = fast_path<T>();
+  parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
+    T* bb = use_momentum ? buf + b : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        avx2_impl::sgd(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov, o.maximize,
+                       o.first_step);
+        return;
       }
-      param[i] = param[i] + (-lr) * g;
     }
+    optim_kernels::sgd<T>(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov,
+                          o.maximize, o.first_step);
   });
 }
 
@@ -60,22 +57,18 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, in
   const T decay = T(1.0 - o.lr * o.weight_decay);
   const T l2 = o.decoupled_weight_decay ? T(0) : T(o.weight_decay);
   const bool decoupled = o.decoupled_weight_decay && o.weight_decay != 0.0;
-  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      if (decoupled) param[i] = param[i] * decay;
-      const T g = effective_grad(grad, param, i, o.maximize, l2);
-      const T m = lerp(exp_avg[i], g, w1);
-      exp_avg[i] = m;
-      const T v = exp_avg_sq[i] * beta2 + w2 * g * g;  // mul_(beta2).addcmul_(g, g, value=1-beta2)
-      exp_avg_sq[i] = v;
-      T vmax = v;
-      if (o.amsgrad) {
-        vmax = std::max(max_sq[i], v);
-        max_sq[i] = vmax;
+  const bool amsgrad = o.amsgrad, maximize = o.maximize, avx2 = fast_path<T>();
+  parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
+    T* mx = amsgrad ? max_sq + b : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        avx2_impl::adam(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
+                        beta2, w2, eps, decay, l2, decoupled, amsgrad, maximize);
+        return;
       }
-      const T denom = std::sqrt(vmax) / bc2_sqrt + eps;
-      param[i] = param[i] + neg_step_size * (m / denom);  // addcdiv_(m, denom, value=-step_size)
     }
+    optim_kernels::adam<T>(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
+                           beta2, w2, eps, decay, l2, decoupled, amsgrad, maximize);
   });
 }
 
@@ -83,14 +76,15 @@ template <class T>
 void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const AdagradOptions& o) {
   const T neg_clr = T(-(o.lr / (1.0 + double(o.step - 1) * o.lr_decay)));
   const T wd = T(o.weight_decay), eps = T(o.eps);
-  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const T g = effective_grad(grad, param, i, o.maximize, wd);
-      const T s = state_sum[i] + g * g;
-      state_sum[i] = s;
-      const T std_ = std::sqrt(s) + eps;
-      param[i] = param[i] + neg_clr * (g / std_);
+  const bool maximize = o.maximize, avx2 = fast_path<T>();
+  parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        avx2_impl::adagrad(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
+        return;
+      }
     }
+    optim_kernels::adagrad<T>(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
   });
 }
 
@@ -98,29 +92,20 @@ template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, int64_t n, const RmspropOptions& o) {
   const T alpha = T(o.alpha), w = T(1.0 - o.alpha), eps = T(o.eps), wd = T(o.weight_decay);
   const T momentum = T(o.momentum), neg_lr = T(-o.lr);
-  const bool use_momentum = o.momentum > 0.0;
-  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const T g = effective_grad(grad, param, i, o.maximize, wd);
-      const T sq = square_avg[i] * alpha + w * g * g;
-      square_avg[i] = sq;
-      T avg;
-      if (o.centered) {
-        const T ga = lerp(grad_avg[i], g, w);
-        grad_avg[i] = ga;
-        avg = std::sqrt(sq + T(-1) * ga * ga);  // square_avg.addcmul(ga, ga, value=-1).sqrt_()
-      } else {
-        avg = std::sqrt(sq);
-      }
-      avg = avg + eps;
-      if (use_momentum) {
-        const T m = buf[i] * momentum + g / avg;
-        buf[i] = m;
-        param[i] = param[i] + neg_lr * m;
-      } else {
-        param[i] = param[i] + neg_lr * (g / avg);
+  const bool centered = o.centered, use_momentum = o.momentum > 0.0, maximize = o.maximize;
+  const bool avx2 = fast_path<T>();
+  parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
+    T* ga = centered ? grad_avg + b : nullptr;
+    T* bb = use_momentum ? buf + b : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        avx2_impl::rmsprop(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd, momentum,
+                           centered, use_momentum, maximize);
+        return;
       }
     }
+    optim_kernels::rmsprop<T>(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd,
+                              momentum, centered, use_momentum, maximize);
   });
 }
 

@@ -78,14 +78,14 @@ void max_window(const PoolGeom& g, const T* xp, const int64_t* rows, int64_t nro
     for (int64_t kw = lo; kw < hi; ++kw) {
       const int64_t iw = ws + kw * g.d[2];
       const T v = xr[iw];
-      if (v > best || std::isnan(v)) {
-        best = v;
-        bi = rows[r] + iw;
-      }
+      // Branch-free (selects): on data the update pattern is unpredictable.
+      const bool take = (v > best) | (v != v);
+      best = take ? v : best;
+      bi = take ? rows[r] + iw : bi;
     }
   }
   *y = best;
-  *idx = bi;
+  if (idx) *idx = bi;
 }
 
 // PyTorch's average-pool window along one dimension: the divisor extent counts
@@ -164,7 +164,7 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
       T* yr = y + r * OW;
-      int64_t* ir = indices + r * OW;
+      int64_t* ir = indices ? indices + r * OW : nullptr;
       const int64_t nrows = window_rows(g, od, oh, rows.data());
       // Initial index of every window: its first in-bounds (d, h), as PyTorch.
       const int64_t row0 = (first_nonneg(od * g.s[0] - g.p[0], g.d[0]) * g.in[1] +
@@ -172,18 +172,18 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
       int64_t ow = 0;
       if constexpr (is_f32<T>) {
         if (vec && nrows > 0) {
-          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+          for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
           ow += avx2_impl::max_pool_row(xp, rows.data(), nrows, ow, in_hi, g.in[2], g.s[2], g.p[2], g.k[2],
-                                        g.d[2], yr + ow, ir + ow);
+                                        g.d[2], yr + ow, ir ? ir + ow : ir);
         }
       }
-      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir + ow);
+      for (; ow < OW; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
     }
   });
 }
 
 template <class T>
-int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx) {
+int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T* gx, bool skip_out_of_range) {
   const int64_t ip = g.in_plane(), op = g.out_plane();
   FirstBad bad;
   parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
@@ -196,6 +196,7 @@ int64_t max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices
                    for (int64_t o = 0; o < op; ++o) {
                      const int64_t i = idx[o];
                      if (i < 0 || i >= ip) {
+                       if (skip_out_of_range) continue;
                        bad.note(pl * op + o);
                        return;
                      }
@@ -333,21 +334,23 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
   if (g.out_plane() == 1) {
     // Global pooling: one contiguous sum per plane.
     const int64_t ip = g.in_plane();
-    parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 14) / ip), [&](int64_t b, int64_t e) {
-      for (int64_t pl = b; pl < e; ++pl) {
-        const T* xp = x + pl * ip;
-        T acc = 0;
-        bool done = false;
-        if constexpr (is_f32<T>) {
-          if (vec) {
-            acc = avx2_impl::sum(xp, ip);
-            done = true;
-          }
+    const T ext_d = T(ID), ext_h = T(IH), ext_w = T(IW);
+    parallel_for(0, g.planes, std::max<int64_t>(8, (1 << 14) / ip), [&](int64_t b, int64_t e) {
+      bool done = false;
+      if constexpr (is_f32<T>) {
+        if (vec) {
+          avx2_impl::sum_planes(x + b * ip, e - b, ip, y + b);
+          done = true;
         }
-        if (!done)
-          for (int64_t i = 0; i < ip; ++i) acc += xp[i];
-        y[pl] = acc / T(ID) / T(IH) / T(IW);
       }
+      if (!done)
+        for (int64_t pl = b; pl < e; ++pl) {
+          T acc = 0;
+          for (int64_t i = 0; i < ip; ++i) acc += x[pl * ip + i];
+          y[pl] = acc;
+        }
+      // Divided one extent at a time, as PyTorch.
+      for (int64_t pl = b; pl < e; ++pl) y[pl] = y[pl] / ext_d / ext_h / ext_w;
     });
     return;
   }
@@ -463,10 +466,9 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
             }
             for (int64_t iw = w0; iw < w1; ++iw) {
               const T v = xp[off + iw];
-              if (v > best || std::isnan(v)) {
-                best = v;
-                bi = off + iw;
-              }
+              const bool take = (v > best) | (v != v);
+              best = take ? v : best;
+              bi = take ? off + iw : bi;
             }
           }
         y[r * OW + ow] = best;
@@ -526,7 +528,7 @@ int64_t max_unpool_backward(const PoolGeom& g, const T* gy, const int64_t* indic
 
 #define CNNFAST_INSTANTIATE(T)                                                                    \
   template void max_pool_forward<T>(const PoolGeom&, const T*, T*, int64_t*);                   \
-  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*);         \
+  template int64_t max_pool_backward<T>(const PoolGeom&, const T*, const int64_t*, T*, bool);   \
   template void avg_pool_forward<T>(const PoolGeom&, const T*, T*, bool, int64_t);              \
   template void avg_pool_backward<T>(const PoolGeom&, const T*, T*, bool, int64_t);             \
   template void adaptive_avg_pool_forward<T>(const PoolGeom&, const T*, T*);                    \
@@ -550,6 +552,7 @@ int64_t avg_pool_row(const float*, const int64_t*, int64_t, int64_t, int64_t, in
   return 0;
 }
 float sum(const float*, int64_t) { return 0; }
+void sum_planes(const float*, int64_t, int64_t, float*) {}
 void argmax(const float*, int64_t, float*, int64_t*) {}
 }  // namespace avx2_impl
 #endif

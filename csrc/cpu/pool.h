@@ -36,14 +36,19 @@ struct PoolGeom {
 // window that would start in the right padding).
 int64_t pool_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode);
 
-// x: (planes, in) -> y, indices: (planes, out)
+// x: (planes, in) -> y, indices: (planes, out); indices may be null (inference
+// without indices: the values alone, a third of the memory traffic written).
 template <class T>
 void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices);
 // grad_x = sum of grad_y scattered to indices. Returns -1 when every index is
 // in [0, in_plane), else the position of the first bad one (grad_x then holds
 // the contributions of the planes checked so far and must be discarded).
+// skip_out_of_range: drop such terms instead (returns -1). A dilated window can
+// miss the input entirely (dilation > input extent); PyTorch then reports -inf
+// with an index past the plane and sends that output's gradient nowhere.
 template <class T>
-int64_t max_pool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x);
+int64_t max_pool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x,
+                          bool skip_out_of_range = false);
 
 // divisor_override <= 0 means none.
 template <class T>
@@ -70,18 +75,22 @@ int64_t max_unpool_forward(const PoolGeom& g, const T* x, const int64_t* indices
 template <class T>
 int64_t max_unpool_backward(const PoolGeom& g, const T* grad_y, const int64_t* indices, T* grad_x);
 
-// AVX2 float32 pieces, defined in pool_avx2.cpp. Each handles whole blocks of
-// 8 outputs of one output row whose windows lie inside the row horizontally
-// and returns how many outputs it wrote (a multiple of 8, from ow_begin).
+// AVX2 float32 pieces, defined in pool_avx2.cpp. The row kernels handle the
+// outputs [ow_begin, ow_end) of one output row whose windows lie inside the row
+// horizontally, 8 at a time, and return how many they wrote from ow_begin (all
+// of them, or 0 when fewer than 8).
 namespace avx2_impl {
 // rows: offsets into the plane of the window's valid input rows, in scan order
 // (nrows >= 1); each output's initial index is its window's first element.
+// indices may be null.
 // in_w: the input row length, so strided loads never read past a row's end.
 int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
                      int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices);
 int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
                      int64_t in_w, int64_t s, int64_t p, int64_t k, float divisor, float* y);
 float sum(const float* x, int64_t n);
+// out[p] = sum of x[p*len .. (p+1)*len) for p in [0, planes): global pooling of small planes.
+void sum_planes(const float* x, int64_t planes, int64_t len, float* out);
 // (max, index) of x[0..n) with PyTorch's scan-order rule; index relative to x.
 void argmax(const float* x, int64_t n, float* best, int64_t* index);
 }  // namespace avx2_impl

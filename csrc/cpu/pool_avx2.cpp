@@ -1,4 +1,6 @@
-// AVX2 float32 pooling pieces: 8 adjacent outputs of one row at a time.
+// AVX2 float32 pooling pieces: max/average windows for 8 adjacent outputs of
+// one row at a time, and the contiguous reductions of adaptive and global
+// pooling (row sum, sums of 8 small planes at once, scan-order argmax).
 //
 // Each lane runs the scalar reference's loop in the same order (window rows,
 // then taps), so results and tie-breaking match the scalar path exactly: the
@@ -29,6 +31,19 @@ inline __m256 load_strided(const float* q, int64_t s, __m256i lane_s, bool two_o
   return _mm256_i32gather_ps(q, lane_s, 4);
 }
 
+// Runs block(ow) for ow = begin, begin+8, ... and, when a partial block is
+// left, once more for the last 8 outputs (recomputing a few, with identical
+// results) so the row's tail does not fall back to scalar code. Returns how
+// many outputs from begin were written.
+template <class Block>
+inline int64_t blocks(int64_t begin, int64_t end, Block&& block) {
+  if (end - begin < 8) return 0;
+  int64_t ow = begin;
+  for (; ow + 8 <= end; ow += 8) block(ow);
+  if (ow < end) block(end - 8);
+  return end - begin;
+}
+
 inline __m256i lane_times(int64_t s) {
   const int si = static_cast<int>(s);
   return _mm256_setr_epi32(0, si, 2 * si, 3 * si, 4 * si, 5 * si, 6 * si, 7 * si);
@@ -36,14 +51,14 @@ inline __m256i lane_times(int64_t s) {
 
 }  // namespace
 
-int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
-                     int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
-  // Gather offsets are int32; a stride that large is left to the scalar path.
-  if (s > (int64_t(1) << 27)) return 0;
+namespace {
+
+template <bool kIndices>
+int64_t max_pool_row_impl(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
+                          int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
   const __m256i lane_s = lane_times(s);
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t ow = ow_begin;
-  for (; ow + 8 <= ow_end; ow += 8) {
+  auto block = [&](int64_t ow) {
     const int64_t w0 = ow * s - p;
     // The furthest element a stride-2 double load touches, for every tap.
     const bool two_ok = w0 + (k - 1) * d + 16 <= in_w;
@@ -54,18 +69,34 @@ int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
       const float* xr = plane + rows[r] + w0;
       for (int64_t kw = 0; kw < k; ++kw) {
         const __m256 v = load_strided(xr + kw * d, s, lane_s, two_ok);
-        const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rows[r] + w0 + kw * d)), lane_s);
         const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         best = _mm256_blendv_ps(best, v, take);
-        bi = _mm256_blendv_epi8(bi, at, _mm256_castps_si256(take));
+        if constexpr (kIndices) {
+          const __m256i at =
+              _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rows[r] + w0 + kw * d)), lane_s);
+          bi = _mm256_blendv_epi8(bi, at, _mm256_castps_si256(take));
+        }
       }
     }
     _mm256_storeu_ps(y + (ow - ow_begin), best);
-    int64_t* ip = indices + (ow - ow_begin);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
-  }
-  return ow - ow_begin;
+    if constexpr (kIndices) {
+      int64_t* ip = indices + (ow - ow_begin);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4),
+                          _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
+    }
+  };
+  return blocks(ow_begin, ow_end, block);
+}
+
+}  // namespace
+
+int64_t max_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
+                     int64_t in_w, int64_t s, int64_t p, int64_t k, int64_t d, float* y, int64_t* indices) {
+  // Gather offsets are int32; a stride that large is left to the scalar path.
+  if (s > (int64_t(1) << 27)) return 0;
+  if (indices) return max_pool_row_impl<true>(plane, rows, nrows, ow_begin, ow_end, in_w, s, p, k, d, y, indices);
+  return max_pool_row_impl<false>(plane, rows, nrows, ow_begin, ow_end, in_w, s, p, k, d, y, nullptr);
 }
 
 int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int64_t ow_begin, int64_t ow_end,
@@ -73,8 +104,7 @@ int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
   if (s > (int64_t(1) << 27)) return 0;
   const __m256i lane_s = lane_times(s);
   const __m256 div = _mm256_set1_ps(divisor);
-  int64_t ow = ow_begin;
-  for (; ow + 8 <= ow_end; ow += 8) {
+  auto block = [&](int64_t ow) {
     const int64_t w0 = ow * s - p;
     const bool two_ok = w0 + (k - 1) + 16 <= in_w;
     __m256 acc = _mm256_setzero_ps();
@@ -83,8 +113,8 @@ int64_t avg_pool_row(const float* plane, const int64_t* rows, int64_t nrows, int
       for (int64_t kw = 0; kw < k; ++kw) acc = _mm256_add_ps(acc, load_strided(xr + kw, s, lane_s, two_ok));
     }
     _mm256_storeu_ps(y + (ow - ow_begin), _mm256_div_ps(acc, div));
-  }
-  return ow - ow_begin;
+  };
+  return blocks(ow_begin, ow_end, block);
 }
 
 float sum(const float* x, int64_t n) {
@@ -102,6 +132,44 @@ float sum(const float* x, int64_t n) {
     a1 = _mm256_add_ps(a1, _mm256_maskload_ps(x + i, m));
   }
   return avx2::hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+namespace {
+
+// One register's worth of a plane's partial sums (unrolled by two for small planes).
+inline __m256 plane_partial(const float* x, int64_t len, __m256i tail) {
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(x + i + 8));
+  }
+  if (i + 8 <= len) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    i += 8;
+  }
+  if (i < len) b = _mm256_add_ps(b, _mm256_maskload_ps(x + i, tail));
+  return _mm256_add_ps(a, b);
+}
+
+}  // namespace
+
+void sum_planes(const float* x, int64_t planes, int64_t len, float* out) {
+  const __m256i tail = avx2::tail_mask(static_cast<int>(len % 8));
+  int64_t p = 0;
+  // Eight planes at a time: their partial-sum registers are reduced together
+  // by a tree of horizontal adds, instead of eight separate horizontal sums.
+  for (; p + 8 <= planes; p += 8) {
+    const float* b = x + p * len;
+    __m256 a[8];
+    for (int j = 0; j < 8; ++j) a[j] = plane_partial(b + j * len, len, tail);
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    // u0 = [s0..s3 of elements 0-3 | s0..s3 of elements 4-7], u1 likewise for s4..s7.
+    _mm256_storeu_ps(out + p, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
+  }
+  for (; p < planes; ++p) out[p] = avx2::hsum8(plane_partial(x + p * len, len, tail));
 }
 
 void argmax(const float* x, int64_t n, float* best_out, int64_t* index_out) {

@@ -2,7 +2,7 @@
 // GEMMs per chunk and group, and dispatch of the tile transforms (scalar build
 // below, AVX2 build in winograd_avx2.cpp).
 //
-// Threading: chunks of tiles (across images) are split over the pool; each
+// Threading: chunks of tiles (across images) are handed out dynamically; each
 // thread has its own V/M buffers and runs serial GEMMs. The chunk size keeps one
 // GEMM's operands (C/g x tiles of V) within L2.
 #include "cpu/winograd.h"
@@ -14,6 +14,7 @@
 #include "core/cpu_features.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "cpu/conv_parallel.h"
 #include "cpu/gemm.h"
 
 #define CNNFAST_WINO_NS wino_generic
@@ -67,17 +68,29 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   for (int64_t i = 0; i < groups * 36; ++i) lhs.emplace_back(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
 
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
-  // ~64 KiB of V per transformed position and at least one chunk per thread.
+  // ~64 KiB of V per transformed position, and a few chunks per thread so the
+  // dynamic distribution can balance them.
   int64_t tc = std::max<int64_t>(32, (16384 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
-  tc = std::min(tc, std::max<int64_t>(8, ((Q + threads - 1) / threads + 7) / 8 * 8));
+  tc = std::min(tc, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
   const int64_t chunks = (Q + tc - 1) / tc;
   const bool vec = std::is_same_v<T, float> && use_avx2();
 
-  parallel_for(0, chunks, 1, [&](int64_t ch0, int64_t ch1) {
-    AlignedPtr<T> V = aligned_alloc_array<T>(36 * Cg * tc);
-    AlignedPtr<T> M = aligned_alloc_array<T>(36 * Kg * tc);
-    std::vector<int64_t> in_base(tc), in_row(tc), in_col(tc), out_base(tc), out_row(tc), out_col(tc);
-    for (int64_t ch = ch0; ch < ch1; ++ch) {
+  struct Scratch {
+    AlignedPtr<T> V, M;
+    std::vector<int64_t> in_base, in_row, in_col, out_base, out_row, out_col;
+  };
+  auto make_scratch = [&] {
+    const size_t n = static_cast<size_t>(tc);
+    return Scratch{aligned_alloc_array<T>(36 * Cg * tc), aligned_alloc_array<T>(36 * Kg * tc),
+                   std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
+                   std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
+  };
+  dynamic_tasks(chunks, make_scratch, [&](int64_t ch, Scratch& sc) {
+    T* Vp = sc.V.get();
+    T* Mp = sc.M.get();
+    int64_t *in_base = sc.in_base.data(), *in_row = sc.in_row.data(), *in_col = sc.in_col.data();
+    int64_t *out_base = sc.out_base.data(), *out_row = sc.out_row.data(), *out_col = sc.out_col.data();
+    {  // one chunk of tiles
       const int64_t q0 = ch * tc, nt = std::min(tc, Q - q0);
       for (int64_t i = 0; i < nt; ++i) {
         const int64_t q = q0 + i, n = q / per_image, r = q % per_image;
@@ -89,24 +102,24 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         in_base[i] = n * C * H * W;
         out_base[i] = n * K * Ho * Wo;
       }
-      const WinoTiles tin{in_base.data(), in_row.data(), in_col.data(), nt};
-      const WinoTiles tout{out_base.data(), out_row.data(), out_col.data(), nt};
+      const WinoTiles tin{in_base, in_row, in_col, nt};
+      const WinoTiles tout{out_base, out_row, out_col, nt};
       for (int64_t g = 0; g < groups; ++g) {
         const T* xg = x + g * Cg * H * W;
         T* yg = y + g * Kg * Ho * Wo;
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, V.get());
-          else wino_generic::input_transform<T>(xg, Cg, H, W, tin, V.get());
+          if (vec) avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp);
+          else wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp);
         } else {
-          wino_generic::input_transform<T>(xg, Cg, H, W, tin, V.get());
+          wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp);
         }
         for (int64_t xi = 0; xi < 36; ++xi)
-          lhs[g * 36 + xi].multiply(nt, V.get() + xi * Cg * nt, nt, int64_t(1), M.get() + xi * Kg * nt, nt, false);
+          lhs[g * 36 + xi].multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_output_transform(M.get(), Kg, Ho, Wo, tout, yg);
-          else wino_generic::output_transform<T>(M.get(), Kg, Ho, Wo, tout, yg);
+          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, yg);
+          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
         } else {
-          wino_generic::output_transform<T>(M.get(), Kg, Ho, Wo, tout, yg);
+          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
         }
       }
     }

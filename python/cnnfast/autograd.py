@@ -27,7 +27,6 @@ accumulates into leaf ``.grad`` (``+=``, as torch) and frees saved arrays unless
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import numpy as np
 

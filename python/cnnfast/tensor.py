@@ -7,7 +7,7 @@ loss kernels run in ``cnnfast._C`` through ``cnnfast.functional``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -18,6 +18,13 @@ _DEFAULT_FLOAT = np.float32
 float32 = np.float32
 float64 = np.float64
 int64 = np.int64
+
+
+class _ValuesIndices(NamedTuple):
+    """What ``max(dim)``/``min(dim)`` return, as torch's ``return_types``."""
+
+    values: "Tensor"
+    indices: "Tensor"
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -292,19 +299,20 @@ class Tensor:
         return _Mean.apply(self, _axes(dim), keepdim)
 
     def max(self, dim=None, keepdim: bool = False):
+        """The maximum; with ``dim``, a ``(values, indices)`` named tuple as torch."""
         if dim is None:
             return _Max.apply(self, None, False)
         values = _Max.apply(self, dim, keepdim)
         idx = np.argmax(self.data, axis=dim)
         if keepdim:
             idx = np.expand_dims(idx, dim)
-        return values, Tensor._wrap(idx)
+        return _ValuesIndices(values, Tensor._wrap(np.asarray(idx)))
 
     def min(self, dim=None, keepdim: bool = False):
         if dim is None:
             return -((-self).max())
         values, idx = (-self).max(dim, keepdim)
-        return -values, idx
+        return _ValuesIndices(-values, idx)
 
     def argmax(self, dim=None, keepdim=False):
         idx = np.argmax(self.data, axis=dim)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from .. import _C
 from .. import random as _random
 from ..autograd import Function, is_grad_enabled
@@ -122,7 +124,5 @@ def dropout_mask(shape, p: float, seed: int, offset: int = 0):
     """The keep mask (bool array of ``shape``) that ``dropout(..., seed=(seed, offset))`` applies to
     an input of that shape (for dropout1d/2d/3d pass the (N, C) shape); for checking masks
     against another implementation such as a CUDA kernel. Not a torch function."""
-    import numpy as np
-
     n = int(np.prod(shape))
     return _C.dropout_mask(n, _check_p(p), int(seed), int(offset)).astype(bool).reshape(shape)

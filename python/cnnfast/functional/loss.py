@@ -11,6 +11,11 @@ logit gives an infinite loss; with label_smoothing > 0 any -inf logit makes the
 loss +inf (the smoothing term averages every log-probability), as torch.
 Class-index targets out of range (other than ignore_index) raise ValueError
 naming ``target``, the valid range and the offending value.
+
+Gradients: the regression losses (l1, mse, huber, smooth_l1) differentiate with
+respect to input and target; the class and binary losses and triplet_margin_loss
+differentiate with respect to their float inputs only (target gets no gradient).
+Empty inputs are rejected with ValueError (torch returns NaN for 'mean').
 """
 from __future__ import annotations
 

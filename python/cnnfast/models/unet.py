@@ -89,6 +89,7 @@ class UNet(nn.Module):
 
 
 def unet(in_channels=1, num_classes=2, base_width=64, depth=4, **kw):
-    """U-Net; the paper's widths 64..1024 at the defaults (31,036,546 parameters for 1 channel in and 2 classes out)."""
+    """U-Net with the paper's widths 64..1024 at the defaults: 31,036,546 parameters for
+    1 input channel and 2 classes."""
     return UNet(in_channels=in_channels, num_classes=num_classes, base_width=base_width,
                 depth=depth, **kw)

@@ -357,6 +357,9 @@ class Module:
     def cpu(self) -> "Module":
         return self
 
+    def cuda(self, device=None) -> "Module":
+        raise RuntimeError("this build keeps modules on the CPU; the CUDA tensor path is not available")
+
     # ---- hooks -----------------------------------------------------------------
     def register_forward_hook(self, hook) -> RemovableHandle:
         """hook(module, args, output) -> None or a replacement output, called after forward."""
@@ -394,8 +397,9 @@ class Module:
             m._save_to_state_dict(destination, name + "." if name else "", keep_vars)
         return destination
 
-    def _load_from_state_dict(self, state_dict, prefix, missing, unexpected_shapes):
-        """Hook for subclasses that rename or add keys; the default does nothing extra."""
+    def _load_from_state_dict(self, state_dict: dict, prefix: str) -> None:
+        """Hook for subclasses that rename or fill in keys of ``state_dict`` (a private copy)
+        under ``prefix`` before they are matched; the default does nothing."""
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Copies values into this module's parameters and buffers, by key.
@@ -407,10 +411,11 @@ class Module:
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}.")
+        state_dict = OrderedDict(state_dict)  # hooks may edit it; the caller's dict stays as it was
         own = OrderedDict()
         for name, m in self.named_modules(remove_duplicate=False):
             p = name + "." if name else ""
-            m._load_from_state_dict(state_dict, p, None, None)
+            m._load_from_state_dict(state_dict, p)
             for k, v in m._parameters.items():
                 if v is not None:
                     own[p + k] = v

@@ -67,6 +67,12 @@ class _NormBase(Module):
     def _check_input_dim(self, input) -> None:
         raise NotImplementedError
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str) -> None:
+        # Checkpoints from before torch 0.4.1 have no num_batches_tracked; torch fills in 0.
+        key = prefix + "num_batches_tracked"
+        if self.track_running_stats and key not in state_dict and prefix + "running_mean" in state_dict:
+            state_dict[key] = np.array(0, dtype=np.int64)
+
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
