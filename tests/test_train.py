@@ -54,8 +54,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert part["epochs_run"] == 1
     resumed = train(cfg(resume=str(tmp_path / "b" / "last.ckpt"), **kw))
     assert resumed["epochs_run"] == 3
-    for k, v in full["_final_weights"].items():
-        np.testing.assert_array_equal(resumed["_final_weights"][k], v, err_msg=k)
+    for k, v in full["final_weights"].items():
+        np.testing.assert_array_equal(resumed["final_weights"][k], v, err_msg=k)
     assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
     assert resumed["history"]["lr"] == full["history"]["lr"]
 
@@ -136,7 +136,7 @@ def test_freeze_backbone_keeps_frozen_weights(trained, tmp_path):
     pre, _ = load_checkpoint(os.path.join(out, "best.ckpt"))
     m = train(cfg(pretrained=os.path.join(out, "best.ckpt"), freeze_backbone=True, reinit_head=True, epochs=2,
                   out=str(tmp_path)))
-    after = m["_final_weights"]
+    after = m["final_weights"]
     head = [k for k in after if k.startswith("classifier.4")]
     assert head == ["classifier.4.weight", "classifier.4.bias"]
     for k in after:
@@ -153,7 +153,7 @@ def test_fine_tune_all_layers_on_new_classes(trained, tmp_path):
     np.savez(path, x=rng.random((60, 32, 32), dtype=np.float32), y=np.arange(60) % 3)
     pre, _ = load_checkpoint(os.path.join(out, "best.ckpt"))
     m = train(cfg(data=path, pretrained=os.path.join(out, "best.ckpt"), reinit_head=True, limit=None))
-    after = m["_final_weights"]
+    after = m["final_weights"]
     assert after["classifier.4.weight"].shape == (3, 84)
     assert not np.array_equal(after["features.0.weight"], pre["features.0.weight"])   # the backbone trains too
 

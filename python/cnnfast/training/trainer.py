@@ -321,7 +321,12 @@ def _json_default(v):
 # ---- the loop ----------------------------------------------------------------------------
 
 def train(cfg: TrainConfig) -> dict:
-    """Run one training job; returns the metrics (see module docstring)."""
+    """Run one training job.
+
+    Returns the metrics written to ``<out>/metrics.json`` (history, best_val_acc,
+    test_accuracy, confusion_matrix, wall_time_s, images_per_s, config, ...) plus
+    ``final_weights``: the model's state at the end as a dict of arrays (not in the file).
+    """
     import cnnfast
 
     cfg.check()
@@ -376,6 +381,9 @@ def train(cfg: TrainConfig) -> dict:
         bad_epochs = int(resume_state["bad_epochs"])
         elapsed_before = float(resume_state.get("elapsed", 0.0))
         notes.append(f"resumed from {cfg.resume} after epoch {start_epoch}")
+        planned = int(resume_state["config"]["epochs"])
+        if planned != cfg.epochs and cfg.schedule != "none":
+            notes.append(f"note: the {cfg.schedule} learning-rate schedule continues as planned for {planned} epochs")
 
     out = cfg.out if cfg.out is not None else None
     if out:
@@ -510,7 +518,7 @@ def train(cfg: TrainConfig) -> dict:
             from .plots import plot_confusion, plot_curves
             plot_curves(history, os.path.join(out, "curves.png"), title=f"{cfg.model} on {os.path.basename(str(data.source))}")
             plot_confusion(cm, os.path.join(out, "confusion.png"), data.classes)
-    metrics["_final_weights"] = last_weights
+    metrics["final_weights"] = last_weights
     _log(cfg, summary_text(metrics, out))
     return metrics
 
