@@ -212,3 +212,9 @@ def test_grid_points_cover_the_levels():
 def test_default_training_reaches_98_percent(tmp_path):
     m = train(TrainConfig(out=str(tmp_path), quiet=True, threads=2))
     assert m["test_accuracy"] >= 0.98
+
+
+def test_a_lone_last_training_image_is_dropped():
+    prep = T._Prepared(cfg(limit=17, batch_size=8))
+    assert len(prep.train_idx) == 17 and prep.train_loader.drop_last and len(prep.train_loader) == 2
+    assert not T._Prepared(cfg(limit=18, batch_size=8)).train_loader.drop_last

@@ -301,8 +301,11 @@ class _Prepared:
         from ..data.transforms import Compose
         train_tf = Compose([s for s in steps])
         x, y = data.x, data.y
+        # A last batch of one image would break batch normalisation's statistics: drop it.
+        lone = len(train_idx) > 1 and len(train_idx) % cfg.batch_size == 1
         self.train_loader = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=cfg.batch_size,
-                                       shuffle=True, transform=train_tf, seed=cfg.seed, prefetch=cfg.prefetch)
+                                       shuffle=True, drop_last=lone, transform=train_tf, seed=cfg.seed,
+                                       prefetch=cfg.prefetch)
         eval_bs = max(cfg.batch_size, 256)
         self.val_loader = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=eval_bs,
                                      transform=self.normalize, prefetch=0)
