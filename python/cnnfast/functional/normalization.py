@@ -12,7 +12,6 @@ import numpy as np
 
 from .. import _C
 from ..autograd import Function
-from ..tensor import Tensor
 from ._util import check_tensor, contiguous
 
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm", "local_response_norm"]
@@ -42,9 +41,8 @@ def _state(t, name):
 class _BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        weight, bias = _c(weight), _c(bias)
-        y, mean, rstd = _C.batch_norm_forward(contiguous(x), weight, bias, running_mean, running_var, training,
-                                              momentum, eps)
+        x, weight, bias = contiguous(x), _c(weight), _c(bias)
+        y, mean, rstd = _C.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.training, ctx.has_bias = training, bias is not None
         return y
@@ -52,7 +50,7 @@ class _BatchNorm(Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _C.batch_norm_backward(contiguous(g), contiguous(x), weight, mean, rstd, ctx.training)
+        gx, gw, gb = _C.batch_norm_backward(contiguous(g), x, weight, mean, rstd, ctx.training)
         return gx, (gw if weight is not None else None), (gb if ctx.has_bias else None), None, None, None, None, None
 
 

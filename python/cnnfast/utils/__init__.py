@@ -1,5 +1,10 @@
-"""Utilities: CS-230 shape formulas (``shapes``) and the model summary (``summary``)."""
-from . import shapes  # noqa: F401
+"""Utilities: CS-230 shape formulas (``shapes``) and the model summary (``summary``).
+
+``cnnfast.utils.summary`` stays the module (``cnnfast.utils.summary.summary`` is the
+function, exported at top level as ``cnnfast.summary``), so ``import
+cnnfast.utils.summary`` and ``from cnnfast.utils.summary import summary_main`` both work.
+"""
+from . import shapes, summary  # noqa: F401
 from .shapes import *  # noqa: F401,F403
 from .summary import (ModelSummary, LayerInfo, estimate_training_memory,  # noqa: F401
-                      measure_training_memory, summary, summary_main)
+                      measure_training_memory, summary_main)
