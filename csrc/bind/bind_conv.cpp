@@ -365,8 +365,10 @@ py::array gemm_op(const py::array& a, const py::array& b, bool trans_a, bool tra
 }  // namespace
 
 void bind_conv(py::module_& m) {
-  const char* algo_doc = " algo: 'auto' (per-shape choice), 'gemm' (im2col + packed SGEMM) or 'winograd' "
-                         "(F(4x4,3x3); ValueError unless 2-D 3x3 stride 1 dilation 1).";
+  const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "
+                         "channels per group in and out, a direct kernel for depthwise layers, else GEMM), "
+                         "'gemm' (im2col + packed SGEMM) or 'winograd' (F(4x4,3x3); ValueError unless 2-D 3x3 "
+                         "stride 1 dilation 1).";
   m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
         (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
@@ -379,7 +381,9 @@ void bind_conv(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",
         "Gradients of conv_forward: returns (grad_x (N, C, *in) | None, grad_weight (K, C/groups, *k) | None, "
-        "grad_bias (K,) | None), each computed only when asked for. algo affects grad_x only.");
+        "grad_bias (K,) | None), each computed only when asked for. algo picks grad_x's algorithm as for the "
+        "forward (winograd applies to grad_x only); grad_weight uses im2col + GEMM, or the direct depthwise "
+        "kernel under 'auto' when every group has one input channel.");
   m.def("conv_transpose_forward", &convt_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("output_padding"), py::arg("dilation"), py::arg("groups"),
         py::arg("algo") = "auto",

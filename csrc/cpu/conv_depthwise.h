@@ -23,15 +23,72 @@ inline void dw_range(int64_t n_out, int64_t n_in, int64_t s, int64_t off, int64_
   if (hi < lo) hi = lo;
 }
 
+// out[0:B] = all taps of one output row segment whose taps lie inside the input
+// (B a multiple of 8: B/8 independent FMA chains hide the FMA latency).
+template <class T, int B>
+inline void dw_interior_block(const ConvShape& s, const T* x, const T* w, T* out, int64_t od, int64_t oh,
+                              int64_t ow) {
+  const int64_t D = s.in[0], H = s.in[1], W = s.in[2], kw = s.k[2];
+  T acc[B] = {};
+  for (int64_t a = 0; a < s.k[0]; ++a) {
+    const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+    if (id < 0 || id >= D) continue;
+    for (int64_t b = 0; b < s.k[1]; ++b) {
+      const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+      if (ih < 0 || ih >= H) continue;
+      const T* row = x + (id * H + ih) * W + ow - s.pad0[2];
+      const T* wt = w + (a * s.k[1] + b) * kw;
+      for (int64_t e = 0; e < kw; ++e) {
+        const T wv = wt[e];
+        const T* in = row + e * s.dil[2];
+        for (int l = 0; l < B; ++l) acc[l] += wv * in[l];
+      }
+    }
+  }
+  for (int l = 0; l < B; ++l) out[ow + l] = acc[l];
+}
+
 // y (Do, Ho, Wo) = sum over taps of w[tap] * x (D, H, W) shifted; writes y.
+// With stride 1 along W, the columns where every tap is inside the input are
+// done eight at a time with all taps summed in registers before one store; the
+// edges (and strided layers) take the row-at-a-time loop.
 template <class T>
 void dw_forward_plane(const ConvShape& s, const T* x, const T* w, T* y) {
+  constexpr int L = 8;
   const int64_t Ho = s.out[1], Wo = s.out[2], D = s.in[0], H = s.in[1], W = s.in[2];
-  const int64_t sw = s.stride[2];
+  const int64_t sw = s.stride[2], kw = s.k[2];
+  // Interior columns [ilo, ihi): valid for the first and the last tap along W.
+  int64_t ilo = 0, ihi = 0;
+  if (sw == 1) {
+    int64_t lo0, hi0, lo1, hi1;
+    dw_range(Wo, W, 1, -s.pad0[2], lo0, hi0);
+    dw_range(Wo, W, 1, (kw - 1) * s.dil[2] - s.pad0[2], lo1, hi1);
+    ilo = lo0 > lo1 ? lo0 : lo1;
+    ihi = hi0 < hi1 ? hi0 : hi1;
+    if (ihi < ilo) ihi = ilo;
+    ihi = ilo + (ihi - ilo) / L * L;
+  }
+  constexpr int kCached = 32;
+  int64_t lo_e[kCached], hi_e[kCached];
+  for (int64_t e = 0; e < kw && e < kCached; ++e) dw_range(Wo, W, sw, e * s.dil[2] - s.pad0[2], lo_e[e], hi_e[e]);
+  auto tap_range = [&](int64_t e, int64_t& lo, int64_t& hi) {
+    if (e < kCached) {
+      lo = lo_e[e];
+      hi = hi_e[e];
+    } else {
+      dw_range(Wo, W, sw, e * s.dil[2] - s.pad0[2], lo, hi);
+    }
+  };
   for (int64_t od = 0; od < s.out[0]; ++od) {
     for (int64_t oh = 0; oh < Ho; ++oh) {
       T* out = y + (od * Ho + oh) * Wo;
       for (int64_t i = 0; i < Wo; ++i) out[i] = T(0);
+      // Vector interior: 32 columns (four FMA chains) at a time, then 8.
+      int64_t ow = ilo;
+      for (; ow + 4 * L <= ihi; ow += 4 * L) dw_interior_block<T, 4 * L>(s, x, w, out, od, oh, ow);
+      for (; ow < ihi; ow += L) dw_interior_block<T, L>(s, x, w, out, od, oh, ow);
+      // Edges and strided layers, tap by tap (the valid column range of tap e
+      // does not depend on the row: computed once per plane in lo_e / hi_e).
       for (int64_t a = 0; a < s.k[0]; ++a) {
         const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
         if (id < 0 || id >= D) continue;
@@ -39,14 +96,16 @@ void dw_forward_plane(const ConvShape& s, const T* x, const T* w, T* y) {
           const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
           if (ih < 0 || ih >= H) continue;
           const T* row = x + (id * H + ih) * W;
-          for (int64_t e = 0; e < s.k[2]; ++e) {
+          for (int64_t e = 0; e < kw; ++e) {
             const int64_t off = e * s.dil[2] - s.pad0[2];
-            const T wv = w[(a * s.k[1] + b) * s.k[2] + e];
+            const T wv = w[(a * s.k[1] + b) * kw + e];
             int64_t lo, hi;
-            dw_range(Wo, W, sw, off, lo, hi);
+            tap_range(e, lo, hi);
             if (sw == 1) {
               const T* in = row + off;
-              for (int64_t i = lo; i < hi; ++i) out[i] += wv * in[i];
+              const int64_t m1 = ilo < hi ? ilo : hi;
+              for (int64_t i = lo; i < m1; ++i) out[i] += wv * in[i];
+              for (int64_t i = (ihi > lo ? ihi : lo); i < hi; ++i) out[i] += wv * in[i];
             } else {
               for (int64_t i = lo; i < hi; ++i) out[i] += wv * row[i * sw + off];
             }
@@ -61,7 +120,10 @@ void dw_forward_plane(const ConvShape& s, const T* x, const T* w, T* y) {
 template <class T>
 void dw_backward_data_plane(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t Ho = s.out[1], Wo = s.out[2], D = s.in[0], H = s.in[1], W = s.in[2];
-  const int64_t sw = s.stride[2];
+  const int64_t sw = s.stride[2], kw = s.k[2];
+  constexpr int kCached = 32;
+  int64_t lo_e[kCached], hi_e[kCached];
+  for (int64_t e = 0; e < kw && e < kCached; ++e) dw_range(Wo, W, sw, e * s.dil[2] - s.pad0[2], lo_e[e], hi_e[e]);
   for (int64_t od = 0; od < s.out[0]; ++od) {
     for (int64_t oh = 0; oh < Ho; ++oh) {
       const T* g = gy + (od * Ho + oh) * Wo;
@@ -76,7 +138,12 @@ void dw_backward_data_plane(const ConvShape& s, const T* gy, const T* w, T* gx) 
             const int64_t off = e * s.dil[2] - s.pad0[2];
             const T wv = w[(a * s.k[1] + b) * s.k[2] + e];
             int64_t lo, hi;
-            dw_range(Wo, W, sw, off, lo, hi);
+            if (e < kCached) {
+              lo = lo_e[e];
+              hi = hi_e[e];
+            } else {
+              dw_range(Wo, W, sw, off, lo, hi);
+            }
             if (sw == 1) {
               T* in = row + off;
               for (int64_t i = lo; i < hi; ++i) in[i] += wv * g[i];

@@ -92,6 +92,11 @@ void GemmLhs<T>::multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* 
   gemm_serial(M_, N, K_, A_, rs_, cs_, B, rs_b, cs_b, C, ldc, accumulate);
 }
 
+template <class T>
+void GemmLhs<T>::multiply_packed_b(int64_t N, const float* Bp, float* C, int64_t ldc, bool accumulate) const {
+  avx2_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
+}
+
 template class GemmLhs<float>;
 template class GemmLhs<double>;
 
@@ -114,6 +119,7 @@ double fma_peak_gflops(int) { return 0.0; }
 int64_t packed_a_size(int64_t, int64_t) { return 0; }
 void pack_a_full(int64_t, int64_t, const float*, int64_t, int64_t, float*) {}
 void sgemm_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*, int64_t, bool) {}
+void sgemm_packed_ab(int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, bool) {}
 }  // namespace avx2_impl
 #endif
 

@@ -32,6 +32,10 @@ class GemmLhs {
   GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a);
   // C (M x N, ldc) (+)= A * B, single-threaded.
   void multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* C, int64_t ldc, bool accumulate) const;
+  // Whether A is packed for the AVX2 kernel, so multiply_packed_b may be used.
+  bool packed() const { return static_cast<bool>(packed_); }
+  // C (+)= A * B with B in sgemm_packed_ab's layout (float32 + AVX2 only).
+  void multiply_packed_b(int64_t N, const float* Bp, float* C, int64_t ldc, bool accumulate) const;
 
  private:
   int64_t M_, K_;
@@ -60,6 +64,11 @@ int64_t packed_a_size(int64_t M, int64_t K);
 void pack_a_full(int64_t M, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, float* Ap);
 void sgemm_packed_a(int64_t M, int64_t N, int64_t K, const float* Ap, const float* B, int64_t rs_b, int64_t cs_b,
                     float* C, int64_t ldc, bool accumulate);
+// Both operands already packed; B in pack_b's layout for N <= 2048 columns:
+// element (k, j) at (k / 256 * 256) * Npad + (j / 16) * 16 * kc + (k % 256) * 16 + j % 16,
+// where Npad = N rounded up to 16 and kc the depth of k's 256-deep slice.
+void sgemm_packed_ab(int64_t M, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                     bool accumulate);
 // Measured float32 FMA throughput of `threads` threads, GFLOP/s (peak_avx2.cpp).
 double fma_peak_gflops(int threads);
 }  // namespace avx2_impl

@@ -205,16 +205,20 @@ void pack_a_full(int64_t M, int64_t K, const float* A, int64_t rs_a, int64_t cs_
 namespace {
 
 void sgemm_impl(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* Apacked,
-                const float* B, int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
-  const int64_t kc_max = std::min(K, KC), Mpad = (M + MR - 1) / MR * MR;
-  float* Bp = scratch(0, kc_max * ((std::min(N, NC) + NR - 1) / NR * NR));
+                const float* B, int64_t rs_b, int64_t cs_b, const float* Bpacked, float* C, int64_t ldc,
+                bool accumulate) {
+  const int64_t kc_max = std::min(K, KC), Mpad = (M + MR - 1) / MR * MR, Npad = (N + NR - 1) / NR * NR;
+  float* Bp = Bpacked ? nullptr : scratch(0, kc_max * ((std::min(N, NC) + NR - 1) / NR * NR));
   float* Ap = Apacked ? nullptr : scratch(1, kc_max * ((std::min(M, MC) + MR - 1) / MR * MR));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const bool acc = accumulate || pc > 0;
-      pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp);
+      if (Bpacked)
+        Bp = const_cast<float*>(Bpacked) + pc * Npad;  // N <= NC: a single jc block
+      else
+        pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp);
       for (int64_t ic = 0; ic < M; ic += MC) {
         const int64_t mc = std::min(MC, M - ic);
         const float* ap;
@@ -241,12 +245,17 @@ void sgemm_impl(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, i
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
            int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
-  sgemm_impl(M, N, K, A, rs_a, cs_a, nullptr, B, rs_b, cs_b, C, ldc, accumulate);
+  sgemm_impl(M, N, K, A, rs_a, cs_a, nullptr, B, rs_b, cs_b, nullptr, C, ldc, accumulate);
 }
 
 void sgemm_packed_a(int64_t M, int64_t N, int64_t K, const float* Ap, const float* B, int64_t rs_b, int64_t cs_b,
                     float* C, int64_t ldc, bool accumulate) {
-  sgemm_impl(M, N, K, nullptr, 0, 0, Ap, B, rs_b, cs_b, C, ldc, accumulate);
+  sgemm_impl(M, N, K, nullptr, 0, 0, Ap, B, rs_b, cs_b, nullptr, C, ldc, accumulate);
+}
+
+void sgemm_packed_ab(int64_t M, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                     bool accumulate) {
+  sgemm_impl(M, N, K, nullptr, 0, 0, Ap, nullptr, 0, 0, Bp, C, ldc, accumulate);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl

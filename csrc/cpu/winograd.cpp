@@ -81,7 +81,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   };
   auto make_scratch = [&] {
     const size_t n = static_cast<size_t>(tc);
-    return Scratch{aligned_alloc_array<T>(36 * Cg * tc), aligned_alloc_array<T>(36 * Kg * tc),
+    return Scratch{aligned_alloc_array<T>(36 * Cg * ((tc + 15) / 16 * 16)), aligned_alloc_array<T>(36 * Kg * tc),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
   };
@@ -107,14 +107,34 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
       for (int64_t g = 0; g < groups; ++g) {
         const T* xg = x + g * Cg * H * W;
         T* yg = y + g * Kg * Ho * Wo;
+        bool done = false;
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp);
-          else wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp);
-        } else {
-          wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp);
+          if (vec && lhs[g * 36].packed()) {
+            // Transform straight into the packed-B layout: no packing in the GEMMs.
+            const int64_t npad = (nt + 15) / 16 * 16;
+            if (npad != nt) {
+              // The last panel's columns past nt are never written by the transform;
+              // zero them so the discarded lanes cannot hold NaNs or denormals.
+              for (int64_t xi = 0; xi < 36; ++xi)
+                for (int64_t c = 0; c < Cg; ++c) {
+                  const int64_t pcb = c / 256 * 256, kc = std::min<int64_t>(256, Cg - pcb);
+                  T* row = Vp + xi * Cg * npad + pcb * npad + (nt / 16) * 16 * kc + (c - pcb) * 16;
+                  std::fill(row + nt % 16, row + 16, T(0));
+                }
+            }
+            avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, true);
+            for (int64_t xi = 0; xi < 36; ++xi)
+              lhs[g * 36 + xi].multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
+            done = true;
+          } else if (vec) {
+            avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, false);
+          }
         }
-        for (int64_t xi = 0; xi < 36; ++xi)
-          lhs[g * 36 + xi].multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
+        if (!done) {
+          if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, false);
+          for (int64_t xi = 0; xi < 36; ++xi)
+            lhs[g * 36 + xi].multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
+        }
         if constexpr (std::is_same_v<T, float>) {
           if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, yg);
           else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
@@ -133,7 +153,7 @@ template void winograd_conv2d<double>(int64_t, int64_t, int64_t, int64_t, int64_
 
 #if !CNNFAST_HAVE_AVX2_BUILD
 namespace avx2_impl {
-void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*) {}
+void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, bool) {}
 void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*) {}
 }  // namespace avx2_impl
 #endif

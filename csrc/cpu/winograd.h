@@ -31,7 +31,8 @@ struct WinoTiles {
 };
 
 namespace avx2_impl {
-void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V);
+void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
+                              bool packed);
 void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, float* y);
 }  // namespace avx2_impl
 

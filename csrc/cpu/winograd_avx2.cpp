@@ -5,8 +5,9 @@
 
 namespace cnnfast::cpu::avx2_impl {
 
-void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V) {
-  wino_avx2::input_transform<float>(x, Cg, H, W, t, V);
+void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
+                              bool packed) {
+  wino_avx2::input_transform<float>(x, Cg, H, W, t, V, packed);
 }
 
 void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, float* y) {

@@ -12,11 +12,15 @@ namespace cnnfast::cpu::CNNFAST_WINO_NS {
 
 constexpr int kLanes = 8;
 
-// V[xi][c][t] (xi < 36, stride Cg * count per xi) = B^T d B for every tile t
-// and channel c of x (Cg, H, W per image; t.base selects the image).
+// V[xi][c][t] = B^T d B for every tile t and channel c of x (Cg, H, W per
+// image; t.base selects the image). packed = false: plain rows, V[xi] is a
+// (Cg x count) row-major matrix at xi * Cg * count. packed = true: each V[xi]
+// (at xi * Cg * npad) is already in the SGEMM's packed-B layout (gemm.h,
+// sgemm_packed_ab) so the 36 GEMMs skip packing.
 template <class T>
-void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V) {
-  const int64_t plane = H * W, nt = t.count, xi_stride = Cg * nt;
+void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V, bool packed) {
+  const int64_t plane = H * W, nt = t.count, npad = (nt + 15) / 16 * 16;
+  const int64_t xi_stride = packed ? Cg * npad : Cg * nt;
   for (int64_t c = 0; c < Cg; ++c) {
     for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
       const int L = (nt - t0) < kLanes ? int(nt - t0) : kLanes;
@@ -51,7 +55,14 @@ void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTil
           u[5 * 6 + j][l] = T(4) * d1 - T(5) * d3 + d5;
         }
       }
-      T* out = V + c * nt + t0;
+      // Eight consecutive tiles (t0 is a multiple of 8) are contiguous in both layouts.
+      T* out;
+      if (packed) {
+        const int64_t pcb = c / 256 * 256, kc = (Cg - pcb) < 256 ? (Cg - pcb) : 256;
+        out = V + pcb * npad + (t0 / 16) * 16 * kc + (c - pcb) * 16 + t0 % 16;
+      } else {
+        out = V + c * nt + t0;
+      }
       for (int i = 0; i < 6; ++i) {
         T v[6][kLanes];
         for (int l = 0; l < kLanes; ++l) {
