@@ -208,8 +208,8 @@ def test_grid_points_cover_the_levels():
     assert len(SearchSpace().grid(5)) == 5
 
 
-@pytest.mark.slow
 def test_default_training_reaches_98_percent(tmp_path):
+    # The README's main job; kept in CI's default set because it is its promise.
     m = train(TrainConfig(out=str(tmp_path), quiet=True, threads=2))
     assert m["test_accuracy"] >= 0.98
 

@@ -38,3 +38,6 @@ from . import functional  # noqa: E402,F401
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
 from .serialization import save, load  # noqa: E402,F401
+from . import models  # noqa: E402,F401
+from . import utils  # noqa: E402,F401
+from .utils.summary import summary  # noqa: E402,F401
