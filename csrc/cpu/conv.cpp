@@ -55,8 +55,8 @@ bool is_pointwise(const ConvShape& s) {
 // output position (od*Ho + oh)*Wo + ow. A column chunk of a few hundred KB stays
 // in L2 between being written here and being packed by the GEMM.
 template <class T>
-void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1) {
-  const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = p1 - p0;
+void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) {
+  const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = ld;
   const int64_t Ho = s.out[1], Wo = s.out[2];
   const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
   for (int64_t r = 0; r < rows; ++r) {
@@ -154,7 +154,7 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
         if (direct) {
           lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
         } else {
-          im2col(s, xg, col.get(), p0, p1);
+          im2col(s, xg, col.get(), p0, p1, p1 - p0);
           lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
       });
@@ -215,16 +215,24 @@ template <class T>
 void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
-  const bool direct = is_pointwise(s);
-  // Wider chunks than the forward: every chunk reads and writes all of grad_w.
-  const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
-  const int64_t tasks = s.N * G * nch;
+  // The GEMM's inner dimension runs over output positions; every call reads and
+  // writes all of grad_w's group block, so each call gets a long inner dimension
+  // (kd columns, ~4 MiB of column matrix): a chunk of one image when the image
+  // is large, several whole images when it is small (14x14 layers).
+  const int64_t kd = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(CK, 1), 256, 2048);
+  const int64_t per_chunk = P >= kd ? (P + (P + kd - 1) / kd - 1) / ((P + kd - 1) / kd) : P;
+  const int64_t nch = (P + per_chunk - 1) / per_chunk;
+  const int64_t imgs = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
+  const int64_t nblk = (s.N + imgs - 1) / imgs;
+  const int64_t width_max = imgs * per_chunk;
+  const int64_t tasks = nblk * G * nch;
   const int64_t threads = in_parallel_region() ? 1 : std::min<int64_t>(get_num_threads(), tasks);
   // One partial grad_w per thread's contiguous task range, summed in range
   // order afterwards: the same bits for the same thread count on every run.
   std::vector<AlignedPtr<T>> partial(threads);
   parallel_for(0, threads, 1, [&](int64_t r0, int64_t r1) {
-    AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
+    AlignedPtr<T> col = aligned_alloc_array<T>(CK * width_max);
+    AlignedPtr<T> dyb = aligned_alloc_array<T>(Kg * width_max);
     for (int64_t r = r0; r < r1; ++r) {
       T* dw = gw;
       if (threads > 1) {
@@ -233,18 +241,20 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
         dw = partial[r].get();
       }
       for (int64_t t = r * tasks / threads; t < (r + 1) * tasks / threads; ++t) {
-        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
-        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
-        const T* xg = x + (n * s.C + g * Cg) * inS;
-        const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
-        // dw_g (Kg, CK) += dy_g[:, p0:p1] (Kg, w) * col^T (w, CK)
-        if (direct) {
-          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), xg + p0, int64_t(1), P, dw + g * Kg * CK, CK, true);
-        } else {
-          im2col(s, xg, col.get(), p0, p1);
-          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), col.get(), int64_t(1), p1 - p0, dw + g * Kg * CK, CK,
-                      true);
+        const int64_t ch = t % nch, g = (t / nch) % G, blk = t / (nch * G);
+        const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0;
+        const int64_t n0 = blk * imgs, n1 = std::min(s.N, n0 + imgs), width = (n1 - n0) * w1;
+        // Gather grad_y (Kg, width) and the column matrix (CK, width) of the
+        // task's images side by side.
+        for (int64_t n = n0; n < n1; ++n) {
+          const int64_t off = (n - n0) * w1;
+          const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+          im2col(s, x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
         }
+        // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
+        gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
+                    true);
       }
     }
   });
