@@ -275,19 +275,25 @@ template <class T>
 void depthwise_forward(const ConvShape& s, const T* x, const T* w, T* y) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
-  parallel_for(0, s.N * s.K, std::max<int64_t>(1, 4096 / std::max<int64_t>(P * ks, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t nk = b; nk < e; ++nk) {
-      const int64_t n = nk / s.K, k = nk % s.K;
-      const T* xp = x + (n * s.C + k / Kg) * inS;
-      if constexpr (std::is_same_v<T, float>) {
-        if (vec) {
-          avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
-          continue;
+  // Stride 1 along W: the padded-plane kernel (no edge cases); otherwise the
+  // row-at-a-time kernel.
+  const bool padded = s.stride[2] == 1;
+  const int64_t scratch = padded ? dw_generic::dw_padded_size(s) : 1;
+  dynamic_tasks(
+      s.N * s.K, [&] { return aligned_alloc_array<T>(scratch); },
+      [&](int64_t nk, AlignedPtr<T>& buf) {
+        const int64_t n = nk / s.K, k = nk % s.K;
+        const T* xp = x + (n * s.C + k / Kg) * inS;
+        if constexpr (std::is_same_v<T, float>) {
+          if (vec) {
+            if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
+            else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
+            return;
+          }
         }
-      }
-      dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
-    }
-  });
+        if (padded) dw_generic::dw_forward_plane_padded<T>(s, xp, w + k * ks, y + nk * P, buf.get());
+        else dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+      });
 }
 
 template <class T>

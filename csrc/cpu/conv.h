@@ -80,6 +80,7 @@ void linear_backward(const T* grad_y, const T* x, const T* w, T* grad_x, T* grad
 namespace avx2_impl {
 // Depthwise plane kernels (conv_depthwise.h) built for AVX2; see that file.
 void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float* y);
+void dw_forward_plane_padded(const ConvShape& s, const float* x, const float* w, float* y, float* scratch);
 void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx);
 void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
 }  // namespace avx2_impl
