@@ -8,6 +8,7 @@
 #include "cpu/winograd.h"
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -63,9 +64,11 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   transform_weights(w, K, Cg, groups, U.get());
   // The 36 transformed kernels per group are the left operands of every chunk's
   // GEMMs: pack them once here rather than once per chunk.
-  std::vector<GemmLhs<T>> lhs;
-  lhs.reserve(groups * 36);
-  for (int64_t i = 0; i < groups * 36; ++i) lhs.emplace_back(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
+  std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * 36);
+  parallel_for(0, groups * 36, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      lhs[i] = std::make_unique<GemmLhs<T>>(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
+  });
 
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   // ~32 KiB of V per transformed position (measured best: V and M of one GEMM
@@ -110,7 +113,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         T* yg = y + g * Kg * Ho * Wo;
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
-          if (vec && lhs[g * 36].packed()) {
+          if (vec && lhs[g * 36]->packed()) {
             // Transform straight into the packed-B layout: no packing in the GEMMs.
             const int64_t npad = (nt + 15) / 16 * 16;
             if (npad != nt) {
@@ -125,7 +128,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
             }
             avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, true);
             for (int64_t xi = 0; xi < 36; ++xi)
-              lhs[g * 36 + xi].multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
+              lhs[g * 36 + xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
             done = true;
           } else if (vec) {
             avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, false);
@@ -134,7 +137,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         if (!done) {
           if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, false);
           for (int64_t xi = 0; xi < 36; ++xi)
-            lhs[g * 36 + xi].multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
+            lhs[g * 36 + xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
           if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, yg);
