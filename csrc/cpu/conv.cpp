@@ -426,8 +426,15 @@ void bias_backward(const T* gy, T* gb, int64_t N, int64_t C, int64_t S) {
       T acc = T(0);
       for (int64_t n = 0; n < N; ++n) {
         const T* row = gy + (n * C + c) * S;
+        // Eight running sums (a fixed order, so still thread-count independent)
+        // let the compiler vectorise without reassociating behind our back.
+        T lane[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= S; i += 8)
+          for (int l = 0; l < 8; ++l) lane[l] += row[i + l];
         T part = T(0);
-        for (int64_t i = 0; i < S; ++i) part += row[i];
+        for (; i < S; ++i) part += row[i];
+        for (int l = 0; l < 8; ++l) part += lane[l];
         acc += part;
       }
       gb[c] += acc;
