@@ -134,8 +134,18 @@ int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
   return std::min(pc, P);
 }
 
+// rows (count, stride ld) of width n: row i += b[i].
 template <class T>
-void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
+void add_bias_rows(T* y, const T* b, int64_t count, int64_t ld, int64_t n) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T v = b[i];
+    T* row = y + i * ld;
+    for (int64_t j = 0; j < n; ++j) row[j] += v;
+  }
+}
+
+template <class T>
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
@@ -157,6 +167,7 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
           im2col(s, xg, col.get(), p0, p1, p1 - p0);
           lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
+        if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
       });
 }
 
@@ -272,7 +283,7 @@ bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
 
 // Depthwise layers, one (image, channel) plane per task; see conv_depthwise.h.
 template <class T>
-void depthwise_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
   // Stride 1 along W: the padded-plane kernel (no edge cases); otherwise the
@@ -288,11 +299,13 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, T* y) {
           if (vec) {
             if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
             else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
+            if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
             return;
           }
         }
         if (padded) dw_generic::dw_forward_plane_padded<T>(s, xp, w + k * ks, y + nk * P, buf.get());
         else dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+        if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
       });
 }
 
@@ -367,15 +380,15 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
 }
 
 template <class T>
-void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo algo) {
+void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo) {
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
-                       y);
+                       bias, y);
     return;
   }
-  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_forward(s, x, w, y);
-  forward_gemm(s, x, w, y);
+  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
+  forward_gemm(s, x, w, bias, y);
 }
 
 template <class T>
@@ -393,7 +406,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
           for (int64_t t = 0; t < 9; ++t)
             wt[((g * Cg + c) * Kg + k) * 9 + (8 - t)] = w[((g * Kg + k) * Cg + c) * 9 + t];
     winograd_conv2d<T>(s.N, s.K, s.C, G, s.out[1], s.out[2], s.in[1], s.in[2], 2 - s.pad0[1], 2 - s.pad0[2], gy,
-                       wt.get(), gx);
+                       wt.get(), static_cast<const T*>(nullptr), gx);
     return;
   }
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_data(s, gy, w, gx);
@@ -464,7 +477,7 @@ void linear_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, i
 }
 
 #define CNNFAST_INSTANTIATE(T)                                                                         \
-  template void conv_forward<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                 \
+  template void conv_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, ConvAlgo);       \
   template void conv_backward_data<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);           \
   template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                \
   template void bias_forward<T>(T*, const T*, int64_t, int64_t, int64_t);                            \

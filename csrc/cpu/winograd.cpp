@@ -57,7 +57,7 @@ void transform_weights(const T* w, int64_t K, int64_t Cg, int64_t groups, T* U) 
 
 template <class T>
 void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, T* y) {
+                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Cg = C / groups, Kg = K / groups;
   const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
   AlignedPtr<T> U = aligned_alloc_array<T>(groups * 36 * Kg * Cg);
@@ -111,6 +111,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
       for (int64_t g = 0; g < groups; ++g) {
         const T* xg = x + g * Cg * H * W;
         T* yg = y + g * Kg * Ho * Wo;
+        const T* bg = bias ? bias + g * Kg : nullptr;
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
           if (vec && lhs[g * 36]->packed()) {
@@ -140,10 +141,10 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
             lhs[g * 36 + xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, yg);
-          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
+          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, bg, yg);
+          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
         } else {
-          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
+          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
         }
       }
     }
@@ -151,14 +152,14 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
 }
 
 template void winograd_conv2d<float>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                     int64_t, const float*, const float*, float*);
+                                     int64_t, const float*, const float*, const float*, float*);
 template void winograd_conv2d<double>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, int64_t, const double*, const double*, double*);
+                                      int64_t, int64_t, const double*, const double*, const double*, double*);
 
 #if !CNNFAST_HAVE_AVX2_BUILD
 namespace avx2_impl {
 void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, bool) {}
-void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*) {}
+void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
 }  // namespace avx2_impl
 #endif
 
