@@ -488,4 +488,14 @@ CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE
 
+#if !CNNFAST_HAVE_AVX2_BUILD
+// Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
+namespace avx2_impl {
+void dw_forward_plane(const ConvShape&, const float*, const float*, float*) {}
+void dw_forward_plane_padded(const ConvShape&, const float*, const float*, float*, float*) {}
+void dw_backward_data_plane(const ConvShape&, const float*, const float*, float*) {}
+void dw_backward_weight_plane(const ConvShape&, const float*, const float*, float*) {}
+}  // namespace avx2_impl
+#endif
+
 }  // namespace cnnfast::cpu
