@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
     const double flops = 2.0 * s.N * s.K * s.Cg() * s.k_size() * s.out_size();
     std::function<void()> fwd, both;
     if (!L.transposed) {
-      fwd = [&] { cpu::conv_forward(s, a.data(), w.data(), go.data(), algo); };
+      fwd = [&] { cpu::conv_forward(s, a.data(), w.data(), static_cast<const float*>(nullptr), go.data(), algo); };
       both = [&] {
         fwd();
         cpu::conv_backward_data(s, o.data(), w.data(), ga.data(), algo);
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
       fwd = [&] { cpu::conv_backward_data(s, o.data(), w.data(), ga.data(), algo); };
       both = [&] {
         fwd();
-        cpu::conv_forward(s, a.data(), w.data(), go.data(), algo);
+        cpu::conv_forward(s, a.data(), w.data(), static_cast<const float*>(nullptr), go.data(), algo);
         cpu::conv_backward_weight(s, o.data(), a.data(), gw.data(), algo);
         cpu::bias_backward(a.data(), gb.data(), s.N, s.C, s.in_size());
       };

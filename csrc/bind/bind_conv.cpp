@@ -178,8 +178,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
-    cpu::conv_forward<T>(s, xp, wp, yp, algo);
-    if (bp) cpu::bias_forward<T>(yp, bp, s.N, s.K, s.out_size());
+    cpu::conv_forward<T>(s, xp, wp, bp, yp, algo);
   });
   return y;
 }
@@ -225,7 +224,7 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
       // The transposed layer is conv^T: its input gradient is the convolution of
       // grad_output, and its weight gradient pairs grad_output (the convolution's
       // input side) with x (the convolution's output side).
-      if (gxp) cpu::conv_forward<T>(s, gyp, wp, gxp, algo);
+      if (gxp) cpu::conv_forward<T>(s, gyp, wp, static_cast<const T*>(nullptr), gxp, algo);
       if (gwp) cpu::conv_backward_weight<T>(s, xp, gyp, gwp, algo);
       if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.C, s.in_size());
     }

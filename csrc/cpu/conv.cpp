@@ -55,8 +55,8 @@ bool is_pointwise(const ConvShape& s) {
 // output position (od*Ho + oh)*Wo + ow. A column chunk of a few hundred KB stays
 // in L2 between being written here and being packed by the GEMM.
 template <class T>
-void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1) {
-  const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = p1 - p0;
+void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) {
+  const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = ld;
   const int64_t Ho = s.out[1], Wo = s.out[2];
   const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
   for (int64_t r = 0; r < rows; ++r) {
@@ -134,8 +134,18 @@ int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
   return std::min(pc, P);
 }
 
+// rows (count, stride ld) of width n: row i += b[i].
 template <class T>
-void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
+void add_bias_rows(T* y, const T* b, int64_t count, int64_t ld, int64_t n) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T v = b[i];
+    T* row = y + i * ld;
+    for (int64_t j = 0; j < n; ++j) row[j] += v;
+  }
+}
+
+template <class T>
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
@@ -154,9 +164,10 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, T* y) {
         if (direct) {
           lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
         } else {
-          im2col(s, xg, col.get(), p0, p1);
+          im2col(s, xg, col.get(), p0, p1, p1 - p0);
           lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
+        if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
       });
 }
 
@@ -215,16 +226,24 @@ template <class T>
 void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
-  const bool direct = is_pointwise(s);
-  // Wider chunks than the forward: every chunk reads and writes all of grad_w.
-  const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
-  const int64_t tasks = s.N * G * nch;
+  // The GEMM's inner dimension runs over output positions; every call reads and
+  // writes all of grad_w's group block, so each call gets a long inner dimension
+  // (kd columns, ~4 MiB of column matrix): a chunk of one image when the image
+  // is large, several whole images when it is small (14x14 layers).
+  const int64_t kd = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(CK, 1), 256, 2048);
+  const int64_t per_chunk = P >= kd ? (P + (P + kd - 1) / kd - 1) / ((P + kd - 1) / kd) : P;
+  const int64_t nch = (P + per_chunk - 1) / per_chunk;
+  const int64_t imgs = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
+  const int64_t nblk = (s.N + imgs - 1) / imgs;
+  const int64_t width_max = imgs * per_chunk;
+  const int64_t tasks = nblk * G * nch;
   const int64_t threads = in_parallel_region() ? 1 : std::min<int64_t>(get_num_threads(), tasks);
   // One partial grad_w per thread's contiguous task range, summed in range
   // order afterwards: the same bits for the same thread count on every run.
   std::vector<AlignedPtr<T>> partial(threads);
   parallel_for(0, threads, 1, [&](int64_t r0, int64_t r1) {
-    AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * PC);
+    AlignedPtr<T> col = aligned_alloc_array<T>(CK * width_max);
+    AlignedPtr<T> dyb = aligned_alloc_array<T>(Kg * width_max);
     for (int64_t r = r0; r < r1; ++r) {
       T* dw = gw;
       if (threads > 1) {
@@ -233,18 +252,20 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
         dw = partial[r].get();
       }
       for (int64_t t = r * tasks / threads; t < (r + 1) * tasks / threads; ++t) {
-        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
-        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
-        const T* xg = x + (n * s.C + g * Cg) * inS;
-        const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
-        // dw_g (Kg, CK) += dy_g[:, p0:p1] (Kg, w) * col^T (w, CK)
-        if (direct) {
-          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), xg + p0, int64_t(1), P, dw + g * Kg * CK, CK, true);
-        } else {
-          im2col(s, xg, col.get(), p0, p1);
-          gemm_serial(Kg, CK, p1 - p0, dyg, P, int64_t(1), col.get(), int64_t(1), p1 - p0, dw + g * Kg * CK, CK,
-                      true);
+        const int64_t ch = t % nch, g = (t / nch) % G, blk = t / (nch * G);
+        const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0;
+        const int64_t n0 = blk * imgs, n1 = std::min(s.N, n0 + imgs), width = (n1 - n0) * w1;
+        // Gather grad_y (Kg, width) and the column matrix (CK, width) of the
+        // task's images side by side.
+        for (int64_t n = n0; n < n1; ++n) {
+          const int64_t off = (n - n0) * w1;
+          const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+          im2col(s, x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
         }
+        // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
+        gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
+                    true);
       }
     }
   });
@@ -262,22 +283,30 @@ bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
 
 // Depthwise layers, one (image, channel) plane per task; see conv_depthwise.h.
 template <class T>
-void depthwise_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
-  parallel_for(0, s.N * s.K, std::max<int64_t>(1, 4096 / std::max<int64_t>(P * ks, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t nk = b; nk < e; ++nk) {
-      const int64_t n = nk / s.K, k = nk % s.K;
-      const T* xp = x + (n * s.C + k / Kg) * inS;
-      if constexpr (std::is_same_v<T, float>) {
-        if (vec) {
-          avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
-          continue;
+  // Stride 1 along W: the padded-plane kernel (no edge cases); otherwise the
+  // row-at-a-time kernel.
+  const bool padded = s.stride[2] == 1;
+  const int64_t scratch = padded ? dw_generic::dw_padded_size(s) : 1;
+  dynamic_tasks(
+      s.N * s.K, [&] { return aligned_alloc_array<T>(scratch); },
+      [&](int64_t nk, AlignedPtr<T>& buf) {
+        const int64_t n = nk / s.K, k = nk % s.K;
+        const T* xp = x + (n * s.C + k / Kg) * inS;
+        if constexpr (std::is_same_v<T, float>) {
+          if (vec) {
+            if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
+            else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
+            if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
+            return;
+          }
         }
-      }
-      dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
-    }
-  });
+        if (padded) dw_generic::dw_forward_plane_padded<T>(s, xp, w + k * ks, y + nk * P, buf.get());
+        else dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+        if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
+      });
 }
 
 template <class T>
@@ -351,15 +380,15 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
 }
 
 template <class T>
-void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo algo) {
+void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo) {
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
-                       y);
+                       bias, y);
     return;
   }
-  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_forward(s, x, w, y);
-  forward_gemm(s, x, w, y);
+  if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
+  forward_gemm(s, x, w, bias, y);
 }
 
 template <class T>
@@ -377,7 +406,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
           for (int64_t t = 0; t < 9; ++t)
             wt[((g * Cg + c) * Kg + k) * 9 + (8 - t)] = w[((g * Kg + k) * Cg + c) * 9 + t];
     winograd_conv2d<T>(s.N, s.K, s.C, G, s.out[1], s.out[2], s.in[1], s.in[2], 2 - s.pad0[1], 2 - s.pad0[2], gy,
-                       wt.get(), gx);
+                       wt.get(), static_cast<const T*>(nullptr), gx);
     return;
   }
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_data(s, gy, w, gx);
@@ -410,8 +439,15 @@ void bias_backward(const T* gy, T* gb, int64_t N, int64_t C, int64_t S) {
       T acc = T(0);
       for (int64_t n = 0; n < N; ++n) {
         const T* row = gy + (n * C + c) * S;
+        // Eight running sums (a fixed order, so still thread-count independent)
+        // let the compiler vectorise without reassociating behind our back.
+        T lane[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= S; i += 8)
+          for (int l = 0; l < 8; ++l) lane[l] += row[i + l];
         T part = T(0);
-        for (int64_t i = 0; i < S; ++i) part += row[i];
+        for (; i < S; ++i) part += row[i];
+        for (int l = 0; l < 8; ++l) part += lane[l];
         acc += part;
       }
       gb[c] += acc;
@@ -441,7 +477,7 @@ void linear_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, i
 }
 
 #define CNNFAST_INSTANTIATE(T)                                                                         \
-  template void conv_forward<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                 \
+  template void conv_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, ConvAlgo);       \
   template void conv_backward_data<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);           \
   template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);                \
   template void bias_forward<T>(T*, const T*, int64_t, int64_t, int64_t);                            \
@@ -451,5 +487,15 @@ void linear_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, i
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE
+
+#if !CNNFAST_HAVE_AVX2_BUILD
+// Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
+namespace avx2_impl {
+void dw_forward_plane(const ConvShape&, const float*, const float*, float*) {}
+void dw_forward_plane_padded(const ConvShape&, const float*, const float*, float*, float*) {}
+void dw_backward_data_plane(const ConvShape&, const float*, const float*, float*) {}
+void dw_backward_weight_plane(const ConvShape&, const float*, const float*, float*) {}
+}  // namespace avx2_impl
+#endif
 
 }  // namespace cnnfast::cpu

@@ -50,9 +50,11 @@ bool winograd_applicable(const ConvShape& s);
 // The algorithm Auto resolves to for this forward / backward-data problem.
 ConvAlgo choose_algo(const ConvShape& s, bool is_float32);
 
-// y (N, K, out) = conv(x (N, C, in), w (K, C/g, k)). Writes every element of y.
+// y (N, K, out) = conv(x (N, C, in), w (K, C/g, k)) + bias (K,) (bias may be
+// null). Writes every element of y; the bias is added while each block of y is
+// still in cache rather than in a separate pass.
 template <class T>
-void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo algo);
+void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo);
 
 // grad_x (N, C, in) = conv^T(grad_y (N, K, out), w). Writes (=) every element.
 template <class T>
@@ -80,6 +82,7 @@ void linear_backward(const T* grad_y, const T* x, const T* w, T* grad_x, T* grad
 namespace avx2_impl {
 // Depthwise plane kernels (conv_depthwise.h) built for AVX2; see that file.
 void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float* y);
+void dw_forward_plane_padded(const ConvShape& s, const float* x, const float* w, float* y, float* scratch);
 void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx);
 void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
 }  // namespace avx2_impl

@@ -7,6 +7,9 @@ namespace cnnfast::cpu::avx2_impl {
 void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float* y) {
   dw_avx2::dw_forward_plane<float>(s, x, w, y);
 }
+void dw_forward_plane_padded(const ConvShape& s, const float* x, const float* w, float* y, float* scratch) {
+  dw_avx2::dw_forward_plane_padded<float>(s, x, w, y, scratch);
+}
 void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx) {
   dw_avx2::dw_backward_data_plane<float>(s, gy, w, gx);
 }

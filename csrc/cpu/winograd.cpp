@@ -8,6 +8,7 @@
 #include "cpu/winograd.h"
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -56,21 +57,24 @@ void transform_weights(const T* w, int64_t K, int64_t Cg, int64_t groups, T* U) 
 
 template <class T>
 void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, T* y) {
+                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Cg = C / groups, Kg = K / groups;
   const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
   AlignedPtr<T> U = aligned_alloc_array<T>(groups * 36 * Kg * Cg);
   transform_weights(w, K, Cg, groups, U.get());
   // The 36 transformed kernels per group are the left operands of every chunk's
   // GEMMs: pack them once here rather than once per chunk.
-  std::vector<GemmLhs<T>> lhs;
-  lhs.reserve(groups * 36);
-  for (int64_t i = 0; i < groups * 36; ++i) lhs.emplace_back(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
+  std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * 36);
+  parallel_for(0, groups * 36, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      lhs[i] = std::make_unique<GemmLhs<T>>(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
+  });
 
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
-  // ~64 KiB of V per transformed position, and a few chunks per thread so the
+  // ~32 KiB of V per transformed position (measured best: V and M of one GEMM
+  // stay in L2), and a few chunks per thread so the
   // dynamic distribution can balance them.
-  int64_t tc = std::max<int64_t>(32, (16384 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
+  int64_t tc = std::max<int64_t>(32, (8192 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
   tc = std::min(tc, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
   const int64_t chunks = (Q + tc - 1) / tc;
   const bool vec = std::is_same_v<T, float> && use_avx2();
@@ -107,9 +111,10 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
       for (int64_t g = 0; g < groups; ++g) {
         const T* xg = x + g * Cg * H * W;
         T* yg = y + g * Kg * Ho * Wo;
+        const T* bg = bias ? bias + g * Kg : nullptr;
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
-          if (vec && lhs[g * 36].packed()) {
+          if (vec && lhs[g * 36]->packed()) {
             // Transform straight into the packed-B layout: no packing in the GEMMs.
             const int64_t npad = (nt + 15) / 16 * 16;
             if (npad != nt) {
@@ -124,7 +129,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
             }
             avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, true);
             for (int64_t xi = 0; xi < 36; ++xi)
-              lhs[g * 36 + xi].multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
+              lhs[g * 36 + xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
             done = true;
           } else if (vec) {
             avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, false);
@@ -133,13 +138,13 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         if (!done) {
           if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, false);
           for (int64_t xi = 0; xi < 36; ++xi)
-            lhs[g * 36 + xi].multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
+            lhs[g * 36 + xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, yg);
-          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
+          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, bg, yg);
+          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
         } else {
-          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, yg);
+          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
         }
       }
     }
@@ -147,14 +152,14 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
 }
 
 template void winograd_conv2d<float>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                     int64_t, const float*, const float*, float*);
+                                     int64_t, const float*, const float*, const float*, float*);
 template void winograd_conv2d<double>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, int64_t, const double*, const double*, double*);
+                                      int64_t, int64_t, const double*, const double*, const double*, double*);
 
 #if !CNNFAST_HAVE_AVX2_BUILD
 namespace avx2_impl {
 void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, bool) {}
-void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*) {}
+void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
 }  // namespace avx2_impl
 #endif
 

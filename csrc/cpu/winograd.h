@@ -15,10 +15,11 @@ namespace cnnfast::cpu {
 // y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, 3, 3)) where input
 // row oy + a - pad_t, column ox + b - pad_l meets kernel tap (a, b); taps that
 // fall outside x read zero. pad_t / pad_l may be any integer (negative too),
-// which lets the backward pass reuse this with offset 2 - pad. Writes all of y.
+// which lets the backward pass reuse this with offset 2 - pad. bias (K,) or
+// null is added in the output transform. Writes all of y.
 template <class T>
 void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, T* y);
+                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y);
 
 // The tile transforms, shared (as source) by the scalar and the AVX2 builds.
 // tile_base[t]: offset of tile t's image in x or y (n * channels * plane);
@@ -33,7 +34,8 @@ struct WinoTiles {
 namespace avx2_impl {
 void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
                               bool packed);
-void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, float* y);
+void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
+                               const float* bias, float* y);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

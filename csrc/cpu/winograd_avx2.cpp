@@ -10,8 +10,9 @@ void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, 
   wino_avx2::input_transform<float>(x, Cg, H, W, t, V, packed);
 }
 
-void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, float* y) {
-  wino_avx2::output_transform<float>(M, Kg, Ho, Wo, t, y);
+void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
+                               const float* bias, float* y) {
+  wino_avx2::output_transform<float>(M, Kg, Ho, Wo, t, bias, y);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl

@@ -84,9 +84,10 @@ void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTil
   }
 }
 
-// y tiles (4x4, clipped at the edges) = A^T m A from M[xi][k][t] (stride Kg * count per xi).
+// y tiles (4x4, clipped at the edges) = A^T m A (+ bias[k] when bias is not
+// null) from M[xi][k][t] (stride Kg * count per xi).
 template <class T>
-void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, T* y) {
+void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, const T* bias, T* y) {
   const int64_t plane = Ho * Wo, nt = t.count, xi_stride = Kg * nt;
   for (int64_t k = 0; k < Kg; ++k) {
     for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
@@ -121,12 +122,13 @@ void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const Wino
           o[i * 4 + 3][l] = d12 + T(8) * d34 + m5;
         }
       }
+      const T bk = bias ? bias[k] : T(0);
       for (int l = 0; l < L; ++l) {
         const int64_t r0 = t.row[t0 + l], c0 = t.col[t0 + l];
         T* dst = y + t.base[t0 + l] + k * plane;
         const int rows = (Ho - r0) < 4 ? int(Ho - r0) : 4, cols = (Wo - c0) < 4 ? int(Wo - c0) : 4;
         for (int i = 0; i < rows; ++i)
-          for (int j = 0; j < cols; ++j) dst[(r0 + i) * Wo + c0 + j] = o[i * 4 + j][l];
+          for (int j = 0; j < cols; ++j) dst[(r0 + i) * Wo + c0 + j] = o[i * 4 + j][l] + bk;
       }
     }
   }
