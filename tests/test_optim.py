@@ -94,8 +94,8 @@ def test_threaded_update_is_thread_count_independent():
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.path.join(root, "python"))
+    # The child imports cnnfast from wherever this process did (installed or source tree).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"exit code {r.returncode} (a negative code is a signal): {r.stderr[-2000:]}"
     assert r.stdout.strip() == "True"

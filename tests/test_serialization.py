@@ -127,7 +127,7 @@ def test_crash_mid_save_keeps_the_old_file(saved, crash_at):
             os.replace = lambda *a: os._exit(3)
         cnnfast.save({{"w": np.zeros(100, np.float32)}}, sys.argv[1])
     """)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     r = subprocess.run([sys.executable, "-c", script, str(saved)], env=env, capture_output=True)
     assert r.returncode == 3, r.stderr.decode()
     back = cnnfast.load(saved)
