@@ -1,6 +1,418 @@
-// Bindings for the conv family (not yet implemented).
+// Bindings for the convolution family (csrc/cpu/conv.h, gemm.h, winograd.h).
+//
+//   conv_forward(x, weight, bias, stride, padding, dilation, groups, algo="auto") -> y
+//   conv_backward(grad_output, x, weight, stride, padding, dilation, groups,
+//                 need_input=True, need_weight=True, need_bias=True, algo="auto")
+//       -> (grad_x | None, grad_weight | None, grad_bias | None)
+//   conv_transpose_forward(x, weight, bias, stride, padding, output_padding, dilation, groups, algo="auto")
+//   conv_transpose_backward(grad_output, x, weight, stride, padding, output_padding, dilation, groups,
+//                           need_input=True, need_weight=True, need_bias=True, algo="auto")
+//   linear_forward(x, weight, bias) / linear_backward(grad_output, x, weight, need_input, need_weight, need_bias)
+//   gemm(a, b, trans_a=False, trans_b=False) -> op(a) @ op(b)
+//   fma_peak_gflops(threads) -> measured float32 FMA GFLOP/s
+//
+// x has rank 3, 4 or 5 (1-D, 2-D, 3-D); stride / dilation hold one int per
+// spatial dim, padding one (start, end) pair per spatial dim (the functional
+// layer resolves ints, "same", "valid" and "full" into pairs).
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bind/array.h"
 #include "bind/families.h"
+#include "core/cpu_features.h"
+#include "cpu/conv.h"
+#include "cpu/gemm.h"
 
 namespace cnnfast::bind {
-void bind_conv(pybind11::module_& m) {}
+namespace {
+
+using cpu::ConvAlgo;
+using cpu::ConvShape;
+using Pairs = std::vector<std::vector<int64_t>>;
+
+ConvAlgo parse_algo(const std::string& a) {
+  if (a == "auto") return ConvAlgo::Auto;
+  if (a == "gemm") return ConvAlgo::Gemm;
+  if (a == "winograd") return ConvAlgo::Winograd;
+  throw ValueError(cat("algo: expected 'auto', 'gemm' or 'winograd', got '", a, "'"));
+}
+
+void check_winograd(ConvAlgo algo, const ConvShape& s, int nd) {
+  CNNFAST_CHECK(algo != ConvAlgo::Winograd || (nd == 2 && cpu::winograd_applicable(s)), ValueError,
+                "algo: 'winograd' needs a 2-D convolution with a 3x3 kernel, stride 1 and dilation 1, got ", nd,
+                "-D kernel (", s.k[0], ", ", s.k[1], ", ", s.k[2], "), stride (", s.stride[1], ", ", s.stride[2],
+                "), dilation (", s.dil[1], ", ", s.dil[2], ")");
+}
+
+// Checks the hyper-parameters of an nd-D layer and copies them into slots 3-nd..2.
+void fill_params(ConvShape& s, int nd, const std::vector<int64_t>& stride, const Pairs& padding,
+                 const std::vector<int64_t>& dilation, int64_t groups) {
+  CNNFAST_CHECK(int(stride.size()) == nd, ValueError, "stride: expected ", nd, " values, got ", stride.size());
+  CNNFAST_CHECK(int(dilation.size()) == nd, ValueError, "dilation: expected ", nd, " values, got ",
+                dilation.size());
+  CNNFAST_CHECK(int(padding.size()) == nd, ValueError, "padding: expected ", nd, " (start, end) pairs, got ",
+                padding.size());
+  CNNFAST_CHECK(groups >= 1, ValueError, "groups: expected a positive int, got ", groups);
+  for (int i = 0; i < nd; ++i) {
+    const int d = 3 - nd + i;
+    CNNFAST_CHECK(stride[i] >= 1, ValueError, "stride: expected positive values, got ", stride[i]);
+    CNNFAST_CHECK(dilation[i] >= 1, ValueError, "dilation: expected positive values, got ", dilation[i]);
+    CNNFAST_CHECK(padding[i].size() == 2, ValueError, "padding: expected (start, end) pairs, got one with ",
+                  padding[i].size(), " values");
+    CNNFAST_CHECK(padding[i][0] >= 0 && padding[i][1] >= 0, ValueError,
+                  "padding: expected non-negative values, got (", padding[i][0], ", ", padding[i][1], ")");
+    s.stride[d] = stride[i];
+    s.dil[d] = dilation[i];
+    s.pad0[d] = padding[i][0];
+    s.pad1[d] = padding[i][1];
+  }
+  s.groups = groups;
+}
+
+// Common checks of x and weight; returns the number of spatial dims.
+int check_x_weight(const py::array& x, const py::array& w, const char* xname) {
+  input(x, xname);
+  input(w, "weight");
+  require_same_dtype(x, xname, w, "weight");
+  require_ndim(x, xname, 3, 5);
+  CNNFAST_CHECK(w.ndim() == x.ndim(), ValueError, "weight: expected ", x.ndim(), " dimensions (like ", xname,
+                "), got shape ", shape_str(shape_of(w)));
+  for (int i = 0; i < x.ndim(); ++i)
+    CNNFAST_CHECK(x.shape(i) > 0, ValueError, xname, ": expected non-zero sizes, got shape ", shape_str(shape_of(x)));
+  for (int i = 0; i < w.ndim(); ++i)
+    CNNFAST_CHECK(w.shape(i) > 0, ValueError, "weight: expected non-zero sizes, got shape ",
+                  shape_str(shape_of(w)));
+  return int(x.ndim()) - 2;
+}
+
+void check_bias(const py::object& bias, const py::array& like, int64_t channels) {
+  if (bias.is_none()) return;
+  CNNFAST_CHECK(py::isinstance<py::array>(bias), TypeError, "bias: expected a NumPy array or None, got ",
+                py::str(py::type::of(bias)).cast<std::string>());
+  py::array b = bias.cast<py::array>();
+  input(b, "bias");
+  require_same_dtype(like, "x", b, "bias");
+  require_shape(b, "bias", {channels});
+}
+
+// The shape of a convolution from x (N, C, in...) and weight (K, C/g, k...).
+ConvShape conv_shape(const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
+                     const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups, int& nd) {
+  nd = check_x_weight(x, w, "x");
+  ConvShape s;
+  fill_params(s, nd, stride, padding, dilation, groups);
+  s.N = x.shape(0);
+  s.C = x.shape(1);
+  s.K = w.shape(0);
+  CNNFAST_CHECK(s.C % groups == 0 && w.shape(1) * groups == s.C, ValueError, "weight: expected shape[1] * groups == ",
+                "x channels (", s.C, ") with groups=", groups, ", got weight shape ", shape_str(shape_of(w)));
+  CNNFAST_CHECK(s.K % groups == 0, ValueError, "weight: expected out channels (", s.K, ") divisible by groups=",
+                groups);
+  for (int i = 0; i < nd; ++i) {
+    const int d = 3 - nd + i;
+    s.in[d] = x.shape(2 + i);
+    s.k[d] = w.shape(2 + i);
+    const int64_t span = s.dil[d] * (s.k[d] - 1) + 1, padded = s.in[d] + s.pad0[d] + s.pad1[d];
+    CNNFAST_CHECK(span <= padded, ValueError, "weight: kernel size ", s.k[d], " (dilated extent ", span,
+                  ") is larger than the padded input size ", padded, " in spatial dim ", i);
+    s.out[d] = ConvShape::natural_out(s.in[d], s.k[d], s.stride[d], s.dil[d], s.pad0[d], s.pad1[d]);
+  }
+  return s;
+}
+
+std::vector<int64_t> nd_shape(int64_t a, int64_t b, const int64_t* sp, int nd) {
+  std::vector<int64_t> v{a, b};
+  for (int i = 0; i < nd; ++i) v.push_back(sp[3 - nd + i]);
+  return v;
+}
+
+// The convolution whose backward-data pass is this transposed convolution:
+// x (N, Cin, in) is that convolution's output, weight (Cin, Cout/g, k) its weight.
+ConvShape transpose_shape(const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
+                          const Pairs& padding, const std::vector<int64_t>& output_padding,
+                          const std::vector<int64_t>& dilation, int64_t groups, int& nd) {
+  nd = check_x_weight(x, w, "x");
+  ConvShape s;
+  fill_params(s, nd, stride, padding, dilation, groups);
+  CNNFAST_CHECK(int(output_padding.size()) == nd, ValueError, "output_padding: expected ", nd, " values, got ",
+                output_padding.size());
+  s.N = x.shape(0);
+  s.K = x.shape(1);
+  CNNFAST_CHECK(w.shape(0) == s.K, ValueError, "weight: expected shape[0] == x channels (", s.K, "), got shape ",
+                shape_str(shape_of(w)));
+  CNNFAST_CHECK(s.K % groups == 0, ValueError, "x: expected channels (", s.K, ") divisible by groups=", groups);
+  s.C = w.shape(1) * groups;
+  for (int i = 0; i < nd; ++i) {
+    const int d = 3 - nd + i;
+    const int64_t op = output_padding[i];
+    CNNFAST_CHECK(op >= 0 && (op < s.stride[d] || op < s.dil[d]), ValueError,
+                  "output_padding: expected values smaller than stride or dilation, got ", op, " with stride ",
+                  s.stride[d], " and dilation ", s.dil[d]);
+    s.out[d] = x.shape(2 + i);
+    s.k[d] = w.shape(2 + i);
+    s.in[d] = (s.out[d] - 1) * s.stride[d] - s.pad0[d] - s.pad1[d] + s.dil[d] * (s.k[d] - 1) + op + 1;
+    CNNFAST_CHECK(s.in[d] >= 1, ValueError, "padding: the transposed output size in spatial dim ", i,
+                  " would be ", s.in[d], "; expected a positive size (padding too large for the input and kernel)");
+  }
+  return s;
+}
+
+py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
+                   const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups,
+                   const std::string& algo_name) {
+  int nd = 0;
+  ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
+  check_bias(bias, x, s.K);
+  ConvAlgo algo = parse_algo(algo_name);
+  check_winograd(algo, s, nd);
+  py::array y = new_array(x, nd_shape(s.N, s.K, s.out, nd));
+  py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    const T* wp = cptr<T>(w);
+    const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
+    T* yp = mptr<T>(y);
+    py::gil_scoped_release nogil;
+    cpu::conv_forward<T>(s, xp, wp, yp, algo);
+    if (bp) cpu::bias_forward<T>(yp, bp, s.N, s.K, s.out_size());
+  });
+  return y;
+}
+
+using Grads = std::tuple<py::object, py::object, py::object>;
+
+// Shared by conv_backward and conv_transpose_backward: `transposed` swaps the
+// roles (the transposed layer's x is the convolution's output side).
+Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::array& gy, const py::array& x,
+                      const py::array& w, bool need_input, bool need_weight, bool need_bias, ConvAlgo algo) {
+  input(gy, "grad_output");
+  require_same_dtype(x, "x", gy, "grad_output");
+  const std::vector<int64_t> y_shape =
+      transposed ? nd_shape(s.N, s.C, s.in, nd) : nd_shape(s.N, s.K, s.out, nd);
+  require_shape(gy, "grad_output", y_shape);
+  check_winograd(algo, s, nd);
+  py::object gx = py::none(), gw = py::none(), gb = py::none();
+  py::array gxa, gwa, gba;
+  if (need_input) gxa = new_array(x, shape_of(x));
+  if (need_weight) {
+    gwa = new_array(x, shape_of(w));
+    std::memset(gwa.mutable_data(), 0, gwa.nbytes());
+  }
+  const int64_t bias_channels = transposed ? s.C : s.K;
+  if (need_bias) {
+    gba = new_array(x, {bias_channels});
+    std::memset(gba.mutable_data(), 0, gba.nbytes());
+  }
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* gyp = cptr<T>(gy);
+    const T* xp = cptr<T>(x);
+    const T* wp = cptr<T>(w);
+    T* gxp = need_input ? mptr<T>(gxa) : nullptr;
+    T* gwp = need_weight ? mptr<T>(gwa) : nullptr;
+    T* gbp = need_bias ? mptr<T>(gba) : nullptr;
+    py::gil_scoped_release nogil;
+    if (!transposed) {
+      if (gxp) cpu::conv_backward_data<T>(s, gyp, wp, gxp, algo);
+      if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp, algo);
+      if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.K, s.out_size());
+    } else {
+      // The transposed layer is conv^T: its input gradient is the convolution of
+      // grad_output, and its weight gradient pairs grad_output (the convolution's
+      // input side) with x (the convolution's output side).
+      if (gxp) cpu::conv_forward<T>(s, gyp, wp, gxp, algo);
+      if (gwp) cpu::conv_backward_weight<T>(s, xp, gyp, gwp, algo);
+      if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.C, s.in_size());
+    }
+  });
+  if (need_input) gx = gxa;
+  if (need_weight) gw = gwa;
+  if (need_bias) gb = gba;
+  return {gx, gw, gb};
+}
+
+Grads conv_bwd(const py::array& gy, const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
+               const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups, bool need_input,
+               bool need_weight, bool need_bias, const std::string& algo_name) {
+  int nd = 0;
+  ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
+  return backward_common(s, nd, false, gy, x, w, need_input, need_weight, need_bias, parse_algo(algo_name));
+}
+
+py::array convt_fwd(const py::array& x, const py::array& w, const py::object& bias,
+                    const std::vector<int64_t>& stride, const Pairs& padding,
+                    const std::vector<int64_t>& output_padding, const std::vector<int64_t>& dilation, int64_t groups,
+                    const std::string& algo_name) {
+  int nd = 0;
+  ConvShape s = transpose_shape(x, w, stride, padding, output_padding, dilation, groups, nd);
+  check_bias(bias, x, s.C);
+  ConvAlgo algo = parse_algo(algo_name);
+  check_winograd(algo, s, nd);
+  py::array y = new_array(x, nd_shape(s.N, s.C, s.in, nd));
+  py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    const T* wp = cptr<T>(w);
+    const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
+    T* yp = mptr<T>(y);
+    py::gil_scoped_release nogil;
+    cpu::conv_backward_data<T>(s, xp, wp, yp, algo);
+    if (bp) cpu::bias_forward<T>(yp, bp, s.N, s.C, s.in_size());
+  });
+  return y;
+}
+
+Grads convt_bwd(const py::array& gy, const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
+                const Pairs& padding, const std::vector<int64_t>& output_padding,
+                const std::vector<int64_t>& dilation, int64_t groups, bool need_input, bool need_weight,
+                bool need_bias, const std::string& algo_name) {
+  int nd = 0;
+  ConvShape s = transpose_shape(x, w, stride, padding, output_padding, dilation, groups, nd);
+  return backward_common(s, nd, true, gy, x, w, need_input, need_weight, need_bias, parse_algo(algo_name));
+}
+
+void check_linear(const py::array& x, const py::array& w) {
+  input(x, "x");
+  input(w, "weight");
+  require_same_dtype(x, "x", w, "weight");
+  require_ndim(x, "x", 2, 2);
+  require_ndim(w, "weight", 2, 2);
+  CNNFAST_CHECK(w.shape(1) == x.shape(1), ValueError, "weight: expected shape (out_features, ", x.shape(1),
+                "), got ", shape_str(shape_of(w)));
+  CNNFAST_CHECK(x.shape(1) > 0 && w.shape(0) > 0, ValueError, "weight: expected non-zero sizes, got ",
+                shape_str(shape_of(w)));
+}
+
+py::array linear_fwd(const py::array& x, const py::array& w, const py::object& bias) {
+  check_linear(x, w);
+  const int64_t M = x.shape(0), in = x.shape(1), out = w.shape(0);
+  check_bias(bias, x, out);
+  py::array y = new_array(x, {M, out});
+  py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    const T* wp = cptr<T>(w);
+    const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
+    T* yp = mptr<T>(y);
+    py::gil_scoped_release nogil;
+    cpu::linear_forward<T>(xp, wp, bp, yp, M, in, out);
+  });
+  return y;
+}
+
+Grads linear_bwd(const py::array& gy, const py::array& x, const py::array& w, bool need_input, bool need_weight,
+                 bool need_bias) {
+  check_linear(x, w);
+  input(gy, "grad_output");
+  require_same_dtype(x, "x", gy, "grad_output");
+  const int64_t M = x.shape(0), in = x.shape(1), out = w.shape(0);
+  require_shape(gy, "grad_output", {M, out});
+  py::array gxa, gwa, gba;
+  if (need_input) gxa = new_array(x, {M, in});
+  if (need_weight) {
+    gwa = new_array(x, {out, in});
+    std::memset(gwa.mutable_data(), 0, gwa.nbytes());
+  }
+  if (need_bias) {
+    gba = new_array(x, {out});
+    std::memset(gba.mutable_data(), 0, gba.nbytes());
+  }
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* gyp = cptr<T>(gy);
+    const T* xp = cptr<T>(x);
+    const T* wp = cptr<T>(w);
+    T* gxp = need_input ? mptr<T>(gxa) : nullptr;
+    T* gwp = need_weight ? mptr<T>(gwa) : nullptr;
+    T* gbp = need_bias ? mptr<T>(gba) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::linear_backward<T>(gyp, xp, wp, gxp, gwp, gbp, M, in, out);
+  });
+  return {need_input ? py::object(gxa) : py::none(), need_weight ? py::object(gwa) : py::none(),
+          need_bias ? py::object(gba) : py::none()};
+}
+
+py::array gemm_op(const py::array& a, const py::array& b, bool trans_a, bool trans_b) {
+  input(a, "a");
+  input(b, "b");
+  require_same_dtype(a, "a", b, "b");
+  require_ndim(a, "a", 2, 2);
+  require_ndim(b, "b", 2, 2);
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  CNNFAST_CHECK(K == Kb, ValueError, "b: expected ", K, " rows in op(b) to match op(a)'s columns, got ", Kb);
+  py::array c = new_array(a, {M, N});
+  const int64_t lda = a.shape(1), ldb = b.shape(1);
+  dispatch_float(float_dtype(a, "a"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* ap = cptr<T>(a);
+    const T* bp = cptr<T>(b);
+    T* cp = mptr<T>(c);
+    py::gil_scoped_release nogil;
+    cpu::gemm<T>(M, N, K, ap, trans_a ? 1 : lda, trans_a ? lda : 1, bp, trans_b ? 1 : ldb, trans_b ? ldb : 1, cp, N,
+                 false);
+  });
+  return c;
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+  const char* algo_doc = " algo: 'auto' (per-shape choice), 'gemm' (im2col + packed SGEMM) or 'winograd' "
+                         "(F(4x4,3x3); ValueError unless 2-D 3x3 stride 1 dilation 1).";
+  m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
+        (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
+                     "weight: (K, C/groups, *k); bias: (K,) or None; stride, dilation: one int per spatial dim; "
+                     "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
+                     "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
+         algo_doc)
+            .c_str());
+  m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
+        py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",
+        "Gradients of conv_forward: returns (grad_x (N, C, *in) | None, grad_weight (K, C/groups, *k) | None, "
+        "grad_bias (K,) | None), each computed only when asked for. algo affects grad_x only.");
+  m.def("conv_transpose_forward", &convt_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
+        py::arg("padding"), py::arg("output_padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("algo") = "auto",
+        (std::string("Transposed convolution (the adjoint of conv_forward, PyTorch's conv_transposeNd). "
+                     "x: (N, Cin, *in); weight: (Cin, Cout/groups, *k); bias: (Cout,) or None; padding: "
+                     "(start, end) pairs. Returns y (N, Cout, *out), out = (in-1)*stride - start - end + "
+                     "dilation*(k-1) + output_padding + 1.") +
+         algo_doc)
+            .c_str());
+  m.def("conv_transpose_backward", &convt_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
+        py::arg("stride"), py::arg("padding"), py::arg("output_padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("need_input") = true, py::arg("need_weight") = true, py::arg("need_bias") = true,
+        py::arg("algo") = "auto",
+        "Gradients of conv_transpose_forward: (grad_x (N, Cin, *in) | None, grad_weight (Cin, Cout/groups, *k) | "
+        "None, grad_bias (Cout,) | None).");
+  m.def("linear_forward", &linear_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        "Fully connected: x (M, in), weight (out, in), bias (out,) or None -> y (M, out) = x @ weight.T + bias.");
+  m.def("linear_backward", &linear_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
+        py::arg("need_input") = true, py::arg("need_weight") = true, py::arg("need_bias") = true,
+        "Gradients of linear_forward: (grad_x (M, in) | None, grad_weight (out, in) | None, grad_bias (out,) | "
+        "None).");
+  m.def("gemm", &gemm_op, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+        "op(a) @ op(b) on the library's GEMM (packed AVX2 SGEMM for float32, else the scalar reference); "
+        "a, b: 2-D, C-contiguous, same dtype.");
+  m.def(
+      "fma_peak_gflops",
+      [](int threads) {
+        CNNFAST_CHECK(threads >= 1, ValueError, "threads: expected a positive int, got ", threads);
+        CNNFAST_CHECK(cpu_supports_avx2_fma(), ValueError, "fma_peak_gflops: this CPU has no AVX2+FMA");
+        py::gil_scoped_release nogil;
+        return cpu::avx2_impl::fma_peak_gflops(threads);
+      },
+      py::arg("threads"), "float32 FMA peak of this machine in GFLOP/s, measured with our own AVX2 loop.");
+}
+
 }  // namespace cnnfast::bind

@@ -1,6 +1,362 @@
-// Bindings for the norm family (not yet implemented).
+// Bindings for the normalisation family (csrc/cpu/norm.h): argument checks,
+// output allocation, GIL release. Parameter gradients come back as fresh arrays
+// (zero-filled, then accumulated into by the kernel); the autograd layer adds
+// them to .grad.
+#include <cmath>
+#include <cstring>
+
+#include "bind/array.h"
 #include "bind/families.h"
+#include "cpu/norm.h"
 
 namespace cnnfast::bind {
-void bind_norm(pybind11::module_& m) {}
+namespace {
+
+struct NCS {
+  int64_t N = 1, C = 1, S = 1;
+};
+
+// x: (N, C, *spatial) viewed as (N, C, S).
+NCS ncs_of(const py::array& x, const char* name, int min_ndim) {
+  require_ndim(x, name, min_ndim, 32);
+  require_nonempty(x, name);
+  NCS v;
+  v.N = x.shape(0);
+  v.C = x.shape(1);
+  for (int i = 2; i < x.ndim(); ++i) v.S *= x.shape(i);
+  return v;
+}
+
+// An optional (C,)-shaped parameter of x's dtype; nullptr when None.
+template <class T>
+const T* opt_param(const py::object& o, const char* name, const py::array& x, int64_t len) {
+  if (o.is_none()) return nullptr;
+  CNNFAST_CHECK(py::isinstance<py::array>(o), TypeError, name, ": expected a NumPy array or None, got ",
+                py::str(py::type::of(o)).cast<std::string>());
+  py::array a = o.cast<py::array>();
+  input(a, name);
+  require_same_dtype(x, "input", a, name);
+  require_shape(a, name, {len});
+  return cptr<T>(a);
+}
+
+template <class T>
+T* opt_state(const py::object& o, const char* name, const py::array& x, int64_t len) {
+  if (o.is_none()) return nullptr;
+  const T* p = opt_param<T>(o, name, x, len);
+  py::array a = o.cast<py::array>();
+  require_writeable(a, name);
+  return const_cast<T*>(p);
+}
+
+py::array zeros_like_shape(const py::array& like, const std::vector<int64_t>& shape) {
+  py::array a = new_array(like, shape);
+  std::memset(a.mutable_data(), 0, a.nbytes());
+  return a;
+}
+
+void check_grad(const py::array& gy, const py::array& x) {
+  input(gy, "grad_output");
+  require_same_dtype(x, "input", gy, "grad_output");
+  require_shape(gy, "grad_output", shape_of(x));
+}
+
+void check_eps(double eps) {
+  CNNFAST_CHECK(eps >= 0 && std::isfinite(eps), ValueError, "eps: expected a finite value >= 0, got ", eps);
+}
+
+// ---- BatchNorm ---------------------------------------------------------------
+
+py::tuple batch_norm_fwd(const py::array& x, const py::object& weight, const py::object& bias,
+                         const py::object& running_mean, const py::object& running_var, bool training,
+                         double momentum, double eps) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_eps(eps);
+  if (training) {
+    CNNFAST_CHECK(d.N * d.S > 1, ValueError, "input: Expected more than 1 value per channel when training, got input size ",
+                  shape_str(shape_of(x)));
+  } else {
+    CNNFAST_CHECK(!running_mean.is_none(), ValueError, "running_mean: must be defined in evaluation mode");
+    CNNFAST_CHECK(!running_var.is_none(), ValueError, "running_var: must be defined in evaluation mode");
+  }
+  py::array y = new_array(x, shape_of(x));
+  py::array sm = new_array(x, {d.C}), sr = new_array(x, {d.C});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.C);
+    const T* b = opt_param<T>(bias, "bias", x, d.C);
+    T* rm = opt_state<T>(running_mean, "running_mean", x, d.C);
+    T* rv = opt_state<T>(running_var, "running_var", x, d.C);
+    const T* xp = cptr<T>(x);
+    T *yp = mptr<T>(y), *smp = mptr<T>(sm), *srp = mptr<T>(sr);
+    py::gil_scoped_release nogil;
+    cpu::batch_norm_forward<T>(xp, yp, d.N, d.C, d.S, w, b, rm, rv, training, momentum, eps, smp, srp);
+  });
+  return py::make_tuple(y, sm, sr);
+}
+
+py::tuple batch_norm_bwd(const py::array& gy, const py::array& x, const py::object& weight, const py::array& sm,
+                         const py::array& sr, bool training) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_grad(gy, x);
+  for (auto [a, n] : {std::pair{&sm, "save_mean"}, std::pair{&sr, "save_rstd"}}) {
+    input(*a, n);
+    require_same_dtype(x, "input", *a, n);
+    require_shape(*a, n, {d.C});
+  }
+  py::array gx = new_array(x, shape_of(x));
+  py::array gw = zeros_like_shape(x, {d.C}), gb = zeros_like_shape(x, {d.C});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.C);
+    const T *gp = cptr<T>(gy), *xp = cptr<T>(x), *mp = cptr<T>(sm), *rp = cptr<T>(sr);
+    T *gxp = mptr<T>(gx), *gwp = mptr<T>(gw), *gbp = mptr<T>(gb);
+    py::gil_scoped_release nogil;
+    cpu::batch_norm_backward<T>(gp, xp, gxp, d.N, d.C, d.S, w, mp, rp, training, gwp, gbp);
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+// ---- GroupNorm / InstanceNorm ---------------------------------------------------
+
+py::tuple group_norm_fwd(const py::array& x, int64_t G, const py::object& weight, const py::object& bias, double eps) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_eps(eps);
+  CNNFAST_CHECK(G > 0 && d.C % G == 0, ValueError,
+                "num_groups: expected a positive divisor of the number of channels ", d.C, ", got ", G,
+                " (input shape ", shape_str(shape_of(x)), ")");
+  py::array y = new_array(x, shape_of(x));
+  py::array mean = new_array(x, {d.N, G}), rstd = new_array(x, {d.N, G});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.C);
+    const T* b = opt_param<T>(bias, "bias", x, d.C);
+    const T* xp = cptr<T>(x);
+    T *yp = mptr<T>(y), *mp = mptr<T>(mean), *rp = mptr<T>(rstd);
+    py::gil_scoped_release nogil;
+    cpu::group_norm_forward<T>(xp, yp, d.N, d.C, d.S, G, w, b, eps, mp, rp, nullptr);
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+py::tuple group_norm_bwd(const py::array& gy, const py::array& x, int64_t G, const py::object& weight,
+                         const py::array& mean, const py::array& rstd) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_grad(gy, x);
+  CNNFAST_CHECK(G > 0 && d.C % G == 0, ValueError,
+                "num_groups: expected a positive divisor of the number of channels ", d.C, ", got ", G);
+  for (auto [a, n] : {std::pair{&mean, "mean"}, std::pair{&rstd, "rstd"}}) {
+    input(*a, n);
+    require_same_dtype(x, "input", *a, n);
+    require_shape(*a, n, {d.N, G});
+  }
+  py::array gx = new_array(x, shape_of(x));
+  py::array gw = zeros_like_shape(x, {d.C}), gb = zeros_like_shape(x, {d.C});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.C);
+    const T *gp = cptr<T>(gy), *xp = cptr<T>(x), *mp = cptr<T>(mean), *rp = cptr<T>(rstd);
+    T *gxp = mptr<T>(gx), *gwp = mptr<T>(gw), *gbp = mptr<T>(gb);
+    py::gil_scoped_release nogil;
+    cpu::group_norm_backward<T>(gp, xp, gxp, d.N, d.C, d.S, G, w, mp, rp, gwp, gbp);
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+// InstanceNorm with input statistics: GroupNorm with one channel per group, plus
+// the running statistics (the per-sample statistics averaged over the batch).
+py::tuple instance_norm_fwd(const py::array& x, const py::object& weight, const py::object& bias,
+                            const py::object& running_mean, const py::object& running_var, double momentum,
+                            double eps) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_eps(eps);
+  CNNFAST_CHECK(d.S > 1, ValueError, "input: Expected more than 1 spatial element when training, got input size ",
+                shape_str(shape_of(x)));
+  py::array y = new_array(x, shape_of(x));
+  py::array mean = new_array(x, {d.N, d.C}), rstd = new_array(x, {d.N, d.C}), var = new_array(x, {d.N, d.C});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.C);
+    const T* b = opt_param<T>(bias, "bias", x, d.C);
+    T* rm = opt_state<T>(running_mean, "running_mean", x, d.C);
+    T* rv = opt_state<T>(running_var, "running_var", x, d.C);
+    const T* xp = cptr<T>(x);
+    T *yp = mptr<T>(y), *mp = mptr<T>(mean), *rp = mptr<T>(rstd), *vp = mptr<T>(var);
+    py::gil_scoped_release nogil;
+    cpu::group_norm_forward<T>(xp, yp, d.N, d.C, d.S, d.C, w, b, eps, mp, rp, vp);
+    const double unbias = double(d.S) / double(d.S - 1);
+    for (int64_t c = 0; c < d.C; ++c) {
+      double sm = 0, sv = 0;
+      for (int64_t n = 0; n < d.N; ++n) {
+        sm += mp[n * d.C + c];
+        sv += vp[n * d.C + c];
+      }
+      if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * sm / double(d.N));
+      if (rv) rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * unbias * sv / double(d.N));
+    }
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+// ---- LayerNorm -------------------------------------------------------------------
+
+struct RL {
+  int64_t R = 1, L = 1;
+};
+
+RL rl_of(const py::array& x, int64_t normalized_ndim) {
+  require_nonempty(x, "input");
+  CNNFAST_CHECK(normalized_ndim >= 1 && normalized_ndim <= x.ndim(), ValueError,
+                "normalized_ndim: expected 1 to ", x.ndim(), " (the rank of input ", shape_str(shape_of(x)),
+                "), got ", normalized_ndim);
+  RL v;
+  for (int i = 0; i < x.ndim(); ++i) (i < x.ndim() - normalized_ndim ? v.R : v.L) *= x.shape(i);
+  return v;
+}
+
+std::vector<int64_t> lead_shape(const py::array& x, int64_t normalized_ndim) {
+  auto s = shape_of(x);
+  return std::vector<int64_t>(s.begin(), s.end() - normalized_ndim);
+}
+
+py::tuple layer_norm_fwd(const py::array& x, int64_t nd, const py::object& weight, const py::object& bias,
+                         double eps) {
+  DType dt = input(x, "input");
+  RL d = rl_of(x, nd);
+  check_eps(eps);
+  py::array y = new_array(x, shape_of(x));
+  py::array mean = new_array(x, lead_shape(x, nd)), rstd = new_array(x, lead_shape(x, nd));
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.L);
+    const T* b = opt_param<T>(bias, "bias", x, d.L);
+    const T* xp = cptr<T>(x);
+    T *yp = mptr<T>(y), *mp = mptr<T>(mean), *rp = mptr<T>(rstd);
+    py::gil_scoped_release nogil;
+    cpu::layer_norm_forward<T>(xp, yp, d.R, d.L, w, b, eps, mp, rp);
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+py::tuple layer_norm_bwd(const py::array& gy, const py::array& x, int64_t nd, const py::object& weight,
+                         const py::array& mean, const py::array& rstd, bool need_params) {
+  DType dt = input(x, "input");
+  RL d = rl_of(x, nd);
+  check_grad(gy, x);
+  for (auto [a, n] : {std::pair{&mean, "mean"}, std::pair{&rstd, "rstd"}}) {
+    input(*a, n);
+    require_same_dtype(x, "input", *a, n);
+    CNNFAST_CHECK(a->size() == d.R, ValueError, n, ": expected ", d.R, " values, got shape ",
+                  shape_str(shape_of(*a)));
+  }
+  py::array gx = new_array(x, shape_of(x));
+  py::array gw = zeros_like_shape(x, {d.L}), gb = zeros_like_shape(x, {d.L});
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = opt_param<T>(weight, "weight", x, d.L);
+    const T *gp = cptr<T>(gy), *xp = cptr<T>(x), *mp = cptr<T>(mean), *rp = cptr<T>(rstd);
+    T *gxp = mptr<T>(gx), *gwp = need_params ? mptr<T>(gw) : nullptr, *gbp = need_params ? mptr<T>(gb) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::layer_norm_backward<T>(gp, xp, gxp, d.R, d.L, w, mp, rp, gwp, gbp);
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+// ---- LRN -----------------------------------------------------------------------
+
+void check_lrn(int64_t size, double alpha, double beta, double k) {
+  CNNFAST_CHECK(size >= 1, ValueError, "size: expected a window of at least 1 channel, got ", size);
+  CNNFAST_CHECK(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k), ValueError,
+                "alpha, beta, k: expected finite values, got ", alpha, ", ", beta, ", ", k);
+}
+
+py::tuple lrn_fwd(const py::array& x, int64_t size, double alpha, double beta, double k) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_lrn(size, alpha, beta, k);
+  py::array y = new_array(x, shape_of(x)), den = new_array(x, shape_of(x));
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    T *yp = mptr<T>(y), *dp = mptr<T>(den);
+    py::gil_scoped_release nogil;
+    cpu::lrn_forward<T>(xp, yp, dp, d.N, d.C, d.S, size, alpha, beta, k);
+  });
+  return py::make_tuple(y, den);
+}
+
+py::array lrn_bwd(const py::array& gy, const py::array& x, const py::array& y, const py::array& den, int64_t size,
+                  double alpha, double beta) {
+  DType dt = input(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_grad(gy, x);
+  check_lrn(size, alpha, beta, 1.0);
+  for (auto [a, n] : {std::pair{&y, "output"}, std::pair{&den, "denom"}}) {
+    input(*a, n);
+    require_same_dtype(x, "input", *a, n);
+    require_shape(*a, n, shape_of(x));
+  }
+  py::array gx = new_array(x, shape_of(x));
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T *gp = cptr<T>(gy), *xp = cptr<T>(x), *yp = cptr<T>(y), *dp = cptr<T>(den);
+    T* gxp = mptr<T>(gx);
+    py::gil_scoped_release nogil;
+    cpu::lrn_backward<T>(gp, xp, yp, dp, gxp, d.N, d.C, d.S, size, alpha, beta);
+  });
+  return gx;
+}
+
+}  // namespace
+
+void bind_norm(py::module_& m) {
+  auto none = py::none();
+  m.def("batch_norm_forward", &batch_norm_fwd, py::arg("input"), py::arg("weight") = none, py::arg("bias") = none,
+        py::arg("running_mean") = none, py::arg("running_var") = none, py::arg("training") = false,
+        py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
+        "BatchNorm. input: (N, C, *); weight, bias, running_mean, running_var: (C,) or None. Training uses batch "
+        "statistics and updates running_mean/var in place (unbiased variance). Returns (y, save_mean, save_rstd).");
+  m.def("batch_norm_backward", &batch_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("weight"),
+        py::arg("save_mean"), py::arg("save_rstd"), py::arg("training"),
+        "Returns (grad_input, grad_weight, grad_bias); grad_weight/grad_bias: (C,).");
+  m.def("group_norm_forward", &group_norm_fwd, py::arg("input"), py::arg("num_groups"), py::arg("weight") = none,
+        py::arg("bias") = none, py::arg("eps") = 1e-5,
+        "GroupNorm. input: (N, C, *), C divisible by num_groups; weight, bias: (C,) or None. "
+        "Returns (y, mean, rstd) with mean, rstd: (N, num_groups).");
+  m.def("group_norm_backward", &group_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("num_groups"),
+        py::arg("weight"), py::arg("mean"), py::arg("rstd"), "Returns (grad_input, grad_weight, grad_bias).");
+  m.def("instance_norm_forward", &instance_norm_fwd, py::arg("input"), py::arg("weight") = none,
+        py::arg("bias") = none, py::arg("running_mean") = none, py::arg("running_var") = none,
+        py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
+        "InstanceNorm with per-(n, c) statistics. input: (N, C, *spatial), more than one spatial element. "
+        "running_mean/var (C,) are updated in place when given. Returns (y, mean, rstd), mean, rstd: (N, C). "
+        "Evaluation with running statistics is batch_norm_forward(training=False).");
+  m.def("instance_norm_backward",
+        [](const py::array& gy, const py::array& x, const py::object& w, const py::array& mean, const py::array& rstd) {
+          require_ndim(x, "input", 3, 32);
+          return group_norm_bwd(gy, x, x.shape(1), w, mean, rstd);
+        },
+        py::arg("grad_output"), py::arg("input"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
+        "Returns (grad_input, grad_weight, grad_bias).");
+  m.def("layer_norm_forward", &layer_norm_fwd, py::arg("input"), py::arg("normalized_ndim"), py::arg("weight") = none,
+        py::arg("bias") = none, py::arg("eps") = 1e-5,
+        "LayerNorm over the last normalized_ndim dims. weight, bias: flattened (prod(normalized_shape),) or None. "
+        "Returns (y, mean, rstd) with mean, rstd of the leading shape.");
+  m.def("layer_norm_backward", &layer_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("normalized_ndim"),
+        py::arg("weight"), py::arg("mean"), py::arg("rstd"), py::arg("need_param_grads") = true,
+        "Returns (grad_input, grad_weight, grad_bias) (the last two flattened; zeros if not requested).");
+  m.def("local_response_norm_forward", &lrn_fwd, py::arg("input"), py::arg("size"), py::arg("alpha") = 1e-4,
+        py::arg("beta") = 0.75, py::arg("k") = 1.0,
+        "LRN across channels: y = x / (k + alpha/size * sum_window x^2)^beta. input: (N, C, *), rank >= 3. "
+        "Returns (y, denom) with denom = k + alpha/size * sum_window x^2.");
+  m.def("local_response_norm_backward", &lrn_bwd, py::arg("grad_output"), py::arg("input"), py::arg("output"),
+        py::arg("denom"), py::arg("size"), py::arg("alpha") = 1e-4, py::arg("beta") = 0.75,
+        "grad_input of LRN from the forward's input, output and denom.");
+}
+
 }  // namespace cnnfast::bind

@@ -1,2 +1,278 @@
-"""The conv family (not yet implemented)."""
-__all__: list = []
+"""Convolution and fully connected layers with ``torch.nn.functional``'s names.
+
+``conv1d/conv2d/conv3d`` take ``input`` (N, C, *in) (or unbatched (C, *in)) and
+``weight`` (K, C/groups, *k); ``conv_transpose1d/2d/3d`` take ``weight``
+(C_in, C_out/groups, *k) as PyTorch does; ``linear`` takes ``input`` (*, in) and
+``weight`` (out, in). All are differentiable and run on the kernels of
+``cnnfast._C`` (``conv_forward``/``conv_backward``, ``conv_transpose_forward``/
+``conv_transpose_backward``, ``linear_forward``/``linear_backward``).
+
+Padding for convolutions accepts an int, one int per spatial dim, explicit
+``((start, end), ...)`` pairs, or the strings
+
+* ``"valid"``: no padding;
+* ``"same"``: the CS-230 asymmetric rule for any stride: per dim
+  ``total = max((ceil(I/S) - 1)*S + D*(F - 1) + 1 - I, 0)``, ``start = total // 2``,
+  the extra one at the end, so the output size is ``ceil(I / S)``;
+* ``"full"``: ``D*(F - 1)`` on each side.
+
+The extra keyword ``algo`` ("auto", "gemm", "winograd") forces the algorithm;
+"winograd" raises ValueError unless the layer is 2-D 3x3, stride 1, dilation 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _C
+from ..autograd import Function
+from ._util import as_tuple, check_tensor, contiguous
+
+__all__ = [
+    "conv1d", "conv2d", "conv3d",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "linear", "conv_output_size", "conv_transpose_output_size", "resolve_padding",
+]
+
+_ALGOS = ("auto", "gemm", "winograd")
+
+
+def resolve_padding(padding, input_size, kernel_size, stride=1, dilation=1) -> tuple:
+    """Explicit ((start, end), ...) pairs, one per spatial dim.
+
+    padding: int | sequence of ints | sequence of (start, end) pairs | "valid" | "same" | "full".
+    input_size, kernel_size: one int per spatial dim (their length fixes the dim count);
+    stride, dilation: int or one per dim.
+    """
+    n = len(input_size)
+    stride = as_tuple(stride, n, "stride")
+    dilation = as_tuple(dilation, n, "dilation")
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return ((0, 0),) * n
+        if mode == "same":
+            pairs = []
+            for i, f, s, d in zip(input_size, kernel_size, stride, dilation):
+                total = max((math.ceil(i / s) - 1) * s + d * (f - 1) + 1 - i, 0)
+                pairs.append((total // 2, total - total // 2))
+            return tuple(pairs)
+        if mode == "full":
+            return tuple((d * (f - 1), d * (f - 1)) for f, d in zip(kernel_size, dilation))
+        raise ValueError(f"padding: expected 'valid', 'same' or 'full', got {padding!r}")
+    if isinstance(padding, (int, np.integer)):
+        pairs = ((int(padding), int(padding)),) * n
+    else:
+        items = list(padding)
+        if len(items) != n:
+            raise ValueError(f"padding: expected an int, {n} ints or {n} (start, end) pairs, got {padding!r}")
+        pairs = []
+        for p in items:
+            if isinstance(p, (int, np.integer)):
+                pairs.append((int(p), int(p)))
+            else:
+                p = tuple(int(v) for v in p)
+                if len(p) != 2:
+                    raise ValueError(f"padding: expected (start, end) pairs, got {padding!r}")
+                pairs.append(p)
+        pairs = tuple(pairs)
+    for p in pairs:
+        if p[0] < 0 or p[1] < 0:
+            raise ValueError(f"padding: expected non-negative values, got {padding!r}")
+    return pairs
+
+
+def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+    """One spatial output size of a convolution: floor((I + p0 + p1 - D*(F-1) - 1) / S) + 1.
+
+    padding: an int (both sides), a (start, end) pair, or "valid" / "same" / "full".
+    """
+    (p0, p1), = resolve_padding(padding if isinstance(padding, (str, int, np.integer)) else [padding],
+                                (input_size,), (kernel_size,), stride, dilation)
+    return (input_size + p0 + p1 - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0,
+                               output_padding: int = 0, dilation: int = 1) -> int:
+    """(I - 1)*S - p0 - p1 + D*(F - 1) + output_padding + 1 (padding: int or (start, end))."""
+    p0, p1 = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
+    return (input_size - 1) * stride - p0 - p1 + dilation * (kernel_size - 1) + output_padding + 1
+
+
+def _check_algo(algo):
+    if algo not in _ALGOS:
+        raise ValueError(f"algo: expected one of {_ALGOS}, got {algo!r}")
+
+
+def _batched(input, nd: int, name: str):
+    """(input array, whether it was unbatched); ValueError for a wrong rank."""
+    if input.ndim == nd + 2:
+        return False
+    if input.ndim == nd + 1:
+        return True
+    raise ValueError(f"{name}: expected input of {nd + 1} (unbatched) or {nd + 2} (batched) dimensions, "
+                     f"got shape {tuple(input.shape)}")
+
+
+class _Conv(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, dilation, groups, algo, unbatched):
+        x = contiguous(x[None] if unbatched else x)
+        weight = contiguous(weight)
+        bias = None if bias is None else contiguous(bias)
+        y = _C.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
+        ctx.save_for_backward(x, weight)
+        ctx.params = (stride, pads, dilation, groups)
+        ctx.algo, ctx.unbatched, ctx.has_bias = algo, unbatched, bias is not None
+        return y[0] if unbatched else y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        g = contiguous(g[None] if ctx.unbatched else g)
+        need = ctx.needs_input_grad
+        gx, gw, gb = _C.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
+                                      need_bias=ctx.has_bias and need[2], algo=ctx.algo)
+        if gx is not None and ctx.unbatched:
+            gx = gx[0]
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+class _ConvTranspose(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, output_padding, dilation, groups, algo, unbatched):
+        x = contiguous(x[None] if unbatched else x)
+        weight = contiguous(weight)
+        bias = None if bias is None else contiguous(bias)
+        y = _C.conv_transpose_forward(x, weight, bias, stride, pads, output_padding, dilation, groups, algo)
+        ctx.save_for_backward(x, weight)
+        ctx.params = (stride, pads, output_padding, dilation, groups)
+        ctx.algo, ctx.unbatched, ctx.has_bias = algo, unbatched, bias is not None
+        return y[0] if unbatched else y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        g = contiguous(g[None] if ctx.unbatched else g)
+        need = ctx.needs_input_grad
+        gx, gw, gb = _C.conv_transpose_backward(g, x, weight, *ctx.params, need_input=need[0],
+                                                need_weight=need[1], need_bias=ctx.has_bias and need[2],
+                                                algo=ctx.algo)
+        if gx is not None and ctx.unbatched:
+            gx = gx[0]
+        return gx, gw, gb, None, None, None, None, None, None, None
+
+
+def _check_args(input, weight, bias):
+    check_tensor(input, "input")
+    check_tensor(weight, "weight")
+    if bias is not None:
+        check_tensor(bias, "bias")
+
+
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, algo):
+    _check_args(input, weight, bias)
+    _check_algo(algo)
+    name = f"conv{nd}d"
+    unbatched = _batched(input, nd, name)
+    if weight.ndim != nd + 2:
+        raise ValueError(f"weight: expected {nd + 2} dimensions (out, in/groups, *kernel), got shape "
+                         f"{tuple(weight.shape)}")
+    stride = as_tuple(stride, nd, "stride")
+    dilation = as_tuple(dilation, nd, "dilation")
+    in_size = tuple(input.shape[-nd:])
+    pads = resolve_padding(padding, in_size, tuple(weight.shape[2:]), stride, dilation)
+    return _Conv.apply(input, weight, bias, list(stride), [list(p) for p in pads], list(dilation), int(groups),
+                       algo, unbatched)
+
+
+def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, algo):
+    _check_args(input, weight, bias)
+    _check_algo(algo)
+    unbatched = _batched(input, nd, f"conv_transpose{nd}d")
+    if weight.ndim != nd + 2:
+        raise ValueError(f"weight: expected {nd + 2} dimensions (in, out/groups, *kernel), got shape "
+                         f"{tuple(weight.shape)}")
+    if isinstance(padding, str):
+        raise ValueError(f"padding: transposed convolutions take ints or (start, end) pairs, got {padding!r}")
+    stride = as_tuple(stride, nd, "stride")
+    dilation = as_tuple(dilation, nd, "dilation")
+    output_padding = as_tuple(output_padding, nd, "output_padding")
+    pads = resolve_padding(padding, tuple(input.shape[-nd:]), tuple(weight.shape[2:]), stride, dilation)
+    return _ConvTranspose.apply(input, weight, bias, list(stride), [list(p) for p in pads], list(output_padding),
+                                list(dilation), int(groups), algo, unbatched)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
+    """1-D convolution. input (N, C, L) or (C, L); weight (K, C/groups, kL); bias (K,). -> (N, K, L_out)."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, algo)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
+    """2-D convolution. input (N, C, H, W) or (C, H, W); weight (K, C/groups, kH, kW); bias (K,).
+    -> (N, K, H_out, W_out), H_out = floor((H + pad_top + pad_bottom - dilation*(kH-1) - 1)/stride) + 1."""
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, algo)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
+    """3-D convolution. input (N, C, D, H, W) or (C, D, H, W); weight (K, C/groups, kD, kH, kW). -> (N, K, Do, Ho, Wo)."""
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, algo)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algo="auto"):
+    """1-D transposed convolution. input (N, C_in, L); weight (C_in, C_out/groups, kL); bias (C_out,).
+    -> (N, C_out, (L-1)*stride - 2*padding + dilation*(kL-1) + output_padding + 1)."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation, algo)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algo="auto"):
+    """2-D transposed convolution. input (N, C_in, H, W); weight (C_in, C_out/groups, kH, kW); bias (C_out,).
+    -> (N, C_out, H_out, W_out), H_out = (H-1)*stride - 2*padding + dilation*(kH-1) + output_padding + 1."""
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation, algo)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algo="auto"):
+    """3-D transposed convolution. input (N, C_in, D, H, W); weight (C_in, C_out/groups, kD, kH, kW)."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation, algo)
+
+
+class _Linear(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        lead = x.shape[:-1]
+        x2 = contiguous(x.reshape(-1, x.shape[-1]))
+        weight = contiguous(weight)
+        bias = None if bias is None else contiguous(bias)
+        y = _C.linear_forward(x2, weight, bias)
+        ctx.save_for_backward(x2, weight)
+        ctx.lead, ctx.has_bias = lead, bias is not None
+        return y.reshape(lead + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g2 = contiguous(g.reshape(-1, weight.shape[0]))
+        gx, gw, gb = _C.linear_backward(g2, x2, weight, need_input=need[0], need_weight=need[1],
+                                        need_bias=ctx.has_bias and need[2])
+        if gx is not None:
+            gx = gx.reshape(ctx.lead + (x2.shape[1],))
+        return gx, gw, gb
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias. input (*, in_features); weight (out_features, in_features);
+    bias (out_features,). -> (*, out_features)."""
+    _check_args(input, weight, bias)
+    if input.ndim < 1:
+        raise ValueError("input: expected at least 1 dimension (*, in_features), got a scalar")
+    if weight.ndim != 2:
+        raise ValueError(f"weight: expected 2 dimensions (out_features, in_features), got shape {tuple(weight.shape)}")
+    if input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input: expected last dimension {weight.shape[1]} (weight's in_features), got shape "
+                         f"{tuple(input.shape)}")
+    return _Linear.apply(input, weight, bias)

@@ -1,0 +1,148 @@
+"""Convolution benchmark: cnnfast vs PyTorch side by side, float32, 2 threads.
+
+For each layer prints the median time after warm-up of the forward pass and of
+forward + backward (grad input, weight and bias), the GFLOP/s in direct-
+convolution FLOPs (2*N*K*C/g*kh*kw*Ho*Wo per pass, x3 for forward+backward),
+the percent of this machine's FMA peak (measured by cnnfast._C.fma_peak_gflops)
+and the ratio PyTorch time / cnnfast time (> 1: cnnfast is faster), then the
+geometric means.
+
+    python benchmarks/bench_conv.py            # full run
+    python benchmarks/bench_conv.py --quick    # smaller batches, fewer repeats
+    python benchmarks/bench_conv.py --algo gemm
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+
+import cnnfast
+from cnnfast import _C
+
+# name, N, C, H(=W), K, kernel, stride, pad, groups, transposed
+LAYERS = [
+    ("resnet 3x3 c64", 8, 64, 56, 64, 3, 1, 1, 1, False),
+    ("resnet 3x3 c128", 16, 128, 28, 128, 3, 1, 1, 1, False),
+    ("resnet 3x3 c256", 32, 256, 14, 256, 3, 1, 1, 1, False),
+    ("1x1 c256->64", 8, 256, 56, 64, 1, 1, 0, 1, False),
+    ("alexnet 11x11 s4", 8, 3, 227, 96, 11, 4, 0, 1, False),
+    ("cifar 5x5", 64, 3, 32, 32, 5, 1, 2, 1, False),
+    ("depthwise 3x3 c128", 8, 128, 56, 128, 3, 1, 1, 128, False),
+    ("transposed 4x4 s2", 8, 128, 28, 64, 4, 2, 1, 1, True),
+]
+
+
+def median_times(fns, repeats: int, warmup: int) -> list:
+    """Median seconds of each fn; the fns take turns in every repeat, so a burst of
+    load from other processes hits both libraries alike rather than one of them."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def layer_flops(N, C, H, K, k, s, p, g, transposed) -> float:
+    if transposed:  # the direct FLOPs of the equivalent convolution: every input pixel meets every tap
+        return 2.0 * N * C * (K // g) * k * k * H * H
+    Ho = (H + 2 * p - k) // s + 1
+    return 2.0 * N * K * (C // g) * k * k * Ho * Ho
+
+
+def run_layer(layer, quick: bool, algo: str, repeats: int):
+    name, N, C, H, K, k, s, p, g, transposed = layer
+    if quick:
+        N = max(1, N // 4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    if transposed:
+        w = (rng.standard_normal((C, K // g, k, k)) * 0.05).astype(np.float32)
+    else:
+        w = (rng.standard_normal((K, C // g, k, k)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    pads = [[p, p], [p, p]]
+    use_algo = algo
+    if use_algo == "winograd" and not (k == 3 and s == 1):
+        use_algo = "auto"
+
+    if transposed:
+        fwd = lambda: _C.conv_transpose_forward(x, w, b, [s, s], pads, [0, 0], [1, 1], g, use_algo)
+    else:
+        fwd = lambda: _C.conv_forward(x, w, b, [s, s], pads, [1, 1], g, use_algo)
+    y = fwd()
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    if transposed:
+        bwd = lambda: _C.conv_transpose_backward(gy, x, w, [s, s], pads, [0, 0], [1, 1], g, algo=use_algo)
+    else:
+        bwd = lambda: _C.conv_backward(gy, x, w, [s, s], pads, [1, 1], g, algo=use_algo)
+
+    def ours_both():
+        fwd()
+        bwd()
+
+    tx = torch.tensor(x)
+    tw = torch.tensor(w)
+    tb = torch.tensor(b)
+    tgy = torch.tensor(gy)
+    op = TF.conv_transpose2d if transposed else TF.conv2d
+
+    def torch_fwd():
+        with torch.no_grad():
+            op(tx, tw, tb, stride=s, padding=p, groups=g)
+
+    txg, twg, tbg = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
+
+    def torch_both():
+        txg.grad = twg.grad = tbg.grad = None
+        op(txg, twg, tbg, stride=s, padding=p, groups=g).backward(tgy)
+
+    warm = 1 if quick else 2
+    t = dict(zip(("ours_f", "torch_f"), median_times([fwd, torch_fwd], repeats, warm)))
+    t.update(zip(("ours_fb", "torch_fb"), median_times([ours_both, torch_both], repeats, warm)))
+    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed), t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="batch/4 and 5 repeats")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--algo", default="auto", choices=["auto", "gemm", "winograd"])
+    args = ap.parse_args()
+    repeats = args.repeats or (5 if args.quick else 11)
+    cnnfast.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    peak = _C.fma_peak_gflops(args.threads)
+    print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
+          f"{args.threads} threads, algo={args.algo}, measured FMA peak {peak:.1f} GFLOP/s")
+    hdr = (f"{'layer':<22}{'N':>4} | {'fwd ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7} | "
+           f"{'f+b ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7}")
+    print(hdr)
+    print("-" * len(hdr))
+    rf, rfb = [], []
+    for layer in LAYERS:
+        name, N, flops, t = run_layer(layer, args.quick, args.algo, repeats)
+        gf, gfb = flops / t["ours_f"] * 1e-9, 3 * flops / t["ours_fb"] * 1e-9
+        r1, r2 = t["torch_f"] / t["ours_f"], t["torch_fb"] / t["ours_fb"]
+        rf.append(r1)
+        rfb.append(r2)
+        print(f"{name:<22}{N:>4} | {t['ours_f'] * 1e3:>8.2f}{t['torch_f'] * 1e3:>8.2f}{gf:>7.1f}"
+              f"{100 * gf / peak:>5.0f}{r1:>7.2f} | {t['ours_fb'] * 1e3:>8.2f}{t['torch_fb'] * 1e3:>8.2f}"
+              f"{gfb:>7.1f}{100 * gfb / peak:>5.0f}{r2:>7.2f}", flush=True)
+    geo = lambda v: math.exp(sum(math.log(r) for r in v) / len(v))
+    print("-" * len(hdr))
+    print(f"geometric mean ratio (torch time / cnnfast time): forward {geo(rf):.2f}, forward+backward {geo(rfb):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+// Convolution (1-D, 2-D, 3-D; strides, dilation, groups, explicit (start, end)
+// padding) and its two backward passes, on the GEMM of gemm.h.
+//
+// Every problem is carried as 3-D: a 1-D or 2-D convolution is a 3-D one whose
+// leading spatial sizes, kernel sizes, strides and dilations are 1 and pads 0.
+// Layouts (PyTorch): x (N, C, D, H, W), weight (K, C/groups, kD, kH, kW),
+// y (N, K, Do, Ho, Wo). Transposed convolution is the adjoint of this one: its
+// forward is conv_backward_data and its weight layout (C_in, C_out/groups, k...)
+// is exactly `weight` with K = C_in, C = C_out (see the binding layer).
+//
+// Gradient contract: conv_backward_data writes grad_x (=); conv_backward_weight
+// and bias_backward accumulate into grad_w / grad_b (+=).
+//
+// Algorithms: im2col + GEMM for every shape (a 1x1 stride-1 unpadded layer skips
+// im2col and multiplies the input directly), and Winograd F(4x4, 3x3) for 2-D
+// 3x3 stride-1 dilation-1 layers (winograd.h). ConvAlgo::Auto picks per shape
+// with choose_algo(); see its comment for the rule.
+#pragma once
+#include <cstdint>
+
+namespace cnnfast::cpu {
+
+struct ConvShape {
+  int64_t N = 1, C = 1, K = 1, groups = 1;
+  int64_t in[3] = {1, 1, 1};   // D, H, W of x
+  int64_t out[3] = {1, 1, 1};  // D, H, W of y
+  int64_t k[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1};
+  int64_t dil[3] = {1, 1, 1};
+  int64_t pad0[3] = {0, 0, 0};  // padding before each spatial dim
+  int64_t pad1[3] = {0, 0, 0};  // padding after
+
+  int64_t Cg() const { return C / groups; }
+  int64_t Kg() const { return K / groups; }
+  int64_t in_size() const { return in[0] * in[1] * in[2]; }
+  int64_t out_size() const { return out[0] * out[1] * out[2]; }
+  int64_t k_size() const { return k[0] * k[1] * k[2]; }
+  // The output size the padding and kernel imply (floor division, as PyTorch).
+  static int64_t natural_out(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1) {
+    return (in + p0 + p1 - d * (k - 1) - 1) / s + 1;
+  }
+};
+
+// Direct is the depthwise kernel (conv_depthwise.h) for groups > 1 with one input
+// channel per group; Auto picks it there, and it is not offered to users.
+enum class ConvAlgo { Auto = 0, Gemm = 1, Winograd = 2, Direct = 3 };
+
+// Whether Winograd F(4x4, 3x3) computes this forward (2-D, 3x3, stride 1, dilation 1).
+bool winograd_applicable(const ConvShape& s);
+// The algorithm Auto resolves to for this forward / backward-data problem.
+ConvAlgo choose_algo(const ConvShape& s, bool is_float32);
+
+// y (N, K, out) = conv(x (N, C, in), w (K, C/g, k)). Writes every element of y.
+template <class T>
+void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, ConvAlgo algo);
+
+// grad_x (N, C, in) = conv^T(grad_y (N, K, out), w). Writes (=) every element.
+template <class T>
+void conv_backward_data(const ConvShape& s, const T* grad_y, const T* w, T* grad_x, ConvAlgo algo);
+
+// grad_w (K, C/g, k) += correlation of grad_y with x.
+template <class T>
+void conv_backward_weight(const ConvShape& s, const T* grad_y, const T* x, T* grad_w, ConvAlgo algo);
+
+// y (N, C, S) += b[c] ; grad_b[c] += sum over N and S of grad_y.
+template <class T>
+void bias_forward(T* y, const T* b, int64_t N, int64_t C, int64_t S);
+template <class T>
+void bias_backward(const T* grad_y, T* grad_b, int64_t N, int64_t C, int64_t S);
+
+// Fully connected layer on the same GEMM: x (M, in), w (out, in), y (M, out).
+// linear_forward writes y = x w^T (+ b if b != nullptr); linear_backward writes
+// grad_x (if not null) and accumulates grad_w, grad_b (if not null).
+template <class T>
+void linear_forward(const T* x, const T* w, const T* b, T* y, int64_t M, int64_t in, int64_t out);
+template <class T>
+void linear_backward(const T* grad_y, const T* x, const T* w, T* grad_x, T* grad_w, T* grad_b, int64_t M, int64_t in,
+                     int64_t out);
+
+namespace avx2_impl {
+// Depthwise plane kernels (conv_depthwise.h) built for AVX2; see that file.
+void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float* y);
+void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx);
+void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
+}  // namespace avx2_impl
+
+}  // namespace cnnfast::cpu

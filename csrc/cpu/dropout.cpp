@@ -1,0 +1,81 @@
+// Scalar reference dropout (float32 and float64), key derivation, and the
+// dispatch to the AVX2 elementwise kernel, threaded over element ranges. The
+// mask of an element depends only on its position, so any split of the range
+// between threads gives the same result.
+#include "cpu/dropout.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+
+namespace cnnfast::cpu {
+namespace {
+
+// ~50 us of work per chunk: waking a second thread for less costs more than it
+// saves, and far more when the machine is oversubscribed.
+constexpr int64_t kGrain = 1 << 17;
+
+uint64_t splitmix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+template <class T>
+constexpr bool is_f32 = std::is_same_v<T, float>;
+
+}  // namespace
+
+DropoutKey dropout_key(uint64_t seed, uint64_t offset, double p) {
+  DropoutKey k;
+  const uint64_t z = splitmix64(seed ^ splitmix64(offset));
+  k.k0 = static_cast<uint32_t>(z);
+  k.k1 = static_cast<uint32_t>(z >> 32);
+  k.drop_all = p >= 1.0;
+  const double t = std::floor(p * 4294967296.0);
+  k.threshold = t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(std::max(t, 0.0));
+  return k;
+}
+
+template <class T>
+void dropout_apply(const T* x, T* y, int64_t n, int64_t inner, double p, const DropoutKey& key) {
+  // 1/(1-p) rounded to T, as PyTorch's noise.div_(1 - p); p = 1 scales nothing.
+  const T scale = key.drop_all ? T(0) : T(1) / static_cast<T>(1.0 - p);
+  const bool vec = is_f32<T> && use_avx2() && inner == 1 && !key.drop_all;
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    if constexpr (is_f32<T>) {
+      if (vec) return avx2_impl::dropout_apply(x + b, y + b, e - b, static_cast<uint64_t>(b), key, scale);
+    }
+    if (inner == 1) {
+      for (int64_t i = b; i < e; ++i) y[i] = x[i] * (dropout_keep(key, static_cast<uint64_t>(i)) ? scale : T(0));
+      return;
+    }
+    // Channel dropout: one mask draw per plane, a constant multiply over its span.
+    for (int64_t i = b; i < e;) {
+      const int64_t plane = i / inner;
+      const int64_t stop = std::min(e, (plane + 1) * inner);
+      const T m = dropout_keep(key, static_cast<uint64_t>(plane)) ? scale : T(0);
+      for (; i < stop; ++i) y[i] = x[i] * m;
+    }
+  });
+}
+
+void dropout_mask(uint8_t* mask, int64_t n, const DropoutKey& key) {
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) mask[i] = dropout_keep(key, static_cast<uint64_t>(i)) ? 1 : 0;
+  });
+}
+
+template void dropout_apply<float>(const float*, float*, int64_t, int64_t, double, const DropoutKey&);
+template void dropout_apply<double>(const double*, double*, int64_t, int64_t, double, const DropoutKey&);
+
+#if !CNNFAST_HAVE_AVX2_BUILD
+namespace avx2_impl {
+void dropout_apply(const float*, float*, int64_t, uint64_t, const DropoutKey&, float) {}
+}  // namespace avx2_impl
+#endif
+
+}  // namespace cnnfast::cpu

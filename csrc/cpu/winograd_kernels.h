@@ -1,0 +1,124 @@
+// Source of the Winograd F(4x4,3x3) tile transforms, included by winograd.cpp
+// (generic build) and winograd_avx2.cpp (compiled with -mavx2 -mfma). Each TU
+// defines CNNFAST_WINO_NS first so the two builds are distinct symbols and the
+// linker can never hand the AVX2 copy to a CPU without AVX2. Tiles go eight at a
+// time through fixed-length lane loops that the compiler turns into vector code.
+// No standard-library calls in here for the same reason.
+#include <cstdint>
+
+#include "cpu/winograd.h"
+
+namespace cnnfast::cpu::CNNFAST_WINO_NS {
+
+constexpr int kLanes = 8;
+
+// V[xi][c][t] (xi < 36, stride Cg * count per xi) = B^T d B for every tile t
+// and channel c of x (Cg, H, W per image; t.base selects the image).
+template <class T>
+void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V) {
+  const int64_t plane = H * W, nt = t.count, xi_stride = Cg * nt;
+  for (int64_t c = 0; c < Cg; ++c) {
+    for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
+      const int L = (nt - t0) < kLanes ? int(nt - t0) : kLanes;
+      T d[36][kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        if (l >= L) {
+          for (int i = 0; i < 36; ++i) d[i][l] = T(0);
+          continue;
+        }
+        const int64_t r0 = t.row[t0 + l], c0 = t.col[t0 + l];
+        const T* src = x + t.base[t0 + l] + c * plane;
+        const bool inside = r0 >= 0 && c0 >= 0 && r0 + 6 <= H && c0 + 6 <= W;
+        for (int i = 0; i < 6; ++i) {
+          const int64_t r = r0 + i;
+          for (int j = 0; j < 6; ++j) {
+            const int64_t cc = c0 + j;
+            d[i * 6 + j][l] = (inside || (r >= 0 && r < H && cc >= 0 && cc < W)) ? src[r * W + cc] : T(0);
+          }
+        }
+      }
+      // Columns first: u = B^T d, then rows: v = u B.
+      T u[36][kLanes];
+      for (int j = 0; j < 6; ++j) {
+        for (int l = 0; l < kLanes; ++l) {
+          const T d0 = d[0 * 6 + j][l], d1 = d[1 * 6 + j][l], d2 = d[2 * 6 + j][l];
+          const T d3 = d[3 * 6 + j][l], d4 = d[4 * 6 + j][l], d5 = d[5 * 6 + j][l];
+          u[0 * 6 + j][l] = T(4) * d0 - T(5) * d2 + d4;
+          u[1 * 6 + j][l] = -T(4) * (d1 + d2) + d3 + d4;
+          u[2 * 6 + j][l] = T(4) * (d1 - d2) - d3 + d4;
+          u[3 * 6 + j][l] = T(2) * (d3 - d1) - d2 + d4;
+          u[4 * 6 + j][l] = T(2) * (d1 - d3) - d2 + d4;
+          u[5 * 6 + j][l] = T(4) * d1 - T(5) * d3 + d5;
+        }
+      }
+      T* out = V + c * nt + t0;
+      for (int i = 0; i < 6; ++i) {
+        T v[6][kLanes];
+        for (int l = 0; l < kLanes; ++l) {
+          const T d0 = u[i * 6 + 0][l], d1 = u[i * 6 + 1][l], d2 = u[i * 6 + 2][l];
+          const T d3 = u[i * 6 + 3][l], d4 = u[i * 6 + 4][l], d5 = u[i * 6 + 5][l];
+          v[0][l] = T(4) * d0 - T(5) * d2 + d4;
+          v[1][l] = -T(4) * (d1 + d2) + d3 + d4;
+          v[2][l] = T(4) * (d1 - d2) - d3 + d4;
+          v[3][l] = T(2) * (d3 - d1) - d2 + d4;
+          v[4][l] = T(2) * (d1 - d3) - d2 + d4;
+          v[5][l] = T(4) * d1 - T(5) * d3 + d5;
+        }
+        for (int j = 0; j < 6; ++j) {
+          T* o = out + (i * 6 + j) * xi_stride;
+          for (int l = 0; l < L; ++l) o[l] = v[j][l];
+        }
+      }
+    }
+  }
+}
+
+// y tiles (4x4, clipped at the edges) = A^T m A from M[xi][k][t] (stride Kg * count per xi).
+template <class T>
+void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, T* y) {
+  const int64_t plane = Ho * Wo, nt = t.count, xi_stride = Kg * nt;
+  for (int64_t k = 0; k < Kg; ++k) {
+    for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
+      const int L = (nt - t0) < kLanes ? int(nt - t0) : kLanes;
+      const T* in = M + k * nt + t0;
+      T m[36][kLanes];
+      for (int i = 0; i < 36; ++i) {
+        const T* src = in + i * xi_stride;
+        for (int l = 0; l < kLanes; ++l) m[i][l] = l < L ? src[l] : T(0);
+      }
+      T u[4 * 6][kLanes];  // u = A^T m  (4 x 6)
+      for (int j = 0; j < 6; ++j) {
+        for (int l = 0; l < kLanes; ++l) {
+          const T m0 = m[0 * 6 + j][l], m1 = m[1 * 6 + j][l], m2 = m[2 * 6 + j][l];
+          const T m3 = m[3 * 6 + j][l], m4 = m[4 * 6 + j][l], m5 = m[5 * 6 + j][l];
+          const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+          u[0 * 6 + j][l] = m0 + s12 + s34;
+          u[1 * 6 + j][l] = d12 + T(2) * d34;
+          u[2 * 6 + j][l] = s12 + T(4) * s34;
+          u[3 * 6 + j][l] = d12 + T(8) * d34 + m5;
+        }
+      }
+      T o[16][kLanes];  // o = u A  (4 x 4)
+      for (int i = 0; i < 4; ++i) {
+        for (int l = 0; l < kLanes; ++l) {
+          const T m0 = u[i * 6 + 0][l], m1 = u[i * 6 + 1][l], m2 = u[i * 6 + 2][l];
+          const T m3 = u[i * 6 + 3][l], m4 = u[i * 6 + 4][l], m5 = u[i * 6 + 5][l];
+          const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+          o[i * 4 + 0][l] = m0 + s12 + s34;
+          o[i * 4 + 1][l] = d12 + T(2) * d34;
+          o[i * 4 + 2][l] = s12 + T(4) * s34;
+          o[i * 4 + 3][l] = d12 + T(8) * d34 + m5;
+        }
+      }
+      for (int l = 0; l < L; ++l) {
+        const int64_t r0 = t.row[t0 + l], c0 = t.col[t0 + l];
+        T* dst = y + t.base[t0 + l] + k * plane;
+        const int rows = (Ho - r0) < 4 ? int(Ho - r0) : 4, cols = (Wo - c0) < 4 ? int(Wo - c0) : 4;
+        for (int i = 0; i < rows; ++i)
+          for (int j = 0; j < cols; ++j) dst[(r0 + i) * Wo + c0 + j] = o[i * 4 + j][l];
+      }
+    }
+  }
+}
+
+}  // namespace cnnfast::cpu::CNNFAST_WINO_NS
