@@ -70,3 +70,17 @@ def empty_cache() -> None:
 def synchronize() -> None:
     if is_available():
         _cu.synchronize()
+
+
+def set_allow_tf32(allow: bool) -> None:
+    """Let float32 convolutions, linear layers and GEMMs on the GPU use TF32 tensor cores
+    (10-bit mantissa products, FP32 sums) when a kernel is called with ``allow_tf32=None``.
+    Off by default: results are exact FP32 unless asked otherwise (as PyTorch's
+    ``torch.backends.cudnn.allow_tf32 = False``)."""
+    _require()
+    _cu.set_allow_tf32(bool(allow))
+
+
+def get_allow_tf32() -> bool:
+    """The default set by ``set_allow_tf32`` (False unless changed)."""
+    return bool(_cu.get_allow_tf32()) if is_available() else False
