@@ -445,9 +445,10 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_
   p.groups = 1;
   p.splits = 1;
   p.kchunk = K > 0 ? K : 1;
-  if (K == 0) {
-    if (accumulate) return;
-    // An empty sum: C = 0 (the kernel's K loop never runs, so its zero accumulators are stored).
+  if (K == 0) {  // an empty sum: C = 0, or C unchanged when accumulating
+    if (!accumulate && M > 0 && N > 0)
+      check(cudaMemset2DAsync(C, sizeof(T) * ldc, 0, sizeof(T) * N, M, current_stream()), "cudaMemset2DAsync");
+    return;
   }
   launch<T, kGemm>(p, tf32, "gemm igemm_kernel");
 }
