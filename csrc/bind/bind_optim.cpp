@@ -1,6 +1,144 @@
-// Bindings for the optim family (not yet implemented).
+// Bindings for the fused optimizer updates (csrc/cpu/optim.h). Every array is
+// updated in place: param and the state buffers must be C-contiguous, writeable,
+// of param's dtype and shape; grad must match param's dtype and shape.
+#include "bind/array.h"
 #include "bind/families.h"
+#include "cpu/optim.h"
 
 namespace cnnfast::bind {
-void bind_optim(pybind11::module_& m) {}
+namespace {
+
+DType check_param(const py::array& param, const py::array& grad) {
+  DType dt = input(param, "param");
+  require_writeable(param, "param");
+  input(grad, "grad");
+  require_same_dtype(param, "param", grad, "grad");
+  require_shape(grad, "grad", shape_of(param));
+  return dt;
+}
+
+// An optional state buffer: None allowed only when not required.
+py::object check_state(const py::object& obj, const char* name, const py::array& param, bool required) {
+  if (obj.is_none()) {
+    CNNFAST_CHECK(!required, ValueError, name, ": expected an array for these options, got None");
+    return obj;
+  }
+  CNNFAST_CHECK(py::isinstance<py::array>(obj), TypeError, name, ": expected a NumPy array or None, got ",
+                py::str(py::type::of(obj)).cast<std::string>());
+  py::array a = obj.cast<py::array>();
+  input(a, name);
+  require_same_dtype(param, "param", a, name);
+  require_writeable(a, name);
+  require_shape(a, name, shape_of(param));
+  return a;
+}
+
+template <class T>
+T* state_ptr(const py::object& obj) {
+  if (obj.is_none()) return nullptr;
+  py::array a = obj.cast<py::array>();
+  return mptr<T>(a);
+}
+
+void check_step(int64_t step) { CNNFAST_CHECK(step >= 1, ValueError, "step: expected an integer >= 1, got ", step); }
+
+void sgd(py::array param, const py::array& grad, const py::object& momentum_buffer, double lr, double momentum,
+         double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
+  DType dt = check_param(param, grad);
+  py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum != 0.0);
+  cpu::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
+  const int64_t n = param.size();
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = mptr<T>(param);
+    const T* g = cptr<T>(grad);
+    T* b = state_ptr<T>(buf);
+    py::gil_scoped_release nogil;
+    cpu::sgd_step<T>(p, g, b, n, o);
+  });
+}
+
+void adam(py::array param, const py::array& grad, const py::object& exp_avg, const py::object& exp_avg_sq,
+          const py::object& max_exp_avg_sq, int64_t step, double lr, double beta1, double beta2, double eps,
+          double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  DType dt = check_param(param, grad);
+  check_step(step);
+  py::object m = check_state(exp_avg, "exp_avg", param, true);
+  py::object v = check_state(exp_avg_sq, "exp_avg_sq", param, true);
+  py::object vmax = check_state(max_exp_avg_sq, "max_exp_avg_sq", param, amsgrad);
+  cpu::AdamOptions o{lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay};
+  const int64_t n = param.size();
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = mptr<T>(param);
+    const T* g = cptr<T>(grad);
+    T *mp = state_ptr<T>(m), *vp = state_ptr<T>(v), *xp = state_ptr<T>(vmax);
+    py::gil_scoped_release nogil;
+    cpu::adam_step<T>(p, g, mp, vp, xp, n, o);
+  });
+}
+
+void adagrad(py::array param, const py::array& grad, const py::object& state_sum, int64_t step, double lr,
+             double lr_decay, double weight_decay, double eps, bool maximize) {
+  DType dt = check_param(param, grad);
+  check_step(step);
+  py::object s = check_state(state_sum, "state_sum", param, true);
+  cpu::AdagradOptions o{lr, lr_decay, weight_decay, eps, step, maximize};
+  const int64_t n = param.size();
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = mptr<T>(param);
+    const T* g = cptr<T>(grad);
+    T* sp = state_ptr<T>(s);
+    py::gil_scoped_release nogil;
+    cpu::adagrad_step<T>(p, g, sp, n, o);
+  });
+}
+
+void rmsprop(py::array param, const py::array& grad, const py::object& square_avg, const py::object& grad_avg,
+             const py::object& momentum_buffer, double lr, double alpha, double eps, double weight_decay,
+             double momentum, bool centered, bool maximize) {
+  DType dt = check_param(param, grad);
+  py::object sq = check_state(square_avg, "square_avg", param, true);
+  py::object ga = check_state(grad_avg, "grad_avg", param, centered);
+  py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum > 0.0);
+  cpu::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  const int64_t n = param.size();
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = mptr<T>(param);
+    const T* g = cptr<T>(grad);
+    T *sp = state_ptr<T>(sq), *gp = centered ? state_ptr<T>(ga) : nullptr;
+    T* bp = momentum > 0.0 ? state_ptr<T>(buf) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::rmsprop_step<T>(p, g, sp, gp, bp, n, o);
+  });
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  using py::arg;
+  m.def("sgd_step", &sgd,
+        "SGD update of param (and momentum_buffer) in place, as torch.optim.SGD's single-tensor step.",
+        arg("param"), arg("grad"), arg("momentum_buffer"), py::kw_only(), arg("lr"), arg("momentum") = 0.0,
+        arg("dampening") = 0.0, arg("weight_decay") = 0.0, arg("nesterov") = false, arg("maximize") = false,
+        arg("first_step") = false);
+  m.def("adam_step", &adam,
+        "Adam/AdamW update of param, exp_avg, exp_avg_sq (and max_exp_avg_sq with amsgrad) in place; "
+        "step counts from 1.",
+        arg("param"), arg("grad"), arg("exp_avg"), arg("exp_avg_sq"), arg("max_exp_avg_sq"), py::kw_only(),
+        arg("step"), arg("lr"), arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8,
+        arg("weight_decay") = 0.0, arg("amsgrad") = false, arg("maximize") = false,
+        arg("decoupled_weight_decay") = false);
+  m.def("adagrad_step", &adagrad, "Adagrad update of param and state_sum in place; step counts from 1.",
+        arg("param"), arg("grad"), arg("state_sum"), py::kw_only(), arg("step"), arg("lr"), arg("lr_decay") = 0.0,
+        arg("weight_decay") = 0.0, arg("eps") = 1e-10, arg("maximize") = false);
+  m.def("rmsprop_step", &rmsprop,
+        "RMSprop update of param, square_avg (grad_avg when centered, momentum_buffer when momentum > 0) in place.",
+        arg("param"), arg("grad"), arg("square_avg"), arg("grad_avg"), arg("momentum_buffer"), py::kw_only(),
+        arg("lr"), arg("alpha") = 0.99, arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("momentum") = 0.0,
+        arg("centered") = false, arg("maximize") = false);
+}
+
 }  // namespace cnnfast::bind

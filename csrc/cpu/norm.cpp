@@ -49,8 +49,6 @@ struct Prim {
     }
     return s;
   }
-  // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
-  // the result when the mean is large next to the spread.
   // Mean and sum of squared deviations of n values: two-pass over blocks small
   // enough to stay in L1, merged with Chan et al.'s pairwise update, so a long
   // row costs one pass over memory and keeps two-pass accuracy.
@@ -71,6 +69,8 @@ struct Prim {
     *mu += delta * nb / tot;
     *q += bq + delta * delta * seen * nb / tot;
   }
+  // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
+  // the result when the mean is large next to the spread.
   void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift) const {
     if constexpr (is_f32<T>) {
       if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift);

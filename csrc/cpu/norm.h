@@ -10,10 +10,11 @@
 // so the binding zero-fills them when it returns fresh arrays.
 // weight / bias may be nullptr (affine=False): weight is then 1 and bias 0.
 //
-// Statistics are two-pass (mean, then the sum of squared deviations from it) with
-// double accumulators, so a large mean next to a small spread loses nothing; the
-// forward saves mean and rstd = 1/sqrt(var + eps) for the backward, which
-// recomputes x_hat from x instead of storing it.
+// Statistics are two-pass (mean, then the sum of squared deviations from it) over
+// blocks that stay in L1, merged with Chan et al.'s pairwise update in double, so
+// memory is read once and a large mean next to a small spread loses nothing
+// (E[x^2] - E[x]^2 would). The forward saves mean and rstd = 1/sqrt(var + eps)
+// for the backward, which recomputes x_hat from x instead of storing it.
 #pragma once
 #include <cstdint>
 

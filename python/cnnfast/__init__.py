@@ -28,10 +28,13 @@ def simd_level() -> str:
 
 from . import cuda  # noqa: E402
 
-try:  # The differentiable layers arrive with the autograd issue.
-    from .tensor import Tensor, tensor, from_numpy, no_grad, enable_grad, is_grad_enabled  # noqa: E402,F401
-    from .random import manual_seed  # noqa: E402,F401
-    from . import functional  # noqa: E402,F401
-except ImportError as _missing:  # pragma: no cover - only while the layer is incomplete
-    if "cnnfast" not in str(_missing):
-        raise
+from .tensor import (  # noqa: E402,F401
+    Tensor, tensor, from_numpy, no_grad, enable_grad, is_grad_enabled, set_grad_enabled,
+    cat, concat, stack, zeros, ones, zeros_like, ones_like, empty, full, arange, linspace, eye,
+    rand, randn, randint, randn_like, rand_like, exp, log, where, maximum, minimum, flatten, float32, float64, int64,
+)
+from .random import manual_seed, seed, initial_seed, get_rng_state, set_rng_state  # noqa: E402,F401
+from . import functional  # noqa: E402,F401
+from . import nn  # noqa: E402,F401
+from . import optim  # noqa: E402,F401
+from .serialization import save, load  # noqa: E402,F401

@@ -27,7 +27,6 @@ accumulates into leaf ``.grad`` (``+=``, as torch) and frees saved arrays unless
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import numpy as np
 
@@ -71,6 +70,21 @@ class enable_grad(no_grad):
         return self
 
 
+class set_grad_enabled:
+    """``set_grad_enabled(mode)``: switches recording on or off, now and as a context manager."""
+
+    def __init__(self, mode: bool):
+        self._prev = is_grad_enabled()
+        _set_grad_enabled(bool(mode))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_grad_enabled(self._prev)
+        return False
+
+
 class Context:
     """What a Function's forward leaves for its backward."""
 
@@ -97,7 +111,7 @@ class Node:
         self.released = False
 
     def name(self) -> str:
-        return f"{self.fn.__name__}Backward"
+        return f"{self.fn.__name__.lstrip('_')}Backward"
 
     def __repr__(self):
         return f"<{self.name()}>"
@@ -149,22 +163,35 @@ class Function:
 
 
 def _topological_order(root: Node) -> list:
-    """Nodes reachable from root, each after every node that consumes its output."""
-    order, seen = [], {id(root)}
+    """Nodes reachable from root, each before every node that produces one of its inputs
+    (a reverse post-order of an explicit-stack depth-first search). A node is marked when
+    it is expanded, not when it is pushed: marking on push can finish a shared producer
+    before one of its consumers, which would run its backward on a partial gradient."""
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         for t in node.inputs:
             parent = None if t is None else t.grad_fn
-            if parent is not None and id(parent) not in seen:
-                seen.add(id(parent))
+            if parent is not None and id(parent) not in visited:
                 stack.append((parent, False))
     order.reverse()
     return order
+
+
+def _run_hooks(t, g: np.ndarray) -> np.ndarray:
+    for hook in t._hooks:
+        replaced = hook(g)
+        if replaced is not None:
+            g = np.asarray(getattr(replaced, "data", replaced))
+    return g
 
 
 def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
@@ -180,12 +207,19 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
         if gradient.shape != tensor.shape:
             raise ValueError(f"gradient: expected shape {tensor.shape}, got {gradient.shape}")
     if tensor.grad_fn is None:  # a leaf that requires grad
-        tensor._accumulate(gradient)
+        tensor._accumulate(_run_hooks(tensor, gradient))
         return
     root = tensor.grad_fn
-    # grads[node id] = list of per-output gradients
+    # grads[node id] = list of per-output gradients, summed over every consumer
     grads: dict[int, list] = {id(root): [None] * root.n_outputs}
     grads[id(root)][tensor._output_index] = gradient
+    # Non-leaf tensors with hooks or retain_grad, by node id and output index: they see
+    # their complete gradient once, when their node runs, as in torch.
+    watched: dict[int, dict] = {}
+    if tensor._hooks or tensor._retains_grad:
+        watched[id(root)] = {tensor._output_index: tensor}
+    # Leaf gradients are summed here and accumulated into .grad once, after the pass.
+    leaf_grads: dict[int, list] = {}
     with no_grad():
         for node in _topological_order(root):
             if node.released:
@@ -195,6 +229,11 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
             outs = grads.pop(id(node), None)
             if outs is None:
                 continue
+            for i, t in watched.pop(id(node), {}).items():
+                if outs[i] is not None:
+                    outs[i] = _run_hooks(t, outs[i])
+                    if t._retains_grad:
+                        t._accumulate(outs[i])
             outs = [g if g is not None else np.zeros(shape, dtype) if dtype is not None and dtype.kind == "f" else None
                     for g, (shape, dtype) in zip(outs, node.out_meta)]
             in_grads = node.fn.backward(node.ctx, *outs)
@@ -211,15 +250,15 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
                                        f"shape {t.shape}")
                 if g.dtype != t.dtype:
                     g = g.astype(t.dtype)
-                for hook in t._hooks:
-                    replaced = hook(g)
-                    if replaced is not None:
-                        g = np.asarray(getattr(replaced, "data", replaced))
                 if t.grad_fn is None:
-                    t._accumulate(g)
+                    entry = leaf_grads.get(id(t))
+                    if entry is None:
+                        leaf_grads[id(t)] = [t, g]
+                    else:
+                        entry[1] = entry[1] + g
                 else:
-                    if t._retains_grad:
-                        t._accumulate(g)
+                    if t._hooks or t._retains_grad:
+                        watched.setdefault(id(t.grad_fn), {})[t._output_index] = t
                     slot = grads.setdefault(id(t.grad_fn), [None] * t.grad_fn.n_outputs)
                     i = t._output_index
                     slot[i] = g if slot[i] is None else slot[i] + g
@@ -228,3 +267,5 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
                 node.ctx.saved_tensors = ()
                 node.ctx.__dict__ = {"saved_tensors": (), "needs_input_grad": node.ctx.needs_input_grad}
                 node.inputs = [None] * len(node.inputs)
+        for t, g in leaf_grads.values():
+            t._accumulate(_run_hooks(t, g))

@@ -20,6 +20,13 @@ def manual_seed(seed: int) -> None:
     _dropout_counter[0] = 0
 
 
+def seed() -> int:
+    """Seeds from OS entropy and returns the seed used, as ``torch.seed``."""
+    s = int(np.random.SeedSequence().entropy % (2 ** 63))
+    manual_seed(s)
+    return s
+
+
 def initial_seed() -> int:
     return _seed[0]
 

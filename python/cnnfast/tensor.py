@@ -7,13 +7,24 @@ loss kernels run in ``cnnfast._C`` through ``cnnfast.functional``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .autograd import Function, backward as _backward, enable_grad, is_grad_enabled, no_grad  # noqa: F401
+from .autograd import Function, backward as _backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from . import random as _random
 
 _DEFAULT_FLOAT = np.float32
+float32 = np.float32
+float64 = np.float64
+int64 = np.int64
+
+
+class _ValuesIndices(NamedTuple):
+    """What ``max(dim)``/``min(dim)`` return, as torch's ``return_types``."""
+
+    values: "Tensor"
+    indices: "Tensor"
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -288,19 +299,20 @@ class Tensor:
         return _Mean.apply(self, _axes(dim), keepdim)
 
     def max(self, dim=None, keepdim: bool = False):
+        """The maximum; with ``dim``, a ``(values, indices)`` named tuple as torch."""
         if dim is None:
             return _Max.apply(self, None, False)
         values = _Max.apply(self, dim, keepdim)
         idx = np.argmax(self.data, axis=dim)
         if keepdim:
             idx = np.expand_dims(idx, dim)
-        return values, Tensor._wrap(idx)
+        return _ValuesIndices(values, Tensor._wrap(np.asarray(idx)))
 
     def min(self, dim=None, keepdim: bool = False):
         if dim is None:
             return -((-self).max())
         values, idx = (-self).max(dim, keepdim)
-        return -values, idx
+        return _ValuesIndices(-values, idx)
 
     def argmax(self, dim=None, keepdim=False):
         idx = np.argmax(self.data, axis=dim)
@@ -401,6 +413,26 @@ class Tensor:
         from .functional import log_softmax
 
         return log_softmax(self, dim)
+
+    def add_(self, other, alpha=1) -> "Tensor":
+        return self._inplace(np.add, _raw(other) * alpha if alpha != 1 else other)
+
+    def sub_(self, other, alpha=1) -> "Tensor":
+        return self._inplace(np.subtract, _raw(other) * alpha if alpha != 1 else other)
+
+    def mul_(self, other) -> "Tensor":
+        return self._inplace(np.multiply, other)
+
+    def div_(self, other) -> "Tensor":
+        return self._inplace(np.divide, other)
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0) -> "Tensor":
+        self.data[...] = _random.generator().uniform(a, b, self.shape)
+        return self
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
+        self.data[...] = _random.generator().normal(mean, std, self.shape)
+        return self
 
     def zero_(self) -> "Tensor":
         self.data[...] = 0
@@ -795,3 +827,84 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         raise ValueError("tensors: expected a non-empty sequence")
     ts = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
     return _Stack.apply(dim % (ts[0].ndim + 1), *ts)
+
+
+concat = cat
+
+
+def flatten(t: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    return t.flatten(start_dim, end_dim)
+
+
+def _shape_arg(shape) -> tuple:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def empty(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    return Tensor(np.empty(_shape_arg(shape), dtype), requires_grad=requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    if dtype is None:
+        dtype = _DEFAULT_FLOAT if isinstance(fill_value, float) else np.int64 if isinstance(fill_value, int) else None
+    return Tensor(np.full(tuple(size), fill_value, dtype), requires_grad=requires_grad)
+
+
+def linspace(start, end, steps: int, dtype=_DEFAULT_FLOAT) -> Tensor:
+    return Tensor(np.linspace(start, end, steps, dtype=dtype))
+
+
+def eye(n: int, m: int | None = None, dtype=_DEFAULT_FLOAT) -> Tensor:
+    return Tensor(np.eye(n, m, dtype=dtype))
+
+
+def rand(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    """U[0, 1) from the global generator (cnnfast.manual_seed)."""
+    return Tensor(_random.generator().random(_shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    """N(0, 1) from the global generator (cnnfast.manual_seed)."""
+    return Tensor(_random.generator().standard_normal(_shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=np.int64) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    return Tensor(_random.generator().integers(low, high, size=tuple(size)).astype(dtype))
+
+
+def rand_like(t: Tensor, dtype=None) -> Tensor:
+    return rand(*t.shape, dtype=dtype or t.dtype)
+
+
+def randn_like(t: Tensor, dtype=None) -> Tensor:
+    return randn(*t.shape, dtype=dtype or t.dtype)
+
+
+class _Where(Function):
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.cond = np.asarray(cond, bool)
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return np.asarray(np.where(ctx.cond, a, b))
+
+    @staticmethod
+    def backward(ctx, g):
+        zero = np.zeros((), g.dtype)
+        return (None, _unbroadcast(np.where(ctx.cond, g, zero), ctx.shapes[0]),
+                _unbroadcast(np.where(ctx.cond, zero, g), ctx.shapes[1]))
+
+
+def where(condition, input, other) -> Tensor:
+    """Elementwise condition ? input : other, differentiable in input and other."""
+    ref = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else Tensor(np.asarray(input))
+    return _Where.apply(_raw(condition), _lift(input, ref), _lift(other, ref))
+
+
+def maximum(a: Tensor, b) -> Tensor:
+    return where(_raw(a) >= _raw(b), a, b)
+
+
+def minimum(a: Tensor, b) -> Tensor:
+    return where(_raw(a) <= _raw(b), a, b)

@@ -1,0 +1,8 @@
+"""``cnnfast.optim``: optimizers whose per-parameter update is one fused C++ kernel,
+and learning-rate schedules, with ``torch.optim``'s names, arguments and defaults."""
+from .optimizer import Optimizer  # noqa: F401
+from .sgd import SGD  # noqa: F401
+from .adam import Adam, AdamW  # noqa: F401
+from .adagrad import Adagrad  # noqa: F401
+from .rmsprop import RMSprop  # noqa: F401
+from . import lr_scheduler  # noqa: F401
