@@ -46,6 +46,7 @@ struct Geo {
   int C, K, Cg, Kg;
   int in[3], out[3], k[3], st[3], dil[3], pad[3];
   int in_size, out_size, ksz;
+  bool pointwise;  // 1x1x1 kernel, stride 1, no padding: input and output positions coincide
 };
 
 struct Params {
@@ -89,6 +90,7 @@ __device__ __forceinline__ T load_a(const Params& p, int gi, int64_t m, int64_t 
 // x at output position o and tap t of image img, channel c (of the group), or 0 in the padding.
 template <class T>
 __device__ __forceinline__ T gather_x(const T* x, const Geo& g, int gi, int img, int c, int o, int t) {
+  if (g.pointwise) return x[(int64_t(img) * g.C + int64_t(gi) * g.Cg + c) * g.in_size + o];
   int o0, o1, o2, t0, t1, t2;
   split3(o, g.out, o0, o1, o2);
   split3(t, g.k, t0, t1, t2);
@@ -113,6 +115,7 @@ __device__ __forceinline__ T load_b(const Params& p, int gi, int64_t k, int64_t 
   } else if constexpr (MODE == kBwdData) {
     const int kk = int(k) / g.ksz, t = int(k) - kk * g.ksz;
     const int img = int(n) / g.in_size, ip = int(n) - img * g.in_size;
+    if (g.pointwise) return b[(int64_t(img) * g.K + int64_t(gi) * g.Kg + kk) * g.out_size + ip];
     int i0, i1, i2, t0, t1, t2;
     split3(ip, g.in, i0, i1, i2);
     split3(t, g.k, t0, t1, t2);
@@ -361,6 +364,8 @@ Params conv_params(const ConvShape& s) {
   g.in_size = int(s.in_size());
   g.out_size = int(s.out_size());
   g.ksz = int(s.k_size());
+  g.pointwise = g.ksz == 1 && g.in_size == g.out_size;
+  for (int d = 0; d < 3; ++d) g.pointwise = g.pointwise && g.st[d] == 1 && g.pad[d] == 0;
   p.groups = int(s.groups);
   p.splits = 1;
   return p;
