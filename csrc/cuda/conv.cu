@@ -41,6 +41,9 @@ constexpr int TM = BM / 16, TN = BN / 16;
 constexpr int A_LOADS = BM * BK / THREADS, B_LOADS = BK * BN / THREADS;
 constexpr int LDA = BM + PAD, LDB = BN + PAD;  // +4 floats keeps wmma's 16-byte ldm rule and breaks bank strides
 
+// The operand gathers and the epilogue are host-callable too, so their index
+// arithmetic can be checked against the CPU convolution without a GPU.
+
 // ConvShape in 32-bit coordinates (conv_shape_supported bounds every count).
 struct Geo {
   int C, K, Cg, Kg;
@@ -63,7 +66,7 @@ struct Params {
   int64_t kchunk;
 };
 
-__device__ __forceinline__ void split3(int v, const int d[3], int& a, int& b, int& c) {
+__host__ __device__ __forceinline__ void split3(int v, const int d[3], int& a, int& b, int& c) {
   c = v % d[2];
   v /= d[2];
   b = v % d[1];
@@ -71,7 +74,7 @@ __device__ __forceinline__ void split3(int v, const int d[3], int& a, int& b, in
 }
 
 template <class T, int MODE>
-__device__ __forceinline__ T load_a(const Params& p, int gi, int64_t m, int64_t k) {
+__host__ __device__ __forceinline__ T load_a(const Params& p, int gi, int64_t m, int64_t k) {
   const T* a = static_cast<const T*>(p.a);
   const Geo& g = p.g;
   if constexpr (MODE == kGemm) {
@@ -89,7 +92,7 @@ __device__ __forceinline__ T load_a(const Params& p, int gi, int64_t m, int64_t 
 
 // x at output position o and tap t of image img, channel c (of the group), or 0 in the padding.
 template <class T>
-__device__ __forceinline__ T gather_x(const T* x, const Geo& g, int gi, int img, int c, int o, int t) {
+__host__ __device__ __forceinline__ T gather_x(const T* x, const Geo& g, int gi, int img, int c, int o, int t) {
   if (g.pointwise) return x[(int64_t(img) * g.C + int64_t(gi) * g.Cg + c) * g.in_size + o];
   int o0, o1, o2, t0, t1, t2;
   split3(o, g.out, o0, o1, o2);
@@ -103,7 +106,7 @@ __device__ __forceinline__ T gather_x(const T* x, const Geo& g, int gi, int img,
 }
 
 template <class T, int MODE>
-__device__ __forceinline__ T load_b(const Params& p, int gi, int64_t k, int64_t n) {
+__host__ __device__ __forceinline__ T load_b(const Params& p, int gi, int64_t k, int64_t n) {
   const T* b = static_cast<const T*>(p.b);
   const Geo& g = p.g;
   if constexpr (MODE == kGemm) {
@@ -138,7 +141,7 @@ __device__ __forceinline__ T load_b(const Params& p, int gi, int64_t k, int64_t 
 }
 
 template <class T, int MODE>
-__device__ __forceinline__ void store_c(const Params& p, int gi, int64_t m, int64_t n, T v) {
+__host__ __device__ __forceinline__ void store_c(const Params& p, int gi, int64_t m, int64_t n, T v) {
   T* c = static_cast<T*>(p.c);
   const Geo& g = p.g;
   if constexpr (MODE == kGemm) {
@@ -152,10 +155,13 @@ __device__ __forceinline__ void store_c(const Params& p, int gi, int64_t m, int6
     c[(int64_t(img) * g.C + int64_t(gi) * g.Cg + m) * g.in_size + ip] = v;
   } else {
     T* q = c + (int64_t(gi) * g.Kg + m) * p.Ncols + n;
-    if (p.atomic)
+#ifdef __CUDA_ARCH__
+    if (p.atomic) {
       atomicAdd(q, v);
-    else
-      *q += v;
+      return;
+    }
+#endif
+    *q += v;
   }
 }
 
