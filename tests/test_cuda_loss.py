@@ -115,3 +115,45 @@ def test_loss_bad_input():
         cu.mse_loss_backward(dev(np.ones(2, np.float32)), x, x, "mean")
     with pytest.raises(ValueError, match="delta"):
         cu.huber_loss_forward(x, x, "mean", 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p,weighted", [(1, False), (2, True)])
+def test_multi_margin_matches_cpu(p, weighted, reduction, dtype, rng):
+    rtol, atol = tols(dtype)
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    t = rng.integers(0, 5, 7).astype(np.int64)
+    w = (rng.random(5) + 0.5).astype(dtype) if weighted else None
+    wd = dev(w) if weighted else None
+    ref = _C.multi_margin_loss_forward(x, t, p, 0.8, w, reduction)
+    assert_close(cu.multi_margin_loss_forward(dev(x), dev(t), p, 0.8, wd, reduction).numpy(), ref, rtol=rtol * 10,
+                 atol=atol)
+    gy = upstream(ref, rng, dtype)
+    assert_close(cu.multi_margin_loss_backward(dev(gy), dev(x), dev(t), p, 0.8, wd, reduction).numpy(),
+                 _C.multi_margin_loss_backward(gy, x, t, p, 0.8, w, reduction), rtol=rtol * 10, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p,swap", [(2.0, False), (1.0, True), (3.0, False)])
+def test_triplet_margin_matches_cpu(p, swap, reduction, dtype, rng):
+    rtol, atol = tols(dtype)
+    a, pos, neg = (rng.standard_normal((6, 11)).astype(dtype) for _ in range(3))
+    ref = _C.triplet_margin_loss_forward(a, pos, neg, 0.5, p, 1e-6, swap, reduction)
+    assert_close(cu.triplet_margin_loss_forward(dev(a), dev(pos), dev(neg), 0.5, p, 1e-6, swap, reduction).numpy(), ref,
+                 rtol=rtol * 10, atol=atol)
+    gy = upstream(ref, rng, dtype)
+    got = cu.triplet_margin_loss_backward(dev(gy), dev(a), dev(pos), dev(neg), 0.5, p, 1e-6, swap, reduction)
+    for g, r in zip(got, _C.triplet_margin_loss_backward(gy, a, pos, neg, 0.5, p, 1e-6, swap, reduction)):
+        assert_close(g.numpy(), r, rtol=rtol * 10, atol=atol)
+
+
+def test_margin_losses_bad_input():
+    x = dev(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 3\), got 3"):
+        cu.multi_margin_loss_forward(x, dev(np.array([0, 3], np.int64)))
+    with pytest.raises(ValueError, match="p: only p == 1 and p == 2"):
+        cu.multi_margin_loss_forward(x, dev(np.array([0, 1], np.int64)), 3)
+    with pytest.raises(ValueError, match="positive"):
+        cu.triplet_margin_loss_forward(x, dev(np.zeros((2, 4), np.float32)), x)

@@ -4,13 +4,14 @@
 // CUDA array ('none': per element / per sample; 'mean'/'sum': 0-d), computed and
 // kept on the device; backward takes grad_output as a CUDA array. Target range
 // errors are found by the kernels and read back (one synchronisation).
-// multi_margin_loss, triplet_margin_loss and probability targets for
-// cross_entropy have no GPU kernels yet: call the CPU ones.
+// multi_margin_loss and triplet_margin_loss too. Probability targets for
+// cross_entropy have no GPU kernel yet (TypeError naming the target).
 #include "bind/cuda_families.h"
 
 #if CNNFAST_WITH_CUDA
 #include <algorithm>
 #include <climits>
+#include <cmath>
 
 #include "bind/device_array.h"
 #include "cuda/allocator.h"
@@ -51,10 +52,12 @@ struct Scratch {
   }
 };
 
+// ignore_index == INT64_MIN: the loss has no ignore_index (multi_margin).
 void throw_bad_target(const DeviceArray& target, int64_t pos, int64_t C, int64_t ignore_index) {
   int64_t v = 0;
   cuda::copy_to_host(&v, static_cast<const int64_t*>(target.data) + pos, sizeof v);
-  throw ValueError(cat("target: expected class indices in [0, ", C, ") or ignore_index=", ignore_index, ", got ", v,
+  throw ValueError(cat("target: expected class indices in [0, ", C, ")",
+                       ignore_index == INT64_MIN ? std::string() : cat(" or ignore_index=", ignore_index), ", got ", v,
                        " at flat position ", pos));
 }
 
@@ -334,6 +337,102 @@ DeviceArray bce_bwd(const py::object& go, const py::object& xo, const py::object
   return gx;
 }
 
+DeviceArray mm_fwd(const py::object& xo, const py::object& to, int p, double margin, const py::object& weight,
+                   const std::string& reduction) {
+  Red red = parse_reduction(reduction);
+  DeviceArray x = as_device_array(xo, "input");
+  device_input(x, "input");
+  require_device_ndim(x, "input", 2, 2);
+  CNNFAST_CHECK(p == 1 || p == 2, ValueError, "p: only p == 1 and p == 2 supported, got ", p);
+  const int64_t N = x.shape[0], C = x.shape[1];
+  DeviceArray t = index_target(to, x), w = class_weight(weight, x, C);
+  DeviceArray elem, out;
+  if (red == Red::None) elem = empty_device({N}, x.typestr);
+  Scratch s;
+  int64_t bad = -1;
+  dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::multi_margin_forward<T>(dptr<T>(x), dptr<int64_t>(t), w.data ? dptr<T>(w) : nullptr,
+                                  red == Red::None ? dmptr<T>(elem) : nullptr, N, C, p, margin, s.acc(), s.bad());
+    bad = s.bad_position();
+    if (bad < 0) out = finish<T>(red, elem, s, x.typestr, false, double(N));
+  });
+  if (bad >= 0) throw_bad_target(t, bad, C, INT64_MIN);
+  return out;
+}
+
+DeviceArray mm_bwd(const py::object& go, const py::object& xo, const py::object& to, int p, double margin,
+                   const py::object& weight, const std::string& reduction) {
+  Red red = parse_reduction(reduction);
+  DeviceArray gy = as_device_array(go, "grad_output"), x = as_device_array(xo, "input");
+  device_input(x, "input");
+  require_device_ndim(x, "input", 2, 2);
+  CNNFAST_CHECK(p == 1 || p == 2, ValueError, "p: only p == 1 and p == 2 supported, got ", p);
+  const int64_t N = x.shape[0], C = x.shape[1];
+  DeviceArray t = index_target(to, x), w = class_weight(weight, x, C);
+  cuda::LossGrad g = grad_of(gy, x, red, {N}, double(N), nullptr);
+  DeviceArray gx = empty_device(x.shape, x.typestr);
+  Scratch s;
+  dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
+    using T = decltype(tag);
+    // The targets are checked as in the forward (ignore_index cannot match: every class is in range).
+    index_denominator<T>(t, DeviceArray{}, C, INT64_MIN, s);
+    py::gil_scoped_release nogil;
+    cuda::multi_margin_backward<T>(g, dptr<T>(x), dptr<int64_t>(t), w.data ? dptr<T>(w) : nullptr, dmptr<T>(gx), N, C,
+                                   p, margin);
+  });
+  return gx;
+}
+
+void check_triplet(const DeviceArray& a, const DeviceArray& p, const DeviceArray& n, double norm_p) {
+  device_input(a, "anchor");
+  require_device_ndim(a, "anchor", 2, 2);
+  for (auto [arr, name] : {std::pair{&p, "positive"}, std::pair{&n, "negative"}}) {
+    require_same_typestr(a, "anchor", *arr, name);
+    require_device_shape(*arr, name, a.shape);
+  }
+  CNNFAST_CHECK(norm_p > 0 && std::isfinite(norm_p), ValueError, "p: expected a finite norm degree > 0, got ", norm_p);
+}
+
+DeviceArray tm_fwd(const py::object& ao, const py::object& po, const py::object& no, double margin, double norm_p,
+                   double eps, bool swap, const std::string& reduction) {
+  Red red = parse_reduction(reduction);
+  DeviceArray a = as_device_array(ao, "anchor"), p = as_device_array(po, "positive"), n = as_device_array(no, "negative");
+  check_triplet(a, p, n, norm_p);
+  const int64_t N = a.shape[0], D = a.shape[1];
+  DeviceArray elem, out;
+  if (red == Red::None) elem = empty_device({N}, a.typestr);
+  Scratch s;
+  dispatch_float(device_float_dtype(a, "anchor"), [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::triplet_margin_forward<T>(dptr<T>(a), dptr<T>(p), dptr<T>(n), red == Red::None ? dmptr<T>(elem) : nullptr,
+                                    N, D, margin, norm_p, eps, swap, s.acc());
+    out = finish<T>(red, elem, s, a.typestr, false, double(N));
+  });
+  return out;
+}
+
+py::tuple tm_bwd(const py::object& go, const py::object& ao, const py::object& po, const py::object& no,
+                 double margin, double norm_p, double eps, bool swap, const std::string& reduction) {
+  Red red = parse_reduction(reduction);
+  DeviceArray gy = as_device_array(go, "grad_output"), a = as_device_array(ao, "anchor"),
+              p = as_device_array(po, "positive"), n = as_device_array(no, "negative");
+  check_triplet(a, p, n, norm_p);
+  const int64_t N = a.shape[0], D = a.shape[1];
+  cuda::LossGrad g = grad_of(gy, a, red, {N}, double(N), nullptr);
+  DeviceArray ga = empty_device(a.shape, a.typestr), gp = empty_device(a.shape, a.typestr),
+              gn = empty_device(a.shape, a.typestr);
+  dispatch_float(device_float_dtype(a, "anchor"), [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::triplet_margin_backward<T>(g, dptr<T>(a), dptr<T>(p), dptr<T>(n), dmptr<T>(ga), dmptr<T>(gp), dmptr<T>(gn),
+                                     N, D, margin, norm_p, eps, swap);
+  });
+  return py::make_tuple(ga, gp, gn);
+}
+
 }  // namespace
 
 void bind_cuda_loss(py::module_& cu) {
@@ -392,6 +491,15 @@ void bind_cuda_loss(py::module_& cu) {
            return bce_bwd(gy, x, t, w, py::none(), r, false);
          },
          arg("grad_output"), arg("input"), arg("target"), arg("weight") = none, arg("reduction") = "mean");
+  cu.def("multi_margin_loss_forward", &mm_fwd, arg("input"), arg("target"), arg("p") = 1, arg("margin") = 1.0,
+         arg("weight") = none, arg("reduction") = "mean");
+  cu.def("multi_margin_loss_backward", &mm_bwd, arg("grad_output"), arg("input"), arg("target"), arg("p") = 1,
+         arg("margin") = 1.0, arg("weight") = none, arg("reduction") = "mean");
+  cu.def("triplet_margin_loss_forward", &tm_fwd, arg("anchor"), arg("positive"), arg("negative"),
+         arg("margin") = 1.0, arg("p") = 2.0, arg("eps") = 1e-6, arg("swap") = false, arg("reduction") = "mean");
+  cu.def("triplet_margin_loss_backward", &tm_bwd, arg("grad_output"), arg("anchor"), arg("positive"),
+         arg("negative"), arg("margin") = 1.0, arg("p") = 2.0, arg("eps") = 1e-6, arg("swap") = false,
+         arg("reduction") = "mean");
 }
 
 }  // namespace cnnfast::bind

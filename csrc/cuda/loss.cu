@@ -264,6 +264,122 @@ __global__ void bce_bwd_kernel(bool logits, LossGrad g, const T* __restrict__ x,
 }
 
 template <class T>
+__global__ void mm_fwd_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, const T* __restrict__ w,
+                              T* __restrict__ elem, int64_t N, int64_t C, int p, T m, double* acc,
+                              unsigned long long* bad) {
+  double s = 0;
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(blockDim.x) * gridDim.x) {
+    const T* row = x + n * C;
+    const int64_t y = target[n];
+    if (y < 0 || y >= C) {
+      note_bad(bad, n);
+      continue;
+    }
+    double l = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      if (c == y) continue;
+      const T h = m - row[y] + row[c];
+      if (h > 0) l += p == 1 ? double(h) : double(h) * double(h);
+    }
+    l = l * (w ? double(w[y]) : 1.0) / double(C);
+    if (elem) elem[n] = T(l);
+    s += l;
+  }
+  commit(s, 0, acc, false);
+}
+
+template <class T>
+__global__ void mm_bwd_kernel(LossGrad g, const T* __restrict__ x, const int64_t* __restrict__ target,
+                              const T* __restrict__ w, T* __restrict__ gx, int64_t N, int64_t C, int p, T m) {
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(blockDim.x) * gridDim.x) {
+    const T* row = x + n * C;
+    T* out = gx + n * C;
+    const int64_t y = target[n];
+    if (y < 0 || y >= C) {
+      for (int64_t c = 0; c < C; ++c) out[c] = T(0);
+      continue;
+    }
+    const double gv = double(upstream<T>(g, n)) * (w ? double(w[y]) : 1.0) / double(C);
+    double gyv = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      out[c] = T(0);
+      if (c == y) continue;
+      const T h = m - row[y] + row[c];
+      if (h > 0) {
+        const double d = gv * (p == 1 ? 1.0 : 2.0 * double(h));
+        out[c] = T(d);
+        gyv -= d;
+      }
+    }
+    out[y] = T(gyv);
+  }
+}
+
+// ||u - v + eps||_p over D values.
+template <class T>
+__device__ double pdist(const T* u, const T* v, int64_t D, double p, double eps) {
+  double s = 0;
+  for (int64_t j = 0; j < D; ++j) {
+    const double d = fabs(double(u[j]) - double(v[j]) + eps);
+    s += p == 2.0 ? d * d : (p == 1.0 ? d : pow(d, p));
+  }
+  return p == 2.0 ? sqrt(s) : (p == 1.0 ? s : pow(s, 1.0 / p));
+}
+
+// Adds g * d||u - v + eps||_p / du to gu and its negative to gv.
+template <class T>
+__device__ void pdist_grad(const T* u, const T* v, int64_t D, double p, double eps, double norm, double g, T* gu,
+                           T* gv) {
+  if (norm == 0) return;  // the subgradient 0, as torch's norm backward
+  const double scale = g / pow(norm, p - 1.0);
+  for (int64_t j = 0; j < D; ++j) {
+    const double d = double(u[j]) - double(v[j]) + eps;
+    const double sgn = (d > 0) - (d < 0);
+    const double gj = scale * (p == 2.0 ? d : sgn * pow(fabs(d), p - 1.0));
+    gu[j] += T(gj);
+    gv[j] -= T(gj);
+  }
+}
+
+template <class T>
+__global__ void tm_fwd_kernel(const T* __restrict__ a, const T* __restrict__ pos, const T* __restrict__ neg,
+                              T* __restrict__ elem, int64_t N, int64_t D, double margin, double p, double eps,
+                              bool swap, double* acc) {
+  double s = 0;
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(blockDim.x) * gridDim.x) {
+    const T *ar = a + n * D, *pr = pos + n * D, *nr = neg + n * D;
+    double dn = pdist(ar, nr, D, p, eps);
+    if (swap) dn = fmin(dn, pdist(pr, nr, D, p, eps));
+    const double l = fmax(pdist(ar, pr, D, p, eps) - dn + margin, 0.0);
+    if (elem) elem[n] = T(l);
+    s += l;
+  }
+  commit(s, 0, acc, false);
+}
+
+template <class T>
+__global__ void tm_bwd_kernel(LossGrad g, const T* __restrict__ a, const T* __restrict__ pos, const T* __restrict__ neg,
+                              T* __restrict__ ga, T* __restrict__ gp, T* __restrict__ gn, int64_t N, int64_t D,
+                              double margin, double p, double eps, bool swap) {
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(blockDim.x) * gridDim.x) {
+    const T *ar = a + n * D, *pr = pos + n * D, *nr = neg + n * D;
+    T *gar = ga + n * D, *gpr = gp + n * D, *gnr = gn + n * D;
+    for (int64_t j = 0; j < D; ++j) gar[j] = gpr[j] = gnr[j] = T(0);
+    const double dap = pdist(ar, pr, D, p, eps), dan = pdist(ar, nr, D, p, eps);
+    const double dpn = swap ? pdist(pr, nr, D, p, eps) : dan;
+    const bool use_pn = swap && dpn < dan;
+    const double dneg = use_pn ? dpn : dan;
+    if (dap - dneg + margin < 0) continue;  // clamp_min passes the gradient where its argument is >= 0
+    const double gv = double(upstream<T>(g, n));
+    pdist_grad(ar, pr, D, p, eps, dap, gv, gar, gpr);
+    if (use_pn)
+      pdist_grad(pr, nr, D, p, eps, dpn, -gv, gpr, gnr);
+    else
+      pdist_grad(ar, nr, D, p, eps, dan, -gv, gar, gnr);
+  }
+}
+
+template <class T>
 __global__ void finalize_kernel(const double* acc, const double* denom_dev, double denom_host, T* out) {
   out[0] = T(acc[0] / (denom_dev ? *denom_dev : denom_host));
 }
@@ -358,6 +474,42 @@ void bce_backward(bool logits, const LossGrad& g, const T* x, const T* t, const 
   check_launch("bce_bwd_kernel");
 }
 
+template <class T>
+void multi_margin_forward(const T* x, const int64_t* target, const T* w, T* elem, int64_t N, int64_t C, int p,
+                          double margin, double* acc, unsigned long long* bad) {
+  if (N == 0) return;
+  mm_fwd_kernel<T><<<reduce_blocks(N), kThreads, 0, current_stream()>>>(x, target, w, elem, N, C, p, T(margin), acc,
+                                                                        bad);
+  check_launch("mm_fwd_kernel");
+}
+
+template <class T>
+void multi_margin_backward(const LossGrad& g, const T* x, const int64_t* target, const T* w, T* gx, int64_t N,
+                           int64_t C, int p, double margin) {
+  if (N == 0) return;
+  mm_bwd_kernel<T><<<blocks_for(N, kThreads), kThreads, 0, current_stream()>>>(g, x, target, w, gx, N, C, p,
+                                                                               T(margin));
+  check_launch("mm_bwd_kernel");
+}
+
+template <class T>
+void triplet_margin_forward(const T* a, const T* pos, const T* neg, T* elem, int64_t N, int64_t D, double margin,
+                            double p, double eps, bool swap, double* acc) {
+  if (N == 0) return;
+  tm_fwd_kernel<T><<<reduce_blocks(N), kThreads, 0, current_stream()>>>(a, pos, neg, elem, N, D, margin, p, eps, swap,
+                                                                        acc);
+  check_launch("tm_fwd_kernel");
+}
+
+template <class T>
+void triplet_margin_backward(const LossGrad& g, const T* a, const T* pos, const T* neg, T* ga, T* gp, T* gn,
+                             int64_t N, int64_t D, double margin, double p, double eps, bool swap) {
+  if (N == 0) return;
+  tm_bwd_kernel<T><<<blocks_for(N, kThreads), kThreads, 0, current_stream()>>>(g, a, pos, neg, ga, gp, gn, N, D,
+                                                                               margin, p, eps, swap);
+  check_launch("tm_bwd_kernel");
+}
+
 #define CNNFAST_INSTANTIATE(T)                                                                                     \
   template void loss_finalize<T>(const double*, const double*, double, T*);                                        \
   template void pointwise_loss_forward<T>(Pointwise, const T*, const T*, T*, int64_t, double, double*);            \
@@ -375,7 +527,15 @@ void bce_backward(bool logits, const LossGrad& g, const T* x, const T* t, const 
   template void bce_forward<T>(bool, const T*, const T*, const T*, int64_t, const T*, int64_t, T*, int64_t,        \
                                double*, unsigned long long*);                                                      \
   template void bce_backward<T>(bool, const LossGrad&, const T*, const T*, const T*, int64_t, const T*, int64_t,   \
-                                T*, int64_t);
+                                T*, int64_t);                                                                      \
+  template void multi_margin_forward<T>(const T*, const int64_t*, const T*, T*, int64_t, int64_t, int, double,    \
+                                        double*, unsigned long long*);                                             \
+  template void multi_margin_backward<T>(const LossGrad&, const T*, const int64_t*, const T*, T*, int64_t,        \
+                                         int64_t, int, double);                                                    \
+  template void triplet_margin_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, double, double,     \
+                                          double, bool, double*);                                                  \
+  template void triplet_margin_backward<T>(const LossGrad&, const T*, const T*, const T*, T*, T*, T*, int64_t,    \
+                                           int64_t, double, double, double, bool);
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

@@ -63,4 +63,20 @@ template <class T>
 void bce_backward(bool logits, const LossGrad& g, const T* x, const T* t, const T* weight, int64_t wn,
                   const T* pos_weight, int64_t pn, T* grad_x, int64_t n);
 
+// Multi-class hinge on x (N, C), one thread per sample; *bad as above for targets outside [0, C).
+template <class T>
+void multi_margin_forward(const T* x, const int64_t* target, const T* weight, T* elem, int64_t N, int64_t C, int p,
+                          double margin, double* acc, unsigned long long* bad);
+template <class T>
+void multi_margin_backward(const LossGrad& g, const T* x, const int64_t* target, const T* weight, T* grad_x,
+                           int64_t N, int64_t C, int p, double margin);
+
+// Triplet margin on (N, D) rows, one thread per sample.
+template <class T>
+void triplet_margin_forward(const T* a, const T* pos, const T* neg, T* elem, int64_t N, int64_t D, double margin,
+                            double p, double eps, bool swap, double* acc);
+template <class T>
+void triplet_margin_backward(const LossGrad& g, const T* a, const T* pos, const T* neg, T* grad_a, T* grad_p,
+                             T* grad_n, int64_t N, int64_t D, double margin, double p, double eps, bool swap);
+
 }  // namespace cnnfast::cuda
