@@ -7,7 +7,9 @@
 // arrays into shared memory (no im2col buffer), zero where a tap falls into the
 // padding or (backward data) between strided outputs.
 //
-// Tiling: a 64 x 128 output tile per 256-thread block, K in steps of 16. The
+// Tiling: a 64 x 128 output tile per 256-thread block, K in steps of 16; float
+// kernels are capped at 128 registers so two blocks share an SM, double ones
+// keep the registers their 4 x 8 double accumulators need (one block per SM). The
 // next K step's operands are loaded into registers while the current one is
 // multiplied out of shared memory, so global latency hides behind the FMAs.
 // Exact path: each thread owns a 4 x 8 register block (rows ty + 16 i, columns
@@ -172,7 +174,7 @@ __device__ __forceinline__ T to_operand(T v) {
 }
 
 template <class T, int MODE, bool TF32>
-__global__ void __launch_bounds__(THREADS, 2) igemm_kernel(const Params p) {
+__global__ void __launch_bounds__(THREADS, sizeof(T) == 4 ? 2 : 1) igemm_kernel(const Params p) {
   constexpr int kMainBytes = (BK * LDA + BK * LDB) * int(sizeof(T));
   constexpr int kEpiBytes = TF32 ? BM * LDB * int(sizeof(float)) : 0;
   __shared__ __align__(128) unsigned char smem[kMainBytes > kEpiBytes ? kMainBytes : kEpiBytes];
