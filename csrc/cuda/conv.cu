@@ -379,6 +379,96 @@ Params conv_params(const ConvShape& s) {
   return p;
 }
 
+// ---- depthwise (one input channel per group) -----------------------------------------
+// The implicit GEMM would have M = K/groups rows (usually 1-2) in 64-row tiles, so
+// depthwise layers get direct kernels: one thread per output (forward) or input
+// (backward data) element, one block per weight element (backward weight). The
+// per-element sums are host-callable for the same CPU check as the gathers.
+
+// y[n, k, o] with k's input channel c = k / Kg.
+template <class T>
+__host__ __device__ T dw_forward_value(const Geo& g, const T* x, const T* w, int64_t n, int k, int o) {
+  const int c = k / g.Kg;
+  T acc = T(0);
+  for (int t = 0; t < g.ksz; ++t) {
+    const T v = gather_x(x, g, c, int(n), 0, o, t);  // group c, its only channel
+    acc += w[int64_t(k) * g.ksz + t] * v;
+  }
+  return acc;
+}
+
+// grad_x[n, c, i] = sum over the Kg outputs of channel c and the taps that reach i.
+template <class T>
+__host__ __device__ T dw_backward_data_value(const Geo& g, const T* gy, const T* w, int64_t n, int c, int ip) {
+  int i0, i1, i2;
+  split3(ip, g.in, i0, i1, i2);
+  const int i[3] = {i0, i1, i2};
+  T acc = T(0);
+  for (int t = 0; t < g.ksz; ++t) {
+    int t0, t1, t2;
+    split3(t, g.k, t0, t1, t2);
+    const int tt[3] = {t0, t1, t2};
+    int o[3];
+    bool ok = true;
+    for (int d = 0; d < 3 && ok; ++d) {
+      const int num = i[d] + g.pad[d] - tt[d] * g.dil[d];
+      o[d] = num >= 0 ? num / g.st[d] : -1;
+      ok = num >= 0 && o[d] * g.st[d] == num && o[d] < g.out[d];
+    }
+    if (!ok) continue;
+    const int64_t op = (int64_t(o[0]) * g.out[1] + o[1]) * g.out[2] + o[2];
+    for (int kk = 0; kk < g.Kg; ++kk) {
+      const int k = c * g.Kg + kk;
+      acc += w[int64_t(k) * g.ksz + t] * gy[(n * g.K + k) * g.out_size + op];
+    }
+  }
+  return acc;
+}
+
+// One term of grad_w[k, t]: position j = n * out_size + o of the reduction.
+template <class T>
+__host__ __device__ T dw_backward_weight_term(const Geo& g, const T* gy, const T* x, int k, int t, int64_t j) {
+  const int64_t n = j / g.out_size;
+  const int o = int(j - n * g.out_size);
+  return gy[(n * g.K + k) * g.out_size + o] * gather_x(x, g, k / g.Kg, int(n), 0, o, t);
+}
+
+template <class T>
+__global__ void dw_forward_kernel(Geo g, const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                                  int64_t total) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
+    const int o = int(e % g.out_size);
+    const int64_t nk = e / g.out_size;
+    y[e] = dw_forward_value(g, x, w, nk / g.K, int(nk % g.K), o);
+  }
+}
+
+template <class T>
+__global__ void dw_backward_data_kernel(Geo g, const T* __restrict__ gy, const T* __restrict__ w, T* __restrict__ gx,
+                                        int64_t total) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
+    const int ip = int(e % g.in_size);
+    const int64_t nc = e / g.in_size;
+    gx[e] = dw_backward_data_value(g, gy, w, nc / g.C, int(nc % g.C), ip);
+  }
+}
+
+template <class T>
+__global__ void dw_backward_weight_kernel(Geo g, const T* __restrict__ gy, const T* __restrict__ x,
+                                          T* __restrict__ gw, int64_t N) {
+  __shared__ T shared[32];
+  const int64_t count = int64_t(g.K) * g.ksz, len = N * g.out_size;
+  for (int64_t e = blockIdx.x; e < count; e += gridDim.x) {
+    const int k = int(e / g.ksz), t = int(e % g.ksz);
+    T acc = T(0);
+    for (int64_t j = threadIdx.x; j < len; j += blockDim.x) acc += dw_backward_weight_term(g, gy, x, k, t, j);
+    acc = block_sum(acc, shared);
+    if (threadIdx.x == 0) gw[e] += acc;
+  }
+}
+
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
+
 }  // namespace
 
 bool allow_tf32() { return g_allow_tf32.load(); }
@@ -393,6 +483,12 @@ bool conv_shape_supported(const ConvShape& s) {
 template <class T>
 void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, bool tf32) {
   Params p = conv_params(s);
+  if (is_depthwise(s)) {
+    const int64_t total = s.N * s.K * s.out_size();
+    dw_forward_kernel<T><<<blocks_for(total, 256), 256, 0, current_stream()>>>(p.g, x, w, y, total);
+    check_launch("dw_forward_kernel");
+    return;
+  }
   p.M = s.Kg();
   p.Ncols = s.N * s.out_size();
   p.Kdim = s.Cg() * s.k_size();
@@ -405,6 +501,12 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, T* y, bool tf32) {
 template <class T>
 void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, bool tf32) {
   Params p = conv_params(s);
+  if (is_depthwise(s)) {
+    const int64_t total = s.N * s.C * s.in_size();
+    dw_backward_data_kernel<T><<<blocks_for(total, 256), 256, 0, current_stream()>>>(p.g, gy, w, gx, total);
+    check_launch("dw_backward_data_kernel");
+    return;
+  }
   p.M = s.Cg();
   p.Ncols = s.N * s.in_size();
   p.Kdim = s.Kg() * s.k_size();
@@ -417,6 +519,14 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, bool
 template <class T>
 void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, bool tf32) {
   Params p = conv_params(s);
+  if (is_depthwise(s)) {
+    const int64_t count = s.K * s.k_size(), len = s.N * s.out_size();
+    const int threads = len >= 256 ? 256 : len >= 64 ? 64 : 32;
+    dw_backward_weight_kernel<T><<<static_cast<unsigned>(std::min<int64_t>(count, 65535 * 8)), threads, 0,
+                                   current_stream()>>>(p.g, gy, x, gw, s.N);
+    check_launch("dw_backward_weight_kernel");
+    return;
+  }
   p.M = s.Kg();
   p.Ncols = s.Cg() * s.k_size();
   p.Kdim = s.N * s.out_size();

@@ -6,7 +6,8 @@
 //
 // All three convolution passes are one implicit-GEMM kernel (no im2col buffer):
 // the operand tiles are gathered from x / weight / grad_output straight into
-// shared memory. Gradient contract as on the CPU: conv_backward_data writes
+// shared memory. Depthwise layers (one input channel per group) use direct
+// kernels instead. Gradient contract as on the CPU: conv_backward_data writes
 // grad_x (=); conv_backward_weight and bias_backward accumulate (+=).
 #pragma once
 #include <cstdint>

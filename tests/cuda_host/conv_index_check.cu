@@ -1,7 +1,8 @@
 // Checks the index arithmetic of the CUDA implicit-GEMM convolution (the operand
 // gathers and epilogue of csrc/cuda/conv.cu, host-callable) against the CPU
 // convolution in float64 on odd shapes (stride 3, dilation 2, groups 3, depthwise,
-// 1-D/3-D, asymmetric padding, 1x1 fast path, split-K weight gradient). Needs nvcc
+// 1-D/3-D, asymmetric padding, 1x1 fast path, split-K weight gradient) and the direct depthwise
+// kernels' per-element sums. Needs nvcc
 // but no GPU. From the repository root, after a CUDA build in build/cu:
 //   nvcc -std=c++17 -arch=sm_90 -O1 -Icsrc -o /tmp/conv_index_check tests/cuda_host/conv_index_check.cu \
 //        build/cu/libcnnfast_kernels.a build/cu/libcnnfast_cuda.a -lpthread && /tmp/conv_index_check
@@ -72,6 +73,32 @@ void run(ConvShape s, const char* name) {
   }
 }
 
+// The direct depthwise kernels' per-element sums, for groups == C.
+void run_depthwise(ConvShape s, const char* name) {
+  std::mt19937 gen(2);
+  std::normal_distribution<double> nd;
+  auto rnd = [&](int64_t n) { std::vector<double> v(n); for (auto& e : v) e = nd(gen); return v; };
+  const int64_t xs = s.N * s.C * s.in_size(), ws = s.K * s.Cg() * s.k_size(), ys = s.N * s.K * s.out_size();
+  auto x = rnd(xs), w = rnd(ws), gy = rnd(ys);
+  const Geo g = conv_params(s).g;
+  std::vector<double> y_cpu(ys), y_dw(ys);
+  cpu::conv_forward<double>(s, x.data(), w.data(), y_cpu.data(), cpu::ConvAlgo::Gemm);
+  for (int64_t e = 0; e < ys; ++e)
+    y_dw[e] = dw_forward_value(g, x.data(), w.data(), e / s.out_size() / s.K, int(e / s.out_size() % s.K), int(e % s.out_size()));
+  check((std::string(name) + " direct forward").c_str(), maxdiff(y_dw, y_cpu));
+  std::vector<double> gx_cpu(xs), gx_dw(xs);
+  cpu::conv_backward_data<double>(s, gy.data(), w.data(), gx_cpu.data(), cpu::ConvAlgo::Gemm);
+  for (int64_t e = 0; e < xs; ++e)
+    gx_dw[e] = dw_backward_data_value(g, gy.data(), w.data(), e / s.in_size() / s.C, int(e / s.in_size() % s.C), int(e % s.in_size()));
+  check((std::string(name) + " direct backward data").c_str(), maxdiff(gx_dw, gx_cpu));
+  std::vector<double> gw_cpu(ws, 0.0), gw_dw(ws, 0.0);
+  cpu::conv_backward_weight<double>(s, gy.data(), x.data(), gw_cpu.data(), cpu::ConvAlgo::Gemm);
+  for (int64_t e = 0; e < ws; ++e)
+    for (int64_t j = 0; j < s.N * s.out_size(); ++j)
+      gw_dw[e] += dw_backward_weight_term(g, gy.data(), x.data(), int(e / s.k_size()), int(e % s.k_size()), j);
+  check((std::string(name) + " direct backward weight").c_str(), maxdiff(gw_dw, gw_cpu));
+}
+
 ConvShape make(int nd, std::vector<int64_t> x, std::vector<int64_t> w, std::vector<int64_t> st, std::vector<std::pair<int64_t,int64_t>> pad, std::vector<int64_t> dil, int64_t groups) {
   ConvShape s;
   s.N = x[0]; s.C = x[1]; s.K = w[0]; s.groups = groups;
@@ -93,6 +120,11 @@ int main() {
   run(make(2, {2, 70, 9, 10}, {129, 70, 1, 1}, {1, 1}, {{0, 0}, {0, 0}}, {1, 1}, 1), "1x1 pointwise");
   run(make(2, {2, 8, 9, 10}, {6, 8, 1, 1}, {2, 2}, {{0, 0}, {0, 0}}, {1, 1}, 2), "1x1 s2 g2");
   run(make(2, {2, 8, 5, 6}, {6, 8, 1, 1}, {1, 1}, {{0, 1}, {1, 0}}, {1, 1}, 1), "1x1 padded");
+  run_depthwise(make(2, {3, 5, 11, 7}, {5, 1, 3, 3}, {1, 3}, {{1, 1}, {2, 1}}, {1, 2}, 5), "depthwise");
+  run_depthwise(make(2, {2, 4, 9, 9}, {8, 1, 3, 3}, {2, 2}, {{1, 1}, {1, 1}}, {1, 1}, 4), "depthwise x2 s2");
+  run_depthwise(make(1, {2, 3, 17}, {6, 1, 4}, {3}, {{2, 0}}, {2}, 3), "depthwise 1d x2 s3 d2");
+  run_depthwise(make(3, {1, 2, 4, 5, 6}, {2, 1, 2, 3, 2}, {1, 2, 1}, {{1, 0}, {0, 1}, {1, 1}}, {1, 1, 2}, 2), "depthwise 3d");
+  run_depthwise(make(2, {2, 3, 5, 6}, {3, 1, 1, 1}, {1, 1}, {{0, 0}, {0, 0}}, {1, 1}, 3), "depthwise 1x1");
   printf("%d failures\n", fails);
   return fails != 0;
 }
