@@ -26,7 +26,7 @@ def opt(a):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(7, 5), (1, 3, 17), (2, 3, 5, 7), (3, 2, 3, 1, 5)])
+@pytest.mark.parametrize("shape", [(7, 5), (1, 3, 17), (2, 3, 5, 7), (3, 2, 3, 1, 5), (2, 3, 37, 41)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_matches_cpu(shape, affine, dtype, rng):
     rtol, atol = tols(dtype)
@@ -59,7 +59,8 @@ def test_batch_norm_large_mean_small_spread(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,G", [((2, 6, 7), 3), ((1, 5, 3, 3), 5), ((3, 4, 2, 5), 1), ((2, 6), 2)])
+@pytest.mark.parametrize("shape,G", [((2, 6, 7), 3), ((1, 5, 3, 3), 5), ((3, 4, 2, 5), 1), ((2, 6), 2),
+                                     ((2, 6, 33, 35), 3)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_matches_cpu(shape, G, affine, dtype, rng):
     rtol, atol = tols(dtype)

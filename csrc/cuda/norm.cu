@@ -26,10 +26,17 @@ unsigned grid_for_rows(int64_t rows) { return static_cast<unsigned>(std::min<int
 template <class F>
 __device__ double channel_sum(int64_t N, int64_t C, int64_t S, int64_t c, double* shared, F f) {
   double acc = 0;
-  const int64_t M = N * S;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const int64_t n = j / S, s = j - n * S;
-    acc += f(n, (n * C + c) * S + s);
+  if (S >= blockDim.x) {  // long planes: walk each contiguously, no per-element division
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t base = (n * C + c) * S;
+      for (int64_t s = threadIdx.x; s < S; s += blockDim.x) acc += f(n, base + s);
+    }
+  } else {
+    const int64_t M = N * S;
+    for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+      const int64_t n = j / S, s = j - n * S;
+      acc += f(n, (n * C + c) * S + s);
+    }
   }
   return block_sum(acc, shared);
 }
@@ -89,6 +96,37 @@ __global__ void affine_kernel(const T* __restrict__ x, T* __restrict__ y, int64_
   }
 }
 
+// The same affine transform plane by plane (blockIdx.y walks the (n, c) planes):
+// statistics and parameters are read once per plane, no per-element division.
+template <class T, int MODE>
+__global__ void plane_affine_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t planes, int64_t C, int64_t S,
+                                    int64_t G, const T* __restrict__ mean, const T* __restrict__ rstd,
+                                    const T* __restrict__ w, const T* __restrict__ b) {
+  for (int64_t pl = blockIdx.y; pl < planes; pl += gridDim.y) {
+    const int64_t c = pl % C, st = MODE == 0 ? c : (pl / C) * G + c / (C / G);
+    const T m = mean[st], scale = rstd[st] * (w ? w[c] : T(1)), shift = b ? b[c] : T(0);
+    const T* xp = x + pl * S;
+    T* yp = y + pl * S;
+    for (int64_t s = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; s < S; s += int64_t(blockDim.x) * gridDim.x)
+      yp[s] = (xp[s] - m) * scale + shift;
+  }
+}
+
+template <class T, int MODE>
+void launch_affine(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64_t G, const T* mean, const T* rstd,
+                   const T* w, const T* b, const char* name) {
+  const int64_t total = N * C * S;
+  if (S >= 1024) {
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>((S + 4 * kThreads - 1) / (4 * kThreads), 64)),
+                    static_cast<unsigned>(std::min<int64_t>(N * C, 65535)));
+    plane_affine_kernel<T, MODE><<<grid, kThreads, 0, current_stream()>>>(x, y, N * C, C, S, G, mean, rstd, w, b);
+  } else {
+    affine_kernel<T, MODE><<<blocks_for(total, kThreads), kThreads, 0, current_stream()>>>(x, y, total, C, S, G, mean,
+                                                                                          rstd, w, b);
+  }
+  check_launch(name);
+}
+
 // BatchNorm backward: one block per channel; sums, parameter gradients, then grad_x.
 template <class T>
 __global__ void bn_backward_kernel(const T* __restrict__ gy, const T* __restrict__ x, T* __restrict__ gx, int64_t N,
@@ -109,9 +147,15 @@ __global__ void bn_backward_kernel(const T* __restrict__ gy, const T* __restrict
     const double wr = (w ? double(w[c]) : 1.0) * r;
     const T a = T(wr), bcoef = T(training ? -wr * sdyx / M * r : 0.0), ccoef = T(training ? -wr * sdy / M : 0.0);
     const T mt = T(m);
-    for (int64_t j = threadIdx.x; j < N * S; j += blockDim.x) {
-      const int64_t n = j / S, i = (n * C + c) * S + (j - n * S);
-      gx[i] = gy[i] * a + (x[i] - mt) * bcoef + ccoef;
+    if (S >= blockDim.x) {
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = (n * C + c) * S + threadIdx.x, end = (n * C + c + 1) * S; i < end; i += blockDim.x)
+          gx[i] = gy[i] * a + (x[i] - mt) * bcoef + ccoef;
+    } else {
+      for (int64_t j = threadIdx.x; j < N * S; j += blockDim.x) {
+        const int64_t n = j / S, i = (n * C + c) * S + (j - n * S);
+        gx[i] = gy[i] * a + (x[i] - mt) * bcoef + ccoef;
+      }
     }
   }
 }
@@ -269,9 +313,7 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
     bn_eval_stats_kernel<T><<<blocks_for(C, 128), 128, 0, current_stream()>>>(rm, rv, C, eps, save_mean, save_rstd);
     check_launch("bn_eval_stats_kernel");
   }
-  affine_kernel<T, 0><<<blocks_for(total, kThreads), kThreads, 0, current_stream()>>>(x, y, total, C, S, 1, save_mean,
-                                                                                      save_rstd, w, b);
-  check_launch("affine_kernel<batch_norm>");
+  launch_affine<T, 0>(x, y, N, C, S, 1, save_mean, save_rstd, w, b, "affine_kernel<batch_norm>");
 }
 
 template <class T>
@@ -291,9 +333,7 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
   row_stats_kernel<T><<<grid_for_rows(N * G), threads_for(L), 0, current_stream()>>>(x, N * G, L, eps, mean, rstd,
                                                                                       var_out);
   check_launch("row_stats_kernel<group_norm>");
-  affine_kernel<T, 1><<<blocks_for(total, kThreads), kThreads, 0, current_stream()>>>(x, y, total, C, S, G, mean,
-                                                                                      rstd, w, b);
-  check_launch("affine_kernel<group_norm>");
+  launch_affine<T, 1>(x, y, N, C, S, G, mean, rstd, w, b, "affine_kernel<group_norm>");
 }
 
 template <class T>
