@@ -157,3 +157,21 @@ def test_margin_losses_bad_input():
         cu.multi_margin_loss_forward(x, dev(np.array([0, 1], np.int64)), 3)
     with pytest.raises(ValueError, match="positive"):
         cu.triplet_margin_loss_forward(x, dev(np.zeros((2, 4), np.float32)), x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape,weighted,ls", [((5, 7), False, 0.0), ((3, 4, 5), True, 0.15)])
+def test_cross_entropy_probability_targets_match_cpu(shape, weighted, ls, reduction, dtype, rng):
+    rtol, atol = tols(dtype)
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    q = rng.random(shape).astype(dtype)
+    q /= q.sum(axis=1, keepdims=True)
+    w = (rng.random(shape[1]) + 0.5).astype(dtype) if weighted else None
+    wd = dev(w) if weighted else None
+    ref, lse = _C.cross_entropy_forward(x, q, w, -100, reduction, ls)
+    got, lse_g = cu.cross_entropy_forward(dev(x), dev(q), wd, -100, reduction, ls)
+    assert_close(got.numpy(), ref, rtol=rtol * 10, atol=atol)
+    gy = upstream(ref, rng, dtype)
+    assert_close(cu.cross_entropy_backward(dev(gy), dev(x), dev(q), lse_g, wd, -100, reduction, ls).numpy(),
+                 _C.cross_entropy_backward(gy, x, q, lse, w, -100, reduction, ls), rtol=rtol * 10, atol=atol)

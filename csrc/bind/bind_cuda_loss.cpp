@@ -4,8 +4,8 @@
 // CUDA array ('none': per element / per sample; 'mean'/'sum': 0-d), computed and
 // kept on the device; backward takes grad_output as a CUDA array. Target range
 // errors are found by the kernels and read back (one synchronisation).
-// multi_margin_loss and triplet_margin_loss too. Probability targets for
-// cross_entropy have no GPU kernel yet (TypeError naming the target).
+// multi_margin_loss and triplet_margin_loss too. cross_entropy takes int64
+// class indices or float class probabilities (input's shape and dtype), as on the CPU.
 #include "bind/cuda_families.h"
 
 #if CNNFAST_WITH_CUDA
@@ -156,8 +156,7 @@ Ints sample_shape(const DeviceArray& x) {
 
 DeviceArray index_target(const py::object& to, const DeviceArray& x) {
   DeviceArray t = as_device_array(to, "target");
-  CNNFAST_CHECK(t.typestr == "<i8", TypeError, "target: expected int64 class indices (probability targets have no ",
-                "GPU kernel yet), got typestr ", t.typestr);
+  CNNFAST_CHECK(t.typestr == "<i8", TypeError, "target: expected int64 class indices, got typestr ", t.typestr);
   require_device_shape(t, "target", sample_shape(x));
   return t;
 }
@@ -180,10 +179,24 @@ py::tuple ce_fwd(const py::object& xo, const py::object& to, const py::object& w
   DeviceArray x = as_device_array(xo, "input");
   NCS d = class_layout(x);
   check_smoothing(ls);
-  DeviceArray t = index_target(to, x), w = class_weight(weight, x, d.C);
+  DeviceArray w = class_weight(weight, x, d.C);
   DeviceArray elem, lse = empty_device(sample_shape(x), x.typestr), out;
   if (red == Red::None) elem = empty_device(sample_shape(x), x.typestr);
   Scratch s;
+  DeviceArray tp = as_device_array(to, "target");
+  if (tp.typestr == x.typestr) {  // class probabilities: the 'mean' divisor is N*S
+    require_device_shape(tp, "target", x.shape);
+    dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
+      using T = decltype(tag);
+      py::gil_scoped_release nogil;
+      cuda::cross_entropy_prob_forward<T>(dptr<T>(x), dptr<T>(tp), w.data ? dptr<T>(w) : nullptr,
+                                          red == Red::None ? dmptr<T>(elem) : nullptr, dmptr<T>(lse), d.N, d.C, d.S,
+                                          ls, s.acc());
+      out = finish<T>(red, elem, s, x.typestr, false, double(d.N * d.S));
+    });
+    return py::make_tuple(out, lse);
+  }
+  DeviceArray t = index_target(to, x);
   int64_t bad = -1;
   dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
     using T = decltype(tag);
@@ -217,10 +230,23 @@ DeviceArray ce_bwd(const py::object& go, const py::object& xo, const py::object&
   DeviceArray gy = as_device_array(go, "grad_output"), x = as_device_array(xo, "input");
   NCS d = class_layout(x);
   check_smoothing(ls);
-  DeviceArray t = index_target(to, x), w = class_weight(weight, x, d.C), lse = as_device_array(lseo, "lse");
+  DeviceArray w = class_weight(weight, x, d.C), lse = as_device_array(lseo, "lse");
   require_same_typestr(x, "input", lse, "lse");
   require_device_shape(lse, "lse", sample_shape(x));
   DeviceArray gx = empty_device(x.shape, x.typestr);
+  DeviceArray tp = as_device_array(to, "target");
+  if (tp.typestr == x.typestr) {
+    require_device_shape(tp, "target", x.shape);
+    cuda::LossGrad g = grad_of(gy, x, red, sample_shape(x), double(d.N * d.S), nullptr);
+    dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
+      using T = decltype(tag);
+      py::gil_scoped_release nogil;
+      cuda::cross_entropy_prob_backward<T>(g, dptr<T>(x), dptr<T>(tp), w.data ? dptr<T>(w) : nullptr, dptr<T>(lse),
+                                           dmptr<T>(gx), d.N, d.C, d.S, ls);
+    });
+    return gx;
+  }
+  DeviceArray t = index_target(to, x);
   Scratch s;
   dispatch_float(device_float_dtype(x, "input"), [&](auto tag) {
     using T = decltype(tag);
@@ -464,7 +490,7 @@ void bind_cuda_loss(py::module_& cu) {
   }
   cu.def("cross_entropy_forward", &ce_fwd, arg("input"), arg("target"), arg("weight") = none,
          arg("ignore_index") = -100, arg("reduction") = "mean", arg("label_smoothing") = 0.0,
-         "GPU cross-entropy from logits with int64 class-index targets; returns (loss, lse).");
+         "GPU cross-entropy from logits, int64 class-index or class-probability targets; returns (loss, lse).");
   cu.def("cross_entropy_backward", &ce_bwd, arg("grad_output"), arg("input"), arg("target"), arg("lse"),
          arg("weight") = none, arg("ignore_index") = -100, arg("reduction") = "mean", arg("label_smoothing") = 0.0);
   cu.def("nll_loss_forward", &nll_fwd, arg("input"), arg("target"), arg("weight") = none, arg("ignore_index") = -100,

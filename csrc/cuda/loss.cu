@@ -166,6 +166,44 @@ __global__ void ce_bwd_kernel(LossGrad g, const T* __restrict__ x, const int64_t
   }
 }
 
+// loss = sum_c w_c q'_c (lse - x_c), q' = (1 - eps) q + eps / C.
+template <class T>
+__global__ void ce_prob_fwd_kernel(const T* __restrict__ x, const T* __restrict__ q, const T* __restrict__ w,
+                                   T* __restrict__ elem, T* __restrict__ lse, int64_t N, int64_t C, int64_t S,
+                                   double ls, double* acc) {
+  double s = 0;
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < N * S; k += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t n = k / S, i = k - n * S, off = n * C * S + i;
+    const T l = logsumexp(x + off, C, S);
+    lse[k] = l;
+    double loss = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double qc = (1.0 - ls) * double(q[off + c * S]) + ls / double(C);
+      loss += (w ? double(w[c]) : 1.0) * qc * (double(l) - double(x[off + c * S]));
+    }
+    if (elem) elem[k] = T(loss);
+    s += loss;
+  }
+  commit(s, 0, acc, false);
+}
+
+template <class T>
+__global__ void ce_prob_bwd_kernel(LossGrad g, const T* __restrict__ x, const T* __restrict__ q,
+                                   const T* __restrict__ w, const T* __restrict__ lse, T* __restrict__ gx, int64_t N,
+                                   int64_t C, int64_t S, double ls) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < N * S; k += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t n = k / S, i = k - n * S, off = n * C * S + i;
+    const double gv = double(upstream<T>(g, k));
+    double swq = 0;
+    for (int64_t c = 0; c < C; ++c)
+      swq += (w ? double(w[c]) : 1.0) * ((1.0 - ls) * double(q[off + c * S]) + ls / double(C));
+    for (int64_t c = 0; c < C; ++c) {
+      const double wq = (w ? double(w[c]) : 1.0) * ((1.0 - ls) * double(q[off + c * S]) + ls / double(C));
+      gx[off + c * S] = T(gv * (exp(double(x[off + c * S]) - double(lse[k])) * swq - wq));
+    }
+  }
+}
+
 template <class T>
 __global__ void nll_fwd_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, const T* __restrict__ w,
                                T* __restrict__ elem, int64_t N, int64_t C, int64_t S, int64_t ignore, double* acc,
@@ -432,6 +470,24 @@ void cross_entropy_backward(const LossGrad& g, const T* x, const int64_t* target
 }
 
 template <class T>
+void cross_entropy_prob_forward(const T* x, const T* q, const T* w, T* elem, T* lse, int64_t N, int64_t C, int64_t S,
+                                double ls, double* acc) {
+  if (N * S == 0) return;
+  ce_prob_fwd_kernel<T><<<reduce_blocks(N * S), kThreads, 0, current_stream()>>>(x, q, w, elem, lse, N, C, S, ls,
+                                                                                 acc);
+  check_launch("ce_prob_fwd_kernel");
+}
+
+template <class T>
+void cross_entropy_prob_backward(const LossGrad& g, const T* x, const T* q, const T* w, const T* lse, T* gx, int64_t N,
+                                 int64_t C, int64_t S, double ls) {
+  if (N * S == 0) return;
+  ce_prob_bwd_kernel<T><<<blocks_for(N * S, kThreads), kThreads, 0, current_stream()>>>(g, x, q, w, lse, gx, N, C, S,
+                                                                                        ls);
+  check_launch("ce_prob_bwd_kernel");
+}
+
+template <class T>
 void nll_loss_forward(const T* x, const int64_t* target, const T* w, T* elem, int64_t N, int64_t C, int64_t S,
                       int64_t ignore, double* acc, unsigned long long* bad) {
   if (N * S == 0) return;
@@ -518,6 +574,10 @@ void triplet_margin_backward(const LossGrad& g, const T* a, const T* pos, const 
                                          int64_t, double, double*, unsigned long long*);                           \
   template void cross_entropy_backward<T>(const LossGrad&, const T*, const int64_t*, const T*, const T*, T*,       \
                                           int64_t, int64_t, int64_t, int64_t, double);                             \
+  template void cross_entropy_prob_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,  \
+                                              double, double*);                                                    \
+  template void cross_entropy_prob_backward<T>(const LossGrad&, const T*, const T*, const T*, const T*, T*,       \
+                                               int64_t, int64_t, int64_t, double);                                 \
   template void nll_loss_forward<T>(const T*, const int64_t*, const T*, T*, int64_t, int64_t, int64_t, int64_t,    \
                                     double*, unsigned long long*);                                                 \
   template void nll_loss_backward<T>(const LossGrad&, const int64_t*, const T*, T*, int64_t, int64_t, int64_t,     \

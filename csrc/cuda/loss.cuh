@@ -42,6 +42,14 @@ template <class T>
 void cross_entropy_backward(const LossGrad& g, const T* x, const int64_t* target, const T* weight, const T* lse,
                             T* grad_x, int64_t N, int64_t C, int64_t S, int64_t ignore_index, double label_smoothing);
 
+// Class-probability targets (N, C, S) of x's dtype; the 'mean' divisor is N*S.
+template <class T>
+void cross_entropy_prob_forward(const T* x, const T* target, const T* weight, T* elem, T* lse, int64_t N, int64_t C,
+                                int64_t S, double label_smoothing, double* acc);
+template <class T>
+void cross_entropy_prob_backward(const LossGrad& g, const T* x, const T* target, const T* weight, const T* lse,
+                                 T* grad_x, int64_t N, int64_t C, int64_t S, double label_smoothing);
+
 template <class T>
 void nll_loss_forward(const T* x, const int64_t* target, const T* weight, T* elem, int64_t N, int64_t C, int64_t S,
                       int64_t ignore_index, double* acc, unsigned long long* bad);
