@@ -46,12 +46,34 @@ constexpr int LDA = BM + PAD, LDB = BN + PAD;  // +4 floats keeps wmma's 16-byte
 // The operand gathers and the epilogue are host-callable too, so their index
 // arithmetic can be checked against the CPU convolution without a GPU.
 
+// Division of a non-negative int n < 2^31 by a fixed divisor as a multiply-high,
+// shift and add (Granlund-Montgomery with a 33-bit magic split into m and the
+// add of n); the gathers divide by kernel and image extents on every load.
+struct FastDiv {
+  uint32_t d = 1, m = 1, s = 0;
+  void set(int divisor) {
+    d = uint32_t(divisor);
+    s = 0;
+    while ((uint64_t(1) << s) < d) ++s;
+    m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
+  }
+  __host__ __device__ __forceinline__ int div(int n) const {
+#ifdef __CUDA_ARCH__
+    const uint32_t hi = __umulhi(uint32_t(n), m);
+#else
+    const uint32_t hi = uint32_t((uint64_t(uint32_t(n)) * m) >> 32);
+#endif
+    return int((hi + uint32_t(n)) >> s);
+  }
+};
+
 // ConvShape in 32-bit coordinates (conv_shape_supported bounds every count).
 struct Geo {
   int C, K, Cg, Kg;
   int in[3], out[3], k[3], st[3], dil[3], pad[3];
   int in_size, out_size, ksz;
   bool pointwise;  // 1x1x1 kernel, stride 1, no padding: input and output positions coincide
+  FastDiv fin[3], fout[3], fk[3], fst[3], fin_size, fout_size, fksz;
 };
 
 struct Params {
@@ -68,11 +90,11 @@ struct Params {
   int64_t kchunk;
 };
 
-__host__ __device__ __forceinline__ void split3(int v, const int d[3], int& a, int& b, int& c) {
-  c = v % d[2];
-  v /= d[2];
-  b = v % d[1];
-  a = v / d[1];
+__host__ __device__ __forceinline__ void split3(int v, const FastDiv d[3], int& a, int& b, int& c) {
+  const int q2 = d[2].div(v);
+  c = v - q2 * int(d[2].d);
+  a = d[1].div(q2);
+  b = q2 - a * int(d[1].d);
 }
 
 template <class T, int MODE>
@@ -84,10 +106,10 @@ __host__ __device__ __forceinline__ T load_a(const Params& p, int gi, int64_t m,
   } else if constexpr (MODE == kFwd) {
     return a[(int64_t(gi) * g.Kg + m) * p.Kdim + k];  // w (K, Cg*ksz)
   } else if constexpr (MODE == kBwdData) {
-    const int kk = int(k) / g.ksz, t = int(k) - kk * g.ksz;  // m = c
+    const int kk = g.fksz.div(int(k)), t = int(k) - kk * g.ksz;  // m = c
     return a[((int64_t(gi) * g.Kg + kk) * g.Cg + m) * g.ksz + t];
   } else {
-    const int img = int(k) / g.out_size, o = int(k) - img * g.out_size;  // m = output channel in group
+    const int img = g.fout_size.div(int(k)), o = int(k) - img * g.out_size;  // m = output channel in group
     return a[(int64_t(img) * g.K + int64_t(gi) * g.Kg + m) * g.out_size + o];
   }
 }
@@ -97,8 +119,8 @@ template <class T>
 __host__ __device__ __forceinline__ T gather_x(const T* x, const Geo& g, int gi, int img, int c, int o, int t) {
   if (g.pointwise) return x[(int64_t(img) * g.C + int64_t(gi) * g.Cg + c) * g.in_size + o];
   int o0, o1, o2, t0, t1, t2;
-  split3(o, g.out, o0, o1, o2);
-  split3(t, g.k, t0, t1, t2);
+  split3(o, g.fout, o0, o1, o2);
+  split3(t, g.fk, t0, t1, t2);
   const int i0 = o0 * g.st[0] - g.pad[0] + t0 * g.dil[0];
   const int i1 = o1 * g.st[1] - g.pad[1] + t1 * g.dil[1];
   const int i2 = o2 * g.st[2] - g.pad[2] + t2 * g.dil[2];
@@ -114,30 +136,30 @@ __host__ __device__ __forceinline__ T load_b(const Params& p, int gi, int64_t k,
   if constexpr (MODE == kGemm) {
     return b[k * p.rs_b + n * p.cs_b];
   } else if constexpr (MODE == kFwd) {
-    const int c = int(k) / g.ksz, t = int(k) - c * g.ksz;
-    const int img = int(n) / g.out_size, o = int(n) - img * g.out_size;
+    const int c = g.fksz.div(int(k)), t = int(k) - c * g.ksz;
+    const int img = g.fout_size.div(int(n)), o = int(n) - img * g.out_size;
     return gather_x(b, g, gi, img, c, o, t);
   } else if constexpr (MODE == kBwdData) {
-    const int kk = int(k) / g.ksz, t = int(k) - kk * g.ksz;
-    const int img = int(n) / g.in_size, ip = int(n) - img * g.in_size;
+    const int kk = g.fksz.div(int(k)), t = int(k) - kk * g.ksz;
+    const int img = g.fin_size.div(int(n)), ip = int(n) - img * g.in_size;
     if (g.pointwise) return b[(int64_t(img) * g.K + int64_t(gi) * g.Kg + kk) * g.out_size + ip];
     int i0, i1, i2, t0, t1, t2;
-    split3(ip, g.in, i0, i1, i2);
-    split3(t, g.k, t0, t1, t2);
+    split3(ip, g.fin, i0, i1, i2);
+    split3(t, g.fk, t0, t1, t2);
     const int i[3] = {i0, i1, i2}, tt[3] = {t0, t1, t2};
     int o[3];
 #pragma unroll
     for (int d = 0; d < 3; ++d) {
       const int num = i[d] + g.pad[d] - tt[d] * g.dil[d];
       if (num < 0) return T(0);
-      o[d] = num / g.st[d];
+      o[d] = g.fst[d].div(num);
       if (o[d] * g.st[d] != num || o[d] >= g.out[d]) return T(0);
     }
     return b[(int64_t(img) * g.K + int64_t(gi) * g.Kg + kk) * g.out_size + (int64_t(o[0]) * g.out[1] + o[1]) * g.out[2] +
              o[2]];
   } else {
-    const int img = int(k) / g.out_size, o = int(k) - img * g.out_size;
-    const int c = int(n) / g.ksz, t = int(n) - c * g.ksz;
+    const int img = g.fout_size.div(int(k)), o = int(k) - img * g.out_size;
+    const int c = g.fksz.div(int(n)), t = int(n) - c * g.ksz;
     return gather_x(b, g, gi, img, c, o, t);
   }
 }
@@ -150,10 +172,10 @@ __host__ __device__ __forceinline__ void store_c(const Params& p, int gi, int64_
     T* q = c + m * p.ldc + n;
     *q = p.accumulate ? *q + v : v;
   } else if constexpr (MODE == kFwd) {
-    const int img = int(n) / g.out_size, o = int(n) - img * g.out_size;
+    const int img = g.fout_size.div(int(n)), o = int(n) - img * g.out_size;
     c[(int64_t(img) * g.K + int64_t(gi) * g.Kg + m) * g.out_size + o] = v;
   } else if constexpr (MODE == kBwdData) {
-    const int img = int(n) / g.in_size, ip = int(n) - img * g.in_size;
+    const int img = g.fin_size.div(int(n)), ip = int(n) - img * g.in_size;
     c[(int64_t(img) * g.C + int64_t(gi) * g.Cg + m) * g.in_size + ip] = v;
   } else {
     T* q = c + (int64_t(gi) * g.Kg + m) * p.Ncols + n;
@@ -372,6 +394,15 @@ Params conv_params(const ConvShape& s) {
   g.in_size = int(s.in_size());
   g.out_size = int(s.out_size());
   g.ksz = int(s.k_size());
+  for (int d = 0; d < 3; ++d) {
+    g.fin[d].set(g.in[d]);
+    g.fout[d].set(g.out[d]);
+    g.fk[d].set(g.k[d]);
+    g.fst[d].set(g.st[d]);
+  }
+  g.fin_size.set(g.in_size);
+  g.fout_size.set(g.out_size);
+  g.fksz.set(g.ksz);
   g.pointwise = g.ksz == 1 && g.in_size == g.out_size;
   for (int d = 0; d < 3; ++d) g.pointwise = g.pointwise && g.st[d] == 1 && g.pad[d] == 0;
   p.groups = int(s.groups);
@@ -401,18 +432,18 @@ __host__ __device__ T dw_forward_value(const Geo& g, const T* x, const T* w, int
 template <class T>
 __host__ __device__ T dw_backward_data_value(const Geo& g, const T* gy, const T* w, int64_t n, int c, int ip) {
   int i0, i1, i2;
-  split3(ip, g.in, i0, i1, i2);
+  split3(ip, g.fin, i0, i1, i2);
   const int i[3] = {i0, i1, i2};
   T acc = T(0);
   for (int t = 0; t < g.ksz; ++t) {
     int t0, t1, t2;
-    split3(t, g.k, t0, t1, t2);
+    split3(t, g.fk, t0, t1, t2);
     const int tt[3] = {t0, t1, t2};
     int o[3];
     bool ok = true;
     for (int d = 0; d < 3 && ok; ++d) {
       const int num = i[d] + g.pad[d] - tt[d] * g.dil[d];
-      o[d] = num >= 0 ? num / g.st[d] : -1;
+      o[d] = num >= 0 ? g.fst[d].div(num) : -1;
       ok = num >= 0 && o[d] * g.st[d] == num && o[d] < g.out[d];
     }
     if (!ok) continue;
@@ -428,7 +459,7 @@ __host__ __device__ T dw_backward_data_value(const Geo& g, const T* gy, const T*
 // One term of grad_w[k, t]: position j = n * out_size + o of the reduction.
 template <class T>
 __host__ __device__ T dw_backward_weight_term(const Geo& g, const T* gy, const T* x, int k, int t, int64_t j) {
-  const int64_t n = j / g.out_size;
+  const int64_t n = g.fout_size.div(int(j));  // j < N * out_size < 2^31
   const int o = int(j - n * g.out_size);
   return gy[(n * g.K + k) * g.out_size + o] * gather_x(x, g, k / g.Kg, int(n), 0, o, t);
 }
