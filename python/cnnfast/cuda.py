@@ -5,6 +5,13 @@ A CUDA-built cnnfast imports and runs on the CPU where there is no GPU or driver
 under the same names and argument order as the CPU kernels in ``cnnfast._C``, and
 take any CUDA array: a ``DeviceArray``, or an object with ``__cuda_array_interface__``
 or ``__dlpack__`` (PyTorch CUDA tensors, CuPy arrays), without copying.
+
+Families on the GPU: activations and softmax; convolution (1-3 D, strides, (start, end)
+padding, dilation, groups, depthwise, transposed), linear and gemm, with an opt-in TF32
+tensor-core path (``allow_tf32=`` per call or ``set_allow_tf32``); pooling and unpooling;
+dropout (the CPU's mask, bit for bit, for the same seed and offset); BatchNorm,
+Instance/Group/LayerNorm, LRN; the losses; the fused optimizer steps. Losses return
+device arrays ('mean'/'sum' as 0-d) and take device grad_output.
 """
 from __future__ import annotations
 
