@@ -18,6 +18,10 @@ void copy_device_to_device(void* dst, const void* src, std::size_t bytes) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, current_stream()), "cudaMemcpy device->device");
 }
 
+void memset_device(void* dst, int value, std::size_t bytes) {
+  check(cudaMemsetAsync(dst, value, bytes, current_stream()), "cudaMemsetAsync");
+}
+
 void synchronize() { check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize"); }
 
 void wait_for_foreign_stream(long long handle) {

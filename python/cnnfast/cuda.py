@@ -5,6 +5,13 @@ A CUDA-built cnnfast imports and runs on the CPU where there is no GPU or driver
 under the same names and argument order as the CPU kernels in ``cnnfast._C``, and
 take any CUDA array: a ``DeviceArray``, or an object with ``__cuda_array_interface__``
 or ``__dlpack__`` (PyTorch CUDA tensors, CuPy arrays), without copying.
+
+Families on the GPU: activations and softmax; convolution (1-3 D, strides, (start, end)
+padding, dilation, groups, depthwise, transposed), linear and gemm, with an opt-in TF32
+tensor-core path (``allow_tf32=`` per call or ``set_allow_tf32``); pooling and unpooling;
+dropout (the CPU's mask, bit for bit, for the same seed and offset); BatchNorm,
+Instance/Group/LayerNorm, LRN; the losses; the fused optimizer steps. Losses return
+device arrays ('mean'/'sum' as 0-d) and take device grad_output.
 """
 from __future__ import annotations
 
@@ -70,3 +77,17 @@ def empty_cache() -> None:
 def synchronize() -> None:
     if is_available():
         _cu.synchronize()
+
+
+def set_allow_tf32(allow: bool) -> None:
+    """Let float32 convolutions, linear layers and GEMMs on the GPU use TF32 tensor cores
+    (10-bit mantissa products, FP32 sums) when a kernel is called with ``allow_tf32=None``.
+    Off by default: results are exact FP32 unless asked otherwise (as PyTorch's
+    ``torch.backends.cudnn.allow_tf32 = False``)."""
+    _require()
+    _cu.set_allow_tf32(bool(allow))
+
+
+def get_allow_tf32() -> bool:
+    """The default set by ``set_allow_tf32`` (False unless changed)."""
+    return bool(_cu.get_allow_tf32()) if is_available() else False
