@@ -15,7 +15,6 @@ from cnnfast import nn, optim
 from cnnfast import functional as F
 from cnnfast.serialization import CheckpointError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_round_trip_of_nested_objects(tmp_path):
