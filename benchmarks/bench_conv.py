@@ -10,6 +10,7 @@ geometric means.
     python benchmarks/bench_conv.py            # full run
     python benchmarks/bench_conv.py --quick    # smaller batches, fewer repeats
     python benchmarks/bench_conv.py --algo gemm
+    python benchmarks/bench_conv.py --only depthwise
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--algo", default="auto", choices=["auto", "gemm", "winograd"])
+    ap.add_argument("--only", default=None, help="run only the layers whose name contains this text")
     args = ap.parse_args()
     repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
@@ -131,6 +133,8 @@ def main():
     print("-" * len(hdr))
     rf, rfb = [], []
     for layer in LAYERS:
+        if args.only and args.only not in layer[0]:
+            continue
         name, N, flops, t = run_layer(layer, args.quick, args.algo, repeats)
         gf, gfb = flops / t["ours_f"] * 1e-9, 3 * flops / t["ours_fb"] * 1e-9
         r1, r2 = t["torch_f"] / t["ours_f"], t["torch_fb"] / t["ours_fb"]
