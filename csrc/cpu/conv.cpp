@@ -367,6 +367,7 @@ template <class T>
 void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
+  const bool direct = vec && avx2_impl::dw_direct_applicable(s);
   // One thread owns each output channel's taps and sums images in order:
   // the result does not depend on the thread count.
   parallel_for(0, s.K, 1, [&](int64_t b, int64_t e) {
@@ -375,6 +376,10 @@ void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* g
         const T* g = gy + (n * s.K + k) * P;
         const T* xp = x + (n * s.C + k / Kg) * inS;
         if constexpr (std::is_same_v<T, float>) {
+          if (direct) {
+            avx2_impl::dw_direct_weight_plane(s, g, xp, gw + k * ks);
+            continue;
+          }
           if (vec) {
             avx2_impl::dw_backward_weight_plane(s, g, xp, gw + k * ks);
             continue;
@@ -526,6 +531,7 @@ void dw_backward_data_plane(const ConvShape&, const float*, const float*, float*
 void dw_backward_weight_plane(const ConvShape&, const float*, const float*, float*) {}
 bool dw_direct_applicable(const ConvShape&) { return false; }
 void dw_direct_plane(const ConvShape&, const float*, const float*, float, float*) {}
+void dw_direct_weight_plane(const ConvShape&, const float*, const float*, float*) {}
 }  // namespace avx2_impl
 #endif
 

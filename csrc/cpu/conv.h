@@ -89,6 +89,8 @@ void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* 
 // y (Ho, Wo) = bias + depthwise conv of one plane; writes every element.
 bool dw_direct_applicable(const ConvShape& s);
 void dw_direct_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y);
+// gw (k) += correlation of one grad_y plane with one x plane, same conditions.
+void dw_direct_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu
