@@ -179,8 +179,10 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   if (s.N * G >= threads) {
     // Tasks are (image, group): the chunks of one task scatter into the same
-    // part of grad_x, so they stay on one thread.
-    const int64_t PC = chunk_columns(CK, P, 32768), nch = (P + PC - 1) / PC;
+    // part of grad_x, so they stay on one thread. Chunks of ~512 KiB (half of
+    // this core's L2): with the deep column matrices of transposed layers
+    // (CK = 1024) a 128 KiB chunk left the GEMM only 64 columns per call.
+    const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
     std::vector<GemmLhs<T>> lhs;
     lhs.reserve(G);
     // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
