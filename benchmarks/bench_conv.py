@@ -38,15 +38,22 @@ LAYERS = [
 ]
 
 
+PAUSE_S = 0.02
+
+
 def median_times(fns, repeats: int, warmup: int) -> list:
     """Median seconds of each fn; the fns take turns in every repeat, so a burst of
-    load from other processes hits both libraries alike rather than one of them."""
+    load from other processes hits both libraries alike rather than one of them.
+    A short pause before each timed call lets the previous library's worker
+    threads stop spin-waiting (PyTorch's OpenMP workers spin for a while after a
+    parallel region and, on 2 cores, take CPU from whichever call comes next)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             fn()
             t.append(time.perf_counter() - t0)
