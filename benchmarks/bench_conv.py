@@ -10,6 +10,7 @@ geometric means.
     python benchmarks/bench_conv.py            # full run
     python benchmarks/bench_conv.py --quick    # smaller batches, fewer repeats
     python benchmarks/bench_conv.py --algo gemm
+    python benchmarks/bench_conv.py --only depthwise
 """
 from __future__ import annotations
 
@@ -37,15 +38,22 @@ LAYERS = [
 ]
 
 
+PAUSE_S = 0.02
+
+
 def median_times(fns, repeats: int, warmup: int) -> list:
     """Median seconds of each fn; the fns take turns in every repeat, so a burst of
-    load from other processes hits both libraries alike rather than one of them."""
+    load from other processes hits both libraries alike rather than one of them.
+    A short pause before each timed call lets the previous library's worker
+    threads stop spin-waiting (PyTorch's OpenMP workers spin for a while after a
+    parallel region and, on 2 cores, take CPU from whichever call comes next)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             fn()
             t.append(time.perf_counter() - t0)
@@ -118,6 +126,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--algo", default="auto", choices=["auto", "gemm", "winograd"])
+    ap.add_argument("--only", default=None, help="run only the layers whose name contains this text")
     args = ap.parse_args()
     repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
@@ -131,6 +140,8 @@ def main():
     print("-" * len(hdr))
     rf, rfb = [], []
     for layer in LAYERS:
+        if args.only and args.only not in layer[0]:
+            continue
         name, N, flops, t = run_layer(layer, args.quick, args.algo, repeats)
         gf, gfb = flops / t["ours_f"] * 1e-9, 3 * flops / t["ours_fb"] * 1e-9
         r1, r2 = t["torch_f"] / t["ours_f"], t["torch_fb"] / t["ours_fb"]

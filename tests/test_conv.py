@@ -347,3 +347,47 @@ def test_grad_output_shape_checked():
     x, w = _args()
     with pytest.raises(ValueError, match="grad_output: expected shape"):
         _C.conv_backward(np.zeros((2, 6, 7, 6), np.float32), x, w, [1, 1], [[0, 0], [0, 0]], [1, 1], 2)
+
+
+# The register-blocked depthwise kernel (3x3 / 5x5, stride 1, dilation 1): widths
+# below, at and just above one 8-wide block, odd row counts (the two-row pass has
+# a one-row tail), asymmetric and zero padding, channel multiplier 2 (which
+# keeps the generic backward-data path).
+DW_DIRECT = {
+    "dw3_w5": (2, 2, 3, 3, (7, 5), (3, 3), 1, 1, 1, 3),
+    "dw3_w9_odd_rows": (2, 1, 4, 4, (9, 9), (3, 3), 1, 1, 1, 4),
+    "dw3_prime": (2, 3, 5, 5, (13, 23), (3, 3), 1, 1, 1, 5),
+    "dw3_pad0": (2, 1, 2, 2, (10, 19), (3, 3), 1, 0, 1, 2),
+    "dw3_asym": (2, 2, 3, 3, (11, 17), (3, 3), 1, ((0, 2), (2, 1)), 1, 3),
+    "dw5_same": (2, 2, 3, 3, (12, 21), (5, 5), 1, 2, 1, 3),
+    "dw5_asym": (2, 1, 2, 2, (9, 16), (5, 5), 1, ((4, 0), (1, 3)), 1, 2),
+    "dw3_mult2": (2, 2, 3, 6, (8, 17), (3, 3), 1, 1, 1, 3),
+}
+
+
+@pytest.mark.parametrize("name", DW_DIRECT)
+def test_depthwise_direct_matches_torch(name, simd, rng):
+    case = DW_DIRECT[name]
+    x, w, b = make(case, rng)
+    gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
+    got = ours(case, x, w, b, gy)
+    ref = reference(case, x, w, b, gy)
+    gemm = ours(case, x, w, b, gy, algo="gemm")
+    for what, a, r, m in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref, gemm):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+        assert_close(a, m, rtol=1e-4, atol=1e-4, what=f"{name} vs gemm {what}")
+
+
+
+def test_im2col_chunks_cross_rows_and_depth(simd, rng):
+    # A deep column matrix (C*k = 1080) makes 64-column im2col chunks, so chunks
+    # start mid-row and span depth slices (the stepped position in im2col/col2im).
+    case = (3, 2, 40, 3, (5, 6, 7), (3, 3, 3), 1, ((1, 0), (0, 1), (1, 1)), 1, 1)
+    x, w, b = make(case, rng)
+    gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
+    got = ours(case, x, w, b, gy, algo="gemm")
+    ref = reference(case, x, w, b, gy)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked 3d {what}")

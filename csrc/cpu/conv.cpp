@@ -66,8 +66,10 @@ void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int6
     int64_t lo, hi;
     valid_range(Wo, W, sw, offw, lo, hi);
     T* dst = col + r * width;
-    for (int64_t p = p0; p < p1;) {
-      const int64_t ow0 = p % Wo, oh = (p / Wo) % Ho, od = p / (Wo * Ho);
+    // Position of p as (od, oh, ow0), stepped rather than divided per segment
+    // (three 64-bit divisions per 32-column segment showed up in C = 3 layers).
+    int64_t ow0 = p0 % Wo, oh = (p0 / Wo) % Ho, od = p0 / (Wo * Ho);
+    for (int64_t p = p0; p < p1; ow0 = 0, oh = (oh + 1 == Ho) ? 0 : oh + 1, od += (oh == 0)) {
       const int64_t len = std::min(p1 - p, Wo - ow0), ow1 = ow0 + len;
       const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
       const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
@@ -105,8 +107,8 @@ void col2im(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int
     int64_t lo, hi;
     valid_range(Wo, W, sw, offw, lo, hi);
     const T* src = col + r * width;
-    for (int64_t p = p0; p < p1;) {
-      const int64_t ow0 = p % Wo, oh = (p / Wo) % Ho, od = p / (Wo * Ho);
+    int64_t ow0 = p0 % Wo, oh = (p0 / Wo) % Ho, od = p0 / (Wo * Ho);  // stepped as in im2col
+    for (int64_t p = p0; p < p1; ow0 = 0, oh = (oh + 1 == Ho) ? 0 : oh + 1, od += (oh == 0)) {
       const int64_t len = std::min(p1 - p, Wo - ow0), ow1 = ow0 + len;
       const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
       const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
@@ -179,8 +181,10 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   if (s.N * G >= threads) {
     // Tasks are (image, group): the chunks of one task scatter into the same
-    // part of grad_x, so they stay on one thread.
-    const int64_t PC = chunk_columns(CK, P, 32768), nch = (P + PC - 1) / PC;
+    // part of grad_x, so they stay on one thread. Chunks of ~512 KiB (half of
+    // this core's L2): with the deep column matrices of transposed layers
+    // (CK = 1024) a 128 KiB chunk left the GEMM only 64 columns per call.
+    const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
     std::vector<GemmLhs<T>> lhs;
     lhs.reserve(G);
     // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
@@ -289,13 +293,18 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
   // Stride 1 along W: the padded-plane kernel (no edge cases); otherwise the
   // row-at-a-time kernel.
   const bool padded = s.stride[2] == 1;
-  const int64_t scratch = padded ? dw_generic::dw_padded_size(s) : 1;
+  const bool direct = vec && avx2_impl::dw_direct_applicable(s);
+  const int64_t scratch = padded && !direct ? dw_generic::dw_padded_size(s) : 1;
   dynamic_tasks(
       s.N * s.K, [&] { return aligned_alloc_array<T>(scratch); },
       [&](int64_t nk, AlignedPtr<T>& buf) {
         const int64_t n = nk / s.K, k = nk % s.K;
         const T* xp = x + (n * s.C + k / Kg) * inS;
         if constexpr (std::is_same_v<T, float>) {
+          if (direct) {
+            avx2_impl::dw_direct_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P);
+            return;
+          }
           if (vec) {
             if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
             else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
@@ -313,6 +322,30 @@ template <class T>
 void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
+  // Stride 1, dilation 1, one output per input channel: grad_x is the forward
+  // convolution of grad_y with the flipped taps and padding k-1-p, which the
+  // register-blocked forward kernel computes with plain stores.
+  ConvShape t = s;
+  if (Kg == 1) {
+    for (int d = 0; d < 3; ++d) {
+      std::swap(t.in[d], t.out[d]);
+      t.pad0[d] = s.k[d] - 1 - s.pad0[d];
+      t.pad1[d] = s.k[d] - 1 - s.pad1[d];
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec && Kg == 1 && avx2_impl::dw_direct_applicable(s) && avx2_impl::dw_direct_applicable(t)) {
+      parallel_for(0, s.N * s.C, 1, [&](int64_t b, int64_t e) {
+        float flipped[25];
+        for (int64_t nc = b; nc < e; ++nc) {
+          const int64_t c = nc % s.C;
+          for (int64_t i = 0; i < ks; ++i) flipped[i] = w[c * ks + ks - 1 - i];
+          avx2_impl::dw_direct_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS);
+        }
+      });
+      return;
+    }
+  }
   parallel_for(0, s.N * s.C, std::max<int64_t>(1, 4096 / std::max<int64_t>(P * ks * Kg, 1)),
                [&](int64_t b, int64_t e) {
                  for (int64_t nc = b; nc < e; ++nc) {
@@ -338,6 +371,7 @@ template <class T>
 void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), ks = s.k_size();
   const bool vec = std::is_same_v<T, float> && use_avx2();
+  const bool direct = vec && avx2_impl::dw_direct_applicable(s);
   // One thread owns each output channel's taps and sums images in order:
   // the result does not depend on the thread count.
   parallel_for(0, s.K, 1, [&](int64_t b, int64_t e) {
@@ -346,6 +380,10 @@ void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* g
         const T* g = gy + (n * s.K + k) * P;
         const T* xp = x + (n * s.C + k / Kg) * inS;
         if constexpr (std::is_same_v<T, float>) {
+          if (direct) {
+            avx2_impl::dw_direct_weight_plane(s, g, xp, gw + k * ks);
+            continue;
+          }
           if (vec) {
             avx2_impl::dw_backward_weight_plane(s, g, xp, gw + k * ks);
             continue;
@@ -495,6 +533,9 @@ void dw_forward_plane(const ConvShape&, const float*, const float*, float*) {}
 void dw_forward_plane_padded(const ConvShape&, const float*, const float*, float*, float*) {}
 void dw_backward_data_plane(const ConvShape&, const float*, const float*, float*) {}
 void dw_backward_weight_plane(const ConvShape&, const float*, const float*, float*) {}
+bool dw_direct_applicable(const ConvShape&) { return false; }
+void dw_direct_plane(const ConvShape&, const float*, const float*, float, float*) {}
+void dw_direct_weight_plane(const ConvShape&, const float*, const float*, float*) {}
 }  // namespace avx2_impl
 #endif
 

@@ -85,6 +85,12 @@ void dw_forward_plane(const ConvShape& s, const float* x, const float* w, float*
 void dw_forward_plane_padded(const ConvShape& s, const float* x, const float* w, float* y, float* scratch);
 void dw_backward_data_plane(const ConvShape& s, const float* gy, const float* w, float* gx);
 void dw_backward_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
+// Register-blocked 2-D kernel (3x3 / 5x5, stride 1, dilation 1, padding < kernel):
+// y (Ho, Wo) = bias + depthwise conv of one plane; writes every element.
+bool dw_direct_applicable(const ConvShape& s);
+void dw_direct_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y);
+// gw (k) += correlation of one grad_y plane with one x plane, same conditions.
+void dw_direct_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu
