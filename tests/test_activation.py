@@ -248,3 +248,19 @@ def test_thread_pool_survives_repeated_resizing(rng):
         assert cnnfast.get_num_threads() == n
         assert np.array_equal(_C.tanh_forward(x), expected)
     cnnfast.set_num_threads(before)
+
+
+def test_host_allocator_policy_can_be_opted_out():
+    import os
+    import subprocess
+    import sys
+
+    code = "import cnnfast; print(cnnfast._C.host_allocator_tuned)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    opted_out = subprocess.run([sys.executable, "-c", code], env=dict(env, CNNFAST_HOST_ALLOCATOR="system"),
+                               capture_output=True, text=True)
+    assert opted_out.stdout.strip() == "False", opted_out.stderr
+    assert default.stdout.strip() in ("True", "False"), default.stderr
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert default.stdout.strip() == "True"

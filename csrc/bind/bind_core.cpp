@@ -4,6 +4,7 @@
 #include "bind/array.h"
 #include "bind/families.h"
 #include "core/cpu_features.h"
+#include "core/host_memory.h"
 #include "core/parallel.h"
 
 namespace cnnfast::bind {
@@ -19,6 +20,8 @@ void bind_core(py::module_& m) {
   m.attr("compiler") = CNNFAST_COMPILER;
   m.attr("built_with_avx2") = static_cast<bool>(CNNFAST_HAVE_AVX2_BUILD);
   m.attr("built_with_cuda") = static_cast<bool>(CNNFAST_WITH_CUDA);
+  // Applied once at import: see core/host_memory.h for the measurement and the trade-off.
+  m.attr("host_allocator_tuned") = tune_host_allocator();
 }
 
 }  // namespace cnnfast::bind
