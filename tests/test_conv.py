@@ -391,3 +391,29 @@ def test_im2col_chunks_cross_rows_and_depth(simd, rng):
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked 3d {what}")
+
+
+@pytest.mark.parametrize("shape", [
+    # (N, C, H, K, kernel, stride, pad, groups): small outputs (< 64 positions per
+    # image), batches that do not divide into the image blocks of the batched GEMM.
+    (5, 12, 3, 16, 3, 1, 1, 1),
+    (7, 6, 5, 9, 3, 2, 1, 3),
+    (33, 8, 1, 10, 3, 1, 1, 2),
+    (3, 4, 7, 6, 1, 1, 0, 1),
+])
+@pytest.mark.parametrize("algo", ["auto", "gemm"])
+def test_small_outputs_batched_across_images(shape, algo, simd, rng):
+    N, C, H, K, k, s, p, g = shape
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((K, C // g, k, k)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    y = _C.conv_forward(x, w, b, [s, s], [[p, p], [p, p]], [1, 1], g, algo)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = _C.conv_backward(gy, x, w, [s, s], [[p, p], [p, p]], [1, 1], g, True, True, True, algo)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p, groups=g)
+    ty.backward(torch.tensor(gy))
+    assert_close(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4, what="forward")
+    assert_close(gx, tx.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad input")
+    assert_close(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad weight")
+    assert_close(gb, tb.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad bias")
