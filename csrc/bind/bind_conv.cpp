@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bind/array.h"
+#include "bind/conv_params.h"
 #include "bind/families.h"
 #include "core/cpu_features.h"
 #include "cpu/conv.h"
@@ -46,31 +47,6 @@ void check_winograd(ConvAlgo algo, const ConvShape& s, int nd) {
                 "algo: 'winograd' needs a 2-D convolution with a 3x3 kernel, stride 1 and dilation 1, got ", nd,
                 "-D kernel (", s.k[0], ", ", s.k[1], ", ", s.k[2], "), stride (", s.stride[1], ", ", s.stride[2],
                 "), dilation (", s.dil[1], ", ", s.dil[2], ")");
-}
-
-// Checks the hyper-parameters of an nd-D layer and copies them into slots 3-nd..2.
-void fill_params(ConvShape& s, int nd, const std::vector<int64_t>& stride, const Pairs& padding,
-                 const std::vector<int64_t>& dilation, int64_t groups) {
-  CNNFAST_CHECK(int(stride.size()) == nd, ValueError, "stride: expected ", nd, " values, got ", stride.size());
-  CNNFAST_CHECK(int(dilation.size()) == nd, ValueError, "dilation: expected ", nd, " values, got ",
-                dilation.size());
-  CNNFAST_CHECK(int(padding.size()) == nd, ValueError, "padding: expected ", nd, " (start, end) pairs, got ",
-                padding.size());
-  CNNFAST_CHECK(groups >= 1, ValueError, "groups: expected a positive int, got ", groups);
-  for (int i = 0; i < nd; ++i) {
-    const int d = 3 - nd + i;
-    CNNFAST_CHECK(stride[i] >= 1, ValueError, "stride: expected positive values, got ", stride[i]);
-    CNNFAST_CHECK(dilation[i] >= 1, ValueError, "dilation: expected positive values, got ", dilation[i]);
-    CNNFAST_CHECK(padding[i].size() == 2, ValueError, "padding: expected (start, end) pairs, got one with ",
-                  padding[i].size(), " values");
-    CNNFAST_CHECK(padding[i][0] >= 0 && padding[i][1] >= 0, ValueError,
-                  "padding: expected non-negative values, got (", padding[i][0], ", ", padding[i][1], ")");
-    s.stride[d] = stride[i];
-    s.dil[d] = dilation[i];
-    s.pad0[d] = padding[i][0];
-    s.pad1[d] = padding[i][1];
-  }
-  s.groups = groups;
 }
 
 // Common checks of x and weight; returns the number of spatial dims.

@@ -19,6 +19,7 @@
 
 #include <tuple>
 
+#include "bind/conv_params.h"
 #include "bind/device_array.h"
 #include "cuda/conv.cuh"
 #include "cuda/memory.h"
@@ -35,30 +36,6 @@ bool resolve_tf32(const py::object& allow) { return allow.is_none() ? cuda::allo
 void check_algo(const std::string& a) {
   CNNFAST_CHECK(a == "auto" || a == "gemm", ValueError,
                 "algo: expected 'auto' or 'gemm' on the GPU (one implicit-GEMM algorithm), got '", a, "'");
-}
-
-void fill_params(ConvShape& s, int nd, const Ints& stride, const Pairs& padding, const Ints& dilation,
-                 int64_t groups) {
-  CNNFAST_CHECK(int(stride.size()) == nd, ValueError, "stride: expected ", nd, " values, got ", stride.size());
-  CNNFAST_CHECK(int(dilation.size()) == nd, ValueError, "dilation: expected ", nd, " values, got ",
-                dilation.size());
-  CNNFAST_CHECK(int(padding.size()) == nd, ValueError, "padding: expected ", nd, " (start, end) pairs, got ",
-                padding.size());
-  CNNFAST_CHECK(groups >= 1, ValueError, "groups: expected a positive int, got ", groups);
-  for (int i = 0; i < nd; ++i) {
-    const int d = 3 - nd + i;
-    CNNFAST_CHECK(stride[i] >= 1, ValueError, "stride: expected positive values, got ", stride[i]);
-    CNNFAST_CHECK(dilation[i] >= 1, ValueError, "dilation: expected positive values, got ", dilation[i]);
-    CNNFAST_CHECK(padding[i].size() == 2, ValueError, "padding: expected (start, end) pairs, got one with ",
-                  padding[i].size(), " values");
-    CNNFAST_CHECK(padding[i][0] >= 0 && padding[i][1] >= 0, ValueError,
-                  "padding: expected non-negative values, got (", padding[i][0], ", ", padding[i][1], ")");
-    s.stride[d] = stride[i];
-    s.dil[d] = dilation[i];
-    s.pad0[d] = padding[i][0];
-    s.pad1[d] = padding[i][1];
-  }
-  s.groups = groups;
 }
 
 int check_x_weight(const DeviceArray& x, const DeviceArray& w, const char* xname) {

@@ -8,25 +8,11 @@
 #include <pybind11/stl.h>
 
 #include "bind/device_array.h"
+#include "bind/pool_geometry.h"
 #include "cuda/pool.cuh"
 
 namespace cnnfast::bind {
 namespace {
-
-using Ints = std::vector<int64_t>;
-using cpu::PoolGeom;
-
-constexpr int64_t kMaxExtent = int64_t(1) << 31;
-
-Ints checked_ints(const Ints& v, int D, const char* name, int64_t min_value) {
-  CNNFAST_CHECK(static_cast<int>(v.size()) == D, ValueError, name, ": expected ", D, " values, got ", v.size(), " ",
-                shape_str(v));
-  for (int64_t e : v) {
-    CNNFAST_CHECK(e >= min_value, ValueError, name, ": expected values >= ", min_value, ", got ", shape_str(v));
-    CNNFAST_CHECK(e < kMaxExtent, ValueError, name, ": expected values below 2^31, got ", shape_str(v));
-  }
-  return v;
-}
 
 DType pooled_input(const DeviceArray& x, int D, const char* name) {
   DType dt = device_input(x, name);
@@ -37,51 +23,6 @@ DType pooled_input(const DeviceArray& x, int D, const char* name) {
 void require_indices(const DeviceArray& idx, const char* name, const Ints& shape) {
   require_device_typestr(idx, name, "<i8", "int64 indices");
   require_device_shape(idx, name, shape);
-}
-
-PoolGeom geom_from(const Ints& in_shape, int D) {
-  PoolGeom g;
-  g.planes = in_shape[0] * in_shape[1];
-  for (int i = 0; i < D; ++i) g.in[3 - D + i] = in_shape[2 + i];
-  return g;
-}
-
-Ints full_shape(const PoolGeom& g, const Ints& in_shape, int D) {
-  Ints s{in_shape[0], in_shape[1]};
-  for (int i = 0; i < D; ++i) s.push_back(g.out[3 - D + i]);
-  return s;
-}
-
-struct Window {
-  Ints k, s, p, d;
-};
-
-PoolGeom window_geom(const Ints& in_shape, int D, const Window& w, bool ceil_mode) {
-  PoolGeom g = geom_from(in_shape, D);
-  for (int i = 0; i < D; ++i) {
-    const int j = 3 - D + i;
-    g.k[j] = w.k[i];
-    g.s[j] = w.s[i];
-    g.p[j] = w.p[i];
-    g.d[j] = w.d[i];
-    CNNFAST_CHECK(w.p[i] <= w.k[i] / 2, ValueError, "padding: expected at most half of kernel_size (", w.k[i] / 2,
-                  ") in dimension ", i, ", got ", shape_str(w.p));
-    g.out[j] = cpu::pool_output_size(g.in[j], g.k[j], g.s[j], g.p[j], g.d[j], ceil_mode);
-  }
-  Ints out = full_shape(g, in_shape, D);
-  for (int i = 0; i < D; ++i)
-    CNNFAST_CHECK(out[2 + i] >= 1, ValueError, "input: spatial size ", shape_str(in_shape),
-                  " is too small for the window (calculated output size ", shape_str(out), ")");
-  return g;
-}
-
-Window make_window(int D, const Ints& k, const Ints& s, const Ints& p, const Ints& d) {
-  Window w;
-  w.k = checked_ints(k, D, "kernel_size", 1);
-  w.s = s.empty() ? w.k : checked_ints(s, D, "stride", 1);
-  w.p = checked_ints(p, D, "padding", 0);
-  w.d = checked_ints(d, D, "dilation", 1);
-  return w;
 }
 
 Ints checked_input_size(const Ints& input_size, int D) { return checked_ints(input_size, D + 2, "input_size", 1); }
@@ -132,21 +73,6 @@ DeviceArray scatter_bwd(int D, const py::object& go, const py::object& io, const
   return gx;
 }
 
-void avg3d_input_check(int D, const Ints& in_shape, const Ints& k) {
-  if (D != 3) return;
-  for (int i = 0; i < 3; ++i)
-    CNNFAST_CHECK(in_shape[2 + i] >= k[i], ValueError, "input: avg_pool3d needs spatial size ",
-                  shape_str(Ints(in_shape.begin() + 2, in_shape.end())), " at least kernel_size ", shape_str(k));
-}
-
-int64_t divisor_of(const py::object& divisor_override) {
-  if (divisor_override.is_none()) return 0;
-  const int64_t v = divisor_override.cast<int64_t>();
-  CNNFAST_CHECK(v != 0, ValueError, "divisor_override: expected a non-zero integer or None, got 0");
-  CNNFAST_CHECK(v > 0, ValueError, "divisor_override: expected a positive integer or None, got ", v);
-  return v;
-}
-
 DeviceArray avg_pool_fwd(int D, const py::object& xo, const Ints& k, const Ints& s, const Ints& p, bool ceil_mode,
                          bool cip, const py::object& divisor_override) {
   DeviceArray x = as_device_array(xo, "input");
@@ -179,13 +105,6 @@ DeviceArray avg_pool_bwd(int D, const py::object& go, const Ints& input_size, co
     cuda::avg_pool_backward<T>(g, dptr<T>(gy), dmptr<T>(gx), cip, div);
   });
   return gx;
-}
-
-PoolGeom adaptive_geom(const Ints& in_shape, int D, const Ints& output_size) {
-  PoolGeom g = geom_from(in_shape, D);
-  const Ints os = checked_ints(output_size, D, "output_size", 1);
-  for (int i = 0; i < D; ++i) g.out[3 - D + i] = os[i];
-  return g;
 }
 
 DeviceArray adaptive_avg_fwd(int D, const py::object& xo, const Ints& output_size) {
