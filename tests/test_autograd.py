@@ -187,3 +187,30 @@ def test_training_loop_memory_is_stable(rng):
     assert np.isfinite(last)
     # A leaked graph per step would hold at least the activations (32x16 floats, 2 KB) per step: ~2 MB.
     assert end - base < 100_000, f"memory grew by {end - base} bytes over 900 steps"
+
+
+def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
+    # .grad takes over a freshly computed gradient without a copy; it must never
+    # share memory with the caller's gradient, another leaf's .grad, or live data.
+    import cnnfast.functional as F
+
+    a = cnnfast.tensor(np.ones(5, np.float32), requires_grad=True)
+    b = cnnfast.tensor(np.ones(5, np.float32), requires_grad=True)
+    (a + b).sum().backward()  # Add hands one array to both inputs
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data += 1
+    assert np.array_equal(b.grad.data, np.ones(5, np.float32))
+
+    x = cnnfast.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), requires_grad=True)
+    g = np.full((3, 4), 2.0, np.float32)
+    F.relu(x).backward(g)
+    assert not np.shares_memory(x.grad.data, g)
+    (x + 0.0).backward(g)  # identity backward returns the caller's array itself
+    assert not np.shares_memory(x.grad.data, g)
+    assert np.array_equal(x.grad.data, np.where(x.data > 0, 2.0, 0.0) + 2.0)
+
+    w = cnnfast.tensor(np.ones(4, np.float32), requires_grad=True)
+    y = w * 3.0
+    y.sum().backward()
+    w.grad.data[:] = -7
+    assert np.array_equal(y.data, np.full(4, 3.0, np.float32))

@@ -141,9 +141,14 @@ class Tensor:
         """hook(grad: np.ndarray) -> replacement or None, called when this tensor's gradient is computed."""
         self._hooks.append(hook)
 
-    def _accumulate(self, g: np.ndarray) -> None:
+    def _accumulate(self, g: np.ndarray, exclusive: bool = False) -> None:
+        """``.grad += g``. ``exclusive``: the caller guarantees no one else references g,
+        so a first gradient of the right dtype and layout is kept without a copy."""
         if self.grad is None:
-            self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
+            if exclusive and g.dtype == self.dtype and g.flags.c_contiguous and g.flags.writeable:
+                self.grad = Tensor._wrap(g)
+            else:
+                self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
         else:
             self.grad.data = self.grad.data + g
 
