@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,13 @@ inline py::array output(const py::object& out, const char* name, const py::array
   require_contiguous(a, name);
   require_writeable(a, name);
   require_shape(a, name, shape);
+  return a;
+}
+
+// A new zero-filled array: parameter-gradient outputs, which kernels accumulate into (+=).
+inline py::array new_zeros(const py::array& like, const std::vector<int64_t>& shape) {
+  py::array a = new_array(like, shape);
+  std::memset(a.mutable_data(), 0, a.nbytes());
   return a;
 }
 

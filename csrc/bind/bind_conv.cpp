@@ -174,15 +174,9 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, shape_of(x));
-  if (need_weight) {
-    gwa = new_array(x, shape_of(w));
-    std::memset(gwa.mutable_data(), 0, gwa.nbytes());
-  }
+  if (need_weight) gwa = new_zeros(x, shape_of(w));
   const int64_t bias_channels = transposed ? s.C : s.K;
-  if (need_bias) {
-    gba = new_array(x, {bias_channels});
-    std::memset(gba.mutable_data(), 0, gba.nbytes());
-  }
+  if (need_bias) gba = new_zeros(x, {bias_channels});
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
     using T = decltype(tag);
     const T* gyp = cptr<T>(gy);
@@ -291,14 +285,8 @@ Grads linear_bwd(const py::array& gy, const py::array& x, const py::array& w, bo
   require_shape(gy, "grad_output", {M, out});
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, {M, in});
-  if (need_weight) {
-    gwa = new_array(x, {out, in});
-    std::memset(gwa.mutable_data(), 0, gwa.nbytes());
-  }
-  if (need_bias) {
-    gba = new_array(x, {out});
-    std::memset(gba.mutable_data(), 0, gba.nbytes());
-  }
+  if (need_weight) gwa = new_zeros(x, {out, in});
+  if (need_bias) gba = new_zeros(x, {out});
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
     using T = decltype(tag);
     const T* gyp = cptr<T>(gy);

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "bind/device_array.h"
+#include "bind/loss_params.h"
 #include "cuda/allocator.h"
 #include "cuda/loss.cuh"
 #include "cuda/memory.h"
@@ -476,10 +477,7 @@ void bind_cuda_loss(py::module_& cu) {
     const char* pname = pw.param ? pw.param : "param";
     cu.def((name + "_forward").c_str(),
            [kind](const py::object& x, const py::object& t, const std::string& red, double param) {
-             if (kind == Pointwise::Huber)
-               CNNFAST_CHECK(param > 0, ValueError, "delta: expected a value > 0, got ", param);
-             if (kind == Pointwise::SmoothL1)
-               CNNFAST_CHECK(param >= 0, ValueError, "beta: expected a value >= 0, got ", param);
+             check_pointwise_param(kind, param);
              return pointwise_fwd(kind, x, t, red, param);
            },
            arg("input"), arg("target"), arg("reduction") = "mean", arg(pname) = 1.0);

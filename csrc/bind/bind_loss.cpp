@@ -8,6 +8,7 @@
 
 #include "bind/array.h"
 #include "bind/families.h"
+#include "bind/loss_params.h"
 #include "cpu/loss.h"
 
 namespace cnnfast::bind {
@@ -484,10 +485,7 @@ void bind_loss(py::module_& m) {
     const char* pname = pw.param ? pw.param : "param";
     m.def((name + "_forward").c_str(),
           [kind](const py::array& x, const py::array& t, const std::string& red, double param) {
-            if (kind == Pointwise::Huber)
-              CNNFAST_CHECK(param > 0, ValueError, "delta: expected a value > 0, got ", param);
-            if (kind == Pointwise::SmoothL1)
-              CNNFAST_CHECK(param >= 0, ValueError, "beta: expected a value >= 0, got ", param);
+            check_pointwise_param(kind, param);
             return pointwise_fwd(kind, x, t, red, param);
           },
           py::arg("input"), py::arg("target"), py::arg("reduction") = "mean", py::arg(pname) = 1.0,

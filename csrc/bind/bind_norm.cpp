@@ -49,12 +49,6 @@ T* opt_state(const py::object& o, const char* name, const py::array& x, int64_t 
   return const_cast<T*>(p);
 }
 
-py::array zeros_like_shape(const py::array& like, const std::vector<int64_t>& shape) {
-  py::array a = new_array(like, shape);
-  std::memset(a.mutable_data(), 0, a.nbytes());
-  return a;
-}
-
 void check_grad(const py::array& gy, const py::array& x) {
   input(gy, "grad_output");
   require_same_dtype(x, "input", gy, "grad_output");
@@ -107,7 +101,7 @@ py::tuple batch_norm_bwd(const py::array& gy, const py::array& x, const py::obje
     require_shape(*a, n, {d.C});
   }
   py::array gx = new_array(x, shape_of(x));
-  py::array gw = zeros_like_shape(x, {d.C}), gb = zeros_like_shape(x, {d.C});
+  py::array gw = new_zeros(x, {d.C}), gb = new_zeros(x, {d.C});
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     const T* w = opt_param<T>(weight, "weight", x, d.C);
@@ -155,7 +149,7 @@ py::tuple group_norm_bwd(const py::array& gy, const py::array& x, int64_t G, con
     require_shape(*a, n, {d.N, G});
   }
   py::array gx = new_array(x, shape_of(x));
-  py::array gw = zeros_like_shape(x, {d.C}), gb = zeros_like_shape(x, {d.C});
+  py::array gw = new_zeros(x, {d.C}), gb = new_zeros(x, {d.C});
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     const T* w = opt_param<T>(weight, "weight", x, d.C);
@@ -255,7 +249,7 @@ py::tuple layer_norm_bwd(const py::array& gy, const py::array& x, int64_t nd, co
                   shape_str(shape_of(*a)));
   }
   py::array gx = new_array(x, shape_of(x));
-  py::array gw = zeros_like_shape(x, {d.L}), gb = zeros_like_shape(x, {d.L});
+  py::array gw = new_zeros(x, {d.L}), gb = new_zeros(x, {d.L});
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     const T* w = opt_param<T>(weight, "weight", x, d.L);
