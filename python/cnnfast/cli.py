@@ -1,6 +1,8 @@
 """The ``cnnfast`` command (also ``python -m cnnfast``).
 
-Subcommands: train, eval, predict, summary, search, bench, info. ``main(argv)``
+Subcommands: train, eval, predict, summary, search, bench, info, and the demos and tools
+that own their argument parsing (detect, verify, style, gan, import; see DELEGATED).
+``main(argv)``
 returns the exit status: 0 on success, 2 for bad arguments or unusable data (with a
 one-line message, no traceback), 1 for other failures.
 """
@@ -31,6 +33,19 @@ examples:
 
 Run `cnnfast COMMAND --help` for the options of a command.
 """
+
+# Subcommands whose module parses its own arguments: name -> ("module:function(argv) -> int", help).
+# They are imported only when run, so `cnnfast train` never pays for detection or ONNX imports.
+DELEGATED = {
+    "summary": ("cnnfast.utils.summary:summary_main",
+                "layers, shapes, parameters, multiply-adds and memory of a model"),
+    "detect": ("cnnfast.detection.demo:main", "IoU/NMS/YOLO: train a tiny detector on generated shapes (--demo)"),
+    "verify": ("cnnfast.verification.demo:main",
+               "Siamese/triplet one-shot verification on held-out digit classes (--demo)"),
+    "style": ("cnnfast.style.cli:main", "neural style transfer: cnnfast style CONTENT STYLE"),
+    "gan": ("cnnfast.gan.demo:main", "train a small DCGAN on the digits, write sample grids"),
+    "import": ("cnnfast.onnx.cli:main", "load an ONNX model: cnnfast import MODEL.onnx --summary"),
+}
 
 TRAIN_EPILOG = """\
 data (--data):
@@ -157,8 +172,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON instead of text")
     pr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
 
-    sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds and memory of a model",
-                   add_help=False, description="Run `cnnfast summary --help` for its options.")
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False,
+                       description=f"Run `cnnfast {name} --help` for its options.")
 
     s = sub.add_parser("search", help="random (or grid) hyper-parameter search", formatter_class=_Formatter,
                        description="Short trainings over learning rate (log-uniform), weight decay (log-uniform), "
@@ -325,9 +341,12 @@ def _builtin_bench(quick: bool, threads: int) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "summary":
-        from .utils.summary import summary_main
-        return summary_main(argv[1:])
+    if argv and argv[0] in DELEGATED:
+        import importlib
+        target, _ = DELEGATED[argv[0]]
+        module_name, function_name = target.split(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, function_name)(argv[1:])
     parser = _build_parser()
     a = parser.parse_args(argv)
     if a.command is None:
