@@ -10,7 +10,7 @@ import torch
 
 import cnnfast
 from cnnfast.style import cost
-from cnnfast.style.features import FeatureNet, layer_names
+from cnnfast.style.features import FeatureNet, layer_names, reflect_pad2d
 from cnnfast.style.cli import main
 from cnnfast.style.transfer import StyleConfig, StyleTransfer, load_image
 
@@ -166,7 +166,8 @@ def test_feature_net_matches_torch(rng):
     for name in net.names:
         m = getattr(net, name)
         if name.startswith("conv"):
-            t = torch.nn.functional.conv2d(t, torch.tensor(m.weight.data), torch.tensor(m.bias.data), padding=1)
+            t = torch.nn.functional.pad(t, (1, 1, 1, 1), mode="reflect")
+            t = torch.nn.functional.conv2d(t, torch.tensor(m.weight.data), torch.tensor(m.bias.data))
         elif name.startswith("relu"):
             t = torch.relu(t)
         else:
@@ -176,6 +177,22 @@ def test_feature_net_matches_torch(rng):
         assert_close(ours[name].numpy(), ref[name].numpy(), rtol=1e-4, atol=1e-5, what=name)
     assert ours["relu4_1"].shape == (1, 32, 2, 2)
     assert all(not p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.parametrize("shape,pad", [((1, 2, 3, 5), 1), ((2, 1, 7, 4), 3)])
+def test_reflect_pad_matches_torch(shape, pad, rng):
+    a = rng.standard_normal(shape)
+    w = rng.standard_normal((shape[0], shape[1], shape[2] + 2 * pad, shape[3] + 2 * pad))
+    x = cnnfast.tensor(a.copy(), requires_grad=True)
+    y = reflect_pad2d(x, pad)
+    (y * cnnfast.tensor(w)).sum().backward()
+    xt = torch.tensor(a, requires_grad=True)
+    yt = torch.nn.functional.pad(xt, (pad,) * 4, mode="reflect")
+    (yt * torch.tensor(w)).sum().backward()
+    assert_close(y.detach().numpy(), yt.detach().numpy(), rtol=0, atol=0, what="reflect pad")
+    assert_close(x.grad.numpy(), xt.grad.numpy(), rtol=1e-12, atol=1e-12, what="reflect pad grad")
+    with pytest.raises(ValueError, match="reflect padding 3 needs H and W > 3"):
+        reflect_pad2d(cnnfast.tensor(np.ones((1, 1, 3, 8))), 3)
 
 
 # ---- bad input -----------------------------------------------------------------------------
@@ -230,17 +247,16 @@ def test_load_image_samples_and_shapes(tmp_path):
 
 
 # ---- the demo --------------------------------------------------------------------------------
-# The quick setting starts from the content image, where J_content = 0 and all of J is style:
-# every accepted step must lower J_style first. Measured (L-BFGS) final/initial J_style is about
-# 0.02; 0.1 leaves a 5x margin for rounding and thread-count differences, yet fails on a wrong
-# gradient sign, a broken line search, or a style target taken from the wrong image (ratio >= 1).
+# The quick setting starts from the content image, where J_content = 0 and all of J is style, so
+# the optimiser's first business is J_style. Measured final/initial J_style: about 0.001 with
+# L-BFGS and 0.011 with Adam (40 evaluations). 0.1 leaves a 10-100x margin for rounding, thread
+# counts and SIMD paths, yet fails on a wrong gradient sign, a broken line search or a style
+# target taken from the wrong image (all of which leave the ratio near or above 1).
 QUICK_STYLE_RATIO = 0.1
-# Adam with lr 0.02 moves each pixel at most ~0.02 per step, so in 40 steps it gets less far.
-QUICK_STYLE_RATIO_ADAM = 0.5
 
 
-@pytest.mark.parametrize("optimizer,ratio", [("lbfgs", QUICK_STYLE_RATIO), ("adam", QUICK_STYLE_RATIO_ADAM)])
-def test_quick_demo_writes_outputs_and_lowers_style_cost(tmp_path, capsys, optimizer, ratio):
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_quick_demo_writes_outputs_and_lowers_style_cost(tmp_path, capsys, optimizer):
     out = tmp_path / "run"
     assert main(["--quick", "--optimizer", optimizer, "--out", str(out), "--log-every", "20"]) == 0
     for name in ("result.png", "comparison.png", "loss.png", "metrics.json"):
@@ -248,7 +264,8 @@ def test_quick_demo_writes_outputs_and_lowers_style_cost(tmp_path, capsys, optim
     m = json.loads((out / "metrics.json").read_text())
     init, final = m["initial"], m["final"]
     assert init["J_content"] == 0.0 and init["J_style"] > 0
-    assert final["J_style"] < ratio * init["J_style"], (final["J_style"], init["J_style"])
+    assert final["J_style"] < QUICK_STYLE_RATIO * init["J_style"], (final["J_style"], init["J_style"])
+    assert m["style_ratio"] == pytest.approx(final["J_style"] / init["J_style"])
     alpha, beta = m["config"]["alpha"], m["config"]["beta"]
     assert m["J"] == pytest.approx(alpha * m["J_content"] + beta * m["J_style"], rel=1e-5)
     assert final["J_style"] == pytest.approx(sum(w * v for w, v in zip(

@@ -72,8 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=_nonneg_float, default=d.alpha, help="content weight (default %(default)g)")
     p.add_argument("--beta", type=_nonneg_float, default=d.beta, help="style weight (default %(default)g)")
     p.add_argument("--tv", type=_nonneg_float, default=d.tv,
-                   help="weight of a total-variation smoothness prior added to J (default %(default)g; 0 = the "
-                        "sheet's J alone)")
+                   help="weight of a total-variation smoothness prior added to what is minimised, reported "
+                        "apart from J (default %(default)g; 0 minimises the sheet's J alone)")
     p.add_argument("--content-layer", default=d.content_layer, help="layer of J_content (default %(default)s)")
     p.add_argument("--style-layers", default=",".join(d.style_layers),
                    help="comma-separated layers of J_style (default %(default)s)")

@@ -12,7 +12,9 @@ al., "What does it take to generate natural textures?", ICLR 2017; He, Wang & Ho
 "A powerful generative model using random weights for the deep image representation",
 NeurIPS 2016). Average pooling (as Gatys et al. suggest) gives smoother gradients to
 the image than max pooling. The weights are Kaiming-normal and the biases zero, so the
-activation scale stays about constant with depth.
+activation scale stays about constant with depth. Each convolution pads by reflection
+(as ``padding_mode="reflect"``): zero padding makes the border look like an edge to every
+filter, and the optimised image then grows a frame of false texture along its border.
 """
 from __future__ import annotations
 
@@ -21,9 +23,38 @@ from typing import Iterable
 import numpy as np
 
 from .. import nn
+from ..autograd import Function
 from ..tensor import Tensor
 
 BLOCKS = (2, 2, 2, 1)  # convolutions per block; block b has base_width * 2**(b-1) channels
+
+
+def _reflect_index(n: int, pad: int) -> np.ndarray:
+    return np.pad(np.arange(n), (pad, pad), mode="reflect")
+
+
+class _ReflectPad2d(Function):
+    """(N, C, H, W) -> (N, C, H + 2p, W + 2p), mirroring about the edge pixels (torch's "reflect");
+    the gradient of each mirrored pixel is added back onto its source."""
+
+    @staticmethod
+    def forward(ctx, x, pad):
+        H, W = x.shape[-2:]
+        if pad >= H or pad >= W:
+            raise ValueError(f"input: reflect padding {pad} needs H and W > {pad}, got {H}x{W}")
+        ctx.rows, ctx.cols, ctx.shape = _reflect_index(H, pad), _reflect_index(W, pad), x.shape
+        return np.ascontiguousarray(x[..., ctx.rows[:, None], ctx.cols[None, :]])
+
+    @staticmethod
+    def backward(ctx, g):
+        gx = np.zeros(ctx.shape, g.dtype)
+        np.add.at(gx, (Ellipsis, ctx.rows[:, None], ctx.cols[None, :]), g)
+        return gx, None
+
+
+def reflect_pad2d(x: Tensor, pad: int) -> Tensor:
+    """Reflection padding by ``pad`` on each side of the last two dims; x: (N, C, H, W)."""
+    return _ReflectPad2d.apply(x, int(pad))
 
 
 def layer_names(blocks: Iterable[int] = BLOCKS) -> list[str]:
@@ -55,7 +86,7 @@ class FeatureNet(nn.Module):
             if kind == "conv":
                 block = int(name[4:].split("_")[0])
                 out = base_width * 2 ** (block - 1)
-                conv = nn.Conv2d(channels, out, 3, padding=1)
+                conv = nn.Conv2d(channels, out, 3, padding=0)
                 fan_in = channels * 9
                 conv.weight.data = (rng.standard_normal(conv.weight.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
                 conv.bias.data = np.zeros(out, dtype)
@@ -74,6 +105,8 @@ class FeatureNet(nn.Module):
             raise ValueError(f"layers: unknown layer(s) {sorted(unknown)}; expected names among {self.names}")
         out = {}
         for name in self.names:
+            if name.startswith("conv"):
+                x = reflect_pad2d(x, 1)
             x = getattr(self, name)(x)
             if name in wanted:
                 out[name] = x

@@ -36,7 +36,7 @@ class StyleConfig:
     and backward pass each) for both optimisers, so their budgets compare."""
 
     size: int = 128                       # longer side of the working images, in pixels
-    steps: int = 300
+    steps: int = 200
     optimizer: str = "lbfgs"              # "lbfgs" (strong-Wolfe line search) or "adam"
     lr: Optional[float] = None            # default: 1 for L-BFGS, 0.02 for Adam
     alpha: float = 1.0                    # weight of J_content
