@@ -218,6 +218,10 @@ def test_bad_input():
     content = np.full((3, 4, 4), 0.5, np.float32)
     with pytest.raises(ValueError, match="optimizer"):
         StyleTransfer(content, content, StyleConfig(optimizer="sgd", width=2))
+    with pytest.raises(ValueError, match=r"style: expected an RGB image array of shape \(3, H, W\), got shape \(4, "):
+        StyleTransfer(content, content[0], StyleConfig(width=2))
+    with pytest.raises(TypeError, match="content: expected floating-point"):
+        StyleTransfer((content * 255).astype(np.uint8), content, StyleConfig(width=2))
     with pytest.raises(ValueError, match="style_weights: expected 4 values"):
         StyleTransfer(content, content, StyleConfig(style_weights=[1.0], width=2))
 

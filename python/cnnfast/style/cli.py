@@ -21,7 +21,7 @@ QUICK = dict(size=32, steps=40, width=8, log_every=10)  # the reduced setting th
 
 EPILOG = f"""\
 examples:
-  cnnfast style                                   {DEFAULT_CONTENT} in the style of {DEFAULT_STYLE} (scikit-learn's samples)
+  cnnfast style                                   {DEFAULT_CONTENT} in the style of {DEFAULT_STYLE} (scikit-learn)
   cnnfast style photo.jpg painting.png --size 160 --steps 400
   cnnfast style --optimizer adam --lr 0.02 --beta 3e4
   cnnfast style --style-layers relu2_1,relu3_1 --style-weights 0.3,0.7 --content-layer relu4_1

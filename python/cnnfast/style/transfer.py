@@ -104,12 +104,22 @@ def save_image(img: np.ndarray, path: str) -> None:
     Image.fromarray(arr).save(path)
 
 
+def _check_image(img, name: str) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[0] != 3 or min(img.shape) < 1:
+        raise ValueError(f"{name}: expected an RGB image array of shape (3, H, W), got shape {img.shape}")
+    if img.dtype.kind != "f":
+        raise TypeError(f"{name}: expected floating-point values in [0, 1], got dtype {img.dtype}")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
 class StyleTransfer:
     """Holds the network, the targets (content activation, style Gram matrices) and the
     generated image; ``costs()`` evaluates J, J_content, J_style on the current image."""
 
     def __init__(self, content: np.ndarray, style: np.ndarray, cfg: StyleConfig):
         self.cfg = cfg
+        content, style = _check_image(content, "content"), _check_image(style, "style")
         if cfg.optimizer not in ("adam", "lbfgs"):
             raise ValueError(f"optimizer: expected 'adam' or 'lbfgs', got {cfg.optimizer!r}")
         if cfg.init not in ("content", "noise"):
