@@ -722,6 +722,7 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
 
     from .. import functional as F
     from ..data import DataError
+    from ..data.sources import open_image
 
     model, state = load_trained(path)
     c, h, w = state["image_shape"]
@@ -730,14 +731,10 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
     for p in images:
         if not os.path.exists(p):
             raise DataError(f"{p}: file not found")
-        try:
-            with Image.open(p) as im:
-                im = im.convert("L" if c == 1 else "RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
-        except OSError as exc:
-            raise DataError(f"{p}: cannot read the image ({exc})") from exc
+        im = open_image(p).convert("L" if c == 1 else "RGB")
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
         batch.append(a[None] if c == 1 else np.moveaxis(a, -1, 0))
     x = Normalize(np.asarray(state["norm"]["mean"]), np.asarray(state["norm"]["std"]))(np.stack(batch))
     with cnnfast.no_grad():
