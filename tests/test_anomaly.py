@@ -264,3 +264,16 @@ def test_cli_detect_anomaly(tmp_path, capsys):
     assert "cnnfast train: error: training stopped at epoch 1" in err
     assert "Function 'Conv' returned inf values in its 0th output during forward" in err
     assert os.path.exists(os.path.join(out, "last.ckpt"))
+
+
+def test_a_resumed_run_that_diverges_points_to_the_checkpoint_it_resumed_from(tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    train(cfg(out=out, epochs=3, stop_after=1))
+    path = os.path.join(out, "last.ckpt")
+    before = open(path, "rb").read()
+    real = T._cross_entropy
+    monkeypatch.setattr(T, "_cross_entropy", lambda logits, y: real(logits, y) * float("nan"))
+    with pytest.raises(FloatingPointError, match=rf"epoch 2, step 1: .*nan.*the last good checkpoint is {path} "
+                                                 r"\(the checkpoint this run resumed from\)"):
+        train(cfg(resume=path, epochs=3))
+    assert open(path, "rb").read() == before

@@ -345,9 +345,9 @@ def train(cfg: TrainConfig) -> dict:
         model_state, resume_state = ckpt.load_checkpoint(cfg.resume)
         saved = resume_state["config"]
         # Everything that shapes the run comes from the checkpoint; only the epoch budget,
-        # the output folder and the verbosity may change on resume.
+        # the output folder, the verbosity and the NaN/Inf diagnostics may change on resume.
         keep = {"epochs": cfg.epochs, "out": cfg.out, "stop_after": cfg.stop_after, "quiet": cfg.quiet, "resume": cfg.resume,
-                "threads": cfg.threads, "prefetch": cfg.prefetch}
+                "threads": cfg.threads, "prefetch": cfg.prefetch, "detect_anomaly": cfg.detect_anomaly}
         cfg = TrainConfig(**{**{f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}, **keep})
         if cfg.out is None:
             cfg.out = saved.get("out")
