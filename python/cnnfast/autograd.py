@@ -177,14 +177,23 @@ def _inputs_note(arrays, what: str) -> str:
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_INTERNAL = (os.path.join(_HERE, "autograd.py"), os.path.join(_HERE, "tensor.py"), os.path.join(_HERE, "functional"))
+_INTERNAL = (os.path.join(_HERE, "autograd.py"), os.path.join(_HERE, "tensor.py"),
+             os.path.join(_HERE, "functional", ""))
+_internal_files: dict = {}  # co_filename -> whether it is one of _INTERNAL (abspath is slow per frame)
+
+
+def _is_internal(filename: str) -> bool:
+    known = _internal_files.get(filename)
+    if known is None:
+        known = _internal_files[filename] = os.path.abspath(filename).startswith(_INTERNAL)
+    return known
 
 
 def _call_site() -> str:
     """The innermost caller outside the autograd machinery and the functional wrappers
     (typically a layer's forward), as "file:line in function"."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL):
+    while frame is not None and _is_internal(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return ""
