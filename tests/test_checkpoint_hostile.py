@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 import zipfile
 
@@ -556,8 +557,6 @@ def test_sigkill_at_arbitrary_moments_of_a_save_loop(tmp_path):
         try:
             first = p.stdout.readline().decode().strip()
             assert first.startswith("SAVED"), first
-            import time
-
             time.sleep(float(rng.uniform(0.01, 0.2)))
             os.kill(p.pid, signal.SIGKILL)
         finally:
