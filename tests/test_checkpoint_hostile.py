@@ -563,3 +563,24 @@ def test_sigkill_at_arbitrary_moments_of_a_save_loop(tmp_path):
             p.kill()
             p.wait()
         _check_survivor(tmp_path, path)
+
+
+def test_predict_refuses_a_disguised_image(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from cnnfast.training import TrainConfig
+    from cnnfast.training.trainer import build_model
+
+    cnnfast.manual_seed(0)
+    path = str(tmp_path / "m.ckpt")
+    save_checkpoint(path, build_model("lenet5", 10, (1, 32, 32)), {
+        "config": asdict(TrainConfig()), "classes": [str(i) for i in range(10)], "image_shape": [1, 32, 32],
+        "norm": {"mean": np.zeros(1), "std": np.ones(1)}})
+    evil = tmp_path / "photo.png"
+    evil.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 6 6\n")
+    assert cli_main(["predict", path, str(evil)]) == 2
+    assert "photo.png: cannot read the image as PNG/JPEG" in capsys.readouterr().err
+    from PIL import Image
+
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(evil)  # a real PNG under the same name works
+    assert cli_main(["predict", path, str(evil)]) == 0
