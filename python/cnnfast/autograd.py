@@ -23,9 +23,17 @@ grad. ``backward`` walks the graph in topological order with an explicit stack
 (no recursion, so a 1,000-layer chain is fine), checks every gradient's shape,
 accumulates into leaf ``.grad`` (``+=``, as torch) and frees saved arrays unless
 ``retain_graph=True``.
+
+Anomaly mode (``detect_anomaly()`` / ``set_detect_anomaly(True)``, as torch.autograd):
+after every Function's forward and every backward, the floating outputs are checked
+for NaN and infinity, and the first non-finite one raises ``FloatingPointError`` naming
+the op, the pass (forward or backward), the output, whether its inputs were already
+non-finite, and (for backward) where the forward op was called. It costs a pass over
+every output, so it is off by default; the mode is process-wide, as in torch.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -86,6 +94,134 @@ class set_grad_enabled:
         return False
 
 
+# ---- anomaly detection ------------------------------------------------------------------
+
+_anomaly = {"enabled": False, "check_nan": True}
+
+
+def is_anomaly_enabled() -> bool:
+    return _anomaly["enabled"]
+
+
+def is_anomaly_check_nan_enabled() -> bool:
+    return _anomaly["enabled"] and _anomaly["check_nan"]
+
+
+class set_detect_anomaly:
+    """``set_detect_anomaly(mode, check_nan=True)``: switches anomaly detection on or off
+    now, and back to the previous setting when used as a context manager (torch's name)."""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        self._prev = dict(_anomaly)
+        _anomaly.update(enabled=bool(mode), check_nan=bool(check_nan))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly.update(self._prev)
+        return False
+
+
+class detect_anomaly:
+    """Context manager (and decorator) that turns anomaly detection on inside its block::
+
+        with cnnfast.autograd.detect_anomaly():
+            loss = model(x).sum(); loss.backward()   # FloatingPointError at the first NaN/Inf
+    """
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = bool(check_nan)
+
+    def __enter__(self):
+        self._prev = dict(_anomaly)
+        _anomaly.update(enabled=True, check_nan=self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly.update(self._prev)
+        return False
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with detect_anomaly(self.check_nan):
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+def _nonfinite(a) -> str:
+    """"" when ``a`` is not a floating array or holds only finite values, else what it holds
+    ("nan", "inf" or "nan and inf")."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fc":
+        return ""
+    if np.isfinite(a).all():
+        return ""
+    kinds = [k for k, test in (("nan", np.isnan), ("inf", np.isinf)) if test(a).any()]
+    return " and ".join(kinds)
+
+
+def _ordinal(i: int) -> str:
+    return f"{i}{'th' if 10 <= i % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(i % 10, 'th')}"
+
+
+def _inputs_note(arrays, what: str) -> str:
+    """``what``: the singular noun ("input", "incoming gradient")."""
+    bad = [i for i, a in enumerate(arrays) if _nonfinite(a)]
+    if not bad:
+        return f"; its {what}s were all finite, so this op produced the first non-finite value"
+    which = f"{what} {bad[0]} already held" if len(bad) == 1 else f"{what}s {', '.join(map(str, bad))} already held"
+    return f"; its {which} non-finite values, so they came from earlier (a leaf, the data, or outside autograd)"
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_INTERNAL = (os.path.join(_HERE, "autograd.py"), os.path.join(_HERE, "tensor.py"),
+             os.path.join(_HERE, "functional", ""))
+_internal_files: dict = {}  # co_filename -> whether it is one of _INTERNAL (abspath is slow per frame)
+
+
+def _is_internal(filename: str) -> bool:
+    known = _internal_files.get(filename)
+    if known is None:
+        known = _internal_files[filename] = os.path.abspath(filename).startswith(_INTERNAL)
+    return known
+
+
+def _call_site() -> str:
+    """The innermost caller outside the autograd machinery and the functional wrappers
+    (typically a layer's forward), as "file:line in function"."""
+    frame = sys._getframe(1)
+    while frame is not None and _is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _check_forward(cls, outs, raw) -> None:
+    for i, o in enumerate(outs):
+        kind = _nonfinite(o)
+        if kind:
+            site = _call_site()
+            raise FloatingPointError(
+                f"Function '{cls.__name__.lstrip('_')}' returned {kind} values in its {_ordinal(i)} output during "
+                f"forward" + _inputs_note(raw, "input") + (f" (called from {site})" if site else ""))
+
+
+def _check_backward(node, in_grads, grad_outputs) -> None:
+    for i, g in enumerate(in_grads):
+        if g is None or i >= len(node.inputs) or node.inputs[i] is None:
+            continue
+        kind = _nonfinite(np.asarray(g))
+        if kind:
+            raise FloatingPointError(
+                f"Function '{node.name()}' returned {kind} values in its {_ordinal(i)} output (the gradient of "
+                f"forward input {i}) during backward" + _inputs_note(grad_outputs, "incoming gradient")
+                + (f"; the forward op was called from {node.site}" if node.site else ""))
+
+
 class Context:
     """What a Function's forward leaves for its backward."""
 
@@ -100,9 +236,9 @@ class Context:
 class Node:
     """A recorded call: the Function, its context, and where its inputs came from."""
 
-    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "released", "__weakref__")
+    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "released", "site", "__weakref__")
 
-    def __init__(self, fn, ctx, inputs, n_outputs, out_meta):
+    def __init__(self, fn, ctx, inputs, n_outputs, out_meta, site: str = ""):
         self.fn = fn
         self.ctx = ctx
         # Per forward argument: the Tensor if it requires grad, else None.
@@ -110,6 +246,7 @@ class Node:
         self.n_outputs = n_outputs
         self.out_meta = out_meta  # (shape, dtype) of each output, for zero-filling unused ones
         self.released = False
+        self.site = site  # where the forward op was called (anomaly mode only)
 
     def name(self) -> str:
         return f"{self.fn.__name__.lstrip('_')}Backward"
@@ -147,11 +284,15 @@ class Function:
         outs = out if multi else (out,)
         # NumPy turns 0-d results into scalars; keep everything an ndarray.
         outs = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
+        anomaly = _anomaly["enabled"]
+        if anomaly and _anomaly["check_nan"]:
+            _check_forward(cls, outs, raw)
         record = prev and any(needs)
         node = None
         if record:
             meta = [(np.shape(o), getattr(o, "dtype", None)) for o in outs]
-            node = Node(cls, ctx, [a if n else None for a, n in zip(args, needs)], len(outs), meta)
+            node = Node(cls, ctx, [a if n else None for a, n in zip(args, needs)], len(outs), meta,
+                        _call_site() if anomaly else "")
         wrapped = []
         for i, o in enumerate(outs):
             differentiable = record and isinstance(o, np.ndarray) and o.dtype.kind == "f"
@@ -240,6 +381,8 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
+            if _anomaly["enabled"] and _anomaly["check_nan"]:
+                _check_backward(node, in_grads, outs)
             if len(in_grads) < len(node.inputs):
                 raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
             for t, g in zip(node.inputs, in_grads):

@@ -148,6 +148,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="run the learning-rate range test instead of training; writes lr_finder.png")
     x.add_argument("--resume", default=None, metavar="CKPT", help="continue exactly from a checkpoint")
     x.add_argument("--stop-after", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    x.add_argument("--detect-anomaly", action="store_true",
+                   help="check every operation's outputs for NaN/Inf (slower) and name the first one that "
+                        "produced one; training always stops on a non-finite loss or weight, keeping the last "
+                        "good checkpoint")
     tl = t.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", default=None, metavar="CKPT", help="start from this checkpoint's weights")
     tl.add_argument("--freeze-backbone", action="store_true", help="train only the last layer")

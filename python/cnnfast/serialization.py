@@ -11,11 +11,21 @@ little-endian-or-native buffers of plain numeric dtypes only.
     b"CNNFAST\\x01" | header length (uint64 LE) | header (UTF-8 JSON) | zero padding to 64
     | array bytes, each starting on a 64-byte boundary | SHA-256 of everything before it (32 bytes)
 
-A truncated, extended or modified file fails the size or checksum test with a clear
-``CheckpointError`` (a ValueError). Saving to a path is atomic: the data go to a
-temporary file in the same directory, are flushed and fsync'ed, and then replace
-the target with ``os.replace``, so a crash at any moment leaves either the old
-file or the new one, never a mix.
+The last magic byte and the header's "version" both carry the format version
+(FORMAT_VERSION); a file of another version is refused before anything in it is
+interpreted. A truncated, extended or modified file fails the size or checksum test
+with a clear ``CheckpointError`` (a ValueError). The checksum detects damage, not
+forgery: someone who can write the file can recompute it, so the header is treated as
+untrusted input anyway. Every array entry is checked (numeric dtype, non-negative
+integer shape, byte count equal to the shape's, lying inside the payload) before any
+array is created, and any malformed node is a ``CheckpointError``, never another
+exception or an allocation sized by the header.
+
+Saving to a path is atomic: the data go to a temporary file ``.<name>.<random>.tmp``
+in the same directory, are flushed and fsync'ed, and then replace the target with
+``os.replace`` (the directory is fsync'ed too), so a crash at any moment leaves either
+the old file or the new one, never a mix. A temporary file left by a killed writer is
+hidden, ends in ``.tmp`` and fails the size/checksum test if it is incomplete.
 """
 from __future__ import annotations
 
@@ -160,19 +170,24 @@ class _Decoder:
     def array(self, e) -> np.ndarray:
         if not isinstance(e, dict) or not {"dtype", "shape", "offset", "nbytes"} <= set(e):
             self.fail("malformed array entry")
+        if not isinstance(e["dtype"], str) or len(e["dtype"]) > 8:
+            self.fail(f"malformed dtype {str(e['dtype'])[:40]!r}")
         try:
             dt = np.dtype(e["dtype"])
-        except TypeError:
+        except (TypeError, ValueError):
             self.fail(f"unknown dtype {e['dtype']!r}")
-        if dt.kind not in "biufc" or dt.hasobject:
-            self.fail(f"dtype {dt} is not allowed")
-        shape = tuple(int(s) for s in e["shape"])
-        if any(s < 0 for s in shape):
-            self.fail(f"negative size in shape {shape}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        off, nbytes = int(e["offset"]), int(e["nbytes"])
-        if nbytes != count * dt.itemsize or off < 0 or off + nbytes > len(self.payload):
-            self.fail(f"array entry (offset {off}, {nbytes} bytes, shape {shape}) does not fit the payload")
+        if dt.kind not in "biufc" or dt.hasobject or dt.fields is not None or dt.subdtype is not None:
+            self.fail(f"dtype {dt} is not allowed (plain numeric dtypes only)")
+        shape, off, nbytes = e["shape"], e["offset"], e["nbytes"]
+        # bool is an int subclass: refuse it too, so that only true integers pass.
+        ints = [v for v in (shape if isinstance(shape, list) else [None]) + [off, nbytes]]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints) or len(shape) > 64:
+            self.fail(f"malformed array entry (shape {str(shape)[:80]}, offset {off!r}, {nbytes!r} bytes)")
+        shape = tuple(shape)
+        count = math.prod(shape)  # exact (Python integers): a wrapped-around product cannot sneak through
+        if nbytes != count * dt.itemsize or off + nbytes > len(self.payload):
+            self.fail(f"array entry (offset {off}, {nbytes} bytes, shape {shape}, {dt}) does not fit the "
+                      f"{len(self.payload)}-byte payload")
         return np.frombuffer(self.payload, dtype=dt, count=count, offset=off).reshape(shape).copy()
 
     def decode(self, node):
@@ -182,6 +197,8 @@ class _Decoder:
             self.fail(f"unexpected node {str(node)[:80]}")
         kind = node["__type__"]
         if kind == "float":
+            if node.get("value") not in ("nan", "inf", "-inf"):
+                self.fail(f"malformed float node {str(node)[:80]}")
             return float(node["value"])
         if kind in ("tensor", "parameter"):
             data = self.array(node["array"])
@@ -224,10 +241,17 @@ def load(f, map_location=None, weights_only: bool = True):
         with open(name, "rb") as fh:
             data = fh.read()
     name = str(name)
-    if len(data) < len(MAGIC) + 8 or data[:len(MAGIC) - 1] != MAGIC[:-1]:
-        raise CheckpointError(f"{name}: not a cnnfast checkpoint (bad magic bytes)")
-    if data[len(MAGIC) - 1:len(MAGIC)] != MAGIC[-1:]:
-        raise CheckpointError(f"{name}: unsupported checkpoint format version {data[len(MAGIC) - 1]}")
+    if data[:len(MAGIC) - 1] != MAGIC[:-1]:
+        hint = " (it looks like a pickle; cnnfast never unpickles)" if data[:1] == b"\x80" else \
+            " (a zip archive, e.g. a torch.save file; cnnfast never unpickles)" if data[:2] == b"PK" else ""
+        raise CheckpointError(f"{name}: not a cnnfast checkpoint (bad magic bytes){hint}")
+    if len(data) < len(MAGIC) + 8:
+        raise CheckpointError(f"{name}: checkpoint is truncated ({len(data)} bytes)")
+    version = data[len(MAGIC) - 1]
+    if version != FORMAT_VERSION:
+        newer = " (written by a newer cnnfast)" if version > FORMAT_VERSION else ""
+        raise CheckpointError(f"{name}: unsupported checkpoint format version {version}{newer}; this cnnfast "
+                              f"reads version {FORMAT_VERSION}")
     (hlen,) = struct.unpack_from("<Q", data, len(MAGIC))
     start = len(MAGIC) + 8
     if start + hlen + _DIGEST > len(data):
@@ -235,9 +259,11 @@ def load(f, map_location=None, weights_only: bool = True):
                               f"{start + hlen + _DIGEST})")
     try:
         header = json.loads(bytes(data[start:start + hlen]).decode("utf-8"))
-        payload_size = int(header["payload_size"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{name}: corrupted checkpoint: unreadable header ({exc})") from None
+        payload_size = header["payload_size"]
+        if not isinstance(payload_size, int) or isinstance(payload_size, bool) or payload_size < 0:
+            raise ValueError(f"payload_size {str(payload_size)[:40]!r} is not a byte count")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{name}: corrupted checkpoint: unreadable header ({str(exc)[:200]})") from None
     pstart = start + hlen + _pad(start + hlen)
     expected = pstart + payload_size + _DIGEST
     if len(data) != expected:
@@ -246,7 +272,16 @@ def load(f, map_location=None, weights_only: bool = True):
     if hashlib.sha256(memoryview(data)[:-_DIGEST]).digest() != bytes(data[-_DIGEST:]):
         raise CheckpointError(f"{name}: corrupted checkpoint: SHA-256 checksum mismatch")
     if header.get("format") != "cnnfast-checkpoint" or header.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{name}: unsupported checkpoint format {header.get('format')!r} "
-                              f"version {header.get('version')!r}")
+        raise CheckpointError(f"{name}: unsupported checkpoint format {str(header.get('format'))[:40]!r} "
+                              f"version {str(header.get('version'))[:20]}; this cnnfast reads cnnfast-checkpoint "
+                              f"version {FORMAT_VERSION}")
+    if "object" not in header:
+        raise CheckpointError(f"{name}: corrupted checkpoint: the header has no object")
     payload = memoryview(data)[pstart:pstart + payload_size]
-    return _Decoder(payload, name).decode(header["object"])
+    try:
+        return _Decoder(payload, name).decode(header["object"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError, OverflowError) as exc:
+        raise CheckpointError(f"{name}: corrupted checkpoint: malformed header ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None

@@ -7,6 +7,13 @@ per class. Each loader returns a ``LabeledImages`` with x: (N, C, H, W) float32 
 Bad data raises ``DataError`` (a ``ValueError``) saying which file and what is wrong:
 a missing file, labels out of range, images of mixed sizes without ``image_size``,
 empty folders, NaN or infinite values.
+
+Loading never runs code: ``.npz`` files are read with ``allow_pickle=False`` (object
+arrays are refused, never unpickled), and each member's declared shape is checked
+against its stored size before NumPy allocates anything; images are decoded only by
+Pillow's plugins for the formats of IMAGE_EXTENSIONS (a file named ``.png`` that holds
+e.g. EPS, whose decoder runs Ghostscript, is refused), and decompression bombs
+(images over Pillow's pixel limit) are refused.
 """
 from __future__ import annotations
 
@@ -19,9 +26,11 @@ import numpy as np
 from .transforms import resize
 
 __all__ = ["DataError", "LabeledImages", "load_digits", "load_npz", "load_image_folder", "load_data",
-           "split_indices", "channel_stats", "IMAGE_EXTENSIONS"]
+           "split_indices", "channel_stats", "IMAGE_EXTENSIONS", "IMAGE_FORMATS", "open_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# The Pillow decoders those extensions need; Image.open tries only these, whatever the file holds.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 class DataError(ValueError):
@@ -133,12 +142,56 @@ def _scale(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def _check_npz_members(path: str) -> None:
+    """Refuses, before NumPy reads any array, an ``.npz`` that is not a zip archive of
+    ``.npy`` members, a member holding Python objects (loading it would mean unpickling),
+    and a member whose header declares more (or fewer) bytes than it stores: NumPy would
+    otherwise allocate whatever the header claims before finding out."""
+    import zipfile
+
+    fmt = np.lib.format
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        with open(path, "rb") as f:
+            start = f.read(2)
+        what = "a pickle, which is never loaded" if start[:1] == b"\x80" else f"not a zip archive ({exc})"
+        raise DataError(f"{path}: not a readable .npz file: {what}") from None
+    with archive:
+        for info in archive.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            try:
+                with archive.open(info) as f:
+                    if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+                        continue  # not an array (NumPy hands such members over as bytes)
+                    version = (f.read(1)[0], f.read(1)[0])
+                    if version == (1, 0):
+                        shape, _, dtype = fmt.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = fmt.read_array_header_2_0(f)
+                    else:
+                        shape, _, dtype = fmt._read_array_header(f, version)
+                    header_len = f.tell()
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(f"{path}: array {name!r} has an unreadable header ({exc})") from None
+            if dtype.hasobject:
+                raise DataError(f"{path}: array {name!r} holds Python objects (dtype {dtype}); object arrays are "
+                                "refused because loading them would unpickle")
+            declared = header_len + int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared != info.file_size:
+                raise DataError(f"{path}: array {name!r} declares shape {tuple(shape)} of {dtype} "
+                                f"({declared - header_len:,} bytes) but stores {info.file_size - header_len:,}")
+
+
 def load_npz(path: str, image_size: Optional[int] = None) -> LabeledImages:
     """An ``.npz`` file with ``x`` (N, H, W) / (N, H, W, C) / (N, C, H, W) and integer
     labels ``y`` (N,); an optional ``classes`` array names the classes (otherwise
     ``max(y) + 1`` classes named by number). uint8 pixels are divided by 255."""
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found")
+    _check_npz_members(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
@@ -191,14 +244,7 @@ def load_image_folder(root: str, image_size: Optional[int] = None) -> LabeledIma
             raise DataError(f"{folder}: empty class folder (no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS[:4])} images)")
         files += [os.path.join(folder, f) for f in found]
         labels += [k] * len(found)
-    images = []
-    for path in files:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                images.append(im.copy())
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read the image ({exc})") from exc
+    images = [open_image(path) for path in files]
     gray = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in images)
     mode = "L" if gray else "RGB"
     arrays = []
@@ -217,6 +263,25 @@ def load_image_folder(root: str, image_size: Optional[int] = None) -> LabeledIma
     x = np.stack(arrays)
     x = x[:, None] if gray else np.moveaxis(x, -1, 1)
     return _check(x, np.asarray(labels, dtype=np.int64), classes, root)
+
+
+def open_image(path: str):
+    """The decoded Pillow image in ``path``; only the IMAGE_FORMATS decoders are tried, and
+    an image above Pillow's decompression-bomb pixel limit is refused. Raises DataError."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: refused: {exc}") from None
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read the image as {'/'.join(IMAGE_FORMATS)} ({exc})") from exc
 
 
 def load_data(spec: str = "digits", image_size: Optional[int] = None) -> LabeledImages:

@@ -15,6 +15,7 @@ epoch ``e`` therefore continues exactly as if training had never stopped.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -27,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..autograd import set_detect_anomaly
 from ..data import DataLoader, TensorDataset, channel_stats, load_data, split_indices
 from ..data.transforms import Normalize, parse_augment
 from . import checkpoint as ckpt
@@ -109,6 +111,7 @@ class TrainConfig:
     stop_after: Optional[int] = None    # stop after this many epochs as if interrupted (resume tests)
     prefetch: int = 2
     quiet: bool = False
+    detect_anomaly: bool = False        # check every op's outputs for NaN/Inf and name the first culprit
     save_checkpoints: bool = True
     plots: bool = True
 
@@ -342,9 +345,9 @@ def train(cfg: TrainConfig) -> dict:
         model_state, resume_state = ckpt.load_checkpoint(cfg.resume)
         saved = resume_state["config"]
         # Everything that shapes the run comes from the checkpoint; only the epoch budget,
-        # the output folder and the verbosity may change on resume.
+        # the output folder, the verbosity and the NaN/Inf diagnostics may change on resume.
         keep = {"epochs": cfg.epochs, "out": cfg.out, "stop_after": cfg.stop_after, "quiet": cfg.quiet, "resume": cfg.resume,
-                "threads": cfg.threads, "prefetch": cfg.prefetch}
+                "threads": cfg.threads, "prefetch": cfg.prefetch, "detect_anomaly": cfg.detect_anomaly}
         cfg = TrainConfig(**{**{f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}, **keep})
         if cfg.out is None:
             cfg.out = saved.get("out")
@@ -420,67 +423,88 @@ def train(cfg: TrainConfig) -> dict:
     stopped_early = False
     best_weights = None
     model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        prep.train_loader.set_epoch(epoch)
-        bar = ProgressBar(len(prep.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
-        lr_now = _current_lr(optimizer)
-        seen, correct, loss_sum = 0, 0, 0.0
-        for x, y in prep.train_loader:
-            logits = model(cnnfast.tensor(x))
-            loss = _cross_entropy(logits, cnnfast.tensor(y))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if per_step:
-                scheduler.step()
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"epoch {epoch + 1}: the loss became {value}; lower --lr "
-                                         f"(now {lr_now:g}) or try --find-lr")
-            hits = int(np.sum(np.argmax(logits.data, axis=1) == y))
-            seen += len(y)
-            correct += hits
-            loss_sum += value * len(y)
-            bar.update(len(y), loss=value, acc=hits / len(y))
-        model.train(False)
-        val = evaluate(model, prep.val_loader, k)
-        model.train(True)
-        if not per_step:
-            if cfg.schedule == "plateau":
-                scheduler.step(val["loss"])
-            else:
-                scheduler.step()
-        history["train_loss"].append(loss_sum / seen)
-        history["train_acc"].append(correct / seen)
-        history["val_loss"].append(val["loss"])
-        history["val_acc"].append(val["acc"])
-        history["lr"].append(lr_now)
-        history["epoch_time"].append(bar.elapsed)
-        history["images_per_s"].append(bar.rate)
-        bar.metrics = {"loss": loss_sum / seen, "acc": correct / seen}
-        bar.close(val_loss=val["loss"], val_acc=val["acc"])
-        # Ties in accuracy are broken by a clearly lower loss (by more than float noise).
-        improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"] - 1e-4)
-        if improved:
-            best = {"val_acc": val["acc"], "val_loss": val["loss"], "epoch": epoch}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if out and cfg.save_checkpoints:
-            state = state_for(epoch)
-            ckpt.save_checkpoint(os.path.join(out, "last.ckpt"), model, state)
-            if improved:
-                ckpt.save_checkpoint(os.path.join(out, "best.ckpt"), model, state)
-        elif improved:
-            best_weights = ckpt.model_arrays(model)
-        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
-            _log(cfg, f"stopping after epoch {epoch + 1} (--stop-after); continue with --resume {out}/last.ckpt")
-            break
-        if cfg.early_stopping and bad_epochs >= cfg.early_stopping and epoch + 1 < cfg.epochs:
-            _log(cfg, f"early stopping: validation accuracy has not improved for {bad_epochs} epochs "
-                      f"(best {best['val_acc']:.4f} at epoch {best['epoch'] + 1})")
-            stopped_early = True
-            break
+    # The newest checkpoint whose weights are known to be finite, for the message when training
+    # has to stop on a NaN/Inf; a fresh run keeps its starting state in memory so that one
+    # can be written even if the first epoch fails (never the weights that went non-finite).
+    last_good = (cfg.resume, "the checkpoint this run resumed from") if cfg.resume else None
+    start_snapshot = None
+    if out and cfg.save_checkpoints and not cfg.resume:
+        start_snapshot = (ckpt.model_arrays(model), copy.deepcopy(state_for(start_epoch - 1)))
+    position = (start_epoch, 0)
+    lr_now = _current_lr(optimizer)
+    try:
+        with set_detect_anomaly(cfg.detect_anomaly):
+            for epoch in range(start_epoch, cfg.epochs):
+                prep.train_loader.set_epoch(epoch)
+                bar = ProgressBar(len(prep.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
+                lr_now = _current_lr(optimizer)
+                seen, correct, loss_sum = 0, 0, 0.0
+                for step, (x, y) in enumerate(prep.train_loader, 1):
+                    position = (epoch, step)
+                    logits = model(cnnfast.tensor(x))
+                    loss = _cross_entropy(logits, cnnfast.tensor(y))
+                    value = float(loss.item())
+                    # Checked before the update, so that a non-finite loss never reaches the weights.
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"the loss became {value}")
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    bad = first_nonfinite(model)
+                    if bad:
+                        raise FloatingPointError(bad)
+                    if per_step:
+                        scheduler.step()
+                    hits = int(np.sum(np.argmax(logits.data, axis=1) == y))
+                    seen += len(y)
+                    correct += hits
+                    loss_sum += value * len(y)
+                    bar.update(len(y), loss=value, acc=hits / len(y))
+                position = (epoch, 0)
+                model.train(False)
+                val = evaluate(model, prep.val_loader, k)
+                model.train(True)
+                if not per_step:
+                    if cfg.schedule == "plateau":
+                        scheduler.step(val["loss"])
+                    else:
+                        scheduler.step()
+                history["train_loss"].append(loss_sum / seen)
+                history["train_acc"].append(correct / seen)
+                history["val_loss"].append(val["loss"])
+                history["val_acc"].append(val["acc"])
+                history["lr"].append(lr_now)
+                history["epoch_time"].append(bar.elapsed)
+                history["images_per_s"].append(bar.rate)
+                bar.metrics = {"loss": loss_sum / seen, "acc": correct / seen}
+                bar.close(val_loss=val["loss"], val_acc=val["acc"])
+                # Ties in accuracy are broken by a clearly lower loss (by more than float noise).
+                improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"] - 1e-4)
+                if improved:
+                    best = {"val_acc": val["acc"], "val_loss": val["loss"], "epoch": epoch}
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+                if out and cfg.save_checkpoints:
+                    state = state_for(epoch)
+                    ckpt.save_checkpoint(os.path.join(out, "last.ckpt"), model, state)
+                    last_good = (os.path.join(out, "last.ckpt"), f"after epoch {epoch + 1}")
+                    if improved:
+                        ckpt.save_checkpoint(os.path.join(out, "best.ckpt"), model, state)
+                elif improved:
+                    best_weights = ckpt.model_arrays(model)
+                if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+                    _log(cfg, f"stopping after epoch {epoch + 1} (--stop-after); continue with --resume {out}/last.ckpt")
+                    break
+                if cfg.early_stopping and bad_epochs >= cfg.early_stopping and epoch + 1 < cfg.epochs:
+                    _log(cfg, f"early stopping: validation accuracy has not improved for {bad_epochs} epochs "
+                              f"(best {best['val_acc']:.4f} at epoch {best['epoch'] + 1})")
+                    stopped_early = True
+                    break
+    except FloatingPointError as exc:
+        if position[1]:
+            bar.close()  # ends the epoch's progress line before the message
+        raise _non_finite_stop(cfg, exc, position, lr_now, last_good, start_snapshot, out) from None
 
     last_weights = ckpt.model_arrays(model)
     final = evaluate(model, prep.test_loader, k)
@@ -524,6 +548,44 @@ def train(cfg: TrainConfig) -> dict:
     metrics["final_weights"] = last_weights
     _log(cfg, summary_text(metrics, out))
     return metrics
+
+
+def first_nonfinite(model) -> str:
+    """"" when every floating parameter and buffer of ``model`` is finite, else a sentence
+    naming the first one that is not (and whether its gradient already was)."""
+    for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in items:
+            a = t.data
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                what = f"{kind} {name} became non-finite after the optimizer step"
+                if kind == "parameter" and t.grad is not None:
+                    g = t.grad.data
+                    what += (" (its gradient was already non-finite)" if not np.isfinite(g).all() else
+                             " (its gradient was finite, so the update itself overflowed)")
+                return what
+    return ""
+
+
+def _non_finite_stop(cfg: TrainConfig, exc: Exception, position: tuple, lr: float, last_good, start_snapshot,
+                     out) -> FloatingPointError:
+    """The error that ends a run on a NaN/Inf, after making sure a checkpoint with the last
+    finite weights exists (the state at the start of the run when no epoch finished)."""
+    epoch, step = position
+    if last_good is None and start_snapshot is not None:
+        path = os.path.join(out, "last.ckpt")
+        ckpt.save_checkpoint(path, start_snapshot[0], start_snapshot[1])
+        last_good = (path, "the weights this run started from")
+    where = f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch + 1} (validation)"
+    msg = f"training stopped at {where}: {exc}"
+    if not cfg.detect_anomaly:
+        msg += "; rerun with --detect-anomaly to name the operation that produced the first NaN/Inf"
+    if last_good is not None:
+        msg += f"; the last good checkpoint is {last_good[0]} ({last_good[1]}), no non-finite weights were written"
+    else:
+        msg += "; no checkpoint was written (no output folder)"
+    msg += f"; lower --lr (now {lr:g}) or try --find-lr"
+    _log(cfg, msg)
+    return FloatingPointError(msg)
 
 
 def check_initial_loss(model, prep: _Prepared, num_classes: int, cfg: TrainConfig) -> float:
@@ -660,6 +722,7 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
 
     from .. import functional as F
     from ..data import DataError
+    from ..data.sources import open_image
 
     model, state = load_trained(path)
     c, h, w = state["image_shape"]
@@ -668,14 +731,10 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
     for p in images:
         if not os.path.exists(p):
             raise DataError(f"{p}: file not found")
-        try:
-            with Image.open(p) as im:
-                im = im.convert("L" if c == 1 else "RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
-        except OSError as exc:
-            raise DataError(f"{p}: cannot read the image ({exc})") from exc
+        im = open_image(p).convert("L" if c == 1 else "RGB")
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
         batch.append(a[None] if c == 1 else np.moveaxis(a, -1, 0))
     x = Normalize(np.asarray(state["norm"]["mean"]), np.asarray(state["norm"]["std"]))(np.stack(batch))
     with cnnfast.no_grad():

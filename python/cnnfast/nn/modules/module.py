@@ -407,18 +407,22 @@ class Module:
         Returns ``(missing_keys, unexpected_keys)``. With ``strict=True`` (the default)
         any missing or unexpected key raises, and a shape mismatch always raises; the
         error lists every problem at once. Values may be Tensors, NumPy arrays or torch
-        tensors; they are cast to the destination's dtype, as torch's ``copy_``.
+        tensors of real numeric dtypes (bool, integer, float); they are cast to the
+        destination's dtype, as torch's ``copy_``. Everything is checked before anything
+        is copied, so a load that raises leaves the module unchanged.
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}.")
         state_dict = OrderedDict(state_dict)  # hooks may edit it; the caller's dict stays as it was
         own = OrderedDict()
+        params = set()
         for name, m in self.named_modules(remove_duplicate=False):
             p = name + "." if name else ""
             m._load_from_state_dict(state_dict, p)
             for k, v in m._parameters.items():
                 if v is not None:
                     own[p + k] = v
+                    params.add(p + k)
             for k, v in m._buffers.items():
                 if v is not None and k not in m._non_persistent_buffers_set:
                     own[p + k] = v
@@ -433,6 +437,11 @@ class Module:
             if src.shape != target.shape:
                 mismatched.append(f"size mismatch for {k}: copying a param with shape {tuple(src.shape)} from "
                                   f"checkpoint, the shape in current model is {tuple(target.shape)}.")
+            elif src.dtype.kind not in "biuf" or src.dtype.fields is not None:
+                # Checked here, with the shapes, so that a failed load leaves every weight as it was
+                # (a string or complex array would otherwise fail or lose data half-way through the copy).
+                mismatched.append(f"dtype mismatch for {k}: cannot copy a {src.dtype} value into a "
+                                  f"{target.dtype} {'parameter' if k in params else 'buffer'}.")
             else:
                 arrays[k] = src
         errors = list(mismatched)
