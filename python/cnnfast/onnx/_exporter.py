@@ -55,7 +55,7 @@ def _recording(calls: list, scope: list):
     def apply(cls, *args, **kwargs):
         out = original.__func__(cls, *args, **kwargs)
         outs = out if isinstance(out, tuple) else (out,)
-        calls.append(_Call(cls, args, outs, ".".join(s for s in scope if s)))
+        calls.append(_Call(cls, args, outs, scope[-1] if scope else ""))
         return out
 
     Function.apply = classmethod(apply)
@@ -334,18 +334,23 @@ def _emit_layer_norm(b, c, v):
     return [y]
 
 
-def _reverse_channels(b, x, scope):
-    return b.one("Slice", [x, b.i64([-1]), b.i64([_INT64_MIN]), b.i64([1]), b.i64([-1])], scope)
-
-
 def _emit_lrn(b, c, v):
     x, size, alpha, beta, k = c.args
     attrs = dict(size=int(size), alpha=float(alpha), beta=float(beta), bias=float(k))
     if size % 2:
         return [b.one("LRN", [v(x)], c.scope, **attrs)]
-    # ONNX's even window sits one channel later than torch's; mirror the channels around it.
-    y = b.one("LRN", [_reverse_channels(b, v(x), c.scope)], c.scope, **attrs)
-    return [_reverse_channels(b, y, c.scope)]
+    # ONNX's even window sits one channel later than torch's and onnxruntime runs odd sizes only:
+    # average the squares over torch's window (c - size/2 .. c + size/2 - 1) with a 3-D pool.
+    r = x.ndim
+    sq = b.unsqueeze(b.one("Mul", [v(x), v(x)], c.scope), [1], c.scope)
+    begin = [0, 0, size // 2] + [0] * (r - 2)
+    end = [0, 0, (size - 1) // 2] + [0] * (r - 2)
+    sq = b.one("Pad", [sq, b.i64(begin + end, "pads")], c.scope)
+    avg = b.squeeze(b.one("AveragePool", [sq], c.scope, kernel_shape=[size] + [1] * (r - 2)), [1], c.scope)
+    den = b.one("Add", [b.one("Mul", [avg, b.const(np.array(alpha, x.dtype), "alpha")], c.scope),
+                        b.const(np.array(k, x.dtype), "k")], c.scope)
+    den = b.one("Pow", [den, b.const(np.array(beta, x.dtype), "beta")], c.scope)
+    return [b.one("Div", [v(x), den], c.scope)]
 
 
 def _emit_simple(op_type, **fixed):

@@ -249,13 +249,14 @@ def _conv_transpose(spec):
         out_shape = spec.attr("output_shape")
         if out_shape or mode in ("SAME_UPPER", "SAME_LOWER"):
             target = [int(v) for v in out_shape][-n:] if out_shape else [i * s for i, s in zip(in_sizes, strides)]
-            pads = []
+            pads, out_pad = [], list(out_pad)
             for i in range(n):
                 total = strides[i] * (in_sizes[i] - 1) + out_pad[i] + (k[i] - 1) * dil[i] + 1 - target[i]
-                if total < 0:
-                    spec.fail(f"output_shape {target} is larger than the transposed convolution can produce")
-                head, tail = total // 2, total - total // 2
-                pads.append((tail, head) if mode == "SAME_UPPER" else (head, tail))
+                if total < 0:  # a larger output than the kernel reaches: the extra rows get only the bias
+                    out_pad[i] -= total
+                    total = 0
+                small, big = total // 2, total - total // 2
+                pads.append((small, big) if mode == "SAME_UPPER" else (big, small))
         elif mode == "VALID":
             pads = [(0, 0)] * n
         else:
@@ -676,8 +677,8 @@ op("Div")(_binary(lambda a, b: a / b, _int_div))
 def _pow(spec):
     def run(ins, m):
         a, b = ins
-        if is_tensor(b):
-            spec.fail("a Tensor exponent is not supported (only constant exponents)")
+        if is_tensor(b) and b.requires_grad:
+            spec.fail("a trainable exponent is not supported (only constant exponents)")
         if not is_tensor(a):
             return [np.power(arr(a), arr(b)).astype(arr(a).dtype)]
         e = arr(b)
@@ -996,8 +997,7 @@ def _pad(spec):
     return run
 
 
-_COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
-                "tf_half_pixel_for_nearest")
+_COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
@@ -1012,10 +1012,8 @@ def _nearest_index(out_len, in_len, scale, coord, nearest):
         src = (x + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(x)
     elif coord == "align_corners":
         src = x * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(x)
-    elif coord == "asymmetric":
+    else:  # asymmetric
         src = x / scale
-    else:  # tf_half_pixel_for_nearest
-        src = (x + 0.5) / scale
     if nearest == "floor":
         i = np.floor(src)
     elif nearest == "ceil":
