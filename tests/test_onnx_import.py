@@ -736,3 +736,15 @@ def test_cli_errors(tmp_path, capsys):
     assert cli_main([str(good), "--check", "1,4"]) == 2
     assert cli_main([]) == 2
     assert os.path.exists(good)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_split_sizes_input_and_num_outputs(opset):
+    if opset == 18:
+        split = helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3)
+        inits = []
+    else:
+        split = helper.make_node("Split", ["x", "s"], ["a", "b", "c"], axis=1)
+        inits = [("s", np.array([1, 3, 3], np.int64))]
+    nodes = [split, helper.make_node("Concat", ["c", "a", "b"], ["y"], axis=1)]
+    vs_ort(graph(nodes, [("x", [2, 7, 3])], [("y", [2, 7, 3])], inits, opset=opset), randn(2, 7, 3))

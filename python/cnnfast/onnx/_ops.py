@@ -1086,3 +1086,33 @@ def _if(spec):
         prog = then_prog if bool(cond.reshape(())) else else_prog
         return prog.run_subgraph(m)
     return run
+
+
+@op("Split")
+def _split(spec):
+    axis = int(spec.attr("axis", 0))
+    n_out = len(spec.outputs)
+    num_outputs = spec.attr("num_outputs")
+
+    def run(ins, m):
+        x = ins[0]
+        dim = arr(x).shape[axis % arr(x).ndim]
+        if len(ins) > 1 and ins[1] is not None:
+            sizes = ints(ins[1])
+        elif num_outputs is not None:  # opset 18: ceil-sized chunks, the last one smaller
+            chunk = -(-dim // int(num_outputs))
+            sizes = [min(chunk, dim - i * chunk) for i in range(int(num_outputs))]
+        else:
+            if dim % n_out:
+                raise ValueError(f"cannot split an axis of {dim} into {n_out} equal parts")
+            sizes = [dim // n_out] * n_out
+        if sum(sizes) != dim or len(sizes) != n_out:
+            raise ValueError(f"split sizes {sizes} do not cover the axis of {dim} in {n_out} outputs")
+        outs, start = [], 0
+        a = axis % arr(x).ndim
+        for s in sizes:
+            index = (slice(None),) * a + (slice(start, start + s),)
+            outs.append(x[index] if is_tensor(x) else arr(x)[index])
+            start += s
+        return outs
+    return run
