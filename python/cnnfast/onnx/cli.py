@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         print(f"cnnfast import: error: {exc}", file=sys.stderr)
         return 2
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{a.model}: opset {model.opset}, {len(model.op_counts()) and sum(model.op_counts().values())} nodes, "
+    print(f"{a.model}: opset {model.opset}, {sum(model.op_counts().values())} nodes, "
           f"{n_params:,} parameters, inputs {', '.join(model.input_names)}")
     if shapes is not None and len(shapes) != len(model.input_names):
         print(f"cnnfast import: error: --check: the model has {len(model.input_names)} input(s) "
