@@ -14,7 +14,7 @@ import cnnfast  # noqa: E402
 import cnnfast.functional as F  # noqa: E402
 import cnnfast.onnx as co  # noqa: E402
 from cnnfast import nn  # noqa: E402
-from cnnfast.onnx._exporter import ExportError  # noqa: E402
+from cnnfast.onnx import ExportError  # noqa: E402
 
 RTOL = 1e-4
 

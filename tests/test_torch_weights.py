@@ -207,7 +207,8 @@ def test_float64_checkpoints_are_cast():
     cm = cnnfast.models.lenet5()
     load_torch_state_dict(cm, one_liner(tm))
     assert cm.features[0].weight.dtype == np.float32
-    np.testing.assert_allclose(cm.features[0].weight.detach().numpy(), tm.features[0].weight.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cm.features[0].weight.detach().numpy(), tm.features[0].weight.detach().numpy(),
+                               rtol=1e-6)
 
 
 def test_mismatches_are_named():

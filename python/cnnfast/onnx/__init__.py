@@ -10,6 +10,7 @@ package (``pip install 'cnnfast[onnx]'``); onnxruntime only to run exported file
 """
 from ._importer import MAX_OPSET, MIN_OPSET, OnnxModule, load  # noqa: F401
 from ._ops import UnsupportedOnnxError, supported_ops  # noqa: F401
-from ._exporter import export  # noqa: F401
+from ._exporter import ExportError, export  # noqa: F401
 
-__all__ = ["load", "export", "OnnxModule", "UnsupportedOnnxError", "supported_ops", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["load", "export", "OnnxModule", "UnsupportedOnnxError", "ExportError", "supported_ops", "MIN_OPSET",
+           "MAX_OPSET"]

@@ -76,6 +76,7 @@ class _Builder:
         self.keep = []         # objects whose ids are in names (kept alive so ids stay unique)
         self.used = set()
         self.flat_indices = {}  # id(per-plane max-pool indices) -> (ONNX flat indices, pool input name, attrs)
+        self.names_needed = set()  # ids of the values the outputs depend on
 
     # ---- naming --------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -591,7 +592,8 @@ def _trace(model, inputs):
 
 def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=None, output_names=None,
                 dynamic_batch: bool = True):
-    """The ONNX ModelProto of ``model`` traced on ``example_input`` (see ``export``)."""
+    """(ONNX ModelProto of ``model`` traced on ``example_input``, the model's outputs as arrays);
+    see ``export`` for the arguments."""
     import onnx
 
     if not 13 <= int(opset) <= 20:

@@ -180,10 +180,10 @@ class _Program:
                 raise UnsupportedOnnxError(
                     f"unsupported ONNX op '{node.op_type}' at node '{node.name}' "
                     f"(supported: {', '.join(supported_ops())})")
-            seen = known | set(s for st in self.steps for s in st.outputs)
-
-            def compile_graph(g, _seen=seen, _label=label, _node=node):
-                return _Program(g, opset, consts, used, f"{_label}/{_node.name}", outer=_seen)
+            def compile_graph(g, _n=len(self.steps), _node=node):
+                # A subgraph sees the outer graph's inputs, constants and earlier nodes' outputs.
+                seen = known | {o for st in self.steps[:_n] for o in st.outputs}
+                return _Program(g, opset, consts, used, f"{label}/{_node.name}", outer=seen)
 
             spec = NodeSpec(node, attrs, opset, consts, used, compile_graph)
             reads = set(node.input)

@@ -67,6 +67,18 @@ def ints(v) -> list:
 
 # ---- differentiable helpers ONNX needs beyond cnnfast.functional -----------------------------
 
+def _gather_np(x: np.ndarray, plan, fill) -> np.ndarray:
+    y = x
+    for axis, idx in plan:
+        missing = idx < 0
+        y = np.take(y, np.where(missing, 0, idx), axis=axis)
+        if missing.any():
+            sel = [slice(None)] * y.ndim
+            sel[axis] = missing
+            y[tuple(sel)] = fill
+    return np.ascontiguousarray(y)
+
+
 class _AxisGather(Function):
     """y = x gathered along several axes by index vectors; -1 in an index vector writes
     ``fill``. Pad (all modes, negative pads crop) and nearest Resize are this gather;
@@ -75,15 +87,7 @@ class _AxisGather(Function):
     @staticmethod
     def forward(ctx, x, plan, fill):
         ctx.shape, ctx.plan = x.shape, plan
-        y = x
-        for axis, idx in plan:
-            missing = idx < 0
-            y = np.take(y, np.where(missing, 0, idx), axis=axis)
-            if missing.any():
-                sel = [slice(None)] * y.ndim
-                sel[axis] = missing
-                y[tuple(sel)] = fill
-        return np.ascontiguousarray(y)
+        return _gather_np(x, plan, fill)
 
     @staticmethod
     def backward(ctx, g):
@@ -96,20 +100,19 @@ class _AxisGather(Function):
             out = np.zeros(shape, g.dtype)
             keep = idx >= 0
             g_kept = np.compress(keep, g, axis=axis)
-            moved = np.moveaxis(out, axis, 0)
-            np.add.at(moved, idx[keep], np.moveaxis(g_kept, axis, 0))
+            np.add.at(np.moveaxis(out, axis, 0), idx[keep], np.moveaxis(g_kept, axis, 0))
             g = out
         return g, None, None
 
 
 def gather_axes(x, plan, fill=0.0):
-    """plan: [(axis, int64 index vector)] with -1 = fill."""
+    """plan: [(axis, int64 index vector)] with -1 = fill. Differentiable for Tensors."""
     plan = [(a, np.asarray(i, np.int64)) for a, i in plan]
     if not plan:
         return x
     if is_tensor(x):
         return _AxisGather.apply(x, plan, fill)
-    return _AxisGather.forward(type("C", (), {})(), arr(x), plan, fill)
+    return _gather_np(arr(x), plan, fill)
 
 
 def pad_index(length: int, before: int, after: int, mode: str) -> np.ndarray:
@@ -217,7 +220,6 @@ def _kernel_rank(spec):
 def _conv(spec):
     _check_auto_pad(spec)
     _kernel_rank(spec)
-    spec.only_first_output()
     group = int(spec.attr("group", 1))
 
     def run(ins, m):
