@@ -231,6 +231,16 @@ def test_value_computed_outside_cnnfast_ops_is_caught(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_unbatched_input_needs_a_static_first_dimension(tmp_path):
+    cnnfast.manual_seed(0)
+    model = nn.Conv2d(3, 2, 3)  # takes (C, H, W): the first dimension is channels, not a batch
+    with pytest.raises(ExportError, match="dynamic_batch=False"):
+        co.export(model, randn(3, 5, 5), tmp_path / "m.onnx")
+    co.export(model, randn(3, 5, 5), tmp_path / "m.onnx", dynamic_batch=False)
+    x = randn(3, 5, 5, seed=1)
+    assert_rel(ort_out(tmp_path / "m.onnx", x)[0], cnnfast_out(model, x)[0])
+
+
 def test_batch_statistics_cannot_be_exported(tmp_path):
     model = nn.Sequential(nn.BatchNorm2d(2, track_running_stats=False))
     with pytest.raises(ExportError, match="batch statistics"):

@@ -381,6 +381,7 @@ def test_conv_1d_and_3d():
     dict(strides=[3, 2], output_shape=[16, 11]),
     dict(strides=[3, 2], output_shape=[14, 12]),
     dict(strides=[2, 2], output_shape=[10, 12], auto_pad="SAME_UPPER"),
+    dict(strides=[4, 2], auto_pad="SAME_LOWER"),  # stride above the kernel: the natural size, not in*stride
     dict(strides=[2, 2], group=2),
 ])
 def test_conv_transpose_attributes(attrs):
@@ -398,6 +399,7 @@ def test_conv_transpose_attributes(attrs):
     dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
     dict(kernel_shape=[3, 3], strides=[2, 3], auto_pad="SAME_LOWER"),
     dict(kernel_shape=[3, 3], strides=[1, 1], auto_pad="VALID"),
+    dict(kernel_shape=[3, 2], strides=[3, 3], auto_pad="VALID", ceil_mode=1),
 ])
 @pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "AveragePoolIncl"])
 def test_pooling_pads_ceil_mode_count_include_pad(attrs, pool):
@@ -721,6 +723,16 @@ def test_cli_summary_and_check(tmp_path, capsys):
     assert "opset: 17" in out and "parameters: 61,706" in out and "Conv x2" in out and "1x6x28x28" in out
     assert cli_main([str(path), "--check", "1,1,32,32"]) == 0
     assert "match" in capsys.readouterr().out
+
+
+def test_cnnfast_command_routes_import(tmp_path, capsys):
+    from cnnfast.cli import main as cnnfast_main
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(graph([helper.make_node("Relu", ["x"], ["y"])], [("x", ["n", 3])], [("y", None)]))
+    assert cnnfast_main(["import", str(path), "--summary"]) == 0
+    assert "Relu x1" in capsys.readouterr().out
+    assert cnnfast_main(["import", "--help"]) == 0
+    assert "--check INPUT_SHAPE" in capsys.readouterr().out
 
 
 def test_cli_errors(tmp_path, capsys):

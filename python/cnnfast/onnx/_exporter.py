@@ -724,11 +724,16 @@ def _verify(proto, model, inputs, expected, dynamic_batch, rtol):
             other.append((rng.standard_normal(shape) * std + mean).astype(t.dtype))
         was = model.training
         model.eval()
+        what = "a second random input" + (f" (batch {shape[0]})" if dynamic_batch else "")
         try:
             want = [o.data for o in _flatten_outputs(model(*[Tensor(a) for a in other]))]
+            got = loaded(*other)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            hint = "; the first dimension is not a batch: pass dynamic_batch=False" if dynamic_batch else ""
+            raise ExportError(f"export check failed on {what}: {exc}{hint}") from exc
         finally:
             model.train(was)
-        compare(loaded(*other), want, "a second random input" + (f" (batch {shape[0]})" if dynamic_batch else ""))
+        compare(got, want, what)
 
 
 def export(model, example_input, path, *, opset: int = DEFAULT_OPSET, input_names=None, output_names=None,

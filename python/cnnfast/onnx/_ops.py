@@ -254,9 +254,9 @@ def _conv_transpose(spec):
             pads, out_pad = [], list(out_pad)
             for i in range(n):
                 total = strides[i] * (in_sizes[i] - 1) + out_pad[i] + (k[i] - 1) * dil[i] + 1 - target[i]
-                if total < 0:  # a larger output than the kernel reaches: the extra rows get only the bias
+                if total < 0 and out_shape:  # a larger output than the kernel reaches: extra rows get the bias
                     out_pad[i] -= total
-                    total = 0
+                total = max(total, 0)  # SAME without output_shape: never pads below the natural size
                 small, big = total // 2, total - total // 2
                 pads.append((small, big) if mode == "SAME_UPPER" else (big, small))
         elif mode == "VALID":
@@ -419,9 +419,7 @@ def _pool_geometry(spec, x_shape):
         dk = (k[i] - 1) * d[i] + 1
         if spec.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
             o = -(-in_sp[i] // s[i])
-        elif spec.attr("auto_pad", "NOTSET") == "VALID":
-            o = (in_sp[i] - dk) // s[i] + 1
-        else:
+        else:  # explicit pads, or VALID (zero pads; with ceil_mode a last partial window, as onnxruntime)
             span = in_sp[i] + pads[i][0] + pads[i][1] - dk
             o = (-(-span // s[i]) if ceil else span // s[i]) + 1
             # As torch and onnxruntime: the last window must start inside the input or the front pad.
@@ -1004,16 +1002,20 @@ _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _nearest_index(out_len, in_len, scale, coord, nearest):
-    x = np.arange(out_len, dtype=np.float64)
+    """Source index of each output position. Computed in float32, as onnxruntime does, so that
+    positions landing exactly on a rounding boundary round the same way."""
+    f = np.float32
+    x = np.arange(out_len, dtype=f)
+    scale, half = f(scale), f(0.5)
     if coord == "half_pixel":
-        src = (x + 0.5) / scale - 0.5
+        src = (x + half) / scale - half
     elif coord == "half_pixel_symmetric":
-        adj = out_len / (scale * in_len)
-        src = in_len / 2 * (1 - adj) + (x + 0.5) / scale - 0.5
+        adj = f(out_len) / (scale * f(in_len))
+        src = f(in_len) / f(2) * (f(1) - adj) + (x + half) / scale - half
     elif coord == "pytorch_half_pixel":
-        src = (x + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(x)
+        src = (x + half) / scale - half if out_len > 1 else np.zeros_like(x)
     elif coord == "align_corners":
-        src = x * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(x)
+        src = x * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros_like(x)
     else:  # asymmetric
         src = x / scale
     if nearest == "floor":
@@ -1021,9 +1023,9 @@ def _nearest_index(out_len, in_len, scale, coord, nearest):
     elif nearest == "ceil":
         i = np.ceil(src)
     elif nearest == "round_prefer_floor":
-        i = np.where(src - np.floor(src) == 0.5, np.floor(src), np.round(src))
+        i = np.where(src - np.floor(src) == half, np.floor(src), np.round(src))
     else:
-        i = np.where(src - np.floor(src) == 0.5, np.ceil(src), np.round(src))
+        i = np.where(src - np.floor(src) == half, np.ceil(src), np.round(src))
     return np.clip(i, 0, in_len - 1).astype(np.int64)
 
 
@@ -1060,7 +1062,7 @@ def _resize(spec):
         for i, a in enumerate(axes):
             if sizes is not None:
                 out = sizes[i]
-                sc = out / shape[a]
+                sc = np.float32(out) / np.float32(shape[a])
             else:
                 sc = scales[i]
                 out = int(math.floor(shape[a] * sc))
