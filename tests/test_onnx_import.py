@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cnnfast  # noqa: E402
+from helpers import assert_close, assert_nontrivial, numerical_grad  # noqa: E402
 import cnnfast.onnx as co  # noqa: E402
 from cnnfast.onnx import UnsupportedOnnxError  # noqa: E402
 from cnnfast.onnx.cli import main as cli_main  # noqa: E402
@@ -594,6 +595,57 @@ def test_arithmetic_broadcasting_and_global_pools():
     inits = [("a", randn(3, 1, 1, seed=1)), ("m", randn(5, seed=2)), ("d", np.float32(1.5) + np.abs(randn(4, 1))),
              ("k", np.array(0.5, np.float32))]
     vs_ort(graph(nodes, [("x", [2, 3, 4, 5])], [("y", None)], inits), randn(2, 3, 4, 5))
+
+
+# ---- gradients through the converters that are not plain cnnfast.functional calls ------------------
+
+D = TensorProto.DOUBLE
+FD_CASES = {
+    "pad_reflect": ([helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")],
+                    [("p", np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64))]),
+    "pad_edge_crop": ([helper.make_node("Pad", ["x", "p"], ["y"], mode="edge")],
+                      [("p", np.array([0, 0, -1, 2, 0, 1, 1, -2], np.int64))]),
+    "resize_nearest": ([helper.make_node("Resize", ["x", "", "", "s"], ["y"], mode="nearest",
+                                         coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+                       [("s", np.array([1, 2, 7, 8], np.int64))]),
+    "max_pool_asymmetric": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                              pads=[1, 0, 2, 1], ceil_mode=1)], []),
+    "avg_pool_asymmetric": ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 2], strides=[2, 2],
+                                              pads=[0, 1, 1, 0], count_include_pad=0)], []),
+    "lrn_even": ([helper.make_node("LRN", ["x"], ["y"], size=2, alpha=0.5, beta=0.75, bias=1.0)], []),
+    "group_norm_per_group": ([helper.make_node("GroupNormalization", ["x", "sc", "b"], ["y"], num_groups=1)],
+                             [("sc", np.array([1.5])), ("b", np.array([0.3]))]),
+    "gemm_transposed": ([helper.make_node("Flatten", ["x"], ["f"]),
+                         helper.make_node("Gemm", ["f", "w", "c"], ["y"], transA=0, transB=0, alpha=0.7, beta=1.3)],
+                        [("w", np.random.default_rng(5).standard_normal((40, 3))), ("c", np.array([0.1, 0.2, 0.3]))]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FD_CASES))
+def test_gradients_match_finite_differences(case):
+    nodes, inits = FD_CASES[case]
+    opset = 18 if case == "group_norm_per_group" else 17
+    out_shape = [1, 2, 4, 5] if case == "group_norm_per_group" else None
+    data = graph(nodes, [("x", [1, 2, 4, 5], D)], [("y", out_shape, D)], inits, opset=opset)
+    m = co.load(data)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 4, 5))
+    xt = cnnfast.tensor(x.copy(), requires_grad=True)
+    y = m(xt)
+    g = rng.standard_normal(y.shape)
+    y.backward(cnnfast.tensor(g))
+
+    def f(*_):
+        with cnnfast.no_grad():
+            return m(x).numpy()
+
+    (num,) = numerical_grad(f, [x], g)
+    assert_nontrivial(num)
+    assert_close(xt.grad.numpy(), num, rtol=1e-5, atol=1e-7, what=f"{case}: input")
+    for name, p in m.named_parameters():
+        (num,) = numerical_grad(f, [p.data], g)
+        assert_nontrivial(num)
+        assert_close(p.grad.numpy(), num, rtol=1e-5, atol=1e-7, what=f"{case}: {name}")
 
 
 # ---- errors ------------------------------------------------------------------------------------

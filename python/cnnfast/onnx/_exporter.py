@@ -50,12 +50,24 @@ class _Call:
 
 @contextmanager
 def _recording(calls: list, scope: list):
+    """Record every Function application while the block runs. Uses autograd's observer list
+    when it has one (``Function._observers``), else wraps ``Function.apply`` for the duration."""
+    def observe(cls, args, outs):
+        calls.append(_Call(cls, args, outs, scope[-1] if scope else ""))
+
+    observers = getattr(Function, "_observers", None)
+    if isinstance(observers, list):
+        observers.append(observe)
+        try:
+            yield
+        finally:
+            observers.remove(observe)
+        return
     original = Function.__dict__["apply"]
 
     def apply(cls, *args, **kwargs):
         out = original.__func__(cls, *args, **kwargs)
-        outs = out if isinstance(out, tuple) else (out,)
-        calls.append(_Call(cls, args, outs, scope[-1] if scope else ""))
+        observe(cls, args, out if isinstance(out, tuple) else (out,))
         return out
 
     Function.apply = classmethod(apply)
