@@ -10,9 +10,9 @@ buffers become initializers under their state-dict names, other arrays constants
 Tracing sees only what goes through Functions: an input-dependent value computed in
 plain NumPy inside ``forward`` would be frozen into a constant. ``export`` therefore
 checks the written file by default (``verify=True``): it loads it back with
-``cnnfast.onnx.load`` and compares with the model on the example input and, with a
-dynamic batch, on a batch of a different size; a mismatch raises instead of leaving a
-silently wrong file.
+``cnnfast.onnx.load`` and compares with the model on the example input and on a second,
+independent random input (one sample more with a dynamic batch); a mismatch raises
+instead of leaving a silently wrong file.
 """
 from __future__ import annotations
 
@@ -121,8 +121,8 @@ class _Builder:
             return self.names[id(obj.data)]
         hint = self.state.get(key) or self.state.get(id(data)) or "const"
         name = self.const(data, hint)
-        self.names[key] = name
-        self.keep.append(obj)
+        self.names[key] = self.names[id(data)] = name  # a parameter passed as array or Tensor: one initializer
+        self.keep += [obj, data]
         return name
 
     def node(self, op_type, inputs, scope, n_out=1, **attrs) -> list:
