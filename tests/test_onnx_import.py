@@ -217,6 +217,23 @@ class NormZoo(nn.Module):
         return F.log_softmax(self.bn1d(self.fc(x.flatten(1))), dim=1)
 
 
+class MobileBlock(nn.Module):
+    """Depthwise-separable blocks with the activations of MobileNet v1-v3 (ReLU6 is a Clip)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.Hardswish(), nn.Conv2d(8, 12, 1), nn.PReLU(12))
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(12, 4, 1), nn.PReLU(), nn.Conv2d(4, 12, 1),
+                                nn.Hardsigmoid())
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = self.dw(self.stem(x))
+        x = x * self.se(x)
+        return self.head(x.mean((2, 3)))
+
+
 class PoolZoo(nn.Module):
     def forward(self, x):
         a = F.max_pool2d(x, 3, 2, 1, ceil_mode=True)
@@ -257,6 +274,17 @@ def test_transposed_convolutions_and_upsampling_match_torch(opset):
 def test_every_norm_matches_torch(opset, lrn_size):
     torch.manual_seed(0)
     vs_torch(randomize_norm_stats(NormZoo(lrn_size)), randn(3, 3, 6, 7), opset=opset)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_mobilenet_style_block_matches_torch(opset):
+    torch.manual_seed(0)
+    model = MobileBlock()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.PReLU):
+                m.weight.uniform_(-0.5, 0.5)
+    vs_torch(model, randn(2, 3, 15, 14) * 3, opset=opset)
 
 
 @pytest.mark.parametrize("opset", [13, 20])

@@ -615,6 +615,32 @@ def _tanh(spec):
     return lambda ins, m: [F.tanh(ten(ins[0]))]
 
 
+@op("PRelu")
+def _prelu(spec):
+    def run(ins, m):
+        x = ten(ins[0])
+        slope = ten(ins[1], x)
+        if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1]:
+            # torch stores one slope per channel as (C,); ONNX broadcasts it from the right.
+            slope = slope.reshape((slope.shape[0],) + (1,) * (x.ndim - 2))
+        pos = F.relu(x)
+        return [pos + slope * (x - pos)]
+    return run
+
+
+@op("HardSigmoid", "HardSwish")
+def _hard_sigmoid(spec):
+    swish = spec.op_type == "HardSwish"
+    alpha = 1.0 / 6.0 if swish else float(spec.attr("alpha", 0.2))
+    beta = 0.5 if swish else float(spec.attr("beta", 0.5))
+
+    def run(ins, m):
+        x = ten(ins[0])
+        h = (x * alpha + beta).clamp(0.0, 1.0)
+        return [x * h if swish else h]
+    return run
+
+
 @op("Softmax", "LogSoftmax")
 def _softmax(spec):
     axis = int(spec.attr("axis", -1))
