@@ -1,4 +1,5 @@
-"""Utilities: CS-230 shape formulas (``shapes``) and the model summary (``summary``).
+"""Utilities: CS-230 shape formulas (``shapes``), the model summary (``summary``) and
+``load_torch_state_dict`` (PyTorch checkpoints into cnnfast modules, ``torch_weights``).
 
 ``cnnfast.utils.summary`` stays the module (``cnnfast.utils.summary.summary`` is the
 function, exported at top level as ``cnnfast.summary``), so ``import
@@ -8,3 +9,4 @@ from . import shapes, summary  # noqa: F401
 from .shapes import *  # noqa: F401,F403
 from .summary import (ModelSummary, LayerInfo, estimate_training_memory,  # noqa: F401
                       measure_training_memory, summary_main)
+from .torch_weights import load_torch_state_dict  # noqa: F401,E402

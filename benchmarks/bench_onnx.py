@@ -1,0 +1,105 @@
+"""ONNX interoperability cost: a ResNet-18 exported by PyTorch, run three ways on the same
+input: the PyTorch module itself, the file imported with cnnfast.onnx.load, and onnxruntime;
+plus the time cnnfast takes to load the file and to export its own ResNet-18.
+
+    python benchmarks/bench_onnx.py [--quick]      # 2 threads, median of repeats after warm-up
+"""
+import io
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+import cnnfast
+import cnnfast.onnx
+
+QUICK = "--quick" in sys.argv
+N, SIDE, REPEATS = (1, 112, 3) if QUICK else (8, 224, 7)
+
+
+def median_time(fn, repeats=REPEATS):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def torch_resnet18():
+    """torchvision's ResNet-18 layout, written out (torchvision is not a dependency)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            idt = x if self.down is None else self.down(x)
+            return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + idt)
+
+    layers, cin = [], 64
+    for i, c in enumerate([64, 128, 256, 512]):
+        layers += [Block(cin, c, 1 if i == 0 else 2), Block(c, c, 1)]
+        cin = c
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(512, 1000)).eval()
+
+
+def main():
+    cnnfast.set_num_threads(2)
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((N, 3, SIDE, SIDE)).astype(np.float32)
+    net = torch_resnet18()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.from_numpy(x), f, dynamo=False, opset_version=17)
+    data = f.getvalue()
+    t_load = median_time(lambda: cnnfast.onnx.load(data), 3)
+    model = cnnfast.onnx.load(data)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+    def run_torch():
+        with torch.no_grad():
+            net(torch.from_numpy(x))
+
+    def run_cnnfast():
+        with cnnfast.no_grad():
+            model(x)
+
+    t_torch = median_time(run_torch)
+    t_ours = median_time(run_cnnfast)
+    t_ort = median_time(lambda: sess.run(None, {sess.get_inputs()[0].name: x}))
+    print(f"ResNet-18 inference, batch {N}, {SIDE}x{SIDE}, 2 threads (median of {REPEATS}):")
+    print(f"  PyTorch module            {t_torch * 1e3:8.1f} ms")
+    print(f"  cnnfast.onnx.load(file)   {t_ours * 1e3:8.1f} ms   ({t_ours / t_torch:.2f}x PyTorch)")
+    print(f"  onnxruntime               {t_ort * 1e3:8.1f} ms   ({t_ort / t_torch:.2f}x PyTorch)")
+    print(f"  cnnfast.onnx.load itself  {t_load * 1e3:8.1f} ms")
+    ours = cnnfast.models.resnet18().eval()
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        cnnfast.onnx.export(ours, x[:1], os.path.join(d, "r18.onnx"))
+    print(f"  cnnfast.onnx.export(resnet18, with its check) {(time.perf_counter() - t):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
