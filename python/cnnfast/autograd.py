@@ -258,6 +258,9 @@ class Node:
 class Function:
     """Base class of differentiable operations; see the module docstring."""
 
+    # Callables (cls, args, outputs) told of every apply; cnnfast.onnx.export traces with one.
+    _observers: list = []
+
     @staticmethod
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
@@ -301,6 +304,8 @@ class Function:
                 t.grad_fn = node
                 t._output_index = i
             wrapped.append(t)
+        for observe in Function._observers:
+            observe(cls, args, tuple(wrapped))
         return tuple(wrapped) if multi else wrapped[0]
 
 

@@ -1,7 +1,7 @@
 """cnnfast model -> ONNX file, by tracing one forward pass.
 
 Every differentiable cnnfast op is a ``cnnfast.autograd.Function``; while ``export``
-runs the model once on the example input, ``Function.apply`` is wrapped so each call
+runs the model once on the example input, an observer on ``Function.apply`` sees each call, which
 is recorded with its arguments (the hyper-parameters are plain positional arguments:
 stride, pads, eps, ...) and its outputs. The recorded calls that the outputs depend on
 become ONNX nodes, one emitter per Function class (``_EMITTERS``); parameters and
@@ -50,31 +50,15 @@ class _Call:
 
 @contextmanager
 def _recording(calls: list, scope: list):
-    """Record every Function application while the block runs. Uses autograd's observer list
-    when it has one (``Function._observers``), else wraps ``Function.apply`` for the duration."""
+    """Record every Function application while the block runs, through autograd's observer list."""
     def observe(cls, args, outs):
         calls.append(_Call(cls, args, outs, scope[-1] if scope else ""))
 
-    observers = getattr(Function, "_observers", None)
-    if isinstance(observers, list):
-        observers.append(observe)
-        try:
-            yield
-        finally:
-            observers.remove(observe)
-        return
-    original = Function.__dict__["apply"]
-
-    def apply(cls, *args, **kwargs):
-        out = original.__func__(cls, *args, **kwargs)
-        observe(cls, args, out if isinstance(out, tuple) else (out,))
-        return out
-
-    Function.apply = classmethod(apply)
+    Function._observers.append(observe)
     try:
         yield
     finally:
-        Function.apply = original
+        Function._observers.remove(observe)
 
 
 class _Builder:
