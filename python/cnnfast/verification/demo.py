@@ -158,7 +158,8 @@ def run(a: argparse.Namespace) -> dict:
     set_threads(a.threads)
     cnnfast.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    train_classes, test_classes = _classes(a.train_classes, "--train-classes"), _classes(a.test_classes, "--test-classes")
+    train_classes = _classes(a.train_classes, "--train-classes")
+    test_classes = _classes(a.test_classes, "--test-classes")
     if set(train_classes) & set(test_classes):
         raise ValueError(f"--test-classes must not overlap --train-classes, both have "
                          f"{sorted(set(train_classes) & set(test_classes))}")
@@ -249,7 +250,8 @@ def run(a: argparse.Namespace) -> dict:
         "task": "one-shot verification on held-out digit classes",
         "train_classes": train_classes, "test_classes": test_classes,
         "n_train_images": int(len(y_tr)), "n_val_images": int(len(y_va)), "n_test_images": int(len(y_test)),
-        "pairs": a.pairs, "threshold": threshold, "distance": "squared Euclidean of L2-normalised embeddings", "model": a.model,
+        "pairs": a.pairs, "threshold": threshold, "distance": "squared Euclidean of L2-normalised embeddings",
+        "model": a.model,
         "embedding_size": int(emb_te.shape[1]),
         "val_accuracy": val["best_accuracy"], "val_auc": val["auc"],
         "test_accuracy": test["accuracy"], "test_auc": test["auc"],

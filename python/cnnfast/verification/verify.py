@@ -98,7 +98,8 @@ def best_threshold(distances, same) -> Tuple[float, float]:
     return float(t), float(correct[k] / len(ds))
 
 
-def make_pairs(labels, n_pairs: int, rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_pairs(labels, n_pairs: int,
+               rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, same): ``n_pairs`` index pairs, half of the same class (i != j) and half of
     two different classes, drawn uniformly over classes first so that every class weighs
     the same. Classes with a single sample give no same-class pairs."""
