@@ -35,19 +35,25 @@ PROG = "cnnfast gan"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from ..cli import _Formatter
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+                                formatter_class=_Formatter)
     p.add_argument("--epochs", type=int, default=15, help="passes over the digits")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--nz", type=int, default=32, help="size of the noise vector z")
-    p.add_argument("--width", type=int, default=32, help="ngf = ndf: channels of the widest-resolution layers")
-    p.add_argument("--image-size", type=int, default=16, choices=[16, 32])
+    p.add_argument("--width", type=int, default=32,
+                   help="ngf = ndf: channels of the highest-resolution hidden layers, doubled at each halving "
+                        "of the size")
+    p.add_argument("--image-size", type=int, default=16, choices=[16, 32],
+                   help="digits are enlarged and padded to N x N")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (both networks)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--samples", type=int, default=1000, help="generated images scored per epoch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--quick", action="store_true", help="2 epochs on 512 digits (for tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, noise and batches")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="at most 2 epochs on 512 digits, 300 scored samples (for tests)")
     p.add_argument("--out", default=None, help="output folder (default runs/gan-<timestamp>/)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

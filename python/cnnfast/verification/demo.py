@@ -1,11 +1,11 @@
 """``cnnfast verify``: one-shot verification of digit classes the network never saw.
 
-A Siamese embedding network (``verification.net.ConvEmbedding``, or ``--model siamese`` for
-``cnnfast.models.SiameseNet``; L2-normalised outputs) is
-trained with the triplet loss and online mining on the digits of some classes (default
-0-6). The distance threshold that decides "same" vs "different" is chosen on validation
-pairs of those classes, then applied unchanged to pairs of the held-out classes
-(default 7-9), none of whose images were used in training. Reported: pair accuracy at
+A Siamese embedding network (``verification.net.ConvEmbedding``, or ``--model siamese``
+for ``cnnfast.models.SiameseNet``; L2-normalised outputs) is trained with the triplet
+loss and online mining on the digits of some classes (default 0-6). The distance
+threshold that decides "same" vs "different" is chosen on validation pairs of those
+classes, then applied unchanged to pairs of the held-out classes (default 7-9), none of
+whose images were used in training. Reported: pair accuracy at
 that threshold (chance: 50%, the pairs are balanced), ROC AUC, one-shot N-way
 identification accuracy (one reference image per held-out class, chance 1/N), and the
 same figures for raw-pixel distances and for the untrained network as baselines.
@@ -45,26 +45,32 @@ def _classes(text: str, flag: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from ..cli import _Formatter
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+                                formatter_class=_Formatter)
     p.add_argument("--demo", action="store_true", help="run the demo (the default; kept for symmetry)")
     p.add_argument("--train-classes", default="0-6", help="digit classes used for training and validation")
     p.add_argument("--test-classes", default="7-9", help="held-out digit classes for one-shot verification")
     p.add_argument("--model", default="conv", choices=["conv", "siamese"],
                    help="conv: conv features without projection (verification.net.ConvEmbedding); "
                         "siamese: cnnfast.models.SiameseNet (pooled, projected to --embedding-dim)")
-    p.add_argument("--widths", default="32,64", help="--model conv: channels of the conv stages (each halves the size)")
+    p.add_argument("--widths", default="32,64",
+                   help="--model conv: channels of the conv stages (each halves the size)")
     p.add_argument("--epochs", type=int, default=12, help="passes over the training images")
     p.add_argument("--per-class", type=int, default=8, help="images per class in each batch (P x K sampling)")
-    p.add_argument("--mining", default="semi_hard", choices=["batch_hard", "semi_hard"])
+    p.add_argument("--mining", default="semi_hard", choices=["batch_hard", "semi_hard"],
+                   help="semi_hard: per anchor-positive pair, the nearest negative farther than the positive; "
+                        "batch_hard: per anchor, the farthest positive and the nearest negative")
     p.add_argument("--margin", type=float, default=0.5, help="alpha of the triplet loss (squared distances)")
     p.add_argument("--embedding-dim", type=int, default=32, help="--model siamese: output size")
     p.add_argument("--image-size", type=int, default=16, help="digits are enlarged and padded to N x N")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine-annealed)")
     p.add_argument("--pairs", type=int, default=2000, help="pairs for validation and for the test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--quick", action="store_true", help="a few epochs on a subset (for tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, weights, batches and pairs")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="at most 3 epochs on 60 images per class, 600 pairs (for tests)")
     p.add_argument("--out", default=None, help="output folder (default runs/verify-<timestamp>/)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
