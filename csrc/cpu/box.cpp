@@ -1,0 +1,281 @@
+// Scalar box kernels (see box.h for the box convention and the formulas),
+// threaded over rows of the IoU matrix / over pairs. There is no AVX2 path:
+// detection heads compare hundreds to a few thousand boxes, where the matrix
+// takes microseconds and NMS is bound by its sequential greedy loop, so
+// vectorising would add a second implementation to test for no visible gain.
+#include "cpu/box.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/parallel.h"
+
+namespace cnnfast::cpu {
+namespace {
+
+constexpr double kFourOverPiSq = 4.0 / (M_PI * M_PI);
+
+template <class T>
+T clamp0(T v) {
+  return v > T(0) ? v : T(0);
+}
+
+// The value of one variant for one pair; every branch on a zero denominator
+// mirrors the convention in box.h.
+template <class T>
+T pair_value(BoxIoU kind, const T* a, const T* b) {
+  const T wa = clamp0(a[2] - a[0]), ha = clamp0(a[3] - a[1]);
+  const T wb = clamp0(b[2] - b[0]), hb = clamp0(b[3] - b[1]);
+  const T iw = clamp0(std::min(a[2], b[2]) - std::max(a[0], b[0]));
+  const T ih = clamp0(std::min(a[3], b[3]) - std::max(a[1], b[1]));
+  const T inter = iw * ih;
+  const T uni = wa * ha + wb * hb - inter;
+  const T iou = uni > T(0) ? inter / uni : T(0);
+  if (kind == BoxIoU::IoU) return iou;
+  const T cw = clamp0(std::max(a[2], b[2]) - std::min(a[0], b[0]));
+  const T ch = clamp0(std::max(a[3], b[3]) - std::min(a[1], b[1]));
+  if (kind == BoxIoU::GIoU) {
+    const T c = cw * ch;
+    return c > T(0) ? iou - (c - uni) / c : iou;
+  }
+  const T dx = (a[0] + a[2] - b[0] - b[2]) * T(0.5);
+  const T dy = (a[1] + a[3] - b[1] - b[3]) * T(0.5);
+  const T c2 = cw * cw + ch * ch;
+  T value = c2 > T(0) ? iou - (dx * dx + dy * dy) / c2 : iou;
+  if (kind == BoxIoU::DIoU) return value;
+  const T dtheta = std::atan2(wb, hb) - std::atan2(wa, ha);
+  const T v = T(kFourOverPiSq) * dtheta * dtheta;
+  const T den = T(1) - iou + v;
+  if (den > T(0)) value -= v * v / den;  // alpha * v with alpha = v / den
+  return value;
+}
+
+// d max(0, hi - lo) spread onto hi and lo; nothing flows through the clamp at 0.
+template <class T>
+void clamp_diff_grad(T raw, T g, T& g_hi, T& g_lo) {
+  if (raw > T(0)) {
+    g_hi += g;
+    g_lo -= g;
+  }
+}
+
+// Reverse-mode derivative of pair_value, written step by step in the forward's
+// order so each adjoint can be checked against the line it differentiates.
+template <class T>
+void pair_grad(BoxIoU kind, T g, const T* a, const T* b, T* ga, T* gb) {
+  for (int k = 0; k < 4; ++k) ga[k] = gb[k] = T(0);
+  const T wa_raw = a[2] - a[0], ha_raw = a[3] - a[1], wb_raw = b[2] - b[0], hb_raw = b[3] - b[1];
+  const T wa = clamp0(wa_raw), ha = clamp0(ha_raw), wb = clamp0(wb_raw), hb = clamp0(hb_raw);
+  // Ties between a and b go to a, the first argument, in every min/max below.
+  const bool a_x2_min = a[2] <= b[2], a_x1_max = a[0] >= b[0];
+  const bool a_y2_min = a[3] <= b[3], a_y1_max = a[1] >= b[1];
+  const T iw_raw = (a_x2_min ? a[2] : b[2]) - (a_x1_max ? a[0] : b[0]);
+  const T ih_raw = (a_y2_min ? a[3] : b[3]) - (a_y1_max ? a[1] : b[1]);
+  const T iw = clamp0(iw_raw), ih = clamp0(ih_raw);
+  const T inter = iw * ih;
+  const T uni = wa * ha + wb * hb - inter;
+  const T iou = uni > T(0) ? inter / uni : T(0);
+
+  T g_iou = g, g_uni = 0, g_cw = 0, g_ch = 0, g_wa = 0, g_ha = 0, g_wb = 0, g_hb = 0;
+  const bool a_x2_max = a[2] >= b[2], a_x1_min = a[0] <= b[0];
+  const bool a_y2_max = a[3] >= b[3], a_y1_min = a[1] <= b[1];
+  const T cw_raw = (a_x2_max ? a[2] : b[2]) - (a_x1_min ? a[0] : b[0]);
+  const T ch_raw = (a_y2_max ? a[3] : b[3]) - (a_y1_min ? a[1] : b[1]);
+  const T cw = clamp0(cw_raw), ch = clamp0(ch_raw);
+  T g_dx = 0, g_dy = 0;
+  if (kind == BoxIoU::GIoU) {
+    // value = iou - 1 + uni / c
+    const T c = cw * ch;
+    if (c > T(0)) {
+      g_uni += g / c;
+      const T g_c = -g * uni / (c * c);
+      g_cw += g_c * ch;
+      g_ch += g_c * cw;
+    }
+  } else if (kind == BoxIoU::DIoU || kind == BoxIoU::CIoU) {
+    const T dx = (a[0] + a[2] - b[0] - b[2]) * T(0.5);
+    const T dy = (a[1] + a[3] - b[1] - b[3]) * T(0.5);
+    const T c2 = cw * cw + ch * ch;
+    if (c2 > T(0)) {
+      const T d2 = dx * dx + dy * dy;
+      const T g_d2 = -g / c2;
+      const T g_c2 = g * d2 / (c2 * c2);
+      g_dx += g_d2 * T(2) * dx;
+      g_dy += g_d2 * T(2) * dy;
+      g_cw += g_c2 * T(2) * cw;
+      g_ch += g_c2 * T(2) * ch;
+    }
+    if (kind == BoxIoU::CIoU) {
+      const T dtheta = std::atan2(wb, hb) - std::atan2(wa, ha);
+      const T v = T(kFourOverPiSq) * dtheta * dtheta;
+      const T den = T(1) - iou + v;
+      if (den > T(0)) {
+        // value -= Q with Q = v^2 / den: dQ/dv = (2 v den - v^2) / den^2, dQ/diou = v^2 / den^2.
+        const T g_v = -g * (T(2) * v * den - v * v) / (den * den);
+        g_iou -= g * v * v / (den * den);
+        const T g_dtheta = g_v * T(kFourOverPiSq) * T(2) * dtheta;
+        // d atan2(w, h) = (h dw - w dh) / (w^2 + h^2)
+        const T ra = wa * wa + ha * ha, rb = wb * wb + hb * hb;
+        if (rb > T(0)) {
+          g_wb += g_dtheta * hb / rb;
+          g_hb -= g_dtheta * wb / rb;
+        }
+        if (ra > T(0)) {
+          g_wa -= g_dtheta * ha / ra;
+          g_ha += g_dtheta * wa / ra;
+        }
+      }
+    }
+  }
+  ga[0] += g_dx * T(0.5);
+  ga[2] += g_dx * T(0.5);
+  gb[0] -= g_dx * T(0.5);
+  gb[2] -= g_dx * T(0.5);
+  ga[1] += g_dy * T(0.5);
+  ga[3] += g_dy * T(0.5);
+  gb[1] -= g_dy * T(0.5);
+  gb[3] -= g_dy * T(0.5);
+  // Enclosing box sides.
+  T gcx2 = 0, gcx1 = 0, gcy2 = 0, gcy1 = 0;
+  clamp_diff_grad(cw_raw, g_cw, gcx2, gcx1);
+  clamp_diff_grad(ch_raw, g_ch, gcy2, gcy1);
+  (a_x2_max ? ga : gb)[2] += gcx2;
+  (a_x1_min ? ga : gb)[0] += gcx1;
+  (a_y2_max ? ga : gb)[3] += gcy2;
+  (a_y1_min ? ga : gb)[1] += gcy1;
+  // iou = inter / uni, uni = area_a + area_b - inter.
+  T g_inter = 0;
+  if (uni > T(0)) {
+    g_inter += g_iou / uni;
+    g_uni -= g_iou * inter / (uni * uni);
+  }
+  g_wa += g_uni * ha;
+  g_ha += g_uni * wa;
+  g_wb += g_uni * hb;
+  g_hb += g_uni * wb;
+  g_inter -= g_uni;
+  T gix2 = 0, gix1 = 0, giy2 = 0, giy1 = 0;
+  clamp_diff_grad(iw_raw, g_inter * ih, gix2, gix1);
+  clamp_diff_grad(ih_raw, g_inter * iw, giy2, giy1);
+  (a_x2_min ? ga : gb)[2] += gix2;
+  (a_x1_max ? ga : gb)[0] += gix1;
+  (a_y2_min ? ga : gb)[3] += giy2;
+  (a_y1_max ? ga : gb)[1] += giy1;
+  clamp_diff_grad(wa_raw, g_wa, ga[2], ga[0]);
+  clamp_diff_grad(ha_raw, g_ha, ga[3], ga[1]);
+  clamp_diff_grad(wb_raw, g_wb, gb[2], gb[0]);
+  clamp_diff_grad(hb_raw, g_hb, gb[3], gb[1]);
+}
+
+// Rows per chunk so that a chunk holds about this many pairs.
+constexpr int64_t kPairGrain = 1 << 14;
+
+// Indices with score >= score_threshold (NaN scores fail the test and are
+// dropped), stably sorted by decreasing score.
+template <class T>
+std::vector<int64_t> candidates(const T* scores, int64_t n, double score_threshold) {
+  std::vector<int64_t> order;
+  order.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (static_cast<double>(scores[i]) >= score_threshold) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return scores[x] > scores[y]; });
+  return order;
+}
+
+}  // namespace
+
+template <class T>
+void box_iou_forward(BoxIoU kind, const T* a, int64_t n, const T* b, int64_t m, T* out) {
+  parallel_for(0, n, std::max<int64_t>(1, kPairGrain / std::max<int64_t>(m, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = 0; j < m; ++j) out[i * m + j] = pair_value(kind, a + 4 * i, b + 4 * j);
+  });
+}
+
+template <class T>
+void box_iou_pairs_forward(BoxIoU kind, const T* a, const T* b, int64_t n, T* out) {
+  parallel_for(0, n, kPairGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) out[i] = pair_value(kind, a + 4 * i, b + 4 * i);
+  });
+}
+
+template <class T>
+void box_iou_pairs_backward(BoxIoU kind, const T* grad_out, const T* a, const T* b, int64_t n, T* grad_a,
+                            T* grad_b) {
+  parallel_for(0, n, kPairGrain / 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i)
+      pair_grad(kind, grad_out[i], a + 4 * i, b + 4 * i, grad_a + 4 * i, grad_b + 4 * i);
+  });
+}
+
+template <class T>
+std::vector<int64_t> nms(const T* boxes, const T* scores, const int64_t* labels, int64_t n, double iou_threshold,
+                         double score_threshold) {
+  const std::vector<int64_t> order = candidates(scores, n, score_threshold);
+  const int64_t c = static_cast<int64_t>(order.size());
+  std::vector<char> suppressed(static_cast<size_t>(c), 0);
+  std::vector<int64_t> keep;
+  for (int64_t p = 0; p < c; ++p) {
+    if (suppressed[p]) continue;
+    const int64_t i = order[p];
+    keep.push_back(i);
+    // Only later (lower-scored) boxes can still be suppressed; each chunk
+    // writes its own flags, so the split cannot change the result.
+    parallel_for(p + 1, c, 4096, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        if (suppressed[q]) continue;
+        const int64_t j = order[q];
+        if (labels && labels[j] != labels[i]) continue;
+        if (static_cast<double>(pair_value(BoxIoU::IoU, boxes + 4 * i, boxes + 4 * j)) >= iou_threshold)
+          suppressed[q] = 1;
+      }
+    });
+  }
+  return keep;
+}
+
+template <class T>
+std::vector<int64_t> soft_nms(const T* boxes, const T* scores, const int64_t* labels, int64_t n, bool gaussian,
+                              double sigma, double iou_threshold, double score_threshold, T* new_scores) {
+  for (int64_t i = 0; i < n; ++i) new_scores[i] = scores[i];
+  std::vector<int64_t> active = candidates(scores, n, score_threshold);
+  // Kept in index order so the arg-max scan below breaks ties on the lower index.
+  std::sort(active.begin(), active.end());
+  std::vector<int64_t> keep;
+  while (!active.empty()) {
+    size_t best = 0;
+    for (size_t q = 1; q < active.size(); ++q)
+      if (new_scores[active[q]] > new_scores[active[best]]) best = q;
+    const int64_t i = active[best];
+    keep.push_back(i);
+    active.erase(active.begin() + static_cast<std::ptrdiff_t>(best));
+    std::vector<int64_t> still;
+    still.reserve(active.size());
+    for (int64_t j : active) {
+      if (!labels || labels[j] == labels[i]) {
+        const double iou = static_cast<double>(pair_value(BoxIoU::IoU, boxes + 4 * i, boxes + 4 * j));
+        double s = static_cast<double>(new_scores[j]);
+        if (gaussian) s *= std::exp(-iou * iou / sigma);
+        else if (iou >= iou_threshold) s *= 1.0 - iou;
+        new_scores[j] = static_cast<T>(s);
+        if (!(static_cast<double>(new_scores[j]) >= score_threshold)) continue;
+      }
+      still.push_back(j);
+    }
+    active.swap(still);
+  }
+  return keep;
+}
+
+#define CNNFAST_INSTANTIATE(T)                                                                                    \
+  template void box_iou_forward<T>(BoxIoU, const T*, int64_t, const T*, int64_t, T*);                             \
+  template void box_iou_pairs_forward<T>(BoxIoU, const T*, const T*, int64_t, T*);                                \
+  template void box_iou_pairs_backward<T>(BoxIoU, const T*, const T*, const T*, int64_t, T*, T*);                 \
+  template std::vector<int64_t> nms<T>(const T*, const T*, const int64_t*, int64_t, double, double);              \
+  template std::vector<int64_t> soft_nms<T>(const T*, const T*, const int64_t*, int64_t, bool, double, double,    \
+                                            double, T*);
+CNNFAST_INSTANTIATE(float)
+CNNFAST_INSTANTIATE(double)
+
+}  // namespace cnnfast::cpu
