@@ -14,7 +14,8 @@
 namespace cnnfast::cpu {
 namespace {
 
-constexpr double kFourOverPiSq = 4.0 / (M_PI * M_PI);
+// 4 / pi^2, CIoU's normalisation of the squared aspect-angle difference.
+constexpr double kFourOverPiSq = 0.40528473456935108578;
 
 template <class T>
 T clamp0(T v) {

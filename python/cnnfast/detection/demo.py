@@ -23,8 +23,11 @@ from typing import List, Optional
 
 import numpy as np
 
-DEFAULTS = {"train_size": 1200, "test_size": 300, "epochs": 14, "batch_size": 32, "lr": 3e-3, "width": 16}
-QUICK = {"train_size": 160, "test_size": 60, "epochs": 4, "batch_size": 16, "lr": 4e-3, "width": 8}
+# The default reaches mAP@0.5 0.94 (seed 0) for about 85 s of CPU time over 2 threads; the
+# quick setting (about 3 s of CPU) is a smoke test that still learns: mAP@0.5 0.21-0.28 over
+# seeds 0-3, where an untrained network scores 0.
+DEFAULTS = {"train_size": 2000, "test_size": 300, "epochs": 16, "batch_size": 32, "lr": 3e-3, "width": 16}
+QUICK = {"train_size": 320, "test_size": 60, "epochs": 6, "batch_size": 16, "lr": 4e-3, "width": 8}
 
 
 def build_model(channels: int, width: int = 16):
@@ -43,22 +46,25 @@ def build_model(channels: int, width: int = 16):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ..cli import _Formatter
+
     p = argparse.ArgumentParser(
-        prog="cnnfast detect", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="cnnfast detect", formatter_class=_Formatter,
         description="Train a tiny YOLO-style detector (with a corner-landmark head) on generated shapes and "
                     "report mAP@0.5 on a held-out generated set.",
-        epilog="example: cnnfast detect --demo            (about a minute on 2 cores)\n"
-               "         cnnfast detect --demo --quick    (a few seconds; a smoke test)")
+        epilog="examples:\n  cnnfast detect --demo            (about a minute on 2 quiet cores)\n"
+               "  cnnfast detect --demo --quick    (a few seconds; a smoke test)")
     p.add_argument("--demo", action="store_true", help="run the demo (the only mode)")
     p.add_argument("--quick", action="store_true",
                    help=f"small setting for tests: {QUICK['train_size']} training images, {QUICK['epochs']} epochs")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--train-size", type=int, help=f"generated training images (default {DEFAULTS['train_size']})")
     p.add_argument("--test-size", type=int, help=f"generated test images (default {DEFAULTS['test_size']})")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--width", type=int, help="channels of the first convolution")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']} ({QUICK['batch_size']} with --quick)")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate, cosine schedule (default {DEFAULTS['lr']})")
+    p.add_argument("--width", type=int,
+                   help=f"channels of the first convolution (default {DEFAULTS['width']}, {QUICK['width']} with --quick)")
+    p.add_argument("--image-size", type=int, default=64, help="side of the generated square images")
     p.add_argument("--grid", type=int, default=8, help="G: cells per side (image size must be 8 G)")
     p.add_argument("--anchors", type=int, default=3, help="k: anchors from k-means (1 - IoU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the shuffling")
@@ -240,7 +246,7 @@ def run(a) -> dict:
         "map_50": result["map"],
         "ap_50": dict(zip(CLASSES, result["ap"])),
         "map_50_at_score_threshold": strict["map"],
-        "landmark_error_px": lm_err,
+        "landmark_error_px": lm_err if np.isfinite(lm_err) else None,  # None: no matched corners
         "final_train_loss": history["loss"][-1],
         "history": history,
         "anchors": anchors.tolist(),
@@ -271,6 +277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cnnfast detect: error: {err}", file=sys.stderr)
         return 2
     m = run(a)
-    print(json.dumps({"map_50": round(m["map_50"], 4), "landmark_error_px": round(m["landmark_error_px"], 2),
+    lm_err = m["landmark_error_px"]
+    print(json.dumps({"map_50": round(m["map_50"], 4), "landmark_error_px": None if lm_err is None else round(lm_err, 2),
                       "wall_time_s": round(m["wall_time_s"], 1), "out": m["config"]["out"]}))
     return 0
