@@ -297,6 +297,16 @@ def test_nms_cs230_rule():
     assert nms(boxes, scores, iou_threshold=0.51, score_threshold=None).tolist() == [0, 1, 4]
 
 
+def test_nms_threshold_compares_the_iou_of_the_boxes_dtype():
+    """IoU 7/10 rounds below 0.7 in float32 and to 0.7 in float64; the threshold must not be
+    rounded to float32 too (float32(0.7) would equal the float32 IoU and suppress)."""
+    boxes = np.array([[0, 0, 10, 1], [0, 0, 7, 1]])
+    scores = np.array([0.9, 0.8])
+    assert float(box_iou(boxes[:1].astype(np.float32), boxes[1:].astype(np.float32))[0, 0]) < 0.7
+    assert nms(boxes.astype(np.float32), scores.astype(np.float32), 0.7, None).tolist() == [0, 1]
+    assert nms(boxes.astype(np.float64), scores, 0.7, None).tolist() == [0]
+
+
 def test_nms_zero_area_boxes_never_suppress():
     boxes = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 2, 2]], np.float64)
     assert nms(boxes, np.array([0.9, 0.9, 0.8]), score_threshold=None).tolist() == [0, 1, 2]

@@ -1,12 +1,13 @@
 // Box kernels (see box.h for the box convention and the formulas), threaded
-// over rows of the IoU matrix / over pairs. There is no hand-written AVX2 path:
-// the matrix loop is written branch-free over coordinate arrays so the compiler
-// vectorises it (1500 x 1500 IoU: 40 -> 1.9 ms on one thread, CIoU 176 -> 11 ms
-// with the aspect angles hoisted out of the pair loop), and NMS is bound by its
-// sequential greedy loop. GCC only turns the selects into vector blends when
-// floating-point operations may not trap; nothing here reads the FP exception
-// flags. The pragma comes before every include so that std::min/max are compiled
-// with the same options (GCC does not inline across differing ones).
+// over rows of the IoU matrix / over pairs / over the boxes NMS may suppress.
+// There is no hand-written AVX2 path: the matrix and suppression loops are
+// written branch-free over coordinate arrays so the compiler vectorises them
+// (one thread: 1500 x 1500 IoU 40 -> 1.9 ms, CIoU 176 -> 11 ms with the aspect
+// angles hoisted out of the pair loop; NMS of 6000 boxes 318 -> 28 ms). GCC only
+// turns the selects into vector blends when floating-point operations may not
+// trap; nothing here reads the FP exception flags. The pragma comes before every
+// include so that std::min/max are compiled with the same options (GCC does not
+// inline across differing ones).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 
@@ -218,6 +220,15 @@ void pair_grad(BoxIoU kind, T g, const T* a, const T* b, T* ga, T* gb) {
 // Rows per chunk so that a chunk holds about this many pairs.
 constexpr int64_t kPairGrain = 1 << 14;
 
+// The smallest T whose double value is >= thr, so that comparing in T gives the
+// same answer as comparing the IoU, widened to double, with thr.
+template <class T>
+T threshold_as(double thr) {
+  T t = static_cast<T>(thr);
+  if (static_cast<double>(t) < thr) t = std::nextafter(t, std::numeric_limits<T>::infinity());
+  return t;
+}
+
 // Indices with score >= score_threshold (NaN scores fail the test and are
 // dropped), stably sorted by decreasing score.
 template <class T>
@@ -280,21 +291,43 @@ std::vector<int64_t> nms(const T* boxes, const T* scores, const int64_t* labels,
                          double score_threshold) {
   const std::vector<int64_t> order = candidates(scores, n, score_threshold);
   const int64_t c = static_cast<int64_t>(order.size());
-  std::vector<char> suppressed(static_cast<size_t>(c), 0);
+  // The candidates in score order as coordinate arrays, and their labels as
+  // dense 32-bit ids (0 without labels; SSE2 has no 64-bit compare), so the
+  // suppression loop is unit-stride, branch-free and vectorised.
+  std::vector<T> soa(static_cast<size_t>(4 * c));
+  std::vector<int32_t> lab(static_cast<size_t>(c), 0);
+  T *x1 = soa.data(), *y1 = x1 + c, *x2 = y1 + c, *y2 = x2 + c;
+  for (int64_t q = 0; q < c; ++q) {
+    const T* b = boxes + 4 * order[q];
+    x1[q] = b[0], y1[q] = b[1], x2[q] = b[2], y2[q] = b[3];
+  }
+  if (labels) {
+    std::vector<int64_t> ids(static_cast<size_t>(c));
+    for (int64_t q = 0; q < c; ++q) ids[q] = labels[order[q]];
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (int64_t q = 0; q < c; ++q)
+      lab[q] = static_cast<int32_t>(std::lower_bound(ids.begin(), ids.end(), labels[order[q]]) - ids.begin());
+  }
+  const T thr = threshold_as<T>(iou_threshold);
+  std::vector<int32_t> suppressed(static_cast<size_t>(c), 0);  // 32-bit, like the float lanes
   std::vector<int64_t> keep;
   for (int64_t p = 0; p < c; ++p) {
     if (suppressed[p]) continue;
-    const int64_t i = order[p];
-    keep.push_back(i);
+    keep.push_back(order[p]);
+    const T ax1 = x1[p], ay1 = y1[p], ax2 = x2[p], ay2 = y2[p];
+    const int32_t lp = lab[p];
     // Only later (lower-scored) boxes can still be suppressed; each chunk
     // writes its own flags, so the split cannot change the result.
     parallel_for(p + 1, c, 4096, [&](int64_t q0, int64_t q1) {
+      // Local copies: pointers read through the closure could alias the flags
+      // written below, which would keep the loop from vectorising.
+      const T *bx1 = x1, *by1 = y1, *bx2 = x2, *by2 = y2;
+      const int32_t* lq = lab.data();
+      int32_t* sup = suppressed.data();
       for (int64_t q = q0; q < q1; ++q) {
-        if (suppressed[q]) continue;
-        const int64_t j = order[q];
-        if (labels && labels[j] != labels[i]) continue;
-        if (static_cast<double>(pair_value<BoxIoU::IoU, T>(boxes + 4 * i, boxes + 4 * j)) >= iou_threshold)
-          suppressed[q] = 1;
+        const T iou = pair_value<BoxIoU::IoU, T>(ax1, ay1, ax2, ay2, bx1[q], by1[q], bx2[q], by2[q], T(0), T(0));
+        sup[q] |= static_cast<int32_t>(iou >= thr) & static_cast<int32_t>(lq[q] == lp);
       }
     });
   }
