@@ -40,8 +40,8 @@ const int64_t* check_scores_labels(const py::array& boxes, const py::array& scor
   require_same_dtype(boxes, "boxes", scores, "scores");
   require_shape(scores, "scores", {boxes.shape(0)});
   if (labels.is_none()) return nullptr;
-  CNNFAST_CHECK(py::isinstance<py::array>(labels), TypeError,
-                "labels: expected a NumPy int64 array or None, got ", py::str(py::type::of(labels)).cast<std::string>());
+  CNNFAST_CHECK(py::isinstance<py::array>(labels), TypeError, "labels: expected a NumPy int64 array or None, got ",
+                py::str(py::type::of(labels)).cast<std::string>());
   py::array l = labels.cast<py::array>();
   require_dtype(l, "labels", py::dtype::of<int64_t>());
   require_contiguous(l, "labels");

@@ -250,7 +250,8 @@ void box_iou_forward(BoxIoU kind, const T* a, int64_t n, const T* b, int64_t m, 
   std::vector<T> soa(static_cast<size_t>(5 * m));
   for (int64_t j = 0; j < m; ++j) {
     for (int k = 0; k < 4; ++k) soa[static_cast<size_t>(k * m + j)] = b[4 * j + k];
-    if (kind == BoxIoU::CIoU) soa[static_cast<size_t>(4 * m + j)] = aspect_angle(b[4 * j], b[4 * j + 1], b[4 * j + 2], b[4 * j + 3]);
+    if (kind == BoxIoU::CIoU)
+      soa[static_cast<size_t>(4 * m + j)] = aspect_angle(b[4 * j], b[4 * j + 1], b[4 * j + 2], b[4 * j + 3]);
   }
   const T *bx1 = soa.data(), *by1 = bx1 + m, *bx2 = by1 + m, *by2 = bx2 + m, *tb = by2 + m;
   with_kind(kind, [&](auto kc) {

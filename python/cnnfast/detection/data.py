@@ -84,7 +84,7 @@ def generate_shapes(n: int, image_size: int = 64, seed: int = 0, min_objects: in
     """``n`` images of ``image_size`` x ``image_size`` with ``min_objects``..``max_objects``
     shapes each, reproducible from ``seed``. Shapes lie fully inside the image; two
     shapes overlap with IoU <= 0.1 and their centres are at least ``min_size`` / 2 apart,
-    so no two objects share a fine grid cell."""
+    so few objects share a grid cell (YOLO encoding then gives them different anchors)."""
     if n < 1 or image_size < 8:
         raise ValueError(f"n and image_size: expected n >= 1 and image_size >= 8, got {n} and {image_size}")
     if not (0 < min_size <= max_size <= image_size):

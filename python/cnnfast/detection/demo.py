@@ -60,10 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help=f"training epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--train-size", type=int, help=f"generated training images (default {DEFAULTS['train_size']})")
     p.add_argument("--test-size", type=int, help=f"generated test images (default {DEFAULTS['test_size']})")
-    p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']} ({QUICK['batch_size']} with --quick)")
+    p.add_argument("--batch-size", type=int,
+                   help=f"default {DEFAULTS['batch_size']} ({QUICK['batch_size']} with --quick)")
     p.add_argument("--lr", type=float, help=f"Adam learning rate, cosine schedule (default {DEFAULTS['lr']})")
     p.add_argument("--width", type=int,
-                   help=f"channels of the first convolution (default {DEFAULTS['width']}, {QUICK['width']} with --quick)")
+                   help=f"channels of the first convolution (default {DEFAULTS['width']}, "
+                        f"{QUICK['width']} with --quick)")
     p.add_argument("--image-size", type=int, default=64, help="side of the generated square images")
     p.add_argument("--grid", type=int, default=8, help="G: cells per side (image size must be 8 G)")
     p.add_argument("--anchors", type=int, default=3, help="k: anchors from k-means (1 - IoU)")
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check(a, p) -> Optional[str]:
+def _check(a) -> Optional[str]:
     if not a.demo:
         return "nothing to do: pass --demo (see --help)"
     for name in ("epochs", "train_size", "test_size", "batch_size", "width", "threads"):
@@ -272,12 +274,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         a = p.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    err = _check(a, p)
+    err = _check(a)
     if err:
         print(f"cnnfast detect: error: {err}", file=sys.stderr)
         return 2
     m = run(a)
     lm_err = m["landmark_error_px"]
-    print(json.dumps({"map_50": round(m["map_50"], 4), "landmark_error_px": None if lm_err is None else round(lm_err, 2),
+    print(json.dumps({"map_50": round(m["map_50"], 4),
+                      "landmark_error_px": None if lm_err is None else round(lm_err, 2),
                       "wall_time_s": round(m["wall_time_s"], 1), "out": m["config"]["out"]}))
     return 0
