@@ -23,7 +23,7 @@ from typing import List, Optional
 
 import numpy as np
 
-# The default reaches mAP@0.5 0.94 (seed 0) for about 85 s of CPU time over 2 threads; the
+# The default reaches mAP@0.5 0.94 (seed 0) for 85-94 s of CPU time over 2 threads; the
 # quick setting (about 3 s of CPU) is a smoke test that still learns: mAP@0.5 0.21-0.28 over
 # seeds 0-3, where an untrained network scores 0.
 DEFAULTS = {"train_size": 2000, "test_size": 300, "epochs": 16, "batch_size": 32, "lr": 3e-3, "width": 16}
