@@ -19,6 +19,6 @@ PYBIND11_MODULE(_C, m) {
   bind_dropout(m);
   bind_loss(m);
   bind_optim(m);
-  bind_detection(m);
+  bind_box(m);
   bind_cuda(m);
 }
