@@ -137,6 +137,27 @@ def test_softmax_nan_and_inf_rows_as_torch(log, simd):
     assert_close(fwd(np.ascontiguousarray(x.T), 0), ref.T, what="special rows, strided axis")
 
 
+def test_sigmoid_silu_avx2_accuracy_dense_grid():
+    # The AVX2 sigmoid has its own exponential (a degree-6 polynomial on a reduced
+    # range, simd_math_avx2.h): bound its relative error everywhere it matters.
+    if not _C.cpu_supports_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    x = np.linspace(-87, 30, 1_170_001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = 1 / (1 + np.exp(-x64))
+    before = cnnfast.simd_level()
+    cnnfast.set_simd_level("avx2")
+    y = _C.sigmoid_forward(x).astype(np.float64)
+    ys = _C.silu_forward(x).astype(np.float64)
+    tail = _C.sigmoid_forward(np.linspace(-120, -87, 1001).astype(np.float32))
+    cnnfast.set_simd_level(before)
+    assert np.max(np.abs(y - ref) / ref) < 2.5e-7
+    nz = x != 0
+    assert np.max(np.abs(ys - x64 * ref)[nz] / np.abs(x64 * ref)[nz]) < 2.5e-7
+    # Below -87 the result stays within the smallest normal floats of the exact one.
+    assert np.all((tail >= 0) & (tail < 2e-38))
+
+
 def test_nan_passes_through_elementwise():
     x = np.array([np.nan] * 9, np.float32)
     for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():

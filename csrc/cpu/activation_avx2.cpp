@@ -54,7 +54,7 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
     case Activation::Tanh:
       return map1(x, y, n, [&](__m256 v) { return tanh8(v); });
     case Activation::SiLU:
-      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, sigmoid8(v)); });
+      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, sigmoid8_flush(v)); });
   }
   (void)one;
 }
@@ -82,7 +82,7 @@ void activation_backward(Activation act, const float* gy, const float* s, float*
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) { return _mm256_mul_ps(g, _mm256_fnmadd_ps(v, v, one)); });
     case Activation::SiLU:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
-        __m256 sg = sigmoid8(v);
+        __m256 sg = sigmoid8_flush(v);
         __m256 d = _mm256_mul_ps(sg, _mm256_fmadd_ps(v, _mm256_sub_ps(one, sg), one));
         return _mm256_mul_ps(g, d);
       });
