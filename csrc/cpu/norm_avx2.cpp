@@ -129,28 +129,6 @@ void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd,
   if (i < n) store_tail(y + i, n - i, f(i, n - i));
 }
 
-void ln_row_sums(const float* dy, const float* x, const float* w, int64_t n, double mean, double* sg, double* sgx) {
-  const __m256 vm = _mm256_set1_ps(static_cast<float>(mean)), one = _mm256_set1_ps(1.0f);
-  double ta = 0, tb = 0;
-  for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t e = b + kBlock < n ? b + kBlock : n;
-    __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
-    for (int64_t i = b; i < e; i += 8) {
-      const int64_t wd = e - i < 8 ? e - i : 8;
-      __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
-      __m256 xv = wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd);
-      __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
-      g = _mm256_mul_ps(g, wv);
-      a0 = _mm256_add_ps(a0, g);
-      b0 = _mm256_fmadd_ps(g, _mm256_sub_ps(xv, vm), b0);
-    }
-    ta += double(hsum8(a0));
-    tb += double(hsum8(b0));
-  }
-  *sg = ta;
-  *sgx = tb;
-}
-
 void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
                float c2, float c3) {
   const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v2 = _mm256_set1_ps(c2),
@@ -166,19 +144,38 @@ void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64
   if (i < n) store_tail(dx + i, n - i, f(i, n - i));
 }
 
-void ln_param_row(const float* dy, const float* x, int64_t n, float mean, float rstd, float* accw, float* accb) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 g = _mm256_loadu_ps(dy + j);
-    __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm), vs);
-    _mm256_storeu_ps(accw + j, _mm256_fmadd_ps(g, xh, _mm256_loadu_ps(accw + j)));
-    _mm256_storeu_ps(accb + j, _mm256_add_ps(g, _mm256_loadu_ps(accb + j)));
+void ln_grad_segment(const float* dy, const float* x, const float* w, int64_t n, float mean, float rstd, double* sg,
+                     double* sgx, float* accw, float* accb) {
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), one = _mm256_set1_ps(1.0f);
+  double ta = 0, tb = 0;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = b + kBlock < n ? b + kBlock : n;
+    __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
+    for (int64_t i = b; i < e; i += 8) {
+      const int64_t wd = e - i < 8 ? e - i : 8;
+      // Masked-off lanes load 0 for dy, so they add nothing anywhere.
+      const __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
+      const __m256 xc = _mm256_sub_ps(wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd), vm);
+      const __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
+      const __m256 gw = _mm256_mul_ps(g, wv);
+      a0 = _mm256_add_ps(a0, gw);
+      b0 = _mm256_fmadd_ps(gw, xc, b0);
+      if (accw) {
+        const __m256 xh = _mm256_mul_ps(xc, vs);
+        if (wd == 8) {
+          _mm256_storeu_ps(accw + i, _mm256_fmadd_ps(g, xh, _mm256_loadu_ps(accw + i)));
+          _mm256_storeu_ps(accb + i, _mm256_add_ps(g, _mm256_loadu_ps(accb + i)));
+        } else {
+          store_tail(accw + i, wd, _mm256_fmadd_ps(g, xh, load_tail(accw + i, wd)));
+          store_tail(accb + i, wd, _mm256_add_ps(g, load_tail(accb + i, wd)));
+        }
+      }
+    }
+    ta += double(hsum8(a0));
+    tb += double(hsum8(b0));
   }
-  for (; j < n; ++j) {
-    accw[j] += dy[j] * ((x[j] - mean) * rstd);
-    accb[j] += dy[j];
-  }
+  *sg = ta;
+  *sgx = tb;
 }
 
 void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coef, float k) {
