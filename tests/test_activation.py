@@ -158,6 +158,29 @@ def test_sigmoid_silu_avx2_accuracy_dense_grid():
     assert np.all((tail >= 0) & (tail < 2e-38))
 
 
+def test_large_outputs_streamed_to_unaligned_memory(simd, rng):
+    # From 16 MB on, the cheap ops write with non-temporal stores after peeling
+    # up to 7 elements to a 32-byte boundary: outputs at every misalignment.
+    n = (16 << 20) // 4 + 11
+    x = rng.standard_normal(n).astype(np.float32)
+    gy = rng.standard_normal(n).astype(np.float32)
+    buf = np.empty(n + 8, np.float32)
+    for shift in (0, 3, 7):
+        out = buf[shift:shift + n]
+        _C.relu_forward(x, out=out)
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+        _C.leaky_relu_forward(x, 0.1, out=out)
+        np.testing.assert_array_equal(out, np.where(x < 0, x * np.float32(0.1), x))
+        _C.relu_backward(gy, x, out=out)
+        np.testing.assert_array_equal(out, np.where(x > 0, gy, 0))
+    y = _C.sigmoid_forward(x)
+    out = buf[5:5 + n]
+    _C.sigmoid_backward(gy, y, out=out)
+    assert_close(out, gy * y * (1 - y), rtol=1e-6, atol=1e-7, what="sigmoid backward")
+    _C.tanh_backward(gy, y, out=out)
+    assert_close(out, gy * (1 - y * y), rtol=1e-6, atol=1e-7, what="tanh backward")
+
+
 def test_nan_passes_through_elementwise():
     x = np.array([np.nan] * 9, np.float32)
     for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():

@@ -71,16 +71,19 @@ namespace avx2_impl {
 // sum(x - pivot)
 double norm_sum(const float* x, int64_t n, float pivot);
 double norm_sqdev(const float* x, int64_t n, double mean);
-// y = (x - mean) * scale + shift
-void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift);
+// y = (x - mean) * scale + shift. stream (here, in norm_axpbypc, ln_row_forward
+// and ln_row_dx): write the output with non-temporal stores, for outputs too
+// large to stay in cache.
+void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift, bool stream);
 void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc);
 // dx = dy * a + (x - mean) * b + c
-void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c);
+void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c,
+                  bool stream);
 // y = ((x - mean) * rstd + c0) * w + b (w, b may be null)
 void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
-                    const float* b);
+                    const float* b, bool stream);
 void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
-               float c2, float c3);
+               float c2, float c3, bool stream);
 // LayerNorm backward's one read of a row segment before dx: *sg = sum(dy*w),
 // *sgx = sum(dy*w*(x - mean)) (w may be null: 1), and, when accw is not null,
 // accw[j] += dy[j] * (x[j] - mean) * rstd, accb[j] += dy[j].
