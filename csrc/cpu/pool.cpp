@@ -4,6 +4,8 @@
 // Forward kernels are threaded over output rows (plane, od, oh): every row
 // writes its own outputs. Backward kernels scatter into overlapping windows, so
 // they are threaded over whole planes, which never share an input element.
+// Adaptive pooling of small float32 planes goes 8 planes at a time (one per AVX2
+// lane), threaded over those blocks; the planes left over take the row path.
 #include "cpu/pool.h"
 
 #include <algorithm>
