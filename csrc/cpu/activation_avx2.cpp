@@ -22,11 +22,15 @@ inline int64_t head_to_aligned(const float* y, int64_t n) {
   return head < n ? head : n;
 }
 
+// NumPy can hand over float arrays that are not even 4-byte aligned (views
+// into byte buffers); no float of those ever reaches a 32-byte boundary.
+inline bool can_stream(const float* y) { return (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0; }
+
 // y[i] = f(x[i]); stream: non-temporal stores for the aligned body.
 template <class F>
 inline void map1(const float* x, float* y, int64_t n, F f, bool stream) {
   int64_t i = 0;
-  if (stream) {
+  if (stream && can_stream(y)) {
     if (const int64_t head = head_to_aligned(y, n)) {
       const __m256i m = tail_mask(static_cast<int>(head));
       _mm256_maskstore_ps(y, m, f(_mm256_maskload_ps(x, m)));
@@ -47,7 +51,7 @@ inline void map1(const float* x, float* y, int64_t n, F f, bool stream) {
 template <class F>
 inline void map2(const float* a, const float* b, float* y, int64_t n, F f, bool stream) {
   int64_t i = 0;
-  if (stream) {
+  if (stream && can_stream(y)) {
     if (const int64_t head = head_to_aligned(y, n)) {
       const __m256i m = tail_mask(static_cast<int>(head));
       _mm256_maskstore_ps(y, m, f(_mm256_maskload_ps(a, m), _mm256_maskload_ps(b, m)));

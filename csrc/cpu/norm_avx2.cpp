@@ -27,11 +27,12 @@ inline void store_tail(float* p, int64_t rem, __m256 v) {
 
 // y[i .. i+w) = f(i, w) over [0, n) in 8-lane steps (w < 8 only at the ends).
 // stream: the body goes out with aligned non-temporal stores after up to 7
-// elements that bring y to a 32-byte boundary.
+// elements that bring y to a 32-byte boundary (never for a y that is not even
+// 4-byte aligned, which NumPy allows and which no float of reaches one).
 template <class F>
 inline void write_row(float* y, int64_t n, bool stream, F f) {
   int64_t i = 0;
-  if (stream) {
+  if (stream && (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0) {
     const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 31) / sizeof(float));
     const int64_t head = past == 0 ? 0 : (8 - past < n ? 8 - past : n);
     if (head) store_tail(y, head, f(0, head));
