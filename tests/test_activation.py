@@ -137,6 +137,55 @@ def test_softmax_nan_and_inf_rows_as_torch(log, simd):
     assert_close(fwd(np.ascontiguousarray(x.T), 0), ref.T, what="special rows, strided axis")
 
 
+def test_sigmoid_silu_avx2_accuracy_dense_grid():
+    # The AVX2 sigmoid has its own exponential (a degree-6 polynomial on a reduced
+    # range, simd_math_avx2.h): bound its relative error everywhere it matters.
+    if not _C.cpu_supports_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    x = np.linspace(-87, 30, 1_170_001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = 1 / (1 + np.exp(-x64))
+    before = cnnfast.simd_level()
+    cnnfast.set_simd_level("avx2")
+    y = _C.sigmoid_forward(x).astype(np.float64)
+    ys = _C.silu_forward(x).astype(np.float64)
+    tail = _C.sigmoid_forward(np.linspace(-120, -87, 1001).astype(np.float32))
+    cnnfast.set_simd_level(before)
+    assert np.max(np.abs(y - ref) / ref) < 2.5e-7
+    nz = x != 0
+    assert np.max(np.abs(ys - x64 * ref)[nz] / np.abs(x64 * ref)[nz]) < 2.5e-7
+    # Below -87 the result stays within the smallest normal floats of the exact one.
+    assert np.all((tail >= 0) & (tail < 2e-38))
+
+
+def test_large_outputs_streamed_to_unaligned_memory(simd, rng):
+    # From 16 MB on, the cheap ops write with non-temporal stores after peeling
+    # up to 7 elements to a 32-byte boundary: outputs at every misalignment.
+    n = (16 << 20) // 4 + 11
+    x = rng.standard_normal(n).astype(np.float32)
+    gy = rng.standard_normal(n).astype(np.float32)
+    buf = np.empty(n + 8, np.float32)
+    for shift in (0, 3, 7):
+        out = buf[shift:shift + n]
+        _C.relu_forward(x, out=out)
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+        _C.leaky_relu_forward(x, 0.1, out=out)
+        np.testing.assert_array_equal(out, np.where(x < 0, x * np.float32(0.1), x))
+        _C.relu_backward(gy, x, out=out)
+        np.testing.assert_array_equal(out, np.where(x > 0, gy, 0))
+    # A float view into a byte buffer at an odd offset is not even 4-byte aligned.
+    raw = np.frombuffer(bytearray(4 * n + 8), dtype=np.float32, count=n, offset=2)
+    assert not raw.flags.aligned
+    _C.relu_forward(x, out=raw)
+    np.testing.assert_array_equal(raw, np.maximum(x, 0))
+    y = _C.sigmoid_forward(x)
+    out = buf[5:5 + n]
+    _C.sigmoid_backward(gy, y, out=out)
+    assert_close(out, gy * y * (1 - y), rtol=1e-6, atol=1e-7, what="sigmoid backward")
+    _C.tanh_backward(gy, y, out=out)
+    assert_close(out, gy * (1 - y * y), rtol=1e-6, atol=1e-7, what="tanh backward")
+
+
 def test_nan_passes_through_elementwise():
     x = np.array([np.nan] * 9, np.float32)
     for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():

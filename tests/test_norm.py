@@ -314,6 +314,21 @@ def test_scalar_and_avx2_agree(rng):
         assert_close(a, b, 2e-5, 2e-5, f"kernel output {i}")
 
 
+@pytest.mark.skipif(not _C.cpu_supports_avx2(), reason="no AVX2 on this CPU")
+def test_scalar_and_avx2_agree_on_streamed_outputs(rng):
+    # Outputs from 16 MB on are written with non-temporal stores; an odd spatial
+    # size puts every (n, c) block at a different alignment.
+    x = (rng.standard_normal((2, 8, 515, 511)) + 1).astype(np.float32)
+    assert x.nbytes >= 16 << 20
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    cnnfast.set_simd_level("scalar")
+    ref = _all_kernels(x, gy)
+    cnnfast.set_simd_level("avx2")
+    got = _all_kernels(x, gy)
+    for i, (a, b) in enumerate(zip(got, ref)):
+        assert_close(a, b, 2e-5, 2e-5, f"kernel output {i}")
+
+
 def test_results_do_not_depend_on_thread_count(rng):
     x = rng.standard_normal((4, 8, 33, 35)).astype(np.float32)
     gy = rng.standard_normal(x.shape).astype(np.float32)

@@ -160,6 +160,88 @@ def test_adaptive_max_pool_ties_and_nan_as_torch(simd, rng):
     np.testing.assert_array_equal(idx, tidx.numpy())
 
 
+# float32 adaptive pooling with at least 8 planes takes the AVX2 path that pools 8
+# planes at once (one per lane): plane counts with and without a remainder,
+# planes whose size is not a multiple of 8, more outputs than inputs, 1-D to 3-D.
+ADAPTIVE_BLOCK_CASES = [
+    (1, (3, 7, 13), 5),  # 21 planes: two blocks and 5 left over
+    (2, (2, 4, 13, 13), 6),  # AlexNet's 13 -> 6 on exactly one block
+    (2, (3, 5, 11, 9), (4, 7)),  # 15 planes
+    (2, (1, 9, 5, 3), (7, 3)),  # more outputs than inputs
+    (2, (2, 8, 1, 17), (1, 8)),
+    (2, (1, 16, 3, 3), (3, 3)),  # one tap per window
+    (3, (2, 5, 3, 4, 5), (2, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("case", ADAPTIVE_BLOCK_CASES, ids=str)
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_adaptive_pool_eight_planes_at_once_matches_torch(case, kind, simd, rng):
+    D, shape, out = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    kw = dict(output_size=out)
+    if kind == "max":
+        kw["return_indices"] = True
+    compare(f"adaptive_{kind}_pool{D}d", x, kw, rtol=1e-5)
+
+
+def test_adaptive_max_pool_eight_planes_ties_nan_inf_as_torch(simd, rng):
+    # Ties everywhere, NaNs in some lanes only, a plane of -inf (its first element wins).
+    x = rng.integers(0, 2, size=(2, 9, 13, 11)).astype(np.float32)
+    x[0, 2, 4, 5] = np.nan
+    x[0, 2, 4, 6] = np.nan
+    x[1, 7, 0, 0] = np.nan
+    x[0, 5] = -np.inf
+    x[1, 3, 6, 6] = np.inf
+    y, idx = _C.adaptive_max_pool2d_forward(x, [6, 5])
+    ty, tidx = TF.adaptive_max_pool2d(torch.tensor(x), (6, 5), return_indices=True)
+    assert_close(y, ty.numpy(), what="values")
+    np.testing.assert_array_equal(idx, tidx.numpy())
+
+
+@pytest.mark.skipif(not cnnfast._C.cpu_supports_avx2(), reason="CPU without AVX2")
+@pytest.mark.parametrize("out", [(6, 6), (4, 7), (17, 2)])
+def test_adaptive_pool_eight_planes_bit_identical_to_scalar(out, rng):
+    x = rng.standard_normal((3, 7, 13, 11)).astype(np.float32)
+    x[1, 2, 3, :] = 0.5  # ties
+    gy = rng.standard_normal((3, 7) + out).astype(np.float32)
+    res = {}
+    for lvl in ["scalar", "avx2"]:
+        cnnfast.set_simd_level(lvl)
+        try:
+            res[lvl] = (_C.adaptive_avg_pool2d_forward(x, list(out)),
+                        _C.adaptive_avg_pool2d_backward(gy, list(x.shape)),
+                        *_C.adaptive_max_pool2d_forward(x, list(out)))
+        finally:
+            cnnfast.set_simd_level("avx2")
+    for a, b in zip(res["scalar"], res["avx2"]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_adaptive_pool_eight_planes_gradient_finite_differences(kind, simd):
+    # The 8-plane path is float32 only, so the differences are taken in float32,
+    # with values and steps on a binary grid: the max is exact (the step is under
+    # the spacing of the values, so no window changes its winner) and the average
+    # is linear, so a large step leaves only the division by the window size to
+    # round.
+    rng = np.random.default_rng(5)
+    shape = (1, 10, 5, 7)
+    x = (rng.permutation(np.prod(shape)).reshape(shape) * 0.125 + 0.0625).astype(np.float64)
+    fn = getattr(F, f"adaptive_{kind}_pool2d")
+
+    def f(a):
+        return fn(cnnfast.tensor(a.astype(np.float32)), (3, 4)).numpy().astype(np.float64)
+
+    gy = rng.standard_normal(f(x).shape)
+    t = cnnfast.tensor(x.astype(np.float32), requires_grad=True)
+    fn(t, (3, 4)).backward(gy.astype(np.float32))
+    (num,) = numerical_grad(f, [x.copy()], gy, eps=1.0 if kind == "avg" else 2.0 ** -5)
+    assert_nontrivial(num)
+    # Gradients are ~0.1; a wrong window would be off by ~1e-2, rounding leaves ~3e-6.
+    assert_close(t.grad.numpy(), num, rtol=1e-5, atol=1e-5, what=f"adaptive_{kind}_pool2d grad vs finite differences")
+
+
 UNPOOL_CASES = [
     (1, (2, 3, 17), 3, 2, 1, None),
     (2, (2, 3, 13, 29), 2, 2, 0, (13, 29)),  # odd sizes need output_size to hold every index

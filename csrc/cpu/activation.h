@@ -28,9 +28,12 @@ void softmax_backward(const T* grad_y, const T* y, T* grad_x, int64_t outer, int
 
 // The AVX2 float32 kernels, each over one contiguous range; defined in
 // activation_avx2.cpp and called only when cpu_features says AVX2 is usable.
+// stream: write the output with non-temporal stores (for outputs too large to
+// stay in cache, where they save the read that a normal store does first).
 namespace avx2_impl {
-void activation_forward(Activation act, const float* x, float* y, int64_t n, float param);
-void activation_backward(Activation act, const float* grad_y, const float* saved, float* grad_x, int64_t n, float param);
+void activation_forward(Activation act, const float* x, float* y, int64_t n, float param, bool stream);
+void activation_backward(Activation act, const float* grad_y, const float* saved, float* grad_x, int64_t n, float param,
+                         bool stream);
 void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t dim, bool log);
 void softmax_rows_backward(const float* grad_y, const float* y, float* grad_x, int64_t rows, int64_t dim, bool log);
 void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner, bool log);

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "cpu/activation.h"
@@ -13,9 +14,33 @@ namespace {
 
 using namespace cnnfast::avx2;
 
+// Elements before y's first 32-byte boundary (at most 7, or n if fewer), so
+// the streaming loop can use aligned non-temporal stores.
+inline int64_t head_to_aligned(const float* y, int64_t n) {
+  const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 31) / sizeof(float));
+  const int64_t head = past ? 8 - past : 0;
+  return head < n ? head : n;
+}
+
+// NumPy can hand over float arrays that are not even 4-byte aligned (views
+// into byte buffers); no float of those ever reaches a 32-byte boundary.
+inline bool can_stream(const float* y) { return (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0; }
+
+// y[i] = f(x[i]); stream: non-temporal stores for the aligned body.
 template <class F>
-inline void map1(const float* x, float* y, int64_t n, F f) {
+inline void map1(const float* x, float* y, int64_t n, F f, bool stream) {
   int64_t i = 0;
+  if (stream && can_stream(y)) {
+    if (const int64_t head = head_to_aligned(y, n)) {
+      const __m256i m = tail_mask(static_cast<int>(head));
+      _mm256_maskstore_ps(y, m, f(_mm256_maskload_ps(x, m)));
+      i = head;
+    }
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, f(_mm256_loadu_ps(x + i)));
+    // Orders the weakly-ordered streaming stores before whatever follows (the
+    // thread pool's hand-back of this chunk).
+    _mm_sfence();
+  }
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
   if (i < n) {
     __m256i m = tail_mask(static_cast<int>(n - i));
@@ -24,8 +49,17 @@ inline void map1(const float* x, float* y, int64_t n, F f) {
 }
 
 template <class F>
-inline void map2(const float* a, const float* b, float* y, int64_t n, F f) {
+inline void map2(const float* a, const float* b, float* y, int64_t n, F f, bool stream) {
   int64_t i = 0;
+  if (stream && can_stream(y)) {
+    if (const int64_t head = head_to_aligned(y, n)) {
+      const __m256i m = tail_mask(static_cast<int>(head));
+      _mm256_maskstore_ps(y, m, f(_mm256_maskload_ps(a, m), _mm256_maskload_ps(b, m)));
+      i = head;
+    }
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, f(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    _mm_sfence();
+  }
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
   if (i < n) {
     __m256i m = tail_mask(static_cast<int>(n - i));
@@ -35,57 +69,58 @@ inline void map2(const float* a, const float* b, float* y, int64_t n, F f) {
 
 }  // namespace
 
-void activation_forward(Activation act, const float* x, float* y, int64_t n, float param) {
+void activation_forward(Activation act, const float* x, float* y, int64_t n, float param, bool stream) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), p = _mm256_set1_ps(param);
   switch (act) {
     case Activation::ReLU:
       // max(0, x) returns x when x is NaN, so NaN propagates.
-      return map1(x, y, n, [&](__m256 v) { return _mm256_max_ps(zero, v); });
+      return map1(x, y, n, [&](__m256 v) { return _mm256_max_ps(zero, v); }, stream);
     case Activation::LeakyReLU:
       return map1(x, y, n, [&](__m256 v) {
         return _mm256_blendv_ps(v, _mm256_mul_ps(v, p), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
-      });
+      }, stream);
     case Activation::ELU:
       return map1(x, y, n, [&](__m256 v) {
         return _mm256_blendv_ps(_mm256_mul_ps(p, expm1_8(v)), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-      });
+      }, stream);
     case Activation::Sigmoid:
-      return map1(x, y, n, [&](__m256 v) { return sigmoid8(v); });
+      return map1(x, y, n, [&](__m256 v) { return sigmoid8(v); }, stream);
     case Activation::Tanh:
-      return map1(x, y, n, [&](__m256 v) { return tanh8(v); });
+      return map1(x, y, n, [&](__m256 v) { return tanh8(v); }, stream);
     case Activation::SiLU:
-      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, sigmoid8(v)); });
+      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, sigmoid8_flush(v)); }, stream);
   }
   (void)one;
 }
 
-void activation_backward(Activation act, const float* gy, const float* s, float* gx, int64_t n, float param) {
+void activation_backward(Activation act, const float* gy, const float* s, float* gx, int64_t n, float param,
+                         bool stream) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), p = _mm256_set1_ps(param);
   switch (act) {
     case Activation::ReLU:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
         return _mm256_and_ps(g, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-      });
+      }, stream);
     case Activation::LeakyReLU:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
         return _mm256_blendv_ps(_mm256_mul_ps(g, p), g, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-      });
+      }, stream);
     case Activation::ELU:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
         return _mm256_blendv_ps(_mm256_mul_ps(g, _mm256_mul_ps(p, exp8(v))), g, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-      });
+      }, stream);
     case Activation::Sigmoid:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
         return _mm256_mul_ps(_mm256_mul_ps(g, v), _mm256_sub_ps(one, v));
-      });
+      }, stream);
     case Activation::Tanh:
-      return map2(gy, s, gx, n, [&](__m256 g, __m256 v) { return _mm256_mul_ps(g, _mm256_fnmadd_ps(v, v, one)); });
+      return map2(gy, s, gx, n, [&](__m256 g, __m256 v) { return _mm256_mul_ps(g, _mm256_fnmadd_ps(v, v, one)); }, stream);
     case Activation::SiLU:
       return map2(gy, s, gx, n, [&](__m256 g, __m256 v) {
-        __m256 sg = sigmoid8(v);
+        __m256 sg = sigmoid8_flush(v);
         __m256 d = _mm256_mul_ps(sg, _mm256_fmadd_ps(v, _mm256_sub_ps(one, sg), one));
         return _mm256_mul_ps(g, d);
-      });
+      }, stream);
   }
 }
 
@@ -130,10 +165,10 @@ void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t dim, b
     const float sum = hsum8(vsum);
     if (log) {
       const __m256 lse = _mm256_set1_ps(mx + std::log(sum));
-      map1(xr, yr, dim, [&](__m256 v) { return _mm256_sub_ps(v, lse); });
+      map1(xr, yr, dim, [&](__m256 v) { return _mm256_sub_ps(v, lse); }, false);
     } else {
       const __m256 inv = _mm256_set1_ps(1.0f / sum);
-      map1(yr, yr, dim, [&](__m256 v) { return _mm256_mul_ps(v, inv); });
+      map1(yr, yr, dim, [&](__m256 v) { return _mm256_mul_ps(v, inv); }, false);
     }
   }
 }
@@ -153,9 +188,9 @@ void softmax_rows_backward(const float* gy, const float* y, float* gx, int64_t r
     for (; k < dim; ++k) acc += log ? g[k] : g[k] * yr[k];
     const __m256 va = _mm256_set1_ps(acc);
     if (log) {
-      map2(g, yr, out, dim, [&](__m256 gv, __m256 yv) { return _mm256_fnmadd_ps(exp8(yv), va, gv); });
+      map2(g, yr, out, dim, [&](__m256 gv, __m256 yv) { return _mm256_fnmadd_ps(exp8(yv), va, gv); }, false);
     } else {
-      map2(g, yr, out, dim, [&](__m256 gv, __m256 yv) { return _mm256_mul_ps(yv, _mm256_sub_ps(gv, va)); });
+      map2(g, yr, out, dim, [&](__m256 gv, __m256 yv) { return _mm256_mul_ps(yv, _mm256_sub_ps(gv, va)); }, false);
     }
   }
 }

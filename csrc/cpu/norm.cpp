@@ -4,8 +4,8 @@
 // goes to the AVX2 version for float32 when the CPU has it.
 //
 // Threading: BatchNorm over channels, GroupNorm / InstanceNorm over (n, g),
-// LayerNorm over rows (and over column blocks for its parameter gradients), LRN
-// over (n, spatial block). Every reduction runs inside one task in a fixed order,
+// LayerNorm's forward over rows and its backward over (column block, row group)
+// then (row, column block) tasks, LRN over (n, spatial block). Every reduction runs inside one task in a fixed order,
 // so results do not depend on the thread count at all.
 #include "cpu/norm.h"
 
@@ -22,6 +22,14 @@ namespace {
 
 template <class T>
 constexpr bool is_f32 = std::is_same_v<T, float>;
+
+// Whether an output of `count` elements is written with non-temporal stores:
+// from 16 MB on (half a typical last-level cache) it would be evicted before
+// anything reads it, and a normal store first reads every line it writes.
+template <class T>
+bool stream_output(int64_t count) {
+  return count * int64_t(sizeof(T)) >= (int64_t(16) << 20);
+}
 
 // Row primitives; `vec` routes float32 to the AVX2 versions.
 template <class T>
@@ -71,9 +79,9 @@ struct Prim {
   }
   // y = (x - mean) * scale + shift: centring first keeps x*scale from swamping
   // the result when the mean is large next to the spread.
-  void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift) const {
+  void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift, bool stream = false) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift);
+      if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift, stream);
     }
     for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale + shift;
   }
@@ -92,9 +100,9 @@ struct Prim {
     *a = sa;
     *b = sb;
   }
-  void axpbypc(const T* dy, const T* x, T* dx, int64_t n, T a, T mean, T b, T c) const {
+  void axpbypc(const T* dy, const T* x, T* dx, int64_t n, T a, T mean, T b, T c, bool stream = false) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_axpbypc(dy, x, dx, n, a, mean, b, c);
+      if (vec) return avx2_impl::norm_axpbypc(dy, x, dx, n, a, mean, b, c, stream);
     }
     for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * a + (x[i] - mean) * b + c;
   }
@@ -171,11 +179,14 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
   }
   if (!training) {
     // No statistics to gather: stream through memory in order.
+    const bool stream = stream_output<T>(N * C * S);
     parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
-      for (int64_t k = kb; k < ke; ++k) P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C]);
+      for (int64_t k = kb; k < ke; ++k)
+        P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C], stream);
     });
     return;
   }
+  const bool stream = stream_output<T>(N * C * S);
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       // Moments of each (n, c) block merged into the channel's: one pass over memory.
@@ -189,7 +200,7 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
       set_channel(c, mean, 1.0 / std::sqrt(q / double(M) + eps));
       // The channel was just read, so this pass mostly hits the cache.
       for (int64_t n = 0; n < N; ++n)
-        P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, mh[c], scale[c], shift[c]);
+        P.affine(x + (n * C + c) * S, y + (n * C + c) * S, S, mh[c], scale[c], shift[c], stream);
     }
   });
 }
@@ -227,11 +238,12 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
     // and the per-(n, c) sums, which are then reduced per channel in order.
     for (int64_t c = 0; c < C; ++c) ka[c] = static_cast<T>((weight ? double(weight[c]) : 1.0) * save_rstd[c]);
     std::vector<double> A(N * C), B(N * C);
+    const bool stream = stream_output<T>(N * C * S);
     parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
       for (int64_t k = kb; k < ke; ++k) {
         const int64_t c = k % C;
         P.dy_sums(gy + k * S, x + k * S, S, save_mean[c], &A[k], &B[k]);
-        P.axpbypc(gy + k * S, x + k * S, gx + k * S, S, ka[c], save_mean[c], T(0), T(0));
+        P.axpbypc(gy + k * S, x + k * S, gx + k * S, S, ka[c], save_mean[c], T(0), T(0), stream);
       }
     });
     for (int64_t c = 0; c < C; ++c) {
@@ -244,6 +256,7 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
     }
     return;
   }
+  const bool stream = stream_output<T>(N * C * S);
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const double mean = save_mean[c];
@@ -257,7 +270,7 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
       set_channel(c, a, b);
       for (int64_t n = 0; n < N; ++n)
         P.axpbypc(gy + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S, ka[c], save_mean[c], k2[c],
-                  k3[c]);
+                  k3[c], stream);
     }
   });
 }
@@ -269,6 +282,7 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
                         const T* bias, double eps, T* mean, T* rstd, T* var_out) {
   const Prim<T> P;
   const int64_t D = C / G, row = D * S;
+  const bool stream = stream_output<T>(N * C * S);
   parallel_for(0, N * G, 1, [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * row;
@@ -285,7 +299,8 @@ void group_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, int64
         const int64_t c = g * D + d;
         const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
         const T m = static_cast<T>(mu);
-        P.affine(xr + d * S, yr + d * S, S, m, static_cast<T>(w * rs), static_cast<T>(b - (mu - double(m)) * w * rs));
+        P.affine(xr + d * S, yr + d * S, S, m, static_cast<T>(w * rs), static_cast<T>(b - (mu - double(m)) * w * rs),
+                 stream);
       }
     }
   });
@@ -299,6 +314,7 @@ void group_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
   // Per (n, c): sum(dy) and sum(dy*(x - mean)); the parameter gradients reduce
   // them over n afterwards, in order, outside the parallel region.
   std::vector<double> A(N * C), B(N * C);
+  const bool stream = stream_output<T>(N * C * S);
   parallel_for(0, N * G, 1, [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
       const int64_t n = r / G, g = r % G;
@@ -316,7 +332,7 @@ void group_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d, off = r * row + d * S;
         const double w = weight ? double(weight[c]) : 1.0;
-        P.axpbypc(gy + off, x + off, gx + off, S, static_cast<T>(w * rs), static_cast<T>(mu), k2, k3);
+        P.axpbypc(gy + off, x + off, gx + off, S, static_cast<T>(w * rs), static_cast<T>(mu), k2, k3, stream);
       }
     }
   });
@@ -337,6 +353,7 @@ template <class T>
 void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight, const T* bias, double eps, T* mean,
                         T* rstd) {
   const Prim<T> P;
+  const bool stream = stream_output<T>(R * L);
   parallel_for(0, R, 1, [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
       const T* xr = x + r * L;
@@ -350,7 +367,7 @@ void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight,
       const T m = static_cast<T>(mu), s = static_cast<T>(rs), c0 = static_cast<T>(-(mu - double(m)) * rs);
       if constexpr (is_f32<T>) {
         if (P.vec) {
-          avx2_impl::ln_row_forward(xr, yr, L, m, s, c0, weight, bias);
+          avx2_impl::ln_row_forward(xr, yr, L, m, s, c0, weight, bias, stream);
           continue;
         }
       }
@@ -368,66 +385,75 @@ template <class T>
 void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, const T* weight, const T* mean,
                          const T* rstd, T* grad_weight, T* grad_bias) {
   const Prim<T> P;
-  parallel_for(0, R, 1, [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      const T* g = gy + r * L;
-      const T* xr = x + r * L;
-      T* out = gx + r * L;
-      const T m = mean[r], s = rstd[r];
-      double sg = 0, sgx = 0;  // sum(dy*w), sum(dy*w*(x - mean))
-      if constexpr (is_f32<T>) {
-        if (P.vec) avx2_impl::ln_row_sums(g, xr, weight, L, m, &sg, &sgx);
-      }
-      if (!P.vec) {
-        for (int64_t j = 0; j < L; ++j) {
-          const double gw = weight ? double(g[j]) * double(weight[j]) : double(g[j]);
-          sg += gw;
-          sgx += gw * double(xr[j] - m);
-        }
-      }
-      const double rs = s;
-      const T k2 = static_cast<T>(-rs * rs * rs * sgx / double(L)), k3 = static_cast<T>(-rs * sg / double(L));
-      if constexpr (is_f32<T>) {
-        if (P.vec) {
-          avx2_impl::ln_row_dx(g, xr, weight, out, L, m, s, k2, k3);
-          continue;
-        }
-      }
-      for (int64_t j = 0; j < L; ++j) {
-        const T w = weight ? weight[j] : T(1);
-        out[j] = g[j] * w * s + (xr[j] - m) * k2 + k3;
-      }
-    }
-  });
-  if (!grad_weight && !grad_bias) return;
-  // Parameter gradients reduce over rows. Tasks are (column block, row group)
-  // pairs of fixed sizes, each writing its own partial sums, which are then added
-  // over row groups in order: many rows with few columns (LayerNorm over
-  // channels) still spread over the threads, and the result does not depend on
-  // the thread count.
-  constexpr int64_t kCols = 1024, kGroupRows = 256;
+  const bool params = grad_weight || grad_bias;
+  // One read of dy and x gathers both what dx needs (per row: sum(dy*w) and
+  // sum(dy*w*(x - mean))) and the parameter gradients (per column: sums over
+  // rows), then dx takes a second read. Tasks are (column block, row group)
+  // pairs of fixed sizes, each writing its own partial sums: per (row, column
+  // block) for the row sums, per (row group, column) for the parameters; both
+  // are then added in a fixed order, so many rows with few columns (LayerNorm
+  // over channels) or few long rows both spread over the threads, and the
+  // result does not depend on the thread count.
+  // 64 KB row segments: long enough for the hardware prefetchers to stream each
+  // one, while a block's float accumulators (2 x 64 KB) stay in L2.
+  constexpr int64_t kCols = 16384, kGroupRows = 256;
   const int64_t ncb = (L + kCols - 1) / kCols, ngr = (R + kGroupRows - 1) / kGroupRows;
-  std::vector<double> pw(ngr * L), pb(ngr * L);
+  std::vector<double> rs_g(R * ncb), rs_gx(R * ncb);
+  const bool stream = stream_output<T>(R * L);
+  std::vector<double> pw(params ? ngr * L : 0), pb(params ? ngr * L : 0);
+  // dx = dy * w * rstd + (x - mean) * k2 + k3 over columns [j0, j1) of row r,
+  // once that row's sums are complete.
+  auto row_dx = [&](int64_t r, int64_t j0, int64_t j1) {
+    double sg = 0, sgx = 0;
+    for (int64_t k = 0; k < ncb; ++k) {
+      sg += rs_g[r * ncb + k];
+      sgx += rs_gx[r * ncb + k];
+    }
+    const T m = mean[r], s = rstd[r];
+    const double rs = s;
+    const T k2 = static_cast<T>(-rs * rs * rs * sgx / double(L)), k3 = static_cast<T>(-rs * sg / double(L));
+    const T* g = gy + r * L;
+    const T* xr = x + r * L;
+    T* out = gx + r * L;
+    if constexpr (is_f32<T>) {
+      if (P.vec)
+        return avx2_impl::ln_row_dx(g + j0, xr + j0, weight ? weight + j0 : nullptr, out + j0, j1 - j0, m, s, k2, k3,
+                                    stream);
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      const T w = weight ? weight[j] : T(1);
+      out[j] = g[j] * w * s + (xr[j] - m) * k2 + k3;
+    }
+  };
+  // Rows of one column block (L <= kCols) are complete after their first read
+  // and still in cache: dx follows at once, and the second read is skipped.
+  const bool fused_dx = ncb == 1;
   parallel_for(0, ncb * ngr, 1, [&](int64_t tb, int64_t te) {
-    std::vector<float> fw(kCols), fb(kCols);
+    const int64_t acc_len = params ? std::min(L, kCols) : 0;
+    std::vector<float> fw(acc_len), fb(acc_len);
     for (int64_t task = tb; task < te; ++task) {
-      const int64_t j0 = (task % ncb) * kCols, j1 = std::min(L, j0 + kCols), grp = task / ncb;
-      double* dw = pw.data() + grp * L + j0;
-      double* db = pb.data() + grp * L + j0;
+      const int64_t cb = task % ncb, j0 = cb * kCols, j1 = std::min(L, j0 + kCols), grp = task / ncb;
+      double* dw = params ? pw.data() + grp * L + j0 : nullptr;
+      double* db = params ? pb.data() + grp * L + j0 : nullptr;
+      const T* w = weight ? weight + j0 : nullptr;
       // Rows outer: each row's segment streams contiguously into the block's
-      // accumulators, which stay in L1. The AVX2 path adds runs of kRows rows in
-      // float lanes and folds each run into the double sums.
+      // accumulators, which stay in cache. The AVX2 path adds runs of kRows rows
+      // in float lanes and folds each run into the double sums.
       constexpr int64_t kRows = 16;
       const int64_t rend = std::min(R, (grp + 1) * kGroupRows);
       for (int64_t r0 = grp * kGroupRows; r0 < rend; r0 += kRows) {
         const int64_t r1 = std::min(rend, r0 + kRows);
         if constexpr (is_f32<T>) {
           if (P.vec) {
-            std::fill(fw.begin(), fw.end(), 0.0f);
-            std::fill(fb.begin(), fb.end(), 0.0f);
-            for (int64_t r = r0; r < r1; ++r)
-              avx2_impl::ln_param_row(gy + r * L + j0, x + r * L + j0, j1 - j0, mean[r], rstd[r], fw.data(), fb.data());
-            for (int64_t j = 0; j < j1 - j0; ++j) {
+            std::fill(fw.begin(), fw.begin() + (params ? j1 - j0 : 0), 0.0f);
+            std::fill(fb.begin(), fb.begin() + (params ? j1 - j0 : 0), 0.0f);
+            for (int64_t r = r0; r < r1; ++r) {
+              avx2_impl::ln_grad_segment(gy + r * L + j0, x + r * L + j0, w, j1 - j0, mean[r], rstd[r],
+                                         &rs_g[r * ncb + cb], &rs_gx[r * ncb + cb], params ? fw.data() : nullptr,
+                                         fb.data());
+              if (fused_dx) row_dx(r, 0, L);
+            }
+            for (int64_t j = 0; params && j < j1 - j0; ++j) {
               dw[j] += fw[j];
               db[j] += fb[j];
             }
@@ -438,14 +464,32 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
           const T m = mean[r], s = rstd[r];
           const T* g = gy + r * L;
           const T* xr = x + r * L;
+          double sg = 0, sgx = 0;
           for (int64_t j = j0; j < j1; ++j) {
-            dw[j - j0] += double(g[j]) * double((xr[j] - m) * s);
-            db[j - j0] += g[j];
+            const double gw = weight ? double(g[j]) * double(weight[j]) : double(g[j]);
+            sg += gw;
+            sgx += gw * double(xr[j] - m);
+            if (params) {
+              dw[j - j0] += double(g[j]) * double((xr[j] - m) * s);
+              db[j - j0] += g[j];
+            }
           }
+          rs_g[r * ncb + cb] = sg;
+          rs_gx[r * ncb + cb] = sgx;
+          if (fused_dx) row_dx(r, 0, L);
         }
       }
     }
   });
+  if (!fused_dx) {
+    parallel_for(0, R * ncb, std::max<int64_t>(1, (1 << 15) / kCols), [&](int64_t tb, int64_t te) {
+      for (int64_t task = tb; task < te; ++task) {
+        const int64_t r = task / ncb, j0 = task % ncb * kCols;
+        row_dx(r, j0, std::min(L, j0 + kCols));
+      }
+    });
+  }
+  if (!params) return;
   parallel_for(0, L, 4096, [&](int64_t jb, int64_t je) {
     for (int64_t j = jb; j < je; ++j) {
       double w = 0, b = 0;
@@ -570,13 +614,13 @@ CNNFAST_INSTANTIATE(double)
 namespace avx2_impl {
 double norm_sum(const float*, int64_t, float) { return 0; }
 double norm_sqdev(const float*, int64_t, double) { return 0; }
-void norm_affine(const float*, float*, int64_t, float, float, float) {}
+void norm_affine(const float*, float*, int64_t, float, float, float, bool) {}
 void norm_dy_sums(const float*, const float*, int64_t, double, double*, double*) {}
-void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, float, float) {}
-void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*) {}
-void ln_row_sums(const float*, const float*, const float*, int64_t, double, double*, double*) {}
-void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float) {}
-void ln_param_row(const float*, const float*, int64_t, float, float, float*, float*) {}
+void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, float, float, bool) {}
+void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*, bool) {}
+void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float, bool) {}
+void ln_grad_segment(const float*, const float*, const float*, int64_t, float, float, double*, double*, float*,
+                     float*) {}
 void lrn_denom(const float* const*, int, float*, int64_t, float, float) {}
 void pow_neg(const float*, float*, int64_t, float) {}
 }  // namespace avx2_impl

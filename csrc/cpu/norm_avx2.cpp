@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "cpu/norm.h"
 #include "cpu/simd_math_avx2.h"
@@ -22,6 +23,25 @@ inline __m256 load_tail(const float* p, int64_t rem) {
 }
 inline void store_tail(float* p, int64_t rem, __m256 v) {
   _mm256_maskstore_ps(p, tail_mask(static_cast<int>(rem)), v);
+}
+
+// y[i .. i+w) = f(i, w) over [0, n) in 8-lane steps (w < 8 only at the ends).
+// stream: the body goes out with aligned non-temporal stores after up to 7
+// elements that bring y to a 32-byte boundary (never for a y that is not even
+// 4-byte aligned, which NumPy allows and which no float of reaches one).
+template <class F>
+inline void write_row(float* y, int64_t n, bool stream, F f) {
+  int64_t i = 0;
+  if (stream && (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0) {
+    const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 31) / sizeof(float));
+    const int64_t head = past == 0 ? 0 : (8 - past < n ? 8 - past : n);
+    if (head) store_tail(y, head, f(0, head));
+    for (i = head; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, f(i, 8));
+    // Orders the weakly-ordered streaming stores before whatever follows.
+    _mm_sfence();
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(i, 8));
+  if (i < n) store_tail(y + i, n - i, f(i, n - i));
 }
 
 // Sums f(i) (an __m256 of 8 lanes at offset i, masked tails zeroed) over n.
@@ -71,11 +91,11 @@ double norm_sqdev(const float* x, int64_t n, double mean) {
   return s > 0 ? s : 0.0;
 }
 
-void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift) {
+void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift, bool stream) {
   const __m256 m = _mm256_set1_ps(mean), a = _mm256_set1_ps(scale), b = _mm256_set1_ps(shift);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), a, b));
-  if (i < n) store_tail(y + i, n - i, _mm256_fmadd_ps(_mm256_sub_ps(load_tail(x + i, n - i), m), a, b));
+  write_row(y, n, stream, [&](int64_t i, int64_t w) {
+    return _mm256_fmadd_ps(_mm256_sub_ps(w == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, w), m), a, b);
+  });
 }
 
 void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc) {
@@ -106,79 +126,72 @@ void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, doubl
   *sum_dy_xc = tb;
 }
 
-void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c) {
+void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c,
+                  bool stream) {
   const __m256 va = _mm256_set1_ps(a), vm = _mm256_set1_ps(mean), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
-  auto f = [&](__m256 g, __m256 xv) { return _mm256_fmadd_ps(g, va, _mm256_fmadd_ps(_mm256_sub_ps(xv, vm), vb, vc)); };
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, f(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i)));
-  if (i < n) store_tail(dx + i, n - i, f(load_tail(dy + i, n - i), load_tail(x + i, n - i)));
+  write_row(dx, n, stream, [&](int64_t i, int64_t w) {
+    const __m256 g = w == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, w);
+    const __m256 xv = w == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, w);
+    return _mm256_fmadd_ps(g, va, _mm256_fmadd_ps(_mm256_sub_ps(xv, vm), vb, vc));
+  });
 }
 
 void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
-                    const float* b) {
+                    const float* b, bool stream) {
   const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v0 = _mm256_set1_ps(c0);
   const __m256 one = _mm256_set1_ps(1.0f);
-  auto f = [&](int64_t i, int64_t wdt) {
+  write_row(y, n, stream, [&](int64_t i, int64_t wdt) {
     __m256 xv = wdt == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wdt);
     __m256 wv = w ? (wdt == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wdt)) : one;
     __m256 bv = b ? (wdt == 8 ? _mm256_loadu_ps(b + i) : load_tail(b + i, wdt)) : _mm256_setzero_ps();
     return _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_sub_ps(xv, vm), vs, v0), wv, bv);
-  };
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(i, 8));
-  if (i < n) store_tail(y + i, n - i, f(i, n - i));
+  });
 }
 
-void ln_row_sums(const float* dy, const float* x, const float* w, int64_t n, double mean, double* sg, double* sgx) {
-  const __m256 vm = _mm256_set1_ps(static_cast<float>(mean)), one = _mm256_set1_ps(1.0f);
+void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
+               float c2, float c3, bool stream) {
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v2 = _mm256_set1_ps(c2),
+               v3 = _mm256_set1_ps(c3), one = _mm256_set1_ps(1.0f);
+  write_row(dx, n, stream, [&](int64_t i, int64_t wd) {
+    __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
+    __m256 xv = wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd);
+    __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
+    return _mm256_fmadd_ps(_mm256_mul_ps(g, wv), vs, _mm256_fmadd_ps(_mm256_sub_ps(xv, vm), v2, v3));
+  });
+}
+
+void ln_grad_segment(const float* dy, const float* x, const float* w, int64_t n, float mean, float rstd, double* sg,
+                     double* sgx, float* accw, float* accb) {
+  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), one = _mm256_set1_ps(1.0f);
   double ta = 0, tb = 0;
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t e = b + kBlock < n ? b + kBlock : n;
     __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
     for (int64_t i = b; i < e; i += 8) {
       const int64_t wd = e - i < 8 ? e - i : 8;
-      __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
-      __m256 xv = wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd);
-      __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
-      g = _mm256_mul_ps(g, wv);
-      a0 = _mm256_add_ps(a0, g);
-      b0 = _mm256_fmadd_ps(g, _mm256_sub_ps(xv, vm), b0);
+      // Masked-off lanes load 0 for dy, so they add nothing anywhere.
+      const __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
+      const __m256 xc = _mm256_sub_ps(wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd), vm);
+      const __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
+      const __m256 gw = _mm256_mul_ps(g, wv);
+      a0 = _mm256_add_ps(a0, gw);
+      b0 = _mm256_fmadd_ps(gw, xc, b0);
+      if (accw) {
+        const __m256 xh = _mm256_mul_ps(xc, vs);
+        if (wd == 8) {
+          _mm256_storeu_ps(accw + i, _mm256_fmadd_ps(g, xh, _mm256_loadu_ps(accw + i)));
+          _mm256_storeu_ps(accb + i, _mm256_add_ps(g, _mm256_loadu_ps(accb + i)));
+        } else {
+          store_tail(accw + i, wd, _mm256_fmadd_ps(g, xh, load_tail(accw + i, wd)));
+          store_tail(accb + i, wd, _mm256_add_ps(g, load_tail(accb + i, wd)));
+        }
+      }
     }
     ta += double(hsum8(a0));
     tb += double(hsum8(b0));
   }
   *sg = ta;
   *sgx = tb;
-}
-
-void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
-               float c2, float c3) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd), v2 = _mm256_set1_ps(c2),
-               v3 = _mm256_set1_ps(c3), one = _mm256_set1_ps(1.0f);
-  auto f = [&](int64_t i, int64_t wd) {
-    __m256 g = wd == 8 ? _mm256_loadu_ps(dy + i) : load_tail(dy + i, wd);
-    __m256 xv = wd == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, wd);
-    __m256 wv = w ? (wd == 8 ? _mm256_loadu_ps(w + i) : load_tail(w + i, wd)) : one;
-    return _mm256_fmadd_ps(_mm256_mul_ps(g, wv), vs, _mm256_fmadd_ps(_mm256_sub_ps(xv, vm), v2, v3));
-  };
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, f(i, 8));
-  if (i < n) store_tail(dx + i, n - i, f(i, n - i));
-}
-
-void ln_param_row(const float* dy, const float* x, int64_t n, float mean, float rstd, float* accw, float* accb) {
-  const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(rstd);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 g = _mm256_loadu_ps(dy + j);
-    __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm), vs);
-    _mm256_storeu_ps(accw + j, _mm256_fmadd_ps(g, xh, _mm256_loadu_ps(accw + j)));
-    _mm256_storeu_ps(accb + j, _mm256_add_ps(g, _mm256_loadu_ps(accb + j)));
-  }
-  for (; j < n; ++j) {
-    accw[j] += dy[j] * ((x[j] - mean) * rstd);
-    accb[j] += dy[j];
-  }
 }
 
 void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coef, float k) {

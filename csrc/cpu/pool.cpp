@@ -4,11 +4,14 @@
 // Forward kernels are threaded over output rows (plane, od, oh): every row
 // writes its own outputs. Backward kernels scatter into overlapping windows, so
 // they are threaded over whole planes, which never share an input element.
+// Adaptive pooling of small float32 planes goes 8 planes at a time (one per AVX2
+// lane), threaded over those blocks; the planes left over take the row path.
 #include "cpu/pool.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -122,6 +125,63 @@ struct AdaptiveCols {
       hi[o] = adaptive_end(o, out, in);
     }
   }
+};
+
+// Every output cell's window as in-plane offsets, for the AVX2 path that pools
+// 8 planes at once (pool.h, avx2_impl::AdaptiveTaps). Built only when 8-plane
+// blocks exist and the plane and the table are small enough for per-task
+// scratch: then `planes8` is the number of planes that path covers.
+struct AdaptiveTable {
+  std::vector<int32_t> off, start;
+  std::vector<float> ext;
+  int64_t planes8 = 0;
+
+  AdaptiveTable(const PoolGeom& g, bool vec) {
+    const int64_t ip = g.in_plane(), op = g.out_plane();
+    int64_t span[3] = {0, 0, 0};  // summed window lengths per dimension
+    for (int dim = 0; dim < 3; ++dim)
+      for (int64_t o = 0; o < g.out[dim]; ++o)
+        span[dim] += adaptive_end(o, g.out[dim], g.in[dim]) - adaptive_start(o, g.out[dim], g.in[dim]);
+    const int64_t taps = span[0] * span[1] * span[2];
+    if (!vec || g.planes < 8 || op <= 1 || ip > (1 << 13) || op > (1 << 13) || taps > (1 << 20)) return;
+    planes8 = g.planes / 8 * 8;
+    off.reserve(taps);
+    start.reserve(op + 1);
+    ext.reserve(3 * op);
+    for (int64_t od = 0; od < g.out[0]; ++od) {
+      const int64_t d0 = adaptive_start(od, g.out[0], g.in[0]), d1 = adaptive_end(od, g.out[0], g.in[0]);
+      for (int64_t oh = 0; oh < g.out[1]; ++oh) {
+        const int64_t h0 = adaptive_start(oh, g.out[1], g.in[1]), h1 = adaptive_end(oh, g.out[1], g.in[1]);
+        for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+          const int64_t w0 = adaptive_start(ow, g.out[2], g.in[2]), w1 = adaptive_end(ow, g.out[2], g.in[2]);
+          start.push_back(static_cast<int32_t>(off.size()));
+          for (int64_t id = d0; id < d1; ++id)
+            for (int64_t ih = h0; ih < h1; ++ih)
+              for (int64_t iw = w0; iw < w1; ++iw) off.push_back(static_cast<int32_t>((id * g.in[1] + ih) * g.in[2] + iw));
+          ext.insert(ext.end(), {float(d1 - d0), float(h1 - h0), float(w1 - w0)});
+        }
+      }
+    }
+    start.push_back(static_cast<int32_t>(off.size()));
+  }
+  avx2_impl::AdaptiveTaps taps() const { return {off.data(), start.data(), ext.data()}; }
+  // Blocks of 8 planes per task: at least ~32k floats touched.
+  int64_t grain(const PoolGeom& g) const {
+    return std::max<int64_t>(1, (1 << 15) / (8 * (g.in_plane() + static_cast<int64_t>(off.size()))));
+  }
+};
+
+// 32-byte aligned float scratch of one task.
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) : buf_(static_cast<size_t>(n) + 8) {}
+  float* data() {
+    const auto a = reinterpret_cast<std::uintptr_t>(buf_.data());
+    return reinterpret_cast<float*>((a + 31) & ~std::uintptr_t(31));
+  }
+
+ private:
+  std::vector<float> buf_;
 };
 
 // Tracks the first bad position seen by any thread.
@@ -354,9 +414,21 @@ void adaptive_avg_pool_forward(const PoolGeom& g, const T* x, T* y) {
     });
     return;
   }
+  const AdaptiveTable tab(g, vec);
+  if constexpr (is_f32<T>) {
+    if (tab.planes8 > 0) {
+      const int64_t ip = g.in_plane(), op = g.out_plane();
+      parallel_for(0, tab.planes8 / 8, tab.grain(g), [&](int64_t b, int64_t e) {
+        Scratch s(8 * (ip + 2 * op));
+        for (int64_t blk = b; blk < e; ++blk)
+          avx2_impl::adaptive_avg_planes8(x + blk * 8 * ip, ip, op, tab.taps(), s.data(), y + blk * 8 * op);
+      });
+    }
+  }
+  // The planes left over (all of them without AVX2 or for large planes), one output row per task.
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
   const AdaptiveCols cols(OW, IW);
-  parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
+  parallel_for(tab.planes8 * OD * OH, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
@@ -395,8 +467,18 @@ void adaptive_avg_pool_backward(const PoolGeom& g, const T* gy, T* gx) {
     });
     return;
   }
+  const AdaptiveTable tab(g, is_f32<T> && use_avx2());
+  if constexpr (is_f32<T>) {
+    if (tab.planes8 > 0) {
+      parallel_for(0, tab.planes8 / 8, tab.grain(g), [&](int64_t b, int64_t e) {
+        Scratch s(8 * (ip + 2 * op));
+        for (int64_t blk = b; blk < e; ++blk)
+          avx2_impl::adaptive_avg_backward_planes8(gy + blk * 8 * op, ip, op, tab.taps(), s.data(), gx + blk * 8 * ip);
+      });
+    }
+  }
   const AdaptiveCols cols(OW, IW);
-  parallel_for(0, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
+  parallel_for(tab.planes8, g.planes, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, ip + op)),
                [&](int64_t b, int64_t e) {
                  std::memset(gx + b * ip, 0, sizeof(T) * (e - b) * ip);
                  for (int64_t pl = b; pl < e; ++pl) {
@@ -436,9 +518,21 @@ void adaptive_max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* ind
       return;
     }
   }
+  const AdaptiveTable tab(g, vec);
+  if constexpr (is_f32<T>) {
+    if (tab.planes8 > 0) {
+      const int64_t ip = g.in_plane(), op = g.out_plane();
+      parallel_for(0, tab.planes8 / 8, tab.grain(g), [&](int64_t b, int64_t e) {
+        Scratch s(8 * (ip + 2 * op));
+        for (int64_t blk = b; blk < e; ++blk)
+          avx2_impl::adaptive_max_planes8(x + blk * 8 * ip, ip, op, tab.taps(), s.data(), y + blk * 8 * op,
+                                          indices + blk * 8 * op);
+      });
+    }
+  }
   const int64_t taps = (ID / OD + 1) * (IH / OH + 1) * (IW / OW + 1);
   const AdaptiveCols cols(OW, IW);
-  parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
+  parallel_for(tab.planes8 * OD * OH, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
@@ -554,6 +648,9 @@ int64_t avg_pool_row(const float*, const int64_t*, int64_t, int64_t, int64_t, in
 float sum(const float*, int64_t) { return 0; }
 void sum_planes(const float*, int64_t, int64_t, float*) {}
 void argmax(const float*, int64_t, float*, int64_t*) {}
+void adaptive_avg_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, float*, float*) {}
+void adaptive_max_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, float*, float*, int64_t*) {}
+void adaptive_avg_backward_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, float*, float*) {}
 }  // namespace avx2_impl
 #endif
 

@@ -93,6 +93,26 @@ float sum(const float* x, int64_t n);
 void sum_planes(const float* x, int64_t planes, int64_t len, float* out);
 // (max, index) of x[0..n) with PyTorch's scan-order rule; index relative to x.
 void argmax(const float* x, int64_t n, float* best, int64_t* index);
+
+// Adaptive pooling of 8 whole planes at once, one plane per lane: the planes
+// (in-plane size ip, out-plane size op, plane stride ip / op) are transposed
+// into scratch, pooled with one vector operation per window tap, and the
+// results transposed back. Every plane has the same windows, described by
+// AdaptiveTaps: off[start[c] .. start[c+1]) are the in-plane offsets of output
+// cell c's window in scan order, ext[3c .. 3c+2] its extents (d, h, w).
+// Each lane runs the scalar reference's loop in its order, so results match it
+// bit for bit. scratch: 8 * (ip + 2 * op) floats, 32-byte aligned.
+struct AdaptiveTaps {
+  const int32_t* off;
+  const int32_t* start;
+  const float* ext;
+};
+void adaptive_avg_planes8(const float* x, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch, float* y);
+void adaptive_max_planes8(const float* x, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch, float* y,
+                          int64_t* indices);
+// grad_x of 8 planes (written, zero where no window reaches) from their grad_y.
+void adaptive_avg_backward_planes8(const float* gy, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch,
+                                   float* gx);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

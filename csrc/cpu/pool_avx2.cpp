@@ -1,6 +1,7 @@
 // AVX2 float32 pooling pieces: max/average windows for 8 adjacent outputs of
-// one row at a time, and the contiguous reductions of adaptive and global
-// pooling (row sum, sums of 8 small planes at once, scan-order argmax).
+// one row at a time, the contiguous reductions of adaptive and global pooling
+// (row sum, sums of 8 small planes at once, scan-order argmax), and adaptive
+// pooling of 8 small planes at once through a transposed copy.
 //
 // Each lane runs the scalar reference's loop in the same order (window rows,
 // then taps), so results and tie-breaking match the scalar path exactly: the
@@ -215,6 +216,152 @@ void argmax(const float* x, int64_t n, float* best_out, int64_t* index_out) {
   }
   *best_out = m;
   *index_out = mi;
+}
+
+// ---- adaptive pooling, 8 planes at a time ---------------------------------------
+
+using cnnfast::avx2::tail_mask;
+
+namespace {
+
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// dst[i*8 + p] = src[p*n + i] for 8 planes p of n values.
+void planes_to_lanes(const float* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t w = n - i < 8 ? n - i : 8;
+    const __m256i m = tail_mask(static_cast<int>(w));
+    __m256 r[8];
+    for (int p = 0; p < 8; ++p) r[p] = w == 8 ? _mm256_loadu_ps(src + p * n + i) : _mm256_maskload_ps(src + p * n + i, m);
+    transpose8(r);
+    for (int64_t j = 0; j < w; ++j) _mm256_store_ps(dst + (i + j) * 8, r[j]);
+  }
+}
+
+// Rows i..i+7 of an [n][8] lane block (zeros past n), transposed: r[p] holds lane p's 8 values.
+inline void load_lanes_transposed(const float* src, int64_t n, int64_t i, __m256 r[8]) {
+  const int64_t w = n - i < 8 ? n - i : 8;
+  for (int64_t j = 0; j < 8; ++j) r[j] = j < w ? _mm256_load_ps(src + (i + j) * 8) : _mm256_setzero_ps();
+  transpose8(r);
+}
+
+// The inverse of planes_to_lanes: dst[p*n + i] = src[i*8 + p].
+void lanes_to_planes(const float* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t w = n - i < 8 ? n - i : 8;
+    const __m256i m = tail_mask(static_cast<int>(w));
+    __m256 r[8];
+    load_lanes_transposed(src, n, i, r);
+    for (int p = 0; p < 8; ++p) {
+      if (w == 8) _mm256_storeu_ps(dst + p * n + i, r[p]);
+      else _mm256_maskstore_ps(dst + p * n + i, m, r[p]);
+    }
+  }
+}
+
+// Divided one extent at a time, as the scalar reference (and PyTorch).
+inline __m256 divide_extents(__m256 acc, const float* e) {
+  acc = _mm256_div_ps(acc, _mm256_set1_ps(e[0]));
+  acc = _mm256_div_ps(acc, _mm256_set1_ps(e[1]));
+  return _mm256_div_ps(acc, _mm256_set1_ps(e[2]));
+}
+
+}  // namespace
+
+void adaptive_avg_planes8(const float* x, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch, float* y) {
+  float* in = scratch;
+  float* out = scratch + ip * 8;
+  planes_to_lanes(x, ip, in);
+  for (int64_t c = 0; c < op; ++c) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t k = t.start[c]; k < t.start[c + 1]; ++k) acc = _mm256_add_ps(acc, _mm256_load_ps(in + t.off[k] * 8));
+    _mm256_store_ps(out + c * 8, divide_extents(acc, t.ext + 3 * c));
+  }
+  lanes_to_planes(out, op, y);
+}
+
+void adaptive_max_planes8(const float* x, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch, float* y,
+                          int64_t* indices) {
+  float* in = scratch;
+  float* out = scratch + ip * 8;
+  float* where = out + op * 8;
+  planes_to_lanes(x, ip, in);
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t c = 0; c < op; ++c) {
+    const int32_t k0 = t.start[c], k1 = t.start[c + 1];
+    __m256 best = ninf;
+    // In-plane offsets travel as int32 bit patterns in float lanes; blends only move them.
+    __m256 at = _mm256_castsi256_ps(_mm256_set1_epi32(t.off[k0]));
+    for (int32_t k = k0; k < k1; ++k) {
+      const __m256 v = _mm256_load_ps(in + t.off[k] * 8);
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      best = _mm256_blendv_ps(best, v, take);
+      at = _mm256_blendv_ps(at, _mm256_castsi256_ps(_mm256_set1_epi32(t.off[k])), take);
+    }
+    _mm256_store_ps(out + c * 8, best);
+    _mm256_store_ps(where + c * 8, at);
+  }
+  lanes_to_planes(out, op, y);
+  // The offsets, transposed like the values, widen to int64 on the way out.
+  for (int64_t i = 0; i < op; i += 8) {
+    const int64_t w = op - i < 8 ? op - i : 8;
+    __m256 r[8];
+    load_lanes_transposed(where, op, i, r);
+    const __m256i lo_mask = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(tail_mask(static_cast<int>(w))));
+    const __m256i hi_mask = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(tail_mask(static_cast<int>(w > 4 ? w - 4 : 0))));
+    for (int p = 0; p < 8; ++p) {
+      const __m256i v = _mm256_castps_si256(r[p]);
+      long long* dst = reinterpret_cast<long long*>(indices + p * op + i);
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));
+      if (w == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4), hi);
+      } else {
+        _mm256_maskstore_epi64(dst, lo_mask, lo);
+        if (w > 4) _mm256_maskstore_epi64(dst + 4, hi_mask, hi);
+      }
+    }
+  }
+}
+
+void adaptive_avg_backward_planes8(const float* gy, int64_t ip, int64_t op, const AdaptiveTaps& t, float* scratch,
+                                   float* gx) {
+  float* acc = scratch;
+  float* g = scratch + ip * 8;
+  planes_to_lanes(gy, op, g);
+  for (int64_t i = 0; i < ip * 8; i += 8) _mm256_store_ps(acc + i, _mm256_setzero_ps());
+  // Cells in order, each adding its share to its window: every input element
+  // receives its terms in the scalar reference's order.
+  for (int64_t c = 0; c < op; ++c) {
+    const __m256 delta = divide_extents(_mm256_load_ps(g + c * 8), t.ext + 3 * c);
+    for (int32_t k = t.start[c]; k < t.start[c + 1]; ++k) {
+      float* a = acc + t.off[k] * 8;
+      _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), delta));
+    }
+  }
+  lanes_to_planes(acc, ip, gx);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl
