@@ -48,15 +48,23 @@ def load_cases(folder: str) -> list[dict]:
     return cases
 
 
-def median_times(fns, warmup: int, repeats: int) -> list[float]:
+def median_times(fns, warmup: int, repeats: int, settle: float = 0.0) -> list[float]:
     """Median seconds of each callable. The callables take turns within every
-    repeat, so a burst of load from other jobs hits both sides alike."""
+    repeat, so a burst of load from other jobs hits both sides alike. Before
+    each timed call the same callable runs untimed for at least ``settle``
+    seconds: PyTorch's OpenMP workers spin-wait for several ms after every op
+    (libgomp's default wait policy), and on a 2-core machine a worker still
+    spinning after PyTorch's turn would take a core from cnnfast's timed call.
+    Idling instead would time both from cold (sleeping threads, idle cores)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
+            t_end = time.perf_counter() + settle
+            while settle and time.perf_counter() < t_end:
+                fn()
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
@@ -69,6 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 15, quick 3)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
     ap.add_argument("-k", dest="filter", default="", help="only cases whose name contains this")
+    ap.add_argument("--settle", type=float, default=0.03,
+                    help="seconds each callable runs untimed right before its timed call, so the other "
+                         "library's spinning OpenMP workers have stopped (default 0.03; 0 to disable)")
     args = ap.parse_args(argv)
     if args.quick:
         os.environ["CNNFAST_BENCH_QUICK"] = "1"
@@ -87,13 +98,14 @@ def main(argv=None) -> int:
         print("no cases found")
         return 1
     print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
-          f"{args.threads} threads, median of {repeats}{' (quick)' if args.quick else ''}")
+          f"{args.threads} threads, median of {repeats}{' (quick)' if args.quick else ''}, "
+          f"each timed call after {args.settle * 1e3:g} ms of untimed calls of the same op")
     head = f"{'case':<44} {'cnnfast ms':>10} {'torch ms':>9} {'cnnfast GB/s':>12} {'torch GB/s':>10} {'ratio':>6}"
     print(head)
     print("-" * len(head))
     ratios, slow = [], []
     for case in cases:
-        t_ours, t_ref = median_times([case["cnnfast"], case["torch"]], warmup, repeats)
+        t_ours, t_ref = median_times([case["cnnfast"], case["torch"]], warmup, repeats, args.settle)
         ratio = t_ref / t_ours
         ratios.append(ratio)
         if ratio < 0.7:
