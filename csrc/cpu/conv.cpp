@@ -4,7 +4,9 @@
 //
 // The im2col matrix is never built whole: it is made a column chunk (a run of
 // output positions, ~128 KiB) at a time, right before the GEMM packs it, and the
-// weights are packed once per call (GemmLhs) instead of once per chunk.
+// weights are packed once per call (GemmLhs) instead of once per chunk. Small
+// outputs gather it through an offset table (ColumnMap), and kernel taps that
+// only ever read padding are dropped before any of this (live_tap_window).
 //
 // Threading: the forward and the weight gradient split (image, group, chunk)
 // tasks into one contiguous range per thread, each with its own chunk buffer and
@@ -55,7 +57,7 @@ bool is_pointwise(const ConvShape& s) {
 // output position (od*Ho + oh)*Wo + ow. A column chunk of a few hundred KB stays
 // in L2 between being written here and being packed by the GEMM.
 template <class T>
-void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) {
+void im2col_rows(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) {
   const int64_t kk = s.k_size(), rows = s.Cg() * kk, width = ld;
   const int64_t Ho = s.out[1], Wo = s.out[2];
   const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
@@ -96,8 +98,8 @@ void im2col(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int6
 // The adjoint of im2col over the same column chunk: dx (Cg, D, H, W) += scatter
 // of col, for channels [c0, c1) (channels own disjoint parts of dx).
 template <class T>
-void col2im(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1,
-            int64_t ld = 0) {
+void col2im_rows(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1,
+                 int64_t ld) {
   const int64_t kk = s.k_size(), width = ld > 0 ? ld : p1 - p0;
   const int64_t Ho = s.out[1], Wo = s.out[2];
   const int64_t D = s.in[0], H = s.in[1], W = s.in[2], sw = s.stride[2];
@@ -128,6 +130,68 @@ void col2im(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int
     }
   }
 }
+
+// Small outputs (ResNet-18's 4x4, 2x2 and 1x1 maps at 32x32 input) cut im2col's
+// rows into runs of a few elements, and the per-run bounds work cost more than the
+// GEMM behind it (4x4 maps: 55% of the forward in im2col). There, a table of where
+// every (tap, output position) reads inside one channel's volume, -1 for padding,
+// is built once per call and both passes become plain gathers / scatters.
+constexpr int64_t kTableOutputs = 256, kTableEntries = 16384;
+
+// im2col / col2im for one shape: by table for small outputs, by row runs otherwise.
+class ColumnMap {
+ public:
+  explicit ColumnMap(const ConvShape& s) : s_(s) {
+    const int64_t P = s.out_size(), kk = s.k_size();
+    if (P > kTableOutputs || P * kk > kTableEntries || s.in_size() > INT32_MAX) return;
+    tbl_.resize(P * kk);
+    for (int64_t a = 0; a < s.k[0]; ++a)
+      for (int64_t b = 0; b < s.k[1]; ++b)
+        for (int64_t e = 0; e < s.k[2]; ++e) {
+          int32_t* row = tbl_.data() + ((a * s.k[1] + b) * s.k[2] + e) * P;
+          for (int64_t od = 0, p = 0; od < s.out[0]; ++od)
+            for (int64_t oh = 0; oh < s.out[1]; ++oh)
+              for (int64_t ow = 0; ow < s.out[2]; ++ow, ++p) {
+                const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+                const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+                const int64_t iw = ow * s.stride[2] - s.pad0[2] + e * s.dil[2];
+                const bool in = id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1] && iw >= 0 && iw < s.in[2];
+                row[p] = in ? int32_t((id * s.in[1] + ih) * s.in[2] + iw) : -1;
+              }
+        }
+  }
+
+  // Columns [p0, p1) of one image's group (x: (Cg, D, H, W)) into col (Cg*kk, ld).
+  template <class T>
+  void im2col(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
+    if (tbl_.empty()) return im2col_rows(s_, x, col, p0, p1, ld);
+    const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0;
+    for (int64_t r = 0; r < s_.Cg() * kk; ++r) {
+      const int32_t* at = tbl_.data() + (r % kk) * P + p0;
+      const T* xc = x + (r / kk) * inS;
+      T* dst = col + r * ld;
+      for (int64_t p = 0; p < n; ++p) dst[p] = at[p] >= 0 ? xc[at[p]] : T(0);
+    }
+  }
+
+  // dx (Cg, D, H, W) += scatter of col's columns [p0, p1), channels [c0, c1).
+  template <class T>
+  void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
+    if (tbl_.empty()) return col2im_rows(s_, col, dx, p0, p1, c0, c1, ld);
+    const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0;
+    for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
+      const int32_t* at = tbl_.data() + (r % kk) * P + p0;
+      T* dc = dx + (r / kk) * inS;
+      const T* src = col + r * ld;
+      for (int64_t p = 0; p < n; ++p)
+        if (at[p] >= 0) dc[at[p]] += src[p];
+    }
+  }
+
+ private:
+  ConvShape s_;
+  std::vector<int32_t> tbl_;
+};
 
 // Output columns per im2col chunk: about 128 KiB of float32 column matrix, in
 // whole 16-column micro-panels, so the chunk is packed from L2.
@@ -172,6 +236,7 @@ struct BatchedBuffers {
 template <class T>
 void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
   std::vector<GemmLhs<T>> lhs;
   lhs.reserve(G);
@@ -182,8 +247,8 @@ void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* b
       [&](int64_t t, BatchedBuffers<T>& buf) {
         const int64_t g = t % G, n0 = (t / G) * nb, n1 = std::min(s.N, n0 + nb), cols = (n1 - n0) * P;
         // col (CK, cols): image n's columns start at (n - n0) * P.
-        for (int64_t n = n0; n < n1; ++n) im2col(s, x + (n * s.C + g * Cg) * inS, buf.col.get() + (n - n0) * P,
-                                                 int64_t(0), P, cols);
+        for (int64_t n = n0; n < n1; ++n)
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, buf.col.get() + (n - n0) * P, int64_t(0), P, cols);
         lhs[g].multiply(cols, buf.col.get(), cols, int64_t(1), buf.tmp.get(), cols, false);
         for (int64_t n = n0; n < n1; ++n) {
           T* yg = y + (n * s.K + g * Kg) * P;
@@ -199,6 +264,7 @@ void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* b
 template <class T>
 void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
   std::vector<GemmLhs<T>> lhs;
   lhs.reserve(G);
@@ -218,7 +284,7 @@ void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* 
         for (int64_t n = n0; n < n1; ++n) {
           T* dxg = gx + (n * s.C + g * Cg) * inS;
           std::fill(dxg, dxg + Cg * inS, T(0));
-          col2im(s, buf.col.get() + (n - n0) * P, dxg, int64_t(0), P, int64_t(0), Cg, cols);
+          cmap.col2im(buf.col.get() + (n - n0) * P, dxg, int64_t(0), P, int64_t(0), Cg, cols);
         }
       });
 }
@@ -227,6 +293,7 @@ template <class T>
 void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (s.out_size() < kSmallOutput && s.N > 1) return forward_gemm_batched(s, x, w, bias, y);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
   const int64_t PC = chunk_columns(CK, P, direct ? 65536 : 32768), nch = (P + PC - 1) / PC;
@@ -244,7 +311,7 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
         if (direct) {
           lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
         } else {
-          im2col(s, xg, col.get(), p0, p1, p1 - p0);
+          cmap.im2col(xg, col.get(), p0, p1, p1 - p0);
           lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
         if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
@@ -255,6 +322,7 @@ template <class T>
 void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   if (s.out_size() < kSmallOutput && s.N > 1) return backward_data_gemm_batched(s, gy, w, gx);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
@@ -282,7 +350,7 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
           for (int64_t ch = 0; ch < nch; ++ch) {
             const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
             lhs[g].multiply(p1 - p0, dyg + p0, P, int64_t(1), col.get(), p1 - p0, false);
-            col2im(s, col.get(), dxg, p0, p1, 0, Cg);
+            cmap.col2im(col.get(), dxg, p0, p1, 0, Cg, p1 - p0);
           }
         });
     return;
@@ -300,7 +368,7 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
       }
       gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), col.get(), P, false);
       std::fill(dxg, dxg + Cg * inS, T(0));
-      parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { col2im(s, col.get(), dxg, int64_t(0), P, c0, c1); });
+      parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { cmap.col2im(col.get(), dxg, int64_t(0), P, c0, c1, P); });
     }
   }
 }
@@ -308,6 +376,7 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
 template <class T>
 void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
   // A small batch of small images (ResNet-18 on 32x32: layer4's grad_w has only
   // N*P = 32 reduction columns) made the per-thread partial grad_w copies below
@@ -323,7 +392,7 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
         for (int64_t n = n0; n < n1; ++n) {
           const T* dyg = gy + (n * s.K + g * Kg) * P;
           for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * NP + n * P, dyg + k * P, sizeof(T) * P);
-          im2col(s, x + (n * s.C + g * Cg) * inS, col.get() + n * P, int64_t(0), P, NP);
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + n * P, int64_t(0), P, NP);
         }
       });
       // dw_g (Kg, CK) += dy (Kg, NP) * col^T (NP, CK)
@@ -366,7 +435,7 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
           const int64_t off = (n - n0) * w1;
           const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
           for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
-          im2col(s, x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
         }
         // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
         gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
@@ -496,6 +565,77 @@ void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* g
   });
 }
 
+// Dead kernel taps. A tap whose input position is padding for every output
+// (ResNet-18 on 32x32 inputs: layer4's 3x3 convolutions see a 1x1 or 2x2 map
+// with padding 1, so 8 of the 9 taps of the second one only ever read zeros)
+// contributes nothing to y or grad_x and has an exactly zero weight gradient.
+// Per spatial dim the live taps are a set; the convolution is rerun on the
+// smallest kernel window [lo, hi) that holds them, with the padding shifted so
+// every remaining tap reads the same input positions as before: the result is
+// the same sum without the zero terms, not an approximation. The window is
+// widened where trimming would make a padding negative, so every algorithm
+// below still sees a normal shape.
+struct TapWindow {
+  ConvShape s;             // the convolution over the window's taps
+  int64_t lo[3] = {0, 0, 0};
+  bool trimmed = false;    // some taps are dropped
+  bool empty = false;      // no tap is live: y = bias, grad_x = 0, grad_w += 0
+};
+
+TapWindow live_tap_window(const ConvShape& s) {
+  TapWindow t;
+  t.s = s;
+  for (int d = 0; d < 3; ++d) {
+    int64_t first = -1, last = -1;
+    for (int64_t a = 0; a < s.k[d]; ++a) {
+      int64_t o0, o1;
+      valid_range(s.out[d], s.in[d], s.stride[d], a * s.dil[d] - s.pad0[d], o0, o1);
+      if (o1 > o0) {
+        if (first < 0) first = a;
+        last = a;
+      }
+    }
+    if (first < 0) {
+      t.empty = true;
+      return t;
+    }
+    const int64_t lo = std::min(first, s.pad0[d] / s.dil[d]);
+    const int64_t hi = std::max(last + 1, s.k[d] - s.pad1[d] / s.dil[d]);
+    t.lo[d] = lo;
+    t.s.k[d] = hi - lo;
+    t.s.pad0[d] = s.pad0[d] - lo * s.dil[d];
+    t.s.pad1[d] = s.pad1[d] - (s.k[d] - hi) * s.dil[d];
+    t.trimmed = t.trimmed || t.s.k[d] != s.k[d];
+  }
+  return t;
+}
+
+// The window's taps of w (K, Cg, k) -> wc (K, Cg, window) when `to_window`, or
+// the adjoint, w[taps of the window] += wc, otherwise.
+template <class T>
+void copy_window(const ConvShape& s, const TapWindow& t, T* w, T* wc, bool to_window) {
+  const int64_t rows = s.K * s.Cg(), kk = s.k_size(), kw = t.s.k_size();
+  std::vector<int64_t> at;  // where each window tap sits in the full kernel
+  at.reserve(kw);
+  for (int64_t a = 0; a < t.s.k[0]; ++a)
+    for (int64_t b = 0; b < t.s.k[1]; ++b)
+      for (int64_t e = 0; e < t.s.k[2]; ++e)
+        at.push_back(((a + t.lo[0]) * s.k[1] + b + t.lo[1]) * s.k[2] + e + t.lo[2]);
+  parallel_for(0, rows, std::max<int64_t>(1, 16384 / kw), [&](int64_t r0, int64_t r1) {
+    // Tap-major, so each pass is one strided stream (a per-row tap loop cost
+    // ~8 ns a row on the 262,144 rows of a 512x512 layer).
+    for (int64_t i = 0; i < kw; ++i) {
+      T* from = w + at[i];
+      T* to = wc + i;
+      if (to_window) {
+        for (int64_t r = r0; r < r1; ++r) to[r * kw] = from[r * kk];
+      } else {
+        for (int64_t r = r0; r < r1; ++r) from[r * kk] += to[r * kw];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 bool winograd_applicable(const ConvShape& s) {
@@ -520,8 +660,32 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
   return ConvAlgo::Gemm;
 }
 
+namespace {
+
+// Forced Winograd keeps the user's 3x3 kernel; every other choice runs on the live taps.
+bool may_trim(ConvAlgo algo) { return algo != ConvAlgo::Winograd; }
+
+template <class T>
+void fill_bias(const ConvShape& s, const T* bias, T* y) {
+  const int64_t P = s.out_size();
+  parallel_for(0, s.N * s.K, std::max<int64_t>(1, 16384 / std::max<int64_t>(P, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::fill(y + r * P, y + (r + 1) * P, bias ? bias[r % s.K] : T(0));
+  });
+}
+
+}  // namespace
+
 template <class T>
 void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo) {
+  if (may_trim(algo)) {
+    const TapWindow t = live_tap_window(s);
+    if (t.empty) return fill_bias(s, bias, y);
+    if (t.trimmed) {
+      AlignedPtr<T> wc = aligned_alloc_array<T>(s.K * s.Cg() * t.s.k_size());
+      copy_window(s, t, const_cast<T*>(w), wc.get(), true);
+      return conv_forward(t.s, x, wc.get(), bias, y, algo);
+    }
+  }
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
@@ -534,6 +698,20 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
 
 template <class T>
 void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, ConvAlgo algo) {
+  if (may_trim(algo)) {
+    const TapWindow t = live_tap_window(s);
+    if (t.empty) {
+      parallel_for(0, s.N * s.C, 64, [&](int64_t r0, int64_t r1) {
+        std::fill(gx + r0 * s.in_size(), gx + r1 * s.in_size(), T(0));
+      });
+      return;
+    }
+    if (t.trimmed) {
+      AlignedPtr<T> wc = aligned_alloc_array<T>(s.K * s.Cg() * t.s.k_size());
+      copy_window(s, t, const_cast<T*>(w), wc.get(), true);
+      return conv_backward_data(t.s, gy, wc.get(), gx, algo);
+    }
+  }
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     // For stride 1, grad_x is the convolution of grad_y with the kernel rotated by
@@ -556,6 +734,17 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
 
 template <class T>
 void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo algo) {
+  // Dead taps' gradients are exactly zero: += 0 leaves them as they are.
+  const TapWindow t = live_tap_window(s);
+  if (t.empty) return;
+  if (t.trimmed) {
+    const int64_t n = s.K * s.Cg() * t.s.k_size();
+    AlignedPtr<T> gwc = aligned_alloc_array<T>(n);
+    std::fill(gwc.get(), gwc.get() + n, T(0));
+    conv_backward_weight(t.s, gy, x, gwc.get(), algo);
+    copy_window(s, t, gw, gwc.get(), false);
+    return;
+  }
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);
   backward_weight_gemm(s, gy, x, gw);
