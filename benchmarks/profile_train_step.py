@@ -30,6 +30,8 @@ from cnnfast.autograd import Function
 
 import bench_train as bt
 
+_clock = time.perf_counter  # --clock cpu: time.process_time (steadier on a shared machine)
+
 CATEGORIES = ("conv", "batchnorm", "relu", "add", "pool", "linear", "loss", "view", "optimizer", "zero_grad",
               "other")
 
@@ -95,18 +97,18 @@ class CnnfastTimer:
         def timed(*args, **kwargs):
             if not self.enabled:
                 return fn(*args, **kwargs)
-            t0 = time.perf_counter()
+            t0 = _clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.totals[key] += time.perf_counter() - t0
+                self.totals[key] += _clock() - t0
                 self.counts[key] += 1
         return timed
 
     def timed(self, key, fn):
-        t0 = time.perf_counter()
+        t0 = _clock()
         out = fn()
-        self.totals[(key, "")] += time.perf_counter() - t0
+        self.totals[(key, "")] += _clock() - t0
         self.counts[(key, "")] += 1
         return out
 
@@ -130,10 +132,10 @@ def profile_cnnfast(model, opt, batches):
     timer.totals.clear()
     timer.counts.clear()
     timer.enabled = True
-    t0 = time.perf_counter()
+    t0 = _clock()
     for x, y in batches:
         step(x, y)
-    total = (time.perf_counter() - t0) / len(batches)
+    total = (_clock() - t0) / len(batches)
     timer.restore()
     per = {k: v / len(batches) for k, v in timer.totals.items()}
     ops = sum(timer.counts[k] for k in timer.counts if k[1]) / len(batches)
@@ -150,10 +152,10 @@ def profile_torch(model, opt, batches):
 
     for x, y in batches[:2]:
         step(x, y)
-    t0 = time.perf_counter()
+    t0 = _clock()
     for x, y in batches:
         step(x, y)
-    total = (time.perf_counter() - t0) / len(batches)
+    total = (_clock() - t0) / len(batches)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for x, y in batches:
             step(x, y)
@@ -201,12 +203,12 @@ def bench_convs(layers, repeats):
             c(), t()
             best_c = best_t = float("inf")
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                t0 = _clock()
                 c()
-                best_c = min(best_c, time.perf_counter() - t0)
-                t0 = time.perf_counter()
+                best_c = min(best_c, _clock() - t0)
+                t0 = _clock()
                 t()
-                best_t = min(best_t, time.perf_counter() - t0)
+                best_t = min(best_t, _clock() - t0)
             row[name] = (best_c, best_t)
         rows.append(((xs, ws, stride), row))
     return rows
@@ -218,9 +220,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=10, help="repeats per convolution timing (min is kept)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: process CPU time (steadier when other jobs share the machine; with 1 thread "
+                        "it is the work done; torch's profiler table stays wall time)")
     p.add_argument("--skip-convs", action="store_true")
     p.add_argument("--skip-step", action="store_true", help="only the convolution table")
     a = p.parse_args(argv)
+    global _clock
+    _clock = time.process_time if a.clock == "cpu" else time.perf_counter
     cnnfast.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)

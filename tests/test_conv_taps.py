@@ -148,3 +148,56 @@ def test_table_and_row_im2col_match_torch(name, simd, rng):
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
+# Tiny maps whose column matrix is mostly padding even with every tap live: run tap
+# by tap over the (output, input) pairs that exist (<= 64 outputs, <= 75% density).
+SPARSE = {
+    "2x2_pad1": ((5, 6, 2, 2), (7, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "4x4_pad1_groups": ((3, 8, 4, 4), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    "4x4_stride2": ((2, 5, 4, 4), (4, 5, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    "3x5_asym_dil": ((2, 3, 3, 5), (4, 3, 2, 3), (1, 2), ((1, 0), (2, 2)), (2, 1), 1),
+    "batch1_2x3": ((1, 4, 2, 3), (5, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "3d_2x2x2": ((2, 3, 2, 2, 2), (4, 3, 3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), (1, 1, 1), 1),
+    "1d_5x7": ((3, 4, 3), (5, 4, 7), (1,), ((3, 3),), (1,), 1),
+}
+
+
+@pytest.mark.parametrize("name", SPARSE)
+@pytest.mark.parametrize("algo", ["auto", "gemm"])
+def test_sparse_taps_match_torch(name, algo, simd, rng):
+    xs, ws, stride, pads, dil, g = SPARSE[name]
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, g, rng, np.float32, algo)
+    ref = _torch(x, w, b, gy, stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", ["2x2_pad1", "4x4_pad1_groups", "3x5_asym_dil", "1d_5x7"])
+def test_sparse_taps_float64_finite_differences(name, rng):
+    xs, ws, stride, pads, dil, g = SPARSE[name]
+    xs = (2,) + xs[1:]
+    (x, w, b, gy), (y, gx, gw, gb) = _run(xs, ws, stride, pads, dil, g, rng, np.float64, "gemm")
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pd, dl, g, "gemm")
+    nx, nw, nb = numerical_grad(f, [x, w, b], gy)
+    for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
+
+
+def test_sparse_taps_threads_give_the_same_bits(rng):
+    # grad_w sums every image of a tap in one task, so the result is thread-count independent.
+    import cnnfast
+    xs, ws, stride, pads, dil, g = SPARSE["4x4_pad1_groups"]
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(1)
+        _, one = _run(xs, ws, stride, pads, dil, g, np.random.default_rng(5), np.float32)
+        cnnfast.set_num_threads(2)
+        _, two = _run(xs, ws, stride, pads, dil, g, np.random.default_rng(5), np.float32)
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)

@@ -134,8 +134,9 @@ void col2im_rows(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1
 // Small outputs (ResNet-18's 4x4, 2x2 and 1x1 maps at 32x32 input) cut im2col's
 // rows into runs of a few elements, and the per-run bounds work cost more than the
 // GEMM behind it (4x4 maps: 55% of the forward in im2col). There, a table of where
-// every (tap, output position) reads inside one channel's volume, -1 for padding,
-// is built once per call and both passes become plain gathers / scatters.
+// every (tap, output position) reads inside one channel's volume is built once per
+// call, and both passes become plain gathers / scatters without a branch: each
+// channel is first copied behind a zero slot (entry 0), where padding points.
 constexpr int64_t kTableOutputs = 256, kTableEntries = 16384;
 
 // im2col / col2im for one shape: by table for small outputs, by row runs otherwise.
@@ -143,7 +144,7 @@ class ColumnMap {
  public:
   explicit ColumnMap(const ConvShape& s) : s_(s) {
     const int64_t P = s.out_size(), kk = s.k_size();
-    if (P > kTableOutputs || P * kk > kTableEntries || s.in_size() > INT32_MAX) return;
+    if (P > kTableOutputs || P * kk > kTableEntries || s.in_size() >= INT32_MAX) return;
     tbl_.resize(P * kk);
     for (int64_t a = 0; a < s.k[0]; ++a)
       for (int64_t b = 0; b < s.k[1]; ++b)
@@ -156,7 +157,7 @@ class ColumnMap {
                 const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
                 const int64_t iw = ow * s.stride[2] - s.pad0[2] + e * s.dil[2];
                 const bool in = id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1] && iw >= 0 && iw < s.in[2];
-                row[p] = in ? int32_t((id * s.in[1] + ih) * s.in[2] + iw) : -1;
+                row[p] = in ? int32_t(1 + (id * s.in[1] + ih) * s.in[2] + iw) : 0;
               }
         }
   }
@@ -165,12 +166,17 @@ class ColumnMap {
   template <class T>
   void im2col(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
     if (tbl_.empty()) return im2col_rows(s_, x, col, p0, p1, ld);
-    const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0;
-    for (int64_t r = 0; r < s_.Cg() * kk; ++r) {
+    const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0, Cg = s_.Cg();
+    T* ext = scratch<T>(Cg * (inS + 1));
+    for (int64_t c = 0; c < Cg; ++c) {
+      ext[c * (inS + 1)] = T(0);
+      std::memcpy(ext + c * (inS + 1) + 1, x + c * inS, sizeof(T) * inS);
+    }
+    for (int64_t r = 0; r < Cg * kk; ++r) {
       const int32_t* at = tbl_.data() + (r % kk) * P + p0;
-      const T* xc = x + (r / kk) * inS;
+      const T* xc = ext + (r / kk) * (inS + 1);
       T* dst = col + r * ld;
-      for (int64_t p = 0; p < n; ++p) dst[p] = at[p] >= 0 ? xc[at[p]] : T(0);
+      for (int64_t p = 0; p < n; ++p) dst[p] = xc[at[p]];
     }
   }
 
@@ -179,16 +185,28 @@ class ColumnMap {
   void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
     if (tbl_.empty()) return col2im_rows(s_, col, dx, p0, p1, c0, c1, ld);
     const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0;
-    for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
-      const int32_t* at = tbl_.data() + (r % kk) * P + p0;
-      T* dc = dx + (r / kk) * inS;
-      const T* src = col + r * ld;
-      for (int64_t p = 0; p < n; ++p)
-        if (at[p] >= 0) dc[at[p]] += src[p];
+    T* ext = scratch<T>(inS + 1);
+    for (int64_t c = c0; c < c1; ++c) {
+      // Padding lands in ext[0], which is never read back.
+      std::copy(dx + c * inS, dx + (c + 1) * inS, ext + 1);
+      for (int64_t t = 0; t < kk; ++t) {
+        const int32_t* at = tbl_.data() + t * P + p0;
+        const T* src = col + (c * kk + t) * ld;
+        for (int64_t p = 0; p < n; ++p) ext[at[p]] += src[p];
+      }
+      std::copy(ext + 1, ext + 1 + inS, dx + c * inS);
     }
   }
 
  private:
+  // Per-thread scratch kept across calls (several threads map columns at once).
+  template <class T>
+  static T* scratch(int64_t count) {
+    thread_local std::vector<T> buf;
+    if (int64_t(buf.size()) < count) buf.resize(count);
+    return buf.data();
+  }
+
   ConvShape s_;
   std::vector<int32_t> tbl_;
 };
@@ -289,8 +307,198 @@ void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* 
       });
 }
 
+// Tiny maps leave most of the column matrix zero even when every tap is live
+// somewhere: a 3x3 kernel with padding 1 on a 2x2 map reads 16 real pixels of its
+// 36 (tap, output) slots, on a 4x4 map 100 of 144. There the convolution is run
+// tap by tap over only the (output, input) pairs that exist,
+//   y[:, o] += W_t x[:, i],  grad_x[:, i] += W_t^T grad_y[:, o],  grad_W_t += grad_y[:, o] x[:, i]^T,
+// each tap one GEMM whose columns are its pairs over a block of images, gathered
+// and scattered around it. The arithmetic drops to the real products (2.25x fewer
+// on 2x2 maps); below kTapDensity of the dense work the gathers are worth it.
+constexpr int64_t kTapOutputs = 64;
+constexpr double kTapDensity = 0.75;
+
+struct TapPairs {
+  std::vector<int64_t> start;  // tap t's pairs are [start[t], start[t + 1])
+  std::vector<int32_t> out, in;  // output position, input offset in one channel's volume
+};
+
+bool tap_pairs(const ConvShape& s, TapPairs& tp) {
+  const int64_t P = s.out_size(), kk = s.k_size();
+  if (P > kTapOutputs || s.in_size() >= INT32_MAX) return false;
+  tp.start.assign(1, 0);
+  for (int64_t a = 0; a < s.k[0]; ++a)
+    for (int64_t b = 0; b < s.k[1]; ++b)
+      for (int64_t e = 0; e < s.k[2]; ++e) {
+        for (int64_t od = 0, p = 0; od < s.out[0]; ++od)
+          for (int64_t oh = 0; oh < s.out[1]; ++oh)
+            for (int64_t ow = 0; ow < s.out[2]; ++ow, ++p) {
+              const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+              const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+              const int64_t iw = ow * s.stride[2] - s.pad0[2] + e * s.dil[2];
+              if (id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1] && iw >= 0 && iw < s.in[2]) {
+                tp.out.push_back(int32_t(p));
+                tp.in.push_back(int32_t((id * s.in[1] + ih) * s.in[2] + iw));
+              }
+            }
+        tp.start.push_back(int64_t(tp.out.size()));
+      }
+  return double(tp.out.size()) <= kTapDensity * double(P * kk);
+}
+
+// w (K, Cg, kk) -> wt (G, kk, Kg, Cg): each tap's W_t (Kg x Cg) contiguous. Read
+// row by row, written as kk sequential streams (writing tap-major the other way
+// round, Kg innermost, strided every store and cost more than the GEMMs).
+template <class T>
+AlignedPtr<T> taps_major(const ConvShape& s, const T* w) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), kk = s.k_size();
+  AlignedPtr<T> wt = aligned_alloc_array<T>(s.K * Cg * kk);
+  parallel_for(0, s.K, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t g = r / Kg, k = r % Kg;
+      const T* src = w + r * Cg * kk;
+      for (int64_t t = 0; t < kk; ++t) {
+        T* dst = wt.get() + ((g * kk + t) * Kg + k) * Cg;
+        for (int64_t c = 0; c < Cg; ++c) dst[c] = src[c * kk + t];
+      }
+    }
+  });
+  return wt;
+}
+
+template <class T>
+struct TapBuffers {
+  AlignedPtr<T> in, out, acc;
+};
+
+// Gathers rows (count, stride `from_ld` per row in each image, `img` per image)
+// at offsets `at` (v of them) into dst (count, m * v): dst[r][n*v + j] = src[n*img + r*from_ld + at[j]].
+template <class T>
+void gather_pairs(const T* src, int64_t img, int64_t from_ld, int64_t count, int64_t m, const int32_t* at, int64_t v,
+                  T* dst) {
+  const int64_t cols = m * v;
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t n = 0; n < m; ++n) {
+      const T* s = src + n * img + r * from_ld;
+      T* d = dst + r * cols + n * v;
+      for (int64_t j = 0; j < v; ++j) d[j] = s[at[j]];
+    }
+}
+
+// The adjoint: acc[r][n*len + at[j]] += src[r][n*v + j].
+template <class T>
+void scatter_pairs(const T* src, int64_t count, int64_t m, const int32_t* at, int64_t v, T* acc, int64_t len) {
+  const int64_t cols = m * v;
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t n = 0; n < m; ++n) {
+      const T* s = src + r * cols + n * v;
+      T* a = acc + (r * m + n) * len;
+      for (int64_t j = 0; j < v; ++j) a[at[j]] += s[j];
+    }
+}
+
+template <class T>
+void forward_taps(const ConvShape& s, const TapPairs& tp, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), kk = s.k_size();
+  const int64_t nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
+  int64_t vmax = 0;
+  for (int64_t t = 0; t < kk; ++t) vmax = std::max(vmax, tp.start[t + 1] - tp.start[t]);
+  const AlignedPtr<T> wt = taps_major(s, w);
+  dynamic_tasks(
+      blocks * G,
+      [&] {
+        return TapBuffers<T>{aligned_alloc_array<T>(Cg * nb * vmax), aligned_alloc_array<T>(Kg * nb * vmax),
+                             aligned_alloc_array<T>(Kg * nb * P)};
+      },
+      [&](int64_t task, TapBuffers<T>& buf) {
+        const int64_t g = task % G, n0 = (task / G) * nb, m = std::min(s.N, n0 + nb) - n0;
+        // acc (Kg, m, P): every output of the block, summed over taps.
+        std::fill(buf.acc.get(), buf.acc.get() + Kg * m * P, T(0));
+        for (int64_t t = 0; t < kk; ++t) {
+          const int64_t j0 = tp.start[t], v = tp.start[t + 1] - j0;
+          if (v == 0) continue;
+          gather_pairs(x + (n0 * s.C + g * Cg) * inS, s.C * inS, inS, Cg, m, tp.in.data() + j0, v, buf.in.get());
+          // out (Kg, m*v) = W_t (Kg x Cg) * in (Cg, m*v)
+          gemm_serial(Kg, m * v, Cg, wt.get() + (g * kk + t) * Cg * Kg, Cg, int64_t(1), buf.in.get(), m * v,
+                      int64_t(1), buf.out.get(), m * v, false);
+          scatter_pairs(buf.out.get(), Kg, m, tp.out.data() + j0, v, buf.acc.get(), P);
+        }
+        for (int64_t k = 0; k < Kg; ++k) {
+          const T b = bias ? bias[g * Kg + k] : T(0);
+          for (int64_t n = 0; n < m; ++n) {
+            const T* src = buf.acc.get() + (k * m + n) * P;
+            T* dst = y + ((n0 + n) * s.K + g * Kg + k) * P;
+            for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+          }
+        }
+      });
+}
+
+template <class T>
+void backward_data_taps(const ConvShape& s, const TapPairs& tp, const T* gy, const T* w, T* gx) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), kk = s.k_size();
+  const int64_t nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
+  int64_t vmax = 0;
+  for (int64_t t = 0; t < kk; ++t) vmax = std::max(vmax, tp.start[t + 1] - tp.start[t]);
+  const AlignedPtr<T> wt = taps_major(s, w);
+  dynamic_tasks(
+      blocks * G,
+      [&] {
+        return TapBuffers<T>{aligned_alloc_array<T>(Kg * nb * vmax), aligned_alloc_array<T>(Cg * nb * vmax),
+                             aligned_alloc_array<T>(Cg * nb * inS)};
+      },
+      [&](int64_t task, TapBuffers<T>& buf) {
+        const int64_t g = task % G, n0 = (task / G) * nb, m = std::min(s.N, n0 + nb) - n0;
+        std::fill(buf.acc.get(), buf.acc.get() + Cg * m * inS, T(0));
+        for (int64_t t = 0; t < kk; ++t) {
+          const int64_t j0 = tp.start[t], v = tp.start[t + 1] - j0;
+          if (v == 0) continue;
+          gather_pairs(gy + (n0 * s.K + g * Kg) * P, s.K * P, P, Kg, m, tp.out.data() + j0, v, buf.in.get());
+          // out (Cg, m*v) = W_t^T (Cg x Kg) * in (Kg, m*v)
+          gemm_serial(Cg, m * v, Kg, wt.get() + (g * kk + t) * Cg * Kg, int64_t(1), Cg, buf.in.get(), m * v,
+                      int64_t(1), buf.out.get(), m * v, false);
+          scatter_pairs(buf.out.get(), Cg, m, tp.in.data() + j0, v, buf.acc.get(), inS);
+        }
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t n = 0; n < m; ++n)
+            std::copy(buf.acc.get() + (c * m + n) * inS, buf.acc.get() + (c * m + n + 1) * inS,
+                      gx + ((n0 + n) * s.C + g * Cg + c) * inS);
+      });
+}
+
+template <class T>
+void backward_weight_taps(const ConvShape& s, const TapPairs& tp, const T* gy, const T* x, T* gw) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), kk = s.k_size();
+  int64_t vmax = 0;
+  for (int64_t t = 0; t < kk; ++t) vmax = std::max(vmax, tp.start[t + 1] - tp.start[t]);
+  // One task per (group, tap) over the whole batch: each owns its taps of grad_w
+  // and sums the images in one fixed order, so the bits do not depend on threads.
+  dynamic_tasks(
+      G * kk,
+      [&] {
+        return TapBuffers<T>{aligned_alloc_array<T>(Kg * s.N * vmax), aligned_alloc_array<T>(Cg * s.N * vmax),
+                             aligned_alloc_array<T>(Kg * Cg)};
+      },
+      [&](int64_t task, TapBuffers<T>& buf) {
+        const int64_t g = task / kk, t = task % kk, j0 = tp.start[t], v = tp.start[t + 1] - j0, cols = s.N * v;
+        if (v == 0) return;
+        gather_pairs(gy + g * Kg * P, s.K * P, P, Kg, s.N, tp.out.data() + j0, v, buf.in.get());
+        gather_pairs(x + g * Cg * inS, s.C * inS, inS, Cg, s.N, tp.in.data() + j0, v, buf.out.get());
+        // acc (Kg, Cg) = dy_t (Kg, cols) * x_t^T (cols, Cg)
+        gemm_serial(Kg, Cg, cols, buf.in.get(), cols, int64_t(1), buf.out.get(), int64_t(1), cols, buf.acc.get(), Cg,
+                    false);
+        for (int64_t k = 0; k < Kg; ++k) {
+          T* dst = gw + ((g * Kg + k) * Cg) * kk + t;
+          const T* src = buf.acc.get() + k * Cg;
+          for (int64_t c = 0; c < Cg; ++c) dst[c * kk] += src[c];
+        }
+      });
+}
+
 template <class T>
 void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return forward_taps(s, tp, x, w, bias, y);
   if (s.out_size() < kSmallOutput && s.N > 1) return forward_gemm_batched(s, x, w, bias, y);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
@@ -320,6 +528,8 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
 
 template <class T>
 void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return backward_data_taps(s, tp, gy, w, gx);
   if (s.out_size() < kSmallOutput && s.N > 1) return backward_data_gemm_batched(s, gy, w, gx);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
@@ -375,6 +585,8 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
 
 template <class T>
 void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return backward_weight_taps(s, tp, gy, x, gw);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
