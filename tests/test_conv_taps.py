@@ -3,7 +3,8 @@
 A tap whose input position is padding for every output (a 3x3 kernel on a 1x1 map with
 padding 1 has eight) is skipped by running the convolution over the window of live taps
 (csrc/cpu/conv.cpp, live_tap_window). Small outputs (<= 256 positions) build the column
-matrix from an offset table, larger ones by row runs. Checked against PyTorch (float32,
+matrix from an offset table or zero-bordered copies, larger ones by row runs; tiny maps
+run tap by tap over the (output, input) pairs that exist. Checked against PyTorch (float32,
 scalar and AVX2) and float64 finite differences, forward, grad_input and grad_weight,
 plain and transposed.
 """
@@ -130,12 +131,17 @@ def test_dead_taps_transposed_match_torch(name, simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
 
 
-# Outputs on both sides of the 256-position line between the table and row-run im2col.
+# The three im2col/col2im paths: outputs of at most 256 positions go through an offset
+# table when output rows are shorter than 8, else through zero-bordered copies of the
+# input; larger outputs through row runs of the unpadded input.
 ROWS_AND_TABLE = {
-    "table_16x16": ((2, 3, 16, 16), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "table_20x5": ((2, 3, 20, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "table_stride3_asym": ((3, 4, 13, 11), (5, 4, 4, 3), (3, 2), ((2, 0), (1, 2)), (1, 1), 1),
+    "padded_16x16": ((2, 3, 16, 16), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "padded_stride2_dil2": ((2, 4, 21, 19), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
+    "padded_3d": ((2, 3, 3, 4, 17), (4, 3, 2, 3, 3), (1, 1, 2), ((1, 0), (1, 1), (0, 2)), (1, 1, 1), 1),
     "rows_17x17": ((2, 3, 17, 17), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "rows_stride2_dil2_groups": ((2, 4, 41, 37), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
-    "table_stride3_asym": ((3, 4, 13, 11), (5, 4, 4, 3), (3, 2), ((2, 0), (1, 2)), (1, 1), 1),
     "rows_1d_long": ((2, 3, 301), (4, 3, 5), (1,), ((2, 2),), (1,), 1),
 }
 
@@ -201,3 +207,18 @@ def test_sparse_taps_threads_give_the_same_bits(rng):
         cnnfast.set_num_threads(before)
     for a, b in zip(one, two):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["table_20x5", "padded_stride2_dil2", "padded_3d"])
+def test_im2col_paths_float64_finite_differences(name, rng):
+    xs, ws, stride, pads, dil, g = ROWS_AND_TABLE[name]
+    if name == "padded_stride2_dil2":
+        xs, ws = (1, 2, 17, 19), (2, 1, 3, 3)
+    xs = (1,) + xs[1:]
+    (x, w, b, gy), (y, gx, gw, gb) = _run(xs, ws, stride, pads, dil, g, rng, np.float64, "gemm")
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pd, dl, g, "gemm")
+    nx, nw, nb = numerical_grad(f, [x, w, b], gy)
+    for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
