@@ -289,12 +289,23 @@ class ColumnMap {
   void col2im_padded(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
     const int64_t inS = s_.in_size(), sw = s_.stride[2];
     T* acc = scratch<T>(plane());
+    const bool whole = p0 == 0 && p1 == s_.out_size() && sw == 1;
     for (int64_t c = c0; c < c1; ++c) {
       std::fill(acc, acc + plane(), T(0));
       for (int64_t a = 0, r = c * s_.k_size(); a < s_.k[0]; ++a)
         for (int64_t b = 0; b < s_.k[1]; ++b)
           for (int64_t e = 0; e < s_.k[2]; ++e, ++r) {
             const T* src = col + r * ld;
+            if (whole) {  // as in im2col_padded
+              const T* __restrict from = src;
+              for (int64_t od = 0; od < s_.out[0]; ++od)
+                for (int64_t oh = 0; oh < s_.out[1]; ++oh, from += s_.out[2]) {
+                  T* __restrict to = acc + ((od * s_.stride[0] + a * s_.dil[0]) * ext_[1] + oh * s_.stride[1] +
+                                            b * s_.dil[1]) * ext_[2] + e * s_.dil[2];
+                  for (int64_t i = 0; i < s_.out[2]; ++i) to[i] += from[i];
+                }
+              continue;
+            }
             runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
               if (sw == 1) {
                 for (int64_t i = 0; i < len; ++i) acc[at + i] += src[o + i];
