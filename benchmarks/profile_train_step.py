@@ -13,6 +13,8 @@ or LeNet-5 on 1x32x32, batch 64, Adam), 2 threads, float32.
 
     python benchmarks/profile_train_step.py                 # ResNet-18
     python benchmarks/profile_train_step.py --model lenet   # LeNet-5
+    python benchmarks/profile_train_step.py --threads 1 --clock cpu   # CPU time, on a busy machine
+    python benchmarks/profile_train_step.py --skip-step     # only the convolution table
 """
 from __future__ import annotations
 
