@@ -143,6 +143,8 @@ ROWS_AND_TABLE = {
     "rows_17x17": ((2, 3, 17, 17), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "rows_stride2_dil2_groups": ((2, 4, 41, 37), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
     "rows_1d_long": ((2, 3, 301), (4, 3, 5), (1,), ((2, 2),), (1,), 1),
+    # 36 outputs, but a padded copy of the input would be 1.4M elements of scratch.
+    "rows_small_output_big_input": ((1, 4, 600, 600), (2, 4, 3, 3), (100, 100), ((1, 0), (0, 1)), (1, 1), 1),
 }
 
 

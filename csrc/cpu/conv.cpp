@@ -145,6 +145,7 @@ constexpr int64_t kTableOutputs = 256, kTableEntries = 16384;
 // gathers through the table cost ~1.5 cycles an element, about as much as the GEMM
 // behind them for 64-channel 3x3 layers.
 constexpr int64_t kPaddedRow = 8;
+constexpr int64_t kScratchMax = int64_t(1) << 20;  // elements
 
 // im2col / col2im for one shape: for small outputs by zero-bordered rows or by
 // table, otherwise by row runs of the unpadded input.
@@ -152,12 +153,16 @@ class ColumnMap {
  public:
   explicit ColumnMap(const ConvShape& s) : s_(s) {
     const int64_t P = s.out_size(), kk = s.k_size();
-    if (P > kTableOutputs || P * kk > kTableEntries || s.in_size() >= INT32_MAX) return;
+    int64_t padded_size = s.Cg();
     bool padded = s.out[2] >= kPaddedRow;
     for (int d = 0; d < 3; ++d) {
       ext_[d] = s.in[d] + s.pad0[d] + s.pad1[d];
       padded = padded && s.pad0[d] >= 0 && s.pad1[d] >= 0;
+      padded_size *= std::max<int64_t>(ext_[d], 1);
     }
+    // Both copy the input into per-thread scratch that is kept between calls: a
+    // small output of a large input (a big stride) stays on the row runs instead.
+    if (P > kTableOutputs || P * kk > kTableEntries || padded_size > kScratchMax) return;
     if (padded) {
       padded_ = true;
       return;
