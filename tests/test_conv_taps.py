@@ -133,16 +133,18 @@ def test_dead_taps_transposed_match_torch(name, simd, rng):
 
 # The three im2col/col2im paths: outputs of at most 256 positions go through an offset
 # table when output rows are shorter than 8, else through zero-bordered copies of the
-# input; larger outputs through row runs of the unpadded input.
+# input, which larger outputs at unit W stride also take when the input is small;
+# the rest through row runs of the unpadded input.
 ROWS_AND_TABLE = {
     "table_20x5": ((2, 3, 20, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "table_stride3_asym": ((3, 4, 13, 11), (5, 4, 4, 3), (3, 2), ((2, 0), (1, 2)), (1, 1), 1),
     "padded_16x16": ((2, 3, 16, 16), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "padded_stride2_dil2": ((2, 4, 21, 19), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
     "padded_3d": ((2, 3, 3, 4, 17), (4, 3, 2, 3, 3), (1, 1, 2), ((1, 0), (1, 1), (0, 2)), (1, 1, 1), 1),
-    "rows_17x17": ((2, 3, 17, 17), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "padded_17x17": ((2, 3, 17, 17), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "rows_stride2_dil2_groups": ((2, 4, 41, 37), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
-    "rows_1d_long": ((2, 3, 301), (4, 3, 5), (1,), ((2, 2),), (1,), 1),
+    "padded_1d_long": ((2, 3, 301), (4, 3, 5), (1,), ((2, 2),), (1,), 1),
+    "rows_1d_stride2": ((2, 3, 701), (4, 3, 5), (2,), ((2, 1),), (1,), 1),
     # 36 outputs, but a padded copy of the input would be 1.4M elements of scratch.
     "rows_small_output_big_input": ((1, 4, 600, 600), (2, 4, 3, 3), (100, 100), ((1, 0), (0, 1)), (1, 1), 1),
 }
@@ -224,3 +226,16 @@ def test_im2col_paths_float64_finite_differences(name, rng):
     for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
+
+
+def test_row_runs_in_chunks_cross_rows_and_depth(simd, rng):
+    # C*k = 1080 makes 64-column im2col chunks that start mid-row and span depth
+    # slices; the W stride of 2 keeps this 350-output layer on the row runs.
+    xs, ws = (2, 40, 6, 8, 19), (3, 40, 3, 3, 3)
+    stride, pads, dil = (1, 1, 2), ((1, 0), (0, 1), (1, 1)), (1, 1, 1)
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, 1, rng, np.float32, "gemm")
+    assert got[0].shape == (2, 3, 5, 7, 10)
+    ref = _torch(x, w, b, gy, stride, pads, dil, 1)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked rows {what}")

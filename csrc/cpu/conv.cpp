@@ -162,11 +162,11 @@ class ColumnMap {
     }
     // Both copy the input into per-thread scratch that is kept between calls: a
     // small output of a large input (a big stride) stays on the row runs instead.
-    if (P > kTableOutputs || P * kk > kTableEntries || padded_size > kScratchMax) return;
-    if (padded) {
-      padded_ = true;
-      return;
-    }
+    if (padded_size > kScratchMax) return;
+    // Zero-bordered rows also serve larger outputs of small inputs (LeNet's 28x28),
+    // for calls that map enough columns to pay for the copy (see use_padded).
+    padded_ = padded;
+    if (padded_ || P > kTableOutputs || P * kk > kTableEntries) return;
     tbl_.resize(P * kk);
     for (int64_t a = 0; a < s.k[0]; ++a)
       for (int64_t b = 0; b < s.k[1]; ++b)
@@ -187,7 +187,7 @@ class ColumnMap {
   // Columns [p0, p1) of one image's group (x: (Cg, D, H, W)) into col (Cg*kk, ld).
   template <class T>
   void im2col(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
-    if (padded_) return im2col_padded(x, col, p0, p1, ld);
+    if (use_padded(p0, p1)) return im2col_padded(x, col, p0, p1, ld);
     if (tbl_.empty()) return im2col_rows(s_, x, col, p0, p1, ld);
     const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0, Cg = s_.Cg();
     T* ext = scratch<T>(Cg * (inS + 1));
@@ -206,7 +206,7 @@ class ColumnMap {
   // dx (Cg, D, H, W) += scatter of col's columns [p0, p1), channels [c0, c1).
   template <class T>
   void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
-    if (padded_) return col2im_padded(col, dx, p0, p1, c0, c1, ld);
+    if (use_padded(p0, p1)) return col2im_padded(col, dx, p0, p1, c0, c1, ld);
     if (tbl_.empty()) return col2im_rows(s_, col, dx, p0, p1, c0, c1, ld);
     const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0;
     T* ext = scratch<T>(inS + 1);
@@ -224,6 +224,14 @@ class ColumnMap {
 
  private:
   int64_t plane() const { return ext_[0] * ext_[1] * ext_[2]; }
+
+  // Small outputs always; otherwise at unit W stride (strided rows measured no
+  // faster than the row runs) and only when the columns mapped outnumber the padded
+  // copy (a 64-column chunk of a 56x56 map would copy the map each time).
+  bool use_padded(int64_t p0, int64_t p1) const {
+    return padded_ && (s_.out_size() <= kTableOutputs ||
+                       (s_.stride[2] == 1 && (p1 - p0) * s_.k_size() >= 2 * plane()));
+  }
 
   // x (D, H, W) -> the middle of a zeroed (D+pads, H+pads, W+pads) plane.
   template <class T>
