@@ -383,7 +383,9 @@ def test_depthwise_direct_matches_torch(name, simd, rng):
 def test_im2col_chunks_cross_rows_and_depth(simd, rng):
     # A deep column matrix (C*k = 1080) makes 64-column im2col chunks, so chunks
     # start mid-row and span depth slices (the stepped position in im2col/col2im).
-    case = (3, 2, 40, 3, (5, 6, 7), (3, 3, 3), 1, ((1, 0), (0, 1), (1, 1)), 1, 1)
+    # 378 output positions with a small input: the zero-bordered rows path, chunked.
+    # (tests/test_conv_taps.py has the same with a W stride of 2, on the row runs.)
+    case = (3, 2, 40, 3, (7, 8, 9), (3, 3, 3), 1, ((1, 0), (0, 1), (1, 1)), 1, 1)
     x, w, b = make(case, rng)
     gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
     got = ours(case, x, w, b, gy, algo="gemm")

@@ -25,6 +25,7 @@
 #include "bind/conv_params.h"
 #include "bind/families.h"
 #include "core/cpu_features.h"
+#include "core/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/gemm.h"
 
@@ -161,6 +162,14 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
 
 using Grads = std::tuple<py::object, py::object, py::object>;
 
+// Zeroes a fresh gradient buffer for the accumulating kernels on the pool's threads,
+// with the GIL released: a ResNet-18 step allocates 45 MB of weight gradients, and
+// one memset per layer under the GIL was serial time that no thread count shortened.
+template <class T>
+void zero_parallel(T* p, int64_t n) {
+  parallel_for(0, n, int64_t(1) << 16, [=](int64_t b, int64_t e) { std::memset(p + b, 0, sizeof(T) * (e - b)); });
+}
+
 // Shared by conv_backward and conv_transpose_backward: `transposed` swaps the
 // roles (the transposed layer's x is the convolution's output side).
 Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::array& gy, const py::array& x,
@@ -174,7 +183,8 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, shape_of(x));
-  if (need_weight) gwa = new_zeros(x, shape_of(w));
+  if (need_weight) gwa = new_array(x, shape_of(w));  // zeroed below, in parallel
+  const int64_t gw_count = need_weight ? int64_t(gwa.size()) : 0;
   const int64_t bias_channels = transposed ? s.C : s.K;
   if (need_bias) gba = new_zeros(x, {bias_channels});
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
@@ -186,6 +196,7 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
     T* gwp = need_weight ? mptr<T>(gwa) : nullptr;
     T* gbp = need_bias ? mptr<T>(gba) : nullptr;
     py::gil_scoped_release nogil;
+    if (gwp) zero_parallel(gwp, gw_count);
     if (!transposed) {
       if (gxp) cpu::conv_backward_data<T>(s, gyp, wp, gxp, algo);
       if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp, algo);

@@ -15,6 +15,10 @@
 // im2col and multiplies the input directly), and Winograd F(4x4, 3x3) for 2-D
 // 3x3 stride-1 dilation-1 layers (winograd.h). ConvAlgo::Auto picks per shape
 // with choose_algo(); see its comment for the rule.
+//
+// Kernel taps that read only padding for every output (a 3x3 kernel on a 1x1 map
+// with padding 1 has eight) are skipped exactly: every algorithm except a forced
+// Winograd runs on the smallest window of live taps (conv.cpp, live_tap_window).
 #pragma once
 #include <cstdint>
 

@@ -97,20 +97,35 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
           for (; c < NR; ++c) Bp[k * NR + c] = 0.f;
         }
       }
-    } else if (rs == 1 && nr == NR) {
+    } else if (rs == 1) {
       // Transposed B (the im2col matrix in the weight gradient): eight source
-      // columns of eight consecutive k each, transposed in registers.
-      int64_t k = 0;
-      for (; k + 8 <= kc; k += 8) {
-        for (int h = 0; h < 2; ++h) {
-          __m256 r[8];
-          for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + (j0 + h * 8 + c) * cs + k);
-          transpose8(r);
-          for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(Bp + (k + kk) * NR + h * 8, r[kk]);
+      // columns of eight consecutive k each, transposed in registers; a last
+      // panel's partial half walks its columns (LeNet's 25-column weight
+      // gradient spent a third of its time packing that tail one float at a time
+      // across rows).
+      for (int h = 0; h < 2; ++h) {
+        const int64_t c0 = h * 8;
+        if (c0 + 8 <= nr) {
+          int64_t k = 0;
+          for (; k + 8 <= kc; k += 8) {
+            __m256 r[8];
+            for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + (j0 + c0 + c) * cs + k);
+            transpose8(r);
+            for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(Bp + (k + kk) * NR + c0, r[kk]);
+          }
+          for (; k < kc; ++k)
+            for (int64_t c = c0; c < c0 + 8; ++c) Bp[k * NR + c] = B[(j0 + c) * cs + k];
+        } else {
+          for (int64_t c = c0; c < c0 + 8; ++c) {
+            if (c < nr) {
+              const float* b = B + (j0 + c) * cs;
+              for (int64_t k = 0; k < kc; ++k) Bp[k * NR + c] = b[k];
+            } else {
+              for (int64_t k = 0; k < kc; ++k) Bp[k * NR + c] = 0.f;
+            }
+          }
         }
       }
-      for (; k < kc; ++k)
-        for (int64_t c = 0; c < NR; ++c) Bp[k * NR + c] = B[(j0 + c) * cs + k];
     } else {
       // Other strided B: walk each source column contiguously.
       for (int64_t c = 0; c < NR; ++c) {

@@ -1,0 +1,241 @@
+"""Dead kernel taps and the two im2col paths of the convolution.
+
+A tap whose input position is padding for every output (a 3x3 kernel on a 1x1 map with
+padding 1 has eight) is skipped by running the convolution over the window of live taps
+(csrc/cpu/conv.cpp, live_tap_window). Small outputs (<= 256 positions) build the column
+matrix from an offset table or zero-bordered copies, larger ones by row runs; tiny maps
+run tap by tap over the (output, input) pairs that exist. Checked against PyTorch (float32,
+scalar and AVX2) and float64 finite differences, forward, grad_input and grad_weight,
+plain and transposed.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from cnnfast import _C
+from helpers import assert_close, assert_nontrivial, numerical_grad
+
+TCONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
+TCONVT = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
+
+# x shape, weight shape, stride, ((start, end) per dim), dilation, groups
+DEAD = {
+    # ResNet-18 at 32x32: layer4's second 3x3 sees 1x1 maps (1 live tap of 9) ...
+    "1x1_pad1": ((3, 5, 1, 1), (4, 5, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    # ... and its first one a 2x2 map at stride 2 (a 2x2 window of live taps).
+    "2x2_stride2_pad1": ((2, 4, 2, 2), (6, 4, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    "1x1_5x5_pad2": ((2, 3, 1, 1), (4, 3, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
+    "2x2_5x5_pad2": ((2, 3, 2, 2), (5, 3, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
+    "1x3_dil2_pad2": ((1, 3, 1, 3), (4, 3, 3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
+    # Trimming here would leave a negative padding: the window is widened instead.
+    "dil2_pad1_widened": ((2, 3, 3, 3), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (2, 2), 1),
+    "stride3_asym": ((1, 4, 2, 5), (6, 2, 3, 4), (3, 3), ((2, 2), (1, 3)), (1, 1), 2),
+    "groups_1x1": ((2, 6, 1, 1), (9, 2, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 3),
+    "depthwise_1x2": ((2, 4, 1, 2), (4, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4),
+    "3d_1x1x1": ((2, 3, 1, 1, 1), (4, 3, 3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), (1, 1, 1), 1),
+    # Live taps {0, 2} with a dead one between them (stride 2, dilation 3).
+    "1d_gap": ((2, 3, 1), (4, 3, 3), (2,), ((6, 6),), (3,), 1),
+    # No live tap at all: y is the bias, every gradient but the bias's is zero.
+    "1d_all_dead": ((2, 3, 1), (4, 3, 3), (4,), ((3, 3),), (1,), 1),
+}
+
+
+def _run(xs, ws, stride, pads, dil, g, rng, dtype, algo="auto"):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    y = _C.conv_forward(x, w, b, st, pd, dl, g, algo)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    grads = _C.conv_backward(gy, x, w, st, pd, dl, g, algo=algo)
+    return (x, w, b, gy), (y,) + tuple(grads)
+
+
+def _torch(x, w, b, gy, stride, pads, dil, g):
+    nd = x.ndim - 2
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    flat = [p for pair in reversed(pads) for p in pair]
+    y = TCONV[nd](TF.pad(tx, flat), tw, tb, stride=stride, dilation=dil, groups=g)
+    y.backward(torch.tensor(gy))
+    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
+
+
+@pytest.mark.parametrize("name", DEAD)
+def test_dead_taps_match_torch(name, simd, rng):
+    xs, ws, stride, pads, dil, g = DEAD[name]
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, g, rng, np.float32)
+    ref = _torch(x, w, b, gy, stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+    if name == "1d_all_dead":
+        assert np.all(got[1] == 0) and np.all(got[2] == 0)
+        assert_close(got[0], np.broadcast_to(b[None, :, None], got[0].shape), what="bias only")
+    else:
+        assert_nontrivial(ref[2])
+        # Some weight taps really are dead here: their gradient is exactly zero.
+        assert np.any(ref[2] == 0) and np.any(got[2] == 0)
+        assert np.array_equal(got[2] == 0, ref[2] == 0)
+
+
+@pytest.mark.parametrize("name", ["1x1_pad1", "2x2_stride2_pad1", "1x3_dil2_pad2", "stride3_asym", "1d_gap",
+                                  "depthwise_1x2"])
+def test_dead_taps_float64_finite_differences(name, rng):
+    xs, ws, stride, pads, dil, g = DEAD[name]
+    xs = (1,) + xs[1:]
+    (x, w, b, gy), (y, gx, gw, gb) = _run(xs, ws, stride, pads, dil, g, rng, np.float64, "gemm")
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pd, dl, g, "gemm")
+    nx, nw, nb = numerical_grad(f, [x, w, b], gy)
+    for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
+
+
+def test_forced_winograd_on_a_1x1_map(simd, rng):
+    # 'winograd' keeps the full 3x3 kernel (no trimming); it must agree all the same.
+    xs, ws, stride, pads, dil, g = DEAD["1x1_pad1"]
+    (x, w, b, gy), got = _run((2, 16, 1, 1), (16, 16, 3, 3), stride, pads, dil, g, rng, np.float32, "winograd")
+    ref = _torch(x, w, b, gy, stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_close(a, r, rtol=1e-3, atol=1e-3, what=what)
+
+
+# x (N, C_in, *in), weight (C_in, C_out/groups, *k), stride, padding, output_padding, groups, dilation.
+# Padding crops the transposed output, so taps that only reach the cropped border are dead.
+DEAD_T = {
+    "1x1_pad1": ((2, 4, 1, 1), (4, 3, 3, 3), 1, 1, 0, 1, 1),
+    "2x1_stride2_pad2": ((2, 4, 2, 1), (4, 6, 5, 5), 2, 2, 1, 2, 1),
+    "1d_dil2": ((1, 3, 2), (3, 2, 3), 1, 2, 0, 1, 2),
+}
+
+
+@pytest.mark.parametrize("name", DEAD_T)
+def test_dead_taps_transposed_match_torch(name, simd, rng):
+    xs, ws, s, p, op, g, d = DEAD_T[name]
+    nd = len(xs) - 2
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[1] * g).astype(np.float32)
+    pads = [[p, p]] * nd
+    y = _C.conv_transpose_forward(x, w, b, [s] * nd, pads, [op] * nd, [d] * nd, g)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = (y,) + tuple(_C.conv_transpose_backward(gy, x, w, [s] * nd, pads, [op] * nd, [d] * nd, g))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = TCONVT[nd](tx, tw, tb, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+    ty.backward(torch.tensor(gy))
+    ref = (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy())
+    assert np.any(ref[2] == 0), "no dead tap in this case"
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
+# The three im2col/col2im paths: outputs of at most 256 positions go through an offset
+# table when output rows are shorter than 8, else through zero-bordered copies of the
+# input, which larger outputs at unit W stride also take when the input is small;
+# the rest through row runs of the unpadded input.
+ROWS_AND_TABLE = {
+    "table_20x5": ((2, 3, 20, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "table_stride3_asym": ((3, 4, 13, 11), (5, 4, 4, 3), (3, 2), ((2, 0), (1, 2)), (1, 1), 1),
+    "padded_16x16": ((2, 3, 16, 16), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "padded_stride2_dil2": ((2, 4, 21, 19), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
+    "padded_3d": ((2, 3, 3, 4, 17), (4, 3, 2, 3, 3), (1, 1, 2), ((1, 0), (1, 1), (0, 2)), (1, 1, 1), 1),
+    "padded_17x17": ((2, 3, 17, 17), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "rows_stride2_dil2_groups": ((2, 4, 41, 37), (6, 2, 3, 3), (2, 2), ((2, 1), (0, 2)), (2, 2), 2),
+    "padded_1d_long": ((2, 3, 301), (4, 3, 5), (1,), ((2, 2),), (1,), 1),
+    "rows_1d_stride2": ((2, 3, 701), (4, 3, 5), (2,), ((2, 1),), (1,), 1),
+    # 36 outputs, but a padded copy of the input would be 1.4M elements of scratch.
+    "rows_small_output_big_input": ((1, 4, 600, 600), (2, 4, 3, 3), (100, 100), ((1, 0), (0, 1)), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("name", ROWS_AND_TABLE)
+def test_table_and_row_im2col_match_torch(name, simd, rng):
+    xs, ws, stride, pads, dil, g = ROWS_AND_TABLE[name]
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, g, rng, np.float32, "gemm")
+    ref = _torch(x, w, b, gy, stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
+# Tiny maps whose column matrix is mostly padding even with every tap live: run tap
+# by tap over the (output, input) pairs that exist (<= 64 outputs, <= 75% density).
+SPARSE = {
+    "2x2_pad1": ((5, 6, 2, 2), (7, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "4x4_pad1_groups": ((3, 8, 4, 4), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    "4x4_stride2": ((2, 5, 4, 4), (4, 5, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    "3x5_asym_dil": ((2, 3, 3, 5), (4, 3, 2, 3), (1, 2), ((1, 0), (2, 2)), (2, 1), 1),
+    "batch1_2x3": ((1, 4, 2, 3), (5, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "3d_2x2x2": ((2, 3, 2, 2, 2), (4, 3, 3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), (1, 1, 1), 1),
+    "1d_5x7": ((3, 4, 3), (5, 4, 7), (1,), ((3, 3),), (1,), 1),
+}
+
+
+@pytest.mark.parametrize("name", SPARSE)
+@pytest.mark.parametrize("algo", ["auto", "gemm"])
+def test_sparse_taps_match_torch(name, algo, simd, rng):
+    xs, ws, stride, pads, dil, g = SPARSE[name]
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, g, rng, np.float32, algo)
+    ref = _torch(x, w, b, gy, stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", ["2x2_pad1", "4x4_pad1_groups", "3x5_asym_dil", "1d_5x7"])
+def test_sparse_taps_float64_finite_differences(name, rng):
+    xs, ws, stride, pads, dil, g = SPARSE[name]
+    xs = (2,) + xs[1:]
+    (x, w, b, gy), (y, gx, gw, gb) = _run(xs, ws, stride, pads, dil, g, rng, np.float64, "gemm")
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pd, dl, g, "gemm")
+    nx, nw, nb = numerical_grad(f, [x, w, b], gy)
+    for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
+
+
+def test_sparse_taps_threads_give_the_same_bits(rng):
+    # grad_w sums every image of a tap in one task, so the result is thread-count independent.
+    import cnnfast
+    xs, ws, stride, pads, dil, g = SPARSE["4x4_pad1_groups"]
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(1)
+        _, one = _run(xs, ws, stride, pads, dil, g, np.random.default_rng(5), np.float32)
+        cnnfast.set_num_threads(2)
+        _, two = _run(xs, ws, stride, pads, dil, g, np.random.default_rng(5), np.float32)
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["table_20x5", "padded_stride2_dil2", "padded_3d"])
+def test_im2col_paths_float64_finite_differences(name, rng):
+    xs, ws, stride, pads, dil, g = ROWS_AND_TABLE[name]
+    if name == "padded_stride2_dil2":
+        xs, ws = (1, 2, 17, 19), (2, 1, 3, 3)
+    xs = (1,) + xs[1:]
+    (x, w, b, gy), (y, gx, gw, gb) = _run(xs, ws, stride, pads, dil, g, rng, np.float64, "gemm")
+    st, pd, dl = list(stride), [list(p) for p in pads], list(dil)
+    f = lambda x_, w_, b_: _C.conv_forward(x_, w_, b_, st, pd, dl, g, "gemm")
+    nx, nw, nb = numerical_grad(f, [x, w, b], gy)
+    for what, a, r in (("grad_x", gx, nx), ("grad_w", gw, nw), ("grad_b", gb, nb)):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
+
+
+def test_row_runs_in_chunks_cross_rows_and_depth(simd, rng):
+    # C*k = 1080 makes 64-column im2col chunks that start mid-row and span depth
+    # slices; the W stride of 2 keeps this 350-output layer on the row runs.
+    xs, ws = (2, 40, 6, 8, 19), (3, 40, 3, 3, 3)
+    stride, pads, dil = (1, 1, 2), ((1, 0), (0, 1), (1, 1)), (1, 1, 1)
+    (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, 1, rng, np.float32, "gemm")
+    assert got[0].shape == (2, 3, 5, 7, 10)
+    ref = _torch(x, w, b, gy, stride, pads, dil, 1)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked rows {what}")
