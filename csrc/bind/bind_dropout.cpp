@@ -69,7 +69,7 @@ void bind_dropout(py::module_& m) {
         [](int64_t n, double p, uint64_t seed, uint64_t offset) {
           CNNFAST_CHECK(n >= 1, ValueError, "n: expected a positive mask length, got ", n);
           check_p(p);
-          py::array_t<uint8_t> mask = new_array_of(py::dtype::of<uint8_t>(), {n}, "mask");
+          py::array_t<uint8_t> mask = new_array_of(py::dtype::of<uint8_t>(), {n}, "n");
           const cpu::DropoutKey key = cpu::dropout_key(seed, offset, p);
           uint8_t* mp = mask.mutable_data();
           py::gil_scoped_release nogil;

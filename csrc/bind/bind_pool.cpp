@@ -156,6 +156,7 @@ py::array adaptive_avg_fwd(int D, const py::array& x, const Ints& output_size) {
 py::array adaptive_avg_bwd(int D, const py::array& gy, const Ints& input_size) {
   DType dt = input(gy, "grad_output");
   require_ndim(gy, "grad_output", D + 2, D + 2);
+  require_nonempty(gy, "grad_output");
   const Ints is = checked_input_size(input_size, D);
   const Ints gs = shape_of(gy);
   PoolGeom g = adaptive_geom(is, D, Ints(gs.begin() + 2, gs.end()));
