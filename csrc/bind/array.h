@@ -1,16 +1,22 @@
 // Argument checks shared by the binding files: arrays arrive as py::array and
-// are checked here (dtype, C-contiguity, writability, rank, shape) before any
-// raw pointer reaches a kernel. Nothing is copied or cast behind the caller's
-// back: a float64 array passed beside a float32 one is a TypeError.
+// are checked here (dtype, C-contiguity, alignment, writability, rank, shape,
+// overlap of outputs with inputs) before any raw pointer reaches a kernel.
+// Nothing is copied or cast behind the caller's back: a float64 array passed
+// beside a float32 one is a TypeError. Outputs are sized with checked 64-bit
+// arithmetic and refused (ValueError / MemoryError) before NumPy is asked for
+// memory that cannot exist.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <string>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/error.h"
 
 namespace cnnfast::bind {
@@ -41,9 +47,41 @@ inline void require_dtype(const py::array& a, const char* name, const py::dtype&
                 dtype_name(a));
 }
 
+// Kernels index raw T pointers, so the data must also sit on a multiple of the
+// item size: a view made with numpy.frombuffer(buf, offset=1) is C-contiguous
+// but misaligned, and reading it through a T* is undefined behaviour.
+inline void require_aligned(const py::array& a, const char* name) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(a.data());
+  CNNFAST_CHECK(a.size() == 0 || addr % static_cast<std::uintptr_t>(a.itemsize()) == 0, ValueError, name,
+                ": expected an array aligned to its ", a.itemsize(), "-byte items, got data at address offset ",
+                addr % static_cast<std::uintptr_t>(a.itemsize()),
+                " (copy it, e.g. numpy.require(a, requirements='CA'))");
+}
+
 inline void require_contiguous(const py::array& a, const char* name) {
   CNNFAST_CHECK(a.flags() & py::array::c_style, ValueError, name,
                 ": expected a C-contiguous array, got strides that are not (use numpy.ascontiguousarray)");
+  require_aligned(a, name);
+}
+
+// Whether two C-contiguous arrays share any byte of memory.
+inline bool overlaps(const py::array& a, const py::array& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+  return a0 < b0 + static_cast<std::uintptr_t>(b.nbytes()) && b0 < a0 + static_cast<std::uintptr_t>(a.nbytes());
+}
+
+// An array the kernel writes (out_name) must not share memory with an array it
+// reads or writes (in_name), except, where allow_same, by being exactly the same
+// memory: elementwise kernels read element i before writing it, so in-place is
+// safe there, but a shifted view would read values already overwritten.
+inline void require_no_overlap(const py::array& out, const char* out_name, const py::array& in, const char* in_name,
+                               bool allow_same) {
+  if (!overlaps(out, in)) return;
+  const bool same = out.data() == in.data() && out.nbytes() == in.nbytes();
+  CNNFAST_CHECK(allow_same && same, ValueError, out_name, ": shares memory with ", in_name,
+                allow_same ? "; expected either the very same array (in place) or one that does not overlap it"
+                           : "; expected an array that does not overlap it");
 }
 
 inline void require_writeable(const py::array& a, const char* name) {
@@ -73,10 +111,19 @@ inline DType input(const py::array& a, const char* name) {
   return dt;
 }
 
-// A new C-contiguous array of the dtype of `like`.
-inline py::array new_array(const py::array& like, const std::vector<int64_t>& shape) {
+// A new C-contiguous array of dtype dt; its element and byte counts are checked
+// first, so a shape computed from hostile sizes is a ValueError (more than 2^63
+// elements) or MemoryError (more bytes than this machine has), never a wrapped
+// size or an allocation the OS kills the process for on first touch.
+inline py::array new_array_of(const py::dtype& dt, const std::vector<int64_t>& shape, const char* name = "output") {
+  checked_bytes(checked_numel(shape, name), static_cast<std::size_t>(dt.itemsize()), name);
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
-  return py::array(like.dtype(), s);
+  return py::array(dt, s);
+}
+
+// A new C-contiguous array of the dtype of `like`.
+inline py::array new_array(const py::array& like, const std::vector<int64_t>& shape, const char* name = "output") {
+  return new_array_of(like.dtype(), shape, name);
 }
 
 // An output: either allocated here, or the caller's `out`, checked for shape,
@@ -91,6 +138,16 @@ inline py::array output(const py::object& out, const char* name, const py::array
   require_contiguous(a, name);
   require_writeable(a, name);
   require_shape(a, name, shape);
+  return a;
+}
+
+// output() for a kernel that reads `inputs` element by element: out may be one
+// of them exactly (in place) but not a partially overlapping view.
+inline py::array elementwise_output(const py::object& out, const char* name, const py::array& like,
+                                    std::initializer_list<std::pair<const py::array*, const char*>> inputs) {
+  py::array a = output(out, name, like, shape_of(like));
+  if (!out.is_none())
+    for (const auto& [in, in_name] : inputs) require_no_overlap(a, name, *in, in_name, true);
   return a;
 }
 

@@ -11,7 +11,7 @@ using cpu::Activation;
 py::array elementwise_forward(Activation act, const py::array& x, double param, const py::object& out) {
   DType dt = input(x, "x");
   require_nonempty(x, "x");
-  py::array y = output(out, "out", x, shape_of(x));
+  py::array y = elementwise_output(out, "out", x, {{&x, "x"}});
   const int64_t n = x.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -30,7 +30,7 @@ py::array elementwise_backward(Activation act, const py::array& grad_y, const py
   require_same_dtype(grad_y, "grad_output", saved, saved_name);
   require_nonempty(grad_y, "grad_output");
   require_shape(saved, saved_name, shape_of(grad_y));
-  py::array gx = output(out, "out", grad_y, shape_of(grad_y));
+  py::array gx = elementwise_output(out, "out", grad_y, {{&grad_y, "grad_output"}, {&saved, saved_name}});
   const int64_t n = grad_y.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -63,7 +63,7 @@ py::array softmax_fwd(const py::array& x, int64_t axis, bool log, const py::obje
   require_ndim(x, "x", 1, 32);
   require_nonempty(x, "x");
   AxisSplit s = split_axis(x, axis);
-  py::array y = output(out, "out", x, shape_of(x));
+  py::array y = elementwise_output(out, "out", x, {{&x, "x"}});
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);
@@ -82,7 +82,7 @@ py::array softmax_bwd(const py::array& gy, const py::array& y, int64_t axis, boo
   require_nonempty(gy, "grad_output");
   require_shape(y, "output", shape_of(gy));
   AxisSplit s = split_axis(gy, axis);
-  py::array gx = output(out, "out", gy, shape_of(gy));
+  py::array gx = elementwise_output(out, "out", gy, {{&gy, "grad_output"}, {&y, "output"}});
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     const T* gp = cptr<T>(gy);

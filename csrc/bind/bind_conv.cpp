@@ -93,10 +93,7 @@ ConvShape conv_shape(const py::array& x, const py::array& w, const std::vector<i
     const int d = 3 - nd + i;
     s.in[d] = x.shape(2 + i);
     s.k[d] = w.shape(2 + i);
-    const int64_t span = s.dil[d] * (s.k[d] - 1) + 1, padded = s.in[d] + s.pad0[d] + s.pad1[d];
-    CNNFAST_CHECK(span <= padded, ValueError, "weight: kernel size ", s.k[d], " (dilated extent ", span,
-                  ") is larger than the padded input size ", padded, " in spatial dim ", i);
-    s.out[d] = ConvShape::natural_out(s.in[d], s.k[d], s.stride[d], s.dil[d], s.pad0[d], s.pad1[d]);
+    s.out[d] = conv_out_extent(s, d, i);
   }
   return s;
 }
@@ -131,9 +128,7 @@ ConvShape transpose_shape(const py::array& x, const py::array& w, const std::vec
                   s.stride[d], " and dilation ", s.dil[d]);
     s.out[d] = x.shape(2 + i);
     s.k[d] = w.shape(2 + i);
-    s.in[d] = (s.out[d] - 1) * s.stride[d] - s.pad0[d] - s.pad1[d] + s.dil[d] * (s.k[d] - 1) + op + 1;
-    CNNFAST_CHECK(s.in[d] >= 1, ValueError, "padding: the transposed output size in spatial dim ", i,
-                  " would be ", s.in[d], "; expected a positive size (padding too large for the input and kernel)");
+    s.in[d] = conv_transpose_out_extent(s, d, op, i);
   }
   return s;
 }
@@ -385,7 +380,9 @@ void bind_conv(py::module_& m) {
   m.def(
       "fma_peak_gflops",
       [](int threads) {
+        // Each thread is a std::thread of its own: a careless 10**6 must not try to start them.
         CNNFAST_CHECK(threads >= 1, ValueError, "threads: expected a positive int, got ", threads);
+        CNNFAST_CHECK(threads <= 1024, ValueError, "threads: expected at most 1024, got ", threads);
         CNNFAST_CHECK(cpu_supports_avx2_fma(), ValueError, "fma_peak_gflops: this CPU has no AVX2+FMA");
         py::gil_scoped_release nogil;
         return cpu::avx2_impl::fma_peak_gflops(threads);

@@ -73,10 +73,7 @@ ConvShape conv_shape(const DeviceArray& x, const DeviceArray& w, const Ints& str
     const int d = 3 - nd + i;
     s.in[d] = x.shape[2 + i];
     s.k[d] = w.shape[2 + i];
-    const int64_t span = s.dil[d] * (s.k[d] - 1) + 1, padded = s.in[d] + s.pad0[d] + s.pad1[d];
-    CNNFAST_CHECK(span <= padded, ValueError, "weight: kernel size ", s.k[d], " (dilated extent ", span,
-                  ") is larger than the padded input size ", padded, " in spatial dim ", i);
-    s.out[d] = ConvShape::natural_out(s.in[d], s.k[d], s.stride[d], s.dil[d], s.pad0[d], s.pad1[d]);
+    s.out[d] = conv_out_extent(s, d, i);
   }
   check_supported(s);
   return s;
@@ -109,9 +106,7 @@ ConvShape transpose_shape(const DeviceArray& x, const DeviceArray& w, const Ints
                   s.stride[d], " and dilation ", s.dil[d]);
     s.out[d] = x.shape[2 + i];
     s.k[d] = w.shape[2 + i];
-    s.in[d] = (s.out[d] - 1) * s.stride[d] - s.pad0[d] - s.pad1[d] + s.dil[d] * (s.k[d] - 1) + op + 1;
-    CNNFAST_CHECK(s.in[d] >= 1, ValueError, "padding: the transposed output size in spatial dim ", i, " would be ",
-                  s.in[d], "; expected a positive size (padding too large for the input and kernel)");
+    s.in[d] = conv_transpose_out_extent(s, d, op, i);
   }
   check_supported(s);
   return s;

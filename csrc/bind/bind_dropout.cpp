@@ -24,7 +24,7 @@ py::array apply(const py::array& x, const char* name, double p, uint64_t seed, u
     require_ndim(x, name, 2, 32);
     for (int i = 2; i < x.ndim(); ++i) inner *= x.shape(i);
   }
-  py::array y = output(out, "out", x, shape_of(x));
+  py::array y = elementwise_output(out, "out", x, {{&x, name}});
   const int64_t n = x.size();
   const cpu::DropoutKey key = cpu::dropout_key(seed, offset, p);
   dispatch_float(dt, [&](auto tag) {
@@ -69,7 +69,7 @@ void bind_dropout(py::module_& m) {
         [](int64_t n, double p, uint64_t seed, uint64_t offset) {
           CNNFAST_CHECK(n >= 1, ValueError, "n: expected a positive mask length, got ", n);
           check_p(p);
-          py::array_t<uint8_t> mask(n);
+          py::array_t<uint8_t> mask = new_array_of(py::dtype::of<uint8_t>(), {n}, "n");
           const cpu::DropoutKey key = cpu::dropout_key(seed, offset, p);
           uint8_t* mp = mask.mutable_data();
           py::gil_scoped_release nogil;

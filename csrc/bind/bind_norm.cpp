@@ -4,6 +4,8 @@
 // them to .grad.
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "bind/array.h"
 #include "bind/families.h"
@@ -49,6 +51,24 @@ T* opt_state(const py::object& o, const char* name, const py::array& x, int64_t 
   return const_cast<T*>(p);
 }
 
+// running_mean / running_var are written while input, weight and bias are read:
+// none of them may share memory with another (a running_mean that is a view of
+// input would change the statistics other threads are still reading).
+void check_state_disjoint(const py::object& running_mean, const py::object& running_var, const py::array& x,
+                          const py::object& weight, const py::object& bias) {
+  std::vector<std::pair<py::array, const char*>> read{{x, "input"}};
+  for (auto [o, n] : {std::pair{&weight, "weight"}, std::pair{&bias, "bias"}})
+    if (!o->is_none()) read.emplace_back(o->cast<py::array>(), n);
+  std::vector<std::pair<py::array, const char*>> written;
+  for (auto [o, n] : {std::pair{&running_mean, "running_mean"}, std::pair{&running_var, "running_var"}})
+    if (!o->is_none()) written.emplace_back(o->cast<py::array>(), n);
+  for (size_t i = 0; i < written.size(); ++i) {
+    for (const auto& [r, rn] : read) require_no_overlap(written[i].first, written[i].second, r, rn, false);
+    for (size_t j = 0; j < i; ++j)
+      require_no_overlap(written[i].first, written[i].second, written[j].first, written[j].second, false);
+  }
+}
+
 void check_grad(const py::array& gy, const py::array& x) {
   input(gy, "grad_output");
   require_same_dtype(x, "input", gy, "grad_output");
@@ -82,6 +102,7 @@ py::tuple batch_norm_fwd(const py::array& x, const py::object& weight, const py:
     const T* b = opt_param<T>(bias, "bias", x, d.C);
     T* rm = opt_state<T>(running_mean, "running_mean", x, d.C);
     T* rv = opt_state<T>(running_var, "running_var", x, d.C);
+    if (training) check_state_disjoint(running_mean, running_var, x, weight, bias);
     const T* xp = cptr<T>(x);
     T *yp = mptr<T>(y), *smp = mptr<T>(sm), *srp = mptr<T>(sr);
     py::gil_scoped_release nogil;
@@ -179,6 +200,7 @@ py::tuple instance_norm_fwd(const py::array& x, const py::object& weight, const 
     const T* b = opt_param<T>(bias, "bias", x, d.C);
     T* rm = opt_state<T>(running_mean, "running_mean", x, d.C);
     T* rv = opt_state<T>(running_var, "running_var", x, d.C);
+    check_state_disjoint(running_mean, running_var, x, weight, bias);
     const T* xp = cptr<T>(x);
     T *yp = mptr<T>(y), *mp = mptr<T>(mean), *rp = mptr<T>(rstd), *vp = mptr<T>(var);
     py::gil_scoped_release nogil;

@@ -1,6 +1,11 @@
 // Bindings for the fused optimizer updates (csrc/cpu/optim.h). Every array is
 // updated in place: param and the state buffers must be C-contiguous, writeable,
 // of param's dtype and shape; grad must match param's dtype and shape.
+#include <cmath>
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
 #include "bind/array.h"
 #include "bind/families.h"
 #include "cpu/optim.h"
@@ -40,12 +45,37 @@ T* state_ptr(const py::object& obj) {
   return mptr<T>(a);
 }
 
+// The update writes param and every state buffer while reading grad: any two of
+// them sharing memory would feed one buffer's new values into another's update
+// (Adam with exp_avg and exp_avg_sq on one array), a wrong answer with no error.
+void check_disjoint(const py::array& param, const py::array& grad,
+                    std::initializer_list<std::pair<const py::object*, const char*>> states) {
+  std::vector<std::pair<py::array, const char*>> written{{param, "param"}};
+  for (const auto& [obj, name] : states)
+    if (!obj->is_none()) written.emplace_back(obj->cast<py::array>(), name);
+  for (size_t i = 0; i < written.size(); ++i) {
+    require_no_overlap(written[i].first, written[i].second, grad, "grad", false);
+    for (size_t j = 0; j < i; ++j)
+      require_no_overlap(written[i].first, written[i].second, written[j].first, written[j].second, false);
+  }
+}
+
+// A non-finite hyper-parameter turns every updated value into inf or NaN, and the
+// scalar and AVX2 paths order their operations differently, so they would not even
+// agree on which: refused, as torch.optim's constructors refuse them.
+void check_finite(std::initializer_list<std::pair<const char*, double>> values) {
+  for (const auto& [name, v] : values)
+    CNNFAST_CHECK(std::isfinite(v), ValueError, name, ": expected a finite value, got ", v);
+}
+
 void check_step(int64_t step) { CNNFAST_CHECK(step >= 1, ValueError, "step: expected an integer >= 1, got ", step); }
 
 void sgd(py::array param, const py::array& grad, const py::object& momentum_buffer, double lr, double momentum,
          double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
   DType dt = check_param(param, grad);
   py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum != 0.0);
+  check_disjoint(param, grad, {{&buf, "momentum_buffer"}});
+  check_finite({{"lr", lr}, {"momentum", momentum}, {"dampening", dampening}, {"weight_decay", weight_decay}});
   cpu::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
@@ -66,6 +96,8 @@ void adam(py::array param, const py::array& grad, const py::object& exp_avg, con
   py::object m = check_state(exp_avg, "exp_avg", param, true);
   py::object v = check_state(exp_avg_sq, "exp_avg_sq", param, true);
   py::object vmax = check_state(max_exp_avg_sq, "max_exp_avg_sq", param, amsgrad);
+  check_disjoint(param, grad, {{&m, "exp_avg"}, {&v, "exp_avg_sq"}, {&vmax, "max_exp_avg_sq"}});
+  check_finite({{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay}});
   cpu::AdamOptions o{lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
@@ -83,6 +115,8 @@ void adagrad(py::array param, const py::array& grad, const py::object& state_sum
   DType dt = check_param(param, grad);
   check_step(step);
   py::object s = check_state(state_sum, "state_sum", param, true);
+  check_disjoint(param, grad, {{&s, "state_sum"}});
+  check_finite({{"lr", lr}, {"lr_decay", lr_decay}, {"weight_decay", weight_decay}, {"eps", eps}});
   cpu::AdagradOptions o{lr, lr_decay, weight_decay, eps, step, maximize};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
@@ -102,6 +136,8 @@ void rmsprop(py::array param, const py::array& grad, const py::object& square_av
   py::object sq = check_state(square_avg, "square_avg", param, true);
   py::object ga = check_state(grad_avg, "grad_avg", param, centered);
   py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum > 0.0);
+  check_disjoint(param, grad, {{&sq, "square_avg"}, {&ga, "grad_avg"}, {&buf, "momentum_buffer"}});
+  check_finite({{"lr", lr}, {"alpha", alpha}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
   cpu::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {

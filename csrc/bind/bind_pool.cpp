@@ -56,7 +56,7 @@ py::tuple max_pool_fwd(int D, const py::array& x, const Ints& k, const Ints& s, 
   py::object idx_out = py::none();
   int64_t* ip = nullptr;
   if (return_indices) {
-    py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+    py::array_t<int64_t> idx = new_array_of(py::dtype::of<int64_t>(), ys, "indices");
     ip = idx.mutable_data();
     idx_out = idx;
   }
@@ -156,6 +156,7 @@ py::array adaptive_avg_fwd(int D, const py::array& x, const Ints& output_size) {
 py::array adaptive_avg_bwd(int D, const py::array& gy, const Ints& input_size) {
   DType dt = input(gy, "grad_output");
   require_ndim(gy, "grad_output", D + 2, D + 2);
+  require_nonempty(gy, "grad_output");
   const Ints is = checked_input_size(input_size, D);
   const Ints gs = shape_of(gy);
   PoolGeom g = adaptive_geom(is, D, Ints(gs.begin() + 2, gs.end()));
@@ -177,7 +178,7 @@ py::tuple adaptive_max_fwd(int D, const py::array& x, const Ints& output_size) {
   PoolGeom g = adaptive_geom(xs, D, output_size);
   const Ints ys = full_shape(g, xs, D);
   py::array y = new_array(x, ys);
-  py::array_t<int64_t> idx(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+  py::array_t<int64_t> idx = new_array_of(py::dtype::of<int64_t>(), ys, "indices");
   dispatch_float(float_dtype(x, "input"), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);

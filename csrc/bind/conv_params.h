@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/error.h"
 #include "cpu/conv.h"
 
@@ -35,6 +36,30 @@ inline void fill_params(cpu::ConvShape& s, int nd, const std::vector<int64_t>& s
     s.pad1[d] = padding[i][1];
   }
   s.groups = groups;
+}
+
+// Output extent of spatial slot d (dim_index for messages) of a convolution with
+// s.in, s.k and the hyper-parameters filled in. Stride, padding and dilation are
+// arbitrary int64s from Python, so every step is checked: a wrapped sum would
+// pass the span check and size y from garbage.
+inline int64_t conv_out_extent(const cpu::ConvShape& s, int d, int dim_index) {
+  const int64_t span = checked_add(checked_mul(s.dil[d], s.k[d] - 1, "dilation"), 1, "dilation");
+  const int64_t padded = checked_add(checked_add(s.in[d], s.pad0[d], "padding"), s.pad1[d], "padding");
+  CNNFAST_CHECK(span <= padded, ValueError, "weight: kernel size ", s.k[d], " (dilated extent ", span,
+                ") is larger than the padded input size ", padded, " in spatial dim ", dim_index);
+  return (padded - span) / s.stride[d] + 1;
+}
+
+// The transposed convolution's output extent in slot d, (in - 1) * stride -
+// start - end + dilation * (k - 1) + output_padding + 1, checked as above.
+inline int64_t conv_transpose_out_extent(const cpu::ConvShape& s, int d, int64_t output_padding, int dim_index) {
+  int64_t v = checked_mul(s.out[d] - 1, s.stride[d], "stride");
+  v = checked_add(v, checked_mul(s.dil[d], s.k[d] - 1, "dilation"), "dilation");
+  v = checked_add(checked_add(v, output_padding, "output_padding"), 1, "output_padding");
+  v = checked_sub(checked_sub(v, s.pad0[d], "padding"), s.pad1[d], "padding");
+  CNNFAST_CHECK(v >= 1, ValueError, "padding: the transposed output size in spatial dim ", dim_index, " would be ",
+                v, "; expected a positive size (padding too large for the input and kernel)");
+  return v;
 }
 
 }  // namespace cnnfast::bind

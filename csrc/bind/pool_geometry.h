@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bind/array.h"
@@ -86,7 +87,13 @@ inline void avg3d_input_check(int D, const Ints& in_shape, const Ints& k) {
 
 inline int64_t divisor_of(const py::object& divisor_override) {
   if (divisor_override.is_none()) return 0;
-  const int64_t v = divisor_override.cast<int64_t>();
+  CNNFAST_CHECK(py::isinstance<py::int_>(divisor_override), TypeError,
+                "divisor_override: expected an integer or None, got ",
+                py::str(py::type::of(divisor_override)).cast<std::string>());
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(divisor_override.ptr(), &overflow);
+  CNNFAST_CHECK(overflow == 0, ValueError, "divisor_override: expected a value that fits in 64 bits, got ",
+                py::str(divisor_override).cast<std::string>());
   CNNFAST_CHECK(v != 0, ValueError, "divisor_override: expected a non-zero integer or None, got 0");
   CNNFAST_CHECK(v > 0, ValueError, "divisor_override: expected a positive integer or None, got ", v);
   return v;

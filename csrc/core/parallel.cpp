@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -20,16 +21,20 @@ namespace {
 
 thread_local bool t_in_region = false;
 
+// A careless set_num_threads(10**6) would otherwise spend minutes creating
+// threads (or exhaust the process's thread limit); far above any core count.
+constexpr int kMaxThreads = 1024;
+
 int default_thread_count() {
   if (const char* env = std::getenv("CNNFAST_NUM_THREADS")) {
     int n = std::atoi(env);
-    if (n >= 1) return n;
+    if (n >= 1) return std::min(n, kMaxThreads);
   }
 #if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int n = CPU_COUNT(&set);
-    if (n >= 1) return n;
+    if (n >= 1) return std::min(n, kMaxThreads);
   }
 #endif
   unsigned hc = std::thread::hardware_concurrency();
@@ -77,7 +82,17 @@ class Pool {
     // New workers must only answer jobs posted after they exist: a pool rebuilt
     // by set_num_threads() already has a non-zero generation.
     const uint64_t current = generation_;
-    for (int w = 1; w < threads_; ++w) workers_.emplace_back([this, w, current] { worker_loop(w, current); });
+    for (int w = 1; w < threads_; ++w) {
+      try {
+        workers_.emplace_back([this, w, current] { worker_loop(w, current); });
+      } catch (const std::system_error& e) {
+        // The OS refused a thread: keep the ones that started, so run() never
+        // waits for a chunk no worker will take.
+        threads_ = w;
+        throw ValueError(cat("n: could not start ", threads, " threads (the system refused thread ", w,
+                             ": ", e.what(), "); running with ", w));
+      }
+    }
   }
 
   void stop() {
@@ -149,6 +164,7 @@ int get_num_threads() { return pool().threads(); }
 
 void set_num_threads(int n) {
   CNNFAST_CHECK(n >= 1, ValueError, "n: expected a thread count >= 1, got ", n);
+  CNNFAST_CHECK(n <= kMaxThreads, ValueError, "n: expected a thread count <= ", kMaxThreads, ", got ", n);
   CNNFAST_CHECK(!t_in_region, ValueError, "set_num_threads: cannot be called inside a parallel region");
   if (n != pool().threads()) pool().resize(n);
 }

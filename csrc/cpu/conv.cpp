@@ -35,8 +35,8 @@
 namespace cnnfast::cpu {
 namespace {
 
-// ceil(a / b) for b > 0 and any sign of a.
-inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+// ceil(a / b) for b > 0 and any sign of a; no a + b - 1, which wraps for a stride near 2^63.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? a / b + (a % b != 0) : -((-a) / b); }
 
 // Output positions o in [0, n_out) whose input index o*s + off falls in [0, n_in).
 inline void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {

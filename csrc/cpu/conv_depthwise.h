@@ -17,8 +17,9 @@ namespace cnnfast::cpu::CNNFAST_DW_NS {
 // Output positions o in [lo, hi) whose input index o*s + off lies in [0, n_in).
 inline void dw_range(int64_t n_out, int64_t n_in, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {
   const int64_t a = -off, b = n_in - off;
-  lo = a <= 0 ? 0 : (a + s - 1) / s;
-  hi = b <= 0 ? 0 : (b + s - 1) / s;
+  // Rounded up without a + s - 1, which wraps for a stride near 2^63.
+  lo = a <= 0 ? 0 : a / s + (a % s != 0);
+  hi = b <= 0 ? 0 : b / s + (b % s != 0);
   if (hi > n_out) hi = n_out;
   if (hi < lo) hi = lo;
 }

@@ -521,7 +521,7 @@ void lrn_forward(const T* x, T* y, T* denom, int64_t N, int64_t C, int64_t S, in
   const int64_t nblk = (S + kLrnBlock - 1) / kLrnBlock;
   const T coef = static_cast<T>(alpha / double(size));
   parallel_for(0, N * nblk, 1, [&](int64_t tb, int64_t te) {
-    std::vector<const T*> win(size);
+    std::vector<const T*> win(std::min(size, C));  // a window never spans more than the C channels
     for (int64_t t = tb; t < te; ++t) {
       const int64_t n = t / nblk, s0 = (t % nblk) * kLrnBlock, len = std::min(kLrnBlock, S - s0);
       for (int64_t c = 0; c < C; ++c) {
