@@ -983,6 +983,98 @@ def optim_case(name):
     return build
 
 
+# ---- boxes (detection) ----------------------------------------------------------
+
+
+def random_boxes(rng, n, dt):
+    """(n, 4) corner boxes with x1 <= x2, y1 <= y2, some degenerate (zero width or height)."""
+    xy = rng.uniform(0, 10, (n, 2))
+    wh = rng.uniform(0, 5, (n, 2)) * (rng.random((n, 2)) > 0.1)
+    return np.concatenate([xy, xy + wh], axis=1).astype(dt)
+
+
+def iou_ref(a, b, kind):
+    """Plain NumPy IoU / GIoU of (N, 4) x (M, 4) corner boxes; None for kinds it does not cover."""
+    if kind not in ("iou", "giou"):
+        return None
+    a, b = a.astype(F64)[:, None, :], b.astype(F64)[None, :, :]
+    area = lambda z: (z[..., 2] - z[..., 0]) * (z[..., 3] - z[..., 1])  # noqa: E731
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter, union = iw * ih, area(a) + area(b) - iw * ih
+    iou = np.divide(inter, union, out=np.zeros_like(union), where=union > 0)
+    if kind == "iou":
+        return iou
+    hull = ((np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0]))
+            * (np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])))
+    return iou - np.divide(hull - union, hull, out=np.zeros_like(hull), where=hull > 0)
+
+
+def box_iou_case(draw):
+    rng, dt = rng_of(draw), dtype_of(draw)
+    kind = draw(st.sampled_from(["iou", "giou", "diou", "ciou"]))
+    a = random_boxes(rng, draw(st.integers(1, 13)), dt)
+    b = random_boxes(rng, draw(st.integers(1, 11)), dt)
+    ref = None if kind not in ("iou", "giou") else (lambda x: [iou_ref(x["boxes1"], x["boxes2"], kind)])
+    return Case("box_iou_forward", dict(boxes1=a, boxes2=b, kind=kind), reads=("boxes1", "boxes2"), strs=("kind",),
+                ref=ref, rtol=1e-4, atol=1e-5)
+
+
+def box_pairs_case(backward):
+    def build(draw):
+        rng, dt = rng_of(draw), dtype_of(draw)
+        kind = draw(st.sampled_from(["iou", "giou", "diou", "ciou"]))
+        n = draw(st.integers(1, 13))
+        a, b = random_boxes(rng, n, dt), random_boxes(rng, n, dt)
+        if not backward:
+            ref = None if kind not in ("iou", "giou") else (
+                lambda x: [np.diagonal(iou_ref(x["boxes1"], x["boxes2"], kind))])
+            return Case("box_iou_pairs_forward", dict(boxes1=a, boxes2=b, kind=kind), reads=("boxes1", "boxes2"),
+                        tied=("boxes2",), strs=("kind",), ref=ref, rtol=1e-4, atol=1e-5)
+        g = normal(rng, (n,), dt)
+        return Case("box_iou_pairs_backward", dict(grad_output=g, boxes1=a, boxes2=b, kind=kind),
+                    reads=("grad_output", "boxes1", "boxes2"), tied=("grad_output", "boxes2"), strs=("kind",),
+                    rtol=1e-4, atol=1e-5)
+
+    return build
+
+
+def nms_ref(boxes, scores, iou_threshold, score_threshold, labels):
+    """Greedy NMS written out: stable descending order, suppress IoU >= threshold within a label."""
+    order = [i for i in np.argsort(-scores.astype(F64), kind="stable") if scores[i] >= score_threshold]
+    iou = iou_ref(boxes, boxes, "iou")
+    keep, dead = [], set()
+    for i in order:
+        if i in dead:
+            continue
+        keep.append(i)
+        dead.update(j for j in order if iou[i, j] >= iou_threshold and (labels is None or labels[i] == labels[j]))
+    return np.array(keep, np.int64)
+
+
+def nms_case(soft):
+    def build(draw):
+        rng, dt = rng_of(draw), dtype_of(draw)
+        n = draw(st.integers(1, 17))
+        boxes = random_boxes(rng, n, dt)
+        # Rounded scores make ties, which the kernels break towards the lower index.
+        scores = np.round(rng.random(n), 1).astype(dt)
+        # Labels are class ids, not indices: any int64 (negative too) is a valid label.
+        labels = rng.integers(-2, 3, n).astype(np.int64) if draw(st.booleans()) else None
+        if soft:
+            args = dict(boxes=boxes, scores=scores, method=draw(st.sampled_from(["linear", "gaussian"])),
+                        sigma=0.5, iou_threshold=0.3, score_threshold=0.001, labels=labels)
+            return Case("soft_nms_forward", args, reads=("boxes", "scores", "labels"), tied=("scores", "labels"),
+                        floats=("sigma", "iou_threshold", "score_threshold"), strs=("method",))
+        thr, sthr = draw(st.sampled_from([0.0, 0.3, 0.5, 1.0])), draw(st.sampled_from([-np.inf, 0.0, 0.35]))
+        args = dict(boxes=boxes, scores=scores, iou_threshold=thr, score_threshold=sthr, labels=labels)
+        ref = lambda x: [nms_ref(x["boxes"], x["scores"], thr, sthr, x["labels"])]  # noqa: E731
+        return Case("nms_forward", args, reads=("boxes", "scores", "labels"), tied=("scores", "labels"),
+                    floats=("iou_threshold", "score_threshold"), ref=ref)
+
+    return build
+
+
 # ---- settings -------------------------------------------------------------------
 
 
@@ -1044,6 +1136,8 @@ for _b in (False, True):
     SPECS[f"triplet_margin_loss_{_s}"] = triplet_case(_b)
 for _n in ("sgd_step", "adam_step", "adagrad_step", "rmsprop_step"):
     SPECS[_n] = optim_case(_n)
+SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(False),
+             box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))
 for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2"):
     SPECS[_n] = core_case(_n)
 

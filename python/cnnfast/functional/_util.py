@@ -5,9 +5,12 @@ from ..tensor import Tensor
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
-    """Kernels take C-contiguous arrays; the functional layer makes them so (a view
-    from transpose or slicing is copied here, never silently inside a kernel)."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    """Kernels take C-contiguous, aligned, native-byte-order arrays; the functional layer
+    makes them so (a transposed or sliced view, a misaligned np.frombuffer view or a
+    big-endian array is copied here, never silently inside a kernel)."""
+    if a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
+        return a
+    return np.require(a, dtype=a.dtype.newbyteorder("="), requirements="CA")
 
 
 def check_tensor(x, name: str) -> None:
