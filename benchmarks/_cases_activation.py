@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
-import cnnfast
 import cnnfast.functional as F
+from _op_callables import op_callables
 
 QUICK = os.environ.get("CNNFAST_BENCH_QUICK") == "1"
 N = 8 if QUICK else 32
@@ -17,26 +17,7 @@ _rng = np.random.default_rng(1)
 
 def _cases(name, x, ours, ref):
     gy = _rng.standard_normal(x.shape).astype(np.float32)
-    tx_plain, tt_plain = cnnfast.tensor(x), torch.from_numpy(x)
-    tx = cnnfast.tensor(x, requires_grad=True)
-    tt = torch.from_numpy(x.copy()).requires_grad_(True)
-    gy_t = torch.from_numpy(gy)
-
-    def fwd_ours():
-        with cnnfast.no_grad():
-            ours(tx_plain)
-
-    def fwd_ref():
-        with torch.no_grad():
-            ref(tt_plain)
-
-    def both_ours():
-        tx.grad = None
-        ours(tx).backward(gy)
-
-    def both_ref():
-        tt.grad = None
-        ref(tt).backward(gy_t)
+    fwd_ours, fwd_ref, both_ours, both_ref = op_callables(x, gy, ours, ref)
 
     n = x.size * 4
     tag = "x".join(str(s) for s in x.shape)

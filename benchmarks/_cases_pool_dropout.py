@@ -10,11 +10,11 @@ pool on (N, 512, 7, 7); dropout p=0.5 on (N, 64, 56, 56) and AlexNet's
 import os
 
 import numpy as np
-import torch
 import torch.nn.functional as TF
 
 import cnnfast
 import cnnfast.functional as F
+from _op_callables import op_callables
 
 QUICK = os.environ.get("CNNFAST_BENCH_QUICK") == "1"
 N = 8 if QUICK else 32
@@ -36,26 +36,7 @@ def _cases(name, shape, ours, ref, out_numel_bytes_extra=0):
     out_shape = y.shape
     n_in, n_out = x.size * 4, int(np.prod(out_shape)) * 4
     gy = _rng.standard_normal(out_shape).astype(np.float32)
-    tx_plain, tt_plain = cnnfast.tensor(x), torch.from_numpy(x)
-    tx = cnnfast.tensor(x, requires_grad=True)
-    tt = torch.from_numpy(x.copy()).requires_grad_(True)
-    gy_t = torch.from_numpy(gy)
-
-    def fwd_ours():
-        with cnnfast.no_grad():
-            ours(tx_plain)
-
-    def fwd_ref():
-        with torch.no_grad():
-            ref(tt_plain)
-
-    def both_ours():
-        tx.grad = None
-        ours(tx).backward(gy)
-
-    def both_ref():
-        tt.grad = None
-        ref(tt).backward(gy_t)
+    fwd_ours, fwd_ref, both_ours, both_ref = op_callables(x, gy, ours, ref)
 
     extra = out_numel_bytes_extra * (n_out // 4)
     fwd_bytes = n_in + n_out

@@ -121,14 +121,6 @@ def _config(a: argparse.Namespace) -> StyleConfig:
                        log_every=pick("log_every"))
 
 
-def _fresh_folder(path: str) -> str:
-    candidate, n = path, 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{path}-{n}"
-    return candidate
-
-
 def _plots(out: str, content, style, result: dict) -> None:
     import matplotlib
     matplotlib.use("Agg", force=True)
@@ -188,6 +180,7 @@ def _run(a: argparse.Namespace) -> int:
         cnnfast.set_num_threads(a.threads)
     content = load_image(a.content, size=cfg.size)
     style = load_image(a.style, shape=content.shape[1:])
+    from ..cli import _fresh_folder
     out = a.out or _fresh_folder(os.path.join("runs", "style-" + time.strftime("%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
     if not a.quiet:
