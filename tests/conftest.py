@@ -4,12 +4,12 @@ import pytest
 
 import cnnfast
 
-SIMD_LEVELS = ["scalar", "avx2"] if cnnfast._C.cpu_supports_avx2() else ["scalar"]
+SIMD_LEVELS = cnnfast.simd_levels()
 
 
 @pytest.fixture(params=SIMD_LEVELS)
 def simd(request):
-    """Runs the test once per SIMD path, restoring the default afterwards."""
+    """Runs the test once per SIMD level the CPU has, restoring the default afterwards."""
     before = cnnfast.simd_level()
     cnnfast.set_simd_level(request.param)
     yield request.param

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
+import cnnfast
 import cnnfast._C as C
 
 F32, F64 = np.float32, np.float64
@@ -1083,8 +1084,7 @@ def core_case(name):
         if name == "set_num_threads":
             return Case(name, dict(n=draw(st.integers(1, 3))), ints=("n",), notes={"setting": True})
         if name == "set_simd_level":
-            return Case(name, dict(level=draw(st.sampled_from(["scalar", "avx2"] if C.cpu_supports_avx2()
-                                                               else ["scalar"]))), strs=("level",),
+            return Case(name, dict(level=draw(st.sampled_from(cnnfast.simd_levels()))), strs=("level",),
                         notes={"setting": True})
         return Case(name, {}, notes={"setting": True})
 
@@ -1138,7 +1138,8 @@ for _n in ("sgd_step", "adam_step", "adagrad_step", "rmsprop_step"):
     SPECS[_n] = optim_case(_n)
 SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(False),
              box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))
-for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2"):
+for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2",
+           "cpu_supports_avx512", "best_simd_level", "cpu_features", "cpu_model"):
     SPECS[_n] = core_case(_n)
 
 

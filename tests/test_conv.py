@@ -143,15 +143,16 @@ def test_scalar_and_avx2_agree(rng):
     before = cnnfast.simd_level()
     results = {}
     try:
-        for level in ("scalar", "avx2"):
+        for level in cnnfast.simd_levels():
             cnnfast.set_simd_level(level)
             for algo in ("gemm", "winograd"):
                 results[level, algo] = ours(case, x, w, b, gy, algo=algo)
     finally:
         cnnfast.set_simd_level(before)
-    for algo in ("gemm", "winograd"):
-        for a, s in zip(results["avx2", algo], results["scalar", algo]):
-            assert_close(a, s, rtol=1e-4, atol=1e-4, what=algo)
+    for level in cnnfast.simd_levels()[1:]:
+        for algo in ("gemm", "winograd"):
+            for a, s in zip(results[level, algo], results["scalar", algo]):
+                assert_close(a, s, rtol=1e-4, atol=1e-4, what=f"{level} {algo}")
 
 
 @pytest.mark.parametrize("N", [1, 5])

@@ -43,12 +43,13 @@ def test_same_key_same_mask_with_1_and_2_threads(n, simd, rng):
 def test_scalar_and_avx2_masks_agree():
     x = np.ones(100003, np.float32)
     res = []
-    for lvl in ["scalar", "avx2"] if _C.cpu_supports_avx2() else ["scalar"]:
+    before = cnnfast.simd_level()
+    for lvl in cnnfast.simd_levels():
         cnnfast.set_simd_level(lvl)
         try:
             res.append(_C.dropout_forward(x, 0.25, 9, 2))
         finally:
-            cnnfast.set_simd_level("avx2" if _C.cpu_supports_avx2() else "scalar")
+            cnnfast.set_simd_level(before)
     for r in res[1:]:
         np.testing.assert_array_equal(res[0], r)
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cnnfast
 import cnnfast._C as C
 from fuzz_specs import SPECS, call
 from helpers import assert_close
@@ -24,7 +25,8 @@ from helpers import assert_close
 THREADS = 4
 KERNELS = sorted(n for n, b in SPECS.items()
                  if n not in ("set_num_threads", "set_simd_level", "get_num_threads", "simd_level",
-                              "cpu_supports_avx2", "fma_peak_gflops"))
+                              "cpu_supports_avx2", "fma_peak_gflops", "cpu_supports_avx512",
+                              "best_simd_level", "cpu_features", "cpu_model"))
 SETTINGS = settings(max_examples=2, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
@@ -107,7 +109,7 @@ def test_settings_changed_while_kernels_run(switch):
     before_threads, before_simd = C.get_num_threads(), C.simd_level()
     want = [flat(j()) for j in jobs]
     stop = threading.Event()
-    levels = ["scalar", "avx2"] if C.cpu_supports_avx2() else ["scalar"]
+    levels = cnnfast.simd_levels()
 
     def switcher():
         k = 0

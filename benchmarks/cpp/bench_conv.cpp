@@ -18,6 +18,7 @@
 #include "core/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 
 using namespace cnnfast;
 using cpu::ConvAlgo;
@@ -73,8 +74,10 @@ int main(int argc, char** argv) {
   const ConvAlgo algo = algo_name == "gemm" ? ConvAlgo::Gemm : algo_name == "winograd" ? ConvAlgo::Winograd
                                                                                          : ConvAlgo::Auto;
   set_num_threads(threads);
-  const double peak = cpu_supports_avx2_fma() ? cpu::avx2_impl::fma_peak_gflops(threads) : 0.0;
-  std::printf("threads %d, algo %s, FMA peak %.1f GFLOP/s\n", threads, algo_name.c_str(), peak);
+  const SimdLevel level = simd_level();
+  const double peak = level != SimdLevel::Scalar ? cpu::fma_peak_gflops(threads, level) : 0.0;
+  std::printf("threads %d, algo %s, SIMD %s, FMA peak %.1f GFLOP/s\n", threads, algo_name.c_str(),
+              simd_level_name(level).c_str(), peak);
   std::printf("%-22s %9s %7s %5s | %9s %7s %5s\n", "layer", "fwd ms", "GF/s", "%pk", "f+b ms", "GF/s", "%pk");
   const Layer layers[] = {
       {"resnet 3x3 c64", 8, 64, 56, 64, 3, 1, 1, 1, false},

@@ -9,7 +9,7 @@
 //                           need_input=True, need_weight=True, need_bias=True, algo="auto")
 //   linear_forward(x, weight, bias) / linear_backward(grad_output, x, weight, need_input, need_weight, need_bias)
 //   gemm(a, b, trans_a=False, trans_b=False) -> op(a) @ op(b)
-//   fma_peak_gflops(threads) -> measured float32 FMA GFLOP/s
+//   fma_peak_gflops(threads, level="best") -> measured float32 FMA GFLOP/s
 //
 // x has rank 3, 4 or 5 (1-D, 2-D, 3-D); stride / dilation hold one int per
 // spatial dim, padding one (start, end) pair per spatial dim (the functional
@@ -28,6 +28,7 @@
 #include "core/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -379,15 +380,17 @@ void bind_conv(py::module_& m) {
         "a, b: 2-D, C-contiguous, same dtype.");
   m.def(
       "fma_peak_gflops",
-      [](int threads) {
+      [](int threads, const std::string& level) {
         // Each thread is a std::thread of its own: a careless 10**6 must not try to start them.
         CNNFAST_CHECK(threads >= 1, ValueError, "threads: expected a positive int, got ", threads);
         CNNFAST_CHECK(threads <= 1024, ValueError, "threads: expected at most 1024, got ", threads);
-        CNNFAST_CHECK(cpu_supports_avx2_fma(), ValueError, "fma_peak_gflops: this CPU has no AVX2+FMA");
+        const SimdLevel lvl = level == "best" ? best_simd_level() : parse_simd_level(level);
         py::gil_scoped_release nogil;
-        return cpu::avx2_impl::fma_peak_gflops(threads);
+        return cpu::fma_peak_gflops(threads, lvl);
       },
-      py::arg("threads"), "float32 FMA peak of this machine in GFLOP/s, measured with our own AVX2 loop.");
+      py::arg("threads"), py::arg("level") = "best",
+      "float32 FMA peak of this machine in GFLOP/s, measured with our own loop at `level` "
+      "('avx2', 'avx512' or 'best').");
 }
 
 }  // namespace cnnfast::bind

@@ -12,13 +12,21 @@ namespace cnnfast::bind {
 void bind_core(py::module_& m) {
   m.def("get_num_threads", &get_num_threads, "Threads the CPU kernels use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the CPU kernels' thread count (n >= 1).");
-  m.def("simd_level", [] { return simd_level_name(simd_level()); }, "The SIMD path in use: 'avx2' or 'scalar'.");
+  m.def("simd_level", [] { return simd_level_name(simd_level()); },
+        "The SIMD level the CPU kernels use now: 'scalar', 'avx2' or 'avx512'.");
   m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); }, py::arg("level"),
-        "Force 'scalar' or 'avx2' (ValueError if the CPU lacks AVX2+FMA).");
+        "Force 'scalar', 'avx2' or 'avx512' (ValueError if the CPU or this build lacks it).");
+  m.def("best_simd_level", [] { return simd_level_name(best_simd_level()); },
+        "The widest SIMD level this CPU and build offer (the default).");
   m.def("cpu_supports_avx2", &cpu_supports_avx2_fma, "Whether this CPU and OS support AVX2+FMA.");
+  m.def("cpu_supports_avx512", &cpu_supports_avx512, "Whether this CPU and OS support AVX-512 F+BW+DQ+VL.");
+  m.def("cpu_features", &cpu_feature_flags,
+        "What the CPU offers, among 'avx2', 'avx512', 'avx512_bf16', 'amx_bf16'.");
+  m.def("cpu_model", &cpu_model_name, "The CPU's brand string (cpuid).");
   m.attr("__version__") = CNNFAST_VERSION;
   m.attr("compiler") = CNNFAST_COMPILER;
   m.attr("built_with_avx2") = static_cast<bool>(CNNFAST_HAVE_AVX2_BUILD);
+  m.attr("built_with_avx512") = static_cast<bool>(CNNFAST_HAVE_AVX512_BUILD);
   m.attr("built_with_cuda") = static_cast<bool>(CNNFAST_WITH_CUDA);
   // Applied once at import: see core/host_memory.h for the measurement and the trade-off.
   m.attr("host_allocator_tuned") = tune_host_allocator();

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/cpu_features.h"
+#include "core/simd.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
@@ -134,9 +135,6 @@ void softmax_line_backward(const T* gy, const T* y, T* gx, int64_t dim, int64_t 
     for (int64_t k = 0; k < dim; ++k) gx[k * stride] = y[k * stride] * (gy[k * stride] - acc);
   }
 }
-
-template <class T>
-constexpr bool is_f32 = std::is_same_v<T, float>;
 
 }  // namespace
 

@@ -3,9 +3,9 @@
 // (3x3, 5x5) at stride 1, dilation 1 (dw_direct_plane below).
 #include <immintrin.h>
 
-#include <vector>
 
 #define CNNFAST_DW_NS dw_avx2
+#include "core/scratch.h"
 #include "cpu/conv_depthwise.h"
 
 namespace cnnfast::cpu::avx2_impl {
@@ -148,13 +148,12 @@ void direct_weight_plane(const float* gy, const float* x, int64_t H, int64_t W, 
 }  // namespace
 
 void dw_direct_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw) {
-  thread_local std::vector<float> zero;
-  if (static_cast<int64_t>(zero.size()) < s.in[2]) zero.assign(static_cast<size_t>(s.in[2]), 0.0f);
+  const float* zero = thread_zero_floats(s.in[2]);
   const int64_t H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2];
   if (s.k[1] == 3)
-    direct_weight_plane<3, 3>(gy, x, H, W, Ho, Wo, s.pad0[1], s.pad0[2], zero.data(), gw);
+    direct_weight_plane<3, 3>(gy, x, H, W, Ho, Wo, s.pad0[1], s.pad0[2], zero, gw);
   else
-    direct_weight_plane<5, 5>(gy, x, H, W, Ho, Wo, s.pad0[1], s.pad0[2], zero.data(), gw);
+    direct_weight_plane<5, 5>(gy, x, H, W, Ho, Wo, s.pad0[1], s.pad0[2], zero, gw);
 }
 
 bool dw_direct_applicable(const ConvShape& s) {
@@ -168,13 +167,12 @@ bool dw_direct_applicable(const ConvShape& s) {
 }
 
 void dw_direct_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y) {
-  thread_local std::vector<float> zero;
-  if (static_cast<int64_t>(zero.size()) < s.in[2]) zero.assign(static_cast<size_t>(s.in[2]), 0.0f);
+  const float* zero = thread_zero_floats(s.in[2]);
   const int64_t H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2];
   if (s.k[1] == 3)
-    direct_plane<3, 3>(x, H, W, w, bias, y, Ho, Wo, s.pad0[1], s.pad0[2], zero.data());
+    direct_plane<3, 3>(x, H, W, w, bias, y, Ho, Wo, s.pad0[1], s.pad0[2], zero);
   else
-    direct_plane<5, 5>(x, H, W, w, bias, y, Ho, Wo, s.pad0[1], s.pad0[2], zero.data());
+    direct_plane<5, 5>(x, H, W, w, bias, y, Ho, Wo, s.pad0[1], s.pad0[2], zero);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl

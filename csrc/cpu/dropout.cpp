@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/cpu_features.h"
+#include "core/simd.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
@@ -23,9 +24,6 @@ uint64_t splitmix64(uint64_t x) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-
-template <class T>
-constexpr bool is_f32 = std::is_same_v<T, float>;
 
 }  // namespace
 

@@ -69,8 +69,6 @@ void sgemm_packed_a(int64_t M, int64_t N, int64_t K, const float* Ap, const floa
 // where Npad = N rounded up to 16 and kc the depth of k's 256-deep slice.
 void sgemm_packed_ab(int64_t M, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc,
                      bool accumulate);
-// Measured float32 FMA throughput of `threads` threads, GFLOP/s (peak_avx2.cpp).
-double fma_peak_gflops(int threads);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/memory.h"
+#include "core/scratch.h"
 #include "core/parallel.h"
 #include "cpu/gemm.h"
 
@@ -26,17 +26,9 @@ constexpr int64_t MC = 96;    // 96 x 256 x 4 B = 96 KiB of packed A: half of a 
 constexpr int64_t KC = 256;   // one 16-wide B micro-panel is 16 KiB: fits L1 with room for A
 constexpr int64_t NC = 2048;  // 2 MiB of packed B, shared from L3
 
-// Per-thread packing buffers, grown on demand and kept across calls so the
-// GEMMs inside a convolution do not hit malloc every time.
-float* scratch(int which, int64_t count) {
-  thread_local AlignedPtr<float> buf[2];
-  thread_local int64_t cap[2] = {0, 0};
-  if (cap[which] < count) {
-    buf[which] = aligned_alloc_array<float>(count);
-    cap[which] = count;
-  }
-  return buf[which].get();
-}
+// Per-thread packing buffers (core/scratch.h), kept across calls so the GEMMs
+// inside a convolution do not hit malloc every time.
+float* scratch(int which, int64_t count) { return thread_scratch_floats(which, count); }
 
 // A (mc x kc, element strides rs, cs) -> panels of MR rows: Ap[panel][k][r].
 void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {

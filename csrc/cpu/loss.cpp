@@ -16,13 +16,11 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/simd.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
 namespace {
-
-template <class T>
-constexpr bool is_f32 = std::is_same_v<T, float>;
 
 // Sum of f(begin, end) over fixed blocks of `block` items, added in block order:
 // the same result for every thread count.

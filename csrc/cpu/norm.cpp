@@ -15,13 +15,11 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/simd.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
 namespace {
-
-template <class T>
-constexpr bool is_f32 = std::is_same_v<T, float>;
 
 // Whether an output of `count` elements is written with non-temporal stores:
 // from 16 MB on (half a typical last-level cache) it would be evicted before

@@ -42,7 +42,7 @@ void sgd_step(T* param, const T* grad, T* buf, int64_t n, const SgdOptions& o) {
         return;
       }
     }
-    optim_kernels::sgd<T>(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov,
+    CNNFAST_ISA_NS::optim_kernels::sgd<T>(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov,
                           o.maximize, o.first_step);
   });
 }
@@ -67,7 +67,7 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, in
         return;
       }
     }
-    optim_kernels::adam<T>(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
+    CNNFAST_ISA_NS::optim_kernels::adam<T>(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
                            beta2, w2, eps, decay, l2, decoupled, amsgrad, maximize);
   });
 }
@@ -84,7 +84,7 @@ void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const Adagra
         return;
       }
     }
-    optim_kernels::adagrad<T>(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
+    CNNFAST_ISA_NS::optim_kernels::adagrad<T>(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
   });
 }
 
@@ -104,7 +104,7 @@ void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, i
         return;
       }
     }
-    optim_kernels::rmsprop<T>(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd,
+    CNNFAST_ISA_NS::optim_kernels::rmsprop<T>(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd,
                               momentum, centered, use_momentum, maximize);
   });
 }

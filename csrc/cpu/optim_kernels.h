@@ -3,7 +3,9 @@
 // SSE2-vectorised by the compiler) and in optim_avx2.cpp with -mavx2 -mfma (8 floats
 // per instruction). Pointers are __restrict and hyper-parameters are passed by value
 // so the compiler can prove the loops free of aliasing and vectorise them; the flags
-// are loop-invariant and the loops are unswitched on them.
+// are loop-invariant and the loops are unswitched on them. Each build lands in its
+// own namespace (CNNFAST_ISA_NS, core/simd.h), so the linker can never hand the AVX2
+// copy of a loop to a caller at the scalar level.
 //
 // Each statement mirrors one tensor operation of torch's single-tensor optimizer,
 // in the same order (see optim.h).
@@ -11,7 +13,9 @@
 #include <cmath>
 #include <cstdint>
 
-namespace cnnfast::cpu::optim_kernels {
+#include "core/simd.h"
+
+namespace cnnfast::cpu::CNNFAST_ISA_NS::optim_kernels {
 
 // torch.lerp's formula, chosen by |w| so both ends are exact.
 template <class T>
@@ -117,4 +121,4 @@ void rmsprop(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, int64_
                                      maximize);
 }
 
-}  // namespace cnnfast::cpu::optim_kernels
+}  // namespace cnnfast::cpu::CNNFAST_ISA_NS::optim_kernels

@@ -17,13 +17,11 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/simd.h"
 #include "core/parallel.h"
 
 namespace cnnfast::cpu {
 namespace {
-
-template <class T>
-constexpr bool is_f32 = std::is_same_v<T, float>;
 
 // floor(a / b) for b > 0 and any sign of a.
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }

@@ -1,4 +1,4 @@
-"""cnnfast: convolutional networks on our own AVX2/FMA and CUDA kernels.
+"""cnnfast: convolutional networks on our own AVX2/AVX-512 and CUDA kernels.
 
 The kernels live in ``cnnfast._C`` (tensor-free functions on NumPy arrays); the
 differentiable layer on top follows PyTorch's names: ``cnnfast.tensor``,
@@ -11,20 +11,48 @@ from ._C import get_num_threads, set_num_threads
 __version__ = _C.__version__
 
 
-def set_simd_level(level: str) -> None:
-    """Force the CPU kernels onto ``"scalar"`` or ``"avx2"`` (the default is the best the CPU has).
+SIMD_LEVELS = ("scalar", "avx2", "avx512")
 
-    The scalar path is the readable reference; forcing it is how tests compare it
-    with the vector kernels. The environment variable ``CNNFAST_SIMD`` sets the
-    level at import time.
+
+def set_simd_level(level: str) -> None:
+    """Put the CPU kernels on ``"scalar"``, ``"avx2"`` or ``"avx512"``.
+
+    The default is the widest level the CPU offers (:func:`simd_levels` lists them).
+    A level the CPU lacks raises ``ValueError`` instead of running instructions it
+    cannot execute. The scalar path is the readable reference; forcing a level is how
+    tests compare the kernels of every level on the same inputs. The environment
+    variable ``CNNFAST_SIMD`` sets the level at import time (it can only lower it).
     """
     _C.set_simd_level(level)
 
 
 def simd_level() -> str:
-    """The SIMD path the CPU kernels take now: ``"avx2"`` or ``"scalar"``."""
+    """The SIMD level the CPU kernels take now: ``"scalar"``, ``"avx2"`` or ``"avx512"``."""
     return _C.simd_level()
 
+
+def simd_levels() -> list:
+    """Every level this CPU and build can run, narrowest first (e.g. ``["scalar", "avx2", "avx512"]``)."""
+    best = SIMD_LEVELS.index(_C.best_simd_level())
+    return list(SIMD_LEVELS[: best + 1])
+
+
+def _check_simd_env() -> None:
+    import os
+    import warnings
+
+    asked = os.environ.get("CNNFAST_SIMD")
+    if not asked:
+        return
+    if asked not in SIMD_LEVELS:
+        warnings.warn(f"CNNFAST_SIMD={asked!r} is not one of {SIMD_LEVELS}; using {_C.simd_level()!r}",
+                      RuntimeWarning, stacklevel=3)
+    elif asked not in simd_levels():
+        warnings.warn(f"CNNFAST_SIMD={asked!r}: this CPU (or build) offers only {simd_levels()}; "
+                      f"using {_C.simd_level()!r}", RuntimeWarning, stacklevel=3)
+
+
+_check_simd_env()
 
 from . import cuda  # noqa: E402
 

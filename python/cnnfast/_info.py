@@ -8,18 +8,22 @@ from . import _C
 def info(file=None) -> dict:
     """Print (to ``file``, default stdout) and return the build and runtime facts.
 
-    Keys: version, compiler, simd (path in use), cpu_avx2, threads, cuda_compiled,
-    cuda_available, cuda_devices, python, numpy.
+    Keys: version, compiler, simd (level in use), simd_levels (levels this CPU and build
+    can run), cpu (model), cpu_features (what the CPU offers: avx2, avx512,
+    avx512_bf16, amx_bf16), threads, host_allocator, cuda_compiled, cuda_available,
+    cuda_devices, python, numpy.
     """
     import numpy
 
-    from . import cuda
+    from . import cuda, simd_levels
 
     facts = {
         "version": _C.__version__,
         "compiler": _C.compiler,
         "simd": _C.simd_level(),
-        "cpu_avx2": _C.cpu_supports_avx2(),
+        "simd_levels": simd_levels(),
+        "cpu": _C.cpu_model(),
+        "cpu_features": _C.cpu_features(),
         "threads": _C.get_num_threads(),
         "host_allocator": "tuned (CNNFAST_HOST_ALLOCATOR=system to disable)" if _C.host_allocator_tuned else "system",
         "cuda_compiled": bool(_C.built_with_cuda),
