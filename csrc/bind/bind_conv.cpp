@@ -27,6 +27,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/conv.h"
+#include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
 
@@ -134,15 +135,38 @@ ConvShape transpose_shape(const py::array& x, const py::array& w, const std::vec
   return s;
 }
 
+// The optional output pass of conv_forward / linear_forward (cpu/epilogue.h):
+// residual must match y exactly; it is only read.
+cpu::Epilogue epilogue_of(const py::object& residual, const std::string& activation, double alpha, double beta,
+                          const py::array& x, const std::vector<int64_t>& y_shape) {
+  cpu::Epilogue e;
+  e.act = cpu::parse_epilogue_act(activation);
+  e.alpha = alpha;
+  e.beta = beta;
+  if (!residual.is_none()) {
+    CNNFAST_CHECK(py::isinstance<py::array>(residual), TypeError, "residual: expected a NumPy array or None, got ",
+                  py::str(py::type::of(residual)).cast<std::string>());
+    py::array r = residual.cast<py::array>();
+    input(r, "residual");
+    require_same_dtype(x, "x", r, "residual");
+    require_shape(r, "residual", y_shape);
+    e.residual = r.data();
+  }
+  return e;
+}
+
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
                    const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups,
-                   const std::string& algo_name) {
+                   const std::string& algo_name, const py::object& residual, const std::string& activation,
+                   double alpha, double beta) {
   int nd = 0;
   ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
   check_bias(bias, x, s.K);
   ConvAlgo algo = parse_algo(algo_name);
   check_winograd(algo, s, nd);
-  py::array y = new_array(x, nd_shape(s.N, s.K, s.out, nd));
+  const std::vector<int64_t> y_shape = nd_shape(s.N, s.K, s.out, nd);
+  const cpu::Epilogue epi = epilogue_of(residual, activation, alpha, beta, x, y_shape);
+  py::array y = new_array(x, y_shape);
   py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
     using T = decltype(tag);
@@ -152,6 +176,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
     cpu::conv_forward<T>(s, xp, wp, bp, yp, algo);
+    cpu::apply_epilogue<T>(yp, checked_numel(y_shape, "y"), epi);
   });
   return y;
 }
@@ -265,10 +290,12 @@ void check_linear(const py::array& x, const py::array& w) {
                 shape_str(shape_of(w)));
 }
 
-py::array linear_fwd(const py::array& x, const py::array& w, const py::object& bias) {
+py::array linear_fwd(const py::array& x, const py::array& w, const py::object& bias, const py::object& residual,
+                     const std::string& activation, double alpha, double beta) {
   check_linear(x, w);
   const int64_t M = x.shape(0), in = x.shape(1), out = w.shape(0);
   check_bias(bias, x, out);
+  const cpu::Epilogue epi = epilogue_of(residual, activation, alpha, beta, x, {M, out});
   py::array y = new_array(x, {M, out});
   py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
@@ -279,6 +306,7 @@ py::array linear_fwd(const py::array& x, const py::array& w, const py::object& b
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
     cpu::linear_forward<T>(xp, wp, bp, yp, M, in, out);
+    cpu::apply_epilogue<T>(yp, M * out, epi);
   });
   return y;
 }
@@ -339,13 +367,18 @@ void bind_conv(py::module_& m) {
                          "channels per group in and out, a direct kernel for depthwise layers, else GEMM), "
                          "'gemm' (im2col + packed SGEMM) or 'winograd' (F(4x4,3x3); ValueError unless 2-D 3x3 "
                          "stride 1 dilation 1).";
+  const char* epilogue_doc = " Inference output pass: y = activation(y + residual) with residual (y's shape) or "
+                             "None and activation one of none, relu, leaky_relu (alpha: slope), clip (alpha, beta: "
+                             "min, max), hardsigmoid (max(0, min(1, alpha*y + beta))), hardswish, sigmoid, silu.";
   m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
+        py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
+        py::arg("beta") = 0.0,
         (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
                      "weight: (K, C/groups, *k); bias: (K,) or None; stride, dilation: one int per spatial dim; "
                      "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
                      "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
-         algo_doc)
+         algo_doc + epilogue_doc)
             .c_str());
   m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
@@ -370,7 +403,10 @@ void bind_conv(py::module_& m) {
         "Gradients of conv_transpose_forward: (grad_x (N, Cin, *in) | None, grad_weight (Cin, Cout/groups, *k) | "
         "None, grad_bias (Cout,) | None).");
   m.def("linear_forward", &linear_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"),
-        "Fully connected: x (M, in), weight (out, in), bias (out,) or None -> y (M, out) = x @ weight.T + bias.");
+        py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
+        py::arg("beta") = 0.0,
+        (std::string("Fully connected: x (M, in), weight (out, in), bias (out,) or None -> y (M, out) = "
+                     "x @ weight.T + bias.") + epilogue_doc).c_str());
   m.def("linear_backward", &linear_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("need_input") = true, py::arg("need_weight") = true, py::arg("need_bias") = true,
         "Gradients of linear_forward: (grad_x (M, in) | None, grad_weight (out, in) | None, grad_bias (out,) | "

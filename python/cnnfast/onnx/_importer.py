@@ -155,8 +155,9 @@ class _Ctx:
 class _Program:
     """A graph compiled to a list of steps (nodes in topological order)."""
 
-    def __init__(self, graph, opset, consts, used, label, outer=frozenset(), top=False):
+    def __init__(self, graph, opset, consts, used, label, outer=frozenset(), top=False, converters=None):
         onnx = _onnx()
+        converters = CONVERTERS if converters is None else converters
         self.label = label
         self.local_consts = {}
         for init in graph.initializer if not top else ():
@@ -175,7 +176,7 @@ class _Program:
             if node.op_type == "Constant":
                 consts.maps[0][node.output[0]] = _constant_value(node, attrs)
                 continue
-            conv = CONVERTERS.get(node.op_type)
+            conv = converters.get(node.op_type)
             if conv is None:
                 raise UnsupportedOnnxError(
                     f"unsupported ONNX op '{node.op_type}' at node '{node.name}' "
@@ -183,7 +184,7 @@ class _Program:
             def compile_graph(g, _n=len(self.steps), _node=node):
                 # A subgraph sees the outer graph's inputs, constants and earlier nodes' outputs.
                 seen = known | {o for st in self.steps[:_n] for o in st.outputs}
-                return _Program(g, opset, consts, used, f"{label}/{_node.name}", outer=seen)
+                return _Program(g, opset, consts, used, f"{label}/{_node.name}", outer=seen, converters=converters)
 
             spec = NodeSpec(node, attrs, opset, consts, used, compile_graph)
             reads = set(node.input)
@@ -263,6 +264,7 @@ class OnnxModule(nn.Module):
         onnx = _onnx()
         graph = model_proto.graph
         self.opset = _opset(model_proto, label)
+        self._proto = model_proto  # cnnfast.inference.freeze compiles the same graph
         self.producer = f"{model_proto.producer_name} {model_proto.producer_version}".strip()
         self.source = label
         if len(graph.sparse_initializer):

@@ -1,0 +1,220 @@
+"""Frozen inference graphs: BatchNorm folded, epilogues fused, no autograd.
+
+``freeze(model, example_input)`` turns a model in eval mode into a callable that runs
+the same computation as fast as the kernels allow:
+
+- the model is traced once into a graph (an ``OnnxModule`` from ``cnnfast.onnx.load``
+  already is one; any other ``nn.Module`` is traced by the ONNX exporter's recorder);
+- BatchNormalization after a convolution or linear layer is folded into its weights;
+- the bias, a following residual add and activation (ReLU, ReLU6/Clip, LeakyReLU,
+  HardSigmoid, HardSwish, Sigmoid, SiLU) run in the convolution's output pass
+  (``_C.conv_forward(..., residual=, activation=)``) instead of as separate ops;
+- nothing is recorded for backward, and each intermediate value is dropped as soon as
+  its last reader has run;
+- every other op runs unfused through the ONNX converters, so a model whose patterns do
+  not fuse still runs.
+
+At freeze time the frozen graph is checked against the model on the example input
+(``check=True``); a mismatch raises instead of returning a silently different model.
+Inputs are checked like an imported model's: dtype, rank and fixed sizes, with the batch
+free. ``FrozenModule.fusions`` says what was fused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from ..autograd import no_grad
+from ..tensor import Tensor
+from ._fuse import FuseStats, Node, fuse
+
+__all__ = ["freeze", "FrozenModule"]
+
+
+def _fused_conv(spec):
+    from ..onnx._ops import _auto_pads, _check_auto_pad, _spatial_attr, arr
+
+    _check_auto_pad(spec)
+    group = int(spec.attr("group", 1))
+    act, alpha, beta = spec.attr("activation"), float(spec.attr("act_alpha")), float(spec.attr("act_beta"))
+    weight = spec.const(1)
+    bias = spec.const(2)
+    n = weight.ndim - 2
+    kernel = weight.shape[2:]
+    strides = _spatial_attr(spec, "strides", n, 1)
+    dil = _spatial_attr(spec, "dilations", n, 1)
+    pads_cache = {}
+
+    def run(ins, ctx):
+        x = arr(ins[0])
+        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
+        sizes = x.shape[2:]
+        pads = pads_cache.get(sizes)
+        if pads is None:
+            pads = pads_cache[sizes] = _auto_pads(spec, sizes, kernel, strides, dil)
+        return [Tensor._wrap(_C.conv_forward(x, weight, bias, strides, pads, dil, group, residual=residual,
+                                             activation=act, alpha=alpha, beta=beta))]
+    return run
+
+
+def _fused_gemm(spec):
+    from ..onnx._ops import arr
+
+    act, alpha, beta = spec.attr("activation"), float(spec.attr("act_alpha")), float(spec.attr("act_beta"))
+    weight, bias = spec.const(1), spec.const(2)
+
+    def run(ins, ctx):
+        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
+        return [Tensor._wrap(_C.linear_forward(arr(ins[0]), weight, bias, residual=residual, activation=act,
+                                               alpha=alpha, beta=beta))]
+    return run
+
+
+class FrozenModule:
+    """A frozen inference graph: call it like the model (``frozen(x)``), get Tensors back.
+
+    Attributes: ``fusions`` (counts of folded BatchNorms and fused convolutions, residuals,
+    activations), ``op_counts()`` (ops that run), ``input_names``.
+    """
+
+    def __init__(self, graph_module, fusions: dict, program, consts: dict):
+        self._graph = graph_module
+        self.fusions = fusions
+        self._program = program
+        self._consts = consts
+        self.input_names = list(graph_module.input_names)
+
+    def op_counts(self) -> dict:
+        counts = {}
+        for st in self._program.steps:
+            counts[st.op_type] = counts.get(st.op_type, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def __call__(self, *args, **kwargs):
+        from ..onnx._importer import _Ctx
+
+        env = dict(self._consts)
+        for name, value in self._graph._bind_inputs(args, kwargs).items():
+            if isinstance(value, Tensor):
+                data = value.data
+                if not (data.flags.c_contiguous and data.flags.aligned and data.dtype.isnative):
+                    value = Tensor._wrap(np.require(data, dtype=data.dtype.newbyteorder("="), requirements="CA"))
+            env[name] = value
+        with no_grad():
+            outs = self._program.execute(_Ctx(False, env))
+        outs = [o if isinstance(o, Tensor) else Tensor(np.asarray(o)) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{k} x{v}" for k, v in self.op_counts().items())
+        return f"FrozenModule({ops})"
+
+
+def _graph_of(model, example_input):
+    from ..onnx._exporter import build_model
+    from ..onnx._importer import OnnxModule
+
+    if isinstance(model, OnnxModule):
+        return model
+    if example_input is None:
+        raise ValueError("example_input: needed to trace a model that is not an imported ONNX graph")
+    proto, _ = build_model(model, example_input, 17, None, None, True)
+    return OnnxModule(proto, f"<frozen {type(model).__name__}>")
+
+
+def _as_arrays(example_input):
+    items = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    return [x.data if isinstance(x, Tensor) else np.asarray(x) for x in items]
+
+
+def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4) -> FrozenModule:
+    """Compile ``model`` (eval mode) into a :class:`FrozenModule` for inference.
+
+    model: an ``nn.Module`` (traced once on ``example_input``; its mode is restored) or an
+    ``OnnxModule`` from ``cnnfast.onnx.load`` (``example_input`` optional).
+    example_input: an array/Tensor (N, C, H, W) or a tuple of them; used for tracing, for
+    the shapes that decide residual fusion, and for the check.
+    check: compare the frozen graph's outputs with the model's on ``example_input`` and
+    raise ``RuntimeError`` when they differ by more than ``rtol`` (relative to the largest
+    output magnitude).
+    """
+    from ..onnx._importer import _Ctx, _Program, _names_used
+    from ..onnx._ops import CONVERTERS, arr
+
+    graph = _graph_of(model, example_input)
+    proto = graph._proto
+    consts = dict(graph._consts)
+    for onnx_name, key in graph._state_names.items():
+        consts[onnx_name] = np.ascontiguousarray(getattr(graph, key).data)
+    # Constant nodes were evaluated at load time; their values join the constants.
+    nodes = [Node(n.op_type, n.name, n.input, n.output, _attr_values(n)) for n in proto.graph.node
+             if n.op_type != "Constant"]
+    shapes = {}
+    if example_input is not None:
+        for name, x in zip(graph.input_names, _as_arrays(example_input)):
+            shapes[name] = tuple(x.shape)
+        record = []
+        with no_grad():
+            graph._run(tuple(_as_arrays(example_input)), {}, record)
+        for st, vals in record:
+            for name, v in zip([o for o in st.outputs if o], vals):
+                if v is not None:
+                    shapes[name] = tuple(arr(v).shape)
+    stats = FuseStats()
+    fused = fuse(nodes, consts, [o.name for o in proto.graph.output], shapes, stats)
+
+    import onnx
+
+    new_nodes = []
+    for n in fused:
+        attrs = {k: v for k, v in n.attrs.items() if not isinstance(v, onnx.GraphProto)}
+        node = onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **attrs)
+        for a in n.attrs.values():
+            if isinstance(a, onnx.GraphProto):  # control flow keeps its subgraphs as they were
+                raise NotImplementedError("freeze: graphs with control flow (If/Loop) are not supported; run the "
+                                          "model unfrozen")
+        new_nodes.append(node)
+    new_graph = onnx.helper.make_graph(new_nodes, "frozen", list(proto.graph.input), list(proto.graph.output))
+    converters = dict(CONVERTERS)
+    converters["FusedConv"] = _fused_conv
+    converters["FusedGemm"] = _fused_gemm
+    used = _names_used(new_graph, set())
+    program = _Program(new_graph, graph.opset, consts, used, "frozen", top=True, converters=converters)
+    program.plan_frees(set(graph.output_names))
+    runtime_consts = {k: v for k, v in consts.items() if k in used}
+    runtime_consts.update(program.consts.maps[0])
+    frozen = FrozenModule(graph, stats.as_dict(), program, runtime_consts)
+    if check and example_input is not None:
+        _check(frozen, model, graph, example_input, rtol)
+    return frozen
+
+
+def _attr_values(node) -> dict:
+    import onnx
+
+    return {a.name: (a.g if a.type == onnx.AttributeProto.GRAPH else onnx.helper.get_attribute_value(a))
+            for a in node.attribute}
+
+
+def _check(frozen, model, graph, example_input, rtol):
+    inputs = _as_arrays(example_input)
+    with no_grad():
+        if graph is model:
+            want = graph(*inputs)
+        else:
+            was_training = model.training
+            model.eval()
+            try:
+                want = model(*[Tensor(x) for x in inputs])
+            finally:
+                model.train(was_training)
+        got = frozen(*inputs)
+    want = want if isinstance(want, tuple) else (want,)
+    got = got if isinstance(got, tuple) else (got,)
+    for i, (w, g) in enumerate(zip(want, got)):
+        w, g = np.asarray(w.data, np.float64), np.asarray(g.data, np.float64)
+        scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-30)
+        err = float(np.abs(w - g).max()) / scale if w.size else 0.0
+        if w.shape != g.shape or not err <= rtol:
+            raise RuntimeError(f"freeze: output {i} of the frozen graph differs from the model's "
+                               f"(max error {err:.2e} relative to the largest output, allowed {rtol:.0e})")

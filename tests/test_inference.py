@@ -1,0 +1,314 @@
+"""Frozen inference graphs (cnnfast.inference.freeze) and the fused output pass of the
+convolution and linear kernels (conv_forward / linear_forward with residual= and
+activation=): every fusion pattern against the unfrozen graph, onnxruntime and a NumPy
+reference, on odd shapes, at every SIMD level; every cnnfast.models architecture frozen
+against eager; bad input."""
+import numpy as np
+import pytest
+
+import cnnfast
+import cnnfast.models as M
+import cnnfast.onnx  # noqa: F401
+from cnnfast import _C
+from cnnfast.inference import FrozenModule, freeze
+from helpers import assert_close
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+ACTS = {
+    "none": lambda v, a, b: v,
+    "relu": lambda v, a, b: np.maximum(v, 0),
+    "leaky_relu": lambda v, a, b: np.where(v > 0, v, v * a),
+    "clip": lambda v, a, b: np.clip(v, a, b),
+    "hardsigmoid": lambda v, a, b: np.clip(a * v + b, 0, 1),
+    "hardswish": lambda v, a, b: v * np.clip(v / 6 + 0.5, 0, 1),
+    "sigmoid": lambda v, a, b: 1 / (1 + np.exp(-v)),
+    "silu": lambda v, a, b: v / (1 + np.exp(-v)),
+}
+PARAMS = {"leaky_relu": (0.13, 0.0), "clip": (-0.5, 1.25), "hardsigmoid": (1 / 6, 0.5)}
+
+
+def randn(rng, *shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---- the kernels' output pass ------------------------------------------------------------
+
+CONV_CASES = [
+    # N, C, K, spatial, kernel, stride, padding pairs, dilation, groups
+    (1, 3, 5, (13, 11), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),
+    (2, 6, 9, (17, 7), (3, 2), (3, 1), [(0, 2), (1, 0)], (2, 1), 3),
+    (1, 16, 16, (9, 9), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # Winograd-sized
+    (3, 8, 8, (10, 10), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 8),      # depthwise
+    (1, 7, 31, (5,), (1,), (1,), [(0, 0)], (1,), 1),                      # 1-D, 1x1
+]
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}")
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_conv_epilogue_matches_reference(simd, act, case, with_residual, rng):
+    N, C, K, sp, k, stride, pads, dil, g = case
+    x = randn(rng, N, C, *sp)
+    w = randn(rng, K, C // g, *k)
+    b = randn(rng, K)
+    plain = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g)
+    r = randn(rng, *plain.shape) if with_residual else None
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    got = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g, residual=r, activation=act, alpha=a, beta=bb)
+    pre = plain.astype(np.float64) + (0 if r is None else r)
+    assert_close(got, ACTS[act](pre, a, bb), rtol=2e-6, atol=2e-6, what=f"{simd} {act}")
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_linear_epilogue_every_tail_length(simd, act, rng):
+    # Row lengths 1..31 put every possible remainder after the vector body.
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    for out in range(1, 32):
+        x, w, b = randn(rng, 3, 5), randn(rng, out, 5), randn(rng, out)
+        r = randn(rng, 3, out)
+        plain = _C.linear_forward(x, w, b)
+        got = _C.linear_forward(x, w, b, residual=r, activation=act, alpha=a, beta=bb)
+        assert_close(got, ACTS[act](plain.astype(np.float64) + r, a, bb), rtol=2e-6, atol=2e-6,
+                     what=f"{simd} {act} out={out}")
+
+
+def test_epilogue_float64_and_large(rng):
+    x, w, b = randn(rng, 2, 4, 40, 41, dtype=np.float64), randn(rng, 6, 4, 3, 3, dtype=np.float64), None
+    plain = _C.conv_forward(x, w, b, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
+    r = randn(rng, *plain.shape, dtype=np.float64)
+    got = _C.conv_forward(x, w, b, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, residual=r, activation="silu")
+    assert_close(got, ACTS["silu"](plain + r, 0, 0), rtol=1e-12, atol=1e-12)
+
+
+def test_epilogue_bad_input(rng):
+    x, w = randn(rng, 1, 2, 5, 5), randn(rng, 3, 2, 3, 3)
+    args = (x, w, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
+    with pytest.raises(ValueError, match="activation: expected one of none, relu"):
+        _C.conv_forward(*args, activation="gelu")
+    with pytest.raises(ValueError, match="residual"):
+        _C.conv_forward(*args, residual=randn(rng, 1, 3, 5, 4))
+    with pytest.raises(TypeError, match="residual"):
+        _C.conv_forward(*args, residual=randn(rng, 1, 3, 5, 5, dtype=np.float64))
+    with pytest.raises(TypeError, match="residual: expected a NumPy array or None"):
+        _C.conv_forward(*args, residual=[1.0])
+    ro = randn(rng, 1, 3, 5, 5)
+    ro.flags.writeable = False  # the residual is only read: a read-only array is fine
+    _C.conv_forward(*args, residual=ro)
+    with pytest.raises(ValueError, match="residual"):
+        _C.conv_forward(*args, residual=np.asfortranarray(randn(rng, 1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="residual"):
+        _C.linear_forward(randn(rng, 2, 3), randn(rng, 4, 3), None, residual=randn(rng, 2, 3))
+
+
+# ---- fusion patterns, on hand-built ONNX graphs -------------------------------------------
+
+def _graph(nodes, inits, x_shape, out_name="y", out_rank=None):
+    dims = [f"d{i}" for i in range(len(x_shape) if out_rank is None else out_rank)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, dims)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _bn_inits(rng, prefix, c):
+    return {f"{prefix}_s": rng.uniform(0.5, 1.5, c).astype(np.float32), f"{prefix}_b": randn(rng, c),
+            f"{prefix}_m": randn(rng, c), f"{prefix}_v": rng.uniform(0.5, 2.0, c).astype(np.float32)}
+
+
+def _bn(prefix, x, y):
+    return helper.make_node("BatchNormalization", [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"],
+                            [y], epsilon=1e-3)
+
+
+def _act_nodes(act, x, y):
+    if act == "relu":
+        return [helper.make_node("Relu", [x], [y])], {}
+    if act == "leaky_relu":
+        return [helper.make_node("LeakyRelu", [x], [y], alpha=0.13)], {}
+    if act == "relu6":
+        return [helper.make_node("Clip", [x, "lo", "hi"], [y])], {"lo": np.float32(0), "hi": np.float32(6)}
+    if act == "hardsigmoid":
+        return [helper.make_node("HardSigmoid", [x], [y], alpha=1 / 6, beta=0.5)], {}
+    if act == "hardswish":
+        return [helper.make_node("HardSwish", [x], [y])], {}
+    if act == "sigmoid":
+        return [helper.make_node("Sigmoid", [x], [y])], {}
+    if act == "silu":
+        return [helper.make_node("Sigmoid", [x], [x + "_sig"]), helper.make_node("Mul", [x, x + "_sig"], [y])], {}
+    raise AssertionError(act)
+
+
+def _check_frozen(model_proto, x, expect):
+    ref = cnnfast.onnx.load(model_proto)
+    frozen = freeze(ref, x)
+    with cnnfast.no_grad():
+        want = ref(x).numpy()
+    got = frozen(x).numpy()
+    assert np.abs(want).max() > 0
+    assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), what="frozen vs graph")
+    sess = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_close(got, sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4 * np.abs(want).max(), what="vs onnxruntime")
+    for key, count in expect.items():
+        assert frozen.fusions[key] == count, (key, frozen.fusions)
+    return frozen
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "relu6", "hardsigmoid", "hardswish", "sigmoid", "silu"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_conv_bn_residual_activation_fuse(act, residual, rng):
+    x = randn(rng, 1, 5, 11, 13)
+    inits = {"w": randn(rng, 5, 5, 3, 3), "cb": randn(rng, 5), **_bn_inits(rng, "bn", 5)}
+    nodes = [helper.make_node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1]), _bn("bn", "c", "n")]
+    last = "n"
+    if residual:
+        nodes.append(helper.make_node("Add", ["x", "n"], ["s"]))
+        last = "s"
+    more, consts = _act_nodes(act, last, "y")
+    inits.update(consts)
+    frozen = _check_frozen(_graph(nodes + more, inits, x.shape), x,
+                           {"fused_convs": 1, "bn_folded": 1, "residuals_fused": int(residual),
+                            "activations_fused": 1})
+    assert frozen.op_counts() == {"FusedConv": 1}
+
+
+def test_resnet_block_with_downsample_branch(rng):
+    # The residual (a strided 1x1 branch) is computed after the main branch's last
+    # convolution in node order: the fused node must run where the Add was.
+    x = randn(rng, 2, 4, 9, 9)
+    inits = {"w1": randn(rng, 8, 4, 3, 3), "w2": randn(rng, 8, 8, 3, 3), "wd": randn(rng, 8, 4, 1, 1),
+             **_bn_inits(rng, "b1", 8), **_bn_inits(rng, "b2", 8), **_bn_inits(rng, "bd", 8)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]), _bn("b1", "c1", "n1"),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), _bn("b2", "c2", "n2"),
+             helper.make_node("Conv", ["x", "wd"], ["cd"], strides=[2, 2]), _bn("bd", "cd", "nd"),
+             helper.make_node("Add", ["n2", "nd"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    _check_frozen(_graph(nodes, inits, x.shape), x,
+                  {"fused_convs": 3, "bn_folded": 3, "residuals_fused": 1, "activations_fused": 2})
+
+
+def test_gemm_bn_relu_fuse_and_plain_gemm_stays(rng):
+    x = randn(rng, 3, 7)
+    inits = {"w": randn(rng, 6, 7), "b": randn(rng, 6), **_bn_inits(rng, "bn", 6), "w2": randn(rng, 4, 6)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1), _bn("bn", "g", "n"),
+             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"fused_gemms": 1, "bn_folded": 1})
+    assert frozen.op_counts() == {"FusedGemm": 1, "Gemm": 1}
+
+
+def test_values_read_twice_are_not_fused_away(rng):
+    # conv output feeds the BN and is also a second graph output path: no BN folding;
+    # the activation output is read twice: no activation fusion either.
+    x = randn(rng, 1, 3, 8, 8)
+    inits = {"w": randn(rng, 3, 3, 3, 3), **_bn_inits(rng, "bn", 3)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), _bn("bn", "c", "n"),
+             helper.make_node("Add", ["n", "c"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Mul", ["r", "r"], ["y"])]
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"bn_folded": 0, "activations_fused": 0})
+    assert "BatchNormalization" in frozen.op_counts()
+
+
+def test_unfusable_model_still_runs(rng):
+    x = randn(rng, 2, 3, 6, 6)
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), helper.make_node("Tanh", ["p"], ["y"])]
+    frozen = _check_frozen(_graph(nodes, {}, x.shape), x, {"fused_convs": 0})
+    assert frozen.op_counts() == {"MaxPool": 1, "Tanh": 1}
+
+
+# ---- whole models -------------------------------------------------------------------------
+
+FAST_MODELS = [("lenet5", (2, 1, 32, 32)), ("resnet18", (1, 3, 64, 64)), ("googlenet", (1, 3, 64, 64)),
+               ("densenet121", (1, 3, 64, 64)), ("siamese", (2, 1, 64, 64)), ("unet", (1, 1, 64, 64)),
+               ("vgg11_bn", (1, 3, 32, 32)), ("alexnet", (1, 3, 227, 227))]
+SLOW_MODELS = [(n, (1,) + M.default_input_shape(n)) for n in M.list_models() if n not in dict(FAST_MODELS)]
+
+
+def _freeze_matches_eager(name, shape):
+    cnnfast.manual_seed(0)
+    model = M.get_model(name)
+    model.eval()
+    # Non-trivial BatchNorm statistics, so folding them is really checked.
+    rng = np.random.default_rng(1)
+    for key, value in model.state_dict().items():
+        if key.endswith("running_var"):
+            value.data[...] = rng.uniform(0.5, 2.0, value.shape)
+        elif key.endswith("running_mean"):
+            value.data[...] = rng.standard_normal(value.shape) * 0.1
+    x = rng.standard_normal(shape).astype(np.float32)
+    frozen = freeze(model, x)
+    assert model.training is False
+    with cnnfast.no_grad():
+        want = model(cnnfast.tensor(x))
+    want = want[0] if isinstance(want, tuple) else want
+    got = frozen(x)
+    got = got[0] if isinstance(got, tuple) else got
+    scale = np.abs(want.numpy()).max()
+    assert scale > 0
+    assert_close(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5 * scale, what=name)
+    # A second input of another batch size runs through the same frozen graph.
+    x2 = rng.standard_normal((shape[0] + 1,) + shape[1:]).astype(np.float32)
+    with cnnfast.no_grad():
+        want2 = model(cnnfast.tensor(x2))
+    want2 = want2[0] if isinstance(want2, tuple) else want2
+    got2 = frozen(x2)
+    got2 = got2[0] if isinstance(got2, tuple) else got2
+    assert_close(got2.numpy(), want2.numpy(), rtol=1e-5, atol=1e-5 * np.abs(want2.numpy()).max(), what=name)
+    return frozen
+
+
+@pytest.mark.parametrize("name,shape", FAST_MODELS, ids=[n for n, _ in FAST_MODELS])
+def test_models_frozen_match_eager(name, shape):
+    frozen = _freeze_matches_eager(name, shape)
+    assert isinstance(frozen, FrozenModule)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape", SLOW_MODELS, ids=[n for n, _ in SLOW_MODELS])
+def test_models_frozen_match_eager_slow(name, shape):
+    _freeze_matches_eager(name, shape)
+
+
+def test_resnet_fuses_every_conv():
+    model = M.resnet18()
+    model.eval()
+    frozen = freeze(model, np.zeros((1, 3, 32, 32), np.float32))
+    assert frozen.fusions["fused_convs"] == 20 and frozen.fusions["bn_folded"] == 20
+    assert frozen.fusions["residuals_fused"] == 8
+    assert "BatchNormalization" not in frozen.op_counts() and "Relu" not in frozen.op_counts()
+
+
+def test_frozen_bad_input_and_mode_restored(rng):
+    model = M.resnet18()
+    model.train()
+    frozen = freeze(model, randn(rng, 1, 3, 32, 32))
+    assert model.training
+    with pytest.raises(ValueError, match="expected 4 dimensions"):
+        frozen(randn(rng, 3, 32, 32))
+    with pytest.raises(TypeError, match="expected dtype float32"):
+        frozen(randn(rng, 1, 3, 32, 32, dtype=np.float64))
+    with pytest.raises(ValueError, match="dimension 1"):
+        frozen(randn(rng, 1, 4, 32, 32))
+    with pytest.raises(TypeError, match="expected at most 1 inputs"):
+        frozen(randn(rng, 1, 3, 32, 32), randn(rng, 1, 3, 32, 32))
+    # A transposed (non-contiguous) input is copied, not refused or misread.
+    xt = np.ascontiguousarray(randn(rng, 1, 3, 32, 32).transpose(0, 1, 3, 2))
+    xnc = xt.transpose(0, 1, 3, 2)
+    assert_close(frozen(xnc).numpy(), frozen(np.ascontiguousarray(xnc)).numpy(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="example_input"):
+        freeze(model)
+
+
+def test_freeze_detects_a_wrong_graph(rng, monkeypatch):
+    import cnnfast.inference._fuse as fz
+
+    real = fz._weight_bias
+
+    def broken(node, consts, kind):
+        w, b = real(node, consts, kind)
+        return w * 1.01, b
+
+    monkeypatch.setattr(fz, "_weight_bias", broken)
+    with pytest.raises(RuntimeError, match="differs from the model"):
+        freeze(M.resnet18(), randn(rng, 1, 3, 32, 32))
