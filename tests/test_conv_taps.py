@@ -2,7 +2,7 @@
 
 A tap whose input position is padding for every output (a 3x3 kernel on a 1x1 map with
 padding 1 has eight) is skipped by running the convolution over the window of live taps
-(csrc/cpu/conv.cpp, live_tap_window). Small outputs (<= 256 positions) build the column
+(csrc/cpu/conv_window.cpp, live_tap_window). Small outputs (<= 256 positions) build the column
 matrix from an offset table or zero-bordered copies, larger ones by row runs; tiny maps
 run tap by tap over the (output, input) pairs that exist. Checked against PyTorch (float32,
 scalar and AVX2) and float64 finite differences, forward, grad_input and grad_weight,

@@ -18,7 +18,7 @@
 //
 // Kernel taps that read only padding for every output (a 3x3 kernel on a 1x1 map
 // with padding 1 has eight) are skipped exactly: every algorithm except a forced
-// Winograd runs on the smallest window of live taps (conv.cpp, live_tap_window).
+// Winograd runs on the smallest window of live taps (conv_window.cpp, live_tap_window).
 #pragma once
 #include <cstdint>
 

@@ -4,7 +4,7 @@
 // im2col + GEMM is a poor fit here: each group is a 1-row GEMM. Instead every
 // output row accumulates `w * shifted input row` per kernel tap, which the
 // compiler vectorises along the row. This file is source shared by the generic
-// build (conv.cpp) and the AVX2 build (conv_depthwise_avx2.cpp); each defines
+// build (conv_depthwise.cpp) and the AVX2 build (conv_depthwise_avx2.cpp); each defines
 // CNNFAST_DW_NS first so the two builds never share a symbol. Every function
 // here works on one (image, channel) plane so callers choose the threading.
 #pragma once

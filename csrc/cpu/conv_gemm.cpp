@@ -1,0 +1,303 @@
+// The im2col + GEMM convolution: forward, backward to the input (GEMM + col2im)
+// and backward to the weights (im2col + GEMM).
+//
+// The im2col matrix is never built whole: it is made a column chunk (a run of
+// output positions, ~128 KiB) at a time, right before the GEMM packs it, and the
+// weights are packed once per call (GemmLhs) instead of once per chunk. Small
+// outputs gather it through an offset table (ColumnMap, conv_im2col.cpp), and kernel taps that
+// only ever read padding are dropped before any of this (conv_window.cpp).
+//
+// Threading: the forward and the weight gradient split (image, group, chunk)
+// tasks into one contiguous range per thread, each with its own chunk buffer and
+// serial GEMMs; the weight gradient is accumulated per range and the ranges are
+// summed in a fixed order afterwards, so a given thread count always gives the
+// same bits. The input gradient splits (image, group) pairs, because the chunks
+// of one image scatter into overlapping parts of grad_x; with fewer pairs than
+// threads (batch 1) it splits the GEMM and then col2im by channels instead.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "cpu/conv_im2col.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
+#include "cpu/gemm.h"
+
+namespace cnnfast::cpu::conv_detail {
+namespace {
+
+// A 1x1x1 kernel with stride 1 and no padding: the input already is the im2col matrix.
+bool is_pointwise(const ConvShape& s) {
+  for (int d = 0; d < 3; ++d)
+    if (s.k[d] != 1 || s.stride[d] != 1 || s.pad0[d] != 0 || s.out[d] != s.in[d]) return false;
+  return true;
+}
+
+// Output columns per im2col chunk: about 128 KiB of float32 column matrix, in
+// whole 16-column micro-panels, so the chunk is packed from L2.
+int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
+  int64_t pc = std::max<int64_t>(64, target_elems / std::max<int64_t>(CK, 1));
+  pc = (pc + 15) / 16 * 16;
+  return std::min(pc, P);
+}
+
+template <class T>
+struct BatchedBuffers {
+  AlignedPtr<T> col, tmp;
+};
+
+template <class T>
+void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
+  std::vector<GemmLhs<T>> lhs;
+  lhs.reserve(G);
+  for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
+  dynamic_tasks(
+      blocks * G,
+      [&] { return BatchedBuffers<T>{aligned_alloc_array<T>(CK * nb * P), aligned_alloc_array<T>(Kg * nb * P)}; },
+      [&](int64_t t, BatchedBuffers<T>& buf) {
+        const int64_t g = t % G, n0 = (t / G) * nb, n1 = std::min(s.N, n0 + nb), cols = (n1 - n0) * P;
+        // col (CK, cols): image n's columns start at (n - n0) * P.
+        for (int64_t n = n0; n < n1; ++n)
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, buf.col.get() + (n - n0) * P, int64_t(0), P, cols);
+        lhs[g].multiply(cols, buf.col.get(), cols, int64_t(1), buf.tmp.get(), cols, false);
+        for (int64_t n = n0; n < n1; ++n) {
+          T* yg = y + (n * s.K + g * Kg) * P;
+          for (int64_t k = 0; k < Kg; ++k) {
+            const T* src = buf.tmp.get() + k * cols + (n - n0) * P;
+            const T b = bias ? bias[g * Kg + k] : T(0);
+            for (int64_t p = 0; p < P; ++p) yg[k * P + p] = src[p] + b;
+          }
+        }
+      });
+}
+
+template <class T>
+void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
+  std::vector<GemmLhs<T>> lhs;
+  lhs.reserve(G);
+  // col (CK, cols) = w_g^T (CK, Kg) * dy (Kg, cols)
+  for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
+  dynamic_tasks(
+      blocks * G,
+      [&] { return BatchedBuffers<T>{aligned_alloc_array<T>(CK * nb * P), aligned_alloc_array<T>(Kg * nb * P)}; },
+      [&](int64_t t, BatchedBuffers<T>& buf) {
+        const int64_t g = t % G, n0 = (t / G) * nb, n1 = std::min(s.N, n0 + nb), cols = (n1 - n0) * P;
+        for (int64_t n = n0; n < n1; ++n) {
+          const T* dyg = gy + (n * s.K + g * Kg) * P;
+          for (int64_t k = 0; k < Kg; ++k)
+            std::copy(dyg + k * P, dyg + (k + 1) * P, buf.tmp.get() + k * cols + (n - n0) * P);
+        }
+        lhs[g].multiply(cols, buf.tmp.get(), cols, int64_t(1), buf.col.get(), cols, false);
+        for (int64_t n = n0; n < n1; ++n) {
+          T* dxg = gx + (n * s.C + g * Cg) * inS;
+          std::fill(dxg, dxg + Cg * inS, T(0));
+          cmap.col2im(buf.col.get() + (n - n0) * P, dxg, int64_t(0), P, int64_t(0), Cg, cols);
+        }
+      });
+}
+
+}  // namespace
+
+// Images per batched GEMM: about kBatchedColumns columns, but at least one block
+// per thread when the batch allows it.
+int64_t images_per_block(const ConvShape& s) {
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  const int64_t want = (kBatchedColumns + s.out_size() - 1) / s.out_size();
+  const int64_t fair = (s.N + threads - 1) / threads;
+  return std::max<int64_t>(1, std::min(want, fair));
+}
+
+template <class T>
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return forward_taps(s, tp, x, w, bias, y);
+  if (s.out_size() < kSmallOutput && s.N > 1) return forward_gemm_batched(s, x, w, bias, y);
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * s.k_size();
+  const bool direct = is_pointwise(s);
+  const int64_t PC = chunk_columns(CK, P, direct ? 65536 : 32768), nch = (P + PC - 1) / PC;
+  std::vector<GemmLhs<T>> lhs;
+  lhs.reserve(G);
+  for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
+  // Tasks are (image, group, column chunk); every task writes its own block of y.
+  dynamic_tasks(
+      s.N * G * nch, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
+      [&](int64_t t, AlignedPtr<T>& col) {
+        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
+        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+        const T* xg = x + (n * s.C + g * Cg) * inS;
+        T* yg = y + (n * s.K + g * Kg) * P;
+        if (direct) {
+          lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
+        } else {
+          cmap.im2col(xg, col.get(), p0, p1, p1 - p0);
+          lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
+        }
+        if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
+      });
+}
+
+template <class T>
+void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return backward_data_taps(s, tp, gy, w, gx);
+  if (s.out_size() < kSmallOutput && s.N > 1) return backward_data_gemm_batched(s, gy, w, gx);
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * s.k_size();
+  const bool direct = is_pointwise(s);
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  if (s.N * G >= threads) {
+    // Tasks are (image, group): the chunks of one task scatter into the same
+    // part of grad_x, so they stay on one thread. Chunks of ~512 KiB (half of
+    // this core's L2): with the deep column matrices of transposed layers
+    // (CK = 1024) a 128 KiB chunk left the GEMM only 64 columns per call.
+    const int64_t PC = chunk_columns(CK, P, 131072), nch = (P + PC - 1) / PC;
+    std::vector<GemmLhs<T>> lhs;
+    lhs.reserve(G);
+    // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
+    for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
+    dynamic_tasks(
+        s.N * G, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
+        [&](int64_t t, AlignedPtr<T>& col) {
+          const int64_t g = t % G, n = t / G;
+          T* dxg = gx + (n * s.C + g * Cg) * inS;
+          const T* dyg = gy + (n * s.K + g * Kg) * P;
+          if (direct) {
+            lhs[g].multiply(P, dyg, P, int64_t(1), dxg, P, false);
+            return;
+          }
+          std::fill(dxg, dxg + Cg * inS, T(0));
+          for (int64_t ch = 0; ch < nch; ++ch) {
+            const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+            lhs[g].multiply(p1 - p0, dyg + p0, P, int64_t(1), col.get(), p1 - p0, false);
+            cmap.col2im(col.get(), dxg, p0, p1, 0, Cg, p1 - p0);
+          }
+        });
+    return;
+  }
+  // Fewer (image, group) pairs than threads: the whole column matrix at once,
+  // the GEMM split across threads, then col2im split by channels.
+  AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * P);
+  for (int64_t n = 0; n < s.N; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      T* dxg = gx + (n * s.C + g * Cg) * inS;
+      const T* dyg = gy + (n * s.K + g * Kg) * P;
+      if (direct) {
+        gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), dxg, P, false);
+        continue;
+      }
+      gemm(CK, P, Kg, w + g * Kg * CK, int64_t(1), CK, dyg, P, int64_t(1), col.get(), P, false);
+      std::fill(dxg, dxg + Cg * inS, T(0));
+      parallel_for(0, Cg, 1, [&](int64_t c0, int64_t c1) { cmap.col2im(col.get(), dxg, int64_t(0), P, c0, c1, P); });
+    }
+  }
+}
+
+template <class T>
+void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return backward_weight_taps(s, tp, gy, x, gw);
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
+  // A small batch of small images (ResNet-18 on 32x32: layer4's grad_w has only
+  // N*P = 32 reduction columns) made the per-thread partial grad_w copies below
+  // and their sum cost 7.6 ms against ~1 ms of arithmetic. With at most 256
+  // reduction columns the column matrix is built once for the whole batch and
+  // gemm() splits grad_w across threads: no partials, and bits independent of
+  // threads. (At 32x 8x8 images, 2048 columns, the partials were cheaper: 2.5 vs 3.4 ms.)
+  const int64_t NP = s.N * P;
+  if (NP <= 256) {
+    AlignedPtr<T> col = aligned_alloc_array<T>(CK * NP), dyb = aligned_alloc_array<T>(Kg * NP);
+    for (int64_t g = 0; g < G; ++g) {
+      parallel_for(0, s.N, 1, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+          const T* dyg = gy + (n * s.K + g * Kg) * P;
+          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * NP + n * P, dyg + k * P, sizeof(T) * P);
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + n * P, int64_t(0), P, NP);
+        }
+      });
+      // dw_g (Kg, CK) += dy (Kg, NP) * col^T (NP, CK)
+      gemm(Kg, CK, NP, dyb.get(), NP, int64_t(1), col.get(), int64_t(1), NP, gw + g * Kg * CK, CK, true);
+    }
+    return;
+  }
+  // The GEMM's inner dimension runs over output positions; every call reads and
+  // writes all of grad_w's group block, so each call gets a long inner dimension
+  // (kd columns, ~4 MiB of column matrix): a chunk of one image when the image
+  // is large, several whole images when it is small (14x14 layers).
+  const int64_t kd = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(CK, 1), 256, 2048);
+  const int64_t per_chunk = P >= kd ? (P + (P + kd - 1) / kd - 1) / ((P + kd - 1) / kd) : P;
+  const int64_t nch = (P + per_chunk - 1) / per_chunk;
+  // Image blocks of equal size, as many as a multiple of the threads: 32 8x8 images
+  // in blocks of at most 28 made blocks of 28 and 4, and one of two threads did 7/8
+  // of ResNet-18's 8x8 weight gradients.
+  const int64_t pool = in_parallel_region() ? 1 : get_num_threads();
+  const int64_t imgs_max = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
+  const int64_t want = (s.N + imgs_max - 1) / imgs_max;
+  const int64_t blocks_even = std::min<int64_t>(s.N, (want + pool - 1) / pool * pool);
+  const int64_t imgs = (s.N + blocks_even - 1) / blocks_even;
+  const int64_t nblk = (s.N + imgs - 1) / imgs;
+  const int64_t width_max = imgs * per_chunk;
+  const int64_t tasks = nblk * G * nch;
+  const int64_t threads = std::min<int64_t>(pool, tasks);
+  // One partial grad_w per thread's contiguous task range, summed in range
+  // order afterwards: the same bits for the same thread count on every run.
+  std::vector<AlignedPtr<T>> partial(threads);
+  parallel_for(0, threads, 1, [&](int64_t r0, int64_t r1) {
+    AlignedPtr<T> col = aligned_alloc_array<T>(CK * width_max);
+    AlignedPtr<T> dyb = aligned_alloc_array<T>(Kg * width_max);
+    for (int64_t r = r0; r < r1; ++r) {
+      T* dw = gw;
+      if (threads > 1) {
+        partial[r] = aligned_alloc_array<T>(wsize);
+        std::fill(partial[r].get(), partial[r].get() + wsize, T(0));
+        dw = partial[r].get();
+      }
+      for (int64_t t = r * tasks / threads; t < (r + 1) * tasks / threads; ++t) {
+        const int64_t ch = t % nch, g = (t / nch) % G, blk = t / (nch * G);
+        const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0;
+        const int64_t n0 = blk * imgs, n1 = std::min(s.N, n0 + imgs), width = (n1 - n0) * w1;
+        // Gather grad_y (Kg, width) and the column matrix (CK, width) of the
+        // task's images side by side.
+        for (int64_t n = n0; n < n1; ++n) {
+          const int64_t off = (n - n0) * w1;
+          const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+          cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
+        }
+        // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
+        gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
+                    true);
+      }
+    }
+  });
+  if (threads > 1) {
+    parallel_for(0, wsize, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t r = 0; r < threads; ++r) {
+        const T* src = partial[r].get();
+        for (int64_t i = i0; i < i1; ++i) gw[i] += src[i];
+      }
+    });
+  }
+}
+
+#define CNNFAST_INSTANTIATE(T)                                                                  \
+  template void forward_gemm<T>(const ConvShape&, const T*, const T*, const T*, T*);          \
+  template void backward_data_gemm<T>(const ConvShape&, const T*, const T*, T*);              \
+  template void backward_weight_gemm<T>(const ConvShape&, const T*, const T*, T*);
+CNNFAST_INSTANTIATE(float)
+CNNFAST_INSTANTIATE(double)
+#undef CNNFAST_INSTANTIATE
+
+}  // namespace cnnfast::cpu::conv_detail

@@ -1,0 +1,53 @@
+// im2col / col2im: the column matrix of one image's group, a chunk of output
+// positions at a time, and its adjoint (see conv_gemm.cpp for how it is used).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "cpu/conv.h"
+
+namespace cnnfast::cpu::conv_detail {
+
+// Columns [p0, p1) of the im2col matrix of one image's group: x (Cg, D, H, W) ->
+// col (Cg*kD*kH*kW, ld), row r = ((c*kD + a)*kH + b)*kW + e, column p an output
+// position (od*Ho + oh)*Wo + ow.
+template <class T>
+void im2col_rows(const ConvShape& s, const T* x, T* col, int64_t p0, int64_t p1, int64_t ld);
+// dx (Cg, D, H, W) += scatter of col's columns [p0, p1), channels [c0, c1).
+template <class T>
+void col2im_rows(const ConvShape& s, const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1,
+                 int64_t ld);
+
+// im2col / col2im for one shape: for small outputs by zero-bordered rows or by
+// table, otherwise by row runs of the unpadded input (conv_im2col.cpp says when).
+class ColumnMap {
+ public:
+  explicit ColumnMap(const ConvShape& s);
+  // Columns [p0, p1) of one image's group (x: (Cg, D, H, W)) into col (Cg*kk, ld).
+  template <class T>
+  void im2col(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const;
+  // dx (Cg, D, H, W) += scatter of col's columns [p0, p1), channels [c0, c1).
+  template <class T>
+  void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
+
+ private:
+  int64_t plane() const { return ext_[0] * ext_[1] * ext_[2]; }
+  bool use_padded(int64_t p0, int64_t p1) const;
+  template <class T>
+  void pad_into(const T* x, T* xp) const;
+  template <class F>
+  void runs(int64_t a, int64_t b, int64_t e, int64_t p0, int64_t p1, F&& f) const;
+  template <class T>
+  void im2col_padded(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const;
+  template <class T>
+  void col2im_padded(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
+  template <class T>
+  static T* scratch(int64_t count);
+
+  ConvShape s_;
+  std::vector<int32_t> tbl_;
+  bool padded_ = false;
+  int64_t ext_[3] = {1, 1, 1};  // padded extents (D, H, W)
+};
+
+}  // namespace cnnfast::cpu::conv_detail

@@ -1,0 +1,133 @@
+// Pieces the convolution algorithms share (conv.cpp chooses between them): one
+// file per algorithm, as conv.h lists them,
+//   conv_im2col.cpp     im2col / col2im column maps (ColumnMap, conv_im2col.h)
+//   conv_gemm.cpp       the im2col + GEMM driver for the three passes
+//   conv_taps.cpp       tap-by-tap GEMMs for tiny maps
+//   conv_depthwise.cpp  depthwise layers (plane kernels in conv_depthwise.h)
+//   conv_window.cpp     dropping kernel taps that only read padding
+//   winograd.cpp        Winograd F(4x4, 3x3)
+//   linear.cpp          bias passes and the fully connected layer
+// Everything here is generic (baseline) code; the wide kernels sit behind gemm.h
+// and the *_avx2 / *_avx512 files.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "cpu/conv.h"
+
+namespace cnnfast::cpu::conv_detail {
+
+// ceil(a / b) for b > 0 and any sign of a; no a + b - 1, which wraps for a stride near 2^63.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? a / b + (a % b != 0) : -((-a) / b); }
+
+// Output positions o in [0, n_out) whose input index o*s + off falls in [0, n_in).
+inline void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-off, s));
+  hi = std::min<int64_t>(n_out, ceil_div(n_in - off, s));
+  if (hi < lo) hi = lo;
+}
+
+// f(tap, p, offset) for every kernel tap (in weight order) and output position p:
+// where the tap reads inside one channel's (D, H, W) volume, or -1 on padding.
+template <class F>
+void for_each_tap_read(const ConvShape& s, F&& f) {
+  for (int64_t a = 0, t = 0; a < s.k[0]; ++a)
+    for (int64_t b = 0; b < s.k[1]; ++b)
+      for (int64_t e = 0; e < s.k[2]; ++e, ++t)
+        for (int64_t od = 0, p = 0; od < s.out[0]; ++od)
+          for (int64_t oh = 0; oh < s.out[1]; ++oh)
+            for (int64_t ow = 0; ow < s.out[2]; ++ow, ++p) {
+              const int64_t id = od * s.stride[0] - s.pad0[0] + a * s.dil[0];
+              const int64_t ih = oh * s.stride[1] - s.pad0[1] + b * s.dil[1];
+              const int64_t iw = ow * s.stride[2] - s.pad0[2] + e * s.dil[2];
+              const bool in = id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1] && iw >= 0 && iw < s.in[2];
+              f(t, p, in ? (id * s.in[1] + ih) * s.in[2] + iw : int64_t(-1));
+            }
+}
+
+// A depthwise layer: one input channel per group.
+inline bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
+
+// rows (count, stride ld) of width n: row i += b[i].
+template <class T>
+void add_bias_rows(T* y, const T* b, int64_t count, int64_t ld, int64_t n) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T v = b[i];
+    T* row = y + i * ld;
+    for (int64_t j = 0; j < n; ++j) row[j] += v;
+  }
+}
+
+// Below this many output positions per image, one image's GEMM is close to a
+// matrix-vector product that streams the whole weight per image (ResNet-18 on
+// 32x32 inputs: layer4's 3x3 conv has P = 1 and a 9.4 MB weight, 16 ms for a
+// batch of 32 against 1.1 ms in PyTorch). The batched paths below put the
+// columns of several images side by side so they share one pass over the weight.
+constexpr int64_t kSmallOutput = 64;
+constexpr int64_t kBatchedColumns = 256;
+
+int64_t images_per_block(const ConvShape& s);
+
+// ---- conv_gemm.cpp: im2col + GEMM (and the tap paths for tiny maps) ----
+template <class T>
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx);
+template <class T>
+void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw);
+
+// ---- conv_taps.cpp ----
+// Tiny maps leave most of the column matrix zero even when every tap is live
+// somewhere: a 3x3 kernel with padding 1 on a 2x2 map reads 16 real pixels of its
+// 36 (tap, output) slots, on a 4x4 map 100 of 144. There the convolution is run
+// tap by tap over only the (output, input) pairs that exist,
+//   y[:, o] += W_t x[:, i],  grad_x[:, i] += W_t^T grad_y[:, o],  grad_W_t += grad_y[:, o] x[:, i]^T,
+// each tap one GEMM whose columns are its pairs over a block of images, gathered
+// and scattered around it. The arithmetic drops to the real products (2.25x fewer
+// on 2x2 maps); below kTapDensity of the dense work the gathers are worth it.
+struct TapPairs {
+  std::vector<int64_t> start;  // tap t's pairs are [start[t], start[t + 1])
+  std::vector<int32_t> out, in;  // output position, input offset in one channel's volume
+};
+// Fills tp and says whether the tap path pays for this shape.
+bool tap_pairs(const ConvShape& s, TapPairs& tp);
+template <class T>
+void forward_taps(const ConvShape& s, const TapPairs& tp, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void backward_data_taps(const ConvShape& s, const TapPairs& tp, const T* gy, const T* w, T* gx);
+template <class T>
+void backward_weight_taps(const ConvShape& s, const TapPairs& tp, const T* gy, const T* x, T* gw);
+
+// ---- conv_depthwise.cpp: one (image, channel) plane per task ----
+template <class T>
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx);
+template <class T>
+void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw);
+
+// ---- conv_window.cpp ----
+// Dead kernel taps. A tap whose input position is padding for every output
+// (ResNet-18 on 32x32 inputs: layer4's 3x3 convolutions see a 1x1 or 2x2 map
+// with padding 1, so 8 of the 9 taps of the second one only ever read zeros)
+// contributes nothing to y or grad_x and has an exactly zero weight gradient.
+// Per spatial dim the live taps are a set; the convolution is rerun on the
+// smallest kernel window [lo, hi) that holds them, with the padding shifted so
+// every remaining tap reads the same input positions as before: the result is
+// the same sum without the zero terms, not an approximation. The window is
+// widened where trimming would make a padding negative, so every algorithm
+// below still sees a normal shape.
+struct TapWindow {
+  ConvShape s;             // the convolution over the window's taps
+  int64_t lo[3] = {0, 0, 0};
+  bool trimmed = false;    // some taps are dropped
+  bool empty = false;      // no tap is live: y = bias, grad_x = 0, grad_w += 0
+};
+
+TapWindow live_tap_window(const ConvShape& s);
+// The window's taps of w (K, Cg, k) -> wc (K, Cg, window) when `to_window`, or
+// the adjoint, w[taps of the window] += wc, otherwise.
+template <class T>
+void copy_window(const ConvShape& s, const TapWindow& t, T* w, T* wc, bool to_window);
+
+}  // namespace cnnfast::cpu::conv_detail
