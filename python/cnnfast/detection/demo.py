@@ -23,6 +23,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from .._cli_common import Formatter, run_folder
+
 # The default reaches mAP@0.5 0.94 (seed 0) for 85-94 s of CPU time over 2 threads; the
 # quick setting (about 3 s of CPU) is a smoke test that still learns: mAP@0.5 0.21-0.28 over
 # seeds 0-3, where an untrained network scores 0.
@@ -46,10 +48,9 @@ def build_model(channels: int, width: int = 16):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..cli import _Formatter
 
     p = argparse.ArgumentParser(
-        prog="cnnfast detect", formatter_class=_Formatter,
+        prog="cnnfast detect", formatter_class=Formatter,
         description="Train a tiny YOLO-style detector (with a corner-landmark head) on generated shapes and "
                     "report mAP@0.5 on a held-out generated set.",
         epilog="examples:\n  cnnfast detect --demo            (about a minute on 2 quiet cores)\n"
@@ -183,8 +184,7 @@ def run(a) -> dict:
         cnnfast.set_num_threads(a.threads)
     out = a.out
     if out is None:
-        from ..cli import _fresh_folder
-        out = _fresh_folder(os.path.join("runs", "detect-" + time.strftime("%Y%m%d-%H%M%S")))
+        out = run_folder("detect-")
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
 
