@@ -99,9 +99,10 @@ def _check(a) -> Optional[str]:
 
 def predict(model, spec, images: np.ndarray, score_threshold: float, iou_threshold: float,
             batch_size: int = 128) -> List[dict]:
-    """Per image: boxes, scores, labels, landmarks after per-class NMS."""
+    """Per image: boxes, scores, labels, landmarks after the CS-230 pipeline: the score
+    filter, then per-class NMS."""
     from .. import no_grad, tensor
-    from .nms import batched_nms
+    from .nms import batched_nms, score_filter
     from .yolo import activate, decode
 
     out = []
@@ -110,8 +111,9 @@ def predict(model, spec, images: np.ndarray, score_threshold: float, iou_thresho
         for s in range(0, len(images), batch_size):
             raw = model(tensor(images[s:s + batch_size])).numpy()
             y, lm = activate(spec, raw)
-            for d in decode(spec, y, lm, score_threshold=score_threshold):
-                keep = batched_nms(d["boxes"], d["scores"], d["labels"], iou_threshold, score_threshold)
+            for d in decode(spec, y, lm, score_threshold=0.0):
+                d = {k: v[score_filter(d["scores"], score_threshold)] for k, v in d.items()}
+                keep = batched_nms(d["boxes"], d["scores"], d["labels"], iou_threshold)
                 out.append({k: v[keep] for k, v in d.items()})
     return out
 
