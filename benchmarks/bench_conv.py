@@ -25,6 +25,8 @@ import torch.nn.functional as TF
 import cnnfast
 from cnnfast import _C
 
+from _common import header
+
 # name, N, C, H(=W), K, kernel, stride, pad, groups, transposed
 LAYERS = [
     ("resnet 3x3 c64", 8, 64, 56, 64, 3, 1, 1, 1, False),
@@ -132,6 +134,7 @@ def main():
     cnnfast.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     peak = _C.fma_peak_gflops(args.threads)
+    print(header(args.threads, f"median of {repeats} interleaved calls, {PAUSE_S * 1e3:g} ms pause before each"))
     print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
           f"{args.threads} threads, algo={args.algo}, measured FMA peak {peak:.1f} GFLOP/s")
     hdr = (f"{'layer':<22}{'N':>4} | {'fwd ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7} | "

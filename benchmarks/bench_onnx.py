@@ -1,6 +1,13 @@
-"""ONNX interoperability cost: a ResNet-18 exported by PyTorch, run three ways on the same
-input: the PyTorch module itself, the file imported with cnnfast.onnx.load, and onnxruntime;
-plus the time cnnfast takes to load the file and to export its own ResNet-18.
+"""ONNX interoperability cost: a ResNet-18 exported by PyTorch, run on the same input by
+the PyTorch module itself, by the same module with BatchNorm folded into the convolutions,
+by the file imported with cnnfast.onnx.load, and by onnxruntime; plus the time cnnfast
+takes to load the file and to export its own ResNet-18.
+
+torch.onnx.export in eval mode folds every BatchNorm into the convolution before it, so
+the file that cnnfast and onnxruntime run has no BN layers while the PyTorch module runs
+20 of them. The BN-folded PyTorch copy (torch.fx's conv-BN fusion, checked to give the
+same outputs) is the like-for-like baseline; the unfolded module is shown for reference.
+The four are timed interleaved: one inference of each in turn, every round.
 
     python benchmarks/bench_onnx.py [--quick]      # 2 threads, median of repeats after warm-up
 """
@@ -14,22 +21,19 @@ import warnings
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 import cnnfast
 import cnnfast.onnx
+
+from _common import header, interleaved, median
 
 QUICK = "--quick" in sys.argv
 N, SIDE, REPEATS = (1, 112, 3) if QUICK else (8, 224, 7)
 
 
 def median_time(fn, repeats=REPEATS):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return median(interleaved({"fn": fn}, repeats, warmup=1)["fn"])
 
 
 def torch_resnet18():
@@ -78,22 +82,36 @@ def main():
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
-    def run_torch():
-        with torch.no_grad():
-            net(torch.from_numpy(x))
+    fused = fuse_conv_bn(net)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    n_bn_fused = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+        assert np.allclose(fused(torch.from_numpy(x)).numpy(), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    with cnnfast.no_grad():
+        assert np.allclose(model(x).numpy(), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+    def run_in(module):
+        def run():
+            with torch.no_grad():
+                module(torch.from_numpy(x))
+        return run
 
     def run_cnnfast():
         with cnnfast.no_grad():
             model(x)
 
-    t_torch = median_time(run_torch)
-    t_ours = median_time(run_cnnfast)
-    t_ort = median_time(lambda: sess.run(None, {sess.get_inputs()[0].name: x}))
-    print(f"ResNet-18 inference, batch {N}, {SIDE}x{SIDE}, 2 threads (median of {REPEATS}):")
-    print(f"  PyTorch module            {t_torch * 1e3:8.1f} ms")
-    print(f"  cnnfast.onnx.load(file)   {t_ours * 1e3:8.1f} ms   ({t_ours / t_torch:.2f}x PyTorch)")
-    print(f"  onnxruntime               {t_ort * 1e3:8.1f} ms   ({t_ort / t_torch:.2f}x PyTorch)")
-    print(f"  cnnfast.onnx.load itself  {t_load * 1e3:8.1f} ms")
+    times = interleaved({"torch": run_in(net), "fused": run_in(fused), "cnnfast": run_cnnfast,
+                         "ort": lambda: sess.run(None, {sess.get_inputs()[0].name: x})}, REPEATS, warmup=1)
+    t = {k: median(v) for k, v in times.items()}
+    base = t["fused"]
+    print(header(2, f"median of {REPEATS} interleaved runs"))
+    print(f"ResNet-18 inference, batch {N}, {SIDE}x{SIDE} (times relative to the BN-folded PyTorch module):")
+    rows = [(f"PyTorch module, BN folded ({n_bn_fused} BN)", "fused"), (f"PyTorch module as trained ({n_bn} BN)", "torch"),
+            ("cnnfast.onnx.load(file)", "cnnfast"), ("onnxruntime", "ort")]
+    for label, key in rows:
+        print(f"  {label:36s} {t[key] * 1e3:8.1f} ms   ({t[key] / base:.2f}x)")
+    print(f"  {'cnnfast.onnx.load itself':36s} {t_load * 1e3:8.1f} ms")
     ours = cnnfast.models.resnet18().eval()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:

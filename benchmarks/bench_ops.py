@@ -32,6 +32,8 @@ import statistics
 import sys
 import time
 
+from _common import header
+
 
 def load_cases(folder: str) -> list[dict]:
     cases = []
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     if not cases:
         print("no cases found")
         return 1
+    print(header(args.threads, f"median of {repeats} interleaved calls, each after {args.settle * 1e3:g} ms of untimed calls of the same op"))
     print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
           f"{args.threads} threads, median of {repeats}{' (quick)' if args.quick else ''}, "
           f"each timed call after {args.settle * 1e3:g} ms of untimed calls of the same op")

@@ -1086,6 +1086,9 @@ def core_case(name):
         if name == "set_simd_level":
             return Case(name, dict(level=draw(st.sampled_from(cnnfast.simd_levels()))), strs=("level",),
                         notes={"setting": True})
+        if name == "tune_host_allocator":
+            # Process-wide (glibc mallopt): tested in a subprocess by test_activation.py.
+            return Case(name, {}, notes={"setting": True, "process_wide": True})
         return Case(name, {}, notes={"setting": True})
 
     return build
@@ -1139,7 +1142,8 @@ for _n in ("sgd_step", "adam_step", "adagrad_step", "rmsprop_step"):
 SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(False),
              box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))
 for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2",
-           "cpu_supports_avx512", "best_simd_level", "cpu_features", "cpu_model"):
+           "cpu_supports_avx512", "best_simd_level", "cpu_features", "cpu_model", "tune_host_allocator",
+           "host_allocator_tuned"):
     SPECS[_n] = core_case(_n)
 
 

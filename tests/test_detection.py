@@ -10,7 +10,7 @@ import torch
 
 import cnnfast
 from cnnfast import _C
-from cnnfast.detection import (batched_nms, box_area, box_convert, box_iou, box_iou_pairs, complete_box_iou,
+from cnnfast.detection import (batched_nms, score_filter, box_area, box_convert, box_iou, box_iou_pairs, complete_box_iou,
                                complete_box_iou_loss, distance_box_iou, distance_box_iou_loss,
                                generalized_box_iou, generalized_box_iou_loss, iou_loss, kmeans_anchors, nms,
                                soft_nms, wh_iou)
@@ -291,9 +291,20 @@ def test_nms_cs230_rule():
     boxes = np.array([[0, 0, 2, 1], [0, 0, 1, 1], [0, 0, 2, 1], [5, 5, 6, 6], [5, 5, 6, 6]], np.float64)
     scores = np.array([0.9, 0.8, 0.9, 0.59, 0.7])
     # box 1 has IoU exactly 0.5 with box 0: suppressed (>=); boxes 0 and 2 tie: the lower index
-    # wins; box 3 is below the default score threshold 0.6
+    # wins; box 3 (score 0.59) is kept by default, as torchvision keeps every score, and box 4,
+    # identical to it with a higher score, suppresses it
     assert nms(boxes, scores).tolist() == [0, 4]
     assert nms(boxes, scores, score_threshold=None).tolist() == [0, 4]
+    # the CS-230 pipeline: the score filter drops box 3 first, then NMS
+    sel = score_filter(scores)
+    assert sel.tolist() == [0, 1, 2, 4]
+    assert sel[nms(boxes[sel], scores[sel])].tolist() == [0, 4]
+    assert nms(boxes, scores, score_threshold=0.6).tolist() == [0, 4]
+    # a lone low-scoring box survives NMS (no hidden score threshold) but not the filter
+    lone = np.array([[0, 0, 1, 1]], np.float64)
+    assert nms(lone, np.array([0.1])).tolist() == [0]
+    assert batched_nms(lone, np.array([0.1]), [0]).tolist() == [0]
+    assert score_filter(np.array([0.1, np.nan, 0.6])).tolist() == [2]
     assert nms(boxes, scores, iou_threshold=0.51, score_threshold=None).tolist() == [0, 1, 4]
 
 

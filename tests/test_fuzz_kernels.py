@@ -274,6 +274,8 @@ def check_case(case: Case, kind: str, target, args: dict, names):
     if case.notes.get("measurement") and kind == "none":
         assert C.fma_peak_gflops(**args) > 0
         return
+    if case.notes.get("process_wide"):
+        return
     if case.notes.get("setting") and kind == "none":
         got = run(case, args, SIMD[-1])
         if case.fn == "set_num_threads":

@@ -1,4 +1,4 @@
-"""Architectures: parameter counts equal the reference figures (DESIGN.md), state-dict
+"""Architectures: parameter counts equal the published reference figures, state-dict
 keys and shapes follow torchvision's layouts, forward shapes on small inputs."""
 import functools
 
@@ -19,7 +19,9 @@ def build(name):
     return M.get_model(name)
 
 
-REFERENCE = {   # DESIGN.md "Reference figures" (torchvision-equivalent, 1000 classes)
+# torchvision's published parameter counts at 1000 classes (its model documentation), and
+# for AlexNet the paper's 96-256-384-384-256 form with the two GPU towers merged, 227x227 input.
+REFERENCE = {
     "alexnet": 62_378_344,
     "vgg16": 138_357_544,
     "resnet18": 11_689_512,

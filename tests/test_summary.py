@@ -1,5 +1,5 @@
-"""cnnfast.utils.summary: the AlexNet and VGG-16 tables of the seed cheat-sheet (Anwar)
-reproduced row by row; receptive fields, MACs, output formats, the CLI entry point, and
+"""cnnfast.utils.summary: the classic AlexNet and VGG-16 layer tables
+(output shape and parameters per layer) reproduced row by row; receptive fields, MACs, output formats, the CLI entry point, and
 the training-memory estimate against tracemalloc's measured peak."""
 import json
 

@@ -28,8 +28,11 @@ void bind_core(py::module_& m) {
   m.attr("built_with_avx2") = static_cast<bool>(CNNFAST_HAVE_AVX2_BUILD);
   m.attr("built_with_avx512") = static_cast<bool>(CNNFAST_HAVE_AVX512_BUILD);
   m.attr("built_with_cuda") = static_cast<bool>(CNNFAST_WITH_CUDA);
-  // Applied once at import: see core/host_memory.h for the measurement and the trade-off.
-  m.attr("host_allocator_tuned") = tune_host_allocator();
+  // Opt-in only: a library must not change its host's allocator (core/host_memory.h).
+  tune_host_allocator_if_requested();
+  m.def("tune_host_allocator", &tune_host_allocator,
+        "Keep freed heap for reuse (glibc mallopt, process-wide); True when applied.");
+  m.def("host_allocator_tuned", &host_allocator_tuned, "Whether tune_host_allocator has been applied.");
 }
 
 }  // namespace cnnfast::bind

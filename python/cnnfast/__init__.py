@@ -54,6 +54,20 @@ def _check_simd_env() -> None:
 
 _check_simd_env()
 
+def tune_host_allocator() -> bool:
+    """Let glibc keep freed heap for reuse instead of returning it to the OS (Linux/glibc;
+    returns True when applied, False elsewhere).
+
+    Each new activation-sized NumPy array otherwise arrives as fresh pages that fault on
+    first touch; with this, freed blocks are reused (see benchmarks/RESULTS.md, "Host
+    allocator", for what it buys). It changes ``malloc`` for the whole process, not only
+    for cnnfast, and keeps up to 1 GiB of freed memory with the process, so importing
+    cnnfast never does it: call it from your program, or set ``CNNFAST_HOST_ALLOCATOR=tuned``
+    before the import. It cannot be undone in a running process.
+    """
+    return _C.tune_host_allocator()
+
+
 from . import cuda  # noqa: E402
 
 from .tensor import (  # noqa: E402,F401

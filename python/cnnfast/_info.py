@@ -25,7 +25,7 @@ def info(file=None) -> dict:
         "cpu": _C.cpu_model(),
         "cpu_features": _C.cpu_features(),
         "threads": _C.get_num_threads(),
-        "host_allocator": "tuned (CNNFAST_HOST_ALLOCATOR=system to disable)" if _C.host_allocator_tuned else "system",
+        "host_allocator": "tuned (cnnfast.tune_host_allocator)" if _C.host_allocator_tuned() else "system",
         "cuda_compiled": bool(_C.built_with_cuda),
         "cuda_available": cuda.is_available(),
         "cuda_devices": [cuda.get_device_name(i) for i in range(cuda.device_count())],

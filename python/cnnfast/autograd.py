@@ -260,6 +260,9 @@ class Function:
 
     # Callables (cls, args, outputs) told of every apply; cnnfast.onnx.export traces with one.
     _observers: list = []
+    # The name under which cnnfast.onnx.export finds this op's ONNX emitter (its table is
+    # keyed by these names); None: the op cannot be exported.
+    onnx_op = None
 
     @staticmethod
     def forward(ctx, *args, **kwargs):

@@ -15,6 +15,10 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from ._cli_common import Formatter as _Formatter
+from ._cli_common import positive_int as _positive_int
+from ._cli_common import run_folder, run_guarded
+
 EPILOG = """\
 examples:
   cnnfast train                                   LeNet-5 on the bundled digits (~98-99% test accuracy)
@@ -62,28 +66,6 @@ outputs (--out, default runs/<timestamp>/):
   confusion.png confusion matrix on the test split
   last.ckpt / best.ckpt  checkpoints (model, optimizer, schedule, epoch, RNG, normalisation)
 """
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Shows an option's default when it has a meaningful one (not None/False)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS \
-                and "%(default)" not in text \
-                and action.option_strings and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
@@ -212,21 +194,12 @@ def _train_config(a: argparse.Namespace):
     return TrainConfig(**kw)
 
 
-def _fresh_folder(path: str) -> str:
-    """``path``, or ``path-2``, ``path-3``, ... if it exists (two runs started in the same second)."""
-    candidate, n = path, 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{path}-{n}"
-    return candidate
-
-
 def _cmd_train(a) -> int:
     from .training import run_find_lr, train
 
     cfg = _train_config(a)
     if cfg.out is None and not a.resume:
-        cfg.out = _fresh_folder(os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
+        cfg.out = run_folder()
     if a.find_lr:
         run_find_lr(cfg)
         return 0
@@ -281,7 +254,7 @@ def _cmd_search(a) -> int:
     from .training import SearchSpace, format_table, search
 
     cfg = _train_config(a)
-    out = a.out or _fresh_folder(os.path.join("runs", "search-" + time.strftime("%Y%m%d-%H%M%S")))
+    out = a.out or run_folder("search-")
     space = SearchSpace(lr=tuple(a.lr_range), weight_decay=tuple(a.wd_range), batch_size=tuple(a.batch_sizes),
                         dropout=tuple(a.dropout_range))
     rows = search(cfg, trials=a.trials, method=a.method, epochs=a.epochs, seed=a.search_seed, space=space, out=out,
@@ -360,24 +333,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import cnnfast
         cnnfast.info()
         return 0
-    from .data import DataError
     handler = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "search": _cmd_search,
                "bench": _cmd_bench}[a.command]
-    try:
-        return handler(a)
-    except (DataError, FileNotFoundError) as exc:
-        print(f"cnnfast {a.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"cnnfast {a.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:
-        print(f"cnnfast {a.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ncnnfast {a.command}: interrupted", file=sys.stderr)
-        return 130
-
+    # DataError is a ValueError: unusable data is a usage error (exit 2).
+    return run_guarded(f"cnnfast {a.command}", lambda: handler(a))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -528,6 +528,8 @@ def _axes(dim):
 # ---- the basic differentiable ops -----------------------------------------------------
 
 class _Add(Function):
+    onnx_op = "add"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
@@ -539,6 +541,8 @@ class _Add(Function):
 
 
 class _Sub(Function):
+    onnx_op = "sub"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
@@ -550,6 +554,8 @@ class _Sub(Function):
 
 
 class _Mul(Function):
+    onnx_op = "mul"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -564,6 +570,8 @@ class _Mul(Function):
 
 
 class _Div(Function):
+    onnx_op = "div"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -578,6 +586,8 @@ class _Div(Function):
 
 
 class _Neg(Function):
+    onnx_op = "neg"
+
     @staticmethod
     def forward(ctx, a):
         return -a
@@ -588,6 +598,8 @@ class _Neg(Function):
 
 
 class _PowScalar(Function):
+    onnx_op = "pow_scalar"
+
     @staticmethod
     def forward(ctx, a, p):
         ctx.save_for_backward(a)
@@ -601,6 +613,8 @@ class _PowScalar(Function):
 
 
 class _Exp(Function):
+    onnx_op = "exp"
+
     @staticmethod
     def forward(ctx, a):
         y = np.exp(a)
@@ -613,6 +627,8 @@ class _Exp(Function):
 
 
 class _Log(Function):
+    onnx_op = "log"
+
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -624,6 +640,8 @@ class _Log(Function):
 
 
 class _Abs(Function):
+    onnx_op = "abs"
+
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -635,6 +653,8 @@ class _Abs(Function):
 
 
 class _Clamp(Function):
+    onnx_op = "clamp"
+
     @staticmethod
     def forward(ctx, a, lo, hi):
         ctx.mask = np.ones(a.shape, bool)
@@ -650,6 +670,8 @@ class _Clamp(Function):
 
 
 class _MatMul(Function):
+    onnx_op = "matmul"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -673,6 +695,8 @@ class _MatMul(Function):
 
 
 class _Sum(Function):
+    onnx_op = "sum"
+
     @staticmethod
     def forward(ctx, a, axes, keepdim):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
@@ -686,6 +710,8 @@ class _Sum(Function):
 
 
 class _Mean(Function):
+    onnx_op = "mean"
+
     @staticmethod
     def forward(ctx, a, axes, keepdim):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
@@ -700,6 +726,8 @@ class _Mean(Function):
 
 
 class _Max(Function):
+    onnx_op = "max"
+
     @staticmethod
     def forward(ctx, a, dim, keepdim):
         y = np.max(a, axis=dim, keepdims=True)
@@ -720,6 +748,8 @@ class _Max(Function):
 
 
 class _Reshape(Function):
+    onnx_op = "reshape"
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
@@ -731,6 +761,8 @@ class _Reshape(Function):
 
 
 class _Permute(Function):
+    onnx_op = "permute"
+
     @staticmethod
     def forward(ctx, a, perm):
         ctx.perm = perm
@@ -742,6 +774,8 @@ class _Permute(Function):
 
 
 class _Expand(Function):
+    onnx_op = "expand"
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
@@ -753,6 +787,8 @@ class _Expand(Function):
 
 
 class _GetItem(Function):
+    onnx_op = "getitem"
+
     @staticmethod
     def forward(ctx, a, index):
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
@@ -766,6 +802,8 @@ class _GetItem(Function):
 
 
 class _Cast(Function):
+    onnx_op = "cast"
+
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.dtype = a.dtype
@@ -777,6 +815,8 @@ class _Cast(Function):
 
 
 class _Clone(Function):
+    onnx_op = "clone"
+
     @staticmethod
     def forward(ctx, a):
         return np.ascontiguousarray(a).copy()
@@ -787,6 +827,8 @@ class _Clone(Function):
 
 
 class _Cat(Function):
+    onnx_op = "cat"
+
     @staticmethod
     def forward(ctx, dim, *arrays):
         ctx.dim = dim
@@ -800,6 +842,8 @@ class _Cat(Function):
 
 
 class _Stack(Function):
+    onnx_op = "stack"
+
     @staticmethod
     def forward(ctx, dim, *arrays):
         ctx.dim = dim
@@ -888,6 +932,8 @@ def randn_like(t: Tensor, dtype=None) -> Tensor:
 
 
 class _Where(Function):
+    onnx_op = "where"
+
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.cond = np.asarray(cond, bool)

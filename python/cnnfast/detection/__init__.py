@@ -9,11 +9,11 @@ from .boxes import (box_area, box_convert, box_iou, box_iou_pairs, complete_box_
                     distance_box_iou, distance_box_iou_loss, generalized_box_iou, generalized_box_iou_loss,
                     iou_loss)
 from .metrics import average_precision, landmark_error, match_detections, mean_average_precision
-from .nms import batched_nms, nms, soft_nms
+from .nms import batched_nms, nms, score_filter, soft_nms
 from .yolo import YoloGrid, activate, decode, encode, to_grid, yolo_loss
 
 __all__ = ["box_convert", "box_area", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou",
            "box_iou_pairs", "iou_loss", "generalized_box_iou_loss", "distance_box_iou_loss",
-           "complete_box_iou_loss", "nms", "batched_nms", "soft_nms", "wh_iou", "kmeans_anchors", "YoloGrid",
+           "complete_box_iou_loss", "nms", "batched_nms", "soft_nms", "score_filter", "wh_iou", "kmeans_anchors", "YoloGrid",
            "encode", "decode", "to_grid", "activate", "yolo_loss", "match_detections", "average_precision",
            "mean_average_precision", "landmark_error"]

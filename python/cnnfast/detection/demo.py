@@ -23,6 +23,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from .._cli_common import Formatter, run_folder
+
 # The default reaches mAP@0.5 0.94 (seed 0) for 85-94 s of CPU time over 2 threads; the
 # quick setting (about 3 s of CPU) is a smoke test that still learns: mAP@0.5 0.21-0.28 over
 # seeds 0-3, where an untrained network scores 0.
@@ -46,10 +48,9 @@ def build_model(channels: int, width: int = 16):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..cli import _Formatter
 
     p = argparse.ArgumentParser(
-        prog="cnnfast detect", formatter_class=_Formatter,
+        prog="cnnfast detect", formatter_class=Formatter,
         description="Train a tiny YOLO-style detector (with a corner-landmark head) on generated shapes and "
                     "report mAP@0.5 on a held-out generated set.",
         epilog="examples:\n  cnnfast detect --demo            (about a minute on 2 quiet cores)\n"
@@ -98,9 +99,10 @@ def _check(a) -> Optional[str]:
 
 def predict(model, spec, images: np.ndarray, score_threshold: float, iou_threshold: float,
             batch_size: int = 128) -> List[dict]:
-    """Per image: boxes, scores, labels, landmarks after per-class NMS."""
+    """Per image: boxes, scores, labels, landmarks after the CS-230 pipeline: the score
+    filter, then per-class NMS."""
     from .. import no_grad, tensor
-    from .nms import batched_nms
+    from .nms import batched_nms, score_filter
     from .yolo import activate, decode
 
     out = []
@@ -109,8 +111,9 @@ def predict(model, spec, images: np.ndarray, score_threshold: float, iou_thresho
         for s in range(0, len(images), batch_size):
             raw = model(tensor(images[s:s + batch_size])).numpy()
             y, lm = activate(spec, raw)
-            for d in decode(spec, y, lm, score_threshold=score_threshold):
-                keep = batched_nms(d["boxes"], d["scores"], d["labels"], iou_threshold, score_threshold)
+            for d in decode(spec, y, lm, score_threshold=0.0):
+                d = {k: v[score_filter(d["scores"], score_threshold)] for k, v in d.items()}
+                keep = batched_nms(d["boxes"], d["scores"], d["labels"], iou_threshold)
                 out.append({k: v[keep] for k, v in d.items()})
     return out
 
@@ -183,8 +186,7 @@ def run(a) -> dict:
         cnnfast.set_num_threads(a.threads)
     out = a.out
     if out is None:
-        from ..cli import _fresh_folder
-        out = _fresh_folder(os.path.join("runs", "detect-" + time.strftime("%Y%m%d-%H%M%S")))
+        out = run_folder("detect-")
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
 

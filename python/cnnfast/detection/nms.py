@@ -1,10 +1,11 @@
-"""Non-max suppression as on the CS-230 sheet, per class, and soft-NMS.
+"""Non-max suppression, per class, soft-NMS, and the CS-230 score filter.
 
-CS-230: drop every box whose score is below 0.6; then, for each class, repeat
-while boxes remain: keep the box with the largest score, discard every box whose
-IoU with it is >= 0.5. Hence the defaults ``score_threshold=0.6`` and
-``iou_threshold=0.5`` and the ``>=`` (torchvision's ``nms`` suppresses on ``>``
-and has no score threshold; pass ``score_threshold=None`` to keep every box).
+``nms(boxes, scores, iou_threshold)`` behaves like torchvision's: no box is dropped
+for its score unless ``score_threshold`` is given. The CS-230 pipeline is two steps,
+each its own call: drop every box whose score is below 0.6 (``score_filter``); then,
+for each class, repeat while boxes remain: keep the box with the largest score,
+discard every box whose IoU with it is >= 0.5 (``batched_nms``). The one difference
+from torchvision that remains is the ``>=``: torchvision suppresses on ``>``.
 
 The greedy loop runs in C++ (``cnnfast._C.nms_forward``) over a stable sort by
 decreasing score, so among equal scores the lower index is kept first; NaN
@@ -23,7 +24,7 @@ from .. import _C
 from ..tensor import Tensor
 from .boxes import _as_boxes
 
-__all__ = ["nms", "batched_nms", "soft_nms"]
+__all__ = ["nms", "batched_nms", "soft_nms", "score_filter"]
 
 
 def _plain(x):
@@ -50,16 +51,27 @@ def _threshold(score_threshold: Optional[float]) -> float:
     return -np.inf if score_threshold is None else float(score_threshold)
 
 
-def nms(boxes, scores, iou_threshold: float = 0.5, score_threshold: Optional[float] = 0.6) -> np.ndarray:
+def score_filter(scores, score_threshold: float = 0.6) -> np.ndarray:
+    """The CS-230 first step: indices (K,) int64, in input order, of the boxes whose score is
+    >= ``score_threshold`` (default 0.6, the sheet's); NaN scores never pass.
+    scores: (N,). Index the boxes, scores and labels with the result before ``nms``."""
+    s = np.asarray(_plain(scores))
+    if s.ndim != 1:
+        raise ValueError(f"scores: expected shape (N,), got {s.shape}")
+    return np.flatnonzero(s >= float(score_threshold)).astype(np.int64)
+
+
+def nms(boxes, scores, iou_threshold: float = 0.5, score_threshold: Optional[float] = None) -> np.ndarray:
     """boxes (N, 4), scores (N,) -> indices (K,) int64 of the kept boxes, by decreasing score.
-    Boxes with score < ``score_threshold`` are dropped first; a box is suppressed when its
-    IoU with a kept box is >= ``iou_threshold``. All boxes are treated as one class."""
+    A box is suppressed when its IoU with a kept box is >= ``iou_threshold``; all boxes are
+    one class. By default no box is dropped for its score (as torchvision); with
+    ``score_threshold`` boxes scoring below it are dropped first (``score_filter``'s rule)."""
     b, s, _ = _prepare(boxes, scores)
     return _C.nms_forward(b, s, float(iou_threshold), _threshold(score_threshold))
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float = 0.5,
-                score_threshold: Optional[float] = 0.6) -> np.ndarray:
+                score_threshold: Optional[float] = None) -> np.ndarray:
     """Per-class NMS: ``idxs`` (N,) integer classes; a box is only suppressed by a kept box
     of its own class. Returns kept indices (K,) int64, by decreasing score over all classes."""
     b, s, labels = _prepare(boxes, scores, idxs)

@@ -14,6 +14,8 @@ def _elementwise(name: str, saves_output: bool, param_name: str | None = None):
     bwd = getattr(_C, f"{name}_backward")
 
     class Op(Function):
+        onnx_op = name
+
         @staticmethod
         def forward(ctx, x, *param):
             y = fwd(contiguous(x), *param)
@@ -74,6 +76,8 @@ swish = silu
 
 
 class _Softmax(Function):
+    onnx_op = "softmax"
+
     @staticmethod
     def forward(ctx, x, dim, log):
         y = (_C.log_softmax_forward if log else _C.softmax_forward)(contiguous(x), dim)

@@ -16,17 +16,19 @@ Padding for convolutions accepts an int, one int per spatial dim, explicit
   the extra one at the end, so the output size is ``ceil(I / S)``;
 * ``"full"``: ``D*(F - 1)`` on each side.
 
+The arithmetic (padding pairs, output sizes) lives in ``cnnfast.utils.shapes``;
+``resolve_padding``, ``conv_output_size`` and ``conv_transpose_output_size`` are
+re-exported here (``resolve_padding`` is ``shapes.resolve_padding_nd``).
+
 The extra keyword ``algo`` ("auto", "gemm", "winograd") forces the algorithm;
 "winograd" raises ValueError unless the layer is 2-D 3x3, stride 1, dilation 1.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from .. import _C
 from ..autograd import Function
+from ..utils.shapes import conv_output_size, conv_transpose_output_size
+from ..utils.shapes import resolve_padding_nd as resolve_padding
 from ._util import as_tuple, check_tensor, contiguous
 
 __all__ = [
@@ -36,68 +38,6 @@ __all__ = [
 ]
 
 _ALGOS = ("auto", "gemm", "winograd")
-
-
-def resolve_padding(padding, input_size, kernel_size, stride=1, dilation=1) -> tuple:
-    """Explicit ((start, end), ...) pairs, one per spatial dim.
-
-    padding: int | sequence of ints | sequence of (start, end) pairs | "valid" | "same" | "full".
-    input_size, kernel_size: one int per spatial dim (their length fixes the dim count);
-    stride, dilation: int or one per dim.
-    """
-    n = len(input_size)
-    stride = as_tuple(stride, n, "stride")
-    dilation = as_tuple(dilation, n, "dilation")
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return ((0, 0),) * n
-        if mode == "same":
-            pairs = []
-            for i, f, s, d in zip(input_size, kernel_size, stride, dilation):
-                total = max((math.ceil(i / s) - 1) * s + d * (f - 1) + 1 - i, 0)
-                pairs.append((total // 2, total - total // 2))
-            return tuple(pairs)
-        if mode == "full":
-            return tuple((d * (f - 1), d * (f - 1)) for f, d in zip(kernel_size, dilation))
-        raise ValueError(f"padding: expected 'valid', 'same' or 'full', got {padding!r}")
-    if isinstance(padding, (int, np.integer)):
-        pairs = ((int(padding), int(padding)),) * n
-    else:
-        items = list(padding)
-        if len(items) != n:
-            raise ValueError(f"padding: expected an int, {n} ints or {n} (start, end) pairs, got {padding!r}")
-        pairs = []
-        for p in items:
-            if isinstance(p, (int, np.integer)):
-                pairs.append((int(p), int(p)))
-            else:
-                p = tuple(int(v) for v in p)
-                if len(p) != 2:
-                    raise ValueError(f"padding: expected (start, end) pairs, got {padding!r}")
-                pairs.append(p)
-        pairs = tuple(pairs)
-    for p in pairs:
-        if p[0] < 0 or p[1] < 0:
-            raise ValueError(f"padding: expected non-negative values, got {padding!r}")
-    return pairs
-
-
-def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
-    """One spatial output size of a convolution: floor((I + p0 + p1 - D*(F-1) - 1) / S) + 1.
-
-    padding: an int (both sides), a (start, end) pair, or "valid" / "same" / "full".
-    """
-    (p0, p1), = resolve_padding(padding if isinstance(padding, (str, int, np.integer)) else [padding],
-                                (input_size,), (kernel_size,), stride, dilation)
-    return (input_size + p0 + p1 - dilation * (kernel_size - 1) - 1) // stride + 1
-
-
-def conv_transpose_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0,
-                               output_padding: int = 0, dilation: int = 1) -> int:
-    """(I - 1)*S - p0 - p1 + D*(F - 1) + output_padding + 1 (padding: int or (start, end))."""
-    p0, p1 = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
-    return (input_size - 1) * stride - p0 - p1 + dilation * (kernel_size - 1) + output_padding + 1
 
 
 def _check_algo(algo):
@@ -116,6 +56,8 @@ def _batched(input, nd: int, name: str):
 
 
 class _Conv(Function):
+    onnx_op = "conv"
+
     @staticmethod
     def forward(ctx, x, weight, bias, stride, pads, dilation, groups, algo, unbatched):
         x = contiguous(x[None] if unbatched else x)
@@ -140,6 +82,8 @@ class _Conv(Function):
 
 
 class _ConvTranspose(Function):
+    onnx_op = "conv_transpose"
+
     @staticmethod
     def forward(ctx, x, weight, bias, stride, pads, output_padding, dilation, groups, algo, unbatched):
         x = contiguous(x[None] if unbatched else x)
@@ -241,6 +185,8 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 class _Linear(Function):
+    onnx_op = "linear"
+
     @staticmethod
     def forward(ctx, x, weight, bias):
         lead = x.shape[:-1]

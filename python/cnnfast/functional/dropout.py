@@ -24,6 +24,8 @@ __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d", "dropout_mask"]
 
 
 class _Dropout(Function):
+    onnx_op = "dropout"
+
     @staticmethod
     def forward(ctx, x, p, seed, offset, feature, unbatched):
         x = contiguous(x)

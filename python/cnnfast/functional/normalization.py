@@ -39,6 +39,8 @@ def _state(t, name):
 # ---- batch_norm -----------------------------------------------------------------------
 
 class _BatchNorm(Function):
+    onnx_op = "batch_norm"
+
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         x, weight, bias = contiguous(x), _c(weight), _c(bias)
@@ -80,6 +82,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 # ---- instance_norm --------------------------------------------------------------------
 
 class _GroupNorm(Function):
+    onnx_op = "group_norm"
+
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups, eps, running_mean, running_var, momentum, instance):
         x, weight, bias = contiguous(x), _c(weight), _c(bias)
@@ -137,6 +141,8 @@ def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5
 # ---- layer_norm -----------------------------------------------------------------------
 
 class _LayerNorm(Function):
+    onnx_op = "layer_norm"
+
     @staticmethod
     def forward(ctx, x, weight, bias, nd, eps):
         x = contiguous(x)
@@ -185,6 +191,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 # ---- local_response_norm ----------------------------------------------------------------
 
 class _LRN(Function):
+    onnx_op = "local_response_norm"
+
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):
         x = contiguous(x)

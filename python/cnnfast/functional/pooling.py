@@ -60,6 +60,8 @@ def _unbatch(a: np.ndarray, added: bool) -> np.ndarray:
 
 
 class _MaxPool(Function):
+    onnx_op = "max_pool"
+
     @staticmethod
     def forward(ctx, x, D, k, s, p, d, ceil_mode):
         xb, added = _batched(x, D, f"max_pool{D}d")
@@ -110,6 +112,8 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 class _AvgPool(Function):
+    onnx_op = "avg_pool"
+
     @staticmethod
     def forward(ctx, x, D, k, s, p, ceil_mode, count_include_pad, divisor_override):
         xb, added = _batched(x, D, f"avg_pool{D}d")
@@ -168,6 +172,8 @@ def _adaptive_size(output_size, spatial: tuple, D: int) -> list:
 
 
 class _AdaptiveAvg(Function):
+    onnx_op = "adaptive_avg_pool"
+
     @staticmethod
     def forward(ctx, x, D, output_size):
         xb, added = _batched(x, D, f"adaptive_avg_pool{D}d")
@@ -183,6 +189,8 @@ class _AdaptiveAvg(Function):
 
 
 class _AdaptiveMax(Function):
+    onnx_op = "adaptive_max_pool"
+
     @staticmethod
     def forward(ctx, x, D, output_size):
         xb, added = _batched(x, D, f"adaptive_max_pool{D}d")
@@ -241,6 +249,8 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
 
 
 class _MaxUnpool(Function):
+    onnx_op = "max_unpool"
+
     @staticmethod
     def forward(ctx, x, indices, D, output_size):
         xb, added = _batched(x, D, f"max_unpool{D}d")

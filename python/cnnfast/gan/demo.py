@@ -31,14 +31,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .._cli_common import Formatter, run_folder, run_guarded
+
 PROG = "cnnfast gan"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import _Formatter
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].replace("``", ""),
-                                formatter_class=_Formatter)
+                                formatter_class=Formatter)
     p.add_argument("--epochs", type=int, default=15, help="passes over the digits")
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--nz", type=int, default=32, help="size of the noise vector z")
@@ -174,8 +175,7 @@ def run(a: argparse.Namespace) -> dict:
     rng = np.random.default_rng(a.seed)
     out = a.out
     if out is None:
-        from ..cli import _fresh_folder
-        out = _fresh_folder(os.path.join("runs", "gan-" + time.strftime("%Y%m%d-%H%M%S")))
+        out = run_folder("gan-")
     os.makedirs(out, exist_ok=True)
 
     data = load_digits(a.image_size)
@@ -271,14 +271,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.quick:
         a.epochs = min(a.epochs, 2)
         a.samples = min(a.samples, 300)
-    try:
-        m = run(a)
-    except ValueError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_guarded(PROG, lambda: _report(run(a)), usage_errors=(ValueError,))
+
+
+def _report(m: dict) -> int:
     print(json.dumps({"d_loss": round(m["d_loss"][-1], 4), "g_loss": round(m["g_loss"][-1], 4),
                       "digit_score": round(m["final"]["digit_score"], 3),
                       "real_digit_score": round(m["real_digits"]["digit_score"], 3),

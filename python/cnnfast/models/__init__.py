@@ -1,4 +1,4 @@
-"""Classic CNN architectures from the seed cheat-sheets, with torchvision's module names.
+"""Classic CNN architectures (LeNet-5 to DenseNet, U-Net, Siamese), with torchvision's module names.
 
 Each builder returns an ``nn.Module``; ``get_model(name, **kw)`` builds one by name and
 ``list_models()`` lists the names. State-dict keys follow torchvision's layouts
@@ -41,12 +41,18 @@ def list_models() -> list:
     return sorted(_REGISTRY)
 
 
-def get_model(name: str, **kw):
-    """Build the architecture ``name`` (see ``list_models()``); kwargs go to its builder."""
+def get_model_builder(name: str):
+    """The builder function of the architecture ``name`` (see ``list_models()``), e.g. to
+    inspect which keyword arguments it takes before calling it."""
     key = name.lower()
     if key not in _REGISTRY:
         raise ValueError(f"name: expected one of {', '.join(list_models())}, got {name!r}")
-    return _REGISTRY[key](**kw)
+    return _REGISTRY[key]
+
+
+def get_model(name: str, **kw):
+    """Build the architecture ``name`` (see ``list_models()``); kwargs go to its builder."""
+    return get_model_builder(name)(**kw)
 
 
 def default_input_shape(name: str) -> tuple:
@@ -63,5 +69,5 @@ __all__ = [
     "alexnet", "densenet121", "densenet169", "densenet201", "googlenet", "lenet5",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "siamese", "unet",
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-    "get_model", "list_models", "default_input_shape",
+    "get_model", "get_model_builder", "list_models", "default_input_shape",
 ]

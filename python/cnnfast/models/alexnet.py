@@ -1,10 +1,10 @@
-"""AlexNet (Krizhevsky et al., 2012) in the original form of the Anwar cheat-sheet table.
+"""AlexNet (Krizhevsky et al., 2012) in its original form (96-256-384-384-256 filters).
 
 227x227x3 input; conv 11x11/4 (96) -> LRN -> overlapping max-pool 3x3/2 -> conv 5x5 (256)
 -> LRN -> pool -> conv 3x3 (384, 384, 256) -> pool -> FC 4096 -> FC 4096 -> FC classes,
 with ReLU after every conv/FC and dropout 0.5 before the first two FC layers.
-The two GPU towers of the paper are merged (no grouped convolutions), which is what the
-table counts: 62,378,344 parameters at 1000 classes.
+The two GPU towers of the paper are merged (no grouped convolutions), giving
+62,378,344 parameters at 1000 classes.
 
 Module names follow torchvision's AlexNet (``features.N``, ``avgpool``, ``classifier.N``)
 so its state_dict keys have the same form; the layer widths are the paper's.

@@ -4,7 +4,7 @@ Every differentiable cnnfast op is a ``cnnfast.autograd.Function``; while ``expo
 runs the model once on the example input, an observer on ``Function.apply`` sees each call, which
 is recorded with its arguments (the hyper-parameters are plain positional arguments:
 stride, pads, eps, ...) and its outputs. The recorded calls that the outputs depend on
-become ONNX nodes, one emitter per Function class (``_EMITTERS``); parameters and
+become ONNX nodes, one emitter per op, found by the ``onnx_op`` name its Function class declares (``_EMITTERS``); parameters and
 buffers become initializers under their state-dict names, other arrays constants.
 
 Tracing sees only what goes through Functions: an input-dependent value computed in
@@ -16,7 +16,6 @@ instead of leaving a silently wrong file.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from contextlib import contextmanager
@@ -24,17 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..autograd import Function, enable_grad
-from ..functional import activation as _act
-from ..functional import conv as _conv
-from ..functional.dropout import _Dropout
-from ..functional import normalization as _norm
-from ..functional import pooling as _pool
-from ..functional.pooling import _adaptive_size
 from ..tensor import Tensor
-from ._ops import _AxisGather
-
-# The module, not the cnnfast.tensor() function that shadows it as a package attribute.
-_t = importlib.import_module("cnnfast.tensor")
 
 DEFAULT_OPSET = 17
 _LOCK = threading.Lock()
@@ -210,10 +199,10 @@ def _emit_avg_pool(b, c, v):
 
 def _emit_adaptive(kind):
     def emit(b, c, v):
-        x, D, output_size = c.args
+        x, D, _output_size = c.args
         unbatched = x.ndim == D + 1
         spatial = tuple(x.shape[-D:])
-        out = _adaptive_size(output_size, spatial, D)
+        out = tuple(c.outs[0].shape[-D:])  # the traced call already resolved None entries
         if kind == "max" and c.outs[1] is not None and id(c.outs[1]) in b.names_needed:
             raise ExportError("adaptive_max_pool with return_indices has no ONNX equivalent")
         xi = _unbatched_wrap(b, v(x), unbatched, c.scope)
@@ -515,24 +504,25 @@ def _emit_axis_gather(b, c, v):
     return [y]
 
 
+# Emitters by the ``onnx_op`` name each Function class declares beside its forward/backward.
 _EMITTERS = {
-    _conv._Conv: _emit_conv, _conv._ConvTranspose: _emit_conv_transpose, _conv._Linear: _emit_linear,
-    _pool._MaxPool: _emit_max_pool, _pool._AvgPool: _emit_avg_pool,
-    _pool._AdaptiveAvg: _emit_adaptive("avg"), _pool._AdaptiveMax: _emit_adaptive("max"),
-    _pool._MaxUnpool: _emit_max_unpool,
-    _norm._BatchNorm: _emit_batch_norm, _norm._GroupNorm: _emit_group_norm, _norm._LayerNorm: _emit_layer_norm,
-    _norm._LRN: _emit_lrn,
-    _act._Relu: _emit_simple("Relu"), _act._LeakyRelu: _emit_alpha("LeakyRelu"), _act._Elu: _emit_alpha("Elu"),
-    _act._Sigmoid: _emit_simple("Sigmoid"), _act._Tanh: _emit_simple("Tanh"), _act._Silu: _emit_silu,
-    _act._Softmax: _emit_softmax, _Dropout: _emit_dropout,
-    _t._Add: _emit_binary("Add"), _t._Sub: _emit_binary("Sub"), _t._Mul: _emit_binary("Mul"),
-    _t._Div: _emit_binary("Div"), _t._MatMul: _emit_binary("MatMul"),
-    _t._Neg: _emit_simple("Neg"), _t._Exp: _emit_simple("Exp"), _t._Log: _emit_simple("Log"),
-    _t._Abs: _emit_simple("Abs"), _t._Clone: _emit_simple("Identity"), _t._PowScalar: _emit_pow,
-    _t._Clamp: _emit_clamp, _t._Sum: _emit_reduce("ReduceSum"), _t._Mean: _emit_reduce("ReduceMean"),
-    _t._Max: _emit_max, _t._Reshape: _emit_reshape, _t._Permute: _emit_permute, _t._Expand: _emit_expand,
-    _t._GetItem: _emit_getitem, _t._Cast: _emit_cast, _t._Cat: _emit_cat, _t._Stack: _emit_stack,
-    _t._Where: _emit_where, _AxisGather: _emit_axis_gather,
+    "conv": _emit_conv, "conv_transpose": _emit_conv_transpose, "linear": _emit_linear,
+    "max_pool": _emit_max_pool, "avg_pool": _emit_avg_pool,
+    "adaptive_avg_pool": _emit_adaptive("avg"), "adaptive_max_pool": _emit_adaptive("max"),
+    "max_unpool": _emit_max_unpool,
+    "batch_norm": _emit_batch_norm, "group_norm": _emit_group_norm, "layer_norm": _emit_layer_norm,
+    "local_response_norm": _emit_lrn,
+    "relu": _emit_simple("Relu"), "leaky_relu": _emit_alpha("LeakyRelu"), "elu": _emit_alpha("Elu"),
+    "sigmoid": _emit_simple("Sigmoid"), "tanh": _emit_simple("Tanh"), "silu": _emit_silu,
+    "softmax": _emit_softmax, "dropout": _emit_dropout,
+    "add": _emit_binary("Add"), "sub": _emit_binary("Sub"), "mul": _emit_binary("Mul"),
+    "div": _emit_binary("Div"), "matmul": _emit_binary("MatMul"),
+    "neg": _emit_simple("Neg"), "exp": _emit_simple("Exp"), "log": _emit_simple("Log"),
+    "abs": _emit_simple("Abs"), "clone": _emit_simple("Identity"), "pow_scalar": _emit_pow,
+    "clamp": _emit_clamp, "sum": _emit_reduce("ReduceSum"), "mean": _emit_reduce("ReduceMean"),
+    "max": _emit_max, "reshape": _emit_reshape, "permute": _emit_permute, "expand": _emit_expand,
+    "getitem": _emit_getitem, "cast": _emit_cast, "cat": _emit_cat, "stack": _emit_stack,
+    "where": _emit_where, "axis_gather": _emit_axis_gather,
 }
 
 
@@ -650,10 +640,10 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
     for i, c in enumerate(calls):
         if i not in needed:
             continue
-        emitter = _EMITTERS.get(c.cls)
+        emitter = _EMITTERS.get(c.cls.onnx_op)
         if emitter is None:
             raise ExportError(f"cannot export the op {c.cls.__name__} (called in '{c.scope or 'forward'}'); "
-                              f"exportable ops: {', '.join(sorted(k.__name__.lstrip('_') for k in _EMITTERS))}")
+                              f"exportable ops: {', '.join(sorted(_EMITTERS))}")
         names = emitter(b, c, b.value)
         for o, n in zip(c.outs, names):
             if n is not None and isinstance(o, Tensor):

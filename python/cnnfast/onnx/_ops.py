@@ -83,6 +83,7 @@ class _AxisGather(Function):
     """y = x gathered along several axes by index vectors; -1 in an index vector writes
     ``fill``. Pad (all modes, negative pads crop) and nearest Resize are this gather;
     the backward scatters (adds) the gradient back, so repeated sources sum."""
+    onnx_op = "axis_gather"
 
     @staticmethod
     def forward(ctx, x, plan, fill):

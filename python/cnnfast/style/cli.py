@@ -11,9 +11,9 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Optional, Sequence
 
+from .._cli_common import nonneg_float, positive_int, run_folder, run_guarded
 from .features import layer_names
 from .transfer import DEFAULT_CONTENT, DEFAULT_STYLE, SAMPLE_IMAGES, StyleConfig
 
@@ -31,26 +31,6 @@ layers: {', '.join(n for n in layer_names() if n.startswith('relu'))}
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
-
-
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnfast style", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -63,15 +43,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("style", nargs="?", default=DEFAULT_STYLE,
                    help=f"style image file (default: scikit-learn's {DEFAULT_STYLE})")
     d = StyleConfig()
-    p.add_argument("--size", type=_positive_int, default=None, help=f"longer side in pixels (default {d.size})")
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--size", type=positive_int, default=None, help=f"longer side in pixels (default {d.size})")
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"loss evaluations, i.e. forward+backward passes (default {d.steps})")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=d.optimizer,
                    help="L-BFGS with a strong-Wolfe line search, or Adam (default %(default)s)")
     p.add_argument("--lr", type=float, default=None, help="step size (default 1 for lbfgs, 0.02 for adam)")
-    p.add_argument("--alpha", type=_nonneg_float, default=d.alpha, help="content weight (default %(default)g)")
-    p.add_argument("--beta", type=_nonneg_float, default=d.beta, help="style weight (default %(default)g)")
-    p.add_argument("--tv", type=_nonneg_float, default=d.tv,
+    p.add_argument("--alpha", type=nonneg_float, default=d.alpha, help="content weight (default %(default)g)")
+    p.add_argument("--beta", type=nonneg_float, default=d.beta, help="style weight (default %(default)g)")
+    p.add_argument("--tv", type=nonneg_float, default=d.tv,
                    help="weight of a total-variation smoothness prior added to what is minimised, reported "
                         "apart from J (default %(default)g; 0 minimises the sheet's J alone)")
     p.add_argument("--content-layer", default=d.content_layer, help="layer of J_content (default %(default)s)")
@@ -79,11 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="comma-separated layers of J_style (default %(default)s)")
     p.add_argument("--style-weights", default=None, help="comma-separated lambda per style layer (default 1/L each)")
     p.add_argument("--init", choices=("content", "noise"), default=d.init, help="starting image (default %(default)s)")
-    p.add_argument("--width", type=_positive_int, default=None,
+    p.add_argument("--width", type=positive_int, default=None,
                    help=f"channels of the feature network's first block (default {d.width})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the network weights and the noise")
-    p.add_argument("--log-every", type=_positive_int, default=None, help="progress line every N evaluations")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="progress line every N evaluations")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--out", default=None, help="output folder (default runs/style-<timestamp>/)")
     p.add_argument("--quick", action="store_true",
                    help=f"reduced setting: size {QUICK['size']}, {QUICK['steps']} steps, width {QUICK['width']}")
@@ -161,14 +141,8 @@ def _plots(out: str, content, style, result: dict) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     a = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return _run(a)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"cnnfast style: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ncnnfast style: interrupted", file=sys.stderr)
-        return 130
+    return run_guarded("cnnfast style", lambda: _run(a),
+                       usage_errors=(ValueError, TypeError, FileNotFoundError))
 
 
 def _run(a: argparse.Namespace) -> int:
@@ -180,8 +154,7 @@ def _run(a: argparse.Namespace) -> int:
         cnnfast.set_num_threads(a.threads)
     content = load_image(a.content, size=cfg.size)
     style = load_image(a.style, shape=content.shape[1:])
-    from ..cli import _fresh_folder
-    out = a.out or _fresh_folder(os.path.join("runs", "style-" + time.strftime("%Y%m%d-%H%M%S")))
+    out = a.out or run_folder("style-")
     os.makedirs(out, exist_ok=True)
     if not a.quiet:
         print(f"cnnfast style: {a.content} in the style of {a.style}, {content.shape[2]}x{content.shape[1]} px, "

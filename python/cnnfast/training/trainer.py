@@ -171,7 +171,7 @@ def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0
 
     if name.lower() not in models.list_models():
         raise ValueError(f"--model: expected one of {', '.join(models.list_models())}, got {name!r}")
-    builder = models._REGISTRY[name.lower()]
+    builder = models.get_model_builder(name)
     params = inspect.signature(builder).parameters
     takes_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
     c, h, _ = in_shape

@@ -1,4 +1,6 @@
-"""Shape, padding, receptive-field and parameter formulas from the CS-230 CNN cheat-sheet.
+"""Shape, padding, receptive-field and parameter formulas (the CS-230 notation), and the one
+home of cnnfast's output-size and padding arithmetic: functional.conv, nn.Conv* and summary
+call these.
 
 Notation (per spatial dimension): input size I, filter size F, stride S, dilation D,
 padding P_start / P_end, output size O. The effective filter size of a dilated filter
@@ -17,10 +19,12 @@ is D*(F - 1) + 1. All functions are pure integer arithmetic on Python ints.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, Sequence
 
 __all__ = [
-    "effective_kernel_size", "same_padding", "resolve_padding", "conv_output_size",
+    "effective_kernel_size", "same_padding", "resolve_padding", "resolve_padding_nd",
+    "conv_output_size",
     "pool_output_size", "conv_transpose_output_size", "receptive_field",
     "receptive_field_steps", "conv_params", "conv_transpose_params", "fc_params",
     "pool_params", "batchnorm_params", "conv_macs", "fc_macs",
@@ -28,10 +32,12 @@ __all__ = [
 
 
 def _pos_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+    v = int(v)
     if v < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
+        raise ValueError(f"{name}: expected " + ("non-negative values" if minimum == 0 else
+                                                 f"an int >= {minimum}") + f", got {v}")
     return v
 
 
@@ -63,14 +69,47 @@ def resolve_padding(padding, input_size: int, kernel_size: int, stride: int = 1,
         if mode == "full":
             f = effective_kernel_size(kernel_size, dilation)
             return f - 1, f - 1
-        raise ValueError(f"padding: expected 'valid', 'same', 'full', an int or a pair, "
-                         f"got {padding!r}")
+        raise ValueError(f"padding: expected 'valid', 'same' or 'full', an int or a (start, end) "
+                         f"pair, got {padding!r}")
     if isinstance(padding, (tuple, list)):
         if len(padding) != 2:
             raise ValueError(f"padding: expected a (start, end) pair, got {tuple(padding)}")
-        return tuple(_pos_int("padding", p, 0) for p in padding)
-    p = _pos_int("padding", padding, 0)
-    return p, p
+        pair = tuple(_pos_int("padding", p, 0) for p in padding)
+    else:
+        pair = (_pos_int("padding", padding, 0),) * 2
+    return pair
+
+
+def _per_dim(name: str, v, n: int) -> tuple:
+    """An int or n ints -> n ints (stride, dilation of an n-d layer)."""
+    if isinstance(v, numbers.Integral):
+        return (int(v),) * n
+    v = tuple(v)
+    if len(v) != n:
+        raise ValueError(f"{name}: expected an int or {n} ints, got {v}")
+    return v
+
+
+def resolve_padding_nd(padding, input_size: Sequence[int], kernel_size: Sequence[int],
+                       stride=1, dilation=1) -> tuple:
+    """Explicit ((start, end), ...) pairs, one per spatial dimension.
+
+    padding: an int, one int per dim, one (start, end) pair per dim, or "valid" / "same" /
+    "full"; input_size, kernel_size: one int per dim (their length fixes the dim count);
+    stride, dilation: an int or one per dim. Each dim goes through ``resolve_padding``.
+    """
+    n = len(input_size)
+    stride = _per_dim("stride", stride, n)
+    dilation = _per_dim("dilation", dilation, n)
+    if isinstance(padding, str) or isinstance(padding, numbers.Integral):
+        per_dim = (padding,) * n
+    else:
+        per_dim = tuple(padding)
+        if len(per_dim) != n:
+            raise ValueError(f"padding: expected an int, {n} ints or {n} (start, end) pairs, "
+                             f"got {padding!r}")
+    return tuple(resolve_padding(p, i, f, s, d)
+                 for p, i, f, s, d in zip(per_dim, input_size, kernel_size, stride, dilation))
 
 
 def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0,
@@ -180,7 +219,8 @@ def fc_params(in_features: int, out_features: int, bias: bool = True) -> int:
 
 
 def pool_params(*_args, **_kw) -> int:
-    """Pooling has no parameters (the VGG-16 sheet's 65,664 on a max-pool row is an error)."""
+    """Pooling has no parameters (a VGG-16 table that
+    circulates widely lists 65,664 for a max-pool row; that is an error)."""
     return 0
 
 

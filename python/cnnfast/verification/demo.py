@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .._cli_common import Formatter, run_folder, run_guarded
+
 PROG = "cnnfast verify"
 
 
@@ -45,10 +47,9 @@ def _classes(text: str, flag: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import _Formatter
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].replace("``", ""),
-                                formatter_class=_Formatter)
+                                formatter_class=Formatter)
     p.add_argument("--demo", action="store_true", help="run the demo (the default; kept for symmetry)")
     p.add_argument("--train-classes", default="0-6", help="digit classes used for training and validation")
     p.add_argument("--test-classes", default="7-9", help="held-out digit classes for one-shot verification")
@@ -273,8 +274,7 @@ def run(a: argparse.Namespace) -> dict:
     }
     out = a.out
     if out is None:
-        from ..cli import _fresh_folder
-        out = _fresh_folder(os.path.join("runs", "verify-" + time.strftime("%Y%m%d-%H%M%S")))
+        out = run_folder("verify-")
     os.makedirs(out, exist_ok=True)
     metrics["out"] = out
     _plots(out, history, test, val, pixels,
@@ -290,14 +290,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.quick:
         a.epochs = min(a.epochs, 3)
         a.pairs = min(a.pairs, 600)
-    try:
-        m = run(a)
-    except ValueError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_guarded(PROG, lambda: _report(run(a)), usage_errors=(ValueError,))
+
+
+def _report(m: dict) -> int:
     print(json.dumps({"test_accuracy": round(m["test_accuracy"], 4), "test_auc": round(m["test_auc"], 4),
                       "one_shot_accuracy": round(m["one_shot_accuracy"], 4),
                       "pixel_baseline_accuracy": round(m["baseline_pixels"]["test_accuracy"], 4),

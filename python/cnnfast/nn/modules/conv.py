@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ... import functional as F
+from ...utils.shapes import conv_transpose_output_size
 from .. import init
 from ..parameter import Parameter
 from .linear import _dtype
@@ -146,8 +147,9 @@ class _ConvTranspose(_ConvNd):
             raise ValueError(f"output_size: expected {n} or {n + 2} elements, got {len(output_size)}")
         out = []
         for d in range(n):
-            smallest = ((input.shape[d + 2] - 1) * self.stride[d] - 2 * self.padding[d]
-                        + self.dilation[d] * (self.kernel_size[d] - 1) + 1)
+            smallest = conv_transpose_output_size(int(input.shape[d + 2]), self.kernel_size[d],
+                                                  self.stride[d], self.padding[d], 0,
+                                                  self.dilation[d])
             extra = output_size[d] - smallest
             if not 0 <= extra < max(self.stride[d], self.dilation[d]):
                 raise ValueError(f"output_size: requested {output_size} is not reachable from input "
