@@ -30,10 +30,11 @@ import numpy as np
 
 import cnnfast
 
+from .. import distributed as dist
 from .. import functional as F
 from .. import models, optim
 from ..autograd import set_detect_anomaly
-from ..data import DataError, DataLoader, TensorDataset, channel_stats, load_data, split_indices
+from ..data import DataError, DataLoader, Subset, TensorDataset, channel_stats, load_data, split_indices
 from ..data.sources import open_image
 from ..data.transforms import Compose, Normalize, parse_augment
 from ..models import default_input_shape
@@ -287,7 +288,7 @@ def split_for(cfg: TrainConfig, y: np.ndarray) -> tuple:
 class _Prepared:
     """Data, loaders and normalisation for one run."""
 
-    def __init__(self, cfg: TrainConfig, norm: Optional[tuple] = None):
+    def __init__(self, cfg: TrainConfig, norm: Optional[tuple] = None, comm=None):
         data = load_data(cfg.data, cfg.image_size)
         train_idx, val_idx, test_idx = split_for(cfg, data.y)
         if cfg.overfit_batch:
@@ -304,16 +305,46 @@ class _Prepared:
         steps = [augment, self.normalize] if augment is not None else [self.normalize]
         train_tf = Compose([s for s in steps])
         x, y = data.x, data.y
-        # A last batch of one image would break batch normalisation's statistics: drop it.
-        lone = len(train_idx) > 1 and len(train_idx) % cfg.batch_size == 1
-        self.train_loader = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=cfg.batch_size,
-                                       shuffle=True, drop_last=lone, transform=train_tf, seed=cfg.seed,
-                                       prefetch=cfg.prefetch)
+        self.train_set = TensorDataset(x[train_idx], y[train_idx])
+        self.sampler = None
+        world = 1 if comm is None else comm.size
+        if world == 1:
+            # A last batch of one image would break batch normalisation's statistics: drop it.
+            lone = len(train_idx) > 1 and len(train_idx) % cfg.batch_size == 1
+            self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=lone,
+                                           transform=train_tf, seed=cfg.seed, prefetch=cfg.prefetch)
+        else:
+            self._shard(cfg, comm, train_tf)
         eval_bs = max(cfg.batch_size, 256)
         self.val_loader = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=eval_bs,
                                      transform=self.normalize, prefetch=0)
         self.test_loader = DataLoader(TensorDataset(x[test_idx], y[test_idx]), batch_size=eval_bs,
                                       transform=self.normalize, prefetch=0)
+
+
+    def _shard(self, cfg: TrainConfig, comm, train_tf) -> None:
+        """Data-parallel training: --batch-size is the global batch, each rank takes its
+        share of it from its DistributedSampler shard (same length on every rank, so every
+        rank runs the same number of steps); the loader's seed differs per rank so that
+        ranks do not augment their samples with the same random draws."""
+        if cfg.batch_size % comm.size:
+            raise ValueError(f"--batch-size {cfg.batch_size}: the global batch must divide evenly among the "
+                             f"{comm.size} processes")
+        local = cfg.batch_size // comm.size
+        self.sampler = dist.DistributedSampler(len(self.train_set), num_replicas=comm.size, rank=comm.rank,
+                                               seed=cfg.seed)
+        n = self.sampler.num_samples
+        lone = n > 1 and n % local == 1
+        self.train_loader = DataLoader(Subset(self.train_set, self.sampler.indices()), batch_size=local,
+                                       shuffle=False, drop_last=lone, transform=train_tf,
+                                       seed=cfg.seed + 1_000_003 * comm.rank, prefetch=cfg.prefetch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the order and augmentation of the training data for ``epoch``."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            self.train_loader.dataset = Subset(self.train_set, self.sampler.indices())
+        self.train_loader.set_epoch(epoch)
 
 
 def _json_default(v):
@@ -333,7 +364,13 @@ class _Run:
     def __init__(self, cfg: TrainConfig):
         self.wall_start = time.perf_counter()
         cfg.check()
-        set_threads(cfg.threads)
+        self.comm = comm = dist.get_communicator()
+        if comm.size > 1:
+            # Only rank 0 prints and writes; every rank writes into rank 0's folder name.
+            cfg.out = comm.bcast_object(cfg.out)
+            cfg.quiet = cfg.quiet or comm.rank != 0
+        set_threads(cfg.threads if cfg.threads or comm.size == 1 or os.environ.get("CNNFAST_NUM_THREADS")
+                    else dist.default_threads())
         cnnfast.manual_seed(cfg.seed)
         model_state, resume_state = None, None
         if cfg.resume:
@@ -342,7 +379,7 @@ class _Run:
         self.cfg = cfg
         norm = None if resume_state is None else (np.asarray(resume_state["norm"]["mean"]),
                                                   np.asarray(resume_state["norm"]["std"]))
-        self.prep = prep = _Prepared(cfg, norm)
+        self.prep = prep = _Prepared(cfg, norm, comm)
         self.data = prep.data
         self.k = prep.data.num_classes
         self.model = build_model(cfg.model, self.k, self.data.image_shape, cfg.dropout, cfg.model_args)
@@ -359,7 +396,15 @@ class _Run:
         self.best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}
         if resume_state is not None:
             self._restore(model_state, resume_state)
-        self.out = cfg.out
+        # The module that trains: the model itself, or (several processes) its data-parallel
+        # wrapper; checkpoints always hold the bare model, so they load at any world size.
+        self.net = self.model
+        if comm.size > 1:
+            self.model = dist.convert_sync_batchnorm(self.model)
+            self.net = dist.DistributedDataParallel(self.model, comm=comm, broadcast_buffers=False)
+            self.notes.append(f"data parallel on {comm.size} processes (batch {cfg.batch_size // comm.size} each, "
+                              f"BatchNorm synchronised): " + ", ".join(comm.allgather_object(dist.comm.describe(comm))))
+        self.out = cfg.out if comm.rank == 0 else None
         self.stopped_early = False
         self.best_weights = None        # best epoch's weights when no checkpoint is written
         # The newest checkpoint whose weights are known to be finite, for the message when
@@ -445,13 +490,13 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
     hold the mean training loss and accuracy."""
     cfg, model, optimizer = run.cfg, run.model, run.optimizer
     loader = run.prep.train_loader
-    loader.set_epoch(epoch)
+    run.prep.set_epoch(epoch)
     bar = ProgressBar(len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
     run.lr_now = _current_lr(optimizer)
     seen, correct, loss_sum = 0, 0, 0.0
     for step, (x, y) in enumerate(loader, 1):
         run.position = (epoch, step)
-        logits = model(cnnfast.tensor(x))
+        logits = run.net(cnnfast.tensor(x))
         loss = _cross_entropy(logits, cnnfast.tensor(y))
         value = float(loss.item())
         # Checked before the update, so that a non-finite loss never reaches the weights.
@@ -469,7 +514,11 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
         seen += len(y)
         correct += hits
         loss_sum += value * len(y)
-        bar.update(len(y), loss=value, acc=hits / len(y))
+        # Every rank takes an equal share of the global batch: the global count is size x local.
+        bar.update(len(y) * run.comm.size, loss=value, acc=hits / len(y))
+    if run.comm.size > 1:
+        totals = run.comm.allreduce(np.array([loss_sum, correct, seen], np.float64), "sum")
+        loss_sum, correct, seen = float(totals[0]), float(totals[1]), float(totals[2])
     bar.metrics = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1)}
     return bar
 
@@ -481,6 +530,10 @@ def _validate_epoch(run: _Run, epoch: int, bar: ProgressBar) -> bool:
     run.position = (epoch, 0)
     val = evaluate(run.model, run.prep.val_loader, run.k)
     run.model.train(True)
+    if run.comm.size > 1:
+        # Every rank evaluated the same weights; rank 0's figures decide for all, so that
+        # schedule, early stopping and checkpoints can never diverge across ranks.
+        val = {**val, **run.comm.bcast_object({"loss": val["loss"], "acc": val["acc"]})}
     if not run.per_step:
         if cfg.schedule == "plateau":
             run.scheduler.step(val["loss"])
@@ -589,7 +642,7 @@ def _final_metrics(run: _Run) -> dict:
         "best_checkpoint_test_accuracy": best_test["acc"],
         "wall_time_s": wall, "train_time_s": train_time,
         "images_per_s": train_images / train_time if train_time > 0 else 0.0,
-        "threads": cnnfast.get_num_threads(), "config": asdict(cfg),
+        "threads": cnnfast.get_num_threads(), "world_size": run.comm.size, "config": asdict(cfg),
     }
     if cfg.overfit_batch:
         metrics["memorised"] = history["train_acc"][-1] == 1.0 if history["train_acc"] else False
