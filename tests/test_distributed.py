@@ -134,6 +134,38 @@ def test_cli_nproc_2_trains_to_the_single_process_accuracy_band_and_resumes_acro
 
 
 @needs_mpi
+def test_a_rank_killed_during_cnnfast_train_stops_the_job_and_leaves_the_checkpoint_intact(tmp_path):
+    """Rank 1 is killed (SIGKILL, no chance to clean up) right after its second epoch; the
+    launcher exits non-zero naming rank 1, and last.ckpt is a whole checkpoint of an epoch."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('PMI_RANK') == '1':\n"
+        "    import cnnfast.training.trainer as T\n"
+        "    real = T._validate_epoch\n"
+        "    def validate(run, epoch, bar):\n"
+        "        if epoch == 1:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return real(run, epoch, bar)\n"
+        "    T._validate_epoch = validate\n")
+    env = _env()
+    env["PYTHONPATH"] = str(inject) + os.pathsep + env["PYTHONPATH"]
+    out = tmp_path / "run"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cnnfast", "train", "--nproc", "2", "--epochs", "4", "--quiet",
+                               "--limit", "200", "--out", str(out)], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=str(tmp_path))
+    except subprocess.TimeoutExpired:
+        pytest.fail("a killed rank left `cnnfast train --nproc 2` hanging")
+    assert proc.returncode != 0
+    assert re.search(r"rank 1 \(pid \d+ on \S+\) was killed by signal 9", proc.stderr), proc.stderr
+    from cnnfast.training.checkpoint import load_checkpoint
+    weights, state = load_checkpoint(str(out / "last.ckpt"))
+    assert state["epoch"] in (0, 1) and weights
+
+
+@needs_mpi
 def test_nproc_that_disagrees_with_mpiexec_is_refused_on_every_rank(tmp_path):
     proc = run_job([sys.executable, "-m", "cnnfast", "train", "--nproc", "3", "--epochs", "1", "--quiet",
                     "--out", str(tmp_path / "x")], timeout=60, cwd=str(tmp_path))
