@@ -344,8 +344,73 @@ def _run_hooks(t, g: np.ndarray) -> np.ndarray:
     return g
 
 
+_callbacks = threading.local()
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` once when the backward pass that is running now ends (after every
+    leaf's ``.grad`` is written), as torch's ``Variable._execution_engine.queue_callback``;
+    data-parallel training finishes its gradient communication there."""
+    queue = getattr(_callbacks, "queue", None)
+    if queue is None:
+        raise RuntimeError("queue_callback: no backward pass is running")
+    queue.append(fn)
+
+
+def _run_callbacks(outer) -> None:
+    queue, _callbacks.queue = _callbacks.queue, outer
+    for fn in queue:
+        fn()
+
+
+def _flush_leaf(leaf_grads: dict, key: int) -> None:
+    """Accumulate a leaf's summed gradient into its ``.grad``, then run its
+    post-accumulate-grad hooks (which see the complete ``.grad``)."""
+    t, g = leaf_grads.pop(key)
+    g = _run_hooks(t, g)
+    # .grad may take over g instead of copying it (25 MB activations paid a full
+    # copy per backward) only when nothing else can see g: its references are
+    # this local and getrefcount's argument, so it is not the caller's gradient,
+    # a saved array, another leaf's gradient or a view's base.
+    exclusive = sys.getrefcount(g) <= 2 and g.base is None  # evaluated before g is pushed as an argument
+    t._accumulate(g, exclusive)
+    for hook in t._post_accumulate_grad_hooks:
+        hook(t)
+
+
+def _flush_complete(pending: dict, leaf_grads: dict, inputs: list) -> None:
+    """Flush the hooked leaves among ``inputs`` whose last consumer has now run."""
+    for t in inputs:
+        if t is not None and pending.get(id(t)) == 0:
+            del pending[id(t)]
+            if id(t) in leaf_grads:
+                _flush_leaf(leaf_grads, id(t))
+
+
+def _pending_uses(order: list) -> dict:
+    """For leaves with post-accumulate-grad hooks: how many graph inputs still have to run
+    before their gradient is complete (a leaf used twice by one node counts twice)."""
+    pending: dict[int, int] = {}
+    for node in order:
+        for t in node.inputs:
+            if t is not None and t._post_accumulate_grad_hooks and t.grad_fn is None:
+                pending[id(t)] = pending.get(id(t), 0) + 1
+    return pending
+
+
 def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
     """Accumulate d(tensor)/d(leaf) * gradient into every leaf's ``.grad``."""
+    outer = getattr(_callbacks, "queue", None)
+    _callbacks.queue = []
+    try:
+        _backward_pass(tensor, gradient, retain_graph)
+    except BaseException:
+        _callbacks.queue = outer
+        raise
+    _run_callbacks(outer)
+
+
+def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
     if not tensor.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
     if gradient is None:
@@ -357,7 +422,7 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
         if gradient.shape != tensor.shape:
             raise ValueError(f"gradient: expected shape {tensor.shape}, got {gradient.shape}")
     if tensor.grad_fn is None:  # a leaf that requires grad
-        tensor._accumulate(_run_hooks(tensor, gradient))
+        _flush_leaf({0: [tensor, gradient]}, 0)
         return
     root = tensor.grad_fn
     # grads[node id] = list of per-output gradients, summed over every consumer
@@ -370,14 +435,24 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
         watched[id(root)] = {tensor._output_index: tensor}
     # Leaf gradients are summed here and accumulated into .grad once, after the pass.
     leaf_grads: dict[int, list] = {}
+    order = _topological_order(root)
+    # Leaves with post-accumulate-grad hooks (data-parallel gradient buckets) get their .grad
+    # as soon as their last consumer has run, so a hook can start communicating it while
+    # the rest of the pass computes; the other leaves are accumulated after the pass.
+    pending = _pending_uses(order)
     with no_grad():
-        for node in _topological_order(root):
+        for node in order:
             if node.released:
                 raise RuntimeError(
                     "Trying to backward through the graph a second time; pass retain_graph=True "
                     "to the first backward() to keep it")
+            if pending:
+                for t in node.inputs:
+                    if t is not None and id(t) in pending:
+                        pending[id(t)] -= 1
             outs = grads.pop(id(node), None)
             if outs is None:
+                _flush_complete(pending, leaf_grads, node.inputs)
                 continue
             for i, t in watched.pop(id(node), {}).items():
                 if outs[i] is not None:
@@ -414,6 +489,8 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
                     slot = grads.setdefault(id(t.grad_fn), [None] * t.grad_fn.n_outputs)
                     i = t._output_index
                     slot[i] = g if slot[i] is None else slot[i] + g
+            if pending:
+                _flush_complete(pending, leaf_grads, node.inputs)
             if not retain_graph:
                 node.released = True
                 node.ctx.saved_tensors = ()
@@ -421,11 +498,4 @@ def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
                 node.inputs = [None] * len(node.inputs)
         in_grads = outs = None  # the last node's gradients would otherwise stay referenced here
         for key in list(leaf_grads):
-            t, g = leaf_grads.pop(key)
-            g = _run_hooks(t, g)
-            # .grad may take over g instead of copying it (25 MB activations paid a full
-            # copy per backward) only when nothing else can see g: its references are
-            # this local and getrefcount's argument, so it is not the caller's gradient,
-            # a saved array, another leaf's gradient or a view's base.
-            exclusive = sys.getrefcount(g) <= 2 and g.base is None  # evaluated before g is pushed as an argument
-            t._accumulate(g, exclusive)
+            _flush_leaf(leaf_grads, key)

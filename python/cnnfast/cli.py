@@ -27,6 +27,7 @@ examples:
   cnnfast train --find-lr                         plot loss against learning rate, suggest one
   cnnfast train --overfit-batch 32 --epochs 50    can the model memorise 32 images?
   cnnfast train --resume runs/X/last.ckpt --epochs 30
+  cnnfast train --nproc 2                         data parallel on 2 processes (MPI)
   cnnfast train --data new.npz --pretrained runs/X/best.ckpt --freeze-backbone --reinit-head
   cnnfast eval runs/X/best.ckpt                   test accuracy and confusion matrix
   cnnfast predict runs/X/best.ckpt a.png b.png --top-k 3
@@ -128,12 +129,18 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="train and validate on N training images only: a healthy model memorises them")
     x.add_argument("--find-lr", action="store_true",
                    help="run the learning-rate range test instead of training; writes lr_finder.png")
-    x.add_argument("--resume", default=None, metavar="CKPT", help="continue exactly from a checkpoint")
+    x.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue exactly from a checkpoint (also one written with another --nproc)")
     x.add_argument("--stop-after", type=_positive_int, default=None, help=argparse.SUPPRESS)
     x.add_argument("--detect-anomaly", action="store_true",
                    help="check every operation's outputs for NaN/Inf (slower) and name the first one that "
                         "produced one; training always stops on a non-finite loss or weight, keeping the last "
                         "good checkpoint")
+    d = t.add_argument_group("data-parallel training (pip install \"cnnfast[dist]\")")
+    d.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train on N local processes started through the bundled mpiexec; --batch-size stays "
+                        "the global batch, threads per process default to cores / N. For several machines run "
+                        "`mpiexec -f HOSTFILE -n N cnnfast train ...` instead")
     tl = t.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", default=None, metavar="CKPT", help="start from this checkpoint's weights")
     tl.add_argument("--freeze-backbone", action="store_true", help="train only the last layer")
@@ -195,15 +202,60 @@ def _train_config(a: argparse.Namespace):
 
 
 def _cmd_train(a) -> int:
+    from .distributed.comm import launched_by_mpi
     from .training import run_find_lr, train
 
     cfg = _train_config(a)
-    if cfg.out is None and not a.resume:
+    if a.nproc and a.find_lr:
+        raise ValueError("--find-lr runs on one process; leave out --nproc")
+    if cfg.out is None and not a.resume and not launched_by_mpi():
         cfg.out = run_folder()
+    if a.nproc and a.nproc > 1 and not launched_by_mpi():
+        return _launch_train(a, cfg.out)
     if a.find_lr:
         run_find_lr(cfg)
         return 0
-    m = train(cfg)
+    if launched_by_mpi():
+        return _train_rank(a, cfg)
+    return _report_train(cfg, train(cfg))
+
+
+def _launch_train(a, out: Optional[str]) -> int:
+    """`cnnfast train --nproc N`: the same command on N processes under the bundled mpiexec;
+    the output folder is fixed here so that every rank agrees on it."""
+    from .distributed.launch import launch
+
+    argv = list(a._argv)
+    if out is not None and a.out is None:
+        argv += ["--out", out]
+    return launch(a.nproc, [sys.executable, "-m", "cnnfast"] + argv)
+
+
+def _train_rank(a, cfg) -> int:
+    """One rank of a data-parallel job: an error on any rank stops the whole job (the other
+    ranks would wait for it in their next collective) with a message naming the rank."""
+    from . import distributed as dist
+    from .training import train
+
+    comm = dist.init(abort_on_exception=False)
+    if a.nproc and a.nproc != comm.size:
+        exc = ValueError(f"--nproc {a.nproc} differs from the {comm.size} processes mpiexec started; "
+                         "leave out --nproc under mpiexec")
+        if comm.rank == 0:
+            print(f"cnnfast train: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if cfg.out is None and not a.resume and comm.rank == 0:
+        cfg.out = run_folder()
+    try:
+        m = train(cfg)
+    except BaseException as exc:  # noqa: BLE001 - every failure must stop the other ranks
+        if comm.size > 1:
+            dist.abort_job(exc, 2 if isinstance(exc, ValueError) else 1)
+        raise
+    return _report_train(cfg, m) if comm.rank == 0 else 0
+
+
+def _report_train(cfg, m) -> int:
     print(json.dumps({"test_accuracy": round(m["test_accuracy"], 4), "best_val_acc": round(m["best_val_acc"], 4),
                       "epochs": m["epochs_run"], "wall_time_s": round(m["wall_time_s"], 2),
                       "out": m["config"]["out"]}))
@@ -326,6 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return getattr(module, function_name)(argv[1:])
     parser = _build_parser()
     a = parser.parse_args(argv)
+    a._argv = argv
     if a.command is None:
         parser.print_help()
         return 2

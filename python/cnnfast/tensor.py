@@ -49,6 +49,8 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected ops
+    # A class-level empty default: only the few tensors that register one pay for a list.
+    _post_accumulate_grad_hooks: tuple = ()
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         arr = data.data if isinstance(data, Tensor) else data
@@ -140,6 +142,17 @@ class Tensor:
     def register_hook(self, hook) -> None:
         """hook(grad: np.ndarray) -> replacement or None, called when this tensor's gradient is computed."""
         self._hooks.append(hook)
+
+    def register_post_accumulate_grad_hook(self, hook) -> None:
+        """hook(tensor) called after backward has accumulated this leaf's gradient into
+        ``.grad`` (as torch). The engine accumulates a leaf with such a hook as soon as
+        every node that uses it has run, not at the end of the pass, so the hook can act
+        on a finished gradient while the rest of the backward pass runs."""
+        if not self.is_leaf:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self._post_accumulate_grad_hooks:
+            self._post_accumulate_grad_hooks = []
+        self._post_accumulate_grad_hooks.append(hook)
 
     def _accumulate(self, g: np.ndarray, exclusive: bool = False) -> None:
         """``.grad += g``. ``exclusive``: the caller guarantees no one else references g,

@@ -28,11 +28,21 @@ from typing import Optional
 
 import numpy as np
 
+import cnnfast
+
+from .. import distributed as dist
+from .. import functional as F
+from .. import models, optim
 from ..autograd import set_detect_anomaly
-from ..data import DataLoader, TensorDataset, channel_stats, load_data, split_indices
-from ..data.transforms import Normalize, parse_augment
+from ..data import DataError, DataLoader, Subset, TensorDataset, channel_stats, load_data, split_indices
+from ..data.sources import open_image
+from ..data.transforms import Compose, Normalize, parse_augment
+from ..models import default_input_shape
+from ..optim import lr_scheduler as S
 from . import checkpoint as ckpt
 from . import transfer
+from .lr_finder import find_lr
+from .plots import confusion_matrix, plot_confusion, plot_curves, plot_lr_finder
 from .progress import ProgressBar, format_time
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -135,7 +145,6 @@ class TrainConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout}")
         if self.device != "cpu":
-            import cnnfast
             if not cnnfast.cuda.is_available():
                 raise ValueError(f"--device: {self.device!r} is not available here (no CUDA device); use --device cpu")
             raise ValueError("--device: training on CUDA is not wired into the trainer yet; use --device cpu")
@@ -152,7 +161,6 @@ class TrainConfig:
 def set_threads(n: Optional[int]) -> None:
     """``cnnfast.set_num_threads(n)`` when ``n`` is given and differs from the current count
     (rebuilding the thread pool for nothing is wasted work)."""
-    import cnnfast
 
     if n and int(n) != cnnfast.get_num_threads():
         cnnfast.set_num_threads(int(n))
@@ -167,7 +175,6 @@ def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0
     """A ``cnnfast.models`` architecture for inputs ``in_shape`` = (C, H, W): passes
     ``num_classes``, ``in_channels``, the input size and ``dropout`` to builders that take
     them; a model without a dropout argument gets ``nn.Dropout`` before its head."""
-    from .. import models
 
     if name.lower() not in models.list_models():
         raise ValueError(f"--model: expected one of {', '.join(models.list_models())}, got {name!r}")
@@ -196,7 +203,6 @@ def build_model(name: str, num_classes: int, in_shape: tuple, dropout: float = 0
 
 
 def build_optimizer(cfg: TrainConfig, params):
-    from .. import optim
 
     lr, wd = cfg.resolved_lr(), cfg.weight_decay
     if cfg.optimizer == "sgd":
@@ -214,7 +220,6 @@ def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
     """``(scheduler, per_step)``; per_step schedules advance after every batch, the others
     after every epoch (plateau with the validation loss). ``--warmup W`` prepends W epochs
     of linear warm-up (LinearLR then the schedule, joined by SequentialLR)."""
-    from ..optim import lr_scheduler as S
 
     total_steps = cfg.epochs * steps_per_epoch
     warm_steps = cfg.warmup * steps_per_epoch
@@ -244,15 +249,12 @@ def _current_lr(optimizer) -> float:
 
 
 def _cross_entropy(logits, y):
-    from .. import functional as F
     return F.cross_entropy(logits, y)
 
 
 def evaluate(model, loader, num_classes: int) -> dict:
     """Loss, accuracy, predictions and probabilities of ``model`` over ``loader`` (eval mode,
     no graph). Returns {"loss", "acc", "pred": (N,), "true": (N,), "prob": (N, K)}."""
-    import cnnfast
-    from .. import functional as F
 
     was_training = model.training
     model.eval()
@@ -286,7 +288,7 @@ def split_for(cfg: TrainConfig, y: np.ndarray) -> tuple:
 class _Prepared:
     """Data, loaders and normalisation for one run."""
 
-    def __init__(self, cfg: TrainConfig, norm: Optional[tuple] = None):
+    def __init__(self, cfg: TrainConfig, norm: Optional[tuple] = None, comm=None):
         data = load_data(cfg.data, cfg.image_size)
         train_idx, val_idx, test_idx = split_for(cfg, data.y)
         if cfg.overfit_batch:
@@ -301,19 +303,48 @@ class _Prepared:
         spec = cfg.augment if cfg.augment is not None else DATA_AUGMENT.get(str(cfg.data))
         augment = None if cfg.overfit_batch else parse_augment(spec, data.x.shape[2:])
         steps = [augment, self.normalize] if augment is not None else [self.normalize]
-        from ..data.transforms import Compose
         train_tf = Compose([s for s in steps])
         x, y = data.x, data.y
-        # A last batch of one image would break batch normalisation's statistics: drop it.
-        lone = len(train_idx) > 1 and len(train_idx) % cfg.batch_size == 1
-        self.train_loader = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=cfg.batch_size,
-                                       shuffle=True, drop_last=lone, transform=train_tf, seed=cfg.seed,
-                                       prefetch=cfg.prefetch)
+        self.train_set = TensorDataset(x[train_idx], y[train_idx])
+        self.sampler = None
+        world = 1 if comm is None else comm.size
+        if world == 1:
+            # A last batch of one image would break batch normalisation's statistics: drop it.
+            lone = len(train_idx) > 1 and len(train_idx) % cfg.batch_size == 1
+            self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=lone,
+                                           transform=train_tf, seed=cfg.seed, prefetch=cfg.prefetch)
+        else:
+            self._shard(cfg, comm, train_tf)
         eval_bs = max(cfg.batch_size, 256)
         self.val_loader = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=eval_bs,
                                      transform=self.normalize, prefetch=0)
         self.test_loader = DataLoader(TensorDataset(x[test_idx], y[test_idx]), batch_size=eval_bs,
                                       transform=self.normalize, prefetch=0)
+
+
+    def _shard(self, cfg: TrainConfig, comm, train_tf) -> None:
+        """Data-parallel training: --batch-size is the global batch, each rank takes its
+        share of it from its DistributedSampler shard (same length on every rank, so every
+        rank runs the same number of steps); the loader's seed differs per rank so that
+        ranks do not augment their samples with the same random draws."""
+        if cfg.batch_size % comm.size:
+            raise ValueError(f"--batch-size {cfg.batch_size}: the global batch must divide evenly among the "
+                             f"{comm.size} processes")
+        local = cfg.batch_size // comm.size
+        self.sampler = dist.DistributedSampler(len(self.train_set), num_replicas=comm.size, rank=comm.rank,
+                                               seed=cfg.seed)
+        n = self.sampler.num_samples
+        lone = n > 1 and n % local == 1
+        self.train_loader = DataLoader(Subset(self.train_set, self.sampler.indices()), batch_size=local,
+                                       shuffle=False, drop_last=lone, transform=train_tf,
+                                       seed=cfg.seed + 1_000_003 * comm.rank, prefetch=cfg.prefetch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the order and augmentation of the training data for ``epoch``."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            self.train_loader.dataset = Subset(self.train_set, self.sampler.indices())
+        self.train_loader.set_epoch(epoch)
 
 
 def _json_default(v):
@@ -326,6 +357,310 @@ def _json_default(v):
 
 # ---- the loop ----------------------------------------------------------------------------
 
+class _Run:
+    """The state of one training job that the steps below share: configuration, data,
+    model, optimizer, schedule, history and the best epoch so far."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.wall_start = time.perf_counter()
+        cfg.check()
+        self.comm = comm = dist.get_communicator()
+        if comm.size > 1:
+            # Only rank 0 prints and writes; every rank writes into rank 0's folder name.
+            cfg.out = comm.bcast_object(cfg.out)
+            cfg.quiet = cfg.quiet or comm.rank != 0
+        set_threads(cfg.threads if cfg.threads or comm.size == 1 or os.environ.get("CNNFAST_NUM_THREADS")
+                    else dist.default_threads())
+        cnnfast.manual_seed(cfg.seed)
+        model_state, resume_state = None, None
+        if cfg.resume:
+            model_state, resume_state = ckpt.load_checkpoint(cfg.resume)
+            cfg = _resumed_config(cfg, resume_state["config"])
+        self.cfg = cfg
+        norm = None if resume_state is None else (np.asarray(resume_state["norm"]["mean"]),
+                                                  np.asarray(resume_state["norm"]["std"]))
+        self.prep = prep = _Prepared(cfg, norm, comm)
+        self.data = prep.data
+        self.k = prep.data.num_classes
+        self.model = build_model(cfg.model, self.k, self.data.image_shape, cfg.dropout, cfg.model_args)
+        self.notes = []
+        if cfg.pretrained and resume_state is None:
+            self._load_pretrained()
+        if cfg.freeze_backbone:
+            self.notes.append(f"frozen backbone; training only {transfer.freeze_backbone(self.model)}")
+        self.optimizer = build_optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler, self.per_step = build_scheduler(cfg, self.optimizer, len(prep.train_loader))
+        self.history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "lr": [],
+                        "epoch_time": [], "images_per_s": []}
+        self.start_epoch, self.bad_epochs, self.elapsed_before = 0, 0, 0.0
+        self.best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}
+        if resume_state is not None:
+            self._restore(model_state, resume_state)
+        # The module that trains: the model itself, or (several processes) its data-parallel
+        # wrapper; checkpoints always hold the bare model, so they load at any world size.
+        self.net = self.model
+        if comm.size > 1:
+            self.model = dist.convert_sync_batchnorm(self.model)
+            self.net = dist.DistributedDataParallel(self.model, comm=comm, broadcast_buffers=False)
+            self.notes.append(f"data parallel on {comm.size} processes (batch {cfg.batch_size // comm.size} each, "
+                              f"BatchNorm synchronised): " + ", ".join(comm.allgather_object(dist.comm.describe(comm))))
+        self.out = cfg.out if comm.rank == 0 else None
+        self.stopped_early = False
+        self.best_weights = None        # best epoch's weights when no checkpoint is written
+        # The newest checkpoint whose weights are known to be finite, for the message when
+        # training has to stop on a NaN/Inf.
+        self.last_good = (cfg.resume, "the checkpoint this run resumed from") if cfg.resume else None
+        self.start_snapshot = None
+        self.position = (self.start_epoch, 0)
+        self.lr_now = _current_lr(self.optimizer)
+        self.initial_loss = None
+
+    def _load_pretrained(self) -> None:
+        cfg = self.cfg
+        pre_state, _ = ckpt.load_checkpoint(cfg.pretrained)
+        report = transfer.load_pretrained(self.model, pre_state)
+        self.notes.append(f"pretrained: loaded {len(report['loaded'])} tensors from {cfg.pretrained}"
+                          + (f", kept fresh {report['skipped']} (shape differs)" if report["skipped"] else ""))
+        if cfg.reinit_head:
+            self.notes.append(f"re-initialised head {transfer.reinit_head(self.model, cfg.seed)!r}")
+
+    def _restore(self, model_state: dict, state: dict) -> None:
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        cnnfast.set_rng_state(state["rng"])
+        self.history = state["history"]
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best = state["best"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.notes.append(f"resumed from {self.cfg.resume} after epoch {self.start_epoch}")
+        planned = int(state["config"]["epochs"])
+        if planned != self.cfg.epochs and self.cfg.schedule != "none":
+            self.notes.append(f"note: the {self.cfg.schedule} learning-rate schedule continues as planned for "
+                              f"{planned} epochs")
+
+    def state_for(self, epoch: int) -> dict:
+        """The trainer state a checkpoint written after ``epoch`` holds."""
+        return {"config": asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": cnnfast.get_rng_state(), "epoch": epoch,
+                "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+                "norm": {"mean": np.asarray(self.prep.mean), "std": np.asarray(self.prep.std)},
+                "classes": self.data.classes, "image_shape": list(self.data.image_shape),
+                "elapsed": self.elapsed_before + time.perf_counter() - self.wall_start}
+
+    def n_params(self) -> int:
+        return sum(int(p.data.size) for p in self.model.parameters())
+
+
+def _resumed_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
+    """Everything that shapes the run comes from the checkpoint; only the epoch budget, the
+    output folder, the verbosity, the threads and the NaN/Inf diagnostics may change on resume."""
+    keep = {"epochs": cfg.epochs, "out": cfg.out, "stop_after": cfg.stop_after, "quiet": cfg.quiet,
+            "resume": cfg.resume, "threads": cfg.threads, "prefetch": cfg.prefetch,
+            "detect_anomaly": cfg.detect_anomaly}
+    new = TrainConfig(**{**{f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}, **keep})
+    if new.out is None:
+        new.out = saved.get("out")
+    return new
+
+
+def _announce(run: _Run) -> None:
+    """The run's one-line description, its notes and (fresh runs) the initial-loss check."""
+    cfg, prep, data = run.cfg, run.prep, run.data
+    _log(cfg, f"cnnfast train: {cfg.model} ({run.n_params():,} parameters) on {data.source} "
+              f"[{len(prep.train_idx)} train / {len(prep.val_idx)} val / {len(prep.test_idx)} test, "
+              f"{run.k} classes, {'x'.join(map(str, data.image_shape))}], {cfg.optimizer} lr {cfg.resolved_lr():g}, "
+              f"schedule {cfg.schedule}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
+              f"{cnnfast.get_num_threads()} threads" + (f", output {run.out}" if run.out else ""))
+    for note in run.notes:
+        _log(cfg, "  " + note)
+    if cfg.resume:
+        return
+    try:
+        run.initial_loss = check_initial_loss(run.model, prep, run.k, cfg)
+    except ValueError as exc:
+        want = default_input_shape(cfg.model)
+        raise ValueError(f"--model {cfg.model} cannot take {'x'.join(map(str, data.image_shape))} inputs "
+                         f"({exc}); it is built for {'x'.join(map(str, want))}: try --image-size {want[1]}") from exc
+
+
+def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
+    """One pass over the training data; returns the epoch's progress bar, whose ``metrics``
+    hold the mean training loss and accuracy."""
+    cfg, model, optimizer = run.cfg, run.model, run.optimizer
+    loader = run.prep.train_loader
+    run.prep.set_epoch(epoch)
+    bar = ProgressBar(len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
+    run.lr_now = _current_lr(optimizer)
+    seen, correct, loss_sum = 0, 0, 0.0
+    for step, (x, y) in enumerate(loader, 1):
+        run.position = (epoch, step)
+        logits = run.net(cnnfast.tensor(x))
+        loss = _cross_entropy(logits, cnnfast.tensor(y))
+        value = float(loss.item())
+        # Checked before the update, so that a non-finite loss never reaches the weights.
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value}")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bad = first_nonfinite(model)
+        if bad:
+            raise FloatingPointError(bad)
+        if run.per_step:
+            run.scheduler.step()
+        hits = int(np.sum(np.argmax(logits.data, axis=1) == y))
+        seen += len(y)
+        correct += hits
+        loss_sum += value * len(y)
+        # Every rank takes an equal share of the global batch: the global count is size x local.
+        bar.update(len(y) * run.comm.size, loss=value, acc=hits / len(y))
+    if run.comm.size > 1:
+        totals = run.comm.allreduce(np.array([loss_sum, correct, seen], np.float64), "sum")
+        loss_sum, correct, seen = float(totals[0]), float(totals[1]), float(totals[2])
+    bar.metrics = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1)}
+    return bar
+
+
+def _validate_epoch(run: _Run, epoch: int, bar: ProgressBar) -> bool:
+    """Validation after ``epoch``: steps an epoch-wise schedule, appends the history, tracks
+    the best epoch; returns whether this epoch improved on the best."""
+    cfg, history = run.cfg, run.history
+    run.position = (epoch, 0)
+    val = evaluate(run.model, run.prep.val_loader, run.k)
+    run.model.train(True)
+    if run.comm.size > 1:
+        # Every rank evaluated the same weights; rank 0's figures decide for all, so that
+        # schedule, early stopping and checkpoints can never diverge across ranks.
+        val = {**val, **run.comm.bcast_object({"loss": val["loss"], "acc": val["acc"]})}
+    if not run.per_step:
+        if cfg.schedule == "plateau":
+            run.scheduler.step(val["loss"])
+        else:
+            run.scheduler.step()
+    history["train_loss"].append(bar.metrics["loss"])
+    history["train_acc"].append(bar.metrics["acc"])
+    history["val_loss"].append(val["loss"])
+    history["val_acc"].append(val["acc"])
+    history["lr"].append(run.lr_now)
+    history["epoch_time"].append(bar.elapsed)
+    history["images_per_s"].append(bar.rate)
+    bar.close(val_loss=val["loss"], val_acc=val["acc"])
+    # Ties in accuracy are broken by a clearly lower loss (by more than float noise).
+    best = run.best
+    improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"] - 1e-4)
+    if improved:
+        run.best = {"val_acc": val["acc"], "val_loss": val["loss"], "epoch": epoch}
+        run.bad_epochs = 0
+    else:
+        run.bad_epochs += 1
+    return improved
+
+
+def _save_checkpoints(run: _Run, epoch: int, improved: bool) -> None:
+    """last.ckpt after every epoch and best.ckpt when it improved (atomically); without an
+    output folder the best weights are kept in memory instead."""
+    if run.out and run.cfg.save_checkpoints:
+        state = run.state_for(epoch)
+        last = os.path.join(run.out, "last.ckpt")
+        ckpt.save_checkpoint(last, run.model, state)
+        run.last_good = (last, f"after epoch {epoch + 1}")
+        if improved:
+            ckpt.save_checkpoint(os.path.join(run.out, "best.ckpt"), run.model, state)
+    elif improved:
+        run.best_weights = ckpt.model_arrays(run.model)
+
+
+def _should_stop(run: _Run, epoch: int) -> bool:
+    """--stop-after and early stopping, with their messages."""
+    cfg = run.cfg
+    if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+        _log(cfg, f"stopping after epoch {epoch + 1} (--stop-after); continue with --resume {run.out}/last.ckpt")
+        return True
+    if cfg.early_stopping and run.bad_epochs >= cfg.early_stopping and epoch + 1 < cfg.epochs:
+        _log(cfg, f"early stopping: validation accuracy has not improved for {run.bad_epochs} epochs "
+                  f"(best {run.best['val_acc']:.4f} at epoch {run.best['epoch'] + 1})")
+        run.stopped_early = True
+        return True
+    return False
+
+
+def _run_epochs(run: _Run) -> None:
+    cfg = run.cfg
+    run.model.train()
+    if run.out and cfg.save_checkpoints and not cfg.resume:
+        # A fresh run keeps its starting state so that a checkpoint can be written even if
+        # the first epoch fails (never the weights that went non-finite).
+        run.start_snapshot = (ckpt.model_arrays(run.model), copy.deepcopy(run.state_for(run.start_epoch - 1)))
+    bar = None
+    try:
+        with set_detect_anomaly(cfg.detect_anomaly):
+            for epoch in range(run.start_epoch, cfg.epochs):
+                bar = _train_epoch(run, epoch)
+                improved = _validate_epoch(run, epoch, bar)
+                _save_checkpoints(run, epoch, improved)
+                if _should_stop(run, epoch):
+                    break
+    except FloatingPointError as exc:
+        if run.position[1] and bar is not None:
+            bar.close()  # ends the epoch's progress line before the message
+        raise _non_finite_stop(cfg, exc, run.position, run.lr_now, run.last_good, run.start_snapshot,
+                               run.out) from None
+
+
+def _final_metrics(run: _Run) -> dict:
+    """Test-set evaluation (of the best epoch's weights after early stopping, else the final
+    ones) and the metrics dict; leaves the model holding its final weights."""
+    cfg, model, history, data, k = run.cfg, run.model, run.history, run.data, run.k
+    last_weights = ckpt.model_arrays(model)
+    final = evaluate(model, run.prep.test_loader, k)
+    # The weights of the best validation epoch: what early stopping falls back to, and what
+    # best.ckpt holds; otherwise the final weights are the result (the schedule ends there).
+    best_test = final
+    best_weights = run.best_weights
+    if 0 <= run.best["epoch"] < len(history["val_acc"]) - 1:
+        best_path = os.path.join(run.out, "best.ckpt") if run.out else None
+        if best_path and cfg.save_checkpoints and os.path.exists(best_path):
+            best_weights, _ = ckpt.load_checkpoint(best_path)
+        if best_weights is not None:
+            model.load_state_dict(best_weights)
+            best_test = evaluate(model, run.prep.test_loader, k)
+            if not run.stopped_early:
+                model.load_state_dict(last_weights)
+    test = best_test if run.stopped_early else final
+    cm = confusion_matrix(test["true"], test["pred"], k)
+    wall = run.elapsed_before + time.perf_counter() - run.wall_start
+    train_images = len(run.prep.train_idx) * len(history["train_loss"])
+    train_time = float(sum(history["epoch_time"]))
+    metrics = {
+        "model": cfg.model, "data": data.source, "classes": data.classes, "num_parameters": run.n_params(),
+        "epochs_run": len(history["train_loss"]), "stopped_early": run.stopped_early,
+        "initial_loss": run.initial_loss, "expected_initial_loss": math.log(k),
+        "history": history, "best_epoch": run.best["epoch"] + 1, "best_val_acc": run.best["val_acc"],
+        "test_accuracy": test["acc"], "test_loss": test["loss"], "confusion_matrix": cm.tolist(),
+        "best_checkpoint_test_accuracy": best_test["acc"],
+        "wall_time_s": wall, "train_time_s": train_time,
+        "images_per_s": train_images / train_time if train_time > 0 else 0.0,
+        "threads": cnnfast.get_num_threads(), "world_size": run.comm.size, "config": asdict(cfg),
+    }
+    if cfg.overfit_batch:
+        metrics["memorised"] = history["train_acc"][-1] == 1.0 if history["train_acc"] else False
+    metrics["final_weights"] = last_weights
+    return metrics
+
+
+def _write_outputs(run: _Run, metrics: dict) -> None:
+    """metrics.json (without the weights) and the plots."""
+    out, cfg = run.out, run.cfg
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({k: v for k, v in metrics.items() if k != "final_weights"}, f, indent=2, default=_json_default)
+    if cfg.plots:
+        plot_curves(run.history, os.path.join(out, "curves.png"),
+                    title=f"{cfg.model} on {os.path.basename(str(run.data.source))}")
+        plot_confusion(np.asarray(metrics["confusion_matrix"]), os.path.join(out, "confusion.png"), run.data.classes)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run one training job.
 
@@ -333,220 +668,15 @@ def train(cfg: TrainConfig) -> dict:
     test_accuracy, confusion_matrix, wall_time_s, images_per_s, config, ...) plus
     ``final_weights``: the model's state at the end as a dict of arrays (not in the file).
     """
-    import cnnfast
-
-    cfg.check()
-    wall_start = time.perf_counter()
-    set_threads(cfg.threads)
-    cnnfast.manual_seed(cfg.seed)
-
-    resume_state = None
-    if cfg.resume:
-        model_state, resume_state = ckpt.load_checkpoint(cfg.resume)
-        saved = resume_state["config"]
-        # Everything that shapes the run comes from the checkpoint; only the epoch budget,
-        # the output folder, the verbosity and the NaN/Inf diagnostics may change on resume.
-        keep = {"epochs": cfg.epochs, "out": cfg.out, "stop_after": cfg.stop_after, "quiet": cfg.quiet, "resume": cfg.resume,
-                "threads": cfg.threads, "prefetch": cfg.prefetch, "detect_anomaly": cfg.detect_anomaly}
-        cfg = TrainConfig(**{**{f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}, **keep})
-        if cfg.out is None:
-            cfg.out = saved.get("out")
-    norm = None if resume_state is None else (np.asarray(resume_state["norm"]["mean"]), np.asarray(resume_state["norm"]["std"]))
-    prep = _Prepared(cfg, norm)
-    data = prep.data
-    k = data.num_classes
-
-    model = build_model(cfg.model, k, data.image_shape, cfg.dropout, cfg.model_args)
-    notes = []
-    if cfg.pretrained and resume_state is None:
-        pre_state, _ = ckpt.load_checkpoint(cfg.pretrained)
-        report = transfer.load_pretrained(model, pre_state)
-        notes.append(f"pretrained: loaded {len(report['loaded'])} tensors from {cfg.pretrained}"
-                     + (f", kept fresh {report['skipped']} (shape differs)" if report["skipped"] else ""))
-        if cfg.reinit_head:
-            notes.append(f"re-initialised head {transfer.reinit_head(model, cfg.seed)!r}")
-    if cfg.freeze_backbone:
-        trainable = transfer.freeze_backbone(model)
-        notes.append(f"frozen backbone; training only {trainable}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(cfg, params)
-    scheduler, per_step = build_scheduler(cfg, optimizer, len(prep.train_loader))
-
-    history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "lr": [], "epoch_time": [],
-               "images_per_s": []}
-    start_epoch, best, bad_epochs = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}, 0
-    elapsed_before = 0.0
-    if resume_state is not None:
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        cnnfast.set_rng_state(resume_state["rng"])
-        history = resume_state["history"]
-        start_epoch = int(resume_state["epoch"]) + 1
-        best = resume_state["best"]
-        bad_epochs = int(resume_state["bad_epochs"])
-        elapsed_before = float(resume_state.get("elapsed", 0.0))
-        notes.append(f"resumed from {cfg.resume} after epoch {start_epoch}")
-        planned = int(resume_state["config"]["epochs"])
-        if planned != cfg.epochs and cfg.schedule != "none":
-            notes.append(f"note: the {cfg.schedule} learning-rate schedule continues as planned for {planned} epochs")
-
-    out = cfg.out if cfg.out is not None else None
-    if out:
-        os.makedirs(out, exist_ok=True)
-    n_params = sum(int(p.data.size) for p in model.parameters())
-    _log(cfg, f"cnnfast train: {cfg.model} ({n_params:,} parameters) on {data.source} "
-              f"[{len(prep.train_idx)} train / {len(prep.val_idx)} val / {len(prep.test_idx)} test, "
-              f"{k} classes, {'x'.join(map(str, data.image_shape))}], {cfg.optimizer} lr {cfg.resolved_lr():g}, "
-              f"schedule {cfg.schedule}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
-              f"{cnnfast.get_num_threads()} threads" + (f", output {out}" if out else ""))
-    for note in notes:
-        _log(cfg, "  " + note)
-
-    initial_loss = None
-    if resume_state is None:
-        try:
-            initial_loss = check_initial_loss(model, prep, k, cfg)
-        except ValueError as exc:
-            from ..models import default_input_shape
-            want = default_input_shape(cfg.model)
-            raise ValueError(f"--model {cfg.model} cannot take {'x'.join(map(str, data.image_shape))} inputs "
-                             f"({exc}); it is built for {'x'.join(map(str, want))}: try --image-size {want[1]}") from exc
-
-    def state_for(epoch: int) -> dict:
-        return {"config": asdict(cfg), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": cnnfast.get_rng_state(), "epoch": epoch, "history": history, "best": best,
-                "bad_epochs": bad_epochs, "norm": {"mean": np.asarray(prep.mean), "std": np.asarray(prep.std)},
-                "classes": data.classes, "image_shape": list(data.image_shape),
-                "elapsed": elapsed_before + time.perf_counter() - wall_start}
-
-    stopped_early = False
-    best_weights = None
-    model.train()
-    # The newest checkpoint whose weights are known to be finite, for the message when training
-    # has to stop on a NaN/Inf; a fresh run keeps its starting state in memory so that one
-    # can be written even if the first epoch fails (never the weights that went non-finite).
-    last_good = (cfg.resume, "the checkpoint this run resumed from") if cfg.resume else None
-    start_snapshot = None
-    if out and cfg.save_checkpoints and not cfg.resume:
-        start_snapshot = (ckpt.model_arrays(model), copy.deepcopy(state_for(start_epoch - 1)))
-    position = (start_epoch, 0)
-    lr_now = _current_lr(optimizer)
-    try:
-        with set_detect_anomaly(cfg.detect_anomaly):
-            for epoch in range(start_epoch, cfg.epochs):
-                prep.train_loader.set_epoch(epoch)
-                bar = ProgressBar(len(prep.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
-                lr_now = _current_lr(optimizer)
-                seen, correct, loss_sum = 0, 0, 0.0
-                for step, (x, y) in enumerate(prep.train_loader, 1):
-                    position = (epoch, step)
-                    logits = model(cnnfast.tensor(x))
-                    loss = _cross_entropy(logits, cnnfast.tensor(y))
-                    value = float(loss.item())
-                    # Checked before the update, so that a non-finite loss never reaches the weights.
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"the loss became {value}")
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    bad = first_nonfinite(model)
-                    if bad:
-                        raise FloatingPointError(bad)
-                    if per_step:
-                        scheduler.step()
-                    hits = int(np.sum(np.argmax(logits.data, axis=1) == y))
-                    seen += len(y)
-                    correct += hits
-                    loss_sum += value * len(y)
-                    bar.update(len(y), loss=value, acc=hits / len(y))
-                position = (epoch, 0)
-                model.train(False)
-                val = evaluate(model, prep.val_loader, k)
-                model.train(True)
-                if not per_step:
-                    if cfg.schedule == "plateau":
-                        scheduler.step(val["loss"])
-                    else:
-                        scheduler.step()
-                history["train_loss"].append(loss_sum / seen)
-                history["train_acc"].append(correct / seen)
-                history["val_loss"].append(val["loss"])
-                history["val_acc"].append(val["acc"])
-                history["lr"].append(lr_now)
-                history["epoch_time"].append(bar.elapsed)
-                history["images_per_s"].append(bar.rate)
-                bar.metrics = {"loss": loss_sum / seen, "acc": correct / seen}
-                bar.close(val_loss=val["loss"], val_acc=val["acc"])
-                # Ties in accuracy are broken by a clearly lower loss (by more than float noise).
-                improved = val["acc"] > best["val_acc"] or (val["acc"] == best["val_acc"] and val["loss"] < best["val_loss"] - 1e-4)
-                if improved:
-                    best = {"val_acc": val["acc"], "val_loss": val["loss"], "epoch": epoch}
-                    bad_epochs = 0
-                else:
-                    bad_epochs += 1
-                if out and cfg.save_checkpoints:
-                    state = state_for(epoch)
-                    ckpt.save_checkpoint(os.path.join(out, "last.ckpt"), model, state)
-                    last_good = (os.path.join(out, "last.ckpt"), f"after epoch {epoch + 1}")
-                    if improved:
-                        ckpt.save_checkpoint(os.path.join(out, "best.ckpt"), model, state)
-                elif improved:
-                    best_weights = ckpt.model_arrays(model)
-                if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
-                    _log(cfg, f"stopping after epoch {epoch + 1} (--stop-after); continue with --resume {out}/last.ckpt")
-                    break
-                if cfg.early_stopping and bad_epochs >= cfg.early_stopping and epoch + 1 < cfg.epochs:
-                    _log(cfg, f"early stopping: validation accuracy has not improved for {bad_epochs} epochs "
-                              f"(best {best['val_acc']:.4f} at epoch {best['epoch'] + 1})")
-                    stopped_early = True
-                    break
-    except FloatingPointError as exc:
-        if position[1]:
-            bar.close()  # ends the epoch's progress line before the message
-        raise _non_finite_stop(cfg, exc, position, lr_now, last_good, start_snapshot, out) from None
-
-    last_weights = ckpt.model_arrays(model)
-    final = evaluate(model, prep.test_loader, k)
-    # The weights of the best validation epoch: what early stopping falls back to, and what
-    # best.ckpt holds; otherwise the final weights are the result (the schedule ends there).
-    best_test = final
-    if 0 <= best["epoch"] < len(history["val_acc"]) - 1:
-        if out and cfg.save_checkpoints and os.path.exists(os.path.join(out, "best.ckpt")):
-            best_weights, _ = ckpt.load_checkpoint(os.path.join(out, "best.ckpt"))
-        if best_weights is not None:
-            model.load_state_dict(best_weights)
-            best_test = evaluate(model, prep.test_loader, k)
-            if not stopped_early:
-                model.load_state_dict(last_weights)
-    test = best_test if stopped_early else final
-    from .plots import confusion_matrix
-    cm = confusion_matrix(test["true"], test["pred"], k)
-    wall = elapsed_before + time.perf_counter() - wall_start
-    train_images = sum(len(prep.train_idx) for _ in history["train_loss"])
-    train_time = float(sum(history["epoch_time"]))
-    metrics = {
-        "model": cfg.model, "data": data.source, "classes": data.classes, "num_parameters": n_params,
-        "epochs_run": len(history["train_loss"]), "stopped_early": stopped_early,
-        "initial_loss": initial_loss, "expected_initial_loss": math.log(k),
-        "history": history, "best_epoch": best["epoch"] + 1, "best_val_acc": best["val_acc"],
-        "test_accuracy": test["acc"], "test_loss": test["loss"], "confusion_matrix": cm.tolist(),
-        "best_checkpoint_test_accuracy": best_test["acc"],
-        "wall_time_s": wall, "train_time_s": train_time,
-        "images_per_s": train_images / train_time if train_time > 0 else 0.0,
-        "threads": cnnfast.get_num_threads(), "config": asdict(cfg),
-    }
-    if cfg.overfit_batch:
-        metrics["memorised"] = history["train_acc"][-1] == 1.0 if history["train_acc"] else False
-    if out:
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2, default=_json_default)
-        if cfg.plots:
-            from .plots import plot_confusion, plot_curves
-            plot_curves(history, os.path.join(out, "curves.png"), title=f"{cfg.model} on {os.path.basename(str(data.source))}")
-            plot_confusion(cm, os.path.join(out, "confusion.png"), data.classes)
-    metrics["final_weights"] = last_weights
-    _log(cfg, summary_text(metrics, out))
+    run = _Run(cfg)
+    if run.out:
+        os.makedirs(run.out, exist_ok=True)
+    _announce(run)
+    _run_epochs(run)
+    metrics = _final_metrics(run)
+    if run.out:
+        _write_outputs(run, metrics)
+    _log(run.cfg, summary_text(metrics, run.out))
     return metrics
 
 
@@ -592,7 +722,6 @@ def check_initial_loss(model, prep: _Prepared, num_classes: int, cfg: TrainConfi
     """The loss of the untrained model on one training batch; warns when it is far from
     ln(num_classes), the loss of a uniform guess (a sign of a bad initialisation or
     unnormalised inputs). Uses no randomness, so it leaves the run's RNG untouched."""
-    import cnnfast
 
     x = prep.normalize(prep.data.x[prep.train_idx[:min(256, len(prep.train_idx))]])
     y = prep.data.y[prep.train_idx[:len(x)]]
@@ -628,9 +757,6 @@ def summary_text(m: dict, out: Optional[str]) -> str:
 def run_find_lr(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, num_steps: int = 100) -> dict:
     """The learning-rate range test on the run ``cfg`` describes (its model, optimizer and
     data); writes lr_finder.png (and lr_finder.json) to ``cfg.out`` and returns the result."""
-    import cnnfast
-    from .lr_finder import find_lr
-    from .plots import plot_lr_finder
 
     cfg.check()
     set_threads(cfg.threads)
@@ -670,8 +796,6 @@ def evaluate_checkpoint(path: str, data: Optional[str] = None, split: Optional[s
     """Accuracy, loss and confusion matrix of a checkpoint. Without ``data``, on the split
     (default "test") of the data it was trained on; with ``data``, on all of that data
     (or ``split`` of it). Returns evaluate()'s dict plus "confusion_matrix", "classes", "n"."""
-    from ..data import DataError
-    from .plots import confusion_matrix
 
     model, state = load_trained(path)
     names = {f.name for f in fields(TrainConfig)}
@@ -717,12 +841,7 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
     """Top-k predictions for image files: [{"path", "top": [(class, probability), ...]}].
     Images are converted to the model's channel count, resized to its input size and
     normalised with the training statistics."""
-    import cnnfast
-    from PIL import Image
-
-    from .. import functional as F
-    from ..data import DataError
-    from ..data.sources import open_image
+    from PIL import Image  # Pillow is optional (the "train" extra); only this entry point needs it
 
     model, state = load_trained(path)
     c, h, w = state["image_shape"]

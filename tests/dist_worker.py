@@ -1,0 +1,233 @@
+"""Checks that run inside an MPI job (``mpiexec -n 2 python tests/dist_worker.py CASE...``),
+started by tests/test_distributed.py.
+
+Every rank runs every named case and compares its own result with a reference it computes
+itself on one process (no communication), so a wrong result fails on the rank that has
+it. Each case prints one line "CASE <name> rank <r> ok" or "CASE <name> rank <r> FAIL <why>";
+the pytest side reads those lines.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import numpy as np
+
+import cnnfast
+import cnnfast.distributed as dist
+from cnnfast import functional as F
+from cnnfast import nn, optim
+
+comm = dist.init(abort_on_exception=False)
+R, W = comm.rank, comm.size
+B = 3          # samples per rank per step
+STEPS = 4
+
+
+def model_without_bn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 3 * 3, 5)).double()
+
+
+def model_with_bn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 6 * 6, 5)).double()
+
+
+def data(steps, per_rank):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((steps, per_rank * W, 2, 6, 6))
+    y = rng.integers(0, 5, (steps, per_rank * W))
+    return x, y
+
+
+def make_opt(kind, params):
+    return optim.SGD(params, lr=0.1, momentum=0.9) if kind == "sgd" else optim.Adam(params, lr=0.01)
+
+
+def arrays(model):
+    return {k: np.array(v.data if hasattr(v, "data") else v, dtype=np.float64) for k, v in model.state_dict().items()}
+
+
+def close(got: dict, want: dict, rtol=1e-5, what="") -> None:
+    for k in want:
+        g, w = got[k], want[k]
+        err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-12)
+        if not err <= rtol:
+            raise AssertionError(f"{what}{k}: relative difference {err:.3g} > {rtol}")
+
+
+def equivalence(builder, kind, sync_bn):
+    """2 ranks x batch B == 1 process x batch 2B after STEPS steps; rank 1 starts from other weights."""
+    x, y = data(STEPS, B)
+    cnnfast.manual_seed(0)
+    ref = builder()
+    cnnfast.manual_seed(100 + R)          # rank 1 starts from different weights
+    mine = builder()
+    if R == 0:
+        mine.load_state_dict(ref.state_dict())
+    if sync_bn:
+        mine = dist.convert_sync_batchnorm(mine)
+    ddp = dist.DistributedDataParallel(mine, bucket_mb=0.0005)   # several buckets for this small model
+    opt_ref, opt = make_opt(kind, ref.parameters()), make_opt(kind, mine.parameters())
+    for s in range(STEPS):
+        loss = F.cross_entropy(ref(cnnfast.tensor(x[s])), cnnfast.tensor(y[s]))
+        opt_ref.zero_grad()
+        loss.backward()
+        opt_ref.step()
+        part = slice(R * B, (R + 1) * B)
+        loss = F.cross_entropy(ddp(cnnfast.tensor(x[s, part])), cnnfast.tensor(y[s, part]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    close(arrays(mine), arrays(ref), what=f"{kind}: ")
+    assert len(ddp._buckets) > 1, "the test model should span several buckets"
+    assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
+
+
+def case_sgd():
+    equivalence(model_without_bn, "sgd", False)
+
+
+def case_adam():
+    equivalence(model_without_bn, "adam", False)
+
+
+def case_sgd_syncbn():
+    equivalence(model_with_bn, "sgd", True)
+
+
+def case_adam_syncbn():
+    equivalence(model_with_bn, "adam", True)
+
+
+def case_no_sync():
+    """Two micro-batches per rank, the first under no_sync: the averaged gradient equals the
+    gradient of 2 x the mean loss over all 2 x W x B samples, and the first backward stayed local."""
+    x, y = data(2, B)
+    cnnfast.manual_seed(0)
+    ref = model_without_bn()
+    mine = model_without_bn()
+    mine.load_state_dict(ref.state_dict())
+    ddp = dist.DistributedDataParallel(mine)
+    part = slice(R * B, (R + 1) * B)
+    with ddp.no_sync():
+        F.cross_entropy(ddp(cnnfast.tensor(x[0, part])), cnnfast.tensor(y[0, part])).backward()
+    local = mine[0].weight.grad.data.copy()
+    others = comm.allgather(local)
+    assert not np.allclose(others[0], others[1]), "gradients were exchanged inside no_sync"
+    F.cross_entropy(ddp(cnnfast.tensor(x[1, part])), cnnfast.tensor(y[1, part])).backward()
+    big_x, big_y = x.reshape(-1, 2, 6, 6), y.reshape(-1)
+    (F.cross_entropy(ref(cnnfast.tensor(big_x)), cnnfast.tensor(big_y)) * 2.0).backward()
+    close({n: p.grad.data for n, p in mine.named_parameters()}, {n: p.grad.data for n, p in ref.named_parameters()},
+          rtol=1e-10, what="no_sync: ")
+
+
+def case_unused_parameters():
+    """A layer no rank uses keeps grad None; a layer only rank 1 uses gets rank 1's gradient / W."""
+    cnnfast.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3).double()
+            self.only_rank1 = nn.Linear(3, 3).double()
+            self.never = nn.Linear(3, 3).double()
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.only_rank1(h) if R == 1 else h
+
+    net = Net()
+    ddp = dist.DistributedDataParallel(net, bucket_mb=1e-5)
+    x = cnnfast.tensor(np.random.default_rng(R).standard_normal((2, 4)))
+    ddp(x).sum().backward()
+    mine = net.only_rank1.weight.grad
+    got = comm.allgather(np.zeros((3, 3)) if mine is None else mine.data.copy())
+    assert net.never.weight.grad is None, "a parameter no rank used got a gradient"
+    assert mine is not None and np.allclose(got[0], got[1]), "ranks disagree on a parameter only rank 1 used"
+    ref = Net()
+    ref.load_state_dict(net.state_dict())
+    if R == 1:
+        ref(x).sum().backward()
+        assert np.allclose(mine.data, ref.only_rank1.weight.grad.data / W)
+
+
+def case_collectives():
+    a = np.arange(5, dtype=np.float32) * (R + 1)
+    assert dist.all_reduce(a) is a and np.allclose(a, np.arange(5) * 3)
+    b = np.full(3, float(R))
+    dist.all_reduce(b, "mean")
+    assert np.allclose(b, 0.5)
+    c = np.array([R, -R], dtype=np.int64)
+    dist.all_reduce(c, "max")
+    assert c.tolist() == [1, 0]
+    t = cnnfast.tensor(np.full((2, 2), float(R + 5), np.float32))
+    dist.broadcast(t, root=1)
+    assert np.all(t.data == 6)
+    dist.barrier()
+
+
+def case_bad_use():
+    """Each misuse raises ValueError on every rank (the other rank never hangs)."""
+    base = np.zeros((4, 6))
+    buf = base[:, ::2] if R == 1 else np.zeros((4, 3))       # non-contiguous on rank 1 only
+    try:
+        dist.all_reduce(buf)
+    except ValueError as exc:
+        assert ("rank(s) 1" in str(exc)) if R == 0 else ("C-contiguous" in str(exc)), str(exc)
+    else:
+        raise AssertionError("a non-contiguous buffer on rank 1 was accepted")
+    try:
+        dist.all_reduce(np.zeros(3 + R))
+    except ValueError as exc:
+        assert "different sizes" in str(exc), str(exc)
+    else:
+        raise AssertionError("buffers of different sizes were accepted")
+    try:
+        dist.DistributedDataParallel(nn.Linear(3, 4 + R))
+    except ValueError as exc:
+        assert "rank 1" in str(exc) and "differ" in str(exc), str(exc)
+    else:
+        raise AssertionError("models of different shapes were accepted")
+    try:
+        dist.DistributedSampler(10, num_replicas=W + 1)
+    except ValueError as exc:
+        assert "world size" in str(exc), str(exc)
+    else:
+        raise AssertionError("a sampler for the wrong world size was accepted")
+
+
+def case_sampler():
+    for n, drop in ((12, False), (13, False), (13, True)):
+        s = dist.DistributedSampler(n, seed=3, drop_last=drop)
+        seen = []
+        for epoch in (0, 1):
+            s.set_epoch(epoch)
+            seen.append(comm.allgather_object(s.indices().tolist()))
+        shards = seen[0]
+        assert len({len(p) for p in shards}) == 1, "shards of different lengths"
+        flat = [i for p in shards for i in p]
+        if drop:
+            assert len(set(flat)) == len(flat) == n - n % W
+        else:
+            assert set(flat) == set(range(n)), "the shards do not cover the data"
+            assert len(flat) - len(set(flat)) == (-n) % W, "shards overlap beyond the padding"
+        assert seen[0] != seen[1], "set_epoch did not change the order"
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+if __name__ == "__main__":
+    cnnfast.set_num_threads(1)
+    for name in sys.argv[1:] or list(CASES):
+        try:
+            CASES[name]()
+        except Exception as exc:  # noqa: BLE001 - reported, then the job stops
+            traceback.print_exc()
+            print(f"CASE {name} rank {R} FAIL {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+            # The other rank may be inside a collective this rank will never join: stop the job.
+            dist.abort_job(exc)
+            sys.exit(1)
+        print(f"CASE {name} rank {R} ok", flush=True)
+        comm.barrier()
