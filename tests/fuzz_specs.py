@@ -1147,6 +1147,128 @@ for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level",
     SPECS[_n] = core_case(_n)
 
 
+# ---- today's CNN activations and separable resampling (issue 20) --------------------------
+
+
+def _erfc(v):
+    import math
+    return np.vectorize(math.erfc)(v)
+
+
+def _softplus_ref(x, b, th):
+    z = b * x
+    return np.where(z > th, x, (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / b)
+
+
+def _extra_fwd_ref(name, x, b=1.0, th=20.0):
+    c = 0.7978845608028654 * (x + 0.044715 * x**3)
+    return {
+        "gelu": lambda: x * 0.5 * _erfc(-x / np.sqrt(2)),
+        "gelu_tanh": lambda: 0.5 * x * (1 + np.tanh(c)),
+        "hardswish": lambda: x * np.clip(x + 3, 0, 6) / 6,
+        "hardsigmoid": lambda: np.clip(x + 3, 0, 6) / 6,
+        "relu6": lambda: np.clip(x, 0, 6),
+        "mish": lambda: x * np.tanh(_softplus_ref(x, 1.0, 20.0)),
+        "softplus": lambda: _softplus_ref(x, b, th),
+    }[name]()
+
+
+def _extra_der_ref(name, x, b=1.0, th=20.0):
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    c = 0.7978845608028654 * (x + 0.044715 * x**3)
+    dc = 0.7978845608028654 * (1 + 3 * 0.044715 * x**2)
+    t = np.tanh(_softplus_ref(x, 1.0, 20.0))
+    return {
+        "gelu": lambda: 0.5 * _erfc(-x / np.sqrt(2)) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi),
+        "gelu_tanh": lambda: 0.5 * (1 + np.tanh(c)) + 0.5 * x * (1 - np.tanh(c) ** 2) * dc,
+        "hardswish": lambda: np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1)),
+        "hardsigmoid": lambda: np.where((x > -3) & (x < 3), 1 / 6, 0),
+        "relu6": lambda: np.where((x <= 0) | (x >= 6), 0, 1.0),
+        "mish": lambda: t + x * (1 - t * t) * sig(x),
+        "softplus": lambda: np.where(b * x > th, 1.0, sig(b * x)),
+    }[name]()
+
+
+EXTRA_ACTS = ("gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus")
+
+
+def extra_act_case(name, backward):
+    def build(draw):
+        rng, dt = rng_of(draw), dtype_of(draw)
+        shape = any_shape(draw, 0, 4)
+        x = np.asarray(rng.standard_normal(shape) * 4, dtype=dt)
+        args = {"grad_output": normal(rng, shape, dt), "x": x} if backward else {"x": x}
+        b, th, floats = 1.0, 20.0, ()
+        if name == "softplus":
+            b, th = draw(st.floats(0.25, 3)), draw(st.floats(0.5, 20))
+            args.update(beta=b, threshold=th)
+            floats = ("beta", "threshold")
+        if draw(st.booleans()):
+            args["out"] = np.empty_like(x)
+        if backward:
+            ref = lambda a: [a["grad_output"].astype(F64) * _extra_der_ref(name, a["x"].astype(F64), b, th)]  # noqa
+            reads, tied = ("grad_output", "x"), ("x", "out")
+        else:
+            ref = lambda a: [_extra_fwd_ref(name, a["x"].astype(F64), b, th)]  # noqa: E731
+            reads, tied = ("x",), ("out",)
+        # Values sitting on a kink (+-3, 0, 6, beta*x == threshold) are avoided by the
+        # continuous draw; tolerances as the other activations'.
+        return Case(f"{name}_{'backward' if backward else 'forward'}", args, reads=reads, tied=tied, floats=floats,
+                    out="out", ref=ref, rtol=tol(dt)[0] * 10, atol=tol(dt)[1] * 10)
+    return build
+
+
+def _dense_axis(idx, w, n_in):
+    m = np.zeros((idx.shape[0], n_in))
+    np.add.at(m, (np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.reshape(-1)), w.reshape(-1).astype(F64))
+    return m
+
+
+def resample_case(backward):
+    def build(draw):
+        rng, dt = rng_of(draw), dtype_of(draw)
+        nsp = draw(st.integers(1, 3))
+        n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+        ins = [draw(st.integers(1, 9)) for _ in range(nsp)]
+        outs = [draw(st.integers(1, 19)) for _ in range(nsp)]
+        args, mats = {}, []
+        for name, i, o in zip("dhw"[3 - nsp:], ins, outs):
+            taps = draw(st.sampled_from([1, 2, 4]))
+            idx = rng.integers(0, i, (o, taps)).astype(np.int64)
+            w = np.asarray(rng.standard_normal((o, taps)), dt)
+            args[f"index_{name}"], args[f"weight_{name}"] = idx, w
+            mats.append(_dense_axis(idx, w, i))
+        tables = tuple(k for k in args)
+        letters = "abc"[:nsp]
+
+        def apply(v, ms, transpose):
+            for k, m in enumerate(ms):
+                v = np.moveaxis(np.tensordot(m.T if transpose else m, np.moveaxis(v, 2 + k, 0), axes=1), 0, 2 + k)
+            return v
+        del letters
+        if backward:
+            gy = normal(rng, (n, c, *outs), dt)
+            full = {"grad_output": gy, "input_shape": [n, c, *ins]}
+            full.update(args)
+            return Case("resample_backward", full, reads=("grad_output",) + tables, tied=tables, ints=("input_shape",),
+                        ref=lambda a: [apply(a["grad_output"].astype(F64), mats, True)],
+                        rtol=tol(dt)[0] * 10, atol=tol(dt)[1] * 10, notes={"indices": f"index_{'dhw'[3 - nsp:][-1]}"})
+        x = normal(rng, (n, c, *ins), dt)
+        full = {"x": x}
+        full.update(args)
+        return Case("resample_forward", full, reads=("x",) + tables, tied=tables,
+                    ref=lambda a: [apply(a["x"].astype(F64), mats, False)],
+                    rtol=tol(dt)[0] * 10, atol=tol(dt)[1] * 10, notes={"indices": f"index_{'dhw'[3 - nsp:][-1]}"})
+    return build
+
+
+for _n in EXTRA_ACTS:
+    SPECS[f"{_n}_forward"] = extra_act_case(_n, False)
+    SPECS[f"{_n}_backward"] = extra_act_case(_n, True)
+SPECS["resample_forward"] = resample_case(False)
+SPECS["resample_backward"] = resample_case(True)
+
+
 def entry_points() -> list:
     """Every function cnnfast._C exports at the top level (the cuda submodule and
     the exception classes are not kernels)."""

@@ -1,5 +1,6 @@
 // Bindings for the activation family (csrc/cpu/activation.h).
 #include "bind/array.h"
+#include "bind/elementwise.h"
 #include "bind/families.h"
 #include "cpu/activation.h"
 
@@ -9,38 +10,16 @@ namespace {
 using cpu::Activation;
 
 py::array elementwise_forward(Activation act, const py::array& x, double param, const py::object& out) {
-  DType dt = input(x, "x");
-  require_nonempty(x, "x");
-  py::array y = elementwise_output(out, "out", x, {{&x, "x"}});
-  const int64_t n = x.size();
-  dispatch_float(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(y);
-    py::gil_scoped_release nogil;
-    cpu::activation_forward<T>(act, xp, yp, n, param);
+  return elementwise_map(x, out, [&](const auto* xp, auto* yp, int64_t n) {
+    cpu::activation_forward(act, xp, yp, n, param);
   });
-  return y;
 }
 
 py::array elementwise_backward(Activation act, const py::array& grad_y, const py::array& saved,
                                const char* saved_name, double param, const py::object& out) {
-  DType dt = input(grad_y, "grad_output");
-  input(saved, saved_name);
-  require_same_dtype(grad_y, "grad_output", saved, saved_name);
-  require_nonempty(grad_y, "grad_output");
-  require_shape(saved, saved_name, shape_of(grad_y));
-  py::array gx = elementwise_output(out, "out", grad_y, {{&grad_y, "grad_output"}, {&saved, saved_name}});
-  const int64_t n = grad_y.size();
-  dispatch_float(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* gp = cptr<T>(grad_y);
-    const T* sp = cptr<T>(saved);
-    T* op = mptr<T>(gx);
-    py::gil_scoped_release nogil;
-    cpu::activation_backward<T>(act, gp, sp, op, n, param);
+  return elementwise_map_backward(grad_y, saved, saved_name, out, [&](const auto* gp, const auto* sp, auto* op, int64_t n) {
+    cpu::activation_backward(act, gp, sp, op, n, param);
   });
-  return gx;
 }
 
 struct AxisSplit {

@@ -100,8 +100,12 @@ py::tuple batch_norm_fwd(const py::array& x, const py::object& weight, const py:
     using T = decltype(tag);
     const T* w = opt_param<T>(weight, "weight", x, d.C);
     const T* b = opt_param<T>(bias, "bias", x, d.C);
-    T* rm = opt_state<T>(running_mean, "running_mean", x, d.C);
-    T* rv = opt_state<T>(running_var, "running_var", x, d.C);
+    // Inference only reads the statistics, so read-only arrays (an ONNX graph's
+    // inputs, a memory-mapped checkpoint) are accepted there.
+    T* rm = training ? opt_state<T>(running_mean, "running_mean", x, d.C)
+                     : const_cast<T*>(opt_param<T>(running_mean, "running_mean", x, d.C));
+    T* rv = training ? opt_state<T>(running_var, "running_var", x, d.C)
+                     : const_cast<T*>(opt_param<T>(running_var, "running_var", x, d.C));
     if (training) check_state_disjoint(running_mean, running_var, x, weight, bias);
     const T* xp = cptr<T>(x);
     T *yp = mptr<T>(y), *smp = mptr<T>(sm), *srp = mptr<T>(sr);

@@ -6,6 +6,8 @@
 namespace cnnfast::bind {
 void bind_core(pybind11::module_& m);
 void bind_activation(pybind11::module_& m);
+void bind_activation_extra(pybind11::module_& m);
+void bind_resample(pybind11::module_& m);
 void bind_conv(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);
 void bind_norm(pybind11::module_& m);

@@ -13,6 +13,8 @@ PYBIND11_MODULE(_C, m) {
   using namespace cnnfast::bind;
   bind_core(m);
   bind_activation(m);
+  bind_activation_extra(m);
+  bind_resample(m);
   bind_conv(m);
   bind_pool(m);
   bind_norm(m);

@@ -8,3 +8,7 @@ from .pooling import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
+from .activation_extra import *  # noqa: F401,F403
+from .resample import *  # noqa: F401,F403
+from .regularization import *  # noqa: F401,F403
+from .normalization_extra import *  # noqa: F401,F403

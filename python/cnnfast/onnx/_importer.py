@@ -155,8 +155,10 @@ class _Ctx:
 class _Program:
     """A graph compiled to a list of steps (nodes in topological order)."""
 
-    def __init__(self, graph, opset, consts, used, label, outer=frozenset(), top=False, converters=None):
+    def __init__(self, graph, opset, consts, used, label, outer=frozenset(), top=False, types=None,
+                 converters=None):
         onnx = _onnx()
+        types = {} if types is None else types
         converters = CONVERTERS if converters is None else converters
         self.label = label
         self.local_consts = {}
@@ -184,9 +186,11 @@ class _Program:
             def compile_graph(g, _n=len(self.steps), _node=node):
                 # A subgraph sees the outer graph's inputs, constants and earlier nodes' outputs.
                 seen = known | {o for st in self.steps[:_n] for o in st.outputs}
-                return _Program(g, opset, consts, used, f"{label}/{_node.name}", outer=seen, converters=converters)
+                return _Program(g, opset, consts, used, f"{label}/{_node.name}", outer=seen, types=types,
+                                converters=converters)
 
             spec = NodeSpec(node, attrs, opset, consts, used, compile_graph)
+            spec.types = types
             reads = set(node.input)
             for a in node.attribute:
                 if a.g.node:
@@ -300,7 +304,8 @@ class OnnxModule(nn.Module):
         load_consts = dict(consts)
         for name, key in self._state_names.items():
             load_consts[name] = getattr(self, key).data
-        self._program = _Program(graph, self.opset, load_consts, used, label, top=True)
+        self._program = _Program(graph, self.opset, load_consts, used, label, top=True,
+                                 types=_declared_types(model_proto))
         # Constants produced by Constant nodes join the runtime scope.
         self._consts = {k: v for k, v in self._program.consts.maps[0].items() if k not in self._state_names}
         self._consts.update(consts)
@@ -388,6 +393,24 @@ class OnnxModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"source={self.source!r}, opset={self.opset}, nodes={len(self._program.steps)}"
+
+
+def _declared_types(model) -> dict:
+    """Element dtype of every value whose type the graph declares or ONNX shape inference
+    derives, so converters can refuse a dtype at load rather than at run time."""
+    onnx = _onnx()
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # inference is a help here, never a reason to refuse a model
+        graph = model.graph
+    types = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dtype = _value_info(vi)[1]
+        if dtype is not None:
+            types[vi.name] = dtype
+    for init in graph.initializer:
+        types[init.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+    return types
 
 
 def _opset(model, label) -> int:

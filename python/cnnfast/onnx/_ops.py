@@ -162,6 +162,19 @@ class NodeSpec:
     def has_input(self, i) -> bool:
         return i < len(self.inputs) and bool(self.inputs[i])
 
+    types: dict = {}
+
+    def input_dtype(self, i):
+        """Input i's element dtype when the graph declares it or shape inference finds it, else None."""
+        if not self.has_input(i):
+            return None
+        return self.types.get(self.inputs[i])
+
+    def require_float_input(self, i, what="input"):
+        dt = self.input_dtype(i)
+        if dt is not None and dt.kind != "f":
+            self.fail(f"{what} {i} ('{self.inputs[i]}') has dtype {dt}; only float32 and float64 are supported")
+
     def output_used(self, i) -> bool:
         return i < len(self.outputs) and bool(self.outputs[i]) and self.outputs[i] in self._used
 
@@ -473,6 +486,7 @@ def _max_pool(spec):
         spec.fail("the kernel_shape attribute is required")
     if len(spec.attr("kernel_shape")) not in (1, 2, 3):
         spec.fail("only 1-D, 2-D and 3-D pooling is supported")
+    spec.require_float_input(0)
     want_idx = spec.output_used(1)
     if want_idx and int(spec.attr("storage_order", 0)):
         spec.fail("storage_order=1 (column-major indices) is not supported")
@@ -655,15 +669,21 @@ def _softmax(spec):
 
 @op("Dropout")
 def _dropout(spec):
-    if spec.output_used(1):
-        spec.fail("the mask output is not supported")
+    want_mask = spec.output_used(1)
 
     def run(ins, m):
         x = ins[0]
-        if not m.training:
-            return [x]
-        ratio = float(arr(ins[1])) if len(ins) > 1 and ins[1] is not None else 0.5
-        return [F.dropout(ten(x), ratio, training=True)]
+        # training_mode (opset 12+) decides when given; otherwise the module's train()/eval().
+        training = bool(arr(ins[2]).reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None else m.training
+        ratio = float(arr(ins[1]).reshape(-1)[0]) if len(ins) > 1 and ins[1] is not None else 0.5
+        if not training or ratio == 0.0:
+            return [x, np.ones(arr(x).shape, bool)] if want_mask else [x]
+        x = ten(x)
+        if not want_mask:
+            return [F.dropout(x, ratio, training=True)]
+        # The kept-and-scaled pattern as its own tensor, so the mask can be read off it.
+        keep = F.dropout(Tensor._wrap(np.ones(x.shape, x.dtype)), ratio, training=True)
+        return [x * keep, keep.data != 0]
     return run
 
 
@@ -844,7 +864,9 @@ def _flatten(spec):
     def run(ins, m):
         x = ins[0]
         shape = arr(x).shape
-        a = axis % (len(shape) + 1) if axis < 0 else axis
+        a = axis + len(shape) if axis < 0 else axis
+        if not 0 <= a <= len(shape):
+            raise ValueError(f"Flatten node '{spec.name}': axis {axis} is out of range for rank {len(shape)}")
         return [_reshape(x, (int(np.prod(shape[:a])), int(np.prod(shape[a:]))))]
     return run
 

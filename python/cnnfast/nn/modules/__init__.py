@@ -18,3 +18,8 @@ from .loss import (  # noqa: F401
     L1Loss, MSELoss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, NLLLoss, BCEWithLogitsLoss, BCELoss,
     MultiMarginLoss, TripletMarginLoss,
 )
+from .activation_extra import GELU, Hardswish, Hardsigmoid, ReLU6, Mish, Softplus  # noqa: F401
+from .resample import (  # noqa: F401
+    Upsample, UpsamplingNearest2d, UpsamplingBilinear2d, PixelShuffle, PixelUnshuffle, ChannelShuffle, StochasticDepth,
+    LayerNorm2d,
+)
