@@ -25,6 +25,9 @@ CASES = [
     ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1, momentum=0.9, centered=True)),
     ("RMSprop", dict(lr=0.01, momentum=0.5)),
     ("RMSprop", dict(lr=0.01, centered=True, maximize=True)),
+    ("Adadelta", dict()),
+    ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=0.1)),
+    ("Adadelta", dict(lr=0.1, maximize=True)),
 ]
 
 
@@ -57,7 +60,7 @@ def test_matches_torch_over_steps(name, kwargs, dtype, rng, simd):
         assert set(ours_state[k]) == set(torch_state[k])
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"])
 def test_defaults_match_torch(name):
     p = nn.Parameter(np.zeros(3, np.float32))
     ours = getattr(optim, name)([p]).defaults
