@@ -274,7 +274,7 @@ def _model():
 
 
 def _snapshot(m):
-    return {k: v.data.copy() for k, v in m.state_dict().items()}
+    return {k: v._array.copy() for k, v in m.state_dict().items()}
 
 
 def _assert_unchanged(m, before):
@@ -323,7 +323,7 @@ def test_non_strict_load_reports_missing_and_extra_keys():
     state["extra"] = np.zeros(1)
     missing, unexpected = m.load_state_dict(state, strict=False)
     assert missing == ["3.weight"] and unexpected == ["extra"]
-    assert (m[3].bias.data == 7).all() and not (m[3].weight.data == 7).all()
+    assert (m[3].bias._array == 7).all() and not (m[3].weight._array == 7).all()
 
 
 def test_loading_a_checkpoint_for_another_architecture_changes_nothing(tmp_path):
@@ -341,7 +341,7 @@ def test_loading_a_checkpoint_for_another_architecture_changes_nothing(tmp_path)
 def test_checkpoints_with_non_finite_weights_are_never_written(tmp_path, good):
     path = tmp_path / "good.cnf"  # the fixture's file: it must survive
     m = _model()
-    m[3].weight.data[0, 0] = np.nan
+    m[3].weight._array[0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="3.weight holds NaN or Inf"):
         save_checkpoint(str(path), m, {"epoch": 1})
     assert cnnfast.load(path)["meta"]["epoch"] == 2

@@ -23,7 +23,7 @@ def test_generator_and_discriminator_shapes(size):
     z = cnnfast.tensor(np.random.default_rng(0).standard_normal((3, 7)).astype(np.float32))
     img = g(z)
     assert img.shape == (3, 1, size, size)
-    assert np.all(np.abs(img.data) <= 1.0)
+    assert np.all(np.abs(img._array) <= 1.0)
     assert g(z.reshape(3, 7, 1, 1)).shape == (3, 1, size, size)
     assert d(img).shape == (3,)
 
@@ -39,13 +39,13 @@ def test_image_size_must_be_a_power_of_two_from_8(size):
 def test_dcgan_init_follows_the_paper():
     cnnfast.manual_seed(0)
     g = dcgan_init_(Generator(nz=32, ngf=32, image_size=16))
-    convs = [m.weight.data for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    convs = [m.weight._array for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
     bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
     w = np.concatenate([c.ravel() for c in convs])
     assert abs(w.std() - 0.02) < 0.002 and abs(w.mean()) < 0.002
-    gamma = np.concatenate([b.weight.data for b in bns])
+    gamma = np.concatenate([b.weight._array for b in bns])
     assert abs(gamma.mean() - 1.0) < 0.01 and 0.01 < gamma.std() < 0.03
-    assert all(np.all(b.bias.data == 0) for b in bns)
+    assert all(np.all(b.bias._array == 0) for b in bns)
 
 
 def _torch_twin(ours, theirs_cls):
@@ -55,9 +55,9 @@ def _torch_twin(ours, theirs_cls):
     assert len(src) == len(dst)
     with torch.no_grad():
         for s, t in zip(src, dst):
-            t.weight.copy_(torch.tensor(s.weight.data))
+            t.weight.copy_(torch.tensor(s.weight._array))
             if getattr(s, "bias", None) is not None:
-                t.bias.copy_(torch.tensor(s.bias.data))
+                t.bias.copy_(torch.tensor(s.bias._array))
     return theirs_cls
 
 
@@ -75,22 +75,22 @@ def test_dcgan_forward_and_backward_match_torch():
         tnn.Conv2d(16, 1, 4, 1, 0, bias=False)).double())
     for m in (g, d):
         for p in m.parameters():
-            p.data = p.data.astype(np.float64)
+            p._array = p._array.astype(np.float64)
         for b in m.buffers():
-            if b.data.dtype.kind == "f":
-                b.data = b.data.astype(np.float64)
+            if b._array.dtype.kind == "f":
+                b._array = b._array.astype(np.float64)
     z = np.random.default_rng(0).standard_normal((5, 5))
     cz, tz = cnnfast.tensor(z.copy(), requires_grad=True), torch.tensor(z.copy(), requires_grad=True)
     logits = d(g(cz))
     tlogits = td(tg(tz.reshape(5, 5, 1, 1))).reshape(5)
-    assert_close(logits.data, tlogits.detach().numpy(), 1e-9, 1e-10, "logits")
+    assert_close(logits._array, tlogits.detach().numpy(), 1e-9, 1e-10, "logits")
     target = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     loss = cnnfast.functional.binary_cross_entropy_with_logits(logits, cnnfast.tensor(target))
     tloss = torch.nn.functional.binary_cross_entropy_with_logits(tlogits, torch.tensor(target))
     loss.backward()
     tloss.backward()
-    assert_close(cz.grad.data, tz.grad.numpy(), 1e-8, 1e-10, "grad z")
-    ours = [m.weight.grad.data for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert_close(cz.grad._array, tz.grad.numpy(), 1e-8, 1e-10, "grad z")
+    ours = [m.weight.grad._array for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
     theirs = [m.weight.grad.numpy() for m in tg.modules() if isinstance(m, tnn.ConvTranspose2d)]
     for k, (a, b) in enumerate(zip(ours, theirs)):
         assert_close(a, b, 1e-8, 1e-10, f"generator conv {k} weight grad")

@@ -110,24 +110,24 @@ def test_layer_forward_backward_matches_torch(name, args, kwargs, shape, mode, r
     x = cnnfast.tensor(x0.copy(), requires_grad=True)
     tx = torch.tensor(x0.copy(), requires_grad=True)
     y, ty = ours(x), theirs(tx)
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-9, atol=1e-10)
     g = rng.standard_normal(ty.shape)
     y.backward(g)
     ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(x.grad.data, tx.grad.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(x.grad._array, tx.grad.numpy(), rtol=1e-8, atol=1e-10)
     for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
-        np.testing.assert_allclose(p.grad.data, tp.grad.numpy(), rtol=1e-8, atol=1e-10, err_msg=n)
+        np.testing.assert_allclose(p.grad._array, tp.grad.numpy(), rtol=1e-8, atol=1e-10, err_msg=n)
     for (n, b), (_, tb) in zip(ours.named_buffers(), theirs.named_buffers()):
-        np.testing.assert_allclose(b.data, tb.numpy(), rtol=1e-10, atol=1e-12, err_msg=n)
+        np.testing.assert_allclose(b._array, tb.numpy(), rtol=1e-10, atol=1e-12, err_msg=n)
 
 
 def test_pool_return_indices_and_unpool_match_torch(rng):
     x0 = rng.standard_normal((2, 3, 6, 4))
     pool, tpool = nn.MaxPool2d(2, return_indices=True), torch.nn.MaxPool2d(2, return_indices=True)
     (y, idx), (ty, tidx) = pool(cnnfast.tensor(x0)), tpool(torch.tensor(x0))
-    np.testing.assert_array_equal(idx.data, tidx.numpy())
+    np.testing.assert_array_equal(idx._array, tidx.numpy())
     out = nn.MaxUnpool2d(2)(y, idx)
-    np.testing.assert_allclose(out.data, torch.nn.MaxUnpool2d(2)(ty, tidx).numpy())
+    np.testing.assert_allclose(out._array, torch.nn.MaxUnpool2d(2)(ty, tidx).numpy())
     assert nn.MaxUnpool2d(2)(y, idx, output_size=(7, 5)).shape == (2, 3, 7, 5)
 
 
@@ -138,7 +138,7 @@ def test_conv_transpose_output_size_matches_torch(rng):
     y = m(cnnfast.tensor(x0), output_size=(10, 10))
     ty = t(torch.tensor(x0), output_size=(10, 10))
     assert y.shape == tuple(ty.shape) == (1, 3, 10, 10)
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="output_size"):
         m(cnnfast.tensor(x0), output_size=(20, 20))
 
@@ -182,12 +182,12 @@ def test_loss_modules_match_torch(name, kwargs, kind, rng):
         ins = [cnnfast.tensor(x0.copy(), requires_grad=True)]
         tins = [torch.tensor(x0.copy(), requires_grad=True)]
         y, ty = ours(ins[0], cnnfast.tensor(t0)), theirs(tins[0], torch.tensor(t0))
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-9, atol=1e-12)
     g = rng.standard_normal(ty.shape)
     y.backward(g)
     ty.backward(torch.tensor(g))
     for a, ta in zip(ins, tins):
-        np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(a.grad._array, ta.grad.numpy(), rtol=1e-8, atol=1e-12)
 
 
 def test_loss_reduction_is_checked():
@@ -206,7 +206,7 @@ def test_default_init_is_torch_uniform_bound(layer, fan_in):
     cnnfast.manual_seed(3)
     m = layer()
     bound = 1 / math.sqrt(fan_in)
-    w, b = m.weight.data, m.bias.data
+    w, b = m.weight._array, m.bias._array
     assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
     # U(-bound, bound): std = bound / sqrt(3), and the range is actually used.
     assert abs(w.std() - bound / math.sqrt(3)) < 0.05 * bound
@@ -221,15 +221,15 @@ def test_manual_seed_makes_init_reproducible():
     b = nn.Conv2d(3, 4, 3).state_dict()
     c = nn.Conv2d(3, 4, 3).state_dict()
     for k in a:
-        np.testing.assert_array_equal(a[k].data, b[k].data)
-    assert not np.array_equal(a["weight"].data, c["weight"].data)
+        np.testing.assert_array_equal(a[k]._array, b[k]._array)
+    assert not np.array_equal(a["weight"]._array, c["weight"]._array)
 
 
 def test_norm_defaults():
     bn = nn.BatchNorm2d(3)
-    assert (bn.weight.data == 1).all() and (bn.bias.data == 0).all()
-    assert (bn.running_mean.data == 0).all() and (bn.running_var.data == 1).all()
-    assert bn.num_batches_tracked.data.dtype == np.int64 and bn.num_batches_tracked.shape == ()
+    assert (bn.weight._array == 1).all() and (bn.bias._array == 0).all()
+    assert (bn.running_mean._array == 0).all() and (bn.running_var._array == 1).all()
+    assert bn.num_batches_tracked._array.dtype == np.int64 and bn.num_batches_tracked.shape == ()
 
 
 # ---- Module machinery ----------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_shared_module_parameters_counted_once():
 
 def test_load_state_dict_errors_list_every_problem():
     m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-    sd = {k: v.data.copy() for k, v in m.state_dict().items()}
+    sd = {k: v._array.copy() for k, v in m.state_dict().items()}
     sd["1.weight"] = np.zeros((3, 3), np.float32)
     del sd["0.bias"]
     sd["2.weight"] = np.zeros(1)
@@ -297,14 +297,14 @@ def test_load_state_dict_errors_list_every_problem():
     sd["1.weight"] = np.ones((2, 4), np.float64)
     res = m.load_state_dict(sd, strict=False)
     assert res.missing_keys == ["0.bias"] and res.unexpected_keys == ["2.weight"]
-    assert m[1].weight.dtype == np.float32 and (m[1].weight.data == 1).all()
+    assert m[1].weight.dtype == np.float32 and (m[1].weight._array == 1).all()
 
 
 def test_load_state_dict_copies_in_place_so_optimizers_keep_their_parameters():
     m = nn.Linear(2, 2)
     w = m.weight
     m.load_state_dict({"weight": np.eye(2), "bias": np.zeros(2)})
-    assert m.weight is w and (w.data == np.eye(2)).all()
+    assert m.weight is w and (w._array == np.eye(2)).all()
 
 
 def test_train_eval_freeze_zero_grad_apply_to():
@@ -320,7 +320,7 @@ def test_train_eval_freeze_zero_grad_apply_to():
     for p in m.parameters():
         p.grad = cnnfast.ones(*p.shape)
     m.zero_grad(set_to_none=False)
-    assert all(p.grad is not None and not p.grad.data.any() for p in m.parameters())
+    assert all(p.grad is not None and not p.grad._array.any() for p in m.parameters())
     m.zero_grad()
     assert all(p.grad is None for p in m.parameters())
     order = []
@@ -335,8 +335,8 @@ def test_train_eval_freeze_zero_grad_apply_to():
 def test_frozen_layer_keeps_parameters_through_training(rng):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     model[0].requires_grad_(False)
-    frozen = {k: v.data.copy() for k, v in model[0].state_dict().items()}
-    head = model[2].weight.data.copy()
+    frozen = {k: v._array.copy() for k, v in model[0].state_dict().items()}
+    head = model[2].weight._array.copy()
     opt = cnnfast.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
     x = cnnfast.tensor(rng.standard_normal((6, 4)).astype(np.float32))
     for _ in range(3):
@@ -344,8 +344,8 @@ def test_frozen_layer_keeps_parameters_through_training(rng):
         (model(x) ** 2).mean().backward()
         opt.step()
     for k, v in model[0].state_dict().items():
-        np.testing.assert_array_equal(v.data, frozen[k])
-    assert not np.array_equal(model[2].weight.data, head)
+        np.testing.assert_array_equal(v._array, frozen[k])
+    assert not np.array_equal(model[2].weight._array, head)
 
 
 def test_forward_hooks_and_call():
@@ -354,7 +354,7 @@ def test_forward_hooks_and_call():
     h = m.register_forward_hook(lambda mod, args, out: calls.append(out.shape))
     pre = m.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
     y = m(cnnfast.ones(3, 2))
-    np.testing.assert_allclose(y.data, np.broadcast_to(m.bias.data, (3, 2)))
+    np.testing.assert_allclose(y._array, np.broadcast_to(m.bias._array, (3, 2)))
     h.remove()
     pre.remove()
     m(cnnfast.ones(1, 2))
@@ -398,7 +398,7 @@ def test_containers():
     assert list(md.keys()) == ["x", "y"] and "y" in md and len(md) == 2
     assert md.pop("x").__class__ is nn.ReLU
     pl = nn.ParameterList([np.zeros(2, np.float32), nn.Parameter(np.ones(1, np.float32))])
-    assert len(list(pl.parameters())) == 2 and pl[1].data[0] == 1
+    assert len(list(pl.parameters())) == 2 and pl[1]._array[0] == 1
     with pytest.raises(IndexError):
         seq[10]
 
@@ -407,13 +407,13 @@ def test_dropout_train_eval_and_seed():
     x = cnnfast.ones(1000)
     d = nn.Dropout(0.5)
     cnnfast.manual_seed(1)
-    a = d(x).data.copy()
+    a = d(x)._array.copy()
     cnnfast.manual_seed(1)
-    b = d(x).data.copy()
+    b = d(x)._array.copy()
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) <= {0.0, 2.0} and 300 < (a == 0).sum() < 700
     d.eval()
-    np.testing.assert_array_equal(d(x).data, x.data)
+    np.testing.assert_array_equal(d(x)._array, x._array)
     with pytest.raises(ValueError, match="between 0 and 1"):
         nn.Dropout(1.5)
 
@@ -436,15 +436,15 @@ def test_deepcopy_gives_an_independent_model():
     m2 = copy.deepcopy(m)
     assert isinstance(m2[0].weight, nn.Parameter) and m2[0].weight.requires_grad
     assert m2[0].weight is not m[0].weight and m2[1].running_mean is not m[1].running_mean
-    np.testing.assert_array_equal(m2[0].weight.data, m[0].weight.data)
-    m2[0].weight.data[...] = 0
-    assert m[0].weight.data.any()
+    np.testing.assert_array_equal(m2[0].weight._array, m[0].weight._array)
+    m2[0].weight._array[...] = 0
+    assert m[0].weight._array.any()
     assert repr(m2) == repr(m)
 
 
 def test_old_batchnorm_checkpoint_without_num_batches_tracked_loads():
     bn = nn.BatchNorm2d(2)
-    bn.num_batches_tracked.data[...] = 5
+    bn.num_batches_tracked._array[...] = 5
     old = {"weight": np.ones(2), "bias": np.zeros(2), "running_mean": np.ones(2), "running_var": np.ones(2)}
     bn.load_state_dict(old)
-    assert int(bn.num_batches_tracked.data) == 0 and "num_batches_tracked" not in old
+    assert int(bn.num_batches_tracked._array) == 0 and "num_batches_tracked" not in old

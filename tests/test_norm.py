@@ -23,11 +23,11 @@ def run_both(fc, ft, x, params, gy, rtol=1e-4, atol=1e-5, what=""):
     tp = [None if p is None else torch.tensor(p, requires_grad=True) for p in params]
     ty = ft(tx, *tp)
     ty.backward(torch.tensor(gy))
-    assert_close(y.data, ty.detach().numpy(), rtol, atol, f"{what} output")
-    assert_close(cx.grad.data, tx.grad.numpy(), rtol, atol, f"{what} grad input")
+    assert_close(y._array, ty.detach().numpy(), rtol, atol, f"{what} output")
+    assert_close(cx.grad._array, tx.grad.numpy(), rtol, atol, f"{what} grad input")
     for i, (a, b) in enumerate(zip(cp, tp)):
         if a is not None:
-            assert_close(a.grad.data, b.grad.numpy(), rtol, atol, f"{what} grad param {i}")
+            assert_close(a.grad._array, b.grad.numpy(), rtol, atol, f"{what} grad param {i}")
 
 
 def affine_params(rng, shape, affine, dtype=np.float32):
@@ -55,8 +55,8 @@ def test_batch_norm_matches_torch(shape, affine, training, simd, rng):
     run_both(lambda a, w, b: F.batch_norm(a, rm, rv, w, b, training=training, momentum=0.3),
              lambda a, w, b: TF.batch_norm(a, trm, trv, w, b, training=training, momentum=0.3),
              x, affine_params(rng, C, affine), gy, what=f"batch_norm {shape}")
-    assert_close(rm.data, trm.numpy(), 1e-5, 1e-6, "running_mean")
-    assert_close(rv.data, trv.numpy(), 1e-5, 1e-6, "running_var")
+    assert_close(rm._array, trm.numpy(), 1e-5, 1e-6, "running_mean")
+    assert_close(rv._array, trv.numpy(), 1e-5, 1e-6, "running_var")
 
 
 def test_batch_norm_running_stats_over_steps_then_eval(rng):
@@ -67,12 +67,12 @@ def test_batch_norm_running_stats_over_steps_then_eval(rng):
         x = (rng.standard_normal(shape) * (step + 1) + step).astype(np.float32)
         y = F.batch_norm(cnnfast.tensor(x), rm, rv, training=True, momentum=0.1)
         ty = TF.batch_norm(torch.tensor(x), trm, trv, training=True, momentum=0.1)
-        assert_close(y.data, ty.numpy(), 1e-4, 1e-5, f"step {step}")
+        assert_close(y._array, ty.numpy(), 1e-4, 1e-5, f"step {step}")
     # The unbiased variance goes into running_var: a biased one would differ by M/(M-1) = 90/89.
-    assert_close(rm.data, trm.numpy(), 1e-5, 1e-6, "running_mean")
-    assert_close(rv.data, trv.numpy(), 1e-5, 1e-6, "running_var")
+    assert_close(rm._array, trm.numpy(), 1e-5, 1e-6, "running_mean")
+    assert_close(rv._array, trv.numpy(), 1e-5, 1e-6, "running_var")
     x = rng.standard_normal(shape).astype(np.float32)
-    assert_close(F.batch_norm(cnnfast.tensor(x), rm, rv).data, TF.batch_norm(torch.tensor(x), trm, trv).numpy(),
+    assert_close(F.batch_norm(cnnfast.tensor(x), rm, rv)._array, TF.batch_norm(torch.tensor(x), trm, trv).numpy(),
                  1e-5, 1e-5, "eval with running statistics")
 
 
@@ -86,7 +86,7 @@ def test_large_mean_small_spread(op, simd, rng):
            "layer": lambda m, a: m.layer_norm(a, (4, 700)),
            "instance": lambda m, a: m.instance_norm(a)}
     ref = fns[op](TF, torch.tensor(x, dtype=torch.float64)).numpy()
-    y = fns[op](F, cnnfast.tensor(x)).data
+    y = fns[op](F, cnnfast.tensor(x))._array
     assert_close(y, ref, 1e-3, 1e-3, f"{op} norm, large mean")
 
 
@@ -150,7 +150,7 @@ def test_group_norm_groups_must_divide_channels():
     with pytest.raises(ValueError, match="num_groups"):
         F.group_norm(x, 0)
     with pytest.raises(ValueError, match="num_groups: expected a positive divisor of the number of channels 6, got 4"):
-        _C.group_norm_forward(x.data, 4)
+        _C.group_norm_forward(x._array, 4)
 
 
 def test_group_norm_finite_differences(rng):
@@ -188,8 +188,8 @@ def test_instance_norm_matches_torch(shape, affine, simd, rng):
     run_both(lambda a, w, b: F.instance_norm(a, rm, rv, w, b, momentum=0.2),
              lambda a, w, b: TF.instance_norm(a, trm, trv, w, b, momentum=0.2),
              x, affine_params(rng, C, affine), gy, what=f"instance_norm {shape}")
-    assert_close(rm.data, trm.numpy(), 1e-5, 1e-6, "running_mean")
-    assert_close(rv.data, trv.numpy(), 1e-5, 1e-6, "running_var")
+    assert_close(rm._array, trm.numpy(), 1e-5, 1e-6, "running_mean")
+    assert_close(rv._array, trv.numpy(), 1e-5, 1e-6, "running_var")
     # Evaluation form: the running statistics normalise the input.
     run_both(lambda a, w, b: F.instance_norm(a, rm, rv, w, b, use_input_stats=False),
              lambda a, w, b: TF.instance_norm(a, trm, trv, w, b, use_input_stats=False),
@@ -258,7 +258,7 @@ def test_local_response_norm_matches_torch(shape, size, beta, simd, rng):
 def test_local_response_norm_alexnet_defaults(rng):
     x = (rng.standard_normal((2, 96, 5, 5)) * 30).astype(np.float32)
     ref = TF.local_response_norm(torch.tensor(x), 5, 1e-4, 0.75, 2.0).numpy()
-    assert_close(F.local_response_norm(cnnfast.tensor(x), 5, 1e-4, 0.75, 2.0).data, ref, 1e-5, 1e-6, "alexnet lrn")
+    assert_close(F.local_response_norm(cnnfast.tensor(x), 5, 1e-4, 0.75, 2.0)._array, ref, 1e-5, 1e-6, "alexnet lrn")
 
 
 @pytest.mark.parametrize("size,beta", [(3, 0.75), (2, 0.6)])

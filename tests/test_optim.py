@@ -25,12 +25,15 @@ CASES = [
     ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1, momentum=0.9, centered=True)),
     ("RMSprop", dict(lr=0.01, momentum=0.5)),
     ("RMSprop", dict(lr=0.01, centered=True, maximize=True)),
+    ("Adadelta", dict()),
+    ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=0.1)),
+    ("Adadelta", dict(lr=0.1, maximize=True)),
 ]
 
 
 def _pair(name, kwargs, shapes, dtype, rng):
     ours = [nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
-    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    theirs = [torch.tensor(p._array.copy(), requires_grad=True) for p in ours]
     return ours, theirs, getattr(optim, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, foreach=False,
                                                                                           **kwargs)
 
@@ -49,7 +52,7 @@ def test_matches_torch_over_steps(name, kwargs, dtype, rng, simd):
         t.step()
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
     for p, tp in zip(ours, theirs):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), **tol)
+        np.testing.assert_allclose(p._array, tp.detach().numpy(), **tol)
     # The state dict has torch's keys.
     ours_state, torch_state = o.state_dict()["state"], t.state_dict()["state"]
     assert sorted(ours_state) == sorted(torch_state)
@@ -57,7 +60,7 @@ def test_matches_torch_over_steps(name, kwargs, dtype, rng, simd):
         assert set(ours_state[k]) == set(torch_state[k])
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"])
 def test_defaults_match_torch(name):
     p = nn.Parameter(np.zeros(3, np.float32))
     ours = getattr(optim, name)([p]).defaults
@@ -82,7 +85,7 @@ for threads in (1, 2, 1):
     for k in range(3):
         p.grad = cnnfast.tensor(np.sin(np.arange(n, dtype=np.float32) * (k + 1)))
         o.step()
-    results.append(p.data.copy())
+    results.append(p._array.copy())
 print(all(np.array_equal(results[0], r) for r in results[1:]))
 """
 
@@ -118,7 +121,7 @@ def test_scalar_and_avx2_paths_agree(name, kwargs, rng):
                 for p, g in zip(ps, gs):
                     p.grad = cnnfast.tensor(g.copy())
                 o.step()
-            results[level] = [p.data for p in ps]
+            results[level] = [p._array for p in ps]
     finally:
         cnnfast.set_simd_level(before)
     for a, b in zip(results["scalar"], results["avx2"]):
@@ -135,7 +138,7 @@ def test_large_tensor_matches_torch(rng):
         theirs[0].grad = torch.tensor(g)
         o.step()
         t.step()
-    np.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(ours[0]._array, theirs[0].detach().numpy(), rtol=2e-5, atol=2e-6)
 
 
 def test_param_groups_and_add_param_group(rng):
@@ -146,8 +149,8 @@ def test_param_groups_and_add_param_group(rng):
     a.grad = cnnfast.ones(3)
     b.grad = cnnfast.ones(3)
     o.step()
-    np.testing.assert_allclose(a.data, 0.9)
-    np.testing.assert_allclose(b.data, 0.5)
+    np.testing.assert_allclose(a._array, 0.9)
+    np.testing.assert_allclose(b._array, 0.5)
     c = nn.Parameter(np.ones(2, np.float32))
     o.add_param_group({"params": c, "momentum": 0.9})
     assert o.param_groups[2]["lr"] == 0.1 and o.param_groups[2]["momentum"] == 0.9
@@ -167,7 +170,7 @@ def test_zero_grad_and_frozen_parameters(rng):
     w = nn.Parameter(rng.standard_normal((4, 3)).astype(np.float32))
     frozen = nn.Parameter(rng.standard_normal(3).astype(np.float32))
     frozen.requires_grad_(False)
-    before = frozen.data.copy()
+    before = frozen._array.copy()
     o = optim.Adam([w, frozen], lr=0.1)
     x = cnnfast.tensor(rng.standard_normal((5, 4)).astype(np.float32))
     for _ in range(3):
@@ -176,9 +179,9 @@ def test_zero_grad_and_frozen_parameters(rng):
         loss.backward()
         assert frozen.grad is None
         o.step()
-    np.testing.assert_array_equal(frozen.data, before)
+    np.testing.assert_array_equal(frozen._array, before)
     o.zero_grad(set_to_none=False)
-    assert w.grad is not None and not w.grad.data.any()
+    assert w.grad is not None and not w.grad._array.any()
     o.zero_grad()
     assert w.grad is None
 
@@ -196,7 +199,7 @@ def test_closure_is_called_with_grad_enabled(rng):
     with cnnfast.no_grad():
         loss = o.step(closure)
     assert loss.item() == 4.0
-    np.testing.assert_allclose(w.data, [1.0])
+    np.testing.assert_allclose(w._array, [1.0])
 
 
 @pytest.mark.parametrize("name,kwargs", [c for c in CASES if not c[1].get("maximize")])
@@ -211,14 +214,14 @@ def test_state_dict_round_trip_continues_identically(name, kwargs, rng):
         for i, gs in enumerate(grads):
             if i == split:
                 sd = o.state_dict()
-                ps2 = [nn.Parameter(p.data.copy()) for p in ps]
+                ps2 = [nn.Parameter(p._array.copy()) for p in ps]
                 o = getattr(optim, name)(ps2, **kwargs)
                 o.load_state_dict(sd)
                 ps = ps2
             for p, g in zip(ps, gs):
                 p.grad = cnnfast.tensor(g.copy())
             o.step()
-        return [p.data for p in ps]
+        return [p._array for p in ps]
 
     for a, b in zip(run(None), run(4)):
         np.testing.assert_array_equal(a, b)
@@ -245,7 +248,7 @@ def test_accepts_torch_state_dict_layout():
     tp.grad = torch.tensor([0.1, -0.2, 0.3])
     o.step()
     t.step()
-    np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(p._array, tp.detach().numpy(), rtol=1e-6)
 
 
 class TestKernelArguments:

@@ -58,7 +58,7 @@ def test_small_cnn_gradients_by_finite_differences(rng):
     model.train()
     model.drop.eval()
     for p in model.parameters():  # away from the default init so BN's affine terms matter too
-        p.data[...] = rng.standard_normal(p.shape) * 0.5
+        p._array[...] = rng.standard_normal(p.shape) * 0.5
     x0 = rng.standard_normal((2, 3, 8, 8))
     target = cnnfast.tensor(np.array([2, 0]))
 
@@ -69,17 +69,17 @@ def test_small_cnn_gradients_by_finite_differences(rng):
     model.zero_grad()
     loss_of(x).backward()
     params = list(model.parameters())
-    arrays = [x0] + [p.data for p in params]
+    arrays = [x0] + [p._array for p in params]
 
     def f(*_):
         with cnnfast.no_grad():
-            return loss_of(cnnfast.tensor(x0)).data
+            return loss_of(cnnfast.tensor(x0))._array
 
     numeric = numerical_grad(f, arrays, np.ones(()), eps=1e-6)
     assert_nontrivial(*numeric)
-    assert_close(x.grad.data, numeric[0], rtol=1e-5, atol=1e-8, what="input")
+    assert_close(x.grad._array, numeric[0], rtol=1e-5, atol=1e-8, what="input")
     for (name, p), n in zip(model.named_parameters(), numeric[1:]):
-        assert_close(p.grad.data, n, rtol=1e-5, atol=1e-8, what=name)
+        assert_close(p.grad._array, n, rtol=1e-5, atol=1e-8, what=name)
 
 
 OPTIMIZERS = [
@@ -127,7 +127,7 @@ def test_mlp_training_matches_torch(opt_name, opt_kw, sched_name, sched_kw, rng)
     np.testing.assert_allclose(ol, tl, rtol=1e-4)
     assert tl[-1] < tl[0]  # it trained
     for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-3, atol=1e-5, err_msg=n)
+        np.testing.assert_allclose(p._array, tp.detach().numpy(), rtol=1e-3, atol=1e-5, err_msg=n)
 
 
 @pytest.mark.parametrize("opt_name,opt_kw,sched_name,sched_kw", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
@@ -138,4 +138,4 @@ def test_cnn_training_matches_torch(opt_name, opt_kw, sched_name, sched_kw, rng)
     np.testing.assert_allclose(ol, tl, rtol=1e-4)
     assert tl[-1] < tl[0]
     for (n, b), (_, tb) in zip(ours.named_buffers(), theirs.named_buffers()):
-        np.testing.assert_allclose(b.data, tb.numpy(), rtol=1e-3, atol=1e-4, err_msg=n)
+        np.testing.assert_allclose(b._array, tb.numpy(), rtol=1e-3, atol=1e-4, err_msg=n)

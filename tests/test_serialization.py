@@ -166,9 +166,9 @@ def _train(model_params, state, steps, rng_data, start=0):
 
 def _fresh(seed):
     cnnfast.manual_seed(seed)
-    w1 = nn.Parameter(cnnfast.randn(5, 6).data * 0.5)
+    w1 = nn.Parameter(cnnfast.randn(5, 6)._array * 0.5)
     b1 = nn.Parameter(np.zeros(6, np.float32))
-    w2 = nn.Parameter(cnnfast.randn(6, 2).data * 0.5)
+    w2 = nn.Parameter(cnnfast.randn(6, 2)._array * 0.5)
     bn = nn.BatchNorm1d(6)
     params = [w1, b1, w2] + list(bn.parameters())
     opt = optim.AdamW(params, lr=0.01, amsgrad=True)
@@ -183,7 +183,7 @@ def test_save_load_continue_is_bit_identical(tmp_path):
     # Uninterrupted run.
     params, state = _fresh(1)
     _train(params, state, 30, data)
-    reference = [p.data.copy() for p in params[:3]] + [v.data.copy() for v in params[3].state_dict().values()]
+    reference = [p._array.copy() for p in params[:3]] + [v._array.copy() for v in params[3].state_dict().values()]
     # Interrupted: 12 steps, checkpoint everything, rebuild from scratch, resume.
     params, state = _fresh(1)
     _train(params, state, 12, data)
@@ -194,26 +194,26 @@ def test_save_load_continue_is_bit_identical(tmp_path):
     params2, state2 = _fresh(2)
     ck = cnnfast.load(path)
     for p, saved in zip(params2[:3], ck["w"]):
-        p.data[...] = saved.data
+        p._array[...] = saved._array
     params2[3].load_state_dict(ck["bn"])
     state2[0].load_state_dict(ck["opt"])
     state2[1].load_state_dict(ck["sched"])
     cnnfast.set_rng_state(ck["rng"])
     _train(params2, state2, 30 - ck["step"], data, start=ck["step"])
-    resumed = [p.data for p in params2[:3]] + [v.data for v in params2[3].state_dict().values()]
+    resumed = [p._array for p in params2[:3]] + [v._array for v in params2[3].state_dict().values()]
     for a, b in zip(reference, resumed):
         np.testing.assert_array_equal(a, b)
 
 
 def test_model_state_dict_round_trip(tmp_path):
     m = nn.Sequential(nn.BatchNorm1d(3), nn.LayerNorm(3))
-    m[0].running_mean.data[...] = [1, 2, 3]
-    m[0].num_batches_tracked.data[...] = 7
+    m[0].running_mean._array[...] = [1, 2, 3]
+    m[0].num_batches_tracked._array[...] = 7
     cnnfast.save(m.state_dict(), tmp_path / "m.cnf")
     m2 = nn.Sequential(nn.BatchNorm1d(3), nn.LayerNorm(3))
     m2.load_state_dict(cnnfast.load(tmp_path / "m.cnf"))
-    np.testing.assert_array_equal(m2[0].running_mean.data, [1, 2, 3])
-    assert m2[0].num_batches_tracked.data.shape == () and int(m2[0].num_batches_tracked.data) == 7
+    np.testing.assert_array_equal(m2[0].running_mean._array, [1, 2, 3])
+    assert m2[0].num_batches_tracked._array.shape == () and int(m2[0].num_batches_tracked._array) == 7
 
 
 @pytest.mark.parametrize("make", [

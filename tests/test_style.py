@@ -167,7 +167,7 @@ def test_feature_net_matches_torch(rng):
         m = getattr(net, name)
         if name.startswith("conv"):
             t = torch.nn.functional.pad(t, (1, 1, 1, 1), mode="reflect")
-            t = torch.nn.functional.conv2d(t, torch.tensor(m.weight.data), torch.tensor(m.bias.data))
+            t = torch.nn.functional.conv2d(t, torch.tensor(m.weight._array), torch.tensor(m.bias._array))
         elif name.startswith("relu"):
             t = torch.relu(t)
         else:

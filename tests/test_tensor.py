@@ -16,9 +16,10 @@ def _pair(rng, *shape, dtype=np.float64):
 def test_sharing_and_conversion(rng):
     a = rng.standard_normal((3, 4)).astype(np.float32)
     t = cnnfast.from_numpy(a)
-    u = cnnfast.tensor(a)
+    u = cnnfast.as_tensor(a)
+    c = cnnfast.tensor(a)  # copies, as torch.tensor
     a[0, 0] = 42.0
-    assert t.numpy()[0, 0] == 42.0 and u.numpy()[0, 0] == 42.0
+    assert t.numpy()[0, 0] == 42.0 and u.numpy()[0, 0] == 42.0 and c.numpy()[0, 0] != 42.0
     assert t.numpy() is a
     assert t.shape == (3, 4) and t.dtype == np.float32 and t.ndim == 2 and t.numel() == 12 and t.size(1) == 4
     assert cnnfast.tensor([1.0, 2.0]).dtype == np.float32  # Python floats: torch's default dtype
@@ -32,7 +33,7 @@ def test_sharing_and_conversion(rng):
     with pytest.raises(RuntimeError, match="detach"):
         r.numpy()
     d = r.detach()
-    assert not d.requires_grad and d.numpy() is r.data
+    assert not d.requires_grad and d.numpy() is r._array
 
 
 def test_exports():
@@ -40,7 +41,7 @@ def test_exports():
                  "rand", "no_grad", "enable_grad", "set_grad_enabled", "manual_seed", "save", "load", "nn", "optim",
                  "functional", "Tensor", "tensor", "from_numpy", "where"]:
         assert hasattr(cnnfast, name), name
-    assert cnnfast.zeros(2, 3).shape == (2, 3) and cnnfast.ones((4,)).data.sum() == 4
+    assert cnnfast.zeros(2, 3).shape == (2, 3) and cnnfast.ones((4,))._array.sum() == 4
     assert cnnfast.full((2,), 1.5).dtype == np.float32
 
 
@@ -57,12 +58,12 @@ def test_broadcast_arithmetic_values_and_grads(name, fn, shapes, rng):
     a, ta = _pair(rng, *shapes[0])
     b, tb = _pair(rng, *shapes[1])
     y, ty = fn(a, b), fn(ta, tb)
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(ty.shape)
     y.backward(g)
     ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.grad.data, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.grad._array, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.grad._array, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 REDUCE_SHAPE = [
@@ -86,11 +87,11 @@ REDUCE_SHAPE = [
 def test_reductions_and_shape_ops(name, fn, rng):
     x, tx = _pair(rng, 2, 3, 5)
     y, ty = fn(x), fn(tx)
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(ty.shape)
     y.backward(g)
     ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(x.grad.data, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x.grad._array, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_cat_stack_where_grads(rng):
@@ -98,13 +99,13 @@ def test_cat_stack_where_grads(rng):
     b, tb = _pair(rng, 2, 5)
     c, tc = _pair(rng, 2, 3)
     y = (cnnfast.cat([a, b], dim=1) ** 2).sum() + (cnnfast.stack([a, c], dim=-1) * 3).sum() \
-        + cnnfast.where(a.data > 0, a, c).sum()
+        + cnnfast.where(a._array > 0, a, c).sum()
     ty = (torch.cat([ta, tb], dim=1) ** 2).sum() + (torch.stack([ta, tc], dim=-1) * 3).sum() \
         + torch.where(ta > 0, ta, tc).sum()
     y.backward()
     ty.backward()
     for ours, theirs in [(a, ta), (b, tb), (c, tc)]:
-        np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(ours.grad._array, theirs.grad.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="non-empty"):
         cnnfast.cat([])
 
@@ -114,12 +115,12 @@ def test_matmul_broadcast_grads(sa, sb, rng):
     a, ta = _pair(rng, *sa)
     b, tb = _pair(rng, *sb)
     y, ty = a @ b, ta @ tb
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(y._array, ty.detach().numpy(), rtol=1e-12)
     g = rng.standard_normal(ty.shape)
     y.backward(g)
     ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.grad.data, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.grad._array, ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.grad._array, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_matmul_vector_and_batched(rng):
@@ -127,8 +128,8 @@ def test_matmul_vector_and_batched(rng):
     v, tv = _pair(rng, 4)
     (a @ v).sum().backward()
     (ta @ tv).sum().backward()
-    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(v.grad.data, tv.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a.grad._array, ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(v.grad._array, tv.grad.numpy(), rtol=1e-12)
 
 
 def test_gradients_accumulate_and_no_grad(rng):
@@ -136,7 +137,7 @@ def test_gradients_accumulate_and_no_grad(rng):
     for _ in range(3):
         (x * x).sum().backward()
         (tx * tx).sum().backward()
-    np.testing.assert_allclose(x.grad.data, tx.grad.numpy())
+    np.testing.assert_allclose(x.grad._array, tx.grad.numpy())
     with cnnfast.no_grad():
         y = x * 2
     assert not y.requires_grad and y.grad_fn is None
@@ -164,7 +165,7 @@ def test_inplace_on_requires_grad_is_refused(rng):
         x += 1  # allowed when not recording, as an optimizer update
     y = cnnfast.zeros(3)
     y.add_(cnnfast.ones(3), alpha=2).mul_(3)
-    np.testing.assert_array_equal(y.data, [6, 6, 6])
+    np.testing.assert_array_equal(y._array, [6, 6, 6])
 
 
 def test_repr_and_comparisons():
@@ -178,9 +179,9 @@ def test_repr_and_comparisons():
 def test_max_min_with_dim_return_values_and_indices(rng):
     x, tx = _pair(rng, 3, 5)
     out, tout = x.max(dim=1), tx.max(dim=1)
-    np.testing.assert_array_equal(out.indices.data, tout.indices.numpy())
-    np.testing.assert_allclose(out.values.data, tout.values.detach().numpy())
+    np.testing.assert_array_equal(out.indices._array, tout.indices.numpy())
+    np.testing.assert_allclose(out.values._array, tout.values.detach().numpy())
     vals, idx = x.min(0, keepdim=True)
     assert vals.shape == (1, 5) and idx.shape == (1, 5)
-    np.testing.assert_array_equal(idx.data, tx.min(0, keepdim=True).indices.numpy())
+    np.testing.assert_array_equal(idx._array, tx.min(0, keepdim=True).indices.numpy())
     assert x.view(x.size(0), -1).shape == (3, 5) and x.mean((0, 1)).shape == ()

@@ -101,7 +101,7 @@ def test_initial_loss_check_warns_on_a_bad_init():
         warnings.simplefilter("error")
         assert abs(T.check_initial_loss(model, prep, 10, c) - math.log(10)) < 0.5
     _, head = find_head(model)
-    head.weight.data[...] *= 300
+    head.weight._array[...] *= 300
     with pytest.warns(RuntimeWarning, match="far from ln"):
         T.check_initial_loss(model, prep, 10, c)
 
@@ -114,13 +114,13 @@ def test_lr_finder_restores_model_and_suggests(tmp_path):
     assert all(b > a for a, b in zip(r["lrs"], r["lrs"][1:]))
     cnnfast.manual_seed(0)
     model = T.build_model("lenet5", 10, (1, 32, 32))
-    before = {k: v.data.copy() for k, v in model.state_dict().items()}
+    before = {k: v._array.copy() for k, v in model.state_dict().items()}
     opt = cnnfast.optim.SGD(model.parameters(), lr=0.1)
     prep = T._Prepared(c)
     find_lr(model, opt, prep.train_loader, lambda m, x, y: T._cross_entropy(m(cnnfast.tensor(x)), cnnfast.tensor(y)),
             num_steps=5)
     for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(v.data, before[k])
+        np.testing.assert_array_equal(v._array, before[k])
     assert opt.param_groups[0]["lr"] == 0.1
 
 

@@ -37,12 +37,12 @@ def test_pairwise_distances_match_torch(shape, squared, dtype, rng):
     d, td = pairwise_distances(cx, squared=squared), _torch_distances(tx, squared)
     tol = (1e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
     assert d.dtype == dtype and d.shape == (shape[0], shape[0])
-    assert_close(d.data, td.detach().numpy(), *tol, what="distances")
-    assert np.all(np.diag(d.data) == 0) and np.array_equal(d.data, d.data.T)
+    assert_close(d._array, td.detach().numpy(), *tol, what="distances")
+    assert np.all(np.diag(d._array) == 0) and np.array_equal(d._array, d._array.T)
     g = rng.standard_normal(d.shape).astype(dtype)
     d.backward(g)
     td.backward(torch.tensor(g))
-    assert_close(cx.grad.data, tx.grad.numpy(), *tol, what="grad")
+    assert_close(cx.grad._array, tx.grad.numpy(), *tol, what="grad")
     if shape[0] > 1:
         assert_nontrivial(tx.grad.numpy())
 
@@ -53,9 +53,9 @@ def test_pairwise_distances_finite_differences(squared, rng):
     g = rng.standard_normal((6, 6))
     cx = cnnfast.tensor(x.copy(), requires_grad=True)
     pairwise_distances(cx, squared=squared).backward(g)
-    (num,) = numerical_grad(lambda a: pairwise_distances(cnnfast.tensor(a), squared=squared).data, [x], g)
+    (num,) = numerical_grad(lambda a: pairwise_distances(cnnfast.tensor(a), squared=squared)._array, [x], g)
     assert_nontrivial(num)
-    assert_close(cx.grad.data, num, 1e-6, 1e-7, "finite differences")
+    assert_close(cx.grad._array, num, 1e-6, 1e-7, "finite differences")
 
 
 def test_pairwise_distances_duplicate_rows_pass_no_gradient():
@@ -63,12 +63,12 @@ def test_pairwise_distances_duplicate_rows_pass_no_gradient():
     x = np.array([[1.0, 2.0], [1.0, 2.0], [0.0, -1.0]])
     cx = cnnfast.tensor(x.copy(), requires_grad=True)
     d = pairwise_distances(cx, squared=False)
-    assert d.data[0, 1] == 0.0
+    assert d._array[0, 1] == 0.0
     d.sum().backward()
     tx = torch.tensor(x.copy(), requires_grad=True)
     torch.cdist(tx, tx).sum().backward()
-    assert np.all(np.isfinite(cx.grad.data))
-    assert_close(cx.grad.data, tx.grad.numpy(), 1e-12, 1e-12, "duplicate rows")
+    assert np.all(np.isfinite(cx.grad._array))
+    assert_close(cx.grad._array, tx.grad.numpy(), 1e-12, 1e-12, "duplicate rows")
 
 
 def test_pairwise_distances_bad_input():
@@ -117,7 +117,7 @@ def test_mining_matches_brute_force(seed):
     y = r.integers(0, int(r.integers(2, 6)), n)
     y[0] = 99  # a singleton class: never an anchor, always available as a negative
     x = r.standard_normal((n, 3))
-    d = pairwise_distances(cnnfast.tensor(x)).data
+    d = pairwise_distances(cnnfast.tensor(x))._array
     bh = _triplets(batch_hard_triplets(d, y))
     sh = _triplets(semi_hard_triplets(d, y))
     assert bh == _brute_batch_hard(d, y)
@@ -144,7 +144,7 @@ def test_mining_breaks_ties_towards_lower_index_and_falls_back_to_farthest_negat
 
 
 def test_mining_of_one_class_gives_no_triplets():
-    d = pairwise_distances(cnnfast.tensor(np.random.default_rng(0).standard_normal((4, 2)))).data
+    d = pairwise_distances(cnnfast.tensor(np.random.default_rng(0).standard_normal((4, 2))))._array
     for mine in (batch_hard_triplets, semi_hard_triplets):
         assert all(len(v) == 0 for v in mine(d, np.zeros(4, int)))
 
@@ -180,11 +180,11 @@ def test_batch_triplet_loss_squared_matches_torch(mining, dtype):
     td = _torch_distances(tx, True)
     tl = torch.clamp(td[a, p] - td[a, n] + margin, min=0).mean()
     tol = (1e-5, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
-    assert_close(loss.data, tl.detach().numpy(), *tol, what="loss")
+    assert_close(loss._array, tl.detach().numpy(), *tol, what="loss")
     loss.backward()
     tl.backward()
     assert_nontrivial(tx.grad.numpy())
-    assert_close(cx.grad.data, tx.grad.numpy(), *tol, what="grad")
+    assert_close(cx.grad._array, tx.grad.numpy(), *tol, what="grad")
     assert stats["triplets"] == len(a) and 0 < stats["active"] <= 1
 
 
@@ -199,11 +199,11 @@ def test_batch_triplet_loss_plain_distance_is_torch_triplet_margin_loss(mining):
         torch.cdist(torch.tensor(x), torch.tensor(x)).numpy(), y)
     tx = torch.tensor(x.copy(), requires_grad=True)
     tl = TF.triplet_margin_loss(tx[a], tx[p], tx[n], margin=0.7, p=2, eps=0.0)
-    assert_close(loss.data, tl.detach().numpy(), 1e-10, 1e-12, "loss")
+    assert_close(loss._array, tl.detach().numpy(), 1e-10, 1e-12, "loss")
     loss.backward()
     tl.backward()
     assert_nontrivial(tx.grad.numpy())
-    assert_close(cx.grad.data, tx.grad.numpy(), 1e-10, 1e-12, "grad")
+    assert_close(cx.grad._array, tx.grad.numpy(), 1e-10, 1e-12, "grad")
 
 
 @pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
@@ -213,10 +213,10 @@ def test_batch_triplet_loss_finite_differences(mining, squared):
     cx = cnnfast.tensor(x.copy(), requires_grad=True)
     batch_triplet_loss(cx, y, margin=1.0, mining=mining, squared=squared).backward()
     (num,) = numerical_grad(
-        lambda e: batch_triplet_loss(cnnfast.tensor(e), y, margin=1.0, mining=mining, squared=squared).data,
+        lambda e: batch_triplet_loss(cnnfast.tensor(e), y, margin=1.0, mining=mining, squared=squared)._array,
         [x], np.ones(()))
     assert_nontrivial(num)
-    assert_close(cx.grad.data, num, 1e-6, 1e-7, "finite differences")
+    assert_close(cx.grad._array, num, 1e-6, 1e-7, "finite differences")
 
 
 def test_batch_triplet_loss_without_triplets_is_zero_and_backpropagates():
@@ -224,7 +224,7 @@ def test_batch_triplet_loss_without_triplets_is_zero_and_backpropagates():
     loss = batch_triplet_loss(cx, [5, 5, 5, 5])
     assert loss.item() == 0.0
     loss.backward()
-    assert np.all(cx.grad.data == 0)
+    assert np.all(cx.grad._array == 0)
 
 
 # ---- thresholds, ROC and AUC --------------------------------------------------------------

@@ -151,6 +151,25 @@ void rmsprop(py::array param, const py::array& grad, const py::object& square_av
   });
 }
 
+void adadelta(py::array param, const py::array& grad, const py::object& square_avg, const py::object& acc_delta,
+              double lr, double rho, double eps, double weight_decay, bool maximize) {
+  DType dt = check_param(param, grad);
+  py::object sq = check_state(square_avg, "square_avg", param, true);
+  py::object acc = check_state(acc_delta, "acc_delta", param, true);
+  check_disjoint(param, grad, {{&sq, "square_avg"}, {&acc, "acc_delta"}});
+  check_finite({{"lr", lr}, {"rho", rho}, {"eps", eps}, {"weight_decay", weight_decay}});
+  cpu::AdadeltaOptions o{lr, rho, eps, weight_decay, maximize};
+  const int64_t n = param.size();
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = mptr<T>(param);
+    const T* g = cptr<T>(grad);
+    T *sp = state_ptr<T>(sq), *ap = state_ptr<T>(acc);
+    py::gil_scoped_release nogil;
+    cpu::adadelta_step<T>(p, g, sp, ap, n, o);
+  });
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -175,6 +194,9 @@ void bind_optim(py::module_& m) {
         arg("param"), arg("grad"), arg("square_avg"), arg("grad_avg"), arg("momentum_buffer"), py::kw_only(),
         arg("lr"), arg("alpha") = 0.99, arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("momentum") = 0.0,
         arg("centered") = false, arg("maximize") = false);
+  m.def("adadelta_step", &adadelta, "Adadelta update of param, square_avg and acc_delta in place.", arg("param"),
+        arg("grad"), arg("square_avg"), arg("acc_delta"), py::kw_only(), arg("lr") = 1.0, arg("rho") = 0.9,
+        arg("eps") = 1e-6, arg("weight_decay") = 0.0, arg("maximize") = false);
 }
 
 }  // namespace cnnfast::bind

@@ -109,11 +109,29 @@ void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, i
   });
 }
 
+template <class T>
+void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t n, const AdadeltaOptions& o) {
+  const T neg_lr = T(-o.lr), rho = T(o.rho), w = T(1.0 - o.rho), eps = T(o.eps), wd = T(o.weight_decay);
+  const bool maximize = o.maximize, avx2 = fast_path<T>();
+  parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        avx2_impl::adadelta(param + b, grad + b, square_avg + b, acc_delta + b, e - b, neg_lr, rho, w, eps, wd,
+                            maximize);
+        return;
+      }
+    }
+    CNNFAST_ISA_NS::optim_kernels::adadelta<T>(param + b, grad + b, square_avg + b, acc_delta + b, e - b, neg_lr, rho, w, eps, wd,
+                               maximize);
+  });
+}
+
 #define CNNFAST_INSTANTIATE(T)                                                                        \
   template void sgd_step<T>(T*, const T*, T*, int64_t, const SgdOptions&);                            \
   template void adam_step<T>(T*, const T*, T*, T*, T*, int64_t, const AdamOptions&);                  \
   template void adagrad_step<T>(T*, const T*, T*, int64_t, const AdagradOptions&);                    \
-  template void rmsprop_step<T>(T*, const T*, T*, T*, T*, int64_t, const RmspropOptions&);
+  template void rmsprop_step<T>(T*, const T*, T*, T*, T*, int64_t, const RmspropOptions&);            \
+  template void adadelta_step<T>(T*, const T*, T*, T*, int64_t, const AdadeltaOptions&);
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

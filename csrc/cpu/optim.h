@@ -1,5 +1,5 @@
 // Fused optimizer updates: SGD (momentum, dampening, Nesterov, weight decay),
-// Adam/AdamW (AMSGrad), Adagrad and RMSprop (centered, momentum). One call
+// Adam/AdamW (AMSGrad), Adagrad, RMSprop (centered, momentum) and Adadelta. One call
 // updates one parameter array and its state arrays in place, element by element,
 // in a single pass over memory instead of the 4-8 passes an op-by-op update takes.
 //
@@ -55,6 +55,13 @@ template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf, int64_t n,
                   const RmspropOptions& o);
 
+struct AdadeltaOptions {
+  double lr, rho, eps, weight_decay;
+  bool maximize;
+};
+template <class T>
+void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t n, const AdadeltaOptions& o);
+
 // The AVX2+FMA float32 builds of the same loops (csrc/cpu/optim_kernels.h), each over
 // one contiguous chunk; defined in optim_avx2.cpp, called only when AVX2 is usable.
 namespace avx2_impl {
@@ -68,6 +75,8 @@ void adagrad(float* param, const float* grad, float* state_sum, int64_t n, float
 void rmsprop(float* param, const float* grad, float* square_avg, float* grad_avg, float* buf, int64_t n,
              float neg_lr, float alpha, float w, float eps, float wd, float momentum, bool centered,
              bool use_momentum, bool maximize);
+void adadelta(float* param, const float* grad, float* square_avg, float* acc_delta, int64_t n, float neg_lr,
+              float rho, float w, float eps, float wd, bool maximize);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

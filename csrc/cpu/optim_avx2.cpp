@@ -32,4 +32,9 @@ void rmsprop(float* param, const float* grad, float* square_avg, float* grad_avg
                                 centered, use_momentum, maximize);
 }
 
+void adadelta(float* param, const float* grad, float* square_avg, float* acc_delta, int64_t n, float neg_lr,
+              float rho, float w, float eps, float wd, bool maximize) {
+  CNNFAST_ISA_NS::optim_kernels::adadelta<float>(param, grad, square_avg, acc_delta, n, neg_lr, rho, w, eps, wd, maximize);
+}
+
 }  // namespace cnnfast::cpu::avx2_impl

@@ -121,4 +121,21 @@ void rmsprop(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, int64_
                                      maximize);
 }
 
+// Adadelta (Zeiler 2012): the step is the ratio of two running RMS values, of past
+// steps and of gradients, so it has the parameter's units and lr is a plain scale.
+template <class T>
+void adadelta(T* __restrict param, const T* __restrict grad, T* __restrict square_avg, T* __restrict acc_delta,
+              int64_t n, T neg_lr, T rho, T w, T eps, T wd, bool maximize) {
+  for (int64_t i = 0; i < n; ++i) {
+    T g = maximize ? -grad[i] : grad[i];
+    g = g + wd * param[i];
+    const T sq = square_avg[i] * rho + w * g * g;  // mul_(rho).addcmul_(g, g, value=1-rho)
+    square_avg[i] = sq;
+    const T std_ = std::sqrt(sq + eps);
+    const T delta = std::sqrt(acc_delta[i] + eps) / std_ * g;  // acc_delta.add(eps).sqrt_().div_(std).mul_(g)
+    acc_delta[i] = acc_delta[i] * rho + w * delta * delta;
+    param[i] = param[i] + neg_lr * delta;  // add_(delta, alpha=-lr)
+  }
+}
+
 }  // namespace cnnfast::cpu::CNNFAST_ISA_NS::optim_kernels

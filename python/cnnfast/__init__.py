@@ -71,11 +71,14 @@ def tune_host_allocator() -> bool:
 from . import cuda  # noqa: E402
 
 from .tensor import (  # noqa: E402,F401
-    Tensor, tensor, from_numpy, no_grad, enable_grad, is_grad_enabled, set_grad_enabled,
-    cat, concat, stack, zeros, ones, zeros_like, ones_like, empty, full, arange, linspace, eye,
-    rand, randn, randint, randn_like, rand_like, exp, log, where, maximum, minimum, flatten, float32, float64, int64,
+    Tensor, tensor, as_tensor, from_numpy, no_grad, enable_grad, is_grad_enabled, set_grad_enabled,
+    cat, concat, stack, zeros, ones, zeros_like, ones_like, full_like, empty_like, empty, full, arange, linspace, eye,
+    rand, randn, randint, randperm, randn_like, rand_like, exp, log, where, maximum, minimum, flatten,
 )
-from .random import manual_seed, seed, initial_seed, get_rng_state, set_rng_state  # noqa: E402,F401
+from ._device import device  # noqa: E402,F401
+from ._toplevel import *  # noqa: E402,F401,F403 - torch's top-level functions and dtype names
+from .random import manual_seed, seed, initial_seed, get_rng_state, set_rng_state, Generator  # noqa: E402,F401
+from . import accelerator, backends  # noqa: E402,F401
 from . import functional  # noqa: E402,F401
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401

@@ -277,7 +277,7 @@ class Function:
         from .tensor import Tensor
 
         ctx = Context()
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        raw = [a._array if isinstance(a, Tensor) else a for a in args]
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx.needs_input_grad = needs
         prev = is_grad_enabled()
@@ -307,9 +307,45 @@ class Function:
                 t.grad_fn = node
                 t._output_index = i
             wrapped.append(t)
+        if record:
+            ctx._saved_versions = _saved_versions(ctx, args, wrapped)
         for observe in Function._observers:
             observe(cls, args, tuple(wrapped))
         return tuple(wrapped) if multi else wrapped[0]
+
+
+def _owner(a):
+    return a if a.base is None else a.base
+
+
+def _saved_versions(ctx, args, outputs) -> tuple:
+    """(version counter, its value now, which tensor) for every input or output whose
+    storage the forward saved (in ``saved_tensors`` or as a ctx attribute), so that
+    backward can refuse to run on values changed in place since (torch's version check)."""
+    owners = {}
+    for i, t in enumerate(outputs):
+        owners.setdefault(id(_owner(t._array)), (t, f"output {i}"))
+    for i, a in enumerate(args):
+        if hasattr(a, "_vc"):
+            owners.setdefault(id(_owner(a._array)), (a, f"input {i}"))
+    found = {}
+    for v in (*ctx.saved_tensors, *ctx.__dict__.values()):
+        for s in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(s, np.ndarray):
+                hit = owners.get(id(_owner(s)))
+                if hit is not None and id(hit[0]._vc) not in found:
+                    t, what = hit
+                    found[id(t._vc)] = (t._vc, t._vc[0], what, t.shape, t.dtype)
+    return tuple(found.values())
+
+
+def _check_versions(node) -> None:
+    for counter, saved, what, shape, dtype in getattr(node.ctx, "_saved_versions", ()):
+        if counter[0] != saved:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"[{dtype} {list(shape)}], which is {what} of {node.name()}, is at version {counter[0]}; expected "
+                f"version {saved} instead")
 
 
 def _topological_order(root: Node) -> list:
@@ -340,7 +376,7 @@ def _run_hooks(t, g: np.ndarray) -> np.ndarray:
     for hook in t._hooks:
         replaced = hook(g)
         if replaced is not None:
-            g = np.asarray(getattr(replaced, "data", replaced))
+            g = np.asarray(getattr(replaced, "_array", replaced))
     return g
 
 
@@ -414,11 +450,11 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
     if not tensor.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
     if gradient is None:
-        if tensor.data.size != 1:
+        if tensor._array.size != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs, got shape {tensor.shape}")
-        gradient = np.ones_like(tensor.data)
+        gradient = np.ones_like(tensor._array)
     else:
-        gradient = np.asarray(getattr(gradient, "data", gradient), dtype=tensor.data.dtype)
+        gradient = np.asarray(getattr(gradient, "_array", gradient), dtype=tensor._array.dtype)
         if gradient.shape != tensor.shape:
             raise ValueError(f"gradient: expected shape {tensor.shape}, got {gradient.shape}")
     if tensor.grad_fn is None:  # a leaf that requires grad
@@ -461,6 +497,7 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                         t._accumulate(outs[i])
             outs = [g if g is not None else np.zeros(shape, dtype) if dtype is not None and dtype.kind == "f" else None
                     for g, (shape, dtype) in zip(outs, node.out_meta)]
+            _check_versions(node)
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)

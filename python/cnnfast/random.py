@@ -55,3 +55,43 @@ def set_rng_state(state: dict) -> None:
     _generator = g
     _seed[0] = int(state["seed"])
     _dropout_counter[0] = int(state["dropout_counter"])
+
+
+class Generator:
+    """A random source of its own, as ``torch.Generator``: pass it as ``generator=`` to
+    ``randn``/``rand``/``randint``/``randperm``, ``DataLoader``, ``RandomSampler`` or
+    ``random_split`` to make them independent of the global seed."""
+
+    def __init__(self, device="cpu"):
+        self._seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+        self._rng = np.random.default_rng(self._seed)
+
+    def manual_seed(self, seed: int) -> "Generator":
+        seed = int(seed)
+        if seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        return self
+
+    def seed(self) -> int:
+        s = int(np.random.SeedSequence().entropy % (2 ** 63))
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def get_state(self) -> dict:
+        return dict(self._rng.bit_generator.state)
+
+    def set_state(self, state: dict) -> "Generator":
+        self._rng.bit_generator.state = state
+        return self
+
+
+def draw_seed(generator: "Generator | None" = None) -> int:
+    """A 63-bit seed drawn from ``generator`` or the global generator: how a loader or a
+    split turns ``manual_seed`` into its own order, as torch draws its base seed."""
+    rng = _generator if generator is None else generator._rng
+    return int(rng.integers(0, 2 ** 63 - 1))

@@ -84,7 +84,7 @@ class _Encoder:
             return obj if math.isfinite(obj) else {"__type__": "float", "value": repr(obj)}
         if isinstance(obj, Tensor):
             kind = "parameter" if isinstance(obj, Parameter) else "tensor"
-            return {"__type__": kind, "array": self.array(obj.data, path), "requires_grad": bool(obj.requires_grad)}
+            return {"__type__": kind, "array": self.array(obj._array, path), "requires_grad": bool(obj.requires_grad)}
         if isinstance(obj, np.ndarray):
             return {"__type__": "ndarray", "array": self.array(obj, path)}
         if isinstance(obj, np.generic):

@@ -13,6 +13,7 @@ import numpy as np
 
 from .autograd import Function, backward as _backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from . import random as _random
+from ._device import CPU as _CPU, device, parse_to as _parse_to, require_cpu as _require_cpu
 
 _DEFAULT_FLOAT = np.float32
 float32 = np.float32
@@ -43,9 +44,9 @@ def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
 
-    ``data`` is the underlying C-contiguous-or-not NumPy array, shared (not copied)
-    with ``numpy()``. Floating tensors may ``requires_grad``; gradients accumulate
-    into ``.grad`` on ``backward()`` as in PyTorch.
+    ``_array`` is the underlying NumPy array, shared (not copied) with ``numpy()``;
+    ``data`` is, as in torch, a detached Tensor over the same storage. Floating tensors
+    may ``requires_grad``; gradients accumulate into ``.grad`` on ``backward()`` as in PyTorch.
     """
 
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected ops
@@ -53,15 +54,17 @@ class Tensor:
     _post_accumulate_grad_hooks: tuple = ()
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        arr = data.data if isinstance(data, Tensor) else data
+        arr = data._array if isinstance(data, Tensor) else data
         if not isinstance(arr, np.ndarray) or dtype is not None:
             arr = _as_array(arr, dtype)
-        self.data: np.ndarray = arr
+        self._array: np.ndarray = arr
         self.grad: Tensor | None = None
         self.grad_fn = None
         self._output_index = 0
         self._retains_grad = False
         self._hooks: list = []
+        self._vc = [0]
+        self._base = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -69,35 +72,57 @@ class Tensor:
     @classmethod
     def _wrap(cls, array, requires_grad=False):
         t = cls.__new__(cls)
-        t.data = array if isinstance(array, np.ndarray) else np.asarray(array)
+        t._array = array if isinstance(array, np.ndarray) else np.asarray(array)
         t.grad = None
         t.grad_fn = None
         t._output_index = 0
         t._retains_grad = False
         t._hooks = []
+        t._vc = [0]  # version counter: bumped by every in-place change; shared by views and detach()
+        t._base = None  # for a view: the tensor whose storage it shows
         t.requires_grad = requires_grad
         return t
 
     # ---- properties --------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return self.data.shape
+        return self._array.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._array.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._array.ndim
 
     @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> "device":
+        return _CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    @property
+    def data(self) -> "Tensor":
+        """The values as a new Tensor over the same storage, detached from the graph, with
+        its own version counter: in-place changes made through it are invisible to autograd
+        (torch's ``.data``). Assigning ``t.data = other`` swaps in other's storage."""
+        return Tensor._wrap(self._array)
+
+    @data.setter
+    def data(self, value) -> None:
+        self._array = value._array if isinstance(value, Tensor) else np.asarray(value)
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this storage has seen (torch's ``_version``)."""
+        return self._vc[0]
 
     @property
     def T(self) -> "Tensor":
@@ -110,13 +135,13 @@ class Tensor:
         return self.ndim
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._array.size)
 
     def __len__(self):
-        return len(self.data)
+        return len(self._array)
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", precision=4, threshold=50)
+        body = np.array2string(self._array, separator=", ", precision=4, threshold=50)
         extra = ""
         if self.grad_fn is not None:
             extra = f", grad_fn=<{self.grad_fn.name()}>"
@@ -126,7 +151,7 @@ class Tensor:
 
     # ---- autograd ------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and self._array.dtype.kind != "f":
             raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
         if not self.is_leaf and not requires_grad:
             raise RuntimeError("you can only change requires_grad flags of leaf variables")
@@ -163,10 +188,13 @@ class Tensor:
             else:
                 self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
         else:
-            self.grad.data = self.grad.data + g
+            self.grad._array = self.grad._array + g
 
     def detach(self) -> "Tensor":
-        return Tensor._wrap(self.data)
+        """Same storage, out of the graph; shares the version counter (as torch's detach)."""
+        t = Tensor._wrap(self._array)
+        t._vc, t._base = self._vc, self._base
+        return t
 
     def detach_(self) -> "Tensor":
         self.grad_fn = None
@@ -177,15 +205,15 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
-        return self.data
+        return self._array
 
     def item(self):
-        if self.data.size != 1:
+        if self._array.size != 1:
             raise ValueError(f"only one element tensors can be converted to Python scalars, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self._array.reshape(()).item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self._array.tolist()
 
     def float(self) -> "Tensor":
         return self.to(np.float32)
@@ -193,25 +221,47 @@ class Tensor:
     def double(self) -> "Tensor":
         return self.to(np.float64)
 
-    def long(self) -> "Tensor":
-        return Tensor._wrap(self.data.astype(np.int64))
+    def half(self) -> "Tensor":
+        return self.to(np.float16)
 
-    def to(self, dtype_or_device=None, dtype=None) -> "Tensor":
-        target = dtype if dtype is not None else dtype_or_device
-        if target is None or isinstance(target, str) and target == "cpu":
-            return self
-        if isinstance(target, str) and target.startswith("cuda"):
-            raise RuntimeError("this build keeps tensors on the CPU; the CUDA tensor path is not available yet")
-        return _Cast.apply(self, np.dtype(target))
+    def long(self) -> "Tensor":
+        return self.to(np.int64)
+
+    def int(self) -> "Tensor":
+        return self.to(np.int32)
+
+    def bool(self) -> "Tensor":
+        return self.to(np.bool_)
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self.to(other.dtype)
+
+    def to(self, *args, **kwargs) -> "Tensor":
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, with keywords
+        ``device``, ``dtype``, ``non_blocking`` (accepted: CPU copies are synchronous) and
+        ``copy``. Returns ``self`` when nothing changes, as torch."""
+        dev, dtype, copy = _parse_to(args, kwargs)
+        if dev is not None:
+            _require_cpu(dev)
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = _Cast.apply(self, np.dtype(dtype))
+        elif copy:
+            out = self.clone()
+        return out
 
     def cpu(self) -> "Tensor":
+        return self
+
+    def cuda(self, device=None, non_blocking: bool = False) -> "Tensor":
+        _require_cpu("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
         return self
 
     def clone(self) -> "Tensor":
         return _Clone.apply(self)
 
     def contiguous(self) -> "Tensor":
-        return self if self.data.flags.c_contiguous else _Clone.apply(self)
+        return self if self._array.flags.c_contiguous else _Clone.apply(self)
 
     # ---- arithmetic ------------------------------------------------------------------
     def __add__(self, o):
@@ -253,47 +303,40 @@ class Tensor:
         return _MatMul.apply(_lift(o, self), self)
 
     def __iadd__(self, o):
-        return self._inplace(np.add, o)
+        return self.add_(o)
 
     def __isub__(self, o):
-        return self._inplace(np.subtract, o)
+        return self.sub_(o)
 
     def __imul__(self, o):
-        return self._inplace(np.multiply, o)
+        return self.mul_(o)
 
     def __itruediv__(self, o):
-        return self._inplace(np.divide, o)
-
-    def _inplace(self, ufunc, o):
-        if is_grad_enabled() and (self.requires_grad or getattr(o, "requires_grad", False)):
-            raise RuntimeError("in-place arithmetic on a tensor that requires grad is not supported; "
-                               "use out-of-place ops or wrap the update in cnnfast.no_grad()")
-        ufunc(self.data, o.data if isinstance(o, Tensor) else o, out=self.data, casting="same_kind")
-        return self
+        return self.div_(o)
 
     # comparisons give boolean tensors without gradients
     def __eq__(self, o):
-        return Tensor._wrap(self.data == _raw(o))
+        return Tensor._wrap(self._array == _raw(o))
 
     def __ne__(self, o):
-        return Tensor._wrap(self.data != _raw(o))
+        return Tensor._wrap(self._array != _raw(o))
 
     def __lt__(self, o):
-        return Tensor._wrap(self.data < _raw(o))
+        return Tensor._wrap(self._array < _raw(o))
 
     def __le__(self, o):
-        return Tensor._wrap(self.data <= _raw(o))
+        return Tensor._wrap(self._array <= _raw(o))
 
     def __gt__(self, o):
-        return Tensor._wrap(self.data > _raw(o))
+        return Tensor._wrap(self._array > _raw(o))
 
     def __ge__(self, o):
-        return Tensor._wrap(self.data >= _raw(o))
+        return Tensor._wrap(self._array >= _raw(o))
 
     __hash__ = object.__hash__
 
     def __bool__(self):
-        return bool(self.data)
+        return bool(self._array)
 
     def __float__(self):
         return float(self.item())
@@ -302,12 +345,11 @@ class Tensor:
         return int(self.item())
 
     def __getitem__(self, index):
-        return _GetItem.apply(self, _raw_index(index))
+        return _view_of(_GetItem.apply(self, _raw_index(index)), self)
 
     def __setitem__(self, index, value):
-        if is_grad_enabled() and self.requires_grad:
-            raise RuntimeError("in-place assignment into a tensor that requires grad is not supported")
-        self.data[_raw_index(index)] = _raw(value)
+        self._overwrite("index assignment")
+        self._array[_raw_index(index)] = _raw(value)
 
     # ---- reductions ---------------------------------------------------------------
     def sum(self, dim=None, keepdim: bool = False):
@@ -317,30 +359,35 @@ class Tensor:
         return _Mean.apply(self, _axes(dim), keepdim)
 
     def max(self, dim=None, keepdim: bool = False):
-        """The maximum; with ``dim``, a ``(values, indices)`` named tuple as torch."""
+        """The maximum; with ``dim``, a ``(values, indices)`` named tuple as torch; with a
+        tensor, the elementwise maximum."""
+        if isinstance(dim, Tensor):
+            return maximum(self, dim)
         if dim is None:
             return _Max.apply(self, None, False)
         values = _Max.apply(self, dim, keepdim)
-        idx = np.argmax(self.data, axis=dim)
+        idx = np.argmax(self._array, axis=dim)
         if keepdim:
             idx = np.expand_dims(idx, dim)
         return _ValuesIndices(values, Tensor._wrap(np.asarray(idx)))
 
     def min(self, dim=None, keepdim: bool = False):
+        if isinstance(dim, Tensor):
+            return minimum(self, dim)
         if dim is None:
             return -((-self).max())
         values, idx = (-self).max(dim, keepdim)
         return _ValuesIndices(-values, idx)
 
     def argmax(self, dim=None, keepdim=False):
-        idx = np.argmax(self.data, axis=dim)
+        idx = np.argmax(self._array, axis=dim)
         if keepdim and dim is not None:
             idx = np.expand_dims(idx, dim)
         return Tensor._wrap(np.asarray(idx))
 
     def var(self, dim=None, unbiased: bool = True, keepdim: bool = False):
         axes = _axes(dim)
-        n = self.data.size if axes is None else int(np.prod([self.shape[a] for a in axes]))
+        n = self._array.size if axes is None else int(np.prod([self.shape[a] for a in axes]))
         centered = self - self.mean(dim, keepdim=True)
         return (centered * centered).sum(dim, keepdim) / (n - 1 if unbiased else n)
 
@@ -350,10 +397,10 @@ class Tensor:
     # ---- shape ops ---------------------------------------------------------------------
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return _Reshape.apply(self, tuple(shape))
+        return _view_of(_Reshape.apply(self, tuple(shape)), self)
 
     def view(self, *shape):
-        if not self.data.flags.c_contiguous:
+        if not self._array.flags.c_contiguous:
             raise RuntimeError("view size is not compatible with input tensor's size and stride; use reshape()")
         return self.reshape(*shape)
 
@@ -368,11 +415,11 @@ class Tensor:
     def transpose(self, dim0: int, dim1: int):
         perm = list(range(self.ndim))
         perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-        return _Permute.apply(self, tuple(perm))
+        return _view_of(_Permute.apply(self, tuple(perm)), self)
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return _Permute.apply(self, tuple(d % self.ndim for d in dims))
+        return _view_of(_Permute.apply(self, tuple(d % self.ndim for d in dims)), self)
 
     def unsqueeze(self, dim: int):
         dim = dim if dim >= 0 else dim + self.ndim + 1
@@ -389,7 +436,7 @@ class Tensor:
     def expand(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         shape = tuple(s if n == -1 else n for s, n in zip((1,) * (len(shape) - self.ndim) + self.shape, shape))
-        return _Expand.apply(self, shape)
+        return _view_of(_Expand.apply(self, shape), self)
 
     # ---- elementwise math -------------------------------------------------------------
     def exp(self):
@@ -432,40 +479,268 @@ class Tensor:
 
         return log_softmax(self, dim)
 
+    # ---- in-place ops, with torch's autograd rules -----------------------------------------
+    # An in-place op writes into this tensor's storage and bumps its version counter, so a
+    # graph that saved the old values refuses to backward (autograd.Function.apply records
+    # the versions of what it saves). Under recording it becomes a node of the graph like
+    # the out-of-place op: the op runs on a copy of the old values, the result is written
+    # back, and this tensor takes the new grad_fn.
+
+    def _check_inplace(self, what: str) -> None:
+        if not is_grad_enabled():
+            return
+        if self.requires_grad and self.grad_fn is None:
+            raise RuntimeError(f"{what}: a leaf Variable that requires grad is being used in an in-place operation.")
+        base = self._base
+        if base is not None and base.requires_grad:
+            if base.grad_fn is None:
+                raise RuntimeError(f"{what}: a view of a leaf Variable that requires grad is being used in an "
+                                   "in-place operation.")
+            raise RuntimeError(f"{what}: in-place change of a view of a tensor that requires grad is not supported "
+                               "by cnnfast (torch rewrites the base's graph); use the out-of-place op")
+
+    def _overwrite(self, what: str) -> None:
+        """Checks before a non-differentiable write (fill_, normal_, index assignment...)."""
+        self._check_inplace(what)
+        if is_grad_enabled() and self.requires_grad:
+            raise RuntimeError(f"{what}: overwriting a tensor that is part of a graph is not supported by cnnfast; "
+                               "use torch.where/cat out of place, or do it under no_grad()")
+        self._vc[0] += 1
+
+    def _inplace(self, what: str, compute, others=(), fast=None) -> "Tensor":
+        """Replace this tensor's values by ``compute(t)`` (an out-of-place Tensor op on t,
+        which holds the old values). ``fast()``, when given, does the same write directly
+        into the storage and is used when nothing is recorded."""
+        self._check_inplace(what)
+        recording = is_grad_enabled() and (self.requires_grad or any(getattr(o, "requires_grad", False) for o in others))
+        if not recording:
+            if fast is not None:
+                fast()
+            else:
+                with no_grad():
+                    self._write(compute(self)._array, what)
+        else:
+            old = Tensor._wrap(self._array.copy(), self.requires_grad)
+            old.grad_fn, old._output_index = self.grad_fn, self._output_index
+            out = compute(old)
+            self._write(out._array, what)
+            self.grad_fn, self._output_index, self.requires_grad = out.grad_fn, out._output_index, out.requires_grad
+        self._vc[0] += 1
+        return self
+
+    def _write(self, values: np.ndarray, what: str) -> None:
+        if values.shape != self.shape:
+            raise RuntimeError(f"{what}: output with shape {list(self.shape)} doesn't match the broadcast shape "
+                               f"{list(values.shape)}")
+        np.copyto(self._array, values, casting="same_kind")
+
+    def _inplace_ufunc(self, what: str, ufunc, other, compute):
+        o = _raw(other)
+        return self._inplace(what, compute, (other,),
+                             lambda: ufunc(self._array, o, out=self._array, casting="same_kind"))
+
     def add_(self, other, alpha=1) -> "Tensor":
-        return self._inplace(np.add, _raw(other) * alpha if alpha != 1 else other)
+        other = other if alpha == 1 else other * alpha
+        return self._inplace_ufunc("add_", np.add, other, lambda t: t + other)
 
     def sub_(self, other, alpha=1) -> "Tensor":
-        return self._inplace(np.subtract, _raw(other) * alpha if alpha != 1 else other)
+        other = other if alpha == 1 else other * alpha
+        return self._inplace_ufunc("sub_", np.subtract, other, lambda t: t - other)
 
     def mul_(self, other) -> "Tensor":
-        return self._inplace(np.multiply, other)
+        return self._inplace_ufunc("mul_", np.multiply, other, lambda t: t * other)
 
     def div_(self, other) -> "Tensor":
-        return self._inplace(np.divide, other)
+        return self._inplace_ufunc("div_", np.divide, other, lambda t: t / other)
+
+    def clamp_(self, min=None, max=None) -> "Tensor":
+        return self._inplace("clamp_", lambda t: t.clamp(min, max))
+
+    def relu_(self) -> "Tensor":
+        return self._inplace("relu_", lambda t: t.relu())
+
+    def sigmoid_(self) -> "Tensor":
+        return self._inplace("sigmoid_", lambda t: t.sigmoid())
+
+    def tanh_(self) -> "Tensor":
+        return self._inplace("tanh_", lambda t: t.tanh())
 
     def uniform_(self, a: float = 0.0, b: float = 1.0) -> "Tensor":
-        self.data[...] = _random.generator().uniform(a, b, self.shape)
+        self._overwrite("uniform_")
+        self._array[...] = _random.generator().uniform(a, b, self.shape)
         return self
 
     def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
-        self.data[...] = _random.generator().normal(mean, std, self.shape)
+        self._overwrite("normal_")
+        self._array[...] = _random.generator().normal(mean, std, self.shape)
         return self
 
     def zero_(self) -> "Tensor":
-        self.data[...] = 0
+        self._overwrite("zero_")
+        self._array[...] = 0
         return self
 
     def fill_(self, value) -> "Tensor":
-        self.data[...] = value
+        self._overwrite("fill_")
+        self._array[...] = _raw(value)
         return self
 
-    def copy_(self, src) -> "Tensor":
+    def copy_(self, src, non_blocking: bool = False) -> "Tensor":
         src = _raw(src)
         if np.shape(src) != self.shape and np.broadcast_shapes(np.shape(src), self.shape) != self.shape:
             raise ValueError(f"copy_: source shape {np.shape(src)} does not broadcast to {self.shape}")
-        self.data[...] = src
+        self._overwrite("copy_")
+        self._array[...] = src
         return self
+
+    # ---- torch names that training scripts use ------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        a = self._array if dtype is None else self._array.astype(dtype, copy=False)
+        return a.copy() if copy else a
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __index__(self) -> int:
+        if self._array.size != 1 or self.dtype.kind not in "iub":
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._array.reshape(()).item())
+
+    def __format__(self, spec: str) -> str:
+        if self.ndim == 0:
+            return format(self._array.item(), spec)
+        return format(str(self), spec)
+
+    def element_size(self) -> int:
+        return int(self._array.itemsize)
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    def equal(self, other) -> bool:
+        return self.shape == np.shape(_raw(other)) and bool(np.array_equal(self._array, _raw(other)))
+
+    def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
+        return bool(np.allclose(self._array, _raw(other), rtol, atol, equal_nan))
+
+    def isnan(self):
+        return Tensor._wrap(np.isnan(self._array))
+
+    def isfinite(self):
+        return Tensor._wrap(np.isfinite(self._array))
+
+    def all(self, dim=None, keepdim: bool = False):
+        return Tensor._wrap(np.asarray(np.all(self._array, axis=_axes(dim), keepdims=keepdim)))
+
+    def any(self, dim=None, keepdim: bool = False):
+        return Tensor._wrap(np.asarray(np.any(self._array, axis=_axes(dim), keepdims=keepdim)))
+
+    def add(self, other, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def neg(self):
+        return -self
+
+    def matmul(self, other):
+        return self @ other
+
+    mm = matmul
+
+    def square(self):
+        return self * self
+
+    def prod(self, dim=None, keepdim: bool = False):
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError("prod: the gradient of prod is not implemented in cnnfast; use exp(log(x).sum())")
+        return Tensor._wrap(np.asarray(np.prod(self._array, axis=_axes(dim), keepdims=keepdim)))
+
+    def argmin(self, dim=None, keepdim=False):
+        idx = np.argmin(self._array, axis=dim)
+        if keepdim and dim is not None:
+            idx = np.expand_dims(idx, dim)
+        return Tensor._wrap(np.asarray(idx))
+
+    def t(self):
+        """Transpose of a tensor with at most 2 dimensions (torch.t)."""
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+        return self if self.ndim < 2 else self.transpose(0, 1)
+
+    def view_as(self, other):
+        return self.view(*other.shape)
+
+    def reshape_as(self, other):
+        return self.reshape(*other.shape)
+
+    def expand_as(self, other):
+        return self.expand(*other.shape)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
+        """The k largest (or smallest) entries along ``dim`` and their indices, as torch.topk.
+        Ties keep the lower index first."""
+        dim = dim % max(self.ndim, 1)
+        if not 0 <= int(k) <= (self.shape[dim] if self.ndim else 1):
+            raise RuntimeError(f"topk: k ({k}) is out of range for dimension {dim} of size {self.shape[dim]}")
+        key = -self._array if largest and self.dtype.kind != "b" else self._array
+        order = np.argsort(key, axis=dim, kind="stable")
+        idx = np.take(order, np.arange(int(k)), axis=dim)
+        return _ValuesIndices(_TakeAlong.apply(self, idx, dim), Tensor._wrap(idx))
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
+        dim = dim % max(self.ndim, 1)
+        return self.topk(self.shape[dim], dim, largest=descending)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False):
+        return self.sort(dim, descending).indices
+
+    def gather(self, dim: int, index):
+        return _TakeAlong.apply(self, np.asarray(_raw(index)), dim % self.ndim)
+
+    def chunk(self, chunks: int, dim: int = 0):
+        n = self.shape[dim]
+        step = -(-n // int(chunks))
+        return tuple(self[(slice(None),) * (dim % self.ndim) + (slice(i, i + step),)] for i in range(0, n, step))
+
+    def split(self, split_size, dim: int = 0):
+        n = self.shape[dim]
+        sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
+            if isinstance(split_size, int) else list(split_size)
+        out, start = [], 0
+        for size in sizes:
+            out.append(self[(slice(None),) * (dim % self.ndim) + (slice(start, start + size),)])
+            start += size
+        return tuple(out)
 
 
 # ---- construction --------------------------------------------------------------------
@@ -481,10 +756,32 @@ def _as_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
-def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
-    """A new Tensor from data. A NumPy array of the requested dtype is shared, not copied
-    (this differs from torch.tensor, which always copies; use ``.clone()`` for a copy)."""
-    return Tensor(_as_array(data.data if isinstance(data, Tensor) else data, dtype), requires_grad=requires_grad)
+def _made(array: np.ndarray, device, requires_grad: bool) -> Tensor:
+    """The end of every factory: check the device, then wrap."""
+    if device is not None:
+        _require_cpu(device)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def tensor(data, dtype=None, device=None, requires_grad: bool = False, pin_memory: bool = False) -> Tensor:
+    """A new Tensor holding a copy of ``data`` (as ``torch.tensor``: later changes to the
+    source do not show, and changes to the tensor do not reach the source). Use
+    ``from_numpy``/``as_tensor`` to share memory with a NumPy array."""
+    src = data._array if isinstance(data, Tensor) else data
+    arr = _as_array(src, dtype)
+    if isinstance(src, np.ndarray) and np.may_share_memory(arr, src):
+        arr = arr.copy()
+    return _made(arr, device, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``data`` as a Tensor, sharing memory when it is already a NumPy array or Tensor of
+    the requested dtype (as ``torch.as_tensor``)."""
+    if device is not None:
+        _require_cpu(device)
+    if isinstance(data, Tensor):
+        return data if dtype is None or np.dtype(dtype) == data.dtype else data.to(dtype)
+    return Tensor._wrap(_as_array(data, dtype))
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -494,30 +791,57 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor._wrap(array)
 
 
-def zeros(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(np.zeros(shape, dtype), requires_grad=requires_grad)
+def _dtype_or_default(dtype):
+    return _DEFAULT_FLOAT if dtype is None else dtype
 
 
-def ones(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(np.ones(shape, dtype), requires_grad=requires_grad)
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.zeros(_shape_arg(shape), _dtype_or_default(dtype)), device, requires_grad)
 
 
-def zeros_like(t, dtype=None) -> Tensor:
-    return Tensor(np.zeros_like(_raw(t), dtype=dtype))
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.ones(_shape_arg(shape), _dtype_or_default(dtype)), device, requires_grad)
 
 
-def ones_like(t, dtype=None) -> Tensor:
-    return Tensor(np.ones_like(_raw(t), dtype=dtype))
+def zeros_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.zeros_like(_raw(t), dtype=dtype), device, requires_grad)
 
 
-def arange(*args, dtype=None) -> Tensor:
-    return Tensor(np.arange(*args, dtype=dtype) if dtype else _as_array(np.arange(*args).tolist()))
+def ones_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.ones_like(_raw(t), dtype=dtype), device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.full_like(_raw(t), fill_value, dtype=dtype), device, requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.empty_like(_raw(t), dtype=dtype), device, requires_grad)
+
+
+def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """As torch.arange: int64 when every bound is an integer, else float32."""
+    args = [_raw(a) for a in args]
+    arr = np.arange(*args, dtype=dtype) if dtype else _as_array(np.arange(*args).tolist())
+    return _made(arr, device, requires_grad)
 
 
 def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x._array if isinstance(x, Tensor) else x
+
+
+def _owner(a: np.ndarray):
+    return a if a.base is None else a.base
+
+
+def _view_of(out: Tensor, src: Tensor) -> Tensor:
+    """Mark ``out`` as a view of ``src`` when it shows src's storage: it then shares src's
+    version counter, so an in-place change through either is seen by graphs that saved
+    the other (torch's view semantics)."""
+    if _owner(out._array) is _owner(src._array):
+        out._vc = src._vc
+        out._base = src._base if src._base is not None else src
+    return out
 
 
 def _raw_index(index):
@@ -814,6 +1138,23 @@ class _GetItem(Function):
         return out, None
 
 
+class _TakeAlong(Function):
+    """Values at ``index`` along ``dim`` (np.take_along_axis); the gradient is scattered back."""
+
+    @staticmethod
+    def forward(ctx, a, index, dim):
+        ctx.shape, ctx.index, ctx.dim = a.shape, index, dim
+        return np.take_along_axis(a, index, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        out = np.zeros(ctx.shape, g.dtype)
+        idx = [np.arange(n).reshape([-1 if i == d else 1 for i in range(g.ndim)]) for d, n in enumerate(g.shape)]
+        idx[ctx.dim] = ctx.index
+        np.add.at(out, tuple(idx), g)
+        return out, None, None
+
+
 class _Cast(Function):
     onnx_op = "cast"
 
@@ -902,46 +1243,58 @@ def _shape_arg(shape) -> tuple:
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
-def empty(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    return Tensor(np.empty(_shape_arg(shape), dtype), requires_grad=requires_grad)
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.empty(_shape_arg(shape), _dtype_or_default(dtype)), device, requires_grad)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
+def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    fill_value = _raw(fill_value)
     if dtype is None:
-        dtype = _DEFAULT_FLOAT if isinstance(fill_value, float) else np.int64 if isinstance(fill_value, int) else None
-    return Tensor(np.full(tuple(size), fill_value, dtype), requires_grad=requires_grad)
+        dtype = (np.bool_ if isinstance(fill_value, (bool, np.bool_)) else np.int64 if isinstance(fill_value, int)
+                 else _DEFAULT_FLOAT if isinstance(fill_value, float) else None)
+    return _made(np.full(_shape_arg((size,)), fill_value, dtype), device, requires_grad)
 
 
-def linspace(start, end, steps: int, dtype=_DEFAULT_FLOAT) -> Tensor:
-    return Tensor(np.linspace(start, end, steps, dtype=dtype))
+def linspace(start, end, steps: int, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.linspace(start, end, steps, dtype=_dtype_or_default(dtype)), device, requires_grad)
 
 
-def eye(n: int, m: int | None = None, dtype=_DEFAULT_FLOAT) -> Tensor:
-    return Tensor(np.eye(n, m, dtype=dtype))
+def eye(n: int, m: int | None = None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _made(np.eye(n, m, dtype=_dtype_or_default(dtype)), device, requires_grad)
 
 
-def rand(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    """U[0, 1) from the global generator (cnnfast.manual_seed)."""
-    return Tensor(_random.generator().random(_shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
+def _rng(generator):
+    return _random.generator() if generator is None else generator._rng
 
 
-def randn(*shape, dtype=_DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    """N(0, 1) from the global generator (cnnfast.manual_seed)."""
-    return Tensor(_random.generator().standard_normal(_shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
+def rand(*shape, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
+    """U[0, 1) from the global generator (cnnfast.manual_seed) or ``generator``."""
+    arr = _rng(generator).random(_shape_arg(shape)).astype(_dtype_or_default(dtype))
+    return _made(arr, device, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=np.int64) -> Tensor:
+def randn(*shape, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
+    """N(0, 1) from the global generator (cnnfast.manual_seed) or ``generator``."""
+    arr = _rng(generator).standard_normal(_shape_arg(shape)).astype(_dtype_or_default(dtype))
+    return _made(arr, device, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=np.int64, device=None, generator=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return Tensor(_random.generator().integers(low, high, size=tuple(size)).astype(dtype))
+    return _made(_rng(generator).integers(low, high, size=tuple(size)).astype(dtype), device, False)
 
 
-def rand_like(t: Tensor, dtype=None) -> Tensor:
-    return rand(*t.shape, dtype=dtype or t.dtype)
+def randperm(n: int, dtype=np.int64, device=None, generator=None) -> Tensor:
+    return _made(_rng(generator).permutation(int(n)).astype(dtype), device, False)
 
 
-def randn_like(t: Tensor, dtype=None) -> Tensor:
-    return randn(*t.shape, dtype=dtype or t.dtype)
+def rand_like(t: Tensor, dtype=None, device=None) -> Tensor:
+    return rand(*t.shape, dtype=dtype or t.dtype, device=device)
+
+
+def randn_like(t: Tensor, dtype=None, device=None) -> Tensor:
+    return randn(*t.shape, dtype=dtype or t.dtype, device=device)
 
 
 class _Where(Function):

@@ -16,7 +16,7 @@ __all__ = ["Dataset", "TensorDataset", "Subset", "random_split"]
 
 def _array(a):
     """A NumPy view of a NumPy array or a cnnfast Tensor (shared, not copied)."""
-    return a.data if hasattr(a, "grad_fn") and hasattr(a, "data") else np.asarray(a)
+    return a._array if hasattr(a, "grad_fn") and hasattr(a, "_array") else np.asarray(a)
 
 
 class Dataset:

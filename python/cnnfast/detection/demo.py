@@ -206,7 +206,7 @@ def run(a) -> dict:
     # Start p_c at the data's prior (about 1% of anchor slots hold an object) rather than at
     # 0.5, so the first epochs learn where objects are instead of that most slots are empty.
     prior = max(len(wh) - enc["dropped"], 1) / (len(train) * spec.grid * spec.grid * spec.k)
-    model[-1].bias.data[::spec.depth] = np.log(prior / (1 - prior))
+    model[-1].bias._array[::spec.depth] = np.log(prior / (1 - prior))
     opt = optim.Adam(model.parameters(), lr=cfg["lr"])
     sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"])
     rng = np.random.default_rng(a.seed)

@@ -2,6 +2,8 @@
 softmax, log_softmax. Shapes: any; the output has the input's shape."""
 from __future__ import annotations
 
+import warnings
+
 from .. import _C
 from ..autograd import Function
 from ._util import check_tensor, contiguous
@@ -40,20 +42,26 @@ _Tanh = _elementwise("tanh", True)
 _Silu = _elementwise("silu", False)
 
 
-def relu(input, inplace: bool = False):
-    """max(0, x). ``inplace`` is accepted for torch compatibility; a new tensor is returned."""
+def _maybe_inplace(input, inplace: bool, name: str, op, *param):
+    """``op.apply(input, *param)``, or with ``inplace`` the same written into ``input``
+    (torch's rules: refused on a leaf that requires grad, recorded otherwise)."""
     check_tensor(input, "input")
-    return _Relu.apply(input)
+    if inplace:
+        return input._inplace(name, lambda t: op.apply(t, *param))
+    return op.apply(input, *param)
+
+
+def relu(input, inplace: bool = False):
+    """max(0, x); ``inplace=True`` writes the result into ``input`` and returns it."""
+    return _maybe_inplace(input, inplace, "relu_", _Relu)
 
 
 def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
-    check_tensor(input, "input")
-    return _LeakyRelu.apply(input, float(negative_slope))
+    return _maybe_inplace(input, inplace, "leaky_relu_", _LeakyRelu, float(negative_slope))
 
 
 def elu(input, alpha: float = 1.0, inplace: bool = False):
-    check_tensor(input, "input")
-    return _Elu.apply(input, float(alpha))
+    return _maybe_inplace(input, inplace, "elu_", _Elu, float(alpha))
 
 
 def sigmoid(input):
@@ -68,8 +76,7 @@ def tanh(input):
 
 def silu(input, inplace: bool = False):
     """x * sigmoid(x), also called Swish."""
-    check_tensor(input, "input")
-    return _Silu.apply(input)
+    return _maybe_inplace(input, inplace, "silu_", _Silu)
 
 
 swish = silu
@@ -92,17 +99,25 @@ class _Softmax(Function):
         return bwd(contiguous(g), y, ctx.dim), None, None
 
 
-def softmax(input, dim: int | None = None):
-    """exp(x) / sum(exp(x)) along ``dim`` (required, as in torch's non-deprecated form)."""
-    check_tensor(input, "input")
-    if dim is None:
-        raise ValueError("dim: softmax needs the dimension to normalise over")
-    return _Softmax.apply(input, int(dim), False)
+def implicit_dim(name: str, ndim: int) -> int:
+    """torch's legacy choice when no ``dim`` is given (0 for 0-, 1- and 3-d input, else 1),
+    with torch's deprecation warning."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X "
+                  "as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
 
 
-def log_softmax(input, dim: int | None = None):
-    """x - logsumexp(x) along ``dim``, computed stably."""
+def softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None):
+    """exp(x) / sum(exp(x)) along ``dim`` (without ``dim``: torch's implicit choice and warning)."""
     check_tensor(input, "input")
     if dim is None:
-        raise ValueError("dim: log_softmax needs the dimension to normalise over")
-    return _Softmax.apply(input, int(dim), True)
+        dim = implicit_dim("softmax", input.ndim)
+    return _Softmax.apply(input if dtype is None else input.to(dtype), int(dim), False)
+
+
+def log_softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None):
+    """x - logsumexp(x) along ``dim``, computed stably (without ``dim``: as softmax)."""
+    check_tensor(input, "input")
+    if dim is None:
+        dim = implicit_dim("log_softmax", input.ndim)
+    return _Softmax.apply(input if dtype is None else input.to(dtype), int(dim), True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _C
 from .. import random as _random
-from ..autograd import Function, is_grad_enabled
+from ..autograd import Function
 from ._util import check_tensor, contiguous
 
 __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d", "dropout_mask"]
@@ -72,11 +72,14 @@ def _apply(input, p, training, inplace, seed, feature, unbatched):
         # As torch: the input itself, no copy and no graph node.
         return input
     s, o = _key(seed)
-    if inplace and not (input.requires_grad and is_grad_enabled()) and input.data.flags.c_contiguous \
-            and input.data.flags.writeable:
-        data = input.data[None] if unbatched else input.data
-        (_C.feature_dropout_forward if feature else _C.dropout_forward)(data, p, s, o, out=data)
-        return input
+    if inplace:
+        def fast():
+            data = input._array[None] if unbatched else input._array
+            (_C.feature_dropout_forward if feature else _C.dropout_forward)(data, p, s, o, out=data)
+
+        writable = input._array.flags.c_contiguous and input._array.flags.writeable
+        return input._inplace("dropout_", lambda t: _Dropout.apply(t, p, s, o, feature, unbatched),
+                              fast=fast if writable else None)
     return _Dropout.apply(input, p, s, o, feature, unbatched)
 
 

@@ -46,7 +46,7 @@ def _data(t, name, dtype=None):
     if t is None:
         return None
     if isinstance(t, Tensor):
-        return t.data
+        return t._array
     return np.asarray(t, dtype=dtype)
 
 
@@ -172,8 +172,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     reduction = _reduction(size_average, reduce, reduction)
     t = _data(target, "target")
     prob = t.dtype.kind == "f"
-    t = _float_like(t, input.data, "target") if prob else _index_target(t)
-    w = _float_like(weight, input.data, "weight")
+    t = _float_like(t, input._array, "target") if prob else _index_target(t)
+    w = _float_like(weight, input._array, "weight")
     x = input
     unbatched = input.ndim == 1
     if unbatched:
@@ -207,7 +207,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
     check_tensor(input, "input")
     reduction = _reduction(size_average, reduce, reduction)
     t = _index_target(target)
-    w = _float_like(weight, input.data, "weight")
+    w = _float_like(weight, input._array, "weight")
     x = input
     unbatched = input.ndim == 1
     if unbatched:
@@ -251,11 +251,11 @@ class _BCE(Function):
 
 def _bce(input, target, weight, pos_weight, reduction, logits):
     check_tensor(input, "input")
-    t = _float_like(target, input.data, "target")
+    t = _float_like(target, input._array, "target")
     if t.shape != input.shape:
         raise ValueError(f"target: expected the shape of input {input.shape}, got {t.shape}")
-    w = _periodic(_float_like(weight, input.data, "weight"), input.shape)
-    pw = _periodic(_float_like(pos_weight, input.data, "pos_weight"), input.shape)
+    w = _periodic(_float_like(weight, input._array, "weight"), input.shape)
+    pw = _periodic(_float_like(pos_weight, input._array, "pos_weight"), input.shape)
     return _BCE.apply(input, t, w, pw, reduction, logits)
 
 
@@ -300,7 +300,7 @@ def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=Non
     check_tensor(input, "input")
     reduction = _reduction(size_average, reduce, reduction)
     t = _index_target(target)
-    w = _float_like(weight, input.data, "weight")
+    w = _float_like(weight, input._array, "weight")
     x = input
     unbatched = input.ndim == 1
     if unbatched:

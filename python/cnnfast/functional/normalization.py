@@ -31,9 +31,9 @@ def _state(t, name):
     if t is None:
         return None
     check_tensor(t, name)
-    if not t.data.flags.c_contiguous:
-        t.data = np.ascontiguousarray(t.data)
-    return t.data
+    if not t._array.flags.c_contiguous:
+        t._array = np.ascontiguousarray(t._array)
+    return t._array
 
 
 # ---- batch_norm -----------------------------------------------------------------------

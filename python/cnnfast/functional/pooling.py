@@ -86,7 +86,7 @@ def _max_pool(D, input, kernel_size, stride, padding, dilation, ceil_mode, retur
     args = (D, k, _stride(stride, k, D), _ntuple(padding, D, "padding"), _ntuple(dilation, D, "dilation"), ceil_mode)
     if not return_indices and not (input.requires_grad and is_grad_enabled()):
         # Inference: no indices are written, a third of the output traffic.
-        xb, added = _batched(input.data, D, f"max_pool{D}d")
+        xb, added = _batched(input._array, D, f"max_pool{D}d")
         y, _ = getattr(_C, f"max_pool{D}d_forward")(xb, *(list(a) for a in args[1:5]), bool(ceil_mode), False)
         return Tensor(_unbatch(y, added))
     y, idx = _MaxPool.apply(input, *args)
@@ -292,7 +292,7 @@ def _max_unpool(D, input, indices, kernel_size, stride, padding, output_size):
     k = _ntuple(kernel_size, D, "kernel_size")
     s = _stride(stride, k, D)
     p = _ntuple(padding, D, "padding")
-    idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+    idx = indices._array if isinstance(indices, Tensor) else np.asarray(indices)
     if input.ndim not in (D + 1, D + 2):
         raise ValueError(f"input: max_unpool{D}d expects a {D + 1}-D or {D + 2}-D array, got shape {input.shape}")
     size = _unpool_output_size(input.shape[-D:], k, s, p, output_size, D)

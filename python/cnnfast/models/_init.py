@@ -11,7 +11,7 @@ from ..nn import init
 def _normal_f32_(param, std: float) -> None:
     """N(0, std^2) drawn directly in float32 for float32 weights: VGG's 102M-weight first
     FC layer would otherwise go through a float64 temporary (about twice the time)."""
-    arr = param.data
+    arr = param._array
     if arr.dtype == np.float32:
         _random.generator().standard_normal(out=arr, dtype=np.float32)
         arr *= np.float32(std)

@@ -27,7 +27,7 @@ __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_"
 
 def _array(tensor) -> np.ndarray:
     if isinstance(tensor, Tensor):
-        return tensor.data
+        return tensor._array
     if isinstance(tensor, np.ndarray):
         return tensor
     raise TypeError(f"tensor: expected a cnnfast.Tensor or numpy.ndarray, got {type(tensor).__name__}")

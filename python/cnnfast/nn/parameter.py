@@ -13,7 +13,7 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad: bool = True):
         if data is None:
             data = np.empty((0,), np.float32)
-        super().__init__(data.data if isinstance(data, Tensor) else data)
+        super().__init__(data._array if isinstance(data, Tensor) else data)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -22,7 +22,7 @@ class Parameter(Tensor):
 
     def __reduce_ex__(self, protocol):
         # Pickling is not a checkpoint format here (see cnnfast.save); keep copy.deepcopy working.
-        return (Parameter, (self.data.copy(), self.requires_grad))
+        return (Parameter, (self._array.copy(), self.requires_grad))
 
 
 class Buffer(Tensor):
@@ -30,5 +30,5 @@ class Buffer(Tensor):
     (as ``torch.nn.Buffer``); ``persistent=False`` keeps it out of ``state_dict``."""
 
     def __init__(self, data, persistent: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else data)
+        super().__init__(data._array if isinstance(data, Tensor) else data)
         self.persistent = persistent

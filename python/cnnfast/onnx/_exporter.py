@@ -89,9 +89,9 @@ class _Builder:
         key = id(obj)
         if key in self.names:
             return self.names[key]
-        data = obj.data if isinstance(obj, Tensor) else np.asarray(obj)
-        if isinstance(obj, Tensor) and id(obj.data) in self.names:
-            return self.names[id(obj.data)]
+        data = obj._array if isinstance(obj, Tensor) else np.asarray(obj)
+        if isinstance(obj, Tensor) and id(obj._array) in self.names:
+            return self.names[id(obj._array)]
         hint = self.state.get(key) or self.state.get(id(data)) or "const"
         name = self.const(data, hint)
         self.names[key] = self.names[id(data)] = name  # a parameter passed as array or Tensor: one initializer
@@ -182,7 +182,7 @@ def _emit_max_pool(b, c, v):
     # torch's indices are offsets inside each (n, c) plane, ONNX's over the whole tensor.
     local = b.one("Mod", [flat, b.i64(plane, "plane")], c.scope)
     idx_out = c.outs[1]
-    b.flat_indices[id(idx_out)] = b.flat_indices[id(idx_out.data)] = (flat, xi, attrs, tuple(x.shape[-D:]))
+    b.flat_indices[id(idx_out)] = b.flat_indices[id(idx_out._array)] = (flat, xi, attrs, tuple(x.shape[-D:]))
     return [_unbatched_unwrap(b, y, unbatched, c.scope), _unbatched_unwrap(b, local, unbatched, c.scope)]
 
 
@@ -532,7 +532,7 @@ def _as_inputs(example_input) -> list:
     items = list(example_input) if isinstance(example_input, (tuple, list)) else [example_input]
     out = []
     for i, x in enumerate(items):
-        a = x.data if isinstance(x, Tensor) else np.asarray(x)
+        a = x._array if isinstance(x, Tensor) else np.asarray(x)
         if a.dtype.kind != "f":
             raise TypeError(f"example_input[{i}]: expected a float array or Tensor, got dtype {a.dtype}")
         out.append(Tensor(np.array(a, copy=True), requires_grad=True))
@@ -604,11 +604,11 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
     batch = inputs[0].shape[0] if inputs[0].ndim else 1
     b = _Builder(opset, dynamic_batch, batch)
     for name, t in model.named_parameters():
-        b.state[id(t)] = b.state[id(t.data)] = name
+        b.state[id(t)] = b.state[id(t._array)] = name
     for name, t in model.named_buffers():
-        b.state[id(t)] = b.state[id(t.data)] = name
+        b.state[id(t)] = b.state[id(t._array)] = name
     for name, t in zip(input_names, inputs):
-        b.names[id(t)] = b.names[id(t.data)] = name
+        b.names[id(t)] = b.names[id(t._array)] = name
         b.used.add(name)
     b.used.update(output_names)
 
@@ -617,7 +617,7 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
     for i, c in enumerate(calls):
         for o in c.outs:
             if isinstance(o, Tensor):
-                producer[id(o)] = producer[id(o.data)] = i
+                producer[id(o)] = producer[id(o._array)] = i
     needed, stack = set(), [producer[id(o)] for o in outputs if id(o) in producer]
     needed_values = {id(o) for o in outputs}
     while stack:
@@ -631,8 +631,8 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
                     key = id(obj)
                     needed_values.add(key)
                     if isinstance(obj, Tensor):
-                        needed_values.add(id(obj.data))
-                    j = producer.get(key, producer.get(id(obj.data)) if isinstance(obj, Tensor) else None)
+                        needed_values.add(id(obj._array))
+                    j = producer.get(key, producer.get(id(obj._array)) if isinstance(obj, Tensor) else None)
                     if j is not None:
                         stack.append(j)
     b.names_needed = needed_values
@@ -647,7 +647,7 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
         names = emitter(b, c, b.value)
         for o, n in zip(c.outs, names):
             if n is not None and isinstance(o, Tensor):
-                b.names[id(o)] = b.names[id(o.data)] = n
+                b.names[id(o)] = b.names[id(o._array)] = n
                 b.keep.append(o)
 
     # Outputs get their requested names through Identity nodes (one value may be two outputs).
@@ -672,7 +672,7 @@ def build_model(model, example_input, opset: int = DEFAULT_OPSET, input_names=No
                                    producer_name="cnnfast", producer_version=_version())
     proto.ir_version = 8 if opset <= 18 else 9  # what onnxruntime 1.16+ reads for these opsets
     onnx.checker.check_model(proto)
-    return proto, [o.data.copy() for o in outputs]
+    return proto, [o._array.copy() for o in outputs]
 
 
 def _version() -> str:
@@ -689,7 +689,7 @@ def _verify(proto, model, inputs, expected, dynamic_batch, rtol):
     def compare(got, want, what):
         got = got if isinstance(got, (tuple, list)) else (got,)
         for i, (g, w) in enumerate(zip(got, want)):
-            g = g.data if isinstance(g, Tensor) else np.asarray(g)
+            g = g._array if isinstance(g, Tensor) else np.asarray(g)
             scale = max(float(np.max(np.abs(w))) if w.size else 0.0, 1e-6)
             if g.shape != w.shape or not np.allclose(g, w, rtol=0, atol=rtol * scale):
                 raise ExportError(f"export check failed: the ONNX graph's output {i} differs from the model's on "
@@ -697,7 +697,7 @@ def _verify(proto, model, inputs, expected, dynamic_batch, rtol):
                                   f"cnnfast's differentiable ops{'; try dynamic_batch=False' if dynamic_batch else ''}")
 
     with no_grad():
-        compare(loaded(*[t.data for t in inputs]), expected, "the example input")
+        compare(loaded(*[t._array for t in inputs]), expected, "the example input")
         # A second, independent input (one more sample with a dynamic batch) catches values that
         # forward computed from the input outside cnnfast's ops, which the trace froze as constants.
         rng = np.random.default_rng(0)
@@ -706,13 +706,13 @@ def _verify(proto, model, inputs, expected, dynamic_batch, rtol):
             shape = list(t.shape)
             if dynamic_batch and shape:
                 shape[0] += 1
-            mean, std = float(t.data.mean()), float(t.data.std()) or 1.0
+            mean, std = float(t._array.mean()), float(t._array.std()) or 1.0
             other.append((rng.standard_normal(shape) * std + mean).astype(t.dtype))
         was = model.training
         model.eval()
         what = "a second random input" + (f" (batch {shape[0]})" if dynamic_batch else "")
         try:
-            want = [o.data for o in _flatten_outputs(model(*[Tensor(a) for a in other]))]
+            want = [o._array for o in _flatten_outputs(model(*[Tensor(a) for a in other]))]
             got = loaded(*other)
         except (ValueError, TypeError, RuntimeError) as exc:
             hint = "; the first dimension is not a batch: pass dynamic_batch=False" if dynamic_batch else ""

@@ -303,7 +303,7 @@ class OnnxModule(nn.Module):
         # Float initializers read at load time (e.g. Resize scales) are still known to converters.
         load_consts = dict(consts)
         for name, key in self._state_names.items():
-            load_consts[name] = getattr(self, key).data
+            load_consts[name] = getattr(self, key)._array
         self._program = _Program(graph, self.opset, load_consts, used, label, top=True,
                                  types=_declared_types(model_proto))
         # Constants produced by Constant nodes join the runtime scope.
@@ -339,7 +339,7 @@ class OnnxModule(nn.Module):
                 if isinstance(d, int) and d > 0 and d != n:
                     raise ValueError(f"input {name!r}: expected size {d} at dimension {i} ({dims}), got shape "
                                      f"{t.shape}")
-            env[name] = t if t.dtype.kind == "f" else t.data
+            env[name] = t if t.dtype.kind == "f" else t._array
         return env
 
     def _run(self, args, kwargs, record=None):

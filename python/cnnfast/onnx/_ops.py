@@ -48,7 +48,7 @@ def is_tensor(v) -> bool:
 
 def arr(v) -> np.ndarray:
     """The NumPy value of a runtime value (no copy)."""
-    return v.data if isinstance(v, Tensor) else np.asarray(v)
+    return v._array if isinstance(v, Tensor) else np.asarray(v)
 
 
 def ten(v, like=None) -> Tensor:

@@ -33,7 +33,7 @@ class Adagrad(Optimizer):
 
     def _init_state(self, group, param, state):
         state["step"] = 0
-        state["sum"] = np.full_like(param.data, group["initial_accumulator_value"])
+        state["sum"] = np.full_like(param._array, group["initial_accumulator_value"])
 
     def _update(self, group, param, grad, state):
         state["step"] += 1

@@ -35,10 +35,10 @@ class Adam(Optimizer):
 
     def _init_state(self, group, param, state):
         state["step"] = 0
-        state["exp_avg"] = np.zeros_like(param.data)
-        state["exp_avg_sq"] = np.zeros_like(param.data)
+        state["exp_avg"] = np.zeros_like(param._array)
+        state["exp_avg_sq"] = np.zeros_like(param._array)
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = np.zeros_like(param.data)
+            state["max_exp_avg_sq"] = np.zeros_like(param._array)
 
     def _update(self, group, param, grad, state):
         if group["amsgrad"] and "max_exp_avg_sq" not in state:

@@ -162,27 +162,27 @@ class LBFGS(Optimizer):
 
     # ---- the parameters as one flat vector --------------------------------------
     def _flat_grad(self) -> np.ndarray:
-        parts = [np.zeros(p.numel(), p.dtype) if p.grad is None else np.asarray(p.grad.data).reshape(-1)
+        parts = [np.zeros(p.numel(), p.dtype) if p.grad is None else np.asarray(p.grad._array).reshape(-1)
                  for p in self._params]
         return np.concatenate(parts).astype(self._params[0].dtype, copy=True)
 
     def _flat_params(self) -> np.ndarray:
-        return np.concatenate([p.data.reshape(-1) for p in self._params]).copy()
+        return np.concatenate([p._array.reshape(-1) for p in self._params]).copy()
 
     def _set_flat(self, flat: np.ndarray) -> None:
         offset = 0
         for p in self._params:
             n = p.numel()
-            p.data[...] = flat[offset:offset + n].reshape(p.shape)
+            p._array[...] = flat[offset:offset + n].reshape(p.shape)
             offset += n
 
     def _add(self, t: float, d: np.ndarray) -> None:
         offset = 0
         for p in self._params:
             n = p.numel()
-            if not (p.data.flags.c_contiguous and p.data.flags.writeable):
-                p.data = np.ascontiguousarray(p.data).copy()
-            p.data += (t * d[offset:offset + n]).reshape(p.shape).astype(p.dtype, copy=False)
+            if not (p._array.flags.c_contiguous and p._array.flags.writeable):
+                p._array = np.ascontiguousarray(p._array).copy()
+            p._array += (t * d[offset:offset + n]).reshape(p.shape).astype(p.dtype, copy=False)
             offset += n
 
     def step(self, closure: Callable | None = None):

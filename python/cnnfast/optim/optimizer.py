@@ -33,15 +33,18 @@ required = _RequiredParameter()
 def _contiguous_param(p: Tensor) -> np.ndarray:
     # The kernels update arrays in place, so a parameter must own a C-contiguous,
     # writeable array; one that arrived as a view is given its own copy once.
-    if not (p.data.flags.c_contiguous and p.data.flags.writeable):
-        p.data = np.ascontiguousarray(p.data).copy()
-    return p.data
+    if not (p._array.flags.c_contiguous and p._array.flags.writeable):
+        p._array = np.ascontiguousarray(p._array).copy()
+    # The step writes in place: a graph that saved this parameter before the step must
+    # refuse to backward through it, as torch's version counter does.
+    p._vc[0] += 1
+    return p._array
 
 
 def _grad_array(p: Tensor) -> np.ndarray:
-    g = p.grad.data
-    if g.dtype != p.data.dtype:
-        raise TypeError(f"grad: expected dtype {p.data.dtype} (the parameter's), got {g.dtype}")
+    g = p.grad._array
+    if g.dtype != p._array.dtype:
+        raise TypeError(f"grad: expected dtype {p._array.dtype} (the parameter's), got {g.dtype}")
     return g if g.flags.c_contiguous else np.ascontiguousarray(g)
 
 
@@ -118,7 +121,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad._array[...] = 0
 
     def _init_state(self, group: dict, param: Tensor, state: dict) -> None:
         raise NotImplementedError
@@ -182,7 +185,7 @@ class Optimizer:
             restored = {}
             for k, v in s.items():
                 if isinstance(v, Tensor):
-                    v = v.data
+                    v = v._array
                 elif hasattr(v, "detach") and hasattr(v, "numpy"):  # a torch.Tensor from a torch checkpoint
                     v = v.detach().cpu().numpy()
                 if isinstance(v, np.ndarray):

@@ -30,11 +30,11 @@ class RMSprop(Optimizer):
 
     def _init_state(self, group, param, state):
         state["step"] = 0
-        state["square_avg"] = np.zeros_like(param.data)
+        state["square_avg"] = np.zeros_like(param._array)
         if group["momentum"] > 0:
-            state["momentum_buffer"] = np.zeros_like(param.data)
+            state["momentum_buffer"] = np.zeros_like(param._array)
         if group["centered"]:
-            state["grad_avg"] = np.zeros_like(param.data)
+            state["grad_avg"] = np.zeros_like(param._array)
 
     def _update(self, group, param, grad, state):
         if group["momentum"] > 0 and "momentum_buffer" not in state:

@@ -88,8 +88,8 @@ class FeatureNet(nn.Module):
                 out = base_width * 2 ** (block - 1)
                 conv = nn.Conv2d(channels, out, 3, padding=0)
                 fan_in = channels * 9
-                conv.weight.data = (rng.standard_normal(conv.weight.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
-                conv.bias.data = np.zeros(out, dtype)
+                conv.weight._array = (rng.standard_normal(conv.weight.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+                conv.bias._array = np.zeros(out, dtype)
                 self.add_module(name, conv)
                 channels = out
             elif kind == "relu":

@@ -211,7 +211,7 @@ def run(content: np.ndarray, style: np.ndarray, cfg: StyleConfig,
         opt.step(evaluate)
     seconds = time.perf_counter() - t0
     final = snapshot()
-    return {"image": st.generated().data[0].copy(), "history": history, "initial": initial, "final": final,
+    return {"image": st.generated()._array[0].copy(), "history": history, "initial": initial, "final": final,
             "evaluations": len(history), "seconds": seconds, "config": _config_dict(cfg)}
 
 

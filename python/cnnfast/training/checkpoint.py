@@ -21,7 +21,7 @@ FORMAT = "cnnfast-train-1"
 
 
 def _to_array(v):
-    return v.data if hasattr(v, "grad_fn") and hasattr(v, "data") else np.asarray(v)
+    return v._array if hasattr(v, "grad_fn") and hasattr(v, "_array") else np.asarray(v)
 
 
 def model_arrays(model) -> dict:

@@ -25,7 +25,7 @@ def find_lr(model, optimizer, loader, loss_fn, start_lr: float = 1e-6, end_lr: f
 
     if not (0 < start_lr < end_lr):
         raise ValueError(f"start_lr, end_lr: expected 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
-    saved_model = {k: np.array(v.data, copy=True) for k, v in model.state_dict().items()}
+    saved_model = {k: np.array(v._array, copy=True) for k, v in model.state_dict().items()}
     saved_opt = optimizer.state_dict()
     saved_lrs = [g["lr"] for g in optimizer.param_groups]
     rng_state = cnnfast.get_rng_state()

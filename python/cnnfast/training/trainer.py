@@ -265,7 +265,7 @@ def evaluate(model, loader, num_classes: int) -> dict:
             loss = F.cross_entropy(logits, cnnfast.tensor(y))
             loss_sum += float(loss.item()) * len(y)
             total += len(y)
-            p = F.softmax(logits, dim=1).data
+            p = F.softmax(logits, dim=1)._array
             probs.append(np.asarray(p))
             preds.append(np.argmax(p, axis=1))
             trues.append(y)
@@ -450,7 +450,7 @@ class _Run:
                 "elapsed": self.elapsed_before + time.perf_counter() - self.wall_start}
 
     def n_params(self) -> int:
-        return sum(int(p.data.size) for p in self.model.parameters())
+        return sum(int(p._array.size) for p in self.model.parameters())
 
 
 def _resumed_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
@@ -510,7 +510,7 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
             raise FloatingPointError(bad)
         if run.per_step:
             run.scheduler.step()
-        hits = int(np.sum(np.argmax(logits.data, axis=1) == y))
+        hits = int(np.sum(np.argmax(logits._array, axis=1) == y))
         seen += len(y)
         correct += hits
         loss_sum += value * len(y)
@@ -685,11 +685,11 @@ def first_nonfinite(model) -> str:
     naming the first one that is not (and whether its gradient already was)."""
     for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, t in items:
-            a = t.data
+            a = t._array
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 what = f"{kind} {name} became non-finite after the optimizer step"
                 if kind == "parameter" and t.grad is not None:
-                    g = t.grad.data
+                    g = t.grad._array
                     what += (" (its gradient was already non-finite)" if not np.isfinite(g).all() else
                              " (its gradient was finite, so the update itself overflowed)")
                 return what
@@ -857,7 +857,7 @@ def predict_images(path: str, images: list, top_k: int = 3) -> list:
         batch.append(a[None] if c == 1 else np.moveaxis(a, -1, 0))
     x = Normalize(np.asarray(state["norm"]["mean"]), np.asarray(state["norm"]["std"]))(np.stack(batch))
     with cnnfast.no_grad():
-        prob = np.asarray(F.softmax(model(cnnfast.tensor(x)), dim=1).data)
+        prob = np.asarray(F.softmax(model(cnnfast.tensor(x)), dim=1)._array)
     k = max(1, min(int(top_k), len(classes)))
     out = []
     for p, row in zip(images, prob):

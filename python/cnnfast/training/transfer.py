@@ -62,7 +62,7 @@ def reinit_head(model, seed: int = 0):
             for p in head.parameters(recurse=False):
                 fan_in = int(np.prod(p.shape[1:])) if p.ndim > 1 else p.shape[0]
                 bound = 1.0 / np.sqrt(max(fan_in, 1))
-                p.data[...] = rng.uniform(-bound, bound, p.shape).astype(p.dtype)
+                p._array[...] = rng.uniform(-bound, bound, p.shape).astype(p.dtype)
     finally:
         cnnfast.set_rng_state(state)
     return name

@@ -10,3 +10,5 @@ from .shapes import *  # noqa: F401,F403
 from .summary import (ModelSummary, LayerInfo, estimate_training_memory,  # noqa: F401
                       measure_training_memory, summary_main)
 from .torch_weights import load_torch_state_dict  # noqa: F401,E402
+from . import data  # noqa: F401,E402 - torch.utils.data's names
+from .image import make_grid, save_image  # noqa: F401,E402

@@ -184,7 +184,7 @@ def _pair2(v, n=2) -> tuple:
 
 
 def _nbytes(t) -> int:
-    d = getattr(t, "data", t)
+    d = getattr(t, "_array", t)
     if isinstance(d, np.ndarray):
         return d.nbytes
     return int(t.numel()) * int(t.element_size())
@@ -321,7 +321,7 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
     shapes = _normalize_shapes(input_shape)
     if dtype is None:   # the parameters' dtype, so the dummy input matches the model
         first = next(iter(model.parameters()), None)
-        dtype = first.data.dtype if first is not None else np.float32
+        dtype = first._array.dtype if first is not None else np.float32
     dtype = np.dtype(dtype)
     itemsize = dtype.itemsize
 
@@ -514,24 +514,24 @@ class _NumpyOptimizer:
         for p in self.params:
             if p.grad is None:
                 continue
-            g = p.grad.data
+            g = p.grad._array
             st = self.state.setdefault(id(p), [])
             if self.opt in ("sgd_momentum", "momentum", "rmsprop", "adagrad"):
                 if not st:
-                    st.append(np.zeros_like(p.data))
+                    st.append(np.zeros_like(p._array))
                 st[0] *= 0.9
                 st[0] += g
-                p.data -= self.lr * st[0]
+                p._array -= self.lr * st[0]
             elif self.opt in ("adam", "adamw"):
                 if not st:
-                    st += [np.zeros_like(p.data), np.zeros_like(p.data)]
+                    st += [np.zeros_like(p._array), np.zeros_like(p._array)]
                 st[0] *= 0.9
                 st[0] += 0.1 * g
                 st[1] *= 0.999
                 st[1] += 0.001 * g * g
-                p.data -= self.lr * st[0] / (np.sqrt(st[1]) + 1e-8)
+                p._array -= self.lr * st[0] / (np.sqrt(st[1]) + 1e-8)
             else:
-                p.data -= self.lr * g
+                p._array -= self.lr * g
 
 
 def _default_loss(out, batch_size):

@@ -23,8 +23,8 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
 def _to_numpy(value, key):
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
         return value.detach().cpu().numpy()
-    if hasattr(value, "data") and isinstance(getattr(value, "data"), np.ndarray):  # a cnnfast Tensor
-        return value.data
+    if isinstance(getattr(value, "_array", None), np.ndarray):  # a cnnfast Tensor
+        return value._array
     try:
         return np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - re-raised naming the key

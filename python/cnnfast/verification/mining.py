@@ -156,7 +156,7 @@ def batch_triplet_loss(embeddings: Tensor, labels, margin: float = 0.2, mining: 
     if len(labels) != embeddings.shape[0]:
         raise ValueError(f"labels must have N={embeddings.shape[0]} entries, got {len(labels)}")
     dist = pairwise_distances(embeddings, squared=squared)
-    a, p, n = mine_triplets(dist.data, labels, mining)
+    a, p, n = mine_triplets(dist._array, labels, mining)
     if len(a) == 0:
         loss = (dist * 0.0).sum()
         stats = {"triplets": 0, "active": 0.0, "d_ap": 0.0, "d_an": 0.0}
@@ -164,6 +164,6 @@ def batch_triplet_loss(embeddings: Tensor, labels, margin: float = 0.2, mining: 
         d_ap, d_an = dist[a, p], dist[a, n]
         per = (d_ap - d_an + float(margin)).clamp(min=0.0)
         loss = per.mean()
-        stats = {"triplets": int(len(a)), "active": float((per.data > 0).mean()),
-                 "d_ap": float(d_ap.data.mean()), "d_an": float(d_an.data.mean())}
+        stats = {"triplets": int(len(a)), "active": float((per._array > 0).mean()),
+                 "d_ap": float(d_ap._array.mean()), "d_an": float(d_an._array.mean())}
     return (loss, stats) if return_stats else loss

@@ -71,18 +71,13 @@ class SiLU(Module):
 Swish = SiLU
 
 
-def _implicit_dim(ndim: int) -> int:
-    # torch's legacy rule when no dim is given: 0 for 0-, 1- and 3-d input, else 1.
-    return 0 if ndim in (0, 1, 3) else 1
-
-
 class Softmax(Module):
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
     def forward(self, input):
-        return F.softmax(input, self.dim if self.dim is not None else _implicit_dim(input.ndim))
+        return F.softmax(input, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -94,7 +89,7 @@ class LogSoftmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        return F.log_softmax(input, self.dim if self.dim is not None else _implicit_dim(input.ndim))
+        return F.log_softmax(input, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -51,7 +51,7 @@ def _addindent(s: str, n: int) -> str:
 def _as_numpy(value, key: str) -> np.ndarray:
     """State-dict values may be our Tensors, NumPy arrays, Python numbers or torch tensors."""
     if isinstance(value, Tensor):
-        return value.data
+        return value._array
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):  # a torch.Tensor
         return value.detach().cpu().numpy()
     try:
@@ -311,7 +311,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad._array[...] = 0
 
     def apply(self, fn: Callable[["Module"], None]) -> "Module":
         """Calls fn on every submodule (children first) and then on self, as torch."""
@@ -326,23 +326,23 @@ class Module:
             for p in m._parameters.values():
                 if p is None:
                     continue
-                p.data = fn(p.data)
+                p._array = fn(p._array)
                 if p.grad is not None:
-                    p.grad.data = fn(p.grad.data)
+                    p.grad._array = fn(p.grad._array)
             for k, b in m._buffers.items():
                 if b is not None:
-                    b.data = fn(b.data)
+                    b._array = fn(b._array)
         return self
 
     def to(self, *args, **kwargs) -> "Module":
-        """``to(dtype)``, ``to("cpu")`` or ``to(device, dtype)``: casts floating parameters and buffers."""
-        dtype = kwargs.get("dtype")
-        for a in args:
-            if isinstance(a, str):
-                if a.startswith("cuda"):
-                    raise RuntimeError("this build keeps modules on the CPU; the CUDA tensor path is not available")
-            elif a is not None:
-                dtype = a
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)`` (keywords too, and
+        ``non_blocking``): casts floating parameters and buffers; any device but the CPU
+        raises (cnnfast.device explains why)."""
+        from ..._device import parse_to, require_cpu
+
+        device, dtype, _ = parse_to(args, dict(kwargs))
+        if device is not None:
+            require_cpu(device)
         if dtype is None:
             return self
         dtype = np.dtype(dtype)
@@ -358,7 +358,7 @@ class Module:
         return self
 
     def cuda(self, device=None) -> "Module":
-        raise RuntimeError("this build keeps modules on the CPU; the CUDA tensor path is not available")
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     # ---- hooks -----------------------------------------------------------------
     def register_forward_hook(self, hook) -> RemovableHandle:
@@ -456,9 +456,9 @@ class Module:
             for k, src in arrays.items():
                 target = own[k]
                 if assign:
-                    target.data = np.array(src, dtype=target.dtype, copy=True)
+                    target._array = np.array(src, dtype=target.dtype, copy=True)
                 else:
-                    np.copyto(target.data, src, casting="unsafe")
+                    np.copyto(target._array, src, casting="unsafe")
         return _IncompatibleKeys(missing, unexpected)
 
     # ---- printing -----------------------------------------------------------------

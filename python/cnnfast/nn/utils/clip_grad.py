@@ -15,7 +15,7 @@ def _params(parameters) -> list:
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
     """Scales all gradients in place so their joint norm is at most max_norm; returns the
     norm before clipping. scale = max_norm / (norm + 1e-6), applied only when < 1."""
-    grads = [p.grad.data for p in _params(parameters) if p.grad is not None]
+    grads = [p.grad._array for p in _params(parameters) if p.grad is not None]
     if not grads:
         return Tensor(np.array(0.0, np.float32))
     norm_type = float(norm_type)
@@ -37,19 +37,19 @@ def clip_grad_value_(parameters, clip_value: float) -> None:
     """Clamps every gradient element into [-clip_value, clip_value] in place."""
     for p in _params(parameters):
         if p.grad is not None:
-            np.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+            np.clip(p.grad._array, -clip_value, clip_value, out=p.grad._array)
 
 
 def parameters_to_vector(parameters) -> Tensor:
     """All parameters flattened and concatenated (a copy)."""
-    return Tensor(np.concatenate([p.data.reshape(-1) for p in parameters]))
+    return Tensor(np.concatenate([p._array.reshape(-1) for p in parameters]))
 
 
 def vector_to_parameters(vec, parameters) -> None:
     """Copies consecutive slices of vec into the parameters."""
-    v = vec.data if isinstance(vec, Tensor) else np.asarray(vec)
+    v = vec._array if isinstance(vec, Tensor) else np.asarray(vec)
     i = 0
     for p in parameters:
-        n = p.data.size
-        p.data[...] = v[i:i + n].reshape(p.shape)
+        n = p._array.size
+        p._array[...] = v[i:i + n].reshape(p.shape)
         i += n
