@@ -223,8 +223,14 @@ def _cmd_train(a) -> int:
 def _launch_train(a, out: Optional[str]) -> int:
     """`cnnfast train --nproc N`: the same command on N processes under the bundled mpiexec;
     the output folder is fixed here so that every rank agrees on it."""
-    from .distributed.launch import launch
+    from .distributed.launch import find_mpiexec, launch
 
+    try:
+        import mpi4py  # noqa: F401  (every rank needs it)
+        find_mpiexec()
+    except (ImportError, RuntimeError):
+        raise ValueError("--nproc: data-parallel training needs mpi4py and mpiexec; pip install \"cnnfast[dist]\"") \
+            from None
     argv = list(a._argv)
     if out is not None and a.out is None:
         argv += ["--out", out]

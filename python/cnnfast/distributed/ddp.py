@@ -9,12 +9,12 @@ result equals the gradient of the mean loss over all N*B samples.
 
 How: the trainable parameters are grouped, in reverse registration order (roughly the
 order backward produces their gradients), into buckets of at most ``bucket_mb`` MB, one
-flat buffer each. A post-accumulate-grad hook copies each finished gradient into its
-bucket; a full bucket starts a non-blocking all-reduce at once (buckets start strictly in
+flat buffer each. A post-accumulate-grad hook copies each finished gradient, divided by
+the world size, into its bucket; a full bucket starts a non-blocking all-reduce at once (buckets start strictly in
 index order, so every rank issues the collectives in the same order whatever order its
 gradients arrive in), and communication overlaps the rest of the backward pass. A callback
-at the end of the backward pass fills what never arrived, waits for every bucket, divides
-by the world size and points each ``.grad`` at its slice of the bucket (no copy back).
+at the end of the backward pass fills what never arrived, waits for every bucket and
+points each ``.grad`` at its slice of the summed bucket (no copy back).
 Each bucket carries one flag per parameter (1 where that rank had a gradient) so that a
 parameter no rank used is told apart from one whose gradient is zero.
 """
@@ -37,8 +37,9 @@ __all__ = ["DistributedDataParallel"]
 class _Bucket:
     """Parameters whose gradients travel together; ``buf`` = [flat gradients | one flag each]."""
 
-    def __init__(self, params: list, dtype):
+    def __init__(self, params: list, dtype, scale: float):
         self.params = params
+        self.scale = scale              # 1 / world size: the sum over ranks becomes the mean
         sizes = [int(p.data.size) for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.numel = int(self.offsets[-1])
@@ -54,13 +55,14 @@ class _Bucket:
         self.work = None
 
     def put(self, i: int, grad) -> None:
-        """Copy parameter i's gradient (or zeros when None) into the buffer."""
+        """Copy parameter i's gradient / world size (zeros when None) into the buffer;
+        scaling during the copy saves a pass over the summed buffer."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         if grad is None:
             self.buf[lo:hi] = 0
             self.flags[i] = 0
         else:
-            self.buf[lo:hi] = grad.reshape(-1)
+            np.multiply(grad.reshape(-1), self.scale, out=self.buf[lo:hi])
             self.flags[i] = 1
         if not self.arrived[i]:
             self.arrived[i] = True
@@ -167,13 +169,13 @@ class DistributedDataParallel(Module):
         for p in reversed(params):
             nbytes = p.data.nbytes
             if current and (p.data.dtype != dtype or size + nbytes > cap):
-                buckets.append(_Bucket(current, dtype))
+                buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
                 current, size = [], 0
             current.append(p)
             size += nbytes
             dtype = p.data.dtype
         if current:
-            buckets.append(_Bucket(current, dtype))
+            buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
         return buckets
 
     @property
@@ -245,9 +247,7 @@ class DistributedDataParallel(Module):
         t0 = time.perf_counter()
         wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
         self.stats["wait_s"] += time.perf_counter() - t0
-        scale = 1.0 / self.comm.size
         for b in self._buckets:
-            b.buf *= scale
             for i, p in enumerate(b.params):
                 if b.flags[i] == 0:
                     continue
