@@ -412,3 +412,20 @@ def test_make_grid_layout(tmp_path):
 
     with Image.open(tmp_path / "g.png") as im:
         assert im.size == (2 * 5 + 2, 3 * 4 + 2) and im.mode == "RGB"
+
+
+def test_inference_mode_and_default_dtype():
+    def f(lib):
+        x = lib.ones(2, requires_grad=True)
+        with lib.inference_mode():
+            y = x * 2
+
+        @lib.inference_mode()
+        def g(t):
+            return t * 3
+        lib.cuda.manual_seed(0)
+        lib.cuda.manual_seed_all(0)
+        return y.requires_grad, g(x).requires_grad, lib.get_default_dtype() == lib.float32
+    _same(f)
+    with pytest.raises(NotImplementedError, match="fixed at float32"):
+        cnnfast.set_default_dtype(cnnfast.float64)

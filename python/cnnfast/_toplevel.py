@@ -75,3 +75,44 @@ def is_floating_point(t) -> bool:
 __all__ = [*_METHODS, "max", "min", "maximum", "minimum", "softmax", "log_softmax", "clip", "multiply", "subtract",
            "divide", "is_tensor", "is_floating_point", "float32", "float", "float64", "double", "float16", "half",
            "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool"]
+
+
+class inference_mode:
+    """``inference_mode(mode=True)``: torch's faster no_grad; here the same as ``no_grad``
+    (context manager and decorator)."""
+
+    def __init__(self, mode: bool = True):
+        from .autograd import no_grad, set_grad_enabled
+
+        self._ctx = no_grad() if mode else set_grad_enabled(True)
+        self._mode = mode
+
+    def __enter__(self):
+        return self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with inference_mode(self._mode):
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+def get_default_dtype():
+    """float32: what Python floats become (cnnfast's default is fixed)."""
+    return float32
+
+
+def set_default_dtype(d) -> None:
+    """Only float32 is accepted: the default is fixed (float64 tensors are made explicitly)."""
+    if np.dtype(d) != float32:
+        raise NotImplementedError(f"set_default_dtype({d}): cnnfast's default dtype is fixed at float32; pass "
+                                  "dtype= to factories or call .double() instead")
+
+
+__all__ += ["inference_mode", "get_default_dtype", "set_default_dtype"]
