@@ -77,30 +77,12 @@ __all__ = [*_METHODS, "max", "min", "maximum", "minimum", "softmax", "log_softma
            "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool"]
 
 
-class inference_mode:
-    """``inference_mode(mode=True)``: torch's faster no_grad; here the same as ``no_grad``
-    (context manager and decorator)."""
+def inference_mode(mode: bool = True):
+    """torch's faster no_grad; here ``no_grad()`` itself (a context manager and a decorator).
+    ``inference_mode(False)`` is ``enable_grad()``."""
+    from .autograd import enable_grad, no_grad
 
-    def __init__(self, mode: bool = True):
-        from .autograd import no_grad, set_grad_enabled
-
-        self._ctx = no_grad() if mode else set_grad_enabled(True)
-        self._mode = mode
-
-    def __enter__(self):
-        return self._ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
-
-    def __call__(self, fn):
-        def wrapper(*args, **kwargs):
-            with inference_mode(self._mode):
-                return fn(*args, **kwargs)
-
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
-        return wrapper
+    return no_grad() if mode else enable_grad()
 
 
 def get_default_dtype():
