@@ -971,6 +971,10 @@ def optim_case(name):
             args = dict(param=p, grad=g, state_sum=buf(), step=draw(st.integers(1, 10)), lr=1e-2, lr_decay=0.0,
                         weight_decay=0.0, eps=1e-10, maximize=draw(st.booleans()))
             writes, floats = ("param", "state_sum"), ("lr", "lr_decay", "weight_decay", "eps")
+        elif name == "adadelta_step":
+            args = dict(param=p, grad=g, square_avg=buf(), acc_delta=buf(), lr=1.0, rho=0.9, eps=1e-6,
+                        weight_decay=0.0, maximize=draw(st.booleans()))
+            writes, floats = ("param", "square_avg", "acc_delta"), ("lr", "rho", "eps", "weight_decay")
         else:
             cen, mom = draw(st.booleans()), draw(st.sampled_from([0.0, 0.9]))
             args = dict(param=p, grad=g, square_avg=buf(), grad_avg=normal(rng, shape, dt) if cen else None,
@@ -1137,7 +1141,7 @@ for _b in (False, True):
     SPECS[f"binary_cross_entropy_{_s}"] = bce_case(False, _b)
     SPECS[f"multi_margin_loss_{_s}"] = multi_margin_case(_b)
     SPECS[f"triplet_margin_loss_{_s}"] = triplet_case(_b)
-for _n in ("sgd_step", "adam_step", "adagrad_step", "rmsprop_step"):
+for _n in ("sgd_step", "adam_step", "adagrad_step", "rmsprop_step", "adadelta_step"):
     SPECS[_n] = optim_case(_n)
 SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(False),
              box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))

@@ -75,3 +75,26 @@ def is_floating_point(t) -> bool:
 __all__ = [*_METHODS, "max", "min", "maximum", "minimum", "softmax", "log_softmax", "clip", "multiply", "subtract",
            "divide", "is_tensor", "is_floating_point", "float32", "float", "float64", "double", "float16", "half",
            "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool"]
+
+
+def inference_mode(mode: bool = True):
+    """torch's faster no_grad; here ``no_grad()`` itself (a context manager and a decorator).
+    ``inference_mode(False)`` is ``enable_grad()``."""
+    from .autograd import enable_grad, no_grad
+
+    return no_grad() if mode else enable_grad()
+
+
+def get_default_dtype():
+    """float32: what Python floats become (cnnfast's default is fixed)."""
+    return float32
+
+
+def set_default_dtype(d) -> None:
+    """Only float32 is accepted: the default is fixed (float64 tensors are made explicitly)."""
+    if np.dtype(d) != float32:
+        raise NotImplementedError(f"set_default_dtype({d}): cnnfast's default dtype is fixed at float32; pass "
+                                  "dtype= to factories or call .double() instead")
+
+
+__all__ += ["inference_mode", "get_default_dtype", "set_default_dtype"]

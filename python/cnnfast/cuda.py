@@ -91,3 +91,14 @@ def set_allow_tf32(allow: bool) -> None:
 def get_allow_tf32() -> bool:
     """The default set by ``set_allow_tf32`` (False unless changed)."""
     return bool(_cu.get_allow_tf32()) if is_available() else False
+
+
+def manual_seed(seed: int) -> None:
+    """Accepted for torch's scripts (``torch.cuda.manual_seed``): there are no CUDA tensors
+    to draw for yet, so there is no CUDA random state; the CPU state is seeded by
+    ``cnnfast.manual_seed``, which scripts call too."""
+    int(seed)
+
+
+def manual_seed_all(seed: int) -> None:
+    manual_seed(seed)

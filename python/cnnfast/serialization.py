@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 import struct
 import tempfile
 from collections import Counter, OrderedDict
@@ -123,10 +124,24 @@ def _write(f, header: bytes, arrays: list[np.ndarray]) -> None:
     f.write(h.digest())
 
 
-def save(obj, f) -> None:
+_TORCH_SAVE_ARGS = {"pickle_module", "pickle_protocol", "_use_new_zipfile_serialization", "_disable_byteorder_record"}
+
+
+def save(obj, f, **torch_args) -> None:
     """Writes ``obj`` to ``f`` (a path, written atomically, or a binary file object).
+    torch.save's pickle options are accepted and have no effect (nothing is pickled).
+    A ``.pt``/``.pth`` name warns that the file is cnnfast's format, which torch.load
+    cannot read.
 
     Raises TypeError naming the offending entry if ``obj`` holds an unsupported type."""
+    unknown = set(torch_args) - _TORCH_SAVE_ARGS
+    if unknown:
+        raise TypeError(f"save() got unexpected keyword arguments {sorted(unknown)}")
+    name = getattr(f, "name", f) if not isinstance(f, (str, os.PathLike)) else f
+    if isinstance(name, (str, os.PathLike)) and os.fspath(name).lower().endswith((".pt", ".pth", ".tar")):
+        warnings.warn(f"{os.fspath(name)}: cnnfast.save writes cnnfast's own pickle-free checkpoint format, not "
+                      "torch's, whatever the file name; read it back with cnnfast.load (torch.load cannot)",
+                      UserWarning, stacklevel=2)
     header, arrays = _serialize(obj)
     if hasattr(f, "write"):
         _write(f, header, arrays)
@@ -243,7 +258,11 @@ def load(f, map_location=None, weights_only: bool = True):
     name = str(name)
     if data[:len(MAGIC) - 1] != MAGIC[:-1]:
         hint = " (it looks like a pickle; cnnfast never unpickles)" if data[:1] == b"\x80" else \
-            " (a zip archive, e.g. a torch.save file; cnnfast never unpickles)" if data[:2] == b"PK" else ""
+            (" (a zip archive, e.g. a torch.save file; cnnfast never unpickles. Load a torch state dict into a "
+             "model with cnnfast.utils.load_torch_state_dict(model, torch.load(path, weights_only=True)), or convert "
+             "it once with "
+             "python -c \"import torch, cnnfast; cnnfast.save({k: v.numpy() for k, v in "
+             "torch.load('in.pt', weights_only=True).items()}, 'out.cnnfast')\")") if data[:2] == b"PK" else ""
         raise CheckpointError(f"{name}: not a cnnfast checkpoint (bad magic bytes){hint}")
     if len(data) < len(MAGIC) + 8:
         raise CheckpointError(f"{name}: checkpoint is truncated ({len(data)} bytes)")
