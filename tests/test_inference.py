@@ -232,10 +232,11 @@ def _freeze_matches_eager(name, shape):
     # Non-trivial BatchNorm statistics, so folding them is really checked.
     rng = np.random.default_rng(1)
     for key, value in model.state_dict().items():
+        array = value.numpy() if hasattr(value, "numpy") else value  # shares memory with the buffer
         if key.endswith("running_var"):
-            value.data[...] = rng.uniform(0.5, 2.0, value.shape)
+            array[...] = rng.uniform(0.5, 2.0, value.shape)
         elif key.endswith("running_mean"):
-            value.data[...] = rng.standard_normal(value.shape) * 0.1
+            array[...] = rng.standard_normal(value.shape) * 0.1
     x = rng.standard_normal(shape).astype(np.float32)
     frozen = freeze(model, x)
     assert model.training is False

@@ -40,7 +40,7 @@ class _Bucket:
     def __init__(self, params: list, dtype, scale: float):
         self.params = params
         self.scale = scale              # 1 / world size: the sum over ranks becomes the mean
-        sizes = [int(p.data.size) for p in params]
+        sizes = [int(p._array.size) for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.numel = int(self.offsets[-1])
         self.buf = np.zeros(self.numel + len(params), dtype)
@@ -101,17 +101,17 @@ def broadcast_tensors(comm, tensors: list, root: int = 0) -> None:
         return
     by_dtype: dict = {}
     for t in tensors:
-        by_dtype.setdefault(t.data.dtype, []).append(t)
+        by_dtype.setdefault(t._array.dtype, []).append(t)
     for dtype, group in by_dtype.items():
-        flat = np.concatenate([t.data.reshape(-1) for t in group]).astype(dtype, copy=False)
+        flat = np.concatenate([t._array.reshape(-1) for t in group]).astype(dtype, copy=False)
         comm.broadcast(flat, root)
         at = 0
         for t in group:
-            n = t.data.size
-            if t.data.flags.writeable:
-                t.data[...] = flat[at:at + n].reshape(t.data.shape)
+            n = t._array.size
+            if t._array.flags.writeable:
+                t._array[...] = flat[at:at + n].reshape(t._array.shape)
             else:
-                t.data = flat[at:at + n].reshape(t.data.shape).copy()
+                t._array = flat[at:at + n].reshape(t._array.shape).copy()
             at += n
 
 
@@ -147,8 +147,8 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = bool(broadcast_buffers)
         _check_same_model(self.comm, module)
         for p in module.parameters():
-            if not p.data.flags.c_contiguous or not p.data.flags.writeable:
-                p.data = np.ascontiguousarray(p.data).copy()
+            if not p._array.flags.c_contiguous or not p._array.flags.writeable:
+                p._array = np.ascontiguousarray(p._array).copy()
         broadcast_tensors(self.comm, list(module.parameters()) + [b for b in module.buffers() if b is not None])
         self._sync = True
         self._armed = False
@@ -167,13 +167,13 @@ class DistributedDataParallel(Module):
         cap = self.bucket_mb * 2 ** 20
         buckets, current, size, dtype = [], [], 0, None
         for p in reversed(params):
-            nbytes = p.data.nbytes
-            if current and (p.data.dtype != dtype or size + nbytes > cap):
+            nbytes = p._array.nbytes
+            if current and (p._array.dtype != dtype or size + nbytes > cap):
                 buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
                 current, size = [], 0
             current.append(p)
             size += nbytes
-            dtype = p.data.dtype
+            dtype = p._array.dtype
         if current:
             buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
         return buckets
@@ -214,7 +214,7 @@ class DistributedDataParallel(Module):
             queue_callback(self._finish)
             self._finish_queued = True
         bucket, i = self._where[id(p)]
-        bucket.put(i, p.grad.data)
+        bucket.put(i, p.grad._array)
         if bucket.full:
             self.stats["buckets_started_in_backward"] += self._launch_ready()
         else:
@@ -242,7 +242,7 @@ class DistributedDataParallel(Module):
         for b in self._buckets[self._next:]:
             for i, p in enumerate(b.params):
                 if not b.arrived[i]:
-                    b.put(i, None if p.grad is None else p.grad.data)
+                    b.put(i, None if p.grad is None else p.grad._array)
         self._launch_ready()
         t0 = time.perf_counter()
         wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
@@ -251,11 +251,11 @@ class DistributedDataParallel(Module):
             for i, p in enumerate(b.params):
                 if b.flags[i] == 0:
                     continue
-                view = b.buf[b.offsets[i]:b.offsets[i + 1]].reshape(p.data.shape)
+                view = b.buf[b.offsets[i]:b.offsets[i + 1]].reshape(p._array.shape)
                 if p.grad is None:
                     p.grad = Tensor._wrap(view)
                 else:
-                    p.grad.data = view
+                    p.grad._array = view
             self.stats["bytes"] += b.buf.nbytes
         self.stats["steps"] += 1
         self._armed = False

@@ -106,16 +106,16 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data[...] += 1
+            self.num_batches_tracked._array[...] += 1
             if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.data)
+                factor = 1.0 / float(self.num_batches_tracked._array)
         track = self.track_running_stats and self.running_mean is not None
         for t, name in ((self.weight, "weight"), (self.bias, "bias")):
             if t is not None and t.dtype != input.dtype:
                 raise TypeError(f"{name}: dtype {t.dtype} differs from input dtype {input.dtype}")
         x = input if isinstance(input, Tensor) else Tensor(input)
-        return _SyncBatchNormFn.apply(x, self.weight, self.bias, self.running_mean.data if track else None,
-                                      self.running_var.data if track else None, factor, self.eps, self.comm)
+        return _SyncBatchNormFn.apply(x, self.weight, self.bias, self.running_mean._array if track else None,
+                                      self.running_var._array if track else None, factor, self.eps, self.comm)
 
 
 def convert_sync_batchnorm(module, comm=None):

@@ -96,7 +96,7 @@ class FrozenModule:
         env = dict(self._consts)
         for name, value in self._graph._bind_inputs(args, kwargs).items():
             if isinstance(value, Tensor):
-                data = value.data
+                data = value._array
                 if not (data.flags.c_contiguous and data.flags.aligned and data.dtype.isnative):
                     value = Tensor._wrap(np.require(data, dtype=data.dtype.newbyteorder("="), requirements="CA"))
             env[name] = value
@@ -124,7 +124,7 @@ def _graph_of(model, example_input):
 
 def _as_arrays(example_input):
     items = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-    return [x.data if isinstance(x, Tensor) else np.asarray(x) for x in items]
+    return [x._array if isinstance(x, Tensor) else np.asarray(x) for x in items]
 
 
 def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4) -> FrozenModule:
@@ -145,7 +145,7 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     proto = graph._proto
     consts = dict(graph._consts)
     for onnx_name, key in graph._state_names.items():
-        consts[onnx_name] = np.ascontiguousarray(getattr(graph, key).data)
+        consts[onnx_name] = np.ascontiguousarray(getattr(graph, key)._array)
     # Constant nodes were evaluated at load time; their values join the constants.
     nodes = [Node(n.op_type, n.name, n.input, n.output, _attr_values(n)) for n in proto.graph.node
              if n.op_type != "Constant"]
@@ -212,7 +212,7 @@ def _check(frozen, model, graph, example_input, rtol):
     want = want if isinstance(want, tuple) else (want,)
     got = got if isinstance(got, tuple) else (got,)
     for i, (w, g) in enumerate(zip(want, got)):
-        w, g = np.asarray(w.data, np.float64), np.asarray(g.data, np.float64)
+        w, g = np.asarray(w._array, np.float64), np.asarray(g._array, np.float64)
         scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-30)
         err = float(np.abs(w - g).max()) / scale if w.size else 0.0
         if w.shape != g.shape or not err <= rtol:

@@ -683,7 +683,7 @@ def _dropout(spec):
             return [F.dropout(x, ratio, training=True)]
         # The kept-and-scaled pattern as its own tensor, so the mask can be read off it.
         keep = F.dropout(Tensor._wrap(np.ones(x.shape, x.dtype)), ratio, training=True)
-        return [x * keep, keep.data != 0]
+        return [x * keep, keep._array != 0]
     return run
 
 
