@@ -3,9 +3,14 @@
 For each layer prints the median time after warm-up of the forward pass and of
 forward + backward (grad input, weight and bias), the GFLOP/s in direct-
 convolution FLOPs (2*N*K*C/g*kh*kw*Ho*Wo per pass, x3 for forward+backward),
-the percent of this machine's FMA peak (measured by cnnfast._C.fma_peak_gflops)
-and the ratio PyTorch time / cnnfast time (> 1: cnnfast is faster), then the
-geometric means.
+the percent of this machine's FMA peak at its widest level (AVX-512 where the
+CPU has it, measured by cnnfast._C.fma_peak_gflops, whatever level cnnfast runs
+at), the ratio PyTorch time / cnnfast time (> 1: cnnfast is faster), and the
+forward's error against float64 (relative L2 norm) for the GEMM path and, on
+3x3 stride-1 layers, the Winograd path; then the geometric means. The header
+names the SIMD level each library ran at (cnnfast.simd_level(), PyTorch's
+torch.backends.cpu.get_cpu_capability()): compare CNNFAST_SIMD=avx2 against
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 for like with like.
 
     python benchmarks/bench_conv.py            # full run
     python benchmarks/bench_conv.py --quick    # smaller batches, fewer repeats
@@ -27,16 +32,22 @@ from cnnfast import _C
 
 from _common import header
 
-# name, N, C, H(=W), K, kernel, stride, pad, groups, transposed
+# name, N, C, H(=W), K, kernel, stride, pad, groups, transposed, dilation
 LAYERS = [
-    ("resnet 3x3 c64", 8, 64, 56, 64, 3, 1, 1, 1, False),
-    ("resnet 3x3 c128", 16, 128, 28, 128, 3, 1, 1, 1, False),
-    ("resnet 3x3 c256", 32, 256, 14, 256, 3, 1, 1, 1, False),
-    ("1x1 c256->64", 8, 256, 56, 64, 1, 1, 0, 1, False),
-    ("alexnet 11x11 s4", 8, 3, 227, 96, 11, 4, 0, 1, False),
-    ("cifar 5x5", 64, 3, 32, 32, 5, 1, 2, 1, False),
-    ("depthwise 3x3 c128", 8, 128, 56, 128, 3, 1, 1, 128, False),
-    ("transposed 4x4 s2", 8, 128, 28, 64, 4, 2, 1, 1, True),
+    ("resnet 3x3 c64", 8, 64, 56, 64, 3, 1, 1, 1, False, 1),
+    ("resnet 3x3 c128", 16, 128, 28, 128, 3, 1, 1, 1, False, 1),
+    ("resnet 3x3 c256", 32, 256, 14, 256, 3, 1, 1, 1, False, 1),
+    ("resnet 3x3 c512 7x7", 32, 512, 7, 512, 3, 1, 1, 1, False, 1),
+    ("3x3 s2 c64->128", 16, 64, 56, 128, 3, 2, 1, 1, False, 1),
+    ("1x1 c256->64", 8, 256, 56, 64, 1, 1, 0, 1, False, 1),
+    ("1x1 c64->256", 8, 64, 56, 256, 1, 1, 0, 1, False, 1),
+    ("dilated 3x3 d2 c64", 8, 64, 56, 64, 3, 1, 2, 1, False, 2),
+    ("32-group 3x3 c256", 8, 256, 28, 256, 3, 1, 1, 32, False, 1),
+    ("alexnet 11x11 s4", 8, 3, 227, 96, 11, 4, 0, 1, False, 1),
+    ("alexnet 5x5 c96->256", 8, 96, 27, 256, 5, 1, 2, 1, False, 1),
+    ("cifar 5x5", 64, 3, 32, 32, 5, 1, 2, 1, False, 1),
+    ("depthwise 3x3 c128", 8, 128, 56, 128, 3, 1, 1, 128, False, 1),
+    ("transposed 4x4 s2", 8, 128, 28, 64, 4, 2, 1, 1, True, 1),
 ]
 
 
@@ -62,15 +73,15 @@ def median_times(fns, repeats: int, warmup: int) -> list:
     return [float(np.median(t)) for t in times]
 
 
-def layer_flops(N, C, H, K, k, s, p, g, transposed) -> float:
+def layer_flops(N, C, H, K, k, s, p, g, transposed, d=1) -> float:
     if transposed:  # the direct FLOPs of the equivalent convolution: every input pixel meets every tap
         return 2.0 * N * C * (K // g) * k * k * H * H
-    Ho = (H + 2 * p - k) // s + 1
+    Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
     return 2.0 * N * K * (C // g) * k * k * Ho * Ho
 
 
 def run_layer(layer, quick: bool, algo: str, repeats: int):
-    name, N, C, H, K, k, s, p, g, transposed = layer
+    name, N, C, H, K, k, s, p, g, transposed, d = layer
     if quick:
         N = max(1, N // 4)
     rng = np.random.default_rng(0)
@@ -88,13 +99,13 @@ def run_layer(layer, quick: bool, algo: str, repeats: int):
     if transposed:
         fwd = lambda: _C.conv_transpose_forward(x, w, b, [s, s], pads, [0, 0], [1, 1], g, use_algo)
     else:
-        fwd = lambda: _C.conv_forward(x, w, b, [s, s], pads, [1, 1], g, use_algo)
+        fwd = lambda: _C.conv_forward(x, w, b, [s, s], pads, [d, d], g, use_algo)
     y = fwd()
     gy = rng.standard_normal(y.shape).astype(np.float32)
     if transposed:
         bwd = lambda: _C.conv_transpose_backward(gy, x, w, [s, s], pads, [0, 0], [1, 1], g, algo=use_algo)
     else:
-        bwd = lambda: _C.conv_backward(gy, x, w, [s, s], pads, [1, 1], g, algo=use_algo)
+        bwd = lambda: _C.conv_backward(gy, x, w, [s, s], pads, [d, d], g, algo=use_algo)
 
     def ours_both():
         fwd()
@@ -105,21 +116,29 @@ def run_layer(layer, quick: bool, algo: str, repeats: int):
     tb = torch.tensor(b)
     tgy = torch.tensor(gy)
     op = TF.conv_transpose2d if transposed else TF.conv2d
+    dil = {} if transposed else {"dilation": d}
 
     def torch_fwd():
         with torch.no_grad():
-            op(tx, tw, tb, stride=s, padding=p, groups=g)
+            op(tx, tw, tb, stride=s, padding=p, groups=g, **dil)
 
     txg, twg, tbg = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
 
     def torch_both():
         txg.grad = twg.grad = tbg.grad = None
-        op(txg, twg, tbg, stride=s, padding=p, groups=g).backward(tgy)
+        op(txg, twg, tbg, stride=s, padding=p, groups=g, **dil).backward(tgy)
 
     warm = 1 if quick else 2
     t = dict(zip(("ours_f", "torch_f"), median_times([fwd, torch_fwd], repeats, warm)))
     t.update(zip(("ours_fb", "torch_fb"), median_times([ours_both, torch_both], repeats, warm)))
-    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed), t
+    errors = {}
+    if not transposed:
+        ref = op(tx.double(), tw.double(), tb.double(), stride=s, padding=p, groups=g, **dil).numpy()
+        algos = ["gemm"] + (["winograd"] if k == 3 and s == 1 and d == 1 else [])
+        for a in algos:
+            y = _C.conv_forward(x, w, b, [s, s], pads, [d, d], g, a)
+            errors[a] = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed, d), t, errors
 
 
 def main():
@@ -133,29 +152,39 @@ def main():
     repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    peak = _C.fma_peak_gflops(args.threads)
     print(header(args.threads, f"median of {repeats} interleaved calls, {PAUSE_S * 1e3:g} ms pause before each"))
-    print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
-          f"{args.threads} threads, algo={args.algo}, measured FMA peak {peak:.1f} GFLOP/s")
+    widest = cnnfast.simd_levels()[-1]
+    peaks = {lvl: _C.fma_peak_gflops(args.threads, lvl) for lvl in cnnfast.simd_levels() if lvl != "scalar"}
+    peak = peaks.get(widest) or _C.fma_peak_gflops(args.threads)
+    print(f"cnnfast {cnnfast.__version__} at {cnnfast.simd_level()}, torch {torch.__version__} at "
+          f"{torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, algo={args.algo}")
+    print("measured FMA peak " + ", ".join(f"{lvl} {v:.1f}" for lvl, v in peaks.items())
+          + f" GFLOP/s; %pk is of the {widest} peak")
     hdr = (f"{'layer':<22}{'N':>4} | {'fwd ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7} | "
-           f"{'f+b ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7}")
+           f"{'f+b ms':>8}{'torch':>8}{'GF/s':>7}{'%pk':>5}{'ratio':>7} | {'err gemm':>9}{'err wino':>9}")
     print(hdr)
     print("-" * len(hdr))
     rf, rfb = [], []
     for layer in LAYERS:
         if args.only and args.only not in layer[0]:
             continue
-        name, N, flops, t = run_layer(layer, args.quick, args.algo, repeats)
+        name, N, flops, t, err = run_layer(layer, args.quick, args.algo, repeats)
         gf, gfb = flops / t["ours_f"] * 1e-9, 3 * flops / t["ours_fb"] * 1e-9
         r1, r2 = t["torch_f"] / t["ours_f"], t["torch_fb"] / t["ours_fb"]
         rf.append(r1)
         rfb.append(r2)
         print(f"{name:<22}{N:>4} | {t['ours_f'] * 1e3:>8.2f}{t['torch_f'] * 1e3:>8.2f}{gf:>7.1f}"
               f"{100 * gf / peak:>5.0f}{r1:>7.2f} | {t['ours_fb'] * 1e3:>8.2f}{t['torch_fb'] * 1e3:>8.2f}"
-              f"{gfb:>7.1f}{100 * gfb / peak:>5.0f}{r2:>7.2f}", flush=True)
+              f"{gfb:>7.1f}{100 * gfb / peak:>5.0f}{r2:>7.2f} | {_err(err, 'gemm')}{_err(err, 'winograd')}",
+              flush=True)
     geo = lambda v: math.exp(sum(math.log(r) for r in v) / len(v))
     print("-" * len(hdr))
     print(f"geometric mean ratio (torch time / cnnfast time): forward {geo(rf):.2f}, forward+backward {geo(rfb):.2f}")
+    print(f"worst: forward {min(rf):.2f}, forward+backward {min(rfb):.2f}")
+
+
+def _err(errors: dict, algo: str) -> str:
+    return f"{errors[algo]:>9.1e}" if algo in errors else f"{'-':>9}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The GEMM engine (cnnfast._C.gemm): packed AVX2 SGEMM and the scalar reference,
-against NumPy in float64, across block edges (MR=6, NR=16, MC=96, KC=256, NC=2048)."""
+"""The GEMM engine (cnnfast._C.gemm): packed AVX-512 and AVX2 SGEMMs and the scalar
+reference, against NumPy in float64, across block edges (AVX2: MR=6, NR=16, MC=96;
+AVX-512: MR=8, NR=32, MC=128; both KC=256, NC=2048)."""
 import numpy as np
 import pytest
 

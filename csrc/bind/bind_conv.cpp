@@ -412,8 +412,8 @@ void bind_conv(py::module_& m) {
         "Gradients of linear_forward: (grad_x (M, in) | None, grad_weight (out, in) | None, grad_bias (out,) | "
         "None).");
   m.def("gemm", &gemm_op, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
-        "op(a) @ op(b) on the library's GEMM (packed AVX2 SGEMM for float32, else the scalar reference); "
-        "a, b: 2-D, C-contiguous, same dtype.");
+        "op(a) @ op(b) on the library's GEMM (packed AVX-512 or AVX2 SGEMM for float32, by SIMD level, "
+        "else the scalar reference); a, b: 2-D, C-contiguous, same dtype.");
   m.def(
       "fma_peak_gflops",
       [](int threads, const std::string& level) {

@@ -1,4 +1,4 @@
-// Scalar reference GEMM, dispatch to the AVX2 kernel, and the thread split.
+// Scalar reference GEMM, dispatch to the AVX2 / AVX-512 kernels, and the thread split.
 #include "cpu/gemm.h"
 
 #include <algorithm>
@@ -39,6 +39,7 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int6
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512()) return avx512_impl::sgemm(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
     if (use_avx2()) return avx2_impl::sgemm(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
   }
   gemm_reference(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
@@ -55,15 +56,16 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_
   }
   // Each thread takes a slab of columns (or rows) and runs a whole GEMM on it:
   // no shared packed buffers and no synchronisation inside. Slabs are multiples
-  // of the micro-kernel's width (16) / height (6) so only the last has a tail.
+  // of the micro-kernel's width / height so only the last has a tail.
+  const bool wide = std::is_same_v<T, float> && use_avx512();
   if (N >= M) {
-    const int64_t unit = 16, units = (N + unit - 1) / unit;
+    const int64_t unit = wide ? 32 : 16, units = (N + unit - 1) / unit;
     parallel_for(0, units, 1, [&](int64_t b, int64_t e) {
       const int64_t j0 = b * unit, j1 = std::min(N, e * unit);
       gemm_serial(M, j1 - j0, K, A, rs_a, cs_a, B + j0 * cs_b, rs_b, cs_b, C + j0, ldc, accumulate);
     });
   } else {
-    const int64_t unit = 6, units = (M + unit - 1) / unit;
+    const int64_t unit = wide ? 8 : 6, units = (M + unit - 1) / unit;
     parallel_for(0, units, 1, [&](int64_t b, int64_t e) {
       const int64_t i0 = b * unit, i1 = std::min(M, e * unit);
       gemm_serial(i1 - i0, N, K, A + i0 * rs_a, rs_a, cs_a, B, rs_b, cs_b, C + i0 * ldc, ldc, accumulate);
@@ -76,8 +78,11 @@ GemmLhs<T>::GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a
     : M_(M), K_(K), A_(A), rs_(rs_a), cs_(cs_a) {
   if constexpr (std::is_same_v<T, float>) {
     if (use_avx2() && M > 0 && K > 0) {
-      AlignedPtr<float> p = aligned_alloc_array<float>(avx2_impl::packed_a_size(M, K));
-      avx2_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
+      wide_ = use_avx512();
+      AlignedPtr<float> p =
+          aligned_alloc_array<float>(wide_ ? avx512_impl::packed_a_size(M, K) : avx2_impl::packed_a_size(M, K));
+      if (wide_) avx512_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
+      else avx2_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
       packed_ = std::unique_ptr<float[], void (*)(void*)>(p.release(), std::free);
     }
   }
@@ -87,6 +92,8 @@ template <class T>
 void GemmLhs<T>::multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* C, int64_t ldc,
                           bool accumulate) const {
   if constexpr (std::is_same_v<T, float>) {
+    if (packed_ && wide_)
+      return avx512_impl::sgemm_packed_a(M_, N, K_, packed_.get(), B, rs_b, cs_b, C, ldc, accumulate);
     if (packed_) return avx2_impl::sgemm_packed_a(M_, N, K_, packed_.get(), B, rs_b, cs_b, C, ldc, accumulate);
   }
   gemm_serial(M_, N, K_, A_, rs_, cs_, B, rs_b, cs_b, C, ldc, accumulate);
@@ -94,7 +101,13 @@ void GemmLhs<T>::multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* 
 
 template <class T>
 void GemmLhs<T>::multiply_packed_b(int64_t N, const float* Bp, float* C, int64_t ldc, bool accumulate) const {
-  avx2_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
+  if (wide_) avx512_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
+  else avx2_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
+}
+
+template <class T>
+int64_t GemmLhs<T>::panel_width() const {
+  return packed_ ? (wide_ ? 32 : 16) : 0;
 }
 
 template class GemmLhs<float>;
@@ -121,6 +134,16 @@ void pack_a_full(int64_t, int64_t, const float*, int64_t, int64_t, float*) {}
 void sgemm_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*, int64_t, bool) {}
 void sgemm_packed_ab(int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, bool) {}
 }  // namespace avx2_impl
+#endif
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+void sgemm(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
+           bool) {}
+int64_t packed_a_size(int64_t, int64_t) { return 0; }
+void pack_a_full(int64_t, int64_t, const float*, int64_t, int64_t, float*) {}
+void sgemm_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*, int64_t, bool) {}
+void sgemm_packed_ab(int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, bool) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

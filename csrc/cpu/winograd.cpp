@@ -1,6 +1,6 @@
 // Winograd F(4x4,3x3) driver: weight transform, tiling into chunks, the 36
 // GEMMs per chunk and group, and dispatch of the tile transforms (scalar build
-// below, AVX2 build in winograd_avx2.cpp).
+// below, AVX2 and AVX-512 builds in winograd_avx2.cpp / winograd_avx512.cpp).
 //
 // Threading: chunks of tiles (across images) are handed out dynamically; each
 // thread has its own V/M buffers and runs serial GEMMs. The chunk size keeps one
@@ -91,6 +91,10 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   tc = std::min(tc, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
   const int64_t chunks = (Q + tc - 1) / tc;
   const bool vec = std::is_same_v<T, float> && use_avx2();
+  // The transforms of the level the GEMM operands were packed for.
+  const bool wide = vec && use_avx512();
+  const auto input_transform = wide ? avx512_impl::winograd_input_transform : avx2_impl::winograd_input_transform;
+  const auto output_transform = wide ? avx512_impl::winograd_output_transform : avx2_impl::winograd_output_transform;
 
   struct Scratch {
     AlignedPtr<T> V, M;
@@ -98,7 +102,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   };
   auto make_scratch = [&] {
     const size_t n = static_cast<size_t>(tc);
-    return Scratch{aligned_alloc_array<T>(36 * Cg * ((tc + 15) / 16 * 16)), aligned_alloc_array<T>(36 * Kg * tc),
+    return Scratch{aligned_alloc_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), aligned_alloc_array<T>(36 * Kg * tc),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
   };
@@ -129,32 +133,32 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         if constexpr (std::is_same_v<T, float>) {
           if (vec && lhs[g * 36]->packed()) {
             // Transform straight into the packed-B layout: no packing in the GEMMs.
-            const int64_t npad = (nt + 15) / 16 * 16;
+            const int64_t nr = lhs[g * 36]->panel_width(), npad = (nt + nr - 1) / nr * nr;
             if (npad != nt) {
               // The last panel's columns past nt are never written by the transform;
               // zero them so the discarded lanes cannot hold NaNs or denormals.
               for (int64_t xi = 0; xi < 36; ++xi)
                 for (int64_t c = 0; c < Cg; ++c) {
                   const int64_t pcb = c / 256 * 256, kc = std::min<int64_t>(256, Cg - pcb);
-                  T* row = Vp + xi * Cg * npad + pcb * npad + (nt / 16) * 16 * kc + (c - pcb) * 16;
-                  std::fill(row + nt % 16, row + 16, T(0));
+                  T* row = Vp + xi * Cg * npad + pcb * npad + (nt / nr) * nr * kc + (c - pcb) * nr;
+                  std::fill(row + nt % nr, row + nr, T(0));
                 }
             }
-            avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, true);
+            input_transform(xg, Cg, H, W, tin, Vp, nr);
             for (int64_t xi = 0; xi < 36; ++xi)
               lhs[g * 36 + xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
             done = true;
           } else if (vec) {
-            avx2_impl::winograd_input_transform(xg, Cg, H, W, tin, Vp, false);
+            input_transform(xg, Cg, H, W, tin, Vp, 0);
           }
         }
         if (!done) {
-          if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, false);
+          if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, 0);
           for (int64_t xi = 0; xi < 36; ++xi)
             lhs[g * 36 + xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) avx2_impl::winograd_output_transform(Mp, Kg, Ho, Wo, tout, bg, yg);
+          if (vec) output_transform(Mp, Kg, Ho, Wo, tout, bg, yg);
           else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
         } else {
           wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
@@ -171,9 +175,15 @@ template void winograd_conv2d<double>(int64_t, int64_t, int64_t, int64_t, int64_
 
 #if !CNNFAST_HAVE_AVX2_BUILD
 namespace avx2_impl {
-void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, bool) {}
+void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, int64_t) {}
 void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
 }  // namespace avx2_impl
+#endif
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, int64_t) {}
+void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

@@ -21,7 +21,7 @@ template <class T>
 void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                      int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y);
 
-// The tile transforms, shared (as source) by the scalar and the AVX2 builds.
+// The tile transforms, shared (as source) by the scalar, AVX2 and AVX-512 builds.
 // tile_base[t]: offset of tile t's image in x or y (n * channels * plane);
 // tile_r / tile_c: the tile's top-left row / column in x (input) or y (output).
 struct WinoTiles {
@@ -31,11 +31,18 @@ struct WinoTiles {
   int64_t count;
 };
 
+// packed_nr: 0 for plain rows, else the panel width of the packed-B layout.
 namespace avx2_impl {
 void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
-                              bool packed);
+                              int64_t packed_nr);
 void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
                                const float* bias, float* y);
 }  // namespace avx2_impl
+namespace avx512_impl {  // 16 tiles per zmm
+void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
+                              int64_t packed_nr);
+void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
+                               const float* bias, float* y);
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

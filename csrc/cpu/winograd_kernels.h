@@ -1,8 +1,9 @@
 // Source of the Winograd F(4x4,3x3) tile transforms, included by winograd.cpp
-// (generic build) and winograd_avx2.cpp (compiled with -mavx2 -mfma). Each TU
-// defines CNNFAST_WINO_NS first so the two builds are distinct symbols and the
-// linker can never hand the AVX2 copy to a CPU without AVX2. Tiles go eight at a
-// time through fixed-length lane loops that the compiler turns into vector code.
+// (generic build), winograd_avx2.cpp and winograd_avx512.cpp. Each TU defines
+// CNNFAST_WINO_NS first so the builds are distinct symbols and the linker can
+// never hand a wide copy to a narrower CPU. Tiles go CNNFAST_WINO_LANES (8 unless
+// the TU says otherwise: one ymm, or 16 for one zmm) at a time through
+// fixed-length lane loops that the compiler turns into vector code.
 // No standard-library calls in here for the same reason.
 #include <cstdint>
 
@@ -10,16 +11,20 @@
 
 namespace cnnfast::cpu::CNNFAST_WINO_NS {
 
-constexpr int kLanes = 8;
+#ifndef CNNFAST_WINO_LANES
+#define CNNFAST_WINO_LANES 8
+#endif
+constexpr int kLanes = CNNFAST_WINO_LANES;
 
 // V[xi][c][t] = B^T d B for every tile t and channel c of x (Cg, H, W per
-// image; t.base selects the image). packed = false: plain rows, V[xi] is a
-// (Cg x count) row-major matrix at xi * Cg * count. packed = true: each V[xi]
-// (at xi * Cg * npad) is already in the SGEMM's packed-B layout (gemm.h,
-// sgemm_packed_ab) so the 36 GEMMs skip packing.
+// image; t.base selects the image). nr = 0: plain rows, V[xi] is a (Cg x count)
+// row-major matrix at xi * Cg * count. nr > 0 (a multiple of kLanes): each V[xi]
+// (at xi * Cg * npad) is already in the SGEMM's packed-B layout with nr-column
+// panels (gemm.h, sgemm_packed_ab) so the 36 GEMMs skip packing.
 template <class T>
-void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V, bool packed) {
-  const int64_t plane = H * W, nt = t.count, npad = (nt + 15) / 16 * 16;
+void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V, int64_t nr) {
+  const bool packed = nr > 0;
+  const int64_t plane = H * W, nt = t.count, npad = packed ? (nt + nr - 1) / nr * nr : nt;
   const int64_t xi_stride = packed ? Cg * npad : Cg * nt;
   for (int64_t c = 0; c < Cg; ++c) {
     for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
@@ -55,11 +60,11 @@ void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTil
           u[5 * 6 + j][l] = T(4) * d1 - T(5) * d3 + d5;
         }
       }
-      // Eight consecutive tiles (t0 is a multiple of 8) are contiguous in both layouts.
+      // kLanes consecutive tiles (t0 is a multiple of kLanes) are contiguous in both layouts.
       T* out;
       if (packed) {
         const int64_t pcb = c / 256 * 256, kc = (Cg - pcb) < 256 ? (Cg - pcb) : 256;
-        out = V + pcb * npad + (t0 / 16) * 16 * kc + (c - pcb) * 16 + t0 % 16;
+        out = V + pcb * npad + (t0 / nr) * nr * kc + (c - pcb) * nr + t0 % nr;
       } else {
         out = V + c * nt + t0;
       }
@@ -135,3 +140,21 @@ void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const Wino
 }
 
 }  // namespace cnnfast::cpu::CNNFAST_WINO_NS
+
+// The level's entry points of winograd.h, for the ISA files that name their
+// namespace in CNNFAST_WINO_IMPL_NS (winograd_avx2.cpp, winograd_avx512.cpp).
+#ifdef CNNFAST_WINO_IMPL_NS
+namespace cnnfast::cpu::CNNFAST_WINO_IMPL_NS {
+
+void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
+                              int64_t packed_nr) {
+  CNNFAST_WINO_NS::input_transform<float>(x, Cg, H, W, t, V, packed_nr);
+}
+
+void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
+                               const float* bias, float* y) {
+  CNNFAST_WINO_NS::output_transform<float>(M, Kg, Ho, Wo, t, bias, y);
+}
+
+}  // namespace cnnfast::cpu::CNNFAST_WINO_IMPL_NS
+#endif

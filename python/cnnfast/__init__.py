@@ -80,6 +80,7 @@ from ._toplevel import *  # noqa: E402,F401,F403 - torch's top-level functions a
 from .random import manual_seed, seed, initial_seed, get_rng_state, set_rng_state, Generator  # noqa: E402,F401
 from . import accelerator, backends  # noqa: E402,F401
 from . import functional  # noqa: E402,F401
+from .functional.conv import set_conv_algorithm, get_conv_algorithm  # noqa: E402,F401
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
 from .serialization import save, load  # noqa: E402,F401
