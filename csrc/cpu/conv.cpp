@@ -372,8 +372,8 @@ void add_bias_rows(T* y, const T* b, int64_t count, int64_t ld, int64_t n) {
 
 // Below this many output positions per image, one image's GEMM is close to a
 // matrix-vector product that streams the whole weight per image (ResNet-18 on
-// 32x32 inputs: layer4's 3x3 conv has P = 1 and a 9.4 MB weight, 16 ms for a
-// batch of 32 against 1.1 ms in PyTorch). The batched paths below put the
+// 32x32 inputs: layer4's 3x3 conv has P = 1 and a 9.4 MB weight; timings in
+// benchmarks/RESULTS.md, "Design measurements"). The batched paths below put the
 // columns of several images side by side so they share one pass over the weight.
 constexpr int64_t kSmallOutput = 64;
 constexpr int64_t kBatchedColumns = 256;
@@ -733,10 +733,10 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t CK = Cg * s.k_size(), wsize = s.K * CK;
   // A small batch of small images (ResNet-18 on 32x32: layer4's grad_w has only
   // N*P = 32 reduction columns) made the per-thread partial grad_w copies below
-  // and their sum cost 7.6 ms against ~1 ms of arithmetic. With at most 256
+  // and their sum cost several times the arithmetic. With at most 256
   // reduction columns the column matrix is built once for the whole batch and
   // gemm() splits grad_w across threads: no partials, and bits independent of
-  // threads. (At 32x 8x8 images, 2048 columns, the partials were cheaper: 2.5 vs 3.4 ms.)
+  // threads. (At 2048 columns the partials were cheaper; timings in RESULTS.md.)
   const int64_t NP = s.N * P;
   if (NP <= 256) {
     AlignedPtr<T> col = aligned_alloc_array<T>(CK * NP), dyb = aligned_alloc_array<T>(Kg * NP);
@@ -1015,7 +1015,7 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
   if (is_depthwise(s)) return ConvAlgo::Direct;
   if (!is_float32 || !winograd_applicable(s)) return ConvAlgo::Gemm;
   // Below 8x8 outputs most of each 4x4 Winograd tile is padding (ResNet-18 at 32x32:
-  // 4x4 maps ran 2.1 ms with Winograd against 1.6 ms with GEMM).
+  // 4x4 maps ran slower with Winograd than with GEMM; benchmarks/RESULTS.md, "Design measurements").
   if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 8 && s.out[2] >= 8) return ConvAlgo::Winograd;
   return ConvAlgo::Gemm;
 }
