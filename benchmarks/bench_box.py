@@ -89,9 +89,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2, help="threads for both libraries")
     a = ap.parse_args()
-    cnnfast.set_num_threads(2)
-    torch.set_num_threads(2)
+    cnnfast.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
     n = 300 if a.quick else 1500
     repeats = a.repeats or (3 if a.quick else 15)
@@ -131,7 +132,7 @@ def main():
         cases.append((f"nms {nb} boxes (Python loop) *", lambda: nms(nboxes, nscores, 0.5),
                       lambda: torch_nms(tb, ts, 0.5), False))
 
-    print(header(2, f"median of {repeats} interleaved calls, 20 ms pause before each"))
+    print(header(a.threads, f"median of {repeats} interleaved calls, 20 ms pause before each"))
     print(f"{'case':38s} {'cnnfast ms':>11s} {'torch ms':>10s} {'torch/cnnfast':>14s}")
     ratios = []
     for name, ours, theirs, *in_mean in cases:

@@ -9,7 +9,7 @@ the file that cnnfast and onnxruntime run has no BN layers while the PyTorch mod
 same outputs) is the like-for-like baseline; the unfolded module is shown for reference.
 The four are timed interleaved: one inference of each in turn, every round.
 
-    python benchmarks/bench_onnx.py [--quick]      # 2 threads, median of repeats after warm-up
+    python benchmarks/bench_onnx.py [--quick] [--one-thread]   # 2 threads (or 1), median of repeats after warm-up
 """
 import io
 import os
@@ -29,6 +29,7 @@ import cnnfast.onnx
 from _common import header, interleaved, median
 
 QUICK = "--quick" in sys.argv
+THREADS = 1 if "--one-thread" in sys.argv else 2
 N, SIDE, REPEATS = (1, 112, 3) if QUICK else (8, 224, 7)
 
 
@@ -65,8 +66,8 @@ def torch_resnet18():
 
 
 def main():
-    cnnfast.set_num_threads(2)
-    torch.set_num_threads(2)
+    cnnfast.set_num_threads(THREADS)
+    torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((N, 3, SIDE, SIDE)).astype(np.float32)
     net = torch_resnet18()
@@ -78,7 +79,7 @@ def main():
     t_load = median_time(lambda: cnnfast.onnx.load(data), 3)
     model = cnnfast.onnx.load(data)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -105,7 +106,7 @@ def main():
                          "ort": lambda: sess.run(None, {sess.get_inputs()[0].name: x})}, REPEATS, warmup=1)
     t = {k: median(v) for k, v in times.items()}
     base = t["fused"]
-    print(header(2, f"median of {REPEATS} interleaved runs"))
+    print(header(THREADS, f"median of {REPEATS} interleaved runs"))
     print(f"ResNet-18 inference, batch {N}, {SIDE}x{SIDE} (times relative to the BN-folded PyTorch module):")
     rows = [(f"PyTorch module, BN folded ({n_bn_fused} BN)", "fused"), (f"PyTorch module as trained ({n_bn} BN)", "torch"),
             ("cnnfast.onnx.load(file)", "cnnfast"), ("onnxruntime", "ort")]

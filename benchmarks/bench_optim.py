@@ -30,13 +30,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=4_000_000, help="total parameter count")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2, help="threads for both libraries")
     args = ap.parse_args()
-    cnnfast.set_num_threads(2)
-    torch.set_num_threads(2)
+    cnnfast.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     # A realistic mix: one big weight, a few medium ones, many small biases.
     sizes = [args.size // 2, args.size // 4, args.size // 8] + [args.size // 8 // 32] * 32
-    print(header(2, f"median of {args.repeats} interleaved steps, 20 ms pause before each"))
+    print(header(args.threads, f"median of {args.repeats} interleaved steps, 20 ms pause before each"))
     print(f"{sum(sizes):,} float32 parameters in {len(sizes)} tensors")
     print(f"{'optimizer':10s} {'cnnfast ms':>11s} {'torch ms':>9s} {'foreach ms':>11s} {'fused ms':>9s} "
           f"{'ratio':>7s} {'ratio fe':>9s} {'ratio fu':>9s}")

@@ -16,11 +16,8 @@ least-squares fit of RSS against the iteration count over the measured part.
 The same routine backs tests/test_memory.py (1,000 iterations in CI, 10,000 under -m slow).
 Linux only (/proc).
 
-Measured (2 threads, small shared machine): 10,000 steps after a 1,000-step warm-up,
-RSS 40.8 -> 42.3 MiB (+3.7%). The growth comes in steps of about 0.9 MiB of the C heap
-(glibc's arena grows while the bytes malloc reports in use stay constant: fragmentation,
-not a leak), the number of objects the garbage collector tracks does not change, and a
-30,000-step run stays at 42.2 MiB from step 13,500 on.
+What it measured, and why the growth it shows is fragmentation and not a leak:
+benchmarks/RESULTS.md, "Memory soak".
 """
 from __future__ import annotations
 

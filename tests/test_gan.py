@@ -123,7 +123,13 @@ def test_gan_demo_quick_writes_losses_samples_and_scores(tmp_path, capsys):
     assert all(0.0 < v < 1.0 for v in m["d_real"] + m["d_fake"])
     # The quality yardstick itself must work: the classifier recognises real digits.
     assert m["classifier_test_accuracy"] > 0.85 and m["real_digits"]["digit_score"] > 4.0
-    assert 1.0 <= m["final"]["digit_score"] <= 10.0 and len(m["digit_score"]) == 3
+    # Training must raise the digit score above the untrained generator's (entry 0): an
+    # untrained G gives one blob, 1 + ~3e-6; two quick epochs gave 1 + 1.1e-3 to 1 + 1.4e-3
+    # over seeds 0-2, rising every epoch. (The full run's 4.1 is asserted under -m slow.)
+    scores = m["digit_score"]
+    assert len(scores) == 3 and scores[0] < scores[1] < scores[2]
+    assert scores[2] - 1 > 3e-4 and scores[2] - 1 > 30 * (scores[0] - 1)
+    assert m["final"]["digit_score"] == pytest.approx(scores[2])
     for epoch in (1, 2):
         assert os.path.getsize(out / f"samples_epoch_{epoch:03d}.png") > 500
     assert os.path.getsize(out / "losses.png") > 1000

@@ -37,8 +37,13 @@ def test_outputs_and_metrics(trained):
         saved = json.load(f)
     for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
         assert len(saved["history"][key]) == 2
-    assert 0 <= saved["test_accuracy"] <= 1 and saved["wall_time_s"] > 0 and saved["images_per_s"] > 0
-    assert np.array(saved["confusion_matrix"]).sum() == 120
+    assert saved["wall_time_s"] > 0 and saved["images_per_s"] > 0
+    cm = np.array(saved["confusion_matrix"])
+    assert cm.sum() == 120
+    # test_accuracy is what the confusion matrix shows, and two epochs lower the training
+    # loss (by 0.06-0.15 over seeds 0-2 on these 120 images; the full run's >= 98% is below).
+    assert saved["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert saved["history"]["train_loss"][1] < saved["history"]["train_loss"][0] - 0.02
     assert abs(saved["initial_loss"] - math.log(10)) < 0.5
     assert saved["history"]["train_loss"][1] < saved["history"]["train_loss"][0]
     _, state = load_checkpoint(os.path.join(out, "last.ckpt"))

@@ -338,12 +338,13 @@ def test_verify_demo_bad_arguments_return_2(args, message, tmp_path, capsys):
 
 
 def test_verify_demo_runs_siamese_net_with_batch_hard_mining(tmp_path):
-    # The other model and mining paths: they must run and write sane figures (their
-    # accuracy is the README's comparison, not a test threshold).
+    # The other model and mining paths must run and beat chance (0.5): one quick epoch gave
+    # pair accuracy 0.63-0.68 and AUC 0.72-0.77 over seeds 0-1 (below the untrained network:
+    # the README explains why the projected embedding generalises worse).
     out = tmp_path / "s"
     assert verify_main(["--quick", "--epochs", "1", "--model", "siamese", "--mining", "batch_hard",
                         "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == "siamese" and m["embedding_size"] == 32 and m["config"]["mining"] == "batch_hard"
-    assert 0.0 <= m["test_accuracy"] <= 1.0 and 0.0 <= m["test_auc"] <= 1.0
+    assert m["test_accuracy"] > 0.55 and m["test_auc"] > 0.62
     assert np.isfinite(m["history"]["loss"][0]) and m["history"]["active"][0] > 0

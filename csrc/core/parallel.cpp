@@ -30,8 +30,8 @@ thread_local bool t_in_region = false;
 constexpr int kMaxThreads = 1024;
 
 // Waking a thread blocked on a condition variable costs tens of microseconds (a
-// futex wake plus the scheduler), more than a whole small kernel: ReLU on 64K floats
-// took 39 us on 2 threads against 7 us on one. So workers spin on the job counter
+// futex wake plus the scheduler), more than a whole small kernel (ReLU on 64K floats
+// ran slower on 2 threads than on one; benchmarks/RESULTS.md, "Design measurements"). So workers spin on the job counter
 // for a while after each job, and the caller spins on the completion count, before
 // either falls back to blocking; ops issued back to back (a training step) then hand
 // over in well under a microsecond. CNNFAST_SPIN_US sets the window (0: always block).

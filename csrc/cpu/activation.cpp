@@ -19,8 +19,8 @@ constexpr int64_t kElementwiseGrain = 1 << 15;
 // last-level cache of a typical desktop or server part, beyond which the output
 // would be evicted before anything reads it, so a normal store's read of the
 // line first is wasted bandwidth. Only for ops whose arithmetic is cheap enough
-// to be bound by that bandwidth (measured: ReLU forward+backward 25% less time
-// on 25 MB; the exponential ones lost 5-10%, their stores overlap compute).
+// to be bound by that bandwidth (ReLU gained, the exponential ones lost: their stores
+// overlap compute; benchmarks/RESULTS.md, "Design measurements").
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
 
 template <class T>

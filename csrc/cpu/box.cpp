@@ -1,9 +1,8 @@
 // Box kernels (see box.h for the box convention and the formulas), threaded
 // over rows of the IoU matrix / over pairs / over the boxes NMS may suppress.
 // There is no hand-written AVX2 path: the matrix and suppression loops are
-// written branch-free over coordinate arrays so the compiler vectorises them
-// (one thread: 1500 x 1500 IoU 40 -> 1.9 ms, CIoU 176 -> 11 ms with the aspect
-// angles hoisted out of the pair loop; NMS of 6000 boxes 318 -> 28 ms). GCC only
+// written branch-free over coordinate arrays so the compiler vectorises them, with
+// CIoU's aspect angles hoisted out of the pair loop (what that bought: benchmarks/RESULTS.md, "Design measurements"). GCC only
 // turns the selects into vector blends when floating-point operations may not
 // trap; nothing here reads the FP exception flags, so CMakeLists.txt compiles this
 // file alone with -fno-trapping-math.

@@ -14,8 +14,8 @@
 namespace cnnfast::cpu {
 namespace {
 
-// ~50 us of work per chunk: waking a second thread for less costs more than it
-// saves, and far more when the machine is oversubscribed.
+// Tens of microseconds of work per chunk: waking a second thread for less costs more
+// than it saves, and far more when the machine is oversubscribed.
 constexpr int64_t kGrain = 1 << 17;
 
 uint64_t splitmix64(uint64_t x) {
