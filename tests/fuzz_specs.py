@@ -1165,6 +1165,7 @@ def _extra_fwd_ref(name, x, b=1.0, th=20.0):
         "relu6": lambda: np.clip(x, 0, 6),
         "mish": lambda: x * np.tanh(_softplus_ref(x, 1.0, 20.0)),
         "softplus": lambda: _softplus_ref(x, b, th),
+        "erf": lambda: 1 - _erfc(x),
     }[name]()
 
 
@@ -1181,10 +1182,11 @@ def _extra_der_ref(name, x, b=1.0, th=20.0):
         "relu6": lambda: np.where((x <= 0) | (x >= 6), 0, 1.0),
         "mish": lambda: t + x * (1 - t * t) * sig(x),
         "softplus": lambda: np.where(b * x > th, 1.0, sig(b * x)),
+        "erf": lambda: 2 / np.sqrt(np.pi) * np.exp(-x * x),
     }[name]()
 
 
-EXTRA_ACTS = ("gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus")
+EXTRA_ACTS = ("gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus", "erf")
 
 
 def extra_act_case(name, backward):

@@ -1080,9 +1080,11 @@ def _nearest_index(out_len, in_len, scale, coord, nearest):
 @op("Resize")
 def _resize(spec):
     mode = spec.attr("mode", "nearest")
-    if mode != "nearest":
-        spec.fail(f"mode '{mode}' is not supported (only 'nearest')")
+    if mode not in ("nearest", "linear", "cubic"):
+        spec.fail(f"mode '{mode}' is not one of nearest, linear, cubic")
     coord = spec.attr("coordinate_transformation_mode", "half_pixel")
+    if coord == "tf_crop_and_resize":
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' (roi cropping) is not supported")
     if coord not in _COORD_MODES:
         spec.fail(f"coordinate_transformation_mode '{coord}' is not supported (supported: {', '.join(_COORD_MODES)})")
     nearest = spec.attr("nearest_mode", "round_prefer_floor")
@@ -1091,9 +1093,11 @@ def _resize(spec):
     if int(spec.attr("antialias", 0)):
         spec.fail("antialias=1 is not supported")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
-    if policy != "stretch":
-        spec.fail(f"keep_aspect_ratio_policy '{policy}' is not supported (only 'stretch')")
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        spec.fail(f"keep_aspect_ratio_policy '{policy}' is not one of stretch, not_larger, not_smaller")
     axes_attr = spec.attr("axes")
+    cubic_a = float(spec.attr("cubic_coeff_a", -0.75))
+    exclude_outside = bool(int(spec.attr("exclude_outside", 0)))
 
     def run(ins, m):
         x = ins[0]
@@ -1106,18 +1110,33 @@ def _resize(spec):
         sizes = None if sizes is None or arr(sizes).size == 0 else ints(sizes)
         if (scales is None) == (sizes is None):
             raise ValueError("exactly one of scales and sizes must be given")
+        if sizes is not None and policy != "stretch":
+            # One scale for every axis: the largest that fits (not_larger) or covers (not_smaller).
+            ratios = [sizes[i] / shape[a] for i, a in enumerate(axes)]
+            r = min(ratios) if policy == "not_larger" else max(ratios)
+            sizes = [int(math.floor(r * shape[a] + 0.5)) for a in axes]
+            scales, sizes = [r] * len(axes), sizes
         plan = []
         for i, a in enumerate(axes):
             if sizes is not None:
                 out = sizes[i]
-                sc = np.float32(out) / np.float32(shape[a])
+                sc = scales[i] if scales is not None else np.float32(out) / np.float32(shape[a])
             else:
                 sc = scales[i]
                 out = int(math.floor(shape[a] * sc))
             if out == shape[a] and sc == 1.0:
                 continue
-            plan.append((a, _nearest_index(out, shape[a], sc, coord, nearest)))
-        return [gather_axes(x, plan)]
+            plan.append((a, out, sc))
+        if mode == "nearest":
+            return [gather_axes(x, [(a, _nearest_index(o, shape[a], sc, coord, nearest)) for a, o, sc in plan])]
+        if not plan:
+            return [x]
+        if any(a < 2 for a, _, _ in plan) or nd not in (3, 4, 5):
+            raise UnsupportedOnnxError(f"ONNX op 'Resize' at node '{spec.name}': {mode} mode resizes only the "
+                                       f"spatial axes of a 3-D to 5-D input")
+        full = {a: (a, o, sc) for a, o, sc in plan}
+        steps = [full.get(a, (a, shape[a], 1.0)) for a in range(2, nd)]
+        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside)]
     return run
 
 
@@ -1168,3 +1187,6 @@ def _split(spec):
             start += s
         return outs
     return run
+
+
+from ._ops_modern import resize_interp  # noqa: E402  (registers the issue-20 converters)
