@@ -105,7 +105,10 @@ COORDS = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_cor
 @pytest.mark.parametrize("coord", COORDS)
 @pytest.mark.parametrize("how", ["scales_up", "scales_down", "sizes"])
 def test_resize_linear_cubic_matches_onnxruntime(mode, coord, how):
-    x = np.random.default_rng(3).standard_normal((1, 2, 5, 7)).astype(np.float32)
+    # Scales that give integral output lengths: where scale * length is not an integer,
+    # onnxruntime's align_corners uses the floored length and ONNX's reference (which
+    # cnnfast follows; see test_onnx_node_cases.py) the fractional one.
+    x = np.random.default_rng(3).standard_normal((1, 2, 5, 8)).astype(np.float32)
     scales = {"scales_up": [1, 1, 2.0, 1.5], "scales_down": [1, 1, 0.6, 0.5]}.get(how)
     extra = [None, np.array(scales, np.float32)] if scales else [None, None, np.array([1, 2, 9, 4], np.int64)]
     got, ref = _one_node("Resize", x, {"mode": mode, "coordinate_transformation_mode": coord}, extra, opset=19)
@@ -130,3 +133,46 @@ def test_resize_refusals_name_the_node():
     with pytest.raises(co.UnsupportedOnnxError, match="rz.*tf_crop_and_resize"):
         co.load(data)
     del x
+
+
+EXPORTED = ["mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_b0",
+            "deeplabv3_mobilenet_v3_large",
+            pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("fcn_resnet50", marks=pytest.mark.slow),
+            pytest.param("resnext50_32x4d", marks=pytest.mark.slow)]
+
+
+def _ort_vs_cnnfast(model, x, tmp_path):
+    path = str(tmp_path / "m.onnx")
+    co.export(model, x, path)
+    with cnnfast.no_grad():
+        y = model(cnnfast.tensor(x))
+    y = (y["out"] if isinstance(y, dict) else y).numpy()
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    yo = s.run(None, {s.get_inputs()[0].name: x})[0]
+    assert _rel(yo, y) < 1e-4
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_models_export_to_onnxruntime(name, tmp_path):
+    cnnfast.manual_seed(0)
+    model = cnnfast.models.get_model(name, num_classes=7).eval()
+    x = np.random.default_rng(5).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    _ort_vs_cnnfast(model, x, tmp_path)
+
+
+class _Ops(cnnfast.nn.Module):
+    """Every new op once, so their emitters run in onnxruntime."""
+
+    def forward(self, x):
+        import cnnfast.functional as F
+        y = F.gelu(x) + F.gelu(x, approximate="tanh") + F.hardswish(x) + F.hardsigmoid(x) + F.relu6(x)
+        y = y + F.mish(x) + F.softplus(x, 2.0, 3.0) + F.erf(x)
+        y = F.interpolate(y, scale_factor=(1.5, 2), mode="bicubic", align_corners=True)
+        y = F.interpolate(y, size=(5, 9), mode="bilinear") + F.interpolate(y, size=(5, 9), mode="nearest-exact")
+        y = F.channel_shuffle(F.pixel_unshuffle(F.pixel_shuffle(y, 2), 2), 2)
+        return F.layer_norm2d(y)
+
+
+def test_new_ops_export_to_onnxruntime(tmp_path):
+    x = (np.random.default_rng(6).standard_normal((2, 8, 5, 6)) * 3).astype(np.float32)
+    _ort_vs_cnnfast(_Ops(), x, tmp_path)

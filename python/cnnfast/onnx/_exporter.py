@@ -515,6 +515,8 @@ def _emit_axis_gather(b, c, v):
     return [y]
 
 
+from ._export_modern import register as _register_modern  # noqa: E402
+
 _EMITTERS = {
     _conv._Conv: _emit_conv, _conv._ConvTranspose: _emit_conv_transpose, _conv._Linear: _emit_linear,
     _pool._MaxPool: _emit_max_pool, _pool._AvgPool: _emit_avg_pool,
@@ -534,6 +536,7 @@ _EMITTERS = {
     _t._GetItem: _emit_getitem, _t._Cast: _emit_cast, _t._Cat: _emit_cat, _t._Stack: _emit_stack,
     _t._Where: _emit_where, _AxisGather: _emit_axis_gather,
 }
+_register_modern(_EMITTERS)
 
 
 # ---- the export ------------------------------------------------------------------------------

@@ -379,11 +379,17 @@ def _group_norm(spec):
 
 @op("LayerNormalization")
 def _layer_norm(spec):
-    spec.only_first_output()
     axis = int(spec.attr("axis", -1))
     eps = float(spec.attr("epsilon", 1e-5))
+    stats = spec.output_used(1) or spec.output_used(2)
 
     def run(ins, m):
+        y = run_y(ins, m)
+        if not stats:
+            return y
+        return y + list(layer_norm_stats(ins[0], axis % arr(ins[0]).ndim, eps))
+
+    def run_y(ins, m):
         x = ten(ins[0])
         scale = ins[1]
         bias = ins[2] if len(ins) > 2 else None
@@ -527,8 +533,6 @@ def _avg_pool(spec):
         spec.fail("the kernel_shape attribute is required")
     if len(spec.attr("kernel_shape")) not in (1, 2, 3):
         spec.fail("only 1-D, 2-D and 3-D pooling is supported")
-    if any(int(v) != 1 for v in spec.attr("dilations") or []):
-        spec.fail("dilated average pooling is not supported")
     ceil = int(spec.attr("ceil_mode", 0))
     include = int(spec.attr("count_include_pad", 0))
 
@@ -537,6 +541,8 @@ def _avg_pool(spec):
         in_sp = list(x.shape[2:])
         k, s, d, pads, out = _pool_geometry(spec, x.shape)
         n = len(k)
+        if any(v != 1 for v in d):
+            return [dilated_avg_pool(x, k, s, d, pads, out, include)]
         if _native_pool_ok(k, s, d, pads, out, in_sp, ceil):
             return [_AVGPOOL[n](x, k, s, [p[0] for p in pads], bool(ceil), bool(include))]
         # Explicit padding: sum-pool the zero-padded input and divide by the pooled count of
@@ -586,16 +592,21 @@ def _max_unpool(spec):
     def run(ins, m):
         x, idx = ten(ins[0]), arr(ins[1]).astype(np.int64)
         shape = ins[2] if len(ins) > 2 else None
-        if shape is not None:
-            out_sp = ints(shape)[2:]
-        else:
-            out_sp = [(x.shape[2 + i] - 1) * s[i] + k[i] - int(pads[i]) - int(pads[i + n]) for i in range(n)]
-        plane = int(np.prod(out_sp))
+        default_sp = [(x.shape[2 + i] - 1) * s[i] + k[i] - int(pads[i]) - int(pads[i + n]) for i in range(n)]
+        out_sp = ints(shape)[2:] if shape is not None else default_sp
+        plane = int(np.prod(default_sp))
         nc = x.shape[0] * x.shape[1]
         base = (np.arange(nc, dtype=np.int64) * plane).reshape(x.shape[:2] + (1,) * n)
         local = idx - base  # ONNX's flat indices -> torch's per-plane offsets
         if local.size and (local.min() < 0 or local.max() >= plane):
-            raise ValueError(f"indices: values must address the output of shape {list(x.shape[:2]) + out_sp}")
+            raise ValueError(f"indices: values must address the output of shape {list(x.shape[:2]) + default_sp}")
+        if out_sp != default_sp:
+            # As ONNX's reference: indices address the default (inferred) output; a given
+            # output_shape keeps each value's coordinates and pads (or crops) around them.
+            coords = np.unravel_index(local, default_sp)
+            if any((c >= o).any() for c, o in zip(coords, out_sp)):
+                raise ValueError(f"output_shape: {list(x.shape[:2]) + out_sp} is too small for the indices")
+            local = np.ravel_multi_index(coords, out_sp)
         return [_MaxUnpool.apply(x, np.ascontiguousarray(local), n, out_sp)]
     return run
 
@@ -728,8 +739,8 @@ def _pow(spec):
         if not is_tensor(a):
             return [np.power(arr(a), arr(b)).astype(arr(a).dtype)]
         e = arr(b)
-        if e.size != 1:
-            spec.fail("only a scalar exponent is supported")
+        if e.size != 1:  # elementwise exponents (broadcast); the gradient flows to the base
+            return [pow_tensor_exponent(a, e)]
         return [a ** float(e.reshape(()))]
     return run
 
@@ -821,8 +832,12 @@ def _reduce(spec):
                 return [x]
             axes = list(range(nd))
         axes = tuple(sorted(a % nd for a in axes))
-        if not is_tensor(x):
+        if not is_tensor(x) or (spec.op_type == "ReduceMax" and arr(x).size == 0):
             fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}[spec.op_type]
+            if spec.op_type == "ReduceMax" and arr(x).size == 0:  # ONNX: the identity, the lowest value
+                lowest = -np.inf if arr(x).dtype.kind == "f" else (False if arr(x).dtype == bool
+                                                                   else np.iinfo(arr(x).dtype).min)
+                return [np.max(arr(x), axis=axes, keepdims=keep, initial=lowest).astype(arr(x).dtype)]
             return [np.asarray(fn(arr(x), axis=axes, keepdims=keep)).astype(arr(x).dtype)]
         if spec.op_type == "ReduceMean":
             return [x.mean(axes, keepdim=keep)]
@@ -987,6 +1002,9 @@ def _expand(spec):
 def _cast(spec):
     import onnx.helper
     to = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(spec.attr("to"))))
+    if "float8" in to.name:
+        # NumPy's ml_dtypes conversion neither saturates nor maps NaN/inf as ONNX's saturate rules say.
+        spec.fail(f"casting to {to.name} is not supported")
 
     def run(ins, m):
         x = ins[0]
@@ -1189,4 +1207,4 @@ def _split(spec):
     return run
 
 
-from ._ops_modern import resize_interp  # noqa: E402  (registers the issue-20 converters)
+from ._ops_modern import dilated_avg_pool, layer_norm_stats, pow_tensor_exponent, resize_interp  # noqa: E402  (registers the issue-20 converters)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..autograd import Function
+from ..tensor import _unbroadcast
 from ._ops import arr, op, ten
 
 # ---- activations -------------------------------------------------------------------------
@@ -81,13 +83,14 @@ def source_coords(out_len, in_len, scale, coord):
     (scale = output / input, as given or as implied by sizes)."""
     y = np.arange(out_len, dtype=np.float64)
     out_w = scale * in_len
-    # The ONNX spec (and onnxruntime) count the resized length as the integer output length here.
+    # As ONNX's reference: the resized length is scale * in_len, which need not be an integer
+    # when scales are given (onnxruntime uses the floored output length there instead).
     if coord == "align_corners":
-        return np.zeros(out_len) if out_len == 1 else y * (in_len - 1) / (out_len - 1)
+        return np.zeros(out_len) if out_w == 1 else y * (in_len - 1) / (out_w - 1)
     if coord == "asymmetric":
         return y / scale
     if coord == "pytorch_half_pixel":
-        return np.full(out_len, -0.5) if out_len == 1 else (y + 0.5) / scale - 0.5
+        return np.full(out_len, -0.5) if out_w == 1 else (y + 0.5) / scale - 0.5
     if coord == "half_pixel_symmetric":
         offset = in_len / 2 * (1 - out_len / out_w)
         return offset + (y + 0.5) / scale - 0.5
@@ -126,3 +129,63 @@ def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outs
     for axis, out_len, scale in axes_sizes_scales:
         tables.append(interp_table(out_len, arr(x).shape[axis], scale, coord, mode, cubic_a, exclude_outside))
     return F.resample(ten(x), tables)
+
+
+# ---- AveragePool with dilations, LayerNormalization's statistics outputs -----------------------
+
+def dilated_avg_pool(x, k, s, d, pads, out, include_pad):
+    """ONNX AveragePool with dilations, as a sum of prod(k) strided gathers of the zero-padded
+    input divided by the count of the elements that count (the input, plus the declared pads
+    with count_include_pad; never the extra tail a ceil_mode window reaches)."""
+    import itertools
+
+    from ._ops import gather_axes, pad_index
+    x = ten(x)
+    in_sp = list(x.shape[2:])
+    n = len(k)
+    lengths = [max(i + p0 + p1, (o - 1) * st + (kk - 1) * dd + 1)
+               for i, (p0, p1), o, st, kk, dd in zip(in_sp, pads, out, s, k, d)]
+    plan = [(2 + a, pad_index(in_sp[a], pads[a][0], lengths[a] - in_sp[a] - pads[a][0], "constant"))
+            for a in range(n)]
+    xp = gather_axes(x, plan, 0.0)
+    mask = np.zeros([1, 1] + lengths, x.dtype)
+    region = tuple(slice(None if include_pad else p0, (p0 + i + p1) if include_pad else p0 + i)
+                   for i, (p0, p1) in zip(in_sp, pads))
+    mask[(0, 0) + region] = 1
+    total, count = None, 0.0
+    for offs in itertools.product(*[range(kk) for kk in k]):
+        sel = [(2 + a, np.arange(out[a]) * s[a] + offs[a] * d[a]) for a in range(n)]
+        part = gather_axes(xp, sel)
+        total = part if total is None else total + part
+        count = count + gather_axes(mask, sel)
+    return total / ten(count, x)
+
+
+def layer_norm_stats(x, axis, eps):
+    """Mean and 1/sqrt(var + eps) over axes axis.. of x, kept as size-1 dims (ONNX's outputs 1, 2)."""
+    a = arr(x).astype(np.float64)
+    axes = tuple(range(axis, a.ndim))
+    mean = a.mean(axes, keepdims=True)
+    inv = 1.0 / np.sqrt(a.var(axes, keepdims=True) + eps)
+    return mean.astype(arr(x).dtype), inv.astype(arr(x).dtype)
+
+
+class _PowTensor(Function):
+    """x ** e with an elementwise (broadcast) constant or data exponent; d/dx = e x^(e-1)."""
+
+    @staticmethod
+    def forward(ctx, x, e):
+        ctx.save_for_backward(x)
+        ctx.e = e
+        return np.power(x, e.astype(x.dtype)).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        e = ctx.e.astype(x.dtype)
+        d = g * e * np.power(x, e - 1)
+        return _unbroadcast(d, x.shape), None
+
+
+def pow_tensor_exponent(x, e):
+    return _PowTensor.apply(ten(x), np.asarray(e))
