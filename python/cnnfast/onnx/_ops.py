@@ -592,21 +592,16 @@ def _max_unpool(spec):
     def run(ins, m):
         x, idx = ten(ins[0]), arr(ins[1]).astype(np.int64)
         shape = ins[2] if len(ins) > 2 else None
-        default_sp = [(x.shape[2 + i] - 1) * s[i] + k[i] - int(pads[i]) - int(pads[i + n]) for i in range(n)]
-        out_sp = ints(shape)[2:] if shape is not None else default_sp
-        plane = int(np.prod(default_sp))
+        if shape is not None:
+            out_sp = ints(shape)[2:]
+        else:
+            out_sp = [(x.shape[2 + i] - 1) * s[i] + k[i] - int(pads[i]) - int(pads[i + n]) for i in range(n)]
+        plane = int(np.prod(out_sp))
         nc = x.shape[0] * x.shape[1]
         base = (np.arange(nc, dtype=np.int64) * plane).reshape(x.shape[:2] + (1,) * n)
         local = idx - base  # ONNX's flat indices -> torch's per-plane offsets
         if local.size and (local.min() < 0 or local.max() >= plane):
-            raise ValueError(f"indices: values must address the output of shape {list(x.shape[:2]) + default_sp}")
-        if out_sp != default_sp:
-            # As ONNX's reference: indices address the default (inferred) output; a given
-            # output_shape keeps each value's coordinates and pads (or crops) around them.
-            coords = np.unravel_index(local, default_sp)
-            if any((c >= o).any() for c, o in zip(coords, out_sp)):
-                raise ValueError(f"output_shape: {list(x.shape[:2]) + out_sp} is too small for the indices")
-            local = np.ravel_multi_index(coords, out_sp)
+            raise ValueError(f"indices: values must address the output of shape {list(x.shape[:2]) + out_sp}")
         return [_MaxUnpool.apply(x, np.ascontiguousarray(local), n, out_sp)]
     return run
 
