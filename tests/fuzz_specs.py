@@ -611,8 +611,10 @@ def batch_norm_fwd_case(draw):
     args = dict(input=x, weight=maybe(draw, lambda: normal(rng, (Cc,), dt)),
                 bias=maybe(draw, lambda: normal(rng, (Cc,), dt)), running_mean=rm, running_var=rv, training=training,
                 momentum=draw(st.floats(0, 1)), eps=1e-5)
-    return Case("batch_norm_forward", args, reads=("input", "weight", "bias"),
-                writes=("running_mean", "running_var"), tied=("weight", "bias", "running_mean", "running_var"),
+    # Inference only reads the running statistics (read-only arrays are accepted there).
+    stats = ("running_mean", "running_var")
+    return Case("batch_norm_forward", args, reads=("input", "weight", "bias") + (() if training else stats),
+                writes=stats if training else (), tied=("weight", "bias", "running_mean", "running_var"),
                 floats=("momentum", "eps"), rtol=1e-3, atol=1e-3)
 
 
@@ -1176,6 +1178,7 @@ def _extra_fwd_ref(name, x, b=1.0, th=20.0):
         "relu6": lambda: np.clip(x, 0, 6),
         "mish": lambda: x * np.tanh(_softplus_ref(x, 1.0, 20.0)),
         "softplus": lambda: _softplus_ref(x, b, th),
+        "erf": lambda: 1 - _erfc(x),
     }[name]()
 
 
@@ -1192,10 +1195,11 @@ def _extra_der_ref(name, x, b=1.0, th=20.0):
         "relu6": lambda: np.where((x <= 0) | (x >= 6), 0, 1.0),
         "mish": lambda: t + x * (1 - t * t) * sig(x),
         "softplus": lambda: np.where(b * x > th, 1.0, sig(b * x)),
+        "erf": lambda: 2 / np.sqrt(np.pi) * np.exp(-x * x),
     }[name]()
 
 
-EXTRA_ACTS = ("gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus")
+EXTRA_ACTS = ("gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus", "erf")
 
 
 def extra_act_case(name, backward):

@@ -43,7 +43,8 @@ class Call:
     """positional: list of (value, differentiable) pairs (np arrays become tensors)."""
 
     def __init__(self, positional, kwargs=None, torch_name=None, torch_kwargs=None, tol=(1e-4, 1e-5), grad=True,
-                 compare=True):
+                 compare=True, torch_fn=None):
+        self.torch_fn = torch_fn  # the torch reference when torch.nn.functional has no op of that name
         self.positional, self.kwargs = positional, kwargs or {}
         self.torch_name, self.torch_kwargs = torch_name, torch_kwargs
         self.tol, self.grad, self.compare = tol, grad, compare
@@ -277,6 +278,111 @@ for _n in ("l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss", "binary_cross_
     BUILDERS[_n] = b_loss(_n)
 
 
+# ---- today's CNN ops (issue 20) ---------------------------------------------------------
+
+
+def b_act_extra(name):
+    def build(draw):
+        rng, dt = rng_dt(draw)
+        x = arr(rng, tuple(dims(draw, draw(st.integers(1, 4)), 1, 9)), dt) * 3
+        kw = {}
+        if name == "gelu":
+            kw["approximate"] = draw(st.sampled_from(["none", "tanh"]))
+        if name == "softplus":
+            kw.update(beta=draw(st.floats(0.5, 2)), threshold=draw(st.floats(1, 20)))
+        return Call([(x, True)], kw, torch_fn=torch.erf if name == "erf" else None)
+    return build
+
+
+def b_interpolate(name):
+    def build(draw):
+        rng, dt = rng_dt(draw)
+        modes = {"upsample_nearest": ["nearest"], "upsample_bilinear": ["bilinear"]}.get(
+            name, ["nearest", "nearest-exact", "linear", "bilinear", "trilinear", "bicubic"])
+        mode = draw(st.sampled_from(modes))
+        nsp = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}.get(mode, draw(st.integers(1, 3)))
+        x = arr(rng, tuple(dims(draw, 2, 1, 3) + dims(draw, nsp, 1, 7)), dt)
+        kw = {}
+        if draw(st.booleans()):
+            kw["size"] = dims(draw, nsp, 1, 9)
+        else:
+            kw["scale_factor"] = draw(st.sampled_from([2.0, 3.0, 1.5]))
+        if name in ("interpolate", "upsample"):
+            kw["mode"] = mode
+            if mode not in ("nearest", "nearest-exact"):
+                kw["align_corners"] = draw(st.booleans())
+        return Call([(x, True)], kw, tol=(1e-4, 1e-4))
+    return build
+
+
+def b_shuffle(name):
+    def build(draw):
+        rng, dt = rng_dt(draw)
+        r = draw(st.integers(1, 3))
+        n, c, h, w = dims(draw, 4, 1, 4)
+        if name == "pixel_shuffle":
+            return Call([(arr(rng, (n, c * r * r, h, w), dt), True), (r, False)])
+        if name == "pixel_unshuffle":
+            return Call([(arr(rng, (n, c, h * r, w * r), dt), True), (r, False)])
+        return Call([(arr(rng, (n, c * r, h, w), dt), True), (r, False)])
+    return build
+
+
+def b_layer_norm2d(draw):
+    rng, dt = rng_dt(draw)
+    n, c, h, w = dims(draw, 4, 1, 5)
+    x, wt, b = arr(rng, (n, c, h, w), dt), arr(rng, (c,), dt), arr(rng, (c,), dt)
+
+    def ref(x, weight, bias):
+        return TF.layer_norm(x.permute(0, 2, 3, 1), (c,), weight, bias, 1e-6).permute(0, 3, 1, 2)
+    return Call([(x, True), (wt, True), (b, True)], torch_fn=ref, tol=(1e-4, 1e-4))
+
+
+def b_stochastic_depth(name):
+    def build(draw):
+        rng, dt = rng_dt(draw)
+        x = arr(rng, tuple(dims(draw, draw(st.integers(1, 4)), 1, 6)), dt)
+        training = draw(st.booleans())
+        if name == "drop_path":
+            kw = dict(drop_prob=draw(st.floats(0, 0.9)), training=training)
+        else:
+            kw = dict(p=draw(st.floats(0, 0.9)), mode=draw(st.sampled_from(["row", "batch"])), training=training)
+        # Random when training: only the shape is compared; identity otherwise.
+        return Call([(x, True)], kw, torch_fn=lambda x, **k: x * 1, compare=not training)
+    return build
+
+
+def b_resample(draw):
+    rng, dt = rng_dt(draw)
+    nsp = draw(st.integers(1, 3))
+    ins, outs = dims(draw, nsp, 1, 5), dims(draw, nsp, 1, 7)
+    x = arr(rng, tuple(dims(draw, 2, 1, 3) + ins), dt)
+    tables, mats = [], []
+    for i, o in zip(ins, outs):
+        taps = draw(st.sampled_from([1, 2, 4]))
+        idx, w = rng.integers(0, i, (o, taps)), arr(rng, (o, taps), dt)
+        m = np.zeros((o, i), np.float64)
+        np.add.at(m, (np.repeat(np.arange(o), taps), idx.reshape(-1)), w.reshape(-1).astype(np.float64))
+        tables.append((idx, w))
+        mats.append(torch.tensor(m, dtype=torch.float32 if dt == np.float32 else torch.float64))
+
+    def ref(x, tables):
+        for k, m in enumerate(mats):
+            x = torch.movedim(torch.tensordot(m, torch.movedim(x, 2 + k, 0), dims=1), 0, 2 + k)
+        return x
+    return Call([(x, True), (tables, False)], torch_fn=ref, tol=(1e-4, 1e-4))
+
+
+for _n in ("gelu", "hardswish", "hardsigmoid", "relu6", "mish", "softplus", "erf"):
+    BUILDERS[_n] = b_act_extra(_n)
+for _n in ("interpolate", "upsample", "upsample_nearest", "upsample_bilinear"):
+    BUILDERS[_n] = b_interpolate(_n)
+for _n in ("pixel_shuffle", "pixel_unshuffle", "channel_shuffle"):
+    BUILDERS[_n] = b_shuffle(_n)
+BUILDERS.update(layer_norm2d=b_layer_norm2d, stochastic_depth=b_stochastic_depth("stochastic_depth"),
+                drop_path=b_stochastic_depth("drop_path"), resample=b_resample)
+
+
 def test_every_functional_op_has_a_fuzz_strategy():
     missing = [n for n in functional_ops() if n not in BUILDERS]
     assert not missing, f"cnnfast.functional ops without a fuzz strategy in {__file__}: {missing}"
@@ -320,7 +426,7 @@ def run_torch(name, call):
     kw = call.torch_kwargs if call.torch_kwargs is not None else dict(call.kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        y = getattr(TF, call.torch_name or name)(*args, **kw)
+        y = (call.torch_fn or getattr(TF, call.torch_name or name))(*args, **kw)
     y = y[0] if isinstance(y, tuple) else y
     return y, tensors
 

@@ -687,9 +687,9 @@ def test_unsupported_op_names_the_op_and_the_node():
 
 
 def test_unsupported_attribute_values_fail_at_load():
-    resize = graph([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", name="up")],
+    resize = graph([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="area", name="up")],
                    [("x", [1, 1, 2, 2])], [("y", None)], [("s", np.array([1, 1, 2, 2], np.float32))])
-    with pytest.raises(UnsupportedOnnxError, match=r"'Resize' at node 'up': mode 'linear'"):
+    with pytest.raises(UnsupportedOnnxError, match=r"'Resize' at node 'up': mode 'area'"):
         co.load(resize)
     crop = graph([helper.make_node("Resize", ["x", "", "s"], ["y"], coordinate_transformation_mode="tf_crop_and_resize",
                                    name="crop")], [("x", [1, 1, 2, 2])], [("y", None)],

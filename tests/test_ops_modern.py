@@ -28,6 +28,7 @@ ACTS = {
     "mish": (F.mish, TF.mish),
     "softplus": (F.softplus, TF.softplus),
     "softplus_b2_t3": (lambda t: F.softplus(t, 2.0, 3.0), lambda t: TF.softplus(t, 2.0, 3.0)),
+    "erf": (F.erf, torch.erf),
 }
 
 
@@ -77,7 +78,7 @@ def test_activation_float64_matches_torch(rng):
         assert_close(fc(cnnfast.tensor(x)).numpy(), ft(torch.tensor(x)).numpy(), rtol=1e-12, atol=1e-14, what=name)
 
 
-@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus"])
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "hardswish", "hardsigmoid", "relu6", "mish", "softplus", "erf"])
 def test_activation_nan_propagates(simd, name):
     # (torch's own GELU gives NaN at one of +-inf from its 1 + erf / tanh forms; not tested here.)
     x = np.array([np.nan, 1.0, -2.0, 7.0, -0.0] * 3, np.float32)
@@ -308,3 +309,9 @@ def test_layer_norm2d_matches_torch(rng):
     assert_close(xc.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
     assert_close(m.weight.grad.numpy(), ref.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
     assert sorted(m.state_dict()) == ["bias", "weight"]
+
+
+def test_erf_small_values_relative_accuracy(simd):
+    x = np.array([1e-30, -1e-20, 1e-8, -3e-4, 0.01, 0.3, -0.49, 0.51, 2.0, -4.0], np.float32)
+    ref = np.array([math.erf(v) for v in x.astype(np.float64)])
+    np.testing.assert_allclose(F.erf(cnnfast.tensor(x)).numpy(), ref, rtol=3e-7)

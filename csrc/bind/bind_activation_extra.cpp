@@ -47,7 +47,8 @@ void bind_activation_extra(py::module_& m) {
                   Plain{"hardswish", ExtraActivation::Hardswish, "x * relu6(x + 3) / 6"},
                   Plain{"hardsigmoid", ExtraActivation::Hardsigmoid, "relu6(x + 3) / 6"},
                   Plain{"relu6", ExtraActivation::ReLU6, "min(max(x, 0), 6)"},
-                  Plain{"mish", ExtraActivation::Mish, "x * tanh(softplus(x))"}}) {
+                  Plain{"mish", ExtraActivation::Mish, "x * tanh(softplus(x))"},
+                  Plain{"erf", ExtraActivation::Erf, "the error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt"}}) {
     ExtraActivation act = p.act;
     m.def((std::string(p.name) + "_forward").c_str(),
           [act](const py::array& x, const py::object& out) { return extra_forward(act, x, 1.0, 20.0, out); },

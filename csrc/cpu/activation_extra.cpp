@@ -61,6 +61,8 @@ T forward_one(ExtraActivation act, T x, T beta, T threshold) {
       return x * std::tanh(softplus_of(x));
     case ExtraActivation::Softplus:
       return beta * x > threshold ? x : softplus_of(beta * x) / beta;
+    case ExtraActivation::Erf:
+      return std::erf(x);
   }
   return x;
 }
@@ -88,6 +90,8 @@ T derivative(ExtraActivation act, T x, T beta, T threshold) {
     }
     case ExtraActivation::Softplus:
       return beta * x > threshold ? T(1) : sigmoid(beta * x);
+    case ExtraActivation::Erf:
+      return T(1.12837916709551257390) * std::exp(-x * x);
   }
   return T(1);
 }

@@ -1,5 +1,5 @@
 // The activations of today's efficient CNNs: GELU (exact, erf form, and the tanh
-// approximation), Hardswish and Hardsigmoid (MobileNetV3), ReLU6 (MobileNetV2),
+// approximation) and erf itself (ONNX's Erf, exact GELU as exported), Hardswish and Hardsigmoid (MobileNetV3), ReLU6 (MobileNetV2),
 // Mish and Softplus. Elementwise and tensor-free: raw pointers + a count.
 //
 // Gradient contract: activation gradients are written (=), never accumulated.
@@ -12,7 +12,7 @@
 
 namespace cnnfast::cpu {
 
-enum class ExtraActivation { GELU, GELUTanh, Hardswish, Hardsigmoid, ReLU6, Mish, Softplus };
+enum class ExtraActivation { GELU, GELUTanh, Hardswish, Hardsigmoid, ReLU6, Mish, Softplus, Erf };
 
 // beta, threshold: Softplus only (ignored by the others).
 template <class T>

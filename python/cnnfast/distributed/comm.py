@@ -40,7 +40,7 @@ def timeout_s() -> float:
 def check_buffer(array, name: str = "array") -> np.ndarray:
     """The NumPy array behind ``array`` (a Tensor's ``.data``), after checking that a
     collective can work on it in place: C-contiguous, writeable and of a supported dtype."""
-    a = getattr(array, "data", None) if not isinstance(array, np.ndarray) else array
+    a = getattr(array, "_array", None) if not isinstance(array, np.ndarray) else array
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array or a cnnfast Tensor, got {type(array).__name__}")
     if a.dtype not in DTYPES:

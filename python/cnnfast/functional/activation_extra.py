@@ -7,7 +7,7 @@ from .. import _C
 from ..autograd import Function
 from ._util import check_tensor, contiguous
 
-__all__ = ["gelu", "hardswish", "hardsigmoid", "relu6", "mish", "softplus"]
+__all__ = ["gelu", "hardswish", "hardsigmoid", "relu6", "mish", "softplus", "erf"]
 
 
 def _op(name: str):
@@ -32,7 +32,7 @@ def _op(name: str):
 
 _Gelu, _GeluTanh = _op("gelu"), _op("gelu_tanh")
 _Hardswish, _Hardsigmoid, _Relu6 = _op("hardswish"), _op("hardsigmoid"), _op("relu6")
-_Mish, _Softplus = _op("mish"), _op("softplus")
+_Mish, _Softplus, _Erf = _op("mish"), _op("softplus"), _op("erf")
 
 
 def gelu(input, approximate: str = "none"):
@@ -62,3 +62,9 @@ def softplus(input, beta: float = 1.0, threshold: float = 20.0):
     """log(1 + exp(beta x)) / beta, and x itself where beta * x > threshold."""
     check_tensor(input, "input")
     return _Softplus.apply(input, float(beta), float(threshold))
+
+
+def erf(input):
+    """The error function, elementwise (torch.erf; ONNX Erf)."""
+    check_tensor(input, "input")
+    return _Erf.apply(input)

@@ -14,6 +14,16 @@ from .siamese import SiameseNet, siamese
 from .unet import UNet, unet
 from .vgg import (VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                   vgg19_bn)
+from .resnet import resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2
+from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
+                           efficientnet_b4, efficientnet_b5, efficientnet_b6, efficientnet_b7)
+from .shufflenet import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5,
+                         shufflenet_v2_x2_0)
+from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
+from .convnext import ConvNeXt, convnext_small, convnext_tiny
+from .segmentation import (FCN, DeepLabV3, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50,
+                           fcn_resnet50)
 
 _REGISTRY = {
     "lenet5": lenet5,
@@ -29,6 +39,13 @@ _REGISTRY = {
     "unet": unet,
     "siamese": siamese,
 }
+# Today's efficient and modern CNNs and segmentation models (issue 20), torchvision's names.
+_MODERN = [resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2, mobilenet_v2, mobilenet_v3_small,
+           mobilenet_v3_large, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4,
+           efficientnet_b5, efficientnet_b6, efficientnet_b7, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
+           shufflenet_v2_x1_5, shufflenet_v2_x2_0, squeezenet1_0, squeezenet1_1, convnext_tiny, convnext_small,
+           fcn_resnet50, deeplabv3_resnet50, deeplabv3_mobilenet_v3_large]
+_REGISTRY.update({f.__name__: f for f in _MODERN})
 
 # The input each architecture is designed for, (C, H, W); summary and the CLI use it.
 DEFAULT_INPUT = {name: (3, 224, 224) for name in _REGISTRY}
@@ -70,4 +87,5 @@ __all__ = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "siamese", "unet",
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
     "get_model", "get_model_builder", "list_models", "default_input_shape",
-]
+    "MobileNetV2", "MobileNetV3", "EfficientNet", "ShuffleNetV2", "SqueezeNet", "ConvNeXt", "FCN", "DeepLabV3",
+] + [f.__name__ for f in _MODERN]

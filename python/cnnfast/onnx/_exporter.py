@@ -505,6 +505,8 @@ def _emit_axis_gather(b, c, v):
 
 
 # Emitters by the ``onnx_op`` name each Function class declares beside its forward/backward.
+from ._export_modern import register as _register_modern  # noqa: E402
+
 _EMITTERS = {
     "conv": _emit_conv, "conv_transpose": _emit_conv_transpose, "linear": _emit_linear,
     "max_pool": _emit_max_pool, "avg_pool": _emit_avg_pool,
@@ -524,6 +526,7 @@ _EMITTERS = {
     "getitem": _emit_getitem, "cast": _emit_cast, "cat": _emit_cat, "stack": _emit_stack,
     "where": _emit_where, "axis_gather": _emit_axis_gather,
 }
+_register_modern(_EMITTERS)
 
 
 # ---- the export ------------------------------------------------------------------------------

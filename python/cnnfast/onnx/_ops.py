@@ -380,11 +380,17 @@ def _group_norm(spec):
 
 @op("LayerNormalization")
 def _layer_norm(spec):
-    spec.only_first_output()
     axis = int(spec.attr("axis", -1))
     eps = float(spec.attr("epsilon", 1e-5))
+    stats = spec.output_used(1) or spec.output_used(2)
 
     def run(ins, m):
+        y = run_y(ins, m)
+        if not stats:
+            return y
+        return y + list(layer_norm_stats(ins[0], axis % arr(ins[0]).ndim, eps))
+
+    def run_y(ins, m):
         x = ten(ins[0])
         scale = ins[1]
         bias = ins[2] if len(ins) > 2 else None
@@ -528,8 +534,6 @@ def _avg_pool(spec):
         spec.fail("the kernel_shape attribute is required")
     if len(spec.attr("kernel_shape")) not in (1, 2, 3):
         spec.fail("only 1-D, 2-D and 3-D pooling is supported")
-    if any(int(v) != 1 for v in spec.attr("dilations") or []):
-        spec.fail("dilated average pooling is not supported")
     ceil = int(spec.attr("ceil_mode", 0))
     include = int(spec.attr("count_include_pad", 0))
 
@@ -538,6 +542,8 @@ def _avg_pool(spec):
         in_sp = list(x.shape[2:])
         k, s, d, pads, out = _pool_geometry(spec, x.shape)
         n = len(k)
+        if any(v != 1 for v in d):
+            return [dilated_avg_pool(x, k, s, d, pads, out, include)]
         if _native_pool_ok(k, s, d, pads, out, in_sp, ceil):
             return [_AVGPOOL[n](x, k, s, [p[0] for p in pads], bool(ceil), bool(include))]
         # Explicit padding: sum-pool the zero-padded input and divide by the pooled count of
@@ -729,8 +735,8 @@ def _pow(spec):
         if not is_tensor(a):
             return [np.power(arr(a), arr(b)).astype(arr(a).dtype)]
         e = arr(b)
-        if e.size != 1:
-            spec.fail("only a scalar exponent is supported")
+        if e.size != 1:  # elementwise exponents (broadcast); the gradient flows to the base
+            return [pow_tensor_exponent(a, e)]
         return [a ** float(e.reshape(()))]
     return run
 
@@ -822,8 +828,12 @@ def _reduce(spec):
                 return [x]
             axes = list(range(nd))
         axes = tuple(sorted(a % nd for a in axes))
-        if not is_tensor(x):
+        if not is_tensor(x) or (spec.op_type == "ReduceMax" and arr(x).size == 0):
             fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}[spec.op_type]
+            if spec.op_type == "ReduceMax" and arr(x).size == 0:  # ONNX: the identity, the lowest value
+                lowest = -np.inf if arr(x).dtype.kind == "f" else (False if arr(x).dtype == bool
+                                                                   else np.iinfo(arr(x).dtype).min)
+                return [np.max(arr(x), axis=axes, keepdims=keep, initial=lowest).astype(arr(x).dtype)]
             return [np.asarray(fn(arr(x), axis=axes, keepdims=keep)).astype(arr(x).dtype)]
         if spec.op_type == "ReduceMean":
             return [x.mean(axes, keepdim=keep)]
@@ -988,6 +998,9 @@ def _expand(spec):
 def _cast(spec):
     import onnx.helper
     to = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(spec.attr("to"))))
+    if "float8" in to.name:
+        # NumPy's ml_dtypes conversion neither saturates nor maps NaN/inf as ONNX's saturate rules say.
+        spec.fail(f"casting to {to.name} is not supported")
 
     def run(ins, m):
         x = ins[0]
@@ -1081,9 +1094,11 @@ def _nearest_index(out_len, in_len, scale, coord, nearest):
 @op("Resize")
 def _resize(spec):
     mode = spec.attr("mode", "nearest")
-    if mode != "nearest":
-        spec.fail(f"mode '{mode}' is not supported (only 'nearest')")
+    if mode not in ("nearest", "linear", "cubic"):
+        spec.fail(f"mode '{mode}' is not one of nearest, linear, cubic")
     coord = spec.attr("coordinate_transformation_mode", "half_pixel")
+    if coord == "tf_crop_and_resize":
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' (roi cropping) is not supported")
     if coord not in _COORD_MODES:
         spec.fail(f"coordinate_transformation_mode '{coord}' is not supported (supported: {', '.join(_COORD_MODES)})")
     nearest = spec.attr("nearest_mode", "round_prefer_floor")
@@ -1092,9 +1107,11 @@ def _resize(spec):
     if int(spec.attr("antialias", 0)):
         spec.fail("antialias=1 is not supported")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
-    if policy != "stretch":
-        spec.fail(f"keep_aspect_ratio_policy '{policy}' is not supported (only 'stretch')")
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        spec.fail(f"keep_aspect_ratio_policy '{policy}' is not one of stretch, not_larger, not_smaller")
     axes_attr = spec.attr("axes")
+    cubic_a = float(spec.attr("cubic_coeff_a", -0.75))
+    exclude_outside = bool(int(spec.attr("exclude_outside", 0)))
 
     def run(ins, m):
         x = ins[0]
@@ -1107,18 +1124,33 @@ def _resize(spec):
         sizes = None if sizes is None or arr(sizes).size == 0 else ints(sizes)
         if (scales is None) == (sizes is None):
             raise ValueError("exactly one of scales and sizes must be given")
+        if sizes is not None and policy != "stretch":
+            # One scale for every axis: the largest that fits (not_larger) or covers (not_smaller).
+            ratios = [sizes[i] / shape[a] for i, a in enumerate(axes)]
+            r = min(ratios) if policy == "not_larger" else max(ratios)
+            sizes = [int(math.floor(r * shape[a] + 0.5)) for a in axes]
+            scales, sizes = [r] * len(axes), sizes
         plan = []
         for i, a in enumerate(axes):
             if sizes is not None:
                 out = sizes[i]
-                sc = np.float32(out) / np.float32(shape[a])
+                sc = scales[i] if scales is not None else np.float32(out) / np.float32(shape[a])
             else:
                 sc = scales[i]
                 out = int(math.floor(shape[a] * sc))
             if out == shape[a] and sc == 1.0:
                 continue
-            plan.append((a, _nearest_index(out, shape[a], sc, coord, nearest)))
-        return [gather_axes(x, plan)]
+            plan.append((a, out, sc))
+        if mode == "nearest":
+            return [gather_axes(x, [(a, _nearest_index(o, shape[a], sc, coord, nearest)) for a, o, sc in plan])]
+        if not plan:
+            return [x]
+        if any(a < 2 for a, _, _ in plan) or nd not in (3, 4, 5):
+            raise UnsupportedOnnxError(f"ONNX op 'Resize' at node '{spec.name}': {mode} mode resizes only the "
+                                       f"spatial axes of a 3-D to 5-D input")
+        full = {a: (a, o, sc) for a, o, sc in plan}
+        steps = [full.get(a, (a, shape[a], 1.0)) for a in range(2, nd)]
+        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside)]
     return run
 
 
@@ -1169,3 +1201,6 @@ def _split(spec):
             start += s
         return outs
     return run
+
+
+from ._ops_modern import dilated_avg_pool, layer_norm_stats, pow_tensor_exponent, resize_interp  # noqa: E402  (registers the issue-20 converters)
