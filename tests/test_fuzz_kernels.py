@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cnnfast
 import cnnfast._C as C
 from fuzz_specs import SPECS, Case, entry_points, observed
 from helpers import assert_close
@@ -38,7 +39,7 @@ EXAMPLES = int(os.environ.get("CNNFAST_FUZZ_EXAMPLES", "12"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 ERRORS = (ValueError, TypeError, MemoryError)
-SIMD = ["scalar", "avx2"] if C.cpu_supports_avx2() else ["scalar"]
+SIMD = cnnfast.simd_levels()  # every level this CPU runs, scalar first
 
 INT_EXTREMES = [-1, 0, -(2**31), -(2**63), 2**62, 2**63 - 1, 2**64]
 FLOAT_EXTREMES = [float("nan"), float("inf"), float("-inf"), -1.0, 0.0, 1e308, -1e308]
@@ -285,7 +286,7 @@ def check_case(case: Case, kind: str, target, args: dict, names):
     if kind == "none":
         results = [run(case, fresh(case, args), s) for s in SIMD]
         for r in results[1:]:
-            same(case, r, results[0], f"{case.fn}: avx2 vs scalar")
+            same(case, r, results[0], f"{case.fn}: vector level vs scalar")
         if case.ref is not None:
             want = case.ref(fresh(case, args))
             got = results[-1]
@@ -311,7 +312,7 @@ def check_case(case: Case, kind: str, target, args: dict, names):
     elif kind in ERROR_OR_CONSISTENT and not case.notes.get("setting") and not case.notes.get("measurement"):
         if kind != "zero_size" and len(SIMD) > 1:
             other = run(case, fresh(case, args), SIMD[0])
-            same(case, got, other, f"{case.fn}: {kind} of {target!r}, scalar vs avx2")
+            same(case, got, other, f"{case.fn}: {kind} of {target!r}, scalar vs {SIMD[-1]}")
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
