@@ -11,7 +11,7 @@ each callable is warmed up, then the two are timed in turn ``--repeats`` times
 and each one's median kept.
 Printed per case: milliseconds, GB/s moved, and the ratio torch_time /
 cnnfast_time (> 1 means cnnfast is faster); at the end the geometric mean of the
-ratios and the cases under 0.7x.
+ratios and the cases under 0.9x.
 
     python benchmarks/bench_ops.py            # full shapes (N=32)
     python benchmarks/bench_ops.py --quick    # small shapes, few repeats (smoke run)
@@ -100,7 +100,10 @@ def main(argv=None) -> int:
         print("no cases found")
         return 1
     print(header(args.threads, f"median of {repeats} interleaved calls, each after {args.settle * 1e3:g} ms of untimed calls of the same op"))
-    print(f"cnnfast {cnnfast.__version__} ({cnnfast.simd_level()}), torch {torch.__version__}, "
+    # Each library's instruction-set level: ours from the dispatch layer (lowered by
+    # CNNFAST_SIMD), torch's from ATen (capped by ATEN_CPU_CAPABILITY).
+    print(f"cnnfast {cnnfast.__version__} (simd {cnnfast.simd_level()}), torch {torch.__version__} "
+          f"(cpu capability {torch.backends.cpu.get_cpu_capability()}), "
           f"{args.threads} threads, median of {repeats}{' (quick)' if args.quick else ''}, "
           f"each timed call after {args.settle * 1e3:g} ms of untimed calls of the same op")
     head = f"{'case':<44} {'cnnfast ms':>10} {'torch ms':>9} {'cnnfast GB/s':>12} {'torch GB/s':>10} {'ratio':>6}"
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
         t_ours, t_ref = median_times([case["cnnfast"], case["torch"]], warmup, repeats, args.settle)
         ratio = t_ref / t_ours
         ratios.append(ratio)
-        if ratio < 0.7:
+        if ratio < 0.9:
             slow.append(case["name"])
         gb = case["bytes"] / 1e9
         print(f"{case['name']:<44} {t_ours * 1e3:>10.3f} {t_ref * 1e3:>9.3f} {gb / t_ours:>12.2f} "
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
     print("-" * len(head))
     print(f"geometric mean ratio (torch time / cnnfast time) over {len(ratios)} cases: {geo:.2f}x")
     if slow:
-        print(f"under 0.7x: {', '.join(slow)}")
+        print(f"under 0.9x: {', '.join(slow)}")
     return 0
 
 

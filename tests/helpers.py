@@ -47,3 +47,25 @@ def assert_nontrivial(*arrays):
     """A gradient check comparing zero with zero tests nothing: insist on signal."""
     for a in arrays:
         assert np.count_nonzero(np.asarray(a)) > 0, "reference is all zeros: the check would pass vacuously"
+
+
+# Lengths that leave every possible tail after 8- and 16-lane bodies, plus primes
+# that span several full vectors.
+TAIL_LENGTHS = list(range(1, 32)) + [61, 127, 257]
+
+
+def vector_levels():
+    """The SIMD levels above scalar this CPU (and build) can run."""
+    import cnnfast
+    return [lvl for lvl in cnnfast.simd_levels() if lvl != "scalar"]
+
+
+def at_level(level, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run at one SIMD level, restoring the previous level."""
+    import cnnfast
+    before = cnnfast.simd_level()
+    cnnfast.set_simd_level(level)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        cnnfast.set_simd_level(before)

@@ -1,5 +1,5 @@
 """Activation kernels (cnnfast._C) against PyTorch, float64 finite differences,
-and each other (scalar vs AVX2), plus bad-input handling."""
+and each other (every SIMD level vs scalar), plus bad-input handling."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 
 import cnnfast
 from cnnfast import _C
-from helpers import assert_close, assert_nontrivial, numerical_grad
+from helpers import TAIL_LENGTHS, assert_close, assert_nontrivial, at_level, numerical_grad
 
 # name -> (forward, backward, what backward saves, torch reference, kwargs)
 ELEMENTWISE = {
@@ -76,25 +76,45 @@ def test_elementwise_gradient_finite_differences(name, rng):
     assert_close(gx, num, rtol=1e-6, atol=1e-8, what=f"{name} grad vs finite differences")
 
 
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_scalar_and_avx2_agree(name, rng):
-    if not _C.cpu_supports_avx2():
-        pytest.skip("no AVX2 on this CPU")
+def test_every_level_agrees_with_scalar(name, level, rng):
+    if level not in cnnfast.simd_levels():
+        pytest.skip(f"no {level} on this CPU")
     x = (rng.standard_normal(10007) * 6).astype(np.float32)
     gy = rng.standard_normal(10007).astype(np.float32)
     fwd, bwd, saved, _, kw = ELEMENTWISE[name]
-    before = cnnfast.simd_level()
-    cnnfast.set_simd_level("scalar")
-    y_ref = fwd(x, **kw)
+    y_ref = at_level("scalar", fwd, x, **kw)
     # Both backwards get the same saved tensor, so they are compared on their own.
     saved_arr = x if saved == "x" else y_ref
-    gx_ref = bwd(gy, saved_arr, **kw)
-    cnnfast.set_simd_level("avx2")
-    y_vec = fwd(x, **kw)
-    gx_vec = bwd(gy, saved_arr, **kw)
-    cnnfast.set_simd_level(before)
+    gx_ref = at_level("scalar", bwd, gy, saved_arr, **kw)
+    y_vec = at_level(level, fwd, x, **kw)
+    gx_vec = at_level(level, bwd, gy, saved_arr, **kw)
     assert_close(y_vec, y_ref, rtol=4e-7, atol=1e-7, what="forward")
     assert_close(gx_vec, gx_ref, rtol=1e-6, atol=1e-7, what="backward")
+
+
+@pytest.mark.parametrize("n", TAIL_LENGTHS)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_every_tail_length_matches_scalar_and_torch(name, n, simd, rng):
+    # Masked tails of every length after the 8- and 16-lane bodies; the output
+    # sits inside a larger buffer so a store past the end would show.
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    gy = rng.standard_normal(n).astype(np.float32)
+    fwd, bwd, saved, _, kw = ELEMENTWISE[name]
+    buf = np.full(n + 40, 7.0, np.float32)
+    out = buf[3:3 + n]
+    fwd(x, **kw, out=out)
+    y_ref = at_level("scalar", fwd, x, **kw)
+    assert_close(out, y_ref, rtol=4e-7, atol=1e-7, what=f"{name} forward vs scalar")
+    saved_arr = x if saved == "x" else y_ref
+    bwd(gy, saved_arr, **kw, out=out)
+    assert_close(out, at_level("scalar", bwd, gy, saved_arr, **kw), rtol=1e-6, atol=1e-7, what=f"{name} backward")
+    assert np.all(buf[:3] == 7.0) and np.all(buf[3 + n:] == 7.0), "store outside the output"
+    y, gx = run_elementwise(name, x, gy)
+    ty, tgx = torch_elementwise(name, x, gy)
+    assert_close(y, ty, rtol=1e-5, atol=1e-7, what=f"{name} forward vs torch")
+    assert_close(gx, tgx, rtol=1e-5, atol=1e-6, what=f"{name} backward vs torch")
 
 
 @pytest.mark.parametrize("log", [False, True])
@@ -112,6 +132,30 @@ def test_softmax_matches_torch(log, shape, axis, simd, rng):
     ty.backward(torch.tensor(gy))
     assert_close(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6, what="softmax forward")
     assert_close(gx, t.grad.numpy(), rtol=1e-5, atol=1e-6, what="softmax backward")
+
+
+@pytest.mark.parametrize("n", TAIL_LENGTHS)
+def test_softmax_every_tail_length(n, simd, rng):
+    # n is the reduced length of contiguous rows, then the vectorised inner width
+    # of a strided axis; both against torch and the scalar path.
+    for log in (False, True):
+        fwd = _C.log_softmax_forward if log else _C.softmax_forward
+        bwd = _C.log_softmax_backward if log else _C.softmax_backward
+        tfn = torch.log_softmax if log else torch.softmax
+        for shape, axis in (((3, n), 1), ((2, 5, n), 1)):
+            x = (rng.standard_normal(shape) * 5).astype(np.float32)
+            gy = rng.standard_normal(shape).astype(np.float32)
+            y = fwd(x, axis)
+            gx = bwd(gy, y, axis)
+            t = torch.tensor(x, requires_grad=True)
+            ty = tfn(t, dim=axis)
+            ty.backward(torch.tensor(gy))
+            assert_close(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6, what=f"{shape} forward")
+            assert_close(gx, t.grad.numpy(), rtol=1e-5, atol=1e-6, what=f"{shape} backward")
+            # x - logsumexp cancels near 0: the two paths' lse differ by an ulp of lse.
+            assert_close(y, at_level("scalar", fwd, x, axis), rtol=2e-6, atol=4e-6 if log else 1e-7,
+                         what="forward vs scalar")
+            assert_close(gx, at_level("scalar", bwd, gy, y, axis), rtol=1e-5, atol=1e-6, what="backward vs scalar")
 
 
 @pytest.mark.parametrize("log", [False, True])
@@ -137,25 +181,45 @@ def test_softmax_nan_and_inf_rows_as_torch(log, simd):
     assert_close(fwd(np.ascontiguousarray(x.T), 0), ref.T, what="special rows, strided axis")
 
 
-def test_sigmoid_silu_avx2_accuracy_dense_grid():
-    # The AVX2 sigmoid has its own exponential (a degree-6 polynomial on a reduced
-    # range, simd_math_avx2.h): bound its relative error everywhere it matters.
-    if not _C.cpu_supports_avx2():
-        pytest.skip("no AVX2 on this CPU")
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+def test_sigmoid_silu_accuracy_dense_grid(level):
+    # The vector sigmoids have their own exponentials (simd_math_avx2.h,
+    # simd_math_avx512.h): bound their relative error everywhere it matters.
+    if level not in cnnfast.simd_levels():
+        pytest.skip(f"no {level} on this CPU")
     x = np.linspace(-87, 30, 1_170_001).astype(np.float32)
     x64 = x.astype(np.float64)
     ref = 1 / (1 + np.exp(-x64))
-    before = cnnfast.simd_level()
-    cnnfast.set_simd_level("avx2")
-    y = _C.sigmoid_forward(x).astype(np.float64)
-    ys = _C.silu_forward(x).astype(np.float64)
-    tail = _C.sigmoid_forward(np.linspace(-120, -87, 1001).astype(np.float32))
-    cnnfast.set_simd_level(before)
+    y = at_level(level, _C.sigmoid_forward, x).astype(np.float64)
+    ys = at_level(level, _C.silu_forward, x).astype(np.float64)
+    tail = at_level(level, _C.sigmoid_forward, np.linspace(-120, -87, 1001).astype(np.float32))
     assert np.max(np.abs(y - ref) / ref) < 2.5e-7
     nz = x != 0
     assert np.max(np.abs(ys - x64 * ref)[nz] / np.abs(x64 * ref)[nz]) < 2.5e-7
     # Below -87 the result stays within the smallest normal floats of the exact one.
     assert np.all((tail >= 0) & (tail < 2e-38))
+
+
+def _ulp_error(y, ref64):
+    """Largest |y - ref| in units of the float32 spacing at ref."""
+    spacing = np.spacing(np.abs(ref64.astype(np.float32))).astype(np.float64)
+    return np.max(np.abs(y.astype(np.float64) - ref64) / spacing)
+
+
+@pytest.mark.parametrize("level", ["scalar", "avx2", "avx512"])
+def test_tanh_ulp_error_dense_grid(level):
+    # tanh switches formulas at |x| = 0.625 and saturates near 9: a dense grid over
+    # both, a finer one around 0, and every power of two down to the subnormals.
+    if level not in cnnfast.simd_levels():
+        pytest.skip(f"no {level} on this CPU")
+    x = np.concatenate([np.linspace(-20, 20, 2_000_001), np.linspace(-1, 1, 1_000_001),
+                        2.0 ** -np.arange(1, 140), -(2.0 ** -np.arange(1, 140))]).astype(np.float32)
+    y = at_level(level, _C.tanh_forward, x)
+    assert _ulp_error(y, np.tanh(x.astype(np.float64))) <= 3.0
+    specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e30, -1e30], np.float32)
+    ys = at_level(level, _C.tanh_forward, specials)
+    np.testing.assert_array_equal(ys, [1, -1, np.nan, 0, 0, 1, -1])
+    assert np.signbit(ys[4])
 
 
 def test_large_outputs_streamed_to_unaligned_memory(simd, rng):

@@ -284,7 +284,7 @@ def test_sync_batchnorm_statistics_and_gradients_are_those_of_the_whole_batch():
     dy_hi = dy[2:]
     other = {"gather": lambda a: np.concatenate([[n_hi], mean_hi, m2_hi]),
              "reduce": lambda a: np.concatenate([dy_hi.sum(axis=axes), (dy_hi * xhat_hi).sum(axis=axes)])}
-    w = cnnfast.tensor(bn.weight.data.copy(), requires_grad=True)
+    w = cnnfast.tensor(bn.weight.detach().numpy().copy(), requires_grad=True)
     b = cnnfast.tensor(np.zeros(3), requires_grad=True)
     rm, rv = np.zeros(3), np.ones(3)
     part = cnnfast.tensor(lo, requires_grad=True)

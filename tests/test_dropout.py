@@ -11,7 +11,7 @@ import torch.nn.functional as TF
 import cnnfast
 import cnnfast.functional as F
 from cnnfast import _C
-from helpers import assert_close, assert_nontrivial, numerical_grad
+from helpers import TAIL_LENGTHS, assert_close, assert_nontrivial, at_level, numerical_grad
 
 
 def scale_of(p, dtype=np.float32):
@@ -40,18 +40,17 @@ def test_same_key_same_mask_with_1_and_2_threads(n, simd, rng):
         assert not np.array_equal(y1, _C.dropout_forward(x, 0.37, 124, 4))
 
 
-def test_scalar_and_avx2_masks_agree():
-    x = np.ones(100003, np.float32)
-    res = []
-    before = cnnfast.simd_level()
-    for lvl in cnnfast.simd_levels():
-        cnnfast.set_simd_level(lvl)
-        try:
-            res.append(_C.dropout_forward(x, 0.25, 9, 2))
-        finally:
-            cnnfast.set_simd_level(before)
-    for r in res[1:]:
-        np.testing.assert_array_equal(res[0], r)
+@pytest.mark.parametrize("n", TAIL_LENGTHS + [100003])
+def test_every_level_gives_the_same_mask_bit_for_bit(n, rng):
+    # Masks depend on the position only: every SIMD level, every tail length and
+    # both p's must give the scalar path's values exactly (one multiply each).
+    x = rng.standard_normal(n).astype(np.float32) + 5.0
+    for p in (0.25, 0.8):
+        res = {lvl: at_level(lvl, _C.dropout_forward, x, p, 9, 2) for lvl in cnnfast.simd_levels()}
+        mask = _C.dropout_mask(n, p, 9, 2).astype(bool)
+        np.testing.assert_array_equal(res["scalar"], np.where(mask, x * scale_of(p), np.float32(0)))
+        for lvl, r in res.items():
+            np.testing.assert_array_equal(r, res["scalar"], err_msg=f"{lvl} vs scalar, p={p}")
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

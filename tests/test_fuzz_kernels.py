@@ -35,6 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cnnfast
 import cnnfast._C as C
 from fuzz_specs import SPECS, Case, entry_points, observed
 from helpers import assert_close
@@ -43,7 +44,7 @@ EXAMPLES = int(os.environ.get("CNNFAST_FUZZ_EXAMPLES", "12"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 ERRORS = (ValueError, TypeError, MemoryError)
-SIMD = ["scalar", "avx2"] if C.cpu_supports_avx2() else ["scalar"]
+SIMD = cnnfast.simd_levels()  # every level this CPU runs, scalar first
 
 INT_EXTREMES = [-1, 0, -(2**31), -(2**63), 2**62, 2**63 - 1, 2**64]
 FLOAT_EXTREMES = [float("nan"), float("inf"), float("-inf"), -1.0, 0.0, 1e308, -1e308]

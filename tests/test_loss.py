@@ -8,7 +8,7 @@ import torch.nn.functional as TF
 import cnnfast
 import cnnfast.functional as F
 from cnnfast import _C
-from helpers import assert_close, assert_nontrivial, numerical_grad
+from helpers import TAIL_LENGTHS, assert_close, assert_nontrivial, at_level, numerical_grad
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -362,14 +362,23 @@ def _all_losses(x, t, xi, ti):
     return out
 
 
-@pytest.mark.skipif(not _C.cpu_supports_avx2(), reason="no AVX2 on this CPU")
-def test_scalar_and_avx2_agree(rng):
-    x, t = rng.standard_normal(50003).astype(np.float32), rng.standard_normal(50003).astype(np.float32)
-    xi, ti = ce_case(rng, (37, 1001))
-    cnnfast.set_simd_level("scalar")
-    ref = _all_losses(x, t, xi, ti)
-    cnnfast.set_simd_level("avx2")
-    got = _all_losses(x, t, xi, ti)
+def _all_losses_weighted(xi, ti, w):
+    loss, lse = _C.cross_entropy_forward(xi, ti, w, -100, "mean", 0.1)
+    return [loss, lse, _C.cross_entropy_backward(np.array(1.0, xi.dtype), xi, ti, lse, w, -100, "mean", 0.1)]
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+@pytest.mark.parametrize("n", [50003] + TAIL_LENGTHS)
+def test_every_level_agrees_with_scalar(level, n, rng):
+    # n elements for the pointwise losses and n classes for cross-entropy: every
+    # vector tail after the 8- and 16-lane bodies.
+    if level not in cnnfast.simd_levels():
+        pytest.skip(f"no {level} on this CPU")
+    x, t = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    xi, ti = ce_case(rng, (37 if n > 1000 else 5, min(n, 1001)))
+    w = rng.uniform(0.5, 2.0, xi.shape[1]).astype(np.float32)
+    ref = at_level("scalar", _all_losses, x, t, xi, ti) + at_level("scalar", _all_losses_weighted, xi, ti, w)
+    got = at_level(level, _all_losses, x, t, xi, ti) + at_level(level, _all_losses_weighted, xi, ti, w)
     for i, (a, b) in enumerate(zip(got, ref)):
         assert_close(a, b, 1e-4, 1e-6, f"loss output {i}")
 

@@ -9,7 +9,7 @@ import torch.nn.functional as TF
 import cnnfast
 import cnnfast.functional as F
 from cnnfast import _C
-from helpers import assert_close, assert_nontrivial, numerical_grad
+from helpers import TAIL_LENGTHS, assert_close, assert_nontrivial, at_level, numerical_grad
 
 
 def run_both(fc, ft, x, params, gy, rtol=1e-4, atol=1e-5, what=""):
@@ -302,31 +302,37 @@ def _all_kernels(x, gy):
     return out
 
 
-@pytest.mark.skipif(not _C.cpu_supports_avx2(), reason="no AVX2 on this CPU")
-def test_scalar_and_avx2_agree(rng):
-    x = (rng.standard_normal((3, 8, 37, 11)) + 1).astype(np.float32)
-    gy = rng.standard_normal(x.shape).astype(np.float32)
-    cnnfast.set_simd_level("scalar")
-    ref = _all_kernels(x, gy)
-    cnnfast.set_simd_level("avx2")
-    got = _all_kernels(x, gy)
+def _levels_agree(level, x, gy):
+    if level not in cnnfast.simd_levels():
+        pytest.skip(f"no {level} on this CPU")
+    ref = at_level("scalar", _all_kernels, x, gy)
+    got = at_level(level, _all_kernels, x, gy)
     for i, (a, b) in enumerate(zip(got, ref)):
         assert_close(a, b, 2e-5, 2e-5, f"kernel output {i}")
 
 
-@pytest.mark.skipif(not _C.cpu_supports_avx2(), reason="no AVX2 on this CPU")
-def test_scalar_and_avx2_agree_on_streamed_outputs(rng):
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+def test_every_level_agrees_with_scalar(level, rng):
+    x = (rng.standard_normal((3, 8, 37, 11)) + 1).astype(np.float32)
+    _levels_agree(level, x, rng.standard_normal(x.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+@pytest.mark.parametrize("n", TAIL_LENGTHS)
+def test_every_level_agrees_with_scalar_on_every_tail(level, n, rng):
+    # n is the row length of every primitive (spatial size, layer-norm row):
+    # each vector tail after the 8- and 16-lane bodies.
+    x = (rng.standard_normal((2, 8, 1, n)) * 2 + 1).astype(np.float32)
+    _levels_agree(level, x, rng.standard_normal(x.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+def test_every_level_agrees_with_scalar_on_streamed_outputs(level, rng):
     # Outputs from 16 MB on are written with non-temporal stores; an odd spatial
     # size puts every (n, c) block at a different alignment.
     x = (rng.standard_normal((2, 8, 515, 511)) + 1).astype(np.float32)
     assert x.nbytes >= 16 << 20
-    gy = rng.standard_normal(x.shape).astype(np.float32)
-    cnnfast.set_simd_level("scalar")
-    ref = _all_kernels(x, gy)
-    cnnfast.set_simd_level("avx2")
-    got = _all_kernels(x, gy)
-    for i, (a, b) in enumerate(zip(got, ref)):
-        assert_close(a, b, 2e-5, 2e-5, f"kernel output {i}")
+    _levels_agree(level, x, rng.standard_normal(x.shape).astype(np.float32))
 
 
 def test_results_do_not_depend_on_thread_count(rng):

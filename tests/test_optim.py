@@ -104,27 +104,32 @@ def test_threaded_update_is_thread_count_independent():
     assert r.stdout.strip() == "True"
 
 
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
 @pytest.mark.parametrize("name,kwargs", [c for c in CASES if c[0] != "SGD" or "momentum" in c[1]])
-def test_scalar_and_avx2_paths_agree(name, kwargs, rng):
-    if "avx2" not in SIMD:
-        pytest.skip("no AVX2 on this CPU")
-    init = [rng.standard_normal(s).astype(np.float32) for s in [(1001,), (9, 7)]]
-    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in init] for _ in range(10)]
+def test_every_level_agrees_with_scalar(name, kwargs, level, rng):
+    if level not in SIMD:
+        pytest.skip(f"no {level} on this CPU")
+    # Sizes with every vector tail (1..31 after 8- and 16-lane bodies) and one past
+    # the 2^15 threading grain.
+    shapes = [(n,) for n in range(1, 32)] + [(9, 7), (1001,), (40_009,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in init] for _ in range(4)]
     results = {}
     before = cnnfast.simd_level()
     try:
-        for level in ("scalar", "avx2"):
-            cnnfast.set_simd_level(level)
+        for lvl in ("scalar", level):
+            cnnfast.set_simd_level(lvl)
             ps = [nn.Parameter(a.copy()) for a in init]
             o = getattr(optim, name)(ps, **kwargs)
             for gs in grads:
                 for p, g in zip(ps, gs):
                     p.grad = cnnfast.tensor(g.copy())
                 o.step()
-            results[level] = [p._array for p in ps]
+            results[lvl] = [p._array for p in ps]
     finally:
         cnnfast.set_simd_level(before)
-    for a, b in zip(results["scalar"], results["avx2"]):
+    for a, b, start in zip(results["scalar"], results[level], init):
+        assert not np.array_equal(b, start), "the optimizer did not move the parameter"
         # Same operations in the same order; only FMA contraction may move the last bits.
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as TF
 import cnnfast
 import cnnfast.functional as F
 from cnnfast import _C
-from helpers import assert_close, assert_nontrivial, numerical_grad
+from helpers import assert_close, assert_nontrivial, at_level, numerical_grad
 
 
 def run_ours(fn, x, gy=None, **kw):
@@ -205,17 +205,13 @@ def test_adaptive_pool_eight_planes_bit_identical_to_scalar(out, rng):
     x = rng.standard_normal((3, 7, 13, 11)).astype(np.float32)
     x[1, 2, 3, :] = 0.5  # ties
     gy = rng.standard_normal((3, 7) + out).astype(np.float32)
-    res = {}
-    for lvl in ["scalar", "avx2"]:
-        cnnfast.set_simd_level(lvl)
-        try:
-            res[lvl] = (_C.adaptive_avg_pool2d_forward(x, list(out)),
-                        _C.adaptive_avg_pool2d_backward(gy, list(x.shape)),
-                        *_C.adaptive_max_pool2d_forward(x, list(out)))
-        finally:
-            cnnfast.set_simd_level("avx2")
-    for a, b in zip(res["scalar"], res["avx2"]):
-        np.testing.assert_array_equal(a, b)
+    def run():
+        return (_C.adaptive_avg_pool2d_forward(x, list(out)), _C.adaptive_avg_pool2d_backward(gy, list(x.shape)),
+                *_C.adaptive_max_pool2d_forward(x, list(out)))
+    ref = at_level("scalar", run)
+    for lvl in cnnfast.simd_levels()[1:]:
+        for a, b in zip(ref, at_level(lvl, run)):
+            np.testing.assert_array_equal(a, b, err_msg=lvl)
 
 
 @pytest.mark.parametrize("kind", ["avg", "max"])
@@ -361,7 +357,7 @@ def test_float64_matches_torch(rng):
     compare("adaptive_avg_pool2d", x, dict(output_size=(4, 5)), rtol=1e-12, atol=1e-12)
 
 
-# ---- scalar vs AVX2 ------------------------------------------------------------
+# ---- scalar vs every vector level -----------------------------------------------
 
 @pytest.mark.skipif(not cnnfast._C.cpu_supports_avx2(), reason="CPU without AVX2")
 @pytest.mark.parametrize("s", [1, 2, 3])
@@ -369,20 +365,17 @@ def test_scalar_and_avx2_agree_exactly(s, rng):
     # Same scan and summation order on both paths, so results are bit-identical.
     x = rng.standard_normal((3, 5, 23, 71)).astype(np.float32)
     x[0, 0, 3, 10:20] = 1.0  # ties
-    out = {}
-    for lvl in ["scalar", "avx2"]:
-        cnnfast.set_simd_level(lvl)
-        try:
-            out[lvl] = (_C.max_pool2d_forward(x, [3, 3], [s, s], [1, 1], [1, 1], True)
-                        + (_C.avg_pool2d_forward(x, [3, 3], [s, s], [1, 1], True, False, None),
-                           _C.adaptive_avg_pool2d_forward(x, [1, 1]))
-                        + _C.adaptive_max_pool2d_forward(x, [2, 3]))
-        finally:
-            cnnfast.set_simd_level("avx2")
-    a, b = out["scalar"], out["avx2"]
-    for i in (0, 1, 2, 4, 5):
-        np.testing.assert_array_equal(a[i], b[i])
-    assert_close(a[3], b[3], rtol=1e-6, what="global average")
+    def run():
+        return (_C.max_pool2d_forward(x, [3, 3], [s, s], [1, 1], [1, 1], True)
+                + (_C.avg_pool2d_forward(x, [3, 3], [s, s], [1, 1], True, False, None),
+                   _C.adaptive_avg_pool2d_forward(x, [1, 1]))
+                + _C.adaptive_max_pool2d_forward(x, [2, 3]))
+    a = at_level("scalar", run)
+    for lvl in cnnfast.simd_levels()[1:]:
+        b = at_level(lvl, run)
+        for i in (0, 1, 2, 4, 5):
+            np.testing.assert_array_equal(a[i], b[i], err_msg=lvl)
+        assert_close(a[3], b[3], rtol=1e-6, what=f"global average, {lvl}")
 
 
 def test_results_do_not_depend_on_thread_count(rng):

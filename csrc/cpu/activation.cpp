@@ -1,5 +1,5 @@
 // Scalar reference implementations (the oracle in tests and the path on CPUs
-// without AVX2) and the dispatch to the AVX2 kernels, threaded over chunks.
+// without AVX2) and the dispatch to the AVX-512 and AVX2 kernels, threaded over chunks.
 #include "cpu/activation.h"
 
 #include <algorithm>
@@ -140,10 +140,12 @@ void softmax_line_backward(const T* gy, const T* y, T* gx, int64_t dim, int64_t 
 
 template <class T>
 void activation_forward(Activation act, const T* x, T* y, int64_t n, double param) {
-  const bool vec = is_f32<T> && use_avx2(), stream = streams<T>(act, false, n);
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512(), stream = streams<T>(act, false, n);
   parallel_for(0, n, kElementwiseGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::activation_forward(act, x + b, y + b, e - b, static_cast<float>(param), stream);
+      const float p = static_cast<float>(param);
+      if (wide && avx512_impl::activation_forward(act, x + b, y + b, e - b, p, stream)) return;
+      if (vec) return avx2_impl::activation_forward(act, x + b, y + b, e - b, p, stream);
     }
     forward_scalar<T>(act, x + b, y + b, e - b, static_cast<T>(param));
   });
@@ -151,11 +153,12 @@ void activation_forward(Activation act, const T* x, T* y, int64_t n, double para
 
 template <class T>
 void activation_backward(Activation act, const T* gy, const T* s, T* gx, int64_t n, double param) {
-  const bool vec = is_f32<T> && use_avx2(), stream = streams<T>(act, true, n);
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512(), stream = streams<T>(act, true, n);
   parallel_for(0, n, kElementwiseGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
-      if (vec)
-        return avx2_impl::activation_backward(act, gy + b, s + b, gx + b, e - b, static_cast<float>(param), stream);
+      const float p = static_cast<float>(param);
+      if (wide && avx512_impl::activation_backward(act, gy + b, s + b, gx + b, e - b, p, stream)) return;
+      if (vec) return avx2_impl::activation_backward(act, gy + b, s + b, gx + b, e - b, p, stream);
     }
     backward_scalar<T>(act, gy + b, s + b, gx + b, e - b, static_cast<T>(param));
   });
@@ -163,11 +166,12 @@ void activation_backward(Activation act, const T* gy, const T* s, T* gx, int64_t
 
 template <class T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log) {
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
   const int64_t line = dim * inner;
   if (inner == 1) {
     parallel_for(0, outer, std::max<int64_t>(1, 4096 / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
       if constexpr (is_f32<T>) {
+        if (wide) return avx512_impl::softmax_rows_forward(x + b * dim, y + b * dim, e - b, dim, log);
         if (vec) return avx2_impl::softmax_rows_forward(x + b * dim, y + b * dim, e - b, dim, log);
       }
       for (int64_t r = b; r < e; ++r) softmax_line_forward(x + r * dim, y + r * dim, dim, 1, log);
@@ -177,6 +181,10 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner
   parallel_for(0, outer, 1, [&](int64_t b, int64_t e) {
     for (int64_t o = b; o < e; ++o) {
       if constexpr (is_f32<T>) {
+        if (wide) {
+          avx512_impl::softmax_inner_forward(x + o * line, y + o * line, dim, inner, log);
+          continue;
+        }
         if (vec) {
           avx2_impl::softmax_inner_forward(x + o * line, y + o * line, dim, inner, log);
           continue;
@@ -189,11 +197,12 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner
 
 template <class T>
 void softmax_backward(const T* gy, const T* y, T* gx, int64_t outer, int64_t dim, int64_t inner, bool log) {
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
   const int64_t line = dim * inner;
   if (inner == 1) {
     parallel_for(0, outer, std::max<int64_t>(1, 4096 / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
       if constexpr (is_f32<T>) {
+        if (wide) return avx512_impl::softmax_rows_backward(gy + b * dim, y + b * dim, gx + b * dim, e - b, dim, log);
         if (vec) return avx2_impl::softmax_rows_backward(gy + b * dim, y + b * dim, gx + b * dim, e - b, dim, log);
       }
       for (int64_t r = b; r < e; ++r) softmax_line_backward(gy + r * dim, y + r * dim, gx + r * dim, dim, 1, log);
@@ -203,6 +212,10 @@ void softmax_backward(const T* gy, const T* y, T* gx, int64_t outer, int64_t dim
   parallel_for(0, outer, 1, [&](int64_t b, int64_t e) {
     for (int64_t o = b; o < e; ++o) {
       if constexpr (is_f32<T>) {
+        if (wide) {
+          avx512_impl::softmax_inner_backward(gy + o * line, y + o * line, gx + o * line, dim, inner, log);
+          continue;
+        }
         if (vec) {
           avx2_impl::softmax_inner_backward(gy + o * line, y + o * line, gx + o * line, dim, inner, log);
           continue;
@@ -233,6 +246,18 @@ void softmax_rows_backward(const float*, const float*, float*, int64_t, int64_t,
 void softmax_inner_forward(const float*, float*, int64_t, int64_t, bool) {}
 void softmax_inner_backward(const float*, const float*, float*, int64_t, int64_t, bool) {}
 }  // namespace avx2_impl
+#endif
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+// Non-x86 builds have no AVX-512 translation unit; use_avx512() is always false there.
+namespace avx512_impl {
+bool activation_forward(Activation, const float*, float*, int64_t, float, bool) { return false; }
+bool activation_backward(Activation, const float*, const float*, float*, int64_t, float, bool) { return false; }
+void softmax_rows_forward(const float*, float*, int64_t, int64_t, bool) {}
+void softmax_rows_backward(const float*, const float*, float*, int64_t, int64_t, bool) {}
+void softmax_inner_forward(const float*, float*, int64_t, int64_t, bool) {}
+void softmax_inner_backward(const float*, const float*, float*, int64_t, int64_t, bool) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

@@ -40,4 +40,17 @@ void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner,
 void softmax_inner_backward(const float* grad_y, const float* y, float* grad_x, int64_t dim, int64_t inner, bool log);
 }  // namespace avx2_impl
 
+// The AVX-512 float32 kernels (activation_avx512.cpp), same contracts. The
+// elementwise ones return false for an activation they have no kernel for, and
+// the caller then takes the AVX2 one.
+namespace avx512_impl {
+bool activation_forward(Activation act, const float* x, float* y, int64_t n, float param, bool stream);
+bool activation_backward(Activation act, const float* grad_y, const float* saved, float* grad_x, int64_t n,
+                         float param, bool stream);
+void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t dim, bool log);
+void softmax_rows_backward(const float* grad_y, const float* y, float* grad_x, int64_t rows, int64_t dim, bool log);
+void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner, bool log);
+void softmax_inner_backward(const float* grad_y, const float* y, float* grad_x, int64_t dim, int64_t inner, bool log);
+}  // namespace avx512_impl
+
 }  // namespace cnnfast::cpu

@@ -1,5 +1,5 @@
 // Scalar reference dropout (float32 and float64), key derivation, and the
-// dispatch to the AVX2 elementwise kernel, threaded over element ranges. The
+// dispatch to the AVX-512 / AVX2 elementwise kernels, threaded over element ranges. The
 // mask of an element depends only on its position, so any split of the range
 // between threads gives the same result.
 #include "cpu/dropout.h"
@@ -45,7 +45,10 @@ void dropout_apply(const T* x, T* y, int64_t n, int64_t inner, double p, const D
   const bool vec = is_f32<T> && use_avx2() && inner == 1 && !key.drop_all;
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::dropout_apply(x + b, y + b, e - b, static_cast<uint64_t>(b), key, scale);
+      if (vec) {
+        const auto apply = use_avx512() ? avx512_impl::dropout_apply : avx2_impl::dropout_apply;
+        return apply(x + b, y + b, e - b, static_cast<uint64_t>(b), key, scale);
+      }
     }
     if (inner == 1) {
       for (int64_t i = b; i < e; ++i) y[i] = x[i] * (dropout_keep(key, static_cast<uint64_t>(i)) ? scale : T(0));
@@ -74,6 +77,9 @@ template void dropout_apply<double>(const double*, double*, int64_t, int64_t, do
 namespace avx2_impl {
 void dropout_apply(const float*, float*, int64_t, uint64_t, const DropoutKey&, float) {}
 }  // namespace avx2_impl
+namespace avx512_impl {
+void dropout_apply(const float*, float*, int64_t, uint64_t, const DropoutKey&, float) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

@@ -64,5 +64,9 @@ namespace avx2_impl {
 // Elementwise (inner = 1) float32 apply over [0, n), x[0] being mask position first.
 void dropout_apply(const float* x, float* y, int64_t n, uint64_t first, const DropoutKey& key, float scale);
 }  // namespace avx2_impl
+namespace avx512_impl {
+// The same at 16 lanes (dropout_avx512.cpp).
+void dropout_apply(const float* x, float* y, int64_t n, uint64_t first, const DropoutKey& key, float scale);
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

@@ -108,7 +108,7 @@ double pointwise_loss_forward(Pointwise kind, const T* x, const T* t, T* elem, i
   const T p = static_cast<T>(param);
   return blocked_reduce(n, kBlock, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::pointwise_forward(kind, x + b, t + b, elem ? elem + b : nullptr, e - b, p);
+      if (vec) return (use_avx512() ? avx512_impl::pointwise_forward : avx2_impl::pointwise_forward)(kind, x + b, t + b, elem ? elem + b : nullptr, e - b, p);
     }
     double s = 0;
     for (int64_t i = b; i < e; ++i) {
@@ -127,7 +127,7 @@ void pointwise_loss_backward(Pointwise kind, const T* ge, double gs, const T* x,
   const T p = static_cast<T>(param), g = static_cast<T>(gs);
   parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::pointwise_backward(kind, ge ? ge + b : nullptr, g, x + b, t + b, gx + b, e - b, p);
+      if (vec) return (use_avx512() ? avx512_impl::pointwise_backward : avx2_impl::pointwise_backward)(kind, ge ? ge + b : nullptr, g, x + b, t + b, gx + b, e - b, p);
     }
     for (int64_t i = b; i < e; ++i) gx[i] = (ge ? ge[i] : g) * pointwise_deriv(kind, x[i] - t[i], p);
   });
@@ -145,7 +145,7 @@ inline int64_t rows_per_block(int64_t C, int64_t S) {
 template <class T>
 void class_sums(const T* x, const T* w, int64_t C, int64_t stride, bool vec, double* plain, double* weighted) {
   if constexpr (is_f32<T>) {
-    if (vec && stride == 1) return avx2_impl::row_sums(x, w, C, plain, weighted);
+    if (vec && stride == 1) return (use_avx512() ? avx512_impl::row_sums : avx2_impl::row_sums)(x, w, C, plain, weighted);
   }
   double a = 0, b = 0;
   for (int64_t c = 0; c < C; ++c) {
@@ -176,7 +176,7 @@ double cross_entropy_forward(const T* x, const int64_t* target, const T* weight,
         const int64_t k = n * S + i, t = target[k];
         T l;
         if constexpr (is_f32<T>) {
-          l = (vec && S == 1) ? avx2_impl::row_logsumexp(row, C) : logsumexp(row, C, S);
+          l = (vec && S == 1) ? (use_avx512() ? avx512_impl::row_logsumexp : avx2_impl::row_logsumexp)(row, C) : logsumexp(row, C, S);
         } else {
           l = logsumexp(row, C, S);
         }
@@ -231,7 +231,7 @@ void cross_entropy_backward(const T* ge, double gs, const T* x, const int64_t* t
         bool done = false;
         if constexpr (is_f32<T>) {
           if (vec && S == 1) {
-            avx2_impl::ce_row_grad(row, weight, out, C, l, scale, off);
+            (use_avx512() ? avx512_impl::ce_row_grad : avx2_impl::ce_row_grad)(row, weight, out, C, l, scale, off);
             done = true;
           }
         }
@@ -259,7 +259,7 @@ double cross_entropy_prob_forward(const T* x, const T* target, const T* weight, 
         const int64_t k = n * S + i;
         T l;
         if constexpr (is_f32<T>) {
-          l = (vec && S == 1) ? avx2_impl::row_logsumexp(row, C) : logsumexp(row, C, S);
+          l = (vec && S == 1) ? (use_avx512() ? avx512_impl::row_logsumexp : avx2_impl::row_logsumexp)(row, C) : logsumexp(row, C, S);
         } else {
           l = logsumexp(row, C, S);
         }
@@ -567,6 +567,16 @@ float row_logsumexp(const float*, int64_t) { return 0; }
 void row_sums(const float*, const float*, int64_t, double*, double*) {}
 void ce_row_grad(const float*, const float*, float*, int64_t, float, float, float) {}
 }  // namespace avx2_impl
+#endif
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+double pointwise_forward(Pointwise, const float*, const float*, float*, int64_t, float) { return 0; }
+void pointwise_backward(Pointwise, const float*, float, const float*, const float*, float*, int64_t, float) {}
+float row_logsumexp(const float*, int64_t) { return 0; }
+void row_sums(const float*, const float*, int64_t, double*, double*) {}
+void ce_row_grad(const float*, const float*, float*, int64_t, float, float, float) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

@@ -97,17 +97,12 @@ void triplet_margin_backward(const T* grad_elem, double grad_scalar, const T* a,
                              T* grad_a, T* grad_p, T* grad_n, int64_t N, int64_t D, double margin, double p,
                              double eps, bool swap);
 
+// The vector float32 kernels, one namespace per level (loss_<isa>.cpp).
 namespace avx2_impl {
-// Sum of the pointwise loss over one block (elem written when not null).
-double pointwise_forward(Pointwise kind, const float* x, const float* t, float* elem, int64_t n, float param);
-void pointwise_backward(Pointwise kind, const float* grad_elem, float grad_scalar, const float* x, const float* t,
-                        float* grad_x, int64_t n, float param);
-// Max and log-sum-exp of one contiguous row of logits.
-float row_logsumexp(const float* x, int64_t n);
-// Sum of a row and of w[c] * x[c] (w may be null: plain sum for both).
-void row_sums(const float* x, const float* w, int64_t n, double* plain, double* weighted);
-// grad[c] = scale * exp(x[c] - lse) - (w ? w[c] : 1) * off  (the smoothing term)
-void ce_row_grad(const float* x, const float* w, float* grad, int64_t n, float lse, float scale, float off);
+#include "cpu/loss_isa_decls.inc"
 }  // namespace avx2_impl
+namespace avx512_impl {
+#include "cpu/loss_isa_decls.inc"
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

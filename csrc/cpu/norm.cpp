@@ -29,7 +29,7 @@ bool stream_output(int64_t count) {
   return count * int64_t(sizeof(T)) >= (int64_t(16) << 20);
 }
 
-// Row primitives; `vec` routes float32 to the AVX2 versions.
+// Row primitives; `vec` routes float32 to the AVX-512 or AVX2 versions.
 template <class T>
 struct Prim {
   bool vec = is_f32<T> && use_avx2();
@@ -38,7 +38,7 @@ struct Prim {
   // AVX2 sum add x - pivot, which stays small when the mean is large.
   double sum(const T* x, int64_t n, T pivot) const {
     if constexpr (is_f32<T>) {
-      if (vec) return double(pivot) * double(n) + avx2_impl::norm_sum(x, n, pivot);
+      if (vec) return double(pivot) * double(n) + (use_avx512() ? avx512_impl::norm_sum : avx2_impl::norm_sum)(x, n, pivot);
     }
     double s = 0;
     for (int64_t i = 0; i < n; ++i) s += x[i];
@@ -46,7 +46,7 @@ struct Prim {
   }
   double sqdev(const T* x, int64_t n, double mean) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_sqdev(x, n, mean);
+      if (vec) return (use_avx512() ? avx512_impl::norm_sqdev : avx2_impl::norm_sqdev)(x, n, mean);
     }
     double s = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -79,7 +79,7 @@ struct Prim {
   // the result when the mean is large next to the spread.
   void affine(const T* x, T* y, int64_t n, T mean, T scale, T shift, bool stream = false) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_affine(x, y, n, mean, scale, shift, stream);
+      if (vec) return (use_avx512() ? avx512_impl::norm_affine : avx2_impl::norm_affine)(x, y, n, mean, scale, shift, stream);
     }
     for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale + shift;
   }
@@ -87,7 +87,7 @@ struct Prim {
   // second sum exact when the mean is large next to the spread.
   void dy_sums(const T* dy, const T* x, int64_t n, double mean, double* a, double* b) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_dy_sums(dy, x, n, mean, a, b);
+      if (vec) return (use_avx512() ? avx512_impl::norm_dy_sums : avx2_impl::norm_dy_sums)(dy, x, n, mean, a, b);
     }
     double sa = 0, sb = 0;
     const T m = static_cast<T>(mean);
@@ -100,7 +100,7 @@ struct Prim {
   }
   void axpbypc(const T* dy, const T* x, T* dx, int64_t n, T a, T mean, T b, T c, bool stream = false) const {
     if constexpr (is_f32<T>) {
-      if (vec) return avx2_impl::norm_axpbypc(dy, x, dx, n, a, mean, b, c, stream);
+      if (vec) return (use_avx512() ? avx512_impl::norm_axpbypc : avx2_impl::norm_axpbypc)(dy, x, dx, n, a, mean, b, c, stream);
     }
     for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * a + (x[i] - mean) * b + c;
   }
@@ -365,7 +365,7 @@ void layer_norm_forward(const T* x, T* y, int64_t R, int64_t L, const T* weight,
       const T m = static_cast<T>(mu), s = static_cast<T>(rs), c0 = static_cast<T>(-(mu - double(m)) * rs);
       if constexpr (is_f32<T>) {
         if (P.vec) {
-          avx2_impl::ln_row_forward(xr, yr, L, m, s, c0, weight, bias, stream);
+          (use_avx512() ? avx512_impl::ln_row_forward : avx2_impl::ln_row_forward)(xr, yr, L, m, s, c0, weight, bias, stream);
           continue;
         }
       }
@@ -415,7 +415,7 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
     T* out = gx + r * L;
     if constexpr (is_f32<T>) {
       if (P.vec)
-        return avx2_impl::ln_row_dx(g + j0, xr + j0, weight ? weight + j0 : nullptr, out + j0, j1 - j0, m, s, k2, k3,
+        return (use_avx512() ? avx512_impl::ln_row_dx : avx2_impl::ln_row_dx)(g + j0, xr + j0, weight ? weight + j0 : nullptr, out + j0, j1 - j0, m, s, k2, k3,
                                     stream);
     }
     for (int64_t j = j0; j < j1; ++j) {
@@ -446,7 +446,7 @@ void layer_norm_backward(const T* gy, const T* x, T* gx, int64_t R, int64_t L, c
             std::fill(fw.begin(), fw.begin() + (params ? j1 - j0 : 0), 0.0f);
             std::fill(fb.begin(), fb.begin() + (params ? j1 - j0 : 0), 0.0f);
             for (int64_t r = r0; r < r1; ++r) {
-              avx2_impl::ln_grad_segment(gy + r * L + j0, x + r * L + j0, w, j1 - j0, mean[r], rstd[r],
+              (use_avx512() ? avx512_impl::ln_grad_segment : avx2_impl::ln_grad_segment)(gy + r * L + j0, x + r * L + j0, w, j1 - j0, mean[r], rstd[r],
                                          &rs_g[r * ncb + cb], &rs_gx[r * ncb + cb], params ? fw.data() : nullptr,
                                          fb.data());
               if (fused_dx) row_dx(r, 0, L);
@@ -530,8 +530,8 @@ void lrn_forward(const T* x, T* y, T* denom, int64_t N, int64_t C, int64_t S, in
         if constexpr (is_f32<T>) {
           if (vec) {
             for (int64_t j = lo; j <= hi; ++j) win[j - lo] = x + (n * C + j) * S + s0;
-            avx2_impl::lrn_denom(win.data(), int(hi - lo + 1), d, len, coef, static_cast<T>(k));
-            avx2_impl::pow_neg(d, y + off, len, static_cast<float>(beta));
+            (use_avx512() ? avx512_impl::lrn_denom : avx2_impl::lrn_denom)(win.data(), int(hi - lo + 1), d, len, coef, static_cast<T>(k));
+            (use_avx512() ? avx512_impl::pow_neg : avx2_impl::pow_neg)(d, y + off, len, static_cast<float>(beta));
             for (int64_t i = 0; i < len; ++i) y[off + i] *= x[off + i];
             continue;
           }
@@ -572,7 +572,7 @@ void lrn_backward(const T* gy, const T* x, const T* y, const T* denom, T* gx, in
         bool done = false;
         if constexpr (is_f32<T>) {
           if (vec) {
-            avx2_impl::pow_neg(denom + off, pw.data(), len, static_cast<float>(beta));
+            (use_avx512() ? avx512_impl::pow_neg : avx2_impl::pow_neg)(denom + off, pw.data(), len, static_cast<float>(beta));
             done = true;
           }
         }
@@ -608,20 +608,13 @@ CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE
 
 #if !CNNFAST_HAVE_AVX2_BUILD
-// Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
+// Non-x86 builds have no per-ISA translation units; use_avx2() is always false there.
 namespace avx2_impl {
-double norm_sum(const float*, int64_t, float) { return 0; }
-double norm_sqdev(const float*, int64_t, double) { return 0; }
-void norm_affine(const float*, float*, int64_t, float, float, float, bool) {}
-void norm_dy_sums(const float*, const float*, int64_t, double, double*, double*) {}
-void norm_axpbypc(const float*, const float*, float*, int64_t, float, float, float, float, bool) {}
-void ln_row_forward(const float*, float*, int64_t, float, float, float, const float*, const float*, bool) {}
-void ln_row_dx(const float*, const float*, const float*, float*, int64_t, float, float, float, float, bool) {}
-void ln_grad_segment(const float*, const float*, const float*, int64_t, float, float, double*, double*, float*,
-                     float*) {}
-void lrn_denom(const float* const*, int, float*, int64_t, float, float) {}
-void pow_neg(const float*, float*, int64_t, float) {}
+#include "cpu/norm_isa_stubs.inc"
 }  // namespace avx2_impl
+namespace avx512_impl {
+#include "cpu/norm_isa_stubs.inc"
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

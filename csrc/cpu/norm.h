@@ -65,34 +65,14 @@ template <class T>
 void lrn_backward(const T* grad_y, const T* x, const T* y, const T* denom, T* grad_x, int64_t N, int64_t C,
                   int64_t S, int64_t size, double alpha, double beta);
 
-// Row primitives over n contiguous elements, AVX2 float32 versions (norm_avx2.cpp).
+// Row primitives over n contiguous elements, AVX2 and AVX-512 float32 versions
+// (norm_avx2.cpp, norm_avx512.cpp).
 // The scalar versions live in norm.cpp; which one runs is chosen per call.
 namespace avx2_impl {
-// sum(x - pivot)
-double norm_sum(const float* x, int64_t n, float pivot);
-double norm_sqdev(const float* x, int64_t n, double mean);
-// y = (x - mean) * scale + shift. stream (here, in norm_axpbypc, ln_row_forward
-// and ln_row_dx): write the output with non-temporal stores, for outputs too
-// large to stay in cache.
-void norm_affine(const float* x, float* y, int64_t n, float mean, float scale, float shift, bool stream);
-void norm_dy_sums(const float* dy, const float* x, int64_t n, double mean, double* sum_dy, double* sum_dy_xc);
-// dx = dy * a + (x - mean) * b + c
-void norm_axpbypc(const float* dy, const float* x, float* dx, int64_t n, float a, float mean, float b, float c,
-                  bool stream);
-// y = ((x - mean) * rstd + c0) * w + b (w, b may be null)
-void ln_row_forward(const float* x, float* y, int64_t n, float mean, float rstd, float c0, const float* w,
-                    const float* b, bool stream);
-void ln_row_dx(const float* dy, const float* x, const float* w, float* dx, int64_t n, float mean, float rstd,
-               float c2, float c3, bool stream);
-// LayerNorm backward's one read of a row segment before dx: *sg = sum(dy*w),
-// *sgx = sum(dy*w*(x - mean)) (w may be null: 1), and, when accw is not null,
-// accw[j] += dy[j] * (x[j] - mean) * rstd, accb[j] += dy[j].
-void ln_grad_segment(const float* dy, const float* x, const float* w, int64_t n, float mean, float rstd, double* sg,
-                     double* sgx, float* accw, float* accb);
-// d = k + coef * sum_w win[w]^2 over nwin rows of n values.
-void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coef, float k);
-// out = d^(-beta); beta 0.75, 0.5 and 1 use square roots, others std::pow.
-void pow_neg(const float* d, float* out, int64_t n, float beta);
+#include "cpu/norm_isa_decls.inc"
 }  // namespace avx2_impl
+namespace avx512_impl {
+#include "cpu/norm_isa_decls.inc"
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

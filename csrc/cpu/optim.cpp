@@ -2,7 +2,8 @@
 // scalars torch derives from them (in double, then cast to T once), and the
 // per-element loops of optim_kernels.h run over contiguous chunks on the thread
 // pool. This file's build of the loops is the scalar reference (float64, and
-// float32 on CPUs without AVX2); float32 goes to optim_avx2.cpp when AVX2 is usable.
+// float32 on CPUs without AVX2); float32 goes to optim_avx512.cpp or optim_avx2.cpp
+// at those levels.
 // Each element's update is independent, so the result does not depend on the
 // thread count.
 #include "cpu/optim.h"
@@ -37,7 +38,7 @@ void sgd_step(T* param, const T* grad, T* buf, int64_t n, const SgdOptions& o) {
     T* bb = use_momentum ? buf + b : nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (avx2) {
-        avx2_impl::sgd(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov, o.maximize,
+        (use_avx512() ? avx512_impl::sgd : avx2_impl::sgd)(param + b, grad + b, bb, e - b, lr, momentum, damp, wd, use_momentum, o.nesterov, o.maximize,
                        o.first_step);
         return;
       }
@@ -62,7 +63,7 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, in
     T* mx = amsgrad ? max_sq + b : nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (avx2) {
-        avx2_impl::adam(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
+        (use_avx512() ? avx512_impl::adam : avx2_impl::adam)(param + b, grad + b, exp_avg + b, exp_avg_sq + b, mx, e - b, neg_step_size, bc2_sqrt, w1,
                         beta2, w2, eps, decay, l2, decoupled, amsgrad, maximize);
         return;
       }
@@ -80,7 +81,7 @@ void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const Adagra
   parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
     if constexpr (std::is_same_v<T, float>) {
       if (avx2) {
-        avx2_impl::adagrad(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
+        (use_avx512() ? avx512_impl::adagrad : avx2_impl::adagrad)(param + b, grad + b, state_sum + b, e - b, neg_clr, wd, eps, maximize);
         return;
       }
     }
@@ -99,7 +100,7 @@ void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, i
     T* bb = use_momentum ? buf + b : nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (avx2) {
-        avx2_impl::rmsprop(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd, momentum,
+        (use_avx512() ? avx512_impl::rmsprop : avx2_impl::rmsprop)(param + b, grad + b, square_avg + b, ga, bb, e - b, neg_lr, alpha, w, eps, wd, momentum,
                            centered, use_momentum, maximize);
         return;
       }
@@ -116,7 +117,7 @@ void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t
   parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) {
     if constexpr (std::is_same_v<T, float>) {
       if (avx2) {
-        avx2_impl::adadelta(param + b, grad + b, square_avg + b, acc_delta + b, e - b, neg_lr, rho, w, eps, wd,
+        (use_avx512() ? avx512_impl::adadelta : avx2_impl::adadelta)(param + b, grad + b, square_avg + b, acc_delta + b, e - b, neg_lr, rho, w, eps, wd,
                             maximize);
         return;
       }
@@ -135,5 +136,16 @@ void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE
+
+#if !CNNFAST_HAVE_AVX2_BUILD
+// Non-x86 builds have no per-ISA files and never choose those levels, but the
+// dispatch above still names them: define them from the portable loops.
+namespace avx2_impl {
+#include "cpu/optim_isa.inc"
+}  // namespace avx2_impl
+namespace avx512_impl {
+#include "cpu/optim_isa.inc"
+}  // namespace avx512_impl
+#endif
 
 }  // namespace cnnfast::cpu

@@ -65,18 +65,11 @@ void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t
 // The AVX2+FMA float32 builds of the same loops (csrc/cpu/optim_kernels.h), each over
 // one contiguous chunk; defined in optim_avx2.cpp, called only when AVX2 is usable.
 namespace avx2_impl {
-void sgd(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum, float damp, float wd,
-         bool use_momentum, bool nesterov, bool maximize, bool first_step);
-void adam(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, float* max_sq, int64_t n,
-          float neg_step_size, float bc2_sqrt, float w1, float beta2, float w2, float eps, float decay, float l2,
-          bool decoupled, bool amsgrad, bool maximize);
-void adagrad(float* param, const float* grad, float* state_sum, int64_t n, float neg_clr, float wd, float eps,
-             bool maximize);
-void rmsprop(float* param, const float* grad, float* square_avg, float* grad_avg, float* buf, int64_t n,
-             float neg_lr, float alpha, float w, float eps, float wd, float momentum, bool centered,
-             bool use_momentum, bool maximize);
-void adadelta(float* param, const float* grad, float* square_avg, float* acc_delta, int64_t n, float neg_lr,
-              float rho, float w, float eps, float wd, bool maximize);
+#include "cpu/optim_isa_decls.inc"
 }  // namespace avx2_impl
+// The AVX-512 build of the same loops (optim_avx512.cpp).
+namespace avx512_impl {
+#include "cpu/optim_isa_decls.inc"
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

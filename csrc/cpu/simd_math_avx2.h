@@ -121,7 +121,8 @@ inline __m256 tanh8(__m256 x) {
   __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
   __m256 y = _mm256_blendv_ps(big, small, is_small);
   // NaN compares false above and would take the exp branch, which keeps NaN.
-  return y;
+  // x + x^3 p(x^2) is +0 at x = -0; tanh is odd, so x's sign bit fixes that.
+  return _mm256_or_ps(y, _mm256_and_ps(x, signmask));
 }
 
 // Horizontal reductions of one register.

@@ -1,0 +1,121 @@
+// Vectorised float32 transcendental functions and helpers for the *_avx512.cpp
+// kernels. Include only from files compiled with the avx512 level's flags.
+//
+// Same reductions as simd_math_avx2.h, but 2^n is applied with VSCALEFPS, which
+// rounds once and saturates to 0 / inf by itself: exp16 needs a clamp only to keep
+// n finite, no blends, and reaches the subnormal range as the C library does
+// (exp(-100) is 3.7e-44, not 0). Division is a 14-bit reciprocal refined by
+// Newton steps to within 1 ULP of the quotient: VDIVPS on 16 lanes issues once
+// per ~10 cycles on one port and would bound tanh and sigmoid.
+//
+// Accuracy against float64 (tests/test_activation.py, dense grids): exp16 <= 2 ULP,
+// sigmoid16 < 2.5e-7 relative, tanh16 <= 3 ULP. NaN in gives NaN out.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "core/simd.h"
+
+// GCC 12's AVX-512 intrinsics fill unused lanes from _mm512_undefined_ps(), which
+// -Wmaybe-uninitialized reports at every inlined max/roundscale: a false alarm in
+// the system header, silenced for the files that include this one.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace cnnfast::avx512 {
+
+// Lanes [0, n) enabled, n in 0..16, for masked loads and stores of tails.
+inline __mmask16 tail_mask16(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// e^x for x already within [-104, 89] (or NaN): n = round(x*log2 e), e^r by the
+// Cephes degree-6 polynomial on |r| <= ln2/2, then scalef. Below -104 the exact
+// result rounds to 0 and above 89 to inf, which scalef produces from these ends.
+inline __m512 exp16_core(__m512 x) {
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // ln2 split in two so n*C1 is exact and the reduction loses no bits.
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 r2 = _mm512_mul_ps(r, r);
+  // Estrin's scheme: three independent pairs, then two levels.
+  __m512 a = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500E-4f), r, _mm512_set1_ps(1.3981999507E-3f));
+  __m512 b = _mm512_fmadd_ps(_mm512_set1_ps(8.3334519073E-3f), r, _mm512_set1_ps(4.1665795894E-2f));
+  __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(1.6666665459E-1f), r, _mm512_set1_ps(5.0000001201E-1f));
+  __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(a, r2, b), r2, c);
+  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 exp16(__m512 x) {
+  // The operand order keeps NaN: MIN/MAX return the second operand on NaN.
+  __m512 xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+  return exp16_core(xc);
+}
+
+// e^x - 1 without the cancellation of exp16(x) - 1 near zero.
+inline __m512 expm1_16(__m512 x) {
+  // Taylor series to x^9 / 9! : truncation error < 2e-9 relative for |x| < 0.5.
+  __m512 p = _mm512_set1_ps(1.0f / 362880.0f);
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 40320.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 5040.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(0.5f));
+  __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, x), x, x);
+  __m512 big = _mm512_sub_ps(exp16(x), _mm512_set1_ps(1.0f));
+  __mmask16 is_small = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(0.5f), _CMP_LT_OQ);
+  return _mm512_mask_blend_ps(is_small, big, small);
+}
+
+// n / d for d in [1, 2] (no zero, subnormal or infinite divisor): reciprocal
+// estimate (2^-14), one Newton step (~2^-28), quotient, one residual correction.
+inline __m512 div_1to2(__m512 n, __m512 d) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 r = _mm512_rcp14_ps(d);
+  r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
+  __m512 q = _mm512_mul_ps(n, r);
+  return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, q, n), q);
+}
+
+// 1 / (1 + e^-x) from e = e^-|x| <= 1: 1 / (1 + e) for x >= 0, e / (1 + e) for
+// x < 0, so one exponential that can neither overflow nor lose the small tail,
+// and a divisor in [1, 2]. NaN stays NaN (the max keeps its second operand).
+inline __m512 sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 z = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_or_ps(x, _mm512_set1_ps(-0.0f)));
+  __m512 e = exp16_core(z);
+  __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
+  return div_1to2(_mm512_mask_blend_ps(neg, one, e), _mm512_add_ps(one, e));
+}
+
+// tanh: odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel);
+// beyond, tanh|x| = (1 - e) / (1 + e) with e = e^-2|x| in (0, 0.29], sign restored.
+// From |x| = 52 on e is 0 and the result exactly +-1; +-inf gives +-1, NaN NaN.
+inline __m512 tanh16(__m512 x) {
+  __m512 ax = _mm512_abs_ps(x);
+  __m512 z = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(-5.70498872745E-3f);
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954E-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531E-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036E-1f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422E-1f));
+  __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 e = exp16_core(_mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_mul_ps(ax, _mm512_set1_ps(-2.0f))));
+  __m512 big = div_1to2(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+  // NaN compares false and takes the exp branch, which keeps NaN.
+  __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+  __m512 y = _mm512_mask_blend_ps(is_small, big, small);
+  // Copy x's sign onto y (ternary logic: sign bit from x, the rest from y): big
+  // is |tanh|, and x + x^3 p(x^2) is +0 at x = -0.
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(y), _mm512_castps_si512(x),
+                                                       _mm512_set1_epi32(0x7fffffff), 0xe4));
+}
+
+}  // namespace cnnfast::avx512
