@@ -212,3 +212,29 @@ def test_autocast_training_tracks_fp32():
     assert all(p.data.dtype == np.float32 for p in m16.parameters())
     assert l32 < 0.5  # it learned
     assert abs(l16 - l32) <= 0.05 * max(l32, 0.05) + 0.02
+
+
+@pytest.mark.slow
+def test_cli_train_bf16_reaches_98_percent(tmp_path):
+    """`cnnfast train --precision bf16` on the default data (digits, LeNet-5)."""
+    import json
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-m", "cnnfast", "train", "--precision", "bf16", "--quiet", "--threads", "2",
+                          "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, check=True).stdout
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["test_accuracy"] >= 0.98
+
+
+def test_precision_fallback_warns(tmp_path):
+    """Without bf16 hardware (forced here with the SIMD cap), bf16 training says it will be slower."""
+    from cnnfast.training import TrainConfig, train
+    before = _C.simd_level()
+    _C.set_simd_level("avx2")
+    try:
+        with pytest.warns(RuntimeWarning, match="slower"):
+            m = train(TrainConfig(precision="bf16", quiet=True, epochs=1, limit=64, threads=1))
+    finally:
+        _C.set_simd_level(before)
+    assert np.isfinite(m["test_accuracy"])
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16").check()

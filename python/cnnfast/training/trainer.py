@@ -112,6 +112,7 @@ class TrainConfig:
     prefetch: int = 2
     quiet: bool = False
     detect_anomaly: bool = False        # check every op's outputs for NaN/Inf and name the first culprit
+    precision: str = "fp32"             # "bf16": conv/linear under cnnfast.autocast (bfloat16, fp32 accumulation)
     save_checkpoints: bool = True
     plots: bool = True
 
@@ -130,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"--lr: expected a positive number, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"--weight-decay: expected >= 0, got {self.weight_decay}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"--precision: expected fp32 or bf16, got {self.precision!r}")
         if self.warmup < 0:
             raise ValueError(f"--warmup: expected >= 0 epochs, got {self.warmup}")
         if not 0 <= self.dropout < 1:
@@ -339,6 +342,10 @@ def train(cfg: TrainConfig) -> dict:
     wall_start = time.perf_counter()
     set_threads(cfg.threads)
     cnnfast.manual_seed(cfg.seed)
+    if cfg.precision == "bf16" and not cnnfast.amp.bf16_hardware():
+        import warnings
+        warnings.warn("--precision bf16: this CPU has no bfloat16 instructions (or they are off); using the "
+                      "converting fallback, which is correct but slower than fp32", RuntimeWarning, stacklevel=2)
 
     resume_state = None
     if cfg.resume:
@@ -441,8 +448,9 @@ def train(cfg: TrainConfig) -> dict:
                 seen, correct, loss_sum = 0, 0, 0.0
                 for step, (x, y) in enumerate(prep.train_loader, 1):
                     position = (epoch, step)
-                    logits = model(cnnfast.tensor(x))
-                    loss = _cross_entropy(logits, cnnfast.tensor(y))
+                    with cnnfast.autocast(enabled=cfg.precision == "bf16"):
+                        logits = model(cnnfast.tensor(x))
+                        loss = _cross_entropy(logits, cnnfast.tensor(y))
                     value = float(loss.item())
                     # Checked before the update, so that a non-finite loss never reaches the weights.
                     if not math.isfinite(value):
