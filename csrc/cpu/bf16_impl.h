@@ -30,12 +30,13 @@ constexpr int64_t kBlockK = 512, kBlockN = 256;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Branch-free (a select, not a jump) so that runs of it vectorise.
 inline uint16_t to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet = (u >> 16) | 0x40u;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 inline uint16_t to_bf16(uint16_t h) { return h; }
 inline float from_bf16(uint16_t h) {
@@ -145,38 +146,57 @@ struct Im2colSource {
   }
 };
 
+// Rows are fetched whole (all of the block's k or n at once) into `row`, a scratch of
+// at least max(K, N) rounded up to a tile, then copied into tiles: one source
+// decode per row instead of one per tile, and contiguous runs the compiler vectorises.
+
 // A tiles for rows [m0, m0+M) and k [k0, k0+K): tile (i, kk) at dst + i*ts + kk*512.
 template <class Src>
-void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts) {
+void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts, uint16_t* row) {
   const int64_t mt = ceil_div(M, kTile), kt = ceil_div(K, kTileK);
   for (int64_t i = 0; i < mt; ++i)
     for (int64_t r = 0; r < kTile; ++r) {
-      uint16_t* row = dst + i * ts + r * kTileK;
       const int64_t m = i * kTile + r;
-      if (m >= M) {
-        for (int64_t kk = 0; kk < kt; ++kk) std::memset(row + kk * kTileElems, 0, kTileK * 2);
-        continue;
+      if (m < M) {
+        src.row(m0 + m, k0, K, row, 1);
+        std::memset(row + K, 0, (kt * kTileK - K) * 2);
+      } else {
+        std::memset(row, 0, kt * kTileK * 2);
       }
-      for (int64_t kk = 0; kk < kt; ++kk) {
-        const int64_t len = std::min(kTileK, K - kk * kTileK);
-        src.row(m0 + m, k0 + kk * kTileK, len, row + kk * kTileElems, 1);
-        if (len < kTileK) std::memset(row + kk * kTileElems + len, 0, (kTileK - len) * 2);
-      }
+      for (int64_t kk = 0; kk < kt; ++kk)
+        std::memcpy(dst + i * ts + kk * kTileElems + r * kTileK, row + kk * kTileK, kTileK * 2);
     }
 }
 
-// B tiles for k [k0, k0+K) and columns [n0, n0+N): tile (j, kk) at dst + j*ts + kk*512.
+// B tiles for k [k0, k0+K) and columns [n0, n0+N): tile (j, kk) at dst + j*ts + kk*512;
+// rows k and k+1 are interleaved into the pairs TDPBF16PS reads.
 template <class Src>
-void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts) {
-  const int64_t nt = ceil_div(N, kTile), kt = ceil_div(K, kTileK);
-  for (int64_t j = 0; j < nt; ++j) {
-    const int64_t len = std::min(kTile, N - j * kTile);
-    for (int64_t kk = 0; kk < kt; ++kk) {
-      uint16_t* tile = dst + j * ts + kk * kTileElems;
-      if (len < kTile || (kk + 1) * kTileK > K) std::memset(tile, 0, kTileElems * 2);
-      const int64_t krows = std::min(kTileK, K - kk * kTileK);
-      for (int64_t r = 0; r < krows; ++r)
-        src.row(k0 + kk * kTileK + r, n0 + j * kTile, len, tile + (r / 2) * 32 + (r % 2), 2);
+void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts, uint16_t* row) {
+  const int64_t nt = ceil_div(N, kTile), kt = ceil_div(K, kTileK), npad = nt * kTile;
+  uint16_t* r0 = row;
+  uint16_t* r1 = row + npad;
+  for (int64_t k = 0; k < kt * kTileK; k += 2) {
+    if (k < K) {
+      src.row(k0 + k, n0, N, r0, 1);
+      std::memset(r0 + N, 0, (npad - N) * 2);
+    } else {
+      std::memset(r0, 0, npad * 2);
+    }
+    if (k + 1 < K) {
+      src.row(k0 + k + 1, n0, N, r1, 1);
+      std::memset(r1 + N, 0, (npad - N) * 2);
+    } else {
+      std::memset(r1, 0, npad * 2);
+    }
+    uint16_t* base = dst + (k / kTileK) * kTileElems + ((k % kTileK) / 2) * 32;
+    for (int64_t j = 0; j < nt; ++j) {
+      uint16_t* t = base + j * ts;
+      const uint16_t* a = r0 + j * kTile;
+      const uint16_t* b = r1 + j * kTile;
+      for (int64_t n = 0; n < kTile; ++n) {
+        t[2 * n] = a[n];
+        t[2 * n + 1] = b[n];
+      }
     }
   }
 }
@@ -197,16 +217,17 @@ void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, con
   uint16_t* Bp = reinterpret_cast<uint16_t*>(thread_scratch_floats(2, kBlockN / kTile * kbk * kTileElems / 2 + 32));
   const int64_t ldc = kBlockN;
   float* C = thread_scratch_floats(3, mt * kTile * ldc + 16);
-  if (a_once) pack_a(a, m0, M, 0, K, Ap, kt_all * kTileElems);
+  uint16_t* row = reinterpret_cast<uint16_t*>(thread_scratch_floats(0, kt_all * kTileK + 2 * kBlockN + 64));
+  if (a_once) pack_a(a, m0, M, 0, K, Ap, kt_all * kTileElems, row);
   Kern::begin();
   for (int64_t nb = n0; nb < n1; nb += kBlockN) {
     const int64_t N = std::min(kBlockN, n1 - nb), nt = ceil_div(N, kTile);
     for (int64_t kc = 0; kc < K; kc += kBlockK) {
       const int64_t KL = std::min(kBlockK, K - kc), kt = ceil_div(KL, kTileK);
-      pack_b(b, kc, KL, nb, N, Bp, kt * kTileElems);
+      pack_b(b, kc, KL, nb, N, Bp, kt * kTileElems, row);
       const uint16_t* Ablk = Ap + (a_once ? (kc / kTileK) * kTileElems : 0);
       const int64_t a_ts = a_once ? kt_all * kTileElems : kt * kTileElems;
-      if (!a_once) pack_a(a, m0, M, kc, KL, Ap, a_ts);
+      if (!a_once) pack_a(a, m0, M, kc, KL, Ap, a_ts, row);
       Kern::block(Ablk, a_ts, Bp, kt * kTileElems, kt, C, ldc, mt, nt, kc > 0);
     }
     epi(m0, M, nb, N, static_cast<const float*>(C), ldc);
@@ -286,18 +307,30 @@ void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, float*
     for (int64_t g = 0; g < G; ++g) {
       const StridedSource<T> a{w + g * Kg * CKK, 1, CKK};
       const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
+      const int64_t g_c0 = g * Cg;
       auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        // col2im: row m of C is kernel tap (c, kd, kh, kw); along one output row the
+        // inputs it touches are a strided run, as in Im2colSource::row.
         for (int64_t m = 0; m < M; ++m) {
           const int64_t c = m / ksz, t = m % ksz;
           const int64_t kd = t / (s.k[1] * s.k[2]), kh = (t / s.k[2]) % s.k[1], kw = t % s.k[2];
-          for (int64_t jj = 0; jj < N; ++jj) {
+          const int64_t offd = kd * s.dil[0] - s.pad0[0], offh = kh * s.dil[1] - s.pad0[1];
+          const int64_t offw = kw * s.dil[2] - s.pad0[2], sw = s.stride[2];
+          const int64_t lo_all = offw >= 0 ? 0 : ceil_div(-offw, sw);
+          const int64_t hi_all = s.in[2] - offw <= 0 ? 0 : ceil_div(s.in[2] - offw, sw);
+          const float* crow = C + m * ldc;
+          for (int64_t jj = 0; jj < N;) {
             const int64_t j = n0 + jj, img = j / osz, pos = j % osz;
             const int64_t od = pos / (s.out[1] * s.out[2]), oh = (pos / s.out[2]) % s.out[1], ow = pos % s.out[2];
-            const int64_t id = od * s.stride[0] + kd * s.dil[0] - s.pad0[0];
-            const int64_t ih = oh * s.stride[1] + kh * s.dil[1] - s.pad0[1];
-            const int64_t iw = ow * s.stride[2] + kw * s.dil[2] - s.pad0[2];
-            if (id < 0 || id >= s.in[0] || ih < 0 || ih >= s.in[1] || iw < 0 || iw >= s.in[2]) continue;
-            gx[(img * s.C + g * Cg + c) * isz + (id * s.in[1] + ih) * s.in[2] + iw] += C[m * ldc + jj];
+            const int64_t run = std::min(N - jj, s.out[2] - ow);
+            const int64_t id = od * s.stride[0] + offd, ih = oh * s.stride[1] + offh;
+            if (id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1]) {
+              float* g = gx + (img * s.C + g_c0 + c) * isz + (id * s.in[1] + ih) * s.in[2] + offw;
+              const int64_t lo = std::clamp(lo_all - ow, int64_t(0), run);
+              const int64_t hi = std::clamp(hi_all - ow, lo, run);
+              for (int64_t i = lo; i < hi; ++i) g[(ow + i) * sw] += crow[jj + i];
+            }
+            jj += run;
           }
         }
       };
