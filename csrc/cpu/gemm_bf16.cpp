@@ -131,25 +131,88 @@ void bf16_widen_array(const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
 }
 
+// Kernel taps that read only padding for every output (eight of nine for a 3x3 kernel
+// on a 1x1 map) are dropped: the problem is re-posed on the window of live taps, with
+// the weights of that window copied out (they are small) and its gradient scattered back.
+struct TapWindow {
+  int64_t lo[3] = {0, 0, 0}, hi[3] = {1, 1, 1};
+  bool full = true;
+  ConvShape inner;
+};
+
+TapWindow live_taps(const ConvShape& s) {
+  TapWindow t;
+  t.inner = s;
+  for (int d = 0; d < 3; ++d) {
+    int64_t lo = 0, hi = s.k[d];
+    while (lo < hi && (s.out[d] - 1) * s.stride[d] + lo * s.dil[d] - s.pad0[d] < 0) ++lo;
+    while (hi > lo && (hi - 1) * s.dil[d] - s.pad0[d] > s.in[d] - 1) --hi;
+    if (hi <= lo) lo = 0, hi = 1;  // no live tap at all: keep one, it reads zeros
+    t.lo[d] = lo;
+    t.hi[d] = hi;
+    t.full = t.full && lo == 0 && hi == s.k[d];
+    t.inner.k[d] = hi - lo;
+    t.inner.pad0[d] = s.pad0[d] - lo * s.dil[d];
+  }
+  return t;
+}
+
+// Index of window tap (a, b, c) in the full kernel's flattened (kD, kH, kW).
+inline int64_t full_tap(const ConvShape& s, const TapWindow& t, int64_t a, int64_t b, int64_t c) {
+  return ((a + t.lo[0]) * s.k[1] + b + t.lo[1]) * s.k[2] + c + t.lo[2];
+}
+
+template <class T>
+std::vector<T> window_weights(const ConvShape& s, const TapWindow& t, const T* w) {
+  const ConvShape& i = t.inner;
+  const int64_t rows = s.K * s.Cg();
+  std::vector<T> out(size_t(rows * i.k_size()));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t a = 0, q = 0; a < i.k[0]; ++a)
+      for (int64_t b = 0; b < i.k[1]; ++b)
+        for (int64_t c = 0; c < i.k[2]; ++c, ++q) out[r * i.k_size() + q] = w[r * s.k_size() + full_tap(s, t, a, b, c)];
+  return out;
+}
+
 template <class T>
 void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+  const TapWindow t = live_taps(s);
+  std::vector<T> wwin;
+  if (!t.full) wwin = window_weights(s, t, w);
+  const ConvShape& S = t.full ? s : t.inner;
+  const T* W = t.full ? w : wwin.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, s, x, w, bias, y);
-  generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(s, x, w, bias, y);
+  if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, S, x, W, bias, y);
+  generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(S, x, W, bias, y);
 }
 
 template <class T>
 void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float* gx) {
+  const TapWindow t = live_taps(s);
+  std::vector<T> wwin;
+  if (!t.full) wwin = window_weights(s, t, w);
+  const ConvShape& S = t.full ? s : t.inner;
+  const T* W = t.full ? w : wwin.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, s, gy, w, gx);
-  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(s, gy, w, gx);
+  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, W, gx);
+  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, W, gx);
 }
 
 template <class T>
 void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const TapWindow t = live_taps(s);
+  const ConvShape& S = t.full ? s : t.inner;
+  std::vector<float> gwin;
+  if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
+  float* G = t.full ? gw : gwin.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_weight<T>(p, s, gy, x, gw);
-  generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(s, gy, x, gw);
+  if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
+  else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
+  if (t.full) return;
+  for (int64_t r = 0; r < s.K * s.Cg(); ++r)
+    for (int64_t a = 0, q = 0; a < S.k[0]; ++a)
+      for (int64_t b = 0; b < S.k[1]; ++b)
+        for (int64_t c = 0; c < S.k[2]; ++c, ++q) gw[r * s.k_size() + full_tap(s, t, a, b, c)] += gwin[r * S.k_size() + q];
 }
 
 template <class T>
