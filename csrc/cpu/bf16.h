@@ -71,7 +71,7 @@ namespace amx_impl {
 template <class T>
 void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
 template <class T>
-void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, float* gx);
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* wt, float* gx);  // wt: (G, CKK, Kg)
 template <class T>
 void conv_backward_weight(Bf16Path p, const ConvShape& s, const T* gy, const T* x, float* gw);
 template <class T>

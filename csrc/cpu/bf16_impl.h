@@ -298,14 +298,15 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, const float* 
 }
 
 template <class Kern, class T>
-void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, float* gx) {
+void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* wt, float* gx) {
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz, osz = s.out_size();
   const int64_t isz = s.in_size();
   // Threads own whole images, so the col2im scatter-adds of two threads never meet.
   parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
     std::memset(gx + b * s.C * isz, 0, sizeof(float) * (e - b) * s.C * isz);
     for (int64_t g = 0; g < G; ++g) {
-      const StridedSource<T> a{w + g * Kg * CKK, 1, CKK};
+      // wt is the weight transposed per group, (G, CKK, Kg): rows of A are contiguous.
+      const StridedSource<T> a{wt + g * CKK * Kg, Kg, 1};
       const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
       const int64_t g_c0 = g * Cg;
       auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {

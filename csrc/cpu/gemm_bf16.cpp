@@ -193,9 +193,19 @@ void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float*
   if (!t.full) wwin = window_weights(s, t, w);
   const ConvShape& S = t.full ? s : t.inner;
   const T* W = t.full ? w : wwin.data();
+  // grad_x's GEMM reads the weight by columns; a blocked transpose once here makes its
+  // packing contiguous (a strided gather per thread cost more than the GEMM on deep layers).
+  const int64_t G = S.groups, Kg = S.Kg(), CKK = S.Cg() * S.k_size();
+  std::vector<T> wt(size_t(G * CKK * Kg));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t k0 = 0; k0 < Kg; k0 += 32)
+      for (int64_t c0 = 0; c0 < CKK; c0 += 32)
+        for (int64_t k = k0; k < std::min(Kg, k0 + 32); ++k)
+          for (int64_t c = c0; c < std::min(CKK, c0 + 32); ++c)
+            wt[(g * CKK + c) * Kg + k] = W[(g * Kg + k) * CKK + c];
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, W, gx);
-  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, W, gx);
+  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, wt.data(), gx);
+  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, wt.data(), gx);
 }
 
 template <class T>
