@@ -20,10 +20,9 @@ PATHS = ["amx", "avx512_bf16", "fallback"]
 def path(request):
     if request.param not in _C.bf16_paths():
         pytest.skip(f"{request.param} not available here ({_C.amx_permission()})")
-    before = _C.bf16_path()
     _C.set_bf16_path(request.param)
     yield request.param
-    _C.set_bf16_path(before)
+    _C.set_bf16_path("auto")
 
 
 def r64(a):
@@ -106,12 +105,11 @@ def test_paths_agree_closely(rng):
     """Every path computes the same exact products; only the float32 summation order differs."""
     x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
-    before = _C.bf16_path()
     outs = []
     for p in _C.bf16_paths():
         _C.set_bf16_path(p)
         outs.append(_C.conv_forward_bf16(x, w, None, [1, 1], [[1, 1], [1, 1]], [1, 1], 1))
-    _C.set_bf16_path(before)
+    _C.set_bf16_path("auto")
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-4)
 

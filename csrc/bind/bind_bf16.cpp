@@ -306,7 +306,8 @@ void bind_bf16(py::module_& m) {
         "The bfloat16 kernel path in use: 'amx', 'avx512_bf16' or 'fallback'.");
   m.def(
       "set_bf16_path", [](const std::string& name) { cpu::set_bf16_path(cpu::parse_bf16_path(name)); },
-      py::arg("path"), "Force a bfloat16 path ('amx', 'avx512_bf16', 'fallback'); ValueError if it cannot run here.");
+      py::arg("path"), "Force a bfloat16 path ('amx', 'avx512_bf16', 'fallback'; ValueError if it cannot run here), or 'auto' "
+      "(the default: the best path available at each call).");
   m.def("bf16_paths", [] {
     std::vector<std::string> v;
     for (auto p : {cpu::Bf16Path::AMX, cpu::Bf16Path::AVX512BF16, cpu::Bf16Path::Fallback})

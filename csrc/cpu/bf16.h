@@ -21,13 +21,14 @@
 
 namespace cnnfast::cpu {
 
-enum class Bf16Path { Fallback = 0, AVX512BF16 = 1, AMX = 2 };
+// Auto: the best available path, re-resolved on every call (the default).
+enum class Bf16Path { Fallback = 0, AVX512BF16 = 1, AMX = 2, Auto = 3 };
 
 Bf16Path bf16_path();                            // the path kernels take now
-void set_bf16_path(Bf16Path p);                  // ValueError if this CPU / OS cannot run it
+void set_bf16_path(Bf16Path p);                  // ValueError if this CPU / OS cannot run it; Auto always works
 Bf16Path best_bf16_path();                       // the fastest path available
 std::string bf16_path_name(Bf16Path p);          // "amx", "avx512_bf16", "fallback"
-Bf16Path parse_bf16_path(const std::string& s);  // ValueError on an unknown name
+Bf16Path parse_bf16_path(const std::string& s);  // "auto" or a path name; ValueError on an unknown name
 bool bf16_path_available(Bf16Path p, std::string* why = nullptr);
 // "granted", "not supported by this CPU", or why Linux refused the tile state.
 std::string amx_permission_status();

@@ -58,7 +58,7 @@ int initial_path() {
     CNNFAST_CHECK(bf16_path_available(p, &why), ValueError, "CNNFAST_BF16_PATH=", env, ": ", why);
     return int(p);
   }
-  return int(best_bf16_path());
+  return int(Bf16Path::Auto);
 }
 
 }  // namespace
@@ -70,7 +70,7 @@ bool bf16_path_available(Bf16Path p, std::string* why) {
     if (why) *why = reason;
     return false;
   };
-  if (p == Bf16Path::Fallback) return true;
+  if (p == Bf16Path::Fallback || p == Bf16Path::Auto) return true;
   if (!CNNFAST_HAVE_AVX512_BUILD) return no("this build has no AVX-512 kernels");
   if (!use_avx512()) return no("the SIMD level in use is below avx512");
   if (p == Bf16Path::AVX512BF16)
@@ -94,7 +94,7 @@ Bf16Path bf16_path() {
     p = g_path.load();
   }
   // A SIMD level lowered after the choice narrows the path with it.
-  if (!bf16_path_available(Bf16Path(p))) return best_bf16_path();
+  if (Bf16Path(p) == Bf16Path::Auto || !bf16_path_available(Bf16Path(p))) return best_bf16_path();
   return Bf16Path(p);
 }
 
@@ -109,6 +109,7 @@ std::string bf16_path_name(Bf16Path p) {
   switch (p) {
     case Bf16Path::AMX: return "amx";
     case Bf16Path::AVX512BF16: return "avx512_bf16";
+    case Bf16Path::Auto: return "auto";
     default: return "fallback";
   }
 }
@@ -117,7 +118,8 @@ Bf16Path parse_bf16_path(const std::string& s) {
   if (s == "amx") return Bf16Path::AMX;
   if (s == "avx512_bf16") return Bf16Path::AVX512BF16;
   if (s == "fallback") return Bf16Path::Fallback;
-  throw ValueError(cat("path: expected 'amx', 'avx512_bf16' or 'fallback', got '", s, "'"));
+  if (s == "auto") return Bf16Path::Auto;
+  throw ValueError(cat("path: expected 'auto', 'amx', 'avx512_bf16' or 'fallback', got '", s, "'"));
 }
 
 void bf16_round_array(const float* x, uint16_t* y, int64_t n) {

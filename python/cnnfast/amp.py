@@ -93,7 +93,8 @@ def bf16_path() -> str:
 
 
 def set_bf16_path(path: str) -> None:
-    """Force a path ('amx', 'avx512_bf16', 'fallback'); ValueError if this CPU/OS cannot run it."""
+    """Force a path ('amx', 'avx512_bf16', 'fallback'; ValueError if this CPU/OS cannot run it), or
+    'auto' (the default: the best path available)."""
     _C.set_bf16_path(path)
 
 
