@@ -281,7 +281,15 @@ void conv_backward_weight(Bf16Path, const ConvShape&, const T*, const T*, float*
 template <class T>
 void gemm(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, float*,
           int64_t, bool) {}
-template void conv_forward<float>(Bf16Path, const ConvShape&, const float*, const float*, const float*, float*);
+#define CNNFAST_STUB_INST(T)                                                                                 \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);       \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
+  template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);             \
+  template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,  \
+                        int64_t, float*, int64_t, bool);
+CNNFAST_STUB_INST(float)
+CNNFAST_STUB_INST(uint16_t)
+#undef CNNFAST_STUB_INST
 float amx_loop(int64_t) { return 0.0f; }
 void round_array(const float*, uint16_t*, int64_t) {}
 }  // namespace amx_impl
