@@ -1297,3 +1297,59 @@ def entry_points() -> list:
     the exception classes are not kernels)."""
     return sorted(n for n in dir(C) if not n.startswith("_") and callable(getattr(C, n))
                   and not isinstance(getattr(C, n), type))
+
+
+# ---- bfloat16 kernels (float32 inputs, rounded to bf16 while packed) -------------
+
+
+def _bf16_variant(build, fn, skip_ref=()):
+    """The float32 case of `build` for the bf16 entry point `fn`: its reference rounds the
+    multiplied inputs to bfloat16 first (products are exact, accumulation is float32);
+    outputs listed in skip_ref (bias gradients: summed from unrounded float32) are not compared."""
+    def b(draw):
+        case = build(draw)
+        args = {k: (v.astype(F32) if isinstance(v, np.ndarray) and v.dtype == F64 else v)
+                for k, v in case.args.items() if k != "algo"}
+
+        def ref(a):
+            import ml_dtypes
+            r = {k: (v.astype(ml_dtypes.bfloat16).astype(F64) if isinstance(v, np.ndarray) and k != "bias" else v)
+                 for k, v in a.items()}
+            if "algo" in case.args:
+                r["algo"] = case.args["algo"]
+            out = case.ref(r)
+            return [None if i in skip_ref else o for i, o in enumerate(out)]
+        return Case(fn, args, reads=case.reads, tied=case.tied, ints=case.ints,
+                    strs=tuple(s for s in case.strs if s != "algo"), ref=ref, rtol=3e-3, atol=3e-3)
+    return b
+
+
+def _bf16_setting(name):
+    def build(draw):
+        if name == "set_bf16_path":
+            # 'auto' is valid at every SIMD level the fuzz test switches to, and it is the default.
+            return Case(name, dict(path="auto"), strs=("path",),
+                        notes={"setting": True})
+        return Case(name, {}, notes={"setting": True})
+    return build
+
+
+def to_bf16_case(draw):
+    rng = rng_of(draw)
+    x = normal(rng, tuple(draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))), F32)
+
+    def ref(a):
+        import ml_dtypes
+        return [a["a"].astype(ml_dtypes.bfloat16)]
+    return Case("to_bfloat16", dict(a=x), reads=("a",), ref=ref, rtol=0, atol=0)
+
+
+SPECS.update(conv_forward_bf16=_bf16_variant(conv_fwd_case, "conv_forward_bf16"),
+             conv_backward_bf16=_bf16_variant(conv_bwd_case, "conv_backward_bf16", skip_ref=(2,)),
+             linear_forward_bf16=_bf16_variant(linear_fwd_case, "linear_forward_bf16"),
+             linear_backward_bf16=_bf16_variant(linear_bwd_case, "linear_backward_bf16", skip_ref=(2,)),
+             gemm_bf16=_bf16_variant(gemm_case, "gemm_bf16"), to_bfloat16=to_bf16_case,
+             amx_peak_gflops=lambda draw: Case("amx_peak_gflops", dict(threads=1), ints=("threads",),
+                                               notes={"measurement": True}))
+for _n in ("bf16_path", "set_bf16_path", "bf16_paths", "amx_permission"):
+    SPECS[_n] = _bf16_setting(_n)

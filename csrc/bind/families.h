@@ -15,5 +15,6 @@ void bind_dropout(pybind11::module_& m);
 void bind_loss(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
 void bind_box(pybind11::module_& m);
+void bind_bf16(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
 }  // namespace cnnfast::bind

@@ -22,5 +22,6 @@ PYBIND11_MODULE(_C, m) {
   bind_loss(m);
   bind_optim(m);
   bind_box(m);
+  bind_bf16(m);
   bind_cuda(m);
 }

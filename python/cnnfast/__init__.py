@@ -87,3 +87,11 @@ from .serialization import save, load  # noqa: E402,F401
 from . import models  # noqa: E402,F401
 from . import utils  # noqa: E402,F401
 from .utils.summary import summary  # noqa: E402,F401
+from . import amp  # noqa: E402,F401
+from .amp import autocast, bf16_path, set_bf16_path  # noqa: E402,F401
+
+
+def __getattr__(name):
+    if name == "bfloat16":  # ml_dtypes.bfloat16, imported on first use
+        return amp.bfloat16
+    raise AttributeError(f"module 'cnnfast' has no attribute {name!r}")

@@ -10,7 +10,8 @@ def info(file=None) -> dict:
 
     Keys: version, compiler, simd (level in use), simd_levels (levels this CPU and build
     can run), cpu (model), cpu_features (what the CPU offers: avx2, avx512,
-    avx512_bf16, amx_bf16), threads, host_allocator, cuda_compiled, cuda_available,
+    avx512_bf16, amx_bf16), bf16_path (bfloat16 kernels: amx,
+    avx512_bf16 or fallback), amx (granted, or why not), threads, host_allocator, cuda_compiled, cuda_available,
     cuda_devices, python, numpy.
     """
     import numpy
@@ -24,6 +25,8 @@ def info(file=None) -> dict:
         "simd_levels": simd_levels(),
         "cpu": _C.cpu_model(),
         "cpu_features": _C.cpu_features(),
+        "bf16_path": _C.bf16_path(),
+        "amx": _C.amx_permission(),
         "threads": _C.get_num_threads(),
         "host_allocator": "tuned (cnnfast.tune_host_allocator)" if _C.host_allocator_tuned() else "system",
         "cuda_compiled": bool(_C.built_with_cuda),

@@ -106,6 +106,9 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     r.add_argument("--device", default="cpu", help="cpu (CUDA training is not wired in yet)")
     r.add_argument("--out", default=None, help="output folder (default runs/<timestamp>/)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="bf16: conv/linear in bfloat16 with fp32 accumulation (AMX / AVX512-BF16; slower fallback "
+                        "elsewhere), fp32 master weights (default fp32)")
 
 
 def _build_parser() -> argparse.ArgumentParser:

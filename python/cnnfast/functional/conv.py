@@ -30,6 +30,7 @@ called with ``algo="auto"`` (the accurate path: Winograd F(4x4, 3x3) is faster o
 from __future__ import annotations
 
 from .. import _C
+from ..amp import is_autocast_enabled
 from ..autograd import Function
 from ..utils.shapes import conv_output_size, conv_transpose_output_size
 from ..utils.shapes import resolve_padding_nd as resolve_padding
@@ -93,6 +94,11 @@ def _batched(input, nd: int, name: str):
                      f"got shape {tuple(input.shape)}")
 
 
+def _use_bf16(x, algo) -> bool:
+    """Under cnnfast.autocast, float32 conv/linear take the bfloat16 kernels (see cnnfast.amp)."""
+    return is_autocast_enabled() and isinstance(x, np.ndarray) and x.dtype == np.float32 and algo in ("auto", "gemm")
+
+
 class _Conv(Function):
     onnx_op = "conv"
 
@@ -101,7 +107,11 @@ class _Conv(Function):
         x = contiguous(x[None] if unbatched else x)
         weight = contiguous(weight)
         bias = None if bias is None else contiguous(bias)
-        y = _C.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
+        ctx.bf16 = _use_bf16(x, algo)
+        if ctx.bf16:
+            y = _C.conv_forward_bf16(x, weight, bias, stride, pads, dilation, groups)
+        else:
+            y = _C.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
         ctx.save_for_backward(x, weight)
         ctx.params = (stride, pads, dilation, groups)
         ctx.algo, ctx.unbatched, ctx.has_bias = algo, unbatched, bias is not None
@@ -112,8 +122,12 @@ class _Conv(Function):
         x, weight = ctx.saved_tensors
         g = contiguous(g[None] if ctx.unbatched else g)
         need = ctx.needs_input_grad
-        gx, gw, gb = _C.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
-                                      need_bias=ctx.has_bias and need[2], algo=ctx.algo)
+        if ctx.bf16:
+            gx, gw, gb = _C.conv_backward_bf16(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
+                                               need_bias=ctx.has_bias and need[2])
+        else:
+            gx, gw, gb = _C.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
+                                          need_bias=ctx.has_bias and need[2], algo=ctx.algo)
         if gx is not None and ctx.unbatched:
             gx = gx[0]
         return gx, gw, gb, None, None, None, None, None, None
@@ -234,7 +248,8 @@ class _Linear(Function):
         x2 = contiguous(x.reshape(-1, x.shape[-1]))
         weight = contiguous(weight)
         bias = None if bias is None else contiguous(bias)
-        y = _C.linear_forward(x2, weight, bias)
+        ctx.bf16 = _use_bf16(x2, "auto")
+        y = (_C.linear_forward_bf16 if ctx.bf16 else _C.linear_forward)(x2, weight, bias)
         ctx.save_for_backward(x2, weight)
         ctx.lead, ctx.has_bias = lead, bias is not None
         return y.reshape(lead + (weight.shape[0],))
@@ -244,8 +259,8 @@ class _Linear(Function):
         x2, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         g2 = contiguous(g.reshape(-1, weight.shape[0]))
-        gx, gw, gb = _C.linear_backward(g2, x2, weight, need_input=need[0], need_weight=need[1],
-                                        need_bias=ctx.has_bias and need[2])
+        gx, gw, gb = (_C.linear_backward_bf16 if ctx.bf16 else _C.linear_backward)(
+            g2, x2, weight, need_input=need[0], need_weight=need[1], need_bias=ctx.has_bias and need[2])
         if gx is not None:
             gx = gx.reshape(ctx.lead + (x2.shape[1],))
         return gx, gw, gb

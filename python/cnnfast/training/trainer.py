@@ -107,6 +107,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     threads: Optional[int] = None
+    precision: str = "fp32"             # "bf16": conv/linear under cnnfast.autocast (bfloat16, fp32 accumulation)
     device: str = "cpu"
     augment: Optional[str] = None       # None: DATA_AUGMENT for the data ("none" for no augmentation)
     dropout: float = 0.0
@@ -129,6 +130,8 @@ class TrainConfig:
         return float(self.lr) if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def check(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"--precision: expected fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -468,6 +471,10 @@ def _resumed_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
 def _announce(run: _Run) -> None:
     """The run's one-line description, its notes and (fresh runs) the initial-loss check."""
     cfg, prep, data = run.cfg, run.prep, run.data
+    if cfg.precision == "bf16" and not cnnfast.amp.bf16_hardware():
+        import warnings
+        warnings.warn("--precision bf16: this CPU has no bfloat16 instructions (or they are off); using the "
+                      "converting fallback, which is correct but slower than fp32", RuntimeWarning, stacklevel=2)
     _log(cfg, f"cnnfast train: {cfg.model} ({run.n_params():,} parameters) on {data.source} "
               f"[{len(prep.train_idx)} train / {len(prep.val_idx)} val / {len(prep.test_idx)} test, "
               f"{run.k} classes, {'x'.join(map(str, data.image_shape))}], {cfg.optimizer} lr {cfg.resolved_lr():g}, "
@@ -496,8 +503,9 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
     seen, correct, loss_sum = 0, 0, 0.0
     for step, (x, y) in enumerate(loader, 1):
         run.position = (epoch, step)
-        logits = run.net(cnnfast.tensor(x))
-        loss = _cross_entropy(logits, cnnfast.tensor(y))
+        with cnnfast.autocast(enabled=cfg.precision == "bf16"):
+            logits = run.net(cnnfast.tensor(x))
+            loss = _cross_entropy(logits, cnnfast.tensor(y))
         value = float(loss.item())
         # Checked before the update, so that a non-finite loss never reaches the weights.
         if not math.isfinite(value):

@@ -1,0 +1,392 @@
+// The bf16 GEMM driver shared by every path (bf16.h): included by gemm_bf16.cpp
+// (fallback kernel, generic build) and gemm_bf16_amx.cpp (AMX and VDPBF16PS kernels),
+// each in its own CNNFAST_ISA_NS so the two builds never share a symbol.
+//
+// A product is described by two sources and an epilogue, so that im2col, the
+// float32 -> bfloat16 rounding and the VNNI interleave all happen in one pass while
+// the tiles are packed, and the float32 result goes straight to its final place:
+//   source.row(r, c0, len, dst, ds) writes elements (r, c0 .. c0+len) as bf16 bits to dst[i*ds];
+//   epilogue(m0, rows, n0, cols, C, ldc) consumes a finished float32 block.
+// Packed layouts (one 1 KiB tile each, shared by the AMX and VDPBF16PS kernels):
+//   A tile: 16 rows x 32 k, row-major (element (m, k) at m*32 + k);
+//   B tile: 16 k-pairs x 16 columns x 2 (element (k, n) at (k/2)*32 + n*2 + k%2), the
+//   "VNNI" order TDPBF16PS and VDPBF16PS read pairs of k in.
+// Kern::block(A, a_ts, B, b_ts, kt, C, ldc, mt, nt, load_c): C tiles (mt x nt of 16x16)
+// (+)= sum over kt k-tiles; tile (i, k) of A at A + i*a_ts + k*512, of B at B + j*b_ts + k*512.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "core/parallel.h"
+#include "core/scratch.h"
+#include "core/simd.h"
+#include "cpu/conv.h"
+
+namespace cnnfast::cpu::CNNFAST_ISA_NS {
+
+constexpr int64_t kTile = 16, kTileK = 32, kTileElems = 512;
+constexpr int64_t kBlockK = 512, kBlockN = 256;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Branch-free (a select, not a jump) so that runs of it vectorise.
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet = (u >> 16) | 0x40u;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+inline uint16_t to_bf16(uint16_t h) { return h; }
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// dst[i*ds] = bf16(src[i*ss]) for a run of len elements.
+template <class T>
+inline void convert_run(const T* src, int64_t ss, int64_t len, uint16_t* dst, int64_t ds) {
+  if (ss == 1 && ds == 1) {
+    for (int64_t i = 0; i < len; ++i) dst[i] = to_bf16(src[i]);
+  } else if (ss == 1 && ds == 2) {
+    for (int64_t i = 0; i < len; ++i) dst[2 * i] = to_bf16(src[i]);
+  } else {
+    for (int64_t i = 0; i < len; ++i) dst[i * ds] = to_bf16(src[i * ss]);
+  }
+}
+
+// A plain strided matrix: element (r, c) = p[r*rs + c*cs].
+template <class T>
+struct StridedSource {
+  const T* p;
+  int64_t rs, cs;
+  void row(int64_t r, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+    convert_run(p + r * rs + c0 * cs, cs, len, dst, ds);
+  }
+};
+
+// Per-image planes: element (r, j) = p[(img*img_stride + r*plane) + pos], j = img*plane + pos,
+// with `plane` positions per image (grad_y as the right operand of backward-data).
+template <class T>
+struct PlaneSource {
+  const T* p;
+  int64_t img_stride, plane;
+  void row(int64_t r, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+    int64_t img = c0 / plane, pos = c0 % plane;
+    while (len > 0) {
+      const int64_t run = std::min(len, plane - pos);
+      convert_run(p + img * img_stride + r * plane + pos, int64_t(1), run, dst, ds);
+      dst += run * ds;
+      len -= run;
+      ++img;
+      pos = 0;
+    }
+  }
+};
+
+// The transpose of PlaneSource: element (j, c) = p[img*img_stride + c*plane + pos].
+template <class T>
+struct PlaneSourceT {
+  const T* p;
+  int64_t img_stride, plane;
+  void row(int64_t j, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+    convert_run(p + (j / plane) * img_stride + c0 * plane + j % plane, plane, len, dst, ds);
+  }
+};
+
+// The im2col matrix of one group: element (ckk, j) = x value that kernel tap ckk =
+// (c, kd, kh, kw) sees at output position j = (img, od, oh, ow), 0 in the padding.
+// x points at this group's first channel of image 0; img_stride = C * in_size.
+template <class T>
+struct Im2colSource {
+  const ConvShape* s;
+  const T* x;
+  int64_t img_stride;
+  void row(int64_t ckk, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+    const ConvShape& S = *s;
+    const int64_t ksz = S.k_size(), osz = S.out_size();
+    const int64_t c = ckk / ksz, t = ckk % ksz;
+    const int64_t kd = t / (S.k[1] * S.k[2]), kh = (t / S.k[2]) % S.k[1], kw = t % S.k[2];
+    const int64_t offd = kd * S.dil[0] - S.pad0[0], offh = kh * S.dil[1] - S.pad0[1],
+                  offw = kw * S.dil[2] - S.pad0[2];
+    int64_t img = c0 / osz, pos = c0 % osz;
+    int64_t od = pos / (S.out[1] * S.out[2]), oh = (pos / S.out[2]) % S.out[1], ow = pos % S.out[2];
+    while (len > 0) {
+      // One output row (fixed img, od, oh) at a time: along ow the source is a strided run.
+      const int64_t run = std::min(len, S.out[2] - ow);
+      const int64_t id = od * S.stride[0] + offd, ih = oh * S.stride[1] + offh;
+      if (id < 0 || id >= S.in[0] || ih < 0 || ih >= S.in[1]) {
+        for (int64_t i = 0; i < run; ++i) dst[i * ds] = 0;
+      } else {
+        const T* src = x + img * img_stride + (c * S.in[0] + id) * S.in[1] * S.in[2] + ih * S.in[2];
+        const int64_t sw = S.stride[2];
+        // Valid ow: 0 <= ow*sw + offw < W.
+        int64_t lo = offw >= 0 ? 0 : ceil_div(-offw, sw);
+        int64_t hi = S.in[2] - offw <= 0 ? 0 : ceil_div(S.in[2] - offw, sw);
+        lo = std::clamp(lo - ow, int64_t(0), run);
+        hi = std::clamp(hi - ow, lo, run);
+        for (int64_t i = 0; i < lo; ++i) dst[i * ds] = 0;
+        convert_run(src + (ow + lo) * sw + offw, sw, hi - lo, dst + lo * ds, ds);
+        for (int64_t i = hi; i < run; ++i) dst[i * ds] = 0;
+      }
+      dst += run * ds;
+      len -= run;
+      ow = 0;
+      if (++oh == S.out[1]) {
+        oh = 0;
+        if (++od == S.out[0]) {
+          od = 0;
+          ++img;
+        }
+      }
+    }
+  }
+};
+
+// Rows are fetched whole (all of the block's k or n at once) into `row`, a scratch of
+// at least max(K, N) rounded up to a tile, then copied into tiles: one source
+// decode per row instead of one per tile, and contiguous runs the compiler vectorises.
+
+// A tiles for rows [m0, m0+M) and k [k0, k0+K): tile (i, kk) at dst + i*ts + kk*512.
+template <class Src>
+void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts, uint16_t* row) {
+  const int64_t mt = ceil_div(M, kTile), kt = ceil_div(K, kTileK);
+  for (int64_t i = 0; i < mt; ++i)
+    for (int64_t r = 0; r < kTile; ++r) {
+      const int64_t m = i * kTile + r;
+      if (m < M) {
+        src.row(m0 + m, k0, K, row, 1);
+        std::memset(row + K, 0, (kt * kTileK - K) * 2);
+      } else {
+        std::memset(row, 0, kt * kTileK * 2);
+      }
+      for (int64_t kk = 0; kk < kt; ++kk)
+        std::memcpy(dst + i * ts + kk * kTileElems + r * kTileK, row + kk * kTileK, kTileK * 2);
+    }
+}
+
+// B tiles for k [k0, k0+K) and columns [n0, n0+N): tile (j, kk) at dst + j*ts + kk*512;
+// rows k and k+1 are interleaved into the pairs TDPBF16PS reads.
+template <class Src>
+void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts, uint16_t* row) {
+  const int64_t nt = ceil_div(N, kTile), kt = ceil_div(K, kTileK), npad = nt * kTile;
+  uint16_t* r0 = row;
+  uint16_t* r1 = row + npad;
+  for (int64_t k = 0; k < kt * kTileK; k += 2) {
+    if (k < K) {
+      src.row(k0 + k, n0, N, r0, 1);
+      std::memset(r0 + N, 0, (npad - N) * 2);
+    } else {
+      std::memset(r0, 0, npad * 2);
+    }
+    if (k + 1 < K) {
+      src.row(k0 + k + 1, n0, N, r1, 1);
+      std::memset(r1 + N, 0, (npad - N) * 2);
+    } else {
+      std::memset(r1, 0, npad * 2);
+    }
+    uint16_t* base = dst + (k / kTileK) * kTileElems + ((k % kTileK) / 2) * 32;
+    for (int64_t j = 0; j < nt; ++j) {
+      uint16_t* t = base + j * ts;
+      const uint16_t* a = r0 + j * kTile;
+      const uint16_t* b = r1 + j * kTile;
+      for (int64_t n = 0; n < kTile; ++n) {
+        t[2 * n] = a[n];
+        t[2 * n + 1] = b[n];
+      }
+    }
+  }
+}
+
+// C (rows [m0, m1), columns [n0, n1)) = A * B over K, handed block by block to epi.
+// Single-threaded; callers split M or N (or images) across threads.
+template <class Kern, class ASrc, class BSrc, class Epi>
+void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const ASrc& a, const BSrc& b,
+                  const Epi& epi) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t M = m1 - m0, mt = ceil_div(M, kTile);
+  const int64_t kt_all = ceil_div(K, kTileK);
+  // A is packed once for the whole call when it fits (weights), else per k-block.
+  const bool a_once = mt * kt_all * kTileElems <= (int64_t(4) << 20);
+  const int64_t kbk = kBlockK / kTileK;
+  const int64_t a_elems = a_once ? mt * kt_all * kTileElems : mt * kbk * kTileElems;
+  uint16_t* Ap = reinterpret_cast<uint16_t*>(thread_scratch_floats(1, a_elems / 2 + 32));
+  uint16_t* Bp = reinterpret_cast<uint16_t*>(thread_scratch_floats(2, kBlockN / kTile * kbk * kTileElems / 2 + 32));
+  const int64_t ldc = kBlockN;
+  float* C = thread_scratch_floats(3, mt * kTile * ldc + 16);
+  uint16_t* row = reinterpret_cast<uint16_t*>(thread_scratch_floats(0, kt_all * kTileK + 2 * kBlockN + 64));
+  if (a_once) pack_a(a, m0, M, 0, K, Ap, kt_all * kTileElems, row);
+  Kern::begin();
+  for (int64_t nb = n0; nb < n1; nb += kBlockN) {
+    const int64_t N = std::min(kBlockN, n1 - nb), nt = ceil_div(N, kTile);
+    for (int64_t kc = 0; kc < K; kc += kBlockK) {
+      const int64_t KL = std::min(kBlockK, K - kc), kt = ceil_div(KL, kTileK);
+      pack_b(b, kc, KL, nb, N, Bp, kt * kTileElems, row);
+      const uint16_t* Ablk = Ap + (a_once ? (kc / kTileK) * kTileElems : 0);
+      const int64_t a_ts = a_once ? kt_all * kTileElems : kt * kTileElems;
+      if (!a_once) pack_a(a, m0, M, kc, KL, Ap, a_ts, row);
+      Kern::block(Ablk, a_ts, Bp, kt * kTileElems, kt, C, ldc, mt, nt, kc > 0);
+    }
+    epi(m0, M, nb, N, static_cast<const float*>(C), ldc);
+  }
+  Kern::end();
+}
+
+
+// The scalar kernel of the fallback path: same packed tiles, float32 multiply-adds.
+struct FallbackKern {
+  static void begin() {}
+  static void end() {}
+  static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
+                    int64_t ldc, int64_t mt, int64_t nt, bool load_c) {
+    for (int64_t i = 0; i < mt; ++i)
+      for (int64_t j = 0; j < nt; ++j) {
+        float acc[kTile][kTile];
+        for (int64_t r = 0; r < kTile; ++r)
+          for (int64_t n = 0; n < kTile; ++n) acc[r][n] = load_c ? C[(i * kTile + r) * ldc + j * kTile + n] : 0.0f;
+        for (int64_t kk = 0; kk < kt; ++kk) {
+          const uint16_t* a = A + i * a_ts + kk * kTileElems;
+          const uint16_t* b = B + j * b_ts + kk * kTileElems;
+          float bf[kTileK][kTile];
+          for (int64_t p = 0; p < kTileK / 2; ++p)
+            for (int64_t n = 0; n < kTile; ++n) {
+              bf[2 * p][n] = from_bf16(b[p * 32 + 2 * n]);
+              bf[2 * p + 1][n] = from_bf16(b[p * 32 + 2 * n + 1]);
+            }
+          for (int64_t r = 0; r < kTile; ++r)
+            for (int64_t k = 0; k < kTileK; ++k) {
+              const float av = from_bf16(a[r * kTileK + k]);
+              for (int64_t n = 0; n < kTile; ++n) acc[r][n] += av * bf[k][n];
+            }
+        }
+        for (int64_t r = 0; r < kTile; ++r)
+          for (int64_t n = 0; n < kTile; ++n) C[(i * kTile + r) * ldc + j * kTile + n] = acc[r][n];
+      }
+  }
+};
+
+// ---- convolution passes (bf16.h), as GEMMs over im2col sources ----
+
+template <class Kern, class T>
+void conv_forward_impl(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
+  const int64_t J = s.N * osz, nt = ceil_div(J, kTile);
+  // Threads take ranges of 16-column tiles of one group: each packs that group's weights once.
+  parallel_for(0, G * nt, 4, [&](int64_t b, int64_t e) {
+    for (int64_t g = b / nt; g < G && g * nt < e; ++g) {
+      const int64_t j0 = std::max(b, g * nt) - g * nt, j1 = std::min(e, (g + 1) * nt) - g * nt;
+      const StridedSource<T> a{w + g * Kg * CKK, CKK, 1};
+      const Im2colSource<T> src{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
+      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        for (int64_t m = 0; m < M; ++m) {
+          const float bv = bias ? bias[g * Kg + m] : 0.0f;
+          for (int64_t jj = 0; jj < N;) {
+            const int64_t j = n0 + jj, img = j / osz, pos = j % osz, run = std::min(N - jj, osz - pos);
+            float* dst = y + (img * s.K + g * Kg + m) * osz + pos;
+            const float* c = C + m * ldc + jj;
+            for (int64_t i = 0; i < run; ++i) dst[i] = c[i] + bv;
+            jj += run;
+          }
+        }
+      };
+      gemm_blocked<Kern>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
+    }
+  });
+}
+
+template <class Kern, class T>
+void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* wt, float* gx) {
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz, osz = s.out_size();
+  const int64_t isz = s.in_size();
+  // Threads own whole images, so the col2im scatter-adds of two threads never meet.
+  parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
+    std::memset(gx + b * s.C * isz, 0, sizeof(float) * (e - b) * s.C * isz);
+    for (int64_t g = 0; g < G; ++g) {
+      // wt is the weight transposed per group, (G, CKK, Kg): rows of A are contiguous.
+      const StridedSource<T> a{wt + g * CKK * Kg, Kg, 1};
+      const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
+      const int64_t g_c0 = g * Cg;
+      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        // col2im: row m of C is kernel tap (c, kd, kh, kw); along one output row the
+        // inputs it touches are a strided run, as in Im2colSource::row.
+        for (int64_t m = 0; m < M; ++m) {
+          const int64_t c = m / ksz, t = m % ksz;
+          const int64_t kd = t / (s.k[1] * s.k[2]), kh = (t / s.k[2]) % s.k[1], kw = t % s.k[2];
+          const int64_t offd = kd * s.dil[0] - s.pad0[0], offh = kh * s.dil[1] - s.pad0[1];
+          const int64_t offw = kw * s.dil[2] - s.pad0[2], sw = s.stride[2];
+          const int64_t lo_all = offw >= 0 ? 0 : ceil_div(-offw, sw);
+          const int64_t hi_all = s.in[2] - offw <= 0 ? 0 : ceil_div(s.in[2] - offw, sw);
+          const float* crow = C + m * ldc;
+          for (int64_t jj = 0; jj < N;) {
+            const int64_t j = n0 + jj, img = j / osz, pos = j % osz;
+            const int64_t od = pos / (s.out[1] * s.out[2]), oh = (pos / s.out[2]) % s.out[1], ow = pos % s.out[2];
+            const int64_t run = std::min(N - jj, s.out[2] - ow);
+            const int64_t id = od * s.stride[0] + offd, ih = oh * s.stride[1] + offh;
+            if (id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1]) {
+              float* g = gx + (img * s.C + g_c0 + c) * isz + (id * s.in[1] + ih) * s.in[2] + offw;
+              const int64_t lo = std::clamp(lo_all - ow, int64_t(0), run);
+              const int64_t hi = std::clamp(hi_all - ow, lo, run);
+              for (int64_t i = lo; i < hi; ++i) g[(ow + i) * sw] += crow[jj + i];
+            }
+            jj += run;
+          }
+        }
+      };
+      gemm_blocked<Kern>(0, CKK, b * osz, e * osz, Kg, a, src, epi);
+    }
+  });
+}
+
+template <class Kern, class T>
+void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
+  const int64_t J = s.N * osz, mt = ceil_div(CKK, kTile);
+  // grad_w^T (CKK x Kg) = im2col (CKK x J) * grad_y^T (J x Kg): threads own rows of
+  // grad_w^T (kernel taps), so each accumulates its own block over all of J.
+  parallel_for(0, G * mt, 1, [&](int64_t b, int64_t e) {
+    for (int64_t g = b / mt; g < G && g * mt < e; ++g) {
+      const int64_t i0 = std::max(b, g * mt) - g * mt, i1 = std::min(e, (g + 1) * mt) - g * mt;
+      const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
+      const PlaneSourceT<T> src{gy + g * Kg * osz, s.K * osz, osz};
+      auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        for (int64_t n = 0; n < N; ++n) {
+          float* dst = gw + (g * Kg + n0 + n) * CKK + m0;
+          for (int64_t m = 0; m < M; ++m) dst[m] += C[m * ldc + n];
+        }
+      };
+      gemm_blocked<Kern>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
+    }
+  });
+}
+
+// C (M x N, ldc) (+)= A * B for strided A, B; threads split the columns.
+template <class Kern, class T>
+void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B, int64_t rs_b,
+               int64_t cs_b, float* Cout, int64_t ldc_out, bool accumulate) {
+  const StridedSource<T> a{A, rs_a, cs_a};
+  const StridedSource<T> b{B, rs_b, cs_b};
+  const int64_t nt = ceil_div(N, kTile);
+  const int64_t grain = std::max<int64_t>(1, int64_t(4e6 / (2.0 * double(M) * double(K) * kTile + 1.0)));
+  parallel_for(0, nt, grain, [&](int64_t lo, int64_t hi) {
+    // M is split in slabs so the C block (slab x 256 floats) stays a few hundred KiB.
+    for (int64_t m0 = 0; m0 < M; m0 += 512) {
+      const int64_t m1 = std::min(M, m0 + 512);
+      auto epi_slab = [&](int64_t, int64_t Mr, int64_t n0, int64_t Nc, const float* C, int64_t ldc) {
+        for (int64_t m = 0; m < Mr; ++m) {
+          float* dst = Cout + (m0 + m) * ldc_out + n0;
+          const float* c = C + m * ldc;
+          if (accumulate)
+            for (int64_t n = 0; n < Nc; ++n) dst[n] += c[n];
+          else
+            for (int64_t n = 0; n < Nc; ++n) dst[n] = c[n];
+        }
+      };
+      gemm_blocked<Kern>(m0, m1, lo * kTile, std::min(N, hi * kTile), K, a, b, epi_slab);
+    }
+  });
+}
+
+}  // namespace cnnfast::cpu::CNNFAST_ISA_NS

@@ -1,0 +1,298 @@
+// bf16 path selection, Linux's AMX permission, the fallback kernel and the public
+// entry points of bf16.h.
+#include "cpu/bf16.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "cpu/bf16_impl.h"
+
+namespace cnnfast::cpu {
+
+namespace {
+
+// Linux hands out the 8 KiB AMX tile state only on request, once per process; a
+// TDPBF16PS without it is a SIGILL. CNNFAST_AMX_DENY=1 acts as if the request were
+// refused (for tests, or to keep AMX off).
+std::string request_amx() {
+  if (!cpu_supports_amx_bf16()) return "not supported by this CPU";
+  const char* deny = std::getenv("CNNFAST_AMX_DENY");
+  if (deny && *deny && std::strcmp(deny, "0") != 0) return "refused (CNNFAST_AMX_DENY is set)";
+#if defined(__linux__) && defined(SYS_arch_prctl) && CNNFAST_HAVE_AVX512_BUILD
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0)
+    return std::string("refused by the OS: arch_prctl(ARCH_REQ_XCOMP_PERM) failed: ") + std::strerror(errno);
+  return "granted";
+#else
+  return "not available on this OS or build";
+#endif
+}
+
+const std::string& amx_status() {
+  static const std::string s = request_amx();
+  return s;
+}
+
+// -1: not chosen yet (CNNFAST_BF16_PATH or the best path on first use).
+std::atomic<int> g_path{-1};
+
+int initial_path() {
+  const char* env = std::getenv("CNNFAST_BF16_PATH");
+  if (env && *env) {
+    const Bf16Path p = parse_bf16_path(env);
+    std::string why;
+    CNNFAST_CHECK(bf16_path_available(p, &why), ValueError, "CNNFAST_BF16_PATH=", env, ": ", why);
+    return int(p);
+  }
+  return int(Bf16Path::Auto);
+}
+
+}  // namespace
+
+std::string amx_permission_status() { return amx_status(); }
+
+bool bf16_path_available(Bf16Path p, std::string* why) {
+  auto no = [&](const std::string& reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  if (p == Bf16Path::Fallback || p == Bf16Path::Auto) return true;
+  if (!CNNFAST_HAVE_AVX512_BUILD) return no("this build has no AVX-512 kernels");
+  if (!use_avx512()) return no("the SIMD level in use is below avx512");
+  if (p == Bf16Path::AVX512BF16)
+    return cpu_supports_avx512_bf16() ? true : no("this CPU has no AVX512-BF16");
+  if (!cpu_supports_avx512_bf16()) return no("this CPU has no AVX512-BF16");
+  if (amx_status() != "granted") return no("AMX-BF16 is " + amx_status());
+  return true;
+}
+
+Bf16Path best_bf16_path() {
+  for (Bf16Path p : {Bf16Path::AMX, Bf16Path::AVX512BF16})
+    if (bf16_path_available(p)) return p;
+  return Bf16Path::Fallback;
+}
+
+Bf16Path bf16_path() {
+  int p = g_path.load(std::memory_order_relaxed);
+  if (p < 0) {
+    int expected = -1;
+    g_path.compare_exchange_strong(expected, initial_path());
+    p = g_path.load();
+  }
+  // A SIMD level lowered after the choice narrows the path with it.
+  if (Bf16Path(p) == Bf16Path::Auto || !bf16_path_available(Bf16Path(p))) return best_bf16_path();
+  return Bf16Path(p);
+}
+
+void set_bf16_path(Bf16Path p) {
+  std::string why;
+  CNNFAST_CHECK(bf16_path_available(p, &why), ValueError, "path: '", bf16_path_name(p),
+                "' cannot run here: ", why);
+  g_path.store(int(p));
+}
+
+std::string bf16_path_name(Bf16Path p) {
+  switch (p) {
+    case Bf16Path::AMX: return "amx";
+    case Bf16Path::AVX512BF16: return "avx512_bf16";
+    case Bf16Path::Auto: return "auto";
+    default: return "fallback";
+  }
+}
+
+Bf16Path parse_bf16_path(const std::string& s) {
+  if (s == "amx") return Bf16Path::AMX;
+  if (s == "avx512_bf16") return Bf16Path::AVX512BF16;
+  if (s == "fallback") return Bf16Path::Fallback;
+  if (s == "auto") return Bf16Path::Auto;
+  throw ValueError(cat("path: expected 'auto', 'amx', 'avx512_bf16' or 'fallback', got '", s, "'"));
+}
+
+void bf16_round_array(const float* x, uint16_t* y, int64_t n) {
+#if CNNFAST_HAVE_AVX512_BUILD
+  if (bf16_path() != Bf16Path::Fallback) return amx_impl::round_array(x, y, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_from_float(x[i]);
+}
+
+void bf16_widen_array(const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
+}
+
+// Kernel taps that read only padding for every output (eight of nine for a 3x3 kernel
+// on a 1x1 map) are dropped: the problem is re-posed on the window of live taps, with
+// the weights of that window copied out (they are small) and its gradient scattered back.
+struct TapWindow {
+  int64_t lo[3] = {0, 0, 0}, hi[3] = {1, 1, 1};
+  bool full = true;
+  ConvShape inner;
+};
+
+TapWindow live_taps(const ConvShape& s) {
+  TapWindow t;
+  t.inner = s;
+  for (int d = 0; d < 3; ++d) {
+    int64_t lo = 0, hi = s.k[d];
+    while (lo < hi && (s.out[d] - 1) * s.stride[d] + lo * s.dil[d] - s.pad0[d] < 0) ++lo;
+    while (hi > lo && (hi - 1) * s.dil[d] - s.pad0[d] > s.in[d] - 1) --hi;
+    if (hi <= lo) lo = 0, hi = 1;  // no live tap at all: keep one, it reads zeros
+    t.lo[d] = lo;
+    t.hi[d] = hi;
+    t.full = t.full && lo == 0 && hi == s.k[d];
+    t.inner.k[d] = hi - lo;
+    t.inner.pad0[d] = s.pad0[d] - lo * s.dil[d];
+  }
+  return t;
+}
+
+// Index of window tap (a, b, c) in the full kernel's flattened (kD, kH, kW).
+inline int64_t full_tap(const ConvShape& s, const TapWindow& t, int64_t a, int64_t b, int64_t c) {
+  return ((a + t.lo[0]) * s.k[1] + b + t.lo[1]) * s.k[2] + c + t.lo[2];
+}
+
+template <class T>
+std::vector<T> window_weights(const ConvShape& s, const TapWindow& t, const T* w) {
+  const ConvShape& i = t.inner;
+  const int64_t rows = s.K * s.Cg();
+  std::vector<T> out(size_t(rows * i.k_size()));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t a = 0, q = 0; a < i.k[0]; ++a)
+      for (int64_t b = 0; b < i.k[1]; ++b)
+        for (int64_t c = 0; c < i.k[2]; ++c, ++q) out[r * i.k_size() + q] = w[r * s.k_size() + full_tap(s, t, a, b, c)];
+  return out;
+}
+
+template <class T>
+void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+  const TapWindow t = live_taps(s);
+  std::vector<T> wwin;
+  if (!t.full) wwin = window_weights(s, t, w);
+  const ConvShape& S = t.full ? s : t.inner;
+  const T* W = t.full ? w : wwin.data();
+  const Bf16Path p = bf16_path();
+  if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, S, x, W, bias, y);
+  generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(S, x, W, bias, y);
+}
+
+template <class T>
+void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float* gx) {
+  const TapWindow t = live_taps(s);
+  std::vector<T> wwin;
+  if (!t.full) wwin = window_weights(s, t, w);
+  const ConvShape& S = t.full ? s : t.inner;
+  const T* W = t.full ? w : wwin.data();
+  // grad_x's GEMM reads the weight by columns; a blocked transpose once here makes its
+  // packing contiguous (a strided gather per thread cost more than the GEMM on deep layers).
+  const int64_t G = S.groups, Kg = S.Kg(), CKK = S.Cg() * S.k_size();
+  std::vector<T> wt(size_t(G * CKK * Kg));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t k0 = 0; k0 < Kg; k0 += 32)
+      for (int64_t c0 = 0; c0 < CKK; c0 += 32)
+        for (int64_t k = k0; k < std::min(Kg, k0 + 32); ++k)
+          for (int64_t c = c0; c < std::min(CKK, c0 + 32); ++c)
+            wt[(g * CKK + c) * Kg + k] = W[(g * Kg + k) * CKK + c];
+  const Bf16Path p = bf16_path();
+  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, wt.data(), gx);
+  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, wt.data(), gx);
+}
+
+template <class T>
+void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const TapWindow t = live_taps(s);
+  const ConvShape& S = t.full ? s : t.inner;
+  std::vector<float> gwin;
+  if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
+  float* G = t.full ? gw : gwin.data();
+  const Bf16Path p = bf16_path();
+  if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
+  else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
+  if (t.full) return;
+  for (int64_t r = 0; r < s.K * s.Cg(); ++r)
+    for (int64_t a = 0, q = 0; a < S.k[0]; ++a)
+      for (int64_t b = 0; b < S.k[1]; ++b)
+        for (int64_t c = 0; c < S.k[2]; ++c, ++q) gw[r * s.k_size() + full_tap(s, t, a, b, c)] += gwin[r * S.k_size() + q];
+}
+
+template <class T>
+void gemm_bf16(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B, int64_t rs_b,
+               int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  const Bf16Path p = bf16_path();
+  if (p != Bf16Path::Fallback) return amx_impl::gemm<T>(p, M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
+  generic_isa::gemm_impl<generic_isa::FallbackKern, T>(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
+}
+
+double amx_peak_gflops(int threads) {
+  std::string why;
+  CNNFAST_CHECK(bf16_path_available(Bf16Path::AMX, &why), ValueError, "the AMX peak needs the amx path: ", why);
+  threads = std::max(1, threads);
+  const int64_t iters = 200'000;
+  double best = 0.0;
+  for (int rep = 0; rep < 15; ++rep) {
+    std::vector<float> sink(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { sink[t] = amx_impl::amx_loop(iters); });
+    for (auto& th : pool) th.join();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, double(threads) * double(iters) * double(amx_impl::kAmxFlopsPerIter) / sec * 1e-9);
+  }
+  return best;
+}
+
+#define CNNFAST_INST(T)                                                                                         \
+  template void conv_forward_bf16<T>(const ConvShape&, const T*, const T*, const float*, float*);             \
+  template void conv_backward_data_bf16<T>(const ConvShape&, const T*, const T*, float*);                     \
+  template void conv_backward_weight_bf16<T>(const ConvShape&, const T*, const T*, float*);                   \
+  template void gemm_bf16<T>(int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, \
+                             float*, int64_t, bool);
+CNNFAST_INST(float)
+CNNFAST_INST(uint16_t)
+#undef CNNFAST_INST
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+// Non-x86 builds have no ISA files; bf16_path() is always the fallback there.
+namespace amx_impl {
+template <class T>
+void conv_forward(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*) {}
+template <class T>
+void conv_backward_data(Bf16Path, const ConvShape&, const T*, const T*, float*) {}
+template <class T>
+void conv_backward_weight(Bf16Path, const ConvShape&, const T*, const T*, float*) {}
+template <class T>
+void gemm(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, float*,
+          int64_t, bool) {}
+#define CNNFAST_STUB_INST(T)                                                                                 \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);       \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
+  template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);             \
+  template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,  \
+                        int64_t, float*, int64_t, bool);
+CNNFAST_STUB_INST(float)
+CNNFAST_STUB_INST(uint16_t)
+#undef CNNFAST_STUB_INST
+float amx_loop(int64_t) { return 0.0f; }
+void round_array(const float*, uint16_t*, int64_t) {}
+}  // namespace amx_impl
+#endif
+
+}  // namespace cnnfast::cpu

@@ -1,0 +1,192 @@
+// The AMX and AVX512-BF16 kernels of the bf16 paths (bf16.h) and the AMX peak loop.
+// Compiled with -mavx512bf16 -mamx-tile -mamx-bf16; nothing here runs unless
+// gemm_bf16.cpp has checked the CPU, the SIMD level and (for AMX) the OS permission.
+#include <immintrin.h>
+
+#include "cpu/bf16_impl.h"
+#include "cpu/bf16.h"
+
+namespace cnnfast::cpu::CNNFAST_ISA_NS {
+namespace {
+
+// Palette 1, every tile 16 rows x 64 bytes: C in tmm0-3, A in tmm4-5, B in tmm6-7.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// 2x2 tiles of C (32 x 32) per pass: each A and B tile load feeds two TDPBF16PS.
+template <bool TwoM, bool TwoN>
+inline void amx_quad(const uint16_t* A0, const uint16_t* A1, const uint16_t* B0, const uint16_t* B1, int64_t kt,
+                     float* C, int64_t ldc, bool load_c) {
+  const int64_t cs = ldc * 4;
+  if (load_c) {
+    _tile_loadd(0, C, cs);
+    if (TwoN) _tile_loadd(1, C + 16, cs);
+    if (TwoM) _tile_loadd(2, C + 16 * ldc, cs);
+    if (TwoM && TwoN) _tile_loadd(3, C + 16 * ldc + 16, cs);
+  } else {
+    _tile_zero(0);
+    if (TwoN) _tile_zero(1);
+    if (TwoM) _tile_zero(2);
+    if (TwoM && TwoN) _tile_zero(3);
+  }
+  for (int64_t k = 0; k < kt; ++k) {
+    const int64_t o = k * kTileElems;
+    _tile_loadd(4, A0 + o, 64);
+    _tile_loadd(6, B0 + o, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if (TwoN) {
+      _tile_loadd(7, B1 + o, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if (TwoM) {
+      _tile_loadd(5, A1 + o, 64);
+      _tile_dpbf16ps(2, 5, 6);
+      if (TwoN) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, C, cs);
+  if (TwoN) _tile_stored(1, C + 16, cs);
+  if (TwoM) _tile_stored(2, C + 16 * ldc, cs);
+  if (TwoM && TwoN) _tile_stored(3, C + 16 * ldc + 16, cs);
+}
+
+struct AmxKern {
+  static void begin() { configure_tiles(); }
+  static void end() { _tile_release(); }
+  static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
+                    int64_t ldc, int64_t mt, int64_t nt, bool load_c) {
+    for (int64_t i = 0; i < mt; i += 2)
+      for (int64_t j = 0; j < nt; j += 2) {
+        const uint16_t* A0 = A + i * a_ts;
+        const uint16_t* B0 = B + j * b_ts;
+        float* Cij = C + i * kTile * ldc + j * kTile;
+        const bool tm = i + 1 < mt, tn = j + 1 < nt;
+        if (tm && tn) amx_quad<true, true>(A0, A0 + a_ts, B0, B0 + b_ts, kt, Cij, ldc, load_c);
+        else if (tm) amx_quad<true, false>(A0, A0 + a_ts, B0, B0, kt, Cij, ldc, load_c);
+        else if (tn) amx_quad<false, true>(A0, A0, B0, B0 + b_ts, kt, Cij, ldc, load_c);
+        else amx_quad<false, false>(A0, A0, B0, B0, kt, Cij, ldc, load_c);
+      }
+  }
+};
+
+// VDPBF16PS on one 16x16 C tile at a time: 16 zmm accumulators (one per row), each
+// k-pair of B one zmm, each A pair a 32-bit broadcast.
+struct DpKern {
+  static void begin() {}
+  static void end() {}
+  static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
+                    int64_t ldc, int64_t mt, int64_t nt, bool load_c) {
+    for (int64_t i = 0; i < mt; ++i)
+      for (int64_t j = 0; j < nt; ++j) {
+        float* Cij = C + i * kTile * ldc + j * kTile;
+        __m512 acc[kTile];
+        for (int r = 0; r < kTile; ++r) acc[r] = load_c ? _mm512_loadu_ps(Cij + r * ldc) : _mm512_setzero_ps();
+        for (int64_t k = 0; k < kt; ++k) {
+          const uint16_t* a = A + i * a_ts + k * kTileElems;
+          const uint16_t* b = B + j * b_ts + k * kTileElems;
+          for (int p = 0; p < kTileK / 2; ++p) {
+            const __m512bh bv = (__m512bh)_mm512_loadu_si512(b + p * 32);
+            for (int r = 0; r < kTile; ++r) {
+              int32_t pair;
+              std::memcpy(&pair, a + r * kTileK + 2 * p, 4);
+              acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), bv);
+            }
+          }
+        }
+        for (int r = 0; r < kTile; ++r) _mm512_storeu_ps(Cij + r * ldc, acc[r]);
+      }
+  }
+};
+
+}  // namespace
+}  // namespace cnnfast::cpu::CNNFAST_ISA_NS
+
+namespace cnnfast::cpu::amx_impl {
+using namespace cnnfast::cpu::CNNFAST_ISA_NS;
+
+#define CNNFAST_BF16_DISPATCH(path, call)        \
+  do {                                           \
+    if (path == Bf16Path::AMX) call(AmxKern);    \
+    else call(DpKern);                           \
+  } while (0)
+
+template <class T>
+void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+#define CALL(K) conv_forward_impl<K, T>(s, x, w, bias, y)
+  CNNFAST_BF16_DISPATCH(p, CALL);
+#undef CALL
+}
+template <class T>
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, float* gx) {
+#define CALL(K) conv_backward_data_impl<K, T>(s, gy, w, gx)
+  CNNFAST_BF16_DISPATCH(p, CALL);
+#undef CALL
+}
+template <class T>
+void conv_backward_weight(Bf16Path p, const ConvShape& s, const T* gy, const T* x, float* gw) {
+#define CALL(K) conv_backward_weight_impl<K, T>(s, gy, x, gw)
+  CNNFAST_BF16_DISPATCH(p, CALL);
+#undef CALL
+}
+template <class T>
+void gemm(Bf16Path p, int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B,
+          int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate) {
+#define CALL(Kn) gemm_impl<Kn, T>(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate)
+  CNNFAST_BF16_DISPATCH(p, CALL);
+#undef CALL
+}
+
+#define CNNFAST_INST(T)                                                                                          \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);         \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);                 \
+  template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
+  template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,    \
+                        int64_t, float*, int64_t, bool);
+CNNFAST_INST(float)
+CNNFAST_INST(uint16_t)
+#undef CNNFAST_INST
+
+float amx_loop(int64_t iters) {
+  alignas(64) uint16_t a[kTileElems], b[kTileElems];
+  for (int i = 0; i < kTileElems; ++i) a[i] = b[i] = 0x3f80;  // 1.0
+  alignas(64) float c[kTile * kTile];
+  configure_tiles();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, a, 64);
+  _tile_loadd(5, a, 64);
+  _tile_loadd(6, b, 64);
+  _tile_loadd(7, b, 64);
+  for (int64_t i = 0; i < iters; ++i) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, 64);
+  _tile_release();
+  return c[0];
+}
+
+void round_array(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+  for (; i < n; ++i) y[i] = to_bf16(x[i]);
+}
+
+}  // namespace cnnfast::cpu::amx_impl

@@ -1,0 +1,241 @@
+"""bfloat16 kernels (cnnfast.amp, _C.*_bf16): every pass on every path the machine has,
+against a float64 reference computed from the same bf16-rounded inputs."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cnnfast
+from cnnfast import _C
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+torch = pytest.importorskip("torch")
+BF16 = ml_dtypes.bfloat16
+PATHS = ["amx", "avx512_bf16", "fallback"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    if request.param not in _C.bf16_paths():
+        pytest.skip(f"{request.param} not available here ({_C.amx_permission()})")
+    _C.set_bf16_path(request.param)
+    yield request.param
+    _C.set_bf16_path("auto")
+
+
+def r64(a):
+    """The value bf16 kernels multiply: a rounded to bfloat16, as float64."""
+    return np.asarray(a).astype(BF16).astype(np.float64)
+
+
+def close(got, ref, k):
+    """Within float32 accumulation error over k products (the products themselves are exact)."""
+    tol = 4 * k * np.finfo(np.float32).eps * (np.abs(ref).max() + 1.0)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+    assert got.dtype == np.float32
+
+
+CASES = [  # N, C, K, in, k, stride, dilation, groups, pads
+    (1, 3, 5, (13,), (3,), (1,), (1,), 1, [(1, 1)]),
+    (2, 6, 10, (11, 13), (3, 2), (2, 1), (1, 2), 2, [(1, 2), (0, 1)]),
+    (3, 4, 17, (7, 9), (3, 3), (3, 3), (1, 1), 1, [(2, 0), (1, 1)]),
+    (2, 8, 8, (9, 10), (3, 3), (1, 1), (2, 1), 8, [(1, 1), (1, 1)]),
+    (2, 35, 33, (8, 8), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
+    (1, 2, 3, (5, 6, 7), (2, 3, 2), (1, 2, 1), (2, 1, 1), 1, [(1, 0), (0, 1), (1, 1)]),
+    # Maps smaller than the kernel: taps that read only padding are dropped (live_taps).
+    (2, 16, 24, (1, 2), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
+    (3, 6, 4, (2, 3), (3, 5), (2, 1), (1, 1), 2, [(2, 1), (0, 3)]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{len(c[3])}d-g{c[7]}-s{c[5][0]}")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_conv_all_passes(path, case, dtype, rng):
+    N, C, K, ins, ks, stride, dil, groups, pads = case
+    nd = len(ins)
+    x = rng.standard_normal((N, C) + ins).astype(np.float32)
+    w = rng.standard_normal((K, C // groups) + ks).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    xt = torch.tensor(r64(x), requires_grad=True)
+    wt = torch.tensor(r64(w), requires_grad=True)
+    bt = torch.tensor(b.astype(np.float64), requires_grad=True)
+    flat = [p for pair in reversed(pads) for p in pair]
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[nd]
+    yt = conv(torch.nn.functional.pad(xt, flat), wt, bt, stride=stride, dilation=dil, groups=groups)
+    cast = (lambda a: a.astype(BF16)) if dtype == "bfloat16" else (lambda a: a)
+    args = (list(stride), [list(p) for p in pads], list(dil), groups)
+    y = _C.conv_forward_bf16(cast(x), cast(w), b, *args)
+    kdepth = (C // groups) * int(np.prod(ks))
+    close(y, yt.detach().numpy(), kdepth)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(r64(g)))
+    gx, gw, gb = _C.conv_backward_bf16(cast(g), cast(x), cast(w), *args)
+    close(gx, xt.grad.numpy(), K)
+    close(gw, wt.grad.numpy(), N * int(np.prod(y.shape[2:])))
+    close(gb, cast(g).astype(np.float64).sum(axis=(0,) + tuple(range(2, 2 + nd))), g.size)
+
+
+@pytest.mark.parametrize("M,inf,out", [(1, 7, 3), (33, 65, 17), (64, 300, 129)])
+def test_linear(path, M, inf, out, rng):
+    x = rng.standard_normal((M, inf)).astype(np.float32)
+    w = rng.standard_normal((out, inf)).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32)
+    y = _C.linear_forward_bf16(x, w, b)
+    close(y, r64(x) @ r64(w).T + b, inf)
+    g = rng.standard_normal((M, out)).astype(np.float32)
+    gx, gw, gb = _C.linear_backward_bf16(g, x, w)
+    close(gx, r64(g) @ r64(w), out)
+    close(gw, r64(g).T @ r64(x), M)
+    close(gb, g.astype(np.float64).sum(0), M)
+    y2 = _C.linear_forward_bf16(x.astype(BF16), w.astype(BF16), b)
+    np.testing.assert_array_equal(y2, y)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm(path, ta, tb, rng):
+    a = rng.standard_normal((37, 70)).astype(np.float32)
+    b = rng.standard_normal((70, 300)).astype(np.float32)
+    A, B = (np.ascontiguousarray(a.T) if ta else a), (np.ascontiguousarray(b.T) if tb else b)
+    close(_C.gemm_bf16(A, B, ta, tb), r64(a) @ r64(b), 70)
+
+
+def test_paths_agree_closely(rng):
+    """Every path computes the same exact products; only the float32 summation order differs."""
+    x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    outs = []
+    for p in _C.bf16_paths():
+        _C.set_bf16_path(p)
+        outs.append(_C.conv_forward_bf16(x, w, None, [1, 1], [[1, 1], [1, 1]], [1, 1], 1))
+    _C.set_bf16_path("auto")
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-4)
+
+
+def test_rounding_is_nearest_even():
+    x = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, -2.5, 3e38, np.inf, 1e-3], np.float32)
+    got = _C.to_bfloat16(x)
+    assert got.dtype == BF16
+    np.testing.assert_array_equal(got.astype(np.float32), x.astype(BF16).astype(np.float32))
+    assert np.isnan(_C.to_bfloat16(np.array([np.nan], np.float32)).astype(np.float32)[0])
+
+
+def test_bad_input(rng):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    args = ([1, 1], [[0, 0], [0, 0]], [1, 1], 1)
+    with pytest.raises(TypeError, match="float16"):
+        _C.conv_forward_bf16(x.astype(np.float16), w.astype(np.float16), None, *args)
+    with pytest.raises(TypeError, match="weight"):
+        _C.conv_forward_bf16(x, w.astype(BF16), None, *args)
+    with pytest.raises(TypeError, match="x"):
+        _C.conv_forward_bf16(x.astype(np.float64), w.astype(np.float64), None, *args)
+    with pytest.raises(TypeError, match="bias"):
+        _C.conv_forward_bf16(x, w, np.zeros(3, np.float64), *args)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.conv_forward_bf16(x[:, :, ::2], w, None, *args)
+    # A kernel without a bf16 path names the dtype instead of crashing.
+    with pytest.raises(TypeError, match="bfloat16"):
+        _C.conv_forward(x.astype(BF16), w.astype(BF16), None, *args)
+    with pytest.raises(ValueError, match="path"):
+        _C.set_bf16_path("tpu")
+    with pytest.raises(ValueError, match="float16"):
+        cnnfast.autocast(dtype="float16")
+
+
+def test_amx_refused_falls_back():
+    """CNNFAST_AMX_DENY simulates Linux refusing the tile state: the next path is used and
+    forcing amx is a ValueError that says why."""
+    code = ("from cnnfast import _C\n"
+            "print(_C.amx_permission()); print(_C.bf16_path()); print(_C.bf16_paths())\n"
+            "try:\n    _C.set_bf16_path('amx')\nexcept ValueError as e:\n    print('refused:', e)\n")
+    env = dict(os.environ, CNNFAST_AMX_DENY="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert "CNNFAST_AMX_DENY" in lines[0] or "not supported" in lines[0]
+    assert lines[1] in ("avx512_bf16", "fallback")
+    assert "amx" not in lines[2]
+    assert lines[3].startswith("refused:") and "amx" in lines[3]
+
+
+def test_simd_cap_narrows_path():
+    env = dict(os.environ, CNNFAST_CPU_CAP="avx2")
+    out = subprocess.run([sys.executable, "-c", "from cnnfast import _C; print(_C.bf16_path())"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "fallback"
+
+
+def test_autocast_uses_bf16_and_keeps_fp32(rng):
+    from cnnfast import functional as F
+    xa = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    wa = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x = cnnfast.tensor(xa, requires_grad=True)
+    w = cnnfast.tensor(wa, requires_grad=True)
+    with cnnfast.autocast(dtype="bfloat16"):
+        assert cnnfast.amp.is_autocast_enabled()
+        y = F.conv2d(x, w, padding=1)
+    assert not cnnfast.amp.is_autocast_enabled()
+    ref = torch.nn.functional.conv2d(torch.tensor(r64(xa)), torch.tensor(r64(wa)), padding=1)
+    close(y.detach().numpy(), ref.numpy(), 27)
+    y32 = F.conv2d(x, w, padding=1).detach().numpy()
+    assert np.abs(y32 - ref.numpy()).max() > 0  # fp32 did not round the inputs: autocast did something
+    y.sum().backward()
+    assert x.grad.numpy().dtype == np.float32 and w.grad.numpy().dtype == np.float32
+
+
+def _train_small_cnn(precision, steps, rng_seed=0):
+    from cnnfast import nn
+    from cnnfast import functional as F
+    cnnfast.manual_seed(rng_seed)
+    rng = np.random.default_rng(rng_seed)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+    opt = cnnfast.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    centers = rng.standard_normal((10, 1, 8, 8)).astype(np.float32)
+    losses = []
+    for _ in range(steps):
+        y = rng.integers(0, 10, 32)
+        x = centers[y] + 0.5 * rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+        with cnnfast.autocast(enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(cnnfast.tensor(x)), cnnfast.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+    return np.mean(losses[-20:]), model
+
+
+def test_autocast_training_tracks_fp32():
+    l32, m32 = _train_small_cnn("fp32", 200)
+    l16, m16 = _train_small_cnn("bf16", 200)
+    assert all(p.data.dtype == np.float32 for p in m16.parameters())
+    assert l32 < 0.5  # it learned
+    assert abs(l16 - l32) <= 0.05 * max(l32, 0.05) + 0.02
+
+
+@pytest.mark.slow
+def test_cli_train_bf16_reaches_98_percent(tmp_path):
+    """`cnnfast train --precision bf16` on the default data (digits, LeNet-5)."""
+    import json
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-m", "cnnfast", "train", "--precision", "bf16", "--quiet", "--threads", "2",
+                          "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, check=True).stdout
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["test_accuracy"] >= 0.98
+
+
+def test_precision_fallback_warns(tmp_path):
+    """Without bf16 hardware (forced here with the SIMD cap), bf16 training says it will be slower."""
+    from cnnfast.training import TrainConfig, train
+    before = _C.simd_level()
+    _C.set_simd_level("avx2")
+    try:
+        with pytest.warns(RuntimeWarning, match="slower"):
+            m = train(TrainConfig(precision="bf16", quiet=True, epochs=1, limit=64, threads=1))
+    finally:
+        _C.set_simd_level(before)
+    assert np.isfinite(m["test_accuracy"])
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16").check()
