@@ -164,7 +164,7 @@ def case_collectives():
     assert c.tolist() == [1, 0]
     t = cnnfast.tensor(np.full((2, 2), float(R + 5), np.float32))
     dist.broadcast(t, root=1)
-    assert np.all(t.data == 6)
+    assert np.all(t.numpy() == 6)
     dist.barrier()
 
 

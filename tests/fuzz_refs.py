@@ -10,6 +10,7 @@ such as the saved statistics of an evaluation-mode batch norm).
 import numpy as np
 import torch
 import torch.nn.functional as TF
+from torch.optim.adadelta import adadelta as torch_adadelta
 from torch.optim.adagrad import adagrad as torch_adagrad
 from torch.optim.adam import adam as torch_adam
 from torch.optim.rmsprop import rmsprop as torch_rmsprop
@@ -55,7 +56,8 @@ def batch_norm_forward(a):
     if a["training"]:
         dims = _stat_dims(x)
         saved = [_np(x.mean(dims)), _np(1 / torch.sqrt(x.var(dims, unbiased=False) + a["eps"]))]
-    return [_np(y)] + saved + [_np(v) for v in (rm, rv) if v is not None]
+    # The running statistics are outputs only when training updates them (inference only reads them).
+    return [_np(y)] + saved + ([_np(v) for v in (rm, rv) if v is not None] if a["training"] else [])
 
 
 def batch_norm_backward(a):
@@ -292,6 +294,13 @@ def adagrad_step(a):
     return [None, _np(p), _np(s)]
 
 
+def adadelta_step(a):
+    p, g, sq, acc = _t(a["param"]), _t(a["grad"]), _t(a["square_avg"]), _t(a["acc_delta"])
+    torch_adadelta([p], [g], [sq], [acc], [torch.tensor(0.0, dtype=torch.float64)], foreach=False, lr=a["lr"],
+                   rho=a["rho"], eps=a["eps"], weight_decay=a["weight_decay"], maximize=a["maximize"])
+    return [None, _np(p), _np(sq), _np(acc)]
+
+
 def rmsprop_step(a):
     p, g, sq = _t(a["param"]), _t(a["grad"]), _t(a["square_avg"])
     ga, mb = _state(a, "grad_avg"), _state(a, "momentum_buffer")
@@ -357,6 +366,7 @@ REFS = {
     "triplet_margin_loss_forward": triplet_margin_loss_forward,
     "triplet_margin_loss_backward": triplet_margin_loss_backward,
     "sgd_step": sgd_step, "adam_step": adam_step, "adagrad_step": adagrad_step, "rmsprop_step": rmsprop_step,
+    "adadelta_step": adadelta_step,
     "dropout_mask": dropout_mask, "soft_nms_forward": soft_nms_forward,
 }
 REFS.update({f"{n}_backward": pointwise_backward(n) for n in _POINTWISE})

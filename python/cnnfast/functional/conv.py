@@ -29,6 +29,8 @@ called with ``algo="auto"`` (the accurate path: Winograd F(4x4, 3x3) is faster o
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _C
 from ..amp import is_autocast_enabled
 from ..autograd import Function
