@@ -35,7 +35,10 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpi4py/mpiexec not insta
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    # The cnnfast this test imported (installed, or the source tree with its built module),
+    # not blindly the source tree: a CI install has no _C under python/cnnfast.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cnnfast.__file__)))
+    env["PYTHONPATH"] = package_parent + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("CNNFAST_DIST_TIMEOUT", "30")
     env["CNNFAST_NUM_THREADS"] = "1"
     return env
