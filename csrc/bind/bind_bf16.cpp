@@ -80,28 +80,9 @@ ConvShape shape_of_conv(const py::array& x, const py::array& w, const std::vecto
     CNNFAST_CHECK(x.shape(i) > 0 && w.shape(i) > 0, ValueError, "x, weight: expected non-zero sizes, got ",
                   shape_str(shape_of(x)), " and ", shape_str(shape_of(w)));
   nd = int(x.ndim()) - 2;
-  ConvShape s;
-  fill_params(s, nd, stride, padding, dilation, groups);
-  s.N = x.shape(0);
-  s.C = x.shape(1);
-  s.K = w.shape(0);
-  CNNFAST_CHECK(s.C % groups == 0 && w.shape(1) * groups == s.C && s.K % groups == 0, ValueError,
-                "weight: expected shape[1] * groups == x channels (", s.C, ") and out channels divisible by groups=",
-                groups, ", got weight shape ", shape_str(shape_of(w)));
-  for (int i = 0; i < nd; ++i) {
-    const int d = 3 - nd + i;
-    s.in[d] = x.shape(2 + i);
-    s.k[d] = w.shape(2 + i);
-    s.out[d] = conv_out_extent(s, d, i);
-  }
-  return s;
+  return conv_shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups, nd);
 }
 
-std::vector<int64_t> spatial_shape(int64_t a, int64_t b, const int64_t* sp, int nd) {
-  std::vector<int64_t> v{a, b};
-  for (int i = 0; i < nd; ++i) v.push_back(sp[3 - nd + i]);
-  return v;
-}
 
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
                    const ConvPads& padding, const std::vector<int64_t>& dilation, int64_t groups) {
@@ -110,7 +91,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
   const ConvShape s = shape_of_conv(x, w, stride, padding, dilation, groups, nd, bf);
   py::array keep;
   const float* bp = bias_ptr(bias, s.K, keep);
-  py::array y = new_array_of(f32(), spatial_shape(s.N, s.K, s.out, nd));
+  py::array y = new_array_of(f32(), nd_shape(s.N, s.K, s.out, nd));
   float* yp = mp(y);
   dispatch_bf16(bf, [&](auto tag) {
     using T = decltype(tag);
@@ -151,7 +132,7 @@ Grads conv_bwd(const py::array& gy, const py::array& x, const py::array& w, cons
   const ConvShape s = shape_of_conv(x, w, stride, padding, dilation, groups, nd, bf);
   bf16_input(gy, "grad_output");
   same_kind(x, "x", gy, "grad_output");
-  require_shape(gy, "grad_output", spatial_shape(s.N, s.K, s.out, nd));
+  require_shape(gy, "grad_output", nd_shape(s.N, s.K, s.out, nd));
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array_of(f32(), shape_of(x));

@@ -82,28 +82,7 @@ void check_bias(const py::object& bias, const py::array& like, int64_t channels)
 ConvShape conv_shape(const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
                      const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups, int& nd) {
   nd = check_x_weight(x, w, "x");
-  ConvShape s;
-  fill_params(s, nd, stride, padding, dilation, groups);
-  s.N = x.shape(0);
-  s.C = x.shape(1);
-  s.K = w.shape(0);
-  CNNFAST_CHECK(s.C % groups == 0 && w.shape(1) * groups == s.C, ValueError, "weight: expected shape[1] * groups == ",
-                "x channels (", s.C, ") with groups=", groups, ", got weight shape ", shape_str(shape_of(w)));
-  CNNFAST_CHECK(s.K % groups == 0, ValueError, "weight: expected out channels (", s.K, ") divisible by groups=",
-                groups);
-  for (int i = 0; i < nd; ++i) {
-    const int d = 3 - nd + i;
-    s.in[d] = x.shape(2 + i);
-    s.k[d] = w.shape(2 + i);
-    s.out[d] = conv_out_extent(s, d, i);
-  }
-  return s;
-}
-
-std::vector<int64_t> nd_shape(int64_t a, int64_t b, const int64_t* sp, int nd) {
-  std::vector<int64_t> v{a, b};
-  for (int i = 0; i < nd; ++i) v.push_back(sp[3 - nd + i]);
-  return v;
+  return conv_shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups, nd);
 }
 
 // The convolution whose backward-data pass is this transposed convolution:

@@ -60,30 +60,11 @@ void check_supported(const ConvShape& s) {
 ConvShape conv_shape(const DeviceArray& x, const DeviceArray& w, const Ints& stride, const Pairs& padding,
                      const Ints& dilation, int64_t groups, int& nd) {
   nd = check_x_weight(x, w, "x");
-  ConvShape s;
-  fill_params(s, nd, stride, padding, dilation, groups);
-  s.N = x.shape[0];
-  s.C = x.shape[1];
-  s.K = w.shape[0];
-  CNNFAST_CHECK(s.C % groups == 0 && w.shape[1] * groups == s.C, ValueError, "weight: expected shape[1] * groups == ",
-                "x channels (", s.C, ") with groups=", groups, ", got weight shape ", shape_str(w.shape));
-  CNNFAST_CHECK(s.K % groups == 0, ValueError, "weight: expected out channels (", s.K, ") divisible by groups=",
-                groups);
-  for (int i = 0; i < nd; ++i) {
-    const int d = 3 - nd + i;
-    s.in[d] = x.shape[2 + i];
-    s.k[d] = w.shape[2 + i];
-    s.out[d] = conv_out_extent(s, d, i);
-  }
+  const ConvShape s = conv_shape_from(x.shape, w.shape, stride, padding, dilation, groups, nd);
   check_supported(s);
   return s;
 }
 
-Ints nd_shape(int64_t a, int64_t b, const int64_t* sp, int nd) {
-  Ints v{a, b};
-  for (int i = 0; i < nd; ++i) v.push_back(sp[3 - nd + i]);
-  return v;
-}
 
 ConvShape transpose_shape(const DeviceArray& x, const DeviceArray& w, const Ints& stride, const Pairs& padding,
                           const Ints& output_padding, const Ints& dilation, int64_t groups, int& nd) {

@@ -62,4 +62,35 @@ inline int64_t conv_transpose_out_extent(const cpu::ConvShape& s, int d, int64_t
   return v;
 }
 
+// The shape of a convolution from x (N, C, in...) and weight (K, C/g, k...), given as
+// shape vectors whose rank, sizes and dtypes the caller has checked (each binding checks
+// its own dtypes: float32/64, bfloat16, device arrays).
+inline cpu::ConvShape conv_shape_from(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                                      const std::vector<int64_t>& stride, const ConvPads& padding,
+                                      const std::vector<int64_t>& dilation, int64_t groups, int nd) {
+  cpu::ConvShape s;
+  fill_params(s, nd, stride, padding, dilation, groups);
+  s.N = x[0];
+  s.C = x[1];
+  s.K = w[0];
+  CNNFAST_CHECK(s.C % groups == 0 && w[1] * groups == s.C, ValueError, "weight: expected shape[1] * groups == ",
+                "x channels (", s.C, ") with groups=", groups, ", got weight shape ", shape_str(w));
+  CNNFAST_CHECK(s.K % groups == 0, ValueError, "weight: expected out channels (", s.K, ") divisible by groups=",
+                groups);
+  for (int i = 0; i < nd; ++i) {
+    const int d = 3 - nd + i;
+    s.in[d] = x[2 + i];
+    s.k[d] = w[2 + i];
+    s.out[d] = conv_out_extent(s, d, i);
+  }
+  return s;
+}
+
+// (a, b, spatial sizes of the nd-D layer) from a 3-D extent array.
+inline std::vector<int64_t> nd_shape(int64_t a, int64_t b, const int64_t* sp, int nd) {
+  std::vector<int64_t> v{a, b};
+  for (int i = 0; i < nd; ++i) v.push_back(sp[3 - nd + i]);
+  return v;
+}
+
 }  // namespace cnnfast::bind

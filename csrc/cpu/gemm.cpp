@@ -128,7 +128,6 @@ CNNFAST_INSTANTIATE(double)
 namespace avx2_impl {
 void sgemm(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
            bool) {}
-double fma_peak_gflops(int) { return 0.0; }
 int64_t packed_a_size(int64_t, int64_t) { return 0; }
 void pack_a_full(int64_t, int64_t, const float*, int64_t, int64_t, float*) {}
 void sgemm_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*, int64_t, bool) {}

@@ -165,15 +165,10 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
 
     import onnx
 
-    new_nodes = []
-    for n in fused:
-        attrs = {k: v for k, v in n.attrs.items() if not isinstance(v, onnx.GraphProto)}
-        node = onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **attrs)
-        for a in n.attrs.values():
-            if isinstance(a, onnx.GraphProto):  # control flow keeps its subgraphs as they were
-                raise NotImplementedError("freeze: graphs with control flow (If/Loop) are not supported; run the "
-                                          "model unfrozen")
-        new_nodes.append(node)
+    if any(isinstance(v, onnx.GraphProto) for n in fused for v in n.attrs.values()):
+        raise NotImplementedError("freeze: graphs with control flow (If/Loop) are not supported; run the model "
+                                  "unfrozen")
+    new_nodes = [onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **n.attrs) for n in fused]
     new_graph = onnx.helper.make_graph(new_nodes, "frozen", list(proto.graph.input), list(proto.graph.output))
     converters = dict(CONVERTERS)
     converters["FusedConv"] = _fused_conv
