@@ -150,7 +150,9 @@ def test_gil_is_released_during_kernels():
     """With a switch interval of minutes, Python never preempts the main thread, and
     the spinning thread gives the GIL back after each step: its counter can only
     advance while the main thread sits in a kernel that released the GIL."""
-    a = np.ones((300, 300), np.float32)
+    # Large enough that each call lasts milliseconds even on the AVX-512 GEMM (a 300x300
+    # product took ~0.2 ms there, too short for the other thread to be scheduled reliably).
+    a = np.ones((900, 900), np.float32)
     counter = [0]
     done = threading.Event()
 
