@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -233,20 +234,50 @@ class Context:
         self.saved_tensors = arrays
 
 
+class Edge:
+    """Where a non-leaf input's gradient goes: its producer node and output index, with the
+    shape and dtype that backward checks. A Node keeps Edges, not the input Tensors, so an
+    input's array is freed as soon as nothing else holds it; what backward needs survives
+    only through ``save_for_backward`` (a ReLU that saves its output lets the batch-norm
+    output before it go at once, as in torch)."""
+
+    __slots__ = ("grad_fn", "_output_index", "shape", "dtype")
+    _post_accumulate_grad_hooks = ()  # duck-types with a leaf Tensor in the backward loop
+
+    def __init__(self, t):
+        self.grad_fn, self._output_index, self.shape, self.dtype = t.grad_fn, t._output_index, t.shape, t.dtype
+
+
+def _edge(t):
+    """The graph's reference to a forward argument: None when it needs no gradient, the
+    Tensor itself for a leaf (its ``.grad`` is written), else an Edge."""
+    if not (hasattr(t, "_vc") and t.requires_grad):
+        return None
+    return t if t.grad_fn is None else Edge(t)
+
+
 class Node:
     """A recorded call: the Function, its context, and where its inputs came from."""
 
-    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "released", "site", "__weakref__")
+    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "released", "site", "watch", "__weakref__")
 
     def __init__(self, fn, ctx, inputs, n_outputs, out_meta, site: str = ""):
         self.fn = fn
         self.ctx = ctx
-        # Per forward argument: the Tensor if it requires grad, else None.
+        # Per forward argument: None (no gradient needed), a leaf Tensor, or an Edge.
         self.inputs = inputs
         self.n_outputs = n_outputs
         self.out_meta = out_meta  # (shape, dtype) of each output, for zero-filling unused ones
         self.released = False
         self.site = site  # where the forward op was called (anomaly mode only)
+        # output index -> weak reference to the output Tensor with hooks or retain_grad
+        # (registered by the Tensor), so its complete gradient is shown to it once.
+        self.watch = None
+
+    def _watch(self, t) -> None:
+        if self.watch is None:
+            self.watch = {}
+        self.watch[t._output_index] = weakref.ref(t)
 
     def name(self) -> str:
         return f"{self.fn.__name__.lstrip('_')}Backward"
@@ -297,7 +328,7 @@ class Function:
         node = None
         if record:
             meta = [(np.shape(o), getattr(o, "dtype", None)) for o in outs]
-            node = Node(cls, ctx, [a if n else None for a, n in zip(args, needs)], len(outs), meta,
+            node = Node(cls, ctx, [_edge(a) if n else None for a, n in zip(args, needs)], len(outs), meta,
                         _call_site() if anomaly else "")
         wrapped = []
         for i, o in enumerate(outs):
@@ -323,11 +354,13 @@ def _saved_versions(ctx, args, outputs) -> tuple:
     storage the forward saved (in ``saved_tensors`` or as a ctx attribute), so that
     backward can refuse to run on values changed in place since (torch's version check)."""
     owners = {}
-    for i, t in enumerate(outputs):
-        owners.setdefault(id(_owner(t._array)), (t, f"output {i}"))
+    # Inputs first: an in-place op returns its input's storage, and the input's counter
+    # (not the discarded output wrapper's) is the one later writes bump.
     for i, a in enumerate(args):
         if hasattr(a, "_vc"):
             owners.setdefault(id(_owner(a._array)), (a, f"input {i}"))
+    for i, t in enumerate(outputs):
+        owners.setdefault(id(_owner(t._array)), (t, f"output {i}"))
     found = {}
     for v in (*ctx.saved_tensors, *ctx.__dict__.values()):
         for s in (v if isinstance(v, (tuple, list)) else (v,)):
@@ -464,11 +497,6 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
     # grads[node id] = list of per-output gradients, summed over every consumer
     grads: dict[int, list] = {id(root): [None] * root.n_outputs}
     grads[id(root)][tensor._output_index] = gradient
-    # Non-leaf tensors with hooks or retain_grad, by node id and output index: they see
-    # their complete gradient once, when their node runs, as in torch.
-    watched: dict[int, dict] = {}
-    if tensor._hooks or tensor._retains_grad:
-        watched[id(root)] = {tensor._output_index: tensor}
     # Leaf gradients are summed here and accumulated into .grad once, after the pass.
     leaf_grads: dict[int, list] = {}
     order = _topological_order(root)
@@ -490,11 +518,15 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
             if outs is None:
                 _flush_complete(pending, leaf_grads, node.inputs)
                 continue
-            for i, t in watched.pop(id(node), {}).items():
-                if outs[i] is not None:
-                    outs[i] = _run_hooks(t, outs[i])
-                    if t._retains_grad:
-                        t._accumulate(outs[i])
+            if node.watch:
+                # Non-leaf tensors with hooks or retain_grad see their complete gradient
+                # once, when their node runs, as in torch.
+                for i, ref in node.watch.items():
+                    t = ref()
+                    if t is not None and outs[i] is not None:
+                        outs[i] = _run_hooks(t, outs[i])
+                        if t._retains_grad:
+                            t._accumulate(outs[i])
             outs = [g if g is not None else np.zeros(shape, dtype) if dtype is not None and dtype.kind == "f" else None
                     for g, (shape, dtype) in zip(outs, node.out_meta)]
             _check_versions(node)
@@ -521,18 +553,19 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                     else:
                         entry[1] = entry[1] + g
                 else:
-                    if t._hooks or t._retains_grad:
-                        watched.setdefault(id(t.grad_fn), {})[t._output_index] = t
                     slot = grads.setdefault(id(t.grad_fn), [None] * t.grad_fn.n_outputs)
                     i = t._output_index
                     slot[i] = g if slot[i] is None else slot[i] + g
             if pending:
                 _flush_complete(pending, leaf_grads, node.inputs)
+            # Drop this node's gradients now: the ones passed on live in grads/leaf_grads
+            # until their consumer runs, and these names would otherwise keep them (and
+            # the incoming gradient) alive through the next node's backward.
+            in_grads = outs = g = t = None
             if not retain_graph:
                 node.released = True
                 node.ctx.saved_tensors = ()
                 node.ctx.__dict__ = {"saved_tensors": (), "needs_input_grad": node.ctx.needs_input_grad}
                 node.inputs = [None] * len(node.inputs)
-        in_grads = outs = None  # the last node's gradients would otherwise stay referenced here
         for key in list(leaf_grads):
             _flush_leaf(leaf_grads, key)

@@ -163,10 +163,14 @@ class Tensor:
 
     def retain_grad(self) -> None:
         self._retains_grad = True
+        if self.grad_fn is not None:
+            self.grad_fn._watch(self)
 
     def register_hook(self, hook) -> None:
         """hook(grad: np.ndarray) -> replacement or None, called when this tensor's gradient is computed."""
         self._hooks.append(hook)
+        if self.grad_fn is not None:  # the graph keeps edges, not tensors: the node calls back
+            self.grad_fn._watch(self)
 
     def register_post_accumulate_grad_hook(self, hook) -> None:
         """hook(tensor) called after backward has accumulated this leaf's gradient into
@@ -557,7 +561,9 @@ class Tensor:
         return self._inplace("clamp_", lambda t: t.clamp(min, max))
 
     def relu_(self) -> "Tensor":
-        return self._inplace("relu_", lambda t: t.relu())
+        from .functional import relu
+
+        return relu(self, inplace=True)
 
     def sigmoid_(self) -> "Tensor":
         return self._inplace("sigmoid_", lambda t: t.sigmoid())

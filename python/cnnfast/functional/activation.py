@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from .. import _C
 from ..autograd import Function
 from ._util import check_tensor, contiguous
@@ -34,8 +36,12 @@ def _elementwise(name: str, saves_output: bool, param_name: str | None = None):
     return Op
 
 
-_Relu = _elementwise("relu", False)
-_LeakyRelu = _elementwise("leaky_relu", False)
+# ReLU and leaky ReLU (slope >= 0) save their output: y > 0 exactly where x > 0, so the
+# backward mask is the same, and the array before them (a batch-norm output, typically)
+# is freed as soon as the next op has read it instead of living until backward.
+_Relu = _elementwise("relu", True)
+_LeakyRelu = _elementwise("leaky_relu", True)
+_LeakyReluNegative = _elementwise("leaky_relu", False)  # a negative slope maps x < 0 above 0
 _Elu = _elementwise("elu", False)
 _Sigmoid = _elementwise("sigmoid", True)
 _Tanh = _elementwise("tanh", True)
@@ -51,13 +57,54 @@ def _maybe_inplace(input, inplace: bool, name: str, op, *param):
     return op.apply(input, *param)
 
 
+class _RectifyInplace(Function):
+    """ReLU / leaky ReLU (slope >= 0) written into the input's own storage. The backward
+    needs only the output, which is that storage: no copy of the old values is kept, and
+    the version counter makes any later in-place change of it an error at backward."""
+
+    onnx_op = "leaky_relu"
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        if slope == 0.0:
+            np.maximum(x, 0, out=x)  # NaN stays NaN, as the out-of-place kernel
+        else:
+            np.multiply(x, x.dtype.type(slope), out=x, where=x < 0)
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        if ctx.slope == 0.0:
+            return _C.relu_backward(contiguous(g), contiguous(y)), None
+        return _C.leaky_relu_backward(contiguous(g), contiguous(y), ctx.slope), None
+
+
+def _rectify(input, inplace: bool, name: str, slope: float):
+    check_tensor(input, "input")
+    if slope < 0.0:
+        return _maybe_inplace(input, inplace, name, _LeakyReluNegative, slope)
+    op, param = (_Relu, ()) if slope == 0.0 and name == "relu_" else (_LeakyRelu, (slope,))
+    if not inplace or Function._observers or input.dtype.kind != "f":
+        # ONNX export traces by tensor identity and expects a fresh output per op.
+        return _maybe_inplace(input, inplace, name, op, *param)
+    input._check_inplace(name)
+    input._vc[0] += 1  # before apply, so the version the node records is the written one
+    out = _RectifyInplace.apply(input, slope)
+    if out.grad_fn is not None:  # recorded: the input now stands for the op's output
+        input.grad_fn, input._output_index, input.requires_grad = out.grad_fn, 0, True
+    return input
+
+
 def relu(input, inplace: bool = False):
     """max(0, x); ``inplace=True`` writes the result into ``input`` and returns it."""
-    return _maybe_inplace(input, inplace, "relu_", _Relu)
+    return _rectify(input, inplace, "relu_", 0.0)
 
 
 def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
-    return _maybe_inplace(input, inplace, "leaky_relu_", _LeakyRelu, float(negative_slope))
+    return _rectify(input, inplace, "leaky_relu_", float(negative_slope))
 
 
 def elu(input, alpha: float = 1.0, inplace: bool = False):

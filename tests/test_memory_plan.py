@@ -1,0 +1,173 @@
+"""Training memory (issue 22): the graph keeps only what backward needs, in-place
+activations follow torch's rules and errors, gradients are unchanged by either, memory
+stays flat over many steps, and the summary's training-memory estimate matches a
+measured step. Reference: torch (CPU) for values and gradients."""
+import gc
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import cnnfast
+import cnnfast.functional as F
+from cnnfast import nn
+
+torch = pytest.importorskip("torch")
+
+
+def _t(a, grad=False):
+    return cnnfast.tensor(np.array(a), requires_grad=grad)
+
+
+# ---- what the graph keeps -------------------------------------------------------------
+
+def test_relu_input_is_freed_once_consumed():
+    """ReLU saves its output, and the node keeps an edge, not the input tensor: the array
+    before the ReLU is gone once the forward has moved on."""
+    x = _t(np.random.default_rng(0).standard_normal((3, 5)), grad=True)
+    mid = x * 2.0
+    ref = weakref.ref(mid._array)
+    y = F.relu(mid)
+    del mid
+    gc.collect()
+    assert ref() is None
+    (y * y).sum().backward()
+    xv = x.detach().numpy()
+    np.testing.assert_allclose(x.grad.numpy(), 8.0 * xv * (xv > 0), rtol=1e-12)
+
+
+def test_batchnorm_output_freed_in_conv_bn_relu():
+    """conv -> bn -> relu keeps two activations (conv output for BN, ReLU output for the
+    next layer), as torch, not three."""
+    rng = np.random.default_rng(1)
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+    x = cnnfast.tensor(rng.standard_normal((2, 3, 7, 7)).astype(np.float32))
+    h = bn(conv(x))
+    ref = weakref.ref(h._array)
+    y = F.relu(h)
+    del h
+    gc.collect()
+    assert ref() is None
+    y.sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_hooks_and_retain_grad_on_intermediates_still_fire():
+    x = _t([1.0, -2.0, 3.0], grad=True)
+    h = x * 3.0
+    seen = []
+    h.register_hook(lambda g: seen.append(np.array(g)))
+    h.retain_grad()
+    y = F.relu(h)
+    (y * 2.0).sum().backward()
+    np.testing.assert_array_equal(seen[0], [2.0, 0.0, 2.0])
+    np.testing.assert_array_equal(h.grad.numpy(), [2.0, 0.0, 2.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 0.0, 6.0])
+
+
+# ---- in-place activations: values, gradients and torch's errors --------------------------
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_inplace_rectifier_matches_torch(slope):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((2, 3, 5, 7))
+    w = rng.standard_normal((2, 3, 5, 7))
+    x = _t(a, grad=True)
+    h = x * 1.5
+    out = F.relu(h, inplace=True) if slope == 0.0 else F.leaky_relu(h, slope, inplace=True)
+    assert out is h and h._version == 1
+    (out * _t(w)).sum().backward()
+
+    xt = torch.tensor(a, requires_grad=True)
+    ht = xt * 1.5
+    ot = torch.relu_(ht) if slope == 0.0 else torch.nn.functional.leaky_relu(ht, slope, inplace=True)
+    (ot * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), ot.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-12)
+
+
+def test_inplace_relu_modules_give_torch_gradients_in_a_small_net():
+    rng = np.random.default_rng(3)
+    conv1, bn, conv2 = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 3, stride=2)
+    tconv1, tbn, tconv2 = torch.nn.Conv2d(2, 4, 3).double(), torch.nn.BatchNorm2d(4).double(), \
+        torch.nn.Conv2d(4, 3, 3, stride=2).double()
+    for m in (conv1, conv2, bn):
+        m.double()
+    for ours, theirs in ((conv1, tconv1), (conv2, tconv2), (bn, tbn)):
+        for (_, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+            p._array[...] = q.detach().numpy()
+    a = rng.standard_normal((1, 2, 11, 13))
+    x = _t(a, grad=True)
+    y = conv2(nn.ReLU(inplace=True)(bn(conv1(x))))
+    (y * y).sum().backward()
+    xt = torch.tensor(a, requires_grad=True)
+    yt = tconv2(torch.nn.ReLU(inplace=True)(tbn(tconv1(xt))))
+    (yt * yt).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(conv1.weight.grad.numpy(), tconv1.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_inplace_on_leaf_requiring_grad_raises_like_torch():
+    x = _t([1.0, -1.0], grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+        F.relu(x, inplace=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        x.relu_()
+    with cnnfast.no_grad():           # allowed without recording, as torch
+        F.relu(x, inplace=True)
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 0.0])
+
+
+def test_modifying_a_saved_output_in_place_raises_at_backward():
+    x = _t([0.5, -1.0, 2.0], grad=True)
+    s = F.sigmoid(x)                  # saves its output
+    F.relu(s, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+
+    x2 = _t([0.5, -1.0, 2.0], grad=True)
+    r = F.relu(x2 * 1.0, inplace=True)    # saves its (in-place) output
+    r.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        r.sum().backward()
+
+
+def test_negative_slope_inplace_keeps_correct_gradient():
+    x = _t([1.0, -2.0, 0.5], grad=True)
+    h = x * 1.0
+    F.leaky_relu(h, -0.5, inplace=True)
+    h.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, -0.5, 1.0])
+
+
+# ---- memory over many steps -----------------------------------------------------------
+
+def test_no_growth_over_many_steps():
+    """Python-visible allocations after 60 training steps equal those after 10: nothing
+    from one step (graph nodes, saved arrays, gradients) survives into the next."""
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                          nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 5))
+    opt = cnnfast.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = cnnfast.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    t = cnnfast.tensor(np.arange(4) % 5)
+
+    def steps(n):
+        for _ in range(n):
+            opt.zero_grad()
+            F.cross_entropy(model(x), t).backward()
+            opt.step()
+
+    tracemalloc.start()
+    try:
+        steps(10)
+        gc.collect()
+        first = tracemalloc.get_traced_memory()[0]
+        steps(50)
+        gc.collect()
+        last = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert last - first < 64 * 1024, (first, last)
