@@ -171,3 +171,61 @@ def test_no_growth_over_many_steps():
     finally:
         tracemalloc.stop()
     assert last - first < 64 * 1024, (first, last)
+
+
+# ---- activation checkpointing ---------------------------------------------------------
+
+def test_checkpoint_gives_the_same_gradients_and_dropout_mask():
+    from cnnfast.utils.checkpoint import checkpoint
+
+    rng = np.random.default_rng(5)
+    block = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.Dropout(0.3),
+                          nn.Conv2d(5, 2, 3))
+    a = rng.standard_normal((2, 3, 9, 7))
+    w = rng.standard_normal((2, 2, 7, 5))
+    grads = []
+    for use in (False, True):
+        cnnfast.manual_seed(11)
+        block.zero_grad(set_to_none=True)
+        x = _t(a.astype(np.float32), grad=True)
+        h = x * 1.0
+        y = checkpoint(block, h) if use else block(h)
+        (y * _t(w.astype(np.float32))).sum().backward()
+        grads.append([x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in block.parameters()])
+    for g0, g1 in zip(*grads):
+        np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_keeps_no_intermediate_activations():
+    from cnnfast.utils.checkpoint import checkpoint
+
+    x = _t(np.ones((4, 4)), grad=True)
+    kept = []
+
+    def f(t):
+        mid = t * 2.0
+        kept.append(weakref.ref(mid._array))
+        return F.relu(mid) * 3.0
+
+    y = checkpoint(f, x * 1.0)
+    gc.collect()
+    assert kept[0]() is None
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((4, 4), 6.0))
+
+
+def test_densenet_memory_efficient_matches_plain_gradients():
+    from cnnfast.models.densenet import DenseNet
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    results = []
+    for me in (False, True):
+        cnnfast.manual_seed(0)
+        m = DenseNet(growth_rate=4, block_config=(2, 3), num_init_features=8, bn_size=2, num_classes=3,
+                     memory_efficient=me)
+        F.cross_entropy(m(cnnfast.tensor(x)), cnnfast.tensor(np.array([0, 2]))).backward()
+        results.append({n: p.grad.numpy().copy() for n, p in m.named_parameters()})
+    assert results[0].keys() == results[1].keys()
+    for n in results[0]:
+        np.testing.assert_allclose(results[1][n], results[0][n], rtol=1e-4, atol=1e-5, err_msg=n)

@@ -11,4 +11,5 @@ from .summary import (ModelSummary, LayerInfo, estimate_training_memory,  # noqa
                       measure_training_memory, summary_main)
 from .torch_weights import load_torch_state_dict  # noqa: F401,E402
 from . import data  # noqa: F401,E402 - torch.utils.data's names
+from . import checkpoint  # noqa: F401,E402 - torch.utils.checkpoint
 from .image import make_grid, save_image  # noqa: F401,E402
