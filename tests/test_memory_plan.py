@@ -229,3 +229,62 @@ def test_densenet_memory_efficient_matches_plain_gradients():
     assert results[0].keys() == results[1].keys()
     for n in results[0]:
         np.testing.assert_allclose(results[1][n], results[0][n], rtol=1e-4, atol=1e-5, err_msg=n)
+
+
+# ---- workspace pool and the step report -------------------------------------------------
+
+def test_workspace_pool_reuses_blocks_and_respects_its_limit():
+    from cnnfast import _C
+
+    rng = np.random.default_rng(7)
+    x = cnnfast.tensor(rng.standard_normal((3, 5, 17, 13)), requires_grad=True)
+    w = cnnfast.tensor(rng.standard_normal((6, 5, 3, 3)), requires_grad=True)
+    xt, wt = torch.tensor(x.detach().numpy(), requires_grad=True), torch.tensor(w.detach().numpy(), requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, stride=2, padding=1).sum().backward()
+    try:
+        F.conv2d(x, w, stride=2, padding=1).sum().backward()
+        _C.workspace_reset_peak()
+        x.grad = w.grad = None
+        F.conv2d(x, w, stride=2, padding=1).sum().backward()
+        s = _C.workspace_stats()
+        assert s["in_use"] == 0                       # every borrowed block went back
+        assert s["borrows"] > 0 and s["reused"] == s["borrows"]   # the second call allocated nothing
+        np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-10)
+        _C.set_workspace_cache_limit(0)
+        assert _C.workspace_stats()["cached"] == 0
+        F.conv2d(x, w, stride=2, padding=1).sum().backward()   # still correct without a cache
+        assert _C.workspace_stats()["cached"] == 0
+    finally:
+        _C.set_workspace_cache_limit(64 << 20)
+    with pytest.raises(ValueError, match="bytes >= 0"):
+        _C.set_workspace_cache_limit(-1)
+
+
+def test_profile_step_accounts_for_the_step():
+    rng = np.random.default_rng(8)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 12 * 12, 4))
+    opt = cnnfast.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = cnnfast.tensor(rng.standard_normal((16, 3, 12, 12)).astype(np.float32))
+    t = cnnfast.tensor(np.arange(16) % 4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), t).backward()
+        opt.step()
+
+    step()
+    r = cnnfast.memory.profile_step(step, model, opt)
+    act = 16 * 8 * 12 * 12 * 4
+    ops = {o.op: o for o in r.saved_by_op}
+    # conv1 keeps its input (the batch), BN the conv output, the in-place ReLU its output,
+    # which conv2 shares; the second ReLU's output is what Linear (through the flatten view) saves.
+    assert ops["Conv"].saved_bytes == x.numel() * 4
+    assert ops["BatchNorm"].saved_bytes >= act
+    assert ops["Relu"].calls == 1 and ops["RectifyInplace"].calls == 1
+    assert r.saved_activation_bytes < 4.5 * act
+    params = sum(p.numel() for p in model.parameters()) * 4
+    assert r.gradient_bytes == params and r.optimizer_state_bytes == params
+    assert r.peak_bytes >= r.before_bytes + r.saved_activation_bytes
+    assert "saved activations" in str(r)

@@ -6,6 +6,7 @@
 #include "core/cpu_features.h"
 #include "core/host_memory.h"
 #include "core/parallel.h"
+#include "core/workspace.h"
 
 namespace cnnfast::bind {
 
@@ -33,6 +34,26 @@ void bind_core(py::module_& m) {
   m.def("tune_host_allocator", &tune_host_allocator,
         "Keep freed heap for reuse (glibc mallopt, process-wide); True when applied.");
   m.def("host_allocator_tuned", &host_allocator_tuned, "Whether tune_host_allocator has been applied.");
+  m.def("workspace_stats", [] {
+        const WorkspaceStats s = workspace_stats();
+        py::dict d;
+        d["in_use"] = s.in_use;
+        d["cached"] = s.cached;
+        d["peak_in_use"] = s.peak_in_use;
+        d["peak_total"] = s.peak_total;
+        d["borrows"] = s.borrows;
+        d["reused"] = s.reused;
+        d["cache_limit"] = s.cache_limit;
+        d["scratch"] = s.scratch;
+        return d;
+      },
+      "Kernel workspace pool (core/workspace.h), in bytes: in_use, cached (idle, kept for reuse), "
+      "peak_in_use and peak_total since the last reset, borrows and reused (counts), cache_limit, and "
+      "scratch (the GEMM's per-thread packing buffers).");
+  m.def("workspace_reset_peak", &workspace_reset_peak, "Restart the peaks and counts of workspace_stats().");
+  m.def("workspace_trim", &workspace_trim, "Free the workspace pool's idle blocks.");
+  m.def("set_workspace_cache_limit", &set_workspace_cache_limit, py::arg("bytes"),
+        "Most bytes of idle workspace the pool keeps for reuse (CNNFAST_WORKSPACE_CACHE_MB at start; default 64 MiB).");
 }
 
 }  // namespace cnnfast::bind

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/workspace.h"
 
 namespace cnnfast {
 
@@ -13,6 +14,7 @@ float* thread_scratch_floats(int slot, int64_t count) {
   thread_local int64_t cap[kScratchSlots] = {};
   if (cap[slot] < count) {
     buf[slot] = aligned_alloc_array<float>(count);
+    workspace_note_scratch((count - cap[slot]) * int64_t(sizeof(float)));
     cap[slot] = count;
   }
   return buf[slot].get();
@@ -24,6 +26,7 @@ const float* thread_zero_floats(int64_t count) {
   if (cap < count) {
     buf = aligned_alloc_array<float>(count);
     std::memset(buf.get(), 0, static_cast<size_t>(count) * sizeof(float));
+    workspace_note_scratch((count - cap) * int64_t(sizeof(float)));
     cap = count;
   }
   return buf.get();

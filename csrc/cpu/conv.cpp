@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/winograd.h"
@@ -57,7 +57,7 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
     const TapWindow t = live_tap_window(s);
     if (t.empty) return fill_bias(s, bias, y);
     if (t.trimmed) {
-      AlignedPtr<T> wc = aligned_alloc_array<T>(s.K * s.Cg() * t.s.k_size());
+      Workspace<T> wc = workspace_array<T>(s.K * s.Cg() * t.s.k_size());
       copy_window(s, t, const_cast<T*>(w), wc.get(), true);
       return conv_forward(t.s, x, wc.get(), bias, y, algo);
     }
@@ -83,7 +83,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
       return;
     }
     if (t.trimmed) {
-      AlignedPtr<T> wc = aligned_alloc_array<T>(s.K * s.Cg() * t.s.k_size());
+      Workspace<T> wc = workspace_array<T>(s.K * s.Cg() * t.s.k_size());
       copy_window(s, t, const_cast<T*>(w), wc.get(), true);
       return conv_backward_data(t.s, gy, wc.get(), gx, algo);
     }
@@ -94,7 +94,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
     // 180 degrees and its two channel axes swapped (within each group), offset by
     // 2 - pad; the Winograd driver accepts any (even negative) offset.
     const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg();
-    AlignedPtr<T> wt = aligned_alloc_array<T>(s.K * Cg * 9);
+    Workspace<T> wt = workspace_array<T>(s.K * Cg * 9);
     for (int64_t g = 0; g < G; ++g)
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t c = 0; c < Cg; ++c)
@@ -115,7 +115,7 @@ void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, Co
   if (t.empty) return;
   if (t.trimmed) {
     const int64_t n = s.K * s.Cg() * t.s.k_size();
-    AlignedPtr<T> gwc = aligned_alloc_array<T>(n);
+    Workspace<T> gwc = workspace_array<T>(n);
     std::fill(gwc.get(), gwc.get() + n, T(0));
     conv_backward_weight(t.s, gy, x, gwc.get(), algo);
     copy_window(s, t, gw, gwc.get(), false);

@@ -5,7 +5,7 @@
 #include <type_traits>
 
 #include "core/cpu_features.h"
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
@@ -27,8 +27,8 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
   const bool direct = vec && avx2_impl::dw_direct_applicable(s);
   const int64_t scratch = padded && !direct ? dw_generic::dw_padded_size(s) : 1;
   dynamic_tasks(
-      s.N * s.K, [&] { return aligned_alloc_array<T>(scratch); },
-      [&](int64_t nk, AlignedPtr<T>& buf) {
+      s.N * s.K, [&] { return workspace_array<T>(scratch); },
+      [&](int64_t nk, Workspace<T>& buf) {
         const int64_t n = nk / s.K, k = nk % s.K;
         const T* xp = x + (n * s.C + k / Kg) * inS;
         if constexpr (std::is_same_v<T, float>) {

@@ -18,7 +18,7 @@
 #include <cstring>
 #include <vector>
 
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_im2col.h"
 #include "cpu/conv_internal.h"
@@ -45,7 +45,7 @@ int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
 
 template <class T>
 struct BatchedBuffers {
-  AlignedPtr<T> col, tmp;
+  Workspace<T> col, tmp;
 };
 
 template <class T>
@@ -58,7 +58,7 @@ void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* b
   for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
   dynamic_tasks(
       blocks * G,
-      [&] { return BatchedBuffers<T>{aligned_alloc_array<T>(CK * nb * P), aligned_alloc_array<T>(Kg * nb * P)}; },
+      [&] { return BatchedBuffers<T>{workspace_array<T>(CK * nb * P), workspace_array<T>(Kg * nb * P)}; },
       [&](int64_t t, BatchedBuffers<T>& buf) {
         const int64_t g = t % G, n0 = (t / G) * nb, n1 = std::min(s.N, n0 + nb), cols = (n1 - n0) * P;
         // col (CK, cols): image n's columns start at (n - n0) * P.
@@ -87,7 +87,7 @@ void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* 
   for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
   dynamic_tasks(
       blocks * G,
-      [&] { return BatchedBuffers<T>{aligned_alloc_array<T>(CK * nb * P), aligned_alloc_array<T>(Kg * nb * P)}; },
+      [&] { return BatchedBuffers<T>{workspace_array<T>(CK * nb * P), workspace_array<T>(Kg * nb * P)}; },
       [&](int64_t t, BatchedBuffers<T>& buf) {
         const int64_t g = t % G, n0 = (t / G) * nb, n1 = std::min(s.N, n0 + nb), cols = (n1 - n0) * P;
         for (int64_t n = n0; n < n1; ++n) {
@@ -130,8 +130,8 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
   for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
   // Tasks are (image, group, column chunk); every task writes its own block of y.
   dynamic_tasks(
-      s.N * G * nch, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
-      [&](int64_t t, AlignedPtr<T>& col) {
+      s.N * G * nch, [&] { return workspace_array<T>(direct ? 1 : CK * PC); },
+      [&](int64_t t, Workspace<T>& col) {
         const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
         const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
         const T* xg = x + (n * s.C + g * Cg) * inS;
@@ -167,8 +167,8 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
     // col (CK, P) = w_g^T (CK, Kg) * dy_g (Kg, P)
     for (int64_t g = 0; g < G; ++g) lhs.emplace_back(CK, Kg, w + g * Kg * CK, int64_t(1), CK);
     dynamic_tasks(
-        s.N * G, [&] { return aligned_alloc_array<T>(direct ? 1 : CK * PC); },
-        [&](int64_t t, AlignedPtr<T>& col) {
+        s.N * G, [&] { return workspace_array<T>(direct ? 1 : CK * PC); },
+        [&](int64_t t, Workspace<T>& col) {
           const int64_t g = t % G, n = t / G;
           T* dxg = gx + (n * s.C + g * Cg) * inS;
           const T* dyg = gy + (n * s.K + g * Kg) * P;
@@ -187,7 +187,7 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   }
   // Fewer (image, group) pairs than threads: the whole column matrix at once,
   // the GEMM split across threads, then col2im split by channels.
-  AlignedPtr<T> col = aligned_alloc_array<T>(direct ? 1 : CK * P);
+  Workspace<T> col = workspace_array<T>(direct ? 1 : CK * P);
   for (int64_t n = 0; n < s.N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       T* dxg = gx + (n * s.C + g * Cg) * inS;
@@ -218,7 +218,7 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   // threads. (At 32x 8x8 images, 2048 columns, the partials were cheaper: 2.5 vs 3.4 ms.)
   const int64_t NP = s.N * P;
   if (NP <= 256) {
-    AlignedPtr<T> col = aligned_alloc_array<T>(CK * NP), dyb = aligned_alloc_array<T>(Kg * NP);
+    Workspace<T> col = workspace_array<T>(CK * NP), dyb = workspace_array<T>(Kg * NP);
     for (int64_t g = 0; g < G; ++g) {
       parallel_for(0, s.N, 1, [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
@@ -253,14 +253,14 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t threads = std::min<int64_t>(pool, tasks);
   // One partial grad_w per thread's contiguous task range, summed in range
   // order afterwards: the same bits for the same thread count on every run.
-  std::vector<AlignedPtr<T>> partial(threads);
+  std::vector<Workspace<T>> partial(threads);
   parallel_for(0, threads, 1, [&](int64_t r0, int64_t r1) {
-    AlignedPtr<T> col = aligned_alloc_array<T>(CK * width_max);
-    AlignedPtr<T> dyb = aligned_alloc_array<T>(Kg * width_max);
+    Workspace<T> col = workspace_array<T>(CK * width_max);
+    Workspace<T> dyb = workspace_array<T>(Kg * width_max);
     for (int64_t r = r0; r < r1; ++r) {
       T* dw = gw;
       if (threads > 1) {
-        partial[r] = aligned_alloc_array<T>(wsize);
+        partial[r] = workspace_array<T>(wsize);
         std::fill(partial[r].get(), partial[r].get() + wsize, T(0));
         dw = partial[r].get();
       }

@@ -3,7 +3,7 @@
 #include <climits>
 #include <vector>
 
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
@@ -40,9 +40,9 @@ namespace {
 // row by row, written as kk sequential streams (writing tap-major the other way
 // round, Kg innermost, strided every store and cost more than the GEMMs).
 template <class T>
-AlignedPtr<T> taps_major(const ConvShape& s, const T* w) {
+Workspace<T> taps_major(const ConvShape& s, const T* w) {
   const int64_t Cg = s.Cg(), Kg = s.Kg(), kk = s.k_size();
-  AlignedPtr<T> wt = aligned_alloc_array<T>(s.K * Cg * kk);
+  Workspace<T> wt = workspace_array<T>(s.K * Cg * kk);
   parallel_for(0, s.K, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t g = r / Kg, k = r % Kg;
@@ -58,7 +58,7 @@ AlignedPtr<T> taps_major(const ConvShape& s, const T* w) {
 
 template <class T>
 struct TapBuffers {
-  AlignedPtr<T> in, out, acc;
+  Workspace<T> in, out, acc;
 };
 
 // Gathers rows (count, stride `from_ld` per row in each image, `img` per image)
@@ -109,12 +109,12 @@ void taps_over_blocks(const ConvShape& s, const TapPairs& tp, const T* w, bool t
   const std::vector<int32_t>& at_out = transposed ? tp.in : tp.out;
   int64_t vmax = 0;
   for (int64_t t = 0; t < kk; ++t) vmax = std::max(vmax, tp.start[t + 1] - tp.start[t]);
-  const AlignedPtr<T> wt = taps_major(s, w);
+  const Workspace<T> wt = taps_major(s, w);
   dynamic_tasks(
       blocks * G,
       [&] {
-        return TapBuffers<T>{aligned_alloc_array<T>(rows_in * nb * vmax), aligned_alloc_array<T>(rows_out * nb * vmax),
-                             aligned_alloc_array<T>(rows_out * nb * len_out)};
+        return TapBuffers<T>{workspace_array<T>(rows_in * nb * vmax), workspace_array<T>(rows_out * nb * vmax),
+                             workspace_array<T>(rows_out * nb * len_out)};
       },
       [&](int64_t task, TapBuffers<T>& buf) {
         const int64_t g = task % G, n0 = (task / G) * nb, m = std::min(s.N, n0 + nb) - n0;
@@ -171,8 +171,8 @@ void backward_weight_taps(const ConvShape& s, const TapPairs& tp, const T* gy, c
   dynamic_tasks(
       G * kk,
       [&] {
-        return TapBuffers<T>{aligned_alloc_array<T>(Kg * s.N * vmax), aligned_alloc_array<T>(Cg * s.N * vmax),
-                             aligned_alloc_array<T>(Kg * Cg)};
+        return TapBuffers<T>{workspace_array<T>(Kg * s.N * vmax), workspace_array<T>(Cg * s.N * vmax),
+                             workspace_array<T>(Kg * Cg)};
       },
       [&](int64_t task, TapBuffers<T>& buf) {
         const int64_t g = task / kk, t = task % kk, j0 = tp.start[t], v = tp.start[t + 1] - j0, cols = s.N * v;

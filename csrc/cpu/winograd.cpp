@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_parallel.h"
 #include "cpu/gemm.h"
@@ -73,7 +73,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
                      int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Cg = C / groups, Kg = K / groups;
   const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
-  AlignedPtr<T> U = aligned_alloc_array<T>(groups * 36 * Kg * Cg);
+  Workspace<T> U = workspace_array<T>(groups * 36 * Kg * Cg);
   transform_weights(w, K, Cg, groups, U.get());
   // The 36 transformed kernels per group are the left operands of every chunk's
   // GEMMs: pack them once here rather than once per chunk.
@@ -97,12 +97,12 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   const auto output_transform = wide ? avx512_impl::winograd_output_transform : avx2_impl::winograd_output_transform;
 
   struct Scratch {
-    AlignedPtr<T> V, M;
+    Workspace<T> V, M;
     std::vector<int64_t> in_base, in_row, in_col, out_base, out_row, out_col;
   };
   auto make_scratch = [&] {
     const size_t n = static_cast<size_t>(tc);
-    return Scratch{aligned_alloc_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), aligned_alloc_array<T>(36 * Kg * tc),
+    return Scratch{workspace_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), workspace_array<T>(36 * Kg * tc),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
   };

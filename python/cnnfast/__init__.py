@@ -86,6 +86,7 @@ from . import optim  # noqa: E402,F401
 from .serialization import save, load  # noqa: E402,F401
 from . import models  # noqa: E402,F401
 from . import utils  # noqa: E402,F401
+from . import memory  # noqa: E402,F401
 from .utils.summary import summary  # noqa: E402,F401
 from . import amp  # noqa: E402,F401
 from .amp import autocast, bf16_path, set_bf16_path  # noqa: E402,F401

@@ -291,6 +291,9 @@ class Function:
 
     # Callables (cls, args, outputs) told of every apply; cnnfast.onnx.export traces with one.
     _observers: list = []
+    # Callables (node, args) told of every recorded node, after its forward (the memory
+    # profiler reads what the node saved); unlike _observers they change no op's behaviour.
+    _node_hooks: list = []
     # The name under which cnnfast.onnx.export finds this op's ONNX emitter (its table is
     # keyed by these names); None: the op cannot be exported.
     onnx_op = None
@@ -340,6 +343,8 @@ class Function:
             wrapped.append(t)
         if record:
             ctx._saved_versions = _saved_versions(ctx, args, wrapped)
+            for hook in Function._node_hooks:
+                hook(node, args)
         for observe in Function._observers:
             observe(cls, args, tuple(wrapped))
         return tuple(wrapped) if multi else wrapped[0]

@@ -1,0 +1,155 @@
+#include "core/workspace.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "core/checked_math.h"
+#include "core/error.h"
+#include "core/memory.h"
+
+namespace cnnfast {
+namespace {
+
+// Sizes round up to 1/8 of their power of two (and to the cache line), so blocks of
+// nearly equal requests (the same layer at another batch tail) are interchangeable
+// while a reused block wastes at most 12.5%.
+std::size_t round_size(std::size_t bytes) {
+  if (bytes <= kAlignment) return kAlignment;
+  std::size_t top = std::size_t(1) << (63 - __builtin_clzll(bytes));
+  std::size_t step = std::max<std::size_t>(kAlignment, top / 8);
+  return (bytes + step - 1) / step * step;
+}
+
+int64_t limit_from_env() {
+  const char* v = std::getenv("CNNFAST_WORKSPACE_CACHE_MB");
+  if (!v || !*v) return int64_t(64) << 20;
+  char* end = nullptr;
+  long long mb = std::strtoll(v, &end, 10);
+  return (end && *end == '\0' && mb >= 0) ? int64_t(mb) << 20 : int64_t(64) << 20;
+}
+
+struct Pool {
+  std::mutex mu;
+  std::multimap<std::size_t, void*> idle;  // size -> block
+  WorkspaceStats st;
+  Pool() { st.cache_limit = limit_from_env(); }
+
+  void note_peaks() {
+    if (st.in_use > st.peak_in_use) st.peak_in_use = st.in_use;
+    if (st.in_use + st.cached > st.peak_total) st.peak_total = st.in_use + st.cached;
+  }
+  // Frees the smallest idle blocks until `room` more bytes fit under the limit.
+  void make_room(int64_t room) {
+    while (!idle.empty() && st.cached + room > st.cache_limit) {
+      auto it = idle.begin();
+      st.cached -= static_cast<int64_t>(it->first);
+      std::free(it->second);
+      idle.erase(it);
+    }
+  }
+};
+
+Pool& pool() {
+  static Pool* p = new Pool;  // never destroyed: kernels on other threads may run at exit
+  return *p;
+}
+
+}  // namespace
+
+std::size_t workspace_bytes(int64_t count, std::size_t elem) {
+  std::size_t bytes = checked_bytes(count, elem, "workspace");
+  CNNFAST_CHECK(bytes <= SIZE_MAX / 2, ValueError, "workspace: ", count, " elements overflow the size");
+  return bytes;
+}
+
+WorkspaceBlock::WorkspaceBlock(std::size_t bytes) {
+  const std::size_t size = round_size(bytes);
+  Pool& P = pool();
+  {
+    std::lock_guard<std::mutex> lock(P.mu);
+    ++P.st.borrows;
+    // The smallest idle block that fits; one more than twice the size would be
+    // better left for a request that needs it.
+    auto it = P.idle.lower_bound(size);
+    if (it != P.idle.end() && it->first <= 2 * size) {
+      p_ = it->second;
+      size_ = it->first;
+      P.idle.erase(it);
+      P.st.cached -= static_cast<int64_t>(size_);
+      P.st.in_use += static_cast<int64_t>(size_);
+      ++P.st.reused;
+      P.note_peaks();
+      return;
+    }
+  }
+  void* p = std::aligned_alloc(kAlignment, size);
+  if (!p) {
+    // Idle blocks may be what stands in the way: give them back and try once more.
+    workspace_trim();
+    p = std::aligned_alloc(kAlignment, size);
+    if (!p) throw AllocationError(cat("workspace: could not allocate ", size, " bytes"));
+  }
+  p_ = p;
+  size_ = size;
+  std::lock_guard<std::mutex> lock(P.mu);
+  P.st.in_use += static_cast<int64_t>(size_);
+  P.note_peaks();
+}
+
+void WorkspaceBlock::release() noexcept {
+  if (!p_) return;
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  P.st.in_use -= static_cast<int64_t>(size_);
+  const int64_t sz = static_cast<int64_t>(size_);
+  if (sz <= P.st.cache_limit) {
+    P.make_room(sz);
+    P.idle.emplace(size_, p_);
+    P.st.cached += sz;
+  } else {
+    std::free(p_);
+  }
+  p_ = nullptr;
+  size_ = 0;
+}
+
+WorkspaceStats workspace_stats() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  return P.st;
+}
+
+void workspace_reset_peak() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  P.st.peak_in_use = P.st.in_use;
+  P.st.peak_total = P.st.in_use + P.st.cached;
+  P.st.borrows = P.st.reused = 0;
+}
+
+void workspace_trim() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  for (auto& kv : P.idle) std::free(kv.second);
+  P.idle.clear();
+  P.st.cached = 0;
+}
+
+void set_workspace_cache_limit(int64_t bytes) {
+  CNNFAST_CHECK(bytes >= 0, ValueError, "set_workspace_cache_limit: expected bytes >= 0, got ", bytes);
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  P.st.cache_limit = bytes;
+  P.make_room(0);
+}
+
+void workspace_note_scratch(int64_t delta_bytes) {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  P.st.scratch += delta_bytes;
+}
+
+}  // namespace cnnfast
