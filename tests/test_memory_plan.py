@@ -288,3 +288,17 @@ def test_profile_step_accounts_for_the_step():
     assert r.gradient_bytes == params and r.optimizer_state_bytes == params
     assert r.peak_bytes >= r.before_bytes + r.saved_activation_bytes
     assert "saved activations" in str(r)
+
+
+def test_train_records_peak_memory_and_the_profile(tmp_path):
+    import json
+
+    from cnnfast.training import TrainConfig, train
+
+    m = train(TrainConfig(epochs=1, limit=64, batch_size=16, out=str(tmp_path), quiet=True, plots=False,
+                          save_checkpoints=False, profile_memory=True))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["peak_memory_bytes"] == m["peak_memory_bytes"] > 10 << 20
+    prof = saved["memory_profile"]
+    assert prof["saved_activation_bytes"] > 0 and prof["peak_bytes"] >= prof["saved_activation_bytes"]
+    assert {o["op"] for o in prof["saved_by_op"]} >= {"Conv", "MaxPool"}

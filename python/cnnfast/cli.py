@@ -62,7 +62,8 @@ augmentations (--augment, comma-separated, each NAME or NAME:VALUE):
   hflip[:P] vflip[:P] crop[:PADDING] scale[:MIN_AREA] jitter[:S] brightness[:S] contrast[:S] cutout[:SIZE]
 
 outputs (--out, default runs/<timestamp>/):
-  metrics.json  per-epoch train/validation loss and accuracy, test accuracy, wall time, images/s
+  metrics.json  per-epoch train/validation loss and accuracy, test accuracy, wall time, images/s,
+                peak memory (peak_memory_bytes; --profile-memory adds memory_profile)
   curves.png    loss and accuracy, train vs validation
   confusion.png confusion matrix on the test split
   last.ckpt / best.ckpt  checkpoints (model, optimizer, schedule, epoch, RNG, normalisation)
@@ -139,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="check every operation's outputs for NaN/Inf (slower) and name the first one that "
                         "produced one; training always stops on a non-finite loss or weight, keeping the last "
                         "good checkpoint")
+    x.add_argument("--profile-memory", action="store_true",
+                   help="report where one training step's memory goes (saved activations per op, workspaces, "
+                        "gradients, optimizer state, peak) and add it to metrics.json")
     d = t.add_argument_group("data-parallel training (pip install \"cnnfast[dist]\")")
     d.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
                    help="train on N local processes started through the bundled mpiexec; --batch-size stays "

@@ -32,7 +32,7 @@ import cnnfast
 
 from .. import distributed as dist
 from .. import functional as F
-from .. import models, optim
+from .. import memory, models, optim
 from ..autograd import set_detect_anomaly
 from ..data import DataError, DataLoader, Subset, TensorDataset, channel_stats, load_data, split_indices
 from ..data.sources import open_image
@@ -123,6 +123,7 @@ class TrainConfig:
     prefetch: int = 2
     quiet: bool = False
     detect_anomaly: bool = False        # check every op's outputs for NaN/Inf and name the first culprit
+    profile_memory: bool = False        # report where one training step's memory goes (cnnfast.memory)
     save_checkpoints: bool = True
     plots: bool = True
 
@@ -397,6 +398,7 @@ class _Run:
                         "epoch_time": [], "images_per_s": []}
         self.start_epoch, self.bad_epochs, self.elapsed_before = 0, 0, 0.0
         self.best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}
+        self.memory_report = None  # cnnfast.memory.MemoryReport of a step, with --profile-memory
         if resume_state is not None:
             self._restore(model_state, resume_state)
         # The module that trains: the model itself, or (several processes) its data-parallel
@@ -501,8 +503,8 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
     bar = ProgressBar(len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=not cfg.quiet)
     run.lr_now = _current_lr(optimizer)
     seen, correct, loss_sum = 0, 0, 0.0
-    for step, (x, y) in enumerate(loader, 1):
-        run.position = (epoch, step)
+
+    def train_step(x, y):
         with cnnfast.autocast(enabled=cfg.precision == "bf16"):
             logits = run.net(cnnfast.tensor(x))
             loss = _cross_entropy(logits, cnnfast.tensor(y))
@@ -513,6 +515,19 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        return logits, value
+
+    for step, (x, y) in enumerate(loader, 1):
+        run.position = (epoch, step)
+        # The second step is profiled (the first when there is only one): by then the
+        # optimizer state exists, as in every later step.
+        if cfg.profile_memory and run.memory_report is None and (step == 2 or len(loader) == 1):
+            out = []
+            run.memory_report = memory.profile_step(lambda: out.append(train_step(x, y)), model, optimizer)
+            _log(cfg, run.memory_report.table())
+            logits, value = out[0]
+        else:
+            logits, value = train_step(x, y)
         bad = first_nonfinite(model)
         if bad:
             raise FloatingPointError(bad)
@@ -651,7 +666,11 @@ def _final_metrics(run: _Run) -> dict:
         "wall_time_s": wall, "train_time_s": train_time,
         "images_per_s": train_images / train_time if train_time > 0 else 0.0,
         "threads": cnnfast.get_num_threads(), "world_size": run.comm.size, "config": asdict(cfg),
+        # The most memory the process ever held (resident set), data and interpreter included.
+        "peak_memory_bytes": memory.peak_rss_bytes(),
     }
+    if run.memory_report is not None:
+        metrics["memory_profile"] = run.memory_report.to_dict()
     if cfg.overfit_batch:
         metrics["memorised"] = history["train_acc"][-1] == 1.0 if history["train_acc"] else False
     metrics["final_weights"] = last_weights
@@ -751,6 +770,8 @@ def summary_text(m: dict, out: Optional[str]) -> str:
              f"{m['images_per_s']:,.0f} train images/s)",
              f"  best validation accuracy {m['best_val_acc']:.4f} (epoch {m['best_epoch']})",
              f"  test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}"]
+    if "peak_memory_bytes" in m:
+        lines.append(f"  peak memory {m['peak_memory_bytes'] / 2**20:,.0f} MiB (resident set of the process)")
     if "memorised" in m:
         lines.append("  overfit check: " + ("the model memorised the sample (100% train accuracy)" if m["memorised"]
                                             else "the model did NOT memorise the sample: check the model, loss "
