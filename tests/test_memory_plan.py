@@ -302,3 +302,16 @@ def test_train_records_peak_memory_and_the_profile(tmp_path):
     prof = saved["memory_profile"]
     assert prof["saved_activation_bytes"] > 0 and prof["peak_bytes"] >= prof["saved_activation_bytes"]
     assert {o["op"] for o in prof["saved_by_op"]} >= {"Conv", "MaxPool"}
+
+
+def test_summary_estimate_within_10_percent_of_a_measured_step():
+    """cnnfast.summary's training-memory estimate against profile_step on ResNet-18 (32x32,
+    batch 32): the same accounting, so within 10% (measured 0.95-1.05x on ResNet-18/50,
+    VGG-16 and DenseNet-121, memory-efficient too; benchmarks/RESULTS.md, issue 22)."""
+    from cnnfast.models import resnet18
+    from cnnfast.utils.summary import estimate_training_memory, measure_training_memory
+
+    model = resnet18(num_classes=10)
+    est = estimate_training_memory(model, (3, 32, 32), batch_size=32, optimizer="sgd_momentum")
+    measured = measure_training_memory(model, (3, 32, 32), batch_size=32, optimizer="sgd_momentum")
+    assert abs(est - measured["peak_bytes"]) <= 0.1 * measured["peak_bytes"], (est, measured["report"])

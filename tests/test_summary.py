@@ -186,8 +186,11 @@ def test_formats_and_memory_fields():
     text = str(s)
     assert "61,706" in text and "features.0" in text and "Training memory estimate" in text
     assert s.layers[0].activation_bytes == 8 * 6 * 28 * 28 * 4
-    assert s.training_memory_bytes == (s.param_bytes + s.buffer_bytes + s.gradient_bytes
-                                       + s.optimizer_state_bytes + s.saved_activation_bytes)
+    # The peak holds parameters, buffers and optimizer state throughout, and at most every
+    # saved activation and gradient at once.
+    fixed = s.param_bytes + s.buffer_bytes + s.optimizer_state_bytes + s.workspace_bytes
+    assert fixed + s.saved_activation_bytes < s.training_memory_bytes <= \
+        fixed + s.saved_activation_bytes + s.gradient_bytes + 2 * max(r.activation_bytes for r in s.layers)
     sgd = summary(M.lenet5(), (1, 32, 32), batch_size=8, optimizer="sgd")
     assert sgd.optimizer_state_bytes == 0
 
@@ -246,8 +249,11 @@ MEMORY_CASES = [
 
 
 @pytest.mark.parametrize("name,builder,shape,batch,opt", MEMORY_CASES, ids=[c[0] for c in MEMORY_CASES])
-def test_training_memory_estimate_within_20_percent_of_measured(name, builder, shape, batch, opt):
+def test_training_memory_estimate_within_10_percent_of_measured(name, builder, shape, batch, opt):
+    """Within 10%, plus 4 MiB: on these narrowed models of a few MiB the kernels' workspaces
+    and the GEMM's packing buffers (which grow with every model the process ran before)
+    are as large as the activations; on full-size models the bound is 10% alone (issue 22)."""
     model = builder()
     est = estimate_training_memory(model, shape, batch_size=batch, optimizer=opt)
     measured = measure_training_memory(model, shape, batch_size=batch, optimizer=opt)
-    assert abs(est - measured["peak_bytes"]) <= 0.2 * measured["peak_bytes"], (est, measured)
+    assert abs(est - measured["peak_bytes"]) <= 0.1 * measured["peak_bytes"] + (4 << 20), (est, measured)

@@ -31,9 +31,20 @@ int64_t limit_from_env() {
   return (end && *end == '\0' && mb >= 0) ? int64_t(mb) << 20 : int64_t(64) << 20;
 }
 
+// An idle block not borrowed again within this many borrows is freed: a training step
+// borrows the same sizes every step (a few hundred to a few thousand borrows), so what
+// outlives that belongs to a model or batch size no longer in use.
+constexpr int64_t kMaxIdleBorrows = 8192;
+
+struct Idle {
+  void* p;
+  int64_t since;  // borrow count when it was handed back
+};
+
 struct Pool {
   std::mutex mu;
-  std::multimap<std::size_t, void*> idle;  // size -> block
+  std::multimap<std::size_t, Idle> idle;  // size -> block
+  int64_t clock = 0;                      // borrows ever (st.borrows restarts with the peaks)
   WorkspaceStats st;
   Pool() { st.cache_limit = limit_from_env(); }
 
@@ -46,8 +57,19 @@ struct Pool {
     while (!idle.empty() && st.cached + room > st.cache_limit) {
       auto it = idle.begin();
       st.cached -= static_cast<int64_t>(it->first);
-      std::free(it->second);
+      std::free(it->second.p);
       idle.erase(it);
+    }
+  }
+  void drop_stale() {
+    for (auto it = idle.begin(); it != idle.end();) {
+      if (clock - it->second.since > kMaxIdleBorrows) {
+        st.cached -= static_cast<int64_t>(it->first);
+        std::free(it->second.p);
+        it = idle.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
 };
@@ -71,11 +93,12 @@ WorkspaceBlock::WorkspaceBlock(std::size_t bytes) {
   {
     std::lock_guard<std::mutex> lock(P.mu);
     ++P.st.borrows;
+    if ((++P.clock & 255) == 0) P.drop_stale();
     // The smallest idle block that fits; one more than twice the size would be
     // better left for a request that needs it.
     auto it = P.idle.lower_bound(size);
     if (it != P.idle.end() && it->first <= 2 * size) {
-      p_ = it->second;
+      p_ = it->second.p;
       size_ = it->first;
       P.idle.erase(it);
       P.st.cached -= static_cast<int64_t>(size_);
@@ -107,7 +130,7 @@ void WorkspaceBlock::release() noexcept {
   const int64_t sz = static_cast<int64_t>(size_);
   if (sz <= P.st.cache_limit) {
     P.make_room(sz);
-    P.idle.emplace(size_, p_);
+    P.idle.emplace(size_, Idle{p_, P.clock});
     P.st.cached += sz;
   } else {
     std::free(p_);
@@ -133,7 +156,7 @@ void workspace_reset_peak() {
 void workspace_trim() {
   Pool& P = pool();
   std::lock_guard<std::mutex> lock(P.mu);
-  for (auto& kv : P.idle) std::free(kv.second);
+  for (auto& kv : P.idle) std::free(kv.second.p);
   P.idle.clear();
   P.st.cached = 0;
 }

@@ -4,8 +4,9 @@
 // any thread (under a mutex: a handful of borrows per kernel call), so a training step
 // stops paying an mmap, a page fault per 4 KiB and an munmap for every convolution.
 // What the pool keeps idle is capped (CNNFAST_WORKSPACE_CACHE_MB, default 64 MiB;
-// set_workspace_cache_limit), and the largest idle blocks are kept first, so the pool
-// adds at most that cap to a step's peak memory.
+// set_workspace_cache_limit; the largest idle blocks are kept first) and a block not
+// borrowed again within 8,192 borrows (a few training steps) is freed, so the pool adds at
+// most that cap to a step's peak, and in practice what one step's convolutions use.
 //
 // The per-thread packing buffers of the GEMM (core/scratch.h) are a separate, older
 // mechanism: they are owned by a thread for the whole run and are counted in the

@@ -431,6 +431,11 @@ def queue_callback(fn) -> None:
     queue.append(fn)
 
 
+def _in_backward() -> bool:
+    """Whether a backward pass is running on this thread."""
+    return getattr(_callbacks, "queue", None) is not None
+
+
 def _run_callbacks(outer) -> None:
     queue, _callbacks.queue = _callbacks.queue, outer
     for fn in queue:

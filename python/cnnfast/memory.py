@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _C
+from . import autograd as _autograd
 from .autograd import Function
 
 __all__ = ["MemoryReport", "profile_step", "peak_rss_bytes", "reset_peak_rss", "workspace_stats"]
@@ -156,6 +157,8 @@ class _SavedRecorder:
         self.seen: dict = {}
 
     def __call__(self, node, args):
+        if _autograd._in_backward():
+            return  # recomputed in backward (checkpointing): transient, not kept from the forward
         params = {id(_owner(a._array)) for a in args
                   if hasattr(a, "_array") and a.grad_fn is None and a.requires_grad}
         entry = self.by_op.setdefault(node.fn.__name__.lstrip("_"), OpSaved(node.fn.__name__.lstrip("_")))
@@ -181,10 +184,15 @@ def profile_step(step, model=None, optimizer=None) -> MemoryReport:
     params = list(model.parameters()) if model is not None else []
     param_bytes = sum(_tensor_bytes(p) for p in params)
     buffer_bytes = sum(_tensor_bytes(b) for b in model.buffers()) if model is not None else 0
-    grads_before = sum(_tensor_bytes(p.grad) for p in params if p.grad is not None)
+    # Old gradients count only if they outlive the step's zero_grad (set_to_none frees them
+    # at its start, before any peak); weak references tell which.
+    old_grads = [weakref.ref(p.grad._array) for p in params if p.grad is not None]
     state_before = _state_bytes(optimizer) if optimizer is not None else 0
     rec = _SavedRecorder()
     gc.collect()
+    # Idle blocks left by other models or batch sizes would count in the peak although a
+    # few steps of this one free them (core/workspace.h): start from an empty cache.
+    _C.workspace_trim()
     _C.workspace_reset_peak()
     reset_peak_rss()
     was_tracing = tracemalloc.is_tracing()
@@ -209,6 +217,7 @@ def profile_step(step, model=None, optimizer=None) -> MemoryReport:
     r.gradient_bytes = sum(_tensor_bytes(p.grad) for p in params if p.grad is not None)
     r.optimizer_state_bytes = _state_bytes(optimizer) if optimizer is not None else 0
     r.param_bytes, r.buffer_bytes = param_bytes, buffer_bytes
+    grads_before = sum(a.nbytes for a in (ref() for ref in old_grads) if a is not None)
     r.before_bytes = param_bytes + buffer_bytes + grads_before + state_before
     r.step_peak_bytes = max(0, peak - start)
     r.peak_bytes = r.before_bytes + r.step_peak_bytes + r.workspace_peak_bytes + r.scratch_bytes

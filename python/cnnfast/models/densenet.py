@@ -35,6 +35,10 @@ class DenseLayer(nn.Module):
                                bias=False)
         self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else None
 
+    def _recomputed_modules(self) -> list:
+        """The layers run under checkpointing in training (cnnfast.summary's accounting)."""
+        return [self.norm1, self.relu1, self.conv1] if self.memory_efficient else []
+
     def bottleneck(self, *features):
         x = cat(features, 1) if len(features) > 1 else features[0]
         return self.conv1(self.relu1(self.norm1(x)))

@@ -21,17 +21,22 @@ Conventions
   divides the jump by its stride (an approximation).
 - Memory in bytes for ``batch_size`` samples at the parameters' dtype.
 
-Training memory estimate = parameters + gradients + optimizer state (SGD 0, SGD with
-momentum / RMSprop / Adagrad 1x, Adam/AdamW 2x parameters) + activations kept for
-backward (every module output and every tensor made between modules, plus the input:
-cnnfast's conv/linear/norm/ReLU save their input, so each of these stays alive until
-backward; max-pool layers also keep their int64 argmax, LRN its denominator; dropout
-regenerates its mask from a seed and keeps nothing), + the largest activation once more
-for the gradient in flight. The optimizer state is counted as present during backward,
-as in every step after the first. ``measure_training_memory`` measures the same
-quantity with tracemalloc (NumPy reports its buffers to it); on LeNet-5, AlexNet,
-ResNet-18, VGG-11-BN, DenseNet-121 and GoogLeNet (narrowed, small inputs) the estimate
-is within -3% .. +17% of the measurement.
+Training memory estimate: the peak of one training step, with the accounting of
+``cnnfast.memory.profile_step``. Parameters, buffers and optimizer state (SGD 0, SGD with
+momentum / RMSprop / Adagrad 1x, Adam/AdamW 2x the trainable parameters; present during
+backward, as in every step after the first) + the largest, over the backward pass walked
+from the last layer to the first, of: the arrays saved for backward that are still needed
++ the parameter gradients made so far + that layer's incoming and outgoing gradients,
++ the kernels' workspaces. What a layer saves follows cnnfast.functional: convolution,
+linear and normalisation layers their input, ReLU / leaky ReLU / sigmoid / tanh /
+softmax their output, max-pooling an int64 argmax per output, LRN its input, output and
+denominator, pooling by averaging and dropout nothing; an array saved by several layers
+(a ReLU output that the next convolution also keeps) or shown through a view (flatten)
+counts once, and the arrays a checkpointed region (DenseNet's ``memory_efficient``)
+would have saved are replaced by the region's inputs. ``measure_training_memory``
+measures the same quantity; on ResNet-18/50, VGG-11-BN/16, DenseNet-121 (also
+memory-efficient) and LeNet-5 at small inputs the estimate is within 0.95-1.04x of it
+(2 threads; ``benchmarks/RESULTS.md``, issue 22).
 """
 from __future__ import annotations
 
@@ -41,7 +46,6 @@ import io
 import json
 import math
 import sys
-import tracemalloc
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -95,6 +99,7 @@ class ModelSummary:
     saved_activation_bytes: int = 0
     gradient_bytes: int = 0
     optimizer_state_bytes: int = 0
+    workspace_bytes: int = 0
     training_memory_bytes: int = 0
 
     # ---- output formats --------------------------------------------------------
@@ -152,7 +157,8 @@ class ModelSummary:
                   f"  gradients            {_bytes(self.gradient_bytes)}",
                   f"  optimizer state      {_bytes(self.optimizer_state_bytes)}",
                   f"  saved activations    {_bytes(self.saved_activation_bytes)}",
-                  f"  total                {_bytes(self.training_memory_bytes)}",
+                  f"  kernel workspaces    {_bytes(self.workspace_bytes)}",
+                  f"  peak (total)         {_bytes(self.training_memory_bytes)}",
                   rule]
         return "\n".join(lines)
 
@@ -249,14 +255,88 @@ def _macs(m, in_shape, out_shape) -> int:
     return 0
 
 
-def _saved_extra(m, out_bytes: int, out_numel: int) -> int:
-    """Bytes a layer keeps for backward beyond its output (which is counted anyway)."""
+def _saves(m) -> str:
+    """What a layer's Function keeps for backward (cnnfast.functional): "in" its input,
+    "out" its output, "idx" int64 argmax per output element (max-pooling), "lrn" input,
+    output and denominator, "" nothing. Types not listed keep their input (the cautious
+    choice: convolutions, linear and normalisation layers do)."""
     cls = type(m).__name__
-    if cls.startswith("MaxPool") or cls.startswith("AdaptiveMaxPool"):
-        return out_numel * 8          # int64 argmax per output element
+    if cls in ("ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"):
+        return "out"
+    if cls == "LeakyReLU":
+        return "out" if m.negative_slope >= 0 else "in"
+    if cls.startswith(("MaxPool", "AdaptiveMaxPool")):
+        return "idx"
     if cls == "LocalResponseNorm":
-        return out_bytes              # the denominator k + alpha/n * sum(x^2), kept with x and y
-    return 0
+        return "lrn"
+    if cls.startswith(("AvgPool", "AdaptiveAvgPool", "Dropout", "AlphaDropout")) or \
+            cls in ("Flatten", "Unflatten", "Identity"):
+        return ""  # dropout regenerates its mask from a seed
+    return "in"
+
+
+def _storage(t):
+    """The array that owns t's memory (a flatten or a slice shares it), and its bytes."""
+    a = getattr(t, "_array", None)
+    if not isinstance(a, np.ndarray):
+        return None, 0
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a, int(a.nbytes)
+
+
+# Kernel workspaces at the peak (core/workspace.h, and the GEMM's packing buffers): the
+# convolutions' column matrices and per-thread partial weight gradients, in use and idle
+# in the pool. Measured with cnnfast.memory.profile_step: 1.7 MiB (LeNet-5, batch 32) to
+# 16-18 MiB (ResNet-18/50, DenseNet-121 at 2 threads); up to 8 MiB per thread, less for
+# models whose layers are smaller than that.
+_WORKSPACE_PER_THREAD = 8 << 20
+
+
+_SCRATCH_PER_THREAD = 5 << 18   # the GEMM's packing buffers, 1.25 MiB per thread
+
+
+def _workspace_estimate(recs, batch_size: int, threads: int) -> int:
+    largest_act = max([r["in_bytes"] + r["out_bytes"] for r in recs] + [0]) * batch_size
+    largest_weight = max([r["grad_bytes"] for r in recs] + [0])
+    return (min(_WORKSPACE_PER_THREAD * threads, 2 * largest_act + threads * largest_weight)
+            + _SCRATCH_PER_THREAD * threads)
+
+
+def _training_peak(recs, saved_extra, batch_size: int, input_bytes: int, input_keys) -> tuple:
+    """(saved activation bytes, peak activation + parameter-gradient bytes) of one training
+    step, by walking the layers' backward in reverse order: when layer i's backward runs,
+    every array saved by a layer at or before i is still alive, the parameter gradients of
+    the layers from i on exist (they are accumulated at the end of the pass), and i's
+    incoming and outgoing gradients are in flight."""
+    first = {}      # storage id -> [per-sample bytes, index of the first layer that saves it]
+    for i, r in enumerate(recs):
+        for key, nbytes in r["saves"]:
+            e = first.setdefault(key, [nbytes, i])
+            e[1] = min(e[1], i)
+    for key, nbytes, i in saved_extra:
+        e = first.setdefault(key, [nbytes, i])
+        e[1] = min(e[1], i)
+    n = len(recs)
+    by_first = [0] * (n + 1)
+    for nbytes, i in first.values():
+        by_first[min(i, n)] += nbytes
+    saved_total = sum(by_first) * batch_size
+    grads_from = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        grads_from[i] = grads_from[i + 1] + recs[i]["grad_bytes"]
+    peak, alive = 0, 0
+    prefix = []
+    for i in range(n):
+        alive += by_first[i]
+        prefix.append(alive)
+    for i in range(n):
+        inflight = (recs[i]["in_bytes"] + recs[i]["out_bytes"]) * batch_size
+        peak = max(peak, prefix[i] * batch_size + grads_from[i] + inflight)
+    if not any(k in first for k in input_keys):   # alive anyway: the caller holds the batch
+        saved_total += input_bytes
+        peak += input_bytes
+    return saved_total, peak
 
 
 def _shape_only_forward(m):
@@ -341,8 +421,10 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
         rf_of[id(t)] = tuple((1, 1.0, 0.5) for _ in s[1:])
         keep.append(t)
     seen_free = set()
-    free_bytes = [0]   # tensors made between modules (cat, +), per sample
     rows = []
+    recs = []          # per row: what its backward keeps and needs (see _training_peak)
+    region_saves = []  # (storage id, bytes, row index) kept by checkpointed regions
+    recomputed = set()  # ids of modules run under checkpointing in training
 
     def lookup(t):
         if t is None:
@@ -355,7 +437,6 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
         if id(t) not in seen_free:
             seen_free.add(id(t))
             keep.append(t)
-            free_bytes[0] += _nbytes(t)
         sp = tuple(t.shape[2:])
         best = None
         for other, inf in zip(keep, (rf_of.get(id(k)) for k in keep)):
@@ -398,6 +479,21 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
         n_train = sum(int(p.numel()) for p in own if p.requires_grad)
         out_numel = int(np.prod(out_shape[1:])) if out_shape else 0
         act = out_numel * itemsize * batch_size
+        xs, x_bytes = _storage(x)
+        ys, y_bytes = _storage(y)
+        keep.extend(a for a in (xs, ys) if a is not None)   # ids stay unique during the pass
+        kind = "" if id(m) in recomputed else _saves(m)
+        saves = []
+        if kind in ("in", "lrn") and xs is not None:
+            saves.append((id(xs), x_bytes))
+        if kind in ("out", "lrn") and ys is not None:
+            saves.append((id(ys), y_bytes))
+        if kind == "idx":
+            saves.append((("idx", len(recs)), out_numel * 8))
+        if kind == "lrn":
+            saves.append((("den", len(recs)), y_bytes))
+        recs.append({"saves": saves, "in_bytes": x_bytes, "out_bytes": y_bytes,
+                     "grad_bytes": sum(_nbytes(p) for p in own if p.requires_grad)})
         first = info_out[0] if info_out else None
         rows.append(LayerInfo(
             name=names.get(id(m), type(m).__name__), type=type(m).__name__,
@@ -407,13 +503,26 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
             jump=None if first is None else first[1],
             start=None if first is None else first[2],
             activation_bytes=act,
-            saved_bytes=act + _saved_extra(m, act, out_numel * batch_size),
+            saved_bytes=sum(b for _, b in saves) * batch_size,
             kernel=None if geo is None else tuple(geo[0]),
             stride=None if geo is None else tuple(geo[1]),
             padding=None if geo is None else tuple(p[0] for p in geo[2])))
 
+    def region_hook(m, args):
+        # A layer that checkpoints part of itself in training (DenseNet's memory_efficient)
+        # keeps the region's Tensor arguments instead of what the region's layers save.
+        recomputed.update(id(r) for r in m._recomputed_modules())
+        flat = [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else (arg,))]
+        for a in flat:
+            st, nbytes = _storage(a)
+            if st is not None:
+                keep.append(st)
+                region_saves.append((id(st), nbytes, len(recs)))
+
     was_training = model.training
     handles = [m.register_forward_hook(hook) for m in leaves]
+    handles += [m.register_forward_pre_hook(region_hook) for m in model.modules()
+                if callable(getattr(m, "_recomputed_modules", None)) and m._recomputed_modules()]
     patched = []
     if not run:
         for m in leaves:
@@ -442,14 +551,16 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
     s.total_macs = sum(r.macs for r in rows)
     s.input_bytes = sum(int(np.prod(sh)) for sh in shapes) * itemsize * batch_size
     s.activation_bytes = sum(r.activation_bytes for r in rows)
-    largest = max([r.activation_bytes for r in rows] + [s.input_bytes])
-    s.saved_activation_bytes = (s.input_bytes + sum(r.saved_bytes for r in rows)
-                                + free_bytes[0] * batch_size + largest)
+    input_keys = {id(_storage(t)[0]) for t in inputs}
+    s.saved_activation_bytes, peak = _training_peak(recs, region_saves, batch_size, s.input_bytes, input_keys)
     trainable_bytes = sum(_nbytes(p) for p in params if p.requires_grad)
     s.gradient_bytes = trainable_bytes
     s.optimizer_state_bytes = OPTIMIZER_STATE_FACTOR[opt] * trainable_bytes
-    s.training_memory_bytes = (s.param_bytes + s.buffer_bytes + s.gradient_bytes
-                               + s.optimizer_state_bytes + s.saved_activation_bytes)
+    s.workspace_bytes = _workspace_estimate(recs, batch_size, cnnfast.get_num_threads())
+    # The peak: parameters, buffers and optimizer state throughout, plus the largest sum
+    # of saved activations, parameter gradients and gradients in flight during backward.
+    s.training_memory_bytes = (s.param_bytes + s.buffer_bytes + s.optimizer_state_bytes + peak
+                               + s.workspace_bytes)
     return s
 
 
@@ -549,16 +660,18 @@ def measure_training_memory(model, input_shape, batch_size: int = 1,
                             optimizer: str = "sgd_momentum", dtype=np.float32, loss_fn=None,
                             lr: float = 1e-3, seed: int = 0, warmup: bool = True) -> dict:
     """Measure the peak memory of one training step (forward + backward + optimizer step)
-    with tracemalloc. Returns {"peak_bytes", "param_bytes", "step_peak_bytes"}:
-    peak_bytes = parameter and buffer memory (allocated before tracing) + the traced peak.
+    with ``cnnfast.memory.profile_step`` (the same accounting as the estimate: NumPy
+    buffers through tracemalloc, plus the kernels' workspaces). Returns {"peak_bytes",
+    "param_bytes", "step_peak_bytes", "report"} (report: the MemoryReport as a dict).
 
     With ``warmup`` (the default) a first step runs before the measured one, so the
     optimizer state already exists, as in every step of a real run but the first;
-    gradients are reset to None before each step (``zero_grad(set_to_none=True)``).
-    ``loss_fn(output, batch_size)`` defaults to cross entropy for (N, classes) outputs
-    and the mean square otherwise. The model is left in training mode.
+    each step starts with ``zero_grad(set_to_none=True)``. ``loss_fn(output, batch_size)``
+    defaults to cross entropy for (N, classes) outputs and the mean square otherwise.
+    The model is left in training mode.
     """
     import cnnfast
+    from ..memory import profile_step
 
     shapes = _normalize_shapes(input_shape)
     rng = np.random.default_rng(seed)
@@ -566,7 +679,6 @@ def measure_training_memory(model, input_shape, batch_size: int = 1,
     model.train()
     params = list(model.parameters())
     opt = _make_optimizer(params, optimizer, lr)
-    base = sum(_nbytes(p) for p in params) + sum(_nbytes(b) for b in model.buffers())
 
     def step():
         opt.zero_grad()
@@ -578,22 +690,11 @@ def measure_training_memory(model, input_shape, batch_size: int = 1,
         loss.backward()
         opt.step()
 
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        if warmup:
-            step()
-        for p in params:
-            p.grad = None
-        tracemalloc.reset_peak()
-        start, _ = tracemalloc.get_traced_memory()
+    if warmup:
         step()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    return {"peak_bytes": base + peak, "param_bytes": base, "step_peak_bytes": peak - start}
+    report = profile_step(step, model, opt)
+    return {"peak_bytes": report.peak_bytes, "param_bytes": report.param_bytes + report.buffer_bytes,
+            "step_peak_bytes": report.step_peak_bytes, "report": report.to_dict()}
 
 
 def summary_main(argv=None) -> int:
@@ -602,7 +703,8 @@ def summary_main(argv=None) -> int:
     Options: --input C,H,W (default: the model's canonical input); --batch-size N;
     --optimizer NAME; --num-classes K; --format table|json|csv; --shapes-only (shape
     formulas instead of computing conv/pool/linear layers); --measure (also run one
-    training step and report tracemalloc's peak beside the estimate). Returns the exit code.
+    training step and report its peak, cnnfast.memory's accounting, beside the estimate).
+    Returns the exit code.
     """
     from ..models import default_input_shape, get_model, list_models
 
@@ -618,7 +720,7 @@ def summary_main(argv=None) -> int:
     p.add_argument("--shapes-only", action="store_true",
                    help="do not compute conv/pool/linear layers, use the shape formulas")
     p.add_argument("--measure", action="store_true",
-                   help="also measure one training step's peak memory (tracemalloc)")
+                   help="also measure one training step's peak memory (cnnfast.memory.profile_step)")
     a = p.parse_args(argv)
     if a.model.lower() not in list_models():
         p.error(f"model: expected one of {', '.join(list_models())}, got {a.model!r}")
@@ -646,6 +748,6 @@ def summary_main(argv=None) -> int:
         print(s.table())
         if a.measure:
             m = measure_training_memory(model, in_shapes, a.batch_size, a.optimizer)
-            print(f"Measured training-step peak (tracemalloc): {_bytes(m['peak_bytes'])} "
+            print(f"Measured training-step peak: {_bytes(m['peak_bytes'])} "
                   f"(estimate {_bytes(s.training_memory_bytes)})")
     return 0
