@@ -138,7 +138,8 @@ def test_resize_refusals_name_the_node():
 EXPORTED = ["mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_b0",
             "deeplabv3_mobilenet_v3_large",
             pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("fcn_resnet50", marks=pytest.mark.slow),
-            pytest.param("resnext50_32x4d", marks=pytest.mark.slow)]
+            pytest.param("resnext50_32x4d", marks=pytest.mark.slow), "regnet_y_400mf", "regnet_x_400mf",
+            "inception_v3"]
 
 
 def _ort_vs_cnnfast(model, x, tmp_path):
@@ -156,7 +157,15 @@ def _ort_vs_cnnfast(model, x, tmp_path):
 def test_models_export_to_onnxruntime(name, tmp_path):
     cnnfast.manual_seed(0)
     model = cnnfast.models.get_model(name, num_classes=7).eval()
-    x = np.random.default_rng(5).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    size = 80 if name == "inception_v3" else 64
+    x = np.random.default_rng(5).standard_normal((2, 3, size, size)).astype(np.float32)
+    _ort_vs_cnnfast(model, x, tmp_path)
+
+
+def test_unet_bilinear_exports_to_onnxruntime(tmp_path):
+    cnnfast.manual_seed(0)
+    model = cnnfast.models.unet(in_channels=3, num_classes=3, base_width=8, depth=3, bilinear=True).eval()
+    x = np.random.default_rng(7).standard_normal((2, 3, 24, 40)).astype(np.float32)
     _ort_vs_cnnfast(model, x, tmp_path)
 
 
