@@ -23,9 +23,19 @@ PARAMS = {
     "resnext50_32x4d": 25028904, "resnext101_32x8d": 88791336, "wide_resnet50_2": 68883240,
     "wide_resnet101_2": 126886696, "convnext_tiny": 28589128, "convnext_small": 50223688,
     "fcn_resnet50": 32957013, "deeplabv3_resnet50": 39638869, "deeplabv3_mobilenet_v3_large": 11025477,
+    "regnet_y_400mf": 4344144, "regnet_y_800mf": 6432512, "regnet_y_1_6gf": 11202430, "regnet_y_3_2gf": 19436338,
+    "regnet_y_8gf": 39381472, "regnet_y_16gf": 83590140, "regnet_y_32gf": 145046770, "regnet_y_128gf": 644812894,
+    "regnet_x_400mf": 5495976, "regnet_x_800mf": 7259656, "regnet_x_1_6gf": 9190136, "regnet_x_3_2gf": 15296552,
+    "regnet_x_8gf": 39572648, "regnet_x_16gf": 54278536, "regnet_x_32gf": 107811560,
+    "inception_v3": 27161264,
 }
 BIG = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnext101_32x8d",
-       "wide_resnet50_2", "wide_resnet101_2", "convnext_small", "deeplabv3_resnet50"}
+       "wide_resnet50_2", "wide_resnet101_2", "convnext_small", "deeplabv3_resnet50",
+       "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_3_2gf",
+       "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf"}
+# 2.6 GB of weights per copy: torch's and cnnfast's side by side would need some 8 GB, so
+# its state-dict names and shapes are compared against torch's model on the meta device.
+HUGE = {"regnet_y_128gf"}
 FAST = [n for n in PARAMS if n not in BIG]
 
 
@@ -62,7 +72,13 @@ def _random_state(ref, seed=0):
     return sd
 
 
-@pytest.mark.parametrize("name", _maybe_slow(PARAMS))
+def _input_size(name):
+    """(H, W), small but past each network's smallest input, W != H."""
+    size = {"squeezenet1_0": 75, "squeezenet1_1": 75, "inception_v3": 80}.get(name, 64)
+    return size, size - 5
+
+
+@pytest.mark.parametrize("name", _maybe_slow(n for n in PARAMS if n not in HUGE))
 def test_torch_weights_load_and_outputs_match(name):
     tv = _tv()
     torch.manual_seed(0)
@@ -72,8 +88,7 @@ def test_torch_weights_load_and_outputs_match(name):
     sd = _random_state(ref)
     ref.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
     ours.load_state_dict({k: cnnfast.tensor(v) for k, v in sd.items()})
-    size = 75 if name.startswith("squeezenet") else 64
-    x = np.random.default_rng(1).standard_normal((2, 3, size, size - 5)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((2, 3) + _input_size(name)).astype(np.float32)
     with torch.no_grad():
         yt = ref(torch.tensor(x))
     with cnnfast.no_grad():
@@ -86,6 +101,18 @@ def test_torch_weights_load_and_outputs_match(name):
     assert np.abs(yt).max() > 0
     err = np.abs(yt - yc).max() / np.abs(yt).max()
     assert err < 1e-4, f"relative error {err:.3g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_state_dict_names_and_shapes(name):
+    """The keys and shapes of torchvision's model built on the meta device (no memory)."""
+    tv = _tv()
+    with torch.device("meta"):
+        ref = tv.build(name)
+    ours = M.get_model(name)
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_b0"])
@@ -119,18 +146,59 @@ def test_training_mode_matches_torch_gradients(name):
         assert np.linalg.norm(g - gt) / scale < 1e-2, k
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "mobilenet_v2",
+@pytest.mark.parametrize("name", ["regnet_y_400mf", "regnet_x_400mf"])
+def test_training_mode_gradients_against_float64_torch(name):
+    """RegNet's last stage normalises over 3x3 maps of a batch of 4 in training mode, so its
+    float32 gradients are ill-conditioned: torch's own float32 gradients are ~1% from the
+    float64 ones. cnnfast's must be as close to float64 torch as torch's float32 are (x4)."""
+    tv = _tv()
+    torch.manual_seed(0)
+    refs = [tv.build(name).train(), tv.build(name).train().double()]
+    ours = M.get_model(name).train()
+    sd = _random_state(refs[0])
+    for r in refs:
+        r.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+    ours.load_state_dict({k: cnnfast.tensor(v) for k, v in sd.items()})
+    x = np.random.default_rng(2).standard_normal((4, 3, 67, 67))
+    for r in refs:
+        yt = r(torch.tensor(x).to(next(r.parameters()).dtype))
+        yt.square().mean().backward()
+    yc = ours(cnnfast.tensor(x.astype(np.float32)))
+    (yc * yc).mean().backward()
+    np.testing.assert_allclose(yc.detach().numpy(), yt.detach().numpy(), rtol=1e-3, atol=1e-4)
+    ours_p, p32 = dict(ours.named_parameters()), dict(refs[0].named_parameters())
+    d_ours = d_torch = total = 0.0
+    for k, p in refs[1].named_parameters():
+        g64 = p.grad.numpy()
+        d_ours += float(np.sum((ours_p[k].grad.numpy() - g64) ** 2))
+        d_torch += float(np.sum((p32[k].grad.numpy() - g64) ** 2))
+        total += float(np.sum(g64 ** 2))
+    assert d_ours > 0 and d_torch > 0
+    assert (d_ours / total) ** 0.5 < 4 * (d_torch / total) ** 0.5 + 1e-4, ((d_ours / total) ** 0.5,
+                                                                          (d_torch / total) ** 0.5)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "mobilenet_v2", "regnet_x_400mf",
+                                  "regnet_y_400mf", "inception_v3",
                                   pytest.param("convnext_tiny", marks=pytest.mark.slow),
                                   pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
 def test_loss_goes_down(name):
     cnnfast.manual_seed(0)
-    model = M.get_model(name, num_classes=4).train()
+    # Inception's auxiliary head needs a 299x299 input; without it 75x75 is enough.
+    kw = {"aux_logits": False} if name == "inception_v3" else {}
+    model = M.get_model(name, num_classes=4, **kw).train()
     g = np.random.default_rng(3)
-    x = cnnfast.tensor(g.standard_normal((8, 3, 32, 32)).astype(np.float32))
+    size = 75 if name == "inception_v3" else 32
+    x = cnnfast.tensor(g.standard_normal((8, 3, size, size)).astype(np.float32))
     y = cnnfast.tensor(g.integers(0, 4, 8))
-    opt = cnnfast.optim.Adam(model.parameters(), lr=1e-3)
+    _assert_loss_goes_down(model, x, y, steps=6, lr=1e-3)
+
+
+def _assert_loss_goes_down(model, x, y, steps, lr):
+    """Adam on cross-entropy for `steps` steps: the last loss at least 10% below the first."""
+    opt = cnnfast.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    for _ in range(6):
+    for _ in range(steps):
         opt.zero_grad()
         loss = cnnfast.nn.functional.cross_entropy(model(x), y)
         loss.backward()
@@ -160,9 +228,122 @@ def test_registry_and_bad_arguments():
         M.resnet18(groups=2)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "deeplabv3_mobilenet_v3_large",
+                                  "regnet_y_400mf", "regnet_x_400mf", "inception_v3"])
 def test_cli_summary(name, capsys):
     from cnnfast.cli import main
     assert main(["summary", name]) in (0, None)
     out = capsys.readouterr().out
     assert f"{PARAMS[name]:,}" in out
+
+
+@pytest.mark.slow
+def test_inception_v3_modes_aux_and_transform_input():
+    """Training mode returns (logits, aux_logits) equal to torchvision's (dropout off; the
+    auxiliary head needs the full 299x299 input), eval mode the logits; transform_input
+    rescales as torchvision's; the loss of logits + 0.4 aux backpropagates; aux_logits=False
+    drops the head."""
+    tv = _tv()
+    torch.manual_seed(0)
+    ref = tv.build("inception_v3")
+    ref.transform_input = True
+    ref.dropout.p = 0.0
+    ours = M.inception_v3(transform_input=True, dropout=0.0)
+    sd = _random_state(ref)
+    ref.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+    ours.load_state_dict({k: cnnfast.tensor(v) for k, v in sd.items()})
+    x = np.random.default_rng(4).standard_normal((2, 3, 299, 299)).astype(np.float32)
+    ref.train()
+    ours.train()
+    out_t = ref(torch.tensor(x))
+    out_c = ours(cnnfast.tensor(x))
+    assert isinstance(out_c, M.InceptionOutputs)
+    for a, b in zip(out_c, out_t):
+        b = b.detach().numpy()
+        assert a.shape == b.shape == (2, 1000)
+        np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-3, atol=1e-4 * np.abs(b).max())
+    (out_t.logits.square().mean() + 0.4 * out_t.aux_logits.square().mean()).backward()
+    ((out_c.logits * out_c.logits).mean() + 0.4 * (out_c.aux_logits * out_c.aux_logits).mean()).backward()
+    for k, p in ref.named_parameters():
+        if k.startswith("AuxLogits.fc") or k == "fc.weight":
+            g, gt = dict(ours.named_parameters())[k].grad.numpy(), p.grad.numpy()
+            assert np.linalg.norm(g - gt) / np.linalg.norm(gt) < 1e-2, k
+    ours.eval()
+    with cnnfast.no_grad():
+        assert ours(cnnfast.tensor(x)).shape == (2, 1000)
+    no_aux = M.inception_v3(aux_logits=False, num_classes=10)
+    assert _nparams(no_aux) == 23834568 - 2048 * 990 - 990
+    assert not any(k.startswith("AuxLogits") for k in no_aux.state_dict())
+    with pytest.raises(ValueError, match="inception_blocks"):
+        M.Inception3(inception_blocks=[None] * 6)
+
+
+class _TorchDoubleConv(torch.nn.Module):
+    def __init__(self, cin, cout, mid):
+        super().__init__()
+        self.block = torch.nn.Sequential(
+            torch.nn.Conv2d(cin, mid, 3, padding=1, bias=False), torch.nn.BatchNorm2d(mid), torch.nn.ReLU(),
+            torch.nn.Conv2d(mid, cout, 3, padding=1, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU())
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class _TorchUNetBilinear(torch.nn.Module):
+    """The common bilinear U-Net written with torch.nn under cnnfast's module names: widths
+    64-128-256-512-512 down, each up level bilinear x2 (align_corners) -> concat the skip ->
+    DoubleConv with the middle width in / 2."""
+
+    def __init__(self, cin, classes, w=64):
+        super().__init__()
+        ws = [w, 2 * w, 4 * w, 8 * w, 8 * w]
+        self.inc = _TorchDoubleConv(cin, w, w)
+        for i in range(4):
+            down = torch.nn.Module()
+            down.pool, down.conv = torch.nn.MaxPool2d(2), _TorchDoubleConv(ws[i], ws[i + 1], ws[i + 1])
+            setattr(self, f"down{i + 1}", down)
+        for i, (c, out) in enumerate([(16 * w, 4 * w), (8 * w, 2 * w), (4 * w, w), (2 * w, w)]):
+            up = torch.nn.Module()
+            up.conv = _TorchDoubleConv(c, out, c // 2)
+            setattr(self, f"up{i + 1}", up)
+        self.outc = torch.nn.Conv2d(w, classes, 1)
+
+    def forward(self, x):
+        skips = [self.inc(x)]
+        for i in range(4):
+            d = getattr(self, f"down{i + 1}")
+            skips.append(d.conv(d.pool(skips[-1])))
+        y = skips.pop()
+        for i in range(4):
+            y = torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+            y = getattr(self, f"up{i + 1}").conv(torch.cat([skips.pop(), y], 1))
+        return self.outc(y)
+
+
+@pytest.mark.parametrize("cin,count", [(3, 17263042), (1, 17261890)])
+def test_unet_bilinear_matches_torch_reference(cin, count):
+    torch.manual_seed(0)
+    ref = _TorchUNetBilinear(cin, 2).eval()
+    ours = M.unet(in_channels=cin, num_classes=2, bilinear=True).eval()
+    assert _nparams(ours) == _nparams(ref) == count
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
+    sd = _random_state(ref)
+    ref.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+    ours.load_state_dict({k: cnnfast.tensor(v) for k, v in sd.items()})
+    x = np.random.default_rng(5).standard_normal((1, cin, 32, 48)).astype(np.float32)
+    with torch.no_grad():
+        yt = ref(torch.tensor(x)).numpy()
+    with cnnfast.no_grad():
+        yc = ours(cnnfast.tensor(x)).numpy()
+    assert yc.shape == yt.shape == (1, 2, 32, 48)
+    assert np.abs(yt - yc).max() / np.abs(yt).max() < 1e-4
+
+
+def test_unet_bilinear_trains():
+    cnnfast.manual_seed(0)
+    model = M.unet(in_channels=3, num_classes=3, base_width=8, depth=3, bilinear=True).train()
+    g = np.random.default_rng(6)
+    x = cnnfast.tensor(g.standard_normal((2, 3, 16, 24)).astype(np.float32))
+    y = cnnfast.tensor(g.integers(0, 3, (2, 16, 24)))
+    _assert_loss_goes_down(model, x, y, steps=8, lr=3e-3)

@@ -138,7 +138,8 @@ def test_resize_refusals_name_the_node():
 EXPORTED = ["mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_b0",
             "deeplabv3_mobilenet_v3_large",
             pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("fcn_resnet50", marks=pytest.mark.slow),
-            pytest.param("resnext50_32x4d", marks=pytest.mark.slow)]
+            pytest.param("resnext50_32x4d", marks=pytest.mark.slow), "regnet_y_400mf", "regnet_x_400mf",
+            "inception_v3"]
 
 
 def _ort_vs_cnnfast(model, x, tmp_path):
@@ -156,7 +157,15 @@ def _ort_vs_cnnfast(model, x, tmp_path):
 def test_models_export_to_onnxruntime(name, tmp_path):
     cnnfast.manual_seed(0)
     model = cnnfast.models.get_model(name, num_classes=7).eval()
-    x = np.random.default_rng(5).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    size = 80 if name == "inception_v3" else 64
+    x = np.random.default_rng(5).standard_normal((2, 3, size, size)).astype(np.float32)
+    _ort_vs_cnnfast(model, x, tmp_path)
+
+
+def test_unet_bilinear_exports_to_onnxruntime(tmp_path):
+    cnnfast.manual_seed(0)
+    model = cnnfast.models.unet(in_channels=3, num_classes=3, base_width=8, depth=3, bilinear=True).eval()
+    x = np.random.default_rng(7).standard_normal((2, 3, 24, 40)).astype(np.float32)
     _ort_vs_cnnfast(model, x, tmp_path)
 
 
@@ -176,3 +185,54 @@ class _Ops(cnnfast.nn.Module):
 def test_new_ops_export_to_onnxruntime(tmp_path):
     x = (np.random.default_rng(6).standard_normal((2, 8, 5, 6)) * 3).astype(np.float32)
     _ort_vs_cnnfast(_Ops(), x, tmp_path)
+
+
+def _maxpool_model(x, elem, attrs, opset=13):
+    inputs = [helper.make_tensor_value_info("x", elem, list(x.shape))]
+    dims = [f"d{k}" for k in range(x.ndim)]
+    outs = [helper.make_tensor_value_info("y", elem, dims), helper.make_tensor_value_info("i", TensorProto.INT64, dims)]
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", **attrs)
+    g = helper.make_graph([node], "g", inputs, outs)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 3, 7, 11), dict(kernel_shape=[3, 2], strides=[2, 3], storage_order=1)),
+    ((1, 2, 8, 5), dict(kernel_shape=[2, 3], pads=[1, 0, 0, 2], storage_order=1)),
+    ((2, 3, 7, 11), dict(kernel_shape=[3, 2], strides=[2, 3], storage_order=0)),
+    ((1, 2, 5, 6, 7), dict(kernel_shape=[2, 3, 2], strides=[2, 1, 3], storage_order=1)),
+])
+def test_maxpool_indices_both_storage_orders_match_onnxruntime(shape, attrs):
+    """storage_order=1: indices of each plane's column-major layout (first spatial axis fastest),
+    offset by the plane as in row-major; onnxruntime and ONNX's reference agree on it."""
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    data = _maxpool_model(x, TensorProto.FLOAT, attrs)
+    if len(shape) == 5:  # onnxruntime's MaxPool has no 3-D column-major indices: ONNX's reference then
+        from onnx.reference import ReferenceEvaluator
+        y_ref, i_ref = ReferenceEvaluator(data).run(None, {"x": x})
+    else:
+        y_ref, i_ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with cnnfast.no_grad():
+        y, i = co.load(data)(cnnfast.tensor(x))
+    np.testing.assert_array_equal(y.numpy(), y_ref)
+    np.testing.assert_array_equal(np.asarray(i), i_ref)
+
+
+@pytest.mark.parametrize("dtype,elem", [(np.uint8, TensorProto.UINT8), (np.int8, TensorProto.INT8)])
+def test_maxpool_8bit_integers(dtype, elem):
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(9).integers(info.min, info.max + 1, (2, 3, 6, 7)).astype(dtype)
+    data = _maxpool_model(x, elem, dict(kernel_shape=[2, 3], strides=[2, 2], pads=[0, 1, 1, 1]))
+    y_ref, i_ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    y, i = co.load(data)(x)
+    y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, y_ref)
+    # Ties (likely among 8-bit values) may pick either position; the values there must agree.
+    np.testing.assert_array_equal(x.ravel()[np.asarray(i)], x.ravel()[i_ref])
+
+
+def test_maxpool_bad_storage_order_refused_at_load():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    with pytest.raises(co.UnsupportedOnnxError, match="storage_order.*MaxPool|MaxPool.*storage_order"):
+        co.load(_maxpool_model(x, TensorProto.FLOAT, dict(kernel_shape=[2, 2], storage_order=2)))

@@ -315,3 +315,31 @@ def test_erf_small_values_relative_accuracy(simd):
     x = np.array([1e-30, -1e-20, 1e-8, -3e-4, 0.01, 0.3, -0.49, 0.51, 2.0, -4.0], np.float32)
     ref = np.array([math.erf(v) for v in x.astype(np.float64)])
     np.testing.assert_allclose(F.erf(cnnfast.tensor(x)).numpy(), ref, rtol=3e-7)
+
+
+# Accuracy of the float32 kernels of every level against the float64 scalar path, on a
+# dense grid over the whole useful range: (forward, backward) bounds on |got - ref| /
+# max(|ref|, 1e-2), i.e. relative, and absolute near the functions' zeros. (The far
+# negative tail of GELU has its own relative test above.)
+DENSE_BOUNDS = {"gelu": (3e-6, 8e-6), "gelu_tanh": (3e-6, 8e-6), "hardswish": (3e-7, 3e-6),
+                "hardsigmoid": (2e-6, 1e-7), "relu6": (0, 0), "mish": (3e-6, 8e-6), "softplus": (5e-7, 5e-7),
+                "softplus_b2_t3": (5e-7, 5e-7), "erf": (5e-7, 3e-6)}
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_BOUNDS))
+def test_activation_simd_levels_dense_grid(simd, name):
+    """Every level (scalar, AVX2, AVX-512 where the CPU has them) against float64; the
+    integers and +-3/6 kinks are avoided so both sides take the same branch."""
+    x = np.concatenate([np.linspace(-30, 30, 60001), np.linspace(-0.5, 0.5, 4001)]).astype(np.float32)
+    x = x[(np.abs(x - np.round(x)) > 1e-3)]
+    fn = ACTS[name][0]
+    xc = cnnfast.tensor(x, requires_grad=True)
+    fn(xc).backward(cnnfast.tensor(np.ones_like(x)))
+    x64 = cnnfast.tensor(x.astype(np.float64), requires_grad=True)
+    y64 = fn(x64)
+    y64.backward(cnnfast.tensor(np.ones(x.shape)))
+    rf, rb = DENSE_BOUNDS[name]
+    for got, ref, r, what in [(fn(cnnfast.tensor(x)).numpy(), y64.detach().numpy(), rf, "forward"),
+                              (xc.grad.numpy(), x64.grad.numpy(), rb, "backward")]:
+        err = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-2)
+        assert err.max() <= r, f"{name} {what} at {simd}: {err.max():.3g} at x = {x[err.argmax()]}"

@@ -1,6 +1,6 @@
 // Scalar reference implementations of the activations in activation_extra.h (the
-// oracle in tests and the path without AVX2) and the dispatch to the AVX2 kernels,
-// threaded over contiguous chunks.
+// oracle in tests and the path without AVX2) and the dispatch to the AVX2 and AVX-512
+// kernels, threaded over contiguous chunks.
 #include "cpu/activation_extra.h"
 
 #include <cmath>
@@ -103,9 +103,11 @@ constexpr bool is_f32 = std::is_same_v<T, float>;
 
 template <class T>
 void extra_activation_forward(ExtraActivation act, const T* x, T* y, int64_t n, double beta, double threshold) {
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
+      if (wide)
+        return avx512_impl::extra_activation_forward(act, x + b, y + b, e - b, float(beta), float(threshold));
       if (vec)
         return avx2_impl::extra_activation_forward(act, x + b, y + b, e - b, float(beta), float(threshold));
     }
@@ -116,9 +118,12 @@ void extra_activation_forward(ExtraActivation act, const T* x, T* y, int64_t n, 
 template <class T>
 void extra_activation_backward(ExtraActivation act, const T* gy, const T* x, T* gx, int64_t n, double beta,
                                double threshold) {
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
+      if (wide)
+        return avx512_impl::extra_activation_backward(act, gy + b, x + b, gx + b, e - b, float(beta),
+                                                      float(threshold));
       if (vec)
         return avx2_impl::extra_activation_backward(act, gy + b, x + b, gx + b, e - b, float(beta), float(threshold));
     }
@@ -140,6 +145,13 @@ namespace avx2_impl {
 void extra_activation_forward(ExtraActivation, const float*, float*, int64_t, float, float) {}
 void extra_activation_backward(ExtraActivation, const float*, const float*, float*, int64_t, float, float) {}
 }  // namespace avx2_impl
+#endif
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+void extra_activation_forward(ExtraActivation, const float*, float*, int64_t, float, float) {}
+void extra_activation_backward(ExtraActivation, const float*, const float*, float*, int64_t, float, float) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

@@ -24,6 +24,10 @@ from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 from .convnext import ConvNeXt, convnext_small, convnext_tiny
 from .segmentation import (FCN, DeepLabV3, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50,
                            fcn_resnet50)
+from .regnet import (RegNet, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regnet_x_16gf, regnet_x_32gf,
+                     regnet_x_400mf, regnet_x_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf,
+                     regnet_y_32gf, regnet_y_128gf, regnet_y_400mf, regnet_y_800mf)
+from .inception import Inception3, InceptionOutputs, inception_v3
 
 _REGISTRY = {
     "lenet5": lenet5,
@@ -44,13 +48,16 @@ _MODERN = [resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2,
            mobilenet_v3_large, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4,
            efficientnet_b5, efficientnet_b6, efficientnet_b7, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
            shufflenet_v2_x1_5, shufflenet_v2_x2_0, squeezenet1_0, squeezenet1_1, convnext_tiny, convnext_small,
-           fcn_resnet50, deeplabv3_resnet50, deeplabv3_mobilenet_v3_large]
+           fcn_resnet50, deeplabv3_resnet50, deeplabv3_mobilenet_v3_large,
+           regnet_y_400mf, regnet_y_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf, regnet_y_32gf,
+           regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regnet_x_16gf,
+           regnet_x_32gf, inception_v3]
 _REGISTRY.update({f.__name__: f for f in _MODERN})
 
 # The input each architecture is designed for, (C, H, W); summary and the CLI use it.
 DEFAULT_INPUT = {name: (3, 224, 224) for name in _REGISTRY}
 DEFAULT_INPUT.update({"lenet5": (1, 32, 32), "alexnet": (3, 227, 227), "unet": (1, 256, 256),
-                      "siamese": (1, 64, 64)})
+                      "siamese": (1, 64, 64), "inception_v3": (3, 299, 299)})
 
 
 def list_models() -> list:
@@ -88,4 +95,5 @@ __all__ = [
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
     "get_model", "get_model_builder", "list_models", "default_input_shape",
     "MobileNetV2", "MobileNetV3", "EfficientNet", "ShuffleNetV2", "SqueezeNet", "ConvNeXt", "FCN", "DeepLabV3",
+    "RegNet", "Inception3", "InceptionOutputs",
 ] + [f.__name__ for f in _MODERN]

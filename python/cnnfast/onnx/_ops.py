@@ -492,14 +492,21 @@ def _max_pool(spec):
         spec.fail("the kernel_shape attribute is required")
     if len(spec.attr("kernel_shape")) not in (1, 2, 3):
         spec.fail("only 1-D, 2-D and 3-D pooling is supported")
-    spec.require_float_input(0)
+    # 8-bit integers are exact in float32: they are pooled there and cast back.
+    small_int = spec.input_dtype(0) in (np.dtype(np.uint8), np.dtype(np.int8))
+    if not small_int:
+        spec.require_float_input(0)
     want_idx = spec.output_used(1)
-    if want_idx and int(spec.attr("storage_order", 0)):
-        spec.fail("storage_order=1 (column-major indices) is not supported")
+    # storage_order=1: indices of the column-major (Fortran-order) layout of each plane, the
+    # first spatial axis varying fastest.
+    col_major = int(spec.attr("storage_order", 0))
+    if col_major not in (0, 1):
+        spec.fail(f"storage_order must be 0 or 1, got {col_major}")
     ceil = int(spec.attr("ceil_mode", 0))
 
     def run(ins, m):
-        x = ten(ins[0])
+        int_dtype = np.asarray(arr(ins[0])).dtype if small_int else None
+        x = ten(np.asarray(arr(ins[0]), np.float32)) if small_int else ten(ins[0])
         in_sp = list(x.shape[2:])
         k, s, d, pads, out = _pool_geometry(spec, x.shape)
         n = len(k)
@@ -512,14 +519,17 @@ def _max_pool(spec):
             xp = _pad_spatial(x, plan, fill)
             padded = list(xp.shape[2:])
             r = _MAXPOOL[n](xp, k, s, 0, d, False, return_indices=want_idx)
+        if small_int:
+            r = (arr(r[0]).astype(int_dtype), r[1]) if want_idx else arr(r).astype(int_dtype)
         if not want_idx:
             return [r]
         y, idx = r
         idx = arr(idx)
-        if plan is not None:  # indices into the padded plane -> the input's plane
+        if plan is not None or col_major:  # indices into the padded plane -> the input's plane
             coords = np.unravel_index(idx, padded)
-            coords = [c - b for c, (b, _) in zip(coords, plan)]
-            idx = np.ravel_multi_index(coords, in_sp, mode="clip")
+            if plan is not None:
+                coords = [c - b for c, (b, _) in zip(coords, plan)]
+            idx = np.ravel_multi_index(coords, in_sp, mode="clip", order="F" if col_major else "C")
         # ONNX indices are flat over the whole (N, C, *spatial) tensor, torch's per plane.
         nc = x.shape[0] * x.shape[1]
         base = (np.arange(nc, dtype=np.int64) * int(np.prod(in_sp))).reshape(x.shape[:2] + (1,) * n)

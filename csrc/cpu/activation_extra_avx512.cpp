@@ -1,0 +1,242 @@
+// AVX-512 float32 kernels for activation_extra.h: the AVX2 file's functions on 16
+// lanes, with masked tails, VRCP14PS + Newton in place of VDIVPS (see
+// simd_math_avx512.h), and a cheaper erfc.
+//
+// erfc(z), z >= 0, as exp(-z^2) * t * G(t) with t = 1 / (1 + z/2) in (0, 1]: G(t) =
+// erfc(z) e^(z^2) / t is smooth on [0, 1] (1 / (2 sqrt pi) at t = 0, 1 at t = 1), and a
+// degree-10 polynomial in u = 2t - 1, fitted for least relative error to math.erfc on
+// z <= 26, keeps it within 1.8e-7 relative in float32 arithmetic. exp(-z^2) is
+// computed from the exact square (an FMA recovers the rounding of z*z), so the tail
+// keeps its relative accuracy. Exact GELU's gradient Phi(x) + x phi(x) needs the same
+// e^(-x^2/2) for Phi and for phi: one exponential.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu/activation_extra.h"
+#include "cpu/simd_math_avx512.h"
+
+namespace cnnfast::cpu::avx512_impl {
+namespace {
+
+using namespace cnnfast::avx512;
+
+inline __m512 set1(float v) { return _mm512_set1_ps(v); }
+
+template <class F>
+inline void map1(const float* x, float* y, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask16(n - i);
+    _mm512_mask_storeu_ps(y + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+// gx = gy * d(x)
+template <class F>
+inline void map_grad(const float* gy, const float* x, float* gx, int64_t n, F d) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(gx + i, _mm512_mul_ps(_mm512_loadu_ps(gy + i), d(_mm512_loadu_ps(x + i))));
+  if (i < n) {
+    const __mmask16 m = tail_mask16(n - i);
+    _mm512_mask_storeu_ps(gx + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gy + i), d(_mm512_maskz_loadu_ps(m, x + i))));
+  }
+}
+
+// n / d for a positive, normal, finite d (div_1to2's refinement holds for any such d).
+inline __m512 div16(__m512 n, __m512 d) { return div_1to2(n, d); }
+
+// e^(-s * x^2) for s in {0.5, 1}: x*x = h + l exactly (l by FMA), e^(-s h) (1 - s l).
+// Without l the rounding of x*x, up to 2^-24 x^2, would be an error of that size
+// relative to the result: 4e-6 at x = 8.
+// Past |x| = 16 the result is 0 in float32 for both s; the clamp (which keeps NaN) keeps
+// the FMA off inf * inf - inf.
+inline __m512 exp_neg_sq(__m512 x, float s) {
+  x = _mm512_max_ps(set1(-16.0f), _mm512_min_ps(set1(16.0f), x));
+  __m512 h = _mm512_mul_ps(x, x);
+  __m512 l = _mm512_fmsub_ps(x, x, h);
+  __m512 e = exp16(_mm512_mul_ps(set1(-s), h));
+  return _mm512_mul_ps(e, _mm512_fnmadd_ps(set1(s), l, set1(1.0f)));
+}
+
+// t * G(t) of the file comment, for z = |x| * k >= 0 (or NaN).
+inline __m512 erfc_scaled(__m512 z) {
+  const __m512 one = set1(1.0f);
+  // Beyond z = 12 erfc is below the float range; the clamp keeps 1 + z/2 finite for
+  // div16. The operand order keeps NaN.
+  z = _mm512_min_ps(set1(12.0f), z);
+  __m512 t = div16(one, _mm512_fmadd_ps(set1(0.5f), z, one));
+  __m512 u = _mm512_fmsub_ps(set1(2.0f), t, one);
+  __m512 p = set1(4.47537204308901e-05f);
+  p = _mm512_fmadd_ps(p, u, set1(-3.669019861263223e-05f));
+  p = _mm512_fmadd_ps(p, u, set1(-0.00030532226082868874f));
+  p = _mm512_fmadd_ps(p, u, set1(0.0004308417555876076f));
+  p = _mm512_fmadd_ps(p, u, set1(0.001533837290480733f));
+  p = _mm512_fmadd_ps(p, u, set1(-0.003243539249524474f));
+  p = _mm512_fmadd_ps(p, u, set1(-0.010753105394542217f));
+  p = _mm512_fmadd_ps(p, u, set1(0.01822168007493019f));
+  p = _mm512_fmadd_ps(p, u, set1(0.1397358924150467f));
+  p = _mm512_fmadd_ps(p, u, set1(0.34358030557632446f));
+  p = _mm512_fmadd_ps(p, u, set1(0.5107913613319397f));
+  return _mm512_mul_ps(t, p);
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+
+// Phi(x) from e = e^(-x^2/2): erfc(|x|/sqrt 2) / 2 for x < 0, one minus that beyond.
+inline __m512 normal_cdf16(__m512 x, __m512 e) {
+  __m512 half_e = _mm512_mul_ps(_mm512_mul_ps(set1(0.5f), e), erfc_scaled(_mm512_mul_ps(_mm512_abs_ps(x), set1(kInvSqrt2))));
+  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  return _mm512_mask_blend_ps(pos, half_e, _mm512_sub_ps(set1(1.0f), half_e));
+}
+
+// log(1 + w) for w in [0, 1]: 2 atanh(s), s = w / (2 + w), as in the AVX2 file.
+inline __m512 log1p_unit16(__m512 w) {
+  __m512 s = div16(w, _mm512_add_ps(set1(2.0f), w));
+  __m512 s2 = _mm512_mul_ps(s, s);
+  __m512 p = set1(1.0f / 15);
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 13));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 11));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 9));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 7));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 5));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f / 3));
+  p = _mm512_fmadd_ps(p, s2, set1(1.0f));
+  return _mm512_mul_ps(_mm512_add_ps(s, s), p);
+}
+
+// log(1 + e^z) = max(z, 0) + log1p(e^-|z|); -|z| is clamped where e^-|z| is 0 anyway.
+inline __m512 softplus16(__m512 z) {
+  __m512 e = exp16_core(_mm512_max_ps(set1(-104.0f), _mm512_or_ps(z, set1(-0.0f))));
+  return _mm512_add_ps(_mm512_max_ps(z, _mm512_setzero_ps()), log1p_unit16(e));
+}
+
+// 2 * sqrt(2/pi) * (x + 0.044715 x^3): the sigmoid argument of GELU-tanh.
+inline __m512 gelu_tanh_arg16(__m512 x) {
+  __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  return _mm512_mul_ps(set1(2.0f * 0.79788456080286536f), _mm512_fmadd_ps(set1(0.044715f), x3, x));
+}
+
+// tanh(softplus(x)) = n / (n + 2), n = e^x (e^x + 2); 1 in float32 beyond x = 20,
+// where the clamp keeps n finite.
+inline __m512 tanh_softplus16(__m512 x) {
+  __m512 e = exp16(_mm512_min_ps(x, set1(20.0f)));
+  __m512 n = _mm512_mul_ps(e, _mm512_add_ps(e, set1(2.0f)));
+  return div16(n, _mm512_add_ps(n, set1(2.0f)));
+}
+
+// erf(x): odd Maclaurin series to x^13 below |x| = 0.5, 1 - erfc(|x|) with x's sign beyond.
+inline __m512 erf16(__m512 x) {
+  const __m512 ax = _mm512_abs_ps(x);
+  __m512 z = _mm512_mul_ps(x, x);
+  __m512 p = set1(-1.0f / 75600);
+  p = _mm512_fmadd_ps(p, z, set1(1.0f / 9360));
+  p = _mm512_fmadd_ps(p, z, set1(-1.0f / 1320));
+  p = _mm512_fmadd_ps(p, z, set1(1.0f / 216));
+  p = _mm512_fmadd_ps(p, z, set1(-1.0f / 42));
+  p = _mm512_fmadd_ps(p, z, set1(1.0f / 10));
+  p = _mm512_fmadd_ps(p, z, set1(-1.0f / 3));
+  p = _mm512_fmadd_ps(p, z, set1(1.0f));
+  __m512 small = _mm512_mul_ps(_mm512_mul_ps(set1(1.12837916709551257f), x), p);
+  __m512 big = _mm512_fnmadd_ps(exp_neg_sq(ax, 1.0f), erfc_scaled(ax), set1(1.0f));
+  // Sign bit from x, the rest from big (big >= 0); NaN takes this branch and stays NaN.
+  big = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(big), _mm512_castps_si512(x),
+                                                      _mm512_set1_epi32(0x7fffffff), 0xe4));
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, set1(0.5f), _CMP_LT_OQ), big, small);
+}
+
+}  // namespace
+
+void extra_activation_forward(ExtraActivation act, const float* x, float* y, int64_t n, float beta, float threshold) {
+  const __m512 zero = _mm512_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
+  switch (act) {
+    case ExtraActivation::GELU:
+      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, normal_cdf16(v, exp_neg_sq(v, 0.5f))); });
+    case ExtraActivation::GELUTanh:
+      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, sigmoid16(gelu_tanh_arg16(v))); });
+    case ExtraActivation::Hardswish:
+      // max/min return their second operand for NaN, so NaN reaches the product.
+      return map1(x, y, n, [&](__m512 v) {
+        __m512 r = _mm512_min_ps(six, _mm512_max_ps(zero, _mm512_add_ps(v, three)));
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, three, _CMP_GE_OQ),
+                                    _mm512_mul_ps(_mm512_mul_ps(v, r), set1(1.0f / 6.0f)), v);
+      });
+    case ExtraActivation::Hardsigmoid:
+      return map1(x, y, n, [&](__m512 v) {
+        // (x + 3) / 6: x + 3 is exact near -3, where x / 6 + 1/2 would cancel.
+        return _mm512_min_ps(one, _mm512_max_ps(zero, _mm512_mul_ps(_mm512_add_ps(v, three), set1(1.0f / 6.0f))));
+      });
+    case ExtraActivation::ReLU6:
+      return map1(x, y, n, [&](__m512 v) { return _mm512_min_ps(six, _mm512_max_ps(zero, v)); });
+    case ExtraActivation::Mish:
+      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, tanh_softplus16(v)); });
+    case ExtraActivation::Softplus: {
+      const __m512 b = set1(beta), th = set1(threshold), inv_b = set1(1.0f / beta);
+      return map1(x, y, n, [&](__m512 v) {
+        __m512 z = _mm512_mul_ps(b, v);
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, th, _CMP_GT_OQ), _mm512_mul_ps(softplus16(z), inv_b), v);
+      });
+    }
+    case ExtraActivation::Erf:
+      return map1(x, y, n, [&](__m512 v) { return erf16(v); });
+  }
+}
+
+void extra_activation_backward(ExtraActivation act, const float* gy, const float* x, float* gx, int64_t n, float beta,
+                               float threshold) {
+  const __m512 zero = _mm512_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
+  switch (act) {
+    case ExtraActivation::GELU:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        __m512 e = exp_neg_sq(v, 0.5f);
+        __m512 pdf = _mm512_mul_ps(set1(0.39894228040143268f), e);
+        return _mm512_fmadd_ps(v, pdf, normal_cdf16(v, e));
+      });
+    case ExtraActivation::GELUTanh:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        __m512 s = sigmoid16(gelu_tanh_arg16(v));
+        // d(2u)/dx = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        __m512 du2 = _mm512_mul_ps(set1(2.0f * 0.79788456080286536f),
+                                   _mm512_fmadd_ps(set1(3.0f * 0.044715f), _mm512_mul_ps(v, v), one));
+        __m512 ds = _mm512_mul_ps(_mm512_mul_ps(s, _mm512_sub_ps(one, s)), du2);
+        return _mm512_fmadd_ps(v, ds, s);
+      });
+    case ExtraActivation::Hardswish:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        // Multiply, then add (no FMA): the rounded product makes the slope exactly 0 at -1.5.
+        __m512 d = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, three, _CMP_LT_OQ), one,
+                                        _mm512_add_ps(_mm512_mul_ps(v, set1(1.0f / 3.0f)), set1(0.5f)));
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, set1(-3.0f), _CMP_LE_OQ), d, zero);
+      });
+    case ExtraActivation::Hardsigmoid:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        const __mmask16 inside = _mm512_cmp_ps_mask(v, set1(-3.0f), _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, three, _CMP_LT_OQ);
+        return _mm512_maskz_mov_ps(inside, set1(1.0f / 6.0f));
+      });
+    case ExtraActivation::ReLU6:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        const __mmask16 outside = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ) | _mm512_cmp_ps_mask(v, six, _CMP_GE_OQ);
+        return _mm512_maskz_mov_ps(static_cast<__mmask16>(~outside), one);
+      });
+    case ExtraActivation::Mish:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        __m512 t = tanh_softplus16(v);
+        return _mm512_fmadd_ps(_mm512_mul_ps(v, _mm512_fnmadd_ps(t, t, one)), sigmoid16(v), t);
+      });
+    case ExtraActivation::Softplus: {
+      const __m512 b = set1(beta), th = set1(threshold);
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        __m512 z = _mm512_mul_ps(b, v);
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, th, _CMP_GT_OQ), sigmoid16(z), one);
+      });
+    }
+    case ExtraActivation::Erf:
+      return map_grad(gy, x, gx, n, [&](__m512 v) {
+        return _mm512_mul_ps(set1(1.12837916709551257f), exp_neg_sq(v, 1.0f));
+      });
+  }
+}
+
+}  // namespace cnnfast::cpu::avx512_impl
