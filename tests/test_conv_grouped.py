@@ -3,7 +3,9 @@ conv_grouped.cpp at the avx512 level, im2col + GEMM below it) at every SIMD leve
 forward, grad_x and grad_w against PyTorch in float64 and against the scalar level, on
 widths that leave every tail of the 16-lane column blocks, channel counts that leave
 every remainder of the 8/4/2/1 channel blocks, asymmetric padding wider and narrower
-than the kernel, dilation and kernels wider than the 3-tap groups of the weight pass."""
+than the kernel, dilation and kernels wider than the 3-tap groups of the weight pass; and the ungrouped and
+wide-group stride-1 layers the kernel also takes for some passes (dilated, few input
+channels)."""
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,13 @@ def test_grouped_batch_and_threads(simd, threads, rng):
     # More (image, group) tasks than threads and fewer groups than threads.
     _check(5, 8, 8, 4, 6, 17, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
     _check(3, 6, 10, 1 + 1, 5, 9, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+
+
+@pytest.mark.parametrize("N,Cg,Kg,G,H,W,kh,kw,pads,dil", [
+    (2, 20, 19, 1, 9, 37, 3, 3, [[2, 2], [2, 2]], [2, 2]),   # dilated: forward and grad_x direct
+    (3, 3, 33, 1, 6, 35, 5, 5, [[2, 1], [0, 2]], [1, 1]),    # 3 input channels: forward and grad_w direct
+    (2, 18, 17, 2, 5, 23, 1, 5, [[0, 0], [2, 2]], [1, 1]),   # wide groups, one tap row
+    (2, 24, 8, 1, 7, 9, 3, 3, [[1, 1], [1, 1]], [1, 2]),     # under 16 columns: forward stays GEMM
+])
+def test_dense_stride1_passes(N, Cg, Kg, G, H, W, kh, kw, pads, dil, simd, rng):
+    _check(N, Cg, Kg, G, H, W, kh, kw, pads, dil, rng)

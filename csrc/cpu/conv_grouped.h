@@ -1,6 +1,8 @@
 // Grouped convolution with few channels per group (2..16 in and out, e.g. ResNeXt's
 // 32-group 3x3 layers with 4-16 channels per group), stride 1, 2-D: a direct
-// AVX-512 kernel (conv_grouped_avx512.cpp) driven by conv_grouped.cpp.
+// AVX-512 kernel (conv_grouped_avx512.cpp) driven by conv_grouped.cpp. The same
+// kernel takes the passes of other stride-1 layers where it measured faster than
+// im2col + GEMM (dilated 3x3, few input channels: grouped_direct_applicable).
 //
 // im2col + GEMM is a poor fit there: each group's GEMM is (Kg <= 16) x (Cg*k*k <= 144)
 // against a column matrix it first has to write, so the im2col traffic and the
@@ -16,8 +18,10 @@
 namespace cnnfast::cpu {
 
 namespace conv_detail {
-// Whether the grouped kernel takes this shape at the current SIMD level (float32, avx512).
-bool grouped_direct_applicable(const ConvShape& s);
+// Whether the direct kernel takes this pass of this shape at the current SIMD level
+// (float32, avx512), in place of the im2col + GEMM that Auto would otherwise run.
+enum class Pass { Forward, Data, Weight };
+bool grouped_direct_applicable(const ConvShape& s, Pass pass);
 // The three passes; each returns false (and does nothing) when the shape or type is
 // not the kernel's, so the caller falls through to im2col + GEMM.
 template <class T>
