@@ -51,12 +51,13 @@ def header(threads: int, statistic: str) -> str:
             f"(cpu capability {cap}); {threads} threads each; {statistic}")
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.0) -> dict:
+def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.0, clock=time.perf_counter) -> dict:
     """{name: [seconds per repeat]}: every round calls each function once, in turn.
 
     ``pause`` seconds of sleep before each timed call let the previous contender's worker
     threads stop spin-waiting (PyTorch's OpenMP workers spin after a parallel region and,
-    on 2 cores, would take CPU from whichever call comes next)."""
+    on 2 cores, would take CPU from whichever call comes next). ``clock``: time.thread_time
+    times the calling thread's CPU seconds instead of wall clock (kernel_cpu_times.py)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -65,9 +66,9 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.0) ->
         for name, fn in fns.items():
             if pause:
                 time.sleep(pause)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

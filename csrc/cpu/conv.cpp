@@ -8,6 +8,7 @@
 
 #include "core/workspace.h"
 #include "core/parallel.h"
+#include "cpu/conv_grouped.h"
 #include "cpu/conv_internal.h"
 #include "cpu/winograd.h"
 
@@ -62,6 +63,7 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
       return conv_forward(t.s, x, wc.get(), bias, y, algo);
     }
   }
+  if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
@@ -88,19 +90,15 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
       return conv_backward_data(t.s, gy, wc.get(), gx, algo);
     }
   }
+  if (algo == ConvAlgo::Auto && grouped_backward_data(s, gy, w, gx)) return;
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     // For stride 1, grad_x is the convolution of grad_y with the kernel rotated by
     // 180 degrees and its two channel axes swapped (within each group), offset by
     // 2 - pad; the Winograd driver accepts any (even negative) offset.
-    const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg();
-    Workspace<T> wt = workspace_array<T>(s.K * Cg * 9);
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t k = 0; k < Kg; ++k)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t t = 0; t < 9; ++t)
-            wt[((g * Cg + c) * Kg + k) * 9 + (8 - t)] = w[((g * Kg + k) * Cg + c) * 9 + t];
-    winograd_conv2d<T>(s.N, s.K, s.C, G, s.out[1], s.out[2], s.in[1], s.in[2], 2 - s.pad0[1], 2 - s.pad0[2], gy,
+    Workspace<T> wt = workspace_array<T>(s.K * s.Cg() * 9);
+    flip_swap_weights(s, w, wt.get());
+    winograd_conv2d<T>(s.N, s.K, s.C, s.groups, s.out[1], s.out[2], s.in[1], s.in[2], 2 - s.pad0[1], 2 - s.pad0[2], gy,
                        wt.get(), static_cast<const T*>(nullptr), gx);
     return;
   }
@@ -121,6 +119,7 @@ void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, Co
     copy_window(s, t, gw, gwc.get(), false);
     return;
   }
+  if (algo == ConvAlgo::Auto && grouped_backward_weight(s, gy, x, gw)) return;
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);
   backward_weight_gemm(s, gy, x, gw);

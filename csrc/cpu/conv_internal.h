@@ -45,6 +45,19 @@ void for_each_tap_read(const ConvShape& s, F&& f) {
             }
 }
 
+// w (K, Cg, taps) -> wt (C, Kg, taps): each group's two channel axes swapped and
+// its taps in reverse order (rotated by 180 degrees), the kernel whose stride-1
+// correlation with grad_y is grad_x.
+template <class T>
+void flip_swap_weights(const ConvShape& s, const T* w, T* wt) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), taps = s.k_size();
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t)
+          wt[((g * Cg + c) * Kg + k) * taps + (taps - 1 - t)] = w[((g * Kg + k) * Cg + c) * taps + t];
+}
+
 // A depthwise layer: one input channel per group.
 inline bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
 

@@ -13,7 +13,10 @@ namespace cnnfast::cpu::conv_detail {
 namespace {
 
 constexpr int64_t kTapOutputs = 64;
-constexpr double kTapDensity = 0.75;
+// 7x7 maps under a 3x3 kernel with padding 1 (ResNet layer4 at 224x224) hold 82% of
+// the dense pairs; tap by tap they ran 71.5 ms forward, 150 ms backward against 95
+// and 186 ms as one im2col GEMM (C512, batch 32, one thread, AVX-512 on Zen 4).
+constexpr double kTapDensity = 0.85;
 
 }  // namespace
 

@@ -1,0 +1,48 @@
+// Grouped convolution with few channels per group (2..16 in and out, e.g. ResNeXt's
+// 32-group 3x3 layers with 4-16 channels per group), stride 1, 2-D: a direct
+// AVX-512 kernel (conv_grouped_avx512.cpp) driven by conv_grouped.cpp. The same
+// kernel takes the passes of other stride-1 layers where it measured faster than
+// im2col + GEMM (dilated 3x3, few input channels: grouped_direct_applicable).
+//
+// im2col + GEMM is a poor fit there: each group's GEMM is (Kg <= 16) x (Cg*k*k <= 144)
+// against a column matrix it first has to write, so the im2col traffic and the
+// GEMM's packing cost as much as the 8-16 FMAs per column element. The direct
+// kernel loads each input row segment once per tap (a masked load: padding and
+// the row's tail are masked-off lanes, never a scalar loop) and feeds it to the
+// accumulators of up to 8 output channels x 32 output columns.
+#pragma once
+#include <cstdint>
+
+#include "cpu/conv.h"
+
+namespace cnnfast::cpu {
+
+namespace conv_detail {
+// Whether the direct kernel takes this pass of this shape at the current SIMD level
+// (float32, avx512), in place of the im2col + GEMM that Auto would otherwise run.
+enum class Pass { Forward, Data, Weight };
+bool grouped_direct_applicable(const ConvShape& s, Pass pass);
+// The three passes; each returns false (and does nothing) when the shape or type is
+// not the kernel's, so the caller falls through to im2col + GEMM.
+template <class T>
+bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx);
+template <class T>
+bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw);
+}  // namespace conv_detail
+
+namespace avx512_impl {
+// One (image, group) plane set, stride 1. Input: Ci channels of Hi x Wi; output: Ko
+// channels of Ho x Wo; tap (kh, kw) of output (oh, ow) reads input
+// (oh + oy + kh*dh, ow + ox + kw*dw), zero outside the input.
+//   grouped_corr:        y[k] = bias[k] + sum_{c,kh,kw} w[k][c][kh][kw] * x[c][...]   (writes y)
+//   grouped_corr_weight: gw[k][c][kh][kw] += sum_{oh,ow} gy[k][oh][ow] * x[c][...]
+struct GroupedPlane {
+  int64_t Ci, Hi, Wi, Ko, Ho, Wo, KH, KW, dh, dw, oy, ox;
+};
+void grouped_corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y);
+void grouped_corr_weight(const GroupedPlane& p, const float* x, const float* gy, float* gw);
+}  // namespace avx512_impl
+
+}  // namespace cnnfast::cpu

@@ -1,0 +1,91 @@
+"""Grouped convolutions with 2-16 channels per group (the direct AVX-512 kernel of
+conv_grouped.cpp at the avx512 level, im2col + GEMM below it) at every SIMD level:
+forward, grad_x and grad_w against PyTorch in float64 and against the scalar level, on
+widths that leave every tail of the 16-lane column blocks, channel counts that leave
+every remainder of the 8/4/2/1 channel blocks, asymmetric padding wider and narrower
+than the kernel, dilation and kernels wider than the 3-tap groups of the weight pass; and the ungrouped and
+wide-group stride-1 layers the kernel also takes for some passes (dilated, few input
+channels)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import cnnfast
+from cnnfast import _C
+from helpers import assert_close, assert_nontrivial
+
+
+def _passes(x, w, b, pads, dil, g):
+    y = _C.conv_forward(x, w, b, [1, 1], pads, dil, g, "auto")
+    gy = np.random.default_rng(7).standard_normal(y.shape).astype(x.dtype)
+    gx, gw, gb = _C.conv_backward(gy, x, w, [1, 1], pads, dil, g, algo="auto")
+    return gy, [np.array(a) for a in (y, gx, gw, gb)]
+
+
+def _torch_ref(x, w, b, gy, pads, dil, g):
+    (t, bo), (l, r) = pads
+    xt, wt, bt = (torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, w, b))
+    y = TF.conv2d(TF.pad(xt, (l, r, t, bo)), wt, bt, dilation=dil, groups=g)
+    y.backward(torch.from_numpy(gy.astype(np.float64)))
+    return [y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()]
+
+
+def _check(N, Cg, Kg, G, H, W, kh, kw, pads, dil, rng):
+    x = rng.standard_normal((N, Cg * G, H, W)).astype(np.float32)
+    w = rng.standard_normal((Kg * G, Cg, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(Kg * G).astype(np.float32)
+    gy, got = _passes(x, w, b, pads, dil, G)
+    ref = _torch_ref(x, w, b, gy, pads, dil, G)
+    level = cnnfast.simd_level()
+    try:
+        cnnfast.set_simd_level("scalar")
+        _, scalar = _passes(x, w, b, pads, dil, G)
+    finally:
+        cnnfast.set_simd_level(level)
+    assert_nontrivial(*ref)
+    what = f"N={N} Cg={Cg} Kg={Kg} G={G} {H}x{W} k={kh}x{kw} pads={pads} dil={dil} at {level}"
+    for name, a, r, sc in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref, scalar):
+        tol = 2e-5 * np.sqrt(Cg * kh * kw * max(1, N * H * W if name == "grad_w" else 1))
+        assert_close(a, r, rtol=1e-4, atol=tol, what=f"{name} vs torch float64, {what}")
+        assert_close(a, sc, rtol=1e-4, atol=tol, what=f"{name} vs scalar, {what}")
+
+
+def test_grouped_every_row_tail(simd, rng):
+    # Widths 1-35: every tail of one and two 16-lane column blocks (and the odd block
+    # count the two-block pass rounds up); padding 1 puts masked lanes at both ends.
+    for W in range(1, 36):
+        _check(1, 3, 5, 2, 3, W, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+
+
+@pytest.mark.parametrize("Cg,Kg", [(2, 1), (4, 4), (8, 8), (5, 13), (16, 16), (16, 15), (3, 7)])
+def test_grouped_channel_blocks(Cg, Kg, simd, rng):
+    _check(2, Cg, Kg, 3, 7, 19, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+
+
+@pytest.mark.parametrize("kh,kw,pads,dil", [
+    (3, 3, [[2, 0], [0, 3]], [2, 2]),   # asymmetric padding, dilation 2
+    (5, 5, [[2, 2], [2, 2]], [1, 1]),   # 5 taps along W: a full and a partial group of 3
+    (1, 7, [[0, 0], [3, 3]], [1, 1]),   # one tap row, 7 along W
+    (3, 2, [[0, 1], [1, 0]], [1, 3]),   # even kernel, dilation only along W
+    (3, 3, [[0, 0], [0, 0]], [1, 1]),   # no padding: output narrower than input
+    (2, 4, [[3, 3], [5, 4]], [1, 1]),   # padding wider than the kernel reaches
+])
+def test_grouped_taps_padding_dilation(kh, kw, pads, dil, simd, rng):
+    _check(3, 4, 6, 2, 8, 21, kh, kw, pads, dil, rng)
+
+
+def test_grouped_batch_and_threads(simd, threads, rng):
+    # More (image, group) tasks than threads and fewer groups than threads.
+    _check(5, 8, 8, 4, 6, 17, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+    _check(3, 6, 10, 1 + 1, 5, 9, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+
+
+@pytest.mark.parametrize("N,Cg,Kg,G,H,W,kh,kw,pads,dil", [
+    (2, 20, 19, 1, 9, 37, 3, 3, [[2, 2], [2, 2]], [2, 2]),   # dilated: forward and grad_x direct
+    (3, 3, 33, 1, 6, 35, 5, 5, [[2, 1], [0, 2]], [1, 1]),    # 3 input channels: forward and grad_w direct
+    (2, 18, 17, 2, 5, 23, 1, 5, [[0, 0], [2, 2]], [1, 1]),   # wide groups, one tap row
+    (2, 24, 8, 1, 7, 9, 3, 3, [[1, 1], [1, 1]], [1, 2]),     # under 16 columns: forward stays GEMM
+])
+def test_dense_stride1_passes(N, Cg, Kg, G, H, W, kh, kw, pads, dil, simd, rng):
+    _check(N, Cg, Kg, G, H, W, kh, kw, pads, dil, rng)
