@@ -210,6 +210,22 @@ def test_values_read_twice_are_not_fused_away(rng):
     assert "BatchNormalization" in frozen.op_counts()
 
 
+def test_weights_behind_identity_nodes_fuse(rng):
+    # torch.onnx.export shares equal initializers through Identity nodes (MobileNet's
+    # zero biases); the convolution still has constant weights and must fuse.
+    x = randn(rng, 1, 3, 7, 5)
+    inits = {"w": randn(rng, 3, 1, 3, 3), "b": randn(rng, 3), "lo": np.float32(0), "hi": np.float32(6)}
+    nodes = [helper.make_node("Identity", ["w"], ["w_i"]), helper.make_node("Identity", ["b"], ["b_i"]),
+             helper.make_node("Identity", ["b"], ["b_j"]),
+             helper.make_node("Conv", ["x", "w_i", "b_i"], ["c"], pads=[1, 0, 1, 2], group=3),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+             helper.make_node("Conv", ["r", "w_i", "b_j"], ["c2"], pads=[1, 1, 1, 1], group=3),
+             helper.make_node("Add", ["c2", "r"], ["y"])]
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x,
+                           {"fused_convs": 2, "residuals_fused": 1, "activations_fused": 1})
+    assert frozen.op_counts() == {"FusedConv": 2}
+
+
 def test_unfusable_model_still_runs(rng):
     x = randn(rng, 2, 3, 6, 6)
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), helper.make_node("Tanh", ["p"], ["y"])]
