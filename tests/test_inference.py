@@ -15,6 +15,7 @@ from helpers import assert_close
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 ACTS = {
@@ -43,7 +44,39 @@ CONV_CASES = [
     (1, 16, 16, (9, 9), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # Winograd-sized
     (3, 8, 8, (10, 10), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 8),      # depthwise
     (1, 7, 31, (5,), (1,), (1,), [(0, 0)], (1,), 1),                      # 1-D, 1x1
+    (1, 13, 13, (7, 7), (5, 5), (1, 1), [(2, 2), (2, 2)], (1, 1), 13),    # channel-blocked depthwise
+    (1, 8, 8, (40, 35), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 8),     # wide map: plane kernel
+    (2, 5, 5, (6, 5), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),       # batched GEMM (small maps)
 ]
+
+DW_CASES = [
+    # N, C, (H, W), kernel, stride, dilation, padding (top, bottom, left, right)
+    (1, 13, (7, 7), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),
+    (3, 17, (11, 6), (3, 3), (3, 2), (2, 1), (0, 2, 1, 3)),
+    (1, 16, (1, 1), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    (2, 8, (2, 3), (3, 5), (1, 2), (1, 1), (1, 1, 2, 2)),
+    (1, 24, (29, 31), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
+    (1, 9, (37, 41), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    (2, 7, (8, 9), (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: f"N{c[0]}C{c[1]}{c[2]}k{c[3]}s{c[4]}d{c[5]}")
+def test_depthwise_forward_matches_torch(simd, case, rng):
+    # The channel-blocked depthwise kernel: channel tails (13, 17, 9, 7 channels), maps
+    # smaller than a vector, strides, dilation, asymmetric padding; with and without
+    # the fused residual + activation.
+    N, C, sp, k, stride, dil, p = case
+    x, w, b = randn(rng, N, C, *sp), randn(rng, C, 1, *k), randn(rng, C)
+    xt = torch.nn.functional.pad(torch.from_numpy(x).double(), (p[2], p[3], p[0], p[1]))
+    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride,
+                                     dilation=dil, groups=C).numpy()
+    pads = [(p[0], p[1]), (p[2], p[3])]
+    got = _C.conv_forward(x, w, b, list(stride), pads, list(dil), C)
+    assert_close(got, ref, rtol=1e-5, atol=1e-5, what=f"{simd} depthwise")
+    r = randn(rng, *ref.shape)
+    got = _C.conv_forward(x, w, b, list(stride), pads, list(dil), C, residual=r, activation="hardswish")
+    assert_close(got, ACTS["hardswish"](ref + r, 0, 0), rtol=1e-5, atol=1e-5, what=f"{simd} depthwise fused")
 
 
 @pytest.mark.parametrize("act", sorted(ACTS))
@@ -208,6 +241,22 @@ def test_values_read_twice_are_not_fused_away(rng):
              helper.make_node("Mul", ["r", "r"], ["y"])]
     frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"bn_folded": 0, "activations_fused": 0})
     assert "BatchNormalization" in frozen.op_counts()
+
+
+def test_weights_behind_identity_nodes_fuse(rng):
+    # torch.onnx.export shares equal initializers through Identity nodes (MobileNet's
+    # zero biases); the convolution still has constant weights and must fuse.
+    x = randn(rng, 1, 3, 7, 5)
+    inits = {"w": randn(rng, 3, 1, 3, 3), "b": randn(rng, 3), "lo": np.float32(0), "hi": np.float32(6)}
+    nodes = [helper.make_node("Identity", ["w"], ["w_i"]), helper.make_node("Identity", ["b"], ["b_i"]),
+             helper.make_node("Identity", ["b"], ["b_j"]),
+             helper.make_node("Conv", ["x", "w_i", "b_i"], ["c"], pads=[1, 0, 1, 2], group=3),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+             helper.make_node("Conv", ["r", "w_i", "b_j"], ["c2"], pads=[1, 1, 1, 1], group=3),
+             helper.make_node("Add", ["c2", "r"], ["y"])]
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x,
+                           {"fused_convs": 2, "residuals_fused": 1, "activations_fused": 1})
+    assert frozen.op_counts() == {"FusedConv": 2}
 
 
 def test_unfusable_model_still_runs(rng):

@@ -154,8 +154,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
-    cpu::conv_forward<T>(s, xp, wp, bp, yp, algo);
-    cpu::apply_epilogue<T>(yp, checked_numel(y_shape, "y"), epi);
+    cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi);
   });
   return y;
 }

@@ -60,6 +60,14 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32);
 template <class T>
 void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo);
 
+struct Epilogue;  // cpu/epilogue.h
+// conv_forward, then y = act(y + residual) (cpu/epilogue.h), run on each block of y
+// right after the kernel wrote it (im2col + GEMM, depthwise) instead of as a pass of
+// its own; other algorithms take the separate pass.
+template <class T>
+void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo,
+                        const Epilogue& e);
+
 // grad_x (N, C, in) = conv^T(grad_y (N, K, out), w). Writes (=) every element.
 template <class T>
 void conv_backward_data(const ConvShape& s, const T* grad_y, const T* w, T* grad_x, ConvAlgo algo);
@@ -95,6 +103,14 @@ bool dw_direct_applicable(const ConvShape& s);
 void dw_direct_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y);
 // gw (k) += correlation of one grad_y plane with one x plane, same conditions.
 void dw_direct_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
+// Channel-blocked depthwise forward (conv_depthwise_blocked_avx2.cpp): 2-D, one
+// output channel per input channel, any kernel/stride/dilation, padding >= 0;
+// dw_blocked_block: channels [c0, c0 + 8) of image n (fewer at the end), y = conv + bias;
+// scratch: dw_blocked_scratch(s) floats, 32-byte aligned.
+bool dw_blocked_applicable(const ConvShape& s);
+int64_t dw_blocked_scratch(const ConvShape& s);
+void dw_blocked_block(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int64_t n,
+                      int64_t c0, float* scratch);
 }  // namespace avx2_impl
 
 }  // namespace cnnfast::cpu

@@ -49,7 +49,7 @@ struct BatchedBuffers {
 };
 
 template <class T>
-void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, const Epilogue* epi) {
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;
@@ -72,6 +72,7 @@ void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* b
             const T b = bias ? bias[g * Kg + k] : T(0);
             for (int64_t p = 0; p < P; ++p) yg[k * P + p] = src[p] + b;
           }
+          if (epi) epilogue_block(y, yg - y, Kg, P, P, *epi);
         }
       });
 }
@@ -116,10 +117,14 @@ int64_t images_per_block(const ConvShape& s) {
 }
 
 template <class T>
-void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, const Epilogue* epi) {
   TapPairs tp;
-  if (tap_pairs(s, tp)) return forward_taps(s, tp, x, w, bias, y);
-  if (s.out_size() < kSmallOutput && s.N > 1) return forward_gemm_batched(s, x, w, bias, y);
+  if (tap_pairs(s, tp)) {
+    forward_taps(s, tp, x, w, bias, y);
+    if (epi) apply_epilogue(y, s.N * s.K * s.out_size(), *epi);
+    return;
+  }
+  if (s.out_size() < kSmallOutput && s.N > 1) return forward_gemm_batched(s, x, w, bias, y, epi);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size();
@@ -143,6 +148,7 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
           lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
         if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
+        if (epi) epilogue_block(y, yg + p0 - y, Kg, P, p1 - p0, *epi);
       });
 }
 
@@ -293,7 +299,7 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
 }
 
 #define CNNFAST_INSTANTIATE(T)                                                                  \
-  template void forward_gemm<T>(const ConvShape&, const T*, const T*, const T*, T*);          \
+  template void forward_gemm<T>(const ConvShape&, const T*, const T*, const T*, T*, const Epilogue*);          \
   template void backward_data_gemm<T>(const ConvShape&, const T*, const T*, T*);              \
   template void backward_weight_gemm<T>(const ConvShape&, const T*, const T*, T*);
 CNNFAST_INSTANTIATE(float)

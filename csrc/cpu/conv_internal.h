@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/conv.h"
+#include "cpu/epilogue.h"
 
 namespace cnnfast::cpu::conv_detail {
 
@@ -83,7 +84,7 @@ int64_t images_per_block(const ConvShape& s);
 
 // ---- conv_gemm.cpp: im2col + GEMM (and the tap paths for tiny maps) ----
 template <class T>
-void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, const Epilogue* epi = nullptr);
 template <class T>
 void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx);
 template <class T>

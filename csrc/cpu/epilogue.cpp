@@ -41,6 +41,36 @@ void apply_epilogue(T* y, int64_t n, const Epilogue& e) {
   if (e.act == EpilogueAct::SiLU) activation_forward<T>(Activation::SiLU, y, y, n, 0.0);
 }
 
+template <class T>
+void epilogue_block(T* y, int64_t offset, int64_t rows, int64_t ld, int64_t n, const Epilogue& e) {
+  if (e.empty() || n <= 0) return;
+  const T* r = static_cast<const T*>(e.residual);
+  const T alpha = T(e.alpha), beta = T(e.beta);
+  const bool wide = is_f32<T> && use_avx512(), vec = is_f32<T> && use_avx2();
+  for (int64_t i = 0; i < rows; ++i) {
+    T* yr = y + offset + i * ld;
+    const T* rr = r ? r + offset + i * ld : nullptr;
+    if constexpr (is_f32<T>) {
+      if (wide) avx512_impl::epilogue_piecewise(yr, rr, n, e.act, alpha, beta);
+      else if (vec) avx2_impl::epilogue_piecewise(yr, rr, n, e.act, alpha, beta);
+      else CNNFAST_ISA_NS::epilogue_piecewise<T>(yr, rr, n, e.act, alpha, beta);
+      if (e.act == EpilogueAct::Sigmoid || e.act == EpilogueAct::SiLU) {
+        const Activation a = e.act == EpilogueAct::Sigmoid ? Activation::Sigmoid : Activation::SiLU;
+        if (!(wide && avx512_impl::activation_forward(a, yr, yr, n, 0.0f, false))) {
+          if (vec) avx2_impl::activation_forward(a, yr, yr, n, 0.0f, false);
+          else activation_forward<T>(a, yr, yr, n, 0.0);
+        }
+      }
+    } else {
+      CNNFAST_ISA_NS::epilogue_piecewise<T>(yr, rr, n, e.act, alpha, beta);
+      if (e.act == EpilogueAct::Sigmoid) activation_forward<T>(Activation::Sigmoid, yr, yr, n, 0.0);
+      if (e.act == EpilogueAct::SiLU) activation_forward<T>(Activation::SiLU, yr, yr, n, 0.0);
+    }
+  }
+}
+
+template void epilogue_block<float>(float*, int64_t, int64_t, int64_t, int64_t, const Epilogue&);
+template void epilogue_block<double>(double*, int64_t, int64_t, int64_t, int64_t, const Epilogue&);
 template void apply_epilogue<float>(float*, int64_t, const Epilogue&);
 template void apply_epilogue<double>(double*, int64_t, const Epilogue&);
 

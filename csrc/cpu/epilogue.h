@@ -29,6 +29,12 @@ EpilogueAct parse_epilogue_act(const std::string& name);  // ValueError for an u
 template <class T>
 void apply_epilogue(T* y, int64_t n, const Epilogue& e);
 
+// The epilogue on a block inside y: `rows` rows of n elements, ld apart, starting
+// `offset` elements into y (the residual is read at the same offsets). Serial: for
+// kernels that run it on each block of y they just wrote, while it is in cache.
+template <class T>
+void epilogue_block(T* y, int64_t offset, int64_t rows, int64_t ld, int64_t n, const Epilogue& e);
+
 namespace avx2_impl {
 void epilogue_piecewise(float* y, const float* residual, int64_t n, EpilogueAct act, float alpha, float beta);
 }

@@ -149,6 +149,7 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     # Constant nodes were evaluated at load time; their values join the constants.
     nodes = [Node(n.op_type, n.name, n.input, n.output, _attr_values(n)) for n in proto.graph.node
              if n.op_type != "Constant"]
+    nodes = _fold_constant_identities(nodes, consts, {o.name for o in proto.graph.output})
     shapes = {}
     if example_input is not None:
         for name, x in zip(graph.input_names, _as_arrays(example_input)):
@@ -182,6 +183,22 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     if check and example_input is not None:
         _check(frozen, model, graph, example_input, rtol)
     return frozen
+
+
+def _fold_constant_identities(nodes, consts, outputs):
+    """Identity nodes of constants become constants themselves.
+
+    torch.onnx.export shares equal initializers between layers (the zero biases of a
+    MobileNet, equal BN-folded shifts) by routing them through Identity nodes; a
+    convolution whose weight or bias is such an output would otherwise not count as
+    having constant weights and would stay unfused."""
+    kept = []
+    for n in nodes:
+        if n.op_type == "Identity" and len(n.inputs) == 1 and n.inputs[0] in consts and n.outputs[0] not in outputs:
+            consts[n.outputs[0]] = consts[n.inputs[0]]
+        else:
+            kept.append(n)
+    return kept
 
 
 def _attr_values(node) -> dict:
