@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function
 from ._util import check_tensor, contiguous
 
@@ -12,8 +12,8 @@ __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "silu", "swish", "sof
 
 
 def _elementwise(name: str, saves_output: bool, param_name: str | None = None):
-    fwd = getattr(_C, f"{name}_forward")
-    bwd = getattr(_C, f"{name}_backward")
+    fwd = getattr(_D, f"{name}_forward")
+    bwd = getattr(_D, f"{name}_backward")
 
     class Op(Function):
         onnx_op = name
@@ -87,7 +87,7 @@ class _Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim, log):
-        y = (_C.log_softmax_forward if log else _C.softmax_forward)(contiguous(x), dim)
+        y = (_D.log_softmax_forward if log else _D.softmax_forward)(contiguous(x), dim)
         ctx.save_for_backward(y)
         ctx.dim, ctx.log = dim, log
         return y
@@ -95,7 +95,7 @@ class _Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        bwd = _C.log_softmax_backward if ctx.log else _C.softmax_backward
+        bwd = _D.log_softmax_backward if ctx.log else _D.softmax_backward
         return bwd(contiguous(g), y, ctx.dim), None, None
 
 
