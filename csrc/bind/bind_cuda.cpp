@@ -253,7 +253,7 @@ void bind_cuda(py::module_& m) {
   bind_cuda_activation(cu);
   bind_cuda_conv(cu);
   bind_cuda_pool(cu);
-  bind_cuda_dropout(cu);
+  bind_dropout_device(cu);
   bind_cuda_norm(cu);
   bind_cuda_loss(cu);
   bind_cuda_optim(cu);
