@@ -29,12 +29,25 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def _gpu_requested(config) -> bool:
+    """Whether the run asked for the GPU suite by name (``-m gpu``, ``-m "gpu and not slow"``),
+    as opposed to a plain run that merely collects gpu-marked tests among others."""
+    expr = config.getoption("markexpr", "") or ""
+    words = expr.replace("(", " ").replace(")", " ").split()
+    return any(w == "gpu" and (i == 0 or words[i - 1] != "not") for i, w in enumerate(words))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked gpu skip where no CUDA device is present (CI still compiles the CUDA code)."""
+    """Tests marked gpu skip where no CUDA device is present (CI still compiles the CUDA code),
+    unless the GPU suite was asked for (``pytest -m gpu``): then a missing device or a build
+    without CUDA is an error, so a device run can never pass by skipping everything."""
     if cnnfast.cuda.is_available():
         return
-    reason = "no CUDA device" if cnnfast.cuda.is_compiled() else "built without CUDA"
+    reason = "no CUDA device is present" if cnnfast.cuda.is_compiled() else "this cnnfast build has no CUDA backend"
+    if _gpu_requested(config):
+        raise pytest.UsageError(f"pytest -m gpu asked for the GPU suite, but {reason} "
+                                f"(cnnfast from {cnnfast.__file__}); refusing to skip it")
     skip = pytest.mark.skip(reason=reason)
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)

@@ -12,6 +12,7 @@
 #include "bind/cuda_families.h"
 #include "bind/device_array.h"
 #include "cuda/activation.cuh"
+#include "cuda/elementwise.cuh"
 #include "cuda/runtime.h"
 #endif
 
@@ -123,6 +124,81 @@ void bind_cuda_activation(py::module_& cu) {
   }
 }
 
+cuda::Elem elem_of(const DeviceArray& a, const char* name) {
+  static const std::pair<const char*, cuda::Elem> known[] = {{"<f4", cuda::Elem::F32}, {"<f8", cuda::Elem::F64},
+                                                             {"<i4", cuda::Elem::I32}, {"<i8", cuda::Elem::I64},
+                                                             {"|u1", cuda::Elem::U8},  {"|b1", cuda::Elem::Bool}};
+  for (const auto& [s, e] : known)
+    if (a.typestr == s) return e;
+  throw TypeError(cat(name, ": CUDA arrays of typestr ", a.typestr, " are not supported (float32/64, int32/64, "
+                            "uint8, bool)"));
+}
+
+DeviceArray out_like(const py::object& out, const DeviceArray& like) {
+  if (out.is_none()) return empty_device(like.shape, like.typestr);
+  DeviceArray o = as_device_array(out, "out");
+  CNNFAST_CHECK(o.typestr == like.typestr && o.size() == like.size(), ValueError, "out: expected ",
+                like.size(), " elements of typestr ", like.typestr, ", got ", o.size(), " of ", o.typestr);
+  return o;
+}
+
+// The device layer's primitives (cnnfast._device.DeviceArray over cnnfast.cuda's backend).
+void bind_cuda_array_ops(py::module_& cu) {
+  using py::arg;
+  cu.def("reshape_view", [](const DeviceArray& a, const std::vector<int64_t>& shape) {
+    DeviceArray v = a;  // shares the memory and its owner
+    v.shape = shape;
+    CNNFAST_CHECK(v.size() == a.size(), ValueError, "reshape_view: cannot view ", a.size(), " elements as shape ",
+                  shape_str(shape));
+    return v;
+  }, arg("a"), arg("shape"));
+  cu.def("copy", [](const DeviceArray& a, const py::object& out) {
+    DeviceArray o = out_like(out, a);
+    if (o.data != a.data) cuda::copy_device_to_device(o.data, a.data, a.nbytes());
+    return o;
+  }, arg("a"), py::kw_only(), arg("out") = py::none());
+  cu.def("fill", [](const DeviceArray& a, double value) { cuda::fill(elem_of(a, "a"), a.data, value, a.size()); },
+         arg("a"), arg("value"));
+  cu.def("binary", [](const std::string& op, const DeviceArray& a, const py::object& b, const py::object& out) {
+    static const std::pair<const char*, cuda::BinaryOp> ops[] = {
+        {"add", cuda::BinaryOp::Add}, {"sub", cuda::BinaryOp::Sub},   {"mul", cuda::BinaryOp::Mul},
+        {"div", cuda::BinaryOp::Div}, {"rsub", cuda::BinaryOp::RSub}, {"rdiv", cuda::BinaryOp::RDiv}};
+    const cuda::BinaryOp* code = nullptr;
+    for (const auto& [name, c] : ops)
+      if (op == name) code = &c;
+    CNNFAST_CHECK(code, ValueError, "binary: unknown op '", op, "'");
+    const cuda::Elem t = elem_of(a, "a");
+    CNNFAST_CHECK(t != cuda::Elem::Bool && t != cuda::Elem::U8, TypeError, "binary: not for typestr ", a.typestr);
+    const void* bp = nullptr;
+    double scalar = 0.0;
+    DeviceArray bd;
+    if (py::isinstance<py::float_>(b) || py::isinstance<py::int_>(b)) {
+      scalar = b.cast<double>();
+    } else {
+      bd = as_device_array(b, "b");
+      require_same_typestr(a, "a", bd, "b");
+      CNNFAST_CHECK(bd.shape == a.shape, ValueError, "binary: b has shape ", shape_str(bd.shape), ", a has ",
+                    shape_str(a.shape));
+      bp = bd.data;
+    }
+    DeviceArray o = out_like(out, a);
+    cuda::binary(*code, t, a.data, bp, scalar, o.data, a.size());
+    return o;
+  }, arg("op"), arg("a"), arg("b"), py::kw_only(), arg("out") = py::none());
+  cu.def("sum_all", [](const DeviceArray& a) {
+    DeviceArray o = empty_device({}, a.typestr);
+    cuda::sum_all(elem_of(a, "a"), a.data, o.data, a.size());
+    return o;
+  }, arg("a"), "The sum of every element, as a 0-d device array (accumulated in double or int64).");
+  cu.def("count_nonfinite", [](const DeviceArray& a) { return cuda::count_nonfinite(elem_of(a, "a"), a.data, a.size()); },
+         arg("a"));
+  cu.def("cast", [](const DeviceArray& a, const py::object& dtype) {
+    DeviceArray o = empty_device(a.shape, typestr_of(py::dtype::from_args(dtype)));
+    cuda::cast(elem_of(a, "a"), a.data, elem_of(o, "dtype"), o.data, a.size());
+    return o;
+  }, arg("a"), arg("dtype"));
+}
+
 }  // namespace
 #endif
 
@@ -173,10 +249,11 @@ void bind_cuda(py::module_& m) {
   cu.def("from_numpy", &from_numpy, py::arg("array"), "Copy a C-contiguous NumPy array to the GPU.");
   cu.def("as_device_array", [](const py::object& obj) { return as_device_array(obj, "array"); }, py::arg("array"),
          "View a CUDA array (DeviceArray, __cuda_array_interface__ or DLPack) without copying.");
+  bind_cuda_array_ops(cu);
   bind_cuda_activation(cu);
   bind_cuda_conv(cu);
   bind_cuda_pool(cu);
-  bind_cuda_dropout(cu);
+  bind_dropout_device(cu);
   bind_cuda_norm(cu);
   bind_cuda_loss(cu);
   bind_cuda_optim(cu);

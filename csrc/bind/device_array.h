@@ -128,6 +128,13 @@ inline DeviceArray from_dlpack(const py::object& obj) {
   return a;
 }
 
+// Whether obj is something as_device_array takes (a NumPy array, which has __dlpack__
+// too, should be checked for first by bindings that take both).
+inline bool is_cuda_array_like(const py::object& obj) {
+  return py::isinstance<DeviceArray>(obj) || py::hasattr(obj, "__cuda_array_interface__") ||
+         py::hasattr(obj, "__dlpack__");
+}
+
 inline DeviceArray as_device_array(const py::object& obj, const char* name) {
   if (py::isinstance<DeviceArray>(obj)) return obj.cast<DeviceArray>();
   if (py::hasattr(obj, "__cuda_array_interface__")) return from_cuda_array_interface(obj);

@@ -12,6 +12,8 @@ void bind_conv(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);
 void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
+// The same dropout functions in cnnfast._C.cuda (dropout_mask there returns device memory).
+void bind_dropout_device(pybind11::module_& cu);
 void bind_loss(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
 void bind_box(pybind11::module_& m);

@@ -1,11 +1,10 @@
-// Scalar reference dropout (float32 and float64), key derivation, and the
+// Scalar reference dropout (float32 and float64) and the
 // dispatch to the AVX-512 / AVX2 elementwise kernels, threaded over element ranges. The
 // mask of an element depends only on its position, so any split of the range
 // between threads gives the same result.
 #include "cpu/dropout.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "core/cpu_features.h"
 #include "core/simd.h"
@@ -18,25 +17,7 @@ namespace {
 // than it saves, and far more when the machine is oversubscribed.
 constexpr int64_t kGrain = 1 << 17;
 
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 }  // namespace
-
-DropoutKey dropout_key(uint64_t seed, uint64_t offset, double p) {
-  DropoutKey k;
-  const uint64_t z = splitmix64(seed ^ splitmix64(offset));
-  k.k0 = static_cast<uint32_t>(z);
-  k.k1 = static_cast<uint32_t>(z >> 32);
-  k.drop_all = p >= 1.0;
-  const double t = std::floor(p * 4294967296.0);
-  k.threshold = t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(std::max(t, 0.0));
-  return k;
-}
 
 template <class T>
 void dropout_apply(const T* x, T* y, int64_t n, int64_t inner, double p, const DropoutKey& key) {

@@ -25,32 +25,15 @@
 #pragma once
 #include <cstdint>
 
+#include "core/op_params.h"
+
 namespace cnnfast::cpu {
 
-struct DropoutKey {
-  uint32_t k0 = 0, k1 = 0;
-  uint32_t threshold = 0;
-  bool drop_all = false;  // p == 1
-};
-
-// p in [0, 1].
-DropoutKey dropout_key(uint64_t seed, uint64_t offset, double p);
-
-inline uint32_t dropout_hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-
-inline bool dropout_keep(const DropoutKey& k, uint64_t i) {
-  if (k.drop_all) return false;
-  const uint32_t h = dropout_hash32(dropout_hash32(static_cast<uint32_t>(i) ^ k.k0) ^
-                                    (static_cast<uint32_t>(i >> 32) + k.k1));
-  return h >= k.threshold;
-}
+// The key, its hash and dropout_keep are shared with the CUDA kernels (core/op_params.h).
+using cnnfast::DropoutKey;
+using cnnfast::dropout_hash32;
+using cnnfast::dropout_keep;
+using cnnfast::dropout_key;
 
 // y[e] = x[e] * (keep(e / inner) ? 1/(1-p) : 0) for e in [0, n). x may equal y.
 // Used for both forward (x = input) and backward (x = grad_output).

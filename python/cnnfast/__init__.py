@@ -71,7 +71,8 @@ def tune_host_allocator() -> bool:
 from . import cuda  # noqa: E402
 
 from .tensor import (  # noqa: E402,F401
-    Tensor, tensor, as_tensor, from_numpy, no_grad, enable_grad, is_grad_enabled, set_grad_enabled,
+    Tensor, tensor, as_tensor, from_numpy, from_dlpack, no_grad, enable_grad, is_grad_enabled,
+    set_grad_enabled,
     cat, concat, stack, zeros, ones, zeros_like, ones_like, full_like, empty_like, empty, full, arange, linspace, eye,
     rand, randn, randint, randperm, randn_like, rand_like, exp, log, where, maximum, minimum, flatten,
 )

@@ -1,16 +1,15 @@
 """``cnnfast.accelerator``: torch's device-agnostic query, so scripts written as
 ``device = accelerator.current_accelerator() if accelerator.is_available() else "cpu"``
-run unchanged. It answers for the CUDA backend; with no usable GPU there is none."""
+run unchanged. It answers for the CUDA backend: with no usable GPU there is none."""
 from __future__ import annotations
 
-from . import cuda
+from . import _device, cuda
 from ._device import device
 
 
 def is_available() -> bool:
-    """Whether an accelerator can hold tensors. cnnfast tensors live on the CPU in this
-    version, so this is False even where CUDA kernels are compiled and a GPU answers."""
-    return False
+    """Whether an accelerator can hold tensors: a CUDA build with a device that answers."""
+    return _device.is_available("cuda")
 
 
 def current_accelerator(check_available: bool = False):
@@ -19,7 +18,7 @@ def current_accelerator(check_available: bool = False):
 
 
 def device_count() -> int:
-    return cuda.device_count() if is_available() else 0
+    return _device.backend_for("cuda").device_count() if is_available() else 0
 
 
 def synchronize(device=None) -> None:

@@ -40,6 +40,8 @@ import weakref
 
 import numpy as np
 
+from . import _device
+
 _state = threading.local()
 
 
@@ -156,6 +158,8 @@ class detect_anomaly:
 def _nonfinite(a) -> str:
     """"" when ``a`` is not a floating array or holds only finite values, else what it holds
     ("nan", "inf" or "nan and inf")."""
+    if isinstance(a, _device.DeviceArray):  # counted on the device: one number comes back
+        return "" if a.all_finite() else "nan or inf"
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "fc":
         return ""
     if np.isfinite(a).all():
@@ -215,7 +219,7 @@ def _check_backward(node, in_grads, grad_outputs) -> None:
     for i, g in enumerate(in_grads):
         if g is None or i >= len(node.inputs) or node.inputs[i] is None:
             continue
-        kind = _nonfinite(np.asarray(g))
+        kind = _nonfinite(_device.asarray(g))
         if kind:
             raise FloatingPointError(
                 f"Function '{node.name()}' returned {kind} values in its {_ordinal(i)} output (the gradient of "
@@ -335,7 +339,7 @@ class Function:
                         _call_site() if anomaly else "")
         wrapped = []
         for i, o in enumerate(outs):
-            differentiable = record and isinstance(o, np.ndarray) and o.dtype.kind == "f"
+            differentiable = record and _device.is_float_array(o)
             t = Tensor._wrap(o, requires_grad=differentiable)
             if differentiable:
                 t.grad_fn = node
@@ -414,7 +418,7 @@ def _run_hooks(t, g: np.ndarray) -> np.ndarray:
     for hook in t._hooks:
         replaced = hook(g)
         if replaced is not None:
-            g = np.asarray(getattr(replaced, "_array", replaced))
+            g = _device.asarray(getattr(replaced, "_array", replaced))
     return g
 
 
@@ -497,7 +501,7 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs, got shape {tensor.shape}")
         gradient = np.ones_like(tensor._array)
     else:
-        gradient = np.asarray(getattr(gradient, "_array", gradient), dtype=tensor._array.dtype)
+        gradient = _device.asarray(getattr(gradient, "_array", gradient), dtype=tensor._array.dtype)
         if gradient.shape != tensor.shape:
             raise ValueError(f"gradient: expected shape {tensor.shape}, got {gradient.shape}")
     if tensor.grad_fn is None:  # a leaf that requires grad
@@ -537,8 +541,9 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                         outs[i] = _run_hooks(t, outs[i])
                         if t._retains_grad:
                             t._accumulate(outs[i])
-            outs = [g if g is not None else np.zeros(shape, dtype) if dtype is not None and dtype.kind == "f" else None
-                    for g, (shape, dtype) in zip(outs, node.out_meta)]
+            like = next((g for g in outs if g is not None), None)  # unused outputs get zeros on its device
+            outs = [g if g is not None else _device.zeros(shape, dtype, like) if dtype is not None and dtype.kind == "f"
+                    else None for g, (shape, dtype) in zip(outs, node.out_meta)]
             _check_versions(node)
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):
@@ -550,7 +555,7 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
             for t, g in zip(node.inputs, in_grads):
                 if t is None or g is None:
                     continue
-                g = np.asarray(g)
+                g = _device.asarray(g)
                 if g.shape != t.shape:
                     raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of "
                                        f"shape {t.shape}")

@@ -104,7 +104,8 @@ def _add_train_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     o.add_argument("--seed", type=int, default=0, help="seed of initial weights, shuffling, augmentation, dropout")
     r = p.add_argument_group("run")
     r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores, or CNNFAST_NUM_THREADS)")
-    r.add_argument("--device", default="cpu", help="cpu (CUDA training is not wired in yet)")
+    r.add_argument("--device", default="cpu",
+                   help="cpu, cuda (cuda:N) or auto (the GPU when one is present, else the CPU)")
     r.add_argument("--out", default=None, help="output folder (default runs/<timestamp>/)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--precision", default=None, choices=["fp32", "bf16"],

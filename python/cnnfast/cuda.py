@@ -12,12 +12,17 @@ tensor-core path (``allow_tf32=`` per call or ``set_allow_tf32``); pooling and u
 dropout (the CPU's mask, bit for bit, for the same seed and offset); BatchNorm,
 Instance/Group/LayerNorm, LRN; the losses; the fused optimizer steps. Losses return
 device arrays ('mean'/'sum' as 0-d) and take device grad_output.
+
+Tensors reach these kernels through ``Tensor.to("cuda")`` / ``Module.cuda()``: the
+backend registered here (``_CudaBackend``) gives the device layer (cnnfast._device)
+its primitives (copies, reshape views, elementwise arithmetic, sums) from
+``cnnfast._C.cuda``, and ``cnnfast.functional`` calls the kernels of its inputs' device.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _C
+from . import _C, _device
 
 _cu = _C.cuda
 
@@ -94,11 +99,83 @@ def get_allow_tf32() -> bool:
 
 
 def manual_seed(seed: int) -> None:
-    """Accepted for torch's scripts (``torch.cuda.manual_seed``): there are no CUDA tensors
-    to draw for yet, so there is no CUDA random state; the CPU state is seeded by
-    ``cnnfast.manual_seed``, which scripts call too."""
+    """Accepted for torch's scripts (``torch.cuda.manual_seed``): random values (initial
+    weights, dropout keys) are drawn on the host and moved, so the CPU state that
+    ``cnnfast.manual_seed`` seeds is the only one; a run on the GPU draws what the same
+    run on the CPU draws."""
     int(seed)
 
 
 def manual_seed_all(seed: int) -> None:
     manual_seed(seed)
+
+
+class _CudaBackend(_device.Backend):
+    """The device layer's CUDA primitives, all from cnnfast._C.cuda (see bind_cuda.cpp)."""
+
+    type = "cuda"
+
+    def __init__(self):
+        self.native = _cu.DeviceArray
+        self.kernels = _cu
+
+    def device_count(self) -> int:
+        return device_count()
+
+    def unavailable_reason(self) -> str:
+        if not is_compiled():
+            return "this build has no CUDA backend (rebuild with -DCNNFAST_CUDA=ON)"
+        if device_count() == 0:
+            return "no CUDA device is present (no GPU, or no driver)"
+        return ""
+
+    def index_of(self, h) -> int:
+        return int(h.device)
+
+    def from_numpy(self, a, index):
+        return _cu.from_numpy(a)
+
+    def to_numpy(self, h):
+        return h.numpy()
+
+    def empty(self, shape, dtype, index):
+        return _cu.empty(list(shape), dtype)
+
+    def reshape(self, h, shape):
+        return _cu.reshape_view(h, list(shape))
+
+    def copy(self, h, out=None):
+        return _cu.copy(h, out=out)
+
+    def fill(self, h, value):
+        _cu.fill(h, value)
+
+    def binary(self, op, a, b, out=None):
+        return _cu.binary(op, a, b, out=out)
+
+    def sum(self, h):
+        return _cu.sum_all(h)
+
+    def count_nonfinite(self, h):
+        return int(_cu.count_nonfinite(h))
+
+    def cast(self, h, dtype):
+        return _cu.cast(h, np.dtype(dtype))
+
+
+def _register() -> None:
+    """Installs the CUDA backend (the device layer calls this when "cuda" is first named).
+    A build without CUDA installs it too, so that naming the device says why it cannot be used."""
+    if "cuda" not in _device._BACKENDS:
+        b = _CudaBackend() if is_compiled() else _NoCuda()
+        _device.register_backend("cuda", b)
+
+
+class _NoCuda(_device.Backend):
+    type = "cuda"
+
+    def device_count(self) -> int:
+        return 0
+
+    def unavailable_reason(self) -> str:
+        return "this build has no CUDA backend (rebuild with -DCNNFAST_CUDA=ON)"

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _device
 from .tensor import Tensor
 
 __all__ = ["save", "load", "CheckpointError"]
@@ -85,7 +86,11 @@ class _Encoder:
             return obj if math.isfinite(obj) else {"__type__": "float", "value": repr(obj)}
         if isinstance(obj, Tensor):
             kind = "parameter" if isinstance(obj, Parameter) else "tensor"
-            return {"__type__": kind, "array": self.array(obj._array, path), "requires_grad": bool(obj.requires_grad)}
+            # a device tensor is saved as host data; load gives CPU tensors (move them with .to)
+            return {"__type__": kind, "array": self.array(_device.host(obj._array), path),
+                    "requires_grad": bool(obj.requires_grad)}
+        if isinstance(obj, _device.DeviceArray):  # optimizer state of device parameters
+            return {"__type__": "ndarray", "array": self.array(obj.get(), path)}
         if isinstance(obj, np.ndarray):
             return {"__type__": "ndarray", "array": self.array(obj, path)}
         if isinstance(obj, np.generic):

@@ -13,7 +13,8 @@ import numpy as np
 
 from .autograd import Function, backward as _backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from . import random as _random
-from ._device import CPU as _CPU, device, parse_to as _parse_to, require_cpu as _require_cpu
+from . import _device
+from ._device import device, parse_to as _parse_to
 
 _DEFAULT_FLOAT = np.float32
 float32 = np.float32
@@ -55,7 +56,9 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         arr = data._array if isinstance(data, Tensor) else data
-        if not isinstance(arr, np.ndarray) or dtype is not None:
+        if isinstance(arr, _device.DeviceArray):
+            arr = arr if dtype is None else arr.astype(dtype, copy=False)
+        elif not isinstance(arr, np.ndarray) or dtype is not None:
             arr = _as_array(arr, dtype)
         self._array: np.ndarray = arr
         self.grad: Tensor | None = None
@@ -72,7 +75,7 @@ class Tensor:
     @classmethod
     def _wrap(cls, array, requires_grad=False):
         t = cls.__new__(cls)
-        t._array = array if isinstance(array, np.ndarray) else np.asarray(array)
+        t._array = array if isinstance(array, (np.ndarray, _device.DeviceArray)) else np.asarray(array)
         t.grad = None
         t.grad_fn = None
         t._output_index = 0
@@ -102,11 +105,11 @@ class Tensor:
 
     @property
     def device(self) -> "device":
-        return _CPU
+        return _device.device_of(self._array)
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return self.device.type == "cuda"
 
     @property
     def data(self) -> "Tensor":
@@ -141,8 +144,8 @@ class Tensor:
         return len(self._array)
 
     def __repr__(self):
-        body = np.array2string(self._array, separator=", ", precision=4, threshold=50)
-        extra = ""
+        body = np.array2string(_device.host(self._array), separator=", ", precision=4, threshold=50)
+        extra = "" if self.device.type == "cpu" else f", device='{self.device}'"
         if self.grad_fn is not None:
             extra = f", grad_fn=<{self.grad_fn.name()}>"
         elif self.requires_grad:
@@ -189,6 +192,8 @@ class Tensor:
         if self.grad is None:
             if exclusive and g.dtype == self.dtype and g.flags.c_contiguous and g.flags.writeable:
                 self.grad = Tensor._wrap(g)
+            elif isinstance(g, _device.DeviceArray):
+                self.grad = Tensor._wrap(g.astype(self.dtype))  # (astype copies)
             else:
                 self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
         else:
@@ -209,6 +214,9 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if isinstance(self._array, _device.DeviceArray):
+            raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the "
+                            "tensor to host memory first.")
         return self._array
 
     def item(self):
@@ -245,21 +253,36 @@ class Tensor:
         ``device``, ``dtype``, ``non_blocking`` (accepted: CPU copies are synchronous) and
         ``copy``. Returns ``self`` when nothing changes, as torch."""
         dev, dtype, copy = _parse_to(args, kwargs)
-        if dev is not None:
-            _require_cpu(dev)
         out = self
+        if dev is not None and _device.to_device(self._array, dev) is not self._array:
+            out = _ToDevice.apply(self, dev)
+            copy = False
         if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = _Cast.apply(self, np.dtype(dtype))
+            out = _Cast.apply(out, np.dtype(dtype))
         elif copy:
-            out = self.clone()
+            out = out.clone()
         return out
 
     def cpu(self) -> "Tensor":
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None, non_blocking: bool = False) -> "Tensor":
-        _require_cpu("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
-        return self
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+
+    # DLPack and the CUDA array interface (torch, CuPy, JAX), without copies
+    def __dlpack__(self, stream=None, **kwargs):
+        return self.detach()._array.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self):
+        if not isinstance(self._array, _device.DeviceArray):
+            raise AttributeError(f"__cuda_array_interface__: the tensor is on {self.device}, not a CUDA device")
+        if self.requires_grad:
+            raise RuntimeError("Can't export a tensor that requires grad; use tensor.detach()")
+        return self._array.__cuda_array_interface__
 
     def clone(self) -> "Tensor":
         return _Clone.apply(self)
@@ -603,6 +626,8 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if isinstance(self._array, _device.DeviceArray):
+            return self.numpy()  # raises, naming .cpu()
         a = self._array if dtype is None else self._array.astype(dtype, copy=False)
         return a.copy() if copy else a
 
@@ -763,9 +788,9 @@ def _as_array(data, dtype=None) -> np.ndarray:
 
 
 def _made(array: np.ndarray, device, requires_grad: bool) -> Tensor:
-    """The end of every factory: check the device, then wrap."""
+    """The end of every factory: move to the device (a leaf there, as torch), then wrap."""
     if device is not None:
-        _require_cpu(device)
+        array = _device.to_device(array, device)
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -783,11 +808,14 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False, pin_memor
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """``data`` as a Tensor, sharing memory when it is already a NumPy array or Tensor of
     the requested dtype (as ``torch.as_tensor``)."""
-    if device is not None:
-        _require_cpu(device)
     if isinstance(data, Tensor):
-        return data if dtype is None or np.dtype(dtype) == data.dtype else data.to(dtype)
-    return Tensor._wrap(_as_array(data, dtype))
+        out = data if dtype is None or np.dtype(dtype) == data.dtype else data.to(dtype)
+        return out if device is None else out.to(device)
+    if isinstance(data, _device.DeviceArray):
+        out = Tensor._wrap(data if dtype is None else data.astype(dtype, copy=False))
+    else:
+        out = Tensor._wrap(_as_array(data, dtype))
+    return out if device is None else out.to(device)
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -795,6 +823,19 @@ def from_numpy(array: np.ndarray) -> Tensor:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"array: expected a numpy.ndarray, got {type(array).__name__}")
     return Tensor._wrap(array)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A Tensor over ``obj``'s memory without a copy (``torch.from_dlpack``): a CUDA array
+    (torch, CuPy, JAX: DLPack or ``__cuda_array_interface__``) gives a CUDA tensor, a host
+    one a CPU tensor."""
+    dev = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else None
+    if dev == 2 or (dev is None and hasattr(obj, "__cuda_array_interface__")):  # kDLCUDA
+        from . import cuda
+
+        b = _device.backend_for("cuda")
+        return Tensor._wrap(_device.DeviceArray(cuda.as_device_array(obj), b))
+    return Tensor._wrap(np.from_dlpack(obj))
 
 
 def _dtype_or_default(dtype):
@@ -876,7 +917,7 @@ class _Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        return np.asarray(a + b)
+        return _device.asarray(a + b)
 
     @staticmethod
     def backward(ctx, g):
@@ -889,7 +930,7 @@ class _Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        return np.asarray(a - b)
+        return _device.asarray(a - b)
 
     @staticmethod
     def backward(ctx, g):
@@ -902,7 +943,7 @@ class _Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.asarray(a * b)
+        return _device.asarray(a * b)
 
     @staticmethod
     def backward(ctx, g):
@@ -918,7 +959,7 @@ class _Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.asarray(a / b)
+        return _device.asarray(a / b)
 
     @staticmethod
     def backward(ctx, g):
@@ -1043,7 +1084,7 @@ class _Sum(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdim):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
-        return np.asarray(np.sum(a, axis=axes, keepdims=keepdim))
+        return _device.asarray(np.sum(a, axis=axes, keepdims=keepdim))
 
     @staticmethod
     def backward(ctx, g):
@@ -1059,7 +1100,7 @@ class _Mean(Function):
     def forward(ctx, a, axes, keepdim):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         ctx.count = a.size if axes is None else int(np.prod([a.shape[i] for i in axes]))
-        return np.asarray(np.mean(a, axis=axes, keepdims=keepdim), dtype=a.dtype)
+        return _device.asarray(np.mean(a, axis=axes, keepdims=keepdim), dtype=a.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -1172,6 +1213,19 @@ class _Cast(Function):
     @staticmethod
     def backward(ctx, g):
         return g.astype(ctx.dtype), None
+
+
+class _ToDevice(Function):
+    onnx_op = "identity"
+
+    @staticmethod
+    def forward(ctx, a, dev):
+        ctx.source = _device.device_of(a)
+        return _device.to_device(a, dev)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _device.to_device(g, ctx.source), None
 
 
 class _Clone(Function):

@@ -13,6 +13,13 @@ def contiguous(a: np.ndarray) -> np.ndarray:
     return np.require(a, dtype=a.dtype.newbyteorder("="), requirements="CA")
 
 
+def as_dtype(a, dtype):
+    """``np.asarray(a, dtype)`` that keeps a device array on its device."""
+    if hasattr(a, "backend"):
+        return a if dtype is None else a.astype(dtype, copy=False)
+    return np.asarray(a, dtype=dtype)
+
+
 def check_tensor(x, name: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a cnnfast.Tensor, got {type(x).__name__}")

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function
 from ._util import check_tensor, contiguous
 
@@ -14,8 +15,8 @@ __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "silu", "swish", "sof
 
 
 def _elementwise(name: str, saves_output: bool, param_name: str | None = None):
-    fwd = getattr(_C, f"{name}_forward")
-    bwd = getattr(_C, f"{name}_backward")
+    fwd = getattr(_D, f"{name}_forward")
+    bwd = getattr(_D, f"{name}_backward")
 
     class Op(Function):
         onnx_op = name
@@ -87,8 +88,9 @@ def _rectify(input, inplace: bool, name: str, slope: float):
     if slope < 0.0:
         return _maybe_inplace(input, inplace, name, _LeakyReluNegative, slope)
     op, param = (_Relu, ()) if slope == 0.0 and name == "relu_" else (_LeakyRelu, (slope,))
-    if not inplace or Function._observers or input.dtype.kind != "f":
-        # ONNX export traces by tensor identity and expects a fresh output per op.
+    if not inplace or Function._observers or input.dtype.kind != "f" or not isinstance(input._array, np.ndarray):
+        # ONNX export traces by tensor identity and expects a fresh output per op; device
+        # arrays go through the device kernels.
         return _maybe_inplace(input, inplace, name, op, *param)
     input._check_inplace(name)
     input._vc[0] += 1  # before apply, so the version the node records is the written one
@@ -134,7 +136,7 @@ class _Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim, log):
-        y = (_C.log_softmax_forward if log else _C.softmax_forward)(contiguous(x), dim)
+        y = (_D.log_softmax_forward if log else _D.softmax_forward)(contiguous(x), dim)
         ctx.save_for_backward(y)
         ctx.dim, ctx.log = dim, log
         return y
@@ -142,7 +144,7 @@ class _Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        bwd = _C.log_softmax_backward if ctx.log else _C.softmax_backward
+        bwd = _D.log_softmax_backward if ctx.log else _D.softmax_backward
         return bwd(contiguous(g), y, ctx.dim), None, None
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from .._device import dispatch as _D
 from ..amp import is_autocast_enabled
 from ..autograd import Function
 from ..utils.shapes import conv_output_size, conv_transpose_output_size
@@ -113,7 +114,7 @@ class _Conv(Function):
         if ctx.bf16:
             y = _C.conv_forward_bf16(x, weight, bias, stride, pads, dilation, groups)
         else:
-            y = _C.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
+            y = _D.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
         ctx.save_for_backward(x, weight)
         ctx.params = (stride, pads, dilation, groups)
         ctx.algo, ctx.unbatched, ctx.has_bias = algo, unbatched, bias is not None
@@ -128,7 +129,7 @@ class _Conv(Function):
             gx, gw, gb = _C.conv_backward_bf16(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
                                                need_bias=ctx.has_bias and need[2])
         else:
-            gx, gw, gb = _C.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
+            gx, gw, gb = _D.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
                                           need_bias=ctx.has_bias and need[2], algo=ctx.algo)
         if gx is not None and ctx.unbatched:
             gx = gx[0]
@@ -143,7 +144,7 @@ class _ConvTranspose(Function):
         x = contiguous(x[None] if unbatched else x)
         weight = contiguous(weight)
         bias = None if bias is None else contiguous(bias)
-        y = _C.conv_transpose_forward(x, weight, bias, stride, pads, output_padding, dilation, groups, algo)
+        y = _D.conv_transpose_forward(x, weight, bias, stride, pads, output_padding, dilation, groups, algo)
         ctx.save_for_backward(x, weight)
         ctx.params = (stride, pads, output_padding, dilation, groups)
         ctx.algo, ctx.unbatched, ctx.has_bias = algo, unbatched, bias is not None
@@ -154,7 +155,7 @@ class _ConvTranspose(Function):
         x, weight = ctx.saved_tensors
         g = contiguous(g[None] if ctx.unbatched else g)
         need = ctx.needs_input_grad
-        gx, gw, gb = _C.conv_transpose_backward(g, x, weight, *ctx.params, need_input=need[0],
+        gx, gw, gb = _D.conv_transpose_backward(g, x, weight, *ctx.params, need_input=need[0],
                                                 need_weight=need[1], need_bias=ctx.has_bias and need[2],
                                                 algo=ctx.algo)
         if gx is not None and ctx.unbatched:
@@ -251,7 +252,7 @@ class _Linear(Function):
         weight = contiguous(weight)
         bias = None if bias is None else contiguous(bias)
         ctx.bf16 = _use_bf16(x2, "auto")
-        y = (_C.linear_forward_bf16 if ctx.bf16 else _C.linear_forward)(x2, weight, bias)
+        y = (_C.linear_forward_bf16 if ctx.bf16 else _D.linear_forward)(x2, weight, bias)
         ctx.save_for_backward(x2, weight)
         ctx.lead, ctx.has_bias = lead, bias is not None
         return y.reshape(lead + (weight.shape[0],))
@@ -261,7 +262,7 @@ class _Linear(Function):
         x2, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         g2 = contiguous(g.reshape(-1, weight.shape[0]))
-        gx, gw, gb = (_C.linear_backward_bf16 if ctx.bf16 else _C.linear_backward)(
+        gx, gw, gb = (_C.linear_backward_bf16 if ctx.bf16 else _D.linear_backward)(
             g2, x2, weight, need_input=need[0], need_weight=need[1], need_bias=ctx.has_bias and need[2])
         if gx is not None:
             gx = gx.reshape(ctx.lead + (x2.shape[1],))

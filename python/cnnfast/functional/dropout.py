@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .. import random as _random
 from ..autograd import Function
 from ._util import check_tensor, contiguous
@@ -30,7 +30,7 @@ class _Dropout(Function):
     def forward(ctx, x, p, seed, offset, feature, unbatched):
         x = contiguous(x)
         xb = x[None] if unbatched else x
-        fwd = _C.feature_dropout_forward if feature else _C.dropout_forward
+        fwd = _D.feature_dropout_forward if feature else _D.dropout_forward
         y = fwd(xb, p, seed, offset)
         ctx.key = (p, seed, offset)
         ctx.feature, ctx.unbatched = feature, unbatched
@@ -40,7 +40,7 @@ class _Dropout(Function):
     def backward(ctx, g):
         g = contiguous(g)
         gb = g[None] if ctx.unbatched else g
-        bwd = _C.feature_dropout_backward if ctx.feature else _C.dropout_backward
+        bwd = _D.feature_dropout_backward if ctx.feature else _D.dropout_backward
         gx = bwd(gb, *ctx.key)
         return (gx[0] if ctx.unbatched else gx,) + (None,) * 5
 
@@ -75,7 +75,7 @@ def _apply(input, p, training, inplace, seed, feature, unbatched):
     if inplace:
         def fast():
             data = input._array[None] if unbatched else input._array
-            (_C.feature_dropout_forward if feature else _C.dropout_forward)(data, p, s, o, out=data)
+            (_D.feature_dropout_forward if feature else _D.dropout_forward)(data, p, s, o, out=data)
 
         writable = input._array.flags.c_contiguous and input._array.flags.writeable
         return input._inplace("dropout_", lambda t: _Dropout.apply(t, p, s, o, feature, unbatched),
@@ -130,4 +130,4 @@ def dropout_mask(shape, p: float, seed: int, offset: int = 0):
     an input of that shape (for dropout1d/2d/3d pass the (N, C) shape); for checking masks
     against another implementation such as a CUDA kernel. Not a torch function."""
     n = int(np.prod(shape))
-    return _C.dropout_mask(n, _check_p(p), int(seed), int(offset)).astype(bool).reshape(shape)
+    return _D.dropout_mask(n, _check_p(p), int(seed), int(offset)).astype(bool).reshape(shape)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function
 from ..tensor import Tensor, _unbroadcast
-from ._util import check_tensor, contiguous
+from ._util import as_dtype, check_tensor, contiguous
 
 __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss", "cross_entropy", "nll_loss",
            "binary_cross_entropy_with_logits", "binary_cross_entropy", "multi_margin_loss", "triplet_margin_loss"]
@@ -47,7 +47,7 @@ def _data(t, name, dtype=None):
         return None
     if isinstance(t, Tensor):
         return t._array
-    return np.asarray(t, dtype=dtype)
+    return as_dtype(t, dtype)
 
 
 def _float_like(t, x, name):
@@ -70,7 +70,7 @@ def _index_target(target, name="target"):
 # ---- regression losses ---------------------------------------------------------------
 
 def _pointwise(name):
-    fwd, bwd = getattr(_C, f"{name}_forward"), getattr(_C, f"{name}_backward")
+    fwd, bwd = getattr(_D, f"{name}_forward"), getattr(_D, f"{name}_backward")
 
     class Op(Function):
         @staticmethod
@@ -87,7 +87,7 @@ def _pointwise(name):
         @staticmethod
         def backward(ctx, g):
             x, t = ctx.saved_tensors
-            gx = bwd(contiguous(np.asarray(g, dtype=x.dtype)), x, t, *ctx.args)
+            gx = bwd(contiguous(as_dtype(g, x.dtype)), x, t, *ctx.args)
             xs, ts = ctx.shapes
             gx_in = _unbroadcast(gx, xs) if ctx.needs_input_grad[0] else None
             gt = _unbroadcast(-gx, ts) if ctx.needs_input_grad[1] else None
@@ -147,7 +147,7 @@ class _CrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):
         x = contiguous(x)
-        loss, lse = _C.cross_entropy_forward(x, target, weight, ignore_index, reduction, label_smoothing)
+        loss, lse = _D.cross_entropy_forward(x, target, weight, ignore_index, reduction, label_smoothing)
         ctx.save_for_backward(x, target, weight, lse)
         ctx.args = (ignore_index, reduction, label_smoothing)
         return loss
@@ -155,7 +155,7 @@ class _CrossEntropy(Function):
     @staticmethod
     def backward(ctx, g):
         x, target, weight, lse = ctx.saved_tensors
-        gx = _C.cross_entropy_backward(contiguous(np.asarray(g, dtype=x.dtype)), x, target, lse, weight, *ctx.args)
+        gx = _D.cross_entropy_backward(contiguous(as_dtype(g, x.dtype)), x, target, lse, weight, *ctx.args)
         return gx, None, None, None, None, None
 
 
@@ -189,12 +189,12 @@ class _NLL(Function):
         x = contiguous(x)
         ctx.save_for_backward(x, target, weight)
         ctx.args = (ignore_index, reduction)
-        return _C.nll_loss_forward(x, target, weight, ignore_index, reduction)
+        return _D.nll_loss_forward(x, target, weight, ignore_index, reduction)
 
     @staticmethod
     def backward(ctx, g):
         x, target, weight = ctx.saved_tensors
-        gx = _C.nll_loss_backward(contiguous(np.asarray(g, dtype=x.dtype)), x, target, weight, *ctx.args)
+        gx = _D.nll_loss_backward(contiguous(as_dtype(g, x.dtype)), x, target, weight, *ctx.args)
         return gx, None, None, None, None
 
 
@@ -235,17 +235,17 @@ class _BCE(Function):
         ctx.save_for_backward(x, t, weight, pos_weight)
         ctx.reduction, ctx.logits = reduction, logits
         if logits:
-            return _C.binary_cross_entropy_with_logits_forward(x, t, weight, pos_weight, reduction)
-        return _C.binary_cross_entropy_forward(x, t, weight, reduction)
+            return _D.binary_cross_entropy_with_logits_forward(x, t, weight, pos_weight, reduction)
+        return _D.binary_cross_entropy_forward(x, t, weight, reduction)
 
     @staticmethod
     def backward(ctx, g):
         x, t, weight, pos_weight = ctx.saved_tensors
-        g = contiguous(np.asarray(g, dtype=x.dtype))
+        g = contiguous(as_dtype(g, x.dtype))
         if ctx.logits:
-            gx = _C.binary_cross_entropy_with_logits_backward(g, x, t, weight, pos_weight, ctx.reduction)
+            gx = _D.binary_cross_entropy_with_logits_backward(g, x, t, weight, pos_weight, ctx.reduction)
         else:
-            gx = _C.binary_cross_entropy_backward(g, x, t, weight, ctx.reduction)
+            gx = _D.binary_cross_entropy_backward(g, x, t, weight, ctx.reduction)
         return gx, None, None, None, None, None
 
 
@@ -281,12 +281,12 @@ class _MultiMargin(Function):
         ctx.save_for_backward(x, target, weight)
         ctx.args = (p, margin)
         ctx.reduction = reduction
-        return _C.multi_margin_loss_forward(x, target, p, margin, weight, reduction)
+        return _D.multi_margin_loss_forward(x, target, p, margin, weight, reduction)
 
     @staticmethod
     def backward(ctx, g):
         x, target, weight = ctx.saved_tensors
-        gx = _C.multi_margin_loss_backward(contiguous(np.asarray(g, dtype=x.dtype)), x, target, *ctx.args, weight,
+        gx = _D.multi_margin_loss_backward(contiguous(as_dtype(g, x.dtype)), x, target, *ctx.args, weight,
                                            ctx.reduction)
         return gx, None, None, None, None, None
 
@@ -315,12 +315,12 @@ class _Triplet(Function):
         a, pos, neg = contiguous(a), contiguous(pos), contiguous(neg)
         ctx.save_for_backward(a, pos, neg)
         ctx.args = (margin, p, eps, swap, reduction)
-        return _C.triplet_margin_loss_forward(a, pos, neg, *ctx.args)
+        return _D.triplet_margin_loss_forward(a, pos, neg, *ctx.args)
 
     @staticmethod
     def backward(ctx, g):
         a, pos, neg = ctx.saved_tensors
-        ga, gp, gn = _C.triplet_margin_loss_backward(contiguous(np.asarray(g, dtype=a.dtype)), a, pos, neg, *ctx.args)
+        ga, gp, gn = _D.triplet_margin_loss_backward(contiguous(as_dtype(g, a.dtype)), a, pos, neg, *ctx.args)
         return ga, gp, gn, None, None, None, None, None
 
 

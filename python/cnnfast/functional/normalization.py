@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function
 from ._util import check_tensor, contiguous
 
@@ -44,7 +44,7 @@ class _BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         x, weight, bias = contiguous(x), _c(weight), _c(bias)
-        y, mean, rstd = _C.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        y, mean, rstd = _D.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.training, ctx.has_bias = training, bias is not None
         return y
@@ -52,7 +52,7 @@ class _BatchNorm(Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _C.batch_norm_backward(contiguous(g), x, weight, mean, rstd, ctx.training)
+        gx, gw, gb = _D.batch_norm_backward(contiguous(g), x, weight, mean, rstd, ctx.training)
         return gx, (gw if weight is not None else None), (gb if ctx.has_bias else None), None, None, None, None, None
 
 
@@ -88,9 +88,9 @@ class _GroupNorm(Function):
     def forward(ctx, x, weight, bias, num_groups, eps, running_mean, running_var, momentum, instance):
         x, weight, bias = contiguous(x), _c(weight), _c(bias)
         if instance:
-            y, mean, rstd = _C.instance_norm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
+            y, mean, rstd = _D.instance_norm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
         else:
-            y, mean, rstd = _C.group_norm_forward(x, num_groups, weight, bias, eps)
+            y, mean, rstd = _D.group_norm_forward(x, num_groups, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.num_groups, ctx.has_bias = (x.shape[1] if instance else num_groups), bias is not None
         return y
@@ -98,7 +98,7 @@ class _GroupNorm(Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _C.group_norm_backward(contiguous(g), x, ctx.num_groups, weight, mean, rstd)
+        gx, gw, gb = _D.group_norm_backward(contiguous(g), x, ctx.num_groups, weight, mean, rstd)
         return (gx, gw if weight is not None else None, gb if ctx.has_bias else None) + (None,) * 6
 
 
@@ -148,7 +148,7 @@ class _LayerNorm(Function):
         x = contiguous(x)
         wf = None if weight is None else weight.reshape(-1)
         bf = None if bias is None else bias.reshape(-1)
-        y, mean, rstd = _C.layer_norm_forward(x, nd, wf, bf, eps)
+        y, mean, rstd = _D.layer_norm_forward(x, nd, wf, bf, eps)
         ctx.save_for_backward(x, wf, mean, rstd)
         ctx.nd = nd
         ctx.wshape = None if weight is None else weight.shape
@@ -159,7 +159,7 @@ class _LayerNorm(Function):
     def backward(ctx, g):
         x, wf, mean, rstd = ctx.saved_tensors
         need = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        gx, gw, gb = _C.layer_norm_backward(contiguous(g), x, ctx.nd, wf, mean, rstd, need)
+        gx, gw, gb = _D.layer_norm_backward(contiguous(g), x, ctx.nd, wf, mean, rstd, need)
         gw = None if ctx.wshape is None else gw.reshape(ctx.wshape)
         gb = None if ctx.bshape is None else gb.reshape(ctx.bshape)
         return gx, gw, gb, None, None
@@ -196,7 +196,7 @@ class _LRN(Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):
         x = contiguous(x)
-        y, den = _C.local_response_norm_forward(x, size, alpha, beta, k)
+        y, den = _D.local_response_norm_forward(x, size, alpha, beta, k)
         ctx.save_for_backward(x, y, den)
         ctx.args = (size, alpha, beta)
         return y
@@ -204,7 +204,7 @@ class _LRN(Function):
     @staticmethod
     def backward(ctx, g):
         x, y, den = ctx.saved_tensors
-        return _C.local_response_norm_backward(contiguous(g), x, y, den, *ctx.args), None, None, None, None
+        return _D.local_response_norm_backward(contiguous(g), x, y, den, *ctx.args), None, None, None, None
 
 
 def local_response_norm(input, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function, is_grad_enabled
 from ..tensor import Tensor
 from ._util import check_tensor, contiguous
@@ -65,7 +65,7 @@ class _MaxPool(Function):
     @staticmethod
     def forward(ctx, x, D, k, s, p, d, ceil_mode):
         xb, added = _batched(x, D, f"max_pool{D}d")
-        y, idx = getattr(_C, f"max_pool{D}d_forward")(xb, list(k), list(s), list(p), list(d), bool(ceil_mode))
+        y, idx = getattr(_D, f"max_pool{D}d_forward")(xb, list(k), list(s), list(p), list(d), bool(ceil_mode))
         ctx.save_for_backward(idx)
         ctx.D, ctx.in_shape, ctx.added = D, xb.shape, added
         # Only a dilated window can miss the input (its index then lies past the plane, as torch's).
@@ -76,7 +76,7 @@ class _MaxPool(Function):
     def backward(ctx, gy, _gidx):
         (idx,) = ctx.saved_tensors
         gy = contiguous(gy[None] if ctx.added else gy)
-        gx = getattr(_C, f"max_pool{ctx.D}d_backward")(gy, idx, list(ctx.in_shape), skip_out_of_range=ctx.dilated)
+        gx = getattr(_D, f"max_pool{ctx.D}d_backward")(gy, idx, list(ctx.in_shape), skip_out_of_range=ctx.dilated)
         return (_unbatch(gx, ctx.added),) + (None,) * 6
 
 
@@ -87,7 +87,7 @@ def _max_pool(D, input, kernel_size, stride, padding, dilation, ceil_mode, retur
     if not return_indices and not (input.requires_grad and is_grad_enabled()):
         # Inference: no indices are written, a third of the output traffic.
         xb, added = _batched(input._array, D, f"max_pool{D}d")
-        y, _ = getattr(_C, f"max_pool{D}d_forward")(xb, *(list(a) for a in args[1:5]), bool(ceil_mode), False)
+        y, _ = getattr(_D, f"max_pool{D}d_forward")(xb, *(list(a) for a in args[1:5]), bool(ceil_mode), False)
         return Tensor(_unbatch(y, added))
     y, idx = _MaxPool.apply(input, *args)
     return (y, idx) if return_indices else y
@@ -118,14 +118,14 @@ class _AvgPool(Function):
     def forward(ctx, x, D, k, s, p, ceil_mode, count_include_pad, divisor_override):
         xb, added = _batched(x, D, f"avg_pool{D}d")
         args = (list(k), list(s), list(p), bool(ceil_mode), bool(count_include_pad), divisor_override)
-        y = getattr(_C, f"avg_pool{D}d_forward")(xb, *args)
+        y = getattr(_D, f"avg_pool{D}d_forward")(xb, *args)
         ctx.D, ctx.in_shape, ctx.added, ctx.args = D, xb.shape, added, args
         return _unbatch(y, added)
 
     @staticmethod
     def backward(ctx, gy):
         gy = contiguous(gy[None] if ctx.added else gy)
-        gx = getattr(_C, f"avg_pool{ctx.D}d_backward")(gy, list(ctx.in_shape), *ctx.args)
+        gx = getattr(_D, f"avg_pool{ctx.D}d_backward")(gy, list(ctx.in_shape), *ctx.args)
         return (_unbatch(gx, ctx.added),) + (None,) * 7
 
 
@@ -177,14 +177,14 @@ class _AdaptiveAvg(Function):
     @staticmethod
     def forward(ctx, x, D, output_size):
         xb, added = _batched(x, D, f"adaptive_avg_pool{D}d")
-        y = getattr(_C, f"adaptive_avg_pool{D}d_forward")(xb, _adaptive_size(output_size, xb.shape[2:], D))
+        y = getattr(_D, f"adaptive_avg_pool{D}d_forward")(xb, _adaptive_size(output_size, xb.shape[2:], D))
         ctx.D, ctx.in_shape, ctx.added = D, xb.shape, added
         return _unbatch(y, added)
 
     @staticmethod
     def backward(ctx, gy):
         gy = contiguous(gy[None] if ctx.added else gy)
-        gx = getattr(_C, f"adaptive_avg_pool{ctx.D}d_backward")(gy, list(ctx.in_shape))
+        gx = getattr(_D, f"adaptive_avg_pool{ctx.D}d_backward")(gy, list(ctx.in_shape))
         return _unbatch(gx, ctx.added), None, None
 
 
@@ -194,7 +194,7 @@ class _AdaptiveMax(Function):
     @staticmethod
     def forward(ctx, x, D, output_size):
         xb, added = _batched(x, D, f"adaptive_max_pool{D}d")
-        y, idx = getattr(_C, f"adaptive_max_pool{D}d_forward")(xb, _adaptive_size(output_size, xb.shape[2:], D))
+        y, idx = getattr(_D, f"adaptive_max_pool{D}d_forward")(xb, _adaptive_size(output_size, xb.shape[2:], D))
         ctx.save_for_backward(idx)
         ctx.D, ctx.in_shape, ctx.added = D, xb.shape, added
         return _unbatch(y, added), _unbatch(idx, added)
@@ -203,7 +203,7 @@ class _AdaptiveMax(Function):
     def backward(ctx, gy, _gidx):
         (idx,) = ctx.saved_tensors
         gy = contiguous(gy[None] if ctx.added else gy)
-        gx = getattr(_C, f"adaptive_max_pool{ctx.D}d_backward")(gy, idx, list(ctx.in_shape))
+        gx = getattr(_D, f"adaptive_max_pool{ctx.D}d_backward")(gy, idx, list(ctx.in_shape))
         return _unbatch(gx, ctx.added), None, None
 
 
@@ -258,7 +258,7 @@ class _MaxUnpool(Function):
         if idx.shape != x.shape:
             raise ValueError(f"indices: expected the shape of input {x.shape}, got {idx.shape}")
         idx = idx[None] if added else idx
-        y = getattr(_C, f"max_unpool{D}d_forward")(xb, idx, list(output_size))
+        y = getattr(_D, f"max_unpool{D}d_forward")(xb, idx, list(output_size))
         ctx.save_for_backward(idx)
         ctx.D, ctx.added = D, added
         return _unbatch(y, added)
@@ -267,7 +267,7 @@ class _MaxUnpool(Function):
     def backward(ctx, gy):
         (idx,) = ctx.saved_tensors
         gy = contiguous(gy[None] if ctx.added else gy)
-        gx = getattr(_C, f"max_unpool{ctx.D}d_backward")(gy, idx)
+        gx = getattr(_D, f"max_unpool{ctx.D}d_backward")(gy, idx)
         return _unbatch(gx, ctx.added), None, None, None
 
 

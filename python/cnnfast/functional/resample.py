@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from ..autograd import Function
 from ._util import check_tensor, contiguous
 
@@ -72,11 +72,11 @@ class _Resample(Function):
     @staticmethod
     def forward(ctx, x, tables):
         ctx.shape, ctx.tables = x.shape, tables
-        return _C.resample_forward(contiguous(x), **tables)
+        return _D.resample_forward(contiguous(x), **tables)
 
     @staticmethod
     def backward(ctx, g):
-        return _C.resample_backward(contiguous(g), list(ctx.shape), **ctx.tables), None
+        return _D.resample_backward(contiguous(g), list(ctx.shape), **ctx.tables), None
 
 
 def resample(input, tables):

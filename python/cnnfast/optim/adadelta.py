@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .optimizer import Optimizer, _check_lr
 
 
@@ -34,5 +34,5 @@ class Adadelta(Optimizer):
 
     def _update(self, group, param, grad, state):
         state["step"] += 1
-        _C.adadelta_step(param, grad, state["square_avg"], state["acc_delta"], lr=group["lr"], rho=group["rho"],
+        _D.adadelta_step(param, grad, state["square_avg"], state["acc_delta"], lr=group["lr"], rho=group["rho"],
                          eps=group["eps"], weight_decay=group["weight_decay"], maximize=group["maximize"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .optimizer import Optimizer, _check_lr
 
 
@@ -37,5 +37,5 @@ class Adagrad(Optimizer):
 
     def _update(self, group, param, grad, state):
         state["step"] += 1
-        _C.adagrad_step(param, grad, state["sum"], step=state["step"], lr=group["lr"], lr_decay=group["lr_decay"],
+        _D.adagrad_step(param, grad, state["sum"], step=state["step"], lr=group["lr"], lr_decay=group["lr_decay"],
                         weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .optimizer import Optimizer, _check_lr
 
 
@@ -45,7 +45,7 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = np.zeros_like(param)
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        _C.adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+        _D.adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
                      step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                      weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], maximize=group["maximize"],
                      decoupled_weight_decay=group["decoupled_weight_decay"])

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import _device
 from ..autograd import enable_grad
 from ..tensor import Tensor
 
@@ -186,6 +187,8 @@ class Optimizer:
             for k, v in s.items():
                 if isinstance(v, Tensor):
                     v = v._array
+                if isinstance(v, _device.DeviceArray):
+                    v = v.get()
                 elif hasattr(v, "detach") and hasattr(v, "numpy"):  # a torch.Tensor from a torch checkpoint
                     v = v.detach().cpu().numpy()
                 if isinstance(v, np.ndarray):
@@ -198,6 +201,8 @@ class Optimizer:
                     v = int(v)
                 else:
                     v = copy.deepcopy(v)
+                if isinstance(v, np.ndarray) and v.ndim > 0 and p.device.type != "cpu":
+                    v = _device.to_device(v, p.device)  # the state lives on its parameter's device
                 restored[k] = v
             new_state[p] = restored
         self.state = new_state

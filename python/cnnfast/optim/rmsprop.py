@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .optimizer import Optimizer, _check_lr
 
 
@@ -42,7 +42,7 @@ class RMSprop(Optimizer):
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = np.zeros_like(param)
         state["step"] += 1
-        _C.rmsprop_step(param, grad, state["square_avg"], state.get("grad_avg") if group["centered"] else None,
+        _D.rmsprop_step(param, grad, state["square_avg"], state.get("grad_avg") if group["centered"] else None,
                         state.get("momentum_buffer") if group["momentum"] > 0 else None, lr=group["lr"],
                         alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                         momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"])

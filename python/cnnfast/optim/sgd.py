@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._device import dispatch as _D
 from .optimizer import Optimizer, _check_lr
 
 
@@ -37,6 +37,6 @@ class SGD(Optimizer):
             buf = np.empty_like(param)
             state["momentum_buffer"] = buf
             first = True
-        _C.sgd_step(param, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
+        _D.sgd_step(param, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
                     dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
                     maximize=group["maximize"], first_step=first)

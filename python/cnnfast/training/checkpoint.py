@@ -17,11 +17,15 @@ import os
 
 import numpy as np
 
+from .. import _device
+
 FORMAT = "cnnfast-train-1"
 
 
 def _to_array(v):
-    return v._array if hasattr(v, "grad_fn") and hasattr(v, "_array") else np.asarray(v)
+    if hasattr(v, "grad_fn") and hasattr(v, "_array"):
+        return _device.host(v._array)  # a device tensor's weights are written as host data
+    return np.asarray(v)
 
 
 def model_arrays(model) -> dict:

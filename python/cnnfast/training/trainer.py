@@ -30,6 +30,7 @@ import numpy as np
 
 import cnnfast
 
+from .. import _device
 from .. import distributed as dist
 from .. import functional as F
 from .. import memory, models, optim
@@ -148,10 +149,7 @@ class TrainConfig:
             raise ValueError(f"--warmup: expected >= 0 epochs, got {self.warmup}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout}")
-        if self.device != "cpu":
-            if not cnnfast.cuda.is_available():
-                raise ValueError(f"--device: {self.device!r} is not available here (no CUDA device); use --device cpu")
-            raise ValueError("--device: training on CUDA is not wired into the trainer yet; use --device cpu")
+        _device.resolve(self.device)  # a ValueError naming why, for "cuda" where no GPU can be used
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"--early-stopping: expected a patience >= 1 epoch, got {self.early_stopping}")
         if self.overfit_batch is not None and self.overfit_batch < 1:
@@ -262,14 +260,15 @@ def evaluate(model, loader, num_classes: int) -> dict:
 
     was_training = model.training
     model.eval()
+    dev = next(iter(model.parameters())).device
     total, loss_sum, preds, trues, probs = 0, 0.0, [], [], []
     with cnnfast.no_grad():
         for x, y in loader:
-            logits = model(cnnfast.tensor(x))
-            loss = F.cross_entropy(logits, cnnfast.tensor(y))
+            logits = model(cnnfast.tensor(x, device=dev))
+            loss = F.cross_entropy(logits, cnnfast.tensor(y, device=dev))
             loss_sum += float(loss.item()) * len(y)
             total += len(y)
-            p = F.softmax(logits, dim=1)._array
+            p = _device.host(F.softmax(logits, dim=1)._array)
             probs.append(np.asarray(p))
             preds.append(np.argmax(p, axis=1))
             trues.append(y)
@@ -387,6 +386,8 @@ class _Run:
         self.data = prep.data
         self.k = prep.data.num_classes
         self.model = build_model(cfg.model, self.k, self.data.image_shape, cfg.dropout, cfg.model_args)
+        self.device = _device.resolve(cfg.device)
+        self.model.to(self.device)  # parameters keep their identity: what follows sees them on the device
         self.notes = []
         if cfg.pretrained and resume_state is None:
             self._load_pretrained()
@@ -506,8 +507,8 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
 
     def train_step(x, y):
         with cnnfast.autocast(enabled=cfg.precision == "bf16"):
-            logits = run.net(cnnfast.tensor(x))
-            loss = _cross_entropy(logits, cnnfast.tensor(y))
+            logits = run.net(cnnfast.tensor(x, device=run.device))
+            loss = _cross_entropy(logits, cnnfast.tensor(y, device=run.device))
         value = float(loss.item())
         # Checked before the update, so that a non-finite loss never reaches the weights.
         if not math.isfinite(value):
@@ -533,7 +534,7 @@ def _train_epoch(run: _Run, epoch: int) -> ProgressBar:
             raise FloatingPointError(bad)
         if run.per_step:
             run.scheduler.step()
-        hits = int(np.sum(np.argmax(logits._array, axis=1) == y))
+        hits = int(np.sum(np.argmax(_device.host(logits._array), axis=1) == y))
         seen += len(y)
         correct += hits
         loss_sum += value * len(y)
@@ -712,12 +713,10 @@ def first_nonfinite(model) -> str:
     naming the first one that is not (and whether its gradient already was)."""
     for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, t in items:
-            a = t._array
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
+            if not _device.all_finite(t._array):  # counted on the device for device tensors
                 what = f"{kind} {name} became non-finite after the optimizer step"
                 if kind == "parameter" and t.grad is not None:
-                    g = t.grad._array
-                    what += (" (its gradient was already non-finite)" if not np.isfinite(g).all() else
+                    what += (" (its gradient was already non-finite)" if not _device.all_finite(t.grad._array) else
                              " (its gradient was finite, so the update itself overflowed)")
                 return what
     return ""
@@ -754,8 +753,9 @@ def check_initial_loss(model, prep: _Prepared, num_classes: int, cfg: TrainConfi
     y = prep.data.y[prep.train_idx[:len(x)]]
     was = model.training
     model.eval()
+    dev = next(iter(model.parameters())).device
     with cnnfast.no_grad():
-        loss = float(_cross_entropy(model(cnnfast.tensor(x)), cnnfast.tensor(y)).item())
+        loss = float(_cross_entropy(model(cnnfast.tensor(x, device=dev)), cnnfast.tensor(y, device=dev)).item())
     model.train(was)
     expected = math.log(num_classes)
     if not cfg.pretrained and not (0.5 * expected <= loss <= 1.5 * expected + 0.1):

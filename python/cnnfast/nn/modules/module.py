@@ -336,13 +336,16 @@ class Module:
 
     def to(self, *args, **kwargs) -> "Module":
         """``to(dtype)``, ``to(device)``, ``to(device, dtype)`` (keywords too, and
-        ``non_blocking``): casts floating parameters and buffers; any device but the CPU
-        raises (cnnfast.device explains why)."""
-        from ..._device import parse_to, require_cpu
+        ``non_blocking``): moves parameters, their gradients and buffers to the device (in
+        place: the Parameter objects stay, so an optimizer built before still holds them)
+        and casts the floating ones to ``dtype``."""
+        from ... import _device
 
-        device, dtype, _ = parse_to(args, dict(kwargs))
+        device, dtype, _ = _device.parse_to(args, dict(kwargs))
         if device is not None:
-            require_cpu(device)
+            if device.type != "cpu":
+                _device.backend_for(device)  # says why the device cannot be used, before anything moves
+            self._apply(lambda a: _device.to_device(a, device))
         if dtype is None:
             return self
         dtype = np.dtype(dtype)
@@ -355,7 +358,7 @@ class Module:
         return self.to(np.float64)
 
     def cpu(self) -> "Module":
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None) -> "Module":
         return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
