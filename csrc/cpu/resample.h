@@ -36,4 +36,12 @@ void resample_plane_backward(const float* grad_y, float* grad_x, const AxisTable
                              const AxisTable<float>& w, float* row);
 }  // namespace avx2_impl
 
+// The same on 16 lanes (resample_avx512.cpp).
+namespace avx512_impl {
+void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d, const AxisTable<float>& h,
+                            const AxisTable<float>& w, float* row);
+void resample_plane_backward(const float* grad_y, float* grad_x, const AxisTable<float>& d, const AxisTable<float>& h,
+                             const AxisTable<float>& w, float* row);
+}  // namespace avx512_impl
+
 }  // namespace cnnfast::cpu
