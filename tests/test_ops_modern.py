@@ -149,6 +149,9 @@ INTERP = [
     ("bilinear", False, (1, 3, 6, 37), dict(size=(11, 53))),
     ("bicubic", True, (2, 2, 4, 19), dict(size=(5, 41))),
     ("nearest", None, (1, 2, 3, 33), dict(scale_factor=(1.0, 0.5))),
+    # Downsampling past 16 source values per 16 outputs: the AVX-512 gather path.
+    ("bilinear", False, (1, 2, 3, 70), dict(size=(3, 17))),
+    ("bicubic", True, (1, 1, 2, 100), dict(size=(2, 21))),
 ]
 
 
