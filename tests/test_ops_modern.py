@@ -151,7 +151,7 @@ INTERP = [
     ("nearest", None, (1, 2, 3, 33), dict(scale_factor=(1.0, 0.5))),
     # Downsampling past 16 source values per 16 outputs: the AVX-512 gather path.
     ("bilinear", False, (1, 2, 3, 70), dict(size=(3, 17))),
-    ("bicubic", True, (1, 1, 2, 100), dict(size=(2, 21))),
+    ("bicubic", True, (1, 1, 2, 81), dict(size=(2, 21))),
 ]
 
 
