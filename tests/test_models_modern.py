@@ -361,3 +361,18 @@ def test_unet_bilinear_trains():
     x = cnnfast.tensor(g.standard_normal((2, 3, 16, 24)).astype(np.float32))
     y = cnnfast.tensor(g.integers(0, 3, (2, 16, 24)))
     _assert_loss_goes_down(model, x, y, steps=8, lr=3e-3)
+
+
+@pytest.mark.parametrize("builder,shape", [
+    (lambda: M.unet(in_channels=3, base_width=4, depth=3, bilinear=True), (3, 24, 40)),
+    (lambda: M.regnet_y_400mf(num_classes=5), (3, 45, 37)),
+])
+def test_summary_shape_only_equals_computed(builder, shape):
+    """The summary's shape formulas agree with a real forward through the new blocks
+    (bilinear Upsample, grouped convs with squeeze-excitation)."""
+    from cnnfast.utils.summary import summary
+    m = builder()
+    real, meta = summary(m, shape, run=True), summary(m, shape, run=False)
+    assert [(r.name, r.output_shape, r.params, r.macs) for r in real.layers] == \
+        [(r.name, r.output_shape, r.params, r.macs) for r in meta.layers]
+    assert sum(r.params for r in real.layers) == _nparams(m)
