@@ -232,6 +232,12 @@ def test_registry_and_bad_arguments():
         M.resnet50(replace_stride_with_dilation=[True])
     with pytest.raises(ValueError, match="groups"):
         M.resnet18(groups=2)
+    from cnnfast.models.regnet import BlockParams
+    for bad in (dict(w_0=12), dict(w_m=1.0), dict(w_a=-1.0)):
+        with pytest.raises(ValueError, match="RegNet settings"):
+            BlockParams.from_init_params(**dict(dict(depth=8, w_0=16, w_a=8.0, w_m=2.0, group_width=8), **bad))
+    with pytest.raises(ValueError, match="divisible"):
+        M.unet(base_width=4, depth=3, bilinear=True)(cnnfast.tensor(np.zeros((1, 1, 12, 16), np.float32)))
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "deeplabv3_mobilenet_v3_large",
