@@ -1,5 +1,5 @@
 """bench_ops cases for the ops of today's CNNs (issue 20): GELU (exact, tanh), Hardswish,
-Hardsigmoid, ReLU6, Mish, Softplus on (N, 64, 56, 56); bilinear x2 upsampling of
+Hardsigmoid, ReLU6, Mish, Softplus, erf on (N, 64, 56, 56); bilinear x2 upsampling of
 (N, 64, 28, 28) (a segmentation head), nearest x2, bicubic x2 of (N, 16, 28, 28) and
 channel_shuffle on (N, 116, 28, 28) (ShuffleNetV2); forward and forward+backward, cnnfast
 vs PyTorch (N = 32, or 8 under --quick)."""
@@ -42,6 +42,7 @@ CASES = (
     + _cases("relu6", _x, F.relu6, TF.relu6)
     + _cases("mish", _x, F.mish, TF.mish)
     + _cases("softplus", _x, F.softplus, TF.softplus)
+    + _cases("erf", _x, F.erf, torch.erf)
     + _cases("upsample bilinear x2", _m, lambda t: F.interpolate(t, scale_factor=2, mode="bilinear"),
              lambda t: TF.interpolate(t, scale_factor=2, mode="bilinear"))
     + _cases("upsample nearest x2", _m, lambda t: F.interpolate(t, scale_factor=2),

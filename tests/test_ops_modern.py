@@ -145,6 +145,13 @@ INTERP = [
     ("bicubic", False, (2, 3, 5, 7), dict(size=(13, 4))),
     ("bicubic", True, (1, 2, 5, 7), dict(size=(11, 17))),
     ("bicubic", False, (1, 2, 6, 5), dict(scale_factor=(0.5, 3.0))),
+    # Rows wider than one 16-lane register, with tails, for the AVX-512 row and gather loops.
+    ("bilinear", False, (1, 3, 6, 37), dict(size=(11, 53))),
+    ("bicubic", True, (2, 2, 4, 19), dict(size=(5, 41))),
+    ("nearest", None, (1, 2, 3, 33), dict(scale_factor=(1.0, 0.5))),
+    # Downsampling past 16 source values per 16 outputs: the AVX-512 gather path.
+    ("bilinear", False, (1, 2, 3, 70), dict(size=(3, 17))),
+    ("bicubic", True, (1, 1, 2, 81), dict(size=(2, 21))),
 ]
 
 

@@ -1,16 +1,20 @@
 // AVX2+FMA float32 kernels for activation_extra.h. Tails go through masked
 // loads/stores so every element sees the same arithmetic as the body.
 //
-// erfc: the Chebyshev fit of Numerical Recipes' erfcc, t * exp(poly(t) - z^2) with
-// t = 1 / (1 + z/2), fractional error < 1.2e-7 for every z >= 0, so GELU keeps its
-// relative accuracy in the negative tail where 1 + erf would cancel. log1p on
-// (0, 1]: 2 atanh(s), s = w / (2 + w) <= 1/3, as its odd series to s^15 (remainder
-// < 2e-8 relative), so Softplus needs no general logarithm.
+// erfc(z), z >= 0, as e^(-z^2) * t * G(t) (activation_extra_erfc.h), e^(-z^2) from the
+// exact square (an FMA recovers the rounding of z*z), so GELU keeps its relative
+// accuracy in the negative tail where 1 + erf would cancel, and exact GELU's gradient
+// Phi(x) + x phi(x) shares one e^(-x^2/2) between Phi and phi. Quotients use VRCPPS
+// refined by a Newton step and a residual correction (within 1 ULP) instead of VDIVPS,
+// which bounds these loops on Zen 4. log1p on (0, 1]: 2 atanh(s), s = w / (2 + w) <= 1/3,
+// as its odd series to s^15 (remainder < 2e-8 relative), so Softplus needs no general
+// logarithm.
 #include <immintrin.h>
 
 #include <cstdint>
 
 #include "cpu/activation_extra.h"
+#include "cpu/activation_extra_erfc.h"
 #include "cpu/simd_math_avx2.h"
 
 namespace cnnfast::cpu::avx2_impl {
@@ -43,37 +47,50 @@ inline __m256 set1(float v) { return _mm256_set1_ps(v); }
 
 inline __m256 abs8(__m256 x) { return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
 
-// erfc(z) for z >= 0 (see the file comment).
-inline __m256 erfc_nonneg8(__m256 z) {
+// n / d for a positive, normal, finite d: 12-bit reciprocal, one Newton step, the
+// quotient, one residual correction.
+inline __m256 div8(__m256 n, __m256 d) {
   const __m256 one = set1(1.0f);
-  __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(set1(0.5f), z, one));
-  __m256 p = set1(0.17087277f);
-  p = _mm256_fmadd_ps(p, t, set1(-0.82215223f));
-  p = _mm256_fmadd_ps(p, t, set1(1.48851587f));
-  p = _mm256_fmadd_ps(p, t, set1(-1.13520398f));
-  p = _mm256_fmadd_ps(p, t, set1(0.27886807f));
-  p = _mm256_fmadd_ps(p, t, set1(-0.18628806f));
-  p = _mm256_fmadd_ps(p, t, set1(0.09678418f));
-  p = _mm256_fmadd_ps(p, t, set1(0.37409196f));
-  p = _mm256_fmadd_ps(p, t, set1(1.00002368f));
-  p = _mm256_fmadd_ps(p, t, set1(-1.26551223f));
-  return _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(z, z, p)));
+  __m256 r = _mm256_rcp_ps(d);
+  r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(d, r, one), r);
+  __m256 q = _mm256_mul_ps(n, r);
+  return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(d, q, n), q);
 }
 
-// Phi(x) = erfc(-x / sqrt 2) / 2, from erfc(|x| / sqrt 2) and its reflection.
-inline __m256 normal_cdf8(__m256 x) {
-  __m256 half_e = _mm256_mul_ps(set1(0.5f), erfc_nonneg8(_mm256_mul_ps(abs8(x), set1(0.70710678118654752f))));
+// e^(-s * x^2) for s in {0.5, 1}: x*x = h + l exactly (l by FMA), e^(-s h) (1 - s l).
+// Past |x| = 16 the result is 0 in float32; the clamp (which keeps NaN) keeps the FMA
+// off inf * inf - inf.
+inline __m256 exp_neg_sq8(__m256 x, float s) {
+  x = _mm256_max_ps(set1(-16.0f), _mm256_min_ps(set1(16.0f), x));
+  __m256 h = _mm256_mul_ps(x, x);
+  __m256 l = _mm256_fmsub_ps(x, x, h);
+  __m256 e = exp8(_mm256_mul_ps(set1(-s), h));
+  return _mm256_mul_ps(e, _mm256_fnmadd_ps(set1(s), l, set1(1.0f)));
+}
+
+// t * G(t) of activation_extra_erfc.h for z >= 0 (or NaN); erfc(z) = e^(-z^2) times this.
+inline __m256 erfc_scaled8(__m256 z) {
+  const __m256 one = set1(1.0f);
+  // Beyond z = 12 erfc is below the float range; the clamp keeps 1 + z/2 finite for div8.
+  z = _mm256_min_ps(set1(12.0f), z);
+  __m256 t = div8(one, _mm256_fmadd_ps(set1(0.5f), z, one));
+  __m256 u = _mm256_fmsub_ps(set1(2.0f), t, one);
+  __m256 p = set1(kErfcG[kErfcGDegree]);
+  for (int i = kErfcGDegree - 1; i >= 0; --i) p = _mm256_fmadd_ps(p, u, set1(kErfcG[i]));
+  return _mm256_mul_ps(t, p);
+}
+
+// Phi(x) from e = e^(-x^2/2): erfc(|x|/sqrt 2) / 2 for x < 0, one minus that beyond.
+inline __m256 normal_cdf8(__m256 x, __m256 e) {
+  __m256 half_e = _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), e),
+                                erfc_scaled8(_mm256_mul_ps(abs8(x), set1(0.70710678118654752f))));
   __m256 pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
   return _mm256_blendv_ps(half_e, _mm256_sub_ps(set1(1.0f), half_e), pos);
 }
 
-inline __m256 normal_pdf8(__m256 x) {
-  return _mm256_mul_ps(set1(0.39894228040143268f), exp8(_mm256_mul_ps(set1(-0.5f), _mm256_mul_ps(x, x))));
-}
-
 // log(1 + w) for w in [0, 1].
 inline __m256 log1p_unit8(__m256 w) {
-  __m256 s = _mm256_div_ps(w, _mm256_add_ps(set1(2.0f), w));
+  __m256 s = div8(w, _mm256_add_ps(set1(2.0f), w));
   __m256 s2 = _mm256_mul_ps(s, s);
   __m256 p = set1(1.0f / 15);
   p = _mm256_fmadd_ps(p, s2, set1(1.0f / 13));
@@ -102,7 +119,7 @@ inline __m256 gelu_tanh_arg8(__m256 x) {
 inline __m256 tanh_softplus8(__m256 x) {
   __m256 e = exp8(_mm256_min_ps(x, set1(20.0f)));
   __m256 n = _mm256_mul_ps(e, _mm256_add_ps(e, set1(2.0f)));
-  return _mm256_div_ps(n, _mm256_add_ps(n, set1(2.0f)));
+  return div8(n, _mm256_add_ps(n, set1(2.0f)));
 }
 
 // erf(x): odd Maclaurin series to x^13 for |x| < 0.5 (remainder < 1e-8 relative, where
@@ -119,7 +136,7 @@ inline __m256 erf8(__m256 x) {
   p = _mm256_fmadd_ps(p, z, set1(-1.0f / 3));
   p = _mm256_fmadd_ps(p, z, set1(1.0f));
   __m256 small = _mm256_mul_ps(_mm256_mul_ps(set1(1.12837916709551257f), x), p);
-  __m256 big = _mm256_sub_ps(set1(1.0f), erfc_nonneg8(ax));
+  __m256 big = _mm256_fnmadd_ps(exp_neg_sq8(ax, 1.0f), erfc_scaled8(ax), set1(1.0f));
   const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
   big = _mm256_or_ps(big, _mm256_and_ps(x, signmask));
   // NaN fails the compare and takes the erfc branch, which keeps it NaN.
@@ -132,18 +149,20 @@ void extra_activation_forward(ExtraActivation act, const float* x, float* y, int
   const __m256 zero = _mm256_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, normal_cdf8(v)); });
+      return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, normal_cdf8(v, exp_neg_sq8(v, 0.5f))); });
     case ExtraActivation::GELUTanh:
       return map1(x, y, n, [&](__m256 v) { return _mm256_mul_ps(v, sigmoid8(gelu_tanh_arg8(v))); });
     case ExtraActivation::Hardswish:
       // max/min return their second operand for NaN, so NaN reaches the product.
       return map1(x, y, n, [&](__m256 v) {
         __m256 r = _mm256_min_ps(six, _mm256_max_ps(zero, _mm256_add_ps(v, three)));
-        return _mm256_blendv_ps(_mm256_div_ps(_mm256_mul_ps(v, r), six), v, _mm256_cmp_ps(v, three, _CMP_GE_OQ));
+        return _mm256_blendv_ps(_mm256_mul_ps(_mm256_mul_ps(v, r), set1(1.0f / 6.0f)), v,
+                                _mm256_cmp_ps(v, three, _CMP_GE_OQ));
       });
     case ExtraActivation::Hardsigmoid:
       return map1(x, y, n, [&](__m256 v) {
-        return _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_add_ps(_mm256_div_ps(v, six), set1(0.5f))));
+        // (x + 3) / 6: x + 3 is exact near -3, where x / 6 + 1/2 would cancel.
+        return _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_mul_ps(_mm256_add_ps(v, three), set1(1.0f / 6.0f))));
       });
     case ExtraActivation::ReLU6:
       return map1(x, y, n, [&](__m256 v) { return _mm256_min_ps(six, _mm256_max_ps(zero, v)); });
@@ -166,7 +185,10 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
   const __m256 zero = _mm256_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map_grad(gy, x, gx, n, [&](__m256 v) { return _mm256_fmadd_ps(v, normal_pdf8(v), normal_cdf8(v)); });
+      return map_grad(gy, x, gx, n, [&](__m256 v) {
+        __m256 e = exp_neg_sq8(v, 0.5f);
+        return _mm256_fmadd_ps(v, _mm256_mul_ps(set1(0.39894228040143268f), e), normal_cdf8(v, e));
+      });
     case ExtraActivation::GELUTanh:
       return map_grad(gy, x, gx, n, [&](__m256 v) {
         __m256 s = sigmoid8(gelu_tanh_arg8(v));
@@ -178,7 +200,8 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
       });
     case ExtraActivation::Hardswish:
       return map_grad(gy, x, gx, n, [&](__m256 v) {
-        __m256 d = _mm256_blendv_ps(one, _mm256_add_ps(_mm256_div_ps(v, three), set1(0.5f)),
+        // Multiply, then add (no FMA): the rounded product makes the slope exactly 0 at -1.5.
+        __m256 d = _mm256_blendv_ps(one, _mm256_add_ps(_mm256_mul_ps(v, set1(1.0f / 3.0f)), set1(0.5f)),
                                     _mm256_cmp_ps(v, three, _CMP_LT_OQ));
         return _mm256_blendv_ps(d, zero, _mm256_cmp_ps(v, set1(-3.0f), _CMP_LE_OQ));
       });
@@ -206,7 +229,7 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
     }
     case ExtraActivation::Erf:
       return map_grad(gy, x, gx, n, [&](__m256 v) {
-        return _mm256_mul_ps(set1(1.12837916709551257f), exp8(_mm256_mul_ps(set1(-1.0f), _mm256_mul_ps(v, v))));
+        return _mm256_mul_ps(set1(1.12837916709551257f), exp_neg_sq8(v, 1.0f));
       });
   }
 }

@@ -2,10 +2,7 @@
 // lanes, with masked tails, VRCP14PS + Newton in place of VDIVPS (see
 // simd_math_avx512.h), and a cheaper erfc.
 //
-// erfc(z), z >= 0, as exp(-z^2) * t * G(t) with t = 1 / (1 + z/2) in (0, 1]: G(t) =
-// erfc(z) e^(z^2) / t is smooth on [0, 1] (1 / (2 sqrt pi) at t = 0, 1 at t = 1), and a
-// degree-10 polynomial in u = 2t - 1, fitted for least relative error to math.erfc on
-// z <= 26, keeps it within 1.8e-7 relative in float32 arithmetic. exp(-z^2) is
+// erfc(z), z >= 0, as exp(-z^2) * t * G(t) (activation_extra_erfc.h). exp(-z^2) is
 // computed from the exact square (an FMA recovers the rounding of z*z), so the tail
 // keeps its relative accuracy. Exact GELU's gradient Phi(x) + x phi(x) needs the same
 // e^(-x^2/2) for Phi and for phi: one exponential.
@@ -14,6 +11,7 @@
 #include <cstdint>
 
 #include "cpu/activation_extra.h"
+#include "cpu/activation_extra_erfc.h"
 #include "cpu/simd_math_avx512.h"
 
 namespace cnnfast::cpu::avx512_impl {
@@ -69,17 +67,8 @@ inline __m512 erfc_scaled(__m512 z) {
   z = _mm512_min_ps(set1(12.0f), z);
   __m512 t = div16(one, _mm512_fmadd_ps(set1(0.5f), z, one));
   __m512 u = _mm512_fmsub_ps(set1(2.0f), t, one);
-  __m512 p = set1(4.47537204308901e-05f);
-  p = _mm512_fmadd_ps(p, u, set1(-3.669019861263223e-05f));
-  p = _mm512_fmadd_ps(p, u, set1(-0.00030532226082868874f));
-  p = _mm512_fmadd_ps(p, u, set1(0.0004308417555876076f));
-  p = _mm512_fmadd_ps(p, u, set1(0.001533837290480733f));
-  p = _mm512_fmadd_ps(p, u, set1(-0.003243539249524474f));
-  p = _mm512_fmadd_ps(p, u, set1(-0.010753105394542217f));
-  p = _mm512_fmadd_ps(p, u, set1(0.01822168007493019f));
-  p = _mm512_fmadd_ps(p, u, set1(0.1397358924150467f));
-  p = _mm512_fmadd_ps(p, u, set1(0.34358030557632446f));
-  p = _mm512_fmadd_ps(p, u, set1(0.5107913613319397f));
+  __m512 p = set1(kErfcG[kErfcGDegree]);
+  for (int i = kErfcGDegree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, u, set1(kErfcG[i]));
   return _mm512_mul_ps(t, p);
 }
 

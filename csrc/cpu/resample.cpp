@@ -1,5 +1,5 @@
 // Scalar reference of the separable resampling kernel (resample.h) and the
-// dispatch to the AVX2 plane kernels, threaded over (n, c) planes: each plane's
+// dispatch to the AVX2 and AVX-512 plane kernels, threaded over (n, c) planes: each plane's
 // backward scatters only into its own plane, so threads never share a write.
 #include "cpu/resample.h"
 
@@ -65,9 +65,24 @@ template <class T>
 void resample_forward(const T* x, T* y, int64_t planes, const AxisTable<T>& d, const AxisTable<T>& h,
                       const AxisTable<T>& w) {
   const int64_t in_sz = d.in * h.in * w.in, out_sz = d.out * h.out * w.out;
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
+  std::vector<int32_t> tap_index;
+  std::vector<float> tap_weight;
+  if (wide) {
+    const int64_t stride = (w.out + 15) / 16 * 16;
+    tap_index.assign(w.taps * stride, 0);
+    tap_weight.assign(w.taps * stride, 0.0f);
+    for (int64_t ow = 0; ow < w.out; ++ow)
+      for (int64_t k = 0; k < w.taps; ++k) {
+        tap_index[k * stride + ow] = static_cast<int32_t>(w.index[ow * w.taps + k]);
+        tap_weight[k * stride + ow] = static_cast<float>(w.weight[ow * w.taps + k]);
+      }
+  }
   for_planes(planes, out_sz, vec ? w.in : 0, [&](int64_t p, float* row) {
     if constexpr (is_f32<T>) {
+      if (wide)
+        return avx512_impl::resample_plane_forward(x + p * in_sz, y + p * out_sz, d, h, w, row, tap_index.data(),
+                                                   tap_weight.data());
       if (vec) return avx2_impl::resample_plane_forward(x + p * in_sz, y + p * out_sz, d, h, w, row);
     }
     plane_forward<T>(x + p * in_sz, y + p * out_sz, d, h, w);
@@ -78,9 +93,10 @@ template <class T>
 void resample_backward(const T* gy, T* gx, int64_t planes, const AxisTable<T>& d, const AxisTable<T>& h,
                        const AxisTable<T>& w) {
   const int64_t in_sz = d.in * h.in * w.in, out_sz = d.out * h.out * w.out;
-  const bool vec = is_f32<T> && use_avx2();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
   for_planes(planes, out_sz, vec ? w.in : 0, [&](int64_t p, float* row) {
     if constexpr (is_f32<T>) {
+      if (wide) return avx512_impl::resample_plane_backward(gy + p * out_sz, gx + p * in_sz, d, h, w, row);
       if (vec) return avx2_impl::resample_plane_backward(gy + p * out_sz, gx + p * in_sz, d, h, w, row);
     }
     plane_backward<T>(gy + p * out_sz, gx + p * in_sz, d, h, w);
@@ -103,6 +119,15 @@ void resample_plane_forward(const float*, float*, const AxisTable<float>&, const
 void resample_plane_backward(const float*, float*, const AxisTable<float>&, const AxisTable<float>&,
                              const AxisTable<float>&, float*) {}
 }  // namespace avx2_impl
+#endif
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+void resample_plane_forward(const float*, float*, const AxisTable<float>&, const AxisTable<float>&,
+                            const AxisTable<float>&, float*, const int32_t*, const float*) {}
+void resample_plane_backward(const float*, float*, const AxisTable<float>&, const AxisTable<float>&,
+                             const AxisTable<float>&, float*) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

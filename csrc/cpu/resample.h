@@ -36,4 +36,14 @@ void resample_plane_backward(const float* grad_y, float* grad_x, const AxisTable
                              const AxisTable<float>& w, float* row);
 }  // namespace avx2_impl
 
+// The same on 16 lanes (resample_avx512.cpp). Forward also takes the W table tap-major
+// (tap_index[k * stride + ow], stride = out_w rounded up to 16; the pad has index 0 and
+// weight 0), so the taps of 16 outputs are plain loads, not stride-taps gathers.
+namespace avx512_impl {
+void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d, const AxisTable<float>& h,
+                            const AxisTable<float>& w, float* row, const int32_t* tap_index, const float* tap_weight);
+void resample_plane_backward(const float* grad_y, float* grad_x, const AxisTable<float>& d, const AxisTable<float>& h,
+                             const AxisTable<float>& w, float* row);
+}  // namespace avx512_impl
+
 }  // namespace cnnfast::cpu

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cpu/resample.h"
+#include "cpu/resample_rows.h"
 #include "cpu/simd_math_avx2.h"
 
 namespace cnnfast::cpu::avx2_impl {
@@ -34,13 +35,7 @@ void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d,
   const int64_t T = w.taps;
   for (int64_t od = 0; od < d.out; ++od)
     for (int64_t oh = 0; oh < h.out; ++oh) {
-      bool first = true;
-      for (int64_t kd = 0; kd < d.taps; ++kd)
-        for (int64_t kh = 0; kh < h.taps; ++kh) {
-          const float a = d.weight[od * d.taps + kd] * h.weight[oh * h.taps + kh];
-          axpy(row, x + (d.index[od * d.taps + kd] * h.in + h.index[oh * h.taps + kh]) * w.in, a, w.in, first);
-          first = false;
-        }
+      CNNFAST_ISA_NS::combine_rows(x, d, h, w, od, oh, row, axpy);
       float* yr = y + (od * h.out + oh) * w.out;
       int64_t ow = 0;
       // Lane j of a group reads table entries (ow + j) * T + k: a stride-T gather of the tables.
@@ -68,20 +63,7 @@ void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d,
 
 void resample_plane_backward(const float* gy, float* gx, const AxisTable<float>& d, const AxisTable<float>& h,
                              const AxisTable<float>& w, float* row) {
-  std::fill(gx, gx + d.in * h.in * w.in, 0.0f);
-  const int64_t T = w.taps;
-  for (int64_t od = 0; od < d.out; ++od)
-    for (int64_t oh = 0; oh < h.out; ++oh) {
-      const float* gr = gy + (od * h.out + oh) * w.out;
-      std::fill(row, row + w.in, 0.0f);
-      for (int64_t ow = 0; ow < w.out; ++ow)
-        for (int64_t k = 0; k < T; ++k) row[w.index[ow * T + k]] += w.weight[ow * T + k] * gr[ow];
-      for (int64_t kd = 0; kd < d.taps; ++kd)
-        for (int64_t kh = 0; kh < h.taps; ++kh) {
-          const float a = d.weight[od * d.taps + kd] * h.weight[oh * h.taps + kh];
-          axpy(gx + (d.index[od * d.taps + kd] * h.in + h.index[oh * h.taps + kh]) * w.in, row, a, w.in, false);
-        }
-    }
+  CNNFAST_ISA_NS::plane_backward_rows(gy, gx, d, h, w, row, axpy);
 }
 
 }  // namespace cnnfast::cpu::avx2_impl
