@@ -79,6 +79,24 @@ def test_grouped_batch_and_threads(simd, threads, rng):
     # More (image, group) tasks than threads and fewer groups than threads.
     _check(5, 8, 8, 4, 6, 17, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
     _check(3, 6, 10, 1 + 1, 5, 9, 3, 3, [[1, 1], [1, 1]], [1, 1], rng)
+    # One group: grad_w's tasks are blocks of 8 output channels (8, 8, 5).
+    _check(2, 3, 21, 1, 5, 19, 5, 5, [[2, 2], [2, 2]], [1, 1], rng)
+
+
+def test_grouped_threads_give_the_same_bits(rng):
+    x = rng.standard_normal((3, 12, 6, 21)).astype(np.float32)
+    w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2):
+            cnnfast.set_num_threads(t)
+            out.append(_passes(x, w, b, [[1, 1], [1, 1]], [1, 1], 3)[1])
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, c in zip(*out):
+        assert np.array_equal(a, c)
 
 
 @pytest.mark.parametrize("N,Cg,Kg,G,H,W,kh,kw,pads,dil", [

@@ -94,9 +94,10 @@ bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   }
 }
 
-// Threads split the groups, each running every image of its groups: no two threads
-// write the same part of grad_w, and the sum over images runs in one order whatever
-// the thread count.
+// Threads split (group, block of 8 output channels) tasks, each running every image:
+// no two threads write the same part of grad_w, the sum over images runs in one
+// order whatever the thread count, and an ungrouped layer (the 3-input-channel
+// 5x5 ones this pass takes) still has a task per 8 output channels.
 template <class T>
 bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -104,12 +105,17 @@ bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw)
   } else {
     if (!grouped_direct_applicable(s, Pass::Weight)) return false;
     const avx512_impl::GroupedPlane p = forward_plane(s);
-    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), wg = p.Ko * p.Ci * p.KH * p.KW;
-    parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
+    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), wk = p.Ci * p.KH * p.KW;
+    const int64_t blocks = (p.Ko + 7) / 8;
+    parallel_for(0, G * blocks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t / blocks, k0 = (t % blocks) * 8;
+        avx512_impl::GroupedPlane q = p;
+        q.Ko = std::min<int64_t>(8, p.Ko - k0);
         for (int64_t n = 0; n < s.N; ++n)
-          avx512_impl::grouped_corr_weight(p, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko) * P,
-                                           gw + g * wg);
+          avx512_impl::grouped_corr_weight(q, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko + k0) * P,
+                                           gw + (g * p.Ko + k0) * wk);
+      }
     });
     return true;
   }
