@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/memory.h"
@@ -27,9 +28,17 @@ namespace conv_detail {
 // leave most lanes idle: those stay with the GEMM and its tap paths.
 bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0;
-  if (!use_avx512() || !two_d || s.stride[1] != 1 || s.stride[2] != 1 || s.out[2] < 8) return false;
+  if (!use_avx512() || !two_d || s.out[2] < 8) return false;
   if (s.groups > 1 && s.Cg() == 1) return false;  // depthwise: its own kernel
+  // The forward also takes strided layers (through column phases, grouped_forward)
+  // whose taps along W are adjacent; the gradients only stride 1.
+  const bool unit = s.stride[1] == 1 && s.stride[2] == 1;
+  if (pass == Pass::Forward ? (s.stride[2] > 1 && s.dil[2] != 1) : !unit) return false;
   if (s.Cg() <= 16 && s.Kg() <= 16) return true;
+  // Dense strided layers gained nothing through phases (3x3/2 C64->128: 23.2 against
+  // the GEMM's 24.0 ms; AlexNet 11x11/4: 24.0 against 22.1); 32-group 3x3/2 C256 at
+  // 56x56 did (14.2 -> 9.0 ms).
+  if (!unit) return false;
   // Layers Auto sends to Winograd stay there (3x3 C64 56x56: 12.9 ms against 21.5).
   if (choose_algo(s, true) != ConvAlgo::Gemm) return false;
   switch (pass) {
@@ -49,19 +58,63 @@ avx512_impl::GroupedPlane forward_plane(const ConvShape& s) {
 
 }  // namespace
 
+// Stride sw > 1 along W: the input is split into sw column phases, phase q holding
+// columns q - pad, q - pad + sw, ... (zero outside the input), and tap kw = kw'*sw + q
+// reads phase q at column ow + kw': sw stride-1 correlations over the phases, each
+// with its own taps, summed into y. Rows are strided inside the kernel.
 template <class T>
 bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
     if (!grouped_direct_applicable(s, Pass::Forward)) return false;
-    const avx512_impl::GroupedPlane p = forward_plane(s);
-    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size();
+    avx512_impl::GroupedPlane p = forward_plane(s);
+    p.sh = s.stride[1];
+    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), sw = s.stride[2];
+    if (sw == 1) {
+      parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / G, g = t % G;
+          avx512_impl::grouped_corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
+                                    bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+        }
+      });
+      return true;
+    }
+    // Phase q's plane and taps: KWq = ceil((KW - q) / sw) taps, Wo + KWq - 1 columns.
+    std::vector<avx512_impl::GroupedPlane> ph;
+    std::vector<std::vector<float>> wq;
+    for (int64_t q = 0; q < std::min(sw, p.KW); ++q) {
+      avx512_impl::GroupedPlane pq = p;
+      pq.KW = (p.KW - q + sw - 1) / sw;
+      pq.Wi = p.Wo + pq.KW - 1;
+      pq.dw = 1;
+      pq.ox = 0;
+      pq.accumulate = q > 0;
+      std::vector<float> wp(size_t(s.K * p.Ci * p.KH * pq.KW));
+      for (int64_t r = 0; r < s.K * p.Ci * p.KH; ++r)
+        for (int64_t j = 0; j < pq.KW; ++j) wp[size_t(r * pq.KW + j)] = w[r * p.KW + j * sw + q];
+      ph.push_back(pq);
+      wq.push_back(std::move(wp));
+    }
+    const int64_t W = s.in[2], pad = s.pad0[2];
     parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> xq(size_t(p.Ci * p.Hi * ph[0].Wi));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / G, g = t % G;
-        avx512_impl::grouped_corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
-                                  bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+        const float* xg = x + (n * s.C + g * p.Ci) * inS;
+        for (size_t q = 0; q < ph.size(); ++q) {
+          const avx512_impl::GroupedPlane& pq = ph[q];
+          for (int64_t r = 0; r < p.Ci * p.Hi; ++r) {
+            float* dst = xq.data() + r * pq.Wi;
+            for (int64_t j = 0; j < pq.Wi; ++j) {
+              const int64_t iw = j * sw + int64_t(q) - pad;
+              dst[j] = iw >= 0 && iw < W ? xg[r * W + iw] : 0.f;
+            }
+          }
+          avx512_impl::grouped_corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
+                                    q == 0 && bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+        }
       }
     });
     return true;

@@ -60,9 +60,11 @@ void corr_channels(const GroupedPlane& p, const float* x, const float* wp, const
 #pragma GCC unroll 8
       for (int k = 0; k < KB; ++k)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[k][v] = _mm512_set1_ps(bias ? bias[k] : 0.f);
+        for (int v = 0; v < NV; ++v)
+          acc[k][v] = p.accumulate ? _mm512_maskz_loadu_ps(ytab[b0 + v], y + (k * p.Ho + oh) * p.Wo + (b0 + v) * L)
+                                   : _mm512_set1_ps(bias ? bias[k] : 0.f);
       for (int64_t kh = 0; kh < p.KH; ++kh) {
-        const int64_t ih = oh + p.oy + kh * p.dh;
+        const int64_t ih = oh * p.sh + p.oy + kh * p.dh;
         if (ih < 0 || ih >= p.Hi) continue;
         for (int64_t kw = 0; kw < p.KW; ++kw) {
           __mmask16 m[NV];
