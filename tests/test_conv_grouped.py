@@ -117,3 +117,11 @@ def test_dense_stride1_passes(N, Cg, Kg, G, H, W, kh, kw, pads, dil, simd, rng):
 ])
 def test_grouped_strided_forward(stride, kh, kw, pads, dil, simd, rng):
     _check(2, 4, 6, 3, 11, 71, kh, kw, pads, dil, rng, stride)
+
+
+@pytest.mark.parametrize("stride,kh,kw,pads", [
+    ((2, 2), 3, 3, [[1, 1], [1, 1]]),   # ResNet's 3x3/2
+    ((4, 4), 11, 11, [[0, 0], [0, 0]]), # AlexNet's 11x11/4 (3 input channels)
+])
+def test_dense_strided_forward(stride, kh, kw, pads, simd, rng):
+    _check(2, 3 if kh == 11 else 20, 19, 1, 23, 79, kh, kw, pads, [1, 1], rng, stride)

@@ -21,6 +21,8 @@ namespace conv_detail {
 //   5x5 C3->32 32x32 (CIFAR)              3.8 / 20.8 / 4.7  against  5.3 /  4.9 /  6.8
 //   5x5 C96->256 27x27                   75.8 / 76.4 / 112  against 76.4 / 75.6 / 90.8
 //   32-group 3x3 C512 14x14 (16 ch/group)  3.6 / 7.6 together, against Winograd's 6.2 / 12.6
+//   forwards through column phases: 32-group 3x3/2 C256 56x56 5.5 against 14.2,
+//   3x3/2 C64->128 21.7 against 24.4, AlexNet 11x11/4 23.6 either way
 // So: few channels per group each way (<= 16) takes every pass; otherwise the
 // forward takes rows of at least one full vector, grad_x (whose output channels
 // are the layer's inputs) needs >= 16 of them per group, and grad_w (one pass over
@@ -35,10 +37,6 @@ bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   const bool unit = s.stride[1] == 1 && s.stride[2] == 1;
   if (pass == Pass::Forward ? (s.stride[2] > 1 && s.dil[2] != 1) : !unit) return false;
   if (s.Cg() <= 16 && s.Kg() <= 16) return true;
-  // Dense strided layers gained nothing through phases (3x3/2 C64->128: 23.2 against
-  // the GEMM's 24.0 ms; AlexNet 11x11/4: 24.0 against 22.1); 32-group 3x3/2 C256 at
-  // 56x56 did (14.2 -> 9.0 ms).
-  if (!unit) return false;
   // Layers Auto sends to Winograd stay there (3x3 C64 56x56: 12.9 ms against 21.5).
   if (choose_algo(s, true) != ConvAlgo::Gemm) return false;
   switch (pass) {
@@ -105,13 +103,7 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
         const float* xg = x + (n * s.C + g * p.Ci) * inS;
         for (size_t q = 0; q < ph.size(); ++q) {
           const avx512_impl::GroupedPlane& pq = ph[q];
-          for (int64_t r = 0; r < p.Ci * p.Hi; ++r) {
-            float* dst = xq.data() + r * pq.Wi;
-            for (int64_t j = 0; j < pq.Wi; ++j) {
-              const int64_t iw = j * sw + int64_t(q) - pad;
-              dst[j] = iw >= 0 && iw < W ? xg[r * W + iw] : 0.f;
-            }
-          }
+          avx512_impl::column_phase(xg, p.Ci * p.Hi, W, sw, int64_t(q), pad, pq.Wi, xq.data());
           avx512_impl::grouped_corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
                                     q == 0 && bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
         }
@@ -188,6 +180,7 @@ CNNFAST_INSTANTIATE(double)
 namespace avx512_impl {
 void grouped_corr(const GroupedPlane&, const float*, const float*, const float*, float*) {}
 void grouped_corr_weight(const GroupedPlane&, const float*, const float*, float*) {}
+void column_phase(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
 }  // namespace avx512_impl
 #endif
 

@@ -47,6 +47,10 @@ struct GroupedPlane {
 };
 void grouped_corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y);
 void grouped_corr_weight(const GroupedPlane& p, const float* x, const float* gy, float* gw);
+// Column phase q of `rows` rows of width W at stride sw: dst[r][j] = x[r][j*sw + q - pad]
+// for j < Wq, zero outside the row.
+void column_phase(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq,
+                  float* dst);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu
