@@ -22,7 +22,7 @@ namespace conv_detail {
 //   5x5 C96->256 27x27                   75.8 / 76.4 / 112  against 76.4 / 75.6 / 90.8
 //   32-group 3x3 C512 14x14 (16 ch/group)  3.6 / 7.6 together, against Winograd's 6.2 / 12.6
 //   forwards through column phases: 32-group 3x3/2 C256 56x56 5.5 against 14.2,
-//   3x3/2 C64->128 21.7 against 24.4, AlexNet 11x11/4 23.6 either way
+//   3x3/2 C64->128 21.7 against 24.4, AlexNet 11x11/4 22.3 against 23.2 (phases stacked)
 // So: few channels per group each way (<= 16) takes every pass; otherwise the
 // forward takes rows of at least one full vector, grad_x (whose output channels
 // are the layer's inputs) needs >= 16 of them per group, and grad_w (one pass over
@@ -79,33 +79,56 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
       });
       return true;
     }
-    // Phase q's plane and taps: KWq = ceil((KW - q) / sw) taps, Wo + KWq - 1 columns.
+    // Phase q holds KWq = ceil((KW - q) / sw) taps over Wo + KWq - 1 columns. When
+    // padding every phase to phase 0's taps wastes little (AlexNet's 11 taps in 4
+    // phases of 3: 1 slot in 12), the phases are stacked as channels of one
+    // correlation (3 input channels alone left the kernel's channel loop too short);
+    // otherwise each phase is its own correlation, summed into y.
+    const int64_t nph = std::min(sw, p.KW), KW0 = (p.KW + sw - 1) / sw;
+    const bool stacked = nph * KW0 * 10 <= p.KW * 11;
     std::vector<avx512_impl::GroupedPlane> ph;
     std::vector<std::vector<float>> wq;
-    for (int64_t q = 0; q < std::min(sw, p.KW); ++q) {
+    for (int64_t q = 0; q < (stacked ? 1 : nph); ++q) {
       avx512_impl::GroupedPlane pq = p;
-      pq.KW = (p.KW - q + sw - 1) / sw;
+      pq.KW = stacked ? KW0 : (p.KW - q + sw - 1) / sw;
+      pq.Ci = stacked ? p.Ci * nph : p.Ci;
       pq.Wi = p.Wo + pq.KW - 1;
       pq.dw = 1;
       pq.ox = 0;
       pq.accumulate = q > 0;
-      std::vector<float> wp(size_t(s.K * p.Ci * p.KH * pq.KW));
-      for (int64_t r = 0; r < s.K * p.Ci * p.KH; ++r)
-        for (int64_t j = 0; j < pq.KW; ++j) wp[size_t(r * pq.KW + j)] = w[r * p.KW + j * sw + q];
+      // Phase weights (K, Ci, KH, KWq); stacked: (K, nph * Ci, KH, KW0), zero past the kernel.
+      std::vector<float> wp(size_t(s.K * pq.Ci * p.KH * pq.KW), 0.f);
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t qq = stacked ? 0 : q; qq < (stacked ? nph : q + 1); ++qq)
+          for (int64_t c = 0; c < p.Ci; ++c)
+            for (int64_t kh = 0; kh < p.KH; ++kh)
+              for (int64_t j = 0; j < pq.KW && j * sw + qq < p.KW; ++j) {
+                const int64_t c2 = stacked ? qq * p.Ci + c : c;
+                wp[size_t(((k * pq.Ci + c2) * p.KH + kh) * pq.KW + j)] =
+                    w[((k * p.Ci + c) * p.KH + kh) * p.KW + j * sw + qq];
+              }
       ph.push_back(pq);
       wq.push_back(std::move(wp));
     }
-    const int64_t W = s.in[2], pad = s.pad0[2];
+    const int64_t W = s.in[2], pad = s.pad0[2], rows = p.Ci * p.Hi;
     parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> xq(size_t(p.Ci * p.Hi * ph[0].Wi));
+      std::vector<float> xq(size_t(rows * ph[0].Wi * (stacked ? nph : 1)));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / G, g = t % G;
         const float* xg = x + (n * s.C + g * p.Ci) * inS;
+        float* yg = y + (n * s.K + g * p.Ko) * P;
+        const float* bg = bias ? bias + g * p.Ko : nullptr;
+        if (stacked) {
+          for (int64_t q = 0; q < nph; ++q)
+            avx512_impl::column_phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
+          avx512_impl::grouped_corr(ph[0], xq.data(), wq[0].data() + g * p.Ko * ph[0].Ci * p.KH * KW0, bg, yg);
+          continue;
+        }
         for (size_t q = 0; q < ph.size(); ++q) {
           const avx512_impl::GroupedPlane& pq = ph[q];
-          avx512_impl::column_phase(xg, p.Ci * p.Hi, W, sw, int64_t(q), pad, pq.Wi, xq.data());
+          avx512_impl::column_phase(xg, rows, W, sw, int64_t(q), pad, pq.Wi, xq.data());
           avx512_impl::grouped_corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
-                                    q == 0 && bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+                                    q == 0 ? bg : nullptr, yg);
         }
       }
     });
