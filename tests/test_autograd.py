@@ -189,6 +189,25 @@ def test_training_loop_memory_is_stable(rng):
     assert end - base < 100_000, f"memory grew by {end - base} bytes over 900 steps"
 
 
+def test_last_nodes_leaf_gradient_is_kept_not_copied():
+    # The gradient the last node hands a leaf becomes .grad without a copy: peak memory
+    # of relu forward+backward is the output plus the gradient (a copy made it 3x).
+    import tracemalloc
+
+    import cnnfast.functional as F
+
+    x = cnnfast.tensor(np.linspace(-1, 1, 1 << 20, dtype=np.float32), requires_grad=True)
+    g = np.ones(1 << 20, np.float32)
+    tracemalloc.start()
+    try:
+        F.relu(x).backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * g.nbytes
+    assert np.array_equal(np.asarray(x.grad.data), np.where(np.asarray(x.data) > 0, 1.0, 0.0))
+
+
 def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
     # .grad takes over a freshly computed gradient without a copy; it must never
     # share memory with the caller's gradient, another leaf's .grad, or live data.

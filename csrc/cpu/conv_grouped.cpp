@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/memory.h"
@@ -20,6 +21,8 @@ namespace conv_detail {
 //   5x5 C3->32 32x32 (CIFAR)              3.8 / 20.8 / 4.7  against  5.3 /  4.9 /  6.8
 //   5x5 C96->256 27x27                   75.8 / 76.4 / 112  against 76.4 / 75.6 / 90.8
 //   32-group 3x3 C512 14x14 (16 ch/group)  3.6 / 7.6 together, against Winograd's 6.2 / 12.6
+//   forwards through column phases: 32-group 3x3/2 C256 56x56 5.5 against 14.2,
+//   3x3/2 C64->128 21.7 against 24.4, AlexNet 11x11/4 22.3 against 23.2 (phases stacked)
 // So: few channels per group each way (<= 16) takes every pass; otherwise the
 // forward takes rows of at least one full vector, grad_x (whose output channels
 // are the layer's inputs) needs >= 16 of them per group, and grad_w (one pass over
@@ -27,11 +30,17 @@ namespace conv_detail {
 // leave most lanes idle: those stay with the GEMM and its tap paths.
 bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0;
-  if (!use_avx512() || !two_d || s.stride[1] != 1 || s.stride[2] != 1 || s.out[2] < 8) return false;
+  if (!use_avx512() || !two_d || s.out[2] < 8) return false;
   if (s.groups > 1 && s.Cg() == 1) return false;  // depthwise: its own kernel
+  // The forward also takes strided layers (through column phases, grouped_forward)
+  // whose taps along W are adjacent; the gradients only stride 1.
+  const bool unit = s.stride[1] == 1 && s.stride[2] == 1;
+  if (pass == Pass::Forward ? (s.stride[2] > 1 && s.dil[2] != 1) : !unit) return false;
   if (s.Cg() <= 16 && s.Kg() <= 16) return true;
-  // Layers Auto sends to Winograd stay there (3x3 C64 56x56: 12.9 ms against 21.5).
-  if (choose_algo(s, true) != ConvAlgo::Gemm) return false;
+  // Layers Auto sends to Winograd stay there (3x3 C64 56x56: 12.9 ms against 21.5),
+  // and 1x1 layers with the GEMM, which reads their input as it is (no im2col):
+  // 1x1 C256->64 56x56 ran 17.6 ms direct against 10.3.
+  if (choose_algo(s, true) != ConvAlgo::Gemm || s.k_size() == 1) return false;
   switch (pass) {
     case Pass::Forward: return s.out[2] >= 16;
     case Pass::Data: return s.Cg() >= 16 && s.in[2] >= 16;
@@ -49,19 +58,80 @@ avx512_impl::GroupedPlane forward_plane(const ConvShape& s) {
 
 }  // namespace
 
+// Stride sw > 1 along W: the input is split into sw column phases, phase q holding
+// columns q - pad, q - pad + sw, ... (zero outside the input), and tap kw = kw'*sw + q
+// reads phase q at column ow + kw': sw stride-1 correlations over the phases, each
+// with its own taps, summed into y. Rows are strided inside the kernel.
 template <class T>
 bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
     if (!grouped_direct_applicable(s, Pass::Forward)) return false;
-    const avx512_impl::GroupedPlane p = forward_plane(s);
-    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size();
+    avx512_impl::GroupedPlane p = forward_plane(s);
+    p.sh = s.stride[1];
+    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), sw = s.stride[2];
+    if (sw == 1) {
+      parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / G, g = t % G;
+          avx512_impl::grouped_corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
+                                    bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+        }
+      });
+      return true;
+    }
+    // Phase q holds KWq = ceil((KW - q) / sw) taps over Wo + KWq - 1 columns. When
+    // padding every phase to phase 0's taps wastes little (AlexNet's 11 taps in 4
+    // phases of 3: 1 slot in 12), the phases are stacked as channels of one
+    // correlation (3 input channels alone left the kernel's channel loop too short);
+    // otherwise each phase is its own correlation, summed into y.
+    const int64_t nph = std::min(sw, p.KW), KW0 = (p.KW + sw - 1) / sw;
+    const bool stacked = nph * KW0 * 10 <= p.KW * 11;
+    std::vector<avx512_impl::GroupedPlane> ph;
+    std::vector<std::vector<float>> wq;
+    for (int64_t q = 0; q < (stacked ? 1 : nph); ++q) {
+      avx512_impl::GroupedPlane pq = p;
+      pq.KW = stacked ? KW0 : (p.KW - q + sw - 1) / sw;
+      pq.Ci = stacked ? p.Ci * nph : p.Ci;
+      pq.Wi = p.Wo + pq.KW - 1;
+      pq.dw = 1;
+      pq.ox = 0;
+      pq.accumulate = q > 0;
+      // Phase weights (K, Ci, KH, KWq); stacked: (K, nph * Ci, KH, KW0), zero past the kernel.
+      std::vector<float> wp(size_t(s.K * pq.Ci * p.KH * pq.KW), 0.f);
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t qq = stacked ? 0 : q; qq < (stacked ? nph : q + 1); ++qq)
+          for (int64_t c = 0; c < p.Ci; ++c)
+            for (int64_t kh = 0; kh < p.KH; ++kh)
+              for (int64_t j = 0; j < pq.KW && j * sw + qq < p.KW; ++j) {
+                const int64_t c2 = stacked ? qq * p.Ci + c : c;
+                wp[size_t(((k * pq.Ci + c2) * p.KH + kh) * pq.KW + j)] =
+                    w[((k * p.Ci + c) * p.KH + kh) * p.KW + j * sw + qq];
+              }
+      ph.push_back(pq);
+      wq.push_back(std::move(wp));
+    }
+    const int64_t W = s.in[2], pad = s.pad0[2], rows = p.Ci * p.Hi;
     parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> xq(size_t(rows * ph[0].Wi * (stacked ? nph : 1)));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / G, g = t % G;
-        avx512_impl::grouped_corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
-                                  bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+        const float* xg = x + (n * s.C + g * p.Ci) * inS;
+        float* yg = y + (n * s.K + g * p.Ko) * P;
+        const float* bg = bias ? bias + g * p.Ko : nullptr;
+        if (stacked) {
+          for (int64_t q = 0; q < nph; ++q)
+            avx512_impl::column_phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
+          avx512_impl::grouped_corr(ph[0], xq.data(), wq[0].data() + g * p.Ko * ph[0].Ci * p.KH * KW0, bg, yg);
+          continue;
+        }
+        for (size_t q = 0; q < ph.size(); ++q) {
+          const avx512_impl::GroupedPlane& pq = ph[q];
+          avx512_impl::column_phase(xg, rows, W, sw, int64_t(q), pad, pq.Wi, xq.data());
+          avx512_impl::grouped_corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
+                                    q == 0 ? bg : nullptr, yg);
+        }
       }
     });
     return true;
@@ -94,9 +164,10 @@ bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   }
 }
 
-// Threads split the groups, each running every image of its groups: no two threads
-// write the same part of grad_w, and the sum over images runs in one order whatever
-// the thread count.
+// Threads split (group, block of 8 output channels) tasks, each running every image:
+// no two threads write the same part of grad_w, the sum over images runs in one
+// order whatever the thread count, and an ungrouped layer (the 3-input-channel
+// 5x5 ones this pass takes) still has a task per 8 output channels.
 template <class T>
 bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -104,12 +175,17 @@ bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw)
   } else {
     if (!grouped_direct_applicable(s, Pass::Weight)) return false;
     const avx512_impl::GroupedPlane p = forward_plane(s);
-    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), wg = p.Ko * p.Ci * p.KH * p.KW;
-    parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
+    const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), wk = p.Ci * p.KH * p.KW;
+    const int64_t blocks = (p.Ko + 7) / 8;
+    parallel_for(0, G * blocks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t / blocks, k0 = (t % blocks) * 8;
+        avx512_impl::GroupedPlane q = p;
+        q.Ko = std::min<int64_t>(8, p.Ko - k0);
         for (int64_t n = 0; n < s.N; ++n)
-          avx512_impl::grouped_corr_weight(p, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko) * P,
-                                           gw + g * wg);
+          avx512_impl::grouped_corr_weight(q, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko + k0) * P,
+                                           gw + (g * p.Ko + k0) * wk);
+      }
     });
     return true;
   }
@@ -129,6 +205,7 @@ CNNFAST_INSTANTIATE(double)
 namespace avx512_impl {
 void grouped_corr(const GroupedPlane&, const float*, const float*, const float*, float*) {}
 void grouped_corr_weight(const GroupedPlane&, const float*, const float*, float*) {}
+void column_phase(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
 }  // namespace avx512_impl
 #endif
 

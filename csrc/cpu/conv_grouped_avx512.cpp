@@ -60,9 +60,11 @@ void corr_channels(const GroupedPlane& p, const float* x, const float* wp, const
 #pragma GCC unroll 8
       for (int k = 0; k < KB; ++k)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[k][v] = _mm512_set1_ps(bias ? bias[k] : 0.f);
+        for (int v = 0; v < NV; ++v)
+          acc[k][v] = p.accumulate ? _mm512_maskz_loadu_ps(ytab[b0 + v], y + (k * p.Ho + oh) * p.Wo + (b0 + v) * L)
+                                   : _mm512_set1_ps(bias ? bias[k] : 0.f);
       for (int64_t kh = 0; kh < p.KH; ++kh) {
-        const int64_t ih = oh + p.oy + kh * p.dh;
+        const int64_t ih = oh * p.sh + p.oy + kh * p.dh;
         if (ih < 0 || ih >= p.Hi) continue;
         for (int64_t kw = 0; kw < p.KW; ++kw) {
           __mmask16 m[NV];
@@ -150,6 +152,33 @@ std::vector<__mmask16> row_masks(const GroupedPlane& p, int64_t nb_pad) {
 }
 
 }  // namespace
+
+namespace {
+
+// Columns j*SW + q - pad of each row, zero where that is outside [0, W): the
+// compile-time stride lets the compiler turn the strided copy into permutes.
+template <int64_t SW>
+void phase_rows(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq,
+                float* dst) {
+  const int64_t s = SW > 0 ? SW : sw, off = q - pad;
+  // j in [lo, hi) reads inside the row: lo = ceil(-off / s), hi = ceil((W - off) / s).
+  const int64_t lo = std::clamp<int64_t>(off >= 0 ? 0 : (-off + s - 1) / s, 0, Wq);
+  const int64_t hi = std::clamp<int64_t>(W - off <= 0 ? 0 : (W - off + s - 1) / s, lo, Wq);
+  for (int64_t r = 0; r < rows; ++r, x += W, dst += Wq) {
+    std::fill(dst, dst + lo, 0.f);
+    for (int64_t j = lo; j < hi; ++j) dst[j] = x[j * s + off];
+    std::fill(dst + hi, dst + Wq, 0.f);
+  }
+}
+
+}  // namespace
+
+void column_phase(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq,
+                  float* dst) {
+  if (sw == 2) return phase_rows<2>(x, rows, W, sw, q, pad, Wq, dst);
+  if (sw == 4) return phase_rows<4>(x, rows, W, sw, q, pad, Wq, dst);
+  phase_rows<0>(x, rows, W, sw, q, pad, Wq, dst);
+}
 
 void grouped_corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y) {
   const int64_t nb = (p.Wo + L - 1) / L;

@@ -582,5 +582,8 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                 node.ctx.saved_tensors = ()
                 node.ctx.__dict__ = {"saved_tensors": (), "needs_input_grad": node.ctx.needs_input_grad}
                 node.inputs = [None] * len(node.inputs)
+        # The last node's gradients (in_grads, and the loop's g) would otherwise stay referenced
+        # here, and _flush_leaf would copy a leaf's first gradient instead of keeping it.
+        in_grads = outs = g = None
         for key in list(leaf_grads):
             _flush_leaf(leaf_grads, key)
