@@ -95,6 +95,64 @@ def test_conv_epilogue_matches_reference(simd, act, case, with_residual, rng):
     assert_close(got, ACTS[act](pre, a, bb), rtol=2e-6, atol=2e-6, what=f"{simd} {act}")
 
 
+PACKED_CASES = [
+    # N, C, K, spatial, kernel, stride, padding pairs, dilation, groups
+    (1, 16, 72, (7, 9), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 1: output-channel split
+    (1, 160, 136, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),   # pointwise, 7x7 map
+    (3, 6, 9, (17, 13), (3, 2), (3, 1), [(0, 2), (1, 0)], (2, 1), 3),     # groups, stride 3, dilation 2
+    (2, 64, 67, (9, 9), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),     # batched small maps: not packed
+    (1, 8, 40, (3, 3), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # tiny map: tap path
+    (1, 7, 33, (29,), (5,), (2,), [(2, 1)], (1,), 1),                     # 1-D
+    (1, 256, 64, (14, 14), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),  # Winograd-sized, batch 1 -> GEMM
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}g{c[8]}")
+def test_prepacked_conv_matches_torch(case, threads, rng):
+    N, C, K, sp, k, stride, pads, dil, g = case
+    x, w, b = randn(rng, N, C, *sp), randn(rng, K, C // g, *k), randn(rng, K)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[len(sp)]
+    flat = [v for pair in reversed(pads) for v in pair]
+    xt = torch.nn.functional.pad(torch.from_numpy(x).double(), flat)
+    ref = conv(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride, dilation=dil,
+               groups=g).numpy()
+    r = randn(rng, *ref.shape)
+    packed = _C.conv_prepack(w, g)
+    assert packed.shape == (K, C // g, int(np.prod(k)), g)
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        got = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g, packed=packed)
+        fused = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g, packed=packed, residual=r,
+                                activation="leaky_relu", alpha=0.13)
+    finally:
+        cnnfast.set_num_threads(old)
+    scale = np.abs(ref).max()
+    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what="packed")
+    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
+
+
+def test_prepack_bad_input(rng):
+    w = randn(rng, 8, 4, 3, 3)
+    x = randn(rng, 1, 4, 6, 6)
+    args = (x, w, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
+    with pytest.raises(TypeError, match="packed: expected the result of conv_prepack"):
+        _C.conv_forward(*args, packed=w)
+    with pytest.raises(ValueError, match="packed: packed for another weight shape"):
+        _C.conv_forward(*args, packed=_C.conv_prepack(randn(rng, 8, 2, 3, 3), 2))
+    with pytest.raises(TypeError, match="float32"):
+        _C.conv_prepack(w.astype(np.float64))
+    with pytest.raises(ValueError, match="groups"):
+        _C.conv_prepack(w, 3)
+    with pytest.raises(ValueError, match="weight"):
+        _C.conv_prepack(randn(rng, 8, 4))
+    # A float64 call ignores nothing silently: the packed float32 weights are simply not used.
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    got = _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, packed=_C.conv_prepack(w))
+    assert_close(got, _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("act", sorted(ACTS))
 def test_linear_epilogue_every_tail_length(simd, act, rng):
     # Row lengths 1..31 put every possible remainder after the vector body.

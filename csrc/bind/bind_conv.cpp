@@ -30,6 +30,7 @@
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/prepack.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -134,10 +135,27 @@ cpu::Epilogue epilogue_of(const py::object& residual, const std::string& activat
   return e;
 }
 
+// conv_prepack(weight, groups): the weight packed once for conv_forward(packed=).
+std::shared_ptr<cpu::ConvPacked> conv_pack(const py::array& w, int64_t groups) {
+  input(w, "weight");
+  require_ndim(w, "weight", 3, 5);
+  CNNFAST_CHECK(py::dtype::of<float>().is(w.dtype()), TypeError, "weight: conv_prepack expects float32, got ",
+                py::str(w.dtype()).cast<std::string>());
+  CNNFAST_CHECK(groups >= 1 && w.shape(0) % groups == 0, ValueError, "groups: expected a positive divisor of ",
+                "weight.shape[0] (", w.shape(0), "), got ", groups);
+  int64_t kk = 1;
+  for (int i = 2; i < w.ndim(); ++i) kk *= w.shape(i);
+  CNNFAST_CHECK(w.shape(1) > 0 && kk > 0 && w.shape(0) > 0, ValueError, "weight: expected non-zero sizes, got shape ",
+                shape_str(shape_of(w)));
+  const float* wp = cptr<float>(w);
+  py::gil_scoped_release nogil;
+  return std::make_shared<cpu::ConvPacked>(wp, w.shape(0), w.shape(1), kk, groups);
+}
+
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
                    const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups,
                    const std::string& algo_name, const py::object& residual, const std::string& activation,
-                   double alpha, double beta) {
+                   double alpha, double beta, const py::object& packed_obj) {
   int nd = 0;
   ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
   check_bias(bias, x, s.K);
@@ -147,6 +165,17 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
   const cpu::Epilogue epi = epilogue_of(residual, activation, alpha, beta, x, y_shape);
   py::array y = new_array(x, y_shape);
   py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  const cpu::ConvPacked* packed = nullptr;
+  if (!packed_obj.is_none()) {
+    CNNFAST_CHECK(py::isinstance<cpu::ConvPacked>(packed_obj), TypeError,
+                  "packed: expected the result of conv_prepack or None, got ",
+                  py::str(py::type::of(packed_obj)).cast<std::string>());
+    packed = &packed_obj.cast<const cpu::ConvPacked&>();
+    CNNFAST_CHECK(packed->K() == s.K && packed->Cg() == s.Cg() && packed->kk() == s.k_size() &&
+                      packed->groups() == s.groups,
+                  ValueError, "packed: packed for another weight shape or groups (", packed->K(), " x ", packed->Cg(),
+                  " x ", packed->kk(), ", groups ", packed->groups(), ")");
+  }
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);
@@ -154,7 +183,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
-    cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi);
+    cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi, packed);
   });
   return y;
 }
@@ -351,13 +380,23 @@ void bind_conv(py::module_& m) {
   m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
         py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
-        py::arg("beta") = 0.0,
+        py::arg("beta") = 0.0, py::arg("packed") = py::none(),
         (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
                      "weight: (K, C/groups, *k); bias: (K,) or None; stride, dilation: one int per spatial dim; "
                      "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
                      "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
-         algo_doc + epilogue_doc)
+         algo_doc + epilogue_doc +
+         " packed: conv_prepack(weight, groups) of this very weight (float32), reused instead of packing the "
+         "weight again on each call; None packs per call.")
             .c_str());
+  py::class_<cpu::ConvPacked, std::shared_ptr<cpu::ConvPacked>>(
+      m, "ConvPacked", "Convolution weights packed once for the GEMM (conv_prepack); opaque.")
+      .def_property_readonly("shape", [](const cpu::ConvPacked& p) {
+        return py::make_tuple(p.K(), p.Cg(), p.kk(), p.groups());
+      }, "(out channels, in channels per group, kernel taps, groups)");
+  m.def("conv_prepack", &conv_pack, py::arg("weight"), py::arg("groups") = 1,
+        "Packs a float32 convolution weight (K, C/groups, *k) once for conv_forward(packed=...): frozen "
+        "inference graphs call this at freeze time. The result keeps its own copy of the weight.");
   m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",

@@ -9,6 +9,8 @@ the same computation as fast as the kernels allow:
 - the bias, a following residual add and activation (ReLU, ReLU6/Clip, LeakyReLU,
   HardSigmoid, HardSwish, Sigmoid, SiLU) run in the convolution's output pass
   (``_C.conv_forward(..., residual=, activation=)``) instead of as separate ops;
+- float32 convolution weights are packed for the GEMM once, at freeze time
+  (``_C.conv_prepack``, passed as ``packed=``), not on every call;
 - nothing is recorded for backward, and each intermediate value is dropped as soon as
   its last reader has run;
 - every other op runs unfused through the ONNX converters, so a model whose patterns do
@@ -44,6 +46,8 @@ def _fused_conv(spec):
     strides = _spatial_attr(spec, "strides", n, 1)
     dil = _spatial_attr(spec, "dilations", n, 1)
     pads_cache = {}
+    # The GEMM's packed weights, made once here instead of on every call; a float64 graph packs per call.
+    packed = _C.conv_prepack(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
 
     def run(ins, ctx):
         x = arr(ins[0])
@@ -53,7 +57,8 @@ def _fused_conv(spec):
         if pads is None:
             pads = pads_cache[sizes] = _auto_pads(spec, sizes, kernel, strides, dil)
         return [Tensor._wrap(_C.conv_forward(x, weight, bias, strides, pads, dil, group, residual=residual,
-                                             activation=act, alpha=alpha, beta=beta))]
+                                             activation=act, alpha=alpha, beta=beta,
+                                             packed=packed if x.dtype == np.float32 else None))]
     return run
 
 
