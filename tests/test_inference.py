@@ -133,6 +133,23 @@ def test_prepacked_conv_matches_torch(case, threads, rng):
     assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4, 5])
+@pytest.mark.parametrize("k,out", [(1, 3), (7, 13), (13, 5), (1281, 37)])
+def test_small_batch_linear_and_1x1_map_conv(simd, rows, k, out, rng):
+    # Up to four rows take the matrix-vector kernel (a batch-1 Linear, a squeeze-and-
+    # excitation 1x1 convolution); five go back to the GEMM. K tails 1, 7, 13, 1281.
+    x, w, b = randn(rng, rows, k), randn(rng, out, k), randn(rng, out)
+    pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    scale = np.abs(pre).max()
+    got = _C.linear_forward(x, w, b, activation="relu")
+    assert_close(got, np.maximum(pre, 0), rtol=1e-5, atol=1e-5 * scale, what=f"{simd} linear")
+    r = randn(rng, rows, out, 1, 1)
+    got = _C.conv_forward(x.reshape(rows, k, 1, 1), w.reshape(out, k, 1, 1), b, [1, 1], [(0, 0), (0, 0)], [1, 1], 1,
+                          residual=r, activation="silu")
+    want = ACTS["silu"](pre + r.reshape(rows, out), 0, 0)
+    assert_close(got.reshape(rows, out), want, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} 1x1 conv on 1x1")
+
+
 def test_prepack_bad_input(rng):
     w = randn(rng, 8, 4, 3, 3)
     x = randn(rng, 1, 4, 6, 6)

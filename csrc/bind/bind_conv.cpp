@@ -312,6 +312,9 @@ py::array linear_fwd(const py::array& x, const py::array& w, const py::object& b
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu::linear_forward_gemv(xp, wp, bp, yp, M, in, out, epi)) return;
+    }
     cpu::linear_forward<T>(xp, wp, bp, yp, M, in, out);
     cpu::apply_epilogue<T>(yp, M * out, epi);
   });

@@ -62,6 +62,12 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
         avx2_impl::dw_blocked_applicable(s))
       return depthwise_blocked(s, x, w, bias, y, e);
   }
+  if constexpr (is_f32<T>) {
+    // A 1x1 convolution on a 1x1 map (squeeze-and-excitation) is a matrix-vector product per image.
+    if (algo == ConvAlgo::Auto && s.groups == 1 && s.out_size() == 1 && s.in_size() == 1 && s.k_size() == 1 &&
+        linear_forward_gemv(x, w, bias, y, s.N, s.C, s.K, e))
+      return;
+  }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
   // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves

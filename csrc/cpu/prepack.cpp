@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/conv_im2col.h"
 #include "cpu/conv_internal.h"
@@ -37,6 +38,8 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
 
 namespace {
 
+constexpr int64_t kOutputBlock = 32768;
+
 bool is_pointwise(const ConvShape& s) {
   for (int d = 0; d < 3; ++d)
     if (s.k[d] != 1 || s.stride[d] != 1 || s.pad0[d] != 0 || s.out[d] != s.in[d]) return false;
@@ -58,7 +61,10 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
   const int64_t CK = Cg * kk;
   const bool direct = is_pointwise(s);
   // Column chunks as conv_gemm.cpp's: ~128 KiB (256 KiB pointwise) of float32, whole 16-column panels.
+  // The block of y a chunk writes is capped too (~128 KiB), so the epilogue re-reads it from
+  // L2: with 16 input channels a 256 KiB input chunk meant a 1.5 MB output block.
   int64_t PC = std::max<int64_t>(64, (direct ? 65536 : 32768) / CK);
+  PC = std::min(PC, std::max<int64_t>(64, kOutputBlock / std::max<int64_t>(Kg, 1)));
   PC = std::min((PC + 15) / 16 * 16, P);
   const int64_t nch = (P + PC - 1) / PC, base = s.N * G * nch, RB = p.row_blocks(), rows = p.rows_per_block();
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
@@ -88,5 +94,29 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
       });
   return true;
 }
+
+bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
+                         const Epilogue& e) {
+  if (N > kGemvMaxRows || !use_avx2()) return false;
+  // Row blocks of W of ~64 KiB: the threads split W, each reads its rows once per row of x.
+  const int64_t grain = std::max<int64_t>(8, 16384 / std::max<int64_t>(K, 1));
+  parallel_for(0, M, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t n = 0; n < N; ++n) {
+      float* yn = y + n * M + i0;
+      avx2_impl::gemv_rows(i1 - i0, K, w + i0 * K, x + n * K, yn);
+      if (bias)
+        for (int64_t i = i0; i < i1; ++i) yn[i - i0] += bias[i];
+      epilogue_block(y, n * M + i0, 1, 0, i1 - i0, e);
+    }
+  });
+  return true;
+}
+
+#if !CNNFAST_HAVE_AVX2_BUILD
+// Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
+namespace avx2_impl {
+void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
+}  // namespace avx2_impl
+#endif
 
 }  // namespace cnnfast::cpu

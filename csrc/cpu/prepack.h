@@ -42,4 +42,16 @@ class ConvPacked {
 bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e);
 
+// y (N, M) = epilogue(x (N, K) W (M, K)^T + bias) for a few rows of x (N <= kGemvMaxRows),
+// streaming W once per row of x (float32 + AVX2; returns false, touching nothing,
+// otherwise): a batch-1 Linear, or a 1x1 convolution on a 1x1 map (squeeze-and-excitation).
+constexpr int64_t kGemvMaxRows = 4;
+bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
+                         const Epilogue& e);
+
+namespace avx2_impl {
+// y[i] = W[i, :] . x for i < M; W (M, K) row-major (prepack_gemv_avx2.cpp).
+void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
+}  // namespace avx2_impl
+
 }  // namespace cnnfast::cpu
