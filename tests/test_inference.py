@@ -334,6 +334,62 @@ def test_weights_behind_identity_nodes_fuse(rng):
     assert frozen.op_counts() == {"FusedConv": 2}
 
 
+def _se_graph(rng, c, r, act1, act2, bias, pool_of="d"):
+    inits = {"w": randn(rng, c, 1, 3, 3), "w1": randn(rng, r, c, 1, 1), "w2": randn(rng, c, r, 1, 1)}
+    b1, b2 = ("b1", "b2") if bias else ("", "")
+    if bias:
+        inits.update(b1=randn(rng, r), b2=randn(rng, c))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1, 1, 1], group=c),
+             helper.make_node("GlobalAveragePool", [pool_of], ["p"]),
+             helper.make_node("Conv", ["p", "w1", b1], ["h0"])]
+    more, consts = _act_nodes(act1, "h0", "h")
+    nodes += more
+    inits.update(consts)
+    nodes.append(helper.make_node("Conv", ["h", "w2", b2], ["s0"]))
+    more, consts = _act_nodes(act2, "s0", "s")
+    nodes += more
+    inits.update(consts)
+    nodes.append(helper.make_node("Mul", ["s", "d"], ["y"]))
+    return nodes, inits
+
+
+@pytest.mark.parametrize("act1,act2,bias,n", [("silu", "sigmoid", True, 1), ("relu", "hardsigmoid", False, 3),
+                                              ("relu", "sigmoid", True, 5)])
+def test_squeeze_excite_fuses(act1, act2, bias, n, rng):
+    # EfficientNet's (SiLU, sigmoid) and MobileNet-V3's (ReLU, hard sigmoid) blocks, 13
+    # channels squeezed to 5, on a 7x9 map; batch 5 takes the GEMM instead of the
+    # matrix-vector kernel.
+    x = randn(rng, n, 13, 7, 9)
+    nodes, inits = _se_graph(rng, 13, 5, act1, act2, bias)
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"squeeze_excite_fused": 1, "fused_convs": 3})
+    assert frozen.op_counts() == {"FusedConv": 1, "SqueezeExcite": 1}
+
+
+def test_squeeze_excite_of_another_tensor_is_not_fused(rng):
+    # The pool reads x, the scale multiplies the convolution's output: not an SE block.
+    x = randn(rng, 1, 13, 7, 9)
+    nodes, inits = _se_graph(rng, 13, 5, "relu", "sigmoid", True, pool_of="x")
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"squeeze_excite_fused": 0})
+    assert "GlobalAveragePool" in frozen.op_counts() and "Mul" in frozen.op_counts()
+
+
+def test_squeeze_excite_kernel_bad_input(rng):
+    x = randn(rng, 2, 6, 4, 4)
+    w1, w2 = randn(rng, 3, 6), randn(rng, 6, 3)
+    with pytest.raises(ValueError, match="w1: expected"):
+        _C.squeeze_excite_forward(x, randn(rng, 3, 5), None, w2, None)
+    with pytest.raises(ValueError, match="w2: expected"):
+        _C.squeeze_excite_forward(x, w1, None, randn(rng, 6, 4), None)
+    with pytest.raises(ValueError, match="bias"):
+        _C.squeeze_excite_forward(x, w1, randn(rng, 4), w2, None)
+    with pytest.raises(ValueError, match="activation"):
+        _C.squeeze_excite_forward(x, w1, None, w2, None, act1="tanh")
+    with pytest.raises(TypeError):
+        _C.squeeze_excite_forward(x.astype(np.float64), w1, None, w2, None)
+    with pytest.raises(ValueError, match="x: expected"):
+        _C.squeeze_excite_forward(randn(rng, 2, 6), w1, None, w2, None)
+
+
 def test_unfusable_model_still_runs(rng):
     x = randn(rng, 2, 3, 6, 6)
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), helper.make_node("Tanh", ["p"], ["y"])]

@@ -31,6 +31,7 @@
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
 #include "cpu/prepack.h"
+#include "cpu/squeeze_excite.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -184,6 +185,51 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
     cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi, packed);
+  });
+  return y;
+}
+
+// squeeze_excite_forward: x (N, C, *spatial); w1 (R, C, 1...) ; w2 (C, R, 1...).
+py::array se_fwd(const py::array& x, const py::array& w1, const py::object& b1, const py::array& w2,
+                 const py::object& b2, const std::string& act1, double alpha1, double beta1, const std::string& act2,
+                 double alpha2, double beta2) {
+  input(x, "x");
+  input(w1, "w1");
+  input(w2, "w2");
+  require_same_dtype(x, "x", w1, "w1");
+  require_same_dtype(x, "x", w2, "w2");
+  CNNFAST_CHECK(x.ndim() >= 3, ValueError, "x: expected (N, C, *spatial), got shape ", shape_str(shape_of(x)));
+  const int64_t N = x.shape(0), C = x.shape(1);
+  int64_t S = 1;
+  for (int i = 2; i < x.ndim(); ++i) S *= x.shape(i);
+  CNNFAST_CHECK(N > 0 && C > 0 && S > 0, ValueError, "x: expected non-zero sizes, got shape ", shape_str(shape_of(x)));
+  CNNFAST_CHECK(w1.ndim() >= 2 && w1.shape(1) == C && w1.size() == w1.shape(0) * C, ValueError,
+                "w1: expected (R, ", C, ", 1, ...), got shape ", shape_str(shape_of(w1)));
+  const int64_t R = w1.shape(0);
+  CNNFAST_CHECK(R > 0 && w2.ndim() >= 2 && w2.shape(0) == C && w2.shape(1) == R && w2.size() == C * R, ValueError,
+                "w2: expected (", C, ", ", R, ", 1, ...), got shape ", shape_str(shape_of(w2)));
+  check_bias(b1, x, R);
+  check_bias(b2, x, C);
+  cpu::Epilogue e1, e2;
+  e1.act = cpu::parse_epilogue_act(act1);
+  e1.alpha = alpha1;
+  e1.beta = beta1;
+  e2.act = cpu::parse_epilogue_act(act2);
+  e2.alpha = alpha2;
+  e2.beta = beta2;
+  py::array y = new_array(x, shape_of(x));
+  py::array b1a = b1.is_none() ? py::array() : b1.cast<py::array>();
+  py::array b2a = b2.is_none() ? py::array() : b2.cast<py::array>();
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    const T* w1p = cptr<T>(w1);
+    const T* w2p = cptr<T>(w2);
+    const T* b1p = b1.is_none() ? nullptr : cptr<T>(b1a);
+    const T* b2p = b2.is_none() ? nullptr : cptr<T>(b2a);
+    T* yp = mptr<T>(y);
+    py::gil_scoped_release nogil;
+    cpu::squeeze_excite_forward<T>(xp, yp, N, C, S, w1p, b1p, R, w2p, b2p, e1, e2);
   });
   return y;
 }
@@ -400,6 +446,12 @@ void bind_conv(py::module_& m) {
   m.def("conv_prepack", &conv_pack, py::arg("weight"), py::arg("groups") = 1,
         "Packs a float32 convolution weight (K, C/groups, *k) once for conv_forward(packed=...): frozen "
         "inference graphs call this at freeze time. The result keeps its own copy of the weight.");
+  m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
+        py::arg("act1") = "relu", py::arg("alpha1") = 0.0, py::arg("beta1") = 0.0, py::arg("act2") = "sigmoid",
+        py::arg("alpha2") = 0.0, py::arg("beta2") = 0.0,
+        "Squeeze-and-excitation in one call (inference): y = x * act2(w2 @ act1(w1 @ mean(x over space) + b1) + "
+        "b2) per image and channel. x: (N, C, *spatial); w1: (R, C) or (R, C, 1, 1); w2: (C, R) or (C, R, 1, 1); "
+        "b1 (R,), b2 (C,) or None; activations as conv_forward's (no residual).");
   m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",
