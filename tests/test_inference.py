@@ -95,6 +95,81 @@ def test_conv_epilogue_matches_reference(simd, act, case, with_residual, rng):
     assert_close(got, ACTS[act](pre, a, bb), rtol=2e-6, atol=2e-6, what=f"{simd} {act}")
 
 
+PACKED_CASES = [
+    # N, C, K, spatial, kernel, stride, padding pairs, dilation, groups
+    (1, 16, 72, (7, 9), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 1: output-channel split
+    (1, 160, 136, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),   # pointwise, 7x7 map
+    (3, 6, 9, (17, 13), (3, 2), (3, 1), [(0, 2), (1, 0)], (2, 1), 3),     # groups, stride 3, dilation 2
+    (2, 64, 67, (9, 9), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),     # batched small maps: not packed
+    (1, 8, 40, (3, 3), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # tiny map: tap path
+    (1, 7, 33, (29,), (5,), (2,), [(2, 1)], (1,), 1),                     # 1-D
+    (1, 256, 64, (14, 14), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),  # Winograd-sized, batch 1 -> GEMM
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}g{c[8]}")
+def test_prepacked_conv_matches_torch(case, threads, rng):
+    N, C, K, sp, k, stride, pads, dil, g = case
+    x, w, b = randn(rng, N, C, *sp), randn(rng, K, C // g, *k), randn(rng, K)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[len(sp)]
+    flat = [v for pair in reversed(pads) for v in pair]
+    xt = torch.nn.functional.pad(torch.from_numpy(x).double(), flat)
+    ref = conv(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride, dilation=dil,
+               groups=g).numpy()
+    r = randn(rng, *ref.shape)
+    packed = _C.conv_prepack(w, g)
+    assert packed.shape == (K, C // g, int(np.prod(k)), g)
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        got = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g, packed=packed)
+        fused = _C.conv_forward(x, w, b, list(stride), pads, list(dil), g, packed=packed, residual=r,
+                                activation="leaky_relu", alpha=0.13)
+    finally:
+        cnnfast.set_num_threads(old)
+    scale = np.abs(ref).max()
+    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what="packed")
+    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 5])
+@pytest.mark.parametrize("k,out", [(1, 3), (7, 13), (13, 5), (1281, 37)])
+def test_small_batch_linear_and_1x1_map_conv(simd, rows, k, out, rng):
+    # Up to four rows take the matrix-vector kernel (a batch-1 Linear, a squeeze-and-
+    # excitation 1x1 convolution); five go back to the GEMM. K tails 1, 7, 13, 1281.
+    x, w, b = randn(rng, rows, k), randn(rng, out, k), randn(rng, out)
+    pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    scale = np.abs(pre).max()
+    got = _C.linear_forward(x, w, b, activation="relu")
+    assert_close(got, np.maximum(pre, 0), rtol=1e-5, atol=1e-5 * scale, what=f"{simd} linear")
+    r = randn(rng, rows, out, 1, 1)
+    got = _C.conv_forward(x.reshape(rows, k, 1, 1), w.reshape(out, k, 1, 1), b, [1, 1], [(0, 0), (0, 0)], [1, 1], 1,
+                          residual=r, activation="silu")
+    want = ACTS["silu"](pre + r.reshape(rows, out), 0, 0)
+    assert_close(got.reshape(rows, out), want, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} 1x1 conv on 1x1")
+
+
+def test_prepack_bad_input(rng):
+    w = randn(rng, 8, 4, 3, 3)
+    x = randn(rng, 1, 4, 6, 6)
+    args = (x, w, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
+    with pytest.raises(TypeError, match="packed: expected the result of conv_prepack"):
+        _C.conv_forward(*args, packed=w)
+    with pytest.raises(ValueError, match="packed: packed for another weight shape"):
+        _C.conv_forward(*args, packed=_C.conv_prepack(randn(rng, 8, 2, 3, 3), 2))
+    with pytest.raises(TypeError, match="float32"):
+        _C.conv_prepack(w.astype(np.float64))
+    with pytest.raises(ValueError, match="groups"):
+        _C.conv_prepack(w, 3)
+    with pytest.raises(ValueError, match="weight"):
+        _C.conv_prepack(randn(rng, 8, 4))
+    # A float64 call ignores nothing silently: the packed float32 weights are simply not used.
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    got = _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, packed=_C.conv_prepack(w))
+    assert_close(got, _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("act", sorted(ACTS))
 def test_linear_epilogue_every_tail_length(simd, act, rng):
     # Row lengths 1..31 put every possible remainder after the vector body.
@@ -257,6 +332,62 @@ def test_weights_behind_identity_nodes_fuse(rng):
     frozen = _check_frozen(_graph(nodes, inits, x.shape), x,
                            {"fused_convs": 2, "residuals_fused": 1, "activations_fused": 1})
     assert frozen.op_counts() == {"FusedConv": 2}
+
+
+def _se_graph(rng, c, r, act1, act2, bias, pool_of="d"):
+    inits = {"w": randn(rng, c, 1, 3, 3), "w1": randn(rng, r, c, 1, 1), "w2": randn(rng, c, r, 1, 1)}
+    b1, b2 = ("b1", "b2") if bias else ("", "")
+    if bias:
+        inits.update(b1=randn(rng, r), b2=randn(rng, c))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1, 1, 1], group=c),
+             helper.make_node("GlobalAveragePool", [pool_of], ["p"]),
+             helper.make_node("Conv", ["p", "w1", b1], ["h0"])]
+    more, consts = _act_nodes(act1, "h0", "h")
+    nodes += more
+    inits.update(consts)
+    nodes.append(helper.make_node("Conv", ["h", "w2", b2], ["s0"]))
+    more, consts = _act_nodes(act2, "s0", "s")
+    nodes += more
+    inits.update(consts)
+    nodes.append(helper.make_node("Mul", ["s", "d"], ["y"]))
+    return nodes, inits
+
+
+@pytest.mark.parametrize("act1,act2,bias,n", [("silu", "sigmoid", True, 1), ("relu", "hardsigmoid", False, 3),
+                                              ("relu", "sigmoid", True, 5)])
+def test_squeeze_excite_fuses(act1, act2, bias, n, rng):
+    # EfficientNet's (SiLU, sigmoid) and MobileNet-V3's (ReLU, hard sigmoid) blocks, 13
+    # channels squeezed to 5, on a 7x9 map; batch 5 takes the GEMM instead of the
+    # matrix-vector kernel.
+    x = randn(rng, n, 13, 7, 9)
+    nodes, inits = _se_graph(rng, 13, 5, act1, act2, bias)
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"squeeze_excite_fused": 1, "fused_convs": 3})
+    assert frozen.op_counts() == {"FusedConv": 1, "SqueezeExcite": 1}
+
+
+def test_squeeze_excite_of_another_tensor_is_not_fused(rng):
+    # The pool reads x, the scale multiplies the convolution's output: not an SE block.
+    x = randn(rng, 1, 13, 7, 9)
+    nodes, inits = _se_graph(rng, 13, 5, "relu", "sigmoid", True, pool_of="x")
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"squeeze_excite_fused": 0})
+    assert "GlobalAveragePool" in frozen.op_counts() and "Mul" in frozen.op_counts()
+
+
+def test_squeeze_excite_kernel_bad_input(rng):
+    x = randn(rng, 2, 6, 4, 4)
+    w1, w2 = randn(rng, 3, 6), randn(rng, 6, 3)
+    with pytest.raises(ValueError, match="w1: expected"):
+        _C.squeeze_excite_forward(x, randn(rng, 3, 5), None, w2, None)
+    with pytest.raises(ValueError, match="w2: expected"):
+        _C.squeeze_excite_forward(x, w1, None, randn(rng, 6, 4), None)
+    with pytest.raises(ValueError, match="bias"):
+        _C.squeeze_excite_forward(x, w1, randn(rng, 4), w2, None)
+    with pytest.raises(ValueError, match="activation"):
+        _C.squeeze_excite_forward(x, w1, None, w2, None, act1="tanh")
+    with pytest.raises(TypeError):
+        _C.squeeze_excite_forward(x.astype(np.float64), w1, None, w2, None)
+    with pytest.raises(ValueError, match="x: expected"):
+        _C.squeeze_excite_forward(randn(rng, 2, 6), w1, None, w2, None)
 
 
 def test_unfusable_model_still_runs(rng):

@@ -30,6 +30,8 @@
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/prepack.h"
+#include "cpu/squeeze_excite.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -134,10 +136,27 @@ cpu::Epilogue epilogue_of(const py::object& residual, const std::string& activat
   return e;
 }
 
+// conv_prepack(weight, groups): the weight packed once for conv_forward(packed=).
+std::shared_ptr<cpu::ConvPacked> conv_pack(const py::array& w, int64_t groups) {
+  input(w, "weight");
+  require_ndim(w, "weight", 3, 5);
+  CNNFAST_CHECK(py::dtype::of<float>().is(w.dtype()), TypeError, "weight: conv_prepack expects float32, got ",
+                py::str(w.dtype()).cast<std::string>());
+  CNNFAST_CHECK(groups >= 1 && w.shape(0) % groups == 0, ValueError, "groups: expected a positive divisor of ",
+                "weight.shape[0] (", w.shape(0), "), got ", groups);
+  int64_t kk = 1;
+  for (int i = 2; i < w.ndim(); ++i) kk *= w.shape(i);
+  CNNFAST_CHECK(w.shape(1) > 0 && kk > 0 && w.shape(0) > 0, ValueError, "weight: expected non-zero sizes, got shape ",
+                shape_str(shape_of(w)));
+  const float* wp = cptr<float>(w);
+  py::gil_scoped_release nogil;
+  return std::make_shared<cpu::ConvPacked>(wp, w.shape(0), w.shape(1), kk, groups);
+}
+
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
                    const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups,
                    const std::string& algo_name, const py::object& residual, const std::string& activation,
-                   double alpha, double beta) {
+                   double alpha, double beta, const py::object& packed_obj) {
   int nd = 0;
   ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
   check_bias(bias, x, s.K);
@@ -147,6 +166,17 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
   const cpu::Epilogue epi = epilogue_of(residual, activation, alpha, beta, x, y_shape);
   py::array y = new_array(x, y_shape);
   py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  const cpu::ConvPacked* packed = nullptr;
+  if (!packed_obj.is_none()) {
+    CNNFAST_CHECK(py::isinstance<cpu::ConvPacked>(packed_obj), TypeError,
+                  "packed: expected the result of conv_prepack or None, got ",
+                  py::str(py::type::of(packed_obj)).cast<std::string>());
+    packed = &packed_obj.cast<const cpu::ConvPacked&>();
+    CNNFAST_CHECK(packed->K() == s.K && packed->Cg() == s.Cg() && packed->kk() == s.k_size() &&
+                      packed->groups() == s.groups,
+                  ValueError, "packed: packed for another weight shape or groups (", packed->K(), " x ", packed->Cg(),
+                  " x ", packed->kk(), ", groups ", packed->groups(), ")");
+  }
   dispatch_float(float_dtype(x, "x"), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = cptr<T>(x);
@@ -154,7 +184,52 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
-    cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi);
+    cpu::conv_forward_fused<T>(s, xp, wp, bp, yp, algo, epi, packed);
+  });
+  return y;
+}
+
+// squeeze_excite_forward: x (N, C, *spatial); w1 (R, C, 1...) ; w2 (C, R, 1...).
+py::array se_fwd(const py::array& x, const py::array& w1, const py::object& b1, const py::array& w2,
+                 const py::object& b2, const std::string& act1, double alpha1, double beta1, const std::string& act2,
+                 double alpha2, double beta2) {
+  input(x, "x");
+  input(w1, "w1");
+  input(w2, "w2");
+  require_same_dtype(x, "x", w1, "w1");
+  require_same_dtype(x, "x", w2, "w2");
+  CNNFAST_CHECK(x.ndim() >= 3, ValueError, "x: expected (N, C, *spatial), got shape ", shape_str(shape_of(x)));
+  const int64_t N = x.shape(0), C = x.shape(1);
+  int64_t S = 1;
+  for (int i = 2; i < x.ndim(); ++i) S *= x.shape(i);
+  CNNFAST_CHECK(N > 0 && C > 0 && S > 0, ValueError, "x: expected non-zero sizes, got shape ", shape_str(shape_of(x)));
+  CNNFAST_CHECK(w1.ndim() >= 2 && w1.shape(1) == C && w1.size() == w1.shape(0) * C, ValueError,
+                "w1: expected (R, ", C, ", 1, ...), got shape ", shape_str(shape_of(w1)));
+  const int64_t R = w1.shape(0);
+  CNNFAST_CHECK(R > 0 && w2.ndim() >= 2 && w2.shape(0) == C && w2.shape(1) == R && w2.size() == C * R, ValueError,
+                "w2: expected (", C, ", ", R, ", 1, ...), got shape ", shape_str(shape_of(w2)));
+  check_bias(b1, x, R);
+  check_bias(b2, x, C);
+  cpu::Epilogue e1, e2;
+  e1.act = cpu::parse_epilogue_act(act1);
+  e1.alpha = alpha1;
+  e1.beta = beta1;
+  e2.act = cpu::parse_epilogue_act(act2);
+  e2.alpha = alpha2;
+  e2.beta = beta2;
+  py::array y = new_array(x, shape_of(x));
+  py::array b1a = b1.is_none() ? py::array() : b1.cast<py::array>();
+  py::array b2a = b2.is_none() ? py::array() : b2.cast<py::array>();
+  dispatch_float(float_dtype(x, "x"), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    const T* w1p = cptr<T>(w1);
+    const T* w2p = cptr<T>(w2);
+    const T* b1p = b1.is_none() ? nullptr : cptr<T>(b1a);
+    const T* b2p = b2.is_none() ? nullptr : cptr<T>(b2a);
+    T* yp = mptr<T>(y);
+    py::gil_scoped_release nogil;
+    cpu::squeeze_excite_forward<T>(xp, yp, N, C, S, w1p, b1p, R, w2p, b2p, e1, e2);
   });
   return y;
 }
@@ -283,6 +358,9 @@ py::array linear_fwd(const py::array& x, const py::array& w, const py::object& b
     const T* bp = bias.is_none() ? nullptr : cptr<T>(b);
     T* yp = mptr<T>(y);
     py::gil_scoped_release nogil;
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu::linear_forward_gemv(xp, wp, bp, yp, M, in, out, epi)) return;
+    }
     cpu::linear_forward<T>(xp, wp, bp, yp, M, in, out);
     cpu::apply_epilogue<T>(yp, M * out, epi);
   });
@@ -351,13 +429,29 @@ void bind_conv(py::module_& m) {
   m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
         py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
-        py::arg("beta") = 0.0,
+        py::arg("beta") = 0.0, py::arg("packed") = py::none(),
         (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
                      "weight: (K, C/groups, *k); bias: (K,) or None; stride, dilation: one int per spatial dim; "
                      "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
                      "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
-         algo_doc + epilogue_doc)
+         algo_doc + epilogue_doc +
+         " packed: conv_prepack(weight, groups) of this very weight (float32), reused instead of packing the "
+         "weight again on each call; None packs per call.")
             .c_str());
+  py::class_<cpu::ConvPacked, std::shared_ptr<cpu::ConvPacked>>(
+      m, "ConvPacked", "Convolution weights packed once for the GEMM (conv_prepack); opaque.")
+      .def_property_readonly("shape", [](const cpu::ConvPacked& p) {
+        return py::make_tuple(p.K(), p.Cg(), p.kk(), p.groups());
+      }, "(out channels, in channels per group, kernel taps, groups)");
+  m.def("conv_prepack", &conv_pack, py::arg("weight"), py::arg("groups") = 1,
+        "Packs a float32 convolution weight (K, C/groups, *k) once for conv_forward(packed=...): frozen "
+        "inference graphs call this at freeze time. The result keeps its own copy of the weight.");
+  m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
+        py::arg("act1") = "relu", py::arg("alpha1") = 0.0, py::arg("beta1") = 0.0, py::arg("act2") = "sigmoid",
+        py::arg("alpha2") = 0.0, py::arg("beta2") = 0.0,
+        "Squeeze-and-excitation in one call (inference): y = x * act2(w2 @ act1(w1 @ mean(x over space) + b1) + "
+        "b2) per image and channel. x: (N, C, *spatial); w1: (R, C) or (R, C, 1, 1); w2: (C, R) or (C, R, 1, 1); "
+        "b1 (R,), b2 (C,) or None; activations as conv_forward's (no residual).");
   m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",

@@ -60,13 +60,15 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32);
 template <class T>
 void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo);
 
-struct Epilogue;  // cpu/epilogue.h
+struct Epilogue;     // cpu/epilogue.h
+class ConvPacked;    // cpu/prepack.h
 // conv_forward, then y = act(y + residual) (cpu/epilogue.h), run on each block of y
 // right after the kernel wrote it (im2col + GEMM, depthwise) instead of as a pass of
-// its own; other algorithms take the separate pass.
+// its own; other algorithms take the separate pass. `packed` (float32, may be null):
+// w packed by ConvPacked, used where the GEMM path runs the full kernel.
 template <class T>
 void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo,
-                        const Epilogue& e);
+                        const Epilogue& e, const ConvPacked* packed = nullptr);
 
 // grad_x (N, C, in) = conv^T(grad_y (N, K, out), w). Writes (=) every element.
 template <class T>

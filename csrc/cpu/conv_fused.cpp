@@ -15,11 +15,14 @@
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
 #include "cpu/epilogue.h"
+#include "cpu/prepack.h"
 
 namespace cnnfast::cpu {
 using namespace conv_detail;
 
 namespace {
+
+constexpr int64_t kWinogradMinPositions = 512;
 
 // Tasks are (image, block of eight channels); each applies the epilogue to the
 // planes it just wrote.
@@ -53,26 +56,42 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
 
 template <class T>
 void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo,
-                        const Epilogue& e) {
+                        const Epilogue& e, const ConvPacked* packed) {
   if constexpr (is_f32<T>) {
     if (use_avx2() && (algo == ConvAlgo::Auto || algo == ConvAlgo::Direct) && is_depthwise(s) &&
         avx2_impl::dw_blocked_applicable(s))
       return depthwise_blocked(s, x, w, bias, y, e);
   }
-  if (e.empty()) return conv_forward(s, x, w, bias, y, algo);
-  const ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
+  if constexpr (is_f32<T>) {
+    // A 1x1 convolution on a 1x1 map (squeeze-and-excitation) is a matrix-vector product per image.
+    if (algo == ConvAlgo::Auto && s.groups == 1 && s.out_size() == 1 && s.in_size() == 1 && s.k_size() == 1 &&
+        linear_forward_gemv(x, w, bias, y, s.N, s.C, s.K, e))
+      return;
+  }
+  ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
+  // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
+  // transform (9.4 MB for 256 channels) outweighs the multiplies it saves
+  // (ResNet-50's 256-channel 3x3 at 14x14, batch 1, one thread: 5.2 ms against
+  // 2.8 ms on the GEMM; at batch 8 Winograd wins, 13 against 22 ms).
+  if (algo == ConvAlgo::Auto && chosen == ConvAlgo::Winograd && s.N * s.out_size() < kWinogradMinPositions)
+    chosen = ConvAlgo::Gemm;
+  if constexpr (is_f32<T>) {
+    if (packed && chosen == ConvAlgo::Gemm && conv_forward_packed(s, x, *packed, bias, y, e)) return;
+  }
+  const ConvAlgo run = chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;
+  if (e.empty()) return conv_forward(s, x, w, bias, y, run);
   if (chosen == ConvAlgo::Gemm) {
     const TapWindow t = live_tap_window(s);
     if (!t.empty && !t.trimmed) return forward_gemm(s, x, w, bias, y, &e);
   }
-  conv_forward(s, x, w, bias, y, algo);
+  conv_forward(s, x, w, bias, y, run);
   apply_epilogue(y, s.N * s.K * s.out_size(), e);
 }
 
 template void conv_forward_fused<float>(const ConvShape&, const float*, const float*, const float*, float*, ConvAlgo,
-                                        const Epilogue&);
+                                        const Epilogue&, const ConvPacked*);
 template void conv_forward_fused<double>(const ConvShape&, const double*, const double*, const double*, double*,
-                                         ConvAlgo, const Epilogue&);
+                                         ConvAlgo, const Epilogue&, const ConvPacked*);
 
 #if !CNNFAST_HAVE_AVX2_BUILD
 // Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.

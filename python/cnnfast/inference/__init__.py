@@ -9,6 +9,10 @@ the same computation as fast as the kernels allow:
 - the bias, a following residual add and activation (ReLU, ReLU6/Clip, LeakyReLU,
   HardSigmoid, HardSwish, Sigmoid, SiLU) run in the convolution's output pass
   (``_C.conv_forward(..., residual=, activation=)``) instead of as separate ops;
+- float32 convolution weights are packed for the GEMM once, at freeze time
+  (``_C.conv_prepack``, passed as ``packed=``), not on every call;
+- squeeze-and-excitation blocks (global pool, two 1x1 convolutions, the scale) run as
+  one call (``_C.squeeze_excite_forward``);
 - nothing is recorded for backward, and each intermediate value is dropped as soon as
   its last reader has run;
 - every other op runs unfused through the ONNX converters, so a model whose patterns do
@@ -26,7 +30,7 @@ import numpy as np
 from .. import _C
 from ..autograd import no_grad
 from ..tensor import Tensor
-from ._fuse import FuseStats, Node, fuse
+from ._fuse import FuseStats, Node, fuse, fuse_squeeze_excite
 
 __all__ = ["freeze", "FrozenModule"]
 
@@ -44,6 +48,8 @@ def _fused_conv(spec):
     strides = _spatial_attr(spec, "strides", n, 1)
     dil = _spatial_attr(spec, "dilations", n, 1)
     pads_cache = {}
+    # The GEMM's packed weights, made once here instead of on every call; a float64 graph packs per call.
+    packed = _C.conv_prepack(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
 
     def run(ins, ctx):
         x = arr(ins[0])
@@ -53,7 +59,8 @@ def _fused_conv(spec):
         if pads is None:
             pads = pads_cache[sizes] = _auto_pads(spec, sizes, kernel, strides, dil)
         return [Tensor._wrap(_C.conv_forward(x, weight, bias, strides, pads, dil, group, residual=residual,
-                                             activation=act, alpha=alpha, beta=beta))]
+                                             activation=act, alpha=alpha, beta=beta,
+                                             packed=packed if x.dtype == np.float32 else None))]
     return run
 
 
@@ -67,6 +74,20 @@ def _fused_gemm(spec):
         residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
         return [Tensor._wrap(_C.linear_forward(arr(ins[0]), weight, bias, residual=residual, activation=act,
                                                alpha=alpha, beta=beta))]
+    return run
+
+
+def _squeeze_excite(spec):
+    from ..onnx._ops import arr
+
+    w1, w2 = spec.const(1), spec.const(3)
+    w1, w2 = w1.reshape(w1.shape[0], w1.shape[1]), w2.reshape(w2.shape[0], w2.shape[1])
+    b1, b2 = spec.const(2), spec.const(4)
+    kw = {k: spec.attr(k) for k in ("act1", "act2")}
+    kw.update({k: float(spec.attr(k)) for k in ("alpha1", "beta1", "alpha2", "beta2")})
+
+    def run(ins, ctx):
+        return [Tensor._wrap(_C.squeeze_excite_forward(arr(ins[0]), w1, b1, w2, b2, **kw))]
     return run
 
 
@@ -163,6 +184,7 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
                     shapes[name] = tuple(arr(v).shape)
     stats = FuseStats()
     fused = fuse(nodes, consts, [o.name for o in proto.graph.output], shapes, stats)
+    fused = fuse_squeeze_excite(fused, consts, [o.name for o in proto.graph.output], stats)
 
     import onnx
 
@@ -174,6 +196,7 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     converters = dict(CONVERTERS)
     converters["FusedConv"] = _fused_conv
     converters["FusedGemm"] = _fused_gemm
+    converters["SqueezeExcite"] = _squeeze_excite
     used = _names_used(new_graph, set())
     program = _Program(new_graph, graph.opset, consts, used, "frozen", top=True, converters=converters)
     program.plan_frees(set(graph.output_names))

@@ -10,6 +10,11 @@ Patterns, each a chain whose intermediate values have no other reader:
 
 A fused chain becomes one ``FusedConv`` / ``FusedGemm`` node that runs the kernel with
 the epilogue of csrc/cpu/epilogue.h (bias, residual, activation in the output pass).
+Then squeeze-and-excitation blocks,
+
+    Mul(x, FusedConv1x1(FusedConv1x1(GlobalAveragePool(x))))
+
+become one ``SqueezeExcite`` node (csrc/cpu/squeeze_excite.h).
 A node that matches no pattern stays as it is and runs through the ONNX converters.
 """
 from __future__ import annotations
@@ -33,10 +38,12 @@ class FuseStats:
     def __init__(self):
         self.bn_folded = self.residuals = self.activations = 0
         self.fused_convs = self.fused_gemms = 0
+        self.squeeze_excite = 0
 
     def as_dict(self) -> dict:
         return dict(fused_convs=self.fused_convs, fused_gemms=self.fused_gemms, bn_folded=self.bn_folded,
-                    residuals_fused=self.residuals, activations_fused=self.activations)
+                    residuals_fused=self.residuals, activations_fused=self.activations,
+                    squeeze_excite_fused=self.squeeze_excite)
 
 
 def _readers(nodes, graph_outputs):
@@ -219,3 +226,44 @@ def _weight_bias(node, consts, kind):
         if kind == "gemm" and b.shape[0] != w.shape[0]:
             b = np.broadcast_to(b, (w.shape[0],)).copy()
     return w, b
+
+
+def _pointwise_conv(node, consts):
+    """Whether a FusedConv node is a plain 1x1 convolution (no residual, stride 1, no padding, one group)."""
+    if node is None or node.op_type != "FusedConv" or len(node.inputs) != 3:
+        return False
+    w = consts.get(node.inputs[1])
+    a = node.attrs
+    return w is not None and w.ndim >= 3 and all(k == 1 for k in w.shape[2:]) and int(a.get("group", 1)) == 1 and \
+        not any(int(p) for p in a.get("pads", [])) and all(int(v) == 1 for v in a.get("strides", [])) and \
+        a.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", "VALID", b"VALID")
+
+
+def fuse_squeeze_excite(nodes, consts, graph_outputs, stats: FuseStats):
+    """Mul(x, conv2(conv1(GlobalAveragePool(x)))) -> SqueezeExcite(x, w1, b1, w2, b2), where the pool,
+    conv1 and conv2 outputs have no other reader (fused 1x1 convolutions, see `fuse`)."""
+    readers = _readers(nodes, graph_outputs)
+    producer = {o: n for n in nodes for o in n.outputs if o}
+    drop, placed = set(), {}
+    for mul in nodes:
+        if mul.op_type != "Mul" or len(mul.inputs) != 2:
+            continue
+        for x, s in (mul.inputs, mul.inputs[::-1]):
+            c2 = producer.get(s)
+            c1 = producer.get(c2.inputs[0]) if _pointwise_conv(c2, consts) else None
+            pool = producer.get(c1.inputs[0]) if _pointwise_conv(c1, consts) else None
+            if pool is None or pool.op_type != "GlobalAveragePool" or pool.inputs[0] != x or \
+                    any(readers.get(v, 0) != 1 for v in (s, c2.inputs[0], c1.inputs[0])):
+                continue
+            w1, w2 = consts[c1.inputs[1]], consts[c2.inputs[1]]
+            if w2.shape[0] != w1.shape[1] or w2.shape[1] != w1.shape[0]:
+                continue
+            drop.update({id(pool), id(c1), id(c2)})
+            a1, a2 = c1.attrs, c2.attrs
+            placed[id(mul)] = Node("SqueezeExcite", mul.name, [x, c1.inputs[1], c1.inputs[2], c2.inputs[1],
+                                                              c2.inputs[2]], mul.outputs,
+                                   dict(act1=a1["activation"], alpha1=a1["act_alpha"], beta1=a1["act_beta"],
+                                        act2=a2["activation"], alpha2=a2["act_alpha"], beta2=a2["act_beta"]))
+            stats.squeeze_excite += 1
+            break
+    return [placed.get(id(n), n) for n in nodes if id(n) not in drop]

@@ -1,0 +1,122 @@
+// Pre-packed convolution weights (prepack.h) and the im2col + GEMM forward that
+// uses them. The loop is conv_gemm.cpp's forward (column chunks of ~128 KiB of
+// im2col matrix, one block of y per task, bias and epilogue applied while the
+// block is in cache) with the weights' GemmLhs taken from the pack, plus an
+// output-channel split when there are fewer (image, group, chunk) tasks than threads.
+#include "cpu/prepack.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "cpu/conv_im2col.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
+
+namespace cnnfast::cpu {
+using namespace conv_detail;
+
+ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_t groups)
+    : K_(K), Cg_(Cg), kk_(kk), groups_(groups) {
+  const int64_t Kg = K / groups, CK = Cg * kk;
+  // Blocks of at least 32 rows (whole micro-tiles), one per thread at most.
+  const int64_t threads = std::max(1, get_num_threads());
+  row_blocks_ = std::max<int64_t>(1, std::min<int64_t>(threads, Kg / 32));
+  rows_per_block_ = (Kg + row_blocks_ - 1) / row_blocks_;
+  rows_per_block_ = (rows_per_block_ + 7) / 8 * 8;
+  row_blocks_ = (Kg + rows_per_block_ - 1) / rows_per_block_;
+  w_ = aligned_alloc_array<float>(K * CK);
+  std::memcpy(w_.get(), w, sizeof(float) * K * CK);
+  lhs_.reserve(groups * row_blocks_);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t rb = 0; rb < row_blocks_; ++rb) {
+      const int64_t r0 = rb * rows_per_block_, r1 = std::min(Kg, r0 + rows_per_block_);
+      lhs_.emplace_back(r1 - r0, CK, w_.get() + (g * Kg + r0) * CK, CK, int64_t(1));
+    }
+}
+
+namespace {
+
+constexpr int64_t kOutputBlock = 32768;
+
+bool is_pointwise(const ConvShape& s) {
+  for (int d = 0; d < 3; ++d)
+    if (s.k[d] != 1 || s.stride[d] != 1 || s.pad0[d] != 0 || s.out[d] != s.in[d]) return false;
+  return true;
+}
+
+}  // namespace
+
+bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                         const Epilogue& e) {
+  const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size(), kk = s.k_size();
+  if (p.K() != s.K || p.Cg() != Cg || p.kk() != kk || p.groups() != G) return false;
+  if (P < kSmallOutput && s.N > 1) return false;  // the batched-images path shares one pass over the weight
+  const TapWindow t = live_tap_window(s);
+  if (t.empty || t.trimmed) return false;
+  TapPairs tp;
+  if (tap_pairs(s, tp)) return false;
+  const ColumnMap cmap(s);
+  const int64_t CK = Cg * kk;
+  const bool direct = is_pointwise(s);
+  // Column chunks as conv_gemm.cpp's: ~128 KiB (256 KiB pointwise) of float32, whole 16-column panels.
+  // The block of y a chunk writes is capped too (~128 KiB), so the epilogue re-reads it from
+  // L2: with 16 input channels a 256 KiB input chunk meant a 1.5 MB output block.
+  int64_t PC = std::max<int64_t>(64, (direct ? 65536 : 32768) / CK);
+  PC = std::min(PC, std::max<int64_t>(64, kOutputBlock / std::max<int64_t>(Kg, 1)));
+  PC = std::min((PC + 15) / 16 * 16, P);
+  const int64_t nch = (P + PC - 1) / PC, base = s.N * G * nch, RB = p.row_blocks(), rows = p.rows_per_block();
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  // Few tasks (batch 1, small map): each row block becomes a task of its own; a
+  // non-pointwise chunk's im2col is then repeated per row block, the price of
+  // keeping every thread busy.
+  const bool split = base < threads && RB > 1;
+  dynamic_tasks(
+      split ? base * RB : base, [&] { return aligned_alloc_array<float>(direct ? 1 : CK * PC); },
+      [&](int64_t task, AlignedPtr<float>& col) {
+        const int64_t t0 = split ? task / RB : task;
+        const int64_t ch = t0 % nch, g = (t0 / nch) % G, n = t0 / (nch * G);
+        const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+        const float* xg = x + (n * s.C + g * Cg) * inS;
+        float* yg = y + (n * s.K + g * Kg) * P;
+        const float* b = direct ? xg + p0 : col.get();
+        const int64_t ldb = direct ? P : p1 - p0;
+        if (!direct) cmap.im2col(xg, col.get(), p0, p1, p1 - p0);
+        const int64_t rb0 = split ? task % RB : 0, rb1 = split ? rb0 + 1 : RB;
+        for (int64_t rb = rb0; rb < rb1; ++rb) {
+          const int64_t r0 = rb * rows, r1 = std::min(Kg, r0 + rows);
+          float* yb = yg + r0 * P + p0;
+          p.lhs(g, rb).multiply(p1 - p0, b, ldb, int64_t(1), yb, P, false);
+          if (bias) add_bias_rows(yb, bias + g * Kg + r0, r1 - r0, P, p1 - p0);
+          epilogue_block(y, yb - y, r1 - r0, P, p1 - p0, e);
+        }
+      });
+  return true;
+}
+
+bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
+                         const Epilogue& e) {
+  if (N > kGemvMaxRows || !use_avx2()) return false;
+  // Row blocks of W of ~64 KiB: the threads split W, each reads its rows once per row of x.
+  const int64_t grain = std::max<int64_t>(8, 16384 / std::max<int64_t>(K, 1));
+  parallel_for(0, M, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t n = 0; n < N; ++n) {
+      float* yn = y + n * M + i0;
+      avx2_impl::gemv_rows(i1 - i0, K, w + i0 * K, x + n * K, yn);
+      if (bias)
+        for (int64_t i = i0; i < i1; ++i) yn[i - i0] += bias[i];
+      epilogue_block(y, n * M + i0, 1, 0, i1 - i0, e);
+    }
+  });
+  return true;
+}
+
+#if !CNNFAST_HAVE_AVX2_BUILD
+// Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
+namespace avx2_impl {
+void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
+}  // namespace avx2_impl
+#endif
+
+}  // namespace cnnfast::cpu

@@ -1,0 +1,57 @@
+// Convolution weights packed once for the GEMM, for frozen inference graphs
+// (python/cnnfast/inference): _C.conv_prepack(weight, groups) builds one and
+// _C.conv_forward(..., packed=) reuses it on every call, where the eager path packs
+// the weights again on each call (a 512x512 3x3 layer's 9.4 MB at batch 1 on a 7x7
+// map cost more than the multiply).
+//
+// The output channels of each group are also split into row blocks at packing
+// time, so that at batch 1 on a small map, where (image, column chunk) tasks are
+// fewer than the threads, the threads can share a layer by output channels.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/memory.h"
+#include "cpu/conv.h"
+#include "cpu/epilogue.h"
+#include "cpu/gemm.h"
+
+namespace cnnfast::cpu {
+
+class ConvPacked {
+ public:
+  // w: (K, Cg, kk) float32; copied (the packed operands keep pointing at the copy).
+  ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_t groups);
+  int64_t K() const { return K_; }
+  int64_t Cg() const { return Cg_; }
+  int64_t kk() const { return kk_; }
+  int64_t groups() const { return groups_; }
+  int64_t row_blocks() const { return row_blocks_; }
+  int64_t rows_per_block() const { return rows_per_block_; }
+  const GemmLhs<float>& lhs(int64_t g, int64_t rb) const { return lhs_[g * row_blocks_ + rb]; }
+
+ private:
+  int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
+  AlignedPtr<float> w_;
+  std::vector<GemmLhs<float>> lhs_;
+};
+
+// y = epilogue(conv(x, packed weights) + bias) on the im2col + GEMM path, when the
+// shape takes that path with its full kernel (no dead taps to trim, not the
+// tiny-map tap or batched-images paths); returns false, touching nothing, otherwise.
+bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                         const Epilogue& e);
+
+// y (N, M) = epilogue(x (N, K) W (M, K)^T + bias) for a few rows of x (N <= kGemvMaxRows),
+// streaming W once per row of x (float32 + AVX2; returns false, touching nothing,
+// otherwise): a batch-1 Linear, or a 1x1 convolution on a 1x1 map (squeeze-and-excitation).
+constexpr int64_t kGemvMaxRows = 4;
+bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
+                         const Epilogue& e);
+
+namespace avx2_impl {
+// y[i] = W[i, :] . x for i < M; W (M, K) row-major (prepack_gemv_avx2.cpp).
+void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
+}  // namespace avx2_impl
+
+}  // namespace cnnfast::cpu
