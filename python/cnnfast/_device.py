@@ -509,7 +509,8 @@ def to_device(a, d):
             return a
         a = a.get()
     b = backend_for(d)
-    a = np.require(a, requirements="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    # native byte order and C order (ascontiguousarray would make a 0-d array 1-d)
+    a = np.require(a, dtype=a.dtype.newbyteorder("="), requirements="C")
     return DeviceArray(b.from_numpy(a, d.index or 0), b, a.shape, a.dtype)
 
 
@@ -641,13 +642,16 @@ class _Dispatch(_Namespace):
         cpu_fn = getattr(_C, name)
 
         def fn(*args, **kwargs):
+            # The common case (host arrays) costs one scan of the arguments, no allocation.
             for a in args:
-                if isinstance(a, DeviceArray):
+                if a.__class__ is DeviceArray:
                     break
             else:
-                a = next((v for v in kwargs.values() if isinstance(v, DeviceArray)), None)
-                if a is None:
-                    return cpu_fn(*args, **kwargs)  # the common case, at the cost of one scan
+                for a in kwargs.values():
+                    if a.__class__ is DeviceArray:
+                        break
+                else:
+                    return cpu_fn(*args, **kwargs)
             # the device kernel's wrapper refuses host arrays and arrays of other devices
             return getattr(_namespace(a.backend), name)(*args, **kwargs)
 

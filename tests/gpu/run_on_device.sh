@@ -15,7 +15,8 @@
 # Everything RESULTS.md needs goes to OUTDIR/gpu_results.md, each stage's log beside it
 # (six files: the device tool returns at most eight). Each stage has its own time limit
 # inside a total budget (CNNFAST_GPU_BUDGET seconds, default 540), so a stage that hangs
-# still leaves the others' results. Exits non-zero when any stage failed.
+# still leaves the others' results. Exits non-zero when any stage failed. A rerun on the
+# same warm machine can skip the build: CNNFAST_GPU_SITE=/tmp/cnnfast_site bash ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: tests/gpu/run_on_device.sh OUTDIR}
@@ -61,8 +62,10 @@ stage() {
   echo
 } > "$res"
 
-site=/tmp/cnnfast_site
-rm -rf "$site"
+# CNNFAST_GPU_SITE=DIR reuses an install of an earlier run on the same (still warm) machine.
+site=${CNNFAST_GPU_SITE:-/tmp/cnnfast_site}
+reuse=0
+if [[ -n ${CNNFAST_GPU_SITE:-} && -d $site/cnnfast ]]; then reuse=1; else rm -rf "$site"; fi
 build() {
   # all cores; CMakeLists picks sm_90 when CMAKE_CUDA_ARCHITECTURES is not given
   CNNFAST_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
@@ -71,7 +74,7 @@ build() {
 }
 export py site
 export -f build
-if stage build 300 build; then
+if (( reuse )) && echo "- build: reused $site" >> "$res" || stage build 300 build; then
   export PYTHONPATH=$site
   stage pytest_gpu 150 $py -m pytest -q -p no:cacheprovider -rfE -m gpu \
     tests/test_cuda.py tests/test_cuda_conv.py tests/test_cuda_loss.py tests/test_cuda_norm.py \
