@@ -509,8 +509,8 @@ def to_device(a, d):
             return a
         a = a.get()
     b = backend_for(d)
-    # native byte order and C order (ascontiguousarray would make a 0-d array 1-d)
-    a = np.require(a, dtype=a.dtype.newbyteorder("="), requirements="C")
+    # C order (ascontiguousarray would make a 0-d array 1-d) and native byte order
+    a = np.require(a, dtype=None if a.dtype.isnative else a.dtype.newbyteorder("="), requirements="C")
     return DeviceArray(b.from_numpy(a, d.index or 0), b, a.shape, a.dtype)
 
 
