@@ -343,3 +343,16 @@ def test_trainer_says_no_device_is_present():
                         "--quiet"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__))))
     assert r.returncode != 0 and "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("expr, asked", [("gpu", True), ("gpu and not slow", True), ("(gpu)", True),
+                                         ("not gpu", False), ("not slow", False), ("", False),
+                                         ("slow or gpu", True), ("not gpu and not slow", False)])
+def test_which_marker_expressions_ask_for_the_gpu_suite(expr, asked):
+    from conftest import _gpu_requested
+
+    class Config:
+        def getoption(self, name, default=None):
+            return expr
+
+    assert _gpu_requested(Config()) is asked

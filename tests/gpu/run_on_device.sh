@@ -59,6 +59,7 @@ stage() {
   echo "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
   echo "- nvcc: $(nvcc --version 2>&1 | grep -o 'release [0-9.]*' || echo missing); $($py -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")' 2>&1 | tail -1)"
   echo "- CPU: $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- build tools: $(gcc --version 2>&1 | head -1); $(cmake --version 2>&1 | head -1); Python.h $($py -c 'import os, sysconfig; p = os.path.join(sysconfig.get_paths()["include"], "Python.h"); print("present" if os.path.exists(p) else "MISSING at " + p)' 2>&1 | tail -1)"
   echo
 } > "$res"
 
@@ -79,12 +80,12 @@ if (( reuse )) && echo "- build: reused $site" >> "$res" || stage build 300 buil
   stage pytest_gpu 150 $py -m pytest -q -p no:cacheprovider -rfE -m gpu \
     tests/test_cuda.py tests/test_cuda_conv.py tests/test_cuda_loss.py tests/test_cuda_norm.py \
     tests/test_cuda_optim.py tests/test_cuda_pool_dropout.py tests/test_device_gpu.py
-  { echo; echo '```'; grep -E "passed|failed|error|FAILED|ERROR" "$out/pytest_gpu.log" | tail -40; echo '```'; } >> "$res"
+  { echo; echo '```'; grep -E "passed|failed|error|FAILED|ERROR" "$out/pytest_gpu.log" 2>/dev/null | tail -40; echo '```'; } >> "$res"
   stage bench_cuda 120 $py benchmarks/bench_cuda.py --quick
-  { echo; echo '```'; tail -60 "$out/bench_cuda.log"; echo '```'; echo; } >> "$res"
+  { echo; echo '```'; tail -60 "$out/bench_cuda.log" 2>/dev/null; echo '```'; echo; } >> "$res"
   stage bench_cuda_train 180 $py benchmarks/bench_cuda_train.py --out "$res"
 else
-  { echo; echo '```'; tail -40 "$out/build.log"; echo '```'; } >> "$res"
+  { echo; echo '```'; tail -40 "$out/build.log" 2>/dev/null; echo '```'; } >> "$res"
 fi
 echo "- total: $(( $(date +%s) - start )) s of the ${budget} s budget" >> "$res"
 cat "$res"
