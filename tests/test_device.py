@@ -343,6 +343,9 @@ def test_trainer_says_no_device_is_present():
                         "--quiet"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__))))
     assert r.returncode != 0 and "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+    from cnnfast.gan.demo import main as gan_main
+
+    assert gan_main(["--quick", "--device", "cuda", "--quiet", "--out", "/nonexistent/never-written"]) == 2
 
 
 @pytest.mark.parametrize("expr, asked", [("gpu", True), ("gpu and not slow", True), ("(gpu)", True),
@@ -356,3 +359,16 @@ def test_which_marker_expressions_ask_for_the_gpu_suite(expr, asked):
             return expr
 
     assert _gpu_requested(Config()) is asked
+
+
+def test_gan_demo_trains_on_the_device_as_on_the_cpu(dev, tmp_path):
+    import json
+
+    from cnnfast.gan.demo import main as gan_main
+
+    args = ["--quick", "--epochs", "1", "--samples", "50", "--quiet", "--threads", "2"]
+    for device in ("cpu", "cuda"):
+        assert gan_main(args + ["--device", device, "--out", str(tmp_path / device)]) == 0
+    cpu, gpu = (json.load(open(tmp_path / d / "metrics.json")) for d in ("cpu", "cuda"))
+    assert cpu["step_d_loss"] == gpu["step_d_loss"] and cpu["step_g_loss"] == gpu["step_g_loss"]
+    assert cpu["final"] == gpu["final"]
