@@ -129,7 +129,9 @@ def dev():
 def test_tensor_moves_and_reports_its_device(dev, rng):
     a = rng.standard_normal((3, 5)).astype(np.float32)
     t = cnnfast.tensor(a)
+    before = dev.transfers
     g = t.to("cuda")
+    assert dev.transfers == before + 1  # one copy per move
     assert g.device == cnnfast.device("cuda", 0) and g.is_cuda and not t.is_cuda
     assert str(g.device) == "cuda:0" and "device='cuda:0'" in repr(g)
     assert g.to("cuda") is g and g.cuda() is g and t.cpu() is t

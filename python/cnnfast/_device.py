@@ -498,15 +498,22 @@ def empty(shape, dtype, d) -> DeviceArray:
     return DeviceArray(b.empty(shape, np.dtype(dtype), d.index or 0), b, shape, dtype)
 
 
+def is_on(a, d) -> bool:
+    """Whether array ``a`` already lives on device ``d`` ("cuda" without an index: any CUDA device)."""
+    here = device_of(a)
+    d = as_device(d)
+    return here.type == d.type and (d.index is None or here.index in (None, d.index) or d.type == "cpu")
+
+
 def to_device(a, d):
     """``a`` (a NumPy or device array) on device ``d``: the same object when it is already
     there, else a copy."""
     d = as_device(d)
+    if is_on(a, d):
+        return a
     if d.type == "cpu":
-        return a.get() if isinstance(a, DeviceArray) else a
+        return a.get()
     if isinstance(a, DeviceArray):
-        if a.device == d or (d.index is None and a.device.type == d.type):
-            return a
         a = a.get()
     b = backend_for(d)
     # C order (ascontiguousarray would make a 0-d array 1-d) and native byte order
