@@ -152,7 +152,7 @@ void bind_cuda(py::module_& m) {
   bind_dropout_device(cu);
   bind_cuda_norm(cu);
   bind_cuda_loss(cu);
-  bind_cuda_optim(cu);
+  bind_optim_device(cu);
 #else
   cu.def("device_count", [] { return 0; }, "This build has no CUDA backend: always 0.");
   cu.def("device_name", [](int) -> std::string { return ""; }, py::arg("index") = 0);
