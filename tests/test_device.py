@@ -374,3 +374,16 @@ def test_gan_demo_trains_on_the_device_as_on_the_cpu(dev, tmp_path):
     cpu, gpu = (json.load(open(tmp_path / d / "metrics.json")) for d in ("cpu", "cuda"))
     assert cpu["step_d_loss"] == gpu["step_d_loss"] and cpu["step_g_loss"] == gpu["step_g_loss"]
     assert cpu["final"] == gpu["final"]
+
+
+def test_initialisers_and_in_place_fills_work_on_device_tensors(dev):
+    lin, ref = nn.Linear(4, 3).cuda(), nn.Linear(4, 3)
+    cnnfast.manual_seed(5)
+    nn.init.normal_(lin.weight, 0.0, 0.02)
+    nn.init.zeros_(lin.bias)
+    cnnfast.manual_seed(5)
+    nn.init.normal_(ref.weight, 0.0, 0.02)
+    assert lin.weight.is_cuda and np.array_equal(lin.weight.detach().cpu().numpy(), ref.weight.detach().numpy())
+    assert not lin.bias.detach().cpu().numpy().any()
+    with pytest.raises(TypeError, match="move it there first"):
+        lin.weight.data._array[...] = np.ones((2, 2), np.float32)

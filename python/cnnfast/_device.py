@@ -390,8 +390,12 @@ class DeviceArray:
             self.backend.copy(value.handle, out=self.handle)
         elif isinstance(value, (int, float, bool, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0):
             self.fill(float(value))
+        elif isinstance(value, np.ndarray) and value.shape == self.shape:
+            # host values written into device memory (nn.init's normal_/uniform_ draw on the host)
+            self.backend.copy(to_device(value.astype(self.dtype, copy=False), self.device).handle, out=self.handle)
         else:
-            raise TypeError(f"cannot assign a {type(value).__name__} to a {self.device} array; move it there first")
+            raise TypeError(f"cannot assign a {type(value).__name__} of shape {np.shape(value)} to a {self.device} "
+                            f"array of shape {self.shape}; move it there first")
 
     def __getitem__(self, index):
         if index is Ellipsis or index == ():
