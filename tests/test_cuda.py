@@ -85,8 +85,12 @@ def test_caching_allocator_reuses_blocks():
 
 
 def test_bad_input_names_the_argument(rng):
-    with pytest.raises(TypeError, match="x: expected a CUDA array"):
-        _C.cuda.relu_forward(np.ones(3, np.float32))
+    # One binding serves both devices: a NumPy array runs on the CPU, anything else is refused.
+    assert np.array_equal(_C.cuda.relu_forward(np.array([-1.0, 2.0], np.float32)), [0.0, 2.0])
+    with pytest.raises(TypeError, match="x: expected a NumPy array or a CUDA array"):
+        _C.cuda.relu_forward([1.0, 2.0])
+    with pytest.raises(TypeError, match="x: expected a CUDA array like grad_output"):
+        _C.cuda.relu_backward(cnnfast.cuda.to_device(np.ones(3, np.float32)), np.ones(3, np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
         _C.cuda.relu_forward(cnnfast.cuda.to_device(np.ones(3, np.int64)))
     a, b = cnnfast.cuda.to_device(np.ones(3, np.float32)), cnnfast.cuda.to_device(np.ones(4, np.float32))

@@ -129,7 +129,9 @@ def dev():
 def test_tensor_moves_and_reports_its_device(dev, rng):
     a = rng.standard_normal((3, 5)).astype(np.float32)
     t = cnnfast.tensor(a)
+    before = dev.transfers
     g = t.to("cuda")
+    assert dev.transfers == before + 1  # one copy per move
     assert g.device == cnnfast.device("cuda", 0) and g.is_cuda and not t.is_cuda
     assert str(g.device) == "cuda:0" and "device='cuda:0'" in repr(g)
     assert g.to("cuda") is g and g.cuda() is g and t.cpu() is t
@@ -343,3 +345,45 @@ def test_trainer_says_no_device_is_present():
                         "--quiet"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__))))
     assert r.returncode != 0 and "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+    from cnnfast.gan.demo import main as gan_main
+
+    assert gan_main(["--quick", "--device", "cuda", "--quiet", "--out", "/nonexistent/never-written"]) == 2
+
+
+@pytest.mark.parametrize("expr, asked", [("gpu", True), ("gpu and not slow", True), ("(gpu)", True),
+                                         ("not gpu", False), ("not slow", False), ("", False),
+                                         ("slow or gpu", True), ("not gpu and not slow", False)])
+def test_which_marker_expressions_ask_for_the_gpu_suite(expr, asked):
+    from conftest import _gpu_requested
+
+    class Config:
+        def getoption(self, name, default=None):
+            return expr
+
+    assert _gpu_requested(Config()) is asked
+
+
+def test_gan_demo_trains_on_the_device_as_on_the_cpu(dev, tmp_path):
+    import json
+
+    from cnnfast.gan.demo import main as gan_main
+
+    args = ["--quick", "--epochs", "1", "--samples", "50", "--quiet", "--threads", "2"]
+    for device in ("cpu", "cuda"):
+        assert gan_main(args + ["--device", device, "--out", str(tmp_path / device)]) == 0
+    cpu, gpu = (json.load(open(tmp_path / d / "metrics.json")) for d in ("cpu", "cuda"))
+    assert cpu["step_d_loss"] == gpu["step_d_loss"] and cpu["step_g_loss"] == gpu["step_g_loss"]
+    assert cpu["final"] == gpu["final"]
+
+
+def test_initialisers_and_in_place_fills_work_on_device_tensors(dev):
+    lin, ref = nn.Linear(4, 3).cuda(), nn.Linear(4, 3)
+    cnnfast.manual_seed(5)
+    nn.init.normal_(lin.weight, 0.0, 0.02)
+    nn.init.zeros_(lin.bias)
+    cnnfast.manual_seed(5)
+    nn.init.normal_(ref.weight, 0.0, 0.02)
+    assert lin.weight.is_cuda and np.array_equal(lin.weight.detach().cpu().numpy(), ref.weight.detach().numpy())
+    assert not lin.bias.detach().cpu().numpy().any()
+    with pytest.raises(TypeError, match="move it there first"):
+        lin.weight.data._array[...] = np.ones((2, 2), np.float32)

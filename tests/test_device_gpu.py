@@ -111,3 +111,14 @@ def test_nn_module_to_cuda_keeps_parameter_identity():
     before = list(lin.parameters())
     lin.cuda()
     assert [id(p) for p in lin.parameters()] == [id(p) for p in before]
+
+
+def test_gan_demo_on_the_gpu(tmp_path):
+    import json
+
+    from cnnfast.gan.demo import main as gan_main
+
+    assert gan_main(["--quick", "--epochs", "1", "--samples", "50", "--quiet", "--device", "cuda",
+                     "--out", str(tmp_path)]) == 0
+    m = json.load(open(tmp_path / "metrics.json"))
+    assert np.isfinite(m["step_d_loss"]).all() and np.isfinite(m["step_g_loss"]).all()

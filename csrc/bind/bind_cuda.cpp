@@ -11,7 +11,6 @@
 #if CNNFAST_WITH_CUDA
 #include "bind/cuda_families.h"
 #include "bind/device_array.h"
-#include "cuda/activation.cuh"
 #include "cuda/elementwise.cuh"
 #include "cuda/runtime.h"
 #endif
@@ -20,109 +19,6 @@ namespace cnnfast::bind {
 
 #if CNNFAST_WITH_CUDA
 namespace {
-
-void bind_cuda_activation(py::module_& cu) {
-  using cpu::Activation;
-  struct Op {
-    const char* name;
-    Activation act;
-    const char* saved;
-    const char* param;
-    double default_param;
-  };
-  const Op ops[] = {{"relu", Activation::ReLU, "x", nullptr, 0.0},
-                    {"leaky_relu", Activation::LeakyReLU, "x", "negative_slope", 0.01},
-                    {"elu", Activation::ELU, "x", "alpha", 1.0},
-                    {"sigmoid", Activation::Sigmoid, "output", nullptr, 0.0},
-                    {"tanh", Activation::Tanh, "output", nullptr, 0.0},
-                    {"silu", Activation::SiLU, "x", nullptr, 0.0}};
-  for (const Op& op : ops) {
-    Activation act = op.act;
-    const char* saved = op.saved;
-    auto fwd = [act](const py::object& xo, double param, const py::object& out) {
-      DeviceArray x = as_device_array(xo, "x");
-      DType dt = device_float_dtype(x, "x");
-      CNNFAST_CHECK(x.size() > 0, ValueError, "x: expected a non-empty array, got shape ", shape_str(x.shape));
-      DeviceArray y = device_output(out, "out", x);
-      dispatch_float(dt, [&](auto tag) {
-        using T = decltype(tag);
-        cuda::activation_forward<T>(act, static_cast<const T*>(x.data), static_cast<T*>(y.data), x.size(), param);
-      });
-      return y;
-    };
-    auto bwd = [act, saved](const py::object& go, const py::object& so, double param, const py::object& out) {
-      DeviceArray g = as_device_array(go, "grad_output");
-      DeviceArray s = as_device_array(so, saved);
-      DType dt = device_float_dtype(g, "grad_output");
-      require_same(g, "grad_output", s, saved);
-      CNNFAST_CHECK(g.size() > 0, ValueError, "grad_output: expected a non-empty array");
-      DeviceArray gx = device_output(out, "out", g);
-      dispatch_float(dt, [&](auto tag) {
-        using T = decltype(tag);
-        cuda::activation_backward<T>(act, static_cast<const T*>(g.data), static_cast<const T*>(s.data),
-                                     static_cast<T*>(gx.data), g.size(), param);
-      });
-      return gx;
-    };
-    std::string name = op.name;
-    if (op.param) {
-      cu.def((name + "_forward").c_str(), fwd, py::arg("x"), py::arg(op.param) = op.default_param, py::kw_only(),
-             py::arg("out") = py::none());
-      cu.def((name + "_backward").c_str(), bwd, py::arg("grad_output"), py::arg(saved),
-             py::arg(op.param) = op.default_param, py::kw_only(), py::arg("out") = py::none());
-    } else {
-      cu.def((name + "_forward").c_str(),
-             [fwd](const py::object& x, const py::object& out) { return fwd(x, 0.0, out); }, py::arg("x"),
-             py::kw_only(), py::arg("out") = py::none());
-      cu.def((name + "_backward").c_str(),
-             [bwd](const py::object& g, const py::object& s, const py::object& out) { return bwd(g, s, 0.0, out); },
-             py::arg("grad_output"), py::arg(saved), py::kw_only(), py::arg("out") = py::none());
-    }
-  }
-  for (bool log : {false, true}) {
-    std::string name = log ? "log_softmax" : "softmax";
-    auto split = [](const DeviceArray& a, int64_t axis, int64_t& outer, int64_t& dim, int64_t& inner) {
-      const int64_t nd = static_cast<int64_t>(a.shape.size());
-      CNNFAST_CHECK(nd >= 1, ValueError, "x: expected at least 1 dimension, got 0");
-      int ax = normalize_axis(axis, nd, "axis");
-      outer = dim = inner = 1;
-      for (int i = 0; i < nd; ++i) (i < ax ? outer : i == ax ? dim : inner) *= a.shape[i];
-    };
-    cu.def((name + "_forward").c_str(),
-           [log, split](const py::object& xo, int64_t axis, const py::object& out) {
-             DeviceArray x = as_device_array(xo, "x");
-             DType dt = device_float_dtype(x, "x");
-             CNNFAST_CHECK(x.size() > 0, ValueError, "x: expected a non-empty array");
-             int64_t outer, dim, inner;
-             split(x, axis, outer, dim, inner);
-             DeviceArray y = device_output(out, "out", x);
-             dispatch_float(dt, [&](auto tag) {
-               using T = decltype(tag);
-               cuda::softmax_forward<T>(static_cast<const T*>(x.data), static_cast<T*>(y.data), outer, dim, inner, log);
-             });
-             return y;
-           },
-           py::arg("x"), py::arg("axis") = -1, py::kw_only(), py::arg("out") = py::none());
-    cu.def((name + "_backward").c_str(),
-           [log, split](const py::object& go, const py::object& yo, int64_t axis, const py::object& out) {
-             DeviceArray g = as_device_array(go, "grad_output");
-             DeviceArray y = as_device_array(yo, "output");
-             DType dt = device_float_dtype(g, "grad_output");
-             require_same(g, "grad_output", y, "output");
-             CNNFAST_CHECK(g.size() > 0, ValueError, "grad_output: expected a non-empty array");
-             int64_t outer, dim, inner;
-             split(g, axis, outer, dim, inner);
-             DeviceArray gx = device_output(out, "out", g);
-             dispatch_float(dt, [&](auto tag) {
-               using T = decltype(tag);
-               cuda::softmax_backward<T>(static_cast<const T*>(g.data), static_cast<const T*>(y.data),
-                                         static_cast<T*>(gx.data), outer, dim, inner, log);
-             });
-             return gx;
-           },
-           py::arg("grad_output"), py::arg("output"), py::arg("axis") = -1, py::kw_only(), py::arg("out") = py::none());
-  }
-}
 
 cuda::Elem elem_of(const DeviceArray& a, const char* name) {
   static const std::pair<const char*, cuda::Elem> known[] = {{"<f4", cuda::Elem::F32}, {"<f8", cuda::Elem::F64},
@@ -250,13 +146,13 @@ void bind_cuda(py::module_& m) {
   cu.def("as_device_array", [](const py::object& obj) { return as_device_array(obj, "array"); }, py::arg("array"),
          "View a CUDA array (DeviceArray, __cuda_array_interface__ or DLPack) without copying.");
   bind_cuda_array_ops(cu);
-  bind_cuda_activation(cu);
+  bind_activation_device(cu);
   bind_cuda_conv(cu);
   bind_cuda_pool(cu);
   bind_dropout_device(cu);
   bind_cuda_norm(cu);
   bind_cuda_loss(cu);
-  bind_cuda_optim(cu);
+  bind_optim_device(cu);
 #else
   cu.def("device_count", [] { return 0; }, "This build has no CUDA backend: always 0.");
   cu.def("device_name", [](int) -> std::string { return ""; }, py::arg("index") = 0);

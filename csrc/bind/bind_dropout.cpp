@@ -9,12 +9,12 @@
 // memory from the other. The key is (seed, offset); the same key in forward and
 // backward gives the same mask, on either device.
 #include "bind/array.h"
+#include "bind/device_dispatch.h"
 #include "bind/families.h"
 #include "core/op_params.h"
 #include "cpu/dropout.h"
 
 #if CNNFAST_WITH_CUDA
-#include "bind/device_array.h"
 #include "cuda/dropout.cuh"
 #endif
 
@@ -71,12 +71,12 @@ DeviceArray apply_device(const py::object& xo, const char* name, double p, uint6
 // One entry point per op: the array's device picks the kernel.
 py::object apply(const py::object& x, const char* name, double p, uint64_t seed, uint64_t offset, bool feature,
                  const py::object& out) {
-  if (py::isinstance<py::array>(x)) return apply_host(x.cast<py::array>(), name, p, seed, offset, feature, out);
+  if (on_host(x, name)) return apply_host(x.cast<py::array>(), name, p, seed, offset, feature, out);
 #if CNNFAST_WITH_CUDA
-  if (is_cuda_array_like(x)) return py::cast(apply_device(x, name, p, seed, offset, feature, out));
+  return py::cast(apply_device(x, name, p, seed, offset, feature, out));
+#else
+  return py::none();  // (on_host has thrown)
 #endif
-  throw TypeError(cat(name, ": expected a NumPy array", CNNFAST_WITH_CUDA ? " or a CUDA array" : "", ", got ",
-                      py::str(py::type::of(x)).cast<std::string>()));
 }
 
 void register_dropout(py::module_& m, bool device_module) {

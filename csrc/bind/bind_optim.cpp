@@ -1,14 +1,24 @@
-// Bindings for the fused optimizer updates (csrc/cpu/optim.h). Every array is
-// updated in place: param and the state buffers must be C-contiguous, writeable,
-// of param's dtype and shape; grad must match param's dtype and shape.
+// Bindings for the fused optimizer updates, for both devices: sgd_step, adam_step,
+// adagrad_step, rmsprop_step (CPU: csrc/cpu/optim.*, GPU: csrc/cuda/optim.*) and
+// adadelta_step (CPU only). Every array is updated in place: param and the state
+// buffers must be C-contiguous (writeable on the host), of param's dtype and shape;
+// grad must match param's dtype and shape. The hyper-parameter checks and the option
+// structs (core/op_params.h) are shared; param's device picks the kernels, and every
+// other array of the call must live there too. Registered in cnnfast._C and _C.cuda.
 #include <cmath>
 #include <initializer_list>
 #include <utility>
 #include <vector>
 
 #include "bind/array.h"
+#include "bind/device_dispatch.h"
 #include "bind/families.h"
+#include "core/op_params.h"
 #include "cpu/optim.h"
+
+#if CNNFAST_WITH_CUDA
+#include "cuda/optim.cuh"
+#endif
 
 namespace cnnfast::bind {
 namespace {
@@ -70,13 +80,13 @@ void check_finite(std::initializer_list<std::pair<const char*, double>> values) 
 
 void check_step(int64_t step) { CNNFAST_CHECK(step >= 1, ValueError, "step: expected an integer >= 1, got ", step); }
 
-void sgd(py::array param, const py::array& grad, const py::object& momentum_buffer, double lr, double momentum,
+void sgd_host(py::array param, const py::array& grad, const py::object& momentum_buffer, double lr, double momentum,
          double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
   DType dt = check_param(param, grad);
   py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum != 0.0);
   check_disjoint(param, grad, {{&buf, "momentum_buffer"}});
   check_finite({{"lr", lr}, {"momentum", momentum}, {"dampening", dampening}, {"weight_decay", weight_decay}});
-  cpu::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
+  SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -88,7 +98,7 @@ void sgd(py::array param, const py::array& grad, const py::object& momentum_buff
   });
 }
 
-void adam(py::array param, const py::array& grad, const py::object& exp_avg, const py::object& exp_avg_sq,
+void adam_host(py::array param, const py::array& grad, const py::object& exp_avg, const py::object& exp_avg_sq,
           const py::object& max_exp_avg_sq, int64_t step, double lr, double beta1, double beta2, double eps,
           double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
   DType dt = check_param(param, grad);
@@ -98,7 +108,7 @@ void adam(py::array param, const py::array& grad, const py::object& exp_avg, con
   py::object vmax = check_state(max_exp_avg_sq, "max_exp_avg_sq", param, amsgrad);
   check_disjoint(param, grad, {{&m, "exp_avg"}, {&v, "exp_avg_sq"}, {&vmax, "max_exp_avg_sq"}});
   check_finite({{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay}});
-  cpu::AdamOptions o{lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay};
+  AdamOptions o{lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -110,14 +120,14 @@ void adam(py::array param, const py::array& grad, const py::object& exp_avg, con
   });
 }
 
-void adagrad(py::array param, const py::array& grad, const py::object& state_sum, int64_t step, double lr,
+void adagrad_host(py::array param, const py::array& grad, const py::object& state_sum, int64_t step, double lr,
              double lr_decay, double weight_decay, double eps, bool maximize) {
   DType dt = check_param(param, grad);
   check_step(step);
   py::object s = check_state(state_sum, "state_sum", param, true);
   check_disjoint(param, grad, {{&s, "state_sum"}});
   check_finite({{"lr", lr}, {"lr_decay", lr_decay}, {"weight_decay", weight_decay}, {"eps", eps}});
-  cpu::AdagradOptions o{lr, lr_decay, weight_decay, eps, step, maximize};
+  AdagradOptions o{lr, lr_decay, weight_decay, eps, step, maximize};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -129,7 +139,7 @@ void adagrad(py::array param, const py::array& grad, const py::object& state_sum
   });
 }
 
-void rmsprop(py::array param, const py::array& grad, const py::object& square_avg, const py::object& grad_avg,
+void rmsprop_host(py::array param, const py::array& grad, const py::object& square_avg, const py::object& grad_avg,
              const py::object& momentum_buffer, double lr, double alpha, double eps, double weight_decay,
              double momentum, bool centered, bool maximize) {
   DType dt = check_param(param, grad);
@@ -138,7 +148,7 @@ void rmsprop(py::array param, const py::array& grad, const py::object& square_av
   py::object buf = check_state(momentum_buffer, "momentum_buffer", param, momentum > 0.0);
   check_disjoint(param, grad, {{&sq, "square_avg"}, {&ga, "grad_avg"}, {&buf, "momentum_buffer"}});
   check_finite({{"lr", lr}, {"alpha", alpha}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
-  cpu::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -151,14 +161,14 @@ void rmsprop(py::array param, const py::array& grad, const py::object& square_av
   });
 }
 
-void adadelta(py::array param, const py::array& grad, const py::object& square_avg, const py::object& acc_delta,
+void adadelta_host(py::array param, const py::array& grad, const py::object& square_avg, const py::object& acc_delta,
               double lr, double rho, double eps, double weight_decay, bool maximize) {
   DType dt = check_param(param, grad);
   py::object sq = check_state(square_avg, "square_avg", param, true);
   py::object acc = check_state(acc_delta, "acc_delta", param, true);
   check_disjoint(param, grad, {{&sq, "square_avg"}, {&acc, "acc_delta"}});
   check_finite({{"lr", lr}, {"rho", rho}, {"eps", eps}, {"weight_decay", weight_decay}});
-  cpu::AdadeltaOptions o{lr, rho, eps, weight_decay, maximize};
+  AdadeltaOptions o{lr, rho, eps, weight_decay, maximize};
   const int64_t n = param.size();
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -169,6 +179,146 @@ void adadelta(py::array param, const py::array& grad, const py::object& square_a
     cpu::adadelta_step<T>(p, g, sp, ap, n, o);
   });
 }
+
+#if CNNFAST_WITH_CUDA
+DType check_param_device(const DeviceArray& param, const DeviceArray& grad) {
+  DType dt = device_float_dtype(param, "param");
+  device_float_dtype(grad, "grad");
+  require_same_typestr(param, "param", grad, "grad");
+  require_device_shape(grad, "grad", param.shape);
+  return dt;
+}
+
+// An optional state buffer on the device: None allowed only when not required (then data == nullptr).
+DeviceArray check_state_device(const py::object& obj, const char* name, const DeviceArray& param, bool required) {
+  if (obj.is_none()) {
+    CNNFAST_CHECK(!required, ValueError, name, ": expected an array for these options, got None");
+    return DeviceArray{};
+  }
+  DeviceArray a = device_array(obj, name, "param");
+  require_same_typestr(param, "param", a, name);
+  require_device_shape(a, name, param.shape);
+  return a;
+}
+
+void sgd_device(const py::object& po, const py::object& go, const py::object& momentum_buffer, double lr,
+                double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+                bool first_step) {
+  DeviceArray param = as_device_array(po, "param"), grad = device_array(go, "grad", "param");
+  DType dt = check_param_device(param, grad);
+  DeviceArray buf = check_state_device(momentum_buffer, "momentum_buffer", param, momentum != 0.0);
+  check_finite({{"lr", lr}, {"momentum", momentum}, {"dampening", dampening}, {"weight_decay", weight_decay}});
+  SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::sgd_step<T>(dmptr<T>(param), dptr<T>(grad), dmptr<T>(buf), param.size(), o);
+  });
+}
+
+void adam_device(const py::object& po, const py::object& go, const py::object& exp_avg, const py::object& exp_avg_sq,
+                 const py::object& max_exp_avg_sq, int64_t step, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  DeviceArray param = as_device_array(po, "param"), grad = device_array(go, "grad", "param");
+  DType dt = check_param_device(param, grad);
+  check_step(step);
+  DeviceArray m = check_state_device(exp_avg, "exp_avg", param, true);
+  DeviceArray v = check_state_device(exp_avg_sq, "exp_avg_sq", param, true);
+  DeviceArray vmax = check_state_device(max_exp_avg_sq, "max_exp_avg_sq", param, amsgrad);
+  check_finite({{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay}});
+  AdamOptions o{lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay};
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::adam_step<T>(dmptr<T>(param), dptr<T>(grad), dmptr<T>(m), dmptr<T>(v), amsgrad ? dmptr<T>(vmax) : nullptr,
+                       param.size(), o);
+  });
+}
+
+void adagrad_device(const py::object& po, const py::object& go, const py::object& state_sum, int64_t step, double lr,
+                    double lr_decay, double weight_decay, double eps, bool maximize) {
+  DeviceArray param = as_device_array(po, "param"), grad = device_array(go, "grad", "param");
+  DType dt = check_param_device(param, grad);
+  check_step(step);
+  DeviceArray s = check_state_device(state_sum, "state_sum", param, true);
+  check_finite({{"lr", lr}, {"lr_decay", lr_decay}, {"weight_decay", weight_decay}, {"eps", eps}});
+  AdagradOptions o{lr, lr_decay, weight_decay, eps, step, maximize};
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::adagrad_step<T>(dmptr<T>(param), dptr<T>(grad), dmptr<T>(s), param.size(), o);
+  });
+}
+
+void rmsprop_device(const py::object& po, const py::object& go, const py::object& square_avg,
+                    const py::object& grad_avg, const py::object& momentum_buffer, double lr, double alpha,
+                    double eps, double weight_decay, double momentum, bool centered, bool maximize) {
+  DeviceArray param = as_device_array(po, "param"), grad = device_array(go, "grad", "param");
+  DType dt = check_param_device(param, grad);
+  DeviceArray sq = check_state_device(square_avg, "square_avg", param, true);
+  DeviceArray ga = check_state_device(grad_avg, "grad_avg", param, centered);
+  DeviceArray buf = check_state_device(momentum_buffer, "momentum_buffer", param, momentum > 0.0);
+  check_finite({{"lr", lr}, {"alpha", alpha}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
+  RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::rmsprop_step<T>(dmptr<T>(param), dptr<T>(grad), dmptr<T>(sq), centered ? dmptr<T>(ga) : nullptr,
+                          momentum > 0.0 ? dmptr<T>(buf) : nullptr, param.size(), o);
+  });
+}
+#define CNNFAST_ON_DEVICE(call) call
+#else
+#define CNNFAST_ON_DEVICE(call) (void)0  // (on_host has thrown)
+#endif
+
+// The entry points: param's device picks the kernels.
+void sgd(const py::object& param, const py::object& grad, const py::object& momentum_buffer, double lr,
+         double momentum, double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
+  if (on_host(param, "param"))
+    return sgd_host(param.cast<py::array>(), host_array(grad, "grad", "param"), momentum_buffer, lr, momentum,
+                    dampening, weight_decay, nesterov, maximize, first_step);
+  CNNFAST_ON_DEVICE(sgd_device(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
+                               maximize, first_step));
+}
+
+void adam(const py::object& param, const py::object& grad, const py::object& exp_avg, const py::object& exp_avg_sq,
+          const py::object& max_exp_avg_sq, int64_t step, double lr, double beta1, double beta2, double eps,
+          double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  if (on_host(param, "param"))
+    return adam_host(param.cast<py::array>(), host_array(grad, "grad", "param"), exp_avg, exp_avg_sq,
+                     max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+                     decoupled_weight_decay);
+  CNNFAST_ON_DEVICE(adam_device(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+                                weight_decay, amsgrad, maximize, decoupled_weight_decay));
+}
+
+void adagrad(const py::object& param, const py::object& grad, const py::object& state_sum, int64_t step, double lr,
+             double lr_decay, double weight_decay, double eps, bool maximize) {
+  if (on_host(param, "param"))
+    return adagrad_host(param.cast<py::array>(), host_array(grad, "grad", "param"), state_sum, step, lr, lr_decay,
+                        weight_decay, eps, maximize);
+  CNNFAST_ON_DEVICE(adagrad_device(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize));
+}
+
+void rmsprop(const py::object& param, const py::object& grad, const py::object& square_avg,
+             const py::object& grad_avg, const py::object& momentum_buffer, double lr, double alpha, double eps,
+             double weight_decay, double momentum, bool centered, bool maximize) {
+  if (on_host(param, "param"))
+    return rmsprop_host(param.cast<py::array>(), host_array(grad, "grad", "param"), square_avg, grad_avg,
+                        momentum_buffer, lr, alpha, eps, weight_decay, momentum, centered, maximize);
+  CNNFAST_ON_DEVICE(rmsprop_device(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
+                                   momentum, centered, maximize));
+}
+
+void adadelta(const py::object& param, const py::object& grad, const py::object& square_avg,
+              const py::object& acc_delta, double lr, double rho, double eps, double weight_decay, bool maximize) {
+  if (on_host(param, "param"))
+    return adadelta_host(param.cast<py::array>(), host_array(grad, "grad", "param"), square_avg, acc_delta, lr,
+                         rho, eps, weight_decay, maximize);
+  throw TypeError("param: adadelta_step has no CUDA kernel yet; step this parameter on the CPU");
+}
+#undef CNNFAST_ON_DEVICE
 
 }  // namespace
 
@@ -198,5 +348,7 @@ void bind_optim(py::module_& m) {
         arg("grad"), arg("square_avg"), arg("acc_delta"), py::kw_only(), arg("lr") = 1.0, arg("rho") = 0.9,
         arg("eps") = 1e-6, arg("weight_decay") = 0.0, arg("maximize") = false);
 }
+
+void bind_optim_device(py::module_& cu) { bind_optim(cu); }
 
 }  // namespace cnnfast::bind

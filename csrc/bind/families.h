@@ -6,6 +6,8 @@
 namespace cnnfast::bind {
 void bind_core(pybind11::module_& m);
 void bind_activation(pybind11::module_& m);
+// The same activation functions in cnnfast._C.cuda.
+void bind_activation_device(pybind11::module_& cu);
 void bind_activation_extra(pybind11::module_& m);
 void bind_resample(pybind11::module_& m);
 void bind_conv(pybind11::module_& m);
@@ -16,6 +18,8 @@ void bind_dropout(pybind11::module_& m);
 void bind_dropout_device(pybind11::module_& cu);
 void bind_loss(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
+// The same optimizer steps in cnnfast._C.cuda.
+void bind_optim_device(pybind11::module_& cu);
 void bind_box(pybind11::module_& m);
 void bind_bf16(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);

@@ -80,4 +80,37 @@ inline int64_t dropout_inner(const int64_t* shape, int ndim, bool feature) {
   return inner;
 }
 
+
+// ---- fused optimizer steps (the arithmetic is documented in cpu/optim.h) --------------
+
+struct SgdOptions {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+  // The first step with momentum copies the (decayed) gradient into the buffer, as torch.
+  bool first_step;
+};
+
+struct AdamOptions {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1 on the first call
+  bool amsgrad, maximize;
+  bool decoupled_weight_decay;  // AdamW: param *= 1 - lr * weight_decay before the update
+};
+
+struct AdagradOptions {
+  double lr, lr_decay, weight_decay, eps;
+  int64_t step;  // 1 on the first call
+  bool maximize;
+};
+
+struct RmspropOptions {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+};
+
+struct AdadeltaOptions {
+  double lr, rho, eps, weight_decay;
+  bool maximize;
+};
+
 }  // namespace cnnfast

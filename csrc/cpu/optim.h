@@ -15,50 +15,34 @@
 #pragma once
 #include <cstdint>
 
+#include "core/op_params.h"
+
 namespace cnnfast::cpu {
 
-struct SgdOptions {
-  double lr, momentum, dampening, weight_decay;
-  bool nesterov, maximize;
-  // The first step with momentum copies the (decayed) gradient into the buffer, as torch.
-  bool first_step;
-};
+// The option structs are shared with the CUDA kernels (core/op_params.h).
+using cnnfast::AdadeltaOptions;
+using cnnfast::AdagradOptions;
+using cnnfast::AdamOptions;
+using cnnfast::RmspropOptions;
+using cnnfast::SgdOptions;
+
 // momentum_buf: required when momentum != 0, else ignored.
 template <class T>
 void sgd_step(T* param, const T* grad, T* momentum_buf, int64_t n, const SgdOptions& o);
 
-struct AdamOptions {
-  double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // 1 on the first call
-  bool amsgrad, maximize;
-  bool decoupled_weight_decay;  // AdamW: param *= 1 - lr * weight_decay before the update
-};
 // max_exp_avg_sq: required when amsgrad.
 template <class T>
 void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, int64_t n,
                const AdamOptions& o);
 
-struct AdagradOptions {
-  double lr, lr_decay, weight_decay, eps;
-  int64_t step;  // 1 on the first call
-  bool maximize;
-};
 template <class T>
 void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const AdagradOptions& o);
 
-struct RmspropOptions {
-  double lr, alpha, eps, weight_decay, momentum;
-  bool centered, maximize;
-};
 // grad_avg: required when centered; momentum_buf: required when momentum > 0.
 template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf, int64_t n,
                   const RmspropOptions& o);
 
-struct AdadeltaOptions {
-  double lr, rho, eps, weight_decay;
-  bool maximize;
-};
 template <class T>
 void adadelta_step(T* param, const T* grad, T* square_avg, T* acc_delta, int64_t n, const AdadeltaOptions& o);
 

@@ -116,7 +116,7 @@ constexpr int kThreads = 256;
 }  // namespace
 
 template <class T>
-void sgd_step(T* param, const T* grad, T* buf, int64_t n, const cpu::SgdOptions& o) {
+void sgd_step(T* param, const T* grad, T* buf, int64_t n, const SgdOptions& o) {
   if (n == 0) return;
   sgd_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(
       param, grad, buf, n, T(o.lr), T(o.momentum), T(1.0 - o.dampening), T(o.weight_decay), o.momentum != 0.0,
@@ -125,7 +125,7 @@ void sgd_step(T* param, const T* grad, T* buf, int64_t n, const cpu::SgdOptions&
 }
 
 template <class T>
-void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, int64_t n, const cpu::AdamOptions& o) {
+void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, int64_t n, const AdamOptions& o) {
   if (n == 0) return;
   const double bias_correction1 = 1.0 - std::pow(o.beta1, double(o.step));
   const double bias_correction2 = 1.0 - std::pow(o.beta2, double(o.step));
@@ -141,7 +141,7 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_sq, in
 }
 
 template <class T>
-void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const cpu::AdagradOptions& o) {
+void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const AdagradOptions& o) {
   if (n == 0) return;
   const T neg_clr = T(-(o.lr / (1.0 + double(o.step - 1) * o.lr_decay)));
   adagrad_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(
@@ -151,7 +151,7 @@ void adagrad_step(T* param, const T* grad, T* state_sum, int64_t n, const cpu::A
 
 template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, int64_t n,
-                  const cpu::RmspropOptions& o) {
+                  const RmspropOptions& o) {
   if (n == 0) return;
   rmsprop_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(
       param, grad, square_avg, grad_avg, buf, n, T(-o.lr), T(o.alpha), T(1.0 - o.alpha), T(o.eps),
@@ -160,10 +160,10 @@ void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* buf, i
 }
 
 #define CNNFAST_INSTANTIATE(T)                                                                        \
-  template void sgd_step<T>(T*, const T*, T*, int64_t, const cpu::SgdOptions&);                       \
-  template void adam_step<T>(T*, const T*, T*, T*, T*, int64_t, const cpu::AdamOptions&);             \
-  template void adagrad_step<T>(T*, const T*, T*, int64_t, const cpu::AdagradOptions&);               \
-  template void rmsprop_step<T>(T*, const T*, T*, T*, T*, int64_t, const cpu::RmspropOptions&);
+  template void sgd_step<T>(T*, const T*, T*, int64_t, const SgdOptions&);                       \
+  template void adam_step<T>(T*, const T*, T*, T*, T*, int64_t, const AdamOptions&);             \
+  template void adagrad_step<T>(T*, const T*, T*, int64_t, const AdagradOptions&);               \
+  template void rmsprop_step<T>(T*, const T*, T*, T*, T*, int64_t, const RmspropOptions&);
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

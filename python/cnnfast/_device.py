@@ -390,8 +390,12 @@ class DeviceArray:
             self.backend.copy(value.handle, out=self.handle)
         elif isinstance(value, (int, float, bool, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0):
             self.fill(float(value))
+        elif isinstance(value, np.ndarray) and value.shape == self.shape:
+            # host values written into device memory (nn.init's normal_/uniform_ draw on the host)
+            self.backend.copy(to_device(value.astype(self.dtype, copy=False), self.device).handle, out=self.handle)
         else:
-            raise TypeError(f"cannot assign a {type(value).__name__} to a {self.device} array; move it there first")
+            raise TypeError(f"cannot assign a {type(value).__name__} of shape {np.shape(value)} to a {self.device} "
+                            f"array of shape {self.shape}; move it there first")
 
     def __getitem__(self, index):
         if index is Ellipsis or index == ():
@@ -498,18 +502,26 @@ def empty(shape, dtype, d) -> DeviceArray:
     return DeviceArray(b.empty(shape, np.dtype(dtype), d.index or 0), b, shape, dtype)
 
 
+def is_on(a, d) -> bool:
+    """Whether array ``a`` already lives on device ``d`` ("cuda" without an index: any CUDA device)."""
+    here = device_of(a)
+    d = as_device(d)
+    return here.type == d.type and (d.index is None or here.index in (None, d.index) or d.type == "cpu")
+
+
 def to_device(a, d):
     """``a`` (a NumPy or device array) on device ``d``: the same object when it is already
     there, else a copy."""
     d = as_device(d)
+    if is_on(a, d):
+        return a
     if d.type == "cpu":
-        return a.get() if isinstance(a, DeviceArray) else a
+        return a.get()
     if isinstance(a, DeviceArray):
-        if a.device == d or (d.index is None and a.device.type == d.type):
-            return a
         a = a.get()
     b = backend_for(d)
-    a = np.require(a, requirements="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    # C order (ascontiguousarray would make a 0-d array 1-d) and native byte order
+    a = np.require(a, dtype=None if a.dtype.isnative else a.dtype.newbyteorder("="), requirements="C")
     return DeviceArray(b.from_numpy(a, d.index or 0), b, a.shape, a.dtype)
 
 
@@ -641,13 +653,16 @@ class _Dispatch(_Namespace):
         cpu_fn = getattr(_C, name)
 
         def fn(*args, **kwargs):
+            # The common case (host arrays) costs one scan of the arguments, no allocation.
             for a in args:
-                if isinstance(a, DeviceArray):
+                if a.__class__ is DeviceArray:
                     break
             else:
-                a = next((v for v in kwargs.values() if isinstance(v, DeviceArray)), None)
-                if a is None:
-                    return cpu_fn(*args, **kwargs)  # the common case, at the cost of one scan
+                for a in kwargs.values():
+                    if a.__class__ is DeviceArray:
+                        break
+                else:
+                    return cpu_fn(*args, **kwargs)
             # the device kernel's wrapper refuses host arrays and arrays of other devices
             return getattr(_namespace(a.backend), name)(*args, **kwargs)
 

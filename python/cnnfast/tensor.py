@@ -254,7 +254,7 @@ class Tensor:
         ``copy``. Returns ``self`` when nothing changes, as torch."""
         dev, dtype, copy = _parse_to(args, kwargs)
         out = self
-        if dev is not None and _device.to_device(self._array, dev) is not self._array:
+        if dev is not None and not _device.is_on(self._array, dev):
             out = _ToDevice.apply(self, dev)
             copy = False
         if dtype is not None and np.dtype(dtype) != self.dtype:

@@ -15,7 +15,8 @@
 # Everything RESULTS.md needs goes to OUTDIR/gpu_results.md, each stage's log beside it
 # (six files: the device tool returns at most eight). Each stage has its own time limit
 # inside a total budget (CNNFAST_GPU_BUDGET seconds, default 540), so a stage that hangs
-# still leaves the others' results. Exits non-zero when any stage failed.
+# still leaves the others' results. Exits non-zero when any stage failed. A rerun on the
+# same warm machine can skip the build: CNNFAST_GPU_SITE=/tmp/cnnfast_site bash ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: tests/gpu/run_on_device.sh OUTDIR}
@@ -58,11 +59,14 @@ stage() {
   echo "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
   echo "- nvcc: $(nvcc --version 2>&1 | grep -o 'release [0-9.]*' || echo missing); $($py -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")' 2>&1 | tail -1)"
   echo "- CPU: $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- build tools: $(gcc --version 2>&1 | head -1); $(cmake --version 2>&1 | head -1); Python.h $($py -c 'import os, sysconfig; p = os.path.join(sysconfig.get_paths()["include"], "Python.h"); print("present" if os.path.exists(p) else "MISSING at " + p)' 2>&1 | tail -1)"
   echo
 } > "$res"
 
-site=/tmp/cnnfast_site
-rm -rf "$site"
+# CNNFAST_GPU_SITE=DIR reuses an install of an earlier run on the same (still warm) machine.
+site=${CNNFAST_GPU_SITE:-/tmp/cnnfast_site}
+reuse=0
+if [[ -n ${CNNFAST_GPU_SITE:-} && -d $site/cnnfast ]]; then reuse=1; else rm -rf "$site"; fi
 build() {
   # all cores; CMakeLists picks sm_90 when CMAKE_CUDA_ARCHITECTURES is not given
   CNNFAST_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
@@ -71,17 +75,17 @@ build() {
 }
 export py site
 export -f build
-if stage build 300 build; then
+if (( reuse )) && echo "- build: reused $site" >> "$res" || stage build 300 build; then
   export PYTHONPATH=$site
   stage pytest_gpu 150 $py -m pytest -q -p no:cacheprovider -rfE -m gpu \
     tests/test_cuda.py tests/test_cuda_conv.py tests/test_cuda_loss.py tests/test_cuda_norm.py \
     tests/test_cuda_optim.py tests/test_cuda_pool_dropout.py tests/test_device_gpu.py
-  { echo; echo '```'; grep -E "passed|failed|error|FAILED|ERROR" "$out/pytest_gpu.log" | tail -40; echo '```'; } >> "$res"
+  { echo; echo '```'; grep -E "passed|failed|error|FAILED|ERROR" "$out/pytest_gpu.log" 2>/dev/null | tail -40; echo '```'; } >> "$res"
   stage bench_cuda 120 $py benchmarks/bench_cuda.py --quick
-  { echo; echo '```'; tail -60 "$out/bench_cuda.log"; echo '```'; echo; } >> "$res"
+  { echo; echo '```'; tail -60 "$out/bench_cuda.log" 2>/dev/null; echo '```'; echo; } >> "$res"
   stage bench_cuda_train 180 $py benchmarks/bench_cuda_train.py --out "$res"
 else
-  { echo; echo '```'; tail -40 "$out/build.log"; echo '```'; } >> "$res"
+  { echo; echo '```'; tail -40 "$out/build.log" 2>/dev/null; echo '```'; } >> "$res"
 fi
 echo "- total: $(( $(date +%s) - start )) s of the ${budget} s budget" >> "$res"
 cat "$res"

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1000, help="generated images scored per epoch")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, noise and batches")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="cpu",
+                   help="where G and D train: cpu, cuda (cuda:N) or auto (the GPU when one is present); the "
+                        "digit classifier that scores the samples stays on the CPU")
     p.add_argument("--quick", action="store_true",
                    help="at most 2 epochs on 512 digits, 300 scored samples (for tests)")
     p.add_argument("--out", default=None, help="output folder (default runs/gan-<timestamp>/)")
@@ -155,6 +158,7 @@ def _plot_losses(history: dict, path: str, ceiling: float) -> None:
 
 def run(a: argparse.Namespace) -> dict:
     import cnnfast
+    from .. import _device
     from .. import functional as F
     from .. import optim
     from ..data import load_digits, split_indices
@@ -170,6 +174,7 @@ def run(a: argparse.Namespace) -> dict:
         raise ValueError(f"--batch-size: BatchNorm needs at least 2 images per batch, got {a.batch_size}")
     if not a.lr > 0 or not 0 <= a.beta1 < 1:
         raise ValueError(f"--lr must be > 0 and --beta1 in [0, 1), got {a.lr} and {a.beta1}")
+    dev = _device.resolve(a.device)  # ValueError (a usage error) when the device cannot be used
     set_threads(a.threads)
     cnnfast.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -190,6 +195,8 @@ def run(a: argparse.Namespace) -> dict:
     x = x_all if not a.quick else x_all[rng.permutation(len(x_all))[:512]]
     G = dcgan_init_(Generator(a.nz, a.width, 1, a.image_size))
     D = dcgan_init_(Discriminator(a.width, 1, a.image_size))
+    G.to(dev)  # initialised on the CPU, so a GPU run starts from the CPU run's weights
+    D.to(dev)
     opt_g = optim.Adam(G.parameters(), lr=a.lr, betas=(a.beta1, 0.999))
     opt_d = optim.Adam(D.parameters(), lr=a.lr, betas=(a.beta1, 0.999))
     fixed = rng.standard_normal((64, a.nz)).astype(np.float32)
@@ -198,7 +205,8 @@ def run(a: argparse.Namespace) -> dict:
     def generate(z: np.ndarray) -> np.ndarray:
         G.eval()
         with cnnfast.no_grad():
-            imgs = np.concatenate([G(cnnfast.tensor(z[i:i + 500])).numpy() for i in range(0, len(z), 500)])
+            imgs = np.concatenate([G(cnnfast.tensor(z[i:i + 500], device=dev)).cpu().numpy()
+                                   for i in range(0, len(z), 500)])
         G.train()
         return imgs
 
@@ -211,10 +219,10 @@ def run(a: argparse.Namespace) -> dict:
         order = rng.permutation(len(x))
         bar = ProgressBar(steps, desc=f"epoch {epoch}/{a.epochs}", enabled=not a.quiet)
         for s in range(steps):
-            real = cnnfast.tensor(x[order[s * a.batch_size:(s + 1) * a.batch_size]])
+            real = cnnfast.tensor(x[order[s * a.batch_size:(s + 1) * a.batch_size]], device=dev)
             n = real.shape[0]
-            ones, zeros = cnnfast.ones(n), cnnfast.zeros(n)
-            z = cnnfast.tensor(rng.standard_normal((n, a.nz)).astype(np.float32))
+            ones, zeros = cnnfast.ones(n, device=dev), cnnfast.zeros(n, device=dev)
+            z = cnnfast.tensor(rng.standard_normal((n, a.nz)).astype(np.float32), device=dev)
             fake = G(z)
             # D: real -> 1, fake -> 0; the fakes are detached so this step leaves G alone.
             logit_real, logit_fake = D(real), D(fake.detach())
@@ -234,8 +242,8 @@ def run(a: argparse.Namespace) -> dict:
             history["step_d_loss"].append(ld)
             history["step_g_loss"].append(lg)
             bar.update(n, d_loss=ld, g_loss=lg,
-                       d_real=float(np.mean(1 / (1 + np.exp(-logit_real.detach().numpy())))),
-                       d_fake=float(np.mean(1 / (1 + np.exp(-logit_fake.detach().numpy())))))
+                       d_real=float(np.mean(1 / (1 + np.exp(-logit_real.detach().cpu().numpy())))),
+                       d_fake=float(np.mean(1 / (1 + np.exp(-logit_fake.detach().cpu().numpy())))))
         q = sample_quality(clf.probs(generate(score_noise)))
         for k in ("d_loss", "g_loss", "d_real", "d_fake"):
             history[k].append(bar.metrics[k])
