@@ -1,5 +1,5 @@
-"""Grouped convolutions with 2-16 channels per group (the direct AVX-512 kernel of
-conv_grouped.cpp at the avx512 level, im2col + GEMM below it) at every SIMD level:
+"""Grouped convolutions with 2-16 channels per group (the direct kernels of
+conv_grouped.cpp at the avx512 and avx2 levels, im2col + GEMM at scalar) at every SIMD level:
 forward, grad_x and grad_w against PyTorch in float64 and against the scalar level, on
 widths that leave every tail of the 16-lane column blocks, channel counts that leave
 every remainder of the 8/4/2/1 channel blocks, asymmetric padding wider and narrower

@@ -166,3 +166,15 @@ def test_set_conv_algorithm_rejects_unknown(conv_algorithm):
     with pytest.raises(ValueError, match="name"):
         cnnfast.set_conv_algorithm("fast")
     assert cnnfast.get_conv_algorithm() == "auto"
+
+
+def test_auto_takes_winograd_on_7x7_maps_with_enough_tiles(rng):
+    # 7x7 outputs: Winograd once the batch gives >= 128 tiles (4 per image), GEMM below.
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    for n, algo in ((32, "winograd"), (4, "gemm")):
+        x = cnnfast.tensor(rng.standard_normal((n, 16, 7, 7)).astype(np.float32))
+        auto = np.array(F.conv2d(x, cnnfast.tensor(w), padding=1).data)
+        forced = np.array(F.conv2d(x, cnnfast.tensor(w), padding=1, algo=algo).data)
+        assert np.array_equal(auto, forced), f"batch {n}: Auto did not run {algo}"
+        ref = TF.conv2d(torch.from_numpy(np.array(x.data)).double(), torch.from_numpy(w).double(), padding=1)
+        assert_close(auto, ref.numpy(), rtol=1e-3, atol=1e-3)

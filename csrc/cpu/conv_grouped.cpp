@@ -1,6 +1,7 @@
 // Grouped convolution with few channels per group: the drivers of conv_grouped.h
-// (threading and the shape of each pass), on the AVX-512 plane kernels of
-// conv_grouped_avx512.cpp. Other levels and float64 keep im2col + GEMM.
+// (threading and the shape of each pass), on the plane kernels of
+// conv_grouped_kernels.h (AVX-512 and AVX2 builds). The scalar level and float64 keep
+// im2col + GEMM.
 #include "cpu/conv_grouped.h"
 
 #include <algorithm>
@@ -30,13 +31,16 @@ namespace conv_detail {
 // leave most lanes idle: those stay with the GEMM and its tap paths.
 bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0;
-  if (!use_avx512() || !two_d || s.out[2] < 8) return false;
+  if (!use_avx2() || !two_d || s.out[2] < 8) return false;
   if (s.groups > 1 && s.Cg() == 1) return false;  // depthwise: its own kernel
   // The forward also takes strided layers (through column phases, grouped_forward)
   // whose taps along W are adjacent; the gradients only stride 1.
   const bool unit = s.stride[1] == 1 && s.stride[2] == 1;
   if (pass == Pass::Forward ? (s.stride[2] > 1 && s.dil[2] != 1) : !unit) return false;
   if (s.Cg() <= 16 && s.Kg() <= 16) return true;
+  // The rules below hold for the AVX-512 kernels; the AVX2 ones (4-channel blocks) lost
+  // to the GEMM on those layers (dilated 3x3 C64 forward 27.2 against 24.4 ms).
+  if (!use_avx512()) return false;
   // Layers Auto sends to Winograd stay there (3x3 C64 56x56: 12.9 ms against 21.5),
   // and 1x1 layers with the GEMM, which reads their input as it is (no im2col):
   // 1x1 C256->64 56x56 ran 17.6 ms direct against 10.3.
@@ -51,7 +55,21 @@ bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
 
 namespace {
 
-avx512_impl::GroupedPlane forward_plane(const ConvShape& s) {
+// The widest level's kernels: AVX-512 where the CPU and the setting allow, else AVX2.
+void corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y) {
+  if (use_avx512()) avx512_impl::grouped_corr(p, x, w, bias, y);
+  else avx2_impl::grouped_corr(p, x, w, bias, y);
+}
+void corr_weight(const GroupedPlane& p, const float* x, const float* gy, float* gw) {
+  if (use_avx512()) avx512_impl::grouped_corr_weight(p, x, gy, gw);
+  else avx2_impl::grouped_corr_weight(p, x, gy, gw);
+}
+void phase(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq, float* dst) {
+  if (use_avx512()) avx512_impl::column_phase(x, rows, W, sw, q, pad, Wq, dst);
+  else avx2_impl::column_phase(x, rows, W, sw, q, pad, Wq, dst);
+}
+
+GroupedPlane forward_plane(const ConvShape& s) {
   return {s.Cg(), s.in[1], s.in[2], s.Kg(), s.out[1], s.out[2], s.k[1], s.k[2],
           s.dil[1], s.dil[2], -s.pad0[1], -s.pad0[2]};
 }
@@ -68,14 +86,14 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
     return false;
   } else {
     if (!grouped_direct_applicable(s, Pass::Forward)) return false;
-    avx512_impl::GroupedPlane p = forward_plane(s);
+    GroupedPlane p = forward_plane(s);
     p.sh = s.stride[1];
     const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), sw = s.stride[2];
     if (sw == 1) {
       parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t n = t / G, g = t % G;
-          avx512_impl::grouped_corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
+          corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
                                     bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
         }
       });
@@ -88,10 +106,10 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
     // otherwise each phase is its own correlation, summed into y.
     const int64_t nph = std::min(sw, p.KW), KW0 = (p.KW + sw - 1) / sw;
     const bool stacked = nph * KW0 * 10 <= p.KW * 11;
-    std::vector<avx512_impl::GroupedPlane> ph;
+    std::vector<GroupedPlane> ph;
     std::vector<std::vector<float>> wq;
     for (int64_t q = 0; q < (stacked ? 1 : nph); ++q) {
-      avx512_impl::GroupedPlane pq = p;
+      GroupedPlane pq = p;
       pq.KW = stacked ? KW0 : (p.KW - q + sw - 1) / sw;
       pq.Ci = stacked ? p.Ci * nph : p.Ci;
       pq.Wi = p.Wo + pq.KW - 1;
@@ -122,14 +140,14 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
         const float* bg = bias ? bias + g * p.Ko : nullptr;
         if (stacked) {
           for (int64_t q = 0; q < nph; ++q)
-            avx512_impl::column_phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
-          avx512_impl::grouped_corr(ph[0], xq.data(), wq[0].data() + g * p.Ko * ph[0].Ci * p.KH * KW0, bg, yg);
+            phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
+          corr(ph[0], xq.data(), wq[0].data() + g * p.Ko * ph[0].Ci * p.KH * KW0, bg, yg);
           continue;
         }
         for (size_t q = 0; q < ph.size(); ++q) {
-          const avx512_impl::GroupedPlane& pq = ph[q];
-          avx512_impl::column_phase(xg, rows, W, sw, int64_t(q), pad, pq.Wi, xq.data());
-          avx512_impl::grouped_corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
+          const GroupedPlane& pq = ph[q];
+          phase(xg, rows, W, sw, int64_t(q), pad, pq.Wi, xq.data());
+          corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
                                     q == 0 ? bg : nullptr, yg);
         }
       }
@@ -150,13 +168,13 @@ bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
     const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), KH = s.k[1], KW = s.k[2], taps = KH * KW;
     AlignedPtr<float> wt = aligned_alloc_array<float>(s.K * Cg * taps);
     flip_swap_weights(s, w, wt.get());
-    const avx512_impl::GroupedPlane p{Kg, s.out[1], s.out[2], Cg, s.in[1], s.in[2], KH, KW, s.dil[1], s.dil[2],
+    const GroupedPlane p{Kg, s.out[1], s.out[2], Cg, s.in[1], s.in[2], KH, KW, s.dil[1], s.dil[2],
                                       s.pad0[1] - s.dil[1] * (KH - 1), s.pad0[2] - s.dil[2] * (KW - 1)};
     const int64_t inS = s.in_size(), P = s.out_size();
     parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / G, g = t % G;
-        avx512_impl::grouped_corr(p, gy + (n * s.K + g * Kg) * P, wt.get() + g * Cg * Kg * taps, nullptr,
+        corr(p, gy + (n * s.K + g * Kg) * P, wt.get() + g * Cg * Kg * taps, nullptr,
                                   gx + (n * s.C + g * Cg) * inS);
       }
     });
@@ -174,16 +192,16 @@ bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw)
     return false;
   } else {
     if (!grouped_direct_applicable(s, Pass::Weight)) return false;
-    const avx512_impl::GroupedPlane p = forward_plane(s);
+    const GroupedPlane p = forward_plane(s);
     const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), wk = p.Ci * p.KH * p.KW;
     const int64_t blocks = (p.Ko + 7) / 8;
     parallel_for(0, G * blocks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t g = t / blocks, k0 = (t % blocks) * 8;
-        avx512_impl::GroupedPlane q = p;
+        GroupedPlane q = p;
         q.Ko = std::min<int64_t>(8, p.Ko - k0);
         for (int64_t n = 0; n < s.N; ++n)
-          avx512_impl::grouped_corr_weight(q, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko + k0) * P,
+          corr_weight(q, x + (n * s.C + g * p.Ci) * inS, gy + (n * s.K + g * p.Ko + k0) * P,
                                            gw + (g * p.Ko + k0) * wk);
       }
     });
@@ -201,12 +219,20 @@ CNNFAST_INSTANTIATE(double)
 
 }  // namespace conv_detail
 
+#define CNNFAST_GROUPED_STUBS                                                                          \
+  void grouped_corr(const GroupedPlane&, const float*, const float*, const float*, float*) {}       \
+  void grouped_corr_weight(const GroupedPlane&, const float*, const float*, float*) {}              \
+  void column_phase(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
+#if !CNNFAST_HAVE_AVX2_BUILD
+namespace avx2_impl {
+CNNFAST_GROUPED_STUBS
+}  // namespace avx2_impl
+#endif
 #if !CNNFAST_HAVE_AVX512_BUILD
 namespace avx512_impl {
-void grouped_corr(const GroupedPlane&, const float*, const float*, const float*, float*) {}
-void grouped_corr_weight(const GroupedPlane&, const float*, const float*, float*) {}
-void column_phase(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
+CNNFAST_GROUPED_STUBS
 }  // namespace avx512_impl
 #endif
+#undef CNNFAST_GROUPED_STUBS
 
 }  // namespace cnnfast::cpu

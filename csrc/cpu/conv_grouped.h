@@ -1,6 +1,6 @@
 // Grouped convolution with few channels per group (2..16 in and out, e.g. ResNeXt's
-// 32-group 3x3 layers with 4-16 channels per group), stride 1, 2-D: a direct
-// AVX-512 kernel (conv_grouped_avx512.cpp) driven by conv_grouped.cpp. The same
+// 32-group 3x3 layers with 4-16 channels per group), 2-D: a direct kernel
+// (conv_grouped_kernels.h, AVX-512 and AVX2 builds) driven by conv_grouped.cpp. The same
 // kernel takes the passes of other stride-1 layers where it measured faster than
 // im2col + GEMM (dilated 3x3, few input channels: grouped_direct_applicable).
 //
@@ -32,25 +32,34 @@ template <class T>
 bool grouped_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw);
 }  // namespace conv_detail
 
-namespace avx512_impl {
 // One (image, group) plane set. Input: Ci channels of Hi x Wi; output: Ko channels
 // of Ho x Wo; tap (kh, kw) of output (oh, ow) reads input
 // (oh*sh + oy + kh*dh, ow + ox + kw*dw), zero outside the input (stride 1 along W:
 // a strided layer's forward first splits its input into column phases).
-//   grouped_corr:        y[k] = bias[k] + sum_{c,kh,kw} w[k][c][kh][kw] * x[c][...]
-//                        (writes y, or adds to it with `accumulate`)
-//   grouped_corr_weight: gw[k][c][kh][kw] += sum_{oh,ow} gy[k][oh][ow] * x[c][...]   (sh = 1)
 struct GroupedPlane {
   int64_t Ci, Hi, Wi, Ko, Ho, Wo, KH, KW, dh, dw, oy, ox;
   int64_t sh = 1;
   bool accumulate = false;
 };
-void grouped_corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y);
-void grouped_corr_weight(const GroupedPlane& p, const float* x, const float* gy, float* gw);
-// Column phase q of `rows` rows of width W at stride sw: dst[r][j] = x[r][j*sw + q - pad]
-// for j < Wq, zero outside the row.
-void column_phase(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq,
-                  float* dst);
+
+// Each level's kernels (conv_grouped_kernels.h, compiled by conv_grouped_avx512.cpp
+// and conv_grouped_avx2.cpp):
+//   grouped_corr:        y[k] = bias[k] + sum_{c,kh,kw} w[k][c][kh][kw] * x[c][...]
+//                        (writes y, or adds to it with `accumulate`)
+//   grouped_corr_weight: gw[k][c][kh][kw] += sum_{oh,ow} gy[k][oh][ow] * x[c][...]   (sh = 1)
+//   column_phase:        column phase q of `rows` rows of width W at stride sw:
+//                        dst[r][j] = x[r][j*sw + q - pad] for j < Wq, zero outside the row.
+#define CNNFAST_DECLARE_GROUPED_LEVEL()                                                                     \
+  void grouped_corr(const GroupedPlane& p, const float* x, const float* w, const float* bias, float* y);   \
+  void grouped_corr_weight(const GroupedPlane& p, const float* x, const float* gy, float* gw);             \
+  void column_phase(const float* x, int64_t rows, int64_t W, int64_t sw, int64_t q, int64_t pad, int64_t Wq, \
+                    float* dst);
+namespace avx2_impl {
+CNNFAST_DECLARE_GROUPED_LEVEL()
+}  // namespace avx2_impl
+namespace avx512_impl {
+CNNFAST_DECLARE_GROUPED_LEVEL()
 }  // namespace avx512_impl
+#undef CNNFAST_DECLARE_GROUPED_LEVEL
 
 }  // namespace cnnfast::cpu
