@@ -300,6 +300,9 @@ def check_unbroken(case: Case):
             C.set_num_threads(args["n"])
             assert C.get_num_threads() == args["n"]
             C.set_num_threads(before)
+        if case.fn == "set_workspace_cache_limit":
+            assert C.workspace_stats()["cache_limit"] == args["bytes"]
+            C.set_workspace_cache_limit(DEFAULT_WORKSPACE_CACHE)
         return
     results = [run(case, fresh(case, args), s) for s in SIMD]
     for r in results[1:]:
@@ -312,6 +315,8 @@ def check_unbroken(case: Case):
 # Kernels whose fuzz case lacks an independent answer, always or for some draws; their own
 # test file checks them (tests/test_detection.py: finite differences for the gradient,
 # torchvision's formulas for the DIoU/CIoU values).
+DEFAULT_WORKSPACE_CACHE = C.workspace_stats()["cache_limit"]
+
 NO_REFERENCE = {"box_iou_pairs_backward", "box_iou_forward", "box_iou_pairs_forward"}
 
 
@@ -322,6 +327,9 @@ def check_break(case: Case, kind: str, target, args: dict, names):
             run(case, fresh(case, args), SIMD[-1])
         except ERRORS as err:
             assert_named(case, err, names, kind)
+        finally:
+            if case.fn == "set_workspace_cache_limit":  # an accepted extreme must not outlive the case
+                C.set_workspace_cache_limit(DEFAULT_WORKSPACE_CACHE)
         return
     # Aliasing keeps the values the arrays hold before the call, not the spec's:
     # the right answer is the one separate copies of them give.
