@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <pthread.h>
 #include <string>
 
 #include "core/checked_math.h"
@@ -75,7 +76,14 @@ struct Pool {
 };
 
 Pool& pool() {
-  static Pool* p = new Pool;  // never destroyed: kernels on other threads may run at exit
+  // Never destroyed: kernels on other threads may run at exit. The mutex is held across
+  // fork() (data-loader workers fork), so a child never inherits it locked by a thread
+  // that does not exist there.
+  static Pool* p = [] {
+    Pool* q = new Pool;
+    pthread_atfork([] { pool().mu.lock(); }, [] { pool().mu.unlock(); }, [] { pool().mu.unlock(); });
+    return q;
+  }();
   return *p;
 }
 
