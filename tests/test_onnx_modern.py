@@ -1,5 +1,6 @@
 """ONNX import of today's CNNs: torchvision's convnext_tiny (exact GELU exported as Erf),
-fcn_resnet50 and deeplabv3_mobilenet_v3_large (bilinear Resize), built from torchvision's
+fcn_resnet50 and deeplabv3_mobilenet_v3_large (bilinear Resize), regnet_x/y_400mf and
+inception_v3, built from torchvision's
 definitions (tv_reference.py) and exported by torch.onnx.export, load and match PyTorch
 within 1e-4 relative; and the new converters (Gelu, Erf, Mish, Softplus, HardSwish,
 DepthToSpace/SpaceToDepth, Resize linear/cubic in every coordinate mode) against
@@ -35,7 +36,8 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("name", ["convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "regnet_y_400mf",
+                                  "regnet_x_400mf", "inception_v3"])
 def test_torchvision_export_loads_and_matches(name):
     if tv_reference.load() is None:
         pytest.skip("no torchvision wheel on disk to read the reference definitions from")
@@ -49,7 +51,7 @@ def test_torchvision_export_loads_and_matches(name):
                 v.copy_(torch.tensor(g.normal(0, 0.1, v.shape)))
             elif k.endswith("layer_scale"):
                 v.copy_(torch.tensor(g.uniform(0.5, 1.0, v.shape)))
-    x = g.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    x = g.standard_normal((1, 3) + ((80, 112) if name == "inception_v3" else (64, 96))).astype(np.float32)
     data = _export(ref, x)
     m = co.load(data)
     with torch.no_grad():
