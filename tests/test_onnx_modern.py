@@ -37,7 +37,8 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("name", ["convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "regnet_y_400mf",
-                                  "regnet_x_400mf", "inception_v3"])
+                                  pytest.param("regnet_x_400mf", marks=pytest.mark.slow),
+                                  pytest.param("inception_v3", marks=pytest.mark.slow)])
 def test_torchvision_export_loads_and_matches(name):
     if tv_reference.load() is None:
         pytest.skip("no torchvision wheel on disk to read the reference definitions from")
@@ -141,7 +142,7 @@ EXPORTED = ["mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeeze
             "deeplabv3_mobilenet_v3_large",
             pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("fcn_resnet50", marks=pytest.mark.slow),
             pytest.param("resnext50_32x4d", marks=pytest.mark.slow), "regnet_y_400mf", "regnet_x_400mf",
-            "inception_v3"]
+            pytest.param("inception_v3", marks=pytest.mark.slow)]
 
 
 def _ort_vs_cnnfast(model, x, tmp_path):
