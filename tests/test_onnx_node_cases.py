@@ -95,7 +95,6 @@ ORT_NOT_REFERENCE = {"test_maxunpool_export_with_output_shape"}
 
 # Refused at load (named op, node and reason); README lists them.
 REFUSED = {
-    "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode",  # training_mode=1
     "test_resize_downsample_scales_cubic_antialias", "test_resize_downsample_scales_linear_antialias",
     "test_resize_downsample_sizes_cubic_antialias", "test_resize_downsample_sizes_linear_antialias",  # antialias=1
     "test_resize_tf_crop_and_resize", "test_resize_tf_crop_and_resize_axes_2_3",

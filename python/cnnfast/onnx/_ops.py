@@ -327,17 +327,29 @@ def _matmul(spec):
 
 @op("BatchNormalization")
 def _batch_norm(spec):
-    if int(spec.attr("training_mode", 0)):
-        spec.fail("training_mode=1 is not supported (export the model in inference mode)")
-    spec.only_first_output()
+    training_mode = bool(int(spec.attr("training_mode", 0)))
+    if not training_mode:
+        spec.only_first_output()
     eps = float(spec.attr("epsilon", 1e-5))
-    momentum = 1.0 - float(spec.attr("momentum", 0.9))  # ONNX weighs the running value, torch the batch
+    onnx_momentum = float(spec.attr("momentum", 0.9))
+    momentum = 1.0 - onnx_momentum  # ONNX weighs the running value, torch the batch
 
     def run(ins, m):
         x, scale, bias, mean, var = ins[:5]
         x = ten(x)
-        return [F.batch_norm(x, ten(mean, x), ten(var, x), ten(scale, x), ten(bias, x),
-                             training=m.training, momentum=momentum, eps=eps)]
+        if not training_mode:
+            return [F.batch_norm(x, ten(mean, x), ten(var, x), ten(scale, x), ten(bias, x),
+                                 training=m.training, momentum=momentum, eps=eps)]
+        # training_mode=1: normalise with the batch statistics; the updated running statistics
+        # are outputs (ONNX blends in the biased batch variance, where torch's running_var
+        # takes the unbiased one), the inputs stay untouched.
+        y = F.batch_norm(x, None, None, ten(scale, x), ten(bias, x), training=True, eps=eps)
+        xa = arr(x).astype(np.float64)
+        axes = (0,) + tuple(range(2, xa.ndim))
+        dt = arr(x).dtype
+        new_mean = np.asarray(arr(mean), np.float64) * onnx_momentum + xa.mean(axes) * (1 - onnx_momentum)
+        new_var = np.asarray(arr(var), np.float64) * onnx_momentum + xa.var(axes) * (1 - onnx_momentum)
+        return [y, new_mean.astype(dt), new_var.astype(dt)][:max(1, len(spec.outputs))]
     return run
 
 
