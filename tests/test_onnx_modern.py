@@ -239,3 +239,36 @@ def test_maxpool_bad_storage_order_refused_at_load():
     x = np.zeros((1, 1, 4, 4), np.float32)
     with pytest.raises(co.UnsupportedOnnxError, match="storage_order.*MaxPool|MaxPool.*storage_order"):
         co.load(_maxpool_model(x, TensorProto.FLOAT, dict(kernel_shape=[2, 2], storage_order=2)))
+
+
+@pytest.mark.parametrize("mode,coord,exclude", [("linear", "half_pixel", 0), ("cubic", "half_pixel", 0),
+                                                ("linear", "align_corners", 0), ("cubic", "pytorch_half_pixel", 1),
+                                                ("linear", "asymmetric", 1)])
+@pytest.mark.parametrize("scales", [(0.37, 0.6), (0.5, 1.5)])
+def test_resize_antialias_matches_onnx_reference(mode, coord, exclude, scales):
+    """antialias=1: downsampling stretches the filter by 1/scale (ONNX's reference defines it);
+    upsampling axes are plain interpolation."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.random.default_rng(11).standard_normal((2, 3, 13, 11)).astype(np.float32)
+    attrs = {"mode": mode, "antialias": 1, "coordinate_transformation_mode": coord, "exclude_outside": exclude}
+    node_scales = np.array((1.0, 1.0) + scales, np.float32)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))]
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="r", **attrs)
+    g = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(node_scales, "s")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    want = ReferenceEvaluator(data).run(None, {"x": x})[0]
+    with cnnfast.no_grad():
+        got = co.load(data)(cnnfast.tensor(x)).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_antialias_nearest_refused_at_load():
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="r", mode="nearest", antialias=1)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array([1, 1, .5, .5], np.float32), "s")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    with pytest.raises(co.UnsupportedOnnxError, match="Resize.*antialias"):
+        co.load(data)

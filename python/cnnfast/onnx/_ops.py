@@ -1126,8 +1126,9 @@ def _resize(spec):
     nearest = spec.attr("nearest_mode", "round_prefer_floor")
     if nearest not in _NEAREST_MODES:
         spec.fail(f"nearest_mode '{nearest}' is not supported")
-    if int(spec.attr("antialias", 0)):
-        spec.fail("antialias=1 is not supported")
+    antialias = bool(int(spec.attr("antialias", 0)))
+    if antialias and mode == "nearest":
+        spec.fail("antialias=1 applies to the linear and cubic modes only, not nearest")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
     if policy not in ("stretch", "not_larger", "not_smaller"):
         spec.fail(f"keep_aspect_ratio_policy '{policy}' is not one of stretch, not_larger, not_smaller")
@@ -1172,7 +1173,7 @@ def _resize(spec):
                                        f"spatial axes of a 3-D to 5-D input")
         full = {a: (a, o, sc) for a, o, sc in plan}
         steps = [full.get(a, (a, shape[a], 1.0)) for a in range(2, nd)]
-        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside)]
+        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside, antialias)]
     return run
 
 

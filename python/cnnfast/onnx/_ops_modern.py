@@ -97,11 +97,36 @@ def source_coords(out_len, in_len, scale, coord):
     return (y + 0.5) / scale - 0.5  # half_pixel
 
 
-def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False):
+def _antialias_weights(x, scale, mode, cubic_a):
+    """(first tap, weights) of ONNX's antialiased linear/cubic Resize: when downsampling
+    (scale < 1) the filter is stretched by 1/scale, so 2 * ceil-ish(1/scale) (linear) or
+    twice that (cubic) taps, weights normalised to sum 1. The taps are the ones nearest x,
+    a tie going to the lower index; an integer x counts as the right end of the cell
+    below it (fraction 1), as in ONNX's reference."""
+    s = min(scale, 1.0)
+    cell = np.ceil(x) - 1  # floor(x), except an integer x belongs to the cell below
+    frac = (x - cell)[:, None]
+    reach = 1 if mode == "linear" else 2
+    start = int(np.floor(-reach / s)) + 1
+    d = np.abs((np.arange(start, 2 - start) - frac) * s)
+    if mode == "linear":
+        w = np.clip(1 - d, 0, 1)
+    else:
+        a = cubic_a
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        w = np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+    return cell + start, w / w.sum(1, keepdims=True)
+
+
+def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False, antialias=False):
     """(index, weight) of ONNX Resize along one axis: 2 taps (linear) or 4 (cubic) around
-    floor(x); taps beyond the edge read the edge value, or with exclude_outside get weight
-    0 and the rest are renormalised."""
+    floor(x) (more with antialias, see _antialias_weights); taps beyond the edge read the
+    edge value, or with exclude_outside get weight 0 and the rest are renormalised."""
     x = source_coords(out_len, in_len, scale, coord)
+    if antialias:
+        first, w = _antialias_weights(x, scale, mode, cubic_a)
+        return _edges(first.astype(np.int64)[:, None] + np.arange(w.shape[1]), w, in_len, exclude_outside)
     i0 = np.floor(x)
     t = (x - i0)[:, None]
     if mode == "linear":
@@ -114,7 +139,12 @@ def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_out
         far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
         w = np.where(d <= 1, near, np.where(d < 2, far, 0.0))
         offs = np.arange(-1, 3)
-    idx = i0.astype(np.int64)[:, None] + offs
+    return _edges(i0.astype(np.int64)[:, None] + offs, w, in_len, exclude_outside)
+
+
+def _edges(idx, w, in_len, exclude_outside):
+    """Taps beyond the edge read the edge value, or (exclude_outside) drop out with the
+    remaining weights renormalised."""
     if exclude_outside:
         w = np.where((idx < 0) | (idx >= in_len), 0.0, w)
         s = w.sum(1, keepdims=True)
@@ -122,12 +152,13 @@ def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_out
     return np.clip(idx, 0, in_len - 1), w
 
 
-def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside):
+def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside, antialias=False):
     """Resize Tensor x (N, C, *spatial) along its spatial axes; axes_sizes_scales:
     [(axis, out_len, scale)] covering every spatial axis."""
     tables = []
     for axis, out_len, scale in axes_sizes_scales:
-        tables.append(interp_table(out_len, arr(x).shape[axis], scale, coord, mode, cubic_a, exclude_outside))
+        tables.append(interp_table(out_len, arr(x).shape[axis], scale, coord, mode, cubic_a, exclude_outside,
+                                   antialias))
     return F.resample(ten(x), tables)
 
 
