@@ -125,7 +125,7 @@ def test_resize_cubic_exclude_outside_and_coeff():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_refusals_name_the_node():
+def test_resize_crop_without_roi_refused_naming_the_node():
     x = np.zeros((1, 1, 4, 4), np.float32)
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="rz", mode="linear",
                             coordinate_transformation_mode="tf_crop_and_resize")
@@ -271,4 +271,40 @@ def test_resize_antialias_nearest_refused_at_load():
                           initializer=[onnx.numpy_helper.from_array(np.array([1, 1, .5, .5], np.float32), "s")])
     data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
     with pytest.raises(co.UnsupportedOnnxError, match="Resize.*antialias"):
+        co.load(data)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("roi,sizes", [((0.1, 0.25, 0.8, 0.9), (5, 4)), ((-0.2, 0.3, 1.3, 0.7), (7, 1)),
+                                       ((0.0, 0.0, 1.0, 1.0), (13, 11))])
+def test_resize_tf_crop_and_resize_matches_onnx_reference(mode, roi, sizes):
+    """roi crops each spatial axis to [start, end] (fractions); outputs whose source falls
+    outside the input take extrapolation_value; the gradient flows to the input."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.random.default_rng(12).standard_normal((2, 3, 13, 11)).astype(np.float32)
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="r", mode=mode, axes=[2, 3],
+                            coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=-4.5)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array(roi, np.float32), "roi"),
+                                       onnx.numpy_helper.from_array(np.array(sizes, np.int64), "sizes")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    want = ReferenceEvaluator(data).run(None, {"x": x})[0]
+    xc = cnnfast.tensor(x, requires_grad=True)
+    got = co.load(data)(xc)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert np.abs(xc.grad.numpy()).sum() > 0
+
+
+def test_resize_tf_crop_and_resize_nearest_refused_at_load():
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="r", mode="nearest",
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32),
+                                                                    "roi"),
+                                       onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.int64), "sizes")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    with pytest.raises(co.UnsupportedOnnxError, match="Resize.*tf_crop_and_resize"):
         co.load(data)

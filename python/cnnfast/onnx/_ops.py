@@ -1119,9 +1119,13 @@ def _resize(spec):
     if mode not in ("nearest", "linear", "cubic"):
         spec.fail(f"mode '{mode}' is not one of nearest, linear, cubic")
     coord = spec.attr("coordinate_transformation_mode", "half_pixel")
-    if coord == "tf_crop_and_resize":
-        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' (roi cropping) is not supported")
-    if coord not in _COORD_MODES:
+    crop = coord == "tf_crop_and_resize"
+    if crop and mode == "nearest":
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' is supported in the linear and cubic "
+                  "modes only, not nearest")
+    if crop and (len(spec.inputs) < 2 or not spec.inputs[1]):
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' needs the roi input (input 1)")
+    if coord not in _COORD_MODES and not crop:
         spec.fail(f"coordinate_transformation_mode '{coord}' is not supported (supported: {', '.join(_COORD_MODES)})")
     nearest = spec.attr("nearest_mode", "round_prefer_floor")
     if nearest not in _NEAREST_MODES:
@@ -1135,12 +1139,19 @@ def _resize(spec):
     axes_attr = spec.attr("axes")
     cubic_a = float(spec.attr("cubic_coeff_a", -0.75))
     exclude_outside = bool(int(spec.attr("exclude_outside", 0)))
+    extrapolation_value = float(spec.attr("extrapolation_value", 0.0))
 
     def run(ins, m):
         x = ins[0]
         shape = arr(x).shape
         nd = len(shape)
         axes = [a % nd for a in axes_attr] if axes_attr else list(range(nd))
+        rois = {}
+        if crop:
+            roi = None if len(ins) < 2 or ins[1] is None else arr(ins[1]).reshape(-1).astype(np.float64)
+            if roi is None or roi.size != 2 * len(axes):
+                raise ValueError(f"Resize '{spec.name}': tf_crop_and_resize needs a roi of 2 x {len(axes)} values")
+            rois = {a: (float(roi[i]), float(roi[len(axes) + i])) for i, a in enumerate(axes)}
         scales = ins[2] if len(ins) > 2 else None
         sizes = ins[3] if len(ins) > 3 else None
         scales = None if scales is None or arr(scales).size == 0 else [float(v) for v in arr(scales).reshape(-1)]
@@ -1161,7 +1172,7 @@ def _resize(spec):
             else:
                 sc = scales[i]
                 out = int(math.floor(shape[a] * sc))
-            if out == shape[a] and sc == 1.0:
+            if out == shape[a] and sc == 1.0 and rois.get(a, (0.0, 1.0)) == (0.0, 1.0):
                 continue
             plan.append((a, out, sc))
         if mode == "nearest":
@@ -1173,7 +1184,8 @@ def _resize(spec):
                                        f"spatial axes of a 3-D to 5-D input")
         full = {a: (a, o, sc) for a, o, sc in plan}
         steps = [full.get(a, (a, shape[a], 1.0)) for a in range(2, nd)]
-        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside, antialias)]
+        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside, antialias, rois,
+                              extrapolation_value)]
     return run
 
 

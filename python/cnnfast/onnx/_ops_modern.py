@@ -78,11 +78,16 @@ def _space_to_depth(spec):
 
 # ---- Resize: linear and cubic tables -----------------------------------------------------------
 
-def source_coords(out_len, in_len, scale, coord):
+def source_coords(out_len, in_len, scale, coord, roi=(0.0, 1.0)):
     """Source coordinate of each output position along one axis, in ONNX's conventions
-    (scale = output / input, as given or as implied by sizes)."""
+    (scale = output / input, as given or as implied by sizes; roi = (start, end) as fractions
+    of the axis, tf_crop_and_resize only)."""
     y = np.arange(out_len, dtype=np.float64)
     out_w = scale * in_len
+    if coord == "tf_crop_and_resize":
+        r0, r1 = roi
+        span = (r1 - r0) * (in_len - 1)
+        return r0 * (in_len - 1) + (np.full(out_len, span / 2) if out_w == 1 else y * span / (out_w - 1))
     # As ONNX's reference: the resized length is scale * in_len, which need not be an integer
     # when scales are given (onnxruntime uses the floored output length there instead).
     if coord == "align_corners":
@@ -119,11 +124,12 @@ def _antialias_weights(x, scale, mode, cubic_a):
     return cell + start, w / w.sum(1, keepdims=True)
 
 
-def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False, antialias=False):
+def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False, antialias=False,
+                 roi=(0.0, 1.0)):
     """(index, weight) of ONNX Resize along one axis: 2 taps (linear) or 4 (cubic) around
     floor(x) (more with antialias, see _antialias_weights); taps beyond the edge read the
     edge value, or with exclude_outside get weight 0 and the rest are renormalised."""
-    x = source_coords(out_len, in_len, scale, coord)
+    x = source_coords(out_len, in_len, scale, coord, roi)
     if antialias:
         first, w = _antialias_weights(x, scale, mode, cubic_a)
         return _edges(first.astype(np.int64)[:, None] + np.arange(w.shape[1]), w, in_len, exclude_outside)
@@ -152,14 +158,27 @@ def _edges(idx, w, in_len, exclude_outside):
     return np.clip(idx, 0, in_len - 1), w
 
 
-def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside, antialias=False):
+def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside, antialias=False, rois=None,
+                  extrapolation_value=0.0):
     """Resize Tensor x (N, C, *spatial) along its spatial axes; axes_sizes_scales:
-    [(axis, out_len, scale)] covering every spatial axis."""
-    tables = []
+    [(axis, out_len, scale)] covering every spatial axis; rois: {axis: (start, end)} for
+    tf_crop_and_resize, whose outputs with a source coordinate outside the input on any axis
+    take extrapolation_value instead."""
+    rois = rois or {}
+    tables, outside = [], []
     for axis, out_len, scale in axes_sizes_scales:
-        tables.append(interp_table(out_len, arr(x).shape[axis], scale, coord, mode, cubic_a, exclude_outside,
-                                   antialias))
-    return F.resample(ten(x), tables)
+        roi = rois.get(axis, (0.0, 1.0))
+        in_len = arr(x).shape[axis]
+        tables.append(interp_table(out_len, in_len, scale, coord, mode, cubic_a, exclude_outside, antialias, roi))
+        if coord == "tf_crop_and_resize":
+            c = source_coords(out_len, in_len, scale, coord, roi)
+            outside.append((c < 0) | (c > in_len - 1))
+    y = F.resample(ten(x), tables)
+    if not any(o.any() for o in outside):
+        return y
+    grids = np.meshgrid(*outside, indexing="ij")
+    mask = np.logical_or.reduce(grids).astype(arr(y).dtype)[None, None]
+    return y * ten(1 - mask, y) + ten(mask * extrapolation_value, y)
 
 
 # ---- AveragePool with dilations, LayerNormalization's statistics outputs -----------------------
