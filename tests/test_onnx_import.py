@@ -696,11 +696,25 @@ def test_unsupported_attribute_values_fail_at_load():
                  [("s", np.array([1, 1, 2, 2], np.float32))])
     with pytest.raises(UnsupportedOnnxError, match="tf_crop_and_resize"):
         co.load(crop)
+
+
+def test_batchnorm_training_mode_matches_onnx_reference():
+    """training_mode=1: batch statistics, and the running statistics blended with the biased
+    batch variance come out as outputs (issue 20; it used to be refused)."""
+    from onnx.reference import ReferenceEvaluator
+    rng = np.random.default_rng(3)
+    inits = [("s", rng.uniform(0.5, 1.5, 3).astype(np.float32)), ("b", rng.normal(0, 1, 3).astype(np.float32)),
+             ("m", rng.normal(0, 1, 3).astype(np.float32)), ("v", rng.uniform(0.5, 1.5, 3).astype(np.float32))]
     bn = graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1,
-                                 name="bn")], [("x", [2, 2, 3])], [("y", None), ("rm", None), ("rv", None)],
-               [(k, np.ones(2, np.float32)) for k in "sbmv"])
-    with pytest.raises(UnsupportedOnnxError, match="'BatchNormalization' at node 'bn': training_mode"):
-        co.load(bn)
+                                 momentum=0.8, epsilon=1e-3, name="bn")],
+               [("x", [2, 3, 5, 7])], [("y", None), ("rm", None), ("rv", None)], inits)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32) * 2 + 1
+    want = ReferenceEvaluator(bn).run(None, {"x": x})
+    with cnnfast.no_grad():
+        got = co.load(bn)(cnnfast.tensor(x))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy() if hasattr(g, "numpy") else np.asarray(g), w, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(want[2], inits[3][1])  # the statistics really moved
 
 
 def test_unknown_domain_is_refused():

@@ -1,5 +1,6 @@
 """ONNX import of today's CNNs: torchvision's convnext_tiny (exact GELU exported as Erf),
-fcn_resnet50 and deeplabv3_mobilenet_v3_large (bilinear Resize), built from torchvision's
+fcn_resnet50 and deeplabv3_mobilenet_v3_large (bilinear Resize), regnet_x/y_400mf and
+inception_v3, built from torchvision's
 definitions (tv_reference.py) and exported by torch.onnx.export, load and match PyTorch
 within 1e-4 relative; and the new converters (Gelu, Erf, Mish, Softplus, HardSwish,
 DepthToSpace/SpaceToDepth, Resize linear/cubic in every coordinate mode) against
@@ -35,7 +36,9 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("name", ["convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "regnet_y_400mf",
+                                  pytest.param("regnet_x_400mf", marks=pytest.mark.slow),
+                                  pytest.param("inception_v3", marks=pytest.mark.slow)])
 def test_torchvision_export_loads_and_matches(name):
     if tv_reference.load() is None:
         pytest.skip("no torchvision wheel on disk to read the reference definitions from")
@@ -49,7 +52,7 @@ def test_torchvision_export_loads_and_matches(name):
                 v.copy_(torch.tensor(g.normal(0, 0.1, v.shape)))
             elif k.endswith("layer_scale"):
                 v.copy_(torch.tensor(g.uniform(0.5, 1.0, v.shape)))
-    x = g.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    x = g.standard_normal((1, 3) + ((80, 112) if name == "inception_v3" else (64, 96))).astype(np.float32)
     data = _export(ref, x)
     m = co.load(data)
     with torch.no_grad():
@@ -122,7 +125,7 @@ def test_resize_cubic_exclude_outside_and_coeff():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_refusals_name_the_node():
+def test_resize_crop_without_roi_refused_naming_the_node():
     x = np.zeros((1, 1, 4, 4), np.float32)
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="rz", mode="linear",
                             coordinate_transformation_mode="tf_crop_and_resize")
@@ -139,7 +142,7 @@ EXPORTED = ["mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeeze
             "deeplabv3_mobilenet_v3_large",
             pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("fcn_resnet50", marks=pytest.mark.slow),
             pytest.param("resnext50_32x4d", marks=pytest.mark.slow), "regnet_y_400mf", "regnet_x_400mf",
-            "inception_v3"]
+            pytest.param("inception_v3", marks=pytest.mark.slow)]
 
 
 def _ort_vs_cnnfast(model, x, tmp_path):
@@ -236,3 +239,72 @@ def test_maxpool_bad_storage_order_refused_at_load():
     x = np.zeros((1, 1, 4, 4), np.float32)
     with pytest.raises(co.UnsupportedOnnxError, match="storage_order.*MaxPool|MaxPool.*storage_order"):
         co.load(_maxpool_model(x, TensorProto.FLOAT, dict(kernel_shape=[2, 2], storage_order=2)))
+
+
+@pytest.mark.parametrize("mode,coord,exclude", [("linear", "half_pixel", 0), ("cubic", "half_pixel", 0),
+                                                ("linear", "align_corners", 0), ("cubic", "pytorch_half_pixel", 1),
+                                                ("linear", "asymmetric", 1)])
+@pytest.mark.parametrize("scales", [(0.37, 0.6), (0.5, 1.5)])
+def test_resize_antialias_matches_onnx_reference(mode, coord, exclude, scales):
+    """antialias=1: downsampling stretches the filter by 1/scale (ONNX's reference defines it);
+    upsampling axes are plain interpolation."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.random.default_rng(11).standard_normal((2, 3, 13, 11)).astype(np.float32)
+    attrs = {"mode": mode, "antialias": 1, "coordinate_transformation_mode": coord, "exclude_outside": exclude}
+    node_scales = np.array((1.0, 1.0) + scales, np.float32)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))]
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="r", **attrs)
+    g = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(node_scales, "s")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    want = ReferenceEvaluator(data).run(None, {"x": x})[0]
+    with cnnfast.no_grad():
+        got = co.load(data)(cnnfast.tensor(x)).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_antialias_nearest_refused_at_load():
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="r", mode="nearest", antialias=1)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array([1, 1, .5, .5], np.float32), "s")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    with pytest.raises(co.UnsupportedOnnxError, match="Resize.*antialias"):
+        co.load(data)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("roi,sizes", [((0.1, 0.25, 0.8, 0.9), (5, 4)), ((-0.2, 0.3, 1.3, 0.7), (7, 1)),
+                                       ((0.0, 0.0, 1.0, 1.0), (13, 11))])
+def test_resize_tf_crop_and_resize_matches_onnx_reference(mode, roi, sizes):
+    """roi crops each spatial axis to [start, end] (fractions); outputs whose source falls
+    outside the input take extrapolation_value; the gradient flows to the input."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.random.default_rng(12).standard_normal((2, 3, 13, 11)).astype(np.float32)
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="r", mode=mode, axes=[2, 3],
+                            coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=-4.5)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array(roi, np.float32), "roi"),
+                                       onnx.numpy_helper.from_array(np.array(sizes, np.int64), "sizes")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    want = ReferenceEvaluator(data).run(None, {"x": x})[0]
+    xc = cnnfast.tensor(x, requires_grad=True)
+    got = co.load(data)(xc)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert np.abs(xc.grad.numpy()).sum() > 0
+
+
+def test_resize_tf_crop_and_resize_nearest_refused_at_load():
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="r", mode="nearest",
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                          initializer=[onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32),
+                                                                    "roi"),
+                                       onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.int64), "sizes")])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    with pytest.raises(co.UnsupportedOnnxError, match="Resize.*tf_crop_and_resize"):
+        co.load(data)

@@ -1,6 +1,7 @@
 """ONNX import semantics that once went silently wrong or failed at run time: Flatten with a
 negative axis, BatchNormalization with read-only statistics, Dropout's training_mode input
-and mask output, and a non-float MaxPool refused at load with the node named."""
+and mask output, 8-bit integer MaxPool computed exactly, and a wider integer MaxPool
+refused at load with the node named."""
 import numpy as np
 import pytest
 
@@ -101,18 +102,40 @@ def test_dropout_mask_output_in_inference():
     assert mask.numpy().dtype == bool and mask.numpy().all()
 
 
-@pytest.mark.parametrize("dtype", [TensorProto.UINT8, TensorProto.INT8])
-def test_integer_max_pool_refused_at_load(dtype):
+@pytest.mark.parametrize("dtype,np_dtype", [(TensorProto.UINT8, np.uint8), (TensorProto.INT8, np.int8)])
+def test_8bit_max_pool_runs_exactly(dtype, np_dtype):
+    # 8-bit integers are exact in float32: pooled there and cast back (issue 20; once refused).
     node = helper.make_node("MaxPool", ["x"], ["y"], name="pool1", kernel_shape=[2, 2])
     data = _model([node], [_vi("x", dtype, [1, 1, 4, 4])], [_vi("y", dtype, [1, 1, 3, 3])])
+    info = np.iinfo(np_dtype)
+    x = np.random.default_rng(0).integers(info.min, info.max + 1, (1, 1, 4, 4)).astype(np_dtype)
+    y = co.load(data)(x)
+    y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+    want = np.max(np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3)), axis=(-2, -1))
+    assert y.dtype == np_dtype
+    np.testing.assert_array_equal(y, want)
+
+
+def test_wider_integer_max_pool_refused_at_load():
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool1", kernel_shape=[2, 2])
+    data = _model([node], [_vi("x", TensorProto.INT32, [1, 1, 4, 4])], [_vi("y", TensorProto.INT32, [1, 1, 3, 3])])
     with pytest.raises(UnsupportedOnnxError, match=r"MaxPool.*pool1.*dtype"):
         co.load(data)
 
 
-def test_max_pool_dtype_known_only_through_inference_refused_at_load():
-    # The pool reads a Cast's output, whose dtype only shape inference knows.
-    cast = helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.UINT8)
-    node = helper.make_node("MaxPool", ["xi"], ["y"], name="p", kernel_shape=[2, 2])
-    data = _model([cast, node], [_vi("x", TensorProto.FLOAT, [1, 1, 4, 4])], [_vi("y", TensorProto.UINT8, [1, 1, 3, 3])])
-    with pytest.raises(UnsupportedOnnxError, match="uint8"):
-        co.load(data)
+def test_max_pool_dtype_known_only_through_inference():
+    # The pool reads a Cast's output, whose dtype only shape inference knows: int32 is
+    # refused at load, uint8 runs.
+    for to, ok in ((TensorProto.INT32, False), (TensorProto.UINT8, True)):
+        cast = helper.make_node("Cast", ["x"], ["xi"], to=to)
+        node = helper.make_node("MaxPool", ["xi"], ["y"], name="p", kernel_shape=[2, 2])
+        data = _model([cast, node], [_vi("x", TensorProto.FLOAT, [1, 1, 4, 4])], [_vi("y", to, [1, 1, 3, 3])])
+        if not ok:
+            with pytest.raises(UnsupportedOnnxError, match="int32"):
+                co.load(data)
+            continue
+        x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+        with cnnfast.no_grad():
+            y = co.load(data)(cnnfast.tensor(x))
+        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        np.testing.assert_array_equal(y, np.array([[[[5, 6, 7], [9, 10, 11], [13, 14, 15]]]], np.uint8))

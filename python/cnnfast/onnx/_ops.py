@@ -327,17 +327,29 @@ def _matmul(spec):
 
 @op("BatchNormalization")
 def _batch_norm(spec):
-    if int(spec.attr("training_mode", 0)):
-        spec.fail("training_mode=1 is not supported (export the model in inference mode)")
-    spec.only_first_output()
+    training_mode = bool(int(spec.attr("training_mode", 0)))
+    if not training_mode:
+        spec.only_first_output()
     eps = float(spec.attr("epsilon", 1e-5))
-    momentum = 1.0 - float(spec.attr("momentum", 0.9))  # ONNX weighs the running value, torch the batch
+    onnx_momentum = float(spec.attr("momentum", 0.9))
+    momentum = 1.0 - onnx_momentum  # ONNX weighs the running value, torch the batch
 
     def run(ins, m):
         x, scale, bias, mean, var = ins[:5]
         x = ten(x)
-        return [F.batch_norm(x, ten(mean, x), ten(var, x), ten(scale, x), ten(bias, x),
-                             training=m.training, momentum=momentum, eps=eps)]
+        if not training_mode:
+            return [F.batch_norm(x, ten(mean, x), ten(var, x), ten(scale, x), ten(bias, x),
+                                 training=m.training, momentum=momentum, eps=eps)]
+        # training_mode=1: normalise with the batch statistics; the updated running statistics
+        # are outputs (ONNX blends in the biased batch variance, where torch's running_var
+        # takes the unbiased one), the inputs stay untouched.
+        y = F.batch_norm(x, None, None, ten(scale, x), ten(bias, x), training=True, eps=eps)
+        xa = arr(x).astype(np.float64)
+        axes = (0,) + tuple(range(2, xa.ndim))
+        dt = arr(x).dtype
+        new_mean = np.asarray(arr(mean), np.float64) * onnx_momentum + xa.mean(axes) * (1 - onnx_momentum)
+        new_var = np.asarray(arr(var), np.float64) * onnx_momentum + xa.var(axes) * (1 - onnx_momentum)
+        return [y, new_mean.astype(dt), new_var.astype(dt)][:max(1, len(spec.outputs))]
     return run
 
 
@@ -1107,27 +1119,39 @@ def _resize(spec):
     if mode not in ("nearest", "linear", "cubic"):
         spec.fail(f"mode '{mode}' is not one of nearest, linear, cubic")
     coord = spec.attr("coordinate_transformation_mode", "half_pixel")
-    if coord == "tf_crop_and_resize":
-        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' (roi cropping) is not supported")
-    if coord not in _COORD_MODES:
+    crop = coord == "tf_crop_and_resize"
+    if crop and mode == "nearest":
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' is supported in the linear and cubic "
+                  "modes only, not nearest")
+    if crop and (len(spec.inputs) < 2 or not spec.inputs[1]):
+        spec.fail("coordinate_transformation_mode 'tf_crop_and_resize' needs the roi input (input 1)")
+    if coord not in _COORD_MODES and not crop:
         spec.fail(f"coordinate_transformation_mode '{coord}' is not supported (supported: {', '.join(_COORD_MODES)})")
     nearest = spec.attr("nearest_mode", "round_prefer_floor")
     if nearest not in _NEAREST_MODES:
         spec.fail(f"nearest_mode '{nearest}' is not supported")
-    if int(spec.attr("antialias", 0)):
-        spec.fail("antialias=1 is not supported")
+    antialias = bool(int(spec.attr("antialias", 0)))
+    if antialias and mode == "nearest":
+        spec.fail("antialias=1 applies to the linear and cubic modes only, not nearest")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
     if policy not in ("stretch", "not_larger", "not_smaller"):
         spec.fail(f"keep_aspect_ratio_policy '{policy}' is not one of stretch, not_larger, not_smaller")
     axes_attr = spec.attr("axes")
     cubic_a = float(spec.attr("cubic_coeff_a", -0.75))
     exclude_outside = bool(int(spec.attr("exclude_outside", 0)))
+    extrapolation_value = float(spec.attr("extrapolation_value", 0.0))
 
     def run(ins, m):
         x = ins[0]
         shape = arr(x).shape
         nd = len(shape)
         axes = [a % nd for a in axes_attr] if axes_attr else list(range(nd))
+        rois = {}
+        if crop:
+            roi = None if len(ins) < 2 or ins[1] is None else arr(ins[1]).reshape(-1).astype(np.float64)
+            if roi is None or roi.size != 2 * len(axes):
+                raise ValueError(f"Resize '{spec.name}': tf_crop_and_resize needs a roi of 2 x {len(axes)} values")
+            rois = {a: (float(roi[i]), float(roi[len(axes) + i])) for i, a in enumerate(axes)}
         scales = ins[2] if len(ins) > 2 else None
         sizes = ins[3] if len(ins) > 3 else None
         scales = None if scales is None or arr(scales).size == 0 else [float(v) for v in arr(scales).reshape(-1)]
@@ -1148,7 +1172,7 @@ def _resize(spec):
             else:
                 sc = scales[i]
                 out = int(math.floor(shape[a] * sc))
-            if out == shape[a] and sc == 1.0:
+            if out == shape[a] and sc == 1.0 and rois.get(a, (0.0, 1.0)) == (0.0, 1.0):
                 continue
             plan.append((a, out, sc))
         if mode == "nearest":
@@ -1160,7 +1184,8 @@ def _resize(spec):
                                        f"spatial axes of a 3-D to 5-D input")
         full = {a: (a, o, sc) for a, o, sc in plan}
         steps = [full.get(a, (a, shape[a], 1.0)) for a in range(2, nd)]
-        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside)]
+        return [resize_interp(x, spec, steps, coord, mode, cubic_a, exclude_outside, antialias, rois,
+                              extrapolation_value)]
     return run
 
 

@@ -78,11 +78,16 @@ def _space_to_depth(spec):
 
 # ---- Resize: linear and cubic tables -----------------------------------------------------------
 
-def source_coords(out_len, in_len, scale, coord):
+def source_coords(out_len, in_len, scale, coord, roi=(0.0, 1.0)):
     """Source coordinate of each output position along one axis, in ONNX's conventions
-    (scale = output / input, as given or as implied by sizes)."""
+    (scale = output / input, as given or as implied by sizes; roi = (start, end) as fractions
+    of the axis, tf_crop_and_resize only)."""
     y = np.arange(out_len, dtype=np.float64)
     out_w = scale * in_len
+    if coord == "tf_crop_and_resize":
+        r0, r1 = roi
+        span = (r1 - r0) * (in_len - 1)
+        return r0 * (in_len - 1) + (np.full(out_len, span / 2) if out_w == 1 else y * span / (out_w - 1))
     # As ONNX's reference: the resized length is scale * in_len, which need not be an integer
     # when scales are given (onnxruntime uses the floored output length there instead).
     if coord == "align_corners":
@@ -97,11 +102,37 @@ def source_coords(out_len, in_len, scale, coord):
     return (y + 0.5) / scale - 0.5  # half_pixel
 
 
-def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False):
+def _antialias_weights(x, scale, mode, cubic_a):
+    """(first tap, weights) of ONNX's antialiased linear/cubic Resize: when downsampling
+    (scale < 1) the filter is stretched by 1/scale, so 2 * ceil-ish(1/scale) (linear) or
+    twice that (cubic) taps, weights normalised to sum 1. The taps are the ones nearest x,
+    a tie going to the lower index; an integer x counts as the right end of the cell
+    below it (fraction 1), as in ONNX's reference."""
+    s = min(scale, 1.0)
+    cell = np.ceil(x) - 1  # floor(x), except an integer x belongs to the cell below
+    frac = (x - cell)[:, None]
+    reach = 1 if mode == "linear" else 2
+    start = int(np.floor(-reach / s)) + 1
+    d = np.abs((np.arange(start, 2 - start) - frac) * s)
+    if mode == "linear":
+        w = np.clip(1 - d, 0, 1)
+    else:
+        a = cubic_a
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        w = np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+    return cell + start, w / w.sum(1, keepdims=True)
+
+
+def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_outside=False, antialias=False,
+                 roi=(0.0, 1.0)):
     """(index, weight) of ONNX Resize along one axis: 2 taps (linear) or 4 (cubic) around
-    floor(x); taps beyond the edge read the edge value, or with exclude_outside get weight
-    0 and the rest are renormalised."""
-    x = source_coords(out_len, in_len, scale, coord)
+    floor(x) (more with antialias, see _antialias_weights); taps beyond the edge read the
+    edge value, or with exclude_outside get weight 0 and the rest are renormalised."""
+    x = source_coords(out_len, in_len, scale, coord, roi)
+    if antialias:
+        first, w = _antialias_weights(x, scale, mode, cubic_a)
+        return _edges(first.astype(np.int64)[:, None] + np.arange(w.shape[1]), w, in_len, exclude_outside)
     i0 = np.floor(x)
     t = (x - i0)[:, None]
     if mode == "linear":
@@ -114,7 +145,12 @@ def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_out
         far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
         w = np.where(d <= 1, near, np.where(d < 2, far, 0.0))
         offs = np.arange(-1, 3)
-    idx = i0.astype(np.int64)[:, None] + offs
+    return _edges(i0.astype(np.int64)[:, None] + offs, w, in_len, exclude_outside)
+
+
+def _edges(idx, w, in_len, exclude_outside):
+    """Taps beyond the edge read the edge value, or (exclude_outside) drop out with the
+    remaining weights renormalised."""
     if exclude_outside:
         w = np.where((idx < 0) | (idx >= in_len), 0.0, w)
         s = w.sum(1, keepdims=True)
@@ -122,13 +158,27 @@ def interp_table(out_len, in_len, scale, coord, mode, cubic_a=-0.75, exclude_out
     return np.clip(idx, 0, in_len - 1), w
 
 
-def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside):
+def resize_interp(x, spec, axes_sizes_scales, coord, mode, cubic_a, exclude_outside, antialias=False, rois=None,
+                  extrapolation_value=0.0):
     """Resize Tensor x (N, C, *spatial) along its spatial axes; axes_sizes_scales:
-    [(axis, out_len, scale)] covering every spatial axis."""
-    tables = []
+    [(axis, out_len, scale)] covering every spatial axis; rois: {axis: (start, end)} for
+    tf_crop_and_resize, whose outputs with a source coordinate outside the input on any axis
+    take extrapolation_value instead."""
+    rois = rois or {}
+    tables, outside = [], []
     for axis, out_len, scale in axes_sizes_scales:
-        tables.append(interp_table(out_len, arr(x).shape[axis], scale, coord, mode, cubic_a, exclude_outside))
-    return F.resample(ten(x), tables)
+        roi = rois.get(axis, (0.0, 1.0))
+        in_len = arr(x).shape[axis]
+        tables.append(interp_table(out_len, in_len, scale, coord, mode, cubic_a, exclude_outside, antialias, roi))
+        if coord == "tf_crop_and_resize":
+            c = source_coords(out_len, in_len, scale, coord, roi)
+            outside.append((c < 0) | (c > in_len - 1))
+    y = F.resample(ten(x), tables)
+    if not any(o.any() for o in outside):
+        return y
+    grids = np.meshgrid(*outside, indexing="ij")
+    mask = np.logical_or.reduce(grids).astype(arr(y).dtype)[None, None]
+    return y * ten(1 - mask, y) + ten(mask * extrapolation_value, y)
 
 
 # ---- AveragePool with dilations, LayerNormalization's statistics outputs -----------------------
