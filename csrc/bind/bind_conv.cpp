@@ -27,6 +27,8 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/conv.h"
+#include "cpu/conv_grouped.h"
+#include "cpu/conv_internal.h"
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
@@ -418,7 +420,35 @@ py::array gemm_op(const py::array& a, const py::array& b, bool trans_a, bool tra
 
 }  // namespace
 
+// Which kernel Auto runs for each pass of a float32 layer, for the training-memory
+// estimate (cnnfast.utils.summary): only im2col + GEMM and Winograd borrow large
+// workspaces, the direct and depthwise kernels next to none.
+py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                        const std::vector<int64_t>& stride, const ConvPads& padding,
+                        const std::vector<int64_t>& dilation, int64_t groups) {
+  CNNFAST_CHECK(x.size() >= 3 && x.size() <= 5 && w.size() == x.size(), ValueError,
+                "_conv_auto_plan: expected x and weight shapes of equal rank 3-5, got ", shape_str(x), " and ",
+                shape_str(w));
+  CNNFAST_CHECK(groups >= 1, ValueError, "_conv_auto_plan: expected groups >= 1, got ", groups);
+  const ConvShape s = conv_shape_from(x, w, stride, padding, dilation, groups, static_cast<int>(x.size()) - 2);
+  using cpu::conv_detail::Pass;
+  auto name = [&](Pass pass) -> const char* {
+    if (cpu::conv_detail::is_depthwise(s)) return "depthwise";
+    if (cpu::conv_detail::grouped_direct_applicable(s, pass)) return "direct";
+    return cpu::choose_algo(s, true) == ConvAlgo::Winograd ? "winograd" : "gemm";
+  };
+  py::dict d;
+  d["forward"] = name(Pass::Forward);
+  d["grad_input"] = name(Pass::Data);
+  d["grad_weight"] = name(Pass::Weight);
+  return d;
+}
+
 void bind_conv(py::module_& m) {
+  m.def("_conv_auto_plan", &conv_auto_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
+        "'gemm', 'winograd', 'direct' or 'depthwise' (used by the training-memory estimate).");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "
                          "channels per group in and out, a direct kernel for depthwise layers, else GEMM), "
                          "'gemm' (im2col + packed SGEMM) or 'winograd' (F(4x4,3x3); ValueError unless 2-D 3x3 "

@@ -296,7 +296,24 @@ _WORKSPACE_PER_THREAD = 8 << 20
 _SCRATCH_PER_THREAD = 5 << 18   # the GEMM's packing buffers, 1.25 MiB per thread
 
 
+def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
+    """Whether a layer's kernels borrow column matrices or Winograd transforms: convolutions
+    on im2col + GEMM or Winograd do; those Auto sends to the direct or depthwise kernels
+    (C++ decides, _C._conv_auto_plan says), and every other layer type, borrow next to none."""
+    cls = type(m).__name__
+    if not cls.startswith("Conv") or geo is None:
+        return False
+    k, stride, pads, dil, transposed = geo
+    if transposed or itemsize != 4:
+        return True
+    from .. import _C
+    plan = _C._conv_auto_plan([1] + list(in_shape[1:]), list(m.weight.shape), list(stride),
+                              [list(p) for p in pads], list(dil), int(m.groups))
+    return any(v in ("gemm", "winograd") for v in plan.values())
+
+
 def _workspace_estimate(recs, batch_size: int, threads: int) -> int:
+    recs = [r for r in recs if r.get("workspace")]
     largest_act = max([r["in_bytes"] + r["out_bytes"] for r in recs] + [0]) * batch_size
     largest_weight = max([r["grad_bytes"] for r in recs] + [0])
     return (min(_WORKSPACE_PER_THREAD * threads, 2 * largest_act + threads * largest_weight)
@@ -493,7 +510,8 @@ def summary(model, input_shape, batch_size: int = 1, optimizer: str = "sgd_momen
         if kind == "lrn":
             saves.append((("den", len(recs)), y_bytes))
         recs.append({"saves": saves, "in_bytes": x_bytes, "out_bytes": y_bytes,
-                     "grad_bytes": sum(_nbytes(p) for p in own if p.requires_grad)})
+                     "grad_bytes": sum(_nbytes(p) for p in own if p.requires_grad),
+                     "workspace": _borrows_workspace(m, in_shape, geo, itemsize)})
         first = info_out[0] if info_out else None
         rows.append(LayerInfo(
             name=names.get(id(m), type(m).__name__), type=type(m).__name__,
