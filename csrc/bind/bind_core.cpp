@@ -6,6 +6,7 @@
 #include "core/cpu_features.h"
 #include "core/host_memory.h"
 #include "core/parallel.h"
+#include "core/scratch.h"
 #include "core/workspace.h"
 
 namespace cnnfast::bind {
@@ -51,7 +52,11 @@ void bind_core(py::module_& m) {
       "peak_in_use and peak_total since the last reset, borrows and reused (counts), cache_limit, and "
       "scratch (the GEMM's per-thread packing buffers).");
   m.def("workspace_reset_peak", &workspace_reset_peak, "Restart the peaks and counts of workspace_stats().");
-  m.def("workspace_trim", &workspace_trim, "Free the workspace pool's idle blocks.");
+  m.def("workspace_trim", [] {
+        workspace_trim();
+        scratch_release();
+      },
+      "Free the workspace pool's idle blocks; each thread's scratch buffers shrink to its next request.");
   m.def("set_workspace_cache_limit", &set_workspace_cache_limit, py::arg("bytes"),
         "Most bytes of idle workspace the pool keeps for reuse (CNNFAST_WORKSPACE_CACHE_MB at start; default 64 MiB).");
 }
