@@ -118,7 +118,7 @@ def test_prepacked_conv_matches_torch(case, threads, rng):
     ref = conv(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride, dilation=dil,
                groups=g).numpy()
     r = randn(rng, *ref.shape)
-    packed = _C.conv_prepack(w, g)
+    packed = _C.ConvPacked(w, g)
     assert packed.shape == (K, C // g, int(np.prod(k)), g)
     old = cnnfast.get_num_threads()
     cnnfast.set_num_threads(threads)
@@ -154,19 +154,19 @@ def test_prepack_bad_input(rng):
     w = randn(rng, 8, 4, 3, 3)
     x = randn(rng, 1, 4, 6, 6)
     args = (x, w, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
-    with pytest.raises(TypeError, match="packed: expected the result of conv_prepack"):
+    with pytest.raises(TypeError, match="packed: expected a ConvPacked"):
         _C.conv_forward(*args, packed=w)
     with pytest.raises(ValueError, match="packed: packed for another weight shape"):
-        _C.conv_forward(*args, packed=_C.conv_prepack(randn(rng, 8, 2, 3, 3), 2))
+        _C.conv_forward(*args, packed=_C.ConvPacked(randn(rng, 8, 2, 3, 3), 2))
     with pytest.raises(TypeError, match="float32"):
-        _C.conv_prepack(w.astype(np.float64))
+        _C.ConvPacked(w.astype(np.float64))
     with pytest.raises(ValueError, match="groups"):
-        _C.conv_prepack(w, 3)
+        _C.ConvPacked(w, 3)
     with pytest.raises(ValueError, match="weight"):
-        _C.conv_prepack(randn(rng, 8, 4))
+        _C.ConvPacked(randn(rng, 8, 4))
     # A float64 call ignores nothing silently: the packed float32 weights are simply not used.
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    got = _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, packed=_C.conv_prepack(w))
+    got = _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, packed=_C.ConvPacked(w))
     assert_close(got, _C.conv_forward(x64, w64, None, [1, 1], [(1, 1), (1, 1)], [1, 1], 1), rtol=0, atol=0)
 
 
@@ -380,7 +380,7 @@ def test_squeeze_excite_kernel_bad_input(rng):
         _C.squeeze_excite_forward(x, randn(rng, 3, 5), None, w2, None)
     with pytest.raises(ValueError, match="w2: expected"):
         _C.squeeze_excite_forward(x, w1, None, randn(rng, 6, 4), None)
-    with pytest.raises(ValueError, match="bias"):
+    with pytest.raises(ValueError, match="b1"):
         _C.squeeze_excite_forward(x, w1, randn(rng, 4), w2, None)
     with pytest.raises(ValueError, match="activation"):
         _C.squeeze_excite_forward(x, w1, None, w2, None, act1="tanh")

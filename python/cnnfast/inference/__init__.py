@@ -10,7 +10,7 @@ the same computation as fast as the kernels allow:
   HardSigmoid, HardSwish, Sigmoid, SiLU) run in the convolution's output pass
   (``_C.conv_forward(..., residual=, activation=)``) instead of as separate ops;
 - float32 convolution weights are packed for the GEMM once, at freeze time
-  (``_C.conv_prepack``, passed as ``packed=``), not on every call;
+  (``_C.ConvPacked``, passed as ``packed=``), not on every call;
 - squeeze-and-excitation blocks (global pool, two 1x1 convolutions, the scale) run as
   one call (``_C.squeeze_excite_forward``);
 - nothing is recorded for backward, and each intermediate value is dropped as soon as
@@ -49,7 +49,7 @@ def _fused_conv(spec):
     dil = _spatial_attr(spec, "dilations", n, 1)
     pads_cache = {}
     # The GEMM's packed weights, made once here instead of on every call; a float64 graph packs per call.
-    packed = _C.conv_prepack(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
+    packed = _C.ConvPacked(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
 
     def run(ins, ctx):
         x = arr(ins[0])
