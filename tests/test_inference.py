@@ -493,3 +493,45 @@ def test_freeze_detects_a_wrong_graph(rng, monkeypatch):
     monkeypatch.setattr(fz, "_weight_bias", broken)
     with pytest.raises(RuntimeError, match="differs from the model"):
         freeze(M.resnet18(), randn(rng, 1, 3, 32, 32))
+
+
+# ---- torchvision architectures, exported by torch.onnx.export ------------------------------
+
+TV_MODELS = ["resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
+             "shufflenet_v2_x1_0", "squeezenet1_0", "regnet_y_400mf"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_models_frozen_match_torch(name):
+    # Random weights with non-trivial BatchNorm statistics, exported in eval mode (BN folded
+    # by the exporter, initializers shared through Identity nodes), frozen, and compared
+    # with the PyTorch module within 1e-5 of the largest output.
+    import io
+    import warnings
+
+    import tv_reference
+
+    if tv_reference.load() is None:
+        pytest.skip("no torchvision wheel to read the reference models from")
+    torch.manual_seed(0)
+    net = tv_reference.build(name)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32))
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, x, f, dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    frozen = freeze(cnnfast.onnx.load(f.getvalue()), x.numpy())
+    assert frozen.fusions["fused_convs"] > 0
+    for batch in (x, x[:1]):
+        with torch.no_grad():
+            want = net(batch).numpy()
+        got = frozen(batch.numpy()).numpy()
+        assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), what=name)

@@ -35,6 +35,11 @@ from ._fuse import FuseStats, Node, fuse, fuse_squeeze_excite
 __all__ = ["freeze", "FrozenModule"]
 
 
+def _contiguous(a):
+    """The kernels take C-contiguous arrays; a Split/Slice (ShuffleNet's channel split) gives views."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _fused_conv(spec):
     from ..onnx._ops import _auto_pads, _check_auto_pad, _spatial_attr, arr
 
@@ -52,8 +57,8 @@ def _fused_conv(spec):
     packed = _C.ConvPacked(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
 
     def run(ins, ctx):
-        x = arr(ins[0])
-        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
+        x = _contiguous(arr(ins[0]))
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
         sizes = x.shape[2:]
         pads = pads_cache.get(sizes)
         if pads is None:
@@ -71,8 +76,8 @@ def _fused_gemm(spec):
     weight, bias = spec.const(1), spec.const(2)
 
     def run(ins, ctx):
-        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
-        return [Tensor._wrap(_C.linear_forward(arr(ins[0]), weight, bias, residual=residual, activation=act,
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
+        return [Tensor._wrap(_C.linear_forward(_contiguous(arr(ins[0])), weight, bias, residual=residual, activation=act,
                                                alpha=alpha, beta=beta))]
     return run
 
@@ -87,7 +92,7 @@ def _squeeze_excite(spec):
     kw.update({k: float(spec.attr(k)) for k in ("alpha1", "beta1", "alpha2", "beta2")})
 
     def run(ins, ctx):
-        return [Tensor._wrap(_C.squeeze_excite_forward(arr(ins[0]), w1, b1, w2, b2, **kw))]
+        return [Tensor._wrap(_C.squeeze_excite_forward(_contiguous(arr(ins[0])), w1, b1, w2, b2, **kw))]
     return run
 
 
