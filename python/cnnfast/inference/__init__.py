@@ -249,7 +249,8 @@ def _check(frozen, model, graph, example_input, rtol):
             finally:
                 model.train(was_training)
         got = frozen(*inputs)
-    want = want if isinstance(want, tuple) else (want,)
+    # A segmentation model returns {"out": ..., "aux": ...}; its graph has one output per value, in order.
+    want = tuple(want.values()) if isinstance(want, dict) else want if isinstance(want, tuple) else (want,)
     got = got if isinstance(got, tuple) else (got,)
     for i, (w, g) in enumerate(zip(want, got)):
         w, g = np.asarray(w._array, np.float64), np.asarray(g._array, np.float64)
