@@ -369,6 +369,31 @@ def linear_bwd_case(draw):
                 ref=ref, rtol=1e-3, atol=1e-3)
 
 
+def squeeze_excite_case(draw):
+    # Issue 16: x * act2(w2 @ act1(w1 @ mean(x) + b1) + b2) per image and channel; a few
+    # images take the matrix-vector kernel, more the GEMM.
+    rng, dt = rng_of(draw), dtype_of(draw)
+    N, Cc, R = draw(st.integers(1, 6)), draw(st.integers(1, 19)), draw(st.integers(1, 7))
+    sp = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=2)))
+    x, w1, w2 = normal(rng, (N, Cc) + sp, dt), normal(rng, (R, Cc), dt), normal(rng, (Cc, R), dt)
+    b1 = normal(rng, (R,), dt) if draw(st.booleans()) else None
+    b2 = normal(rng, (Cc,), dt) if draw(st.booleans()) else None
+    act1, act2 = draw(st.sampled_from(["relu", "silu", "none"])), draw(st.sampled_from(["sigmoid", "hardsigmoid"]))
+    args = dict(x=x, w1=w1, b1=b1, w2=w2, b2=b2, act1=act1, act2=act2, alpha2=1 / 6, beta2=0.5)
+    acts = {"relu": lambda v: np.maximum(v, 0), "silu": lambda v: v / (1 + np.exp(-v)), "none": lambda v: v,
+            "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "hardsigmoid": lambda v: np.clip(v / 6 + 0.5, 0, 1)}
+
+    def ref(a):
+        xx = a["x"].astype(F64)
+        pooled = xx.reshape(N, Cc, -1).mean(axis=2)
+        h = acts[act1](pooled @ a["w1"].T.astype(F64) + (0 if a["b1"] is None else a["b1"]))
+        sc = acts[act2](h @ a["w2"].T.astype(F64) + (0 if a["b2"] is None else a["b2"]))
+        return [xx * sc.reshape((N, Cc) + (1,) * len(sp))]
+
+    return Case("squeeze_excite_forward", args, reads=("x", "w1", "b1", "w2", "b2"), tied=("w2", "b1", "b2"),
+                strs=("act1", "act2"), floats=("alpha2", "beta2"), ref=ref, rtol=1e-3, atol=1e-3)
+
+
 def gemm_case(draw):
     rng, dt = rng_of(draw), dtype_of(draw)
     M, K, N = draw(st.integers(1, 23)), draw(st.integers(1, 37)), draw(st.integers(1, 33))
@@ -1116,6 +1141,7 @@ for _log in (False, True):
     SPECS[("log_" if _log else "") + "softmax_backward"] = softmax_bwd(_log)
 SPECS.update(conv_forward=conv_fwd_case, conv_backward=conv_bwd_case, conv_transpose_forward=convt_fwd_case,
              conv_transpose_backward=convt_bwd_case, linear_forward=linear_fwd_case, linear_backward=linear_bwd_case,
+             squeeze_excite_forward=squeeze_excite_case,
              gemm=gemm_case, fma_peak_gflops=peak_case)
 for _D in (1, 2, 3):
     SPECS[f"max_pool{_D}d_forward"] = max_pool_fwd_case(_D)

@@ -72,14 +72,14 @@ int check_x_weight(const py::array& x, const py::array& w, const char* xname) {
   return int(x.ndim()) - 2;
 }
 
-void check_bias(const py::object& bias, const py::array& like, int64_t channels) {
+void check_bias(const py::object& bias, const py::array& like, int64_t channels, const char* name = "bias") {
   if (bias.is_none()) return;
-  CNNFAST_CHECK(py::isinstance<py::array>(bias), TypeError, "bias: expected a NumPy array or None, got ",
+  CNNFAST_CHECK(py::isinstance<py::array>(bias), TypeError, name, ": expected a NumPy array or None, got ",
                 py::str(py::type::of(bias)).cast<std::string>());
   py::array b = bias.cast<py::array>();
-  input(b, "bias");
-  require_same_dtype(like, "x", b, "bias");
-  require_shape(b, "bias", {channels});
+  input(b, name);
+  require_same_dtype(like, "x", b, name);
+  require_shape(b, name, {channels});
 }
 
 // The shape of a convolution from x (N, C, in...) and weight (K, C/g, k...).
@@ -138,11 +138,11 @@ cpu::Epilogue epilogue_of(const py::object& residual, const std::string& activat
   return e;
 }
 
-// conv_prepack(weight, groups): the weight packed once for conv_forward(packed=).
+// ConvPacked(weight, groups): the weight packed once for conv_forward(packed=).
 std::shared_ptr<cpu::ConvPacked> conv_pack(const py::array& w, int64_t groups) {
   input(w, "weight");
   require_ndim(w, "weight", 3, 5);
-  CNNFAST_CHECK(py::dtype::of<float>().is(w.dtype()), TypeError, "weight: conv_prepack expects float32, got ",
+  CNNFAST_CHECK(py::dtype::of<float>().is(w.dtype()), TypeError, "weight: ConvPacked expects float32, got ",
                 py::str(w.dtype()).cast<std::string>());
   CNNFAST_CHECK(groups >= 1 && w.shape(0) % groups == 0, ValueError, "groups: expected a positive divisor of ",
                 "weight.shape[0] (", w.shape(0), "), got ", groups);
@@ -171,7 +171,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
   const cpu::ConvPacked* packed = nullptr;
   if (!packed_obj.is_none()) {
     CNNFAST_CHECK(py::isinstance<cpu::ConvPacked>(packed_obj), TypeError,
-                  "packed: expected the result of conv_prepack or None, got ",
+                  "packed: expected a ConvPacked or None, got ",
                   py::str(py::type::of(packed_obj)).cast<std::string>());
     packed = &packed_obj.cast<const cpu::ConvPacked&>();
     CNNFAST_CHECK(packed->K() == s.K && packed->Cg() == s.Cg() && packed->kk() == s.k_size() &&
@@ -210,8 +210,8 @@ py::array se_fwd(const py::array& x, const py::array& w1, const py::object& b1, 
   const int64_t R = w1.shape(0);
   CNNFAST_CHECK(R > 0 && w2.ndim() >= 2 && w2.shape(0) == C && w2.shape(1) == R && w2.size() == C * R, ValueError,
                 "w2: expected (", C, ", ", R, ", 1, ...), got shape ", shape_str(shape_of(w2)));
-  check_bias(b1, x, R);
-  check_bias(b2, x, C);
+  check_bias(b1, x, R, "b1");
+  check_bias(b2, x, C, "b2");
   cpu::Epilogue e1, e2;
   e1.act = cpu::parse_epilogue_act(act1);
   e1.alpha = alpha1;
@@ -450,7 +450,8 @@ void bind_conv(py::module_& m) {
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
         "'gemm', 'winograd', 'direct' or 'depthwise' (used by the training-memory estimate).");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "
-                         "channels per group in and out, a direct kernel for depthwise layers, else GEMM), "
+                         "channels per group in and out (in the forward also >= 512 output positions over the batch), a direct kernel "
+                         "for depthwise layers, else GEMM), "
                          "'gemm' (im2col + packed SGEMM) or 'winograd' (F(4x4,3x3); ValueError unless 2-D 3x3 "
                          "stride 1 dilation 1).";
   const char* epilogue_doc = " Inference output pass: y = activation(y + residual) with residual (y's shape) or "
@@ -465,17 +466,18 @@ void bind_conv(py::module_& m) {
                      "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
                      "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
          algo_doc + epilogue_doc +
-         " packed: conv_prepack(weight, groups) of this very weight (float32), reused instead of packing the "
+         " packed: ConvPacked(weight, groups) of this very weight (float32), reused instead of packing the "
          "weight again on each call; None packs per call.")
             .c_str());
   py::class_<cpu::ConvPacked, std::shared_ptr<cpu::ConvPacked>>(
-      m, "ConvPacked", "Convolution weights packed once for the GEMM (conv_prepack); opaque.")
+      m, "ConvPacked",
+      "ConvPacked(weight, groups=1): a float32 convolution weight (K, C/groups, *k) packed once for the GEMM, "
+      "for conv_forward(packed=...); frozen inference graphs make one per layer at freeze time. It keeps its "
+      "own copy of the weight.")
+      .def(py::init(&conv_pack), py::arg("weight"), py::arg("groups") = 1)
       .def_property_readonly("shape", [](const cpu::ConvPacked& p) {
         return py::make_tuple(p.K(), p.Cg(), p.kk(), p.groups());
       }, "(out channels, in channels per group, kernel taps, groups)");
-  m.def("conv_prepack", &conv_pack, py::arg("weight"), py::arg("groups") = 1,
-        "Packs a float32 convolution weight (K, C/groups, *k) once for conv_forward(packed=...): frozen "
-        "inference graphs call this at freeze time. The result keeps its own copy of the weight.");
   m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
         py::arg("act1") = "relu", py::arg("alpha1") = 0.0, py::arg("beta1") = 0.0, py::arg("act2") = "sigmoid",
         py::arg("alpha2") = 0.0, py::arg("beta2") = 0.0,

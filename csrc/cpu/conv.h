@@ -64,7 +64,9 @@ struct Epilogue;     // cpu/epilogue.h
 class ConvPacked;    // cpu/prepack.h
 // conv_forward, then y = act(y + residual) (cpu/epilogue.h), run on each block of y
 // right after the kernel wrote it (im2col + GEMM, depthwise) instead of as a pass of
-// its own; other algorithms take the separate pass. `packed` (float32, may be null):
+// its own; other algorithms take the separate pass. Under Auto, a Winograd-sized layer
+// with fewer than 512 output positions over the batch runs on the GEMM instead
+// (conv_fused.cpp says why). `packed` (float32, may be null):
 // w packed by ConvPacked, used where the GEMM path runs the full kernel.
 template <class T>
 void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo,

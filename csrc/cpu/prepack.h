@@ -1,5 +1,5 @@
 // Convolution weights packed once for the GEMM, for frozen inference graphs
-// (python/cnnfast/inference): _C.conv_prepack(weight, groups) builds one and
+// (python/cnnfast/inference): _C.ConvPacked(weight, groups) builds one and
 // _C.conv_forward(..., packed=) reuses it on every call, where the eager path packs
 // the weights again on each call (a 512x512 3x3 layer's 9.4 MB at batch 1 on a 7x7
 // map cost more than the multiply).

@@ -10,7 +10,7 @@ the same computation as fast as the kernels allow:
   HardSigmoid, HardSwish, Sigmoid, SiLU) run in the convolution's output pass
   (``_C.conv_forward(..., residual=, activation=)``) instead of as separate ops;
 - float32 convolution weights are packed for the GEMM once, at freeze time
-  (``_C.conv_prepack``, passed as ``packed=``), not on every call;
+  (``_C.ConvPacked``, passed as ``packed=``), not on every call;
 - squeeze-and-excitation blocks (global pool, two 1x1 convolutions, the scale) run as
   one call (``_C.squeeze_excite_forward``);
 - nothing is recorded for backward, and each intermediate value is dropped as soon as
@@ -35,6 +35,11 @@ from ._fuse import FuseStats, Node, fuse, fuse_squeeze_excite
 __all__ = ["freeze", "FrozenModule"]
 
 
+def _contiguous(a):
+    """The kernels take C-contiguous arrays; a Split/Slice (ShuffleNet's channel split) gives views."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _fused_conv(spec):
     from ..onnx._ops import _auto_pads, _check_auto_pad, _spatial_attr, arr
 
@@ -49,11 +54,11 @@ def _fused_conv(spec):
     dil = _spatial_attr(spec, "dilations", n, 1)
     pads_cache = {}
     # The GEMM's packed weights, made once here instead of on every call; a float64 graph packs per call.
-    packed = _C.conv_prepack(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
+    packed = _C.ConvPacked(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
 
     def run(ins, ctx):
-        x = arr(ins[0])
-        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
+        x = _contiguous(arr(ins[0]))
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
         sizes = x.shape[2:]
         pads = pads_cache.get(sizes)
         if pads is None:
@@ -71,8 +76,8 @@ def _fused_gemm(spec):
     weight, bias = spec.const(1), spec.const(2)
 
     def run(ins, ctx):
-        residual = arr(ins[3]) if len(ins) > 3 and ins[3] is not None else None
-        return [Tensor._wrap(_C.linear_forward(arr(ins[0]), weight, bias, residual=residual, activation=act,
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
+        return [Tensor._wrap(_C.linear_forward(_contiguous(arr(ins[0])), weight, bias, residual=residual, activation=act,
                                                alpha=alpha, beta=beta))]
     return run
 
@@ -87,7 +92,7 @@ def _squeeze_excite(spec):
     kw.update({k: float(spec.attr(k)) for k in ("alpha1", "beta1", "alpha2", "beta2")})
 
     def run(ins, ctx):
-        return [Tensor._wrap(_C.squeeze_excite_forward(arr(ins[0]), w1, b1, w2, b2, **kw))]
+        return [Tensor._wrap(_C.squeeze_excite_forward(_contiguous(arr(ins[0])), w1, b1, w2, b2, **kw))]
     return run
 
 
@@ -244,7 +249,8 @@ def _check(frozen, model, graph, example_input, rtol):
             finally:
                 model.train(was_training)
         got = frozen(*inputs)
-    want = want if isinstance(want, tuple) else (want,)
+    # A segmentation model returns {"out": ..., "aux": ...}; its graph has one output per value, in order.
+    want = tuple(want.values()) if isinstance(want, dict) else want if isinstance(want, tuple) else (want,)
     got = got if isinstance(got, tuple) else (got,)
     for i, (w, g) in enumerate(zip(want, got)):
         w, g = np.asarray(w._array, np.float64), np.asarray(g._array, np.float64)
