@@ -309,7 +309,7 @@ def test_train_records_peak_memory_and_the_profile(tmp_path):
 
 def test_summary_estimate_within_10_percent_of_a_measured_step():
     """cnnfast.summary's training-memory estimate against profile_step on ResNet-18 (32x32,
-    batch 32): the same accounting, so within 10% (measured 0.95-1.05x on ResNet-18/50,
+    batch 32): the same accounting, so within 10% (measured 0.96-1.06x on ResNet-18/50,
     VGG-16 and DenseNet-121, memory-efficient too; benchmarks/RESULTS.md, issue 22)."""
     from cnnfast.models import resnet18
     from cnnfast.utils.summary import estimate_training_memory, measure_training_memory

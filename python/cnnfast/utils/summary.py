@@ -34,9 +34,12 @@ denominator, pooling by averaging and dropout nothing; an array saved by several
 (a ReLU output that the next convolution also keeps) or shown through a view (flatten)
 counts once, and the arrays a checkpointed region (DenseNet's ``memory_efficient``)
 would have saved are replaced by the region's inputs. ``measure_training_memory``
-measures the same quantity; on ResNet-18/50, VGG-11-BN/16, DenseNet-121 (also
-memory-efficient) and LeNet-5 at small inputs the estimate is within 0.95-1.04x of it
-(2 threads; ``benchmarks/RESULTS.md``, issue 22).
+measures the same quantity; on ResNet-18 (32x32), ResNet-50, VGG-16 and DenseNet-121
+(also memory-efficient) at 224x224 the estimate is within 0.96-1.06x of it (2 threads;
+``benchmarks/RESULTS.md``, issue 22). On narrowed models of a few MiB the kernels'
+workspaces weigh as much as the activations and the estimate is looser (a few MiB).
+The process's resident memory adds the interpreter and libraries (~40 MiB) and what the
+C allocator keeps of freed arrays.
 """
 from __future__ import annotations
 
