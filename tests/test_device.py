@@ -387,3 +387,11 @@ def test_initialisers_and_in_place_fills_work_on_device_tensors(dev):
     assert not lin.bias.detach().cpu().numpy().any()
     with pytest.raises(TypeError, match="move it there first"):
         lin.weight.data._array[...] = np.ones((2, 2), np.float32)
+
+
+def test_dlpack_on_the_cpu_shares_memory():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = cnnfast.from_dlpack(a)
+    assert t.device.type == "cpu" and np.shares_memory(t.numpy(), a)
+    back = np.from_dlpack(t)
+    assert np.shares_memory(back, a) and back.shape == (2, 3)
