@@ -387,3 +387,21 @@ def test_initialisers_and_in_place_fills_work_on_device_tensors(dev):
     assert not lin.bias.detach().cpu().numpy().any()
     with pytest.raises(TypeError, match="move it there first"):
         lin.weight.data._array[...] = np.ones((2, 2), np.float32)
+
+
+def test_dlpack_on_the_cpu_shares_memory():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = cnnfast.from_dlpack(a)
+    assert t.device.type == "cpu" and np.shares_memory(t.numpy(), a)
+    back = np.from_dlpack(t)
+    assert np.shares_memory(back, a) and back.shape == (2, 3)
+
+
+def test_eval_of_a_checkpoint_on_the_device_equals_the_cpu(dev, tmp_path):
+    from cnnfast.training import TrainConfig, evaluate_checkpoint, train
+
+    train(TrainConfig(limit=48, epochs=1, batch_size=16, quiet=True, threads=2, prefetch=1, out=str(tmp_path)))
+    cpu = evaluate_checkpoint(str(tmp_path / "last.ckpt"))
+    gpu = evaluate_checkpoint(str(tmp_path / "last.ckpt"), device="cuda")
+    assert cpu["loss"] == gpu["loss"] and cpu["acc"] == gpu["acc"]
+    assert np.array_equal(cpu["confusion_matrix"], gpu["confusion_matrix"])

@@ -148,7 +148,7 @@ void bind_cuda(py::module_& m) {
   bind_cuda_array_ops(cu);
   bind_activation_device(cu);
   bind_cuda_conv(cu);
-  bind_cuda_pool(cu);
+  bind_pool_device(cu);
   bind_dropout_device(cu);
   bind_cuda_norm(cu);
   bind_cuda_loss(cu);

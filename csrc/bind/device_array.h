@@ -131,8 +131,12 @@ inline DeviceArray from_dlpack(const py::object& obj) {
 // Whether obj is something as_device_array takes (a NumPy array, which has __dlpack__
 // too, should be checked for first by bindings that take both).
 inline bool is_cuda_array_like(const py::object& obj) {
-  return py::isinstance<DeviceArray>(obj) || py::hasattr(obj, "__cuda_array_interface__") ||
-         py::hasattr(obj, "__dlpack__");
+  if (py::isinstance<DeviceArray>(obj) || py::hasattr(obj, "__cuda_array_interface__")) return true;
+  // DLPack alone: only a producer that says it lives on a CUDA device (a host array exporting
+  // DLPack, e.g. a cnnfast CPU tensor, is not one)
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__")) return false;
+  py::tuple dev = obj.attr("__dlpack_device__")();
+  return dev.size() >= 1 && dev[0].cast<int>() == static_cast<int>(kDLCUDA);
 }
 
 inline DeviceArray as_device_array(const py::object& obj, const char* name) {

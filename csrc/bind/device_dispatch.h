@@ -2,6 +2,9 @@
 // decides the device (a NumPy array: the CPU kernels; a CUDA array, in a CUDA build: the
 // GPU kernels), and every other array must live there too, or a TypeError names it.
 #pragma once
+#include <type_traits>
+#include <utility>
+
 #include "bind/array.h"
 
 #if CNNFAST_WITH_CUDA
@@ -25,6 +28,15 @@ inline py::array host_array(const py::object& x, const char* name, const char* f
   CNNFAST_CHECK(py::isinstance<py::array>(x), TypeError, name, ": expected a NumPy array like ", first,
                 " (all arrays of one call on one device), got ", py::str(py::type::of(x)).cast<std::string>());
   return x.cast<py::array>();
+}
+
+// A kernel's result as a Python object (a DeviceArray is cast; a tuple passes as it is).
+template <class T>
+py::object as_python(T&& v) {
+  if constexpr (std::is_base_of_v<py::handle, std::decay_t<T>>)
+    return py::reinterpret_borrow<py::object>(v);
+  else
+    return py::cast(std::forward<T>(v));
 }
 
 #if CNNFAST_WITH_CUDA

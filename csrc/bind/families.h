@@ -12,6 +12,8 @@ void bind_activation_extra(pybind11::module_& m);
 void bind_resample(pybind11::module_& m);
 void bind_conv(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);
+// The same pooling functions in cnnfast._C.cuda.
+void bind_pool_device(pybind11::module_& cu);
 void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
 // The same dropout functions in cnnfast._C.cuda (dropout_mask there returns device memory).

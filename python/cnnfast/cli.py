@@ -164,6 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
     e.add_argument("--out", default=None, help="folder for eval.json and confusion.png")
     e.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    e.add_argument("--device", default="cpu", help="cpu, cuda (cuda:N) or auto (the GPU when one is present)")
 
     pr = sub.add_parser("predict", help="classify image files with a checkpoint", formatter_class=_Formatter,
                         description="Per-image top-k predictions with probabilities.")
@@ -284,7 +285,7 @@ def _cmd_eval(a) -> int:
 
     from .training.trainer import set_threads
     set_threads(a.threads)
-    r = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.batch_size)
+    r = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.batch_size, a.device)
     cm = r["confusion_matrix"]
     print(f"{r['source']} ({r['split']}, {r['n']} images): accuracy {r['acc']:.4f}  loss {r['loss']:.4f}")
     width = max(4, max(len(str(c)) for c in r["classes"]) + 1, len(str(cm.max())) + 1)

@@ -821,12 +821,15 @@ def load_trained(path: str):
 
 
 def evaluate_checkpoint(path: str, data: Optional[str] = None, split: Optional[str] = None,
-                        batch_size: int = 256) -> dict:
+                        batch_size: int = 256, device: str = "cpu") -> dict:
     """Accuracy, loss and confusion matrix of a checkpoint. Without ``data``, on the split
     (default "test") of the data it was trained on; with ``data``, on all of that data
-    (or ``split`` of it). Returns evaluate()'s dict plus "confusion_matrix", "classes", "n"."""
+    (or ``split`` of it); on ``device`` (cpu, cuda, auto). Returns evaluate()'s dict plus
+    "confusion_matrix", "classes", "n"."""
 
+    dev = _device.resolve(device)
     model, state = load_trained(path)
+    model.to(dev)
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in names})
     shape = tuple(state["image_shape"])
