@@ -6,7 +6,6 @@
 #include "core/cpu_features.h"
 #include "core/host_memory.h"
 #include "core/parallel.h"
-#include "core/scratch.h"
 #include "core/workspace.h"
 
 namespace cnnfast::bind {
@@ -54,7 +53,7 @@ void bind_core(py::module_& m) {
   m.def("workspace_reset_peak", &workspace_reset_peak, "Restart the peaks and counts of workspace_stats().");
   m.def("workspace_trim", [] {
         workspace_trim();
-        scratch_release();
+        workspace_scratch_new_generation();
       },
       "Free the workspace pool's idle blocks; each thread's scratch buffers shrink to its next request.");
   m.def("set_workspace_cache_limit", &set_workspace_cache_limit, py::arg("bytes"),

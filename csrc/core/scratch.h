@@ -19,9 +19,4 @@ float* thread_scratch_floats(int slot, int64_t count);
 // At least `count` zeros owned by the calling thread (read-only for the caller).
 const float* thread_zero_floats(int64_t count);
 
-// Let every thread's buffers shrink to what it asks for next: each thread frees a slot's
-// buffer at its next request of that slot. Buffers otherwise keep the largest size any
-// earlier call needed, so a step measured after a bigger model would count that model's.
-void scratch_release();
-
 }  // namespace cnnfast

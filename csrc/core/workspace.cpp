@@ -1,5 +1,6 @@
 #include "core/workspace.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -177,10 +178,23 @@ void set_workspace_cache_limit(int64_t bytes) {
   P.make_room(0);
 }
 
-void workspace_note_scratch(int64_t delta_bytes) {
+namespace {
+std::atomic<uint64_t> g_scratch_generation{0};
+}
+
+void workspace_note_scratch(int64_t delta_bytes, uint64_t generation) {
   Pool& P = pool();
   std::lock_guard<std::mutex> lock(P.mu);
-  P.st.scratch += delta_bytes;
+  if (generation == g_scratch_generation.load(std::memory_order_relaxed)) P.st.scratch += delta_bytes;
+}
+
+uint64_t workspace_scratch_generation() { return g_scratch_generation.load(std::memory_order_relaxed); }
+
+void workspace_scratch_new_generation() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  g_scratch_generation.fetch_add(1, std::memory_order_relaxed);
+  P.st.scratch = 0;
 }
 
 }  // namespace cnnfast

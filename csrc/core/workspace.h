@@ -85,7 +85,14 @@ void workspace_reset_peak();
 void workspace_trim();
 void set_workspace_cache_limit(int64_t bytes);
 
-// scratch.cpp reports its per-thread buffers here.
-void workspace_note_scratch(int64_t delta_bytes);
+// scratch.cpp reports its per-thread buffers here, each under the scratch generation it
+// was counted in: workspace_trim() starts a new generation and zeroes the count, and notes
+// for buffers of an older generation are ignored (scratch.cpp drops those buffers at
+// their thread's next request), so "scratch" counts what was asked for since the trim.
+void workspace_note_scratch(int64_t delta_bytes, uint64_t generation);
+uint64_t workspace_scratch_generation();
+// Called with workspace_trim() from Python (between steps), not on the allocation-failure
+// path: the threads' buffers then shrink to what they ask for next.
+void workspace_scratch_new_generation();
 
 }  // namespace cnnfast
