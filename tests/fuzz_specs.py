@@ -1155,6 +1155,23 @@ for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level",
     SPECS[_n] = core_case(_n)
 
 
+# ---- kernel workspace pool (issue 22) ----------------------------------------------------
+
+
+def workspace_case(name):
+    def build(draw):
+        if name == "set_workspace_cache_limit":
+            # Any limit is valid (0: no caching); a negative one is a ValueError.
+            return Case(name, dict(bytes=draw(st.integers(0, 256 << 20))), ints=("bytes",), notes={"setting": True})
+        return Case(name, {}, notes={"setting": True})
+
+    return build
+
+
+for _n in ("workspace_stats", "workspace_reset_peak", "workspace_trim", "set_workspace_cache_limit"):
+    SPECS[_n] = workspace_case(_n)
+
+
 # ---- today's CNN activations and separable resampling (issue 20) --------------------------
 
 
