@@ -1119,9 +1119,6 @@ def core_case(name):
         if name == "set_simd_level":
             return Case(name, dict(level=draw(st.sampled_from(cnnfast.simd_levels()))), strs=("level",),
                         notes={"setting": True})
-        if name == "set_workspace_cache_limit":
-            # Restored by the settings guard like the other process-wide settings.
-            return Case(name, dict(bytes=draw(st.integers(0, 1 << 27))), ints=("bytes",), notes={"setting": True})
         if name == "tune_host_allocator":
             # Process-wide (glibc mallopt): tested in a subprocess by test_activation.py.
             return Case(name, {}, notes={"setting": True, "process_wide": True})
@@ -1180,9 +1177,25 @@ SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(
              box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))
 for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2",
            "cpu_supports_avx512", "best_simd_level", "cpu_features", "cpu_model", "tune_host_allocator",
-           "host_allocator_tuned", "workspace_stats", "workspace_reset_peak", "workspace_trim",
-           "set_workspace_cache_limit"):
+           "host_allocator_tuned"):
     SPECS[_n] = core_case(_n)
+
+
+# ---- kernel workspace pool (issue 22) ----------------------------------------------------
+
+
+def workspace_case(name):
+    def build(draw):
+        if name == "set_workspace_cache_limit":
+            # Any limit is valid (0: no caching); a negative one is a ValueError.
+            return Case(name, dict(bytes=draw(st.integers(0, 256 << 20))), ints=("bytes",), notes={"setting": True})
+        return Case(name, {}, notes={"setting": True})
+
+    return build
+
+
+for _n in ("workspace_stats", "workspace_reset_peak", "workspace_trim", "set_workspace_cache_limit"):
+    SPECS[_n] = workspace_case(_n)
 
 
 # ---- today's CNN activations and separable resampling (issue 20) --------------------------
