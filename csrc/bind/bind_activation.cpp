@@ -137,9 +137,6 @@ DeviceArray device_softmax_bwd(const py::object& go, const py::object& yo, int64
   });
   return gx;
 }
-#define CNNFAST_ON_DEVICE(call) return py::cast(call)
-#else
-#define CNNFAST_ON_DEVICE(call) return py::none()  // (on_host has thrown)
 #endif
 
 // The entry points: the first array's device picks the kernel.
@@ -166,7 +163,6 @@ py::object softmax_backward(const py::object& gy, const py::object& y, int64_t a
     return softmax_bwd(gy.cast<py::array>(), host_array(y, "output", "grad_output"), axis, log, out);
   CNNFAST_ON_DEVICE(device_softmax_bwd(gy, y, axis, log, out));
 }
-#undef CNNFAST_ON_DEVICE
 
 }  // namespace
 

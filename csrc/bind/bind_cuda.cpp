@@ -150,7 +150,7 @@ void bind_cuda(py::module_& m) {
   bind_cuda_conv(cu);
   bind_pool_device(cu);
   bind_dropout_device(cu);
-  bind_cuda_norm(cu);
+  bind_norm_device(cu);
   bind_cuda_loss(cu);
   bind_optim_device(cu);
 #else

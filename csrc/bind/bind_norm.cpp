@@ -1,18 +1,26 @@
-// Bindings for the normalisation family (csrc/cpu/norm.h): argument checks,
+// Bindings for the normalisation family, for both devices: argument checks,
 // output allocation, GIL release. Parameter gradients come back as fresh arrays
 // (zero-filled, then accumulated into by the kernel); the autograd layer adds
-// them to .grad.
+// them to .grad. The first array's device picks host:: (csrc/cpu/norm.*) or dev::
+// (csrc/cuda/norm.*, CUDA builds; running statistics updated in place on the
+// device); registered in cnnfast._C and cnnfast._C.cuda.
 #include <cmath>
 #include <cstring>
 #include <utility>
 #include <vector>
 
 #include "bind/array.h"
+#include "bind/device_dispatch.h"
 #include "bind/families.h"
 #include "cpu/norm.h"
 
+#if CNNFAST_WITH_CUDA
+#include "cuda/memory.h"
+#include "cuda/norm.cuh"
+#endif
+
 namespace cnnfast::bind {
-namespace {
+namespace host {
 
 struct NCS {
   int64_t N = 1, C = 1, S = 1;
@@ -332,51 +340,387 @@ py::array lrn_bwd(const py::array& gy, const py::array& x, const py::array& y, c
   return gx;
 }
 
-}  // namespace
+}  // namespace host
+
+#if CNNFAST_WITH_CUDA
+namespace dev {
+
+using Ints = std::vector<int64_t>;
+
+struct NCS {
+  int64_t N = 1, C = 1, S = 1;
+};
+
+NCS ncs_of(const DeviceArray& x, const char* name, int min_ndim) {
+  require_device_ndim(x, name, min_ndim, 32);
+  CNNFAST_CHECK(x.size() > 0, ValueError, name, ": expected a non-empty array, got shape ", shape_str(x.shape));
+  NCS v;
+  v.N = x.shape[0];
+  v.C = x.shape[1];
+  for (size_t i = 2; i < x.shape.size(); ++i) v.S *= x.shape[i];
+  return v;
+}
+
+// An optional (len,) parameter of x's dtype; data == nullptr when None.
+DeviceArray opt_param(const py::object& o, const char* name, const DeviceArray& x, int64_t len) {
+  if (o.is_none()) return DeviceArray{};
+  DeviceArray a = device_array(o, name, "input");
+  require_same_typestr(x, "input", a, name);
+  require_device_shape(a, name, {len});
+  return a;
+}
+
+DeviceArray zeros(const Ints& shape, const std::string& typestr) {
+  DeviceArray a = empty_device(shape, typestr);
+  if (a.nbytes()) cuda::memset_device(a.data, 0, a.nbytes());
+  return a;
+}
+
+void check_grad(const DeviceArray& gy, const DeviceArray& x) {
+  device_float_dtype(gy, "grad_output");
+  require_same_typestr(x, "input", gy, "grad_output");
+  require_device_shape(gy, "grad_output", x.shape);
+}
+
+void check_eps(double eps) {
+  CNNFAST_CHECK(eps >= 0 && std::isfinite(eps), ValueError, "eps: expected a finite value >= 0, got ", eps);
+}
+
+void check_saved(const DeviceArray& a, const char* name, const DeviceArray& x, const Ints& shape) {
+  require_same_typestr(x, "input", a, name);
+  require_device_shape(a, name, shape);
+}
+
+py::tuple batch_norm_fwd(const py::object& xo, const py::object& weight, const py::object& bias,
+                         const py::object& running_mean, const py::object& running_var, bool training,
+                         double momentum, double eps) {
+  DeviceArray x = as_device_array(xo, "input");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_eps(eps);
+  if (training) {
+    CNNFAST_CHECK(d.N * d.S > 1, ValueError,
+                  "input: Expected more than 1 value per channel when training, got input size ", shape_str(x.shape));
+  } else {
+    CNNFAST_CHECK(!running_mean.is_none(), ValueError, "running_mean: must be defined in evaluation mode");
+    CNNFAST_CHECK(!running_var.is_none(), ValueError, "running_var: must be defined in evaluation mode");
+  }
+  DeviceArray w = opt_param(weight, "weight", x, d.C), b = opt_param(bias, "bias", x, d.C);
+  DeviceArray rm = opt_param(running_mean, "running_mean", x, d.C), rv = opt_param(running_var, "running_var", x, d.C);
+  DeviceArray y = empty_device(x.shape, x.typestr), sm = empty_device({d.C}, x.typestr),
+              sr = empty_device({d.C}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::batch_norm_forward<T>(dptr<T>(x), dmptr<T>(y), d.N, d.C, d.S, dptr<T>(w), dptr<T>(b), dmptr<T>(rm), dmptr<T>(rv), training,
+                                momentum, eps, dmptr<T>(sm), dmptr<T>(sr));
+  });
+  return py::make_tuple(y, sm, sr);
+}
+
+py::tuple batch_norm_bwd(const py::object& go, const py::object& xo, const py::object& weight, const py::object& smo,
+                         const py::object& sro, bool training) {
+  DeviceArray x = as_device_array(xo, "input"), gy = as_device_array(go, "grad_output");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_grad(gy, x);
+  DeviceArray sm = as_device_array(smo, "save_mean"), sr = as_device_array(sro, "save_rstd");
+  check_saved(sm, "save_mean", x, {d.C});
+  check_saved(sr, "save_rstd", x, {d.C});
+  DeviceArray w = opt_param(weight, "weight", x, d.C);
+  DeviceArray gx = empty_device(x.shape, x.typestr), gw = zeros({d.C}, x.typestr), gb = zeros({d.C}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::batch_norm_backward<T>(dptr<T>(gy), dptr<T>(x), dmptr<T>(gx), d.N, d.C, d.S, dptr<T>(w), dptr<T>(sm), dptr<T>(sr),
+                                 training, dmptr<T>(gw), dmptr<T>(gb));
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+void check_groups(const NCS& d, int64_t G) {
+  CNNFAST_CHECK(G > 0 && d.C % G == 0, ValueError,
+                "num_groups: expected a positive divisor of the number of channels ", d.C, ", got ", G);
+}
+
+py::tuple group_norm_fwd(const py::object& xo, int64_t G, const py::object& weight, const py::object& bias,
+                         double eps) {
+  DeviceArray x = as_device_array(xo, "input");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 2);
+  check_eps(eps);
+  check_groups(d, G);
+  DeviceArray w = opt_param(weight, "weight", x, d.C), b = opt_param(bias, "bias", x, d.C);
+  DeviceArray y = empty_device(x.shape, x.typestr), mean = empty_device({d.N, G}, x.typestr),
+              rstd = empty_device({d.N, G}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::group_norm_forward<T>(dptr<T>(x), dmptr<T>(y), d.N, d.C, d.S, G, dptr<T>(w), dptr<T>(b), eps, dmptr<T>(mean),
+                                dmptr<T>(rstd), nullptr);
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+py::tuple group_norm_bwd(const py::object& go, const py::object& xo, int64_t G, const py::object& weight,
+                         const py::object& meano, const py::object& rstdo, int min_ndim) {
+  DeviceArray x = as_device_array(xo, "input"), gy = as_device_array(go, "grad_output");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", min_ndim);
+  if (G <= 0) G = d.C;  // InstanceNorm: one channel per group
+  check_grad(gy, x);
+  check_groups(d, G);
+  DeviceArray mean = as_device_array(meano, "mean"), rstd = as_device_array(rstdo, "rstd");
+  check_saved(mean, "mean", x, {d.N, G});
+  check_saved(rstd, "rstd", x, {d.N, G});
+  DeviceArray w = opt_param(weight, "weight", x, d.C);
+  DeviceArray gx = empty_device(x.shape, x.typestr), gw = zeros({d.C}, x.typestr), gb = zeros({d.C}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::group_norm_backward<T>(dptr<T>(gy), dptr<T>(x), dmptr<T>(gx), d.N, d.C, d.S, G, dptr<T>(w), dptr<T>(mean),
+                                 dptr<T>(rstd), dmptr<T>(gw), dmptr<T>(gb));
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+py::tuple instance_norm_fwd(const py::object& xo, const py::object& weight, const py::object& bias,
+                            const py::object& running_mean, const py::object& running_var, double momentum,
+                            double eps) {
+  DeviceArray x = as_device_array(xo, "input");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_eps(eps);
+  CNNFAST_CHECK(d.S > 1, ValueError, "input: Expected more than 1 spatial element when training, got input size ",
+                shape_str(x.shape));
+  DeviceArray w = opt_param(weight, "weight", x, d.C), b = opt_param(bias, "bias", x, d.C);
+  DeviceArray rm = opt_param(running_mean, "running_mean", x, d.C), rv = opt_param(running_var, "running_var", x, d.C);
+  DeviceArray y = empty_device(x.shape, x.typestr), mean = empty_device({d.N, d.C}, x.typestr),
+              rstd = empty_device({d.N, d.C}, x.typestr), var = empty_device({d.N, d.C}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::group_norm_forward<T>(dptr<T>(x), dmptr<T>(y), d.N, d.C, d.S, d.C, dptr<T>(w), dptr<T>(b), eps, dmptr<T>(mean),
+                                dmptr<T>(rstd), dmptr<T>(var));
+    cuda::instance_norm_update_running<T>(dptr<T>(mean), dptr<T>(var), dmptr<T>(rm), dmptr<T>(rv), d.N, d.C, d.S, momentum);
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+struct RL {
+  int64_t R = 1, L = 1;
+};
+
+RL rl_of(const DeviceArray& x, int64_t nd) {
+  CNNFAST_CHECK(x.size() > 0, ValueError, "input: expected a non-empty array, got shape ", shape_str(x.shape));
+  const int64_t rank = int64_t(x.shape.size());
+  CNNFAST_CHECK(nd >= 1 && nd <= rank, ValueError, "normalized_ndim: expected 1 to ", rank, " (the rank of input ",
+                shape_str(x.shape), "), got ", nd);
+  RL v;
+  for (int64_t i = 0; i < rank; ++i) (i < rank - nd ? v.R : v.L) *= x.shape[i];
+  return v;
+}
+
+py::tuple layer_norm_fwd(const py::object& xo, int64_t nd, const py::object& weight, const py::object& bias,
+                         double eps) {
+  DeviceArray x = as_device_array(xo, "input");
+  DType dt = device_float_dtype(x, "input");
+  RL d = rl_of(x, nd);
+  check_eps(eps);
+  const Ints lead(x.shape.begin(), x.shape.end() - nd);
+  DeviceArray w = opt_param(weight, "weight", x, d.L), b = opt_param(bias, "bias", x, d.L);
+  DeviceArray y = empty_device(x.shape, x.typestr), mean = empty_device(lead, x.typestr),
+              rstd = empty_device(lead, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::layer_norm_forward<T>(dptr<T>(x), dmptr<T>(y), d.R, d.L, dptr<T>(w), dptr<T>(b), eps, dmptr<T>(mean), dmptr<T>(rstd));
+  });
+  return py::make_tuple(y, mean, rstd);
+}
+
+py::tuple layer_norm_bwd(const py::object& go, const py::object& xo, int64_t nd, const py::object& weight,
+                         const py::object& meano, const py::object& rstdo, bool need_params) {
+  DeviceArray x = as_device_array(xo, "input"), gy = as_device_array(go, "grad_output");
+  DType dt = device_float_dtype(x, "input");
+  RL d = rl_of(x, nd);
+  check_grad(gy, x);
+  DeviceArray mean = as_device_array(meano, "mean"), rstd = as_device_array(rstdo, "rstd");
+  for (auto [a, n] : {std::pair{&mean, "mean"}, std::pair{&rstd, "rstd"}}) {
+    require_same_typestr(x, "input", *a, n);
+    CNNFAST_CHECK(a->size() == d.R, ValueError, n, ": expected ", d.R, " values, got shape ", shape_str(a->shape));
+  }
+  DeviceArray w = opt_param(weight, "weight", x, d.L);
+  DeviceArray gx = empty_device(x.shape, x.typestr), gw = zeros({d.L}, x.typestr), gb = zeros({d.L}, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::layer_norm_backward<T>(dptr<T>(gy), dptr<T>(x), dmptr<T>(gx), d.R, d.L, dptr<T>(w), dptr<T>(mean), dptr<T>(rstd),
+                                 need_params ? dmptr<T>(gw) : nullptr, need_params ? dmptr<T>(gb) : nullptr);
+  });
+  return py::make_tuple(gx, gw, gb);
+}
+
+void check_lrn(int64_t size, double alpha, double beta, double k) {
+  CNNFAST_CHECK(size >= 1, ValueError, "size: expected a window of at least 1 channel, got ", size);
+  CNNFAST_CHECK(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k), ValueError,
+                "alpha, beta, k: expected finite values, got ", alpha, ", ", beta, ", ", k);
+}
+
+py::tuple lrn_fwd(const py::object& xo, int64_t size, double alpha, double beta, double k) {
+  DeviceArray x = as_device_array(xo, "input");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_lrn(size, alpha, beta, k);
+  DeviceArray y = empty_device(x.shape, x.typestr), den = empty_device(x.shape, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::lrn_forward<T>(dptr<T>(x), dmptr<T>(y), dmptr<T>(den), d.N, d.C, d.S, size, alpha, beta, k);
+  });
+  return py::make_tuple(y, den);
+}
+
+DeviceArray lrn_bwd(const py::object& go, const py::object& xo, const py::object& yo, const py::object& deno,
+                    int64_t size, double alpha, double beta) {
+  DeviceArray x = as_device_array(xo, "input"), gy = as_device_array(go, "grad_output");
+  DType dt = device_float_dtype(x, "input");
+  NCS d = ncs_of(x, "input", 3);
+  check_grad(gy, x);
+  check_lrn(size, alpha, beta, 1.0);
+  DeviceArray y = as_device_array(yo, "output"), den = as_device_array(deno, "denom");
+  check_saved(y, "output", x, x.shape);
+  check_saved(den, "denom", x, x.shape);
+  DeviceArray gx = empty_device(x.shape, x.typestr);
+  dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cuda::lrn_backward<T>(dptr<T>(gy), dptr<T>(x), dptr<T>(y), dptr<T>(den), dmptr<T>(gx), d.N, d.C, d.S, size, alpha, beta);
+  });
+  return gx;
+}
+
+}  // namespace dev
+#endif
 
 void bind_norm(py::module_& m) {
   auto none = py::none();
-  m.def("batch_norm_forward", &batch_norm_fwd, py::arg("input"), py::arg("weight") = none, py::arg("bias") = none,
+  m.def("batch_norm_forward",
+        [](const py::object& x, const py::object& w, const py::object& b, const py::object& rm, const py::object& rv,
+           bool training, double momentum, double eps) -> py::object {
+          if (on_host(x, "input"))
+            return host::batch_norm_fwd(x.cast<py::array>(), w, b, rm, rv, training, momentum, eps);
+          CNNFAST_ON_DEVICE(dev::batch_norm_fwd(x, w, b, rm, rv, training, momentum, eps));
+        },
+        py::arg("input"), py::arg("weight") = none, py::arg("bias") = none,
         py::arg("running_mean") = none, py::arg("running_var") = none, py::arg("training") = false,
         py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
         "BatchNorm. input: (N, C, *); weight, bias, running_mean, running_var: (C,) or None. Training uses batch "
         "statistics and updates running_mean/var in place (unbiased variance). Returns (y, save_mean, save_rstd).");
-  m.def("batch_norm_backward", &batch_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("weight"),
+  m.def("batch_norm_backward",
+        [](const py::object& gy, const py::object& x, const py::object& w, const py::object& sm, const py::object& sr,
+           bool training) -> py::object {
+          if (on_host(gy, "grad_output"))
+            return host::batch_norm_bwd(gy.cast<py::array>(), host_array(x, "input", "grad_output"), w,
+                                        host_array(sm, "save_mean", "grad_output"),
+                                        host_array(sr, "save_rstd", "grad_output"), training);
+          CNNFAST_ON_DEVICE(dev::batch_norm_bwd(gy, x, w, sm, sr, training));
+        },
+        py::arg("grad_output"), py::arg("input"), py::arg("weight"),
         py::arg("save_mean"), py::arg("save_rstd"), py::arg("training"),
         "Returns (grad_input, grad_weight, grad_bias); grad_weight/grad_bias: (C,).");
-  m.def("group_norm_forward", &group_norm_fwd, py::arg("input"), py::arg("num_groups"), py::arg("weight") = none,
+  m.def("group_norm_forward",
+        [](const py::object& x, int64_t G, const py::object& w, const py::object& b, double eps) -> py::object {
+          if (on_host(x, "input")) return host::group_norm_fwd(x.cast<py::array>(), G, w, b, eps);
+          CNNFAST_ON_DEVICE(dev::group_norm_fwd(x, G, w, b, eps));
+        },
+        py::arg("input"), py::arg("num_groups"), py::arg("weight") = none,
         py::arg("bias") = none, py::arg("eps") = 1e-5,
         "GroupNorm. input: (N, C, *), C divisible by num_groups; weight, bias: (C,) or None. "
         "Returns (y, mean, rstd) with mean, rstd: (N, num_groups).");
-  m.def("group_norm_backward", &group_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("num_groups"),
+  m.def("group_norm_backward",
+        [](const py::object& gy, const py::object& x, int64_t G, const py::object& w, const py::object& mean,
+           const py::object& rstd) -> py::object {
+          if (on_host(gy, "grad_output"))
+            return host::group_norm_bwd(gy.cast<py::array>(), host_array(x, "input", "grad_output"), G, w,
+                                        host_array(mean, "mean", "grad_output"),
+                                        host_array(rstd, "rstd", "grad_output"));
+          CNNFAST_CHECK(G > 0, ValueError, "num_groups: expected a positive divisor of the number of channels, got ",
+                        G);
+          CNNFAST_ON_DEVICE(dev::group_norm_bwd(gy, x, G, w, mean, rstd, 2));
+        },
+        py::arg("grad_output"), py::arg("input"), py::arg("num_groups"),
         py::arg("weight"), py::arg("mean"), py::arg("rstd"), "Returns (grad_input, grad_weight, grad_bias).");
-  m.def("instance_norm_forward", &instance_norm_fwd, py::arg("input"), py::arg("weight") = none,
+  m.def("instance_norm_forward",
+        [](const py::object& x, const py::object& w, const py::object& b, const py::object& rm, const py::object& rv,
+           double momentum, double eps) -> py::object {
+          if (on_host(x, "input")) return host::instance_norm_fwd(x.cast<py::array>(), w, b, rm, rv, momentum, eps);
+          CNNFAST_ON_DEVICE(dev::instance_norm_fwd(x, w, b, rm, rv, momentum, eps));
+        },
+        py::arg("input"), py::arg("weight") = none,
         py::arg("bias") = none, py::arg("running_mean") = none, py::arg("running_var") = none,
         py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
         "InstanceNorm with per-(n, c) statistics. input: (N, C, *spatial), more than one spatial element. "
         "running_mean/var (C,) are updated in place when given. Returns (y, mean, rstd), mean, rstd: (N, C). "
         "Evaluation with running statistics is batch_norm_forward(training=False).");
   m.def("instance_norm_backward",
-        [](const py::array& gy, const py::array& x, const py::object& w, const py::array& mean, const py::array& rstd) {
-          require_ndim(x, "input", 3, 32);
-          return group_norm_bwd(gy, x, x.shape(1), w, mean, rstd);
+        [](const py::object& gy, const py::object& xo, const py::object& w, const py::object& mean,
+           const py::object& rstd) -> py::object {
+          if (on_host(gy, "grad_output")) {
+            py::array x = host_array(xo, "input", "grad_output");
+            require_ndim(x, "input", 3, 32);
+            return host::group_norm_bwd(gy.cast<py::array>(), x, x.shape(1), w,
+                                        host_array(mean, "mean", "grad_output"),
+                                        host_array(rstd, "rstd", "grad_output"));
+          }
+          CNNFAST_ON_DEVICE(dev::group_norm_bwd(gy, xo, 0, w, mean, rstd, 3));
         },
         py::arg("grad_output"), py::arg("input"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
         "Returns (grad_input, grad_weight, grad_bias).");
-  m.def("layer_norm_forward", &layer_norm_fwd, py::arg("input"), py::arg("normalized_ndim"), py::arg("weight") = none,
+  m.def("layer_norm_forward",
+        [](const py::object& x, int64_t nd, const py::object& w, const py::object& b, double eps) -> py::object {
+          if (on_host(x, "input")) return host::layer_norm_fwd(x.cast<py::array>(), nd, w, b, eps);
+          CNNFAST_ON_DEVICE(dev::layer_norm_fwd(x, nd, w, b, eps));
+        },
+        py::arg("input"), py::arg("normalized_ndim"), py::arg("weight") = none,
         py::arg("bias") = none, py::arg("eps") = 1e-5,
         "LayerNorm over the last normalized_ndim dims. weight, bias: flattened (prod(normalized_shape),) or None. "
         "Returns (y, mean, rstd) with mean, rstd of the leading shape.");
-  m.def("layer_norm_backward", &layer_norm_bwd, py::arg("grad_output"), py::arg("input"), py::arg("normalized_ndim"),
+  m.def("layer_norm_backward",
+        [](const py::object& gy, const py::object& x, int64_t nd, const py::object& w, const py::object& mean,
+           const py::object& rstd, bool need) -> py::object {
+          if (on_host(gy, "grad_output"))
+            return host::layer_norm_bwd(gy.cast<py::array>(), host_array(x, "input", "grad_output"), nd, w,
+                                        host_array(mean, "mean", "grad_output"),
+                                        host_array(rstd, "rstd", "grad_output"), need);
+          CNNFAST_ON_DEVICE(dev::layer_norm_bwd(gy, x, nd, w, mean, rstd, need));
+        },
+        py::arg("grad_output"), py::arg("input"), py::arg("normalized_ndim"),
         py::arg("weight"), py::arg("mean"), py::arg("rstd"), py::arg("need_param_grads") = true,
         "Returns (grad_input, grad_weight, grad_bias) (the last two flattened; zeros if not requested).");
-  m.def("local_response_norm_forward", &lrn_fwd, py::arg("input"), py::arg("size"), py::arg("alpha") = 1e-4,
+  m.def("local_response_norm_forward",
+        [](const py::object& x, int64_t size, double alpha, double beta, double k) -> py::object {
+          if (on_host(x, "input")) return host::lrn_fwd(x.cast<py::array>(), size, alpha, beta, k);
+          CNNFAST_ON_DEVICE(dev::lrn_fwd(x, size, alpha, beta, k));
+        },
+        py::arg("input"), py::arg("size"), py::arg("alpha") = 1e-4,
         py::arg("beta") = 0.75, py::arg("k") = 1.0,
         "LRN across channels: y = x / (k + alpha/size * sum_window x^2)^beta. input: (N, C, *), rank >= 3. "
         "Returns (y, denom) with denom = k + alpha/size * sum_window x^2.");
-  m.def("local_response_norm_backward", &lrn_bwd, py::arg("grad_output"), py::arg("input"), py::arg("output"),
+  m.def("local_response_norm_backward",
+        [](const py::object& gy, const py::object& x, const py::object& y, const py::object& den, int64_t size,
+           double alpha, double beta) -> py::object {
+          if (on_host(gy, "grad_output"))
+            return host::lrn_bwd(gy.cast<py::array>(), host_array(x, "input", "grad_output"),
+                                 host_array(y, "output", "grad_output"), host_array(den, "denom", "grad_output"),
+                                 size, alpha, beta);
+          CNNFAST_ON_DEVICE(dev::lrn_bwd(gy, x, y, den, size, alpha, beta));
+        },
+        py::arg("grad_output"), py::arg("input"), py::arg("output"),
         py::arg("denom"), py::arg("size"), py::arg("alpha") = 1e-4, py::arg("beta") = 0.75,
         "grad_input of LRN from the forward's input, output and denom.");
 }
+
+void bind_norm_device(py::module_& cu) { bind_norm(cu); }
 
 }  // namespace cnnfast::bind

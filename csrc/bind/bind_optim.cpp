@@ -267,9 +267,9 @@ void rmsprop_device(const py::object& po, const py::object& go, const py::object
                           momentum > 0.0 ? dmptr<T>(buf) : nullptr, param.size(), o);
   });
 }
-#define CNNFAST_ON_DEVICE(call) call
+#define STEP_ON_DEVICE(call) call
 #else
-#define CNNFAST_ON_DEVICE(call) (void)0  // (on_host has thrown)
+#define STEP_ON_DEVICE(call) (void)0  // (on_host has thrown)
 #endif
 
 // The entry points: param's device picks the kernels.
@@ -278,7 +278,7 @@ void sgd(const py::object& param, const py::object& grad, const py::object& mome
   if (on_host(param, "param"))
     return sgd_host(param.cast<py::array>(), host_array(grad, "grad", "param"), momentum_buffer, lr, momentum,
                     dampening, weight_decay, nesterov, maximize, first_step);
-  CNNFAST_ON_DEVICE(sgd_device(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
+  STEP_ON_DEVICE(sgd_device(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
                                maximize, first_step));
 }
 
@@ -289,7 +289,7 @@ void adam(const py::object& param, const py::object& grad, const py::object& exp
     return adam_host(param.cast<py::array>(), host_array(grad, "grad", "param"), exp_avg, exp_avg_sq,
                      max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
                      decoupled_weight_decay);
-  CNNFAST_ON_DEVICE(adam_device(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+  STEP_ON_DEVICE(adam_device(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
                                 weight_decay, amsgrad, maximize, decoupled_weight_decay));
 }
 
@@ -298,7 +298,7 @@ void adagrad(const py::object& param, const py::object& grad, const py::object& 
   if (on_host(param, "param"))
     return adagrad_host(param.cast<py::array>(), host_array(grad, "grad", "param"), state_sum, step, lr, lr_decay,
                         weight_decay, eps, maximize);
-  CNNFAST_ON_DEVICE(adagrad_device(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize));
+  STEP_ON_DEVICE(adagrad_device(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize));
 }
 
 void rmsprop(const py::object& param, const py::object& grad, const py::object& square_avg,
@@ -307,7 +307,7 @@ void rmsprop(const py::object& param, const py::object& grad, const py::object& 
   if (on_host(param, "param"))
     return rmsprop_host(param.cast<py::array>(), host_array(grad, "grad", "param"), square_avg, grad_avg,
                         momentum_buffer, lr, alpha, eps, weight_decay, momentum, centered, maximize);
-  CNNFAST_ON_DEVICE(rmsprop_device(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
+  STEP_ON_DEVICE(rmsprop_device(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
                                    momentum, centered, maximize));
 }
 
@@ -318,7 +318,7 @@ void adadelta(const py::object& param, const py::object& grad, const py::object&
                          rho, eps, weight_decay, maximize);
   throw TypeError("param: adadelta_step has no CUDA kernel yet; step this parameter on the CPU");
 }
-#undef CNNFAST_ON_DEVICE
+#undef STEP_ON_DEVICE
 
 }  // namespace
 

@@ -429,9 +429,6 @@ DeviceArray unpool_bwd(int D, const py::object& go, const py::object& io) {
 }
 
 }  // namespace dev
-#define ON_DEVICE(call) return as_python(call)
-#else
-#define ON_DEVICE(call) return py::none()  // (on_host has thrown)
 #endif
 
 void bind_pool(py::module_& m) {
@@ -444,7 +441,7 @@ void bind_pool(py::module_& m) {
               bool return_indices) -> py::object {
             if (on_host(x, "input"))
               return host::max_pool_fwd(D, x.cast<py::array>(), k, s, p, d, ceil_mode, return_indices);
-            ON_DEVICE(dev::max_pool_fwd(D, x, k, s, p, d, ceil_mode, return_indices));
+            CNNFAST_ON_DEVICE(dev::max_pool_fwd(D, x, k, s, p, d, ceil_mode, return_indices));
           },
           arg("input"), arg("kernel_size"), arg("stride") = Ints{}, arg("padding") = Ints(D, 0),
           arg("dilation") = Ints(D, 1), arg("ceil_mode") = false, arg("return_indices") = true,
@@ -455,7 +452,7 @@ void bind_pool(py::module_& m) {
             if (on_host(gy, "grad_output"))
               return host::scatter_bwd(D, gy.cast<py::array>(), host_array(idx, "indices", "grad_output"), input_size,
                                        skip);
-            ON_DEVICE(dev::scatter_bwd(D, gy, idx, input_size, skip));
+            CNNFAST_ON_DEVICE(dev::scatter_bwd(D, gy, idx, input_size, skip));
           },
           arg("grad_output"), arg("indices"), arg("input_size"), py::kw_only(), arg("skip_out_of_range") = false,
           "grad_input of input_size: grad_output summed into the positions the forward's indices name. An index "
@@ -466,7 +463,7 @@ void bind_pool(py::module_& m) {
               const py::object& div) -> py::object {
             if (on_host(x, "input"))
               return host::avg_pool_fwd(D, x.cast<py::array>(), k, s, p, ceil_mode, cip, div);
-            ON_DEVICE(dev::avg_pool_fwd(D, x, k, s, p, ceil_mode, cip, div));
+            CNNFAST_ON_DEVICE(dev::avg_pool_fwd(D, x, k, s, p, ceil_mode, cip, div));
           },
           arg("input"), arg("kernel_size"), arg("stride") = Ints{}, arg("padding") = Ints(D, 0),
           arg("ceil_mode") = false, arg("count_include_pad") = true, arg("divisor_override") = py::none(),
@@ -476,7 +473,7 @@ void bind_pool(py::module_& m) {
               bool ceil_mode, bool cip, const py::object& div) -> py::object {
             if (on_host(gy, "grad_output"))
               return host::avg_pool_bwd(D, gy.cast<py::array>(), input_size, k, s, p, ceil_mode, cip, div);
-            ON_DEVICE(dev::avg_pool_bwd(D, gy, input_size, k, s, p, ceil_mode, cip, div));
+            CNNFAST_ON_DEVICE(dev::avg_pool_bwd(D, gy, input_size, k, s, p, ceil_mode, cip, div));
           },
           arg("grad_output"), arg("input_size"), arg("kernel_size"), arg("stride") = Ints{},
           arg("padding") = Ints(D, 0), arg("ceil_mode") = false, arg("count_include_pad") = true,
@@ -484,20 +481,20 @@ void bind_pool(py::module_& m) {
     m.def(("adaptive_avg_pool" + sfx + "_forward").c_str(),
           [D](const py::object& x, const Ints& os) -> py::object {
             if (on_host(x, "input")) return host::adaptive_avg_fwd(D, x.cast<py::array>(), os);
-            ON_DEVICE(dev::adaptive_avg_fwd(D, x, os));
+            CNNFAST_ON_DEVICE(dev::adaptive_avg_fwd(D, x, os));
           },
           arg("input"),
           arg("output_size"), ("Adaptive average pooling of input " + shp + " to output_size.").c_str());
     m.def(("adaptive_avg_pool" + sfx + "_backward").c_str(),
           [D](const py::object& gy, const Ints& input_size) -> py::object {
             if (on_host(gy, "grad_output")) return host::adaptive_avg_bwd(D, gy.cast<py::array>(), input_size);
-            ON_DEVICE(dev::adaptive_avg_bwd(D, gy, input_size));
+            CNNFAST_ON_DEVICE(dev::adaptive_avg_bwd(D, gy, input_size));
           },
           arg("grad_output"), arg("input_size"));
     m.def(("adaptive_max_pool" + sfx + "_forward").c_str(),
           [D](const py::object& x, const Ints& os) -> py::object {
             if (on_host(x, "input")) return host::adaptive_max_fwd(D, x.cast<py::array>(), os);
-            ON_DEVICE(dev::adaptive_max_fwd(D, x, os));
+            CNNFAST_ON_DEVICE(dev::adaptive_max_fwd(D, x, os));
           },
           arg("input"),
           arg("output_size"), ("Adaptive max pooling of input " + shp + "; returns (output, indices).").c_str());
@@ -506,14 +503,14 @@ void bind_pool(py::module_& m) {
             if (on_host(gy, "grad_output"))
               return host::scatter_bwd(D, gy.cast<py::array>(), host_array(idx, "indices", "grad_output"), input_size,
                                        false);
-            ON_DEVICE(dev::scatter_bwd(D, gy, idx, input_size, false));
+            CNNFAST_ON_DEVICE(dev::scatter_bwd(D, gy, idx, input_size, false));
           },
           arg("grad_output"), arg("indices"), arg("input_size"));
     m.def(("max_unpool" + sfx + "_forward").c_str(),
           [D](const py::object& x, const py::object& idx, const Ints& os) -> py::object {
             if (on_host(x, "input"))
               return host::unpool_fwd(D, x.cast<py::array>(), host_array(idx, "indices", "input"), os);
-            ON_DEVICE(dev::unpool_fwd(D, x, idx, os));
+            CNNFAST_ON_DEVICE(dev::unpool_fwd(D, x, idx, os));
           },
           arg("input"), arg("indices"), arg("output_size"),
           ("Max-unpooling of input " + shp + " into zeros of spatial output_size at indices.").c_str());
@@ -521,14 +518,12 @@ void bind_pool(py::module_& m) {
           [D](const py::object& gy, const py::object& idx) -> py::object {
             if (on_host(gy, "grad_output"))
               return host::unpool_bwd(D, gy.cast<py::array>(), host_array(idx, "indices", "grad_output"));
-            ON_DEVICE(dev::unpool_bwd(D, gy, idx));
+            CNNFAST_ON_DEVICE(dev::unpool_bwd(D, gy, idx));
           },
           arg("grad_output"),
           arg("indices"), "grad_input[i] = grad_output[indices[i]] in each plane.");
   }
 }
-
-#undef ON_DEVICE
 
 void bind_pool_device(py::module_& cu) { bind_pool(cu); }
 

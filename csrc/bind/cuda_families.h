@@ -6,6 +6,5 @@
 
 namespace cnnfast::bind {
 void bind_cuda_conv(pybind11::module_& cu);
-void bind_cuda_norm(pybind11::module_& cu);
 void bind_cuda_loss(pybind11::module_& cu);
 }  // namespace cnnfast::bind

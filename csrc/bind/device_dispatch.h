@@ -39,6 +39,14 @@ py::object as_python(T&& v) {
     return py::cast(std::forward<T>(v));
 }
 
+// In a binding's entry point after `if (on_host(...)) return host::f(...);`: the device call,
+// or (without CUDA, where on_host has already thrown) nothing.
+#if CNNFAST_WITH_CUDA
+#define CNNFAST_ON_DEVICE(call) return as_python(call)
+#else
+#define CNNFAST_ON_DEVICE(call) return py::none()
+#endif
+
 #if CNNFAST_WITH_CUDA
 // A further argument of a device call: a CUDA array, or a TypeError that says the devices differ.
 inline DeviceArray device_array(const py::object& x, const char* name, const char* first) {

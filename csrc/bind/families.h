@@ -15,6 +15,8 @@ void bind_pool(pybind11::module_& m);
 // The same pooling functions in cnnfast._C.cuda.
 void bind_pool_device(pybind11::module_& cu);
 void bind_norm(pybind11::module_& m);
+// The same normalisation functions in cnnfast._C.cuda.
+void bind_norm_device(pybind11::module_& cu);
 void bind_dropout(pybind11::module_& m);
 // The same dropout functions in cnnfast._C.cuda (dropout_mask there returns device memory).
 void bind_dropout_device(pybind11::module_& cu);
