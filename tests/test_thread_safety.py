@@ -179,3 +179,39 @@ def test_gil_is_released_during_kernels():
         done.set()
         t.join()
     assert max(advanced) > 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_forked_child_runs_parallel_kernels():
+    """fork() copies only the calling thread: a child of a process whose worker pool has run
+    must start its own workers, not wait for the parent's (it hung before), and compute
+    what the parent computes."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 31, 29)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    before = C.get_num_threads()
+    C.set_num_threads(2)
+    try:
+        expect = C.conv_forward(x, w, None, [1, 1], [[1, 1], [1, 1]], [1, 1], 1)   # the pool has run
+        ctx = mp.get_context("fork")
+        parent_end, child_end = ctx.Pipe()
+        child = ctx.Process(target=_conv_in_child, args=(child_end, x, w))
+        child.start()
+        # The result (230 KB) is more than a pipe holds: read it before joining.
+        done = parent_end.poll(60)
+        if not done:
+            child.kill()
+        assert done, "the forked child's convolution did not finish in 60 s"
+        threads, got = parent_end.recv()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert threads == 2
+        np.testing.assert_array_equal(got, expect)
+    finally:
+        C.set_num_threads(before)
+
+
+def _conv_in_child(conn, x, w):
+    conn.send((C.get_num_threads(), C.conv_forward(x, w, None, [1, 1], [[1, 1], [1, 1]], [1, 1], 1)))

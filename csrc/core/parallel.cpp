@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <pthread.h>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -89,11 +90,18 @@ class Pool {
   void resize(int threads) {
     std::lock_guard<std::mutex> use(use_mutex_);
     stop();
+    restart_ = false;
     start(threads);
   }
 
   void run(int64_t begin, int64_t end, int chunks, const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> use(use_mutex_);
+    if (restart_) {  // first job in a forked child: its workers were not copied by fork()
+      restart_ = false;
+      quit_ = false;
+      quit_flag_.store(false);
+      start(threads_);
+    }
     chunks = std::min(chunks, threads_);
     {
       std::lock_guard<std::mutex> lk(m_);
@@ -115,6 +123,27 @@ class Pool {
     std::lock_guard<std::mutex> lk(m_);
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
+  }
+
+  // fork() copies only the calling thread. Holding both locks across it leaves the child
+  // with the pool in a consistent, idle state; the child forgets the parent's workers
+  // (their std::thread objects are leaked: joining or destroying them would abort) and
+  // starts its own at its first job. Without this a child's first parallel job waited
+  // forever for workers that do not exist.
+  void fork_prepare() {
+    use_mutex_.lock();
+    m_.lock();
+  }
+  void fork_parent() {
+    m_.unlock();
+    use_mutex_.unlock();
+  }
+  void fork_child() {
+    m_.unlock();
+    use_mutex_.unlock();
+    new std::vector<std::thread>(std::move(workers_));
+    workers_.clear();
+    restart_ = threads_ > 1;
   }
 
  private:
@@ -196,6 +225,7 @@ class Pool {
   std::atomic<int> pending_{0};  // chunks of the current job not yet finished by workers
   std::atomic<uint64_t> generation_{0};  // bumped (under m_) each time a job is posted
   bool quit_ = false;
+  bool restart_ = false;  // set in a forked child: start workers before the next job
   std::atomic<bool> quit_flag_{false};  // quit_ for the spinning workers, who hold no lock
   const std::chrono::microseconds spin_;
   std::exception_ptr error_;
@@ -203,7 +233,11 @@ class Pool {
 
 Pool& pool() {
   // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
-  static Pool* p = new Pool(default_thread_count());
+  static Pool* p = [] {
+    Pool* made = new Pool(default_thread_count());
+    pthread_atfork([] { pool().fork_prepare(); }, [] { pool().fork_parent(); }, [] { pool().fork_child(); });
+    return made;
+  }();
   return *p;
 }
 
