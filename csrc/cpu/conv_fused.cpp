@@ -12,6 +12,7 @@
 #include "core/memory.h"
 #include "core/simd.h"
 #include "cpu/conv.h"
+#include "cpu/conv_grouped.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
 #include "cpu/epilogue.h"
@@ -73,14 +74,22 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves
   // (ResNet-50's 256-channel 3x3 at 14x14, batch 1, one thread: 5.2 ms against
   // 2.8 ms on the GEMM; at batch 8 Winograd wins, 13 against 22 ms).
-  if (algo == ConvAlgo::Auto && chosen == ConvAlgo::Winograd && s.N * s.out_size() < kWinogradMinPositions)
+  bool forced_gemm = false;
+  if (algo == ConvAlgo::Auto && chosen == ConvAlgo::Winograd && s.N * s.out_size() < kWinogradMinPositions) {
     chosen = ConvAlgo::Gemm;
-  if constexpr (is_f32<T>) {
-    if (packed && chosen == ConvAlgo::Gemm && conv_forward_packed(s, x, *packed, bias, y, e)) return;
+    forced_gemm = true;
   }
-  const ConvAlgo run = chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;
+  // Layers Auto gives the direct kernel (grouped with few channels per group, some dense
+  // stride-1 ones: conv_grouped.h) keep it, fused or not: forcing Gemm here had sent
+  // ResNeXt's 32-group 3x3 layers back to im2col + GEMM at half the speed.
+  const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm &&
+                      conv_detail::grouped_direct_applicable(s, conv_detail::Pass::Forward);
+  if constexpr (is_f32<T>) {
+    if (!direct && packed && chosen == ConvAlgo::Gemm && conv_forward_packed(s, x, *packed, bias, y, e)) return;
+  }
+  const ConvAlgo run = direct ? ConvAlgo::Auto : chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;
   if (e.empty()) return conv_forward(s, x, w, bias, y, run);
-  if (chosen == ConvAlgo::Gemm) {
+  if (chosen == ConvAlgo::Gemm && !direct) {
     const TapWindow t = live_tap_window(s);
     if (!t.empty && !t.trimmed) return forward_gemm(s, x, w, bias, y, &e);
   }
