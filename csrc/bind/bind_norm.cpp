@@ -20,6 +20,18 @@
 #endif
 
 namespace cnnfast::bind {
+
+// Scalar options checked the same way for both devices.
+void check_eps(double eps) {
+  CNNFAST_CHECK(eps >= 0 && std::isfinite(eps), ValueError, "eps: expected a finite value >= 0, got ", eps);
+}
+
+void check_lrn(int64_t size, double alpha, double beta, double k) {
+  CNNFAST_CHECK(size >= 1, ValueError, "size: expected a window of at least 1 channel, got ", size);
+  CNNFAST_CHECK(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k), ValueError,
+                "alpha, beta, k: expected finite values, got ", alpha, ", ", beta, ", ", k);
+}
+
 namespace host {
 
 struct NCS {
@@ -81,10 +93,6 @@ void check_grad(const py::array& gy, const py::array& x) {
   input(gy, "grad_output");
   require_same_dtype(x, "input", gy, "grad_output");
   require_shape(gy, "grad_output", shape_of(x));
-}
-
-void check_eps(double eps) {
-  CNNFAST_CHECK(eps >= 0 && std::isfinite(eps), ValueError, "eps: expected a finite value >= 0, got ", eps);
 }
 
 // ---- BatchNorm ---------------------------------------------------------------
@@ -297,12 +305,6 @@ py::tuple layer_norm_bwd(const py::array& gy, const py::array& x, int64_t nd, co
 
 // ---- LRN -----------------------------------------------------------------------
 
-void check_lrn(int64_t size, double alpha, double beta, double k) {
-  CNNFAST_CHECK(size >= 1, ValueError, "size: expected a window of at least 1 channel, got ", size);
-  CNNFAST_CHECK(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k), ValueError,
-                "alpha, beta, k: expected finite values, got ", alpha, ", ", beta, ", ", k);
-}
-
 py::tuple lrn_fwd(const py::array& x, int64_t size, double alpha, double beta, double k) {
   DType dt = input(x, "input");
   NCS d = ncs_of(x, "input", 3);
@@ -380,10 +382,6 @@ void check_grad(const DeviceArray& gy, const DeviceArray& x) {
   device_float_dtype(gy, "grad_output");
   require_same_typestr(x, "input", gy, "grad_output");
   require_device_shape(gy, "grad_output", x.shape);
-}
-
-void check_eps(double eps) {
-  CNNFAST_CHECK(eps >= 0 && std::isfinite(eps), ValueError, "eps: expected a finite value >= 0, got ", eps);
 }
 
 void check_saved(const DeviceArray& a, const char* name, const DeviceArray& x, const Ints& shape) {
@@ -559,12 +557,6 @@ py::tuple layer_norm_bwd(const py::object& go, const py::object& xo, int64_t nd,
                                  need_params ? dmptr<T>(gw) : nullptr, need_params ? dmptr<T>(gb) : nullptr);
   });
   return py::make_tuple(gx, gw, gb);
-}
-
-void check_lrn(int64_t size, double alpha, double beta, double k) {
-  CNNFAST_CHECK(size >= 1, ValueError, "size: expected a window of at least 1 channel, got ", size);
-  CNNFAST_CHECK(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k), ValueError,
-                "alpha, beta, k: expected finite values, got ", alpha, ", ", beta, ", ", k);
 }
 
 py::tuple lrn_fwd(const py::object& xo, int64_t size, double alpha, double beta, double k) {

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "core/cpu_features.h"
-#include "core/memory.h"
 #include "core/parallel.h"
+#include "core/workspace.h"
 #include "cpu/conv_internal.h"
 
 namespace cnnfast::cpu {
@@ -166,7 +166,7 @@ bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   } else {
     if (!grouped_direct_applicable(s, Pass::Data)) return false;
     const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), KH = s.k[1], KW = s.k[2], taps = KH * KW;
-    AlignedPtr<float> wt = aligned_alloc_array<float>(s.K * Cg * taps);
+    Workspace<float> wt = workspace_array<float>(s.K * Cg * taps);
     flip_swap_weights(s, w, wt.get());
     const GroupedPlane p{Kg, s.out[1], s.out[2], Cg, s.in[1], s.in[2], KH, KW, s.dil[1], s.dil[2],
                                       s.pad0[1] - s.dil[1] * (KH - 1), s.pad0[2] - s.dil[2] * (KW - 1)};

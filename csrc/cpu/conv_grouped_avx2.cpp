@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cpu/conv_grouped_kernels.h"
+#include "cpu/simd_math_avx2.h"
 
 namespace cnnfast::cpu::avx2_impl {
 namespace {
@@ -30,12 +31,7 @@ struct Vec256 {
   static void store(const M& m, float* p, V v) { _mm256_maskstore_ps(p, bits(m), v); }
   static V set1(float f) { return _mm256_set1_ps(f); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static float sum(V v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float sum(V v) { return avx2::hsum8(v); }
 };
 
 }  // namespace

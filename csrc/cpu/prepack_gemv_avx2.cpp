@@ -8,18 +8,10 @@
 #include <cstdint>
 
 #include "cpu/conv.h"
+#include "cpu/simd_math_avx2.h"
 
 namespace cnnfast::cpu::avx2_impl {
-namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-}  // namespace
+using avx2::hsum8;
 
 // y[i] = sum_k W[i * K + k] * x[k] for i < M.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y) {
@@ -38,7 +30,7 @@ void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y) {
       a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
       a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
     }
-    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);
     for (int64_t k = K8; k < K; ++k) {
       s0 += w0[k] * x[k];
       s1 += w1[k] * x[k];
@@ -54,7 +46,7 @@ void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y) {
     const float* w0 = W + i * K;
     __m256 a0 = _mm256_setzero_ps();
     for (int64_t k = 0; k < K8; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), _mm256_loadu_ps(x + k), a0);
-    float s0 = hsum(a0);
+    float s0 = hsum8(a0);
     for (int64_t k = K8; k < K; ++k) s0 += w0[k] * x[k];
     y[i] = s0;
   }
