@@ -224,6 +224,11 @@ class _Flags:
         self.owndata = owndata
 
 
+# [True] once any DeviceArray has been made in this process: before that, dispatch sends
+# every kernel call to the CPU without looking at its arguments.
+_device_arrays_made = [False]
+
+
 class DeviceArray:
     """An array in a device's memory with the part of ndarray's interface that autograd and
     the layers use on every device: metadata, reshape views, same-shape or scalar arithmetic,
@@ -234,6 +239,7 @@ class DeviceArray:
     __slots__ = ("handle", "backend", "shape", "dtype", "base", "__weakref__")
 
     def __init__(self, handle, backend: Backend, shape=None, dtype=None, base=None):
+        _device_arrays_made[0] = True
         self.handle = handle
         self.backend = backend
         self.shape = tuple(int(s) for s in (handle.shape if shape is None else shape))
@@ -651,8 +657,12 @@ class _Dispatch(_Namespace):
         from . import _C
 
         cpu_fn = getattr(_C, name)
+        made = _device_arrays_made
 
         def fn(*args, **kwargs):
+            # Until a device array exists every argument is a host one: no scan at all.
+            if not made[0]:
+                return cpu_fn(*args, **kwargs)
             # The common case (host arrays) costs one scan of the arguments, no allocation.
             for a in args:
                 if a.__class__ is DeviceArray:

@@ -249,15 +249,8 @@ class Edge:
     _post_accumulate_grad_hooks = ()  # duck-types with a leaf Tensor in the backward loop
 
     def __init__(self, t):
-        self.grad_fn, self._output_index, self.shape, self.dtype = t.grad_fn, t._output_index, t.shape, t.dtype
-
-
-def _edge(t):
-    """The graph's reference to a forward argument: None when it needs no gradient, the
-    Tensor itself for a leaf (its ``.grad`` is written), else an Edge."""
-    if not (hasattr(t, "_vc") and t.requires_grad):
-        return None
-    return t if t.grad_fn is None else Edge(t)
+        a = t._array
+        self.grad_fn, self._output_index, self.shape, self.dtype = t.grad_fn, t._output_index, a.shape, a.dtype
 
 
 class Node:
@@ -312,31 +305,44 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
+        Tensor = _tensor_class()
         ctx = Context()
-        raw = [a._array if isinstance(a, Tensor) else a for a in args]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        # One pass over the arguments: a training step makes ~100 of these calls, and the
+        # per-call Python work is what a small model's step is made of.
+        raw, needs, any_needs = [], [], False
+        for a in args:
+            if isinstance(a, Tensor):
+                raw.append(a._array)
+                n = a.requires_grad
+                any_needs = any_needs or n
+                needs.append(n)
+            else:
+                raw.append(a)
+                needs.append(False)
+        needs = tuple(needs)
         ctx.needs_input_grad = needs
-        prev = is_grad_enabled()
-        _set_grad_enabled(False)
+        prev = getattr(_state, "grad_enabled", True)
+        _state.grad_enabled = False
         try:
             out = cls.forward(ctx, *raw, **kwargs)
         finally:
-            _set_grad_enabled(prev)
-        multi = isinstance(out, tuple)
+            _state.grad_enabled = prev
+        multi = out.__class__ is tuple or isinstance(out, tuple)
         outs = out if multi else (out,)
         # NumPy turns 0-d results into scalars; keep everything an ndarray.
-        outs = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
+        if not all(o.__class__ is np.ndarray for o in outs):
+            outs = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
         anomaly = _anomaly["enabled"]
         if anomaly and _anomaly["check_nan"]:
             _check_forward(cls, outs, raw)
-        record = prev and any(needs)
+        record = prev and any_needs
         node = None
         if record:
             meta = [(np.shape(o), getattr(o, "dtype", None)) for o in outs]
-            node = Node(cls, ctx, [_edge(a) if n else None for a, n in zip(args, needs)], len(outs), meta,
-                        _call_site() if anomaly else "")
+            # Every input that needs a gradient is a Tensor with requires_grad: a leaf is
+            # referenced itself (its .grad is written), any other through an Edge.
+            node = Node(cls, ctx, [(a if a.grad_fn is None else Edge(a)) if n else None for a, n in zip(args, needs)],
+                        len(outs), meta, _call_site() if anomaly else "")
         wrapped = []
         for i, o in enumerate(outs):
             differentiable = record and _device.is_float_array(o)
@@ -354,6 +360,18 @@ class Function:
         return tuple(wrapped) if multi else wrapped[0]
 
 
+_tensor_cls = []
+
+
+def _tensor_class():
+    """cnnfast.tensor.Tensor, imported on first use (tensor.py imports this module)."""
+    if not _tensor_cls:
+        from .tensor import Tensor
+
+        _tensor_cls.append(Tensor)
+    return _tensor_cls[0]
+
+
 def _owner(a):
     return a if a.base is None else a.base
 
@@ -362,22 +380,35 @@ def _saved_versions(ctx, args, outputs) -> tuple:
     """(version counter, its value now, which tensor) for every input or output whose
     storage the forward saved (in ``saved_tensors`` or as a ctx attribute), so that
     backward can refuse to run on values changed in place since (torch's version check)."""
-    owners = {}
+    # The storages the forward kept, in the order it kept them (``saved_tensors`` is the
+    # first entry of ctx.__dict__).
+    kept = []
+    for k, v in ctx.__dict__.items():
+        if k == "needs_input_grad":
+            continue
+        if isinstance(v, np.ndarray):
+            kept.append(id(_owner(v)))
+        elif isinstance(v, (tuple, list)):
+            for s in v:
+                if isinstance(s, np.ndarray):
+                    kept.append(id(_owner(s)))
+    if not kept:
+        return ()
     # Inputs first: an in-place op returns its input's storage, and the input's counter
     # (not the discarded output wrapper's) is the one later writes bump.
+    Tensor = _tensor_class()
+    owners = {}
     for i, a in enumerate(args):
-        if hasattr(a, "_vc"):
-            owners.setdefault(id(_owner(a._array)), (a, f"input {i}"))
+        if isinstance(a, Tensor):
+            owners.setdefault(id(_owner(a._array)), (a, "input", i))
     for i, t in enumerate(outputs):
-        owners.setdefault(id(_owner(t._array)), (t, f"output {i}"))
+        owners.setdefault(id(_owner(t._array)), (t, "output", i))
     found = {}
-    for v in (*ctx.saved_tensors, *ctx.__dict__.values()):
-        for s in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(s, np.ndarray):
-                hit = owners.get(id(_owner(s)))
-                if hit is not None and id(hit[0]._vc) not in found:
-                    t, what = hit
-                    found[id(t._vc)] = (t._vc, t._vc[0], what, t.shape, t.dtype)
+    for key in kept:
+        hit = owners.get(key)
+        if hit is not None and id(hit[0]._vc) not in found:
+            t, what, i = hit
+            found[id(t._vc)] = (t._vc, t._vc[0], f"{what} {i}", t.shape, t.dtype)
     return tuple(found.values())
 
 
@@ -541,10 +572,13 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                         outs[i] = _run_hooks(t, outs[i])
                         if t._retains_grad:
                             t._accumulate(outs[i])
-            like = next((g for g in outs if g is not None), None)  # unused outputs get zeros on its device
-            outs = [g if g is not None else _device.zeros(shape, dtype, like) if dtype is not None and dtype.kind == "f"
-                    else None for g, (shape, dtype) in zip(outs, node.out_meta)]
-            _check_versions(node)
+            if any(g is None for g in outs):
+                like = next((g for g in outs if g is not None), None)  # unused outputs get zeros on its device
+                outs = [g if g is not None else _device.zeros(shape, dtype, like)
+                        if dtype is not None and dtype.kind == "f" else None
+                        for g, (shape, dtype) in zip(outs, node.out_meta)]
+            if node.ctx.__dict__.get("_saved_versions"):
+                _check_versions(node)
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -555,7 +589,8 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
             for t, g in zip(node.inputs, in_grads):
                 if t is None or g is None:
                     continue
-                g = _device.asarray(g)
+                if g.__class__ is not np.ndarray:
+                    g = _device.asarray(g)
                 if g.shape != t.shape:
                     raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of "
                                        f"shape {t.shape}")

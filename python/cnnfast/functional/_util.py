@@ -8,7 +8,8 @@ def contiguous(a: np.ndarray) -> np.ndarray:
     """Kernels take C-contiguous, aligned, native-byte-order arrays; the functional layer
     makes them so (a transposed or sliced view, a misaligned np.frombuffer view or a
     big-endian array is copied here, never silently inside a kernel)."""
-    if a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned and a.dtype.isnative:
         return a
     return np.require(a, dtype=a.dtype.newbyteorder("="), requirements="CA")
 
