@@ -34,12 +34,8 @@ inline __mmask16 tail_mask16(int64_t n) {
 // e^x for x already within [-104, 89] (or NaN): n = round(x*log2 e), e^r by the
 // Cephes degree-6 polynomial on |r| <= ln2/2, then scalef. Below -104 the exact
 // result rounds to 0 and above 89 to inf, which scalef produces from these ends.
-inline __m512 exp16_core(__m512 x) {
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // ln2 split in two so n*C1 is exact and the reduction loses no bits.
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+// e^r * 2^n for a reduced argument |r| <= ~ln2/2: the polynomial half of exp16_core.
+inline __m512 exp16_reduced(__m512 r, __m512 n) {
   __m512 r2 = _mm512_mul_ps(r, r);
   // Estrin's scheme: three independent pairs, then two levels.
   __m512 a = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500E-4f), r, _mm512_set1_ps(1.3981999507E-3f));
@@ -48,6 +44,30 @@ inline __m512 exp16_core(__m512 x) {
   __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(a, r2, b), r2, c);
   p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_scalef_ps(p, n);
+}
+
+// n = round(x log2 e) and x - n ln2, ln2 split in two so n*C1 is exact and the
+// reduction loses no bits.
+inline __m512 exp16_reduce(__m512 x, __m512* n) {
+  *n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(*n, _mm512_set1_ps(0.693359375f), x);
+  return _mm512_fnmadd_ps(*n, _mm512_set1_ps(-2.12194440e-4f), r);
+}
+
+inline __m512 exp16_core(__m512 x) {
+  __m512 n;
+  __m512 r = exp16_reduce(x, &n);
+  return exp16_reduced(r, n);
+}
+
+// e^(x + a*b) for x as in exp16_core and a small a*b (|a*b| << 1): the low part joins
+// the reduced argument, where it loses nothing, so a value known as a hi + lo pair keeps
+// its low bits for the price of one FMA.
+inline __m512 exp16_core_lo(__m512 x, __m512 a, __m512 b) {
+  __m512 n;
+  __m512 r = exp16_reduce(x, &n);
+  return exp16_reduced(_mm512_fmadd_ps(a, b, r), n);
 }
 
 inline __m512 exp16(__m512 x) {
