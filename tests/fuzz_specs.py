@@ -1321,6 +1321,26 @@ for _n in EXTRA_ACTS:
 SPECS["resample_forward"] = resample_case(False)
 SPECS["resample_backward"] = resample_case(True)
 
+
+def channel_shuffle_case(backward):
+    def build(draw):
+        rng, dt = rng_of(draw), dtype_of(draw)
+        g, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        n = draw(st.integers(1, 3))
+        spatial = [draw(st.integers(1, 7)) for _ in range(draw(st.integers(1, 3)))]
+        x = normal(rng, (n, g * k, *spatial), dt)
+        name = "grad_output" if backward else "x"
+        # forward: channel i*k + j -> j*g + i; backward: the inverse.
+        a, b = (k, g) if backward else (g, k)
+        ref = lambda v: [v[name].reshape(n, a, b, -1).transpose(0, 2, 1, 3).reshape(v[name].shape)]
+        return Case(f"channel_shuffle_{'backward' if backward else 'forward'}", {name: x, "groups": g},
+                    reads=(name,), ints=("groups",), ref=ref, rtol=0, atol=0)
+    return build
+
+
+SPECS["channel_shuffle_forward"] = channel_shuffle_case(False)
+SPECS["channel_shuffle_backward"] = channel_shuffle_case(True)
+
 def _with_ref(build, ref):
     def with_ref(draw):
         case = build(draw)

@@ -257,6 +257,20 @@ def test_channel_shuffle_matches_torch(shape, g, rng):
     np.testing.assert_array_equal(cnn.ChannelShuffle(g)(cnnfast.tensor(x)).numpy(), yt)
 
 
+def test_channel_shuffle_strided_input_and_inverse(rng):
+    # A transposed (non-contiguous) float64 input, and shuffling by k undoes shuffling by g.
+    x = rng.standard_normal((3, 5, 6, 4)).transpose(0, 2, 1, 3)  # (3, 6, 5, 4), strided
+    gy = rng.standard_normal((3, 6, 5, 4))
+    xc = cnnfast.tensor(x, requires_grad=True)
+    y = F.channel_shuffle(xc, 2)
+    y.backward(cnnfast.tensor(gy))
+    yt = TF.channel_shuffle(torch.tensor(np.ascontiguousarray(x)), 2).numpy()
+    np.testing.assert_array_equal(y.detach().numpy(), yt)
+    np.testing.assert_array_equal(F.channel_shuffle(y.detach(), 3).numpy(), x)
+    # The gradient of a permutation is the inverse permutation of the incoming gradient.
+    np.testing.assert_array_equal(xc.grad.numpy(), TF.channel_shuffle(torch.tensor(gy), 3).numpy())
+
+
 def test_shuffle_bad_input():
     x = cnnfast.tensor(np.ones((1, 6, 4, 4), np.float32))
     with pytest.raises(ValueError, match="input"):

@@ -1,5 +1,7 @@
 // Bindings for csrc/cpu/resample.h: resample_forward / resample_backward on
-// (N, C, [[D,] H,] W) maps with one (index, weight) table pair per spatial axis.
+// (N, C, [[D,] H,] W) maps with one (index, weight) table pair per spatial axis; and
+// for csrc/cpu/shuffle.h: channel_shuffle_forward / channel_shuffle_backward.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -10,6 +12,7 @@
 #include "bind/array.h"
 #include "bind/families.h"
 #include "cpu/resample.h"
+#include "cpu/shuffle.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -136,9 +139,34 @@ py::array resample_bwd(const py::array& gy, const std::vector<int64_t>& input_sh
   return gx;
 }
 
+// backward: the inverse permutation, a shuffle by C / groups.
+py::array channel_shuffle(const py::array& x, int64_t groups, bool backward) {
+  const char* name = backward ? "grad_output" : "x";
+  input(x, name);
+  require_aligned(x, name);
+  require_ndim(x, name, 3, 5);
+  const int64_t N = x.shape(0), C = x.shape(1);
+  CNNFAST_CHECK(groups > 0, ValueError, "groups: expected a positive int, got ", groups);
+  CNNFAST_CHECK(C % groups == 0, ValueError, name, ": expected a channel count divisible by groups=", groups,
+                ", got shape ", shape_str(shape_of(x)));
+  py::array y = new_array(x, shape_of(x), backward ? "grad_input" : "output");
+  const int64_t S = x.size() / std::max<int64_t>(1, N * C);
+  const int64_t g = backward ? C / groups : groups;
+  if (x.size() > 0) cpu::channel_shuffle(x.data(), y.mutable_data(), N, g, C / g, S, x.itemsize());
+  return y;
+}
+
 }  // namespace
 
 void bind_resample(py::module_& m) {
+  m.def("channel_shuffle_forward", [](const py::array& x, int64_t groups) { return channel_shuffle(x, groups, false); },
+        py::arg("x"), py::arg("groups"),
+        "x: (N, groups*k, *spatial) with 1 to 3 spatial axes. Returns y of x's shape with "
+        "y[:, j*groups + i] = x[:, i*k + j] (ShuffleNet's channel shuffle).");
+  m.def("channel_shuffle_backward",
+        [](const py::array& gy, int64_t groups) { return channel_shuffle(gy, groups, true); },
+        py::arg("grad_output"), py::arg("groups"),
+        "grad_input of channel_shuffle_forward with the same groups: the inverse permutation of grad_output.");
   auto none = py::none();
   m.def("resample_forward",
         [](const py::array& x, const py::object& index_w, const py::object& weight_w, const py::object& index_h,
