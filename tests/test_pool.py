@@ -61,7 +61,22 @@ MAX_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", MAX_CASES, ids=lambda c: f"{c[0]}d-{c[1]}-k{c[2]}s{c[3]}p{c[4]}d{c[5]}c{int(c[6])}")
+# Rows with fewer than 8 interior windows but at least 8 outputs take the scratch-row
+# path (padding as -inf columns): ResNet's 3x3/2 pool of a 16x16 map, odd and dilated
+# variants, ceil mode, stride 1 and 3, 1-D and 3-D.
+NARROW_CASES = [
+    (2, (2, 3, 16, 16), 3, 2, 1, 1, False),
+    (2, (1, 2, 9, 17), 3, 2, 1, 1, True),
+    (2, (1, 2, 5, 9), 3, 1, 1, 1, False),
+    (2, (1, 2, 6, 11), 5, 1, 2, 1, True),
+    (2, (1, 2, 7, 19), 5, 2, 2, 2, False),
+    (2, (1, 1, 4, 23), 3, 3, 1, 1, True),
+    (1, (2, 3, 15), 3, 2, 1, 1, False),
+    (3, (1, 2, 3, 4, 16), 3, 2, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", MAX_CASES + NARROW_CASES, ids=lambda c: f"{c[0]}d-{c[1]}-k{c[2]}s{c[3]}p{c[4]}d{c[5]}c{int(c[6])}")
 def test_max_pool_matches_torch(case, simd, rng):
     D, shape, k, s, p, d, ceil = case
     x = rng.standard_normal(shape).astype(np.float32)
@@ -100,6 +115,21 @@ def test_max_pool_nan_and_inf_as_torch(simd, rng):
     ty, tidx = TF.max_pool2d(torch.tensor(x), 3, 2, 1, return_indices=True)
     assert_close(y, ty.numpy(), what="nan/inf values")
     np.testing.assert_array_equal(idx, tidx.numpy())
+
+
+@pytest.mark.parametrize("case", NARROW_CASES, ids=lambda c: f"{c[0]}d-{c[1]}-k{c[2]}s{c[3]}p{c[4]}d{c[5]}c{int(c[6])}")
+def test_max_pool_narrow_rows_ties_nan_inf_as_torch(case, simd, rng):
+    # (Random values: these cases are in test_max_pool_matches_torch.) Ties, NaN and all
+    # -inf windows, whose index is the window's first in-bounds element.
+    D, shape, k, s, p, d, ceil = case
+    kw = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil, return_indices=True)
+    x = rng.integers(0, 3, size=shape).astype(np.float32)
+    x.reshape(-1)[::7] = np.nan
+    x.reshape(x.shape[0], x.shape[1], -1)[:, -1] = -np.inf
+    y, idx = getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), **kw)
+    ty, tidx = getattr(TF, f"max_pool{D}d")(torch.tensor(x), **kw)
+    np.testing.assert_array_equal(y.numpy(), ty.numpy())
+    np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
 
 
 AVG_CASES = [

@@ -216,8 +216,24 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
   interior_columns(g, g.d[2] * (g.k[2] - 1) + 1, &in_lo, &in_hi);
   // The vector kernel tracks indices in int32 lanes.
   const bool vec = is_f32<T> && use_avx2() && g.in_plane() < (int64_t(1) << 31);
+  // Rows with fewer interior windows than one 8-wide block (a 16-wide map pooled 3x3/2 has
+  // 7 of 8) would all take the scalar loop. Their window rows are copied into scratch rows
+  // of width Wp with -inf columns for the padding, where the block runs over the whole row;
+  // its indices are mapped back to the plane, and the border windows are then redone by the
+  // scalar loop, which knows their initial index (the first in-bounds element).
+  // A power of two, so mapping an index back is a shift and a mask, not two divisions.
+  int64_t Wp = 16;
+  while (Wp < std::max(g.p[2] + g.in[2], (OW - 1) * g.s[2] + g.d[2] * (g.k[2] - 1) + 1) + 16) Wp *= 2;
+  int wp_shift = 0;
+  while ((int64_t(1) << wp_shift) < Wp) ++wp_shift;
+  const bool padded = vec && in_hi - in_lo < 8 && OW >= 8 && g.k[0] * g.k[1] * Wp < (int64_t(1) << 24);
   parallel_for(0, g.planes * OD * OH, row_grain(g, taps), [&](int64_t b, int64_t e) {
-    std::vector<int64_t> rows(g.k[0] * g.k[1]);
+    std::vector<int64_t> rows(g.k[0] * g.k[1]), scratch_rows;
+    std::vector<float> scratch;
+    if (padded) {
+      scratch.assign(g.k[0] * g.k[1] * Wp, -std::numeric_limits<float>::infinity());
+      for (int64_t i = 0; i < g.k[0] * g.k[1]; ++i) scratch_rows.push_back(i * Wp);
+    }
     for (int64_t r = b; r < e; ++r) {
       const int64_t plane = r / (OD * OH), od = r / OH % OD, oh = r % OH;
       const T* xp = x + plane * g.in_plane();
@@ -229,7 +245,18 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
                             first_nonneg(oh * g.s[1] - g.p[1], g.d[1])) * g.in[2];
       int64_t ow = 0;
       if constexpr (is_f32<T>) {
-        if (vec && nrows > 0) {
+        if (padded && nrows > 0) {
+          for (int64_t w = 0; w < nrows; ++w)
+            std::memcpy(scratch.data() + w * Wp + g.p[2], xp + rows[w], sizeof(float) * g.in[2]);
+          // (0 written: a stride the kernel leaves to the scalar loop.)
+          if (avx2_impl::max_pool_row(scratch.data(), scratch_rows.data(), nrows, 0, OW, Wp, g.s[2], 0, g.k[2],
+                                      g.d[2], yr, ir) == OW) {
+            if (ir)
+              for (int64_t o = in_lo; o < in_hi; ++o) ir[o] = rows[ir[o] >> wp_shift] + (ir[o] & (Wp - 1)) - g.p[2];
+            for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
+            ow = in_hi;
+          }
+        } else if (vec && nrows > 0) {
           for (; ow < in_lo; ++ow) max_window(g, xp, rows.data(), nrows, row0, ow, yr + ow, ir ? ir + ow : ir);
           ow += avx2_impl::max_pool_row(xp, rows.data(), nrows, ow, in_hi, g.in[2], g.s[2], g.p[2], g.k[2],
                                         g.d[2], yr + ow, ir ? ir + ow : ir);
