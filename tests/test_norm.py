@@ -38,7 +38,10 @@ def affine_params(rng, shape, affine, dtype=np.float32):
 
 # ---- batch_norm --------------------------------------------------------------------
 
-BN_SHAPES = [(5, 3), (300, 70), (4, 3, 7), (2, 5, 3, 3), (2, 3, 2, 3, 5), (1, 3, 5, 7), (3, 17, 13)]
+# Training batch norm gathers each channel into one row when a plane has <= 64 values and
+# works plane by plane above: both sides of that boundary are here.
+BN_SHAPES = [(5, 3), (300, 70), (4, 3, 7), (2, 5, 3, 3), (2, 3, 2, 3, 5), (1, 3, 5, 7), (3, 17, 13), (2, 4, 8, 8),
+             (3, 2, 5, 13), (2, 3, 9, 11)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
@@ -81,6 +84,11 @@ def test_large_mean_small_spread(op, simd, rng):
     # Two-pass statistics around a pivot: a mean of 1e4 beside a spread of 1e-2 still
     # normalises to float64 accuracy (one-pass E[x^2] - E[x]^2 in float32 returns noise).
     x = (1e4 + 1e-2 * rng.standard_normal((8, 4, 700))).astype(np.float32)
+    if op == "batch":  # also the gathered path of small planes
+        xs = (1e4 + 1e-2 * rng.standard_normal((64, 4, 9))).astype(np.float32)
+        ref = TF.batch_norm(torch.tensor(xs, dtype=torch.float64), None, None, training=True).numpy()
+        assert_close(F.batch_norm(cnnfast.tensor(xs), None, None, training=True)._array, ref, 1e-3, 1e-3,
+                     "batch norm, large mean, small planes")
     fns = {"batch": lambda m, a: m.batch_norm(a, None, None, training=True),
            "group": lambda m, a: m.group_norm(a, 2),
            "layer": lambda m, a: m.layer_norm(a, (4, 700)),
@@ -113,8 +121,9 @@ def test_batch_norm_eval_needs_running_stats():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_finite_differences(training, rng):
-    x = rng.standard_normal((3, 2, 4))
+@pytest.mark.parametrize("shape", [(3, 2, 4), (2, 2, 67)])
+def test_batch_norm_finite_differences(training, shape, rng):
+    x = rng.standard_normal(shape)
     w, b = rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
     rm, rv = rng.standard_normal(2), rng.uniform(0.5, 2, 2)
     gy = rng.standard_normal(x.shape)

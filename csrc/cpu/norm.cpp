@@ -132,6 +132,23 @@ void column_dy_sums(const T* dy, const T* x, int64_t N, int64_t C, int64_t c0, i
     }
 }
 
+// Small planes (2x2, 4x4 maps of late ResNet stages): one channel's N blocks of S values
+// are gathered into a contiguous row, so the row primitives run once per channel instead
+// of once per (n, c) block, whose fixed cost was most of the time at S <= 64.
+constexpr int64_t kGatherMaxS = 64;
+// ...and while a channel's row (one per task, two in backward) stays a modest scratch buffer.
+constexpr int64_t kGatherMaxRow = int64_t(1) << 22;
+
+template <class T>
+void gather_channel(const T* x, T* row, int64_t N, int64_t C, int64_t S, int64_t c) {
+  for (int64_t n = 0; n < N; ++n) std::copy_n(x + (n * C + c) * S, S, row + n * S);
+}
+
+template <class T>
+void scatter_channel(const T* row, T* y, int64_t N, int64_t C, int64_t S, int64_t c) {
+  for (int64_t n = 0; n < N; ++n) std::copy_n(row + n * S, S, y + (n * C + c) * S);
+}
+
 }  // namespace
 
 // ---- BatchNorm ----------------------------------------------------------------
@@ -181,6 +198,21 @@ void batch_norm_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const
     parallel_for(0, N * C, std::max<int64_t>(1, 16384 / S), [&](int64_t kb, int64_t ke) {
       for (int64_t k = kb; k < ke; ++k)
         P.affine(x + k * S, y + k * S, S, mh[k % C], scale[k % C], shift[k % C], stream);
+    });
+    return;
+  }
+  if (S <= kGatherMaxS && N * S <= kGatherMaxRow) {
+    parallel_for(0, C, std::max<int64_t>(1, 4096 / M), [&](int64_t cb, int64_t ce) {
+      std::vector<T> row(M);
+      for (int64_t c = cb; c < ce; ++c) {
+        gather_channel(x, row.data(), N, C, S, c);
+        double mean, q;
+        P.moments(row.data(), M, &mean, &q);
+        update_running(c, mean, q);
+        set_channel(c, mean, 1.0 / std::sqrt(q / double(M) + eps));
+        P.affine(row.data(), row.data(), M, mh[c], scale[c], shift[c]);
+        scatter_channel(row.data(), y, N, C, S, c);
+      }
     });
     return;
   }
@@ -252,6 +284,22 @@ void batch_norm_backward(const T* gy, const T* x, T* gx, int64_t N, int64_t C, i
       }
       set_channel(c, a, b);
     }
+    return;
+  }
+  if (S <= kGatherMaxS && N * S <= kGatherMaxRow) {
+    parallel_for(0, C, std::max<int64_t>(1, 4096 / int64_t(M)), [&](int64_t cb, int64_t ce) {
+      const int64_t len = N * S;
+      std::vector<T> dy_row(len), x_row(len);
+      for (int64_t c = cb; c < ce; ++c) {
+        gather_channel(gy, dy_row.data(), N, C, S, c);
+        gather_channel(x, x_row.data(), N, C, S, c);
+        double a, b;
+        P.dy_sums(dy_row.data(), x_row.data(), len, save_mean[c], &a, &b);
+        set_channel(c, a, b);
+        P.axpbypc(dy_row.data(), x_row.data(), dy_row.data(), len, ka[c], save_mean[c], k2[c], k3[c]);
+        scatter_channel(dy_row.data(), gx, N, C, S, c);
+      }
+    });
     return;
   }
   const bool stream = stream_output<T>(N * C * S);
