@@ -80,35 +80,41 @@ inline __m256 erfc_scaled8(__m256 z) {
   return _mm256_mul_ps(t, p);
 }
 
-// Phi(x) from e = e^(-x^2/2): erfc(|x|/sqrt 2) / 2 for x < 0, one minus that beyond.
-inline __m256 normal_cdf8(__m256 x, __m256 e) {
-  __m256 half_e = _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), e),
-                                erfc_scaled8(_mm256_mul_ps(abs8(x), set1(0.70710678118654752f))));
-  __m256 pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
-  return _mm256_blendv_ps(half_e, _mm256_sub_ps(set1(1.0f), half_e), pos);
-}
-
-// GELU's x * Phi(x), normal_cdf8's arithmetic with its constants folded (as gelu16 in
-// the AVX-512 file): 0.5 into the erfc polynomial, 1/sqrt 2 into t's FMA, the low part
+// Exact GELU's Phi(x) as e^(-x^2/2) t G(t) / 2 (the erfc form above) on GELU's own
+// degree-8 G (activation_extra_erfc.h), constants folded as in the AVX-512 file:
+// 0.5 into the erfc polynomial, 1/sqrt 2 into t's FMA, the low part
 // of x*x into exp's reduced argument, and 1/d as the reciprocal estimate plus one Newton
 // step (error ~2^-23 for VRCPPS's 12 bits, well inside GELU's bound).
-inline __m256 gelu8(__m256 x) {
+struct GeluParts {
+  __m256 phi, e, ax;  // Phi(x), e^(-x^2/2), |x| clamped to 14.4
+};
+
+inline GeluParts gelu_parts8(__m256 x) {
   const __m256 one = set1(1.0f);
-  // Past |x| = 16 the result is 0 or x in float32; the clamp (which keeps NaN) keeps the
-  // FMA off inf * inf - inf.
-  const __m256 ax = _mm256_min_ps(set1(16.0f), abs8(x));
+  // Past |x| = 13.2 exp8 gives 0 here, so the result is 0 or x; the clamp at 14.4, where
+  // G was fitted, keeps NaN and keeps the FMA off inf * inf - inf.
+  const __m256 ax = _mm256_min_ps(set1(14.4f), abs8(x));
   const __m256 sq = _mm256_mul_ps(ax, ax);
   const __m256 l = _mm256_fmsub_ps(ax, ax, sq);  // ax^2 = sq + l exactly
   const __m256 e = exp8_lo(_mm256_mul_ps(set1(-0.5f), sq), set1(-0.5f), l);
   const __m256 d = _mm256_fmadd_ps(ax, set1(0.5f * 0.70710678118654752f), one);
   __m256 t = _mm256_rcp_ps(d);
   t = _mm256_fmadd_ps(t, _mm256_fnmadd_ps(d, t, one), t);
-  const __m256 u = _mm256_fmsub_ps(set1(2.0f), t, one);
-  __m256 p = set1(0.5f * kErfcG[kErfcGDegree]);
-  for (int i = kErfcGDegree - 1; i >= 0; --i) p = _mm256_fmadd_ps(p, u, set1(0.5f * kErfcG[i]));
+  const __m256 u = _mm256_fmadd_ps(set1(kGeluUA), t, set1(kGeluUB));
+  __m256 p = set1(0.5f * kGeluG[kGeluGDegree]);
+  for (int i = kGeluGDegree - 1; i >= 0; --i) p = _mm256_fmadd_ps(p, u, set1(0.5f * kGeluG[i]));
   // erfc(|x| / sqrt 2) / 2 is Phi(x) for x < 0 and 1 - Phi(x) beyond.
   const __m256 h = _mm256_mul_ps(_mm256_mul_ps(t, p), e);
-  return _mm256_mul_ps(x, _mm256_blendv_ps(h, _mm256_sub_ps(one, h), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)));
+  return {_mm256_blendv_ps(h, _mm256_sub_ps(one, h), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)), e, ax};
+}
+
+inline __m256 gelu8(__m256 x) { return _mm256_mul_ps(x, gelu_parts8(x).phi); }
+
+// Phi(x) + x phi(x), the x of the second term clamped (sign from x), as gelu_grad16.
+inline __m256 gelu_grad8(__m256 x) {
+  const GeluParts g = gelu_parts8(x);
+  const __m256 sign = _mm256_and_ps(x, set1(-0.0f));
+  return _mm256_fmadd_ps(_mm256_or_ps(g.ax, sign), _mm256_mul_ps(set1(0.39894228040143268f), g.e), g.phi);
 }
 
 // log(1 + w) for w in [0, 1].
@@ -208,10 +214,7 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
   const __m256 zero = _mm256_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map_grad(gy, x, gx, n, [&](__m256 v) {
-        __m256 e = exp_neg_sq8(v, 0.5f);
-        return _mm256_fmadd_ps(v, _mm256_mul_ps(set1(0.39894228040143268f), e), normal_cdf8(v, e));
-      });
+      return map_grad(gy, x, gx, n, [&](__m256 v) { return gelu_grad8(v); });
     case ExtraActivation::GELUTanh:
       return map_grad(gy, x, gx, n, [&](__m256 v) {
         __m256 s = sigmoid8(gelu_tanh_arg8(v));

@@ -74,20 +74,19 @@ inline __m512 erfc_scaled(__m512 z) {
 
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 
-// Phi(x) from e = e^(-x^2/2): erfc(|x|/sqrt 2) / 2 for x < 0, one minus that beyond.
-inline __m512 normal_cdf16(__m512 x, __m512 e) {
-  __m512 half_e = _mm512_mul_ps(_mm512_mul_ps(set1(0.5f), e), erfc_scaled(_mm512_mul_ps(_mm512_abs_ps(x), set1(kInvSqrt2))));
-  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-  return _mm512_mask_blend_ps(pos, half_e, _mm512_sub_ps(set1(1.0f), half_e));
-}
-
-// GELU's x * Phi(x), normal_cdf16's arithmetic with its constants folded: 0.5 into the
+// Exact GELU's Phi(x) = erfc(-x / sqrt 2) / 2 as e^(-x^2/2) t G(t) / 2 (the erfc form
+// above), on GELU's own degree-8 G (activation_extra_erfc.h, fitted for |x| <= 14.4),
+// with constants folded: 0.5 into the
 // erfc polynomial, 1/sqrt 2 into t's FMA, the low part of x*x into exp's reduced
 // argument, and 1/d as the reciprocal estimate plus one Newton step (error ~2^-28, no
 // quotient correction needed for a numerator of 1). Past |x| = 14.4, e^(-x^2/2) < 2e-45
 // is 0 or the last subnormal, so the clamp there keeps exp's argument in range without
 // exp16's own clamp and leaves x * Phi(x) at 0 or x as before. NaN passes the clamp.
-inline __m512 gelu16(__m512 x) {
+struct GeluParts {
+  __m512 phi, e, ax;  // Phi(x), e^(-x^2/2), |x| clamped to 14.4
+};
+
+inline GeluParts gelu_parts16(__m512 x) {
   const __m512 one = set1(1.0f);
   const __m512 ax = _mm512_min_ps(set1(14.4f), _mm512_abs_ps(x));  // the operand order keeps NaN
   const __m512 sq = _mm512_mul_ps(ax, ax);
@@ -97,14 +96,25 @@ inline __m512 gelu16(__m512 x) {
   const __m512 d = _mm512_fmadd_ps(ax, set1(0.5f * kInvSqrt2), one);
   __m512 t = _mm512_rcp14_ps(d);
   t = _mm512_fmadd_ps(t, _mm512_fnmadd_ps(d, t, one), t);
-  const __m512 u = _mm512_fmsub_ps(set1(2.0f), t, one);
-  __m512 p = set1(0.5f * kErfcG[kErfcGDegree]);
-  for (int i = kErfcGDegree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, u, set1(0.5f * kErfcG[i]));
-  // erfc(|x| / sqrt 2) / 2 is Phi(x) for x < 0 and 1 - Phi(x) beyond (x * (1 - that), not
-  // x minus x times it, so that +inf gives +inf).
+  const __m512 u = _mm512_fmadd_ps(set1(kGeluUA), t, set1(kGeluUB));
+  __m512 p = set1(0.5f * kGeluG[kGeluGDegree]);
+  for (int i = kGeluGDegree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, u, set1(0.5f * kGeluG[i]));
+  // erfc(|x| / sqrt 2) / 2 is Phi(x) for x < 0 and 1 - Phi(x) beyond (x * (1 - that) in the
+  // forward, not x minus x times it, so that +inf gives +inf).
   const __m512 h = _mm512_mul_ps(_mm512_mul_ps(t, p), e);
   const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-  return _mm512_mul_ps(x, _mm512_mask_sub_ps(h, pos, one, h));
+  return {_mm512_mask_sub_ps(h, pos, one, h), e, ax};
+}
+
+inline __m512 gelu16(__m512 x) { return _mm512_mul_ps(x, gelu_parts16(x).phi); }
+
+// Phi(x) + x phi(x). The x of the second term is the clamped one (sign from x): past
+// |x| = 14.4 phi(x) is 0, and +-inf gets its limits 1 and 0 instead of inf * 0.
+inline __m512 gelu_grad16(__m512 x) {
+  const GeluParts g = gelu_parts16(x);
+  const __m512 xc = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(g.ax), _mm512_castps_si512(x),
+                                                                  _mm512_set1_epi32(0x7fffffff), 0xe4));
+  return _mm512_fmadd_ps(xc, _mm512_mul_ps(set1(0.39894228040143268f), g.e), g.phi);
 }
 
 // log(1 + w) for w in [0, 1]: 2 atanh(s), s = w / (2 + w), as in the AVX2 file.
@@ -204,11 +214,7 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
   const __m512 zero = _mm512_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map_grad(gy, x, gx, n, [&](__m512 v) {
-        __m512 e = exp_neg_sq(v, 0.5f);
-        __m512 pdf = _mm512_mul_ps(set1(0.39894228040143268f), e);
-        return _mm512_fmadd_ps(v, pdf, normal_cdf16(v, e));
-      });
+      return map_grad(gy, x, gx, n, [&](__m512 v) { return gelu_grad16(v); });
     case ExtraActivation::GELUTanh:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         __m512 s = sigmoid16(gelu_tanh_arg16(v));

@@ -338,14 +338,15 @@ class Function:
         record = prev and any_needs
         node = None
         if record:
-            meta = [(np.shape(o), getattr(o, "dtype", None)) for o in outs]
+            meta = [(o.shape, o.dtype) if o.__class__ is np.ndarray else (np.shape(o), getattr(o, "dtype", None))
+                    for o in outs]
             # Every input that needs a gradient is a Tensor with requires_grad: a leaf is
             # referenced itself (its .grad is written), any other through an Edge.
             node = Node(cls, ctx, [(a if a.grad_fn is None else Edge(a)) if n else None for a, n in zip(args, needs)],
                         len(outs), meta, _call_site() if anomaly else "")
         wrapped = []
         for i, o in enumerate(outs):
-            differentiable = record and _device.is_float_array(o)
+            differentiable = record and (o.dtype.kind == "f" if o.__class__ is np.ndarray else _device.is_float_array(o))
             t = Tensor._wrap(o, requires_grad=differentiable)
             if differentiable:
                 t.grad_fn = node
