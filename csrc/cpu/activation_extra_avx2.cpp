@@ -86,17 +86,20 @@ inline __m256 erfc_scaled8(__m256 z) {
 // of x*x into exp's reduced argument, and 1/d as the reciprocal estimate plus one Newton
 // step (error ~2^-23 for VRCPPS's 12 bits, well inside GELU's bound).
 struct GeluParts {
-  __m256 phi, e, ax;  // Phi(x), e^(-x^2/2), |x| clamped to 14.4
+  __m256 phi, e, ax;  // Phi(x), e^(-x^2/2), |x| clamped to 13.1
 };
 
 inline GeluParts gelu_parts8(__m256 x) {
   const __m256 one = set1(1.0f);
-  // Past |x| = 13.2 exp8 gives 0 here, so the result is 0 or x; the clamp at 14.4, where
-  // G was fitted, keeps NaN and keeps the FMA off inf * inf - inf.
-  const __m256 ax = _mm256_min_ps(set1(14.4f), abs8(x));
+  // e^(-x^2/2) is computed for |x| clamped to 13.1, where the exponent -85.8 needs none
+  // of exp8's range handling, and set to 0 beyond (where it is below 2^-124, and Phi(-|x|)
+  // and x phi(x) round to 0 or a subnormal). The clamp keeps the FMA off inf * inf - inf;
+  // NaN fails the comparison and ends as NaN through x.
+  const __m256 ax = _mm256_min_ps(set1(13.1f), abs8(x));
   const __m256 sq = _mm256_mul_ps(ax, ax);
   const __m256 l = _mm256_fmsub_ps(ax, ax, sq);  // ax^2 = sq + l exactly
-  const __m256 e = exp8_lo(_mm256_mul_ps(set1(-0.5f), sq), set1(-0.5f), l);
+  const __m256 e = _mm256_and_ps(_mm256_cmp_ps(abs8(x), set1(13.1f), _CMP_LE_OQ),
+                                 exp8_inrange_lo(_mm256_mul_ps(set1(-0.5f), sq), set1(-0.5f), l));
   const __m256 d = _mm256_fmadd_ps(ax, set1(0.5f * 0.70710678118654752f), one);
   __m256 t = _mm256_rcp_ps(d);
   t = _mm256_fmadd_ps(t, _mm256_fnmadd_ps(d, t, one), t);

@@ -18,19 +18,17 @@ namespace cnnfast::avx2 {
 
 constexpr float kExp8Hi = 88.3762626647949f, kExp8Lo = -87.3365447504f;
 
-// x clamped into exp8's range, n = round(x log2 e), and r = x - n ln2, ln2 split in two
-// so n*C1 is exact and the reduction loses no bits.
+// n = round(x log2 e) and r = x - n ln2 for x in exp8's range, ln2 split in two so n*C1
+// is exact and the reduction loses no bits.
 inline __m256 exp8_reduce(__m256 x, __m256* n) {
-  // The operand order keeps NaN: MIN/MAX return the second operand on NaN.
-  __m256 xc = _mm256_max_ps(_mm256_set1_ps(kExp8Lo), _mm256_min_ps(_mm256_set1_ps(kExp8Hi), x));
-  *n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+  *n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693359375f), xc);
+  __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693359375f), x);
   return _mm256_fnmadd_ps(*n, _mm256_set1_ps(-2.12194440e-4f), r);
 }
 
-// e^r * 2^n, saturated to inf / 0 where the unclamped x was out of range.
-inline __m256 exp8_finish(__m256 x, __m256 n, __m256 r) {
+// e^r * 2^n for 2^n a normal float.
+inline __m256 exp8_scaled(__m256 n, __m256 r) {
   __m256 p = _mm256_set1_ps(1.9875691500E-4f);
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
@@ -40,7 +38,12 @@ inline __m256 exp8_finish(__m256 x, __m256 n, __m256 r) {
   __m256 r2 = _mm256_mul_ps(r, r);
   p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// e^r * 2^n, saturated to inf / 0 where the unclamped x was out of range.
+inline __m256 exp8_finish(__m256 x, __m256 n, __m256 r) {
+  __m256 y = exp8_scaled(n, r);
   // Outside the representable range the clamped value is replaced by inf / 0.
   y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kExp8Hi), _CMP_GT_OQ));
   y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(kExp8Lo), _CMP_LT_OQ));
@@ -48,17 +51,20 @@ inline __m256 exp8_finish(__m256 x, __m256 n, __m256 r) {
 }
 
 inline __m256 exp8(__m256 x) {
+  // The operand order keeps NaN: MIN/MAX return the second operand on NaN.
+  __m256 xc = _mm256_max_ps(_mm256_set1_ps(kExp8Lo), _mm256_min_ps(_mm256_set1_ps(kExp8Hi), x));
   __m256 n;
-  __m256 r = exp8_reduce(x, &n);
+  __m256 r = exp8_reduce(xc, &n);
   return exp8_finish(x, n, r);
 }
 
-// e^(x + a*b) for a small a*b (|a*b| << 1): the low part joins the reduced argument,
-// where it loses nothing, so a value known as a hi + lo pair keeps its low bits for one FMA.
-inline __m256 exp8_lo(__m256 x, __m256 a, __m256 b) {
+// e^(x + a*b) for x in [kExp8Lo, kExp8Hi] (no clamp, no saturation: the caller keeps x
+// there) and a small a*b (|a*b| << 1): the low part joins the reduced argument, where it
+// loses nothing, so a value known as a hi + lo pair keeps its low bits for one FMA.
+inline __m256 exp8_inrange_lo(__m256 x, __m256 a, __m256 b) {
   __m256 n;
   __m256 r = exp8_reduce(x, &n);
-  return exp8_finish(x, n, _mm256_fmadd_ps(a, b, r));
+  return exp8_scaled(n, _mm256_fmadd_ps(a, b, r));
 }
 
 // e^x - 1 without the cancellation of exp8(x) - 1 near zero.
