@@ -133,6 +133,41 @@ def test_prepacked_conv_matches_torch(case, threads, rng):
     assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
 
 
+POINTWISE_CASES = [
+    # N, C, K, spatial: the AVX-512 1x1 kernel's row panels (6 channels) and 16-lane column
+    # vectors (four to a tile, the last masked) at their edges
+    (1, 13, 31, (7, 7)),        # 49 positions: one tile, last vector 1 lane; K = 5 panels + 1 row
+    (3, 1, 5, (11, 13)),        # one input channel, fewer rows than a panel, 143 = 2 tiles + 15
+    (1, 67, 97, (1, 17)),       # 17 positions: two vectors, the second 1 lane
+    (2, 16, 96, (16, 4)),       # exactly one full tile per image
+    (1, 160, 137, (14, 14)),    # several panels per task, 196 positions
+    (1, 3, 7, (5,)),            # 1-D
+    (1, 29, 6, (1, 1)),         # one position (not the matrix-vector path: K > 1 but a 1x1 map)
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}{c[3]}")
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_prepacked_pointwise_every_activation(simd, threads, case, act, rng):
+    # 1x1 convolutions with packed weights: at avx512 the in-register-epilogue kernel
+    # (conv_pointwise_avx512.cpp), elsewhere the GEMM; with and without bias and residual.
+    N, C, K, sp = case
+    x, w, b = randn(rng, N, C, *sp), randn(rng, K, C, *(1,) * len(sp)), randn(rng, K)
+    ref = np.einsum("kc,nc...->nk...", w.reshape(K, C).astype(np.float64), x.astype(np.float64))
+    r = randn(rng, *ref.shape)
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    packed = _C.ConvPacked(w, 1)
+    one, zero = [1] * len(sp), [(0, 0)] * len(sp)
+    scale = np.abs(ref).max() + np.abs(b).max() + 1
+    for bias in (b, None):
+        for res in (None, r):
+            got = _C.conv_forward(x, w, bias, one, zero, one, 1, packed=packed, residual=res, activation=act,
+                                  alpha=a, beta=bb)
+            pre = ref + (0 if bias is None else b.reshape((K,) + (1,) * len(sp))) + (0 if res is None else res)
+            assert_close(got, ACTS[act](pre, a, bb), rtol=1e-5, atol=1e-5 * scale,
+                         what=f"{simd} pointwise {act} bias={bias is not None} residual={res is not None}")
+
+
 @pytest.mark.parametrize("rows", [1, 2, 4, 5])
 @pytest.mark.parametrize("k,out", [(1, 3), (7, 13), (13, 5), (1281, 37)])
 def test_small_batch_linear_and_1x1_map_conv(simd, rows, k, out, rng):

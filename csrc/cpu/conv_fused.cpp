@@ -69,6 +69,10 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
         linear_forward_gemv(x, w, bias, y, s.N, s.C, s.K, e))
       return;
   }
+  if constexpr (is_f32<T>) {
+    if (packed && (algo == ConvAlgo::Auto || algo == ConvAlgo::Gemm) && conv_forward_pointwise(s, x, *packed, bias, y, e))
+      return;
+  }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
   // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves

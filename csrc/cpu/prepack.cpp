@@ -34,6 +34,16 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
       const int64_t r0 = rb * rows_per_block_, r1 = std::min(Kg, r0 + rows_per_block_);
       lhs_.emplace_back(r1 - r0, CK, w_.get() + (g * Kg + r0) * CK, CK, int64_t(1));
     }
+  if (kk == 1 && groups == 1) {
+    const int64_t panels = (K + kPointwiseRows - 1) / kPointwiseRows;
+    pw_ = aligned_alloc_array<float>(panels * Cg * kPointwiseRows);
+    for (int64_t pb = 0; pb < panels; ++pb)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < kPointwiseRows; ++r) {
+          const int64_t k = pb * kPointwiseRows + r;
+          pw_.get()[(pb * Cg + c) * kPointwiseRows + r] = k < K ? w[k * Cg + c] : 0.0f;
+        }
+  }
 }
 
 namespace {
@@ -95,6 +105,46 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
   return true;
 }
 
+bool conv_forward_pointwise(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                            const Epilogue& e) {
+  if (!use_avx512() || !p.pointwise() || s.groups != 1 || p.K() != s.K || p.Cg() != s.C || !is_pointwise(s))
+    return false;
+  constexpr int64_t kCols = 64, MR = kPointwiseRows;
+  const int64_t C = s.C, K = s.K, P = s.out_size();
+  const int64_t tiles = (P + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
+  // A task: a block of column tiles (its slice of x, C x cols, kept within ~128 KiB so
+  // it stays in L2 while every panel of its row chunk passes over it) by a chunk of
+  // panels (their weights within ~96 KiB). Then smaller pieces until each thread has
+  // several tasks: at batch 1 on a 7x7 map there is one column tile, and the threads
+  // share the layer by output channels.
+  int64_t cb = std::max<int64_t>(1, std::min(tiles, 512 / std::max<int64_t>(C, 1)));
+  int64_t rc = std::max<int64_t>(1, std::min(panels, 4096 / std::max<int64_t>(C, 1)));
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  auto count = [&] { return s.N * ((tiles + cb - 1) / cb) * ((panels + rc - 1) / rc); };
+  while (threads > 1 && count() < 4 * threads && (rc > 1 || cb > 1)) {
+    if (rc > 1) rc = (rc + 1) / 2;
+    else cb = (cb + 1) / 2;
+  }
+  const int64_t nb = (tiles + cb - 1) / cb, nr = (panels + rc - 1) / rc;
+  const float* res = static_cast<const float*>(e.residual);
+  dynamic_tasks(
+      s.N * nb * nr, [] { return 0; },
+      [&](int64_t t, int) {
+        const int64_t r = t % nr, b = (t / nr) % nb, n = t / (nr * nb);
+        const float* xn = x + n * C * P;
+        const int64_t off = n * K * P;
+        for (int64_t tile = b * cb; tile < std::min(tiles, (b + 1) * cb); ++tile) {
+          const int64_t p0 = tile * kCols, cols = std::min(kCols, P - p0);
+          for (int64_t pb = r * rc; pb < std::min(panels, (r + 1) * rc); ++pb) {
+            const int64_t k0 = pb * MR, o = off + k0 * P + p0;
+            avx512_impl::pointwise_tile(C, xn + p0, P, p.pointwise() + pb * C * MR, std::min(MR, K - k0),
+                                        bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P, cols, e);
+          }
+        }
+      });
+  return true;
+}
+
 bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
                          const Epilogue& e) {
   if (N > kGemvMaxRows || !use_avx2()) return false;
@@ -117,6 +167,10 @@ bool linear_forward_gemv(const float* x, const float* w, const float* bias, floa
 namespace avx2_impl {
 void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
 }  // namespace avx2_impl
+namespace avx512_impl {
+void pointwise_tile(int64_t, const float*, int64_t, const float*, int64_t, const float*, float*, const float*, int64_t,
+                    int64_t, const Epilogue&) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

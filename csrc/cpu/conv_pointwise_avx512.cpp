@@ -1,0 +1,109 @@
+// The AVX-512 1x1 convolution of frozen inference graphs (prepack.h,
+// conv_forward_pointwise): y (K, P) = W (K, C) x (C, P) per image, on NCHW as it
+// is, with bias, residual and activation applied to the accumulators before the
+// one store of y.
+//
+// Why not the GEMM: a 1x1 layer with few input channels (MobileNet-V2's 16->96 on
+// 112x112) does only C multiply-adds per output, so the GEMM's extra passes over y
+// (store, bias, then the epilogue reading it back) cost as much as the multiply,
+// and on a 7x7 map its 16-column panels leave a third of every row to edge code.
+// Here a tile is kPointwiseRows output channels by up to four vectors of 16
+// positions (the last one masked, so 7x7 = 49 positions is four vectors, not
+// three plus scalar code); the weights, packed at freeze time as (panel, C,
+// kPointwiseRows), are broadcast from memory straight into the FMAs.
+#include <immintrin.h>
+
+#include "cpu/prepack.h"
+#include "cpu/simd_math_avx512.h"
+
+namespace cnnfast::cpu::avx512_impl {
+namespace {
+
+using namespace cnnfast::avx512;
+constexpr int kMR = static_cast<int>(kPointwiseRows);
+
+inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  switch (act) {
+    case EpilogueAct::ReLU:
+      return _mm512_max_ps(v, zero);
+    case EpilogueAct::LeakyReLU:
+      return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v, alpha);
+    case EpilogueAct::Clip:
+      return _mm512_min_ps(_mm512_max_ps(v, alpha), beta);
+    case EpilogueAct::HardSigmoid:
+      return _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(alpha, v), beta), zero), one);
+    case EpilogueAct::HardSwish: {
+      const __m512 h = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0f / 6.0f)), _mm512_set1_ps(0.5f));
+      return _mm512_mul_ps(v, _mm512_min_ps(_mm512_max_ps(h, zero), one));
+    }
+    case EpilogueAct::Sigmoid:
+      return sigmoid16(v);
+    case EpilogueAct::SiLU:
+      return _mm512_mul_ps(v, sigmoid16_flush(v));
+    default:
+      return v;
+  }
+}
+
+// One tile: rows (<= kMR) output channels of y from the panel wp (C, kMR), NV
+// vectors of positions, the last masked by `last`.
+template <int NV>
+void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+          const float* res, int64_t ldy, __mmask16 last, const Epilogue& e) {
+  // Every loop over r and v unrolled, so that acc lives in registers (GCC otherwise
+  // keeps the array on the stack and stores it back on every step of c).
+  __m512 acc[kMR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+    const __m512 b = bias && r < rows ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = b;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const float* xc = x + c * ldx;
+    __m512 xv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v + 1 < NV; ++v) xv[v] = _mm512_loadu_ps(xc + 16 * v);
+    xv[NV - 1] = _mm512_maskz_loadu_ps(last, xc + 16 * (NV - 1));
+    const float* wc = wp + c * kMR;
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) {
+      const __m512 w = _mm512_set1_ps(wc[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(w, xv[v], acc[r][v]);
+    }
+  }
+  const __m512 alpha = _mm512_set1_ps(float(e.alpha)), beta = _mm512_set1_ps(float(e.beta));
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+    if (r >= rows) continue;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v + 1 < NV ? __mmask16(0xffff) : last;
+      __m512 a = acc[r][v];
+      if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + r * ldy + 16 * v));
+      _mm512_mask_storeu_ps(y + r * ldy + 16 * v, m, activate(a, e.act, alpha, beta));
+    }
+  }
+}
+
+}  // namespace
+
+void pointwise_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+                    const float* res, int64_t ldy, int64_t cols, const Epilogue& e) {
+  const int nv = static_cast<int>((cols + 15) / 16);
+  const __mmask16 last = tail_mask16(cols - 16 * (nv - 1));
+  switch (nv) {
+    case 1:
+      return tile<1>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+    case 2:
+      return tile<2>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+    case 3:
+      return tile<3>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+    default:
+      return tile<4>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+  }
+}
+
+}  // namespace cnnfast::cpu::avx512_impl
