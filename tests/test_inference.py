@@ -104,12 +104,16 @@ PACKED_CASES = [
     (1, 8, 40, (3, 3), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # tiny map: tap path
     (1, 7, 33, (29,), (5,), (2,), [(2, 1)], (1,), 1),                     # 1-D
     (1, 256, 64, (14, 14), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),  # Winograd-sized, batch 1 -> GEMM
+    (1, 5, 13, (11, 8), (3, 3), (2, 2), [(0, 2), (1, 0)], (1, 1), 1),     # stride 2, asymmetric padding
+    (3, 17, 29, (6, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 3, im2col per image
 ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}g{c[8]}")
-def test_prepacked_conv_matches_torch(case, threads, rng):
+def test_prepacked_conv_matches_torch(simd, case, threads, rng):
+    # At avx512 dense layers up to 1024 output positions take the panel kernel
+    # (conv_panels_avx512.cpp) through im2col, deeper than 256 rows in slices.
     N, C, K, sp, k, stride, pads, dil, g = case
     x, w, b = randn(rng, N, C, *sp), randn(rng, K, C // g, *k), randn(rng, K)
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[len(sp)]
@@ -129,8 +133,8 @@ def test_prepacked_conv_matches_torch(case, threads, rng):
     finally:
         cnnfast.set_num_threads(old)
     scale = np.abs(ref).max()
-    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what="packed")
-    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
+    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed")
+    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed fused")
 
 
 POINTWISE_CASES = [
@@ -406,6 +410,19 @@ def test_squeeze_excite_of_another_tensor_is_not_fused(rng):
     nodes, inits = _se_graph(rng, 13, 5, "relu", "sigmoid", True, pool_of="x")
     frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"squeeze_excite_fused": 0})
     assert "GlobalAveragePool" in frozen.op_counts() and "Mul" in frozen.op_counts()
+
+
+@pytest.mark.parametrize("spatial", [(1, 1), (3, 5), (4, 4), (1, 17), (56, 56)])
+def test_squeeze_excite_kernel_matches_numpy(spatial, rng):
+    # The pool's sixteen partial sums: planes shorter than, equal to and just past one
+    # round of them, and a large one (3136 positions), against float64.
+    x = randn(rng, 2, 7, *spatial) + 3  # an offset, so a sloppy running sum would show
+    w1, b1, w2, b2 = randn(rng, 3, 7), randn(rng, 3), randn(rng, 7, 3), randn(rng, 7)
+    got = _C.squeeze_excite_forward(x, w1, b1, w2, b2, act1="relu", act2="sigmoid")
+    x64 = x.astype(np.float64)
+    h = np.maximum(x64.mean(axis=(2, 3)) @ w1.T + b1, 0)
+    s = 1 / (1 + np.exp(-(h @ w2.T + b2)))
+    assert_close(got, x64 * s[:, :, None, None], rtol=1e-5, atol=1e-5, what=f"squeeze-excite {spatial}")
 
 
 def test_squeeze_excite_kernel_bad_input(rng):

@@ -70,7 +70,10 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
       return;
   }
   if constexpr (is_f32<T>) {
-    if (packed && (algo == ConvAlgo::Auto || algo == ConvAlgo::Gemm) && conv_forward_pointwise(s, x, *packed, bias, y, e))
+    // 1x1 layers first, whatever Auto would pick: the panel kernel keeps up with the GEMM at
+    // every MobileNet/ResNet 1x1 shape and saves its passes over y.
+    if (packed && (algo == ConvAlgo::Auto || algo == ConvAlgo::Gemm) &&
+        conv_forward_panels(s, x, *packed, bias, y, e, false))
       return;
   }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
@@ -89,7 +92,9 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
   const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm &&
                       conv_detail::grouped_direct_applicable(s, conv_detail::Pass::Forward);
   if constexpr (is_f32<T>) {
-    if (!direct && packed && chosen == ConvAlgo::Gemm && conv_forward_packed(s, x, *packed, bias, y, e)) return;
+    if (!direct && packed && chosen == ConvAlgo::Gemm &&
+        (conv_forward_panels(s, x, *packed, bias, y, e, true) || conv_forward_packed(s, x, *packed, bias, y, e)))
+      return;
   }
   const ConvAlgo run = direct ? ConvAlgo::Auto : chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;
   if (e.empty()) return conv_forward(s, x, w, bias, y, run);

@@ -29,9 +29,9 @@ class ConvPacked {
   int64_t row_blocks() const { return row_blocks_; }
   int64_t rows_per_block() const { return rows_per_block_; }
   const GemmLhs<float>& lhs(int64_t g, int64_t rb) const { return lhs_[g * row_blocks_ + rb]; }
-  // A 1x1 dense weight also packed for conv_forward_pointwise: panels of
-  // kPointwiseRows output channels, (panel, C, kPointwiseRows), zero rows past K; else null.
-  const float* pointwise() const { return pw_.get(); }
+  // A dense (one-group) weight also packed for conv_forward_panels: panels of
+  // kPanelRows output channels, (panel, C*kk, kPanelRows), zero rows past K; else null.
+  const float* panels() const { return pw_.get(); }
 
  private:
   int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
@@ -45,13 +45,16 @@ class ConvPacked {
 bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e);
 
-// y = epilogue(conv(x, packed weights) + bias) for a dense 1x1 convolution with
-// stride 1 and no padding, on the AVX-512 kernel (conv_pointwise_avx512.cpp) with
-// the epilogue in registers; returns false, touching nothing, when the shape, the
-// pack or the SIMD level does not allow it.
-constexpr int64_t kPointwiseRows = 6;
-bool conv_forward_pointwise(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
-                            const Epilogue& e);
+// y = epilogue(conv(x, packed weights) + bias) for a dense convolution on the
+// AVX-512 tiles of conv_panels_avx512.cpp, the epilogue in registers: a 1x1 layer
+// with stride 1 and no padding reads x as it is; any other layer with at most
+// kPanelMaxPositions output positions goes through its im2col matrix (one image at a
+// time) when allow_im2col. Returns false, touching nothing, when the shape, the pack
+// or the SIMD level does not allow it.
+constexpr int64_t kPanelRows = 6;
+constexpr int64_t kPanelMaxPositions = 1024;
+bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                         const Epilogue& e, bool allow_im2col);
 
 // y (N, M) = epilogue(x (N, K) W (M, K)^T + bias) for a few rows of x (N <= kGemvMaxRows),
 // streaming W once per row of x (float32 + AVX2; returns false, touching nothing,
@@ -66,11 +69,11 @@ void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 }  // namespace avx2_impl
 
 namespace avx512_impl {
-// y (rows, cols), ld ldy = epilogue(wp^T x + bias) for one tile: wp a (C, kPointwiseRows)
-// panel, rows <= kPointwiseRows, cols <= 64 positions of x (C rows, ld ldx); res (may be
-// null) is read at y's offsets.
-void pointwise_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
-                    const float* res, int64_t ldy, int64_t cols, const Epilogue& e);
+// y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
+// finish (res, may be null, read at y's offsets): one tile, wp a (C, kPanelRows) panel
+// slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx).
+void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

@@ -1,16 +1,18 @@
-// The AVX-512 1x1 convolution of frozen inference graphs (prepack.h,
-// conv_forward_pointwise): y (K, P) = W (K, C) x (C, P) per image, on NCHW as it
-// is, with bias, residual and activation applied to the accumulators before the
-// one store of y.
+// The AVX-512 dense convolution of frozen inference graphs (prepack.h,
+// conv_forward_panels): y (K, P) = W (K, C) x (C, P) per image, x the input itself
+// for a 1x1 layer (NCHW as it is) or its im2col matrix, with bias, residual and
+// activation applied to the accumulators before the last store of y.
 //
 // Why not the GEMM: a 1x1 layer with few input channels (MobileNet-V2's 16->96 on
 // 112x112) does only C multiply-adds per output, so the GEMM's extra passes over y
 // (store, bias, then the epilogue reading it back) cost as much as the multiply,
 // and on a 7x7 map its 16-column panels leave a third of every row to edge code.
-// Here a tile is kPointwiseRows output channels by up to four vectors of 16
+// Here a tile is kPanelRows output channels by up to four vectors of 16
 // positions (the last one masked, so 7x7 = 49 positions is four vectors, not
 // three plus scalar code); the weights, packed at freeze time as (panel, C,
-// kPointwiseRows), are broadcast from memory straight into the FMAs.
+// kPanelRows), are broadcast from memory straight into the FMAs. The same tiles
+// serve a 3x3 layer on a 7x7 or 14x14 map at batch 1 (ResNet-50's 512-channel 3x3
+// at 7x7: the GEMM's 16-column panels left 49 positions at 46 GFLOP/s).
 #include <immintrin.h>
 
 #include "cpu/prepack.h"
@@ -20,7 +22,7 @@ namespace cnnfast::cpu::avx512_impl {
 namespace {
 
 using namespace cnnfast::avx512;
-constexpr int kMR = static_cast<int>(kPointwiseRows);
+constexpr int kMR = static_cast<int>(kPanelRows);
 
 inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
@@ -50,7 +52,7 @@ inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
 // vectors of positions, the last masked by `last`.
 template <int NV>
 void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
-          const float* res, int64_t ldy, __mmask16 last, const Epilogue& e) {
+          const float* res, int64_t ldy, __mmask16 last, const Epilogue& e, bool accumulate, bool finish) {
   // Every loop over r and v unrolled, so that acc lives in registers (GCC otherwise
   // keeps the array on the stack and stores it back on every step of c).
   __m512 acc[kMR][NV];
@@ -58,7 +60,10 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
   for (int r = 0; r < kMR; ++r) {
     const __m512 b = bias && r < rows ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = b;
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v + 1 < NV ? __mmask16(0xffff) : last;
+      acc[r][v] = accumulate && r < rows ? _mm512_maskz_loadu_ps(m, y + r * ldy + 16 * v) : b;
+    }
   }
   for (int64_t c = 0; c < C; ++c) {
     const float* xc = x + c * ldx;
@@ -82,27 +87,30 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = v + 1 < NV ? __mmask16(0xffff) : last;
       __m512 a = acc[r][v];
-      if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + r * ldy + 16 * v));
-      _mm512_mask_storeu_ps(y + r * ldy + 16 * v, m, activate(a, e.act, alpha, beta));
+      if (finish) {
+        if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + r * ldy + 16 * v));
+        a = activate(a, e.act, alpha, beta);
+      }
+      _mm512_mask_storeu_ps(y + r * ldy + 16 * v, m, a);
     }
   }
 }
 
 }  // namespace
 
-void pointwise_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
-                    const float* res, int64_t ldy, int64_t cols, const Epilogue& e) {
+void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish) {
   const int nv = static_cast<int>((cols + 15) / 16);
   const __mmask16 last = tail_mask16(cols - 16 * (nv - 1));
   switch (nv) {
     case 1:
-      return tile<1>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+      return tile<1>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e, accumulate, finish);
     case 2:
-      return tile<2>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+      return tile<2>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e, accumulate, finish);
     case 3:
-      return tile<3>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+      return tile<3>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e, accumulate, finish);
     default:
-      return tile<4>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e);
+      return tile<4>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e, accumulate, finish);
   }
 }
 
