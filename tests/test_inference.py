@@ -106,6 +106,7 @@ PACKED_CASES = [
     (1, 256, 64, (14, 14), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),  # Winograd-sized, batch 1 -> GEMM
     (1, 5, 13, (11, 8), (3, 3), (2, 2), [(0, 2), (1, 0)], (1, 1), 1),     # stride 2, asymmetric padding
     (3, 17, 29, (6, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 3, im2col per image
+    (2, 19, 23, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 49 = 48 + 1 (matrix-vector)
 ]
 
 
@@ -140,13 +141,14 @@ def test_prepacked_conv_matches_torch(simd, case, threads, rng):
 POINTWISE_CASES = [
     # N, C, K, spatial: the AVX-512 1x1 kernel's row panels (6 channels) and 16-lane column
     # vectors (four to a tile, the last masked) at their edges
-    (1, 13, 31, (7, 7)),        # 49 positions: one tile, last vector 1 lane; K = 5 panels + 1 row
+    (1, 13, 31, (7, 7)),        # 49 positions: 48 in one tile, the last by the matrix-vector kernel
     (3, 1, 5, (11, 13)),        # one input channel, fewer rows than a panel, 143 = 2 tiles + 15
-    (1, 67, 97, (1, 17)),       # 17 positions: two vectors, the second 1 lane
+    (1, 67, 97, (1, 17)),       # 17 positions: one vector and the matrix-vector kernel
     (2, 16, 96, (16, 4)),       # exactly one full tile per image
     (1, 160, 137, (14, 14)),    # several panels per task, 196 positions
     (1, 3, 7, (5,)),            # 1-D
     (1, 29, 6, (1, 1)),         # one position (not the matrix-vector path: K > 1 but a 1x1 map)
+    (2, 5, 11, (3, 6)),         # 18 = 16 + 2: the last two positions by the matrix-vector kernel
 ]
 
 

@@ -115,7 +115,11 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   const bool direct = is_pointwise(s);
   if (!direct && (!allow_im2col || P > kPanelMaxPositions)) return false;
   constexpr int64_t kCols = 64, MR = kPanelRows, kDepth = 256;
-  const int64_t tiles = (P + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
+  // A map of 16m + 1 or 16m + 2 positions (7x7: 49) would leave its last vector one or
+  // two lanes full; those positions go to the matrix-vector kernel instead, one column
+  // of x at a time against the rows of W (1x1 160->960 at 7x7: 0.18 -> 0.14 ms).
+  const int64_t rest = P > 16 && P % 16 <= 2 ? P % 16 : 0, Pm = P - rest;
+  const int64_t tiles = (Pm + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
   // A task: a block of column tiles by a chunk of panels. The column block's slice
   // of x (C x cols) is kept within ~128 KiB so that it stays in L2 while the chunk's
   // panels pass over it, the chunk's weights within ~96 KiB; deep im2col matrices go
@@ -147,13 +151,24 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
       src = col.get();
     }
     dynamic_tasks(
-        images * nb * nr, [] { return 0; },
-        [&](int64_t t, int) {
+        images * nb * nr, [&] { return workspace_array<float>(rest ? CK + K : 1); },
+        [&](int64_t t, Workspace<float>& buf) {
           const int64_t r = t % nr, b = (t / nr) % nb, n = n0 + t / (nr * nb);
           const float* xn = direct ? x + n * C * P : src;
           const int64_t off = n * K * P;
+          if (rest && b == nb - 1) {
+            const int64_t k0 = r * rc * MR, k1 = std::min(K, (r + 1) * rc * MR);
+            float* xcol = buf.get();
+            float* acc = xcol + CK;
+            for (int64_t q = Pm; q < P; ++q) {
+              for (int64_t c = 0; c < CK; ++c) xcol[c] = xn[c * P + q];
+              avx2_impl::gemv_rows(k1 - k0, CK, p.weights() + k0 * CK, xcol, acc);
+              for (int64_t k = k0; k < k1; ++k) y[off + k * P + q] = acc[k - k0] + (bias ? bias[k] : 0.0f);
+              epilogue_block(y, off + k0 * P + q, k1 - k0, P, 1, e);
+            }
+          }
           for (int64_t tile = b * cb; tile < std::min(tiles, (b + 1) * cb); ++tile) {
-            const int64_t p0 = tile * kCols, cols = std::min(kCols, P - p0);
+            const int64_t p0 = tile * kCols, cols = std::min(kCols, Pm - p0);
             for (int64_t c0 = 0; c0 < CK; c0 += kDepth) {
               const int64_t c1 = std::min(CK, c0 + kDepth);
               for (int64_t pb = r * rc; pb < std::min(panels, (r + 1) * rc); ++pb) {

@@ -32,6 +32,7 @@ class ConvPacked {
   // A dense (one-group) weight also packed for conv_forward_panels: panels of
   // kPanelRows output channels, (panel, C*kk, kPanelRows), zero rows past K; else null.
   const float* panels() const { return pw_.get(); }
+  const float* weights() const { return w_.get(); }  // (K, Cg*kk) row-major
 
  private:
   int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
