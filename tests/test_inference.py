@@ -149,6 +149,7 @@ POINTWISE_CASES = [
     (1, 3, 7, (5,)),            # 1-D
     (1, 29, 6, (1, 1)),         # one position (not the matrix-vector path: K > 1 but a 1x1 map)
     (2, 5, 11, (3, 6)),         # 18 = 16 + 2: the last two positions by the matrix-vector kernel
+    (1, 300, 13, (5, 7)),       # deeper than one 256-row slice: y accumulated between slices
 ]
 
 

@@ -167,17 +167,27 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
               epilogue_block(y, off + k0 * P + q, k1 - k0, P, 1, e);
             }
           }
-          for (int64_t tile = b * cb; tile < std::min(tiles, (b + 1) * cb); ++tile) {
+          const int64_t pb0 = r * rc, pb1 = std::min(panels, (r + 1) * rc);
+          const int64_t t0 = b * cb, t1 = std::min(tiles, (b + 1) * cb);
+          // The chunk's first panel fetches the next tile's x ahead (it is the one that
+          // brings x in; the others find it in cache).
+          auto run = [&](int64_t tile, int64_t c0, int64_t pb) {
             const int64_t p0 = tile * kCols, cols = std::min(kCols, Pm - p0);
-            for (int64_t c0 = 0; c0 < CK; c0 += kDepth) {
-              const int64_t c1 = std::min(CK, c0 + kDepth);
-              for (int64_t pb = r * rc; pb < std::min(panels, (r + 1) * rc); ++pb) {
-                const int64_t k0 = pb * MR, o = off + k0 * P + p0;
-                avx512_impl::panel_tile(c1 - c0, xn + c0 * P + p0, P, p.panels() + (pb * CK + c0) * MR,
-                                        std::min(MR, K - k0), bias ? bias + k0 : nullptr, y + o,
-                                        res ? res + o : nullptr, P, cols, e, c0 > 0, c1 == CK);
-              }
-            }
+            const int64_t c1 = std::min(CK, c0 + kDepth), k0 = pb * MR, o = off + k0 * P + p0;
+            const float* xs = xn + c0 * P + p0;
+            avx512_impl::panel_tile(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
+                                    bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P, cols, e, c0 > 0,
+                                    c1 == CK, pb == pb0 && p0 + kCols < Pm ? xs + kCols : nullptr);
+          };
+          if (CK <= kDepth) {
+            // One slice: panel by panel along the block, so that each writes its rows of y
+            // as a few long runs instead of 64 positions of every row of the chunk in turn.
+            for (int64_t pb = pb0; pb < pb1; ++pb)
+              for (int64_t tile = t0; tile < t1; ++tile) run(tile, 0, pb);
+          } else {
+            for (int64_t tile = t0; tile < t1; ++tile)
+              for (int64_t c0 = 0; c0 < CK; c0 += kDepth)
+                for (int64_t pb = pb0; pb < pb1; ++pb) run(tile, c0, pb);
           }
         });
   }
@@ -208,7 +218,7 @@ void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
 }  // namespace avx2_impl
 namespace avx512_impl {
 void panel_tile(int64_t, const float*, int64_t, const float*, int64_t, const float*, float*, const float*, int64_t,
-                int64_t, const Epilogue&, bool, bool) {}
+                int64_t, const Epilogue&, bool, bool, const float*) {}
 }  // namespace avx512_impl
 #endif
 

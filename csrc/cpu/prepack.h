@@ -72,9 +72,11 @@ void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 namespace avx512_impl {
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
 // finish (res, may be null, read at y's offsets): one tile, wp a (C, kPanelRows) panel
-// slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx).
+// slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx). prefetch (or
+// null): the next tile's x (same rows and ld), brought into L1 meanwhile.
 void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
-                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish);
+                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
+                const float* prefetch);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu
