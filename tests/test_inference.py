@@ -595,3 +595,28 @@ def test_torchvision_models_frozen_match_torch(name):
             want = net(batch).numpy()
         got = frozen(batch.numpy()).numpy()
         assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), what=name)
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("groups", [1, 11])
+def test_epilogue_nan_like_scalar_level(act, groups, rng):
+    # The in-register epilogues (panel kernel, channel-blocked depthwise) treat NaN as
+    # the scalar epilogue does: the same outputs are NaN at every SIMD level.
+    x, w, b = randn(rng, 1, 11, 7, 7), randn(rng, 11, 11 // groups, 1 if groups == 1 else 3, 1 if groups == 1 else 3), \
+        randn(rng, 11)
+    x[0, 3, 2, 4] = np.nan
+    pad = [(0, 0)] * 2 if groups == 1 else [(1, 1)] * 2
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    packed = _C.ConvPacked(w, groups) if groups == 1 else None
+    before = cnnfast.simd_level()
+    outs = {}
+    try:
+        for level in ("scalar", before):
+            cnnfast.set_simd_level(level)
+            outs[level] = _C.conv_forward(x, w, b, [1, 1], pad, [1, 1], groups, activation=act, alpha=a, beta=bb,
+                                          packed=packed)
+    finally:
+        cnnfast.set_simd_level(before)
+    np.testing.assert_array_equal(np.isnan(outs[before]), np.isnan(outs["scalar"]))
+    ok = ~np.isnan(outs["scalar"])
+    assert_close(outs[before][ok], outs["scalar"][ok], rtol=1e-5, atol=1e-5, what=f"{act} groups={groups}")

@@ -26,6 +26,9 @@ namespace {
 using namespace cnnfast::avx512;
 constexpr int kMR = static_cast<int>(kPanelRows);
 
+// Operand order matters: MAX/MIN return their second operand when either is NaN, so
+// NaN passes through clip and the hard sigmoids as in the scalar epilogue, and ReLU
+// gives 0 as it does there.
 inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   switch (act) {
@@ -34,12 +37,12 @@ inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
     case EpilogueAct::LeakyReLU:
       return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v, alpha);
     case EpilogueAct::Clip:
-      return _mm512_min_ps(_mm512_max_ps(v, alpha), beta);
+      return _mm512_min_ps(beta, _mm512_max_ps(alpha, v));
     case EpilogueAct::HardSigmoid:
-      return _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(alpha, v), beta), zero), one);
+      return _mm512_min_ps(one, _mm512_max_ps(zero, _mm512_add_ps(_mm512_mul_ps(alpha, v), beta)));
     case EpilogueAct::HardSwish: {
       const __m512 h = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0f / 6.0f)), _mm512_set1_ps(0.5f));
-      return _mm512_mul_ps(v, _mm512_min_ps(_mm512_max_ps(h, zero), one));
+      return _mm512_mul_ps(v, _mm512_min_ps(one, _mm512_max_ps(zero, h)));
     }
     case EpilogueAct::Sigmoid:
       return sigmoid16(v);
