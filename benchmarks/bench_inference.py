@@ -12,6 +12,9 @@ medians and the ratio onnxruntime time / cnnfast time (1.0 = parity, above 1 = c
     python benchmarks/bench_inference.py --layers --models efficientnet_b0 --batches 8
         # per-step profile of the frozen graph: median ms of each step over the repeats,
         # grouped by kind (op, kernel, stride, groups), biggest first
+    python benchmarks/bench_inference.py --ort-layers --models mobilenet_v2 --batches 1
+        # the same table from onnxruntime's own profiler (SessionOptions.enable_profiling),
+        # to put next to --layers: its fused nodes keep the Conv's shapes
     python benchmarks/bench_inference.py --cpu ...
         # one thread each, timed by the calling thread's CPU time (time.thread_time): on a
         # machine loaded by other processes this measures the work, not the waiting
@@ -169,6 +172,61 @@ def layers(args):
     print(f"# load average now {os.getloadavg()[0]:.1f}")
 
 
+def _ort_kind(a):
+    """A kind key for an onnxruntime profile event, in _describe's format."""
+    ins = [list(d.values())[0] for d in a.get("input_type_shape", [])]
+    outs = [list(d.values())[0] for d in a.get("output_type_shape", [])]
+    xs, ws, ys = (ins[0] if ins else []), (ins[1] if len(ins) > 1 else []), (outs[0] if outs else [])
+    op = a.get("op_name", "?")
+    if "Conv" in op and len(ws) == 4 and len(xs) == 4 and len(ys) == 4:
+        dw = " dw" if ws[1] == 1 and ws[0] > 1 else ""
+        stride = max(1, round(xs[2] / ys[2]))
+        return f"{op} {ws[2]}x{ws[3]}{dw} s{stride} {xs[1]}->{ys[1]} @{xs[2]}"
+    return f"{op} {tuple(xs[1:])}"
+
+
+def ort_layers(args):
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    print(header(args.threads, f"onnxruntime's profiler, median of {args.repeats} runs per node, ms"))
+    for name in args.models:
+        for batch in args.batches:
+            _, x, data = export(name, batch)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "bench_inference_ort")
+            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+            for _ in range(args.repeats + 2):
+                sess.run(None, feed)
+            path = sess.end_profiling()
+            with open(path) as f:
+                events = json.load(f)
+            os.remove(path)
+            per, kinds = {}, {}
+            for ev in events:
+                if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                    per.setdefault(ev["name"], []).append(ev["dur"] / 1e3)
+                    kinds[ev["name"]] = _ort_kind(ev["args"])
+            groups = {}
+            for node, v in per.items():
+                g = groups.setdefault(kinds[node], [0, 0.0])
+                g[0] += 1
+                g[1] += median(v[2:] or v)
+            whole = sum(ms for _, ms in groups.values())
+            print(f"\n## {name} batch {batch}: nodes sum {whole:.1f} ms, {len(per)} nodes")
+            print("| kind (op kernel stride in->out @map) | count | ms | % |")
+            print("|---|---|---|---|")
+            for kind, (count, ms) in sorted(groups.items(), key=lambda kv: -kv[1][1])[:args.top]:
+                print(f"| {kind} | {count} | {ms:.2f} | {100 * ms / whole:.1f} |")
+    print(f"# load average now {os.getloadavg()[0]:.1f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(DEFAULT_MODELS))
@@ -177,7 +235,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="1 thread, timed by thread CPU time")
     p.add_argument("--layers", action="store_true", help="per-step profile of cnnfast's frozen graph")
-    p.add_argument("--top", type=int, default=25, help="rows of the --layers table")
+    p.add_argument("--ort-layers", action="store_true", help="per-node profile of onnxruntime on the same model")
+    p.add_argument("--top", type=int, default=25, help="rows of the --layers / --ort-layers table")
     args = p.parse_args()
     args.models = [m for m in args.models.split(",") if m]
     args.batches = [int(b) for b in args.batches.split(",") if b]
@@ -187,7 +246,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    (layers if args.layers else bench)(args)
+    (ort_layers if args.ort_layers else layers if args.layers else bench)(args)
 
 
 if __name__ == "__main__":

@@ -104,12 +104,17 @@ PACKED_CASES = [
     (1, 8, 40, (3, 3), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),      # tiny map: tap path
     (1, 7, 33, (29,), (5,), (2,), [(2, 1)], (1,), 1),                     # 1-D
     (1, 256, 64, (14, 14), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),  # Winograd-sized, batch 1 -> GEMM
+    (1, 5, 13, (11, 8), (3, 3), (2, 2), [(0, 2), (1, 0)], (1, 1), 1),     # stride 2, asymmetric padding
+    (3, 17, 29, (6, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 3, im2col per image
+    (2, 19, 23, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 49 = 48 + 1 (matrix-vector)
 ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}g{c[8]}")
-def test_prepacked_conv_matches_torch(case, threads, rng):
+def test_prepacked_conv_matches_torch(simd, case, threads, rng):
+    # At avx512 dense layers up to 1024 output positions take the panel kernel
+    # (conv_panels_avx512.cpp) through im2col, deeper than 256 rows in slices.
     N, C, K, sp, k, stride, pads, dil, g = case
     x, w, b = randn(rng, N, C, *sp), randn(rng, K, C // g, *k), randn(rng, K)
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[len(sp)]
@@ -129,8 +134,45 @@ def test_prepacked_conv_matches_torch(case, threads, rng):
     finally:
         cnnfast.set_num_threads(old)
     scale = np.abs(ref).max()
-    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what="packed")
-    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what="packed fused")
+    assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed")
+    assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed fused")
+
+
+POINTWISE_CASES = [
+    # N, C, K, spatial: the AVX-512 1x1 kernel's row panels (6 channels) and 16-lane column
+    # vectors (four to a tile, the last masked) at their edges
+    (1, 13, 31, (7, 7)),        # 49 positions: 48 in one tile, the last by the matrix-vector kernel
+    (3, 1, 5, (11, 13)),        # one input channel, fewer rows than a panel, 143 = 2 tiles + 15
+    (1, 67, 97, (1, 17)),       # 17 positions: one vector and the matrix-vector kernel
+    (2, 16, 96, (16, 4)),       # exactly one full tile per image
+    (1, 160, 137, (14, 14)),    # several panels per task, 196 positions
+    (1, 3, 7, (5,)),            # 1-D
+    (1, 29, 6, (1, 1)),         # one position (not the matrix-vector path: K > 1 but a 1x1 map)
+    (2, 5, 11, (3, 6)),         # 18 = 16 + 2: the last two positions by the matrix-vector kernel
+    (1, 300, 13, (5, 7)),       # deeper than one 256-row slice: y accumulated between slices
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}{c[3]}")
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_prepacked_pointwise_every_activation(simd, threads, case, act, rng):
+    # 1x1 convolutions with packed weights: at avx512 the in-register-epilogue kernel
+    # (conv_pointwise_avx512.cpp), elsewhere the GEMM; with and without bias and residual.
+    N, C, K, sp = case
+    x, w, b = randn(rng, N, C, *sp), randn(rng, K, C, *(1,) * len(sp)), randn(rng, K)
+    ref = np.einsum("kc,nc...->nk...", w.reshape(K, C).astype(np.float64), x.astype(np.float64))
+    r = randn(rng, *ref.shape)
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    packed = _C.ConvPacked(w, 1)
+    one, zero = [1] * len(sp), [(0, 0)] * len(sp)
+    scale = np.abs(ref).max() + np.abs(b).max() + 1
+    for bias in (b, None):
+        for res in (None, r):
+            got = _C.conv_forward(x, w, bias, one, zero, one, 1, packed=packed, residual=res, activation=act,
+                                  alpha=a, beta=bb)
+            pre = ref + (0 if bias is None else b.reshape((K,) + (1,) * len(sp))) + (0 if res is None else res)
+            assert_close(got, ACTS[act](pre, a, bb), rtol=1e-5, atol=1e-5 * scale,
+                         what=f"{simd} pointwise {act} bias={bias is not None} residual={res is not None}")
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 5])
@@ -373,6 +415,19 @@ def test_squeeze_excite_of_another_tensor_is_not_fused(rng):
     assert "GlobalAveragePool" in frozen.op_counts() and "Mul" in frozen.op_counts()
 
 
+@pytest.mark.parametrize("spatial", [(1, 1), (3, 5), (4, 4), (1, 17), (56, 56)])
+def test_squeeze_excite_kernel_matches_numpy(spatial, rng):
+    # The pool's sixteen partial sums: planes shorter than, equal to and just past one
+    # round of them, and a large one (3136 positions), against float64.
+    x = randn(rng, 2, 7, *spatial) + 3  # an offset, so a sloppy running sum would show
+    w1, b1, w2, b2 = randn(rng, 3, 7), randn(rng, 3), randn(rng, 7, 3), randn(rng, 7)
+    got = _C.squeeze_excite_forward(x, w1, b1, w2, b2, act1="relu", act2="sigmoid")
+    x64 = x.astype(np.float64)
+    h = np.maximum(x64.mean(axis=(2, 3)) @ w1.T + b1, 0)
+    s = 1 / (1 + np.exp(-(h @ w2.T + b2)))
+    assert_close(got, x64 * s[:, :, None, None], rtol=1e-5, atol=1e-5, what=f"squeeze-excite {spatial}")
+
+
 def test_squeeze_excite_kernel_bad_input(rng):
     x = randn(rng, 2, 6, 4, 4)
     w1, w2 = randn(rng, 3, 6), randn(rng, 6, 3)
@@ -540,3 +595,28 @@ def test_torchvision_models_frozen_match_torch(name):
             want = net(batch).numpy()
         got = frozen(batch.numpy()).numpy()
         assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), what=name)
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("groups", [1, 11])
+def test_epilogue_nan_like_scalar_level(act, groups, rng):
+    # The in-register epilogues (panel kernel, channel-blocked depthwise) treat NaN as
+    # the scalar epilogue does: the same outputs are NaN at every SIMD level.
+    x, w, b = randn(rng, 1, 11, 7, 7), randn(rng, 11, 11 // groups, 1 if groups == 1 else 3, 1 if groups == 1 else 3), \
+        randn(rng, 11)
+    x[0, 3, 2, 4] = np.nan
+    pad = [(0, 0)] * 2 if groups == 1 else [(1, 1)] * 2
+    a, bb = PARAMS.get(act, (0.0, 0.0))
+    packed = _C.ConvPacked(w, groups) if groups == 1 else None
+    before = cnnfast.simd_level()
+    outs = {}
+    try:
+        for level in ("scalar", before):
+            cnnfast.set_simd_level(level)
+            outs[level] = _C.conv_forward(x, w, b, [1, 1], pad, [1, 1], groups, activation=act, alpha=a, beta=bb,
+                                          packed=packed)
+    finally:
+        cnnfast.set_simd_level(before)
+    np.testing.assert_array_equal(np.isnan(outs[before]), np.isnan(outs["scalar"]))
+    ok = ~np.isnan(outs["scalar"])
+    assert_close(outs[before][ok], outs["scalar"][ok], rtol=1e-5, atol=1e-5, what=f"{act} groups={groups}")

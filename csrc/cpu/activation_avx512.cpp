@@ -56,12 +56,6 @@ inline void map(float* y, int64_t n, F f, bool stream, const In*... in) {
 
 inline __mmask16 gt0(__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ); }
 
-// sigmoid16 with exact zeros below x = -104 (where it stays at the last
-// subnormals), so x * sigmoid(x) is NaN at x = -inf and -0 beyond, as PyTorch.
-inline __m512 sigmoid16_flush(__m512 x) {
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ), sigmoid16(x));
-}
-
 }  // namespace
 
 bool activation_forward(Activation act, const float* x, float* y, int64_t n, float param, bool stream) {

@@ -69,6 +69,13 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
         linear_forward_gemv(x, w, bias, y, s.N, s.C, s.K, e))
       return;
   }
+  if constexpr (is_f32<T>) {
+    // 1x1 layers first, whatever Auto would pick: the panel kernel keeps up with the GEMM at
+    // every MobileNet/ResNet 1x1 shape and saves its passes over y.
+    if (packed && (algo == ConvAlgo::Auto || algo == ConvAlgo::Gemm) &&
+        conv_forward_panels(s, x, *packed, bias, y, e, false))
+      return;
+  }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
   // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves
@@ -85,7 +92,9 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
   const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm &&
                       conv_detail::grouped_direct_applicable(s, conv_detail::Pass::Forward);
   if constexpr (is_f32<T>) {
-    if (!direct && packed && chosen == ConvAlgo::Gemm && conv_forward_packed(s, x, *packed, bias, y, e)) return;
+    if (!direct && packed && chosen == ConvAlgo::Gemm &&
+        (conv_forward_panels(s, x, *packed, bias, y, e, true) || conv_forward_packed(s, x, *packed, bias, y, e)))
+      return;
   }
   const ConvAlgo run = direct ? ConvAlgo::Auto : chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;
   if (e.empty()) return conv_forward(s, x, w, bias, y, run);

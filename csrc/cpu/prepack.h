@@ -29,10 +29,14 @@ class ConvPacked {
   int64_t row_blocks() const { return row_blocks_; }
   int64_t rows_per_block() const { return rows_per_block_; }
   const GemmLhs<float>& lhs(int64_t g, int64_t rb) const { return lhs_[g * row_blocks_ + rb]; }
+  // A dense (one-group) weight also packed for conv_forward_panels: panels of
+  // kPanelRows output channels, (panel, C*kk, kPanelRows), zero rows past K; else null.
+  const float* panels() const { return pw_.get(); }
+  const float* weights() const { return w_.get(); }  // (K, Cg*kk) row-major
 
  private:
   int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
-  AlignedPtr<float> w_;
+  AlignedPtr<float> w_, pw_;
   std::vector<GemmLhs<float>> lhs_;
 };
 
@@ -41,6 +45,17 @@ class ConvPacked {
 // tiny-map tap or batched-images paths); returns false, touching nothing, otherwise.
 bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e);
+
+// y = epilogue(conv(x, packed weights) + bias) for a dense convolution on the
+// AVX-512 tiles of conv_panels_avx512.cpp, the epilogue in registers: a 1x1 layer
+// with stride 1 and no padding reads x as it is; any other layer with at most
+// kPanelMaxPositions output positions goes through its im2col matrix (one image at a
+// time) when allow_im2col. Returns false, touching nothing, when the shape, the pack
+// or the SIMD level does not allow it.
+constexpr int64_t kPanelRows = 6;
+constexpr int64_t kPanelMaxPositions = 1024;
+bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                         const Epilogue& e, bool allow_im2col);
 
 // y (N, M) = epilogue(x (N, K) W (M, K)^T + bias) for a few rows of x (N <= kGemvMaxRows),
 // streaming W once per row of x (float32 + AVX2; returns false, touching nothing,
@@ -53,5 +68,15 @@ namespace avx2_impl {
 // y[i] = W[i, :] . x for i < M; W (M, K) row-major (prepack_gemv_avx2.cpp).
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 }  // namespace avx2_impl
+
+namespace avx512_impl {
+// y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
+// finish (res, may be null, read at y's offsets): one tile, wp a (C, kPanelRows) panel
+// slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx). prefetch (or
+// null): the next tile's x (same rows and ld), brought into L1 meanwhile.
+void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
+                const float* prefetch);
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

@@ -114,6 +114,12 @@ inline __m512 sigmoid16(__m512 x) {
   return div_1to2(_mm512_mask_blend_ps(neg, one, e), _mm512_add_ps(one, e));
 }
 
+// sigmoid16 with exact zeros below x = -104 (where it stays at the last
+// subnormals), so x * sigmoid(x) is NaN at x = -inf and -0 beyond, as PyTorch.
+inline __m512 sigmoid16_flush(__m512 x) {
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ), sigmoid16(x));
+}
+
 // tanh: odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel);
 // beyond, tanh|x| = (1 - e) / (1 + e) with e = e^-2|x| in (0, 0.29], sign restored.
 // From |x| = 52 on e is 0 and the result exactly +-1; +-inf gives +-1, NaN NaN.

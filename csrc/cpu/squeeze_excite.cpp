@@ -24,6 +24,22 @@ void dense(const T* x, const T* w, const T* b, T* y, int64_t N, int64_t in, int6
   apply_epilogue<T>(y, N * out, e);
 }
 
+// Sixteen independent partial sums, which the compiler keeps in vector registers: one
+// running sum is a chain of dependent adds that it may not reorder (EfficientNet-B0's
+// 144-channel 56x56 pool took 0.3 ms at one add per four cycles).
+template <class T>
+T plane_sum(const T* p, int64_t S) {
+  constexpr int kParts = 16;
+  T part[kParts] = {};
+  int64_t i = 0;
+  for (; i + kParts <= S; i += kParts)
+    for (int j = 0; j < kParts; ++j) part[j] += p[i + j];
+  T sum = T(0);
+  for (; i < S; ++i) sum += p[i];
+  for (int j = 0; j < kParts; ++j) sum += part[j];
+  return sum;
+}
+
 }  // namespace
 
 template <class T>
@@ -33,10 +49,7 @@ void squeeze_excite_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, c
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(S, 1));
   parallel_for(0, N * C, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* p = x + r * S;
-      T sum = T(0);
-      for (int64_t i = 0; i < S; ++i) sum += p[i];
-      pooled[r] = sum / T(S);
+      pooled[r] = plane_sum(x + r * S, S) / T(S);
     }
   });
   dense<T>(pooled.data(), w1, b1, hidden.data(), N, C, R, e1);
