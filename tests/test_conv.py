@@ -467,3 +467,23 @@ def test_parallel_stats_model_the_split_without_changing_results(rng):
     assert 0 < st["max_chunk_s"] <= st["sum_chunk_s"] + 1e-9
     _C.conv_forward(x, w, b, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, "gemm")
     assert _C._parallel_stats()["jobs"] == 0  # off (and reset): nothing is counted
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_weight_gradient_one_image_per_task(nthreads, simd, rng):
+    # Deep columns (C*k*k = 2088) over a 23x23 map: grad_w's tasks are single images
+    # whose grad_y rows the GEMM reads in place (several images are gathered first).
+    x = rng.standard_normal((3, 232, 23, 23)).astype(np.float32)
+    w = (rng.standard_normal((13, 232, 3, 3)) * 0.05).astype(np.float32)
+    gy = rng.standard_normal((3, 13, 23, 22)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        _, gw, _ = _C.conv_backward(gy, x, w, [1, 1], [[1, 1], [1, 0]], [1, 1], 1, False, True, False, algo="gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), TF.pad(torch.tensor(x).double(), (1, 0, 1, 1)), torch.tensor(w).double(), [13],
+        [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")

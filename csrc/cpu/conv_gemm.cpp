@@ -299,17 +299,23 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
         const int64_t ch = t % nch, g = (t / nch) % G, blk = t / (nch * G);
         const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0;
         const int64_t n0 = blk * imgs, n1 = std::min(s.N, n0 + imgs), width = (n1 - n0) * w1;
-        // Gather grad_y (Kg, width) and the column matrix (CK, width) of the
-        // task's images side by side.
+        // Gather the column matrix (CK, width) of the task's images side by side, and
+        // grad_y (Kg, width) likewise when there are several (one image's rows are
+        // read where they are: the copy took 5% of a 56x56 layer's weight gradient).
+        const T* dy = gy + (n0 * s.K + g * Kg) * P + p0;
+        int64_t ld_dy = P;
         for (int64_t n = n0; n < n1; ++n) {
           const int64_t off = (n - n0) * w1;
-          const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
-          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+          if (n1 - n0 > 1) {
+            const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+            for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+            dy = dyb.get();
+            ld_dy = width;
+          }
           cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
         }
         // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
-        gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
-                    true);
+        gemm_serial(Kg, CK, width, dy, ld_dy, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK, true);
       }
     }
   });
