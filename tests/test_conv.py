@@ -487,3 +487,27 @@ def test_weight_gradient_one_image_per_task(nthreads, simd, rng):
         [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
     assert_nontrivial(ref)
     assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+
+
+def test_weight_gradient_shared_columns(simd, rng):
+    # A grad_w block past 1 MB (64 x 512*9 floats): on 2 threads the threads build each
+    # column chunk together and split the GEMM's columns (chunks of 2 images, then 1);
+    # the bits match one thread's.
+    x = rng.standard_normal((3, 512, 9, 11)).astype(np.float32)
+    w = (rng.standard_normal((64, 512, 3, 3)) * 0.02).astype(np.float32)
+    gy = rng.standard_normal((3, 64, 9, 11)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    got = []
+    try:
+        for t in (1, 2):
+            cnnfast.set_num_threads(t)
+            got.append(np.array(_C.conv_backward(gy, x, w, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, False, True, False,
+                                                 algo="gemm")[1]))
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), torch.tensor(x).double(), torch.tensor(w).double(), [64], [1, 1], [1, 1], [1, 1],
+        False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(got[1], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+    assert np.array_equal(got[0], got[1])

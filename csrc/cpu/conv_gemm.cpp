@@ -270,10 +270,45 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t kd = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(CK, 1), 256, 2048);
   const int64_t per_chunk = P >= kd ? (P + (P + kd - 1) / kd - 1) / ((P + kd - 1) / kd) : P;
   const int64_t nch = (P + per_chunk - 1) / per_chunk;
+  const int64_t pool = in_parallel_region() ? 1 : get_num_threads();
+  if (pool > 1 && Kg * CK * int64_t(sizeof(T)) > (int64_t(1) << 20)) {
+    // A group block of grad_w past L2 (AlexNet's 5x5 C96->256: 2.4 MB) made
+    // the per-thread partials below stream it from L3 once per call on every thread,
+    // and both threads together did 20% more work than one. Here the threads share
+    // one column chunk: they build it together (by images and halves of positions),
+    // then split the GEMM's columns of grad_w, so each thread updates its own half of
+    // the block and no partials are summed; the bits match one thread's. (Modelled
+    // 2-thread time, conv_threads.py: C256 14x14 batch 32 49.8 -> 44.5 ms, AlexNet 5x5
+    // 47.7 -> 45.7; a 590 KB block, C128 28x28, lost: 22.5 -> 26.2.)
+    const int64_t imgs = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
+    Workspace<T> col = workspace_array<T>(CK * imgs * per_chunk), dyb = workspace_array<T>(Kg * imgs * per_chunk);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t n0 = 0; n0 < s.N; n0 += imgs)
+        for (int64_t ch = 0; ch < nch; ++ch) {
+          const int64_t n1 = std::min(s.N, n0 + imgs), m = n1 - n0;
+          const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0, width = m * w1;
+          parallel_for(0, 2 * m, 1, [&](int64_t q0, int64_t q1) {
+            for (int64_t q = q0; q < q1; ++q) {
+              const int64_t n = n0 + q / 2, pa = q % 2 ? p0 + w1 / 2 : p0, pb = q % 2 ? p1 : p0 + w1 / 2;
+              const int64_t off = (n - n0) * w1 + (pa - p0);
+              if (m > 1) {
+                const T* dyg = gy + (n * s.K + g * Kg) * P + pa;
+                for (int64_t k = 0; k < Kg; ++k)
+                  std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * (pb - pa));
+              }
+              cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, pa, pb, width);
+            }
+          });
+          const T* dy = m > 1 ? dyb.get() : gy + (n0 * s.K + g * Kg) * P + p0;
+          // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
+          gemm(Kg, CK, width, dy, m > 1 ? width : P, int64_t(1), col.get(), int64_t(1), width, gw + g * Kg * CK, CK,
+               true);
+        }
+    return;
+  }
   // Image blocks of equal size, as many as a multiple of the threads: 32 8x8 images
   // in blocks of at most 28 made blocks of 28 and 4, and one of two threads did 7/8
   // of ResNet-18's 8x8 weight gradients.
-  const int64_t pool = in_parallel_region() ? 1 : get_num_threads();
   const int64_t imgs_max = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
   const int64_t want = (s.N + imgs_max - 1) / imgs_max;
   const int64_t blocks_even = std::min<int64_t>(s.N, (want + pool - 1) / pool * pool);
