@@ -8,6 +8,7 @@
 #include "cpu/winograd.h"
 
 #include <algorithm>
+#include <climits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -79,8 +80,20 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   // ~32 KiB of V per transformed position (measured best: V and M of one GEMM
   // stay in L2), and a few chunks per thread so the
   // dynamic distribution can balance them.
-  int64_t tc = std::max<int64_t>(32, (8192 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
-  tc = std::min(tc, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
+  int64_t tc_max = std::max<int64_t>(32, (8192 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
+  tc_max = std::min(tc_max, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
+  // Chunks are whole 16-tile panels, so the tile count rarely divides evenly; of the
+  // sizes down to half the largest, the one whose chunks deal most evenly over the
+  // threads (2 images of 56x56, 392 tiles: 5 chunks of 80, 3 against 2, became 7 of
+  // 64, the last one 8 tiles).
+  int64_t tc = tc_max, best_span = INT64_MAX;
+  for (int64_t c = tc_max; c >= std::max<int64_t>(16, tc_max / 2); c -= 16) {
+    const int64_t n = (Q + c - 1) / c;
+    std::vector<int64_t> free_at(size_t(std::max<int64_t>(threads, 1)), 0);
+    for (int64_t i = 0; i < n; ++i) *std::min_element(free_at.begin(), free_at.end()) += std::min(c, Q - i * c);
+    const int64_t span = *std::max_element(free_at.begin(), free_at.end());
+    if (span < best_span) tc = c, best_span = span;
+  }
   const int64_t chunks = (Q + tc - 1) / tc;
   // Too few chunks to share evenly (a 14x14 map at batch 1 is one chunk): each chunk
   // is also cut into parts of the output channels, in rows of 8, every part
