@@ -278,8 +278,9 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
     // one column chunk: they build it together (by images and halves of positions),
     // then split the GEMM's columns of grad_w, so each thread updates its own half of
     // the block and no partials are summed; the bits match one thread's. (Modelled
-    // 2-thread time, conv_threads.py: C256 14x14 batch 32 49.8 -> 44.5 ms, AlexNet 5x5
-    // 47.7 -> 45.7; a 590 KB block, C128 28x28, lost: 22.5 -> 26.2.)
+    // 2-thread time, the two paths alternating in one process, load 5.5: 3x3 C256 14x14
+    // batch 32 43.7 -> 41.0 ms, all threads' work 86.9 -> 79.7; AlexNet 5x5 41.1 -> 40.2.
+    // A 590 KB block, C128 28x28, lost: 22.5 -> 26.2.)
     const int64_t imgs = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
     Workspace<T> col = workspace_array<T>(CK * imgs * per_chunk), dyb = workspace_array<T>(Kg * imgs * per_chunk);
     for (int64_t g = 0; g < G; ++g)
