@@ -30,6 +30,7 @@ thread_local bool t_in_region = false;
 std::atomic<bool> g_stats_on{false};
 ParallelStats g_stats;
 std::mutex g_stats_mutex;
+double g_clock_cost = 0;  // seconds one thread_cpu_s() read takes (it is a system call)
 
 double thread_cpu_s() {
   timespec ts;
@@ -287,12 +288,19 @@ bool in_parallel_region() { return t_in_region; }
 void set_parallel_stats(bool on) {
   std::lock_guard<std::mutex> lk(g_stats_mutex);
   g_stats = ParallelStats{};
+  if (on) {
+    const double t0 = thread_cpu_s();
+    for (int i = 0; i < 200; ++i) thread_cpu_s();
+    g_clock_cost = (thread_cpu_s() - t0) / 201;
+  }
   g_stats_on.store(on);
 }
 
 bool parallel_stats_on() { return g_stats_on.load(std::memory_order_relaxed); }
 
 double thread_cpu_seconds() { return thread_cpu_s(); }
+
+double thread_cpu_clock_cost() { return g_clock_cost; }
 
 void record_parallel_job(double caller_s, double makespan_s, double total_s) {
   std::lock_guard<std::mutex> lk(g_stats_mutex);

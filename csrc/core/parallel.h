@@ -40,7 +40,8 @@ struct ParallelStats {
 void set_parallel_stats(bool on);  // also resets the counts
 bool parallel_stats_on();
 void record_parallel_job(double caller_s, double makespan_s, double total_s);
-double thread_cpu_seconds();  // the calling thread's CPU clock
+double thread_cpu_seconds();     // the calling thread's CPU clock
+double thread_cpu_clock_cost();  // what one read of it costs (measured when stats are turned on)
 ParallelStats parallel_stats();
 
 }  // namespace cnnfast
