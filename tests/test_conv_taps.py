@@ -273,3 +273,22 @@ def test_row_runs_in_chunks_cross_rows_and_depth(simd, rng):
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked rows {what}")
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_taps_deep_channels(nthreads, simd, rng):
+    # More than 256 input (forward) and output (grad_x) channels: each tap's GEMM, on its
+    # prepacked W_t, crosses a 256-deep slice and ends in a partial panel of 16 / 32
+    # columns (3 images x up to 12 pairs of the 4x3 map).
+    import cnnfast
+    xs, ws = (3, 300, 4, 3), (270, 300, 3, 3)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        (x, w, b, gy), got = _run(xs, ws, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, rng, np.float32)
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = _torch(*(a.astype(np.float64) for a in (x, w, b, gy)), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-5 * np.abs(r).max(), what=f"{what} at {nthreads} threads")
