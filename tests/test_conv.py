@@ -111,6 +111,29 @@ def test_winograd_matches_float64(name, simd, rng):
         assert_close(a, r, rtol=1e-3, atol=1e-3 * np.abs(r).max(), what=f"{name} {what}")
 
 
+@pytest.mark.parametrize("case", [
+    (2, 1, 16, 72, (9, 11), (3, 3), 1, 1, 1, 1),              # batch 1: one chunk of tiles
+    (2, 3, 64, 72, (7, 5), (3, 3), 1, ((0, 2), (1, 1)), 1, 1),  # grad_x's 64 output channels split too
+    (2, 2, 32, 144, (6, 9), (3, 3), 1, 1, 1, 2),              # groups: parts of each group's 72
+])
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_winograd_output_channel_parts(case, nthreads, simd, rng):
+    # Too few tile chunks for the threads: each chunk is cut into parts of the output
+    # channels (rows of 8, the last one short), each part transforming the input itself.
+    x, w, b = make(case, rng)
+    gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        got = ours(case, x, w, b, gy, algo="winograd")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = reference(case, x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), gy.astype(np.float64))
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-3, atol=1e-3 * np.abs(r).max(), what=f"{case} {what} at {nthreads} threads")
+
+
 @pytest.mark.parametrize("name", ["depthwise_dil2", "depthwise_mult2_s2", "3d_depthwise", "1d_same_s3_dw"])
 def test_depthwise_forced_gemm(name, simd, rng):
     # Auto takes the direct depthwise kernel; forcing GEMM must give the same answer.
@@ -420,3 +443,71 @@ def test_small_outputs_batched_across_images(shape, algo, simd, rng):
     assert_close(gx, tx.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad input")
     assert_close(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad weight")
     assert_close(gb, tb.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad bias")
+
+
+def test_parallel_stats_model_the_split_without_changing_results(rng):
+    # Benchmarks' accounting mode (core/parallel.h): dynamic task lists then run on the
+    # calling thread, timed task by task; the results must be the same bits.
+    x = rng.standard_normal((3, 16, 12, 13)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(2)
+        plain = [_C.conv_forward(x, w, b, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, a) for a in ("gemm", "winograd")]
+        _C._set_parallel_stats(True)
+        timed = [_C.conv_forward(x, w, b, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, a) for a in ("gemm", "winograd")]
+        st = _C._parallel_stats()
+    finally:
+        _C._set_parallel_stats(False)
+        cnnfast.set_num_threads(before)
+    for p, t in zip(plain, timed):
+        assert np.array_equal(np.array(p), np.array(t))
+    assert st["jobs"] >= 2
+    assert 0 < st["max_chunk_s"] <= st["sum_chunk_s"] + 1e-9
+    _C.conv_forward(x, w, b, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, "gemm")
+    assert _C._parallel_stats()["jobs"] == 0  # off (and reset): nothing is counted
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_weight_gradient_one_image_per_task(nthreads, simd, rng):
+    # Deep columns (C*k*k = 2088) over a 23x23 map: grad_w's tasks are single images
+    # whose grad_y rows the GEMM reads in place (several images are gathered first).
+    x = rng.standard_normal((3, 232, 23, 23)).astype(np.float32)
+    w = (rng.standard_normal((13, 232, 3, 3)) * 0.05).astype(np.float32)
+    gy = rng.standard_normal((3, 13, 23, 22)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        _, gw, _ = _C.conv_backward(gy, x, w, [1, 1], [[1, 1], [1, 0]], [1, 1], 1, False, True, False, algo="gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), TF.pad(torch.tensor(x).double(), (1, 0, 1, 1)), torch.tensor(w).double(), [13],
+        [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+
+
+def test_weight_gradient_shared_columns(simd, rng):
+    # A grad_w block past 1 MB (64 x 512*9 floats): on 2 threads the threads build each
+    # column chunk together and split the GEMM's columns (chunks of 2 images, then 1);
+    # the bits match one thread's.
+    x = rng.standard_normal((3, 512, 9, 11)).astype(np.float32)
+    w = (rng.standard_normal((64, 512, 3, 3)) * 0.02).astype(np.float32)
+    gy = rng.standard_normal((3, 64, 9, 11)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    got = []
+    try:
+        for t in (1, 2):
+            cnnfast.set_num_threads(t)
+            got.append(np.array(_C.conv_backward(gy, x, w, [1, 1], [[1, 1], [1, 1]], [1, 1], 1, False, True, False,
+                                                 algo="gemm")[1]))
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), torch.tensor(x).double(), torch.tensor(w).double(), [64], [1, 1], [1, 1], [1, 1],
+        False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(got[1], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+    assert np.array_equal(got[0], got[1])

@@ -83,6 +83,16 @@ def test_grouped_batch_and_threads(simd, threads, rng):
     _check(2, 3, 21, 1, 5, 19, 5, 5, [[2, 2], [2, 2]], [1, 1], rng)
 
 
+@pytest.mark.parametrize("N", [1, 3])
+def test_dense_output_channel_split(N, simd, threads, rng):
+    # Fewer (image, group) plane sets than a multiple of the threads: the threads also
+    # split the output channels in blocks of 8 (21 = 8 + 8 + 5), forward and grad_x.
+    _check(N, 20, 21, 1, 9, 37, 3, 3, [[2, 1], [2, 3]], [2, 2], rng)
+    # The strided forward's stacked column phases, shared by a thread's channel parts.
+    _check(N, 3, 19, 1, 23, 79, 11, 11, [[0, 0], [0, 0]], [1, 1], rng, (4, 4))
+    _check(N, 5, 13, 1, 13, 53, 3, 3, [[1, 0], [1, 2]], [1, 1], rng, (3, 3))
+
+
 def test_grouped_threads_give_the_same_bits(rng):
     x = rng.standard_normal((3, 12, 6, 21)).astype(np.float32)
     w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)

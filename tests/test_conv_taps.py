@@ -172,6 +172,8 @@ SPARSE = {
     "1d_5x7": ((3, 4, 3), (5, 4, 7), (1,), ((3, 3),), (1,), 1),
     # 7x7 under 3x3 padding 1 (82% dense, ResNet layer4 at 224x224); 17 channels for GEMM tails.
     "7x7_pad1": ((3, 17, 7, 7), (19, 17, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    # 37 output channels: grad_w's 9 tap tasks split in two row blocks on 2 threads.
+    "7x7_rows_split": ((5, 6, 7, 7), (37, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
 }
 
 
@@ -186,7 +188,7 @@ def test_sparse_taps_match_torch(name, algo, simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
 
 
-@pytest.mark.parametrize("name", ["2x2_pad1", "4x4_pad1_groups", "3x5_asym_dil", "1d_5x7"])
+@pytest.mark.parametrize("name", ["2x2_pad1", "4x4_pad1_groups", "3x5_asym_dil", "1d_5x7", "7x7_rows_split"])
 def test_sparse_taps_float64_finite_differences(name, rng):
     xs, ws, stride, pads, dil, g = SPARSE[name]
     xs = (2,) + xs[1:]
@@ -199,10 +201,40 @@ def test_sparse_taps_float64_finite_differences(name, rng):
         assert_close(a, r, rtol=1e-6, atol=1e-7, what=f"{name} {what}")
 
 
-def test_sparse_taps_threads_give_the_same_bits(rng):
+# Too few (image block, group, chunk) tasks for the threads: the forward and grad_x
+# also split their output rows (72 = 40 + 32 on 2 threads, 24 x 3 on 3), and grad_x
+# of an uneven (image, group) count takes the image-by-image split.
+FEW_TASKS = {
+    "taps_batch1": ((1, 64, 3, 4), (72, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "taps_batch1_groups": ((1, 10, 2, 2), (144, 5, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    "dense_batch1": ((1, 6, 9, 10), (72, 6, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "pointwise_batch1": ((1, 16, 5, 7), (72, 16, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "stride3_batch3": ((3, 7, 13, 17), (40, 7, 3, 3), (3, 3), ((1, 1), (0, 2)), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("name", FEW_TASKS)
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_few_tasks_split_rows(name, nthreads, simd, rng):
+    import cnnfast
+    xs, ws, stride, pads, dil, g = FEW_TASKS[name]
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        (x, w, b, gy), got = _run(xs, ws, stride, pads, dil, g, rng, np.float32)
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = _torch(*(a.astype(np.float64) for a in (x, w, b, gy)), stride, pads, dil, g)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what} at {nthreads} threads")
+
+
+@pytest.mark.parametrize("name", ["4x4_pad1_groups", "7x7_rows_split"])
+def test_sparse_taps_threads_give_the_same_bits(name, rng):
     # grad_w sums every image of a tap in one task, so the result is thread-count independent.
     import cnnfast
-    xs, ws, stride, pads, dil, g = SPARSE["4x4_pad1_groups"]
+    xs, ws, stride, pads, dil, g = SPARSE[name]
     before = cnnfast.get_num_threads()
     try:
         cnnfast.set_num_threads(1)
@@ -241,3 +273,22 @@ def test_row_runs_in_chunks_cross_rows_and_depth(simd, rng):
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked rows {what}")
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_taps_deep_channels(nthreads, simd, rng):
+    # More than 256 input (forward) and output (grad_x) channels: each tap's GEMM, on its
+    # prepacked W_t, crosses a 256-deep slice and ends in a partial panel of 16 / 32
+    # columns (3 images x up to 12 pairs of the 4x3 map).
+    import cnnfast
+    xs, ws = (3, 300, 4, 3), (270, 300, 3, 3)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        (x, w, b, gy), got = _run(xs, ws, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, rng, np.float32)
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = _torch(*(a.astype(np.float64) for a in (x, w, b, gy)), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
+        assert_nontrivial(r)
+        assert_close(a, r, rtol=1e-4, atol=1e-5 * np.abs(r).max(), what=f"{what} at {nthreads} threads")

@@ -13,6 +13,13 @@ namespace cnnfast::bind {
 void bind_core(py::module_& m) {
   m.def("get_num_threads", &get_num_threads, "Threads the CPU kernels use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the CPU kernels' thread count (n >= 1).");
+  m.def("_set_parallel_stats", &set_parallel_stats, py::arg("on"),
+        "Benchmarks only: record each pool job's per-thread CPU times (resets the counts).");
+  m.def("_parallel_stats", [] {
+        const ParallelStats s = parallel_stats();
+        return py::dict(py::arg("jobs") = s.jobs, py::arg("max_chunk_s") = s.max_chunk_s,
+                        py::arg("sum_chunk_s") = s.sum_chunk_s, py::arg("caller_job_s") = s.caller_job_s);
+      }, "Benchmarks only: the counts since _set_parallel_stats (see core/parallel.h).");
   m.def("simd_level", [] { return simd_level_name(simd_level()); },
         "The SIMD level the CPU kernels use now: 'scalar', 'avx2' or 'avx512'.");
   m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); }, py::arg("level"),

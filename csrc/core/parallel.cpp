@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <system_error>
 #include <thread>
+#include <time.h>
 #include <vector>
 
 #if defined(__linux__)
@@ -25,6 +26,17 @@ namespace cnnfast {
 namespace {
 
 thread_local bool t_in_region = false;
+
+std::atomic<bool> g_stats_on{false};
+ParallelStats g_stats;
+std::mutex g_stats_mutex;
+double g_clock_cost = 0;  // seconds one thread_cpu_s() read takes (it is a system call)
+
+double thread_cpu_s() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 // A careless set_num_threads(10**6) would otherwise spend minutes creating
 // threads (or exhaust the process's thread limit); far above any core count.
@@ -103,12 +115,16 @@ class Pool {
       start(threads_);
     }
     chunks = std::min(chunks, threads_);
+    const bool stats = g_stats_on.load(std::memory_order_relaxed);
+    const double caller0 = stats ? thread_cpu_s() : 0.0;
+    if (stats) chunk_cpu_.assign(size_t(chunks), 0.0);
     {
       std::lock_guard<std::mutex> lk(m_);
       fn_ = &fn;
       begin_ = begin;
       end_ = end;
       chunks_ = chunks;
+      stats_ = stats;
       pending_.store(chunks - 1, std::memory_order_relaxed);
       error_ = nullptr;
       generation_.fetch_add(1, std::memory_order_release);
@@ -122,6 +138,17 @@ class Pool {
     // Pairs with the workers' unlock after their last write of this job (error_ included).
     std::lock_guard<std::mutex> lk(m_);
     fn_ = nullptr;
+    if (stats) {
+      std::lock_guard<std::mutex> sl(g_stats_mutex);
+      g_stats.jobs += 1;
+      g_stats.caller_job_s += thread_cpu_s() - caller0;
+      double mx = 0;
+      for (double c : chunk_cpu_) {
+        mx = std::max(mx, c);
+        g_stats.sum_chunk_s += c;
+      }
+      g_stats.max_chunk_s += mx;
+    }
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -184,12 +211,14 @@ class Pool {
     const int64_t hi = begin_ + n * (index + 1) / chunks_;
     const bool was = t_in_region;
     t_in_region = true;
+    const double cpu0 = stats_ ? thread_cpu_s() : 0.0;
     try {
       if (lo < hi) (*fn_)(lo, hi);
     } catch (...) {
       std::lock_guard<std::mutex> lk(m_);
       if (!error_) error_ = std::current_exception();
     }
+    if (stats_) chunk_cpu_[size_t(index)] = thread_cpu_s() - cpu0;  // each chunk its own slot
     t_in_region = was;
   }
 
@@ -229,6 +258,8 @@ class Pool {
   std::atomic<bool> quit_flag_{false};  // quit_ for the spinning workers, who hold no lock
   const std::chrono::microseconds spin_;
   std::exception_ptr error_;
+  bool stats_ = false;              // this job records chunk CPU times (set_parallel_stats)
+  std::vector<double> chunk_cpu_;   // per chunk of the current job
 };
 
 Pool& pool() {
@@ -253,6 +284,36 @@ void set_num_threads(int n) {
 }
 
 bool in_parallel_region() { return t_in_region; }
+
+void set_parallel_stats(bool on) {
+  std::lock_guard<std::mutex> lk(g_stats_mutex);
+  g_stats = ParallelStats{};
+  if (on) {
+    const double t0 = thread_cpu_s();
+    for (int i = 0; i < 200; ++i) thread_cpu_s();
+    g_clock_cost = (thread_cpu_s() - t0) / 201;
+  }
+  g_stats_on.store(on);
+}
+
+bool parallel_stats_on() { return g_stats_on.load(std::memory_order_relaxed); }
+
+double thread_cpu_seconds() { return thread_cpu_s(); }
+
+double thread_cpu_clock_cost() { return g_clock_cost; }
+
+void record_parallel_job(double caller_s, double makespan_s, double total_s) {
+  std::lock_guard<std::mutex> lk(g_stats_mutex);
+  g_stats.jobs += 1;
+  g_stats.caller_job_s += caller_s;
+  g_stats.max_chunk_s += makespan_s;
+  g_stats.sum_chunk_s += total_s;
+}
+
+ParallelStats parallel_stats() {
+  std::lock_guard<std::mutex> lk(g_stats_mutex);
+  return g_stats;
+}
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {

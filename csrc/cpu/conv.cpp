@@ -31,13 +31,17 @@ bool winograd_applicable(const ConvShape& s) {
 ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
   if (is_depthwise(s)) return ConvAlgo::Direct;
   if (!is_float32 || !winograd_applicable(s)) return ConvAlgo::Gemm;
+  const int64_t tiles = s.N * ((s.out[1] + 3) / 4) * ((s.out[2] + 3) / 4);
   // Below 8x8 outputs most of each 4x4 Winograd tile is padding (ResNet-18 at 32x32:
-  // 4x4 maps ran 2.1 ms with Winograd against 1.6 ms with GEMM).
-  if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 8 && s.out[2] >= 8) return ConvAlgo::Winograd;
+  // 4x4 maps ran 2.1 ms with Winograd against 1.6 ms with GEMM). Below ~40 tiles the
+  // per-call weight transform (36 K Cg values, packed 36 times) is not paid back (one
+  // thread, ms, GEMM / Winograd: 3x3 C256 14x14 batch 1 (16 tiles) 3.1 / 6.4, batch 2
+  // 6.0 / 7.7, batch 4 11.4 / 8.8; C512 14x14 batch 1 16.0 / 24.3; C128 28x28 batch 1
+  // (49 tiles) 3.1 / 2.7).
+  if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 8 && s.out[2] >= 8 && tiles >= 40) return ConvAlgo::Winograd;
   // 6x6 and 7x7 maps pay back with >= 128 tiles per transformed GEMM while the transformed
   // weight (36 K Cg floats) stays <= 9.4 MB (one thread, 7x7: C256 batch 32 20.5 -> 15.4 ms,
   // C64 batch 64 5.7 -> 3.1; C256 batch 8 lost, 5.5 -> 7.4, and C512 batch 16, 39 -> 64).
-  const int64_t tiles = s.N * ((s.out[1] + 3) / 4) * ((s.out[2] + 3) / 4);
   if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 6 && s.out[2] >= 6 && tiles >= 128 && s.K * s.Cg() <= 65536)
     return ConvAlgo::Winograd;
   return ConvAlgo::Gemm;

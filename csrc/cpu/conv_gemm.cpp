@@ -7,14 +7,16 @@
 // outputs gather it through an offset table (ColumnMap, conv_im2col.cpp), and kernel taps that
 // only ever read padding are dropped before any of this (conv_window.cpp).
 //
-// Threading: the forward and the weight gradient split (image, group, chunk)
-// tasks into one contiguous range per thread, each with its own chunk buffer and
-// serial GEMMs; the weight gradient is accumulated per range and the ranges are
-// summed in a fixed order afterwards, so a given thread count always gives the
-// same bits. The input gradient splits (image, group) pairs, because the chunks
-// of one image scatter into overlapping parts of grad_x; with fewer pairs than
-// threads (batch 1) it splits the GEMM and then col2im by channels instead.
+// Threading: the forward hands out (image, group, chunk) tasks dynamically, cut
+// further into parts of the output channels when there are too few to share evenly;
+// the weight gradient splits them into one contiguous range per thread, each with its
+// own chunk buffer and serial GEMMs, accumulates per range and sums the ranges in a
+// fixed order afterwards, so a given thread count always gives the same bits. The
+// input gradient splits (image, group) pairs, because the chunks of one image scatter
+// into overlapping parts of grad_x; with fewer pairs than threads, or a number that
+// does not share evenly, it splits the GEMM and then col2im by channels instead.
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -107,13 +109,21 @@ void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* 
 
 }  // namespace
 
-// Images per batched GEMM: about kBatchedColumns columns, but at least one block
-// per thread when the batch allows it.
+// Images per batched GEMM: about kBatchedColumns columns, in blocks that split
+// evenly over the threads. The (block, group) tasks are handed out dynamically,
+// so a thread's share is ceil(tasks / threads) blocks: 32 7x7 images in blocks of 6
+// made 6 blocks, 3 per thread, 18 images on the busier one; blocks of 4 make 16.
+// Blocks shrink to no less than half the target width for that.
 int64_t images_per_block(const ConvShape& s) {
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
-  const int64_t want = (kBatchedColumns + s.out_size() - 1) / s.out_size();
-  const int64_t fair = (s.N + threads - 1) / threads;
-  return std::max<int64_t>(1, std::min(want, fair));
+  const int64_t want = std::min((kBatchedColumns + s.out_size() - 1) / s.out_size(), (s.N + threads - 1) / threads);
+  int64_t best = std::max<int64_t>(1, want), best_load = INT64_MAX;
+  for (int64_t nb = std::max<int64_t>(1, want); nb >= std::max<int64_t>(1, want / 2); --nb) {
+    const int64_t tasks = (s.N + nb - 1) / nb * s.groups;
+    const int64_t load = (tasks + threads - 1) / threads * nb;  // images on the busiest thread
+    if (load < best_load) best = nb, best_load = load;
+  }
+  return best;
 }
 
 template <class T>
@@ -130,25 +140,38 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
   const int64_t PC = chunk_columns(CK, P, direct ? 65536 : 32768), nch = (P + PC - 1) / PC;
+  // Too few (image, group, chunk) tasks for the threads (batch 1 on a small map) also
+  // split the output channels, each part building the chunk's columns itself.
+  const int64_t parts =
+      even_parts(s.N * G * nch, std::max<int64_t>(1, Kg / 32), nch > 1 ? double(P - (nch - 1) * PC) / double(PC) : 1.0);
+  const int64_t kb = (Kg + parts * 8 - 1) / (parts * 8) * 8;
   std::vector<GemmLhs<T>> lhs;
-  lhs.reserve(G);
-  for (int64_t g = 0; g < G; ++g) lhs.emplace_back(Kg, CK, w + g * Kg * CK, CK, int64_t(1));
-  // Tasks are (image, group, column chunk); every task writes its own block of y.
+  lhs.reserve(G * parts);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t part = 0; part < parts; ++part) {
+      const int64_t k0 = std::min(Kg, part * kb);
+      lhs.emplace_back(std::min(Kg, k0 + kb) - k0, CK, w + (g * Kg + k0) * CK, CK, int64_t(1));
+    }
+  // Tasks are (image, group, column chunk, part); every task writes its own block of y.
   dynamic_tasks(
-      s.N * G * nch, [&] { return workspace_array<T>(direct ? 1 : CK * PC); },
+      s.N * G * nch * parts, [&] { return workspace_array<T>(direct ? 1 : CK * PC); },
       [&](int64_t t, Workspace<T>& col) {
-        const int64_t ch = t % nch, g = (t / nch) % G, n = t / (nch * G);
+        const int64_t part = t % parts, ch = (t / parts) % nch, g = (t / (parts * nch)) % G;
+        const int64_t n = t / (parts * nch * G);
         const int64_t p0 = ch * PC, p1 = std::min(P, p0 + PC);
+        const int64_t k0 = std::min(Kg, part * kb), nk = std::min(Kg, k0 + kb) - k0;
+        if (nk == 0) return;
+        const GemmLhs<T>& a = lhs[g * parts + part];
         const T* xg = x + (n * s.C + g * Cg) * inS;
-        T* yg = y + (n * s.K + g * Kg) * P;
+        T* yg = y + (n * s.K + g * Kg + k0) * P;
         if (direct) {
-          lhs[g].multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
+          a.multiply(p1 - p0, xg + p0, P, int64_t(1), yg + p0, P, false);
         } else {
           cmap.im2col(xg, col.get(), p0, p1, p1 - p0);
-          lhs[g].multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
+          a.multiply(p1 - p0, col.get(), p1 - p0, int64_t(1), yg + p0, P, false);
         }
-        if (bias) add_bias_rows(yg + p0, bias + g * Kg, Kg, P, p1 - p0);
-        if (epi) epilogue_block(y, yg + p0 - y, Kg, P, p1 - p0, *epi);
+        if (bias) add_bias_rows(yg + p0, bias + g * Kg + k0, nk, P, p1 - p0);
+        if (epi) epilogue_block(y, yg + p0 - y, nk, P, p1 - p0, *epi);
       });
 }
 
@@ -162,7 +185,9 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const int64_t CK = Cg * s.k_size();
   const bool direct = is_pointwise(s);
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
-  if (s.N * G >= threads) {
+  // (image, group) tasks that do not share evenly (3 on 2 threads: 2 against 1) take
+  // the split below instead, image by image.
+  if (s.N * G % threads == 0 || s.N * G >= 4 * threads) {
     // Tasks are (image, group): the chunks of one task scatter into the same
     // part of grad_x, so they stay on one thread. Chunks of ~512 KiB (half of
     // this core's L2): with the deep column matrices of transposed layers
@@ -191,8 +216,8 @@ void backward_data_gemm(const ConvShape& s, const T* gy, const T* w, T* gx) {
         });
     return;
   }
-  // Fewer (image, group) pairs than threads: the whole column matrix at once,
-  // the GEMM split across threads, then col2im split by channels.
+  // Fewer (image, group) pairs than threads, or an uneven number: the whole column
+  // matrix at once, the GEMM split across threads, then col2im split by channels.
   Workspace<T> col = workspace_array<T>(direct ? 1 : CK * P);
   for (int64_t n = 0; n < s.N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
@@ -245,10 +270,46 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t kd = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(CK, 1), 256, 2048);
   const int64_t per_chunk = P >= kd ? (P + (P + kd - 1) / kd - 1) / ((P + kd - 1) / kd) : P;
   const int64_t nch = (P + per_chunk - 1) / per_chunk;
+  const int64_t pool = in_parallel_region() ? 1 : get_num_threads();
+  if (pool > 1 && Kg * CK * int64_t(sizeof(T)) > (int64_t(1) << 20)) {
+    // A group block of grad_w past L2 (AlexNet's 5x5 C96->256: 2.4 MB) made
+    // the per-thread partials below stream it from L3 once per call on every thread,
+    // and both threads together did 20% more work than one. Here the threads share
+    // one column chunk: they build it together (by images and halves of positions),
+    // then split the GEMM's columns of grad_w, so each thread updates its own half of
+    // the block and no partials are summed; the bits match one thread's. (Modelled
+    // 2-thread time, the two paths alternating in one process, load 5.5: 3x3 C256 14x14
+    // batch 32 43.7 -> 41.0 ms, all threads' work 86.9 -> 79.7; AlexNet 5x5 41.1 -> 40.2.
+    // A 590 KB block, C128 28x28, lost: 22.5 -> 26.2.)
+    const int64_t imgs = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
+    Workspace<T> col = workspace_array<T>(CK * imgs * per_chunk), dyb = workspace_array<T>(Kg * imgs * per_chunk);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t n0 = 0; n0 < s.N; n0 += imgs)
+        for (int64_t ch = 0; ch < nch; ++ch) {
+          const int64_t n1 = std::min(s.N, n0 + imgs), m = n1 - n0;
+          const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0, width = m * w1;
+          parallel_for(0, 2 * m, 1, [&](int64_t q0, int64_t q1) {
+            for (int64_t q = q0; q < q1; ++q) {
+              const int64_t n = n0 + q / 2, pa = q % 2 ? p0 + w1 / 2 : p0, pb = q % 2 ? p1 : p0 + w1 / 2;
+              const int64_t off = (n - n0) * w1 + (pa - p0);
+              if (m > 1) {
+                const T* dyg = gy + (n * s.K + g * Kg) * P + pa;
+                for (int64_t k = 0; k < Kg; ++k)
+                  std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * (pb - pa));
+              }
+              cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, pa, pb, width);
+            }
+          });
+          const T* dy = m > 1 ? dyb.get() : gy + (n0 * s.K + g * Kg) * P + p0;
+          // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
+          gemm(Kg, CK, width, dy, m > 1 ? width : P, int64_t(1), col.get(), int64_t(1), width, gw + g * Kg * CK, CK,
+               true);
+        }
+    return;
+  }
   // Image blocks of equal size, as many as a multiple of the threads: 32 8x8 images
   // in blocks of at most 28 made blocks of 28 and 4, and one of two threads did 7/8
   // of ResNet-18's 8x8 weight gradients.
-  const int64_t pool = in_parallel_region() ? 1 : get_num_threads();
   const int64_t imgs_max = P >= kd ? 1 : std::max<int64_t>(1, std::min<int64_t>(s.N, kd / P));
   const int64_t want = (s.N + imgs_max - 1) / imgs_max;
   const int64_t blocks_even = std::min<int64_t>(s.N, (want + pool - 1) / pool * pool);
@@ -274,17 +335,23 @@ void backward_weight_gemm(const ConvShape& s, const T* gy, const T* x, T* gw) {
         const int64_t ch = t % nch, g = (t / nch) % G, blk = t / (nch * G);
         const int64_t p0 = ch * per_chunk, p1 = std::min(P, p0 + per_chunk), w1 = p1 - p0;
         const int64_t n0 = blk * imgs, n1 = std::min(s.N, n0 + imgs), width = (n1 - n0) * w1;
-        // Gather grad_y (Kg, width) and the column matrix (CK, width) of the
-        // task's images side by side.
+        // Gather the column matrix (CK, width) of the task's images side by side, and
+        // grad_y (Kg, width) likewise when there are several (one image's rows are
+        // read where they are: the copy took 5% of a 56x56 layer's weight gradient).
+        const T* dy = gy + (n0 * s.K + g * Kg) * P + p0;
+        int64_t ld_dy = P;
         for (int64_t n = n0; n < n1; ++n) {
           const int64_t off = (n - n0) * w1;
-          const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
-          for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+          if (n1 - n0 > 1) {
+            const T* dyg = gy + (n * s.K + g * Kg) * P + p0;
+            for (int64_t k = 0; k < Kg; ++k) std::memcpy(dyb.get() + k * width + off, dyg + k * P, sizeof(T) * w1);
+            dy = dyb.get();
+            ld_dy = width;
+          }
           cmap.im2col(x + (n * s.C + g * Cg) * inS, col.get() + off, p0, p1, width);
         }
         // dw_g (Kg, CK) += dy (Kg, width) * col^T (width, CK)
-        gemm_serial(Kg, CK, width, dyb.get(), width, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK,
-                    true);
+        gemm_serial(Kg, CK, width, dy, ld_dy, int64_t(1), col.get(), int64_t(1), width, dw + g * Kg * CK, CK, true);
       }
     }
   });

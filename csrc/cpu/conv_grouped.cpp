@@ -12,6 +12,7 @@
 #include "core/parallel.h"
 #include "core/workspace.h"
 #include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
 
 namespace cnnfast::cpu {
 namespace conv_detail {
@@ -74,6 +75,27 @@ GroupedPlane forward_plane(const ConvShape& s) {
           s.dil[1], s.dil[2], -s.pad0[1], -s.pad0[2]};
 }
 
+// Output channels [k0, k1) of part `part` of `parts`, in whole kernel blocks of 8.
+struct ChannelParts {
+  int64_t parts = 1, blocks = 1, Ko = 0;
+  void range(int64_t part, int64_t& k0, int64_t& k1) const {
+    k0 = blocks * part / parts * 8;
+    k1 = std::min(Ko, blocks * (part + 1) / parts * 8);
+  }
+};
+
+// With fewer (image, group) plane sets than a multiple of the threads (batch 1, an
+// odd batch of an ungrouped layer: one of two threads idle, or doing 3 planes to the
+// other's 2), the threads also split each set's output channels. Every block of 8
+// already reads the whole input plane, so the split costs no reuse.
+ChannelParts channel_parts(int64_t sets, int64_t Ko) {
+  ChannelParts cp;
+  cp.Ko = Ko;
+  cp.blocks = (Ko + 7) / 8;
+  cp.parts = even_parts(sets, cp.blocks);
+  return cp;
+}
+
 }  // namespace
 
 // Stride sw > 1 along W: the input is split into sw column phases, phase q holding
@@ -89,12 +111,17 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
     GroupedPlane p = forward_plane(s);
     p.sh = s.stride[1];
     const int64_t G = s.groups, inS = s.in_size(), P = s.out_size(), sw = s.stride[2];
+    const ChannelParts cp = channel_parts(s.N * G, p.Ko);
     if (sw == 1) {
-      parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+      parallel_for(0, s.N * G * cp.parts, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
-          const int64_t n = t / G, g = t % G;
-          corr(p, x + (n * s.C + g * p.Ci) * inS, w + g * p.Ko * p.Ci * p.KH * p.KW,
-                                    bias ? bias + g * p.Ko : nullptr, y + (n * s.K + g * p.Ko) * P);
+          const int64_t n = t / (G * cp.parts), g = (t / cp.parts) % G;
+          int64_t k0, k1;
+          cp.range(t % cp.parts, k0, k1);
+          GroupedPlane q = p;
+          q.Ko = k1 - k0;
+          corr(q, x + (n * s.C + g * p.Ci) * inS, w + (g * p.Ko + k0) * p.Ci * p.KH * p.KW,
+               bias ? bias + g * p.Ko + k0 : nullptr, y + (n * s.K + g * p.Ko + k0) * P);
         }
       });
       return true;
@@ -131,24 +158,31 @@ bool grouped_forward(const ConvShape& s, const T* x, const T* w, const T* bias, 
       wq.push_back(std::move(wp));
     }
     const int64_t W = s.in[2], pad = s.pad0[2], rows = p.Ci * p.Hi;
-    parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+    parallel_for(0, s.N * G * cp.parts, 1, [&](int64_t t0, int64_t t1) {
       std::vector<float> xq(size_t(rows * ph[0].Wi * (stacked ? nph : 1)));
+      int64_t phased = -1;  // the (image, group) whose stacked phases xq holds
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / G, g = t % G;
+        const int64_t ng = t / cp.parts, n = ng / G, g = ng % G;
+        int64_t k0, k1;
+        cp.range(t % cp.parts, k0, k1);
         const float* xg = x + (n * s.C + g * p.Ci) * inS;
-        float* yg = y + (n * s.K + g * p.Ko) * P;
-        const float* bg = bias ? bias + g * p.Ko : nullptr;
+        float* yg = y + (n * s.K + g * p.Ko + k0) * P;
+        const float* bg = bias ? bias + g * p.Ko + k0 : nullptr;
         if (stacked) {
-          for (int64_t q = 0; q < nph; ++q)
-            phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
-          corr(ph[0], xq.data(), wq[0].data() + g * p.Ko * ph[0].Ci * p.KH * KW0, bg, yg);
+          if (phased != ng)
+            for (int64_t q = 0; q < nph; ++q)
+              phase(xg, rows, W, sw, q, pad, ph[0].Wi, xq.data() + q * rows * ph[0].Wi);
+          phased = ng;
+          GroupedPlane pk = ph[0];
+          pk.Ko = k1 - k0;
+          corr(pk, xq.data(), wq[0].data() + (g * p.Ko + k0) * ph[0].Ci * p.KH * KW0, bg, yg);
           continue;
         }
         for (size_t q = 0; q < ph.size(); ++q) {
-          const GroupedPlane& pq = ph[q];
-          phase(xg, rows, W, sw, int64_t(q), pad, pq.Wi, xq.data());
-          corr(pq, xq.data(), wq[q].data() + g * p.Ko * p.Ci * p.KH * pq.KW,
-                                    q == 0 ? bg : nullptr, yg);
+          GroupedPlane pk = ph[q];
+          pk.Ko = k1 - k0;
+          phase(xg, rows, W, sw, int64_t(q), pad, pk.Wi, xq.data());
+          corr(pk, xq.data(), wq[q].data() + (g * p.Ko + k0) * p.Ci * p.KH * pk.KW, q == 0 ? bg : nullptr, yg);
         }
       }
     });
@@ -171,11 +205,16 @@ bool grouped_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
     const GroupedPlane p{Kg, s.out[1], s.out[2], Cg, s.in[1], s.in[2], KH, KW, s.dil[1], s.dil[2],
                                       s.pad0[1] - s.dil[1] * (KH - 1), s.pad0[2] - s.dil[2] * (KW - 1)};
     const int64_t inS = s.in_size(), P = s.out_size();
-    parallel_for(0, s.N * G, 1, [&](int64_t t0, int64_t t1) {
+    const ChannelParts cp = channel_parts(s.N * G, Cg);
+    parallel_for(0, s.N * G * cp.parts, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / G, g = t % G;
-        corr(p, gy + (n * s.K + g * Kg) * P, wt.get() + g * Cg * Kg * taps, nullptr,
-                                  gx + (n * s.C + g * Cg) * inS);
+        const int64_t n = t / (G * cp.parts), g = (t / cp.parts) % G;
+        int64_t c0, c1;
+        cp.range(t % cp.parts, c0, c1);
+        GroupedPlane q = p;
+        q.Ko = c1 - c0;
+        corr(q, gy + (n * s.K + g * Kg) * P, wt.get() + (g * Cg + c0) * Kg * taps, nullptr,
+             gx + (n * s.C + g * Cg + c0) * inS);
       }
     });
     return true;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "core/parallel.h"
 
@@ -23,6 +24,24 @@ void dynamic_tasks(int64_t n, MakeState&& make_state, Body&& body) {
     for (int64_t t = 0; t < n; ++t) body(t, state);
     return;
   }
+  if (parallel_stats_on()) {  // measuring the split (core/parallel.h)
+    // Each clock read is a system call (~1 us): its cost is taken out of every task,
+    // or the 1024 tiny plane tasks of a depthwise layer looked twice their size.
+    const double start = thread_cpu_seconds(), read = thread_cpu_clock_cost();
+    std::vector<double> free_at(size_t(threads), 0.0);
+    double total = 0;
+    auto state = make_state();
+    for (int64_t t = 0; t < n; ++t) {
+      const double t0 = thread_cpu_seconds();
+      body(t, state);
+      const double dt = std::max(0.0, thread_cpu_seconds() - t0 - read);
+      total += dt;
+      *std::min_element(free_at.begin(), free_at.end()) += dt;
+    }
+    const double span = *std::max_element(free_at.begin(), free_at.end());
+    record_parallel_job(thread_cpu_seconds() - start - 2 * read * double(n), span, total);
+    return;
+  }
   std::atomic<int64_t> next{0};
   parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     auto state = make_state();
@@ -30,6 +49,28 @@ void dynamic_tasks(int64_t n, MakeState&& make_state, Body&& body) {
          t = next.fetch_add(1, std::memory_order_relaxed))
       body(t, state);
   });
+}
+
+// How many parts to cut each of `tasks` tasks into (at most max_parts) so that the
+// threads get even shares, the tasks dealt in order to whichever thread is free
+// first: 1 when that is already within 10% of even. The tasks are equal but for the
+// last, `last` (0, 1] of the others (a chunk of the leftover columns). Batch 1 or an
+// odd batch otherwise left a thread idle for a whole task (one Winograd chunk of a
+// 14x14 map: one of two threads did it all). Every part costs some work twice (the
+// chunk's input transform or columns), so no more parts than that.
+inline int64_t even_parts(int64_t tasks, int64_t max_parts, double last = 1.0) {
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  if (threads <= 1 || tasks <= 0) return 1;
+  const double total = double(tasks - 1) + last;
+  int64_t parts = 1;
+  for (; parts < max_parts && tasks * parts < 8 * threads; ++parts) {
+    std::vector<double> free_at(size_t(threads), 0.0);
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t q = 0; q < parts; ++q)
+        *std::min_element(free_at.begin(), free_at.end()) += (t + 1 == tasks ? last : 1.0) / double(parts);
+    if (*std::max_element(free_at.begin(), free_at.end()) * double(threads) <= 1.1 * total) break;
+  }
+  return parts;
 }
 
 }  // namespace cnnfast::cpu

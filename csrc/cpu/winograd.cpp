@@ -8,6 +8,7 @@
 #include "cpu/winograd.h"
 
 #include <algorithm>
+#include <climits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -75,21 +76,40 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
   Workspace<T> U = workspace_array<T>(groups * 36 * Kg * Cg);
   transform_weights(w, K, Cg, groups, U.get());
-  // The 36 transformed kernels per group are the left operands of every chunk's
-  // GEMMs: pack them once here rather than once per chunk.
-  std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * 36);
-  parallel_for(0, groups * 36, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      lhs[i] = std::make_unique<GemmLhs<T>>(Kg, Cg, U.get() + i * Kg * Cg, Cg, int64_t(1));
-  });
-
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   // ~32 KiB of V per transformed position (measured best: V and M of one GEMM
   // stay in L2), and a few chunks per thread so the
   // dynamic distribution can balance them.
-  int64_t tc = std::max<int64_t>(32, (8192 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
-  tc = std::min(tc, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
+  int64_t tc_max = std::max<int64_t>(32, (8192 / std::max<int64_t>(Cg, Kg)) / 16 * 16);
+  tc_max = std::min(tc_max, std::max<int64_t>(16, ((Q + 3 * threads - 1) / (3 * threads) + 15) / 16 * 16));
+  // Chunks are whole 16-tile panels, so the tile count rarely divides evenly; of the
+  // sizes down to half the largest, the one whose chunks deal most evenly over the
+  // threads (2 images of 56x56, 392 tiles: 5 chunks of 80, 3 against 2, became 7 of
+  // 64, the last one 8 tiles).
+  int64_t tc = tc_max, best_span = INT64_MAX;
+  for (int64_t c = tc_max; c >= std::max<int64_t>(16, tc_max / 2); c -= 16) {
+    const int64_t n = (Q + c - 1) / c;
+    std::vector<int64_t> free_at(size_t(std::max<int64_t>(threads, 1)), 0);
+    for (int64_t i = 0; i < n; ++i) *std::min_element(free_at.begin(), free_at.end()) += std::min(c, Q - i * c);
+    const int64_t span = *std::max_element(free_at.begin(), free_at.end());
+    if (span < best_span) tc = c, best_span = span;
+  }
   const int64_t chunks = (Q + tc - 1) / tc;
+  // Too few chunks to share evenly (a 14x14 map at batch 1 is one chunk): each chunk
+  // is also cut into parts of the output channels, in rows of 8, every part
+  // transforming the chunk's input itself.
+  const int64_t parts = even_parts(chunks, std::max<int64_t>(1, Kg / 32), double(Q - (chunks - 1) * tc) / double(tc));
+  const int64_t kb = (Kg + parts * 8 - 1) / (parts * 8) * 8;
+  // The 36 transformed kernels per group and part are the left operands of every
+  // chunk's GEMMs: pack them once here rather than once per chunk.
+  std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * parts * 36);
+  parallel_for(0, groups * parts * 36, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t xi = i % 36, part = (i / 36) % parts, g = i / (36 * parts);
+      const int64_t k0 = std::min(Kg, part * kb), k1 = std::min(Kg, k0 + kb);
+      lhs[i] = std::make_unique<GemmLhs<T>>(k1 - k0, Cg, U.get() + ((g * 36 + xi) * Kg + k0) * Cg, Cg, int64_t(1));
+    }
+  });
   const bool vec = std::is_same_v<T, float> && use_avx2();
   // The transforms of the level the GEMM operands were packed for.
   const bool wide = vec && use_avx512();
@@ -102,11 +122,14 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   };
   auto make_scratch = [&] {
     const size_t n = static_cast<size_t>(tc);
-    return Scratch{workspace_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), workspace_array<T>(36 * Kg * tc),
+    return Scratch{workspace_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), workspace_array<T>(36 * kb * tc),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
   };
-  dynamic_tasks(chunks, make_scratch, [&](int64_t ch, Scratch& sc) {
+  dynamic_tasks(chunks * parts, make_scratch, [&](int64_t task, Scratch& sc) {
+    const int64_t ch = task / parts, part = task % parts;
+    const int64_t k0 = std::min(Kg, part * kb), nk = std::min(Kg, k0 + kb) - k0;
+    if (nk == 0) return;
     T* Vp = sc.V.get();
     T* Mp = sc.M.get();
     int64_t *in_base = sc.in_base.data(), *in_row = sc.in_row.data(), *in_col = sc.in_col.data();
@@ -127,13 +150,14 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
       const WinoTiles tout{out_base, out_row, out_col, nt};
       for (int64_t g = 0; g < groups; ++g) {
         const T* xg = x + g * Cg * H * W;
-        T* yg = y + g * Kg * Ho * Wo;
-        const T* bg = bias ? bias + g * Kg : nullptr;
+        T* yg = y + (g * Kg + k0) * Ho * Wo;
+        const T* bg = bias ? bias + g * Kg + k0 : nullptr;
+        const std::unique_ptr<GemmLhs<T>>* lg = lhs.data() + (g * parts + part) * 36;
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
-          if (vec && lhs[g * 36]->packed()) {
+          if (vec && lg[0]->packed()) {
             // Transform straight into the packed-B layout: no packing in the GEMMs.
-            const int64_t nr = lhs[g * 36]->panel_width(), npad = (nt + nr - 1) / nr * nr;
+            const int64_t nr = lg[0]->panel_width(), npad = (nt + nr - 1) / nr * nr;
             if (npad != nt) {
               // The last panel's columns past nt are never written by the transform;
               // zero them so the discarded lanes cannot hold NaNs or denormals.
@@ -146,7 +170,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
             }
             input_transform(xg, Cg, H, W, tin, Vp, nr);
             for (int64_t xi = 0; xi < 36; ++xi)
-              lhs[g * 36 + xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * Kg * nt, nt, false);
+              lg[xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * nk * nt, nt, false);
             done = true;
           } else if (vec) {
             input_transform(xg, Cg, H, W, tin, Vp, 0);
@@ -155,13 +179,13 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         if (!done) {
           if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, 0);
           for (int64_t xi = 0; xi < 36; ++xi)
-            lhs[g * 36 + xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * Kg * nt, nt, false);
+            lg[xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * nk * nt, nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
-          if (vec) output_transform(Mp, Kg, Ho, Wo, tout, bg, yg);
-          else wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
+          if (vec) output_transform(Mp, nk, Ho, Wo, tout, bg, yg);
+          else wino_generic::output_transform<T>(Mp, nk, Ho, Wo, tout, bg, yg);
         } else {
-          wino_generic::output_transform<T>(Mp, Kg, Ho, Wo, tout, bg, yg);
+          wino_generic::output_transform<T>(Mp, nk, Ho, Wo, tout, bg, yg);
         }
       }
     }
