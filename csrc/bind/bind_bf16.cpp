@@ -305,6 +305,14 @@ void bind_bf16(py::module_& m) {
         return cpu::amx_peak_gflops(threads);
       },
       py::arg("threads"), "bfloat16 AMX peak (TDPBF16PS only) of `threads` threads in GFLOP/s, our own tile loop.");
+  m.def(
+      "dpbf16_peak_gflops",
+      [](int threads) {
+        CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
+        py::gil_scoped_release nogil;
+        return cpu::dpbf16_peak_gflops(threads);
+      },
+      py::arg("threads"), "bfloat16 AVX512-BF16 peak (VDPBF16PS zmm only) of `threads` threads in GFLOP/s, our own loop.");
 }
 
 }  // namespace cnnfast::bind

@@ -46,15 +46,14 @@ inline float from_bf16(uint16_t h) {
   return f;
 }
 
-// dst[i*ds] = bf16(src[i*ss]) for a run of len elements.
+// dst[i] = src[i*ss] for a run of len elements (sources copy their values unconverted:
+// the kernel's packer rounds whole tile rows at once, see pack_a / pack_b).
 template <class T>
-inline void convert_run(const T* src, int64_t ss, int64_t len, uint16_t* dst, int64_t ds) {
-  if (ss == 1 && ds == 1) {
-    for (int64_t i = 0; i < len; ++i) dst[i] = to_bf16(src[i]);
-  } else if (ss == 1 && ds == 2) {
-    for (int64_t i = 0; i < len; ++i) dst[2 * i] = to_bf16(src[i]);
+inline void copy_run(const T* src, int64_t ss, int64_t len, T* dst) {
+  if (ss == 1) {
+    std::memcpy(dst, src, sizeof(T) * len);
   } else {
-    for (int64_t i = 0; i < len; ++i) dst[i * ds] = to_bf16(src[i * ss]);
+    for (int64_t i = 0; i < len; ++i) dst[i] = src[i * ss];
   }
 }
 
@@ -63,9 +62,7 @@ template <class T>
 struct StridedSource {
   const T* p;
   int64_t rs, cs;
-  void row(int64_t r, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
-    convert_run(p + r * rs + c0 * cs, cs, len, dst, ds);
-  }
+  void row(int64_t r, int64_t c0, int64_t len, T* dst) const { copy_run(p + r * rs + c0 * cs, cs, len, dst); }
 };
 
 // Per-image planes: element (r, j) = p[(img*img_stride + r*plane) + pos], j = img*plane + pos,
@@ -74,26 +71,16 @@ template <class T>
 struct PlaneSource {
   const T* p;
   int64_t img_stride, plane;
-  void row(int64_t r, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+  void row(int64_t r, int64_t c0, int64_t len, T* dst) const {
     int64_t img = c0 / plane, pos = c0 % plane;
     while (len > 0) {
       const int64_t run = std::min(len, plane - pos);
-      convert_run(p + img * img_stride + r * plane + pos, int64_t(1), run, dst, ds);
-      dst += run * ds;
+      std::memcpy(dst, p + img * img_stride + r * plane + pos, sizeof(T) * run);
+      dst += run;
       len -= run;
       ++img;
       pos = 0;
     }
-  }
-};
-
-// The transpose of PlaneSource: element (j, c) = p[img*img_stride + c*plane + pos].
-template <class T>
-struct PlaneSourceT {
-  const T* p;
-  int64_t img_stride, plane;
-  void row(int64_t j, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
-    convert_run(p + (j / plane) * img_stride + c0 * plane + j % plane, plane, len, dst, ds);
   }
 };
 
@@ -105,13 +92,17 @@ struct Im2colSource {
   const ConvShape* s;
   const T* x;
   int64_t img_stride;
-  void row(int64_t ckk, int64_t c0, int64_t len, uint16_t* dst, int64_t ds) const {
+  void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
     const ConvShape& S = *s;
     const int64_t ksz = S.k_size(), osz = S.out_size();
     const int64_t c = ckk / ksz, t = ckk % ksz;
     const int64_t kd = t / (S.k[1] * S.k[2]), kh = (t / S.k[2]) % S.k[1], kw = t % S.k[2];
     const int64_t offd = kd * S.dil[0] - S.pad0[0], offh = kh * S.dil[1] - S.pad0[1],
                   offw = kw * S.dil[2] - S.pad0[2];
+    const int64_t sw = S.stride[2];
+    // Valid ow: 0 <= ow*sw + offw < W.
+    const int64_t lo_all = offw >= 0 ? 0 : ceil_div(-offw, sw);
+    const int64_t hi_all = S.in[2] - offw <= 0 ? 0 : ceil_div(S.in[2] - offw, sw);
     int64_t img = c0 / osz, pos = c0 % osz;
     int64_t od = pos / (S.out[1] * S.out[2]), oh = (pos / S.out[2]) % S.out[1], ow = pos % S.out[2];
     while (len > 0) {
@@ -119,20 +110,16 @@ struct Im2colSource {
       const int64_t run = std::min(len, S.out[2] - ow);
       const int64_t id = od * S.stride[0] + offd, ih = oh * S.stride[1] + offh;
       if (id < 0 || id >= S.in[0] || ih < 0 || ih >= S.in[1]) {
-        for (int64_t i = 0; i < run; ++i) dst[i * ds] = 0;
+        std::memset(dst, 0, sizeof(T) * run);
       } else {
         const T* src = x + img * img_stride + (c * S.in[0] + id) * S.in[1] * S.in[2] + ih * S.in[2];
-        const int64_t sw = S.stride[2];
-        // Valid ow: 0 <= ow*sw + offw < W.
-        int64_t lo = offw >= 0 ? 0 : ceil_div(-offw, sw);
-        int64_t hi = S.in[2] - offw <= 0 ? 0 : ceil_div(S.in[2] - offw, sw);
-        lo = std::clamp(lo - ow, int64_t(0), run);
-        hi = std::clamp(hi - ow, lo, run);
-        for (int64_t i = 0; i < lo; ++i) dst[i * ds] = 0;
-        convert_run(src + (ow + lo) * sw + offw, sw, hi - lo, dst + lo * ds, ds);
-        for (int64_t i = hi; i < run; ++i) dst[i * ds] = 0;
+        const int64_t lo = std::clamp(lo_all - ow, int64_t(0), run);
+        const int64_t hi = std::clamp(hi_all - ow, lo, run);
+        std::memset(dst, 0, sizeof(T) * lo);
+        copy_run(src + (ow + lo) * sw + offw, sw, hi - lo, dst + lo);
+        std::memset(dst + hi, 0, sizeof(T) * (run - hi));
       }
-      dst += run * ds;
+      dst += run;
       len -= run;
       ow = 0;
       if (++oh == S.out[1]) {
@@ -146,64 +133,108 @@ struct Im2colSource {
   }
 };
 
-// Rows are fetched whole (all of the block's k or n at once) into `row`, a scratch of
-// at least max(K, N) rounded up to a tile, then copied into tiles: one source
-// decode per row instead of one per tile, and contiguous runs the compiler vectorises.
+// Scalar tile-row converters (the fallback path; the AVX512-BF16 kernels bring
+// VCVTNE2PS2BF16 versions with the same names and results, NaN quieting included):
+//   cvt(src, n, dst)              dst[i] = bf16(src[i]), n a multiple of 32
+//   interleave(r0, r1, dst)       16 columns of rows k, k+1 -> one B tile row of pairs
+//   transpose(src, ld, dst)       16 rows (columns n) of 32 bf16 k each -> one B tile
+struct ScalarPack {
+  template <class T>
+  static void cvt(const T* s, int64_t n, uint16_t* d) {
+    for (int64_t i = 0; i < n; ++i) d[i] = to_bf16(s[i]);
+  }
+  template <class T>
+  static void interleave(const T* r0, const T* r1, uint16_t* d) {
+    for (int64_t n = 0; n < kTile; ++n) {
+      d[2 * n] = to_bf16(r0[n]);
+      d[2 * n + 1] = to_bf16(r1[n]);
+    }
+  }
+  static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
+    for (int64_t n = 0; n < kTile; ++n)
+      for (int64_t p = 0; p < kTileK / 2; ++p) std::memcpy(d + p * 32 + 2 * n, s + n * ld + 2 * p, 4);
+  }
+};
+
+// Rows are fetched whole (all of the block's k or n at once, unconverted) into `row`, a
+// scratch of T, then rounded into tiles a full tile row at a time: one source decode per
+// row, and the rounding and VNNI interleave in wide instructions.
 
 // A tiles for rows [m0, m0+M) and k [k0, k0+K): tile (i, kk) at dst + i*ts + kk*512.
-template <class Src>
-void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts, uint16_t* row) {
+template <class Kern, class Src, class T>
+void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts, T* row) {
   const int64_t mt = ceil_div(M, kTile), kt = ceil_div(K, kTileK);
   for (int64_t i = 0; i < mt; ++i)
     for (int64_t r = 0; r < kTile; ++r) {
       const int64_t m = i * kTile + r;
       if (m < M) {
-        src.row(m0 + m, k0, K, row, 1);
-        std::memset(row + K, 0, (kt * kTileK - K) * 2);
+        src.row(m0 + m, k0, K, row);
+        std::memset(row + K, 0, (kt * kTileK - K) * sizeof(T));
       } else {
-        std::memset(row, 0, kt * kTileK * 2);
+        std::memset(row, 0, kt * kTileK * sizeof(T));
       }
       for (int64_t kk = 0; kk < kt; ++kk)
-        std::memcpy(dst + i * ts + kk * kTileElems + r * kTileK, row + kk * kTileK, kTileK * 2);
+        Kern::cvt(row + kk * kTileK, kTileK, dst + i * ts + kk * kTileElems + r * kTileK);
     }
 }
 
 // B tiles for k [k0, k0+K) and columns [n0, n0+N): tile (j, kk) at dst + j*ts + kk*512;
 // rows k and k+1 are interleaved into the pairs TDPBF16PS reads.
-template <class Src>
-void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts, uint16_t* row) {
+template <class Kern, class Src, class T>
+void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts, T* row) {
   const int64_t nt = ceil_div(N, kTile), kt = ceil_div(K, kTileK), npad = nt * kTile;
-  uint16_t* r0 = row;
-  uint16_t* r1 = row + npad;
+  T* r0 = row;
+  T* r1 = row + npad;
   for (int64_t k = 0; k < kt * kTileK; k += 2) {
     if (k < K) {
-      src.row(k0 + k, n0, N, r0, 1);
-      std::memset(r0 + N, 0, (npad - N) * 2);
+      src.row(k0 + k, n0, N, r0);
+      std::memset(r0 + N, 0, (npad - N) * sizeof(T));
     } else {
-      std::memset(r0, 0, npad * 2);
+      std::memset(r0, 0, npad * sizeof(T));
     }
     if (k + 1 < K) {
-      src.row(k0 + k + 1, n0, N, r1, 1);
-      std::memset(r1 + N, 0, (npad - N) * 2);
+      src.row(k0 + k + 1, n0, N, r1);
+      std::memset(r1 + N, 0, (npad - N) * sizeof(T));
     } else {
-      std::memset(r1, 0, npad * 2);
+      std::memset(r1, 0, npad * sizeof(T));
     }
     uint16_t* base = dst + (k / kTileK) * kTileElems + ((k % kTileK) / 2) * 32;
-    for (int64_t j = 0; j < nt; ++j) {
-      uint16_t* t = base + j * ts;
-      const uint16_t* a = r0 + j * kTile;
-      const uint16_t* b = r1 + j * kTile;
-      for (int64_t n = 0; n < kTile; ++n) {
-        t[2 * n] = a[n];
-        t[2 * n + 1] = b[n];
+    for (int64_t j = 0; j < nt; ++j) Kern::interleave(r0 + j * kTile, r1 + j * kTile, base + j * ts);
+  }
+}
+
+// Column access for B: src.row(n, k0, len) gives column n of B along k (B^T's rows), for
+// operands whose k runs contiguously (grad_y in backward-weight, weights in linear).
+template <class Src>
+struct Transposed {
+  Src src;
+};
+
+// pack_b for Transposed sources: each column n is read contiguously along k and rounded,
+// and each 16-column by 32-k block is transposed (in 32-bit k pairs) into its tile.
+// `row` holds kTile rounded columns of the block's k (stg) after one raw column of T.
+template <class Kern, class Src, class T>
+void pack_b(const Transposed<Src>& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16_t* dst, int64_t ts,
+            T* row) {
+  const int64_t nt = ceil_div(N, kTile), kt = ceil_div(K, kTileK), kpad = kt * kTileK;
+  uint16_t* stg = reinterpret_cast<uint16_t*>(row + kpad);
+  for (int64_t j = 0; j < nt; ++j) {
+    for (int64_t n = 0; n < kTile; ++n) {
+      if (j * kTile + n < N) {
+        src.src.row(n0 + j * kTile + n, k0, K, row);
+        std::memset(row + K, 0, (kpad - K) * sizeof(T));
+      } else {
+        std::memset(row, 0, kpad * sizeof(T));
       }
+      Kern::cvt(row, kpad, stg + n * kpad);
     }
+    for (int64_t kk = 0; kk < kt; ++kk) Kern::transpose(stg + kk * kTileK, kpad, dst + j * ts + kk * kTileElems);
   }
 }
 
 // C (rows [m0, m1), columns [n0, n1)) = A * B over K, handed block by block to epi.
 // Single-threaded; callers split M or N (or images) across threads.
-template <class Kern, class ASrc, class BSrc, class Epi>
+template <class Kern, class T, class ASrc, class BSrc, class Epi>
 void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const ASrc& a, const BSrc& b,
                   const Epi& epi) {
   if (m1 <= m0 || n1 <= n0) return;
@@ -217,17 +248,19 @@ void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, con
   uint16_t* Bp = reinterpret_cast<uint16_t*>(thread_scratch_floats(2, kBlockN / kTile * kbk * kTileElems / 2 + 32));
   const int64_t ldc = kBlockN;
   float* C = thread_scratch_floats(3, mt * kTile * ldc + 16);
-  uint16_t* row = reinterpret_cast<uint16_t*>(thread_scratch_floats(0, kt_all * kTileK + 2 * kBlockN + 64));
-  if (a_once) pack_a(a, m0, M, 0, K, Ap, kt_all * kTileElems, row);
+  // Raw rows for pack_a (all of K) or pack_b (two rows of a column block, or one column
+  // of a k block and 16 rounded ones for Transposed sources).
+  T* row = reinterpret_cast<T*>(thread_scratch_floats(0, kt_all * kTileK + 2 * kBlockN + 9 * kBlockK + 64));
+  if (a_once) pack_a<Kern>(a, m0, M, 0, K, Ap, kt_all * kTileElems, row);
   Kern::begin();
   for (int64_t nb = n0; nb < n1; nb += kBlockN) {
     const int64_t N = std::min(kBlockN, n1 - nb), nt = ceil_div(N, kTile);
     for (int64_t kc = 0; kc < K; kc += kBlockK) {
       const int64_t KL = std::min(kBlockK, K - kc), kt = ceil_div(KL, kTileK);
-      pack_b(b, kc, KL, nb, N, Bp, kt * kTileElems, row);
+      pack_b<Kern>(b, kc, KL, nb, N, Bp, kt * kTileElems, row);
       const uint16_t* Ablk = Ap + (a_once ? (kc / kTileK) * kTileElems : 0);
       const int64_t a_ts = a_once ? kt_all * kTileElems : kt * kTileElems;
-      if (!a_once) pack_a(a, m0, M, kc, KL, Ap, a_ts, row);
+      if (!a_once) pack_a<Kern>(a, m0, M, kc, KL, Ap, a_ts, row);
       Kern::block(Ablk, a_ts, Bp, kt * kTileElems, kt, C, ldc, mt, nt, kc > 0);
     }
     epi(m0, M, nb, N, static_cast<const float*>(C), ldc);
@@ -237,7 +270,7 @@ void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, con
 
 
 // The scalar kernel of the fallback path: same packed tiles, float32 multiply-adds.
-struct FallbackKern {
+struct FallbackKern : ScalarPack {
   static void begin() {}
   static void end() {}
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
@@ -292,7 +325,7 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, const float* 
           }
         }
       };
-      gemm_blocked<Kern>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
+      gemm_blocked<Kern, T>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
     }
   });
 }
@@ -335,7 +368,7 @@ void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* wt, float
           }
         }
       };
-      gemm_blocked<Kern>(0, CKK, b * osz, e * osz, Kg, a, src, epi);
+      gemm_blocked<Kern, T>(0, CKK, b * osz, e * osz, Kg, a, src, epi);
     }
   });
 }
@@ -350,24 +383,22 @@ void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, floa
     for (int64_t g = b / mt; g < G && g * mt < e; ++g) {
       const int64_t i0 = std::max(b, g * mt) - g * mt, i1 = std::min(e, (g + 1) * mt) - g * mt;
       const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
-      const PlaneSourceT<T> src{gy + g * Kg * osz, s.K * osz, osz};
+      const Transposed<PlaneSource<T>> src{{gy + g * Kg * osz, s.K * osz, osz}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
         for (int64_t n = 0; n < N; ++n) {
           float* dst = gw + (g * Kg + n0 + n) * CKK + m0;
           for (int64_t m = 0; m < M; ++m) dst[m] += C[m * ldc + n];
         }
       };
-      gemm_blocked<Kern>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
+      gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }
   });
 }
 
 // C (M x N, ldc) (+)= A * B for strided A, B; threads split the columns.
-template <class Kern, class T>
-void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B, int64_t rs_b,
-               int64_t cs_b, float* Cout, int64_t ldc_out, bool accumulate) {
-  const StridedSource<T> a{A, rs_a, cs_a};
-  const StridedSource<T> b{B, rs_b, cs_b};
+template <class Kern, class T, class BSrc>
+void gemm_sources(int64_t M, int64_t N, int64_t K, const StridedSource<T>& a, const BSrc& b, float* Cout,
+                  int64_t ldc_out, bool accumulate) {
   const int64_t nt = ceil_div(N, kTile);
   const int64_t grain = std::max<int64_t>(1, int64_t(4e6 / (2.0 * double(M) * double(K) * kTile + 1.0)));
   parallel_for(0, nt, grain, [&](int64_t lo, int64_t hi) {
@@ -384,9 +415,20 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_
             for (int64_t n = 0; n < Nc; ++n) dst[n] = c[n];
         }
       };
-      gemm_blocked<Kern>(m0, m1, lo * kTile, std::min(N, hi * kTile), K, a, b, epi_slab);
+      gemm_blocked<Kern, T>(m0, m1, lo * kTile, std::min(N, hi * kTile), K, a, b, epi_slab);
     }
   });
+}
+
+template <class Kern, class T>
+void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B, int64_t rs_b,
+               int64_t cs_b, float* Cout, int64_t ldc_out, bool accumulate) {
+  const StridedSource<T> a{A, rs_a, cs_a};
+  // A B stored by columns (x @ W^T in linear) is packed from its contiguous columns.
+  if (rs_b == 1 && cs_b != 1)
+    gemm_sources<Kern, T>(M, N, K, a, Transposed<StridedSource<T>>{{B, cs_b, rs_b}}, Cout, ldc_out, accumulate);
+  else
+    gemm_sources<Kern, T>(M, N, K, a, StridedSource<T>{B, rs_b, cs_b}, Cout, ldc_out, accumulate);
 }
 
 }  // namespace cnnfast::cpu::CNNFAST_ISA_NS

@@ -9,6 +9,29 @@
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
 namespace {
 
+// The packers' tile-row converters (bf16_impl.h ScalarPack) with VCVTNE2PS2BF16: 32
+// floats rounded per instruction, and for B the two rows' halves put into k pairs by one
+// word permute. Its rounding (nearest-even, NaN quieted) is ScalarPack's except that it
+// flushes float32 denormals (below 1.2e-38) to zero.
+struct Avx512Pack : ScalarPack {
+  static void cvt(const float* s, int64_t n, uint16_t* d) {
+    for (int64_t i = 0; i < n; i += 32)
+      _mm512_storeu_si512(d + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16), _mm512_loadu_ps(s + i)));
+  }
+  static void cvt(const uint16_t* s, int64_t n, uint16_t* d) { std::memcpy(d, s, 2 * n); }
+  static void interleave(const float* r0, const float* r1, uint16_t* d) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                         5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1), _mm512_loadu_ps(r0));
+    _mm512_storeu_si512(d, _mm512_permutexvar_epi16(idx, v));
+  }
+  static void interleave(const uint16_t* r0, const uint16_t* r1, uint16_t* d) {
+    const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+    const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
+    _mm512_storeu_si512(d, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+  }
+};
+
 // Palette 1, every tile 16 rows x 64 bytes: C in tmm0-3, A in tmm4-5, B in tmm6-7.
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -62,7 +85,7 @@ inline void amx_quad(const uint16_t* A0, const uint16_t* A1, const uint16_t* B0,
   if (TwoM && TwoN) _tile_stored(3, C + 16 * ldc + 16, cs);
 }
 
-struct AmxKern {
+struct AmxKern : Avx512Pack {
   static void begin() { configure_tiles(); }
   static void end() { _tile_release(); }
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
@@ -83,7 +106,7 @@ struct AmxKern {
 
 // VDPBF16PS on one 16x16 C tile at a time: 16 zmm accumulators (one per row), each
 // k-pair of B one zmm, each A pair a 32-bit broadcast.
-struct DpKern {
+struct DpKern : Avx512Pack {
   static void begin() {}
   static void end() {}
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
@@ -180,6 +203,20 @@ float amx_loop(int64_t iters) {
   _tile_stored(0, c, 64);
   _tile_release();
   return c[0];
+}
+
+float dpbf16_loop(int64_t iters) {
+  // a and b are bf16 pairs near 1 and 1e-3 so the sums stay finite and uncancelled.
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), b = (__m512bh)_mm512_set1_epi32(0x3a833a83);
+  __m512 c[12];
+  for (int i = 0; i < 12; ++i) c[i] = _mm512_set1_ps(0.1f * float(i));
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) c[i] = _mm512_dpbf16_ps(c[i], a, b);
+  }
+  __m512 s = c[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, c[i]);
+  return _mm512_reduce_add_ps(s);
 }
 
 void round_array(const float* x, uint16_t* y, int64_t n) {
