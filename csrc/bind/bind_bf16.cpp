@@ -297,22 +297,21 @@ void bind_bf16(py::module_& m) {
   }, "The bfloat16 paths this CPU, OS and SIMD level can run, fastest first.");
   m.def("amx_permission", &cpu::amx_permission_status,
         "'granted', or why the AMX tile state is not available (no AMX, refused by the OS, CNNFAST_AMX_DENY).");
-  m.def(
-      "amx_peak_gflops",
-      [](int threads) {
-        CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
-        py::gil_scoped_release nogil;
-        return cpu::amx_peak_gflops(threads);
-      },
-      py::arg("threads"), "bfloat16 AMX peak (TDPBF16PS only) of `threads` threads in GFLOP/s, our own tile loop.");
-  m.def(
-      "dpbf16_peak_gflops",
-      [](int threads) {
-        CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
-        py::gil_scoped_release nogil;
-        return cpu::dpbf16_peak_gflops(threads);
-      },
-      py::arg("threads"), "bfloat16 AVX512-BF16 peak (VDPBF16PS zmm only) of `threads` threads in GFLOP/s, our own loop.");
+  // Our own peak loops; ValueError where the path they measure cannot run.
+  auto peak = [&m](const char* name, double (*fn)(int), const char* doc) {
+    m.def(
+        name,
+        [fn](int threads) {
+          CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
+          py::gil_scoped_release nogil;
+          return fn(threads);
+        },
+        py::arg("threads"), doc);
+  };
+  peak("amx_peak_gflops", &cpu::amx_peak_gflops,
+       "bfloat16 AMX peak (TDPBF16PS only) of `threads` threads in GFLOP/s, our own tile loop.");
+  peak("dpbf16_peak_gflops", &cpu::dpbf16_peak_gflops,
+       "bfloat16 AVX512-BF16 peak (VDPBF16PS zmm only) of `threads` threads in GFLOP/s, our own loop.");
 }
 
 }  // namespace cnnfast::bind

@@ -72,10 +72,13 @@ double dpbf16_peak_gflops(int threads);
 
 namespace amx_impl {
 // The AMX (p == AMX) and VDPBF16PS (otherwise) builds of the passes above.
+// w_rs, w_col: the weight seen through the live-tap window (bf16_impl.h ColumnMapSource).
 template <class T>
-void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
+void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                  const float* bias, float* y);
 template <class T>
-void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* wt, float* gx);  // wt: (G, CKK, Kg)
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                        float* gx);
 template <class T>
 void conv_backward_weight(Bf16Path p, const ConvShape& s, const T* gy, const T* x, float* gw);
 template <class T>

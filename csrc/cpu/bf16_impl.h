@@ -47,15 +47,58 @@ inline float from_bf16(uint16_t h) {
 }
 
 // dst[i] = src[i*ss] for a run of len elements (sources copy their values unconverted:
-// the kernel's packer rounds whole tile rows at once, see pack_a / pack_b).
+// the kernel's packer rounds whole tile rows at once, see pack_a / pack_b). Runs on small
+// maps are a few elements long: a plain loop, not a libc call per run.
 template <class T>
 inline void copy_run(const T* src, int64_t ss, int64_t len, T* dst) {
-  if (ss == 1) {
+  if (ss == 1 && len >= 64) {
     std::memcpy(dst, src, sizeof(T) * len);
   } else {
     for (int64_t i = 0; i < len; ++i) dst[i] = src[i * ss];
   }
 }
+template <class T>
+inline void zero_run(T* dst, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) dst[i] = T(0);
+}
+
+// Calls f(i, img, od, oh, ow, run) for the runs of output positions j0 .. j0+len that lie
+// in one output row (fixed img, od, oh); i is the run's offset from j0.
+template <class F>
+inline void for_output_runs(const ConvShape& S, int64_t j0, int64_t len, F&& f) {
+  const int64_t osz = S.out_size();
+  int64_t img = j0 / osz, pos = j0 % osz;
+  int64_t od = pos / (S.out[1] * S.out[2]), oh = (pos / S.out[2]) % S.out[1], ow = pos % S.out[2];
+  for (int64_t i = 0; i < len;) {
+    const int64_t run = std::min(len - i, S.out[2] - ow);
+    f(i, img, od, oh, ow, run);
+    i += run;
+    ow = 0;
+    if (++oh == S.out[1]) {
+      oh = 0;
+      if (++od == S.out[0]) {
+        od = 0;
+        ++img;
+      }
+    }
+  }
+}
+
+// Kernel tap ckk = (c, kd, kh, kw) of a group: its channel, and the input offsets it reads
+// at output (od, oh, ow): id = od*stride + off[0], ...; along w, outputs [lo, hi) read
+// inside the input.
+struct Tap {
+  int64_t c, off[3], lo, hi;
+  Tap(const ConvShape& S, int64_t ckk) {
+    const int64_t ksz = S.k_size(), t = ckk % ksz;
+    const int64_t kk[3] = {t / (S.k[1] * S.k[2]), (t / S.k[2]) % S.k[1], t % S.k[2]};
+    c = ckk / ksz;
+    for (int d = 0; d < 3; ++d) off[d] = kk[d] * S.dil[d] - S.pad0[d];
+    const int64_t sw = S.stride[2];
+    lo = off[2] >= 0 ? 0 : ceil_div(-off[2], sw);
+    hi = S.in[2] - off[2] <= 0 ? 0 : ceil_div(S.in[2] - off[2], sw);
+  }
+};
 
 // A plain strided matrix: element (r, c) = p[r*rs + c*cs].
 template <class T>
@@ -63,6 +106,20 @@ struct StridedSource {
   const T* p;
   int64_t rs, cs;
   void row(int64_t r, int64_t c0, int64_t len, T* dst) const { copy_run(p + r * rs + c0 * cs, cs, len, dst); }
+};
+
+// A weight matrix seen through a window of kernel taps (gemm_bf16.cpp live_taps):
+// element (r, k) = p[r*rs + col[k]], or p[r*rs + k] when col is null (every tap live).
+template <class T>
+struct ColumnMapSource {
+  const T* p;
+  int64_t rs;
+  const int64_t* col;
+  void row(int64_t r, int64_t c0, int64_t len, T* dst) const {
+    const T* base = p + r * rs;
+    if (!col) return copy_run(base + c0, int64_t(1), len, dst);
+    for (int64_t i = 0; i < len; ++i) dst[i] = base[col[c0 + i]];
+  }
 };
 
 // Per-image planes: element (r, j) = p[(img*img_stride + r*plane) + pos], j = img*plane + pos,
@@ -94,42 +151,19 @@ struct Im2colSource {
   int64_t img_stride;
   void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
     const ConvShape& S = *s;
-    const int64_t ksz = S.k_size(), osz = S.out_size();
-    const int64_t c = ckk / ksz, t = ckk % ksz;
-    const int64_t kd = t / (S.k[1] * S.k[2]), kh = (t / S.k[2]) % S.k[1], kw = t % S.k[2];
-    const int64_t offd = kd * S.dil[0] - S.pad0[0], offh = kh * S.dil[1] - S.pad0[1],
-                  offw = kw * S.dil[2] - S.pad0[2];
+    const Tap tp(S, ckk);
     const int64_t sw = S.stride[2];
-    // Valid ow: 0 <= ow*sw + offw < W.
-    const int64_t lo_all = offw >= 0 ? 0 : ceil_div(-offw, sw);
-    const int64_t hi_all = S.in[2] - offw <= 0 ? 0 : ceil_div(S.in[2] - offw, sw);
-    int64_t img = c0 / osz, pos = c0 % osz;
-    int64_t od = pos / (S.out[1] * S.out[2]), oh = (pos / S.out[2]) % S.out[1], ow = pos % S.out[2];
-    while (len > 0) {
-      // One output row (fixed img, od, oh) at a time: along ow the source is a strided run.
-      const int64_t run = std::min(len, S.out[2] - ow);
-      const int64_t id = od * S.stride[0] + offd, ih = oh * S.stride[1] + offh;
-      if (id < 0 || id >= S.in[0] || ih < 0 || ih >= S.in[1]) {
-        std::memset(dst, 0, sizeof(T) * run);
-      } else {
-        const T* src = x + img * img_stride + (c * S.in[0] + id) * S.in[1] * S.in[2] + ih * S.in[2];
-        const int64_t lo = std::clamp(lo_all - ow, int64_t(0), run);
-        const int64_t hi = std::clamp(hi_all - ow, lo, run);
-        std::memset(dst, 0, sizeof(T) * lo);
-        copy_run(src + (ow + lo) * sw + offw, sw, hi - lo, dst + lo);
-        std::memset(dst + hi, 0, sizeof(T) * (run - hi));
-      }
-      dst += run;
-      len -= run;
-      ow = 0;
-      if (++oh == S.out[1]) {
-        oh = 0;
-        if (++od == S.out[0]) {
-          od = 0;
-          ++img;
-        }
-      }
-    }
+    for_output_runs(S, c0, len, [&](int64_t i, int64_t img, int64_t od, int64_t oh, int64_t ow, int64_t run) {
+      T* d = dst + i;
+      const int64_t id = od * S.stride[0] + tp.off[0], ih = oh * S.stride[1] + tp.off[1];
+      if (id < 0 || id >= S.in[0] || ih < 0 || ih >= S.in[1]) return zero_run(d, run);
+      const T* src = x + img * img_stride + (tp.c * S.in[0] + id) * S.in[1] * S.in[2] + ih * S.in[2];
+      const int64_t lo = std::clamp(tp.lo - ow, int64_t(0), run);
+      const int64_t hi = std::clamp(tp.hi - ow, lo, run);
+      zero_run(d, lo);
+      copy_run(src + (ow + lo) * sw + tp.off[2], sw, hi - lo, d + lo);
+      zero_run(d + hi, run - hi);
+    });
   }
 };
 
@@ -150,6 +184,11 @@ struct ScalarPack {
       d[2 * n + 1] = to_bf16(r1[n]);
     }
   }
+  // 32 rows (k) of 16 bf16 m each, ld apart -> one A tile (16 m x 32 k).
+  static void transpose_a(const uint16_t* s, int64_t ld, uint16_t* d) {
+    for (int64_t r = 0; r < kTile; ++r)
+      for (int64_t k = 0; k < kTileK; ++k) d[r * kTileK + k] = s[k * ld + r];
+  }
   static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
     for (int64_t n = 0; n < kTile; ++n)
       for (int64_t p = 0; p < kTileK / 2; ++p) std::memcpy(d + p * 32 + 2 * n, s + n * ld + 2 * p, 4);
@@ -159,6 +198,14 @@ struct ScalarPack {
 // Rows are fetched whole (all of the block's k or n at once, unconverted) into `row`, a
 // scratch of T, then rounded into tiles a full tile row at a time: one source decode per
 // row, and the rounding and VNNI interleave in wide instructions.
+
+// An operand read through its transpose: src.row(j, i0, len) gives column j along i (for
+// B, column n along k: grad_y in backward-weight, weights in linear; for A, column k
+// along m: the weights in backward-data).
+template <class Src>
+struct Transposed {
+  Src src;
+};
 
 // A tiles for rows [m0, m0+M) and k [k0, k0+K): tile (i, kk) at dst + i*ts + kk*512.
 template <class Kern, class Src, class T>
@@ -176,6 +223,29 @@ void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16
       for (int64_t kk = 0; kk < kt; ++kk)
         Kern::cvt(row + kk * kTileK, kTileK, dst + i * ts + kk * kTileElems + r * kTileK);
     }
+}
+
+// pack_a for Transposed sources: each k's run over m is read contiguously and rounded into
+// a staging block of 32 k, which is transposed into the tiles. `row` holds one raw run of
+// T and the staging (gemm_blocked sizes it).
+template <class Kern, class Src, class T>
+void pack_a(const Transposed<Src>& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16_t* dst, int64_t ts,
+            T* row) {
+  const int64_t mt = ceil_div(M, kTile), kt = ceil_div(K, kTileK), mp = ceil_div(M, kTileK) * kTileK;
+  uint16_t* stg = reinterpret_cast<uint16_t*>(row + mp);
+  for (int64_t kk = 0; kk < kt; ++kk) {
+    for (int64_t kc = 0; kc < kTileK; ++kc) {
+      const int64_t k = kk * kTileK + kc;
+      if (k < K) {
+        src.src.row(k0 + k, m0, M, row);
+        std::memset(row + M, 0, (mp - M) * sizeof(T));
+        Kern::cvt(row, mp, stg + kc * mp);
+      } else {
+        std::memset(stg + kc * mp, 0, mp * 2);
+      }
+    }
+    for (int64_t i = 0; i < mt; ++i) Kern::transpose_a(stg + i * kTile, mp, dst + i * ts + kk * kTileElems);
+  }
 }
 
 // B tiles for k [k0, k0+K) and columns [n0, n0+N): tile (j, kk) at dst + j*ts + kk*512;
@@ -202,13 +272,6 @@ void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16
     for (int64_t j = 0; j < nt; ++j) Kern::interleave(r0 + j * kTile, r1 + j * kTile, base + j * ts);
   }
 }
-
-// Column access for B: src.row(n, k0, len) gives column n of B along k (B^T's rows), for
-// operands whose k runs contiguously (grad_y in backward-weight, weights in linear).
-template <class Src>
-struct Transposed {
-  Src src;
-};
 
 // pack_b for Transposed sources: each column n is read contiguously along k and rounded,
 // and each 16-column by 32-k block is transposed (in 32-bit k pairs) into its tile.
@@ -250,7 +313,9 @@ void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, con
   float* C = thread_scratch_floats(3, mt * kTile * ldc + 16);
   // Raw rows for pack_a (all of K) or pack_b (two rows of a column block, or one column
   // of a k block and 16 rounded ones for Transposed sources).
-  T* row = reinterpret_cast<T*>(thread_scratch_floats(0, kt_all * kTileK + 2 * kBlockN + 9 * kBlockK + 64));
+  // (Transposed A: a run of M and 32 rounded ones.)
+  T* row = reinterpret_cast<T*>(
+      thread_scratch_floats(0, std::max(kt_all * kTileK + 2 * kBlockN + 9 * kBlockK, (mt + 1) * kTile * 17) + 64));
   if (a_once) pack_a<Kern>(a, m0, M, 0, K, Ap, kt_all * kTileElems, row);
   Kern::begin();
   for (int64_t nb = n0; nb < n1; nb += kBlockN) {
@@ -304,14 +369,15 @@ struct FallbackKern : ScalarPack {
 // ---- convolution passes (bf16.h), as GEMMs over im2col sources ----
 
 template <class Kern, class T>
-void conv_forward_impl(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                       const float* bias, float* y) {
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
   const int64_t J = s.N * osz, nt = ceil_div(J, kTile);
   // Threads take ranges of 16-column tiles of one group: each packs that group's weights once.
   parallel_for(0, G * nt, 4, [&](int64_t b, int64_t e) {
     for (int64_t g = b / nt; g < G && g * nt < e; ++g) {
       const int64_t j0 = std::max(b, g * nt) - g * nt, j1 = std::min(e, (g + 1) * nt) - g * nt;
-      const StridedSource<T> a{w + g * Kg * CKK, CKK, 1};
+      const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
       const Im2colSource<T> src{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
       auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
         for (int64_t m = 0; m < M; ++m) {
@@ -331,41 +397,37 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, const float* 
 }
 
 template <class Kern, class T>
-void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* wt, float* gx) {
+void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                             float* gx) {
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz, osz = s.out_size();
   const int64_t isz = s.in_size();
   // Threads own whole images, so the col2im scatter-adds of two threads never meet.
   parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
     std::memset(gx + b * s.C * isz, 0, sizeof(float) * (e - b) * s.C * isz);
     for (int64_t g = 0; g < G; ++g) {
-      // wt is the weight transposed per group, (G, CKK, Kg): rows of A are contiguous.
-      const StridedSource<T> a{wt + g * CKK * Kg, Kg, 1};
+      // A is the weight's transpose (through the live-tap window), packed from its rows.
+      const Transposed<ColumnMapSource<T>> a{{w + g * Kg * w_rs, w_rs, w_col}};
       const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
       const int64_t g_c0 = g * Cg;
       auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
         // col2im: row m of C is kernel tap (c, kd, kh, kw); along one output row the
         // inputs it touches are a strided run, as in Im2colSource::row.
+        const int64_t sw = s.stride[2];
         for (int64_t m = 0; m < M; ++m) {
-          const int64_t c = m / ksz, t = m % ksz;
-          const int64_t kd = t / (s.k[1] * s.k[2]), kh = (t / s.k[2]) % s.k[1], kw = t % s.k[2];
-          const int64_t offd = kd * s.dil[0] - s.pad0[0], offh = kh * s.dil[1] - s.pad0[1];
-          const int64_t offw = kw * s.dil[2] - s.pad0[2], sw = s.stride[2];
-          const int64_t lo_all = offw >= 0 ? 0 : ceil_div(-offw, sw);
-          const int64_t hi_all = s.in[2] - offw <= 0 ? 0 : ceil_div(s.in[2] - offw, sw);
+          const Tap tp(s, m);
           const float* crow = C + m * ldc;
-          for (int64_t jj = 0; jj < N;) {
-            const int64_t j = n0 + jj, img = j / osz, pos = j % osz;
-            const int64_t od = pos / (s.out[1] * s.out[2]), oh = (pos / s.out[2]) % s.out[1], ow = pos % s.out[2];
-            const int64_t run = std::min(N - jj, s.out[2] - ow);
-            const int64_t id = od * s.stride[0] + offd, ih = oh * s.stride[1] + offh;
-            if (id >= 0 && id < s.in[0] && ih >= 0 && ih < s.in[1]) {
-              float* g = gx + (img * s.C + g_c0 + c) * isz + (id * s.in[1] + ih) * s.in[2] + offw;
-              const int64_t lo = std::clamp(lo_all - ow, int64_t(0), run);
-              const int64_t hi = std::clamp(hi_all - ow, lo, run);
-              for (int64_t i = lo; i < hi; ++i) g[(ow + i) * sw] += crow[jj + i];
-            }
-            jj += run;
-          }
+          for_output_runs(s, n0, N, [&](int64_t jj, int64_t img, int64_t od, int64_t oh, int64_t ow, int64_t run) {
+            const int64_t id = od * s.stride[0] + tp.off[0], ih = oh * s.stride[1] + tp.off[1];
+            if (id < 0 || id >= s.in[0] || ih < 0 || ih >= s.in[1]) return;
+            float* g = gx + (img * s.C + g_c0 + tp.c) * isz + (id * s.in[1] + ih) * s.in[2] + tp.off[2] + ow * sw;
+            const int64_t lo = std::clamp(tp.lo - ow, int64_t(0), run);
+            const int64_t hi = std::clamp(tp.hi - ow, lo, run);
+            const float* c = crow + jj;
+            if (sw == 1)
+              for (int64_t i = lo; i < hi; ++i) g[i] += c[i];
+            else
+              for (int64_t i = lo; i < hi; ++i) g[i * sw] += c[i];
+          });
         }
       };
       gemm_blocked<Kern, T>(0, CKK, b * osz, e * osz, Kg, a, src, epi);
@@ -385,10 +447,13 @@ void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, floa
       const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
       const Transposed<PlaneSource<T>> src{{gy + g * Kg * osz, s.K * osz, osz}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        for (int64_t n = 0; n < N; ++n) {
-          float* dst = gw + (g * Kg + n0 + n) * CKK + m0;
-          for (int64_t m = 0; m < M; ++m) dst[m] += C[m * ldc + n];
-        }
+        // grad_w += C^T in 16 x 16 blocks, so neither side is walked with a long stride.
+        for (int64_t nb = 0; nb < N; nb += kTile)
+          for (int64_t mb = 0; mb < M; mb += kTile)
+            for (int64_t n = nb; n < std::min(N, nb + kTile); ++n) {
+              float* dst = gw + (g * Kg + n0 + n) * CKK + m0;
+              for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[m] += C[m * ldc + n];
+            }
       };
       gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }

@@ -146,14 +146,16 @@ using namespace cnnfast::cpu::CNNFAST_ISA_NS;
   } while (0)
 
 template <class T>
-void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
-#define CALL(K) conv_forward_impl<K, T>(s, x, w, bias, y)
+void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                  const float* bias, float* y) {
+#define CALL(K) conv_forward_impl<K, T>(s, x, w, w_rs, w_col, bias, y)
   CNNFAST_BF16_DISPATCH(p, CALL);
 #undef CALL
 }
 template <class T>
-void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, float* gx) {
-#define CALL(K) conv_backward_data_impl<K, T>(s, gy, w, gx)
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                        float* gx) {
+#define CALL(K) conv_backward_data_impl<K, T>(s, gy, w, w_rs, w_col, gx)
   CNNFAST_BF16_DISPATCH(p, CALL);
 #undef CALL
 }
@@ -172,8 +174,8 @@ void gemm(Bf16Path p, int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a,
 }
 
 #define CNNFAST_INST(T)                                                                                          \
-  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);         \
-  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);                 \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, const float*, float*);         \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, float*);                 \
   template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
   template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,    \
                         int64_t, float*, int64_t, bool);
