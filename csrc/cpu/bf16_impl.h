@@ -21,6 +21,7 @@
 #include "core/parallel.h"
 #include "core/scratch.h"
 #include "core/simd.h"
+#include "core/workspace.h"
 #include "cpu/conv.h"
 
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
@@ -366,11 +367,208 @@ struct FallbackKern : ScalarPack {
   }
 };
 
+// dst (N x M, ld) += C^T (C: M x N, ldc) in 16 x 16 blocks, so neither side is walked
+// with a long stride (grad_w from grad_w^T blocks).
+inline void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+  for (int64_t nb = 0; nb < N; nb += kTile)
+    for (int64_t mb = 0; mb < M; mb += kTile)
+      for (int64_t n = nb; n < std::min(N, nb + kTile); ++n)
+        for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[n * ld + m] += C[m * ldc + n];
+}
+
+// ---- stride-1 2-D convolution on the padded grid ----
+//
+// With x zero-padded once (x_pad, Hp x Wp planes) and the output positions numbered on
+// the padded width (j = img*P + oh*Wp + ow, P = Hout*Wp; the columns ow >= Wout are
+// computed and dropped), the im2col row of kernel tap (kh, kw) is x_pad itself shifted
+// by kh*dil*Wp + kw*dil: one contiguous run per image instead of one short run per
+// output row with its bounds checks, and col2im is one contiguous add per tap and image.
+// Each plane carries (kW-1)*dil slack so the last columns' shifted reads stay inside it.
+
+// The dropped columns are (kW-1)*dil per output row: worth it while they stay under a
+// quarter of the row (8x8 and larger maps for a 3x3 kernel).
+inline bool grid_ok(const ConvShape& s) {
+  return s.in[0] == 1 && s.k[0] == 1 && s.out[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1 &&
+         4 * (s.k[2] - 1) * s.dil[2] <= s.out[2];
+}
+
+struct Grid {
+  int64_t Hp, Wp, plane, P;
+  explicit Grid(const ConvShape& s)
+      : Hp(s.out[1] + (s.k[1] - 1) * s.dil[1]),
+        Wp(s.out[2] + (s.k[2] - 1) * s.dil[2]),
+        plane(Hp * Wp + (s.k[2] - 1) * s.dil[2]),
+        P(s.out[1] * Wp) {}
+  int64_t tap_offset(const ConvShape& s, int64_t t) const {
+    return (t / s.k[2]) * s.dil[1] * Wp + (t % s.k[2]) * s.dil[2];
+  }
+};
+
+// x (N, C, H, W) -> x_pad (N, C, plane): padded planes, zero borders and slack.
+template <class T>
+void pad_to_grid(const ConvShape& s, const Grid& gr, const T* x, T* xp) {
+  const int64_t H = s.in[1], W = s.in[2], p0 = s.pad0[1], p1 = s.pad0[2];
+  parallel_for(0, s.N * s.C, 4, [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const T* src = x + pl * H * W;
+      T* dst = xp + pl * gr.plane;
+      for (int64_t r = 0; r < gr.Hp; ++r) {
+        T* d = dst + r * gr.Wp;
+        const int64_t ih = r - p0;
+        if (ih < 0 || ih >= H) {
+          zero_run(d, gr.Wp);
+          continue;
+        }
+        const int64_t lo = std::clamp(p1, int64_t(0), gr.Wp), hi = std::clamp(p1 + W, lo, gr.Wp);
+        zero_run(d, lo);
+        copy_run(src + ih * W + (lo - p1), int64_t(1), hi - lo, d + lo);
+        zero_run(d + hi, gr.Wp - hi);
+      }
+      zero_run(dst + gr.Hp * gr.Wp, gr.plane - gr.Hp * gr.Wp);
+    }
+  });
+}
+
+// grad_y (N, K, Hout, Wout) -> (N, K, P) on the padded width, zeros in the dropped columns
+// (so they add nothing to grad_w, and nothing but zeros to grad_x).
+template <class T>
+void grad_to_grid(const ConvShape& s, const Grid& gr, const T* gy, T* gp) {
+  const int64_t Ho = s.out[1], Wo = s.out[2];
+  parallel_for(0, s.N * s.K, 4, [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl)
+      for (int64_t r = 0; r < Ho; ++r) {
+        copy_run(gy + (pl * Ho + r) * Wo, int64_t(1), Wo, gp + pl * gr.P + r * gr.Wp);
+        zero_run(gp + pl * gr.P + r * gr.Wp + Wo, gr.Wp - Wo);
+      }
+  });
+}
+
+// im2col on the grid: element (ckk, j) = x_pad[img, c, pos + tap offset], j = img*P + pos.
+template <class T>
+struct GridIm2colSource {
+  const ConvShape* s;
+  const Grid* gr;
+  const T* xp;  // this group's channel 0 of image 0
+  int64_t img_stride;
+  void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
+    const int64_t ksz = s->k_size();
+    const PlaneSource<T> p{xp + (ckk / ksz) * gr->plane + gr->tap_offset(*s, ckk % ksz), img_stride, gr->P};
+    p.row(0, c0, len, dst);
+  }
+};
+
+template <class Kern, class T>
+void conv_forward_grid(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                       const float* bias, float* y) {
+  const Grid gr(s);
+  WorkspaceBlock xb(workspace_bytes(s.N * s.C * gr.plane, sizeof(T)));
+  T* xp = static_cast<T*>(xb.data());
+  pad_to_grid(s, gr, x, xp);
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
+  const int64_t J = s.N * gr.P, nt = ceil_div(J, kTile), Wo = s.out[2];
+  parallel_for(0, G * nt, 4, [&](int64_t b, int64_t e) {
+    for (int64_t g = b / nt; g < G && g * nt < e; ++g) {
+      const int64_t j0 = std::max(b, g * nt) - g * nt, j1 = std::min(e, (g + 1) * nt) - g * nt;
+      const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
+      const GridIm2colSource<T> src{&s, &gr, xp + g * Cg * gr.plane, s.C * gr.plane};
+      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        for (int64_t jj = 0; jj < N;) {
+          const int64_t j = n0 + jj, img = j / gr.P, pos = j % gr.P, oh = pos / gr.Wp, ow = pos % gr.Wp;
+          const int64_t run = std::min(N - jj, gr.Wp - ow), keep = std::clamp(Wo - ow, int64_t(0), run);
+          for (int64_t m = 0; m < M && keep > 0; ++m) {
+            const float bv = bias ? bias[g * Kg + m] : 0.0f;
+            float* dst = y + (img * s.K + g * Kg + m) * osz + oh * Wo + ow;
+            const float* c = C + m * ldc + jj;
+            for (int64_t i = 0; i < keep; ++i) dst[i] = c[i] + bv;
+          }
+          jj += run;
+        }
+      };
+      gemm_blocked<Kern, T>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
+    }
+  });
+}
+
+template <class Kern, class T>
+void conv_backward_data_grid(const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                             float* gx) {
+  const Grid gr(s);
+  WorkspaceBlock gb(workspace_bytes(s.N * s.K * gr.P, sizeof(T)));
+  WorkspaceBlock xb(workspace_bytes(s.N * s.C * gr.plane, sizeof(float)));
+  T* gp = static_cast<T*>(gb.data());
+  float* gxp = static_cast<float*>(xb.data());
+  grad_to_grid(s, gr, gy, gp);
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz;
+  const int64_t H = s.in[1], W = s.in[2];
+  // Threads own whole images: the adds of two threads never meet (the slack keeps each
+  // plane's shifted adds inside it).
+  parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
+    std::memset(gxp + b * s.C * gr.plane, 0, sizeof(float) * (e - b) * s.C * gr.plane);
+    for (int64_t g = 0; g < G; ++g) {
+      const Transposed<ColumnMapSource<T>> a{{w + g * Kg * w_rs, w_rs, w_col}};
+      const PlaneSource<T> src{gp + g * Kg * gr.P, s.K * gr.P, gr.P};
+      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        for (int64_t m = 0; m < M; ++m) {
+          float* base = gxp + (g * Cg + m / ksz) * gr.plane + gr.tap_offset(s, m % ksz);
+          const float* crow = C + m * ldc;
+          for (int64_t jj = 0; jj < N;) {
+            const int64_t j = n0 + jj, img = j / gr.P, pos = j % gr.P, run = std::min(N - jj, gr.P - pos);
+            float* d = base + img * s.C * gr.plane + pos;
+            const float* c = crow + jj;
+            for (int64_t i = 0; i < run; ++i) d[i] += c[i];
+            jj += run;
+          }
+        }
+      };
+      gemm_blocked<Kern, T>(0, CKK, b * gr.P, e * gr.P, Kg, a, src, epi);
+    }
+    // Crop the padded planes into grad_x (input rows/columns the convolution never read get 0).
+    for (int64_t pl = b * s.C; pl < e * s.C; ++pl)
+      for (int64_t ih = 0; ih < H; ++ih) {
+        float* d = gx + (pl * H + ih) * W;
+        const int64_t r = ih + s.pad0[1];
+        if (r >= gr.Hp) {
+          zero_run(d, W);
+          continue;
+        }
+        for (int64_t iw = 0; iw < W; ++iw) {
+          const int64_t cidx = iw + s.pad0[2];
+          d[iw] = cidx < gr.Wp ? gxp[pl * gr.plane + r * gr.Wp + cidx] : 0.0f;
+        }
+      }
+  });
+}
+
+template <class Kern, class T>
+void conv_backward_weight_grid(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const Grid gr(s);
+  WorkspaceBlock xb(workspace_bytes(s.N * s.C * gr.plane, sizeof(T)));
+  WorkspaceBlock gb(workspace_bytes(s.N * s.K * gr.P, sizeof(T)));
+  T* xp = static_cast<T*>(xb.data());
+  T* gp = static_cast<T*>(gb.data());
+  pad_to_grid(s, gr, x, xp);
+  grad_to_grid(s, gr, gy, gp);
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size();
+  const int64_t J = s.N * gr.P, mt = ceil_div(CKK, kTile);
+  parallel_for(0, G * mt, 1, [&](int64_t b, int64_t e) {
+    for (int64_t g = b / mt; g < G && g * mt < e; ++g) {
+      const int64_t i0 = std::max(b, g * mt) - g * mt, i1 = std::min(e, (g + 1) * mt) - g * mt;
+      const GridIm2colSource<T> a{&s, &gr, xp + g * Cg * gr.plane, s.C * gr.plane};
+      const Transposed<PlaneSource<T>> src{{gp + g * Kg * gr.P, s.K * gr.P, gr.P}};
+      auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+        add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
+      };
+      gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
+    }
+  });
+}
+
 // ---- convolution passes (bf16.h), as GEMMs over im2col sources ----
 
 template <class Kern, class T>
 void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
                        const float* bias, float* y) {
+  if (grid_ok(s)) return conv_forward_grid<Kern, T>(s, x, w, w_rs, w_col, bias, y);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
   const int64_t J = s.N * osz, nt = ceil_div(J, kTile);
   // Threads take ranges of 16-column tiles of one group: each packs that group's weights once.
@@ -399,6 +597,7 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs,
 template <class Kern, class T>
 void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
                              float* gx) {
+  if (grid_ok(s)) return conv_backward_data_grid<Kern, T>(s, gy, w, w_rs, w_col, gx);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz, osz = s.out_size();
   const int64_t isz = s.in_size();
   // Threads own whole images, so the col2im scatter-adds of two threads never meet.
@@ -437,6 +636,7 @@ void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, int64_
 
 template <class Kern, class T>
 void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  if (grid_ok(s)) return conv_backward_weight_grid<Kern, T>(s, gy, x, gw);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
   const int64_t J = s.N * osz, mt = ceil_div(CKK, kTile);
   // grad_w^T (CKK x Kg) = im2col (CKK x J) * grad_y^T (J x Kg): threads own rows of
@@ -447,13 +647,7 @@ void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, floa
       const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
       const Transposed<PlaneSource<T>> src{{gy + g * Kg * osz, s.K * osz, osz}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        // grad_w += C^T in 16 x 16 blocks, so neither side is walked with a long stride.
-        for (int64_t nb = 0; nb < N; nb += kTile)
-          for (int64_t mb = 0; mb < M; mb += kTile)
-            for (int64_t n = nb; n < std::min(N, nb + kTile); ++n) {
-              float* dst = gw + (g * Kg + n0 + n) * CKK + m0;
-              for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[m] += C[m * ldc + n];
-            }
+        add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
       };
       gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }
