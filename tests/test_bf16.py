@@ -83,6 +83,28 @@ def test_conv_all_passes(path, case, dtype, rng):
     close(gb, cast(g).astype(np.float64).sum(axis=(0,) + tuple(range(2, 2 + nd))), g.size)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[7], CASES[8], CASES[10]],
+                         ids=lambda c: f"{c[3]}-g{c[7]}")
+def test_conv_thread_splits_agree(path, case, rng):
+    """Threads split columns (positions) or rows (filters, input channels: small maps with
+    large weights); every split gives the 1-thread result bit for bit (same summation order)."""
+    N, C, K, ins, ks, stride, dil, groups, pads = case
+    x = rng.standard_normal((N, C) + ins).astype(np.float32)
+    w = rng.standard_normal((K, C // groups) + ks).astype(np.float32)
+    args = (list(stride), [list(p) for p in pads], list(dil), groups)
+    before = cnnfast.get_num_threads()
+    out = {}
+    try:
+        for t in (1, 3):
+            cnnfast.set_num_threads(t)
+            y = _C.conv_forward_bf16(x, w, None, *args)
+            out[t] = (y,) + _C.conv_backward_bf16(np.ones_like(y), x, w, *args, need_bias=False)[:2]
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, b in zip(out[1], out[3]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("M,inf,out", [(1, 7, 3), (33, 65, 17), (64, 300, 129)])
 def test_linear(path, M, inf, out, rng):
     x = rng.standard_normal((M, inf)).astype(np.float32)

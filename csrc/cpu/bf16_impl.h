@@ -458,38 +458,6 @@ struct GridIm2colSource {
 };
 
 template <class Kern, class T>
-void conv_forward_grid(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
-                       const float* bias, float* y) {
-  const Grid gr(s);
-  WorkspaceBlock xb(workspace_bytes(s.N * s.C * gr.plane, sizeof(T)));
-  T* xp = static_cast<T*>(xb.data());
-  pad_to_grid(s, gr, x, xp);
-  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
-  const int64_t J = s.N * gr.P, nt = ceil_div(J, kTile), Wo = s.out[2];
-  parallel_for(0, G * nt, 4, [&](int64_t b, int64_t e) {
-    for (int64_t g = b / nt; g < G && g * nt < e; ++g) {
-      const int64_t j0 = std::max(b, g * nt) - g * nt, j1 = std::min(e, (g + 1) * nt) - g * nt;
-      const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
-      const GridIm2colSource<T> src{&s, &gr, xp + g * Cg * gr.plane, s.C * gr.plane};
-      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        for (int64_t jj = 0; jj < N;) {
-          const int64_t j = n0 + jj, img = j / gr.P, pos = j % gr.P, oh = pos / gr.Wp, ow = pos % gr.Wp;
-          const int64_t run = std::min(N - jj, gr.Wp - ow), keep = std::clamp(Wo - ow, int64_t(0), run);
-          for (int64_t m = 0; m < M && keep > 0; ++m) {
-            const float bv = bias ? bias[g * Kg + m] : 0.0f;
-            float* dst = y + (img * s.K + g * Kg + m) * osz + oh * Wo + ow;
-            const float* c = C + m * ldc + jj;
-            for (int64_t i = 0; i < keep; ++i) dst[i] = c[i] + bv;
-          }
-          jj += run;
-        }
-      };
-      gemm_blocked<Kern, T>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
-    }
-  });
-}
-
-template <class Kern, class T>
 void conv_backward_data_grid(const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
                              float* gx) {
   const Grid gr(s);
@@ -565,32 +533,64 @@ void conv_backward_weight_grid(const ConvShape& s, const T* gy, const T* x, floa
 
 // ---- convolution passes (bf16.h), as GEMMs over im2col sources ----
 
+// Whether threads should split a GEMM's rows rather than its columns: when the columns
+// (positions) are fewer than the rows, the row operand (weights) is the larger one, and a
+// column split would make every thread pack all of it.
+inline bool split_rows(int64_t columns, int64_t rows) { return get_num_threads() > 1 && columns < rows; }
+
 template <class Kern, class T>
 void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
                        const float* bias, float* y) {
-  if (grid_ok(s)) return conv_forward_grid<Kern, T>(s, x, w, w_rs, w_col, bias, y);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
-  const int64_t J = s.N * osz, nt = ceil_div(J, kTile);
+  const Grid gr(s);
+  const bool grid = grid_ok(s);
+  WorkspaceBlock xb;
+  if (grid) {
+    xb = WorkspaceBlock(workspace_bytes(s.N * s.C * gr.plane, sizeof(T)));
+    pad_to_grid(s, gr, x, static_cast<T*>(xb.data()));
+  }
+  // Columns per image, and rows of `row` columns of which the first `keep` are outputs
+  // (the grid's padded rows; im2col's one row per image, all kept).
+  const int64_t P = grid ? gr.P : osz, row = grid ? gr.Wp : osz, keep_w = grid ? s.out[2] : osz;
+  const int64_t J = s.N * P, nt = ceil_div(J, kTile);
+  auto run = [&](const auto& src, int64_t g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
+    const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
+    auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+      for (int64_t jj = 0; jj < N;) {
+        const int64_t j = n0 + jj, img = j / P, pos = j % P, r = pos / row, c = pos % row;
+        const int64_t len = std::min(N - jj, row - c), keep = std::clamp(keep_w - c, int64_t(0), len);
+        for (int64_t m = 0; m < M && keep > 0; ++m) {
+          const float bv = bias ? bias[g * Kg + m0 + m] : 0.0f;
+          float* dst = y + (img * s.K + g * Kg + m0 + m) * osz + r * keep_w + c;
+          const float* cr = C + m * ldc + jj;
+          for (int64_t i = 0; i < keep; ++i) dst[i] = cr[i] + bv;
+        }
+        jj += len;
+      }
+    };
+    gemm_blocked<Kern, T>(m0, m1, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
+  };
+  auto run_group = [&](int64_t g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
+    if (grid) run(GridIm2colSource<T>{&s, &gr, static_cast<const T*>(xb.data()) + g * Cg * gr.plane, s.C * gr.plane},
+                  g, m0, m1, j0, j1);
+    else run(Im2colSource<T>{&s, x + g * Cg * s.in_size(), s.C * s.in_size()}, g, m0, m1, j0, j1);
+  };
+  const int64_t mt = ceil_div(Kg, kTile);
+  if (split_rows(J, Kg)) {
+    // Few columns, large weights (deep layers on small maps): threads split the filters, so
+    // each packs only its share of the weights (the columns they all pack are few).
+    parallel_for(0, G * mt, 1, [&](int64_t b, int64_t e) {
+      for (int64_t g = b / mt; g < G && g * mt < e; ++g) {
+        const int64_t i0 = std::max(b, g * mt) - g * mt, i1 = std::min(e, (g + 1) * mt) - g * mt;
+        run_group(g, i0 * kTile, std::min(Kg, i1 * kTile), 0, nt);
+      }
+    });
+    return;
+  }
   // Threads take ranges of 16-column tiles of one group: each packs that group's weights once.
   parallel_for(0, G * nt, 4, [&](int64_t b, int64_t e) {
-    for (int64_t g = b / nt; g < G && g * nt < e; ++g) {
-      const int64_t j0 = std::max(b, g * nt) - g * nt, j1 = std::min(e, (g + 1) * nt) - g * nt;
-      const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
-      const Im2colSource<T> src{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
-      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        for (int64_t m = 0; m < M; ++m) {
-          const float bv = bias ? bias[g * Kg + m] : 0.0f;
-          for (int64_t jj = 0; jj < N;) {
-            const int64_t j = n0 + jj, img = j / osz, pos = j % osz, run = std::min(N - jj, osz - pos);
-            float* dst = y + (img * s.K + g * Kg + m) * osz + pos;
-            const float* c = C + m * ldc + jj;
-            for (int64_t i = 0; i < run; ++i) dst[i] = c[i] + bv;
-            jj += run;
-          }
-        }
-      };
-      gemm_blocked<Kern, T>(0, Kg, j0 * kTile, std::min(J, j1 * kTile), CKK, a, src, epi);
-    }
+    for (int64_t g = b / nt; g < G && g * nt < e; ++g)
+      run_group(g, 0, Kg, std::max(b, g * nt) - g * nt, std::min(e, (g + 1) * nt) - g * nt);
   });
 }
 
@@ -600,37 +600,51 @@ void conv_backward_data_impl(const ConvShape& s, const T* gy, const T* w, int64_
   if (grid_ok(s)) return conv_backward_data_grid<Kern, T>(s, gy, w, w_rs, w_col, gx);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ksz = s.k_size(), CKK = Cg * ksz, osz = s.out_size();
   const int64_t isz = s.in_size();
+  // Rows [m0, m1) of group g's col2im matrix against columns [j0, j1) (whole images).
+  auto part = [&](int64_t g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
+    // A is the weight's transpose (through the live-tap window), packed from its rows.
+    const Transposed<ColumnMapSource<T>> a{{w + g * Kg * w_rs, w_rs, w_col}};
+    const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
+    const int64_t g_c0 = g * Cg;
+    auto epi = [&](int64_t mb, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+      // col2im: row m of C is kernel tap (c, kd, kh, kw); along one output row the
+      // inputs it touches are a strided run, as in Im2colSource::row.
+      const int64_t sw = s.stride[2];
+      for (int64_t m = 0; m < M; ++m) {
+        const Tap tp(s, mb + m);
+        const float* crow = C + m * ldc;
+        for_output_runs(s, n0, N, [&](int64_t jj, int64_t img, int64_t od, int64_t oh, int64_t ow, int64_t run) {
+          const int64_t id = od * s.stride[0] + tp.off[0], ih = oh * s.stride[1] + tp.off[1];
+          if (id < 0 || id >= s.in[0] || ih < 0 || ih >= s.in[1]) return;
+          float* g = gx + (img * s.C + g_c0 + tp.c) * isz + (id * s.in[1] + ih) * s.in[2] + tp.off[2] + ow * sw;
+          const int64_t lo = std::clamp(tp.lo - ow, int64_t(0), run);
+          const int64_t hi = std::clamp(tp.hi - ow, lo, run);
+          const float* c = crow + jj;
+          if (sw == 1)
+            for (int64_t i = lo; i < hi; ++i) g[i] += c[i];
+          else
+            for (int64_t i = lo; i < hi; ++i) g[i * sw] += c[i];
+        });
+      }
+    };
+    gemm_blocked<Kern, T>(m0, m1, j0, j1, Kg, a, src, epi);
+  };
+  if (split_rows(s.N * osz, CKK)) {
+    // Few positions, large weights: threads own input channels (whole groups of ksz rows,
+    // so their scatter-adds never meet) and pack only their share of the weights.
+    parallel_for(0, s.C, 1, [&](int64_t b, int64_t e) {
+      for (int64_t img = 0; img < s.N; ++img) std::memset(gx + (img * s.C + b) * isz, 0, sizeof(float) * (e - b) * isz);
+      for (int64_t g = b / Cg; g < G && g * Cg < e; ++g) {
+        const int64_t c0 = std::max(b, g * Cg) - g * Cg, c1 = std::min(e, (g + 1) * Cg) - g * Cg;
+        part(g, c0 * ksz, c1 * ksz, 0, s.N * osz);
+      }
+    });
+    return;
+  }
   // Threads own whole images, so the col2im scatter-adds of two threads never meet.
   parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
     std::memset(gx + b * s.C * isz, 0, sizeof(float) * (e - b) * s.C * isz);
-    for (int64_t g = 0; g < G; ++g) {
-      // A is the weight's transpose (through the live-tap window), packed from its rows.
-      const Transposed<ColumnMapSource<T>> a{{w + g * Kg * w_rs, w_rs, w_col}};
-      const PlaneSource<T> src{gy + g * Kg * osz, s.K * osz, osz};
-      const int64_t g_c0 = g * Cg;
-      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        // col2im: row m of C is kernel tap (c, kd, kh, kw); along one output row the
-        // inputs it touches are a strided run, as in Im2colSource::row.
-        const int64_t sw = s.stride[2];
-        for (int64_t m = 0; m < M; ++m) {
-          const Tap tp(s, m);
-          const float* crow = C + m * ldc;
-          for_output_runs(s, n0, N, [&](int64_t jj, int64_t img, int64_t od, int64_t oh, int64_t ow, int64_t run) {
-            const int64_t id = od * s.stride[0] + tp.off[0], ih = oh * s.stride[1] + tp.off[1];
-            if (id < 0 || id >= s.in[0] || ih < 0 || ih >= s.in[1]) return;
-            float* g = gx + (img * s.C + g_c0 + tp.c) * isz + (id * s.in[1] + ih) * s.in[2] + tp.off[2] + ow * sw;
-            const int64_t lo = std::clamp(tp.lo - ow, int64_t(0), run);
-            const int64_t hi = std::clamp(tp.hi - ow, lo, run);
-            const float* c = crow + jj;
-            if (sw == 1)
-              for (int64_t i = lo; i < hi; ++i) g[i] += c[i];
-            else
-              for (int64_t i = lo; i < hi; ++i) g[i * sw] += c[i];
-          });
-        }
-      };
-      gemm_blocked<Kern, T>(0, CKK, b * osz, e * osz, Kg, a, src, epi);
-    }
+    for (int64_t g = 0; g < G; ++g) part(g, 0, CKK, b * osz, e * osz);
   });
 }
 
