@@ -267,3 +267,55 @@ def test_precision_fallback_warns(tmp_path):
     assert np.isfinite(m["test_accuracy"])
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16").check()
+
+
+def test_output_pass_residual_activation(rng):
+    """conv_forward_bf16 / linear_forward_bf16 with the inference output pass."""
+    x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    args = ([1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+    y = _C.conv_forward_bf16(x, w, b, *args)
+    r = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(_C.conv_forward_bf16(x, w, b, *args, residual=r, activation="relu"),
+                               np.maximum(y + r, 0), rtol=1e-6, atol=1e-6)
+    xl, wl = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+    yl = _C.linear_forward_bf16(xl, wl, None)
+    np.testing.assert_allclose(_C.linear_forward_bf16(xl, wl, None, activation="leaky_relu", alpha=0.1),
+                               np.where(yl > 0, yl, 0.1 * yl), rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="residual"):
+        _C.conv_forward_bf16(x, w, b, *args, residual=r.astype(np.float64))
+    with pytest.raises(ValueError, match="residual"):
+        _C.conv_forward_bf16(x, w, b, *args, residual=r[:1])
+    with pytest.raises(ValueError):
+        _C.conv_forward_bf16(x, w, b, *args, activation="nope")
+
+
+def test_freeze_bf16_precision(rng):
+    """freeze(precision="bf16") runs the fused convolutions in bfloat16: close to the fp32 graph."""
+    from cnnfast.inference import freeze
+    from cnnfast.models import resnet18
+    m = resnet18(num_classes=10)
+    m.eval()
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    a = freeze(m, x)(x).numpy()
+    b = freeze(m, x, precision="bf16")(x).numpy()
+    assert 0 < np.abs(a - b).max() <= 3e-2 * np.abs(a).max()  # bf16 rounding shows, within its error
+    with pytest.raises(ValueError, match="precision"):
+        freeze(m, x, precision="fp16")
+
+
+def test_freeze_bf16_fallback_warns(rng):
+    from cnnfast.inference import freeze
+    from cnnfast.models import lenet5
+    m = lenet5(activation="relu", pool="max")
+    m.eval()
+    x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    before = _C.simd_level()
+    _C.set_simd_level("avx2")
+    try:
+        with pytest.warns(RuntimeWarning, match="slower"):
+            f = freeze(m, x, precision="bf16")
+        assert np.isfinite(f(x).numpy()).all()
+    finally:
+        _C.set_simd_level(before)

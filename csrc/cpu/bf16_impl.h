@@ -406,7 +406,7 @@ struct Grid {
 
 // x (N, C, H, W) -> x_pad (N, C, plane): padded planes, zero borders and slack.
 template <class T>
-void pad_to_grid(const ConvShape& s, const Grid& gr, const T* x, T* xp) {
+static void pad_to_grid(const ConvShape& s, const Grid& gr, const T* x, T* xp) {
   const int64_t H = s.in[1], W = s.in[2], p0 = s.pad0[1], p1 = s.pad0[2];
   parallel_for(0, s.N * s.C, 4, [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; ++pl) {
@@ -432,7 +432,7 @@ void pad_to_grid(const ConvShape& s, const Grid& gr, const T* x, T* xp) {
 // grad_y (N, K, Hout, Wout) -> (N, K, P) on the padded width, zeros in the dropped columns
 // (so they add nothing to grad_w, and nothing but zeros to grad_x).
 template <class T>
-void grad_to_grid(const ConvShape& s, const Grid& gr, const T* gy, T* gp) {
+static void grad_to_grid(const ConvShape& s, const Grid& gr, const T* gy, T* gp) {
   const int64_t Ho = s.out[1], Wo = s.out[2];
   parallel_for(0, s.N * s.K, 4, [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; ++pl)
