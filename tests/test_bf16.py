@@ -122,11 +122,13 @@ def test_linear(path, M, inf, out, rng):
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-def test_gemm(path, ta, tb, rng):
-    a = rng.standard_normal((37, 70)).astype(np.float32)
-    b = rng.standard_normal((70, 300)).astype(np.float32)
+@pytest.mark.parametrize("M,K,N", [(37, 70, 300), (600, 40, 33), (290, 700, 20)])
+def test_gemm(path, ta, tb, M, K, N, rng):
+    """Odd shapes; 600 rows: row slabs and M blocks; K 700: two k blocks."""
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
     A, B = (np.ascontiguousarray(a.T) if ta else a), (np.ascontiguousarray(b.T) if tb else b)
-    close(_C.gemm_bf16(A, B, ta, tb), r64(a) @ r64(b), 70)
+    close(_C.gemm_bf16(A, B, ta, tb), r64(a) @ r64(b), K)
 
 
 def test_paths_agree_closely(rng):

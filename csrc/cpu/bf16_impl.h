@@ -27,7 +27,7 @@
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
 
 constexpr int64_t kTile = 16, kTileK = 32, kTileElems = 512;
-constexpr int64_t kBlockK = 512, kBlockN = 256;
+constexpr int64_t kBlockK = 512, kBlockN = 256, kSlabTiles = 16;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -327,9 +327,19 @@ void gemm_blocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, con
       const uint16_t* Ablk = Ap + (a_once ? (kc / kTileK) * kTileElems : 0);
       const int64_t a_ts = a_once ? kt_all * kTileElems : kt * kTileElems;
       if (!a_once) pack_a<Kern>(a, m0, M, kc, KL, Ap, a_ts, row);
+      if (KL == K) {
+        // One k block: slabs of rows run and go to the epilogue while their block of C
+        // is in cache (a tall C, thousands of taps on a small map, would not fit in L2).
+        for (int64_t i = 0; i < mt; i += kSlabTiles) {
+          const int64_t st = std::min(kSlabTiles, mt - i);
+          Kern::block(Ablk + i * a_ts, a_ts, Bp, kt * kTileElems, kt, C, ldc, st, nt, false);
+          epi(m0 + i * kTile, std::min(M - i * kTile, st * kTile), nb, N, static_cast<const float*>(C), ldc);
+        }
+        break;
+      }
       Kern::block(Ablk, a_ts, Bp, kt * kTileElems, kt, C, ldc, mt, nt, kc > 0);
+      if (kc + KL == K) epi(m0, M, nb, N, static_cast<const float*>(C), ldc);
     }
-    epi(m0, M, nb, N, static_cast<const float*>(C), ldc);
   }
   Kern::end();
 }
@@ -475,9 +485,9 @@ void conv_backward_data_grid(const ConvShape& s, const T* gy, const T* w, int64_
     for (int64_t g = 0; g < G; ++g) {
       const Transposed<ColumnMapSource<T>> a{{w + g * Kg * w_rs, w_rs, w_col}};
       const PlaneSource<T> src{gp + g * Kg * gr.P, s.K * gr.P, gr.P};
-      auto epi = [&](int64_t, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
+      auto epi = [&](int64_t mb, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
         for (int64_t m = 0; m < M; ++m) {
-          float* base = gxp + (g * Cg + m / ksz) * gr.plane + gr.tap_offset(s, m % ksz);
+          float* base = gxp + (g * Cg + (mb + m) / ksz) * gr.plane + gr.tap_offset(s, (mb + m) % ksz);
           const float* crow = C + m * ldc;
           for (int64_t jj = 0; jj < N;) {
             const int64_t j = n0 + jj, img = j / gr.P, pos = j % gr.P, run = std::min(N - jj, gr.P - pos);
@@ -678,9 +688,9 @@ void gemm_sources(int64_t M, int64_t N, int64_t K, const StridedSource<T>& a, co
     // M is split in slabs so the C block (slab x 256 floats) stays a few hundred KiB.
     for (int64_t m0 = 0; m0 < M; m0 += 512) {
       const int64_t m1 = std::min(M, m0 + 512);
-      auto epi_slab = [&](int64_t, int64_t Mr, int64_t n0, int64_t Nc, const float* C, int64_t ldc) {
+      auto epi_slab = [&](int64_t mb, int64_t Mr, int64_t n0, int64_t Nc, const float* C, int64_t ldc) {
         for (int64_t m = 0; m < Mr; ++m) {
-          float* dst = Cout + (m0 + m) * ldc_out + n0;
+          float* dst = Cout + (mb + m) * ldc_out + n0;
           const float* c = C + m * ldc;
           if (accumulate)
             for (int64_t n = 0; n < Nc; ++n) dst[n] += c[n];
