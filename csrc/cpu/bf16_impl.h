@@ -107,6 +107,7 @@ struct StridedSource {
   const T* p;
   int64_t rs, cs;
   void row(int64_t r, int64_t c0, int64_t len, T* dst) const { copy_run(p + r * rs + c0 * cs, cs, len, dst); }
+  const T* span(int64_t r, int64_t c0, int64_t) const { return cs == 1 ? p + r * rs + c0 : nullptr; }
 };
 
 // A weight matrix seen through a window of kernel taps (gemm_bf16.cpp live_taps):
@@ -116,6 +117,7 @@ struct ColumnMapSource {
   const T* p;
   int64_t rs;
   const int64_t* col;
+  const T* span(int64_t r, int64_t c0, int64_t) const { return col ? nullptr : p + r * rs + c0; }
   void row(int64_t r, int64_t c0, int64_t len, T* dst) const {
     const T* base = p + r * rs;
     if (!col) return copy_run(base + c0, int64_t(1), len, dst);
@@ -129,6 +131,10 @@ template <class T>
 struct PlaneSource {
   const T* p;
   int64_t img_stride, plane;
+  const T* span(int64_t r, int64_t c0, int64_t len) const {
+    const int64_t pos = c0 % plane;
+    return pos + len <= plane ? p + (c0 / plane) * img_stride + r * plane + pos : nullptr;
+  }
   void row(int64_t r, int64_t c0, int64_t len, T* dst) const {
     int64_t img = c0 / plane, pos = c0 % plane;
     while (len > 0) {
@@ -150,6 +156,7 @@ struct Im2colSource {
   const ConvShape* s;
   const T* x;
   int64_t img_stride;
+  const T* span(int64_t, int64_t, int64_t) const { return nullptr; }
   void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
     const ConvShape& S = *s;
     const Tap tp(S, ckk);
@@ -216,6 +223,13 @@ void pack_a(const Src& src, int64_t m0, int64_t M, int64_t k0, int64_t K, uint16
     for (int64_t r = 0; r < kTile; ++r) {
       const int64_t m = i * kTile + r;
       if (m < M) {
+        // A source row that is contiguous in memory is rounded from where it lies.
+        const T* sp = K == kt * kTileK ? src.span(m0 + m, k0, K) : nullptr;
+        if (sp) {
+          for (int64_t kk = 0; kk < kt; ++kk)
+            Kern::cvt(sp + kk * kTileK, kTileK, dst + i * ts + kk * kTileElems + r * kTileK);
+          continue;
+        }
         src.row(m0 + m, k0, K, row);
         std::memset(row + K, 0, (kt * kTileK - K) * sizeof(T));
       } else {
@@ -257,6 +271,15 @@ void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16
   T* r0 = row;
   T* r1 = row + npad;
   for (int64_t k = 0; k < kt * kTileK; k += 2) {
+    uint16_t* base = dst + (k / kTileK) * kTileElems + ((k % kTileK) / 2) * 32;
+    // Two rows contiguous in memory (x on the grid, grad_y planes) are interleaved from
+    // where they lie, without the copy into `row`.
+    const T* s0 = k + 1 < K && N == npad ? src.span(k0 + k, n0, N) : nullptr;
+    const T* s1 = s0 ? src.span(k0 + k + 1, n0, N) : nullptr;
+    if (s1) {
+      for (int64_t j = 0; j < nt; ++j) Kern::interleave(s0 + j * kTile, s1 + j * kTile, base + j * ts);
+      continue;
+    }
     if (k < K) {
       src.row(k0 + k, n0, N, r0);
       std::memset(r0 + N, 0, (npad - N) * sizeof(T));
@@ -269,7 +292,6 @@ void pack_b(const Src& src, int64_t k0, int64_t K, int64_t n0, int64_t N, uint16
     } else {
       std::memset(r1, 0, npad * sizeof(T));
     }
-    uint16_t* base = dst + (k / kTileK) * kTileElems + ((k % kTileK) / 2) * 32;
     for (int64_t j = 0; j < nt; ++j) Kern::interleave(r0 + j * kTile, r1 + j * kTile, base + j * ts);
   }
 }
@@ -461,9 +483,12 @@ struct GridIm2colSource {
   const T* xp;  // this group's channel 0 of image 0
   int64_t img_stride;
   void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
+    plane_of(ckk).row(0, c0, len, dst);
+  }
+  const T* span(int64_t ckk, int64_t c0, int64_t len) const { return plane_of(ckk).span(0, c0, len); }
+  PlaneSource<T> plane_of(int64_t ckk) const {
     const int64_t ksz = s->k_size();
-    const PlaneSource<T> p{xp + (ckk / ksz) * gr->plane + gr->tap_offset(*s, ckk % ksz), img_stride, gr->P};
-    p.row(0, c0, len, dst);
+    return {xp + (ckk / ksz) * gr->plane + gr->tap_offset(*s, ckk % ksz), img_stride, gr->P};
   }
 };
 
