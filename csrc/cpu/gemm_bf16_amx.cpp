@@ -26,9 +26,51 @@ struct Avx512Pack : ScalarPack {
     _mm512_storeu_si512(d, _mm512_permutexvar_epi16(idx, v));
   }
   static void interleave(const uint16_t* r0, const uint16_t* r1, uint16_t* d) {
+    _mm512_storeu_si512(d, pairs(r0, r1));
+  }
+  // 16 columns n of 32 bf16 k (16 k pairs) each -> one B tile: a 16 x 16 transpose of pairs.
+  static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
+    __m512i r[16];
+    for (int n = 0; n < 16; ++n) r[n] = _mm512_loadu_si512(s + n * ld);
+    transpose16(r, d);
+  }
+  // 32 rows k of 16 bf16 m -> one A tile: rows k, k+1 into pairs, then the pairs transposed.
+  static void transpose_a(const uint16_t* s, int64_t ld, uint16_t* d) {
+    __m512i r[16];
+    for (int p = 0; p < 16; ++p) r[p] = pairs(s + 2 * p * ld, s + (2 * p + 1) * ld);
+    transpose16(r, d);
+  }
+
+ private:
+  static __m512i pairs(const uint16_t* r0, const uint16_t* r1) {
     const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
     const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
-    _mm512_storeu_si512(d, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+  }
+  // d row c (32 words) = 32-bit element c of r[0..15]: unpacks within 128-bit lanes give
+  // 4-element column pieces, two rounds of lane shuffles put the pieces in order.
+  static void transpose16(const __m512i* r, uint16_t* d) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+      u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // u[4i + q], lane L = rows 4i..4i+3 of column 4L + q.
+    for (int q = 0; q < 4; ++q) {
+      const __m512i a_lo = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44), a_hi = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
+      const __m512i b_lo = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44);
+      const __m512i b_hi = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
+      _mm512_storeu_si512(d + (0 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0x88));
+      _mm512_storeu_si512(d + (4 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0xDD));
+      _mm512_storeu_si512(d + (8 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0x88));
+      _mm512_storeu_si512(d + (12 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0xDD));
+    }
   }
 };
 
