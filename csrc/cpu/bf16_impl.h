@@ -197,6 +197,14 @@ struct ScalarPack {
     for (int64_t r = 0; r < kTile; ++r)
       for (int64_t k = 0; k < kTileK; ++k) d[r * kTileK + k] = s[k * ld + r];
   }
+  // dst (N x M, ld) += C^T (C: M x N, ldc) in 16 x 16 blocks, so neither side is walked
+  // with a long stride (grad_w from grad_w^T blocks).
+  static void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+    for (int64_t nb = 0; nb < N; nb += kTile)
+      for (int64_t mb = 0; mb < M; mb += kTile)
+        for (int64_t n = nb; n < std::min(N, nb + kTile); ++n)
+          for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[n * ld + m] += C[m * ldc + n];
+  }
   static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
     for (int64_t n = 0; n < kTile; ++n)
       for (int64_t p = 0; p < kTileK / 2; ++p) std::memcpy(d + p * 32 + 2 * n, s + n * ld + 2 * p, 4);
@@ -399,15 +407,6 @@ struct FallbackKern : ScalarPack {
   }
 };
 
-// dst (N x M, ld) += C^T (C: M x N, ldc) in 16 x 16 blocks, so neither side is walked
-// with a long stride (grad_w from grad_w^T blocks).
-inline void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
-  for (int64_t nb = 0; nb < N; nb += kTile)
-    for (int64_t mb = 0; mb < M; mb += kTile)
-      for (int64_t n = nb; n < std::min(N, nb + kTile); ++n)
-        for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[n * ld + m] += C[m * ldc + n];
-}
-
 // ---- stride-1 2-D convolution on the padded grid ----
 //
 // With x zero-padded once (x_pad, Hp x Wp planes) and the output positions numbered on
@@ -559,7 +558,7 @@ void conv_backward_weight_grid(const ConvShape& s, const T* gy, const T* x, floa
       const GridIm2colSource<T> a{&s, &gr, xp + g * Cg * gr.plane, s.C * gr.plane};
       const Transposed<PlaneSource<T>> src{{gp + g * Kg * gr.P, s.K * gr.P, gr.P}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
+        Kern::add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
       };
       gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }
@@ -696,7 +695,7 @@ void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, floa
       const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
       const Transposed<PlaneSource<T>> src{{gy + g * Kg * osz, s.K * osz, osz}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
+        Kern::add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
       };
       gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }

@@ -41,6 +41,24 @@ struct Avx512Pack : ScalarPack {
     transpose16(r, d);
   }
 
+  // ScalarPack::add_transposed with whole 16 x 16 blocks transposed in registers.
+  static void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+    const int64_t M16 = M / 16 * 16, N16 = N / 16 * 16;
+    alignas(64) uint16_t t[16 * 32];
+    for (int64_t nb = 0; nb < N16; nb += 16)
+      for (int64_t mb = 0; mb < M16; mb += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(_mm512_loadu_ps(C + (mb + i) * ldc + nb));
+        transpose16(r, t);
+        for (int n = 0; n < 16; ++n) {
+          float* d = dst + (nb + n) * ld + mb;
+          _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_load_ps(reinterpret_cast<const float*>(t + n * 32))));
+        }
+      }
+    if (M16 < M) ScalarPack::add_transposed(C + M16 * ldc, ldc, M - M16, N16, dst + M16, ld);
+    if (N16 < N) ScalarPack::add_transposed(C + N16, ldc, M, N - N16, dst + N16 * ld, ld);
+  }
+
  private:
   static __m512i pairs(const uint16_t* r0, const uint16_t* r1) {
     const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
