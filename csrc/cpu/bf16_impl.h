@@ -160,7 +160,8 @@ struct Im2colSource {
   void row(int64_t ckk, int64_t c0, int64_t len, T* dst) const {
     const ConvShape& S = *s;
     const Tap tp(S, ckk);
-    const int64_t sw = S.stride[2];
+    const int64_t sw = S.stride[2], osz = S.out_size();
+    if (osz <= kSmallMap) return row_small(tp, c0, len, dst);
     for_output_runs(S, c0, len, [&](int64_t i, int64_t img, int64_t od, int64_t oh, int64_t ow, int64_t run) {
       T* d = dst + i;
       const int64_t id = od * S.stride[0] + tp.off[0], ih = oh * S.stride[1] + tp.off[1];
@@ -172,6 +173,32 @@ struct Im2colSource {
       copy_run(src + (ow + lo) * sw + tp.off[2], sw, hi - lo, d + lo);
       zero_run(d + hi, run - hi);
     });
+  }
+
+  // Maps of a few positions (4x4 and smaller) have output rows of 1-4 elements, so the
+  // per-run work above dominates: the tap's source offset per output position (-1 in the
+  // padding) is worked out once per row, then every image reads through that table.
+  static constexpr int64_t kSmallMap = 64;
+  void row_small(const Tap& tp, int64_t c0, int64_t len, T* dst) const {
+    const ConvShape& S = *s;
+    const int64_t osz = S.out_size();
+    int64_t off[kSmallMap];
+    for_output_runs(S, 0, osz, [&](int64_t i, int64_t, int64_t od, int64_t oh, int64_t ow, int64_t run) {
+      const int64_t id = od * S.stride[0] + tp.off[0], ih = oh * S.stride[1] + tp.off[1];
+      for (int64_t q = 0; q < run; ++q) {
+        const int64_t iw = (ow + q) * S.stride[2] + tp.off[2];
+        const bool in = id >= 0 && id < S.in[0] && ih >= 0 && ih < S.in[1] && iw >= 0 && iw < S.in[2];
+        off[i + q] = in ? ((tp.c * S.in[0] + id) * S.in[1] + ih) * S.in[2] + iw : -1;
+      }
+    });
+    int64_t img = c0 / osz, pos = c0 % osz;
+    for (int64_t i = 0; i < len; ++i) {
+      dst[i] = off[pos] >= 0 ? x[img * img_stride + off[pos]] : T(0);
+      if (++pos == osz) {
+        pos = 0;
+        ++img;
+      }
+    }
   }
 };
 
