@@ -3,14 +3,17 @@
 1. Convolution layers (ResNet-18 3x3 layers at 32x32 input, batch 32): forward,
    backward-data and backward-weight GFLOP/s in float32 and bf16 (cnnfast:
    _C.conv_*_bf16; torch: the same op on bf16 tensors, its AMX/oneDNN path), and the
-   fraction of the machine's AMX bf16 peak (measured with our own TDPBF16PS loop,
-   _C.amx_peak_gflops) that bf16 reaches.
+   fraction of the machine's bf16 peak that bf16 reaches: our own TDPBF16PS tile loop
+   (_C.amx_peak_gflops) on AMX CPUs, else our own VDPBF16PS loop (_C.dpbf16_peak_gflops).
 2. Training images/s, fp32 vs bf16 for both libraries: ResNet-18 32x32 batch 32 (SGD)
    and LeNet-5 32x32 batch 64 (Adam); cnnfast's bf16 is cnnfast.autocast, torch's is
    torch.autocast("cpu", dtype=torch.bfloat16). The four runs are timed alternately, one
    repeat each in turn, each keeping its best, so load from other jobs hits all alike.
 
-    python benchmarks/bench_bf16.py [--quick] [--threads 2]
+    python benchmarks/bench_bf16.py [--quick] [--threads 2] [--cpu-time]
+
+--cpu-time times the calling thread's CPU seconds (time.thread_time; needs --threads 1):
+figures that mean something on a loaded machine, labelled as such.
 """
 from __future__ import annotations
 
@@ -29,26 +32,25 @@ import cnnfast  # noqa: E402
 from cnnfast import _C  # noqa: E402
 from cnnfast import functional as F  # noqa: E402
 from cnnfast.models import lenet5, resnet18  # noqa: E402
-from bench_train import TorchResNet18, copy_weights, timed_alternately, torch_lenet5  # noqa: E402
+from _common import interleaved  # noqa: E402
+from bench_train import TorchResNet18, copy_weights, torch_lenet5  # noqa: E402
 
 LAYERS = [(64, 64, 32, 1), (64, 128, 32, 2), (128, 128, 16, 1), (256, 256, 8, 1), (512, 512, 4, 1)]
 
 
-def best_of(fn, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+CLOCK = time.perf_counter
+
+
+def best_of(fns, repeats):
+    """Best seconds of each function, timed alternately (one call of each per round)."""
+    return [min(v) for v in interleaved(dict(enumerate(fns)), repeats, warmup=1, clock=CLOCK).values()]
 
 
 def bench_layers(repeats, peak):
     rng = np.random.default_rng(0)
-    print(f"\n3x3 conv layers, batch 32 (GFLOP/s; bf16 as % of the AMX peak {peak:.0f} GFLOP/s)")
+    print(f"\n3x3 conv layers, batch 32 (GFLOP/s; bf16 as % of the bf16 peak {peak:.0f} GFLOP/s)")
     print(f"{'layer':<22}{'pass':<7}{'cnnfast f32':>12}{'cnnfast bf16':>13}{'torch f32':>10}{'torch bf16':>11}"
-          f"{'ours %pk':>9}{'torch %pk':>10}")
+          f"{'ours %pk':>9}{'torch %pk':>10}{'ours bf16/f32':>14}")
     for cin, cout, hw, stride in LAYERS:
         x = rng.standard_normal((32, cin, hw, hw)).astype(np.float32)
         w = (0.05 * rng.standard_normal((cout, cin, 3, 3))).astype(np.float32)
@@ -75,10 +77,10 @@ def bench_layers(repeats, peak):
                       tb(gyt, xt, wt, [False, True, False]), tb(gyb, xb, wb, [False, True, False])),
         }
         for name, fns in passes.items():
-            g = [flops / best_of(f, repeats) for f in fns]
+            g = [flops / t for t in best_of(fns, repeats)]
             pk = (f"{100 * g[1] / peak:8.1f}%{100 * g[3] / peak:9.1f}%" if peak else "")
             print(f"{f'{cin}->{cout} {hw}x{hw} s{stride}':<22}{name:<7}{g[0]:12.0f}{g[1]:13.0f}{g[2]:10.0f}{g[3]:11.0f}"
-                  f"{pk}")
+                  f"{pk}{g[1] / g[0]:13.2f}x")
 
 
 def cf_step(model, opt, bf16):
@@ -128,7 +130,7 @@ def bench_training(name, torch_ctor, cf_ctor, shape, batch, steps, repeats, opt_
                 for xb, yb in batches:
                     step(xb, yb)
             runs[f"{lib} {prec}"] = run
-    best = timed_alternately(runs, repeats)
+    best = {k: min(v) for k, v in interleaved(runs, repeats, warmup=0, clock=CLOCK).items()}
     ips = {k: steps * batch / v for k, v in best.items()}
     print(f"\n{name} training, batch {batch}, images/s")
     for k, v in ips.items():
@@ -142,14 +144,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-time", action="store_true", help="time thread CPU seconds (needs --threads 1)")
     a = ap.parse_args(argv)
+    if a.cpu_time:
+        if a.threads != 1:
+            ap.error("--cpu-time needs --threads 1 (thread CPU time misses other threads' work)")
+        global CLOCK
+        CLOCK = time.thread_time
     cnnfast.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     print(f"bf16 path: {_C.bf16_path()} (AMX: {_C.amx_permission()}), threads {a.threads}, "
-          f"cpu: {_C.cpu_model()}")
-    peak = _C.amx_peak_gflops(a.threads) if "amx" in _C.bf16_paths() else 0.0
-    print(f"AMX bf16 peak (our TDPBF16PS loop): {peak:.0f} GFLOP/s; float32 FMA peak: "
-          f"{_C.fma_peak_gflops(a.threads):.0f} GFLOP/s")
+          f"cpu: {_C.cpu_model()}, clock: {'thread CPU time' if a.cpu_time else 'wall'}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    paths = _C.bf16_paths()
+    if "amx" in paths:
+        peak, what = _C.amx_peak_gflops(a.threads), "AMX TDPBF16PS"
+    elif "avx512_bf16" in paths:
+        peak, what = _C.dpbf16_peak_gflops(a.threads), "VDPBF16PS"
+    else:
+        peak, what = 0.0, "none (no bf16 hardware)"
+    print(f"bf16 peak ({what}, our own loop): {peak:.0f} GFLOP/s; float32 FMA peak: "
+          f"{_C.fma_peak_gflops(a.threads):.0f} GFLOP/s; torch: {torch.__version__}, "
+          f"{torch.backends.cpu.get_cpu_capability()}")
     reps = 2 if a.quick else 5
     bench_layers(reps, peak)
     bench_training("ResNet-18 32x32", lambda: TorchResNet18(10), lambda: resnet18(num_classes=10), (3, 32, 32), 32,

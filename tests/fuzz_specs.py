@@ -1387,6 +1387,30 @@ def _bf16_variant(build, fn, skip_ref=()):
     return b
 
 
+def _with_output_pass(build):
+    """A bf16 forward case plus, half the time, the inference output pass: a float32
+    residual of y's shape and/or a ReLU (conv_forward_bf16 / linear_forward_bf16)."""
+    def b(draw):
+        case = build(draw)
+        act = draw(st.sampled_from(["none", "relu"]))
+        y = case.ref(case.args)[0]
+        res = normal(rng_of(draw), y.shape, F32) if draw(st.booleans()) else None
+        if act == "none" and res is None:
+            return case
+        args = dict(case.args, residual=res, activation=act)
+        inner = case.ref
+
+        def ref(a):
+            out = inner({k: v for k, v in a.items() if k not in ("residual", "activation")})[0]
+            if a["residual"] is not None:
+                out = out + a["residual"].astype(F64)
+            return [np.maximum(out, 0) if a["activation"] == "relu" else out]
+        return Case(case.fn, args, reads=case.reads + (("residual",) if res is not None else ()),
+                    tied=case.tied + (("residual",) if res is not None else ()), ints=case.ints,
+                    strs=case.strs + ("activation",), ref=ref, rtol=case.rtol, atol=case.atol)
+    return b
+
+
 def _bf16_setting(name):
     def build(draw):
         if name == "set_bf16_path":
@@ -1407,12 +1431,14 @@ def to_bf16_case(draw):
     return Case("to_bfloat16", dict(a=x), reads=("a",), ref=ref, rtol=0, atol=0)
 
 
-SPECS.update(conv_forward_bf16=_bf16_variant(conv_fwd_case, "conv_forward_bf16"),
+SPECS.update(conv_forward_bf16=_with_output_pass(_bf16_variant(conv_fwd_case, "conv_forward_bf16")),
              conv_backward_bf16=_bf16_variant(conv_bwd_case, "conv_backward_bf16", skip_ref=(2,)),
-             linear_forward_bf16=_bf16_variant(linear_fwd_case, "linear_forward_bf16"),
+             linear_forward_bf16=_with_output_pass(_bf16_variant(linear_fwd_case, "linear_forward_bf16")),
              linear_backward_bf16=_bf16_variant(linear_bwd_case, "linear_backward_bf16", skip_ref=(2,)),
              gemm_bf16=_bf16_variant(gemm_case, "gemm_bf16"), to_bfloat16=to_bf16_case,
              amx_peak_gflops=lambda draw: Case("amx_peak_gflops", dict(threads=1), ints=("threads",),
-                                               notes={"measurement": True}))
+                                               notes={"measurement": True}),
+             dpbf16_peak_gflops=lambda draw: Case("dpbf16_peak_gflops", dict(threads=1), ints=("threads",),
+                                                  notes={"measurement": True}))
 for _n in ("bf16_path", "set_bf16_path", "bf16_paths", "amx_permission"):
     SPECS[_n] = _bf16_setting(_n)

@@ -44,6 +44,12 @@ CASES = [  # N, C, K, in, k, stride, dilation, groups, pads
     (2, 8, 8, (9, 10), (3, 3), (1, 1), (2, 1), 8, [(1, 1), (1, 1)]),
     (2, 35, 33, (8, 8), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (1, 2, 3, (5, 6, 7), (2, 3, 2), (1, 2, 1), (2, 1, 1), 1, [(1, 0), (0, 1), (1, 1)]),
+    # Stride 1 on maps of 8+ columns runs on the padded grid (bf16_impl.h conv_*_grid);
+    # more than 512 taps x 256 positions: several k and column blocks per GEMM.
+    (2, 5, 7, (12, 19), (3, 3), (1, 1), (2, 2), 1, [(2, 0), (1, 3)]),
+    (1, 6, 9, (9, 17), (3, 5), (1, 1), (1, 2), 3, [(0, 2), (2, 2)]),
+    (2, 70, 20, (5, 33), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
+    (2, 3, 4, (41,), (5,), (1,), (3,), 1, [(4, 1)]),
     # Maps smaller than the kernel: taps that read only padding are dropped (live_taps).
     (2, 16, 24, (1, 2), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (3, 6, 4, (2, 3), (3, 5), (2, 1), (1, 1), 2, [(2, 1), (0, 3)]),
@@ -77,6 +83,28 @@ def test_conv_all_passes(path, case, dtype, rng):
     close(gb, cast(g).astype(np.float64).sum(axis=(0,) + tuple(range(2, 2 + nd))), g.size)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[7], CASES[8], CASES[10]],
+                         ids=lambda c: f"{c[3]}-g{c[7]}")
+def test_conv_thread_splits_agree(path, case, rng):
+    """Threads split columns (positions) or rows (filters, input channels: small maps with
+    large weights); every split gives the 1-thread result bit for bit (same summation order)."""
+    N, C, K, ins, ks, stride, dil, groups, pads = case
+    x = rng.standard_normal((N, C) + ins).astype(np.float32)
+    w = rng.standard_normal((K, C // groups) + ks).astype(np.float32)
+    args = (list(stride), [list(p) for p in pads], list(dil), groups)
+    before = cnnfast.get_num_threads()
+    out = {}
+    try:
+        for t in (1, 3):
+            cnnfast.set_num_threads(t)
+            y = _C.conv_forward_bf16(x, w, None, *args)
+            out[t] = (y,) + _C.conv_backward_bf16(np.ones_like(y), x, w, *args, need_bias=False)[:2]
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, b in zip(out[1], out[3]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("M,inf,out", [(1, 7, 3), (33, 65, 17), (64, 300, 129)])
 def test_linear(path, M, inf, out, rng):
     x = rng.standard_normal((M, inf)).astype(np.float32)
@@ -94,11 +122,13 @@ def test_linear(path, M, inf, out, rng):
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-def test_gemm(path, ta, tb, rng):
-    a = rng.standard_normal((37, 70)).astype(np.float32)
-    b = rng.standard_normal((70, 300)).astype(np.float32)
+@pytest.mark.parametrize("M,K,N", [(37, 70, 300), (600, 40, 33), (290, 700, 20)])
+def test_gemm(path, ta, tb, M, K, N, rng):
+    """Odd shapes; 600 rows: row slabs and M blocks; K 700: two k blocks."""
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
     A, B = (np.ascontiguousarray(a.T) if ta else a), (np.ascontiguousarray(b.T) if tb else b)
-    close(_C.gemm_bf16(A, B, ta, tb), r64(a) @ r64(b), 70)
+    close(_C.gemm_bf16(A, B, ta, tb), r64(a) @ r64(b), K)
 
 
 def test_paths_agree_closely(rng):
@@ -239,3 +269,55 @@ def test_precision_fallback_warns(tmp_path):
     assert np.isfinite(m["test_accuracy"])
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16").check()
+
+
+def test_output_pass_residual_activation(rng):
+    """conv_forward_bf16 / linear_forward_bf16 with the inference output pass."""
+    x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    args = ([1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+    y = _C.conv_forward_bf16(x, w, b, *args)
+    r = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(_C.conv_forward_bf16(x, w, b, *args, residual=r, activation="relu"),
+                               np.maximum(y + r, 0), rtol=1e-6, atol=1e-6)
+    xl, wl = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+    yl = _C.linear_forward_bf16(xl, wl, None)
+    np.testing.assert_allclose(_C.linear_forward_bf16(xl, wl, None, activation="leaky_relu", alpha=0.1),
+                               np.where(yl > 0, yl, 0.1 * yl), rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="residual"):
+        _C.conv_forward_bf16(x, w, b, *args, residual=r.astype(np.float64))
+    with pytest.raises(ValueError, match="residual"):
+        _C.conv_forward_bf16(x, w, b, *args, residual=r[:1])
+    with pytest.raises(ValueError):
+        _C.conv_forward_bf16(x, w, b, *args, activation="nope")
+
+
+def test_freeze_bf16_precision(rng):
+    """freeze(precision="bf16") runs the fused convolutions in bfloat16: close to the fp32 graph."""
+    from cnnfast.inference import freeze
+    from cnnfast.models import resnet18
+    m = resnet18(num_classes=10)
+    m.eval()
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    a = freeze(m, x)(x).numpy()
+    b = freeze(m, x, precision="bf16")(x).numpy()
+    assert 0 < np.abs(a - b).max() <= 3e-2 * np.abs(a).max()  # bf16 rounding shows, within its error
+    with pytest.raises(ValueError, match="precision"):
+        freeze(m, x, precision="fp16")
+
+
+def test_freeze_bf16_fallback_warns(rng):
+    from cnnfast.inference import freeze
+    from cnnfast.models import lenet5
+    m = lenet5(activation="relu", pool="max")
+    m.eval()
+    x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    before = _C.simd_level()
+    _C.set_simd_level("avx2")
+    try:
+        with pytest.warns(RuntimeWarning, match="slower"):
+            f = freeze(m, x, precision="bf16")
+        assert np.isfinite(f(x).numpy()).all()
+    finally:
+        _C.set_simd_level(before)

@@ -27,7 +27,7 @@ KERNELS = sorted(n for n, b in SPECS.items()
                  if n not in ("set_num_threads", "set_simd_level", "get_num_threads", "simd_level",
                               "cpu_supports_avx2", "fma_peak_gflops", "cpu_supports_avx512",
                               "best_simd_level", "cpu_features", "cpu_model", "tune_host_allocator",
-                              "host_allocator_tuned", "amx_peak_gflops", "set_bf16_path",
+                              "host_allocator_tuned", "amx_peak_gflops", "dpbf16_peak_gflops", "set_bf16_path",
                               # the workspace pool's counters and settings (issue 22): state, not results
                               "workspace_stats", "workspace_reset_peak", "workspace_trim",
                               "set_workspace_cache_limit"))

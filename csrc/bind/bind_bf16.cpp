@@ -22,6 +22,7 @@
 #include "bind/families.h"
 #include "core/parallel.h"
 #include "cpu/bf16.h"
+#include "cpu/epilogue.h"
 
 namespace cnnfast::bind {
 namespace {
@@ -84,14 +85,44 @@ ConvShape shape_of_conv(const py::array& x, const py::array& w, const std::vecto
 }
 
 
+// The inference output pass (cpu/epilogue.h) after a bf16 product: y = act(y + residual),
+// residual float32 of y's shape (the outputs are float32 whatever the inputs).
+struct OutputPass {
+  cpu::Epilogue e;
+  py::array keep;
+  OutputPass(const py::object& residual, const std::string& activation, double alpha, double beta,
+             const std::vector<int64_t>& y_shape) {
+    e.act = cpu::parse_epilogue_act(activation);
+    e.alpha = alpha;
+    e.beta = beta;
+    if (residual.is_none()) return;
+    CNNFAST_CHECK(py::isinstance<py::array>(residual), TypeError, "residual: expected a float32 NumPy array or None");
+    keep = residual.cast<py::array>();
+    require_dtype(keep, "residual", f32());
+    require_contiguous(keep, "residual");
+    require_shape(keep, "residual", y_shape);
+    e.residual = keep.data();
+  }
+  void apply(py::array& y) const {
+    if (e.empty()) return;
+    float* yp = static_cast<float*>(y.mutable_data());
+    const int64_t n = y.size();
+    py::gil_scoped_release nogil;
+    cpu::apply_epilogue<float>(yp, n, e);
+  }
+};
+
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
-                   const ConvPads& padding, const std::vector<int64_t>& dilation, int64_t groups) {
+                   const ConvPads& padding, const std::vector<int64_t>& dilation, int64_t groups,
+                   const py::object& residual, const std::string& activation, double alpha, double beta) {
   int nd = 0;
   bool bf = false;
   const ConvShape s = shape_of_conv(x, w, stride, padding, dilation, groups, nd, bf);
   py::array keep;
   const float* bp = bias_ptr(bias, s.K, keep);
-  py::array y = new_array_of(f32(), nd_shape(s.N, s.K, s.out, nd));
+  const std::vector<int64_t> y_shape = nd_shape(s.N, s.K, s.out, nd);
+  const OutputPass out(residual, activation, alpha, beta, y_shape);
+  py::array y = new_array_of(f32(), y_shape);
   float* yp = mp(y);
   dispatch_bf16(bf, [&](auto tag) {
     using T = decltype(tag);
@@ -100,6 +131,7 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
     py::gil_scoped_release nogil;
     cpu::conv_forward_bf16<T>(s, xp, wp, bp, yp);
   });
+  out.apply(y);
   return y;
 }
 
@@ -173,9 +205,11 @@ bool check_linear(const py::array& x, const py::array& w) {
   return bf;
 }
 
-py::array linear_fwd(const py::array& x, const py::array& w, const py::object& bias) {
+py::array linear_fwd(const py::array& x, const py::array& w, const py::object& bias, const py::object& residual,
+                     const std::string& activation, double alpha, double beta) {
   const bool bf = check_linear(x, w);
   const int64_t M = x.shape(0), in = x.shape(1), out = w.shape(0);
+  const OutputPass pass(residual, activation, alpha, beta, {M, out});
   py::array keep;
   const float* bp = bias_ptr(bias, out, keep);
   py::array y = new_array_of(f32(), {M, out});
@@ -190,6 +224,7 @@ py::array linear_fwd(const py::array& x, const py::array& w, const py::object& b
       for (int64_t m = 0; m < M; ++m)
         for (int64_t o = 0; o < out; ++o) yp[m * out + o] += bp[o];
   });
+  pass.apply(y);
   return y;
 }
 
@@ -264,17 +299,22 @@ py::array to_bf16(const py::array& a) {
 
 void bind_bf16(py::module_& m) {
   m.def("conv_forward_bf16", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("residual") = py::none(),
+        py::arg("activation") = "none", py::arg("alpha") = 0.0, py::arg("beta") = 0.0,
         "Convolution with bfloat16 products and float32 accumulation. x (N, C, *in) and weight (K, C/groups, *k) "
         "both float32 (rounded to bfloat16 while packed) or both ml_dtypes.bfloat16; bias float32 (K,) or None; "
-        "padding: (start, end) pairs. Returns float32 y (N, K, *out).");
+        "padding: (start, end) pairs. Returns float32 y (N, K, *out). Inference output pass as conv_forward's: "
+        "y = activation(y + residual), residual float32 of y's shape or None.");
   m.def("conv_backward_bf16", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true,
         "Gradients of conv_forward_bf16 (bfloat16 products, float32 accumulation): float32 (grad_x | None, "
         "grad_weight | None, grad_bias | None). grad_output has x's dtype.");
   m.def("linear_forward_bf16", &linear_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"),
-        "x (M, in) @ weight (out, in).T + bias in bfloat16 products with float32 accumulation; float32 result.");
+        py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
+        py::arg("beta") = 0.0,
+        "x (M, in) @ weight (out, in).T + bias in bfloat16 products with float32 accumulation; float32 result; "
+        "then activation(y + residual) as conv_forward_bf16's.");
   m.def("linear_backward_bf16", &linear_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("need_input") = true, py::arg("need_weight") = true, py::arg("need_bias") = true,
         "Gradients of linear_forward_bf16: float32 (grad_x | None, grad_weight | None, grad_bias | None).");
@@ -297,14 +337,21 @@ void bind_bf16(py::module_& m) {
   }, "The bfloat16 paths this CPU, OS and SIMD level can run, fastest first.");
   m.def("amx_permission", &cpu::amx_permission_status,
         "'granted', or why the AMX tile state is not available (no AMX, refused by the OS, CNNFAST_AMX_DENY).");
-  m.def(
-      "amx_peak_gflops",
-      [](int threads) {
-        CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
-        py::gil_scoped_release nogil;
-        return cpu::amx_peak_gflops(threads);
-      },
-      py::arg("threads"), "bfloat16 AMX peak (TDPBF16PS only) of `threads` threads in GFLOP/s, our own tile loop.");
+  // Our own peak loops; ValueError where the path they measure cannot run.
+  auto peak = [&m](const char* name, double (*fn)(int), const char* doc) {
+    m.def(
+        name,
+        [fn](int threads) {
+          CNNFAST_CHECK(threads >= 1 && threads <= 1024, ValueError, "threads: expected 1 to 1024, got ", threads);
+          py::gil_scoped_release nogil;
+          return fn(threads);
+        },
+        py::arg("threads"), doc);
+  };
+  peak("amx_peak_gflops", &cpu::amx_peak_gflops,
+       "bfloat16 AMX peak (TDPBF16PS only) of `threads` threads in GFLOP/s, our own tile loop.");
+  peak("dpbf16_peak_gflops", &cpu::dpbf16_peak_gflops,
+       "bfloat16 AVX512-BF16 peak (VDPBF16PS zmm only) of `threads` threads in GFLOP/s, our own loop.");
 }
 
 }  // namespace cnnfast::bind

@@ -66,13 +66,19 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_
 // Best-of-N GFLOP/s of `threads` threads each running only independent TDPBF16PS
 // (ValueError unless the amx path is available).
 double amx_peak_gflops(int threads);
+// The same for VDPBF16PS on zmm registers (ValueError unless avx512_bf16 is available):
+// the bf16 peak of a CPU without AMX, the ceiling of the avx512_bf16 path.
+double dpbf16_peak_gflops(int threads);
 
 namespace amx_impl {
 // The AMX (p == AMX) and VDPBF16PS (otherwise) builds of the passes above.
+// w_rs, w_col: the weight seen through the live-tap window (bf16_impl.h ColumnMapSource).
 template <class T>
-void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
+void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                  const float* bias, float* y);
 template <class T>
-void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* wt, float* gx);  // wt: (G, CKK, Kg)
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                        float* gx);
 template <class T>
 void conv_backward_weight(Bf16Path p, const ConvShape& s, const T* gy, const T* x, float* gw);
 template <class T>
@@ -81,6 +87,9 @@ void gemm(Bf16Path p, int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a,
 // Independent TDPBF16PS on four accumulator tiles; returns a value so the loop is kept.
 float amx_loop(int64_t iters);
 constexpr int64_t kAmxFlopsPerIter = 4 * 16 * 16 * 32 * 2;
+// Twelve independent VDPBF16PS chains (16 lanes x 2 products each).
+float dpbf16_loop(int64_t iters);
+constexpr int64_t kDpFlopsPerIter = 12 * 16 * 2 * 2;
 void round_array(const float* x, uint16_t* y, int64_t n);  // needs AVX512-BF16
 }  // namespace amx_impl
 

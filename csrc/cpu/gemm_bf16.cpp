@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -159,55 +160,45 @@ TapWindow live_taps(const ConvShape& s) {
   return t;
 }
 
-// Index of window tap (a, b, c) in the full kernel's flattened (kD, kH, kW).
-inline int64_t full_tap(const ConvShape& s, const TapWindow& t, int64_t a, int64_t b, int64_t c) {
-  return ((a + t.lo[0]) * s.k[1] + b + t.lo[1]) * s.k[2] + c + t.lo[2];
-}
-
-template <class T>
-std::vector<T> window_weights(const ConvShape& s, const TapWindow& t, const T* w) {
+// For each column (c, window tap) of the window problem's weight row, its column in the
+// full weight row (c, kD, kH, kW).
+std::vector<int64_t> window_columns(const ConvShape& s, const TapWindow& t) {
   const ConvShape& i = t.inner;
-  const int64_t rows = s.K * s.Cg();
-  std::vector<T> out(size_t(rows * i.k_size()));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t a = 0, q = 0; a < i.k[0]; ++a)
+  std::vector<int64_t> col(size_t(s.Cg() * i.k_size()));
+  for (int64_t c = 0, q = 0; c < s.Cg(); ++c)
+    for (int64_t a = 0; a < i.k[0]; ++a)
       for (int64_t b = 0; b < i.k[1]; ++b)
-        for (int64_t c = 0; c < i.k[2]; ++c, ++q) out[r * i.k_size() + q] = w[r * s.k_size() + full_tap(s, t, a, b, c)];
-  return out;
+        for (int64_t d = 0; d < i.k[2]; ++d, ++q)
+          col[q] = c * s.k_size() + ((a + t.lo[0]) * s.k[1] + b + t.lo[1]) * s.k[2] + d + t.lo[2];
+  return col;
 }
 
 template <class T>
 void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
   const TapWindow t = live_taps(s);
-  std::vector<T> wwin;
-  if (!t.full) wwin = window_weights(s, t, w);
+  std::vector<int64_t> col;
+  if (!t.full) col = window_columns(s, t);
   const ConvShape& S = t.full ? s : t.inner;
-  const T* W = t.full ? w : wwin.data();
+  // The packer reads the window's columns straight from w: no windowed copy.
+  const int64_t rs = s.Cg() * s.k_size();
+  const int64_t* cp = t.full ? nullptr : col.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, S, x, W, bias, y);
-  generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(S, x, W, bias, y);
+  if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, S, x, w, rs, cp, bias, y);
+  generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(S, x, w, rs, cp, bias, y);
 }
 
 template <class T>
 void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float* gx) {
   const TapWindow t = live_taps(s);
-  std::vector<T> wwin;
-  if (!t.full) wwin = window_weights(s, t, w);
+  std::vector<int64_t> col;
+  if (!t.full) col = window_columns(s, t);
   const ConvShape& S = t.full ? s : t.inner;
-  const T* W = t.full ? w : wwin.data();
-  // grad_x's GEMM reads the weight by columns; a blocked transpose once here makes its
-  // packing contiguous (a strided gather per thread cost more than the GEMM on deep layers).
-  const int64_t G = S.groups, Kg = S.Kg(), CKK = S.Cg() * S.k_size();
-  std::vector<T> wt(size_t(G * CKK * Kg));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t k0 = 0; k0 < Kg; k0 += 32)
-      for (int64_t c0 = 0; c0 < CKK; c0 += 32)
-        for (int64_t k = k0; k < std::min(Kg, k0 + 32); ++k)
-          for (int64_t c = c0; c < std::min(CKK, c0 + 32); ++c)
-            wt[(g * CKK + c) * Kg + k] = W[(g * Kg + k) * CKK + c];
+  // grad_x's GEMM packs the weight's transpose straight from its rows (bf16_impl.h pack_a).
+  const int64_t rs = s.Cg() * s.k_size();
+  const int64_t* cp = t.full ? nullptr : col.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, wt.data(), gx);
-  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, wt.data(), gx);
+  if (p != Bf16Path::Fallback) return amx_impl::conv_backward_data<T>(p, S, gy, w, rs, cp, gx);
+  generic_isa::conv_backward_data_impl<generic_isa::FallbackKern, T>(S, gy, w, rs, cp, gx);
 }
 
 template <class T>
@@ -221,10 +212,10 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
   else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
   if (t.full) return;
-  for (int64_t r = 0; r < s.K * s.Cg(); ++r)
-    for (int64_t a = 0, q = 0; a < S.k[0]; ++a)
-      for (int64_t b = 0; b < S.k[1]; ++b)
-        for (int64_t c = 0; c < S.k[2]; ++c, ++q) gw[r * s.k_size() + full_tap(s, t, a, b, c)] += gwin[r * S.k_size() + q];
+  const std::vector<int64_t> col = window_columns(s, t);
+  const int64_t ci = S.Cg() * S.k_size(), rs = s.Cg() * s.k_size();
+  for (int64_t r = 0; r < s.K; ++r)
+    for (int64_t q = 0; q < ci; ++q) gw[r * rs + col[q]] += gwin[r * ci + q];
 }
 
 template <class T>
@@ -241,22 +232,54 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_
   generic_isa::gemm_impl<generic_isa::FallbackKern, T>(M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, accumulate);
 }
 
-double amx_peak_gflops(int threads) {
-  std::string why;
-  CNNFAST_CHECK(bf16_path_available(Bf16Path::AMX, &why), ValueError, "the AMX peak needs the amx path: ", why);
+namespace {
+// Seconds of CPU time the calling thread has used (wall time where there is no such clock).
+double thread_seconds() {
+#if defined(__linux__)
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+#else
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+#endif
+}
+
+// Best of 15 short runs of `threads` threads each running `loop`. Each thread's rate is
+// its work over its own CPU time, so the figure is the hardware's on a loaded machine too
+// (on a quiet one, with no more threads than cores, CPU time is wall time).
+double loop_peak_gflops(int threads, int64_t iters, int64_t flops_per_iter, float (*loop)(int64_t)) {
   threads = std::max(1, threads);
-  const int64_t iters = 200'000;
   double best = 0.0;
   for (int rep = 0; rep < 15; ++rep) {
     std::vector<float> sink(threads);
-    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> rate(threads);
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { sink[t] = amx_impl::amx_loop(iters); });
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const double t0 = thread_seconds();
+        sink[t] = loop(iters);
+        rate[t] = double(iters) * double(flops_per_iter) / std::max(thread_seconds() - t0, 1e-9) * 1e-9;
+      });
     for (auto& th : pool) th.join();
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, double(threads) * double(iters) * double(amx_impl::kAmxFlopsPerIter) / sec * 1e-9);
+    double sum = 0.0;
+    for (double r : rate) sum += r;
+    best = std::max(best, sum);
   }
   return best;
+}
+}  // namespace
+
+double amx_peak_gflops(int threads) {
+  std::string why;
+  CNNFAST_CHECK(bf16_path_available(Bf16Path::AMX, &why), ValueError, "the AMX peak needs the amx path: ", why);
+  return loop_peak_gflops(threads, 200'000, amx_impl::kAmxFlopsPerIter, amx_impl::amx_loop);
+}
+
+double dpbf16_peak_gflops(int threads) {
+  std::string why;
+  CNNFAST_CHECK(bf16_path_available(Bf16Path::AVX512BF16, &why), ValueError,
+                "the VDPBF16PS peak needs the avx512_bf16 path: ", why);
+  return loop_peak_gflops(threads, 2'000'000, amx_impl::kDpFlopsPerIter, amx_impl::dpbf16_loop);
 }
 
 #define CNNFAST_INST(T)                                                                                         \
@@ -273,17 +296,17 @@ CNNFAST_INST(uint16_t)
 // Non-x86 builds have no ISA files; bf16_path() is always the fallback there.
 namespace amx_impl {
 template <class T>
-void conv_forward(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*) {}
+void conv_forward(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, const float*, float*) {}
 template <class T>
-void conv_backward_data(Bf16Path, const ConvShape&, const T*, const T*, float*) {}
+void conv_backward_data(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, float*) {}
 template <class T>
 void conv_backward_weight(Bf16Path, const ConvShape&, const T*, const T*, float*) {}
 template <class T>
 void gemm(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, float*,
           int64_t, bool) {}
 #define CNNFAST_STUB_INST(T)                                                                                 \
-  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);       \
-  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, const float*, float*);       \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, float*);               \
   template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);             \
   template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,  \
                         int64_t, float*, int64_t, bool);
@@ -291,6 +314,7 @@ CNNFAST_STUB_INST(float)
 CNNFAST_STUB_INST(uint16_t)
 #undef CNNFAST_STUB_INST
 float amx_loop(int64_t) { return 0.0f; }
+float dpbf16_loop(int64_t) { return 0.0f; }
 void round_array(const float*, uint16_t*, int64_t) {}
 }  // namespace amx_impl
 #endif

@@ -9,6 +9,89 @@
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
 namespace {
 
+// The packers' tile-row converters (bf16_impl.h ScalarPack) with VCVTNE2PS2BF16: 32
+// floats rounded per instruction, and for B the two rows' halves put into k pairs by one
+// word permute. Its rounding (nearest-even, NaN quieted) is ScalarPack's except that it
+// flushes float32 denormals (below 1.2e-38) to zero.
+struct Avx512Pack : ScalarPack {
+  static void cvt(const float* s, int64_t n, uint16_t* d) {
+    for (int64_t i = 0; i < n; i += 32)
+      _mm512_storeu_si512(d + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16), _mm512_loadu_ps(s + i)));
+  }
+  static void cvt(const uint16_t* s, int64_t n, uint16_t* d) { std::memcpy(d, s, 2 * n); }
+  static void interleave(const float* r0, const float* r1, uint16_t* d) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                         5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1), _mm512_loadu_ps(r0));
+    _mm512_storeu_si512(d, _mm512_permutexvar_epi16(idx, v));
+  }
+  static void interleave(const uint16_t* r0, const uint16_t* r1, uint16_t* d) {
+    _mm512_storeu_si512(d, pairs(r0, r1));
+  }
+  // 16 columns n of 32 bf16 k (16 k pairs) each -> one B tile: a 16 x 16 transpose of pairs.
+  static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
+    __m512i r[16];
+    for (int n = 0; n < 16; ++n) r[n] = _mm512_loadu_si512(s + n * ld);
+    transpose16(r, d);
+  }
+  // 32 rows k of 16 bf16 m -> one A tile: rows k, k+1 into pairs, then the pairs transposed.
+  static void transpose_a(const uint16_t* s, int64_t ld, uint16_t* d) {
+    __m512i r[16];
+    for (int p = 0; p < 16; ++p) r[p] = pairs(s + 2 * p * ld, s + (2 * p + 1) * ld);
+    transpose16(r, d);
+  }
+
+  // ScalarPack::add_transposed with whole 16 x 16 blocks transposed in registers.
+  static void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+    const int64_t M16 = M / 16 * 16, N16 = N / 16 * 16;
+    alignas(64) uint16_t t[16 * 32];
+    for (int64_t nb = 0; nb < N16; nb += 16)
+      for (int64_t mb = 0; mb < M16; mb += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(_mm512_loadu_ps(C + (mb + i) * ldc + nb));
+        transpose16(r, t);
+        for (int n = 0; n < 16; ++n) {
+          float* d = dst + (nb + n) * ld + mb;
+          _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_load_ps(reinterpret_cast<const float*>(t + n * 32))));
+        }
+      }
+    if (M16 < M) ScalarPack::add_transposed(C + M16 * ldc, ldc, M - M16, N16, dst + M16, ld);
+    if (N16 < N) ScalarPack::add_transposed(C + N16, ldc, M, N - N16, dst + N16 * ld, ld);
+  }
+
+ private:
+  static __m512i pairs(const uint16_t* r0, const uint16_t* r1) {
+    const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+    const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+  }
+  // d row c (32 words) = 32-bit element c of r[0..15]: unpacks within 128-bit lanes give
+  // 4-element column pieces, two rounds of lane shuffles put the pieces in order.
+  static void transpose16(const __m512i* r, uint16_t* d) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+      u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // u[4i + q], lane L = rows 4i..4i+3 of column 4L + q.
+    for (int q = 0; q < 4; ++q) {
+      const __m512i a_lo = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44), a_hi = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
+      const __m512i b_lo = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44);
+      const __m512i b_hi = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
+      _mm512_storeu_si512(d + (0 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0x88));
+      _mm512_storeu_si512(d + (4 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0xDD));
+      _mm512_storeu_si512(d + (8 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0x88));
+      _mm512_storeu_si512(d + (12 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0xDD));
+    }
+  }
+};
+
 // Palette 1, every tile 16 rows x 64 bytes: C in tmm0-3, A in tmm4-5, B in tmm6-7.
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -62,7 +145,7 @@ inline void amx_quad(const uint16_t* A0, const uint16_t* A1, const uint16_t* B0,
   if (TwoM && TwoN) _tile_stored(3, C + 16 * ldc + 16, cs);
 }
 
-struct AmxKern {
+struct AmxKern : Avx512Pack {
   static void begin() { configure_tiles(); }
   static void end() { _tile_release(); }
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
@@ -83,7 +166,7 @@ struct AmxKern {
 
 // VDPBF16PS on one 16x16 C tile at a time: 16 zmm accumulators (one per row), each
 // k-pair of B one zmm, each A pair a 32-bit broadcast.
-struct DpKern {
+struct DpKern : Avx512Pack {
   static void begin() {}
   static void end() {}
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
@@ -123,14 +206,16 @@ using namespace cnnfast::cpu::CNNFAST_ISA_NS;
   } while (0)
 
 template <class T>
-void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
-#define CALL(K) conv_forward_impl<K, T>(s, x, w, bias, y)
+void conv_forward(Bf16Path p, const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                  const float* bias, float* y) {
+#define CALL(K) conv_forward_impl<K, T>(s, x, w, w_rs, w_col, bias, y)
   CNNFAST_BF16_DISPATCH(p, CALL);
 #undef CALL
 }
 template <class T>
-void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, float* gx) {
-#define CALL(K) conv_backward_data_impl<K, T>(s, gy, w, gx)
+void conv_backward_data(Bf16Path p, const ConvShape& s, const T* gy, const T* w, int64_t w_rs, const int64_t* w_col,
+                        float* gx) {
+#define CALL(K) conv_backward_data_impl<K, T>(s, gy, w, w_rs, w_col, gx)
   CNNFAST_BF16_DISPATCH(p, CALL);
 #undef CALL
 }
@@ -149,8 +234,8 @@ void gemm(Bf16Path p, int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a,
 }
 
 #define CNNFAST_INST(T)                                                                                          \
-  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, const float*, float*);         \
-  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);                 \
+  template void conv_forward<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, const float*, float*);         \
+  template void conv_backward_data<T>(Bf16Path, const ConvShape&, const T*, const T*, int64_t, const int64_t*, float*);                 \
   template void conv_backward_weight<T>(Bf16Path, const ConvShape&, const T*, const T*, float*);               \
   template void gemm<T>(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,    \
                         int64_t, float*, int64_t, bool);
@@ -180,6 +265,20 @@ float amx_loop(int64_t iters) {
   _tile_stored(0, c, 64);
   _tile_release();
   return c[0];
+}
+
+float dpbf16_loop(int64_t iters) {
+  // a and b are bf16 pairs near 1 and 1e-3 so the sums stay finite and uncancelled.
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), b = (__m512bh)_mm512_set1_epi32(0x3a833a83);
+  __m512 c[12];
+  for (int i = 0; i < 12; ++i) c[i] = _mm512_set1_ps(0.1f * float(i));
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) c[i] = _mm512_dpbf16_ps(c[i], a, b);
+  }
+  __m512 s = c[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, c[i]);
+  return _mm512_reduce_add_ps(s);
 }
 
 void round_array(const float* x, uint16_t* y, int64_t n) {

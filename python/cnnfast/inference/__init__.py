@@ -82,6 +82,64 @@ def _fused_gemm(spec):
     return run
 
 
+def _fused_conv_bf16(spec):
+    """FusedConv with bfloat16 products and float32 accumulation (freeze(precision="bf16"))."""
+    from ..onnx._ops import _auto_pads, _check_auto_pad, _spatial_attr, arr
+
+    _check_auto_pad(spec)
+    group = int(spec.attr("group", 1))
+    kw = dict(activation=spec.attr("activation"), alpha=float(spec.attr("act_alpha")),
+              beta=float(spec.attr("act_beta")))
+    weight, bias = spec.const(1), spec.const(2)
+    n = weight.ndim - 2
+    strides, dil = _spatial_attr(spec, "strides", n, 1), _spatial_attr(spec, "dilations", n, 1)
+    pads_cache = {}
+
+    def run(ins, ctx):
+        x = _contiguous(arr(ins[0]))
+        if x.dtype != np.float32:  # float64 graphs keep full precision
+            return _fused_conv(spec)(ins, ctx)
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
+        sizes = x.shape[2:]
+        pads = pads_cache.get(sizes)
+        if pads is None:
+            pads = pads_cache[sizes] = _auto_pads(spec, sizes, weight.shape[2:], strides, dil)
+        return [Tensor._wrap(_C.conv_forward_bf16(x, weight, bias, strides, pads, dil, group, residual=residual, **kw))]
+    return run
+
+
+def _fused_gemm_bf16(spec):
+    """FusedGemm with bfloat16 products and float32 accumulation (freeze(precision="bf16"))."""
+    from ..onnx._ops import arr
+
+    kw = dict(activation=spec.attr("activation"), alpha=float(spec.attr("act_alpha")),
+              beta=float(spec.attr("act_beta")))
+    weight, bias = spec.const(1), spec.const(2)
+
+    def run(ins, ctx):
+        x = _contiguous(arr(ins[0]))
+        if x.dtype != np.float32:
+            return _fused_gemm(spec)(ins, ctx)
+        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
+        return [Tensor._wrap(_C.linear_forward_bf16(x, weight, bias, residual=residual, **kw))]
+    return run
+
+
+_PRECISIONS = {"fp32": (_fused_conv, _fused_gemm, 1e-4), "bf16": (_fused_conv_bf16, _fused_gemm_bf16, 3e-2)}
+
+
+def _precision_converters(precision: str):
+    """(FusedConv converter, FusedGemm converter, default check rtol) for freeze's ``precision``."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and _C.bf16_path() == "fallback":
+        import warnings
+
+        warnings.warn("freeze(precision='bf16'): this CPU has no bfloat16 instructions (or they are off); the "
+                      "converting fallback is correct but slower than float32", RuntimeWarning, stacklevel=3)
+    return _PRECISIONS[precision]
+
+
 def _squeeze_excite(spec):
     from ..onnx._ops import arr
 
@@ -153,7 +211,8 @@ def _as_arrays(example_input):
     return [x._array if isinstance(x, Tensor) else np.asarray(x) for x in items]
 
 
-def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4) -> FrozenModule:
+def freeze(model, example_input=None, *, check: bool = True, rtol: float | None = None,
+           precision: str = "fp32") -> FrozenModule:
     """Compile ``model`` (eval mode) into a :class:`FrozenModule` for inference.
 
     model: an ``nn.Module`` (traced once on ``example_input``; its mode is restored) or an
@@ -162,8 +221,13 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     the shapes that decide residual fusion, and for the check.
     check: compare the frozen graph's outputs with the model's on ``example_input`` and
     raise ``RuntimeError`` when they differ by more than ``rtol`` (relative to the largest
-    output magnitude).
+    output magnitude; default 1e-4, or 3e-2 for bf16).
+    precision: ``"fp32"``, or ``"bf16"``: the fused convolutions and linear layers multiply
+    in bfloat16 with float32 accumulation (``_C.conv_forward_bf16``; AMX / AVX512-BF16, a
+    slower converting fallback elsewhere, with a warning); everything else stays float32.
     """
+    conv_conv, gemm_conv, default_rtol = _precision_converters(precision)
+    rtol = default_rtol if rtol is None else rtol
     from ..onnx._importer import _Ctx, _Program, _names_used
     from ..onnx._ops import CONVERTERS, arr
 
@@ -199,8 +263,8 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float = 1e-4)
     new_nodes = [onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **n.attrs) for n in fused]
     new_graph = onnx.helper.make_graph(new_nodes, "frozen", list(proto.graph.input), list(proto.graph.output))
     converters = dict(CONVERTERS)
-    converters["FusedConv"] = _fused_conv
-    converters["FusedGemm"] = _fused_gemm
+    converters["FusedConv"] = conv_conv
+    converters["FusedGemm"] = gemm_conv
     converters["SqueezeExcite"] = _squeeze_excite
     used = _names_used(new_graph, set())
     program = _Program(new_graph, graph.opset, consts, used, "frozen", top=True, converters=converters)
