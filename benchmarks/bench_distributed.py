@@ -51,24 +51,28 @@ def _setup(threads: int, batch: int, sync_bn: bool, comm=None):
     return model, opt, cnnfast.tensor(x), cnnfast.tensor(y)
 
 
-def _steps(net, opt, x, y, n: int) -> float:
+def _steps(net, opt, x, y, n: int) -> tuple:
+    """(wall, process CPU, CPU of the optimizer steps) seconds for n training steps."""
     from cnnfast import functional as F
 
-    t0 = time.perf_counter()
+    t0, c0, c_opt = time.perf_counter(), time.process_time(), 0.0
     for _ in range(n):
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
+        o0 = time.process_time()
         opt.step()
-    return time.perf_counter() - t0
+        c_opt += time.process_time() - o0
+    return time.perf_counter() - t0, time.process_time() - c0, c_opt
 
 
 def single(steps: int, batch: int) -> dict:
     """1 process x 2 threads."""
     model, opt, x, y = _setup(2, batch, False)
     _steps(model, opt, x, y, 2)
-    t = _steps(model, opt, x, y, steps)
-    return {"images_per_s": steps * batch / t, "step_ms": 1e3 * t / steps}
+    t, cpu, c_opt = _steps(model, opt, x, y, steps)
+    return {"images_per_s": steps * batch / t, "step_ms": 1e3 * t / steps, "cpu_ms": 1e3 * cpu / steps,
+            "opt_cpu_ms": 1e3 * c_opt / steps}
 
 
 def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool) -> None:
@@ -81,44 +85,51 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool) -> None:
     ddp = dist.DistributedDataParallel(model, bucket_mb=bucket_mb, broadcast_buffers=False)
     _steps(ddp, opt, x, y, 2)
     # Synchronised and no-sync blocks alternate, best of 3 each, so that load from other
-    # jobs hits both alike and their difference means something.
-    t_sync = t_nosync = exposed = float("inf")
+    # jobs hits both alike and their difference means something. CPU times are per rank.
+    best_sync = best_nosync = (float("inf"),) * 3
+    exposed = float("inf")
     for _ in range(3):
         with ddp.no_sync():
             comm.barrier()
-            t_nosync = min(t_nosync, _steps(ddp, opt, x, y, steps))
+            best_nosync = min(best_nosync, _steps(ddp, opt, x, y, steps))
         comm.barrier()
         wait0, steps0 = ddp.stats["wait_s"], ddp.stats["steps"]
-        t = _steps(ddp, opt, x, y, steps)
-        if t < t_sync:
-            t_sync = t
+        got = _steps(ddp, opt, x, y, steps)
+        if got < best_sync:
+            best_sync = got
             exposed = (ddp.stats["wait_s"] - wait0) / (ddp.stats["steps"] - steps0)
         comm.barrier()
     bufs = [b.buf for b in ddp._buckets]
     reps = 5
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(reps):
         for b in bufs:
             comm.allreduce(b, "sum")
-    allreduce = (time.perf_counter() - t0) / reps
+    allreduce, allreduce_cpu = (time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps
+    figures = np.array([*best_sync, *best_nosync, exposed, allreduce, allreduce_cpu])
     # Every rank's figures: the slowest rank sets the pace.
-    t_sync, t_nosync, exposed, allreduce = comm.allreduce(np.array([t_sync, t_nosync, exposed, allreduce]), "max")
+    worst = comm.allreduce(figures.copy(), "max")
     if comm.rank == 0:
+        (t_sync, cpu_sync, opt_sync, t_nosync, cpu_nosync, _, exposed, allreduce, allreduce_cpu) = worst
         print("RESULT " + json.dumps({
             "images_per_s": steps * batch / t_sync, "step_ms": 1e3 * t_sync / steps,
-            "nosync_step_ms": 1e3 * t_nosync / steps, "allreduce_ms": 1e3 * allreduce,
+            "cpu_ms": 1e3 * cpu_sync / steps, "opt_cpu_ms": 1e3 * opt_sync / steps,
+            "nosync_step_ms": 1e3 * t_nosync / steps, "nosync_cpu_ms": 1e3 * cpu_nosync / steps,
+            "allreduce_ms": 1e3 * allreduce, "allreduce_cpu_ms": 1e3 * allreduce_cpu,
             "waited_ms": 1e3 * exposed, "sync_cost_ms": 1e3 * (t_sync - t_nosync) / steps,
+            "sync_cpu_ms": 1e3 * (cpu_sync - cpu_nosync) / steps,
             "hidden_share": min(1.0, max(0.0, 1.0 - (t_sync - t_nosync) / steps / allreduce)) if allreduce else 0.0,
+            "shared_memory": ddp._region is not None,
             "buckets_mb": [round(s / 2 ** 20, 2) for s in ddp.bucket_sizes],
             "started_in_backward": ddp.stats["buckets_started_in_backward"]}), flush=True)
 
 
-def two_processes(steps: int, batch: int, bucket_mb: float, sync_bn: bool) -> dict:
+def two_processes(steps: int, batch: int, bucket_mb: float, sync_bn: bool, shared: bool = True) -> dict:
     from cnnfast.distributed.launch import find_mpiexec
 
     cmd = [find_mpiexec(), "-n", "2", sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(steps), "--batch", str(batch),
            "--bucket-mb", str(bucket_mb)] + (["--sync-bn"] if sync_bn else [])
-    env = dict(os.environ, CNNFAST_NUM_THREADS="1")
+    env = dict(os.environ, CNNFAST_NUM_THREADS="1", CNNFAST_DIST_SHM="1" if shared else "0")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -133,30 +144,43 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bucket-mb", type=float, default=25.0)
     ap.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the 2-process run")
+    ap.add_argument("--compare-mpi", action="store_true",
+                    help="also run the 2-process job with gradients moved by MPI's all-reduce (CNNFAST_DIST_SHM=0)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(a.steps, a.batch, a.bucket_mb, a.sync_bn)
         return
-    best_one, best_two = None, None
+    modes = {"shared memory": True, "MPI all-reduce": False} if a.compare_mpi else {"shared memory": True}
+    best_one, best = None, {m: None for m in modes}
     for _ in range(a.repeats):
         one = single(a.steps, a.batch)
-        two = two_processes(a.steps, a.batch, a.bucket_mb, a.sync_bn)
         if best_one is None or one["images_per_s"] > best_one["images_per_s"]:
             best_one = one
-        if best_two is None or two["images_per_s"] > best_two["images_per_s"]:
-            best_two = two
-    print(f"ResNet-18 3x32x32, global batch {a.batch}, SGD, {a.steps} steps, best of {a.repeats} "
-          f"(machine may be shared)")
-    print(f"  1 process x 2 threads:   {best_one['images_per_s']:7.1f} img/s  ({best_one['step_ms']:.1f} ms/step)")
-    print(f"  2 processes x 1 thread:  {best_two['images_per_s']:7.1f} img/s  ({best_two['step_ms']:.1f} ms/step; "
-          f"without gradient sync {best_two['nosync_step_ms']:.1f} ms/step)"
-          + ("  [SyncBatchNorm]" if a.sync_bn else ""))
-    print(f"  ratio 2x1 / 1x2:         {best_two['images_per_s'] / best_one['images_per_s']:.2f}x")
-    print(f"  all-reduce of {sum(best_two['buckets_mb']):.1f} MB in {len(best_two['buckets_mb'])} buckets "
-          f"{best_two['buckets_mb']}: {best_two['allreduce_ms']:.1f} ms alone; sync cost {best_two['sync_cost_ms']:.1f} "
-          f"ms per step, of which {best_two['waited_ms']:.1f} ms waiting at the end of backward; "
-          f"{100 * best_two['hidden_share']:.0f}% hidden behind backward")
+        for mode, shared in modes.items():
+            two = two_processes(a.steps, a.batch, a.bucket_mb, a.sync_bn, shared)
+            if best[mode] is None or two["images_per_s"] > best[mode]["images_per_s"]:
+                best[mode] = two
+    load = os.getloadavg()[0]
+    print(f"ResNet-18 3x32x32, global batch {a.batch}, SGD, {a.steps} steps, best of {a.repeats}; "
+          f"load average {load:.1f} after the run (ratios under load are only indicative)")
+    print(f"  1 process x 2 threads:   {best_one['images_per_s']:7.1f} img/s  ({best_one['step_ms']:.1f} ms/step; "
+          f"CPU {best_one['cpu_ms']:.1f} ms/step, optimizer {best_one['opt_cpu_ms']:.1f})")
+    for mode, two in best.items():
+        print(f"  2 processes x 1 thread, gradients through {mode}"
+              + ("  [SyncBatchNorm]" if a.sync_bn else "") + ":")
+        print(f"    {two['images_per_s']:7.1f} img/s  ({two['step_ms']:.1f} ms/step; without gradient sync "
+              f"{two['nosync_step_ms']:.1f}); ratio 2x1 / 1x2: {two['images_per_s'] / best_one['images_per_s']:.2f}x")
+        print(f"    CPU per rank and step: {two['cpu_ms']:.1f} ms ({two['nosync_cpu_ms']:.1f} without sync, so the sync "
+              f"costs {two['sync_cpu_ms']:.1f}; optimizer {two['opt_cpu_ms']:.1f}); waited/exchanged at the end of "
+              f"backward {two['waited_ms']:.1f} ms")
+        # On an idle machine the 1x2 step takes at least half its CPU time, and each rank of
+        # the 2x1 job about its own CPU time, so this bounds the quiet-machine ratio from below.
+        print(f"    CPU-time bound for an idle machine: ratio >= (1x2 CPU / 2) / (2x1 CPU per rank) = "
+              f"{best_one['cpu_ms'] / 2 / two['cpu_ms']:.2f}x")
+        print(f"    MPI all-reduce alone of {sum(two['buckets_mb']):.1f} MB in {len(two['buckets_mb'])} buckets "
+              f"{two['buckets_mb']}: {two['allreduce_ms']:.1f} ms ({two['allreduce_cpu_ms']:.1f} ms CPU)"
+              + ("" if two["shared_memory"] else f"; {100 * two['hidden_share']:.0f}% hidden behind backward"))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the pytest side reads those lines.
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -82,7 +83,11 @@ def equivalence(builder, kind, sync_bn):
         opt.step()
     close(arrays(mine), arrays(ref), what=f"{kind}: ")
     assert len(ddp._buckets) > 1, "the test model should span several buckets"
-    assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
+    # The job runs on one machine: shared memory carries the gradients unless switched off.
+    shared = os.environ.get("CNNFAST_DIST_SHM") != "0"
+    assert (ddp._region is not None) == shared, f"shared-memory exchange expected {shared}"
+    if not shared:   # MPI moves the buckets: they start while backward still runs
+        assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
 
 
 def case_sgd():

@@ -44,11 +44,11 @@ def _env() -> dict:
     return env
 
 
-def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None) -> subprocess.CompletedProcess:
+def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None, env=None) -> subprocess.CompletedProcess:
     """``mpiexec -n nproc`` + args, failing the test (not hanging) past ``timeout`` seconds."""
     try:
         return subprocess.run([MPIEXEC, "-n", str(nproc)] + args, capture_output=True, text=True, timeout=timeout,
-                              env=_env(), cwd=cwd)
+                              env={**_env(), **(env or {})}, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the {nproc}-process job did not finish within {timeout} s (a hang): {args}\n"
                     f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
@@ -56,11 +56,14 @@ def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None) -> sub
 
 # ---- inside a 2-process job ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def worker_results() -> dict:
+@pytest.fixture(scope="module", params=["shared_memory", "mpi_transfers"])
+def worker_results(request) -> dict:
+    """The cases run twice: gradients exchanged through shared memory (what one machine
+    uses) and through MPI's non-blocking all-reduce (what several machines use)."""
     if MPIEXEC is None:
         pytest.skip("mpi4py/mpiexec not installed")
-    proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")])
+    proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")],
+                   env={"CNNFAST_DIST_SHM": "0" if request.param == "mpi_transfers" else "1"})
     results = {}
     for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", proc.stdout):
         results.setdefault(name, {})[int(rank)] = verdict

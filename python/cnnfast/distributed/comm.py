@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-__all__ = ["Communicator", "SelfCommunicator", "MPICommunicator", "Work", "check_buffer", "OPS", "DTYPES"]
+__all__ = ["Communicator", "SelfCommunicator", "MPICommunicator", "SharedRegion", "Work", "check_buffer", "OPS", "DTYPES"]
 
 OPS = ("sum", "mean", "max", "min")
 # Element types every backend must move; the code is what agree() compares across ranks.
@@ -105,6 +105,11 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         os._exit(code)
 
+    def shared_region(self, nbytes: int):
+        """A ``SharedRegion`` of ``nbytes`` per rank that every rank can read and write, or
+        None where the ranks do not all share one machine's memory (collective call)."""
+        return None
+
     def agree(self, ok: bool, count: int, dtype, what: str) -> None:
         """Raise the same error on every rank unless every rank is ``ok`` and passes the
         same element count and dtype: a collective on mismatched buffers would otherwise
@@ -166,6 +171,22 @@ class _MPIWork(Work):
         wait_all([self])
 
 
+class SharedRegion:
+    """``nbytes`` of memory per rank, mapped into every rank of a job whose ranks all run on
+    one machine (an MPI-3 shared-memory window): ``views[k]`` is rank k's part, as uint8.
+    Reads of another rank's part are ordered with its writes only through ``barrier()``."""
+
+    def __init__(self, win, comm, views: list):
+        self.win, self.comm, self.views = win, comm, views
+
+    def barrier(self, what: str) -> None:
+        """Every rank's writes so far are visible to every rank once this returns; it waits
+        with the CNNFAST_DIST_TIMEOUT deadline, like every other wait here."""
+        self.win.Sync()
+        wait_all([_MPIWork(self.comm.Ibarrier())], what)
+        self.win.Sync()
+
+
 def wait_all(works: list, what: str = "a collective operation") -> None:
     """Finish ``works``, polling with the CNNFAST_DIST_TIMEOUT deadline. Each poll lets MPI
     progress the transfers; the first milliseconds spin (most operations end there), then
@@ -208,6 +229,9 @@ class MPICommunicator(Communicator):
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
+        # Whether every rank shares this machine's memory: the same answer on every rank,
+        # so that shared_region() is collective on all of them or on none.
+        self._one_host = bool(self.comm.allreduce(int(self.local_size == self.size), op=MPI.MIN))
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
     def _checked(self, a, op: str, what: str) -> np.ndarray:
@@ -261,6 +285,21 @@ class MPICommunicator(Communicator):
 
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
+
+    def shared_region(self, nbytes: int):
+        if not self._one_host or self.size == 1 or os.environ.get("CNNFAST_DIST_SHM", "1") == "0":
+            return None
+        MPI = self.MPI
+        nbytes = max(int(nbytes), 1)
+        win = MPI.Win.Allocate_shared(nbytes, 1, comm=self.comm)
+        views = []
+        for k in range(self.size):
+            buf, _ = win.Shared_query(k)
+            views.append(np.frombuffer(buf, np.uint8, nbytes))
+        # One passive epoch for the window's whole life: Sync() then orders the loads and
+        # stores of the ranks around each barrier (MPI's unified memory model).
+        win.Lock_all(MPI.MODE_NOCHECK)
+        return SharedRegion(win, self.comm, views)
 
     def abort(self, code: int = 1) -> None:
         # MPI_Abort asks the process manager to kill the job and may return before it has;
