@@ -75,14 +75,17 @@ def single(steps: int, batch: int) -> dict:
             "opt_cpu_ms": 1e3 * c_opt / steps}
 
 
-def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool) -> None:
+def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool, zero: bool) -> None:
     """One rank of the 2-process job; rank 0 prints the JSON result."""
     import cnnfast.distributed as dist
+    from cnnfast import optim
 
     comm = dist.init()
     local = batch // comm.size
     model, opt, x, y = _setup(1, local, sync_bn, comm)
     ddp = dist.DistributedDataParallel(model, bucket_mb=bucket_mb, broadcast_buffers=False)
+    if zero:
+        opt = dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.01, momentum=0.9)
     _steps(ddp, opt, x, y, 2)
     # Synchronised and no-sync blocks alternate, best of 3 each, so that load from other
     # jobs hits both alike and their difference means something. CPU times are per rank.
@@ -124,11 +127,12 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool) -> None:
             "started_in_backward": ddp.stats["buckets_started_in_backward"]}), flush=True)
 
 
-def two_processes(steps: int, batch: int, bucket_mb: float, sync_bn: bool, shared: bool = True) -> dict:
+def two_processes(steps: int, batch: int, bucket_mb: float, sync_bn: bool, shared: bool = True,
+                  zero: bool = False) -> dict:
     from cnnfast.distributed.launch import find_mpiexec
 
     cmd = [find_mpiexec(), "-n", "2", sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(steps), "--batch", str(batch),
-           "--bucket-mb", str(bucket_mb)] + (["--sync-bn"] if sync_bn else [])
+           "--bucket-mb", str(bucket_mb)] + (["--sync-bn"] if sync_bn else []) + (["--zero"] if zero else [])
     env = dict(os.environ, CNNFAST_NUM_THREADS="1", CNNFAST_DIST_SHM="1" if shared else "0")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     for line in proc.stdout.splitlines():
@@ -147,18 +151,21 @@ def main() -> None:
     ap.add_argument("--compare-mpi", action="store_true",
                     help="also run the 2-process job with gradients moved by MPI's all-reduce (CNNFAST_DIST_SHM=0)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--zero", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        worker(a.steps, a.batch, a.bucket_mb, a.sync_bn)
+        worker(a.steps, a.batch, a.bucket_mb, a.sync_bn, a.zero)
         return
-    modes = {"shared memory": True, "MPI all-reduce": False} if a.compare_mpi else {"shared memory": True}
+    modes = {"shared memory": (True, False), "shared memory, ZeroRedundancyOptimizer": (True, True)}
+    if a.compare_mpi:
+        modes["MPI all-reduce"] = (False, False)
     best_one, best = None, {m: None for m in modes}
     for _ in range(a.repeats):
         one = single(a.steps, a.batch)
         if best_one is None or one["images_per_s"] > best_one["images_per_s"]:
             best_one = one
-        for mode, shared in modes.items():
-            two = two_processes(a.steps, a.batch, a.bucket_mb, a.sync_bn, shared)
+        for mode, (shared, zero) in modes.items():
+            two = two_processes(a.steps, a.batch, a.bucket_mb, a.sync_bn, shared, zero)
             if best[mode] is None or two["images_per_s"] > best[mode]["images_per_s"]:
                 best[mode] = two
     load = os.getloadavg()[0]

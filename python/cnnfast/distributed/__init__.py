@@ -32,7 +32,8 @@ from .comm import (Communicator, MPICommunicator, SelfCommunicator, Work, check_
 __all__ = ["init", "is_initialized", "get_communicator", "rank", "world_size", "local_rank", "local_world_size",
            "barrier", "all_reduce", "broadcast", "all_gather_object", "default_threads", "Communicator",
            "MPICommunicator", "SelfCommunicator", "Work", "DistributedDataParallel", "DistributedSampler",
-           "SyncBatchNorm", "convert_sync_batchnorm", "check_buffer", "wait_all"]
+           "SyncBatchNorm", "convert_sync_batchnorm", "check_buffer", "wait_all",
+           "ZeroRedundancyOptimizer"]
 
 _state: dict = {"comm": None, "hook_installed": False}
 
@@ -157,3 +158,4 @@ def default_threads() -> int:
 from .ddp import DistributedDataParallel  # noqa: E402
 from .sampler import DistributedSampler  # noqa: E402
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
+from .zero import ZeroRedundancyOptimizer  # noqa: E402

@@ -106,8 +106,9 @@ class Communicator:
         os._exit(code)
 
     def shared_region(self, nbytes: int):
-        """A ``SharedRegion`` of ``nbytes`` per rank that every rank can read and write, or
-        None where the ranks do not all share one machine's memory (collective call)."""
+        """A ``SharedRegion`` with this rank's ``nbytes`` (each rank passes its own size) that
+        every rank can read and write, or None where the ranks do not all share one machine's
+        memory (a collective call)."""
         return None
 
     def agree(self, ok: bool, count: int, dtype, what: str) -> None:
@@ -290,12 +291,11 @@ class MPICommunicator(Communicator):
         if not self._one_host or self.size == 1 or os.environ.get("CNNFAST_DIST_SHM", "1") == "0":
             return None
         MPI = self.MPI
-        nbytes = max(int(nbytes), 1)
-        win = MPI.Win.Allocate_shared(nbytes, 1, comm=self.comm)
+        win = MPI.Win.Allocate_shared(max(int(nbytes), 0), 1, comm=self.comm)
         views = []
         for k in range(self.size):
             buf, _ = win.Shared_query(k)
-            views.append(np.frombuffer(buf, np.uint8, nbytes))
+            views.append(np.frombuffer(buf, np.uint8) if len(buf) else np.zeros(0, np.uint8))
         # One passive epoch for the window's whole life: Sync() then orders the loads and
         # stores of the ranks around each barrier (MPI's unified memory model).
         win.Lock_all(MPI.MODE_NOCHECK)

@@ -166,6 +166,7 @@ class DistributedDataParallel(Module):
         self.stats = {"steps": 0, "bytes": 0, "wait_s": 0.0, "buckets_started_in_backward": 0}
         self._buckets = self._build_buckets([p for p in module.parameters() if p.requires_grad])
         self._region = self._share_buckets()
+        self._sharding = None           # set by a ZeroRedundancyOptimizer
         self._where = {}
         me = weakref.ref(self)
         for b in self._buckets:
@@ -205,6 +206,22 @@ class DistributedDataParallel(Module):
             b.place(b.peers[self.comm.rank])
         return region
 
+    def _shard(self, params: list):
+        """Hand each trainable parameter to one owning rank (ZeroRedundancyOptimizer)."""
+        from .zero import _BroadcastSharding, _SharedSharding, assign_owners
+
+        if self._sharding is not None:
+            raise RuntimeError("this DistributedDataParallel already has a ZeroRedundancyOptimizer")
+        owner = assign_owners([int(p._array.size) for p in params], self.comm.size)
+        params_region = self.comm.shared_region(sum(-(-p._array.nbytes // 64) * 64 for p in params)
+                                                if self.comm.rank == 0 else 0)
+        if params_region is None:
+            self._sharding = _BroadcastSharding(self.comm, params, owner)
+        else:
+            self._sharding = _SharedSharding(self.comm, params, owner, params_region, self.comm.shared_region)
+            self._index = {id(p): i for i, p in enumerate(params)}
+        return self._sharding
+
     @property
     def bucket_sizes(self) -> list:
         """Bytes of gradient in each bucket, in launch order."""
@@ -223,6 +240,8 @@ class DistributedDataParallel(Module):
     def forward(self, *args, **kwargs):
         if self._armed:
             self._drain()  # a forward without a backward (or a failed one) since the last arming
+        if self._sharding is not None and self._sharding.unpublished:
+            self._sharding.publish()  # an exchange without an optimizer step: the slots are free once all passed
         if self.broadcast_buffers and self.module.training:
             broadcast_tensors(self.comm, [b for b in self.module.buffers() if b is not None])
         self._armed = self._sync and is_grad_enabled() and self.comm.size > 1
@@ -230,6 +249,8 @@ class DistributedDataParallel(Module):
             for b in self._buckets:
                 b.reset()
             self._next = 0
+            if self._shared_sharding:
+                self._sharding.reset()
         return self.module(*args, **kwargs)
 
     # ---- during backward ----------------------------------------------------------------
@@ -240,6 +261,9 @@ class DistributedDataParallel(Module):
         if not self._finish_queued:
             queue_callback(self._finish)
             self._finish_queued = True
+        if self._shared_sharding:
+            self._sharding.put(self._index[id(p)], p.grad._array)
+            return
         bucket, i = self._where[id(p)]
         bucket.put(i, p.grad._array)
         if self._region is not None:
@@ -268,6 +292,13 @@ class DistributedDataParallel(Module):
     def _finish(self) -> None:
         """End of the backward pass: start what did not fill, wait, average, hand out."""
         self._finish_queued = False
+        if self._shared_sharding:
+            t0 = time.perf_counter()
+            self._sharding.exchange()
+            self.stats["wait_s"] += time.perf_counter() - t0
+            self.stats["steps"] += 1
+            self._armed = False
+            return
         for b in self._buckets[self._next:]:
             for i, p in enumerate(b.params):
                 if not b.arrived[i]:
@@ -290,6 +321,8 @@ class DistributedDataParallel(Module):
                 else:
                     p.grad._array = view
             self.stats["bytes"] += b.buf.nbytes
+        if self._sharding is not None:
+            self._sharding.drop_unowned()
         self.stats["steps"] += 1
         self._armed = False
 
@@ -316,12 +349,16 @@ class DistributedDataParallel(Module):
                     b.peers[k][lo:hi] = acc
         region.barrier("the gradient exchange (another rank did not finish summing)")
 
+    @property
+    def _shared_sharding(self) -> bool:
+        return self._sharding is not None and self._sharding.shared
+
     def _drain(self) -> None:
         """Finish communication a failed or skipped backward left in flight, so that every
         rank stays at the same collective count; the gradients it carried are dropped."""
-        if self._region is not None:
+        if self._shared_sharding or self._region is not None:
             if self._finish_queued:
-                self._reduce_shared()
+                self._sharding.exchange() if self._shared_sharding else self._reduce_shared()
             self._armed = False
             self._finish_queued = False
             return
