@@ -134,6 +134,10 @@ def test_cli_nproc_2_trains_to_the_single_process_accuracy_band_and_resumes_acro
     # only rank 0 writes: exactly one metrics file and the checkpoints in the one folder
     assert sorted(p.name for p in out.iterdir()) == ["best.ckpt", "confusion.png", "curves.png", "last.ckpt",
                                                      "metrics.json"]
+    # each rank updated half of the weights (ZeroRedundancyOptimizer); the checkpoint holds all the state
+    from cnnfast.training.checkpoint import load_checkpoint
+    _, state = load_checkpoint(str(out / "last.ckpt"))
+    assert len(state["optimizer"]["state"]) == len(state["optimizer"]["param_groups"][0]["params"]) == 10
     proc = subprocess.run([sys.executable, "-m", "cnnfast", "train", "--resume", str(out / "last.ckpt"), "--epochs",
                            "4", "--quiet"], capture_output=True, text=True, timeout=240, env=_env(), cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr

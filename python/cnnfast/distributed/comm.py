@@ -105,6 +105,11 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         os._exit(code)
 
+    @property
+    def shares_memory(self) -> bool:
+        """Whether shared_region() gives memory (all ranks on one machine, several ranks)."""
+        return False
+
     def shared_region(self, nbytes: int):
         """A ``SharedRegion`` with this rank's ``nbytes`` (each rank passes its own size) that
         every rank can read and write, or None where the ranks do not all share one machine's
@@ -287,8 +292,12 @@ class MPICommunicator(Communicator):
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
 
+    @property
+    def shares_memory(self) -> bool:
+        return self._one_host and self.size > 1 and os.environ.get("CNNFAST_DIST_SHM", "1") != "0"
+
     def shared_region(self, nbytes: int):
-        if not self._one_host or self.size == 1 or os.environ.get("CNNFAST_DIST_SHM", "1") == "0":
+        if not self.shares_memory:
             return None
         MPI = self.MPI
         win = MPI.Win.Allocate_shared(max(int(nbytes), 0), 1, comm=self.comm)

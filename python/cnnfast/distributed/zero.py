@@ -192,6 +192,8 @@ class ZeroRedundancyOptimizer(Optimizer):
     ``DistributedDataParallel`` model, with each rank updating only its share.
 
     Unlike torch's, it takes the wrapper (it changes where the wrapper sends gradients).
+    ``optimizer_class`` may also be an optimizer already built over the model's trainable
+    parameters (state loaded, schedulers attached): it is then the plain optimizer inside.
     ``param_groups``, ``state``, ``zero_grad`` and learning-rate schedulers work as on the
     plain optimizer; ``state_dict()`` is collective (every rank must call it) and returns
     the whole optimizer's state, loadable by a plain optimizer or at another world size;
@@ -208,13 +210,23 @@ class ZeroRedundancyOptimizer(Optimizer):
         if not isinstance(ddp, DistributedDataParallel):
             raise TypeError(f"ZeroRedundancyOptimizer: expected a DistributedDataParallel model, got "
                             f"{type(ddp).__name__}")
-        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
-            raise TypeError(f"optimizer_class: expected a cnnfast.optim.Optimizer subclass, got {optimizer_class!r}")
-        if optimizer_class.step is not Optimizer.step:
-            raise TypeError(f"ZeroRedundancyOptimizer: {optimizer_class.__name__}'s step needs every parameter at "
-                            "once and cannot be sharded")
         params = [p for p in ddp.module.parameters() if p.requires_grad]
-        self.optimizer = optimizer_class(params, **defaults)
+        built = isinstance(optimizer_class, Optimizer)
+        cls = type(optimizer_class) if built else optimizer_class
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"optimizer_class: expected a cnnfast.optim.Optimizer subclass (or an optimizer over the "
+                            f"model's parameters), got {optimizer_class!r}")
+        if cls.step is not Optimizer.step:
+            raise TypeError(f"ZeroRedundancyOptimizer: {cls.__name__}'s step needs every parameter at once and "
+                            "cannot be sharded")
+        if built:
+            if defaults:
+                raise TypeError("ZeroRedundancyOptimizer: hyper-parameters go to the optimizer, which is already built")
+            theirs = {id(p) for g in optimizer_class.param_groups for p in g["params"]}
+            if theirs != {id(p) for p in params}:
+                raise ValueError("ZeroRedundancyOptimizer: the optimizer must hold exactly the model's trainable "
+                                 "parameters")
+        self.optimizer = optimizer_class if built else cls(params, **defaults)
         self.ddp = ddp
         self.comm = ddp.comm
         self._sharding = ddp._shard(params)
