@@ -90,6 +90,19 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool, zero: bool) 
     ddp = dist.DistributedDataParallel(model, bucket_mb=bucket_mb, broadcast_buffers=False)
     if zero:
         opt = dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.01, momentum=0.9)
+    # CPU time inside the gradient hooks (copies into the buckets, MPI starts) and at the
+    # end of backward (the exchange, or the wait for MPI).
+    split = {"hooks": 0.0, "finish": 0.0}
+
+    def timed(f, key):
+        def g(*args):
+            c0 = time.thread_time()
+            try:
+                return f(*args)
+            finally:
+                split[key] += time.thread_time() - c0
+        return g
+    ddp._on_grad, ddp._finish = timed(ddp._on_grad, "hooks"), timed(ddp._finish, "finish")
     _steps(ddp, opt, x, y, 2)
     # Synchronised and no-sync blocks alternate, best of 3 each, so that load from other
     # jobs hits both alike and their difference means something. CPU times are per rank.
@@ -101,10 +114,12 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool, zero: bool) 
             best_nosync = min(best_nosync, _steps(ddp, opt, x, y, steps))
         comm.barrier()
         wait0, steps0 = ddp.stats["wait_s"], ddp.stats["steps"]
+        split0 = dict(split)
         got = _steps(ddp, opt, x, y, steps)
         if got < best_sync:
             best_sync = got
             exposed = (ddp.stats["wait_s"] - wait0) / (ddp.stats["steps"] - steps0)
+            hooks, finish = ((split[k] - split0[k]) / steps for k in ("hooks", "finish"))
         comm.barrier()
     bufs = [b.buf for b in ddp._buckets]
     reps = 5
@@ -113,14 +128,16 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool, zero: bool) 
         for b in bufs:
             comm.allreduce(b, "sum")
     allreduce, allreduce_cpu = (time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps
-    figures = np.array([*best_sync, *best_nosync, exposed, allreduce, allreduce_cpu])
+    figures = np.array([*best_sync, *best_nosync, exposed, allreduce, allreduce_cpu, hooks, finish])
     # Every rank's figures: the slowest rank sets the pace.
     worst = comm.allreduce(figures.copy(), "max")
     if comm.rank == 0:
-        (t_sync, cpu_sync, opt_sync, t_nosync, cpu_nosync, _, exposed, allreduce, allreduce_cpu) = worst
+        (t_sync, cpu_sync, opt_sync, t_nosync, cpu_nosync, _, exposed, allreduce, allreduce_cpu, hooks,
+         finish) = worst
         print("RESULT " + json.dumps({
             "images_per_s": steps * batch / t_sync, "step_ms": 1e3 * t_sync / steps,
             "cpu_ms": 1e3 * cpu_sync / steps, "opt_cpu_ms": 1e3 * opt_sync / steps,
+            "hooks_cpu_ms": 1e3 * hooks, "finish_cpu_ms": 1e3 * finish,
             "nosync_step_ms": 1e3 * t_nosync / steps, "nosync_cpu_ms": 1e3 * cpu_nosync / steps,
             "allreduce_ms": 1e3 * allreduce, "allreduce_cpu_ms": 1e3 * allreduce_cpu,
             "waited_ms": 1e3 * exposed, "sync_cost_ms": 1e3 * (t_sync - t_nosync) / steps,
@@ -185,9 +202,11 @@ def main() -> None:
               + ("  [SyncBatchNorm]" if a.sync_bn else "") + ":")
         print(f"    {two['images_per_s']:7.1f} img/s  ({two['step_ms']:.1f} ms/step; without gradient sync "
               f"{two['nosync_step_ms']:.1f}); ratio 2x1 / 1x2: {two['images_per_s'] / best_one['images_per_s']:.2f}x")
-        print(f"    CPU per rank and step: {two['cpu_ms']:.1f} ms ({two['nosync_cpu_ms']:.1f} without sync, so the sync "
-              f"costs {two['sync_cpu_ms']:.1f}; optimizer {two['opt_cpu_ms']:.1f}); waited/exchanged at the end of "
-              f"backward {two['waited_ms']:.1f} ms")
+        print(f"    CPU per rank and step: {two['cpu_ms']:.1f} ms = compute "
+              f"{two['cpu_ms'] - two['hooks_cpu_ms'] - two['finish_cpu_ms'] - two['opt_cpu_ms']:.1f} + gradient hooks "
+              f"{two['hooks_cpu_ms']:.1f} + end of backward {two['finish_cpu_ms']:.1f} + optimizer step "
+              f"{two['opt_cpu_ms']:.1f} ({two['nosync_cpu_ms']:.1f} without sync); end of backward took "
+              f"{two['waited_ms']:.1f} ms of wall time")
         # CPU time is what load disturbs least. On an idle machine the 1x2 step takes at least
         # half the 1-thread step's CPU time (perfect 2-thread scaling; the 2-thread run's own
         # CPU time counts its threads' spinning, which load inflates), and each rank of the
