@@ -185,6 +185,12 @@ class SharedRegion:
     def __init__(self, win, comm, views: list):
         self.win, self.comm, self.views = win, comm, views
 
+    def free(self) -> None:
+        """Release the memory (collective); no view of it may be used afterwards."""
+        self.views = []
+        self.win.Unlock_all()
+        self.win.Free()
+
     def barrier(self, what: str) -> None:
         """Every rank's writes so far are visible to every rank once this returns; it waits
         with the CNNFAST_DIST_TIMEOUT deadline, like every other wait here."""

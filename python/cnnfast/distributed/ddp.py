@@ -220,6 +220,14 @@ class DistributedDataParallel(Module):
         else:
             self._sharding = _SharedSharding(self.comm, params, owner, params_region, self.comm.shared_region)
             self._index = {id(p): i for i, p in enumerate(params)}
+            if self._region is not None:
+                # The gradients no longer pass through the buckets: give their shared memory
+                # back (private zeros keep the bookkeeping; untouched, they take no memory).
+                for b in self._buckets:
+                    b.peers = None
+                    b.place(np.zeros(b.buf.shape, b.buf.dtype))
+                self._region.free()
+                self._region = None
         return self._sharding
 
     @property
