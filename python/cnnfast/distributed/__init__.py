@@ -14,6 +14,10 @@ them over machines); each one calls ``init()`` and wraps its model::
         ... loss = F.cross_entropy(ddp(x[my indices]), y); loss.backward()  # gradients averaged
         optimizer.step()
 
+``ZeroRedundancyOptimizer(ddp, optim.SGD, ...)`` in place of the optimizer gives each rank
+1/N of the update work and state. On one machine the ranks exchange gradients (and, sharded,
+share the weights) through shared memory instead of MPI transfers.
+
 ``all_reduce``/``broadcast``/``barrier`` work on NumPy arrays (or Tensors) in place.
 A process that raises an uncaught exception after ``init()`` in a job of several
 processes prints its rank and the error, then aborts the whole job (the others would
