@@ -102,6 +102,30 @@ def test_a_rank_that_raises_stops_the_job_with_its_rank_named(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("zero", [False, True])
+def test_a_rank_that_stops_taking_part_times_out_at_the_shared_memory_exchange(tmp_path, zero):
+    """Rank 1 neither dies nor raises but does not reach its backward: rank 0 waits at the
+    shared-memory exchange only CNNFAST_DIST_TIMEOUT seconds, then the job stops."""
+    script = tmp_path / "stall.py"
+    script.write_text(
+        "import time, cnnfast, cnnfast.distributed as dist\n"
+        "from cnnfast import nn, optim\n"
+        "dist.init()\n"
+        "ddp = dist.DistributedDataParallel(nn.Linear(4, 2))\n"
+        f"if {zero}:\n"
+        "    dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1)\n"
+        "if dist.rank() == 1:\n"
+        "    time.sleep(60)\n"
+        "ddp(cnnfast.tensor([[1.0, 2.0, 3.0, 4.0]])).sum().backward()\n"
+        "print('rank', dist.rank(), 'went on', flush=True)\n")
+    proc = run_job([sys.executable, str(script)], timeout=45, env={"CNNFAST_DIST_TIMEOUT": "2"})
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "rank 0 of 2" in err and "TimeoutError: the gradient exchange" in err, err
+    assert "went on" not in err
+
+
+@needs_mpi
 def test_a_killed_rank_makes_the_launcher_exit_non_zero_naming_it(tmp_path):
     script = tmp_path / "die.py"
     script.write_text(
