@@ -241,9 +241,11 @@ class MPICommunicator(Communicator):
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
-        # Whether every rank shares this machine's memory: the same answer on every rank,
-        # so that shared_region() is collective on all of them or on none.
-        self._one_host = bool(self.comm.allreduce(int(self.local_size == self.size), op=MPI.MIN))
+        # Whether every rank shares this machine's memory (and none switched that off with
+        # CNNFAST_DIST_SHM=0): the same answer on every rank, so that shared_region() is
+        # collective on all of them or on none.
+        mine = self.local_size == self.size and os.environ.get("CNNFAST_DIST_SHM", "1") != "0"
+        self._can_share = bool(self.comm.allreduce(int(mine), op=MPI.MIN))
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
     def _checked(self, a, op: str, what: str) -> np.ndarray:
@@ -300,7 +302,7 @@ class MPICommunicator(Communicator):
 
     @property
     def shares_memory(self) -> bool:
-        return self._one_host and self.size > 1 and os.environ.get("CNNFAST_DIST_SHM", "1") != "0"
+        return self._can_share and self.size > 1
 
     def shared_region(self, nbytes: int):
         if not self.shares_memory:
