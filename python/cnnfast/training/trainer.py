@@ -410,7 +410,7 @@ class _Run:
             self.net = dist.DistributedDataParallel(self.model, comm=comm, broadcast_buffers=False)
             self.notes.append(f"data parallel on {comm.size} processes (batch {cfg.batch_size // comm.size} each, "
                               f"BatchNorm synchronised): " + ", ".join(comm.allgather_object(dist.comm.describe(comm))))
-            if comm.shares_memory:
+            if comm.shares_memory and self.device.type == "cpu":
                 # One machine: each process updates its share of the weights in one shared
                 # copy instead of all of them (benchmarks/RESULTS.md, issue 19). The scheduler
                 # keeps driving the plain optimizer inside.
