@@ -177,6 +177,16 @@ class _MPIWork(Work):
         wait_all([self])
 
 
+def pack_offsets(nbytes: list) -> tuple:
+    """Cache-line aligned byte offsets of consecutive arrays in a SharedRegion, and the total."""
+    offsets, at = [], 0
+    for nb in nbytes:
+        at = -(-at // 64) * 64
+        offsets.append(at)
+        at += nb
+    return offsets, at
+
+
 class SharedRegion:
     """``nbytes`` of memory per rank, mapped into every rank of a job whose ranks all run on
     one machine (an MPI-3 shared-memory window): ``views[k]`` is rank k's part, as uint8.

@@ -34,7 +34,7 @@ import numpy as np
 from ..autograd import is_grad_enabled, queue_callback
 from ..nn.modules.module import Module
 from ..tensor import Tensor
-from .comm import wait_all
+from .comm import pack_offsets, wait_all
 
 __all__ = ["DistributedDataParallel"]
 
@@ -193,11 +193,7 @@ class DistributedDataParallel(Module):
         """On one machine, move the buckets into memory every rank maps (None elsewhere)."""
         if self.comm.size == 1 or not self._buckets:
             return None
-        starts, at = [], 0
-        for b in self._buckets:
-            at = -(-at // 64) * 64                  # cache-line aligned, whatever the dtype
-            starts.append(at)
-            at += b.buf.nbytes
+        starts, at = pack_offsets([b.buf.nbytes for b in self._buckets])
         region = self.comm.shared_region(at)
         if region is None:
             return None
@@ -213,12 +209,10 @@ class DistributedDataParallel(Module):
         if self._sharding is not None:
             raise RuntimeError("this DistributedDataParallel already has a ZeroRedundancyOptimizer")
         owner = assign_owners([int(p._array.size) for p in params], self.comm.size)
-        params_region = self.comm.shared_region(sum(-(-p._array.nbytes // 64) * 64 for p in params)
-                                                if self.comm.rank == 0 else 0)
-        if params_region is None:
+        if not self.comm.shares_memory:
             self._sharding = _BroadcastSharding(self.comm, params, owner)
         else:
-            self._sharding = _SharedSharding(self.comm, params, owner, params_region, self.comm.shared_region)
+            self._sharding = _SharedSharding(self.comm, params, owner)
             self._index = {id(p): i for i, p in enumerate(params)}
             if self._region is not None:
                 # The gradients no longer pass through the buckets: give their shared memory

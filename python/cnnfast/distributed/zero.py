@@ -7,9 +7,9 @@ part of what two processes pay and two threads of one process do not. Sharded, t
 gradients travel only to their owner and the updated weights back:
 
 - ranks on one machine (``_SharedSharding``): the trainable parameters are moved into one
-  shared-memory copy that every rank's model reads; at the end of backward each rank
-  writes the gradients it does not own into its shared slots, and each owner sums its
-  parameters' gradients over the ranks into a buffer of its own. ``step()`` updates the
+  shared-memory copy that every rank's model reads; during backward each rank copies the
+  gradients it does not own into its shared slots as they are produced, and at its end each
+  owner sums its parameters' gradients over the ranks into a buffer of its own. ``step()`` updates the
   owned parameters in place in the shared copy and then waits for every rank, so the next
   forward of any rank sees all of them. No gradient travels to a rank that does not own
   it and no weight is copied back at all.
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..optim.optimizer import Optimizer
 from ..tensor import Tensor
+from .comm import pack_offsets
 
 __all__ = ["ZeroRedundancyOptimizer", "assign_owners"]
 
@@ -40,16 +41,6 @@ def assign_owners(sizes: list, n: int) -> list:
         owner[i] = r
         load[r] += sizes[i]
     return owner
-
-
-def _pack(nbytes: list) -> tuple:
-    """Cache-line aligned byte offsets of consecutive arrays, and the total."""
-    offsets, at = [], 0
-    for nb in nbytes:
-        at = -(-at // 64) * 64
-        offsets.append(at)
-        at += nb
-    return offsets, at
 
 
 def _view(region: np.ndarray, offset: int, like: np.ndarray) -> np.ndarray:
@@ -73,11 +64,12 @@ class _SharedSharding:
 
     shared = True
 
-    def __init__(self, comm, params: list, owner: list, params_region, grads_region_for):
+    def __init__(self, comm, params: list, owner: list):
         self.comm, self.params, self.owner = comm, params, owner
         r, n = comm.rank, comm.size
         self.scale = 1.0 / n
-        offsets, _ = _pack([p._array.nbytes for p in params])
+        offsets, total = pack_offsets([p._array.nbytes for p in params])
+        params_region = comm.shared_region(total if r == 0 else 0)
         self.weights = [_view(params_region.views[0], o, p._array) for o, p in zip(offsets, params)]
         if r == 0:
             for v, p in zip(self.weights, params):
@@ -90,9 +82,9 @@ class _SharedSharding:
         # then one flag byte per parameter (1 where rank k had a gradient for it).
         layouts = []
         for k in range(n):
-            offs, total = _pack([p._array.nbytes if owner[i] != k else 0 for i, p in enumerate(params)])
+            offs, total = pack_offsets([p._array.nbytes if owner[i] != k else 0 for i, p in enumerate(params)])
             layouts.append((offs, total))
-        grads = grads_region_for(layouts[r][1] + len(params))
+        grads = comm.shared_region(layouts[r][1] + len(params))
         self.grads = grads
         self.slots = [[None if owner[i] == k else _view(grads.views[k], layouts[k][0][i], p._array)
                        for i, p in enumerate(params)] for k in range(n)]
