@@ -191,6 +191,12 @@ def case_zero_no_sync_and_bad_use():
         else:
             raise AssertionError(f"{bad} was accepted")
     try:
+        dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1 * (R + 1))
+    except ValueError as exc:
+        assert "every rank must build the same optimizer" in str(exc), exc
+    else:
+        raise AssertionError("ranks with different learning rates were accepted")
+    try:
         dist.ZeroRedundancyOptimizer(mine, optim.SGD, lr=0.1)
     except TypeError as exc:
         assert "DistributedDataParallel" in str(exc)

@@ -221,6 +221,12 @@ class ZeroRedundancyOptimizer(Optimizer):
         self.optimizer = optimizer_class if built else cls(params, **defaults)
         self.ddp = ddp
         self.comm = ddp.comm
+        # Each rank applies its share with its own hyper-parameters: they must agree.
+        mine = (cls.__name__, [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups])
+        for r, theirs in enumerate(self.comm.allgather_object(mine)):
+            if repr(theirs) != repr(mine):
+                raise ValueError(f"ZeroRedundancyOptimizer: rank {r} has {theirs[0]} {theirs[1]}, rank "
+                                 f"{self.comm.rank} has {mine[0]} {mine[1]}; every rank must build the same optimizer")
         self._sharding = ddp._shard(params)
         self._owned = {id(p) for i, p in enumerate(params) if self._sharding.owner[i] == self.comm.rank}
         self._drop_unowned_state()
