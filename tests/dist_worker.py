@@ -8,6 +8,7 @@ the pytest side reads those lines.
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -41,8 +42,12 @@ def data(steps, per_rank):
     return x, y
 
 
+OPTIMIZERS = {"sgd": (optim.SGD, dict(lr=0.1, momentum=0.9)), "adam": (optim.Adam, dict(lr=0.01))}
+
+
 def make_opt(kind, params):
-    return optim.SGD(params, lr=0.1, momentum=0.9) if kind == "sgd" else optim.Adam(params, lr=0.01)
+    cls, kwargs = OPTIMIZERS[kind]
+    return cls(params, **kwargs)
 
 
 def arrays(model):
@@ -57,8 +62,9 @@ def close(got: dict, want: dict, rtol=1e-5, what="") -> None:
             raise AssertionError(f"{what}{k}: relative difference {err:.3g} > {rtol}")
 
 
-def equivalence(builder, kind, sync_bn):
-    """2 ranks x batch B == 1 process x batch 2B after STEPS steps; rank 1 starts from other weights."""
+def equivalence(builder, kind, sync_bn, zero=False):
+    """2 ranks x batch B == 1 process x batch 2B after STEPS steps; rank 1 starts from other weights.
+    zero: a ZeroRedundancyOptimizer, whose gathered state must equal the plain optimizer's."""
     x, y = data(STEPS, B)
     cnnfast.manual_seed(0)
     ref = builder()
@@ -69,7 +75,11 @@ def equivalence(builder, kind, sync_bn):
     if sync_bn:
         mine = dist.convert_sync_batchnorm(mine)
     ddp = dist.DistributedDataParallel(mine, bucket_mb=0.0005)   # several buckets for this small model
-    opt_ref, opt = make_opt(kind, ref.parameters()), make_opt(kind, mine.parameters())
+    opt_ref = make_opt(kind, ref.parameters())
+    opt = dist.ZeroRedundancyOptimizer(ddp, OPTIMIZERS[kind][0], **OPTIMIZERS[kind][1]) if zero else make_opt(kind, mine.parameters())
+    if zero:
+        sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)   # schedulers see the plain groups
+        sched_ref = optim.lr_scheduler.StepLR(opt_ref, step_size=2, gamma=0.5)
     for s in range(STEPS):
         loss = F.cross_entropy(ref(cnnfast.tensor(x[s])), cnnfast.tensor(y[s]))
         opt_ref.zero_grad()
@@ -80,9 +90,40 @@ def equivalence(builder, kind, sync_bn):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if zero:
+            sched.step()
+            sched_ref.step()
     close(arrays(mine), arrays(ref), what=f"{kind}: ")
+    if zero:
+        check_zero_state(ddp, opt, opt_ref, kind)
     assert len(ddp._buckets) > 1, "the test model should span several buckets"
-    assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
+    # The job runs on one machine: shared memory carries the gradients unless switched off
+    # (with a sharded optimizer, not through the buckets, whose shared memory is released).
+    shared = os.environ.get("CNNFAST_DIST_SHM") != "0"
+    assert (ddp._region is not None) == (shared and not zero), f"shared-memory buckets expected {shared}"
+    if not shared:   # MPI moves the buckets: they start while backward still runs
+        assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
+
+
+def check_zero_state(ddp, opt, opt_ref, kind):
+    """Each rank holds state for its share only; the gathered state is the plain optimizer's."""
+    owned = opt.owned_parameters
+    total = len([p for p in ddp.module.parameters() if p.requires_grad])
+    shares = comm.allgather(np.array([len(owned)]))
+    assert 0 < len(owned) < total and shares.sum() == total, f"ownership {shares.ravel()} of {total}"
+    assert set(map(id, opt.state)) == set(map(id, owned)), "state kept for parameters this rank does not own"
+    full, want = opt.state_dict(), opt_ref.state_dict()
+    assert sorted(full["state"]) == sorted(want["state"]), (sorted(full["state"]), sorted(want["state"]))
+    for idx, st in want["state"].items():
+        close({k: np.asarray(v, np.float64) for k, v in full["state"][idx].items()},
+              {k: np.asarray(v, np.float64) for k, v in st.items()}, what=f"{kind} state[{idx}] ")
+    assert full["param_groups"][0]["lr"] == want["param_groups"][0]["lr"]
+    plain = make_opt(kind, ddp.module.parameters())      # the gathered state loads into a plain optimizer
+    plain.load_state_dict(full)
+    opt.load_state_dict(full)
+    assert set(map(id, opt.state)) == set(map(id, owned))
+    shared = os.environ.get("CNNFAST_DIST_SHM") != "0"
+    assert opt._sharding.shared == shared, f"shared-memory sharding expected {shared}"
 
 
 def case_sgd():
@@ -101,22 +142,72 @@ def case_adam_syncbn():
     equivalence(model_with_bn, "adam", True)
 
 
-def case_no_sync():
-    """Two micro-batches per rank, the first under no_sync: the averaged gradient equals the
-    gradient of 2 x the mean loss over all 2 x W x B samples, and the first backward stayed local."""
+def case_zero_sgd():
+    equivalence(model_without_bn, "sgd", False, zero=True)
+
+
+def case_zero_adam_syncbn():
+    equivalence(model_with_bn, "adam", True, zero=True)
+
+
+def accumulate_twice(zero: bool):
+    """A model on every rank (and a single-process twin) after two micro-batches per rank,
+    the first under no_sync; checks that the first one stayed local."""
     x, y = data(2, B)
     cnnfast.manual_seed(0)
     ref = model_without_bn()
     mine = model_without_bn()
     mine.load_state_dict(ref.state_dict())
     ddp = dist.DistributedDataParallel(mine)
+    if zero:
+        ddp.test_zero = dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1)
     part = slice(R * B, (R + 1) * B)
     with ddp.no_sync():
         F.cross_entropy(ddp(cnnfast.tensor(x[0, part])), cnnfast.tensor(y[0, part])).backward()
-    local = mine[0].weight.grad.numpy().copy()
-    others = comm.allgather(local)
+    others = comm.allgather(mine[0].weight.grad.numpy().copy())
     assert not np.allclose(others[0], others[1]), "gradients were exchanged inside no_sync"
     F.cross_entropy(ddp(cnnfast.tensor(x[1, part])), cnnfast.tensor(y[1, part])).backward()
+    return x, y, ref, mine, ddp
+
+
+def case_zero_no_sync_and_bad_use():
+    """Accumulation under no_sync then a synchronised step equals one big batch's step; an
+    optimizer that cannot be sharded is refused on every rank."""
+    x, y, ref, mine, ddp = accumulate_twice(zero=True)
+    opt = ddp.test_zero
+    owned = {id(p) for p in opt.owned_parameters}
+    assert all((p.grad is not None) == (id(p) in owned) for p in mine.parameters()), "gradients kept off-shard"
+    opt.step()
+    opt_ref = optim.SGD(ref.parameters(), lr=0.1)
+    big_x, big_y = x.reshape(-1, 2, 6, 6), y.reshape(-1)
+    (F.cross_entropy(ref(cnnfast.tensor(big_x)), cnnfast.tensor(big_y)) * 2.0).backward()
+    opt_ref.step()
+    close(arrays(mine), arrays(ref), rtol=1e-10, what="zero no_sync: ")
+    for bad, words in ((optim.LBFGS, "cannot be sharded"), ("sgd", "Optimizer subclass")):
+        try:
+            dist.ZeroRedundancyOptimizer(ddp, bad, lr=0.1)
+        except TypeError as exc:
+            assert words in str(exc), exc
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    try:
+        dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1 * (R + 1))
+    except ValueError as exc:
+        assert "every rank must build the same optimizer" in str(exc), exc
+    else:
+        raise AssertionError("ranks with different learning rates were accepted")
+    try:
+        dist.ZeroRedundancyOptimizer(mine, optim.SGD, lr=0.1)
+    except TypeError as exc:
+        assert "DistributedDataParallel" in str(exc)
+    else:
+        raise AssertionError("a bare module was accepted")
+
+
+def case_no_sync():
+    """Two micro-batches per rank, the first under no_sync: the averaged gradient equals the
+    gradient of 2 x the mean loss over all 2 x W x B samples, and the first backward stayed local."""
+    x, y, ref, mine, ddp = accumulate_twice(zero=False)
     big_x, big_y = x.reshape(-1, 2, 6, 6), y.reshape(-1)
     (F.cross_entropy(ref(cnnfast.tensor(big_x)), cnnfast.tensor(big_y)) * 2.0).backward()
     close({n: p.grad.data for n, p in mine.named_parameters()}, {n: p.grad.data for n, p in ref.named_parameters()},

@@ -44,11 +44,11 @@ def _env() -> dict:
     return env
 
 
-def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None) -> subprocess.CompletedProcess:
+def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None, env=None) -> subprocess.CompletedProcess:
     """``mpiexec -n nproc`` + args, failing the test (not hanging) past ``timeout`` seconds."""
     try:
         return subprocess.run([MPIEXEC, "-n", str(nproc)] + args, capture_output=True, text=True, timeout=timeout,
-                              env=_env(), cwd=cwd)
+                              env={**_env(), **(env or {})}, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the {nproc}-process job did not finish within {timeout} s (a hang): {args}\n"
                     f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
@@ -56,11 +56,14 @@ def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None) -> sub
 
 # ---- inside a 2-process job ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def worker_results() -> dict:
+@pytest.fixture(scope="module", params=["shared_memory", "mpi_transfers"])
+def worker_results(request) -> dict:
+    """The cases run twice: gradients exchanged through shared memory (what one machine
+    uses) and through MPI's non-blocking all-reduce (what several machines use)."""
     if MPIEXEC is None:
         pytest.skip("mpi4py/mpiexec not installed")
-    proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")])
+    proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")],
+                   env={"CNNFAST_DIST_SHM": "0" if request.param == "mpi_transfers" else "1"})
     results = {}
     for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", proc.stdout):
         results.setdefault(name, {})[int(rank)] = verdict
@@ -70,11 +73,13 @@ def worker_results() -> dict:
 
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd", "adam", "sgd_syncbn", "adam_syncbn", "no_sync", "unused_parameters",
-                                  "collectives", "bad_use", "sampler"])
+                                  "collectives", "bad_use", "sampler", "zero_sgd", "zero_adam_syncbn",
+                                  "zero_no_sync_and_bad_use"])
 def test_two_rank_job(worker_results, case):
     """sgd/adam(_syncbn): 2 ranks x batch 3 equal 1 process x batch 6 within 1e-5 after 4 steps, rank 1
     starting from different weights; no_sync accumulation equals one big batch; unused parameters;
-    all_reduce/broadcast; bad use raising on every rank; sampler shards disjoint and covering."""
+    all_reduce/broadcast; bad use raising on every rank; sampler shards disjoint and covering;
+    zero_*: the same with a ZeroRedundancyOptimizer, its gathered state equal to the plain one's."""
     got = worker_results.get(case)
     assert got == {0: "ok", 1: "ok"}, f"{case}: {got}\n{worker_results['_output']}"
 
@@ -93,6 +98,30 @@ def test_a_rank_that_raises_stops_the_job_with_its_rank_named(tmp_path):
     assert proc.returncode != 0
     err = proc.stdout + proc.stderr
     assert "rank 1 of 2" in err and "out of data on this rank" in err, err
+    assert "went on" not in err
+
+
+@needs_mpi
+@pytest.mark.parametrize("zero", [False, True])
+def test_a_rank_that_stops_taking_part_times_out_at_the_shared_memory_exchange(tmp_path, zero):
+    """Rank 1 neither dies nor raises but does not reach its backward: rank 0 waits at the
+    shared-memory exchange only CNNFAST_DIST_TIMEOUT seconds, then the job stops."""
+    script = tmp_path / "stall.py"
+    script.write_text(
+        "import time, cnnfast, cnnfast.distributed as dist\n"
+        "from cnnfast import nn, optim\n"
+        "dist.init()\n"
+        "ddp = dist.DistributedDataParallel(nn.Linear(4, 2))\n"
+        f"if {zero}:\n"
+        "    dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1)\n"
+        "if dist.rank() == 1:\n"
+        "    time.sleep(60)\n"
+        "ddp(cnnfast.tensor([[1.0, 2.0, 3.0, 4.0]])).sum().backward()\n"
+        "print('rank', dist.rank(), 'went on', flush=True)\n")
+    proc = run_job([sys.executable, str(script)], timeout=45, env={"CNNFAST_DIST_TIMEOUT": "2"})
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "rank 0 of 2" in err and "TimeoutError: the gradient exchange" in err, err
     assert "went on" not in err
 
 
@@ -129,6 +158,10 @@ def test_cli_nproc_2_trains_to_the_single_process_accuracy_band_and_resumes_acro
     # only rank 0 writes: exactly one metrics file and the checkpoints in the one folder
     assert sorted(p.name for p in out.iterdir()) == ["best.ckpt", "confusion.png", "curves.png", "last.ckpt",
                                                      "metrics.json"]
+    # each rank updated half of the weights (ZeroRedundancyOptimizer); the checkpoint holds all the state
+    from cnnfast.training.checkpoint import load_checkpoint
+    _, state = load_checkpoint(str(out / "last.ckpt"))
+    assert len(state["optimizer"]["state"]) == len(state["optimizer"]["param_groups"][0]["params"]) == 10
     proc = subprocess.run([sys.executable, "-m", "cnnfast", "train", "--resume", str(out / "last.ckpt"), "--epochs",
                            "4", "--quiet"], capture_output=True, text=True, timeout=240, env=_env(), cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr

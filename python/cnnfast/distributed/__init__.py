@@ -14,6 +14,10 @@ them over machines); each one calls ``init()`` and wraps its model::
         ... loss = F.cross_entropy(ddp(x[my indices]), y); loss.backward()  # gradients averaged
         optimizer.step()
 
+``ZeroRedundancyOptimizer(ddp, optim.SGD, ...)`` in place of the optimizer gives each rank
+1/N of the update work and state. On one machine the ranks exchange gradients (and, sharded,
+share the weights) through shared memory instead of MPI transfers.
+
 ``all_reduce``/``broadcast``/``barrier`` work on NumPy arrays (or Tensors) in place.
 A process that raises an uncaught exception after ``init()`` in a job of several
 processes prints its rank and the error, then aborts the whole job (the others would
@@ -32,7 +36,8 @@ from .comm import (Communicator, MPICommunicator, SelfCommunicator, Work, check_
 __all__ = ["init", "is_initialized", "get_communicator", "rank", "world_size", "local_rank", "local_world_size",
            "barrier", "all_reduce", "broadcast", "all_gather_object", "default_threads", "Communicator",
            "MPICommunicator", "SelfCommunicator", "Work", "DistributedDataParallel", "DistributedSampler",
-           "SyncBatchNorm", "convert_sync_batchnorm", "check_buffer", "wait_all"]
+           "SyncBatchNorm", "convert_sync_batchnorm", "check_buffer", "wait_all",
+           "ZeroRedundancyOptimizer"]
 
 _state: dict = {"comm": None, "hook_installed": False}
 
@@ -157,3 +162,4 @@ def default_threads() -> int:
 from .ddp import DistributedDataParallel  # noqa: E402
 from .sampler import DistributedSampler  # noqa: E402
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
+from .zero import ZeroRedundancyOptimizer  # noqa: E402

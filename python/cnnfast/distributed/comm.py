@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-__all__ = ["Communicator", "SelfCommunicator", "MPICommunicator", "Work", "check_buffer", "OPS", "DTYPES"]
+__all__ = ["Communicator", "SelfCommunicator", "MPICommunicator", "SharedRegion", "Work", "check_buffer", "OPS", "DTYPES"]
 
 OPS = ("sum", "mean", "max", "min")
 # Element types every backend must move; the code is what agree() compares across ranks.
@@ -105,6 +105,17 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         os._exit(code)
 
+    @property
+    def shares_memory(self) -> bool:
+        """Whether shared_region() gives memory (all ranks on one machine, several ranks)."""
+        return False
+
+    def shared_region(self, nbytes: int):
+        """A ``SharedRegion`` with this rank's ``nbytes`` (each rank passes its own size) that
+        every rank can read and write, or None where the ranks do not all share one machine's
+        memory (a collective call)."""
+        return None
+
     def agree(self, ok: bool, count: int, dtype, what: str) -> None:
         """Raise the same error on every rank unless every rank is ``ok`` and passes the
         same element count and dtype: a collective on mismatched buffers would otherwise
@@ -166,6 +177,38 @@ class _MPIWork(Work):
         wait_all([self])
 
 
+def pack_offsets(nbytes: list) -> tuple:
+    """Cache-line aligned byte offsets of consecutive arrays in a SharedRegion, and the total."""
+    offsets, at = [], 0
+    for nb in nbytes:
+        at = -(-at // 64) * 64
+        offsets.append(at)
+        at += nb
+    return offsets, at
+
+
+class SharedRegion:
+    """``nbytes`` of memory per rank, mapped into every rank of a job whose ranks all run on
+    one machine (an MPI-3 shared-memory window): ``views[k]`` is rank k's part, as uint8.
+    Reads of another rank's part are ordered with its writes only through ``barrier()``."""
+
+    def __init__(self, win, comm, views: list):
+        self.win, self.comm, self.views = win, comm, views
+
+    def free(self) -> None:
+        """Release the memory (collective); no view of it may be used afterwards."""
+        self.views = []
+        self.win.Unlock_all()
+        self.win.Free()
+
+    def barrier(self, what: str) -> None:
+        """Every rank's writes so far are visible to every rank once this returns; it waits
+        with the CNNFAST_DIST_TIMEOUT deadline, like every other wait here."""
+        self.win.Sync()
+        wait_all([_MPIWork(self.comm.Ibarrier())], what)
+        self.win.Sync()
+
+
 def wait_all(works: list, what: str = "a collective operation") -> None:
     """Finish ``works``, polling with the CNNFAST_DIST_TIMEOUT deadline. Each poll lets MPI
     progress the transfers; the first milliseconds spin (most operations end there), then
@@ -208,6 +251,11 @@ class MPICommunicator(Communicator):
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
+        # Whether every rank shares this machine's memory (and none switched that off with
+        # CNNFAST_DIST_SHM=0): the same answer on every rank, so that shared_region() is
+        # collective on all of them or on none.
+        mine = self.local_size == self.size and os.environ.get("CNNFAST_DIST_SHM", "1") != "0"
+        self._can_share = bool(self.comm.allreduce(int(mine), op=MPI.MIN))
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
     def _checked(self, a, op: str, what: str) -> np.ndarray:
@@ -261,6 +309,24 @@ class MPICommunicator(Communicator):
 
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
+
+    @property
+    def shares_memory(self) -> bool:
+        return self._can_share and self.size > 1
+
+    def shared_region(self, nbytes: int):
+        if not self.shares_memory:
+            return None
+        MPI = self.MPI
+        win = MPI.Win.Allocate_shared(max(int(nbytes), 0), 1, comm=self.comm)
+        views = []
+        for k in range(self.size):
+            buf, _ = win.Shared_query(k)
+            views.append(np.frombuffer(buf, np.uint8) if len(buf) else np.zeros(0, np.uint8))
+        # One passive epoch for the window's whole life: Sync() then orders the loads and
+        # stores of the ranks around each barrier (MPI's unified memory model).
+        win.Lock_all(MPI.MODE_NOCHECK)
+        return SharedRegion(win, self.comm, views)
 
     def abort(self, code: int = 1) -> None:
         # MPI_Abort asks the process manager to kill the job and may return before it has;

@@ -17,6 +17,11 @@ at the end of the backward pass fills what never arrived, waits for every bucket
 points each ``.grad`` at its slice of the summed bucket (no copy back).
 Each bucket carries one flag per parameter (1 where that rank had a gradient) so that a
 parameter no rank used is told apart from one whose gradient is zero.
+
+When every rank runs on one machine the buckets live in shared memory instead and the
+ranks sum them directly at the end of backward (``_reduce_shared``): with no idle core
+nothing overlaps anyway, and MPI's all-reduce through its own shared cells costs about three
+times the CPU (benchmarks/RESULTS.md). ``CNNFAST_DIST_SHM=0`` keeps MPI transfers.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import numpy as np
 from ..autograd import is_grad_enabled, queue_callback
 from ..nn.modules.module import Module
 from ..tensor import Tensor
-from .comm import wait_all
+from .comm import pack_offsets, wait_all
 
 __all__ = ["DistributedDataParallel"]
 
@@ -43,11 +48,15 @@ class _Bucket:
         sizes = [int(p._array.size) for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.numel = int(self.offsets[-1])
-        self.buf = np.zeros(self.numel + len(params), dtype)
-        self.flags = self.buf[self.numel:]
+        self.peers = None               # on one machine: this bucket in every rank's shared memory
+        self.place(np.zeros(self.numel + len(params), dtype))
         self.arrived = np.zeros(len(params), bool)
         self.count = 0
         self.work = None
+
+    def place(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        self.flags = buf[self.numel:]
 
     def reset(self) -> None:
         self.arrived[:] = False
@@ -156,6 +165,8 @@ class DistributedDataParallel(Module):
         self._next = 0
         self.stats = {"steps": 0, "bytes": 0, "wait_s": 0.0, "buckets_started_in_backward": 0}
         self._buckets = self._build_buckets([p for p in module.parameters() if p.requires_grad])
+        self._region = self._share_buckets()
+        self._sharding = None           # set by a ZeroRedundancyOptimizer
         self._where = {}
         me = weakref.ref(self)
         for b in self._buckets:
@@ -178,6 +189,41 @@ class DistributedDataParallel(Module):
             buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
         return buckets
 
+    def _share_buckets(self):
+        """On one machine, move the buckets into memory every rank maps (None elsewhere)."""
+        if self.comm.size == 1 or not self._buckets:
+            return None
+        starts, at = pack_offsets([b.buf.nbytes for b in self._buckets])
+        region = self.comm.shared_region(at)
+        if region is None:
+            return None
+        for b, start in zip(self._buckets, starts):
+            b.peers = [v[start:start + b.buf.nbytes].view(b.buf.dtype) for v in region.views]
+            b.place(b.peers[self.comm.rank])
+        return region
+
+    def _shard(self, params: list):
+        """Hand each trainable parameter to one owning rank (ZeroRedundancyOptimizer)."""
+        from .zero import _BroadcastSharding, _SharedSharding, assign_owners
+
+        if self._sharding is not None:
+            raise RuntimeError("this DistributedDataParallel already has a ZeroRedundancyOptimizer")
+        owner = assign_owners([int(p._array.size) for p in params], self.comm.size)
+        if not self.comm.shares_memory:
+            self._sharding = _BroadcastSharding(self.comm, params, owner)
+        else:
+            self._sharding = _SharedSharding(self.comm, params, owner)
+            self._index = {id(p): i for i, p in enumerate(params)}
+            if self._region is not None:
+                # The gradients no longer pass through the buckets: give their shared memory
+                # back (private zeros keep the bookkeeping; untouched, they take no memory).
+                for b in self._buckets:
+                    b.peers = None
+                    b.place(np.zeros(b.buf.shape, b.buf.dtype))
+                self._region.free()
+                self._region = None
+        return self._sharding
+
     @property
     def bucket_sizes(self) -> list:
         """Bytes of gradient in each bucket, in launch order."""
@@ -196,6 +242,8 @@ class DistributedDataParallel(Module):
     def forward(self, *args, **kwargs):
         if self._armed:
             self._drain()  # a forward without a backward (or a failed one) since the last arming
+        if self._sharding is not None and self._sharding.unpublished:
+            self._sharding.publish()  # an exchange without an optimizer step: the slots are free once all passed
         if self.broadcast_buffers and self.module.training:
             broadcast_tensors(self.comm, [b for b in self.module.buffers() if b is not None])
         self._armed = self._sync and is_grad_enabled() and self.comm.size > 1
@@ -203,6 +251,8 @@ class DistributedDataParallel(Module):
             for b in self._buckets:
                 b.reset()
             self._next = 0
+            if self._shared_sharding:
+                self._sharding.reset()
         return self.module(*args, **kwargs)
 
     # ---- during backward ----------------------------------------------------------------
@@ -213,8 +263,13 @@ class DistributedDataParallel(Module):
         if not self._finish_queued:
             queue_callback(self._finish)
             self._finish_queued = True
+        if self._shared_sharding:
+            self._sharding.put(self._index[id(p)], p.grad._array)
+            return
         bucket, i = self._where[id(p)]
         bucket.put(i, p.grad._array)
+        if self._region is not None:
+            return  # the ranks exchange through shared memory at the end of backward
         if bucket.full:
             self.stats["buckets_started_in_backward"] += self._launch_ready()
         else:
@@ -239,13 +294,24 @@ class DistributedDataParallel(Module):
     def _finish(self) -> None:
         """End of the backward pass: start what did not fill, wait, average, hand out."""
         self._finish_queued = False
+        if self._shared_sharding:
+            t0 = time.perf_counter()
+            self._sharding.exchange()
+            self.stats["wait_s"] += time.perf_counter() - t0
+            self.stats["steps"] += 1
+            self._armed = False
+            return
         for b in self._buckets[self._next:]:
             for i, p in enumerate(b.params):
                 if not b.arrived[i]:
                     b.put(i, None if p.grad is None else p.grad._array)
-        self._launch_ready()
         t0 = time.perf_counter()
-        wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
+        if self._region is not None:
+            self._reduce_shared()
+        else:
+            self._launch_ready()
+            t0 = time.perf_counter()
+            wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
         self.stats["wait_s"] += time.perf_counter() - t0
         for b in self._buckets:
             for i, p in enumerate(b.params):
@@ -257,12 +323,47 @@ class DistributedDataParallel(Module):
                 else:
                     p.grad._array = view
             self.stats["bytes"] += b.buf.nbytes
+        if self._sharding is not None:
+            self._sharding.drop_unowned()
         self.stats["steps"] += 1
         self._armed = False
+
+    def _reduce_shared(self) -> None:
+        """All-reduce through shared memory, without MPI moving the data: once every rank
+        has written its buckets, rank r sums shard r of each bucket over the ranks and writes
+        the sum into every rank's copy. Each rank reads 1/N of every peer's buckets and the
+        sum is computed once, so every rank ends with the same bits. MPICH's all-reduce of
+        the same buffers copies them through its own shared cells and costs several times
+        the CPU time (benchmarks/RESULTS.md)."""
+        region, r, n = self._region, self.comm.rank, self.comm.size
+        region.barrier("the gradient exchange (another rank did not finish its backward)")
+        for b in self._buckets:
+            total = b.buf.size
+            lo, hi = r * total // n, (r + 1) * total // n
+            if hi == lo:
+                continue
+            acc = b.peers[r][lo:hi]
+            for k in range(n):
+                if k != r:
+                    np.add(acc, b.peers[k][lo:hi], out=acc)
+            for k in range(n):
+                if k != r:
+                    b.peers[k][lo:hi] = acc
+        region.barrier("the gradient exchange (another rank did not finish summing)")
+
+    @property
+    def _shared_sharding(self) -> bool:
+        return self._sharding is not None and self._sharding.shared
 
     def _drain(self) -> None:
         """Finish communication a failed or skipped backward left in flight, so that every
         rank stays at the same collective count; the gradients it carried are dropped."""
+        if self._shared_sharding or self._region is not None:
+            if self._finish_queued:
+                self._sharding.exchange() if self._shared_sharding else self._reduce_shared()
+            self._armed = False
+            self._finish_queued = False
+            return
         started = [b.work for b in self._buckets if b.work is not None]
         if started:
             wait_all(started, "the gradient all-reduce of an unfinished backward")

@@ -410,6 +410,12 @@ class _Run:
             self.net = dist.DistributedDataParallel(self.model, comm=comm, broadcast_buffers=False)
             self.notes.append(f"data parallel on {comm.size} processes (batch {cfg.batch_size // comm.size} each, "
                               f"BatchNorm synchronised): " + ", ".join(comm.allgather_object(dist.comm.describe(comm))))
+            if comm.shares_memory and self.device.type == "cpu":
+                # One machine: each process updates its share of the weights in one shared
+                # copy instead of all of them (benchmarks/RESULTS.md, issue 19). The scheduler
+                # keeps driving the plain optimizer inside.
+                self.optimizer = dist.ZeroRedundancyOptimizer(self.net, self.optimizer)
+                self.notes.append("optimizer sharded across the processes (ZeroRedundancyOptimizer)")
         self.out = cfg.out if comm.rank == 0 else None
         self.stopped_early = False
         self.best_weights = None        # best epoch's weights when no checkpoint is written
@@ -585,6 +591,8 @@ def _validate_epoch(run: _Run, epoch: int, bar: ProgressBar) -> bool:
 def _save_checkpoints(run: _Run, epoch: int, improved: bool) -> None:
     """last.ckpt after every epoch and best.ckpt when it improved (atomically); without an
     output folder the best weights are kept in memory instead."""
+    if run.cfg.save_checkpoints and not run.out and _collective_state(run):
+        run.state_for(epoch)
     if run.out and run.cfg.save_checkpoints:
         state = run.state_for(epoch)
         last = os.path.join(run.out, "last.ckpt")
@@ -594,6 +602,12 @@ def _save_checkpoints(run: _Run, epoch: int, improved: bool) -> None:
             ckpt.save_checkpoint(os.path.join(run.out, "best.ckpt"), run.model, state)
     elif improved:
         run.best_weights = ckpt.model_arrays(run.model)
+
+
+def _collective_state(run: _Run) -> bool:
+    """Whether the optimizer's state_dict() gathers from every rank (a sharded optimizer),
+    so the ranks that write no checkpoint must call it when rank 0 does."""
+    return isinstance(run.optimizer, dist.ZeroRedundancyOptimizer)
 
 
 def _should_stop(run: _Run, epoch: int) -> bool:
@@ -613,6 +627,8 @@ def _should_stop(run: _Run, epoch: int) -> bool:
 def _run_epochs(run: _Run) -> None:
     cfg = run.cfg
     run.model.train()
+    if cfg.save_checkpoints and not cfg.resume and not run.out and _collective_state(run):
+        run.state_for(run.start_epoch - 1)
     if run.out and cfg.save_checkpoints and not cfg.resume:
         # A fresh run keeps its starting state so that a checkpoint can be written even if
         # the first epoch fails (never the weights that went non-finite).
