@@ -37,11 +37,14 @@ bool is_pointwise(const ConvShape& s) {
   return true;
 }
 
-// Output columns per im2col chunk: about 128 KiB of float32 column matrix, in
-// whole 16-column micro-panels, so the chunk is packed from L2.
+// Output columns per im2col chunk: about 128 KiB of float32 column matrix, so the
+// chunk is packed from L2, in whole 32-column micro-panels (the AVX-512 kernel's
+// width, two of AVX2's): 16-column rounding left every chunk of a 3x3 C16 or C48
+// layer (240 and 80 columns) with a half-empty AVX-512 panel (one thread, 3x3 C48->64
+// 56x56 batch 8 forward: 22.2 -> 17.1 ms; C16->32 112x112 13.7 -> 12.9).
 int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
   int64_t pc = std::max<int64_t>(64, target_elems / std::max<int64_t>(CK, 1));
-  pc = (pc + 15) / 16 * 16;
+  pc = (pc + 31) / 32 * 32;
   return std::min(pc, P);
 }
 
