@@ -85,8 +85,11 @@ def test_activation_nan_propagates(simd, name):
     y = ACTS[name][0](cnnfast.tensor(x)).numpy()
     yt = ACTS[name][1](torch.tensor(x)).numpy()
     np.testing.assert_array_equal(np.isnan(y), np.isnan(yt))
+    # Finite values against torch in float64: torch's float32 GELU on its AVX2 path computes
+    # 1 + erf(x/sqrt 2) and loses 3.6e-6 relative at x = -2 by cancellation (ours is exact there).
     finite = ~np.isnan(yt)
-    np.testing.assert_allclose(y[finite], yt[finite], rtol=1e-6)
+    y64 = ACTS[name][1](torch.tensor(x.astype(np.float64))).numpy()
+    np.testing.assert_allclose(y[finite], y64[finite], rtol=1e-6, atol=1e-7)
 
 
 def test_gelu_negative_tail_relative_accuracy(simd):

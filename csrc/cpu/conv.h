@@ -34,13 +34,17 @@ struct ConvShape {
   int64_t pad0[3] = {0, 0, 0};  // padding before each spatial dim
   int64_t pad1[3] = {0, 0, 0};  // padding after
 
-  int64_t Cg() const { return C / groups; }
-  int64_t Kg() const { return K / groups; }
-  int64_t in_size() const { return in[0] * in[1] * in[2]; }
-  int64_t out_size() const { return out[0] * out[1] * out[2]; }
-  int64_t k_size() const { return k[0] * k[1] * k[2]; }
+  // Always inlined: these headers are included by the per-ISA objects (_avx2, _avx512,
+  // _amx), and an out-of-line copy emitted there would be a weak symbol that the linker
+  // may pick for every caller (cmake/check_isa_symbols.py refuses such builds; a CI
+  // compile once left Cg()/Kg() out of line in gemm_bf16_amx.cpp).
+  [[gnu::always_inline]] int64_t Cg() const { return C / groups; }
+  [[gnu::always_inline]] int64_t Kg() const { return K / groups; }
+  [[gnu::always_inline]] int64_t in_size() const { return in[0] * in[1] * in[2]; }
+  [[gnu::always_inline]] int64_t out_size() const { return out[0] * out[1] * out[2]; }
+  [[gnu::always_inline]] int64_t k_size() const { return k[0] * k[1] * k[2]; }
   // The output size the padding and kernel imply (floor division, as PyTorch).
-  static int64_t natural_out(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1) {
+  [[gnu::always_inline]] static int64_t natural_out(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1) {
     return (in + p0 + p1 - d * (k - 1) - 1) / s + 1;
   }
 };
