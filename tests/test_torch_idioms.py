@@ -334,6 +334,8 @@ def test_default_collate_types():
     _same(f)
 
 
+# A refused constructor must not leave an object whose __del__ raises.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_dataloader_argument_errors_match_torch():
     for kw in (dict(sampler=[0, 1], shuffle=True), dict(batch_sampler=[[0]], batch_size=2),
                dict(num_workers=-1), dict(persistent_workers=True)):

@@ -286,5 +286,7 @@ class DataLoader:
                 t.join()
 
     def __del__(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        # getattr: a constructor that refused its arguments never set _pool.
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
