@@ -56,7 +56,8 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.0, cl
 
     ``pause`` seconds of sleep before each timed call let the previous contender's worker
     threads stop spin-waiting (PyTorch's OpenMP workers spin after a parallel region and,
-    on 2 cores, would take CPU from whichever call comes next). ``clock``: time.thread_time
+    on 2 cores, would take CPU from whichever call comes next); a callable is called instead
+    (bench_inference.settle waits until the other threads are idle). ``clock``: time.thread_time
     times the calling thread's CPU seconds instead of wall clock (kernel_cpu_times.py)."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -64,7 +65,9 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.0, cl
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            if pause:
+            if callable(pause):
+                pause()
+            elif pause:
                 time.sleep(pause)
             t0 = clock()
             fn()

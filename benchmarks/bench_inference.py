@@ -18,6 +18,16 @@ medians and the ratio onnxruntime time / cnnfast time (1.0 = parity, above 1 = c
     python benchmarks/bench_inference.py --cpu ...
         # one thread each, timed by the calling thread's CPU time (time.thread_time): on a
         # machine loaded by other processes this measures the work, not the waiting
+
+Before each timed wall-clock call the bench waits until every other thread of the process is
+idle (``settle``), not a fixed pause: onnxruntime's intra-op workers keep spinning after a
+Run returns (about 50-80 ms of CPU time, 200 ms of wall clock on a loaded 2-core machine;
+``session.intra_op.allow_spinning``), and the 50 ms pause used before let that spinner take
+one of the two cores from whichever engine ran next (measured on mobilenet_v2 batch 1: 17 ms
+of the spinner's CPU time inside one 7 ms cnnfast call, wall clock 1.7x). PyTorch's OpenMP
+workers spin too, for less than 50 ms. Every engine keeps its own defaults, spinning inside
+its call included; each starts its call with the process's other threads asleep, as a
+service handling one request at a time would.
 """
 from __future__ import annotations
 
@@ -85,22 +95,68 @@ def engines(name, batch, threads):
 
 def bench(args):
     clock = "thread CPU time" if args.cpu else "wall clock"
-    print(header(args.threads, f"median of {args.repeats} interleaved rounds, ms, {clock}"))
+    settled = "" if args.cpu else ", each call after the other threads went idle"
+    print(header(args.threads, f"median of {args.repeats} interleaved rounds{settled}, ms, {clock}"))
     print("| model | batch | cnnfast ms | onnxruntime ms | torch ms | ort/cnnfast | torch/cnnfast | max rel. diff |")
     print("|---|---|---|---|---|---|---|---|")
     ratios = []
     for name in args.models:
         for batch in args.batches:
             fns, _, _, err = engines(name, batch, args.threads)
-            t = interleaved(fns, args.repeats, warmup=2, pause=0.05) if not args.cpu else \
-                _interleaved_cpu(fns, args.repeats)
+            t = _interleaved_cpu(fns, args.repeats) if args.cpu else interleaved(fns, args.repeats, warmup=2, pause=settle)
             m = {k: median(v) * 1e3 for k, v in t.items()}
             r = m["onnxruntime"] / m["cnnfast"]
             ratios.append(r)
             print(f"| {name} | {batch} | {m['cnnfast']:.1f} | {m['onnxruntime']:.1f} | {m['torch']:.1f} | "
                   f"{r:.2f} | {m['torch'] / m['cnnfast']:.2f} | {err:.1e} |", flush=True)
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"# geo-mean ort/cnnfast {geo:.2f}; load average now {os.getloadavg()[0]:.1f}")
+    waits = f"; settle waits median {median(_SETTLE_WAITS) * 1e3:.0f} ms, max {max(_SETTLE_WAITS) * 1e3:.0f} ms" \
+        if _SETTLE_WAITS else ""
+    print(f"# geo-mean ort/cnnfast {geo:.2f}; load average now {os.getloadavg()[0]:.1f}{waits}")
+
+
+_SETTLE_WAITS = []
+
+
+def _other_threads_cpu_ns(me):
+    """CPU nanoseconds used so far by the process's threads other than ``me`` (Linux), or None."""
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        if int(tid) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            if not os.path.exists(f"/proc/self/task/{tid}"):
+                continue  # the thread ended
+            return None
+    return total
+
+
+def settle(window=0.01, busy=0.05, quiet_windows=2, cap=2.0):
+    """Sleeps until the process's other threads have used less than ``busy`` of a core over
+    ``quiet_windows`` consecutive windows of ``window`` seconds (at most ``cap`` seconds):
+    the engine that ran last has stopped spin-waiting. Without /proc, a fixed 0.3 s."""
+    import threading
+
+    me = threading.get_native_id()
+    t0 = time.perf_counter()
+    prev = _other_threads_cpu_ns(me)
+    if prev is None:
+        time.sleep(0.3)
+        return
+    quiet = 0
+    while quiet < quiet_windows and time.perf_counter() - t0 < cap:
+        time.sleep(window)
+        cur = _other_threads_cpu_ns(me)
+        quiet = quiet + 1 if cur is not None and cur - prev < busy * window * 1e9 else 0
+        prev = cur if cur is not None else prev
+    _SETTLE_WAITS.append(time.perf_counter() - t0)
 
 
 def _interleaved_cpu(fns, repeats):

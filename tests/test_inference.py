@@ -107,6 +107,7 @@ PACKED_CASES = [
     (1, 5, 13, (11, 8), (3, 3), (2, 2), [(0, 2), (1, 0)], (1, 1), 1),     # stride 2, asymmetric padding
     (3, 17, 29, (6, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 3, im2col per image
     (2, 19, 23, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 49 = 48 + 1 (matrix-vector)
+    (1, 37, 19, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 333 rows of im2col: two slices
 ]
 
 
@@ -114,7 +115,8 @@ PACKED_CASES = [
 @pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}g{c[8]}")
 def test_prepacked_conv_matches_torch(simd, case, threads, rng):
     # At avx512 dense layers up to 1024 output positions take the panel kernel
-    # (conv_panels_avx512.cpp) through im2col, deeper than 256 rows in slices.
+    # (conv_panels_avx512.cpp) through im2col, deeper than 256 rows in slices; at avx2
+    # (conv_panels_avx2.cpp) those at batch 1 that the packed GEMM declines (7x7 maps).
     N, C, K, sp, k, stride, pads, dil, g = case
     x, w, b = randn(rng, N, C, *sp), randn(rng, K, C // g, *k), randn(rng, K)
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[len(sp)]
@@ -150,14 +152,18 @@ POINTWISE_CASES = [
     (1, 29, 6, (1, 1)),         # one position (not the matrix-vector path: K > 1 but a 1x1 map)
     (2, 5, 11, (3, 6)),         # 18 = 16 + 2: the last two positions by the matrix-vector kernel
     (1, 300, 13, (5, 7)),       # deeper than one 256-row slice: y accumulated between slices
+    # the AVX2 tile's 16-position strips (two vectors of 8): a last strip of exactly 8, and of 9
+    (1, 11, 19, (4, 6)),        # 24 = 16 + 8
+    (2, 9, 14, (5, 5)),         # 25 = 16 + 9
 ]
 
 
 @pytest.mark.parametrize("case", POINTWISE_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}{c[3]}")
 @pytest.mark.parametrize("act", sorted(ACTS))
 def test_prepacked_pointwise_every_activation(simd, threads, case, act, rng):
-    # 1x1 convolutions with packed weights: at avx512 the in-register-epilogue kernel
-    # (conv_pointwise_avx512.cpp), elsewhere the GEMM; with and without bias and residual.
+    # 1x1 convolutions with packed weights: at avx512 and avx2 the in-register-epilogue
+    # kernels (conv_panels_avx512.cpp, conv_panels_avx2.cpp), at scalar the GEMM; with and
+    # without bias and residual.
     N, C, K, sp = case
     x, w, b = randn(rng, N, C, *sp), randn(rng, K, C, *(1,) * len(sp)), randn(rng, K)
     ref = np.einsum("kc,nc...->nk...", w.reshape(K, C).astype(np.float64), x.astype(np.float64))

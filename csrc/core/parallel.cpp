@@ -118,6 +118,7 @@ class Pool {
     const bool stats = g_stats_on.load(std::memory_order_relaxed);
     const double caller0 = stats ? thread_cpu_s() : 0.0;
     if (stats) chunk_cpu_.assign(size_t(chunks), 0.0);
+    uint32_t tag;
     {
       std::lock_guard<std::mutex> lk(m_);
       fn_ = &fn;
@@ -125,12 +126,21 @@ class Pool {
       end_ = end;
       chunks_ = chunks;
       stats_ = stats;
-      pending_.store(chunks - 1, std::memory_order_relaxed);
+      pending_.store(chunks, std::memory_order_relaxed);
       error_ = nullptr;
+      tag = static_cast<uint32_t>(generation_.load(std::memory_order_relaxed) + 1);
+      next_chunk_.store(uint64_t(tag) << 32, std::memory_order_release);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_work_.notify_all();
-    run_chunk(0);
+    // The caller takes chunks too, not only chunk 0: a worker that the OS has not woken
+    // yet (it blocked after its spin window, or another process holds its core) leaves
+    // its chunk to whoever is free first. The chunks' ranges are fixed by the count, so
+    // the results do not depend on which thread ran which.
+    for (int c; claim(tag, chunks, c);) {
+      run_chunk(c);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
     if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; }, spin_)) {
       std::unique_lock<std::mutex> lk(m_);
       cv_done_.wait(lk, [&] { return pending_.load(std::memory_order_relaxed) == 0; });
@@ -183,7 +193,7 @@ class Pool {
     const uint64_t current = generation_.load();
     for (int w = 1; w < threads_; ++w) {
       try {
-        workers_.emplace_back([this, w, current] { worker_loop(w, current); });
+        workers_.emplace_back([this, current] { worker_loop(current); });
       } catch (const std::system_error& e) {
         // The OS refused a thread: keep the ones that started, so run() never
         // waits for a chunk no worker will take.
@@ -222,7 +232,8 @@ class Pool {
     t_in_region = was;
   }
 
-  void worker_loop(int index, uint64_t seen) {
+  void worker_loop(uint64_t seen) {
+    int chunks = 0;
     for (;;) {
       // The counter is only read here; the job itself is read under the mutex below.
       spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || quit_flag_.load(); }, spin_);
@@ -231,16 +242,31 @@ class Pool {
         cv_work_.wait(lk, [&] { return quit_ || generation_.load(std::memory_order_relaxed) != seen; });
         if (quit_) return;
         seen = generation_.load(std::memory_order_relaxed);
-        // Workers beyond this job's chunk count sit this generation out.
-        if (index >= chunks_) continue;
+        chunks = chunks_;
       }
-      run_chunk(index);
-      bool last;
-      {
-        std::lock_guard<std::mutex> lk(m_);
-        last = pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+      for (int c; claim(static_cast<uint32_t>(seen), chunks, c);) {
+        run_chunk(c);
+        bool last;
+        {
+          std::lock_guard<std::mutex> lk(m_);
+          last = pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+        }
+        if (last) cv_done_.notify_one();
       }
-      if (last) cv_done_.notify_one();
+    }
+  }
+
+  // Takes the next unstarted chunk of the job tagged `tag` (the low 32 bits of its
+  // generation); false when they are all taken or that job is over. The tag keeps a
+  // late worker from taking a chunk of the next job before that job is published.
+  bool claim(uint32_t tag, int chunks, int& c) {
+    uint64_t cur = next_chunk_.load(std::memory_order_acquire);
+    for (;;) {
+      if (uint32_t(cur >> 32) != tag || int64_t(cur & 0xffffffffu) >= chunks) return false;
+      if (next_chunk_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        c = static_cast<int>(cur & 0xffffffffu);
+        return true;
+      }
     }
   }
 
@@ -251,7 +277,8 @@ class Pool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t begin_ = 0, end_ = 0;
   int chunks_ = 0, threads_ = 1;
-  std::atomic<int> pending_{0};  // chunks of the current job not yet finished by workers
+  std::atomic<int> pending_{0};  // chunks of the current job not yet finished
+  std::atomic<uint64_t> next_chunk_{0};  // the current job's tag << 32 | its next unclaimed chunk
   std::atomic<uint64_t> generation_{0};  // bumped (under m_) each time a job is posted
   bool quit_ = false;
   bool restart_ = false;  // set in a forked child: start workers before the next job

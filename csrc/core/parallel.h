@@ -1,5 +1,6 @@
 // parallel_for over a persistent thread pool. Work is split statically into one
-// contiguous chunk per thread, so a kernel that reduces inside its chunk gets
+// contiguous chunk per thread (whichever thread is free first, the caller included,
+// takes the next unstarted chunk), so a kernel that reduces inside its chunk gets
 // the same result for the same thread count on every run; kernels whose result
 // must not depend on the thread count at all (dropout masks, reductions that
 // tests compare across counts) must reduce in a fixed order themselves.

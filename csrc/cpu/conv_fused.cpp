@@ -70,8 +70,9 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
       return;
   }
   if constexpr (is_f32<T>) {
-    // 1x1 layers first, whatever Auto would pick: the panel kernel keeps up with the GEMM at
-    // every MobileNet/ResNet 1x1 shape and saves its passes over y.
+    // 1x1 layers first, whatever Auto would pick: the AVX-512 panel kernel keeps up with the
+    // GEMM at every MobileNet/ResNet 1x1 shape and saves its passes over y (the AVX2 one
+    // takes those with few input channels: prepack.cpp).
     if (packed && (algo == ConvAlgo::Auto || algo == ConvAlgo::Gemm) &&
         conv_forward_panels(s, x, *packed, bias, y, e, false))
       return;
@@ -92,8 +93,13 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
   const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm &&
                       conv_detail::grouped_direct_applicable(s, conv_detail::Pass::Forward);
   if constexpr (is_f32<T>) {
+    // At AVX2 the packed GEMM first: the panel tiles (batch 1 through im2col) only take the
+    // layers it declines (dead taps trimmed: ResNet-50's 512-channel 3x3 at 7x7).
     if (!direct && packed && chosen == ConvAlgo::Gemm &&
-        (conv_forward_panels(s, x, *packed, bias, y, e, true) || conv_forward_packed(s, x, *packed, bias, y, e)))
+        (use_avx512() ? conv_forward_panels(s, x, *packed, bias, y, e, true) ||
+                            conv_forward_packed(s, x, *packed, bias, y, e)
+                      : conv_forward_packed(s, x, *packed, bias, y, e) ||
+                            conv_forward_panels(s, x, *packed, bias, y, e, true)))
       return;
   }
   const ConvAlgo run = direct ? ConvAlgo::Auto : chosen == ConvAlgo::Gemm ? ConvAlgo::Gemm : algo;

@@ -17,6 +17,7 @@
 
 #include <type_traits>
 
+#include "cpu/epilogue_vec.h"
 #include "cpu/prepack.h"
 #include "cpu/simd_math_avx512.h"
 
@@ -26,32 +27,22 @@ namespace {
 using namespace cnnfast::avx512;
 constexpr int kMR = static_cast<int>(kPanelRows);
 
-// Operand order matters: MAX/MIN return their second operand when either is NaN, so
-// NaN passes through clip and the hard sigmoids as in the scalar epilogue, and ReLU
-// gives 0 as it does there.
-inline __m512 activate(__m512 v, EpilogueAct act, __m512 alpha, __m512 beta) {
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
-  switch (act) {
-    case EpilogueAct::ReLU:
-      return _mm512_max_ps(v, zero);
-    case EpilogueAct::LeakyReLU:
-      return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v, alpha);
-    case EpilogueAct::Clip:
-      return _mm512_min_ps(beta, _mm512_max_ps(alpha, v));
-    case EpilogueAct::HardSigmoid:
-      return _mm512_min_ps(one, _mm512_max_ps(zero, _mm512_add_ps(_mm512_mul_ps(alpha, v), beta)));
-    case EpilogueAct::HardSwish: {
-      const __m512 h = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0f / 6.0f)), _mm512_set1_ps(0.5f));
-      return _mm512_mul_ps(v, _mm512_min_ps(one, _mm512_max_ps(zero, h)));
-    }
-    case EpilogueAct::Sigmoid:
-      return sigmoid16(v);
-    case EpilogueAct::SiLU:
-      return _mm512_mul_ps(v, sigmoid16_flush(v));
-    default:
-      return v;
+// The vector operations of epilogue_vec.h's activations.
+struct Ops {
+  using V = __m512;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V one() { return _mm512_set1_ps(1.0f); }
+  static V set1(float f) { return _mm512_set1_ps(f); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V leaky(V v, V alpha) {
+    return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGT_UQ), v, alpha);
   }
-}
+  static V sigmoid(V v) { return sigmoid16(v); }
+  static V sigmoid_flush(V v) { return sigmoid16_flush(v); }
+};
 
 // One tile: rows (<= kMR) output channels of y from the panel wp (C, kMR), NV
 // vectors of positions, the last masked by `last`.
@@ -102,7 +93,7 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
       __m512 a = acc[r][v];
       if (finish) {
         if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + r * ldy + 16 * v));
-        a = activate(a, e.act, alpha, beta);
+        a = CNNFAST_ISA_NS::activate_vec<Ops>(a, e.act, alpha, beta);
       }
       _mm512_mask_storeu_ps(y + r * ldy + 16 * v, m, a);
     }

@@ -110,9 +110,16 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
 bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e, bool allow_im2col) {
   const int64_t C = s.C, K = s.K, P = s.out_size(), CK = C * s.k_size();
-  if (!use_avx512() || !p.panels() || s.groups != 1 || p.K() != K || p.Cg() != C || p.kk() != s.k_size())
+  const bool avx512 = use_avx512();
+  if (!(avx512 || use_avx2()) || !p.panels() || s.groups != 1 || p.K() != K || p.Cg() != C || p.kk() != s.k_size())
     return false;
   const bool direct = is_pointwise(s);
+  // AVX2 (Zen 2, one thread, frozen graphs): the panel tiles beat the packed GEMM only on
+  // 1x1 layers with few input channels, where the GEMM's extra passes over y cost as much
+  // as the multiply (MobileNet-V2's 16->96 at 112x112: 0.93 against 1.2-1.4 ms), and
+  // lose ~10% on ResNet-50's (its 1x1 layers: 64 against 59 ms); through im2col they are
+  // for batch 1 only (512->512 3x3 at 7x7: 4.1 against 6.8 ms; at batch 8 30 against 23).
+  if (!avx512 && (direct ? C > kAvx2PanelMaxChannels : s.N > 1)) return false;
   if (!direct && (!allow_im2col || P > kPanelMaxPositions)) return false;
   constexpr int64_t kCols = 64, MR = kPanelRows, kDepth = 256;
   // A map of 16m + 1 or 16m + 2 positions (7x7: 49) would leave its last vector one or
@@ -175,7 +182,7 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             const int64_t p0 = tile * kCols, cols = std::min(kCols, Pm - p0);
             const int64_t c1 = std::min(CK, c0 + kDepth), k0 = pb * MR, o = off + k0 * P + p0;
             const float* xs = xn + c0 * P + p0;
-            avx512_impl::panel_tile(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
+            (avx512 ? avx512_impl::panel_tile : avx2_impl::panel_tile)(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
                                     bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P, cols, e, c0 > 0,
                                     c1 == CK, pb == pb0 && p0 + kCols < Pm ? xs + kCols : nullptr);
           };
@@ -215,6 +222,8 @@ bool linear_forward_gemv(const float* x, const float* w, const float* bias, floa
 // Non-x86 builds have no AVX2 translation unit; use_avx2() is always false there.
 namespace avx2_impl {
 void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
+void panel_tile(int64_t, const float*, int64_t, const float*, int64_t, const float*, float*, const float*, int64_t,
+                int64_t, const Epilogue&, bool, bool, const float*) {}
 }  // namespace avx2_impl
 namespace avx512_impl {
 void panel_tile(int64_t, const float*, int64_t, const float*, int64_t, const float*, float*, const float*, int64_t,

@@ -47,13 +47,15 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
                          const Epilogue& e);
 
 // y = epilogue(conv(x, packed weights) + bias) for a dense convolution on the
-// AVX-512 tiles of conv_panels_avx512.cpp, the epilogue in registers: a 1x1 layer
+// AVX-512 tiles of conv_panels_avx512.cpp (conv_panels_avx2.cpp's on AVX2-only CPUs), the epilogue in registers: a 1x1 layer
 // with stride 1 and no padding reads x as it is; any other layer with at most
 // kPanelMaxPositions output positions goes through its im2col matrix (one image at a
 // time) when allow_im2col. Returns false, touching nothing, when the shape, the pack
 // or the SIMD level does not allow it.
 constexpr int64_t kPanelRows = 6;
 constexpr int64_t kPanelMaxPositions = 1024;
+// Without AVX-512: 1x1 layers with at most this many input channels, and im2col at batch 1 only.
+constexpr int64_t kAvx2PanelMaxChannels = 32;
 bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e, bool allow_im2col);
 
@@ -67,6 +69,10 @@ bool linear_forward_gemv(const float* x, const float* w, const float* bias, floa
 namespace avx2_impl {
 // y[i] = W[i, :] . x for i < M; W (M, K) row-major (prepack_gemv_avx2.cpp).
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
+// avx512_impl::panel_tile on AVX2 + FMA (conv_panels_avx2.cpp), same arguments.
+void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
+                const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
+                const float* prefetch);
 }  // namespace avx2_impl
 
 namespace avx512_impl {
