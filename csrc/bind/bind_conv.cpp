@@ -259,7 +259,7 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, shape_of(x));
-  if (need_weight) gwa = new_array(x, shape_of(w));  // zeroed below, in parallel
+  if (need_weight) gwa = new_array(x, shape_of(w));  // written or zeroed below, in parallel
   const int64_t gw_count = need_weight ? int64_t(gwa.size()) : 0;
   const int64_t bias_channels = transposed ? s.C : s.K;
   if (need_bias) gba = new_zeros(x, {bias_channels});
@@ -272,10 +272,10 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
     T* gwp = need_weight ? mptr<T>(gwa) : nullptr;
     T* gbp = need_bias ? mptr<T>(gba) : nullptr;
     py::gil_scoped_release nogil;
-    if (gwp) zero_parallel(gwp, gw_count);
+    if (gwp && transposed) zero_parallel(gwp, gw_count);
     if (!transposed) {
       if (gxp) cpu::conv_backward_data<T>(s, gyp, wp, gxp, algo);
-      if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp, algo);
+      if (gwp) cpu::conv_backward_weight_fresh<T>(s, gyp, xp, gwp, algo);
       if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.K, s.out_size());
     } else {
       // The transposed layer is conv^T: its input gradient is the convolution of
