@@ -74,7 +74,7 @@ def worker_results(request) -> dict:
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd", "adam", "sgd_syncbn", "adam_syncbn", "no_sync", "unused_parameters",
                                   "collectives", "bad_use", "sampler", "zero_sgd", "zero_adam_syncbn",
-                                  "zero_no_sync_and_bad_use"])
+                                  "zero_no_sync_and_bad_use", "zero_unused_and_foreign_grads"])
 def test_two_rank_job(worker_results, case):
     """sgd/adam(_syncbn): 2 ranks x batch 3 equal 1 process x batch 6 within 1e-5 after 4 steps, rank 1
     starting from different weights; no_sync accumulation equals one big batch; unused parameters;

@@ -9,9 +9,11 @@ gradients travel only to their owner and the updated weights back:
 - ranks on one machine (``_SharedSharding``): the trainable parameters are moved into one
   shared-memory copy that every rank's model reads; during backward each rank copies the
   gradients it does not own into its shared slots as they are produced, and at its end each
-  owner sums its parameters' gradients over the ranks into a buffer of its own. ``step()`` updates the
-  owned parameters in place in the shared copy and then waits for every rank, so the next
-  forward of any rank sees all of them. No gradient travels to a rank that does not own
+  owner adds the ranks' gradients of its parameters into its own. Every gradient is divided
+  by the world size while it is still in cache (the copy into a slot scales, an owner
+  scales its own in place), so the sum at the end is one in-place pass and needs no buffer.
+  ``step()`` updates the owned parameters in place in the shared copy and then waits for
+  every rank, so the next forward of any rank sees all of them. No gradient travels to a rank that does not own
   it and no weight is copied back at all.
 - ranks on several machines (``_BroadcastSharding``): the gradients are all-reduced as
   without sharding and every owner broadcasts its updated parameters after the step.
@@ -47,18 +49,6 @@ def _view(region: np.ndarray, offset: int, like: np.ndarray) -> np.ndarray:
     return region[offset:offset + like.nbytes].view(like.dtype).reshape(like.shape)
 
 
-def _mean_into(out: np.ndarray, parts: list, scale: float) -> None:
-    """out = scale * sum(parts). (Scaling block by block while the sum is in cache measured
-    no faster here: the 32 MB L3 holds most of a ResNet-18 shard.)"""
-    if len(parts) == 1:
-        np.multiply(parts[0], scale, out=out)
-        return
-    np.add(parts[0], parts[1], out=out)
-    for extra in parts[2:]:
-        np.add(out, extra, out=out)
-    out *= scale
-
-
 class _SharedSharding:
     """Ranks on one machine: one shared copy of the parameters, gradients summed by owners."""
 
@@ -90,7 +80,6 @@ class _SharedSharding:
                        for i, p in enumerate(params)] for k in range(n)]
         self.flags = [grads.views[k][layouts[k][1]:layouts[k][1] + len(params)] for k in range(n)]
         self.mine = [i for i in range(len(params)) if owner[i] == r]
-        self.result = {i: np.empty_like(params[i]._array) for i in self.mine}
         self.arrived = np.zeros(len(params), bool)
         self.unpublished = False
 
@@ -98,19 +87,31 @@ class _SharedSharding:
         self.arrived[:] = False
 
     def put(self, i: int, grad) -> None:
-        """A finished gradient; an owner keeps its own where autograd left it."""
+        """A finished gradient, divided by the world size as it arrives (while in cache): an
+        owner scales its own in place, another rank writes it scaled into its slot."""
         r = self.comm.rank
         self.arrived[i] = True
         if self.owner[i] == r:
+            if grad is not None:
+                g = self.params[i].grad
+                if grad.flags.writeable and grad.flags.c_contiguous and g is not None and g._array is grad:
+                    np.multiply(grad, self.scale, out=grad)
+                else:  # not ours to change (a read-only or strided array handed in): a scaled copy
+                    scaled = np.multiply(grad, self.scale, dtype=self.params[i]._array.dtype)
+                    if g is None:
+                        self.params[i].grad = Tensor._wrap(scaled)
+                    else:
+                        g._array = scaled
             return
         if grad is None:
             self.flags[r][i] = 0
         else:
-            np.copyto(self.slots[r][i], grad.reshape(self.slots[r][i].shape))
+            np.multiply(grad.reshape(self.slots[r][i].shape), self.scale, out=self.slots[r][i])
             self.flags[r][i] = 1
 
     def exchange(self) -> None:
-        """End of backward: every owner sums its parameters' gradients over the ranks."""
+        """End of backward: every owner adds the other ranks' (scaled) gradients of its
+        parameters to its own, in place."""
         for i in np.flatnonzero(~self.arrived):
             g = self.params[i].grad
             self.put(int(i), None if g is None else g._array)
@@ -118,17 +119,15 @@ class _SharedSharding:
         self.grads.barrier("the gradient exchange (another rank did not finish its backward)")
         for i in self.mine:
             p = self.params[i]
-            parts = [p.grad._array] if p.grad is not None else []
-            parts += [self.slots[k][i] for k in range(self.comm.size) if k != r and self.flags[k][i]]
-            if not parts:
-                p.grad = None
-                continue
-            res = self.result[i]
-            _mean_into(res.reshape(-1), [a.reshape(-1) for a in parts], self.scale)
+            parts = [self.slots[k][i] for k in range(self.comm.size) if k != r and self.flags[k][i]]
             if p.grad is None:
-                p.grad = Tensor._wrap(res)
-            else:
-                p.grad._array = res
+                if not parts:
+                    continue
+                p.grad = Tensor._wrap(parts[0].copy())
+                parts = parts[1:]
+            acc = p.grad._array
+            for part in parts:
+                np.add(acc, part, out=acc)
         for i, p in enumerate(self.params):
             if self.owner[i] != r:
                 p.grad = None
