@@ -324,3 +324,30 @@ def test_dead_taps_grad_weight_written_over_used_memory(shape, nthreads, rng):
             assert_close(gw, ref, rtol=1e-4, atol=1e-4, what=f"grad_w at {nthreads} threads")
     finally:
         cnnfast.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["1x1_pad1", "2x2_stride2_pad1", "1x3_dil2_pad2", "stride3_asym", "1d_gap",
+                                  "3d_1x1x1", "1d_all_dead", "dil2_pad1_widened"])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_dead_taps_through_autograd_match_torch(name, input_grad, rng):
+    """cnnfast.functional.conv*d cuts the weight to its live taps once in the forward and
+    reuses the cut for grad_x (functional/conv.py); grad_w still covers the full kernel."""
+    import cnnfast
+    import cnnfast.functional as F
+    xs, ws, stride, pads, dil, g = DEAD[name]
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(xs) - 2]
+    tx, tw, tb = (cnnfast.tensor(a, requires_grad=rg) for a, rg in ((x, input_grad), (w, True), (b, True)))
+    y = conv(tx, tw, tb, stride=stride, padding=pads, dilation=dil, groups=g)
+    gy = rng.standard_normal(y.shape)
+    y.backward(cnnfast.tensor(gy))
+    ry, rgx, rgw, rgb = _torch(x, w, b, gy, stride, pads, dil, g)
+    assert_close(y.detach().numpy(), ry, rtol=1e-10, atol=1e-10, what=f"{name} y")
+    assert (tx.grad is None) != input_grad
+    if input_grad:
+        assert_close(tx.grad.numpy(), rgx, rtol=1e-10, atol=1e-10, what=f"{name} grad_x")
+    assert_close(tw.grad.numpy(), rgw, rtol=1e-10, atol=1e-10, what=f"{name} grad_w")
+    assert_close(tb.grad.numpy(), rgb, rtol=1e-10, atol=1e-10, what=f"{name} grad_b")
+    assert np.array_equal(tw.grad.numpy() == 0, rgw == 0)
