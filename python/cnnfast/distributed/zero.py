@@ -9,9 +9,9 @@ gradients travel only to their owner and the updated weights back:
 - ranks on one machine (``_SharedSharding``): the trainable parameters are moved into one
   shared-memory copy that every rank's model reads; during backward each rank copies the
   gradients it does not own into its shared slots as they are produced, and at its end each
-  owner adds the ranks' gradients of its parameters into its own. Every gradient is divided
-  by the world size while it is still in cache (the copy into a slot scales, an owner
-  scales its own in place), so the sum at the end is one in-place pass and needs no buffer.
+  owner averages its parameters' gradients over the ranks in place in its own: the copies
+  into the slots divide by the world size as they go, and the owner scales its own and adds
+  the first slot in one pass (``_C._scale_add``), with no buffer.
   ``step()`` updates the owned parameters in place in the shared copy and then waits for
   every rank, so the next forward of any rank sees all of them. No gradient travels to a rank that does not own
   it and no weight is copied back at all.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
 from ..optim.optimizer import Optimizer
 from ..tensor import Tensor
 from .comm import pack_offsets
@@ -87,21 +88,11 @@ class _SharedSharding:
         self.arrived[:] = False
 
     def put(self, i: int, grad) -> None:
-        """A finished gradient, divided by the world size as it arrives (while in cache): an
-        owner scales its own in place, another rank writes it scaled into its slot."""
+        """A finished gradient: another rank's goes into its slot divided by the world size
+        (the copy scales as it goes); an owner keeps its own where autograd left it."""
         r = self.comm.rank
         self.arrived[i] = True
         if self.owner[i] == r:
-            if grad is not None:
-                g = self.params[i].grad
-                if grad.flags.writeable and grad.flags.c_contiguous and g is not None and g._array is grad:
-                    np.multiply(grad, self.scale, out=grad)
-                else:  # not ours to change (a read-only or strided array handed in): a scaled copy
-                    scaled = np.multiply(grad, self.scale, dtype=self.params[i]._array.dtype)
-                    if g is None:
-                        self.params[i].grad = Tensor._wrap(scaled)
-                    else:
-                        g._array = scaled
             return
         if grad is None:
             self.flags[r][i] = 0
@@ -110,8 +101,8 @@ class _SharedSharding:
             self.flags[r][i] = 1
 
     def exchange(self) -> None:
-        """End of backward: every owner adds the other ranks' (scaled) gradients of its
-        parameters to its own, in place."""
+        """End of backward: every owner averages its parameters' gradients over the ranks,
+        in place in its own (scaling it and adding the first peer's slot in one pass)."""
         for i in np.flatnonzero(~self.arrived):
             g = self.params[i].grad
             self.put(int(i), None if g is None else g._array)
@@ -120,14 +111,22 @@ class _SharedSharding:
         for i in self.mine:
             p = self.params[i]
             parts = [self.slots[k][i] for k in range(self.comm.size) if k != r and self.flags[k][i]]
-            if p.grad is None:
+            g = None if p.grad is None else p.grad._array
+            if g is not None and not (g.flags.writeable and g.flags.c_contiguous and g.dtype == p._array.dtype):
+                g = p.grad._array = np.array(g, dtype=p._array.dtype)  # not ours to change: a copy
+            if g is None:
                 if not parts:
                     continue
-                p.grad = Tensor._wrap(parts[0].copy())
+                g = parts[0].copy()
+                p.grad = Tensor._wrap(g)
                 parts = parts[1:]
-            acc = p.grad._array
+            elif parts:
+                _C._scale_add(g, parts[0], self.scale, 1.0)
+                parts = parts[1:]
+            else:
+                np.multiply(g, self.scale, out=g)
             for part in parts:
-                np.add(acc, part, out=acc)
+                np.add(g, part, out=g)
         for i, p in enumerate(self.params):
             if self.owner[i] != r:
                 p.grad = None
