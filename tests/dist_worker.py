@@ -214,22 +214,27 @@ def case_no_sync():
           rtol=1e-10, what="no_sync: ")
 
 
+class PartlyUsedNet(nn.Module):
+    """Layer ``only_rank1`` is used on rank 1 only, ``never`` and ``handed`` (whose gradient
+    a test sets by hand) by no rank."""
+
+    def __init__(self, handed=False):
+        super().__init__()
+        self.a = nn.Linear(4, 3).double()
+        self.only_rank1 = nn.Linear(3, 3).double()
+        self.never = nn.Linear(3, 3).double()
+        if handed:
+            self.handed = nn.Linear(3, 3).double()
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.only_rank1(h) if R == 1 else h
+
+
 def case_unused_parameters():
     """A layer no rank uses keeps grad None; a layer only rank 1 uses gets rank 1's gradient / W."""
     cnnfast.manual_seed(0)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(4, 3).double()
-            self.only_rank1 = nn.Linear(3, 3).double()
-            self.never = nn.Linear(3, 3).double()
-
-        def forward(self, x):
-            h = self.a(x)
-            return self.only_rank1(h) if R == 1 else h
-
-    net = Net()
+    net = PartlyUsedNet()
     ddp = dist.DistributedDataParallel(net, bucket_mb=1e-5)
     x = cnnfast.tensor(np.random.default_rng(R).standard_normal((2, 4)))
     ddp(x).sum().backward()
@@ -237,11 +242,47 @@ def case_unused_parameters():
     got = comm.allgather(np.zeros((3, 3)) if mine is None else mine.numpy().copy())
     assert net.never.weight.grad is None, "a parameter no rank used got a gradient"
     assert mine is not None and np.allclose(got[0], got[1]), "ranks disagree on a parameter only rank 1 used"
-    ref = Net()
+    ref = PartlyUsedNet()
     ref.load_state_dict(net.state_dict())
     if R == 1:
         ref(x).sum().backward()
         assert np.allclose(mine.data, ref.only_rank1.weight.grad.data / W)
+
+
+def case_zero_unused_and_foreign_grads():
+    """ZeroRedundancyOptimizer: each owner ends with the mean over ranks of every gradient (a
+    rank without one adds zeros; a layer no rank uses keeps None), including a read-only
+    gradient set by hand on a layer the forward skips, which is scaled into a copy, not in place."""
+    from cnnfast.tensor import Tensor
+
+    cnnfast.manual_seed(0)
+    net, ref = PartlyUsedNet(handed=True), PartlyUsedNet(handed=True)
+    ref.load_state_dict(net.state_dict())
+    ddp = dist.DistributedDataParallel(net, bucket_mb=1e-5)
+    opt = dist.ZeroRedundancyOptimizer(ddp, optim.SGD, lr=0.1)
+    x = cnnfast.tensor(np.random.default_rng(R).standard_normal((2, 4)))
+    out = ddp(x)
+    handed = np.full((3, 3), float(R + 1))
+    handed.flags.writeable = False
+    net.handed.weight.grad = Tensor._wrap(handed)
+    out.sum().backward()
+    ref(x).sum().backward()
+    ref.handed.weight.grad = Tensor._wrap(handed.copy())
+    local = {n: None if p.grad is None else p.grad.numpy().copy() for n, p in ref.named_parameters()}
+    every = comm.allgather_object(local)
+    owned = {id(p) for p in opt.owned_parameters}
+    assert np.all(handed == R + 1), "a read-only gradient was changed in place"
+    for n, p in net.named_parameters():
+        if id(p) not in owned:
+            assert p.grad is None, f"{n}: a gradient kept off-shard"
+            continue
+        parts = [g[n] for g in every if g[n] is not None]
+        if not parts:
+            assert p.grad is None, f"{n}: a parameter no rank used got a gradient"
+            continue
+        want = sum(parts) / W
+        assert p.grad is not None and np.allclose(p.grad.numpy(), want, rtol=1e-12), f"{n}: {p.grad} != {want}"
+    assert any(id(p) in owned for p in net.parameters())
 
 
 def case_collectives():

@@ -292,3 +292,62 @@ def test_taps_deep_channels(nthreads, simd, rng):
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
         assert_close(a, r, rtol=1e-4, atol=1e-5 * np.abs(r).max(), what=f"{what} at {nthreads} threads")
+
+
+@pytest.mark.parametrize("shape", [((2, 64, 1, 1), (48, 64, 3, 3), ((1, 1), (1, 1))),     # 1 live tap of 9
+                                   ((2, 40, 2, 2), (50, 40, 3, 3), ((1, 1), (1, 1)))],   # s2: 2x2 window
+                         ids=["1x1_map", "2x2_map_stride2"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_dead_taps_grad_weight_written_over_used_memory(shape, nthreads, rng):
+    """grad_w of a trimmed layer is written in one pass into an uninitialised array
+    (zeros at the dead taps): rows in several blocks and threads, with the memory it lands
+    in dirtied with NaN first (freed heap chunks of the same size), against torch."""
+    import cnnfast
+    xs, ws, pads = shape
+    stride = (1, 1) if xs[2] == 1 else (2, 2)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        y = _C.conv_forward(x, w, None, list(stride), [list(p) for p in pads], [1, 1], 1)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        for _ in range(3):
+            dirt = [np.full(ws, np.nan, np.float32) for _ in range(4)]
+            del dirt
+            _, gw, _ = _C.conv_backward(gy, x, w, list(stride), [list(p) for p in pads], [1, 1], 1,
+                                        need_input=False, need_weight=True, need_bias=False)
+            ref = _torch(x.astype(np.float64), w.astype(np.float64), np.zeros(ws[0]), gy.astype(np.float64),
+                         stride, pads, (1, 1), 1)[2]
+            assert np.all(np.isfinite(gw))
+            assert np.array_equal(gw == 0, ref == 0)
+            assert_close(gw, ref, rtol=1e-4, atol=1e-4, what=f"grad_w at {nthreads} threads")
+    finally:
+        cnnfast.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["1x1_pad1", "2x2_stride2_pad1", "1x3_dil2_pad2", "stride3_asym", "1d_gap",
+                                  "3d_1x1x1", "1d_all_dead", "dil2_pad1_widened"])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_dead_taps_through_autograd_match_torch(name, input_grad, rng):
+    """cnnfast.functional.conv*d cuts the weight to its live taps once in the forward and
+    reuses the cut for grad_x (functional/conv.py); grad_w still covers the full kernel."""
+    import cnnfast
+    import cnnfast.functional as F
+    xs, ws, stride, pads, dil, g = DEAD[name]
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(xs) - 2]
+    tx, tw, tb = (cnnfast.tensor(a, requires_grad=rg) for a, rg in ((x, input_grad), (w, True), (b, True)))
+    y = conv(tx, tw, tb, stride=stride, padding=pads, dilation=dil, groups=g)
+    gy = rng.standard_normal(y.shape)
+    y.backward(cnnfast.tensor(gy))
+    ry, rgx, rgw, rgb = _torch(x, w, b, gy, stride, pads, dil, g)
+    assert_close(y.detach().numpy(), ry, rtol=1e-10, atol=1e-10, what=f"{name} y")
+    assert (tx.grad is None) != input_grad
+    if input_grad:
+        assert_close(tx.grad.numpy(), rgx, rtol=1e-10, atol=1e-10, what=f"{name} grad_x")
+    assert_close(tw.grad.numpy(), rgw, rtol=1e-10, atol=1e-10, what=f"{name} grad_w")
+    assert_close(tb.grad.numpy(), rgb, rtol=1e-10, atol=1e-10, what=f"{name} grad_b")
+    assert np.array_equal(tw.grad.numpy() == 0, rgw == 0)

@@ -74,7 +74,7 @@ def worker_results(request) -> dict:
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd", "adam", "sgd_syncbn", "adam_syncbn", "no_sync", "unused_parameters",
                                   "collectives", "bad_use", "sampler", "zero_sgd", "zero_adam_syncbn",
-                                  "zero_no_sync_and_bad_use"])
+                                  "zero_no_sync_and_bad_use", "zero_unused_and_foreign_grads"])
 def test_two_rank_job(worker_results, case):
     """sgd/adam(_syncbn): 2 ranks x batch 3 equal 1 process x batch 6 within 1e-5 after 4 steps, rank 1
     starting from different weights; no_sync accumulation equals one big batch; unused parameters;
@@ -341,3 +341,27 @@ def test_convert_sync_batchnorm_keeps_the_parameter_objects():
     assert isinstance(net[1], dist.SyncBatchNorm) and net[1].weight is weight
     assert list(net.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
                                       "1.running_var", "1.num_batches_tracked"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_add_averages_in_one_pass(dtype):
+    """_C._scale_add (ZeroRedundancyOptimizer's averaging): acc = alpha acc + beta other in
+    place, odd sizes across thread blocks; other may be acc; mismatches are refused."""
+    from cnnfast import _C
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 70001, (1 << 16) * 2 + 5):
+        a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+        want = 0.5 * a.astype(np.float64) + 0.25 * b
+        _C._scale_add(a, b, 0.5, 0.25)
+        np.testing.assert_allclose(a, want, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    a = np.arange(6, dtype=dtype).reshape(2, 3)
+    _C._scale_add(a, a, 2.0, 1.0)
+    np.testing.assert_array_equal(a, 3 * np.arange(6).reshape(2, 3))
+    with pytest.raises(ValueError, match="shape"):
+        _C._scale_add(np.zeros(3, dtype), np.zeros(4, dtype), 1.0, 1.0)
+    with pytest.raises(TypeError):
+        _C._scale_add(np.zeros(3, dtype), np.zeros(3, np.float32 if dtype == np.float64 else np.float64), 1.0, 1.0)
+    ro = np.zeros(3, dtype)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable|read-only"):
+        _C._scale_add(ro, np.zeros(3, dtype), 1.0, 1.0)

@@ -259,7 +259,7 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, shape_of(x));
-  if (need_weight) gwa = new_array(x, shape_of(w));  // zeroed below, in parallel
+  if (need_weight) gwa = new_array(x, shape_of(w));  // written or zeroed below, in parallel
   const int64_t gw_count = need_weight ? int64_t(gwa.size()) : 0;
   const int64_t bias_channels = transposed ? s.C : s.K;
   if (need_bias) gba = new_zeros(x, {bias_channels});
@@ -272,10 +272,10 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
     T* gwp = need_weight ? mptr<T>(gwa) : nullptr;
     T* gbp = need_bias ? mptr<T>(gba) : nullptr;
     py::gil_scoped_release nogil;
-    if (gwp) zero_parallel(gwp, gw_count);
+    if (gwp && transposed) zero_parallel(gwp, gw_count);
     if (!transposed) {
       if (gxp) cpu::conv_backward_data<T>(s, gyp, wp, gxp, algo);
-      if (gwp) cpu::conv_backward_weight<T>(s, gyp, xp, gwp, algo);
+      if (gwp) cpu::conv_backward_weight_fresh<T>(s, gyp, xp, gwp, algo);
       if (gbp) cpu::bias_backward<T>(gyp, gbp, s.N, s.K, s.out_size());
     } else {
       // The transposed layer is conv^T: its input gradient is the convolution of
@@ -420,17 +420,23 @@ py::array gemm_op(const py::array& a, const py::array& b, bool trans_a, bool tra
 
 }  // namespace
 
+// The layer of a shape-only query (_conv_auto_plan, _conv_live_window), its arguments checked.
+ConvShape queried_shape(const char* what, const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                        const std::vector<int64_t>& stride, const ConvPads& padding,
+                        const std::vector<int64_t>& dilation, int64_t groups) {
+  CNNFAST_CHECK(x.size() >= 3 && x.size() <= 5 && w.size() == x.size(), ValueError, what,
+                ": expected x and weight shapes of equal rank 3-5, got ", shape_str(x), " and ", shape_str(w));
+  CNNFAST_CHECK(groups >= 1, ValueError, what, ": expected groups >= 1, got ", groups);
+  return conv_shape_from(x, w, stride, padding, dilation, groups, static_cast<int>(x.size()) - 2);
+}
+
 // Which kernel Auto runs for each pass of a float32 layer, for the training-memory
 // estimate (cnnfast.utils.summary): only im2col + GEMM and Winograd borrow large
 // workspaces, the direct and depthwise kernels next to none.
 py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
                         const std::vector<int64_t>& stride, const ConvPads& padding,
                         const std::vector<int64_t>& dilation, int64_t groups) {
-  CNNFAST_CHECK(x.size() >= 3 && x.size() <= 5 && w.size() == x.size(), ValueError,
-                "_conv_auto_plan: expected x and weight shapes of equal rank 3-5, got ", shape_str(x), " and ",
-                shape_str(w));
-  CNNFAST_CHECK(groups >= 1, ValueError, "_conv_auto_plan: expected groups >= 1, got ", groups);
-  const ConvShape s = conv_shape_from(x, w, stride, padding, dilation, groups, static_cast<int>(x.size()) - 2);
+  const ConvShape s = queried_shape("_conv_auto_plan", x, w, stride, padding, dilation, groups);
   using cpu::conv_detail::Pass;
   auto name = [&](Pass pass) -> const char* {
     if (cpu::conv_detail::is_depthwise(s)) return "depthwise";
@@ -444,7 +450,31 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
   return d;
 }
 
+// The window of live kernel taps of a layer (cpu::conv_detail::live_tap_window), so that
+// autograd can cut a layer's weight down to it once per step and reuse the cut for
+// grad_x: None when no tap is dead (or none is live), else (lo, hi, padding) per
+// spatial dim, the weight's taps lo..hi-1 with that padding giving the same output.
+py::object conv_live_window(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                            const std::vector<int64_t>& stride, const ConvPads& padding,
+                            const std::vector<int64_t>& dilation, int64_t groups) {
+  const ConvShape s = queried_shape("_conv_live_window", x, w, stride, padding, dilation, groups);
+  const int nd = static_cast<int>(x.size()) - 2;
+  const cpu::conv_detail::TapWindow t = cpu::conv_detail::live_tap_window(s);
+  if (!t.trimmed || t.empty) return py::none();
+  py::list lo, hi, pads;
+  for (int d = 3 - nd; d < 3; ++d) {
+    lo.append(t.lo[d]);
+    hi.append(t.lo[d] + t.s.k[d]);
+    pads.append(py::make_tuple(t.s.pad0[d], t.s.pad1[d]));
+  }
+  return py::make_tuple(lo, hi, pads);
+}
+
 void bind_conv(py::module_& m) {
+  m.def("_conv_live_window", &conv_live_window, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "None when every kernel tap of the layer reads some input, else ([lo], [hi], [(start, end)]) per spatial "
+        "dim: the window of live taps and the padding under which weight[:, :, lo:hi, ...] gives the same output.");
   m.def("_conv_auto_plan", &conv_auto_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "

@@ -135,10 +135,27 @@ void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, Co
   backward_weight_gemm(s, gy, x, gw);
 }
 
+template <class T>
+void conv_backward_weight_fresh(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo algo) {
+  const TapWindow t = live_tap_window(s);
+  if (t.trimmed && !t.empty) {
+    const int64_t n = s.K * s.Cg() * t.s.k_size();
+    Workspace<T> gwc = workspace_array<T>(n);
+    std::fill(gwc.get(), gwc.get() + n, T(0));
+    conv_backward_weight(t.s, gy, x, gwc.get(), algo);
+    expand_window(s, t, gw, gwc.get());
+    return;
+  }
+  const int64_t n = s.K * s.Cg() * s.k_size();
+  parallel_for(0, n, int64_t(1) << 16, [=](int64_t b, int64_t e) { std::fill(gw + b, gw + e, T(0)); });
+  conv_backward_weight(s, gy, x, gw, algo);
+}
+
 #define CNNFAST_INSTANTIATE(T)                                                                         \
   template void conv_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, ConvAlgo);       \
   template void conv_backward_data<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);           \
-  template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);
+  template void conv_backward_weight<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);         \
+  template void conv_backward_weight_fresh<T>(const ConvShape&, const T*, const T*, T*, ConvAlgo);
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

@@ -84,6 +84,13 @@ void conv_backward_data(const ConvShape& s, const T* grad_y, const T* w, T* grad
 template <class T>
 void conv_backward_weight(const ConvShape& s, const T* grad_y, const T* x, T* grad_w, ConvAlgo algo);
 
+// The same into a fresh (uninitialised) grad_w, which it writes (=) in full. When dead
+// taps are dropped, grad_w is written in one pass (zeros and the window's values) instead
+// of zeroed and then updated in place: a 512x512 3x3 layer on a 1x1 map otherwise streams
+// its 9.4 MB three times for a gradient that is 8/9 zeros.
+template <class T>
+void conv_backward_weight_fresh(const ConvShape& s, const T* grad_y, const T* x, T* grad_w, ConvAlgo algo);
+
 // y (N, C, S) += b[c] ; grad_b[c] += sum over N and S of grad_y.
 template <class T>
 void bias_forward(T* y, const T* b, int64_t N, int64_t C, int64_t S);

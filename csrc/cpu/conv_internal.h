@@ -143,5 +143,9 @@ TapWindow live_tap_window(const ConvShape& s);
 // the adjoint, w[taps of the window] += wc, otherwise.
 template <class T>
 void copy_window(const ConvShape& s, const TapWindow& t, T* w, T* wc, bool to_window);
+// w (K, Cg, k) = the window's taps wc (K, Cg, window) with zeros at every other tap,
+// written in one pass (w need not be initialised).
+template <class T>
+void expand_window(const ConvShape& s, const TapWindow& t, T* w, const T* wc);
 
 }  // namespace cnnfast::cpu::conv_detail

@@ -318,7 +318,10 @@ class MPICommunicator(Communicator):
         if not self.shares_memory:
             return None
         MPI = self.MPI
-        win = MPI.Win.Allocate_shared(max(int(nbytes), 0), 1, comm=self.comm)
+        # Each rank's part rounded up to whole cache lines: the parts lie back to back, so
+        # rank k's would otherwise start wherever rank k-1's odd size ended (the gradient
+        # slots after a flag byte per parameter), misaligning every array viewed in it.
+        win = MPI.Win.Allocate_shared(-(-max(int(nbytes), 0) // 64) * 64, 1, comm=self.comm)
         views = []
         for k in range(self.size):
             buf, _ = win.Shared_query(k)
