@@ -419,6 +419,30 @@ def test_im2col_chunks_cross_rows_and_depth(simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked 3d {what}")
 
 
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("stride,dilation", [(1, 2), (2, 1)])
+def test_forward_chunks_from_one_padded_copy(nthreads, stride, dilation, simd, rng):
+    # Deep columns (C/g*k*k = 1000) make 64-column chunks, so every (image, group) of
+    # the forward maps several chunks from one zero-bordered copy per thread; three
+    # images and two groups make the threads switch between copies mid-call, and the
+    # uneven padding and odd map put chunk edges mid-row and next to the border.
+    x = rng.standard_normal((3, 80, 25, 23)).astype(np.float32)
+    w = (rng.standard_normal((14, 40, 5, 5)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(14).astype(np.float32)
+    pads = [[3, 2], [1, 4]]
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        y = _C.conv_forward(x, w, b, [stride, stride], pads, [dilation, dilation], 2, "gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = TF.conv2d(TF.pad(torch.tensor(x).double(), (1, 4, 3, 2)), torch.tensor(w).double(),
+                    torch.tensor(b).double(), stride=stride, dilation=dilation, groups=2).numpy()
+    assert y.shape == ref.shape
+    assert_nontrivial(ref)
+    assert_close(np.array(y), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"y at {simd}")
+
+
 @pytest.mark.parametrize("shape", [
     # (N, C, H, K, kernel, stride, pad, groups): small outputs (< 64 positions per
     # image), batches that do not divide into the image blocks of the batched GEMM.

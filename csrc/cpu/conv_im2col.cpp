@@ -199,10 +199,20 @@ void ColumnMap::runs(int64_t a, int64_t b, int64_t e, int64_t p0, int64_t p1, F&
 }
 
 template <class T>
+void ColumnMap::pad_group(const T* x, T* xp) const {
+  for (int64_t c = 0; c < s_.Cg(); ++c) pad_into(x + c * s_.in_size(), xp + c * plane());
+}
+
+template <class T>
 void ColumnMap::im2col_padded(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
-  const int64_t Cg = s_.Cg(), inS = s_.in_size(), pl = plane(), sw = s_.stride[2];
-  T* xp = scratch<T>(Cg * pl);
-  for (int64_t c = 0; c < Cg; ++c) pad_into(x + c * inS, xp + c * pl);
+  T* xp = scratch<T>(padded_elements());
+  pad_group(x, xp);
+  im2col_prepadded(xp, col, p0, p1, ld);
+}
+
+template <class T>
+void ColumnMap::im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, int64_t ld) const {
+  const int64_t Cg = s_.Cg(), pl = plane(), sw = s_.stride[2];
   if (p0 == 0 && p1 == s_.out_size() && sw == 1) {
     // Whole images at unit W stride (every caller but the chunked forward):
     // plain nested loops, no run bookkeeping (LeNet's 10-wide rows spent more
@@ -291,7 +301,9 @@ T* ColumnMap::scratch(int64_t count) {
   template void im2col_rows<T>(const ConvShape&, const T*, T*, int64_t, int64_t, int64_t);                 \
   template void col2im_rows<T>(const ConvShape&, const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
   template void ColumnMap::im2col<T>(const T*, T*, int64_t, int64_t, int64_t) const;                       \
-  template void ColumnMap::col2im<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t) const;
+  template void ColumnMap::col2im<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t) const;     \
+  template void ColumnMap::pad_group<T>(const T*, T*) const;                                               \
+  template void ColumnMap::im2col_prepadded<T>(const T*, T*, int64_t, int64_t, int64_t) const;
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

@@ -30,6 +30,18 @@ class ColumnMap {
   template <class T>
   void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
 
+  // A caller that maps many column chunks of one image (the chunked forward) may
+  // zero-border the image's group once, into padded_elements() of its own memory
+  // (pad_group), and map every chunk from that copy (im2col_prepadded): the same
+  // columns as im2col, without a bounds check or a padded copy per chunk.
+  // Worth it where the image's columns outnumber its padded copy (not a 1x1 stride-2 layer).
+  bool can_prepad() const { return padded_ && s_.k_size() * s_.out_size() >= 2 * plane(); }
+  int64_t padded_elements() const { return s_.Cg() * plane(); }
+  template <class T>
+  void pad_group(const T* x, T* xp) const;
+  template <class T>
+  void im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, int64_t ld) const;
+
  private:
   int64_t plane() const { return ext_[0] * ext_[1] * ext_[2]; }
   bool use_padded(int64_t p0, int64_t p1) const;
