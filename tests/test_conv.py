@@ -419,6 +419,47 @@ def test_im2col_chunks_cross_rows_and_depth(simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked 3d {what}")
 
 
+# (N, C, K, H, W, dilation (h, w), padding ((top, bottom), (left, right)), groups): layers
+# big enough that Auto runs them as undilated phases on Winograd (conv_dilated.cpp), with
+# odd maps (phases of unequal size), uneven and zero padding, and two groups.
+DILATED_PHASES = [
+    (2, 16, 20, 35, 37, (2, 2), ((2, 2), (2, 2)), 1),
+    (4, 17, 16, 40, 38, (3, 2), ((3, 1), (0, 2)), 1),
+    (4, 32, 34, 45, 46, (2, 3), ((1, 2), (4, 3)), 2),
+]
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("case", DILATED_PHASES)
+def test_dilated_phases_match_float64(case, nthreads, simd, rng):
+    N, C, K, H, W, dil, pads, g = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((K, C // g, 3, 3)) / math.sqrt(C // g * 9)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    xp = TF.pad(torch.tensor(x).double(), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    ref = TF.conv2d(xp, torch.tensor(w).double(), torch.tensor(b).double(), dilation=dil, groups=g)
+    gy = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        y = np.array(_C.conv_forward(x, w, b, [1, 1], [list(p) for p in pads], list(dil), g))
+        y_relu = np.array(_C.conv_forward(x, w, b, [1, 1], [list(p) for p in pads], list(dil), g,
+                                          activation="relu"))
+        gx, gw, gb = _C.conv_backward(gy, x, w, [1, 1], [list(p) for p in pads], list(dil), g)
+    finally:
+        cnnfast.set_num_threads(before)
+    xr = torch.tensor(x).double().requires_grad_()
+    wr = torch.tensor(w).double().requires_grad_()
+    yr = TF.conv2d(TF.pad(xr, (pads[1][0], pads[1][1], pads[0][0], pads[0][1])), wr, torch.tensor(b).double(),
+                   dilation=dil, groups=g)
+    yr.backward(torch.tensor(gy).double())
+    for what, a, r in (("y", y, ref.numpy()), ("relu(y)", y_relu, ref.clamp(min=0).numpy()),
+                       ("grad_x", gx, xr.grad.numpy()), ("grad_w", gw, wr.grad.numpy())):
+        assert_nontrivial(r)
+        assert np.shape(a) == r.shape, what
+        assert_close(np.array(a), r, rtol=1e-4, atol=2e-5 * np.abs(r).max(), what=f"{case} {what} at {simd}")
+
+
 @pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("stride,dilation", [(1, 2), (2, 1)])
 def test_forward_chunks_from_one_padded_copy(nthreads, stride, dilation, simd, rng):
