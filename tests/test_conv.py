@@ -461,14 +461,15 @@ def test_dilated_phases_match_float64(case, nthreads, simd, rng):
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
-@pytest.mark.parametrize("stride,dilation", [(1, 2), (2, 1)])
-def test_forward_chunks_from_one_padded_copy(nthreads, stride, dilation, simd, rng):
-    # Deep columns (C/g*k*k = 1000) make 64-column chunks, so every (image, group) of
-    # the forward maps several chunks from one zero-bordered copy per thread; three
-    # images and two groups make the threads switch between copies mid-call, and the
-    # uneven padding and odd map put chunk edges mid-row and next to the border.
-    x = rng.standard_normal((3, 80, 25, 23)).astype(np.float32)
-    w = (rng.standard_normal((14, 40, 5, 5)) * 0.05).astype(np.float32)
+@pytest.mark.parametrize("stride,dilation,k", [(1, 2, 5), (2, 1, 5), (3, 2, 5), (4, 1, 9)])
+def test_forward_chunks_from_one_padded_copy(nthreads, stride, dilation, k, simd, rng):
+    # Deep columns (C/g*k*k >= 1000) make 64-column chunks, so every (image, group) of
+    # the forward maps several chunks from one zero-bordered copy per thread (at a W
+    # stride, a copy split into column phases); three images and two groups make the
+    # threads switch between copies mid-call, and the uneven padding and odd map put
+    # chunk edges mid-row and next to the border.
+    x = rng.standard_normal((3, 80, 45, 47)).astype(np.float32)
+    w = (rng.standard_normal((14, 40, k, k)) * 0.05).astype(np.float32)
     b = rng.standard_normal(14).astype(np.float32)
     pads = [[3, 2], [1, 4]]
     before = cnnfast.get_num_threads()

@@ -200,7 +200,27 @@ void ColumnMap::runs(int64_t a, int64_t b, int64_t e, int64_t p0, int64_t p1, F&
 
 template <class T>
 void ColumnMap::pad_group(const T* x, T* xp) const {
-  for (int64_t c = 0; c < s_.Cg(); ++c) pad_into(x + c * s_.in_size(), xp + c * plane());
+  const int64_t sw = s_.stride[2];
+  if (sw == 1) {
+    for (int64_t c = 0; c < s_.Cg(); ++c) pad_into(x + c * s_.in_size(), xp + c * plane());
+    return;
+  }
+  // Column phases: padded column j of row (d, h) goes to phase j % sw, at j / sw.
+  const int64_t wq = phase_width(), pp = ext_[0] * ext_[1] * wq;
+  std::fill(xp, xp + padded_elements(), T(0));
+  for (int64_t c = 0; c < s_.Cg(); ++c)
+    for (int64_t d = 0; d < s_.in[0]; ++d)
+      for (int64_t h = 0; h < s_.in[1]; ++h) {
+        const T* src = x + ((c * s_.in[0] + d) * s_.in[1] + h) * s_.in[2];
+        T* row = xp + c * sw * pp + ((d + s_.pad0[0]) * ext_[1] + h + s_.pad0[1]) * wq;
+        for (int64_t q = 0; q < sw; ++q) {
+          int64_t lo, hi;  // phase columns l whose input column l * sw + q - pad lies in the row
+          valid_range(wq, s_.in[2], sw, q - s_.pad0[2], lo, hi);
+          const T* from = src + q - s_.pad0[2];
+          T* to = row + q * pp;
+          for (int64_t l = lo; l < hi; ++l) to[l] = from[l * sw];
+        }
+      }
 }
 
 template <class T>
@@ -212,7 +232,7 @@ void ColumnMap::im2col_padded(const T* x, T* col, int64_t p0, int64_t p1, int64_
 
 template <class T>
 void ColumnMap::im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, int64_t ld) const {
-  const int64_t Cg = s_.Cg(), pl = plane(), sw = s_.stride[2];
+  const int64_t Cg = s_.Cg(), pl = phased_plane(), sw = s_.stride[2];
   if (p0 == 0 && p1 == s_.out_size() && sw == 1) {
     // Whole images at unit W stride (every caller but the chunked forward):
     // plain nested loops, no run bookkeeping (LeNet's 10-wide rows spent more
@@ -239,12 +259,19 @@ void ColumnMap::im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, in
         for (int64_t e = 0; e < s_.k[2]; ++e, ++r) {
           T* dst = col + r * ld;
           const T* src = xp + c * pl;
-          runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
-            if (sw == 1) {
+          if (sw == 1) {
+            runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
               for (int64_t i = 0; i < len; ++i) dst[o + i] = src[at + i];
-            } else {
-              for (int64_t i = 0; i < len; ++i) dst[o + i] = src[at + i * sw];
-            }
+            });
+            continue;
+          }
+          // Every run of this tap reads one column phase: run at padded column
+          // ow0 * sw + e * dil reads phase (e * dil) % sw from ow0 + (e * dil) / sw.
+          const int64_t wq = phase_width(), pp = ext_[0] * ext_[1] * wq, ec = e * s_.dil[2];
+          const T* ph = src + (ec % sw) * pp + ec / sw;
+          runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
+            const T* from = ph + at / ext_[2] * wq + (at % ext_[2] - ec) / sw;
+            for (int64_t i = 0; i < len; ++i) dst[o + i] = from[i];
           });
         }
 }
