@@ -555,6 +555,30 @@ def test_weight_gradient_one_image_per_task(nthreads, simd, rng):
     assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
 
 
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("stride,k", [(2, 3), (3, 5)])
+def test_weight_gradient_strided_padded_columns(nthreads, stride, k, simd, rng):
+    # More than 256 output positions at a W stride with enough taps: the weight
+    # gradient's columns come from the padded copy's column phases (ColumnMap::im2col).
+    x = rng.standard_normal((3, 6, 40 if stride == 2 else 61, 37 if stride == 2 else 58)).astype(np.float32)
+    w = (rng.standard_normal((5, 6, k, k)) * 0.1).astype(np.float32)
+    pads = [[1, 0], [2, 1]]
+    ref_y = TF.conv2d(TF.pad(torch.tensor(x).double(), (2, 1, 1, 0)), torch.tensor(w).double(), stride=stride)
+    assert ref_y.shape[2] * ref_y.shape[3] > 256
+    gy = rng.standard_normal(tuple(ref_y.shape)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        _, gw, _ = _C.conv_backward(gy, x, w, [stride, stride], pads, [1, 1], 1, False, True, False, algo="gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), TF.pad(torch.tensor(x).double(), (2, 1, 1, 0)), torch.tensor(w).double(), [5],
+        [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+
+
 def test_weight_gradient_shared_columns(simd, rng):
     # A grad_w block past 1 MB (64 x 512*9 floats): on 2 threads the threads build each
     # column chunk together and split the GEMM's columns (chunks of 2 images, then 1);
