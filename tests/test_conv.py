@@ -419,6 +419,72 @@ def test_im2col_chunks_cross_rows_and_depth(simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"chunked 3d {what}")
 
 
+# (N, C, K, H, W, dilation (h, w), padding ((top, bottom), (left, right)), groups): layers
+# big enough that Auto runs them as undilated phases on Winograd (conv_dilated.cpp), with
+# odd maps (phases of unequal size), uneven and zero padding, and two groups.
+DILATED_PHASES = [
+    (2, 16, 20, 35, 37, (2, 2), ((2, 2), (2, 2)), 1),
+    (4, 17, 16, 40, 38, (3, 2), ((3, 1), (0, 2)), 1),
+    (4, 32, 34, 45, 46, (2, 3), ((1, 2), (4, 3)), 2),
+]
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("case", DILATED_PHASES)
+def test_dilated_phases_match_float64(case, nthreads, simd, rng):
+    N, C, K, H, W, dil, pads, g = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((K, C // g, 3, 3)) / math.sqrt(C // g * 9)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    xp = TF.pad(torch.tensor(x).double(), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    ref = TF.conv2d(xp, torch.tensor(w).double(), torch.tensor(b).double(), dilation=dil, groups=g)
+    gy = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        y = np.array(_C.conv_forward(x, w, b, [1, 1], [list(p) for p in pads], list(dil), g))
+        y_relu = np.array(_C.conv_forward(x, w, b, [1, 1], [list(p) for p in pads], list(dil), g,
+                                          activation="relu"))
+        gx, gw, gb = _C.conv_backward(gy, x, w, [1, 1], [list(p) for p in pads], list(dil), g)
+    finally:
+        cnnfast.set_num_threads(before)
+    xr = torch.tensor(x).double().requires_grad_()
+    wr = torch.tensor(w).double().requires_grad_()
+    yr = TF.conv2d(TF.pad(xr, (pads[1][0], pads[1][1], pads[0][0], pads[0][1])), wr, torch.tensor(b).double(),
+                   dilation=dil, groups=g)
+    yr.backward(torch.tensor(gy).double())
+    for what, a, r in (("y", y, ref.numpy()), ("relu(y)", y_relu, ref.clamp(min=0).numpy()),
+                       ("grad_x", gx, xr.grad.numpy()), ("grad_w", gw, wr.grad.numpy())):
+        assert_nontrivial(r)
+        assert np.shape(a) == r.shape, what
+        assert_close(np.array(a), r, rtol=1e-4, atol=2e-5 * np.abs(r).max(), what=f"{case} {what} at {simd}")
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("stride,dilation,k", [(1, 2, 5), (2, 1, 5), (3, 2, 5), (4, 1, 9)])
+def test_forward_chunks_from_one_padded_copy(nthreads, stride, dilation, k, simd, rng):
+    # Deep columns (C/g*k*k >= 1000) make 64-column chunks, so every (image, group) of
+    # the forward maps several chunks from one zero-bordered copy per thread (at a W
+    # stride, a copy split into column phases); three images and two groups make the
+    # threads switch between copies mid-call, and the uneven padding and odd map put
+    # chunk edges mid-row and next to the border.
+    x = rng.standard_normal((3, 80, 45, 47)).astype(np.float32)
+    w = (rng.standard_normal((14, 40, k, k)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(14).astype(np.float32)
+    pads = [[3, 2], [1, 4]]
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        y = _C.conv_forward(x, w, b, [stride, stride], pads, [dilation, dilation], 2, "gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = TF.conv2d(TF.pad(torch.tensor(x).double(), (1, 4, 3, 2)), torch.tensor(w).double(),
+                    torch.tensor(b).double(), stride=stride, dilation=dilation, groups=2).numpy()
+    assert y.shape == ref.shape
+    assert_nontrivial(ref)
+    assert_close(np.array(y), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"y at {simd}")
+
+
 @pytest.mark.parametrize("shape", [
     # (N, C, H, K, kernel, stride, pad, groups): small outputs (< 64 positions per
     # image), batches that do not divide into the image blocks of the batched GEMM.
@@ -485,6 +551,30 @@ def test_weight_gradient_one_image_per_task(nthreads, simd, rng):
     ref = torch.ops.aten.convolution_backward(
         torch.tensor(gy).double(), TF.pad(torch.tensor(x).double(), (1, 0, 1, 1)), torch.tensor(w).double(), [13],
         [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
+    assert_nontrivial(ref)
+    assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("stride,k", [(2, 3), (3, 5)])
+def test_weight_gradient_strided_padded_columns(nthreads, stride, k, simd, rng):
+    # More than 256 output positions at a W stride with enough taps: the weight
+    # gradient's columns come from the padded copy's column phases (ColumnMap::im2col).
+    x = rng.standard_normal((3, 6, 40 if stride == 2 else 61, 37 if stride == 2 else 58)).astype(np.float32)
+    w = (rng.standard_normal((5, 6, k, k)) * 0.1).astype(np.float32)
+    pads = [[1, 0], [2, 1]]
+    ref_y = TF.conv2d(TF.pad(torch.tensor(x).double(), (2, 1, 1, 0)), torch.tensor(w).double(), stride=stride)
+    assert ref_y.shape[2] * ref_y.shape[3] > 256
+    gy = rng.standard_normal(tuple(ref_y.shape)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        _, gw, _ = _C.conv_backward(gy, x, w, [stride, stride], pads, [1, 1], 1, False, True, False, algo="gemm")
+    finally:
+        cnnfast.set_num_threads(before)
+    ref = torch.ops.aten.convolution_backward(
+        torch.tensor(gy).double(), TF.pad(torch.tensor(x).double(), (2, 1, 1, 0)), torch.tensor(w).double(), [5],
+        [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
     assert_nontrivial(ref)
     assert_close(np.array(gw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), what=f"grad_w at {simd}")
 

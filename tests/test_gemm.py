@@ -8,8 +8,10 @@ import cnnfast
 from cnnfast import _C
 from helpers import assert_close
 
+# The last row panel of the AVX2 kernel runs 2, 4 or 6 rows for 1-2, 3-4 or 5-6 real ones:
+# M = 32, 3, 16 put 2, 3, 4 rows there, at full and partial column panels, over several KC.
 SHAPES = [(1, 1, 1), (6, 16, 1), (7, 17, 5), (13, 31, 257), (97, 33, 19), (5, 2049, 3), (130, 300, 150),
-          (64, 3136, 27)]
+          (64, 3136, 27), (32, 48, 270), (3, 40, 300), (16, 16, 513)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)

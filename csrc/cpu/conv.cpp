@@ -74,6 +74,8 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
     }
   }
   if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
+  if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
+    return dilated_forward_winograd(s, x, w, bias, y);
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
@@ -101,6 +103,8 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
     }
   }
   if (algo == ConvAlgo::Auto && grouped_backward_data(s, gy, w, gx)) return;
+  if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
+    return dilated_backward_data_winograd(s, gy, w, gx);
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     // For stride 1, grad_x is the convolution of grad_y with the kernel rotated by

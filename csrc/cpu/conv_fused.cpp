@@ -77,6 +77,16 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
         conv_forward_panels(s, x, *packed, bias, y, e, false))
       return;
   }
+  if constexpr (is_f32<T>) {
+    // Dilated 3x3 layers that Auto runs as Winograd phases (conv_dilated.cpp), with the
+    // same floor on output positions as Winograd below.
+    if (algo == ConvAlgo::Auto && !packed && s.N * s.out_size() >= kWinogradMinPositions &&
+        conv_detail::dilated_winograd_pays(s)) {
+      conv_forward(s, x, w, bias, y, ConvAlgo::Auto);
+      if (!e.empty()) apply_epilogue(y, s.N * s.K * s.out_size(), e);
+      return;
+    }
+  }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
   // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves

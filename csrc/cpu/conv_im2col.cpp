@@ -130,7 +130,11 @@ ColumnMap::ColumnMap(const ConvShape& s) : s_(s) {
 // Columns [p0, p1) of one image's group (x: (Cg, D, H, W)) into col (Cg*kk, ld).
 template <class T>
 void ColumnMap::im2col(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
-  if (use_padded(p0, p1)) return im2col_padded(x, col, p0, p1, ld);
+  // At a W stride too: the padded copy's column phases make its runs contiguous
+  // (the weight gradient of a 4x4 stride-2 transposed layer: im2col by row runs
+  // was a tenth of the backward on Zen 2).
+  if (use_padded(p0, p1) || (padded_ && (p1 - p0) * s_.k_size() >= 2 * plane()))
+    return im2col_padded(x, col, p0, p1, ld);
   if (tbl_.empty()) return im2col_rows(s_, x, col, p0, p1, ld);
   const int64_t kk = s_.k_size(), P = s_.out_size(), inS = s_.in_size(), n = p1 - p0, Cg = s_.Cg();
   T* ext = scratch<T>(Cg * (inS + 1));
@@ -166,9 +170,10 @@ void ColumnMap::col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, 
 }
 
 
-// Small outputs always; otherwise at unit W stride (strided rows measured no
-// faster than the row runs) and only when the columns mapped outnumber the padded
-// copy (a 64-column chunk of a 56x56 map would copy the map each time).
+// Small outputs always; otherwise at unit W stride (col2im's strided rows measured
+// no faster than the row runs; im2col takes strided ones too) and only when the
+// columns mapped outnumber the padded copy (a 64-column chunk of a 56x56 map would
+// copy the map each time).
 bool ColumnMap::use_padded(int64_t p0, int64_t p1) const {
   return padded_ && (s_.out_size() <= kTableOutputs ||
                      (s_.stride[2] == 1 && (p1 - p0) * s_.k_size() >= 2 * plane()));
@@ -199,10 +204,40 @@ void ColumnMap::runs(int64_t a, int64_t b, int64_t e, int64_t p0, int64_t p1, F&
 }
 
 template <class T>
+void ColumnMap::pad_group(const T* x, T* xp) const {
+  const int64_t sw = s_.stride[2];
+  if (sw == 1) {
+    for (int64_t c = 0; c < s_.Cg(); ++c) pad_into(x + c * s_.in_size(), xp + c * plane());
+    return;
+  }
+  // Column phases: padded column j of row (d, h) goes to phase j % sw, at j / sw.
+  const int64_t wq = phase_width(), pp = ext_[0] * ext_[1] * wq;
+  std::fill(xp, xp + padded_elements(), T(0));
+  for (int64_t c = 0; c < s_.Cg(); ++c)
+    for (int64_t d = 0; d < s_.in[0]; ++d)
+      for (int64_t h = 0; h < s_.in[1]; ++h) {
+        const T* src = x + ((c * s_.in[0] + d) * s_.in[1] + h) * s_.in[2];
+        T* row = xp + c * sw * pp + ((d + s_.pad0[0]) * ext_[1] + h + s_.pad0[1]) * wq;
+        for (int64_t q = 0; q < sw; ++q) {
+          int64_t lo, hi;  // phase columns l whose input column l * sw + q - pad lies in the row
+          valid_range(wq, s_.in[2], sw, q - s_.pad0[2], lo, hi);
+          const T* from = src + q - s_.pad0[2];
+          T* to = row + q * pp;
+          for (int64_t l = lo; l < hi; ++l) to[l] = from[l * sw];
+        }
+      }
+}
+
+template <class T>
 void ColumnMap::im2col_padded(const T* x, T* col, int64_t p0, int64_t p1, int64_t ld) const {
-  const int64_t Cg = s_.Cg(), inS = s_.in_size(), pl = plane(), sw = s_.stride[2];
-  T* xp = scratch<T>(Cg * pl);
-  for (int64_t c = 0; c < Cg; ++c) pad_into(x + c * inS, xp + c * pl);
+  T* xp = scratch<T>(padded_elements());
+  pad_group(x, xp);
+  im2col_prepadded(xp, col, p0, p1, ld);
+}
+
+template <class T>
+void ColumnMap::im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, int64_t ld) const {
+  const int64_t Cg = s_.Cg(), pl = phased_plane(), sw = s_.stride[2];
   if (p0 == 0 && p1 == s_.out_size() && sw == 1) {
     // Whole images at unit W stride (every caller but the chunked forward):
     // plain nested loops, no run bookkeeping (LeNet's 10-wide rows spent more
@@ -229,12 +264,19 @@ void ColumnMap::im2col_padded(const T* x, T* col, int64_t p0, int64_t p1, int64_
         for (int64_t e = 0; e < s_.k[2]; ++e, ++r) {
           T* dst = col + r * ld;
           const T* src = xp + c * pl;
-          runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
-            if (sw == 1) {
+          if (sw == 1) {
+            runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
               for (int64_t i = 0; i < len; ++i) dst[o + i] = src[at + i];
-            } else {
-              for (int64_t i = 0; i < len; ++i) dst[o + i] = src[at + i * sw];
-            }
+            });
+            continue;
+          }
+          // Every run of this tap reads one column phase: run at padded column
+          // ow0 * sw + e * dil reads phase (e * dil) % sw from ow0 + (e * dil) / sw.
+          const int64_t wq = phase_width(), pp = ext_[0] * ext_[1] * wq, ec = e * s_.dil[2];
+          const T* ph = src + (ec % sw) * pp + ec / sw;
+          runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
+            const T* from = ph + at / ext_[2] * wq + (at % ext_[2] - ec) / sw;
+            for (int64_t i = 0; i < len; ++i) dst[o + i] = from[i];
           });
         }
 }
@@ -291,7 +333,9 @@ T* ColumnMap::scratch(int64_t count) {
   template void im2col_rows<T>(const ConvShape&, const T*, T*, int64_t, int64_t, int64_t);                 \
   template void col2im_rows<T>(const ConvShape&, const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
   template void ColumnMap::im2col<T>(const T*, T*, int64_t, int64_t, int64_t) const;                       \
-  template void ColumnMap::col2im<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t) const;
+  template void ColumnMap::col2im<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t) const;     \
+  template void ColumnMap::pad_group<T>(const T*, T*) const;                                               \
+  template void ColumnMap::im2col_prepadded<T>(const T*, T*, int64_t, int64_t, int64_t) const;
 CNNFAST_INSTANTIATE(float)
 CNNFAST_INSTANTIATE(double)
 #undef CNNFAST_INSTANTIATE

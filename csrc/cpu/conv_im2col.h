@@ -30,8 +30,26 @@ class ColumnMap {
   template <class T>
   void col2im(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
 
+  // A caller that maps many column chunks of one image (the chunked forward) may
+  // zero-border the image's group once, into padded_elements() of its own memory
+  // (pad_group), and map every chunk from that copy (im2col_prepadded): the same
+  // columns as im2col, without a bounds check or a padded copy per chunk.
+  // Worth it where the image's columns outnumber its padded copy (not a 1x1 stride-2 layer).
+  // At a W stride sw > 1 the copy holds each channel's padded plane as sw column phases
+  // (phase q: columns q, q + sw, ... of every row), so a tap's run of outputs reads
+  // contiguous memory instead of every sw-th element (one scalar copy each).
+  bool can_prepad() const { return padded_ && s_.k_size() * s_.out_size() >= 2 * plane(); }
+  int64_t padded_elements() const { return s_.Cg() * phased_plane(); }
+  template <class T>
+  void pad_group(const T* x, T* xp) const;
+  template <class T>
+  void im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, int64_t ld) const;
+
  private:
   int64_t plane() const { return ext_[0] * ext_[1] * ext_[2]; }
+  // Columns per row of one W-stride phase, and one channel's phases together.
+  int64_t phase_width() const { return (ext_[2] + s_.stride[2] - 1) / s_.stride[2]; }
+  int64_t phased_plane() const { return ext_[0] * ext_[1] * phase_width() * s_.stride[2]; }
   bool use_padded(int64_t p0, int64_t p1) const;
   template <class T>
   void pad_into(const T* x, T* xp) const;

@@ -5,6 +5,7 @@
 //   conv_taps.cpp       tap-by-tap GEMMs for tiny maps
 //   conv_depthwise.cpp  depthwise layers (plane kernels in conv_depthwise.h)
 //   conv_window.cpp     dropping kernel taps that only read padding
+//   conv_dilated.cpp    dilated 3x3 layers as undilated phases on Winograd
 //   winograd.cpp        Winograd F(4x4, 3x3)
 //   linear.cpp          bias passes and the fully connected layer
 // Everything here is generic (baseline) code; the wide kernels sit behind gemm.h
@@ -119,6 +120,16 @@ template <class T>
 void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx);
 template <class T>
 void depthwise_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw);
+
+// ---- conv_dilated.cpp ----
+// Whether a 2-D 3x3 stride-1 dilated layer runs faster as its dilation phases on
+// Winograd (float32 callers): below AVX-512, every phase holds inputs and outputs and
+// the smallest phase would take Winograd on choose_algo.
+bool dilated_winograd_pays(const ConvShape& s);
+template <class T>
+void dilated_forward_winograd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void dilated_backward_data_winograd(const ConvShape& s, const T* gy, const T* w, T* gx);
 
 // ---- conv_window.cpp ----
 // Dead kernel taps. A tap whose input position is padding for every output

@@ -60,45 +60,31 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
   }
 }
 
-// C[0:mr, 0:nr] (+)= Ap (kc x 6) ^T * Bp (kc x 16).
-inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool acc, int64_t mr,
+// C[0:mr, 0:nr] (+)= the first R rows of Ap (kc x 6) ^T * Bp (kc x 16), mr <= R.
+// R = 6 is the full tile; a panel with 1-4 real rows (the last one when M % 6 is 1-4:
+// 16 or 32 output channels, LeNet's and CIFAR nets' layers) runs R = 2 or 4, so it
+// neither multiplies the padding rows nor, for whole rows, goes through the tile buffer.
+template <int R>
+inline void kernel_rx16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool acc, int64_t mr,
                         int64_t nr) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  __m256 c0[R], c1[R];
+  for (int r = 0; r < R; ++r) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(Bp);
     const __m256 b1 = _mm256_load_ps(Bp + 8);
     _mm_prefetch(reinterpret_cast<const char*>(Bp + 8 * NR), _MM_HINT_T0);
-    __m256 a = _mm256_broadcast_ss(Ap + 0);
-    c00 = _mm256_fmadd_ps(a, b0, c00);
-    c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(Ap + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10);
-    c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(Ap + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20);
-    c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(Ap + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30);
-    c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(Ap + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40);
-    c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(Ap + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50);
-    c51 = _mm256_fmadd_ps(a, b1, c51);
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(Ap + r);
+      c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+    }
     Ap += MR;
     Bp += NR;
   }
-  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  if (mr == MR && nr == NR) {
-    for (int r = 0; r < MR; ++r) {
+  if (nr == NR) {
+    for (int64_t r = 0; r < mr; ++r) {
       float* c = C + r * ldc;
-      __m256 v0 = rows[r][0], v1 = rows[r][1];
+      __m256 v0 = c0[r], v1 = c1[r];
       if (acc) {
         v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
         v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c + 8));
@@ -108,10 +94,10 @@ inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, 
     }
     return;
   }
-  alignas(32) float tile[MR * NR];
-  for (int r = 0; r < MR; ++r) {
-    _mm256_store_ps(tile + r * NR, rows[r][0]);
-    _mm256_store_ps(tile + r * NR + 8, rows[r][1]);
+  alignas(32) float tile[R * NR];
+  for (int r = 0; r < R; ++r) {
+    _mm256_store_ps(tile + r * NR, c0[r]);
+    _mm256_store_ps(tile + r * NR + 8, c1[r]);
   }
   for (int64_t r = 0; r < mr; ++r) {
     float* c = C + r * ldc;
@@ -120,6 +106,13 @@ inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, 
     else
       for (int64_t j = 0; j < nr; ++j) c[j] = tile[r * NR + j];
   }
+}
+
+inline void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool acc, int64_t mr,
+                        int64_t nr) {
+  if (mr > 4) return kernel_rx16<6>(kc, Ap, Bp, C, ldc, acc, mr, nr);
+  if (mr > 2) return kernel_rx16<4>(kc, Ap, Bp, C, ldc, acc, mr, nr);
+  kernel_rx16<2>(kc, Ap, Bp, C, ldc, acc, mr, nr);
 }
 
 struct Kern {
