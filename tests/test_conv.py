@@ -192,6 +192,25 @@ def test_threaded_paths(N, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("nthreads", [2, 3, 5])
+def test_forward_column_chunks_dealt_in_ranges(nthreads, rng):
+    # Many (image, column chunk) tasks, dealt to each thread as a contiguous range and
+    # then stolen (conv_parallel.h, Dealing::Contiguous): every chunk exactly once, with
+    # thread counts that do not divide the 3 images x several chunks.
+    case = (2, 3, 33, 40, (41, 37), (5, 5), 1, ((2, 1), (0, 3)), 1, 1)  # im2col + GEMM, 23 chunks per image
+    x, w, b = make(case, rng)
+    gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
+    before = cnnfast.get_num_threads()
+    try:
+        cnnfast.set_num_threads(nthreads)
+        got = ours(case, x, w, b, gy)
+    finally:
+        cnnfast.set_num_threads(before)
+    for a, r in zip(got, reference(case, x, w, b, gy)):
+        # float32 sums over 825-deep columns (and 3 images for grad_w) against float64
+        assert_close(a, r, rtol=1e-3, atol=1e-4 * np.abs(r).max(), what=f"{nthreads} threads")
+
 FD_CASES = {
     "2d_stride_groups_dil": (2, 2, 4, 2, (6, 5), (3, 2), (2, 1), ((1, 0), (0, 2)), (1, 2), 2),
     "1d": (1, 1, 2, 3, (7,), (3,), 2, 1, 2, 1),

@@ -197,7 +197,8 @@ void forward_gemm(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
         }
         if (bias) add_bias_rows(yg + p0, bias + g * Kg + k0, nk, P, p1 - p0);
         if (epi) epilogue_block(y, yg + p0 - y, nk, P, p1 - p0, *epi);
-      });
+      },
+      Dealing::Contiguous);
 }
 
 template <class T>
