@@ -103,7 +103,8 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
           if (bias) add_bias_rows(yb, bias + g * Kg + r0, r1 - r0, P, p1 - p0);
           epilogue_block(y, yb - y, r1 - r0, P, p1 - p0, e);
         }
-      });
+      },
+      Dealing::Contiguous);  // neighbouring chunks of the same rows stay on one thread (conv_parallel.h)
   return true;
 }
 
