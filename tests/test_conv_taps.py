@@ -351,3 +351,15 @@ def test_dead_taps_through_autograd_match_torch(name, input_grad, rng):
     assert_close(tw.grad.numpy(), rgw, rtol=1e-10, atol=1e-10, what=f"{name} grad_w")
     assert_close(tb.grad.numpy(), rgb, rtol=1e-10, atol=1e-10, what=f"{name} grad_b")
     assert np.array_equal(tw.grad.numpy() == 0, rgw == 0)
+
+
+def test_conv_live_window_query():
+    # The shape-only query autograd uses to cut a layer's weight to its live taps.
+    from cnnfast import _C
+    assert _C._conv_live_window([2, 4, 8, 8], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1) is None
+    lo, hi, pads = _C._conv_live_window([2, 4, 1, 1], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+    assert (list(lo), list(hi), [tuple(p) for p in pads]) == ([1, 1], [2, 2], [(0, 0), (0, 0)])
+    with pytest.raises(ValueError, match="_conv_live_window: expected x and weight shapes of equal rank"):
+        _C._conv_live_window([2, 4, 8, 8], [5, 4, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+    with pytest.raises(ValueError, match="groups >= 1"):
+        _C._conv_live_window([2, 4, 8, 8], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 0)
