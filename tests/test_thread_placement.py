@@ -51,3 +51,41 @@ def test_no_pinning_when_threads_do_not_match_or_turned_off():
         assert all(w == three for w in got["workers"]), got
         got = probe(2, three, {"CNNFAST_PIN_THREADS": "1"})
         assert [w for w in got["workers"] if len(w) == 1] == [[three[1]]]
+
+
+MOVE_PROBE = r"""
+import json, os, sys
+import numpy as np
+import cnnfast, cnnfast.functional as F
+cpus = sorted(os.sched_getaffinity(0))
+before = set(os.listdir('/proc/self/task'))
+cnnfast.set_num_threads(2)
+x = cnnfast.tensor(np.ones(1 << 20, np.float32))
+F.relu(x)  # starts the pool: its worker pinned to cpus[1]
+worker = [int(t) for t in set(os.listdir('/proc/self/task')) - before]
+first = [sorted(os.sched_getaffinity(t)) for t in worker]
+os.sched_setaffinity(0, {cpus[1]})  # this thread only: the caller now sits on the worker's CPU
+F.relu(x)
+moved = [sorted(os.sched_getaffinity(t)) for t in worker]
+os.sched_setaffinity(0, {cpus[0]})  # and back: the worker follows to the free one again
+F.relu(x)
+back = [sorted(os.sched_getaffinity(t)) for t in worker]
+print(json.dumps({"cpus": cpus, "first": first, "moved": moved, "back": back}))
+"""
+
+
+def test_worker_leaves_the_cpu_the_caller_moved_to():
+    # After an idle spell the scheduler may wake the unpinned caller on the pinned
+    # worker's CPU and keep both there (a 2-thread kernel then ran at 1-thread speed);
+    # each job checks for that and moves the worker to the CPU the caller left.
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    e = dict(os.environ)
+    e.pop("CNNFAST_NUM_THREADS", None)
+    e.pop("CNNFAST_PIN_THREADS", None)
+    code = f"import os; os.sched_setaffinity(0, {set(cpus)!r})\n" + MOVE_PROBE
+    out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["first"] == [[cpus[1]]], got
+    assert got["moved"] == [[cpus[0]]], got
+    assert got["back"] == [[cpus[1]]], got
