@@ -561,6 +561,10 @@ void bind_conv(py::module_& m) {
       py::arg("threads"), py::arg("level") = "best",
       "float32 FMA peak of this machine in GFLOP/s, measured with our own loop at `level` "
       "('avx2', 'avx512' or 'best').");
+  m.def("avx512_full_rate", &cpu::avx512_full_rate,
+        "Whether this CPU retires 512-bit FMAs as fast as 256-bit ones (AVX-512 doubles its FMA peak), "
+        "measured once on first use; CNNFAST_AVX512_FULL_RATE=0|1 overrides it. Convolution's algorithm "
+        "choice depends on it. False without AVX-512.");
 }
 
 }  // namespace cnnfast::bind

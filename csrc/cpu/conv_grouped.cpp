@@ -13,6 +13,7 @@
 #include "core/workspace.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
+#include "cpu/peak.h"
 
 namespace cnnfast::cpu {
 namespace conv_detail {
@@ -46,10 +47,28 @@ bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   // and 1x1 layers with the GEMM, which reads their input as it is (no im2col):
   // 1x1 C256->64 56x56 ran 17.6 ms direct against 10.3.
   if (choose_algo(s, true) != ConvAlgo::Gemm || s.k_size() == 1) return false;
+  // Where 512-bit FMAs run at full rate (Zen 5; the rules above were measured on Zen 4,
+  // which splits them) the GEMM doubles its speed and the direct kernel, which loads
+  // every tap's input unaligned, does not keep up on some layers. Measured on Zen 5, 2
+  // threads, direct against im2col + GEMM (ms):
+  //   forward, 3 input channels, strided: ResNet stem 7x7/2 C3->64 224x224  6.61 / 5.19,
+  //     AlexNet 11x11/4 C3->96  5.11 / 4.78 (stride 1 with C3: 5x5 CIFAR 0.85 / 1.12)
+  //   forward, 256 outputs from a plane set past L2: 5x5 C96->256 56x56  76.0 / 68.9
+  //     (27x27, 280 KB per image: 16.6 / 16.7)
+  //   grad_x with 256 output channels to sum over: 5x5 C96->256 27x27  19.8 / 17.7,
+  //     C64->256 13.6 / 11.5, 56x56 86.7 / 72.4 (128 of them: C96->128 9.0 / 10.6)
+  //   grad_w, 3 channels on a 224x224 map: 3x3 C3->64  4.29 / 3.71
+  // while grouped, dilated and narrower dense layers keep their 10-30% gain.
+  const bool full_rate = avx512_full_rate();
   switch (pass) {
-    case Pass::Forward: return s.out[2] >= 16;
-    case Pass::Data: return s.Cg() >= 16 && s.in[2] >= 16;
-    case Pass::Weight: return s.Cg() <= 16 && s.out[2] >= 16;
+    case Pass::Forward:
+      if (full_rate) {
+        if (s.Cg() < 16 && (s.stride[1] > 1 || s.stride[2] > 1)) return false;
+        if (s.Kg() >= 256 && s.Cg() * s.in_size() * int64_t(sizeof(float)) > (1 << 20)) return false;
+      }
+      return s.out[2] >= 16;
+    case Pass::Data: return s.Cg() >= 16 && s.in[2] >= 16 && !(full_rate && s.Kg() > 128);
+    case Pass::Weight: return s.Cg() <= 16 && s.out[2] >= 16 && !(full_rate && s.Cg() < 16 && s.out_size() > 128 * 128);
   }
   return false;
 }

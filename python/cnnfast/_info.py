@@ -10,7 +10,8 @@ def info(file=None) -> dict:
 
     Keys: version, compiler, simd (level in use), simd_levels (levels this CPU and build
     can run), cpu (model), cpu_features (what the CPU offers: avx2, avx512,
-    avx512_bf16, amx_bf16), bf16_path (bfloat16 kernels: amx,
+    avx512_bf16, amx_bf16), avx512_full_rate (512-bit FMAs at the 256-bit rate, so
+    AVX-512 doubles the FMA peak; steers the convolution algorithm choice), bf16_path (bfloat16 kernels: amx,
     avx512_bf16 or fallback), amx (granted, or why not), threads, host_allocator, cuda_compiled, cuda_available,
     cuda_devices, python, numpy.
     """
@@ -25,6 +26,7 @@ def info(file=None) -> dict:
         "simd_levels": simd_levels(),
         "cpu": _C.cpu_model(),
         "cpu_features": _C.cpu_features(),
+        "avx512_full_rate": _C.avx512_full_rate(),
         "bf16_path": _C.bf16_path(),
         "amx": _C.amx_permission(),
         "threads": _C.get_num_threads(),
