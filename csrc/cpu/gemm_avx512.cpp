@@ -80,6 +80,14 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
 inline void kernel_8x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool acc, int64_t mr,
                         int64_t nr) {
   __m512 c0[MR], c1[MR];
+  // The C tile is read back after the k loop whenever the product accumulates over
+  // KC slices; touching its lines now lets them arrive from L2/L3 under the FMAs.
+  if (acc)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + 16), _MM_HINT_T0);
+    }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
