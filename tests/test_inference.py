@@ -108,6 +108,11 @@ PACKED_CASES = [
     (3, 17, 29, (6, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # batch 3, im2col per image
     (2, 19, 23, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 49 = 48 + 1 (matrix-vector)
     (1, 37, 19, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),     # 333 rows of im2col: two slices
+    # weights past 1 MiB stream from memory with the next panel slice prefetched, and the
+    # 49th position rides in a masked vector instead of a second pass over the weights:
+    (1, 131, 229, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),   # deep: 1179 rows, 5 slices
+    (1, 251, 1051, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),  # one slice, panel after panel
+    (1, 67, 523, (9, 9), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 1),    # stride 2, 25 positions
 ]
 
 
@@ -196,6 +201,33 @@ def test_small_batch_linear_and_1x1_map_conv(simd, rows, k, out, rng):
                           residual=r, activation="silu")
     want = ACTS["silu"](pre + r.reshape(rows, out), 0, 0)
     assert_close(got.reshape(rows, out), want, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} 1x1 conv on 1x1")
+
+
+def test_conv_forward_into_out(rng):
+    # out=: the frozen graphs' buffer reuse; written whole (stale values must not leak into
+    # y), returned as the very same array, and checked like any output.
+    x, w, b = randn(rng, 2, 5, 9, 7), randn(rng, 6, 5, 3, 3), randn(rng, 6)
+    args = (x, w, b, [1, 1], [(1, 1), (1, 1)], [1, 1], 1)
+    want = _C.conv_forward(*args)
+    for packed in (None, _C.ConvPacked(w, 1)):
+        out = np.full(want.shape, np.nan, np.float32)
+        got = _C.conv_forward(*args, packed=packed, out=out)
+        assert got is out
+        assert_close(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())  # packed may take another kernel
+    with pytest.raises(ValueError, match="out"):
+        _C.conv_forward(*args, out=np.empty((2, 6, 9, 6), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        _C.conv_forward(*args, out=np.empty(want.shape, np.float64))
+    with pytest.raises(ValueError, match="out"):
+        _C.conv_forward(*args, out=np.empty(want.shape[::-1], np.float32).T)
+    ro = np.empty(want.shape, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        _C.conv_forward(*args, out=ro)
+    # A 1x1 layer's output the size of its input: out may not be x itself.
+    x1, w1 = randn(rng, 1, 4, 5, 5), randn(rng, 4, 4, 1, 1)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.conv_forward(x1, w1, None, [1, 1], [(0, 0), (0, 0)], [1, 1], 1, out=x1)
 
 
 def test_prepack_bad_input(rng):
@@ -456,6 +488,54 @@ def test_unfusable_model_still_runs(rng):
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), helper.make_node("Tanh", ["p"], ["y"])]
     frozen = _check_frozen(_graph(nodes, {}, x.shape), x, {"fused_convs": 0})
     assert frozen.op_counts() == {"MaxPool": 1, "Tanh": 1}
+
+
+def test_frozen_reuses_buffers_without_touching_held_values(rng):
+    # Freed convolution outputs are written again by later convolutions of the same shape
+    # (this call's and the next one's); a value the caller still holds (an earlier output)
+    # or that another value views must never be one of them.
+    cnnfast.manual_seed(0)
+    model = M.get_model("resnet18")
+    model.eval()
+    x1, x2 = randn(rng, 1, 3, 64, 64), randn(rng, 1, 3, 64, 64)
+    frozen = freeze(model, x1)
+    with cnnfast.no_grad():
+        want1, want2 = model(cnnfast.tensor(x1)).numpy(), model(cnnfast.tensor(x2)).numpy()
+    y1 = frozen(x1)
+    kept = y1.numpy().copy()
+    pooled = sum(len(v) for v in frozen._pool._free.values())
+    assert pooled >= 2, "a ResNet's chain of equal-shaped convolutions leaves buffers to reuse"
+    y2 = frozen(x2)
+    ids_before = {id(a) for lst in frozen._pool._free.values() for a in lst}
+    y3 = frozen(x1)
+    ids_after = {id(a) for lst in frozen._pool._free.values() for a in lst}
+    assert ids_before & ids_after, "the second call's buffers are written again by the third"
+    np.testing.assert_array_equal(y1.numpy(), kept)  # the caller's earlier output is untouched
+    scale = np.abs(want1).max()
+    assert_close(y2.numpy(), want2, rtol=1e-4, atol=1e-4 * scale, what="second call")
+    assert_close(y3.numpy(), want1, rtol=1e-4, atol=1e-4 * scale, what="third call")
+    assert id(y3.numpy()) not in ids_after
+    for v in (y1, y2, y3):
+        assert all(v.numpy() is not a for lst in frozen._pool._free.values() for a in lst)
+
+
+def test_pool_refuses_values_still_referenced():
+    from cnnfast.inference import _BufferPool
+
+    pool = _BufferPool()
+    a = np.empty((2, 3), np.float32)
+    pool.own(a)
+    t = cnnfast.Tensor._wrap(a)
+    view = a[:1]
+    del a
+    pool.release(t)  # `view` still reads the buffer
+    assert pool.take(((2, 3), "f")) is None
+    del view
+    pool.release(t)
+    assert pool.take(((2, 3), "f")) is not None
+    b = np.empty((4,), np.float32)  # never given out by the pool: not taken back
+    pool.release(cnnfast.Tensor._wrap(b))
+    assert pool.take(((4,), "f")) is None
 
 
 # ---- whole models -------------------------------------------------------------------------

@@ -99,7 +99,10 @@ void strip(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows
 
 void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
                 const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
-                const float* prefetch) {
+                const float* prefetch, const float* weight_prefetch) {
+  // AVX2 takes the weight-streaming layers (batch 1, weights past L2) through the packed
+  // GEMM first (conv_fused.cpp), so the weight prefetch is only measured, and used, at AVX-512.
+  (void)weight_prefetch;
   for (int64_t p0 = 0; p0 < cols; p0 += 16) {
     const int64_t n = std::min<int64_t>(16, cols - p0);
     // The next strip of this tile, or the caller's next tile after the last one.

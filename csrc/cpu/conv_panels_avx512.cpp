@@ -52,7 +52,7 @@ struct Ops {
 template <int NV, bool PF>
 void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
           const float* res, int64_t ldy, __mmask16 last, const Epilogue& e, bool accumulate, bool finish,
-          const float* pf) {
+          const float* pf, const float* wpf) {
   // Every loop over r and v unrolled, so that acc lives in registers (GCC otherwise
   // keeps the array on the stack and stores it back on every step of c).
   __m512 acc[kMR][NV];
@@ -76,6 +76,7 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
     for (int v = 0; v + 1 < NV; ++v) xv[v] = _mm512_loadu_ps(xc + 16 * v);
     xv[NV - 1] = _mm512_maskz_loadu_ps(last, xc + 16 * (NV - 1));
     const float* wc = wp + c * kMR;
+    if (wpf) _mm_prefetch(reinterpret_cast<const char*>(wpf + c * kMR), _MM_HINT_T1);
 #pragma GCC unroll 8
     for (int r = 0; r < kMR; ++r) {
       const __m512 w = _mm512_set1_ps(wc[r]);
@@ -104,12 +105,12 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
 
 void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
                 const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
-                const float* prefetch) {
+                const float* prefetch, const float* weight_prefetch) {
   const int nv = static_cast<int>((cols + 15) / 16);
   const __mmask16 last = tail_mask16(cols - 16 * (nv - 1));
   auto run = [&](auto nv_c, auto pf_c) {
     tile<decltype(nv_c)::value, decltype(pf_c)::value>(C, x, ldx, wp, rows, bias, y, res, ldy, last, e, accumulate,
-                                                       finish, prefetch);
+                                                       finish, prefetch, weight_prefetch);
   };
   using T = std::true_type;
   using F = std::false_type;

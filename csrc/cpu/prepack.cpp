@@ -126,7 +126,11 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // A map of 16m + 1 or 16m + 2 positions (7x7: 49) would leave its last vector one or
   // two lanes full; those positions go to the matrix-vector kernel instead, one column
   // of x at a time against the rows of W (1x1 160->960 at 7x7: 0.18 -> 0.14 ms).
-  const int64_t rest = P > 16 && P % 16 <= 2 ? P % 16 : 0, Pm = P - rest;
+  // Not when the weights pass L2 (ResNet-50's 512->512 3x3 at 7x7: 9.4 MB at batch 1):
+  // the matrix-vector pass reads all of them a second time from memory, for one or two
+  // positions, and the layer is bound by that stream, not by the multiplies.
+  const bool weights_stream = K * CK * int64_t(sizeof(float)) > (int64_t(1) << 20);
+  const int64_t rest = P > 16 && P % 16 <= 2 && !weights_stream ? P % 16 : 0, Pm = P - rest;
   const int64_t tiles = (Pm + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
   // A task: a block of column tiles by a chunk of panels. The column block's slice
   // of x (C x cols) is kept within ~128 KiB so that it stays in L2 while the chunk's
@@ -183,9 +187,18 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             const int64_t p0 = tile * kCols, cols = std::min(kCols, Pm - p0);
             const int64_t c1 = std::min(CK, c0 + kDepth), k0 = pb * MR, o = off + k0 * P + p0;
             const float* xs = xn + c0 * P + p0;
+            // The slice the next call reads, in the deep loop order below (next panel, else
+            // the next depth slice of the first panel), when the weights stream from memory.
+            const float* wnext = nullptr;
+            if (weights_stream && CK > kDepth) {
+              if (pb + 1 < pb1) wnext = p.panels() + ((pb + 1) * CK + c0) * MR;
+              else if (c1 < CK) wnext = p.panels() + (pb0 * CK + c1) * MR;
+            } else if (weights_stream && tile + 1 == t1 && pb + 1 < pb1) {
+              wnext = p.panels() + (pb + 1) * CK * MR;  // one slice: panel after panel
+            }
             (avx512 ? avx512_impl::panel_tile : avx2_impl::panel_tile)(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
                                     bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P, cols, e, c0 > 0,
-                                    c1 == CK, pb == pb0 && p0 + kCols < Pm ? xs + kCols : nullptr);
+                                    c1 == CK, pb == pb0 && p0 + kCols < Pm ? xs + kCols : nullptr, wnext);
           };
           if (CK <= kDepth) {
             // One slice: panel by panel along the block, so that each writes its rows of y

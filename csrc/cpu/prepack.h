@@ -72,17 +72,20 @@ void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // avx512_impl::panel_tile on AVX2 + FMA (conv_panels_avx2.cpp), same arguments.
 void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
                 const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
-                const float* prefetch);
+                const float* prefetch, const float* weight_prefetch = nullptr);
 }  // namespace avx2_impl
 
 namespace avx512_impl {
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
 // finish (res, may be null, read at y's offsets): one tile, wp a (C, kPanelRows) panel
 // slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx). prefetch (or
-// null): the next tile's x (same rows and ld), brought into L1 meanwhile.
+// null): the next tile's x (same rows and ld), brought into L1 meanwhile. weight_prefetch
+// (or null): the next tile's panel slice, fetched into L2 a line per step of C: at batch 1
+// on a small map the weights stream from memory panel slice by panel slice, and each
+// slice starts a stream of its own that the hardware prefetchers pick up too late.
 void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows, const float* bias, float* y,
                 const float* res, int64_t ldy, int64_t cols, const Epilogue& e, bool accumulate, bool finish,
-                const float* prefetch);
+                const float* prefetch, const float* weight_prefetch = nullptr);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu
