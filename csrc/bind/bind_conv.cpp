@@ -158,7 +158,7 @@ std::shared_ptr<cpu::ConvPacked> conv_pack(const py::array& w, int64_t groups) {
 py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bias, const std::vector<int64_t>& stride,
                    const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups,
                    const std::string& algo_name, const py::object& residual, const std::string& activation,
-                   double alpha, double beta, const py::object& packed_obj) {
+                   double alpha, double beta, const py::object& packed_obj, const py::object& out) {
   int nd = 0;
   ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
   check_bias(bias, x, s.K);
@@ -166,8 +166,15 @@ py::array conv_fwd(const py::array& x, const py::array& w, const py::object& bia
   check_winograd(algo, s, nd);
   const std::vector<int64_t> y_shape = nd_shape(s.N, s.K, s.out, nd);
   const cpu::Epilogue epi = epilogue_of(residual, activation, alpha, beta, x, y_shape);
-  py::array y = new_array(x, y_shape);
+  py::array y = output(out, "out", x, y_shape);
   py::array b = bias.is_none() ? py::array() : bias.cast<py::array>();
+  if (!out.is_none()) {
+    // Every output element reads a window of x and all of w: no overlap at all, not even in place.
+    require_no_overlap(y, "out", x, "x", false);
+    require_no_overlap(y, "out", w, "weight", false);
+    if (!bias.is_none()) require_no_overlap(y, "out", b, "bias", false);
+    if (!residual.is_none()) require_no_overlap(y, "out", residual.cast<py::array>(), "residual", false);
+  }
   const cpu::ConvPacked* packed = nullptr;
   if (!packed_obj.is_none()) {
     CNNFAST_CHECK(py::isinstance<cpu::ConvPacked>(packed_obj), TypeError,
@@ -490,14 +497,16 @@ void bind_conv(py::module_& m) {
   m.def("conv_forward", &conv_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algo") = "auto",
         py::arg("residual") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.0,
-        py::arg("beta") = 0.0, py::arg("packed") = py::none(),
+        py::arg("beta") = 0.0, py::arg("packed") = py::none(), py::arg("out") = py::none(),
         (std::string("Convolution (cross-correlation, as PyTorch). x: (N, C, *in) with 1-3 spatial dims; "
                      "weight: (K, C/groups, *k); bias: (K,) or None; stride, dilation: one int per spatial dim; "
                      "padding: one (start, end) pair per spatial dim. Returns y (N, K, *out), "
                      "out = (in + start + end - dilation*(k-1) - 1) // stride + 1.") +
          algo_doc + epilogue_doc +
          " packed: ConvPacked(weight, groups) of this very weight (float32), reused instead of packing the "
-         "weight again on each call; None packs per call.")
+         "weight again on each call; None packs per call. out: a C-contiguous writable array of y's shape and "
+         "dtype, overlapping none of the inputs, written and returned instead of a new array (frozen graphs "
+         "reuse freed buffers this way).")
             .c_str());
   py::class_<cpu::ConvPacked, std::shared_ptr<cpu::ConvPacked>>(
       m, "ConvPacked",

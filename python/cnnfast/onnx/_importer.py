@@ -150,6 +150,10 @@ class _Ctx:
 
     def __init__(self, training, env, record=None):
         self.training, self.env, self.record = training, env, record
+        # Frozen graphs (cnnfast.inference) set these: a pool of freed output buffers that
+        # fused convolutions write into, and the function that offers each dropped value to it.
+        self.pool = None
+        self.release = None
 
 
 class _Program:
@@ -236,8 +240,13 @@ class _Program:
                     env[name] = v
             if ctx.record is not None:
                 ctx.record.append((st, [env.get(o) for o in st.outputs if o]))
+            release = ctx.release
+            ins = outs = None  # so a dropped value's only references are env's (release counts them)
             for n in st.free:
-                env.pop(n, None)
+                v = env.pop(n, None)
+                if release is not None and v is not None:
+                    release(v)
+                del v
         return [env[o] for o in self.outputs]
 
     def run_subgraph(self, ctx):
