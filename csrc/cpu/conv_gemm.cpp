@@ -42,8 +42,13 @@ bool is_pointwise(const ConvShape& s) {
 // width, two of AVX2's): 16-column rounding left every chunk of a 3x3 C16 or C48
 // layer (240 and 80 columns) with a half-empty AVX-512 panel (one thread, 3x3 C48->64
 // 56x56 batch 8 forward: 22.2 -> 17.1 ms; C16->32 112x112 13.7 -> 12.9).
+// At least 256 columns, though: every chunk's GEMM streams the whole weight matrix
+// (2.4 MB for AlexNet's 5x5 C96->256) from L3, and 64-column chunks of deep layers
+// did that 12 times per 27x27 image. One thread on Zen 5, 64 -> 256 columns (ms):
+// 5x5 C96->256 27x27 forward 32.7 -> 32.0, grad_x 34.7 -> 31.6; 5x5 C256->96 grad_x
+// 43.9 -> 35.8; 3x3 C96 56x56 forward 22.0 -> 21.0; at the avx2 level even or better.
 int64_t chunk_columns(int64_t CK, int64_t P, int64_t target_elems) {
-  int64_t pc = std::max<int64_t>(64, target_elems / std::max<int64_t>(CK, 1));
+  int64_t pc = std::max<int64_t>(256, target_elems / std::max<int64_t>(CK, 1));
   pc = (pc + 31) / 32 * 32;
   return std::min(pc, P);
 }
