@@ -1177,7 +1177,7 @@ SPECS.update(box_iou_forward=box_iou_case, box_iou_pairs_forward=box_pairs_case(
              box_iou_pairs_backward=box_pairs_case(True), nms_forward=nms_case(False), soft_nms_forward=nms_case(True))
 for _n in ("get_num_threads", "set_num_threads", "simd_level", "set_simd_level", "cpu_supports_avx2",
            "cpu_supports_avx512", "best_simd_level", "cpu_features", "cpu_model", "tune_host_allocator",
-           "host_allocator_tuned"):
+           "host_allocator_tuned", "avx512_full_rate"):
     SPECS[_n] = core_case(_n)
 
 
