@@ -92,9 +92,6 @@ void phase_split(int64_t planes, int64_t H, int64_t W, int64_t d0, int64_t d1, T
 }  // namespace
 
 bool dilated_winograd_pays(const ConvShape& s) {
-  // Measured at AVX2 (and exact at every level); the AVX-512 tier keeps its GEMM until
-  // this is measured there.
-  if (use_avx512()) return false;
   if (s.in[0] != 1 || s.out[0] != 1 || s.k[0] != 1 || s.pad0[0] != 0 || s.k[1] != 3 || s.k[2] != 3 ||
       s.stride[1] != 1 || s.stride[2] != 1 || (s.dil[1] == 1 && s.dil[2] == 1) || s.pad0[1] < 0 || s.pad0[2] < 0)
     return false;
@@ -104,7 +101,18 @@ bool dilated_winograd_pays(const ConvShape& s) {
   // The smallest phase decides, on the undilated chooser.
   const PhaseDim h = phase_dim(s.dil[1] - 1, s.dil[1], s.pad0[1], s.in[1], s.out[1]);
   const PhaseDim w = phase_dim(s.dil[2] - 1, s.dil[2], s.pad0[2], s.in[2], s.out[2]);
-  return choose_algo(phase_shape(s, h, w), true) == ConvAlgo::Winograd;
+  if (choose_algo(phase_shape(s, h, w), true) != ConvAlgo::Winograd) return false;
+  // At AVX-512 the direct kernel (conv_grouped.h) takes dilated layers otherwise, and
+  // beats the phases on narrow layers and few tiles. One thread on Zen 5, direct
+  // against phases, forward / grad_x (ms): 3x3 d2 C64 56x56 batch 8 9.5 / 9.3 against
+  // 8.0 / 8.4; C128 28x28 batch 8 9.3 / 9.2 against 8.0 / 8.0; but C32 batch 8 2.4 /
+  // 2.6 against 3.5 / 3.3, C64 batch 1 (49 tiles a phase) 1.1 / 1.1 against 1.3 / 1.3,
+  // C256 28x28 batch 4 (64 tiles) grad_x 17.5 against 18.8.
+  if (use_avx512()) {
+    const int64_t tiles = s.N * ((h.n_out + 3) / 4) * ((w.n_out + 3) / 4);
+    if (s.Cg() < 64 || s.Kg() < 64 || tiles < 128) return false;
+  }
+  return true;
 }
 
 template <class T>

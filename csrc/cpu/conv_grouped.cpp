@@ -60,6 +60,8 @@ bool grouped_direct_applicable(const ConvShape& s, Pass pass) {
   //   grad_w, 3 channels on a 224x224 map: 3x3 C3->64  4.29 / 3.71
   // while grouped, dilated and narrower dense layers keep their 10-30% gain.
   const bool full_rate = avx512_full_rate();
+  // Dilated layers that run as Winograd phases (conv_dilated.cpp) stay there.
+  if (pass != Pass::Weight && conv_detail::dilated_winograd_pays(s)) return false;
   switch (pass) {
     case Pass::Forward:
       if (full_rate) {
