@@ -37,8 +37,10 @@ def test_workers_pinned_when_threads_match_cpus():
     cpus = sorted(os.sched_getaffinity(0))[:2]
     got = probe(2, cpus)
     assert got["caller"] == cpus  # the caller is never pinned
-    assert [cpus[1]] in got["workers"]
-    assert [w for w in got["workers"] if len(w) == 1] == [[cpus[1]]]
+    # One worker, on one of the CPUs (cpus[1], or cpus[0] if the caller ran on cpus[1]
+    # at the first job and the worker moved out of its way).
+    pinned = [w for w in got["workers"] if len(w) == 1]
+    assert len(pinned) == 1 and pinned[0][0] in cpus, got
 
 
 def test_no_pinning_when_threads_do_not_match_or_turned_off():
@@ -50,7 +52,8 @@ def test_no_pinning_when_threads_do_not_match_or_turned_off():
         got = probe(2, three)  # 2 threads on 3 allowed CPUs: left to the OS
         assert all(w == three for w in got["workers"]), got
         got = probe(2, three, {"CNNFAST_PIN_THREADS": "1"})
-        assert [w for w in got["workers"] if len(w) == 1] == [[three[1]]]
+        pinned = [w for w in got["workers"] if len(w) == 1]
+        assert len(pinned) == 1 and pinned[0][0] in three[:2], got
 
 
 MOVE_PROBE = r"""
@@ -64,10 +67,10 @@ x = cnnfast.tensor(np.ones(1 << 20, np.float32))
 F.relu(x)  # starts the pool: its worker pinned to cpus[1]
 worker = [int(t) for t in set(os.listdir('/proc/self/task')) - before]
 first = [sorted(os.sched_getaffinity(t)) for t in worker]
-os.sched_setaffinity(0, {cpus[1]})  # this thread only: the caller now sits on the worker's CPU
+os.sched_setaffinity(0, set(first[0]))  # this thread only: the caller now sits on the worker's CPU
 F.relu(x)
 moved = [sorted(os.sched_getaffinity(t)) for t in worker]
-os.sched_setaffinity(0, {cpus[0]})  # and back: the worker follows to the free one again
+os.sched_setaffinity(0, set(moved[0]))  # and onto its new one: the worker moves back
 F.relu(x)
 back = [sorted(os.sched_getaffinity(t)) for t in worker]
 print(json.dumps({"cpus": cpus, "first": first, "moved": moved, "back": back}))
@@ -86,6 +89,7 @@ def test_worker_leaves_the_cpu_the_caller_moved_to():
     out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120,
                          check=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
-    assert got["first"] == [[cpus[1]]], got
-    assert got["moved"] == [[cpus[0]]], got
-    assert got["back"] == [[cpus[1]]], got
+    (first,), (moved,), (back,) = got["first"], got["moved"], got["back"]
+    assert len(first) == 1 and first[0] in cpus, got
+    assert len(moved) == 1 and moved[0] in cpus and moved != first, got
+    assert back == first, got
