@@ -130,6 +130,11 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // the matrix-vector pass reads all of them a second time from memory, for one or two
   // positions, and the layer is bound by that stream, not by the multiplies.
   const bool weights_stream = K * CK * int64_t(sizeof(float)) > (int64_t(1) << 20);
+  // The next panel slice is prefetched whenever the weights pass L1: inside a frozen
+  // graph each layer's weights come back from L3 or memory however small (batch 1 on
+  // Zen 5, 2 threads, 64 KiB against 1 MiB: EfficientNet-B0 6.3 -> 6.0 ms, MobileNet-V2
+  // 4.15 -> 4.0, ResNet-50 26.9 -> 26.6).
+  const bool prefetch_weights = K * CK * int64_t(sizeof(float)) > (int64_t(64) << 10);
   const int64_t rest = P > 16 && P % 16 <= 2 && !weights_stream ? P % 16 : 0, Pm = P - rest;
   const int64_t tiles = (Pm + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
   // A task: a block of column tiles by a chunk of panels. The column block's slice
@@ -190,10 +195,10 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             // The slice the next call reads, in the deep loop order below (next panel, else
             // the next depth slice of the first panel), when the weights stream from memory.
             const float* wnext = nullptr;
-            if (weights_stream && CK > kDepth) {
+            if (prefetch_weights && CK > kDepth) {
               if (pb + 1 < pb1) wnext = p.panels() + ((pb + 1) * CK + c0) * MR;
               else if (c1 < CK) wnext = p.panels() + (pb0 * CK + c1) * MR;
-            } else if (weights_stream && tile + 1 == t1 && pb + 1 < pb1) {
+            } else if (prefetch_weights && tile + 1 == t1 && pb + 1 < pb1) {
               wnext = p.panels() + (pb + 1) * CK * MR;  // one slice: panel after panel
             }
             (avx512 ? avx512_impl::panel_tile : avx2_impl::panel_tile)(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
