@@ -118,14 +118,23 @@ bool dw_direct_applicable(const ConvShape& s);
 void dw_direct_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y);
 // gw (k) += correlation of one grad_y plane with one x plane, same conditions.
 void dw_direct_weight_plane(const ConvShape& s, const float* gy, const float* x, float* gw);
-// Channel-blocked depthwise forward (conv_depthwise_blocked_avx2.cpp): 2-D, one
+// Channel-blocked depthwise forward (conv_depthwise_blocked_kernels.h): 2-D, one
 // output channel per input channel, any kernel/stride/dilation, padding >= 0;
-// dw_blocked_block: channels [c0, c0 + 8) of image n (fewer at the end), y = conv + bias;
-// scratch: dw_blocked_scratch(s) floats, 32-byte aligned.
+// dw_blocked_block: channels [c0, c0 + dw_blocked_lanes()) of image n (fewer at the
+// end), y = conv + bias; scratch: dw_blocked_scratch(s) floats, 64-byte aligned.
 bool dw_blocked_applicable(const ConvShape& s);
 int64_t dw_blocked_scratch(const ConvShape& s);
+int64_t dw_blocked_lanes();
 void dw_blocked_block(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int64_t n,
                       int64_t c0, float* scratch);
 }  // namespace avx2_impl
+
+namespace avx512_impl {
+// The same at the AVX-512 level, 16 channels a block (conv_depthwise_blocked_avx512.cpp).
+int64_t dw_blocked_scratch(const ConvShape& s);
+int64_t dw_blocked_lanes();
+void dw_blocked_block(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int64_t n,
+                      int64_t c0, float* scratch);
+}  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

@@ -29,8 +29,7 @@ constexpr int64_t kWinogradMinPositions = 512;
 // planes it just wrote.
 void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                        const Epilogue& e) {
-  constexpr int64_t kLanes = 8;
-  const int64_t blocks = (s.C + kLanes - 1) / kLanes, P = s.out_size();
+  const int64_t P = s.out_size();
   if (avx2_impl::dw_direct_applicable(s) && s.out[2] >= 32) {
     // Wide stride-1 3x3/5x5 maps: the row-vectorised plane kernel already fills its
     // lanes and needs no transposes (MobileNet-V2's 56x56: 0.20 against 0.27 ms).
@@ -43,13 +42,21 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
         });
     return;
   }
-  const int64_t scratch = avx2_impl::dw_blocked_scratch(s);
+  // AVX-512 blocks of 16 channels (one zmm FMA per tap) only on maps of <= 64 outputs:
+  // there the taps' FMAs are the work (Zen 5, 2 threads, batch 1, 3x3 C960 at 7x7: 56.7
+  // -> 43.6 us), while on larger maps the doubled (Hp, Wp, 16) buffer leaves L1/L2 and
+  // lost (3x3/2 C96 at 112x112: 123 against 153 us; C192 at 28x28: 47 against 62;
+  // 14x14 even).
+  const bool wide = use_avx512() && s.out_size() <= 64;
+  const int64_t lanes = wide ? avx512_impl::dw_blocked_lanes() : avx2_impl::dw_blocked_lanes();
+  const int64_t blocks = (s.C + lanes - 1) / lanes;
+  const int64_t scratch = wide ? avx512_impl::dw_blocked_scratch(s) : avx2_impl::dw_blocked_scratch(s);
   dynamic_tasks(
       s.N * blocks, [&] { return aligned_alloc_array<float>(scratch); },
       [&](int64_t t, AlignedPtr<float>& buf) {
-        const int64_t n = t / blocks, c0 = (t % blocks) * kLanes;
-        avx2_impl::dw_blocked_block(s, x, w, bias, y, n, c0, buf.get());
-        epilogue_block(y, (n * s.C + c0) * P, std::min(kLanes, s.C - c0), P, P, e);
+        const int64_t n = t / blocks, c0 = (t % blocks) * lanes;
+        (wide ? avx512_impl::dw_blocked_block : avx2_impl::dw_blocked_block)(s, x, w, bias, y, n, c0, buf.get());
+        epilogue_block(y, (n * s.C + c0) * P, std::min(lanes, s.C - c0), P, P, e);
       });
 }
 
@@ -132,8 +139,14 @@ template void conv_forward_fused<double>(const ConvShape&, const double*, const 
 namespace avx2_impl {
 bool dw_blocked_applicable(const ConvShape&) { return false; }
 int64_t dw_blocked_scratch(const ConvShape&) { return 0; }
+int64_t dw_blocked_lanes() { return 8; }
 void dw_blocked_block(const ConvShape&, const float*, const float*, const float*, float*, int64_t, int64_t, float*) {}
 }  // namespace avx2_impl
+namespace avx512_impl {
+int64_t dw_blocked_scratch(const ConvShape&) { return 0; }
+int64_t dw_blocked_lanes() { return 16; }
+void dw_blocked_block(const ConvShape&, const float*, const float*, const float*, float*, int64_t, int64_t, float*) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu
