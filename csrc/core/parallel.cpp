@@ -95,8 +95,6 @@ void pin_thread_to_cpu(pthread_t thread, int cpu) {
 #endif
 }
 
-void pin_to_cpu(int cpu) { pin_thread_to_cpu(pthread_self(), cpu); }
-
 // The CPU the calling thread runs on now, or -1 where that cannot be asked.
 int current_cpu() {
 #if defined(__linux__)
@@ -266,10 +264,10 @@ class Pool {
     for (int w = 1; w < threads_; ++w) {
       try {
         const int cpu = pins_.empty() ? -1 : pins_[size_t(w)];
-        workers_.emplace_back([this, current, cpu] {
-          if (cpu >= 0) pin_to_cpu(cpu);
-          worker_loop(current);
-        });
+        workers_.emplace_back([this, current] { worker_loop(current); });
+        // Pinned from here, not by the new thread itself: placement is then settled when
+        // start() returns (the first job may well finish before a new thread runs at all).
+        if (cpu >= 0) pin_thread_to_cpu(workers_.back().native_handle(), cpu);
       } catch (const std::system_error& e) {
         // The OS refused a thread: keep the ones that started, so run() never
         // waits for a chunk no worker will take.
