@@ -15,6 +15,7 @@ or LeNet-5 on 1x32x32, batch 64, Adam), 2 threads, float32.
     python benchmarks/profile_train_step.py --model lenet   # LeNet-5
     python benchmarks/profile_train_step.py --threads 1 --clock cpu   # CPU time, on a busy machine
     python benchmarks/profile_train_step.py --skip-step     # only the convolution table
+    python benchmarks/profile_train_step.py --threads 1 --batch 16   # one rank of a 2-process run
 """
 from __future__ import annotations
 
@@ -225,6 +226,9 @@ def main(argv=None):
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="cpu: process CPU time (steadier when other jobs share the machine; with 1 thread "
                         "it is the work done; torch's profiler table stays wall time)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default: bench_train's, 32 for ResNet-18 and 64 for LeNet-5); "
+                        "half of it is what each of 2 data-parallel ranks runs")
     p.add_argument("--skip-convs", action="store_true")
     p.add_argument("--skip-step", action="store_true", help="only the convolution table")
     a = p.parse_args(argv)
@@ -246,6 +250,7 @@ def main(argv=None):
         bt.copy_weights(tm, cm)
         topt = torch.optim.Adam(tm.parameters(), lr=2e-3)
         copt = cnnfast.optim.Adam(cm.parameters(), lr=2e-3)
+    batch = a.batch or batch
     batches = [(rng.standard_normal((batch,) + shape).astype(np.float32), rng.integers(0, 10, batch))
                for _ in range(a.steps)]
 

@@ -164,31 +164,62 @@ struct AmxKern : Avx512Pack {
   }
 };
 
-// VDPBF16PS on one 16x16 C tile at a time: 16 zmm accumulators (one per row), each
-// k-pair of B one zmm, each A pair a 32-bit broadcast.
+// VDPBF16PS on half a tile row block against two column tiles at a time: 8 rows x 32
+// columns, 16 zmm accumulators; each k-pair loads two B vectors and broadcasts 8 A pairs
+// for 16 dot products. One 16x16 tile at a time (16 broadcasts for one B vector, each
+// used once) kept the loads as many as the dot products: 30-60% of the VDPBF16PS peak on
+// Zen 5 (benchmarks/RESULTS.md).
+template <bool Two>
+inline void dp_half_block(const uint16_t* A, const uint16_t* B0, const uint16_t* B1, int64_t kt, float* C0, float* C1,
+                          int64_t ldc, bool load_c) {
+  constexpr int kRows = kTile / 2;
+  __m512 acc0[kRows], acc1[kRows];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    acc0[r] = load_c ? _mm512_loadu_ps(C0 + r * ldc) : _mm512_setzero_ps();
+    acc1[r] = Two && load_c ? _mm512_loadu_ps(C1 + r * ldc) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kt; ++k) {
+    const uint16_t* a = A + k * kTileElems;
+    const uint16_t* b0 = B0 + k * kTileElems;
+    const uint16_t* b1 = B1 + k * kTileElems;
+    for (int p = 0; p < kTileK / 2; ++p) {
+      const __m512bh bv0 = (__m512bh)_mm512_loadu_si512(b0 + p * 32);
+      const __m512bh bv1 = Two ? (__m512bh)_mm512_loadu_si512(b1 + p * 32) : bv0;
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, a + r * kTileK + 2 * p, 4);
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+        acc0[r] = _mm512_dpbf16_ps(acc0[r], av, bv0);
+        if (Two) acc1[r] = _mm512_dpbf16_ps(acc1[r], av, bv1);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    _mm512_storeu_ps(C0 + r * ldc, acc0[r]);
+    if (Two) _mm512_storeu_ps(C1 + r * ldc, acc1[r]);
+  }
+}
+
 struct DpKern : Avx512Pack {
   static void begin() {}
   static void end() {}
   static void block(const uint16_t* A, int64_t a_ts, const uint16_t* B, int64_t b_ts, int64_t kt, float* C,
                     int64_t ldc, int64_t mt, int64_t nt, bool load_c) {
+    constexpr int kRows = kTile / 2;
     for (int64_t i = 0; i < mt; ++i)
-      for (int64_t j = 0; j < nt; ++j) {
-        float* Cij = C + i * kTile * ldc + j * kTile;
-        __m512 acc[kTile];
-        for (int r = 0; r < kTile; ++r) acc[r] = load_c ? _mm512_loadu_ps(Cij + r * ldc) : _mm512_setzero_ps();
-        for (int64_t k = 0; k < kt; ++k) {
-          const uint16_t* a = A + i * a_ts + k * kTileElems;
-          const uint16_t* b = B + j * b_ts + k * kTileElems;
-          for (int p = 0; p < kTileK / 2; ++p) {
-            const __m512bh bv = (__m512bh)_mm512_loadu_si512(b + p * 32);
-            for (int r = 0; r < kTile; ++r) {
-              int32_t pair;
-              std::memcpy(&pair, a + r * kTileK + 2 * p, 4);
-              acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), bv);
-            }
-          }
+      for (int64_t j = 0; j < nt; j += 2) {
+        const bool two = j + 1 < nt;
+        for (int h = 0; h < 2; ++h) {
+          const uint16_t* a = A + i * a_ts + h * kRows * kTileK;
+          float* C0 = C + (i * kTile + h * kRows) * ldc + j * kTile;
+          if (two)
+            dp_half_block<true>(a, B + j * b_ts, B + (j + 1) * b_ts, kt, C0, C0 + kTile, ldc, load_c);
+          else
+            dp_half_block<false>(a, B + j * b_ts, B + j * b_ts, kt, C0, C0, ldc, load_c);
         }
-        for (int r = 0; r < kTile; ++r) _mm512_storeu_ps(Cij + r * ldc, acc[r]);
       }
   }
 };
