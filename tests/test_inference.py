@@ -542,6 +542,22 @@ def test_pool_refuses_values_still_referenced():
     b = np.empty((4,), np.float32)  # never given out by the pool: not taken back
     pool.release(cnnfast.Tensor._wrap(b))
     assert pool.take(((4,), "f")) is None
+    # A buffer given out and then collected leaves no claim on its id: Python reuses ids,
+    # and an unrelated array at the same id must not be taken back (convnext_small's frozen
+    # graph once received a Fortran-ordered one as a convolution's out=).
+    c = np.empty((6, 5), np.float32)
+    pool.own(c)
+    gone = id(c)
+    del c
+    assert gone not in pool._owned
+    # Nor is an owned buffer that stopped being writable (the Tensor holds the only
+    # reference, as in a graph; the same buffer writable is taken, the control).
+    for writeable in (False, True):
+        t = cnnfast.Tensor._wrap(np.empty((6, 5), np.float32))
+        pool.own(t._array)
+        t._array.flags.writeable = writeable
+        pool.release(t)
+        assert (pool.take(((6, 5), "f")) is not None) == writeable
 
 
 # ---- whole models -------------------------------------------------------------------------

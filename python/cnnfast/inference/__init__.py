@@ -169,18 +169,24 @@ class _BufferPool:
     """Output buffers of the fused convolutions, handed back when the graph drops them and
     written again by a later convolution of the same shape (this call's or the next one's).
 
-    Fresh NumPy arrays for every intermediate made one MobileNetV2 inference touch ~35 MB of
-    new memory at batch 1, which pushed its 14 MB of weights out of the L3 cache between calls:
-    its last 1x1 layer (1280x320 at 7x7) took 220 us inside the graph against 110 us alone
-    (benchmarks/RESULTS.md). Reusing buffers keeps the working set near the largest set of
-    values alive at once. A dropped value is taken only when nothing else refers to it (the
-    graph's environment held the last reference) and it is one of these buffers; the
-    graph's outputs leave the pool with the caller.
+    With a fresh NumPy array for every intermediate, one MobileNet-V2 inference at batch 1
+    touched ~35 MB of new memory (page faults on every large one); reusing buffers keeps
+    the working set near the largest set of values alive at once. (Its layers still ran
+    slower inside the graph than alone, 220 against 110 us for the last 1x1 layer: that is
+    the weights coming back from memory, which the pool does not change; benchmarks/
+    RESULTS.md.) A dropped value is taken only when nothing else refers to it (the graph's
+    environment held the last reference), it is one of these very buffers, and it is still
+    C-contiguous and writable; the graph's outputs leave the pool with the caller.
     """
 
     def __init__(self):
-        self._free = {}     # (shape, dtype char) -> [arrays]
-        self._owned = set()  # ids of buffers this pool gave out and may take back
+        import weakref
+
+        self._free = {}  # (shape, dtype char) -> [arrays]
+        # The buffers this pool gave out and may take back, by id; weak, so a buffer that
+        # never comes back (a view outlived it, the caller kept it) leaves no entry behind,
+        # and an id Python reuses for another array does not match (`is`, not `in`).
+        self._owned = weakref.WeakValueDictionary()
 
     def take(self, key):
         lst = self._free.get(key)
@@ -190,16 +196,13 @@ class _BufferPool:
             return None
 
     def own(self, a):
-        if len(self._owned) > 4096:
-            # Ids of buffers that were given out and never came back (a view outlived
-            # them, or the caller kept them) pile up over many calls: keep the pooled ones.
-            self._owned = {id(b) for lst in self._free.values() for b in lst}
-        self._owned.add(id(a))
+        self._owned[id(a)] = a
 
     def disown(self, values):
         for v in values:
             a = v._array if isinstance(v, Tensor) else v
-            self._owned.discard(id(a))
+            if self._owned.get(id(a)) is a:
+                del self._owned[id(a)]
 
     def release(self, v):
         import sys
@@ -210,7 +213,9 @@ class _BufferPool:
         if not isinstance(v, Tensor) or sys.getrefcount(v) > 3:
             return
         a = v._array
-        if id(a) not in self._owned or sys.getrefcount(a) > 3 or a.base is not None:
+        if self._owned.get(id(a)) is not a or sys.getrefcount(a) > 3 or a.base is not None:
+            return
+        if not (a.flags.c_contiguous and a.flags.writeable and a.flags.aligned):
             return
         lst = self._free.setdefault((a.shape, a.dtype.char), [])
         if len(lst) < 8:  # a chain of same-shaped layers frees one or two at a time
