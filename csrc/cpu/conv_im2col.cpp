@@ -285,18 +285,18 @@ void ColumnMap::im2col_prepadded(const T* xp, T* col, int64_t p0, int64_t p1, in
         }
 }
 
-// At a W stride sw > 1 the accumulator holds the padded plane as sw column phases,
-// as pad_group's copy does: each tap's run of outputs then adds into contiguous
-// memory instead of every sw-th element (the per-element table scatter it replaces
-// took 40% of a 4x4 stride-2 transposed forward, C128->64 28->56, on Zen 5).
+// The accumulator holds the padded plane as sw column phases (sw = the W stride), as
+// pad_group's copy does; at sw = 1 that is the plain padded plane. Each tap's run of
+// outputs then adds into contiguous memory instead of every sw-th element (the
+// per-element table scatter it replaced took 40% of a 4x4 stride-2 transposed forward,
+// C128->64 28->56, on Zen 5).
 template <class T>
 void ColumnMap::col2im_padded(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
-  const int64_t inS = s_.in_size(), sw = s_.stride[2];
-  if (sw > 1) return col2im_phased(col, dx, p0, p1, c0, c1, ld);
-  T* acc = scratch<T>(plane());
-  const bool whole = p0 == 0 && p1 == s_.out_size();
+  const int64_t inS = s_.in_size(), sw = s_.stride[2], wq = phase_width(), pp = ext_[0] * ext_[1] * wq;
+  T* acc = scratch<T>(phased_plane());
+  const bool whole = p0 == 0 && p1 == s_.out_size() && sw == 1;
   for (int64_t c = c0; c < c1; ++c) {
-    std::fill(acc, acc + plane(), T(0));
+    std::fill(acc, acc + phased_plane(), T(0));
     for (int64_t a = 0, r = c * s_.k_size(); a < s_.k[0]; ++a)
       for (int64_t b = 0; b < s_.k[1]; ++b)
         for (int64_t e = 0; e < s_.k[2]; ++e, ++r) {
@@ -311,31 +311,6 @@ void ColumnMap::col2im_padded(const T* col, T* dx, int64_t p0, int64_t p1, int64
               }
             continue;
           }
-          runs(a, b, e, p0, p1, [&](int64_t o, int64_t len, int64_t at) {
-            for (int64_t i = 0; i < len; ++i) acc[at + i] += src[o + i];
-          });
-        }
-    // The border collected what fell on padding; only the middle goes back.
-    T* out = dx + c * inS;
-    for (int64_t d = 0; d < s_.in[0]; ++d)
-      for (int64_t h = 0; h < s_.in[1]; ++h) {
-        const T* from = acc + ((d + s_.pad0[0]) * ext_[1] + h + s_.pad0[1]) * ext_[2] + s_.pad0[2];
-        T* to = out + (d * s_.in[1] + h) * s_.in[2];
-        for (int64_t w = 0; w < s_.in[2]; ++w) to[w] += from[w];
-      }
-  }
-}
-
-template <class T>
-void ColumnMap::col2im_phased(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const {
-  const int64_t inS = s_.in_size(), sw = s_.stride[2], wq = phase_width(), pp = ext_[0] * ext_[1] * wq;
-  T* acc = scratch<T>(phased_plane());
-  for (int64_t c = c0; c < c1; ++c) {
-    std::fill(acc, acc + phased_plane(), T(0));
-    for (int64_t a = 0, r = c * s_.k_size(); a < s_.k[0]; ++a)
-      for (int64_t b = 0; b < s_.k[1]; ++b)
-        for (int64_t e = 0; e < s_.k[2]; ++e, ++r) {
-          const T* src = col + r * ld;
           // A run at padded column ow0 * sw + ec lands in phase ec % sw from ow0 + ec / sw
           // (im2col_prepadded reads the same places).
           const int64_t ec = e * s_.dil[2];
@@ -353,6 +328,10 @@ void ColumnMap::col2im_phased(const T* col, T* dx, int64_t p0, int64_t p1, int64
       for (int64_t h = 0; h < s_.in[1]; ++h) {
         const T* row = acc + ((d + s_.pad0[0]) * ext_[1] + h + s_.pad0[1]) * wq;
         T* to = out + (d * s_.in[1] + h) * s_.in[2];
+        if (sw == 1) {
+          for (int64_t w = 0; w < s_.in[2]; ++w) to[w] += row[w + s_.pad0[2]];
+          continue;
+        }
         for (int64_t q = 0; q < sw; ++q) {
           int64_t lo, hi;  // phase columns l whose input column l * sw + q - pad lies in the row
           valid_range(wq, s_.in[2], sw, q - s_.pad0[2], lo, hi);

@@ -60,8 +60,6 @@ class ColumnMap {
   template <class T>
   void col2im_padded(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
   template <class T>
-  void col2im_phased(const T* col, T* dx, int64_t p0, int64_t p1, int64_t c0, int64_t c1, int64_t ld) const;
-  template <class T>
   static T* scratch(int64_t count);
 
   ConvShape s_;
