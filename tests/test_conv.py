@@ -217,6 +217,9 @@ FD_CASES = {
     "3d": (3, 1, 2, 2, (3, 4, 3), (2, 2, 2), (1, 2, 1), 1, 1, 1),
     "winograd": (2, 1, 2, 3, (5, 6), (3, 3), 1, 1, 1, 1),
     "depthwise": (2, 1, 2, 4, (5, 6), (3, 2), (2, 1), ((0, 1), (1, 1)), (1, 2), 2),
+    # >= 8 output columns at a W stride: grad_x folds through column phases (col2im_padded)
+    "w_stride2_phases": (2, 1, 2, 3, (9, 21), (3, 3), (1, 2), 1, 1, 1),
+    "w_stride3_dil2_phases": (2, 1, 2, 2, (8, 30), (2, 3), (1, 3), 1, (1, 2), 1),
 }
 
 
