@@ -84,16 +84,20 @@ def winograd_ok(case):
     return nd == 2 and k == (3, 3) and stride == 1 and dilation == 1
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_conv_matches_torch(name, simd, rng):
-    case = CASES[name]
+def check_all_passes(case, rng, label):
+    """Forward and the three gradients of one case against torch in float64."""
     x, w, b = make(case, rng)
     gy = rng.standard_normal(out_shape(case, x)).astype(np.float32)
     got = ours(case, x, w, b, gy)
     ref = reference(case, x, w, b, gy)
     for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, ref):
         assert_nontrivial(r)
-        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+        assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{label} {what}")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_conv_matches_torch(name, simd, rng):
+    check_all_passes(CASES[name], rng, name)
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if winograd_ok(c)] + ["winograd_c32_k40", "winograd_pad0"])
@@ -424,6 +428,22 @@ def test_depthwise_direct_matches_torch(name, simd, rng):
         assert_close(a, r, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
         assert_close(a, m, rtol=1e-4, atol=1e-4, what=f"{name} vs gemm {what}")
 
+
+
+# The masked-row depthwise kernel (AVX-512, stride 1, output rows of 12+ columns): every
+# tail length of a 16-lane segment (widths 12-33 after padding), row counts that leave
+# every tail of its four-row pass, zero, asymmetric and k-1 padding; grad_x of these
+# layers runs the same kernel on grad_y with the flipped taps.
+def _dw_rows_case(width):
+    k = 3 if width % 2 else 5
+    pads = [0, 1, k - 1, ((k - 1, 0), (1, k - 1)), ((0, 1), (k - 1, 0))][width % 5]
+    height = 5 + width % 4
+    return (2, 1 + width % 2, 3, 3, (height, width), (k, k), 1, pads, 1, 3)
+
+
+@pytest.mark.parametrize("width", range(12, 34))
+def test_depthwise_rows_every_tail(width, simd, rng):
+    check_all_passes(_dw_rows_case(width), rng, f"width {width}")
 
 
 def test_im2col_chunks_cross_rows_and_depth(simd, rng):

@@ -30,14 +30,17 @@ constexpr int64_t kWinogradMinPositions = 512;
 void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                        const Epilogue& e) {
   const int64_t P = s.out_size();
-  if (avx2_impl::dw_direct_applicable(s) && s.out[2] >= 32) {
-    // Wide stride-1 3x3/5x5 maps: the row-vectorised plane kernel already fills its
-    // lanes and needs no transposes (MobileNet-V2's 56x56: 0.20 against 0.27 ms).
+  // Stride-1 maps of 12+ columns at AVX-512 take the masked-row kernel (conv_depthwise.cpp
+  // says where it pays); wide stride-1 3x3/5x5 maps at AVX2 the row-vectorised plane kernel,
+  // which already fills its lanes and needs no transposes (MobileNet-V2's 56x56: 0.20
+  // against 0.27 ms).
+  const bool rows = depthwise_rows_pay(s);
+  if (rows || (avx2_impl::dw_direct_applicable(s) && s.out[2] >= 32)) {
     dynamic_tasks(
         s.N * s.C, [] { return 0; },
         [&](int64_t nc, int) {
-          avx2_impl::dw_direct_plane(s, x + nc * s.in_size(), w + (nc % s.C) * s.k_size(), bias ? bias[nc % s.C] : 0.0f,
-                                     y + nc * P);
+          (rows ? avx512_impl::dw_rows_plane : avx2_impl::dw_direct_plane)(
+              s, x + nc * s.in_size(), w + (nc % s.C) * s.k_size(), bias ? bias[nc % s.C] : 0.0f, y + nc * P);
           epilogue_block(y, nc * P, 1, P, P, e);
         });
     return;

@@ -62,6 +62,8 @@ void flip_swap_weights(const ConvShape& s, const T* w, T* wt) {
 
 // A depthwise layer: one input channel per group.
 inline bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
+// Whether a float32 depthwise layer runs on avx512_impl::dw_rows_plane (conv_depthwise.cpp).
+bool depthwise_rows_pay(const ConvShape& s);
 
 // rows (count, stride ld) of width n: row i += b[i].
 template <class T>
