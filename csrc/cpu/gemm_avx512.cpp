@@ -32,6 +32,16 @@ inline __mmask16 lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
 }
 
+// Masked forms only for partial vectors: on Zen 5 a masked load that misses the cache
+// costs several times a plain one.
+inline __m512 load_lanes(__mmask16 m, const float* p) {
+  return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+inline void store_lanes(float* p, __mmask16 m, __m512 v) {
+  if (m == 0xFFFF) _mm512_storeu_ps(p, v);
+  else _mm512_mask_storeu_ps(p, m, v);
+}
+
 // A (mc x kc, element strides rs, cs) -> panels of MR rows: Ap[panel][k][r].
 void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
@@ -64,10 +74,18 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
     const int64_t nr = avx512_isa::gemm_min(NR, nc - j0);
     if (cs == 1) {
       const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* b = B + k * rs + j0;
-        _mm512_store_ps(Bp + k * NR, _mm512_maskz_loadu_ps(m0, b));
-        _mm512_store_ps(Bp + k * NR + 16, _mm512_maskz_loadu_ps(m1, b + 16));
+      if (nr == NR) {
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* b = B + k * rs + j0;
+          _mm512_store_ps(Bp + k * NR, _mm512_loadu_ps(b));
+          _mm512_store_ps(Bp + k * NR + 16, _mm512_loadu_ps(b + 16));
+        }
+      } else {
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* b = B + k * rs + j0;
+          _mm512_store_ps(Bp + k * NR, _mm512_maskz_loadu_ps(m0, b));
+          _mm512_store_ps(Bp + k * NR + 16, _mm512_maskz_loadu_ps(m1, b + 16));
+        }
       }
     } else {
       avx512_isa::pack_b_strided<NR>(kc, nr, B + j0 * cs, rs, cs, Bp);
@@ -110,11 +128,11 @@ inline void kernel_8x32(int64_t kc, const float* Ap, const float* Bp, float* C, 
     float* c = C + r * ldc;
     __m512 v0 = c0[r], v1 = c1[r];
     if (acc) {
-      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, c));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, c + 16));
+      v0 = _mm512_add_ps(v0, load_lanes(m0, c));
+      v1 = _mm512_add_ps(v1, load_lanes(m1, c + 16));
     }
-    _mm512_mask_storeu_ps(c, m0, v0);
-    _mm512_mask_storeu_ps(c + 16, m1, v1);
+    store_lanes(c, m0, v0);
+    store_lanes(c + 16, m1, v1);
   }
 }
 
