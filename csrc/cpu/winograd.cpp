@@ -25,44 +25,24 @@
 namespace cnnfast::cpu {
 namespace {
 
-// U[g][xi][k][c] = (G g G^T)[xi] for every kernel, computed in double. Each
-// output channel's Cg kernels go through together, tap by tap, so every step is
-// a loop over c that vectorises and U is written in unit-stride rows (one kernel
-// at a time, with 36 scattered stores each, took a third of an 8x8 64-channel layer).
+// U[g][xi][k][c] = (G g G^T)[xi] for every kernel, computed in double at the widest
+// level the CPU has (winograd_kernels.h, transform_kernels).
 template <class T>
 void transform_weights(const T* w, int64_t K, int64_t Cg, int64_t groups, T* U) {
-  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
-                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                     {0, 0, 1}};
   const int64_t Kg = K / groups;
   parallel_for(0, K, 16, [&](int64_t k0, int64_t k1) {
-    // taps[t][c] = w[k][c][t]; half[i][j][c] = sum_m G[i][m] taps[3m + j][c]
     std::vector<double> taps(9 * Cg), half(18 * Cg);
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t g = k / Kg, kl = k % Kg;
-      const T* src = w + k * Cg * 9;
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int t = 0; t < 9; ++t) taps[t * Cg + c] = src[c * 9 + t];
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 3; ++j) {
-          double* h = half.data() + (i * 3 + j) * Cg;
-          const double* t0 = taps.data() + j * Cg;
-          const double* t1 = taps.data() + (3 + j) * Cg;
-          const double* t2 = taps.data() + (6 + j) * Cg;
-          for (int64_t c = 0; c < Cg; ++c) h[c] = G[i][0] * t0[c] + G[i][1] * t1[c] + G[i][2] * t2[c];
+      T* dst = U + (g * 36 * Kg + kl) * Cg;
+      if constexpr (std::is_same_v<T, float>) {
+        if (use_avx2()) {
+          (use_avx512() ? avx512_impl::winograd_transform_kernels : avx2_impl::winograd_transform_kernels)(
+              w + k * Cg * 9, Cg, taps.data(), half.data(), dst, Kg * Cg);
+          continue;
         }
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 6; ++j) {
-          const double* h0 = half.data() + (i * 3 + 0) * Cg;
-          const double* h1 = half.data() + (i * 3 + 1) * Cg;
-          const double* h2 = half.data() + (i * 3 + 2) * Cg;
-          T* dst = U + ((g * 36 + i * 6 + j) * Kg + kl) * Cg;
-          for (int64_t c = 0; c < Cg; ++c)
-            dst[c] = static_cast<T>(h0[c] * G[j][0] + h1[c] * G[j][1] + h2[c] * G[j][2]);
-        }
+      }
+      wino_generic::transform_kernels<T>(w + k * Cg * 9, Cg, taps.data(), half.data(), dst, Kg * Cg);
     }
   });
 }
@@ -201,12 +181,14 @@ template void winograd_conv2d<double>(int64_t, int64_t, int64_t, int64_t, int64_
 namespace avx2_impl {
 void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, int64_t) {}
 void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
+void winograd_transform_kernels(const float*, int64_t, double*, double*, float*, int64_t) {}
 }  // namespace avx2_impl
 #endif
 #if !CNNFAST_HAVE_AVX512_BUILD
 namespace avx512_impl {
 void winograd_input_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, float*, int64_t) {}
 void winograd_output_transform(const float*, int64_t, int64_t, int64_t, const WinoTiles&, const float*, float*) {}
+void winograd_transform_kernels(const float*, int64_t, double*, double*, float*, int64_t) {}
 }  // namespace avx512_impl
 #endif
 

@@ -37,12 +37,20 @@ void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, 
                               int64_t packed_nr);
 void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
                                const float* bias, float* y);
+// One output channel's Cg 3x3 kernels src (Cg, 9) -> dst[xi * xi_stride + c], the
+// transformed kernels (G g G^T), computed in double; taps / half: 9 Cg / 18 Cg doubles.
+void winograd_transform_kernels(const float* src, int64_t Cg, double* taps, double* half, float* dst,
+                                int64_t xi_stride);
 }  // namespace avx2_impl
 namespace avx512_impl {  // 16 tiles per zmm
 void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
                               int64_t packed_nr);
 void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t,
                                const float* bias, float* y);
+// One output channel's Cg 3x3 kernels src (Cg, 9) -> dst[xi * xi_stride + c], the
+// transformed kernels (G g G^T), computed in double; taps / half: 9 Cg / 18 Cg doubles.
+void winograd_transform_kernels(const float* src, int64_t Cg, double* taps, double* half, float* dst,
+                                int64_t xi_stride);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu
