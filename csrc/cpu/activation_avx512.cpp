@@ -34,7 +34,7 @@ inline void map(float* y, int64_t n, F f, bool stream, const In*... in) {
   if (stream && can_stream(y)) {
     if (const int64_t head = head_to_aligned(y, n)) {
       const __mmask16 m = tail_mask16(head);
-      _mm512_mask_storeu_ps(y, m, f(_mm512_maskz_loadu_ps(m, in)...));
+      store_lanes(y, m, f(load_lanes(m, in)...));
       i = head;
     }
     for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, f(_mm512_loadu_ps(in + i)...));
@@ -50,7 +50,7 @@ inline void map(float* y, int64_t n, F f, bool stream, const In*... in) {
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    _mm512_mask_storeu_ps(y + i, m, f(_mm512_maskz_loadu_ps(m, in + i)...));
+    store_lanes(y + i, m, f(load_lanes(m, in + i)...));
   }
 }
 
@@ -149,8 +149,8 @@ void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t dim, b
     __m512 vsum = _mm512_setzero_ps();
     for (int64_t k = 0; k < dim; k += 16) {
       const __mmask16 m = tail_mask16(dim - k);
-      __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + k), vm)));
-      if (!log) _mm512_mask_storeu_ps(yr + k, m, e);
+      __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(load_lanes(m, xr + k), vm)));
+      if (!log) store_lanes(yr + k, m, e);
       vsum = _mm512_add_ps(vsum, e);
     }
     const float sum = _mm512_reduce_add_ps(vsum);
@@ -172,8 +172,8 @@ void softmax_rows_backward(const float* gy, const float* y, float* gx, int64_t r
     __m512 vacc = _mm512_setzero_ps();
     for (int64_t k = 0; k < dim; k += 16) {
       const __mmask16 m = tail_mask16(dim - k);
-      __m512 gv = _mm512_maskz_loadu_ps(m, g + k);
-      vacc = log ? _mm512_add_ps(vacc, gv) : _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, yr + k), vacc);
+      __m512 gv = load_lanes(m, g + k);
+      vacc = log ? _mm512_add_ps(vacc, gv) : _mm512_fmadd_ps(gv, load_lanes(m, yr + k), vacc);
     }
     const __m512 va = _mm512_set1_ps(_mm512_reduce_add_ps(vacc));
     if (log) {
@@ -193,7 +193,7 @@ void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner,
     __m512 vmax = ninf;
     __mmask16 nan = 0;
     for (int64_t k = 0; k < dim; ++k) {
-      __m512 v = _mm512_maskz_loadu_ps(m, x + k * inner + i);
+      __m512 v = load_lanes(m, x + k * inner + i);
       vmax = _mm512_max_ps(vmax, v);
       nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     }
@@ -202,8 +202,8 @@ void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner,
     vmax = _mm512_mask_mov_ps(vmax, nan, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
     __m512 vsum = _mm512_setzero_ps();
     for (int64_t k = 0; k < dim; ++k) {
-      __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + k * inner + i), vmax));
-      if (!log) _mm512_mask_storeu_ps(y + k * inner + i, m, e);
+      __m512 e = exp16(_mm512_sub_ps(load_lanes(m, x + k * inner + i), vmax));
+      if (!log) store_lanes(y + k * inner + i, m, e);
       vsum = _mm512_add_ps(vsum, e);
     }
     if (log) {
@@ -213,12 +213,12 @@ void softmax_inner_forward(const float* x, float* y, int64_t dim, int64_t inner,
       for (int l = 0; l < 16; ++l) s[l] = mx[l] + std::log(s[l]);
       const __m512 lse = _mm512_load_ps(s);
       for (int64_t k = 0; k < dim; ++k)
-        _mm512_mask_storeu_ps(y + k * inner + i, m, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + k * inner + i), lse));
+        store_lanes(y + k * inner + i, m, _mm512_sub_ps(load_lanes(m, x + k * inner + i), lse));
     } else {
       // Masked-off lanes summed e^0 = 1, so the division never sees 0 there.
       const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), vsum);
       for (int64_t k = 0; k < dim; ++k)
-        _mm512_mask_storeu_ps(y + k * inner + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + k * inner + i), inv));
+        store_lanes(y + k * inner + i, m, _mm512_mul_ps(load_lanes(m, y + k * inner + i), inv));
     }
   }
 }
@@ -228,12 +228,12 @@ void softmax_inner_backward(const float* gy, const float* y, float* gx, int64_t 
     const __mmask16 m = tail_mask16(inner - i);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t k = 0; k < dim; ++k) {
-      __m512 g = _mm512_maskz_loadu_ps(m, gy + k * inner + i);
-      acc = log ? _mm512_add_ps(acc, g) : _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, y + k * inner + i), acc);
+      __m512 g = load_lanes(m, gy + k * inner + i);
+      acc = log ? _mm512_add_ps(acc, g) : _mm512_fmadd_ps(g, load_lanes(m, y + k * inner + i), acc);
     }
     for (int64_t k = 0; k < dim; ++k) {
-      __m512 g = _mm512_maskz_loadu_ps(m, gy + k * inner + i), yv = _mm512_maskz_loadu_ps(m, y + k * inner + i);
-      _mm512_mask_storeu_ps(gx + k * inner + i, m,
+      __m512 g = load_lanes(m, gy + k * inner + i), yv = load_lanes(m, y + k * inner + i);
+      store_lanes(gx + k * inner + i, m,
                             log ? _mm512_fnmadd_ps(exp16(yv), acc, g) : _mm512_mul_ps(yv, _mm512_sub_ps(g, acc)));
     }
   }

@@ -27,7 +27,7 @@ inline void map1(const float* x, float* y, int64_t n, F f) {
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
   if (i < n) {
     const __mmask16 m = tail_mask16(n - i);
-    _mm512_mask_storeu_ps(y + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
+    store_lanes(y + i, m, f(load_lanes(m, x + i)));
   }
 }
 
@@ -39,7 +39,7 @@ inline void map_grad(const float* gy, const float* x, float* gx, int64_t n, F d)
     _mm512_storeu_ps(gx + i, _mm512_mul_ps(_mm512_loadu_ps(gy + i), d(_mm512_loadu_ps(x + i))));
   if (i < n) {
     const __mmask16 m = tail_mask16(n - i);
-    _mm512_mask_storeu_ps(gx + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gy + i), d(_mm512_maskz_loadu_ps(m, x + i))));
+    store_lanes(gx + i, m, _mm512_mul_ps(load_lanes(m, gy + i), d(load_lanes(m, x + i))));
   }
 }
 

@@ -13,10 +13,13 @@
 #include <cstdint>
 
 #include "cpu/conv.h"
+#include "cpu/simd_math_avx512.h"
 
 namespace cnnfast::cpu::avx512_impl {
 namespace {
 
+using cnnfast::avx512::load_lanes;
+using cnnfast::avx512::store_lanes;
 constexpr int64_t kLanes = 16;
 constexpr int64_t kMaxSegments = 64;  // rows of up to 1024 outputs
 
@@ -53,13 +56,6 @@ struct Segments {
   }
 };
 
-// Interior taps take plain loads: masked loads that miss the cache ran the kernel at a
-// third of its speed once the planes streamed from memory (8x144x56x56: 3.4 against
-// 1.1 ms), presumably unseen by the hardware prefetcher.
-inline __m512 load(__mmask16 m, const float* p) {
-  return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-}
-
 template <int K, int R>
 void rows_plane(const float* x, int64_t H, int64_t W, const float* w, float bias, float* y, int64_t Ho, int64_t Wo,
                 int64_t ph, const Segments<K>& seg) {
@@ -83,7 +79,7 @@ void rows_plane(const float* x, int64_t H, int64_t W, const float* w, float bias
         const float* row = x + ih * W;
 #pragma GCC unroll 8
         for (int kw = 0; kw < K; ++kw) {
-          const __m512 v = load(seg.valid[g][kw], row + seg.base[g][kw]);
+          const __m512 v = load_lanes(seg.valid[g][kw], row + seg.base[g][kw]);
           // Output row r uses input row i as its tap row i - r.
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
@@ -92,14 +88,10 @@ void rows_plane(const float* x, int64_t H, int64_t W, const float* w, float bias
           }
         }
       }
-      // Whole segments take plain stores too.
-      const bool whole = seg.store[g] == 0xffff;
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         if (r >= nr) continue;
-        float* out = y + (oh + r) * Wo + g * kLanes;
-        if (whole) _mm512_storeu_ps(out, acc[r]);
-        else _mm512_mask_storeu_ps(out, seg.store[g], acc[r]);
+        store_lanes(y + (oh + r) * Wo + g * kLanes, seg.store[g], acc[r]);
       }
     }
   }

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "cpu/conv_grouped_kernels.h"
+#include "cpu/simd_math_avx512.h"
 
 // GCC 12's _mm512_reduce_add_ps starts from _mm512_undefined_ps(), which
 // -Wmaybe-uninitialized reports inside the system header: a false alarm.
@@ -24,8 +25,8 @@ struct Vec512 {
     if (hi <= lo) return 0;
     return M(((1u << hi) - 1u) & ~((1u << lo) - 1u));
   }
-  static V load(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
-  static void store(M m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  static V load(M m, const float* p) { return avx512::load_lanes(m, p); }
+  static void store(M m, float* p, V v) { avx512::store_lanes(p, m, v); }
   static V set1(float f) { return _mm512_set1_ps(f); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float sum(V v) { return _mm512_reduce_add_ps(v); }

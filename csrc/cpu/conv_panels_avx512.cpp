@@ -44,18 +44,6 @@ struct Ops {
   static V sigmoid_flush(V v) { return sigmoid16_flush(v); }
 };
 
-// Whole vectors take plain loads and stores, the masked forms only a partial last vector:
-// masked loads that miss the cache are several times slower on Zen 5, and the residual
-// of a fused add comes from memory (one thread, with residual and ReLU: ResNet-50's
-// 256->1024 at 14x14, batch 1, 0.87 -> 0.50 ms; 64->256 at 56x56, batch 8, 6.1 -> 5.1).
-inline __m512 load_lanes(__mmask16 m, const float* p) {
-  return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-}
-inline void store_lanes(float* p, __mmask16 m, __m512 v) {
-  if (m == 0xffff) _mm512_storeu_ps(p, v);
-  else _mm512_mask_storeu_ps(p, m, v);
-}
-
 // One tile: rows (<= kMR) output channels of y from the panel wp (C, kMR), NV
 // vectors of positions, the last masked by `last`.
 // pf (PF): the same rows of the next tile, fetched into L1 while this one computes; x

@@ -43,7 +43,7 @@ void dropout_apply(const float* x, float* y, int64_t n, uint64_t first, const Dr
     const __mmask16 m = avx512::tail_mask16(n - i);
     const __mmask16 keep = keep16(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo)), lane), hi, key);
     // A multiply by 0 rather than a zeroing mask: NaN * 0 stays NaN, as in the scalar path and torch.
-    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_mov_ps(keep, vs)));
+    avx512::store_lanes(y + i, m, _mm512_mul_ps(avx512::load_lanes(m, x + i), _mm512_maskz_mov_ps(keep, vs)));
     i += 16;
   }
 }

@@ -17,11 +17,14 @@
 
 #include "cpu/gemm.h"
 #include "cpu/gemm_driver.h"
+#include "cpu/simd_math_avx512.h"
 #include "cpu/simd_transpose_x86.h"
 
 namespace cnnfast::cpu::avx512_impl {
 namespace {
 
+using cnnfast::avx512::load_lanes;
+using cnnfast::avx512::store_lanes;
 constexpr int64_t MR = 8, NR = 32;
 constexpr int64_t MC = 128;   // 128 x 256 x 4 B = 128 KiB of packed A in L2
 constexpr int64_t KC = 256;   // must match the packed-B layout of gemm.h
@@ -30,16 +33,6 @@ constexpr int64_t NC = 2048;  // 2 MiB of packed B, shared from L3
 // The lanes [0, n) of a 16-lane vector, n clamped to [0, 16].
 inline __mmask16 lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
-}
-
-// Masked forms only for partial vectors: on Zen 5 a masked load that misses the cache
-// costs several times a plain one.
-inline __m512 load_lanes(__mmask16 m, const float* p) {
-  return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-}
-inline void store_lanes(float* p, __mmask16 m, __m512 v) {
-  if (m == 0xFFFF) _mm512_storeu_ps(p, v);
-  else _mm512_mask_storeu_ps(p, m, v);
 }
 
 // A (mc x kc, element strides rs, cs) -> panels of MR rows: Ap[panel][k][r].

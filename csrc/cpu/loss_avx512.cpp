@@ -73,9 +73,9 @@ double pointwise_forward(Pointwise kind, const float* x, const float* t, float* 
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    __m512 v = value16(kind, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, t + i)), p);
+    __m512 v = value16(kind, _mm512_sub_ps(load_lanes(m, x + i), load_lanes(m, t + i)), p);
     v = _mm512_maskz_mov_ps(m, v);
-    if (elem) _mm512_mask_storeu_ps(elem + i, m, v);
+    if (elem) store_lanes(elem + i, m, v);
     s0 = _mm512_add_ps(s0, v);
   }
   return double(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)));
@@ -87,8 +87,8 @@ void pointwise_backward(Pointwise kind, const float* ge, float gs, const float* 
   const __m512 p = _mm512_set1_ps(param), g = _mm512_set1_ps(gs);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    __m512 d = deriv16(kind, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, t + i)), p);
-    _mm512_mask_storeu_ps(gx + i, m, _mm512_mul_ps(ge ? _mm512_maskz_loadu_ps(m, ge + i) : g, d));
+    __m512 d = deriv16(kind, _mm512_sub_ps(load_lanes(m, x + i), load_lanes(m, t + i)), p);
+    store_lanes(gx + i, m, _mm512_mul_ps(ge ? load_lanes(m, ge + i) : g, d));
   }
 }
 
@@ -114,7 +114,7 @@ float row_logsumexp(const float* x, int64_t n) {
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm))));
+    s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(load_lanes(m, x + i), vm))));
   }
   return mx + std::log(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)));
 }
@@ -125,9 +125,9 @@ void row_sums(const float* x, const float* w, int64_t n, double* plain, double* 
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
     // Masked lanes load 0 for x, so they add nothing to either sum.
-    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    __m512 v = load_lanes(m, x + i);
     a = _mm512_add_ps(a, v);
-    b = _mm512_fmadd_ps(w ? _mm512_maskz_loadu_ps(m, w + i) : one, v, b);
+    b = _mm512_fmadd_ps(w ? load_lanes(m, w + i) : one, v, b);
   }
   *plain = double(_mm512_reduce_add_ps(a));
   *weighted = double(_mm512_reduce_add_ps(b));
@@ -138,9 +138,9 @@ void ce_row_grad(const float* x, const float* w, float* grad, int64_t n, float l
                one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vl));
-    __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : one;
-    _mm512_mask_storeu_ps(grad + i, m, _mm512_fnmadd_ps(wv, vo, _mm512_mul_ps(vs, p)));
+    __m512 p = exp16(_mm512_sub_ps(load_lanes(m, x + i), vl));
+    __m512 wv = w ? load_lanes(m, w + i) : one;
+    store_lanes(grad + i, m, _mm512_fnmadd_ps(wv, vo, _mm512_mul_ps(vs, p)));
   }
 }
 

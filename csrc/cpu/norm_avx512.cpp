@@ -19,8 +19,8 @@ using namespace cnnfast::avx512;
 constexpr int64_t kBlock = 512;
 
 // Lanes [0, w) of p, zero beyond; a null p reads as `fill` (w or b absent).
-inline __m512 ld(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 ld_or(const float* p, __mmask16 m, __m512 fill) { return p ? _mm512_maskz_loadu_ps(m, p) : fill; }
+inline __m512 ld(const float* p, __mmask16 m) { return load_lanes(m, p); }
+inline __m512 ld_or(const float* p, __mmask16 m, __m512 fill) { return p ? load_lanes(m, p) : fill; }
 
 // y[i .. i+16) = f(i, mask) over [0, n). stream: the body goes out with aligned
 // non-temporal stores after up to 15 elements that bring y to a 64-byte boundary
@@ -31,14 +31,14 @@ inline void write_row(float* y, int64_t n, bool stream, F f) {
   if (stream && (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0) {
     const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 63) / sizeof(float));
     const int64_t head = past == 0 ? 0 : (16 - past < n ? 16 - past : n);
-    if (head) _mm512_mask_storeu_ps(y, tail_mask16(head), f(0, tail_mask16(head)));
+    if (head) store_lanes(y, tail_mask16(head), f(0, tail_mask16(head)));
     for (i = head; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, f(i, __mmask16(0xffff)));
     // Orders the weakly-ordered streaming stores before whatever follows.
     _mm_sfence();
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    _mm512_mask_storeu_ps(y + i, m, f(i, m));
+    store_lanes(y + i, m, f(i, m));
   }
 }
 
@@ -139,8 +139,8 @@ void ln_grad_segment(const float* dy, const float* x, const float* w, int64_t n,
     acc[0] = _mm512_add_ps(acc[0], gw);
     acc[1] = _mm512_fmadd_ps(gw, xc, acc[1]);
     if (accw) {
-      _mm512_mask_storeu_ps(accw + i, m, _mm512_fmadd_ps(g, _mm512_mul_ps(xc, vs), ld(accw + i, m)));
-      _mm512_mask_storeu_ps(accb + i, m, _mm512_add_ps(g, ld(accb + i, m)));
+      store_lanes(accw + i, m, _mm512_fmadd_ps(g, _mm512_mul_ps(xc, vs), ld(accw + i, m)));
+      store_lanes(accb + i, m, _mm512_add_ps(g, ld(accb + i, m)));
     }
   });
   *sg = t[0];
@@ -156,7 +156,7 @@ void lrn_denom(const float* const* win, int nwin, float* d, int64_t n, float coe
       const __m512 v = ld(win[w] + i, m);
       acc = _mm512_fmadd_ps(v, v, acc);
     }
-    _mm512_mask_storeu_ps(d + i, m, _mm512_fmadd_ps(acc, vc, vk));
+    store_lanes(d + i, m, _mm512_fmadd_ps(acc, vc, vk));
   }
 }
 
@@ -177,7 +177,7 @@ void pow_neg(const float* d, float* out, int64_t n, float beta) {
       const __m512 s = _mm512_sqrt_ps(v);
       r = _mm512_div_ps(one, beta == 0.5f ? s : _mm512_mul_ps(s, _mm512_sqrt_ps(s)));  // d^(1/2) * d^(1/4)
     }
-    _mm512_mask_storeu_ps(out + i, m, r);
+    store_lanes(out + i, m, r);
   }
 }
 

@@ -24,8 +24,8 @@ inline void axpy(float* row, const float* src, float a, int64_t n, bool first) {
   const __m512 va = _mm512_set1_ps(a);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i);
-    __m512 s = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, src + i));
-    _mm512_mask_storeu_ps(row + i, m, first ? s : _mm512_add_ps(_mm512_maskz_loadu_ps(m, row + i), s));
+    __m512 s = _mm512_mul_ps(va, load_lanes(m, src + i));
+    store_lanes(row + i, m, first ? s : _mm512_add_ps(load_lanes(m, row + i), s));
   }
 }
 
@@ -53,7 +53,7 @@ void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d,
         }
         __m512 acc = _mm512_setzero_ps();
         if (!(far & m)) {
-          const __m512 src = _mm512_maskz_loadu_ps(tail_mask16(w.in - base), row + base);
+          const __m512 src = load_lanes(tail_mask16(w.in - base), row + base);
           for (int64_t k = 0; k < T; ++k) {
             __m512i local = _mm512_sub_epi32(_mm512_loadu_si512(tidx + k * stride + ow), vbase);
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(twt + k * stride + ow), _mm512_permutexvar_ps(local, src), acc);
@@ -65,7 +65,7 @@ void resample_plane_forward(const float* x, float* y, const AxisTable<float>& d,
                                   _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row, 4), acc);
           }
         }
-        _mm512_mask_storeu_ps(yr + ow, m, acc);
+        store_lanes(yr + ow, m, acc);
       }
     }
 }
