@@ -575,3 +575,97 @@ def test_max_pool_without_indices_matches_torch(case, simd, rng):
     values, none = _C.max_pool2d_forward(x, [k, k], [s, s], [p, p], [d, d], ceil, return_indices=False)
     assert none is None
     np.testing.assert_array_equal(values, y.numpy())
+
+
+# ---- max pooling without indices: the AVX-512 separable path ---------------------
+
+# (kernel, stride, padding, dilation, ceil_mode) per dimension pair (H, W). The first
+# five are the geometries with unrolled W taps (3x3/2 p1, 2x2/2, 3x3/2 ceil, 3x3/1 p1,
+# 5x5/1 p2); the rest take the per-tap loads (other widths, dilation, rectangles) or,
+# W stride 3, the older row kernel.
+SEPARABLE_CASES = [
+    (3, 2, 1, 1, False),
+    (2, 2, 0, 1, False),
+    (3, 2, 0, 1, True),
+    (3, 1, 1, 1, False),
+    (5, 1, 2, 1, True),
+    (3, 1, 0, 1, False),
+    (4, 2, 2, 1, True),
+    (3, 2, 1, 2, False),
+    (2, 1, 1, 2, True),
+    (1, 2, 0, 1, False),
+    ((3, 2), (2, 1), (1, 0), (1, 2), True),
+    (3, 3, 1, 1, True),
+]
+
+
+def special_values(shape, rng):
+    """Small integers (ties), signed zeros, +-inf and NaNs with distinct payloads."""
+    x = rng.integers(-2, 3, size=shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.random(flat.size) < 0.15] = -0.0
+    flat[rng.random(flat.size) < 0.04] = np.inf
+    flat[rng.random(flat.size) < 0.08] = -np.inf
+    bits = flat.view(np.uint32)
+    nan_at = np.flatnonzero(rng.random(flat.size) < 0.03)
+    bits[nan_at] = np.uint32(0x7FC00000) | rng.integers(1, 1 << 20, nan_at.size).astype(np.uint32)
+    bits[nan_at[::3]] |= np.uint32(0x80000000)
+    return x
+
+
+def max_values(D, x, k, s, p, d, ceil):
+    with cnnfast.no_grad():
+        return getattr(F, f"max_pool{D}d")(cnnfast.tensor(x), k, s, p, d, ceil).numpy()
+
+
+@pytest.mark.parametrize("case", SEPARABLE_CASES, ids=lambda c: "k{}s{}p{}d{}c{}".format(*c[:4], int(c[4])))
+def test_max_pool_without_indices_every_width_as_torch(case, simd):
+    # Widths 1..40 (every tail of a 16-lane block, rows shorter than one block, windows
+    # hanging over both edges) on prime heights, batch 1: values as torch (NaN where
+    # torch has one), bit for bit as the scalar reference (signed zeros, NaN payloads).
+    k, s, p, d, ceil = case
+    rng = np.random.default_rng(41)
+    checked = 0
+    for W in range(1, 41):
+        H = (2, 5, 7, 11, 13)[W % 5]
+        x = special_values((1, 2, H, W), rng)
+        try:
+            ty = TF.max_pool2d(torch.tensor(x), k, s, p, d, ceil).numpy()
+        except RuntimeError:
+            continue
+        y = max_values(2, x, k, s, p, d, ceil)
+        np.testing.assert_array_equal(y, ty, err_msg=f"W={W} H={H}")
+        ref = at_level("scalar", max_values, 2, x, k, s, p, d, ceil)
+        np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32), err_msg=f"bits, W={W} H={H}")
+        checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.parametrize("D,shape,k,s,p,d,ceil", [
+    (1, (1, 3, 37), 3, 2, 1, 1, False),
+    (1, (2, 2, 41), 5, 1, 2, 1, True),
+    (3, (1, 2, 5, 7, 23), 3, 2, 1, 1, True),
+    (3, (1, 1, 6, 5, 19), (2, 3, 3), (1, 1, 2), (1, 1, 0), (2, 1, 1), False),
+])
+def test_max_pool_without_indices_1d_3d_as_torch(D, shape, k, s, p, d, ceil, simd):
+    x = special_values(shape, np.random.default_rng(43))
+    y = max_values(D, x, k, s, p, d, ceil)
+    np.testing.assert_array_equal(y, getattr(TF, f"max_pool{D}d")(torch.tensor(x), k, s, p, d, ceil).numpy())
+    ref = at_level("scalar", max_values, D, x, k, s, p, d, ceil)
+    np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32))
+
+
+def test_max_pool_without_indices_padding_is_minus_infinity(simd):
+    # Windows of only -inf (inside the input and over the padding) give -inf, never
+    # a value from the padding; a dilated window that misses the input gives -inf too.
+    x = np.full((1, 1, 9, 21), -np.inf, np.float32)
+    x[0, 0, 4, 10] = -1e30
+    for args in ((3, 2, 1, 1, False), (5, 1, 2, 1, False), (2, 2, 1, 3, True)):
+        try:
+            ty = TF.max_pool2d(torch.tensor(x), *args).numpy()
+        except RuntimeError:
+            continue
+        np.testing.assert_array_equal(max_values(2, x, *args), ty)
+    x = np.arange(1, 4, dtype=np.float32).reshape(1, 1, 1, 3)
+    np.testing.assert_array_equal(max_values(2, x, (1, 2), 1, (0, 1), (1, 4), False),
+                                  TF.max_pool2d(torch.tensor(x), (1, 2), 1, (0, 1), (1, 4)).numpy())

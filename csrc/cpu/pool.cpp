@@ -1,5 +1,6 @@
 // Scalar reference pooling kernels (float32 and float64), the dispatch to the
-// AVX2 row kernels for the interior of a row, and the threading.
+// AVX2 row kernels for the interior of a row and to the AVX-512 separable max
+// pooling (float32 without indices), and the threading.
 //
 // Forward kernels are threaded over output rows (plane, od, oh): every row
 // writes its own outputs. Backward kernels scatter into overlapping windows, so
@@ -65,6 +66,26 @@ int64_t window_rows(const PoolGeom& g, int64_t od, int64_t oh, int64_t* rows) {
   }
   return n;
 }
+
+// avx512_impl::WindowAxis's tables along dimension dim (D or H), built once per
+// call: dividing per row costs as much as pooling a short row.
+struct AxisWindows {
+  std::vector<int64_t> start, pos, mod;
+  int64_t extent;
+  AxisWindows(const PoolGeom& g, int dim) : extent(g.d[dim] * (g.k[dim] - 1) + 1) {
+    for (int64_t o = 0; o < g.out[dim]; ++o) {
+      start.push_back(static_cast<int64_t>(pos.size()));
+      for (int64_t k = 0; k < g.k[dim]; ++k) {
+        const int64_t i = o * g.s[dim] - g.p[dim] + k * g.d[dim];
+        if (i < 0 || i >= g.in[dim]) continue;
+        pos.push_back(i);
+        mod.push_back(i % extent);
+      }
+    }
+    start.push_back(static_cast<int64_t>(pos.size()));
+  }
+  avx512_impl::WindowAxis view() const { return {start.data(), pos.data(), mod.data(), extent}; }
+};
 
 template <class T>
 void max_window(const PoolGeom& g, const T* xp, const int64_t* rows, int64_t nrows, int64_t row0, int64_t ow, T* y,
@@ -208,8 +229,29 @@ int64_t pool_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
 
 // ---- max pooling --------------------------------------------------------------
 
+namespace {
+
+// Float32 max pooling without indices on AVX-512 (pool_avx512.cpp). False where
+// the geometry is not covered or the reduced rows would not fit per-task scratch.
+bool max_pool_forward_separable(const PoolGeom& g, const float* x, float* y) {
+  const AxisWindows wd(g, 0), wh(g, 1);
+  const int64_t nslots = wd.extent * wh.extent, OWp = (g.out[2] + 15) / 16 * 16;
+  if (!avx512_impl::max_pool_rows_supported(g) || nslots * OWp > (int64_t(1) << 22)) return false;
+  parallel_for(0, g.planes * g.out[0] * g.out[1], row_grain(g, g.k[0] * g.k[1] * g.k[2]), [&](int64_t b, int64_t e) {
+    Scratch hbuf(nslots * OWp);
+    std::vector<int64_t> tags(nslots, -1);
+    avx512_impl::max_pool_rows(g, wd.view(), wh.view(), x, y, b, e, hbuf.data(), tags.data());
+  });
+  return true;
+}
+
+}  // namespace
+
 template <class T>
 void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices) {
+  if constexpr (is_f32<T>) {
+    if (!indices && use_avx512() && max_pool_forward_separable(g, x, y)) return;
+  }
   const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   int64_t in_lo, in_hi;
@@ -677,6 +719,13 @@ void adaptive_avg_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, f
 void adaptive_max_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, float*, float*, int64_t*) {}
 void adaptive_avg_backward_planes8(const float*, int64_t, int64_t, const AdaptiveTaps&, float*, float*) {}
 }  // namespace avx2_impl
+#endif
+#if !CNNFAST_HAVE_AVX512_BUILD
+namespace avx512_impl {
+bool max_pool_rows_supported(const PoolGeom&) { return false; }
+void max_pool_rows(const PoolGeom&, const WindowAxis&, const WindowAxis&, const float*, float*, int64_t, int64_t,
+                   float*, int64_t*) {}
+}  // namespace avx512_impl
 #endif
 
 }  // namespace cnnfast::cpu

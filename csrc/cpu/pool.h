@@ -115,4 +115,26 @@ void adaptive_avg_backward_planes8(const float* gy, int64_t ip, int64_t op, cons
                                    float* gx);
 }  // namespace avx2_impl
 
+// AVX-512 float32 max pooling without indices, separable (pool_avx512.cpp).
+namespace avx512_impl {
+// The valid input positions of each output position along D or H, in window
+// order: pos[start[o] .. start[o + 1]), and each modulo the window's extent
+// (dilation included) in mod, which no two positions of one window share.
+struct WindowAxis {
+  const int64_t* start;
+  const int64_t* pos;
+  const int64_t* mod;
+  int64_t extent;
+};
+// Whether max_pool_rows covers g (W stride 1 or 2, at most 64 rows per window).
+bool max_pool_rows_supported(const PoolGeom& g);
+// Output rows [r_begin, r_end), flat over (plane, D, H), bit-identical to the
+// scalar reference. Each input row is reduced over W once into slot
+// (mod along D) * wh.extent + (mod along H) of hbuf (wd.extent * wh.extent rows
+// of out[2] rounded up to 16 floats), tagged in tags (as many int64, -1 before a
+// task's first call) by its offset in x, and reused while the tag matches.
+void max_pool_rows(const PoolGeom& g, const WindowAxis& wd, const WindowAxis& wh, const float* x, float* y,
+                   int64_t r_begin, int64_t r_end, float* hbuf, int64_t* tags);
+}  // namespace avx512_impl
+
 }  // namespace cnnfast::cpu
