@@ -50,8 +50,8 @@ def _fused_conv(spec):
     bias = spec.const(2)
     n = weight.ndim - 2
     kernel = weight.shape[2:]
-    strides = _spatial_attr(spec, "strides", n, 1)
-    dil = _spatial_attr(spec, "dilations", n, 1)
+    strides = tuple(_spatial_attr(spec, "strides", n, 1))
+    dil = tuple(_spatial_attr(spec, "dilations", n, 1))
     pads_cache = {}
     # The GEMM's packed weights, made once here instead of on every call; a float64 graph packs per call.
     packed = _C.ConvPacked(weight, group) if weight.dtype == np.float32 and weight.shape[1] > 1 else None
@@ -64,7 +64,7 @@ def _fused_conv(spec):
         sizes = x.shape[2:]
         pads = pads_cache.get(sizes)
         if pads is None:
-            pads = pads_cache[sizes] = _auto_pads(spec, sizes, kernel, strides, dil)
+            pads = pads_cache[sizes] = tuple(_auto_pads(spec, sizes, kernel, strides, dil))
             out_sizes[sizes] = tuple((sizes[i] + pads[i][0] + pads[i][1] - dil[i] * (kernel[i] - 1) - 1) // strides[i] + 1
                                      for i in range(n))
         pool = ctx.pool
@@ -74,9 +74,10 @@ def _fused_conv(spec):
             free = pool.take(key)
             out = free if free is not None else np.empty(key[0], x.dtype)
             pool.own(out)
-        return [Tensor._wrap(_C.conv_forward(x, weight, bias, strides, pads, dil, group, residual=residual,
-                                             activation=act, alpha=alpha, beta=beta,
-                                             packed=packed if x.dtype == np.float32 else None, out=out))]
+        # Positional arguments: pybind11 matched the keywords at ~1.5 us a call, 0.08 ms of a
+        # MobileNet-V2 batch-1 inference (52 convolutions).
+        return [Tensor._wrap(_C.conv_forward(x, weight, bias, strides, pads, dil, group, "auto", residual, act, alpha,
+                                             beta, packed if x.dtype == np.float32 else None, out))]
     return run
 
 
