@@ -434,16 +434,21 @@ def test_depthwise_direct_matches_torch(name, simd, rng):
 # tail length of a 16-lane segment (widths 12-33 after padding), row counts that leave
 # every tail of its four-row pass, zero, asymmetric and k-1 padding; grad_x of these
 # layers runs the same kernel on grad_y with the flipped taps.
-def _dw_rows_case(width):
+def _dw_rows_case(width, stride):
     k = 3 if width % 2 else 5
     pads = [0, 1, k - 1, ((k - 1, 0), (1, k - 1)), ((0, 1), (k - 1, 0))][width % 5]
-    height = 5 + width % 4
-    return (2, 1 + width % 2, 3, 3, (height, width), (k, k), 1, pads, 1, 3)
+    height = 5 + width % 4 + 6 * (stride - 1)
+    return (2, 1 + width % 2, 3, 3, (height, width * stride), (k, k), stride, pads, 1, 3)
 
 
-@pytest.mark.parametrize("width", range(12, 34))
-def test_depthwise_rows_every_tail(width, simd, rng):
-    check_all_passes(_dw_rows_case(width), rng, f"width {width}")
+# Output widths where each kernel runs (conv_depthwise.cpp, depthwise_rows_pay): every
+# tail of a 16-lane segment at both strides.
+DW_ROWS_WIDTHS = [(1, w) for w in range(12, 34)] + [(2, w) for w in range(28, 50)]
+
+
+@pytest.mark.parametrize("stride,width", DW_ROWS_WIDTHS)
+def test_depthwise_rows_every_tail(width, stride, simd, rng):
+    check_all_passes(_dw_rows_case(width, stride), rng, f"width {width} stride {stride}")
 
 
 def test_im2col_chunks_cross_rows_and_depth(simd, rng):

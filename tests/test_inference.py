@@ -85,19 +85,24 @@ def test_depthwise_forward_matches_torch(simd, case, rng):
     assert_close(got, ACTS["hardswish"](ref + r, 0, 0), rtol=1e-5, atol=1e-5, what=f"{simd} depthwise fused")
 
 
-@pytest.mark.parametrize("width", range(12, 34))
-def test_depthwise_rows_forward_fused(simd, width, rng):
-    # The masked-row kernel (AVX-512, stride 1, 12+ output columns) with the epilogue
-    # applied per plane: every tail of a 16-lane segment, every row tail of its 4-row
-    # pass, and padding from 0 to k - 1, asymmetric.
+@pytest.mark.parametrize("stride,width", [(1, w) for w in range(12, 34)] + [(2, w) for w in range(28, 50)])
+def test_depthwise_rows_forward_fused(simd, width, stride, rng):
+    # The row kernels (AVX-512, 12+ output columns; stride 2 on even/odd column phases)
+    # with the epilogue applied per plane: every tail of a 16-lane segment (the input
+    # width is chosen for `width` output columns, odd or even), every row tail of the
+    # 4-row pass, and padding from 0 to k - 1, asymmetric.
     k = 3 if width % 2 else 5
     top, bottom, left, right = [(0, 0, 0, 0), (1, 1, 1, 1), (k - 1, 0, 0, k - 1), (0, k - 1, k - 1, 1)][width % 4]
-    N, C, H = 1 + width % 2, 3 + width % 5, k + width % 5
-    x, w, b = randn(rng, N, C, H, width), randn(rng, C, 1, k, k), randn(rng, C)
+    N, C, H = 1 + width % 2, 3 + width % 5, k + width % 5 + 4 * (stride - 1)
+    in_w = (width - 1) * stride + k - left - right + (width % 3 == 0) * (stride - 1)
+    x, w, b = randn(rng, N, C, H, in_w), randn(rng, C, 1, k, k), randn(rng, C)
     xt = torch.nn.functional.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
-    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), groups=C).numpy()
+    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride,
+                                     groups=C).numpy()
+    assert ref.shape[3] == width
     r = randn(rng, *ref.shape)
-    got = _C.conv_forward(x, w, b, [1, 1], [(top, bottom), (left, right)], [1, 1], C, residual=r, activation="relu")
+    got = _C.conv_forward(x, w, b, [stride, stride], [(top, bottom), (left, right)], [1, 1], C, residual=r,
+                          activation="relu")
     assert_nontrivial(ref)
     assert_close(got, np.maximum(ref + r, 0), rtol=1e-5, atol=1e-5, what=f"{simd} width {width}")
 

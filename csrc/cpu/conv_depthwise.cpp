@@ -21,9 +21,15 @@ namespace conv_detail {
 // with bias and ReLU: 192 channels at 28x28 42 against 77 us, 384 at 14x14 32 against
 // 39, 5x5 672 at 14x14 89 against 116, 32 at 112x112 111 against 118. On 7x7 maps more
 // than half of its lanes idle and the 16-channel blocks win (960 channels: 43 against
-// 24 us). Stride 2 stayed with the blocked kernel, whose transposes pick the columns.
+// 24 us). Stride 2 (on column phases) from 28 output columns while the input stays in
+// cache: 3x3 144 at 56x56 67 against 76 us, 96 at 112x112 190-198 against 205-209, 5x5
+// 144 at 56x56 102 against 118, batch 8 5x5 144 at 56x56 0.87-0.93 against 1.02-1.23 ms;
+// it lost at 14 columns (3x3 192 at 28x28: 33 against 27 us) and on 38 MB of input
+// streaming from memory (batch 8, 96 at 112x112: 3.6 against 2.6 ms).
 bool depthwise_rows_pay(const ConvShape& s) {
-  return use_avx512() && avx512_impl::dw_rows_applicable(s) && s.out[2] >= 12;
+  if (!use_avx512() || !avx512_impl::dw_rows_applicable(s)) return false;
+  if (s.stride[2] == 1) return s.out[2] >= 12;
+  return s.out[2] >= 28 && s.N * s.C * s.in_size() * int64_t(sizeof(float)) <= (int64_t(16) << 20);
 }
 
 // Depthwise layers, one (image, channel) plane per task; see conv_depthwise.h.
@@ -36,7 +42,8 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
   const bool padded = s.stride[2] == 1;
   const bool rows = vec && depthwise_rows_pay(s);
   const bool direct = vec && avx2_impl::dw_direct_applicable(s);
-  const int64_t scratch = padded && !direct && !rows ? dw_generic::dw_padded_size(s) : 1;
+  const int64_t scratch = rows ? std::max<int64_t>(1, avx512_impl::dw_rows_scratch(s))
+                         : padded && !direct ? dw_generic::dw_padded_size(s) : 1;
   dynamic_tasks(
       s.N * s.K, [&] { return workspace_array<T>(scratch); },
       [&](int64_t nk, Workspace<T>& buf) {
@@ -44,7 +51,7 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
         const T* xp = x + (n * s.C + k / Kg) * inS;
         if constexpr (std::is_same_v<T, float>) {
           if (rows) {
-            avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P);
+            avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P, buf.get());
             return;
           }
           if (direct) {
@@ -87,7 +94,7 @@ void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx)
         for (int64_t nc = b; nc < e; ++nc) {
           const int64_t c = nc % s.C;
           for (int64_t i = 0; i < ks; ++i) flipped[i] = w[c * ks + ks - 1 - i];
-          if (rows) avx512_impl::dw_rows_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS);
+          if (rows) avx512_impl::dw_rows_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS, nullptr);
           else avx2_impl::dw_direct_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS);
         }
       });
@@ -166,7 +173,8 @@ void dw_direct_weight_plane(const ConvShape&, const float*, const float*, float*
 }  // namespace avx2_impl
 namespace avx512_impl {
 bool dw_rows_applicable(const ConvShape&) { return false; }
-void dw_rows_plane(const ConvShape&, const float*, const float*, float, float*) {}
+int64_t dw_rows_scratch(const ConvShape&) { return 0; }
+void dw_rows_plane(const ConvShape&, const float*, const float*, float, float*, float*) {}
 }  // namespace avx512_impl
 #endif
 
