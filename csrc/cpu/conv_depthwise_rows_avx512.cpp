@@ -39,13 +39,11 @@ struct Segments {
   int64_t count = 0;
   int64_t base[kMaxSegments][K];  // first input column of the tap's load
   __mmask16 valid[kMaxSegments][K];
-  __mmask16 store[kMaxSegments];
 
   Segments(int64_t W, int64_t Wo, int64_t pw) {
     count = (Wo + kLanes - 1) / kLanes;
     for (int64_t g = 0; g < count; ++g) {
       const int64_t ow0 = g * kLanes, n = std::min(kLanes, Wo - ow0);
-      store[g] = lane_range(0, n, kLanes);
       for (int kw = 0; kw < K; ++kw) {
         const int64_t b = ow0 + kw - pw;
         base[g][kw] = b;
@@ -56,18 +54,21 @@ struct Segments {
   }
 };
 
-template <int K, int R>
-void rows_plane(const float* x, int64_t H, int64_t W, const float* w, float bias, float* y, int64_t Ho, int64_t Wo,
-                int64_t ph, const Segments<K>& seg) {
-  constexpr int NR = R - 1 + K;  // input rows the R output rows' windows span
+// The R-rows-a-pass loop shared by both strides: output row oh + r reads input rows
+// S (oh + r) - ph + kh; tap(ih, g, kw) gives input row ih's 16 values for tap kw of
+// segment g (zero where the input is padding).
+template <int K, int S, int R, class Tap>
+void rows_pass(int64_t H, const float* w, float bias, float* y, int64_t Ho, int64_t Wo, int64_t ph, Tap tap) {
+  constexpr int NR = S * (R - 1) + K;  // input rows the R output rows' windows span
   __m512 wv[K][K];
   for (int a = 0; a < K; ++a)
     for (int b = 0; b < K; ++b) wv[a][b] = _mm512_set1_ps(w[a * K + b]);
   const __m512 vb = _mm512_set1_ps(bias);
+  const int64_t segments = (Wo + kLanes - 1) / kLanes;
   for (int64_t oh = 0; oh < Ho; oh += R) {
     const int64_t nr = std::min<int64_t>(R, Ho - oh);
-    const int64_t ih0 = oh - ph;
-    for (int64_t g = 0; g < seg.count; ++g) {
+    const int64_t ih0 = S * oh - ph;
+    for (int64_t g = 0; g < segments; ++g) {
       __m512 acc[R];
       // Fully unrolled, so that acc and wv stay in registers and the tap tests fold away.
 #pragma GCC unroll 16
@@ -76,23 +77,21 @@ void rows_plane(const float* x, int64_t H, int64_t W, const float* w, float bias
       for (int i = 0; i < NR; ++i) {
         const int64_t ih = ih0 + i;
         if (ih < 0 || ih >= H) continue;  // a padding row adds nothing
-        const float* row = x + ih * W;
 #pragma GCC unroll 8
         for (int kw = 0; kw < K; ++kw) {
-          const __m512 v = load_lanes(seg.valid[g][kw], row + seg.base[g][kw]);
-          // Output row r uses input row i as its tap row i - r.
+          const __m512 v = tap(ih, g, kw);
+          // Output row r uses input row i as its tap row i - S r.
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
-            const int kh = i - r;
+            const int kh = i - S * r;
             if (kh >= 0 && kh < K) acc[r] = _mm512_fmadd_ps(wv[kh][kw], v, acc[r]);
           }
         }
       }
+      const __mmask16 store = lane_range(0, Wo - g * kLanes, kLanes);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        if (r >= nr) continue;
-        store_lanes(y + (oh + r) * Wo + g * kLanes, seg.store[g], acc[r]);
-      }
+      for (int r = 0; r < R; ++r)
+        if (r < nr) store_lanes(y + (oh + r) * Wo + g * kLanes, store, acc[r]);
     }
   }
 }
@@ -125,7 +124,6 @@ inline void split_row(const float* row, int64_t W, int64_t chunks, float* even, 
 template <int K, int R>
 void rows_plane_s2(const float* x, int64_t H, int64_t W, const float* w, float bias, float* y, int64_t Ho,
                    int64_t Wo, int64_t ph, int64_t pw, float* scratch) {
-  constexpr int NR = 2 * (R - 1) + K;
   const int64_t segments = (Wo + kLanes - 1) / kLanes, L = phase_row_length(Wo);
   for (int64_t ih = 0; ih < H; ++ih)
     split_row(x + ih * W, W, segments + 1, scratch + 2 * ih * L, scratch + (2 * ih + 1) * L);
@@ -135,47 +133,20 @@ void rows_plane_s2(const float* x, int64_t H, int64_t W, const float* w, float b
     const int64_t d = kw - pw;
     tap[kw] = kMargin + (d & 1) * L + (d >> 1);
   }
-  __m512 wv[K][K];
-  for (int a = 0; a < K; ++a)
-    for (int b = 0; b < K; ++b) wv[a][b] = _mm512_set1_ps(w[a * K + b]);
-  const __m512 vb = _mm512_set1_ps(bias);
-  for (int64_t oh = 0; oh < Ho; oh += R) {
-    const int64_t nr = std::min<int64_t>(R, Ho - oh);
-    const int64_t ih0 = 2 * oh - ph;
-    for (int64_t g = 0; g < segments; ++g) {
-      const __mmask16 store = lane_range(0, Wo - g * kLanes, kLanes);
-      __m512 acc[R];
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[r] = vb;
-#pragma GCC unroll 16
-      for (int i = 0; i < NR; ++i) {
-        const int64_t ih = ih0 + i;
-        if (ih < 0 || ih >= H) continue;
-        const float* pair = scratch + 2 * ih * L + g * kLanes;
-#pragma GCC unroll 8
-        for (int kw = 0; kw < K; ++kw) {
-          const __m512 v = _mm512_loadu_ps(pair + tap[kw]);
-          // Output row r uses input row i as its tap row i - 2 r.
-#pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const int kh = i - 2 * r;
-            if (kh >= 0 && kh < K) acc[r] = _mm512_fmadd_ps(wv[kh][kw], v, acc[r]);
-          }
-        }
-      }
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-        if (r < nr) store_lanes(y + (oh + r) * Wo + g * kLanes, store, acc[r]);
-    }
-  }
+  rows_pass<K, 2, R>(H, w, bias, y, Ho, Wo, ph, [&](int64_t ih, int64_t g, int kw) {
+    return _mm512_loadu_ps(scratch + 2 * ih * L + g * kLanes + tap[kw]);
+  });
 }
 
 template <int K>
 void plane(const ConvShape& s, const float* x, const float* w, float bias, float* y) {
   const Segments<K> seg(s.in[2], s.out[2], s.pad0[2]);
+  const int64_t W = s.in[2];
   // Four rows a pass (4 accumulators, 6 input rows for 3x3); 6 and 8 measured the same
   // (Zen 5, MobileNet-V2 and EfficientNet-B0 shapes).
-  rows_plane<K, 4>(x, s.in[1], s.in[2], w, bias, y, s.out[1], s.out[2], s.pad0[1], seg);
+  rows_pass<K, 1, 4>(s.in[1], w, bias, y, s.out[1], s.out[2], s.pad0[1], [&](int64_t ih, int64_t g, int kw) {
+    return load_lanes(seg.valid[g][kw], x + ih * W + seg.base[g][kw]);
+  });
 }
 
 }  // namespace
