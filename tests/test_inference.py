@@ -141,6 +141,9 @@ PACKED_CASES = [
     (1, 131, 229, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),   # deep: 1179 rows, 5 slices
     (1, 251, 1051, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),  # one slice, panel after panel
     (1, 67, 523, (9, 9), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 1),    # stride 2, 25 positions
+    # Winograd layers (>= 512 output positions over the batch) on the pack's transformed weights
+    (2, 16, 24, (17, 19), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),
+    (4, 32, 48, (12, 13), (3, 3), (1, 1), [(0, 2), (1, 1)], (1, 1), 2),   # groups, asymmetric padding
 ]
 
 
@@ -171,6 +174,23 @@ def test_prepacked_conv_matches_torch(simd, case, threads, rng):
     scale = np.abs(ref).max()
     assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed")
     assert_close(fused, ACTS["leaky_relu"](ref + r, 0.13, 0), rtol=1e-5, atol=1e-5 * scale, what=f"{simd} packed fused")
+
+
+def test_prepacked_winograd_across_thread_counts(simd, rng):
+    # The pack keeps Winograd weights for one split of the output channels; a call with
+    # another thread count (another split) must rebuild them, not reuse the old blocks.
+    x, w, b = randn(rng, 1, 32, 28, 28), randn(rng, 96, 32, 3, 3), randn(rng, 96)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                     torch.from_numpy(b).double(), padding=1).numpy()
+    packed = _C.ConvPacked(w, 1)
+    old = cnnfast.get_num_threads()
+    try:
+        for threads in (2, 1, 2):
+            cnnfast.set_num_threads(threads)
+            got = _C.conv_forward(x, w, b, [1, 1], [(1, 1), (1, 1)], [1, 1], 1, packed=packed, activation="relu")
+            assert_close(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-5 * np.abs(ref).max(), what=f"{threads} threads")
+    finally:
+        cnnfast.set_num_threads(old)
 
 
 POINTWISE_CASES = [

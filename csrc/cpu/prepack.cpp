@@ -48,6 +48,13 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
   }
 }
 
+std::shared_ptr<const WinogradPack> ConvPacked::winograd(int64_t parts) const {
+  std::lock_guard<std::mutex> lock(winograd_mutex_);
+  if (!winograd_ || winograd_->parts() != parts)
+    winograd_ = std::make_shared<const WinogradPack>(w_.get(), K_, Cg_, groups_, parts);
+  return winograd_;
+}
+
 namespace {
 
 constexpr int64_t kOutputBlock = 32768;

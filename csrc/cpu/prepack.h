@@ -9,12 +9,15 @@
 // fewer than the threads, the threads can share a layer by output channels.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/memory.h"
 #include "cpu/conv.h"
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
+#include "cpu/winograd.h"
 
 namespace cnnfast::cpu {
 
@@ -33,11 +36,18 @@ class ConvPacked {
   // kPanelRows output channels, (panel, C*kk, kPanelRows), zero rows past K; else null.
   const float* panels() const { return pw_.get(); }
   const float* weights() const { return w_.get(); }  // (K, Cg*kk) row-major
+  // The layer's Winograd weights split into `parts` output-channel blocks (3x3 layers
+  // that Auto runs as Winograd), made on first use and kept: a layer that never runs
+  // Winograd holds none, one that does holds 2 x 36 K Cg floats. Shared, so a call on
+  // another thread that wants another split cannot free it under this one.
+  std::shared_ptr<const WinogradPack> winograd(int64_t parts) const;
 
  private:
   int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
   AlignedPtr<float> w_, pw_;
   std::vector<GemmLhs<float>> lhs_;
+  mutable std::mutex winograd_mutex_;
+  mutable std::shared_ptr<const WinogradPack> winograd_;
 };
 
 // y = epilogue(conv(x, packed weights) + bias) on the im2col + GEMM path, when the

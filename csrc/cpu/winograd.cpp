@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <climits>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/memory.h"
 #include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_parallel.h"
@@ -47,15 +49,17 @@ void transform_weights(const T* w, int64_t K, int64_t Cg, int64_t groups, T* U) 
   });
 }
 
-}  // namespace
+// Output channels per part, whole rows of 8.
+int64_t rows_per_part(int64_t Kg, int64_t parts) { return (Kg + parts * 8 - 1) / (parts * 8) * 8; }
 
-template <class T>
-void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t Cg = C / groups, Kg = K / groups;
-  const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
-  Workspace<T> U = workspace_array<T>(groups * 36 * Kg * Cg);
-  transform_weights(w, K, Cg, groups, U.get());
+// How a call splits its tiles: chunks of tc tiles (across images), each also cut into
+// `parts` blocks of kb output channels when the chunks are too few to share.
+struct Plan {
+  int64_t tc, chunks, parts, kb;
+};
+
+Plan plan_tiles(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo) {
+  const int64_t Q = N * ((Ho + 3) / 4) * ((Wo + 3) / 4);
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   // ~32 KiB of V per transformed position (measured best: V and M of one GEMM
   // stay in L2), and a few chunks per thread so the
@@ -79,17 +83,32 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   // is also cut into parts of the output channels, in rows of 8, every part
   // transforming the chunk's input itself.
   const int64_t parts = even_parts(chunks, std::max<int64_t>(1, Kg / 32), double(Q - (chunks - 1) * tc) / double(tc));
-  const int64_t kb = (Kg + parts * 8 - 1) / (parts * 8) * 8;
-  // The 36 transformed kernels per group and part are the left operands of every
-  // chunk's GEMMs: pack them once here rather than once per chunk.
+  return {tc, chunks, parts, rows_per_part(Kg, parts)};
+}
+
+// The 36 transformed kernels per group and part, packed as the left operands of every
+// chunk's GEMMs: lhs[(g * parts + part) * 36 + xi].
+template <class T>
+std::vector<std::unique_ptr<GemmLhs<T>>> pack_lhs(const T* U, int64_t Kg, int64_t Cg, int64_t groups, int64_t parts,
+                                                  int64_t kb) {
   std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * parts * 36);
   parallel_for(0, groups * parts * 36, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t xi = i % 36, part = (i / 36) % parts, g = i / (36 * parts);
       const int64_t k0 = std::min(Kg, part * kb), k1 = std::min(Kg, k0 + kb);
-      lhs[i] = std::make_unique<GemmLhs<T>>(k1 - k0, Cg, U.get() + ((g * 36 + xi) * Kg + k0) * Cg, Cg, int64_t(1));
+      lhs[i] = std::make_unique<GemmLhs<T>>(k1 - k0, Cg, U + ((g * 36 + xi) * Kg + k0) * Cg, Cg, int64_t(1));
     }
   });
+  return lhs;
+}
+
+template <class T>
+void run_tiles(const Plan& plan, int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho,
+               int64_t Wo, int64_t pad_t, int64_t pad_l, const T* x, const std::unique_ptr<GemmLhs<T>>* lhs,
+               const T* bias, T* y) {
+  const int64_t Cg = C / groups, Kg = K / groups;
+  const int64_t TH = (Ho + 3) / 4, TW = (Wo + 3) / 4, per_image = TH * TW, Q = N * per_image;
+  const int64_t tc = plan.tc, chunks = plan.chunks, parts = plan.parts, kb = plan.kb;
   const bool vec = std::is_same_v<T, float> && use_avx2();
   // The transforms of the level the GEMM operands were packed for.
   const bool wide = vec && use_avx512();
@@ -132,7 +151,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
         const T* xg = x + g * Cg * H * W;
         T* yg = y + (g * Kg + k0) * Ho * Wo;
         const T* bg = bias ? bias + g * Kg + k0 : nullptr;
-        const std::unique_ptr<GemmLhs<T>>* lg = lhs.data() + (g * parts + part) * 36;
+        const std::unique_ptr<GemmLhs<T>>* lg = lhs + (g * parts + part) * 36;
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
           if (vec && lg[0]->packed()) {
@@ -170,6 +189,42 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
       }
     }
   });
+}
+
+
+}  // namespace
+
+template <class T>
+void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                     int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t Cg = C / groups, Kg = K / groups;
+  Workspace<T> U = workspace_array<T>(groups * 36 * Kg * Cg);
+  transform_weights(w, K, Cg, groups, U.get());
+  const Plan plan = plan_tiles(N, Cg, Kg, Ho, Wo);
+  const auto lhs = pack_lhs(U.get(), Kg, Cg, groups, plan.parts, plan.kb);
+  run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, lhs.data(), bias, y);
+}
+
+int64_t winograd_parts(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo) {
+  return plan_tiles(N, Cg, Kg, Ho, Wo).parts;
+}
+
+WinogradPack::WinogradPack(const float* w, int64_t K, int64_t Cg, int64_t groups, int64_t parts)
+    : K_(K), Cg_(Cg), groups_(groups), parts_(parts), kb_(rows_per_part(K / groups, parts)),
+      U_(aligned_alloc_array<float>(groups * 36 * (K / groups) * Cg)) {
+  transform_weights(w, K, Cg, groups, U_.get());
+  lhs_ = pack_lhs(static_cast<const float*>(U_.get()), K / groups, Cg, groups, parts, kb_);
+}
+
+WinogradPack::~WinogradPack() = default;
+
+void winograd_conv2d_packed(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho,
+                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x, const WinogradPack& p,
+                            const float* bias, float* y) {
+  const Plan plan = plan_tiles(N, C / groups, K / groups, Ho, Wo);
+  if (plan.parts != p.parts() || plan.kb != p.part_rows())
+    throw std::logic_error("winograd_conv2d_packed: the pack was made for another split of the output channels");
+  run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, p.lhs(), bias, y);
 }
 
 template void winograd_conv2d<float>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -9,6 +9,11 @@
 // float64 for ordinary data because the transform points are 0, +-1, +-2.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/memory.h"
+#include "cpu/gemm.h"
 
 namespace cnnfast::cpu {
 
@@ -20,6 +25,38 @@ namespace cnnfast::cpu {
 template <class T>
 void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                      int64_t pad_t, int64_t pad_l, const T* x, const T* w, const T* bias, T* y);
+
+// A float32 layer's transformed weights, packed as the left operands of its 36 GEMMs
+// and split into `parts` blocks of output channels: what winograd_conv2d builds on
+// every call (1.7 ms of a 256-channel layer at batch 8, one thread), kept by frozen
+// graphs (prepack.h) so that a call transforms only its input and output. Holds
+// 2 x 36 K Cg floats (the transformed weights and their packed copy).
+class WinogradPack {
+ public:
+  WinogradPack(const float* w, int64_t K, int64_t Cg, int64_t groups, int64_t parts);
+  ~WinogradPack();
+  int64_t K() const { return K_; }
+  int64_t Cg() const { return Cg_; }
+  int64_t groups() const { return groups_; }
+  int64_t parts() const { return parts_; }
+  int64_t part_rows() const { return kb_; }
+  const std::unique_ptr<GemmLhs<float>>* lhs() const { return lhs_.data(); }
+
+ private:
+  int64_t K_, Cg_, groups_, parts_, kb_;
+  AlignedPtr<float> U_;
+  std::vector<std::unique_ptr<GemmLhs<float>>> lhs_;
+};
+
+// The number of output-channel parts winograd_conv2d splits a call of this shape into
+// with the current thread count.
+int64_t winograd_parts(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo);
+
+// winograd_conv2d (float32) with the weights of p, which must have been made for
+// winograd_parts of this call (ConvPacked::winograd makes sure of it).
+void winograd_conv2d_packed(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho,
+                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x, const WinogradPack& p,
+                            const float* bias, float* y);
 
 // The tile transforms, shared (as source) by the scalar, AVX2 and AVX-512 builds.
 // tile_base[t]: offset of tile t's image in x or y (n * channels * plane);

@@ -302,6 +302,12 @@ def freeze(model, example_input=None, *, check: bool = True, rtol: float | None 
     precision: ``"fp32"``, or ``"bf16"``: the fused convolutions and linear layers multiply
     in bfloat16 with float32 accumulation (``_C.conv_forward_bf16``; AMX / AVX512-BF16, a
     slower converting fallback elsewhere, with a warning); everything else stays float32.
+
+    Memory: each dense convolution keeps a copy of its weights and two packed layouts
+    (about three times their size), and a 3x3 layer that runs on Winograd (at least 512 output positions
+    over the batch) also keeps its transformed weights, 8x its size, from its first call
+    on: ResNet-50 at batch 8 holds ~120 MB more than at batch 1, and saves ~1.7 ms per
+    256-channel layer and call on one thread.
     """
     conv_conv, gemm_conv, default_rtol = _precision_converters(precision)
     rtol = default_rtol if rtol is None else rtol
