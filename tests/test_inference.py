@@ -107,6 +107,48 @@ def test_depthwise_rows_forward_fused(simd, width, stride, rng):
     assert_close(got, np.maximum(ref + r, 0), rtol=1e-5, atol=1e-5, what=f"{simd} width {width}")
 
 
+STEM_KERNELS = [(3, 3), (5, 5), (7, 7), (3, 5), (2, 3)]
+STEM_ACTS = [("relu", 0.0, 0.0), ("clip", 0.0, 6.0), ("silu", 0.0, 0.0), ("hardswish", 0.0, 0.0), ("none", 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("wo", range(1, 34))
+def test_stem_direct_forward_fused(simd, threads, wo, rng):
+    # Few input channels (the network stems: AVX-512 direct kernel, conv_stem_avx512.cpp,
+    # which takes maps of 16+ columns): every tail length of a row's last 16-lane vector
+    # (17..33 columns; 1..16 run the other paths), stride 1 and 2 (even/odd column split),
+    # padding 0, k // 2 and asymmetric (wider than the kernel's half too), output channels
+    # not a multiple of the 8-channel block, output rows split across threads.
+    C = 1 + wo % 4
+    kh, kw = STEM_KERNELS[wo % len(STEM_KERNELS)]
+    stride = 1 + (wo // 2) % 2
+    top, bottom, left, right = [(0, 0, 0, 0), (kh // 2, kh // 2, kw // 2, kw // 2), (kh - 1, 0, 1, kw),
+                                (0, kh // 2 + 1, kw - 1, 0)][wo % 4]
+    N, K, Ho = 1 + 2 * (wo % 3 == 0), [8, 13, 19, 32, 9][wo % 5], 1 + wo % 6
+    H = (Ho - 1) * stride + kh - top - bottom
+    W = (wo - 1) * stride + kw - left - right
+    if H < 1 or W < 1:  # the padding alone would cover the window: one more input row / column
+        H, bottom = max(H, 1), bottom + max(0, 1 - H)
+        W, right = max(W, 1), right + max(0, 1 - W)
+    x, w, b = randn(rng, N, C, H, W), randn(rng, K, C, kh, kw), randn(rng, K)
+    xt = torch.nn.functional.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
+    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride=stride)
+    ref = ref.numpy()
+    assert ref.shape[3] == wo
+    assert_nontrivial(ref)
+    act, a, bb = STEM_ACTS[wo % len(STEM_ACTS)]
+    r = randn(rng, *ref.shape)
+    pads = [(top, bottom), (left, right)]
+    packed = _C.ConvPacked(w, 1)
+    for res in (None, r):
+        got = _C.conv_forward(x, w, b, [stride, stride], pads, [1, 1], 1, residual=res, activation=act, alpha=a,
+                              beta=bb, packed=packed)
+        want = ACTS[act](ref + (0 if res is None else res), a, bb)
+        assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"{simd} wo {wo} residual {res is not None}")
+    # Unpacked (eager) calls take the same kernel.
+    got = _C.conv_forward(x, w, b, [stride, stride], pads, [1, 1], 1)
+    assert_close(got, ref, rtol=1e-5, atol=1e-5, what=f"{simd} wo {wo} plain")
+
+
 @pytest.mark.parametrize("act", sorted(ACTS))
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"N{c[0]}C{c[1]}K{c[2]}s{c[3]}")
 @pytest.mark.parametrize("with_residual", [False, True])

@@ -143,6 +143,17 @@ int64_t dw_blocked_scratch(const ConvShape& s);
 int64_t dw_blocked_lanes();
 void dw_blocked_block(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int64_t n,
                       int64_t c0, float* scratch);
+// Direct forward of 2-D layers with few input channels, NCHW (conv_stem_avx512.cpp):
+// groups 1, C <= 4, stride 1 or 2, dilation 1, kernels up to 11x11, padding >= 0.
+// stem_pack lays w and bias out as stem_rows reads them (stem_packed_size(s) floats);
+// stem_rows writes output rows [oh0, oh1) of image n, every channel, with the epilogue
+// applied; scratch: stem_scratch(s, oh1 - oh0) floats.
+bool stem_applicable(const ConvShape& s);
+int64_t stem_packed_size(const ConvShape& s);
+void stem_pack(const ConvShape& s, const float* w, const float* bias, float* packed);
+int64_t stem_scratch(const ConvShape& s, int64_t rows);
+void stem_rows(const ConvShape& s, const float* x, const float* packed, float* y, const Epilogue& e, int64_t n,
+               int64_t oh0, int64_t oh1, float* scratch);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

@@ -3,7 +3,8 @@
 // Depthwise float32 layers take the channel-blocked kernel
 // (conv_depthwise_blocked_avx2.cpp), which is faster than the plane kernels on
 // every MobileNet/EfficientNet shape and fuses the epilogue; im2col + GEMM applies
-// it to each block of y right after the block's GEMM. Everything else runs
+// it to each block of y right after the block's GEMM; layers with few input channels (the
+// stems) take a direct AVX-512 kernel with the epilogue in registers. Everything else runs
 // conv_forward and then the epilogue as one pass.
 #include <algorithm>
 #include <type_traits>
@@ -11,6 +12,7 @@
 #include "core/cpu_features.h"
 #include "core/memory.h"
 #include "core/simd.h"
+#include "core/workspace.h"
 #include "cpu/conv.h"
 #include "cpu/conv_grouped.h"
 #include "cpu/conv_internal.h"
@@ -68,6 +70,36 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
       });
 }
 
+// Where the few-input-channel kernel (conv_stem_avx512.cpp) beats im2col + GEMM or the
+// panels (Zen 5, one thread, batch 1 / 8, ms): ResNet-50's 7x7/2 3->64 at 224 1.89 ->
+// 1.05 / 15.1 -> 8.7, MobileNet-V2's 3x3/2 3->32 with ReLU6 0.27 -> 0.14, EfficientNet's
+// with SiLU 0.33 -> 0.20, 3x3/1 3->64 at 224 1.34 -> 1.02. It loses where its vectors or
+// channel blocks run mostly empty: maps under 16 columns (3x3 4->512 at 7x7: 0.014 against
+// 0.027; 14 columns even), fewer than 8 output channels (3x3/1 3->2 at 64x64: 0.014 against
+// 0.017), and 1x1 kernels, which the panels take from x itself (3->64 at 112: 0.089
+// against 0.11).
+bool stem_pays(const ConvShape& s) {
+  return avx512_impl::stem_applicable(s) && s.out[2] >= 16 && s.K >= 8 && s.k_size() > 1;
+}
+
+// Tasks are (image, block of output rows), each with its own copy of the input rows.
+void stem_direct(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                 const Epilogue& e) {
+  auto packed = workspace_array<float>(avx512_impl::stem_packed_size(s));
+  avx512_impl::stem_pack(s, w, bias, packed.get());
+  const int64_t Ho = s.out[1], threads = in_parallel_region() ? 1 : get_num_threads();
+  int64_t rows = std::min<int64_t>(Ho, 8);
+  while (rows > 1 && s.N * ((Ho + rows - 1) / rows) < 4 * threads) rows = (rows + 1) / 2;
+  const int64_t blocks = (Ho + rows - 1) / rows;
+  dynamic_tasks(
+      s.N * blocks, [&] { return workspace_array<float>(avx512_impl::stem_scratch(s, rows)); },
+      [&](int64_t t, Workspace<float>& buf) {
+        const int64_t n = t / blocks, oh0 = (t % blocks) * rows;
+        avx512_impl::stem_rows(s, x, packed.get(), y, e, n, oh0, std::min(Ho, oh0 + rows), buf.get());
+      },
+      Dealing::Contiguous);
+}
+
 }  // namespace
 
 template <class T>
@@ -77,6 +109,10 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
     if (use_avx2() && (algo == ConvAlgo::Auto || algo == ConvAlgo::Direct) && is_depthwise(s) &&
         avx2_impl::dw_blocked_applicable(s))
       return depthwise_blocked(s, x, w, bias, y, e);
+  }
+  if constexpr (is_f32<T>) {
+    if (use_avx512() && algo == ConvAlgo::Auto && stem_pays(s))
+      return stem_direct(s, x, w, bias, y, e);
   }
   if constexpr (is_f32<T>) {
     // A 1x1 convolution on a 1x1 map (squeeze-and-excitation) is a matrix-vector product per image.
@@ -165,6 +201,12 @@ int64_t dw_blocked_lanes() { return 8; }
 void dw_blocked_block(const ConvShape&, const float*, const float*, const float*, float*, int64_t, int64_t, float*) {}
 }  // namespace avx2_impl
 namespace avx512_impl {
+bool stem_applicable(const ConvShape&) { return false; }
+int64_t stem_packed_size(const ConvShape&) { return 0; }
+void stem_pack(const ConvShape&, const float*, const float*, float*) {}
+int64_t stem_scratch(const ConvShape&, int64_t) { return 0; }
+void stem_rows(const ConvShape&, const float*, const float*, float*, const Epilogue&, int64_t, int64_t, int64_t,
+               float*) {}
 int64_t dw_blocked_scratch(const ConvShape&) { return 0; }
 int64_t dw_blocked_lanes() { return 16; }
 void dw_blocked_block(const ConvShape&, const float*, const float*, const float*, float*, int64_t, int64_t, float*) {}

@@ -27,22 +27,7 @@ namespace {
 using namespace cnnfast::avx512;
 constexpr int kMR = static_cast<int>(kPanelRows);
 
-// The vector operations of epilogue_vec.h's activations.
-struct Ops {
-  using V = __m512;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V one() { return _mm512_set1_ps(1.0f); }
-  static V set1(float f) { return _mm512_set1_ps(f); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V min(V a, V b) { return _mm512_min_ps(a, b); }
-  static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static V leaky(V v, V alpha) {
-    return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGT_UQ), v, alpha);
-  }
-  static V sigmoid(V v) { return sigmoid16(v); }
-  static V sigmoid_flush(V v) { return sigmoid16_flush(v); }
-};
+using Ops = EpilogueOps;
 
 // One tile: rows (<= kMR) output channels of y from the panel wp (C, kMR), NV
 // vectors of positions, the last masked by `last`.

@@ -157,4 +157,23 @@ inline __m512 tanh16(__m512 x) {
                                                        _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
+// The vector operations that epilogue_vec.h's activate_vec takes (the AVX-512 kernels
+// that apply the epilogue to their accumulators: conv_panels_avx512.cpp,
+// conv_stem_avx512.cpp).
+struct EpilogueOps {
+  using V = __m512;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V one() { return _mm512_set1_ps(1.0f); }
+  static V set1(float f) { return _mm512_set1_ps(f); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V leaky(V v, V alpha) {
+    return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGT_UQ), v, alpha);
+  }
+  static V sigmoid(V v) { return sigmoid16(v); }
+  static V sigmoid_flush(V v) { return sigmoid16_flush(v); }
+};
+
 }  // namespace cnnfast::avx512
