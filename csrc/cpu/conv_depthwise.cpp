@@ -44,31 +44,36 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
   const bool direct = vec && avx2_impl::dw_direct_applicable(s);
   const int64_t scratch = rows ? std::max<int64_t>(1, avx512_impl::dw_rows_scratch(s))
                          : padded && !direct ? dw_generic::dw_padded_size(s) : 1;
-  dynamic_tasks(
-      s.N * s.K, [&] { return workspace_array<T>(scratch); },
-      [&](int64_t nk, Workspace<T>& buf) {
-        const int64_t n = nk / s.K, k = nk % s.K;
-        const T* xp = x + (n * s.C + k / Kg) * inS;
-        if constexpr (std::is_same_v<T, float>) {
-          if (rows) {
-            avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P, buf.get());
-            return;
-          }
-          if (direct) {
-            avx2_impl::dw_direct_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P);
-            return;
-          }
-          if (vec) {
-            if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
-            else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
-            if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
-            return;
-          }
-        }
-        if (padded) dw_generic::dw_forward_plane_padded<T>(s, xp, w + k * ks, y + nk * P, buf.get());
-        else dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+  auto plane = [&](int64_t nk, Workspace<T>& buf) {
+    const int64_t n = nk / s.K, k = nk % s.K;
+    const T* xp = x + (n * s.C + k / Kg) * inS;
+    if constexpr (std::is_same_v<T, float>) {
+      if (rows) {
+        avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P, buf.get());
+        return;
+      }
+      if (direct) {
+        avx2_impl::dw_direct_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P);
+        return;
+      }
+      if (vec) {
+        if (padded) avx2_impl::dw_forward_plane_padded(s, xp, w + k * ks, y + nk * P, buf.get());
+        else avx2_impl::dw_forward_plane(s, xp, w + k * ks, y + nk * P);
         if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
-      });
+        return;
+      }
+    }
+    if (padded) dw_generic::dw_forward_plane_padded<T>(s, xp, w + k * ks, y + nk * P, buf.get());
+    else dw_generic::dw_forward_plane<T>(s, xp, w + k * ks, y + nk * P);
+    if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
+  };
+  const int64_t planes = s.N * s.K, per_task = planes_per_task(planes, P);
+  dynamic_tasks(
+      (planes + per_task - 1) / per_task, [&] { return workspace_array<T>(scratch); },
+      [&](int64_t task, Workspace<T>& buf) {
+        for (int64_t nk = task * per_task; nk < std::min(planes, (task + 1) * per_task); ++nk) plane(nk, buf);
+      },
+      Dealing::Contiguous);
 }
 
 template <class T>

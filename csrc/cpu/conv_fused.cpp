@@ -39,17 +39,21 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
   // against 0.27 ms).
   const bool rows = depthwise_rows_pay(s);
   if (rows || (avx2_impl::dw_direct_applicable(s) && s.out[2] >= 32)) {
-    const int64_t scratch = rows ? avx512_impl::dw_rows_scratch(s) : 0;
+    const int64_t scratch = rows ? avx512_impl::dw_rows_scratch(s) : 0, planes = s.N * s.C;
+    const int64_t per_task = planes_per_task(planes, P);
     dynamic_tasks(
-        s.N * s.C, [&] { return aligned_alloc_array<float>(std::max<int64_t>(scratch, 1)); },
-        [&](int64_t nc, AlignedPtr<float>& buf) {
-          const float* xp = x + nc * s.in_size();
-          const float* wp = w + (nc % s.C) * s.k_size();
-          const float b = bias ? bias[nc % s.C] : 0.0f;
-          if (rows) avx512_impl::dw_rows_plane(s, xp, wp, b, y + nc * P, buf.get());
-          else avx2_impl::dw_direct_plane(s, xp, wp, b, y + nc * P);
-          epilogue_block(y, nc * P, 1, P, P, e);
-        });
+        (planes + per_task - 1) / per_task, [&] { return aligned_alloc_array<float>(std::max<int64_t>(scratch, 1)); },
+        [&](int64_t task, AlignedPtr<float>& buf) {
+          for (int64_t nc = task * per_task; nc < std::min(planes, (task + 1) * per_task); ++nc) {
+            const float* xp = x + nc * s.in_size();
+            const float* wp = w + (nc % s.C) * s.k_size();
+            const float b = bias ? bias[nc % s.C] : 0.0f;
+            if (rows) avx512_impl::dw_rows_plane(s, xp, wp, b, y + nc * P, buf.get());
+            else avx2_impl::dw_direct_plane(s, xp, wp, b, y + nc * P);
+            epilogue_block(y, nc * P, 1, P, P, e);
+          }
+        },
+        Dealing::Contiguous);
     return;
   }
   // AVX-512 blocks of 16 channels (one zmm FMA per tap) only on maps of <= 64 outputs:
