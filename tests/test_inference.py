@@ -434,6 +434,17 @@ def _check_frozen(model_proto, x, expect):
     return frozen
 
 
+@pytest.mark.parametrize("shape,axis", [((2, 5, 3, 4), 1), ((2, 5, 3, 4), 0), ((2, 5, 3, 4), 3), ((2, 5, 3, 4), 4),
+                                        ((2, 5, 3, 4), -2), ((3, 6, 7), 1), ((1, 4, 2, 3, 2), 2)])
+def test_frozen_global_pool_and_flatten(shape, axis, rng):
+    # Frozen graphs run GlobalAveragePool on NCHW and Flatten straight on the arrays; other
+    # ranks and negative axes go through the ONNX converters. Both must agree with the graph.
+    x = randn(rng, *shape)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Add", ["p", "r"], ["s"]), helper.make_node("Flatten", ["s"], ["y"], axis=axis)]
+    _check_frozen(_graph(nodes, {}, x.shape, out_rank=2), x, {})
+
+
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "relu6", "hardsigmoid", "hardswish", "sigmoid", "silu"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_conv_bn_residual_activation_fuse(act, residual, rng):
