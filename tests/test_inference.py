@@ -478,13 +478,17 @@ def test_resnet_block_with_downsample_branch(rng):
                   {"fused_convs": 3, "bn_folded": 3, "residuals_fused": 1, "activations_fused": 2})
 
 
-def test_gemm_bn_relu_fuse_and_plain_gemm_stays(rng):
+def test_gemm_bn_relu_fuse_and_plain_gemm_runs_fused(rng):
+    # The plain Linear at the end (no bias, nothing to fold) runs as a FusedGemm as well;
+    # a Gemm with alpha != 1 keeps the converter.
     x = randn(rng, 3, 7)
-    inits = {"w": randn(rng, 6, 7), "b": randn(rng, 6), **_bn_inits(rng, "bn", 6), "w2": randn(rng, 4, 6)}
+    inits = {"w": randn(rng, 6, 7), "b": randn(rng, 6), **_bn_inits(rng, "bn", 6), "w2": randn(rng, 4, 6),
+             "w3": randn(rng, 5, 4)}
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1), _bn("bn", "g", "n"),
-             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
-    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"fused_gemms": 1, "bn_folded": 1})
-    assert frozen.op_counts() == {"FusedGemm": 1, "Gemm": 1}
+             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("Gemm", ["r", "w2"], ["q"], transB=1),
+             helper.make_node("Gemm", ["q", "w3"], ["y"], transB=1, alpha=0.5)]
+    frozen = _check_frozen(_graph(nodes, inits, x.shape), x, {"fused_gemms": 2, "bn_folded": 1})
+    assert frozen.op_counts() == {"FusedGemm": 2, "Gemm": 1}
 
 
 def test_values_read_twice_are_not_fused_away(rng):
