@@ -434,6 +434,56 @@ def _check_frozen(model_proto, x, expect):
     return frozen
 
 
+def _plan_model(rng):
+    # Convolutions of one shape whose outputs are read again steps later (r1 by the fused
+    # residual of c3, c2 by that of c5: a buffer handed on too soon would change them), a
+    # Concat the plan runs through its general converter, a Flatten view of a convolution's
+    # output among the graph's outputs (it must reach the caller as an array the next call
+    # does not overwrite), and GlobalAveragePool -> Flatten -> Gemm.
+    inits = {f"w{i}": randn(rng, 4, 4, 3, 3) * 0.3 for i in (1, 2, 3, 5)}
+    inits["w6"] = randn(rng, 4, 8, 3, 3) * 0.3
+    inits["g"] = randn(rng, 5, 4)
+    conv = lambda i, o, w: helper.make_node("Conv", [i, w], [o], pads=[1, 1, 1, 1])  # noqa: E731
+    nodes = [conv("x", "c1", "w1"), helper.make_node("Relu", ["c1"], ["r1"]), conv("r1", "c2", "w2"),
+             conv("c2", "c3", "w3"), helper.make_node("Add", ["c3", "r1"], ["s"]), conv("s", "c5", "w5"),
+             helper.make_node("Add", ["c5", "c2"], ["t"]), helper.make_node("Concat", ["t", "s"], ["cat"], axis=1),
+             conv("cat", "c6", "w6"), helper.make_node("GlobalAveragePool", ["c6"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "g"], ["y"], transB=1),
+             helper.make_node("Flatten", ["c6"], ["v"])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", "d"]) for n in ("y", "v")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 9, 9])], outs,
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_plan_replay_matches_the_graph_and_owns_nothing_it_returns(rng):
+    ref = cnnfast.onnx.load(_plan_model(rng))
+    x1, x2, x3 = randn(rng, 1, 4, 9, 9), randn(rng, 1, 4, 9, 9), randn(rng, 3, 4, 9, 9)
+    frozen = freeze(ref, x1)
+    assert len(frozen._plans) == 1  # made by freeze's check call
+
+    def want(x):
+        with cnnfast.no_grad():
+            return [t.numpy().copy() for t in ref(x)]
+
+    first = [t.numpy() for t in frozen(x1)]
+    second = [t.numpy() for t in frozen(x2)]
+    for got, exp in ((first, want(x1)), (second, want(x2))):
+        for g, e in zip(got, exp):
+            assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), what="plan vs graph")
+    # Another batch size: another plan, the first kept.
+    third = [t.numpy() for t in frozen(x3)]
+    assert len(frozen._plans) == 2
+    for g, e in zip(third, want(x3)):
+        assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), what="second plan")
+    # A call while the plan is busy (another thread) takes the general executor.
+    plan = next(iter(frozen._plans.values()))
+    with plan.lock:
+        busy = [t.numpy() for t in frozen(x2)]
+    for g, e in zip(busy, want(x2)):
+        assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), what="busy plan")
+
+
 @pytest.mark.parametrize("shape,axis", [((2, 5, 3, 4), 1), ((2, 5, 3, 4), 0), ((2, 5, 3, 4), 3), ((2, 5, 3, 4), 4),
                                         ((2, 5, 3, 4), -2), ((3, 6, 7), 1), ((1, 4, 2, 3, 2), 2)])
 def test_frozen_global_pool_and_flatten(shape, axis, rng):
@@ -596,14 +646,17 @@ def test_unfusable_model_still_runs(rng):
 
 
 def test_frozen_reuses_buffers_without_touching_held_values(rng):
-    # Freed convolution outputs are written again by later convolutions of the same shape
-    # (this call's and the next one's); a value the caller still holds (an earlier output)
-    # or that another value views must never be one of them.
+    # The general executor (a call whose shapes have no plan, or whose plan another thread
+    # is running: held here): freed convolution outputs are written again by later
+    # convolutions of the same shape (this call's and the next one's); a value the caller
+    # still holds (an earlier output) or that another value views must never be one of them.
     cnnfast.manual_seed(0)
     model = M.get_model("resnet18")
     model.eval()
     x1, x2 = randn(rng, 1, 3, 64, 64), randn(rng, 1, 3, 64, 64)
     frozen = freeze(model, x1)
+    for plan in frozen._plans.values():
+        plan.lock.acquire()
     with cnnfast.no_grad():
         want1, want2 = model(cnnfast.tensor(x1)).numpy(), model(cnnfast.tensor(x2)).numpy()
     y1 = frozen(x1)

@@ -1,0 +1,151 @@
+"""A frozen graph replayed for one input signature: straight-line calls into the kernels.
+
+The general executor (onnx/_importer.py, ``_Program.execute``) looks every value up by
+name, wraps each array in a Tensor, hands freed convolution outputs to a pool and takes
+them back; at batch 1 that Python cost ~12 us a step, 0.7 ms of MobileNet-V2's ~4 ms on
+2 threads, and more after a layer whose weights had flushed the caches. Once a signature
+(the inputs' shapes and dtypes) has run, a Plan replays the same steps with:
+
+- values in a list indexed by slot instead of a dict of names;
+- the converters' ``lean`` entry points (arrays in, arrays out: FusedConv, FusedGemm,
+  SqueezeExcite, GlobalAveragePool, Flatten); any other step runs its general ``run`` on
+  Tensor-wrapped arrays;
+- every convolution output that is not a graph output written into a buffer chosen ahead
+  by liveness (the buffers of values no later step reads, of the same shape and dtype).
+
+A value an unknown step produces, and a Flatten output, may be a view of its inputs; such
+values keep their inputs' buffers alive, and a buffer anything of which reaches a graph
+output is never reused (those are allocated on each call, so callers own what they get).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..tensor import Tensor
+
+_FRESH_OUTPUT_KINDS = ("FusedConv", "FusedGemm", "SqueezeExcite", "GlobalAveragePool")
+
+
+def _array(v):
+    return v._array if isinstance(v, Tensor) else v
+
+
+class ShapeRecord(list):
+    """The record a planning call keeps (``_Ctx.record``): each step's output shapes and
+    dtypes, not the values, so that the call frees and recycles them as any other."""
+
+    def append(self, item):
+        st, values = item
+        described = []
+        for v in values:
+            a = _array(v)
+            described.append((a.shape, a.dtype) if isinstance(a, np.ndarray) else None)
+        super().append((st, described))
+
+
+class Plan:
+    def __init__(self, program, consts: dict, inputs: dict, record: list, ctx_factory):
+        """program: the frozen _Program; consts: name -> array; inputs: the recorded call's
+        inputs by name; record: that call's ShapeRecord."""
+        self._ctx_factory = ctx_factory
+        slot_of: dict[str, int] = {}
+        init: list = []
+
+        def slot(name):
+            if name not in slot_of:
+                slot_of[name] = len(init)
+                init.append(None)
+            return slot_of[name]
+
+        for name in inputs:
+            slot(name)
+        for name, value in consts.items():
+            init[slot(name)] = _array(value)
+        self._input_slots = [slot_of[n] for n in inputs]
+        steps = program.steps
+        shapes = {}
+        for st, values in record:
+            for name, v in zip([o for o in st.outputs if o], values):
+                shapes[name] = v
+        outputs = list(program.outputs)
+
+        # Values that may share memory (a step's output a view of its inputs) form one
+        # group, whose buffer lives until the group's last reader and escapes when any member
+        # is a graph output.
+        parent = {}
+
+        def find(n):
+            while parent.get(n, n) != n:
+                n = parent[n]
+            return n
+
+        last_use = {}
+        for i, st in enumerate(steps):
+            for n in st.reads:
+                if n:
+                    last_use[n] = i
+            if st.op_type == "Flatten" or st.op_type not in _FRESH_OUTPUT_KINDS:
+                for o in (o for o in st.outputs if o):
+                    for n in st.inputs:
+                        if n and n not in consts and find(n) != find(o):
+                            parent[find(n)] = find(o)
+        for o in outputs:
+            last_use[o] = len(steps)
+        group_last = {}
+        for n, i in last_use.items():
+            r = find(n)
+            group_last[r] = max(group_last.get(r, -1), i)
+        escapes = {find(o) for o in outputs}
+
+        # Buffers for convolution outputs, reused by liveness.
+        free: dict = {}
+        release_at: dict[int, list] = {}
+        self._steps = []
+        for i, st in enumerate(steps):
+            for key, buf in release_at.pop(i, []):
+                free.setdefault(key, []).append(buf)
+            outs = [o for o in st.outputs if o]
+            lean = getattr(st.run, "lean", None)
+            buffer = None
+            if st.op_type == "FusedConv" and lean is not None and len(outs) == 1:
+                o = outs[0]
+                r = find(o)
+                info = shapes.get(o)
+                if r not in escapes and info is not None:
+                    key = info
+                    pool = free.get(key)
+                    buffer = pool.pop() if pool else np.empty(info[0], info[1])
+                    # Free after the last step that reads the value or any view of it.
+                    release_at.setdefault(group_last.get(r, i) + 1, []).append((key, buffer))
+            self._steps.append((st, lean, [slot_of.get(n) if n else None for n in st.inputs],
+                                [slot(o) for o in outs], buffer,
+                                tuple(slot_of[n] for n in st.free if n in slot_of and n not in outputs)))
+        self._init = init
+        self._output_slots = [slot_of[o] for o in outputs]
+        # The planned buffers are this plan's: a second thread calling the module meanwhile
+        # takes the general executor instead (FrozenModule.__call__).
+        self.lock = threading.Lock()
+
+    def run(self, arrays: list):
+        vals = list(self._init)
+        for s, a in zip(self._input_slots, arrays):
+            vals[s] = a
+        ctx = None
+        for st, lean, in_slots, out_slots, buffer, frees in self._steps:
+            xs = [vals[s] if s is not None else None for s in in_slots]
+            while xs and xs[-1] is None:
+                xs.pop()
+            if lean is not None:
+                outs = lean(xs, buffer)
+            else:
+                if ctx is None:
+                    ctx = self._ctx_factory()
+                outs = [_array(v) for v in st.run([Tensor._wrap(a) if isinstance(a, np.ndarray) else a for a in xs],
+                                                  ctx)]
+            for s, v in zip(out_slots, outs):
+                vals[s] = v
+            for s in frees:
+                vals[s] = None
+        return [vals[s] for s in self._output_slots]
