@@ -171,12 +171,11 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
     // Frozen 3x3 layers on Winograd keep their transformed, packed weights in the pack
     // (one thread, 256 channels at 14x14, batch 8: the per-call transform and packing were
     // 1.7 of 5.5 ms). Only the layers conv_forward would run as Winograd: no dead taps,
-    // not taken by the grouped or dilated kernels.
+    // not taken by the grouped kernel (winograd_applicable leaves dilated ones out).
     if (packed && !direct && algo == ConvAlgo::Auto && chosen == ConvAlgo::Winograd && winograd_applicable(s) &&
-        !live_tap_window(s).trimmed && !conv_detail::dilated_winograd_pays(s)) {
-      const auto wp = packed->winograd(winograd_parts(s.N, s.Cg(), s.Kg(), s.out[1], s.out[2]));
+        !live_tap_window(s).trimmed) {
       winograd_conv2d_packed(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x,
-                             *wp, bias, y);
+                             [&](int64_t parts) { return packed->winograd(parts); }, bias, y);
       if (!e.empty()) apply_epilogue(y, s.N * s.K * s.out_size(), e);
       return;
     }

@@ -89,12 +89,10 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = v + 1 < NV ? __mmask16(0xffff) : last;
-      __m512 a = acc[r][v];
-      if (finish) {
-        if (res) a = _mm512_add_ps(a, load_lanes(m, res + r * ldy + 16 * v));
-        a = CNNFAST_ISA_NS::activate_vec<Ops>(a, e.act, alpha, beta);
-      }
-      store_lanes(y + r * ldy + 16 * v, m, a);
+      float* out = y + r * ldy + 16 * v;
+      if (finish) CNNFAST_ISA_NS::epilogue_store<Ops>(acc[r][v], out, res ? res + r * ldy + 16 * v : nullptr, m, e.act,
+                                                      alpha, beta);
+      else store_lanes(out, m, acc[r][v]);
     }
   }
 }

@@ -32,7 +32,6 @@ namespace cnnfast::cpu::avx512_impl {
 namespace {
 
 using cnnfast::avx512::load_lanes;
-using cnnfast::avx512::store_lanes;
 using cnnfast::avx512::tail_mask16;
 using Ops = cnnfast::avx512::EpilogueOps;
 constexpr int64_t kLanes = 16;
@@ -133,10 +132,9 @@ void tile(const Tile<V>& t, const Epilogue& e) {
     if (r >= t.rows) continue;
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
-      __m512 a = acc[r][v];
-      if (t.res) a = _mm512_add_ps(a, load_lanes(t.m[v], t.res + r * t.ldy + t.yo[v]));
-      a = CNNFAST_ISA_NS::activate_vec<Ops>(a, e.act, alpha, beta);
-      store_lanes(t.y + r * t.ldy + t.yo[v], t.m[v], a);
+      const int64_t at = r * t.ldy + t.yo[v];
+      CNNFAST_ISA_NS::epilogue_store<Ops>(acc[r][v], t.y + at, t.res ? t.res + at : nullptr, t.m[v], e.act, alpha,
+                                          beta);
     }
   }
 }

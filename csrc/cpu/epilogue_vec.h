@@ -38,4 +38,14 @@ inline typename O::V activate_vec(typename O::V v, EpilogueAct act, typename O::
   }
 }
 
+// The output pass of one vector of y: residual (res, may be null) added, the activation,
+// stored through lane mask m. O also supplies M (the mask type), load(m, p) and
+// store(p, m, v) (the AVX-512 kernels: simd_math_avx512.h's EpilogueOps).
+template <class O>
+inline void epilogue_store(typename O::V v, float* y, const float* res, typename O::M m, EpilogueAct act,
+                           typename O::V alpha, typename O::V beta) {
+  if (res) v = O::add(v, O::load(m, res));
+  O::store(y, m, activate_vec<O>(v, act, alpha, beta));
+}
+
 }  // namespace cnnfast::cpu::CNNFAST_ISA_NS

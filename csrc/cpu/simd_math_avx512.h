@@ -162,6 +162,9 @@ inline __m512 tanh16(__m512 x) {
 // conv_stem_avx512.cpp).
 struct EpilogueOps {
   using V = __m512;
+  using M = __mmask16;
+  static V load(M m, const float* p) { return load_lanes(m, p); }
+  static void store(float* p, M m, V v) { store_lanes(p, m, v); }
   static V zero() { return _mm512_setzero_ps(); }
   static V one() { return _mm512_set1_ps(1.0f); }
   static V set1(float f) { return _mm512_set1_ps(f); }

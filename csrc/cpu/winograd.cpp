@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <climits>
 #include <memory>
-#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -209,10 +208,6 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, lhs.data(), bias, y);
 }
 
-int64_t winograd_parts(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo) {
-  return plan_tiles(N, Cg, Kg, Ho, Wo).parts;
-}
-
 WinogradPack::WinogradPack(const float* w, int64_t K, int64_t Cg, int64_t groups, int64_t parts)
     : K_(K), Cg_(Cg), groups_(groups), parts_(parts), kb_(rows_per_part(K / groups, parts)),
       U_(aligned_alloc_array<float>(groups * 36 * (K / groups) * Cg)) {
@@ -223,12 +218,12 @@ WinogradPack::WinogradPack(const float* w, int64_t K, int64_t Cg, int64_t groups
 WinogradPack::~WinogradPack() = default;
 
 void winograd_conv2d_packed(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho,
-                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x, const WinogradPack& p,
+                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x,
+                            const std::function<std::shared_ptr<const WinogradPack>(int64_t)>& pack,
                             const float* bias, float* y) {
   const Plan plan = plan_tiles(N, C / groups, K / groups, Ho, Wo);
-  if (plan.parts != p.parts() || plan.kb != p.part_rows())
-    throw std::logic_error("winograd_conv2d_packed: the pack was made for another split of the output channels");
-  run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, p.lhs(), bias, y);
+  const std::shared_ptr<const WinogradPack> p = pack(plan.parts);
+  run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, p->lhs(), bias, y);
 }
 
 template void winograd_conv2d<float>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -9,6 +9,7 @@
 // float64 for ordinary data because the transform points are 0, +-1, +-2.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,14 +49,11 @@ class WinogradPack {
   std::vector<std::unique_ptr<GemmLhs<float>>> lhs_;
 };
 
-// The number of output-channel parts winograd_conv2d splits a call of this shape into
-// with the current thread count.
-int64_t winograd_parts(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo);
-
-// winograd_conv2d (float32) with the weights of p, which must have been made for
-// winograd_parts of this call (ConvPacked::winograd makes sure of it).
+// winograd_conv2d (float32) with packed weights: pack(parts) returns them split into the
+// `parts` output-channel blocks this call's plan uses (ConvPacked::winograd).
 void winograd_conv2d_packed(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H, int64_t W, int64_t Ho,
-                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x, const WinogradPack& p,
+                            int64_t Wo, int64_t pad_t, int64_t pad_l, const float* x,
+                            const std::function<std::shared_ptr<const WinogradPack>(int64_t)>& pack,
                             const float* bias, float* y);
 
 // The tile transforms, shared (as source) by the scalar, AVX2 and AVX-512 builds.

@@ -41,6 +41,19 @@ def _contiguous(a):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
+def _with_lean(lean):
+    """A converter's ``run`` for the general executor, made from its lean form (arrays in,
+    arrays out), which a Plan (_plan.py) calls directly: one body for both."""
+    from ..onnx._ops import arr
+
+    def run(ins, ctx):
+        return [Tensor._wrap(v) if isinstance(v, np.ndarray) else v
+                for v in lean([None if v is None else arr(v) for v in ins], None)]
+
+    run.lean = lean
+    return run
+
+
 def _fused_conv(spec):
     from ..onnx._ops import _auto_pads, _check_auto_pad, _spatial_attr, arr
 
@@ -99,20 +112,15 @@ def _fused_conv(spec):
 
 
 def _fused_gemm(spec):
-    from ..onnx._ops import arr
-
     act, alpha, beta = spec.attr("activation"), float(spec.attr("act_alpha")), float(spec.attr("act_beta"))
     weight, bias = spec.const(1), spec.const(2)
 
-    def gemm(x, residual):
-        return _C.linear_forward(x, weight, bias, residual=residual, activation=act, alpha=alpha, beta=beta)
+    def lean(xs, out):
+        residual = _contiguous(xs[3]) if len(xs) > 3 and xs[3] is not None else None
+        return [_C.linear_forward(_contiguous(xs[0]), weight, bias, residual=residual, activation=act, alpha=alpha,
+                                  beta=beta)]
 
-    def run(ins, ctx):
-        residual = _contiguous(arr(ins[3])) if len(ins) > 3 and ins[3] is not None else None
-        return [Tensor._wrap(gemm(_contiguous(arr(ins[0])), residual))]
-
-    run.lean = lambda xs, out: [gemm(_contiguous(xs[0]), _contiguous(xs[3]) if len(xs) > 3 else None)]
-    return run
+    return _with_lean(lean)
 
 
 def _fused_conv_bf16(spec):
@@ -174,19 +182,13 @@ def _precision_converters(precision: str):
 
 
 def _squeeze_excite(spec):
-    from ..onnx._ops import arr
-
     w1, w2 = spec.const(1), spec.const(3)
     w1, w2 = w1.reshape(w1.shape[0], w1.shape[1]), w2.reshape(w2.shape[0], w2.shape[1])
     b1, b2 = spec.const(2), spec.const(4)
     kw = {k: spec.attr(k) for k in ("act1", "act2")}
     kw.update({k: float(spec.attr(k)) for k in ("alpha1", "beta1", "alpha2", "beta2")})
 
-    def run(ins, ctx):
-        return [Tensor._wrap(_C.squeeze_excite_forward(_contiguous(arr(ins[0])), w1, b1, w2, b2, **kw))]
-
-    run.lean = lambda xs, out: [_C.squeeze_excite_forward(_contiguous(xs[0]), w1, b1, w2, b2, **kw)]
-    return run
+    return _with_lean(lambda xs, out: [_C.squeeze_excite_forward(_contiguous(xs[0]), w1, b1, w2, b2, **kw)])
 
 
 def _lean_global_avg_pool(spec):
@@ -198,20 +200,13 @@ def _lean_global_avg_pool(spec):
 
     general = CONVERTERS["GlobalAveragePool"](spec)
 
-    def run(ins, ctx):
-        a = arr(ins[0])
-        if a.ndim != 4 or a.dtype.char not in "fd":
-            return general(ins, ctx)
-        return [Tensor._wrap(_C.adaptive_avg_pool2d_forward(_contiguous(a), (1, 1)))]
-
     def lean(xs, out):
         a = xs[0]
         if a.ndim != 4 or a.dtype.char not in "fd":
-            return [v._array if isinstance(v, Tensor) else v for v in general([Tensor._wrap(a)], None)]
+            return [arr(v) for v in general([Tensor._wrap(a)], None)]
         return [_C.adaptive_avg_pool2d_forward(_contiguous(a), (1, 1))]
 
-    run.lean = lean
-    return run
+    return _with_lean(lean)
 
 
 def _lean_flatten(spec):
@@ -227,20 +222,13 @@ def _lean_flatten(spec):
             lead *= d
         return a.reshape(lead, -1) if a.size else a.reshape(lead, int(np.prod(a.shape[axis:])))
 
-    def run(ins, ctx):
-        a = arr(ins[0])
-        if not 0 <= axis <= a.ndim:
-            return general(ins, ctx)  # negative or out-of-range axis: its checks and message
-        return [Tensor._wrap(flat(a))]
-
     def lean(xs, out):
         a = xs[0]
-        if not 0 <= axis <= a.ndim:
-            return [v._array if isinstance(v, Tensor) else v for v in general([Tensor._wrap(a)], None)]
+        if not 0 <= axis <= a.ndim:  # negative or out-of-range axis: the converter's checks and message
+            return [arr(v) for v in general([Tensor._wrap(a)], None)]
         return [flat(a)]
 
-    run.lean = lean
-    return run
+    return _with_lean(lean)
 
 
 class _BufferPool:

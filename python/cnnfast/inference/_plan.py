@@ -25,6 +25,7 @@ import numpy as np
 
 from ..tensor import Tensor
 
+# Steps whose outputs are new arrays; any other (Flatten too) may return views of its inputs.
 _FRESH_OUTPUT_KINDS = ("FusedConv", "FusedGemm", "SqueezeExcite", "GlobalAveragePool")
 
 
@@ -86,7 +87,7 @@ class Plan:
             for n in st.reads:
                 if n:
                     last_use[n] = i
-            if st.op_type == "Flatten" or st.op_type not in _FRESH_OUTPUT_KINDS:
+            if st.op_type not in _FRESH_OUTPUT_KINDS:
                 for o in (o for o in st.outputs if o):
                     for n in st.inputs:
                         if n and n not in consts and find(n) != find(o):
