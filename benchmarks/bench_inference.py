@@ -195,15 +195,23 @@ def layers(args):
             prog = frozen._program
             times, kinds = {}, {}
             clock = time.thread_time if args.cpu else time.perf_counter
-            for i, st in enumerate(prog.steps):
-                def timed(ins, ctx, _run=st.run, _i=i, _st=st):
+            def timer(fn, i, st):
+                def timed(ins, arg):
                     t0 = clock()
-                    out = _run(ins, ctx)
-                    times.setdefault(_i, []).append(clock() - t0)
-                    if _i not in kinds:
-                        kinds[_i] = _describe(_st, ins, out, frozen._consts)
+                    out = fn(ins, arg)
+                    times.setdefault(i, []).append(clock() - t0)
+                    if i not in kinds:
+                        kinds[i] = _describe(st, ins, out, frozen._consts)
                     return out
-                st.run = timed
+                return timed
+
+            for i, st in enumerate(prog.steps):
+                lean = getattr(st.run, "lean", None)
+                st.run = timer(st.run, i, st)
+                if lean is not None:
+                    # The replayed plan (inference/_plan.py) enters steps through `lean`.
+                    st.run.lean = timer(lean, i, st)
+            frozen._plans.clear()
             for _ in range(2):
                 frozen(xn)
             times.clear()

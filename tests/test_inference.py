@@ -183,6 +183,14 @@ PACKED_CASES = [
     (1, 131, 229, (7, 7), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),   # deep: 1179 rows, 5 slices
     (1, 251, 1051, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),  # one slice, panel after panel
     (1, 67, 523, (9, 9), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 1),    # stride 2, 25 positions
+    # batch-1 im2col by whole channels (conv_im2col_avx512.cpp): column phases at stride 2
+    # and 3, rows of two vectors, a final row that may not spill past the matrix's row
+    (1, 37, 29, (15, 13), (1, 1), (2, 2), [(0, 0), (0, 0)], (1, 1), 1),   # 1x1 stride 2
+    (1, 24, 40, (40, 40), (1, 1), (2, 2), [(0, 0), (0, 0)], (1, 1), 1),   # 20 columns a row, 400 = 25 x 16
+    (1, 7, 40, (41, 39), (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1), 1),    # 21 x 20 outputs
+    (1, 19, 23, (20, 17), (3, 3), (3, 3), [(2, 0), (1, 3)], (2, 2), 1),   # stride 3, dilation 2
+    (1, 20, 31, (19, 23), (2, 4), (2, 2), [(0, 1), (2, 1)], (1, 3), 1),   # even kernel, dilated columns
+    (1, 33, 18, (16, 16), (5, 5), (1, 1), [(2, 2), (2, 2)], (1, 1), 1),   # 256 outputs, no spare column
     # Winograd layers (>= 512 output positions over the batch) on the pack's transformed weights
     (2, 16, 24, (17, 19), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),
     (4, 32, 48, (12, 13), (3, 3), (1, 1), [(0, 2), (1, 1)], (1, 1), 2),   # groups, asymmetric padding

@@ -69,3 +69,12 @@ class ColumnMap {
 };
 
 }  // namespace cnnfast::cpu::conv_detail
+
+namespace cnnfast::cpu::avx512_impl {
+// Rows of channels [c0, c1) of the im2col matrix of one image of a 2-D layer (groups 1,
+// padding >= 0, D = 1): x (C, H, W) -> col (C*kH*kW, ld), every output position;
+// conv_im2col_avx512.cpp. row_scratch: im2col_channels_scratch(s) floats of the caller's.
+void im2col_channels(const ConvShape& s, const float* x, float* col, int64_t ld, int64_t c0, int64_t c1,
+                     float* row_scratch);
+int64_t im2col_channels_scratch(const ConvShape& s);
+}  // namespace cnnfast::cpu::avx512_impl

@@ -129,7 +129,7 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // for batch 1 only (512->512 3x3 at 7x7: 4.1 against 6.8 ms; at batch 8 30 against 23).
   if (!avx512 && (direct ? C > kAvx2PanelMaxChannels : s.N > 1)) return false;
   if (!direct && (!allow_im2col || P > kPanelMaxPositions)) return false;
-  constexpr int64_t kCols = 64, MR = kPanelRows, kDepth = 256;
+  constexpr int64_t MR = kPanelRows, kDepth = 256;
   // A map of 16m + 1 or 16m + 2 positions (7x7: 49) would leave its last vector one or
   // two lanes full; those positions go to the matrix-vector kernel instead, one column
   // of x at a time against the rows of W (1x1 160->960 at 7x7: 0.18 -> 0.14 ms).
@@ -143,7 +143,16 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // 4.15 -> 4.0, ResNet-50 26.9 -> 26.6).
   const bool prefetch_weights = K * CK * int64_t(sizeof(float)) > (int64_t(64) << 10);
   const int64_t rest = P > 16 && P % 16 <= 2 && !weights_stream ? P % 16 : 0, Pm = P - rest;
-  const int64_t tiles = (Pm + kCols - 1) / kCols, panels = (K + MR - 1) / MR;
+  // Column tiles of 3 or 4 vectors, balanced, not 64 columns and a remainder: 14x14 =
+  // 13 vectors ran as 4 + 4 + 4 + 1, and a one-vector tile (6 accumulators, one load
+  // per 6 FMAs) is latency-bound at a third of a full tile's speed for a quarter of its
+  // work.
+  const int64_t vectors = (Pm + 15) / 16, tiles = (vectors + 3) / 4, panels = (K + MR - 1) / MR;
+  auto tile_start = [&](int64_t t) { return 16 * (t * (vectors / tiles) + std::min(t, vectors % tiles)); };
+  // The im2col matrix's rows start on cache lines (a 64-column row from a misaligned
+  // start splits every load across two lines). A 1x1 layer's input is read as it is:
+  // copying misaligned rows (14x14, 7x7) to aligned ones measured no faster.
+  const int64_t ldx = (P + 15) / 16 * 16;
   // A task: a block of column tiles by a chunk of panels. The column block's slice
   // of x (C x cols) is kept within ~128 KiB so that it stays in L2 while the chunk's
   // panels pass over it, the chunk's weights within ~96 KiB; deep im2col matrices go
@@ -162,16 +171,28 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   }
   const int64_t nb = (tiles + cb - 1) / cb, nr = (panels + rc - 1) / rc;
   const float* res = static_cast<const float*>(e.residual);
+  // The whole image's columns in one pass, a channel's rows prepared once for all its
+  // taps (conv_im2col_avx512.cpp), where the layer is 2-D with non-negative padding.
+  const bool by_channels = avx512 && !direct && s.in[0] == 1 && s.k[0] == 1 && s.out[0] == 1 && s.pad0[1] >= 0 &&
+                           s.pad0[2] >= 0;
   Workspace<float> col;
   std::unique_ptr<ColumnMap> cmap;
   if (!direct) {
-    col = workspace_array<float>(CK * P);
-    cmap = std::make_unique<ColumnMap>(s);
+    col = workspace_array<float>(CK * ldx);
+    if (!by_channels) cmap = std::make_unique<ColumnMap>(s);
   }
+  const int64_t ld_src = direct ? P : ldx;
   for (int64_t n0 = 0; n0 < s.N; n0 += images) {
     const float* src = x + n0 * C * s.in_size();
     if (!direct) {
-      parallel_for(0, P, 64, [&](int64_t p0, int64_t p1) { cmap->im2col(src, col.get() + p0, p0, p1, P); });
+      if (by_channels) {
+        parallel_for(0, C, 8, [&](int64_t c0, int64_t c1) {
+          Workspace<float> row = workspace_array<float>(avx512_impl::im2col_channels_scratch(s));
+          avx512_impl::im2col_channels(s, src, col.get(), ldx, c0, c1, row.get());
+        });
+      } else {
+        parallel_for(0, P, 64, [&](int64_t p0, int64_t p1) { cmap->im2col(src, col.get() + p0, p0, p1, ldx); });
+      }
       src = col.get();
     }
     dynamic_tasks(
@@ -185,7 +206,7 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             float* xcol = buf.get();
             float* acc = xcol + CK;
             for (int64_t q = Pm; q < P; ++q) {
-              for (int64_t c = 0; c < CK; ++c) xcol[c] = xn[c * P + q];
+              for (int64_t c = 0; c < CK; ++c) xcol[c] = xn[c * ld_src + q];
               avx2_impl::gemv_rows(k1 - k0, CK, p.weights() + k0 * CK, xcol, acc);
               for (int64_t k = k0; k < k1; ++k) y[off + k * P + q] = acc[k - k0] + (bias ? bias[k] : 0.0f);
               epilogue_block(y, off + k0 * P + q, k1 - k0, P, 1, e);
@@ -196,9 +217,9 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
           // The chunk's first panel fetches the next tile's x ahead (it is the one that
           // brings x in; the others find it in cache).
           auto run = [&](int64_t tile, int64_t c0, int64_t pb) {
-            const int64_t p0 = tile * kCols, cols = std::min(kCols, Pm - p0);
+            const int64_t p0 = tile_start(tile), cols = std::min(tile_start(tile + 1), Pm) - p0;
             const int64_t c1 = std::min(CK, c0 + kDepth), k0 = pb * MR, o = off + k0 * P + p0;
-            const float* xs = xn + c0 * P + p0;
+            const float* xs = xn + c0 * ld_src + p0;
             // The slice the next call reads, in the deep loop order below (next panel, else
             // the next depth slice of the first panel), when the weights stream from memory.
             const float* wnext = nullptr;
@@ -208,9 +229,9 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             } else if (prefetch_weights && tile + 1 == t1 && pb + 1 < pb1) {
               wnext = p.panels() + (pb + 1) * CK * MR;  // one slice: panel after panel
             }
-            (avx512 ? avx512_impl::panel_tile : avx2_impl::panel_tile)(c1 - c0, xs, P, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
+            (avx512 ? avx512_impl::panel_tile : avx2_impl::panel_tile)(c1 - c0, xs, ld_src, p.panels() + (pb * CK + c0) * MR, std::min(MR, K - k0),
                                     bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P, cols, e, c0 > 0,
-                                    c1 == CK, pb == pb0 && p0 + kCols < Pm ? xs + kCols : nullptr, wnext);
+                                    c1 == CK, pb == pb0 && p0 + cols < Pm ? xs + cols : nullptr, wnext);
           };
           if (CK <= kDepth) {
             // One slice: panel by panel along the block, so that each writes its rows of y
