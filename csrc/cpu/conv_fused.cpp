@@ -155,7 +155,13 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
   // Layers Auto gives the direct kernel (grouped with few channels per group, some dense
   // stride-1 ones: conv_grouped.h) keep it, fused or not: forcing Gemm here had sent
   // ResNeXt's 32-group 3x3 layers back to im2col + GEMM at half the speed.
-  const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm &&
+  // Except strided dense layers of frozen graphs on AVX-512, where the panel tiles through
+  // im2col are faster (one thread, ms, direct / panels: 3x3 stride 2 128->128 at 56x56
+  // batch 1 1.32 / 1.11, batch 8 5.7 / 5.1; 24->144 batch 8 2.04 / 1.82; 64->64 batch 8
+  // 2.42 / 2.50).
+  const bool strided_panels = packed && s.groups == 1 && use_avx512() && s.out_size() <= kPanelMaxPositions &&
+                              (s.stride[1] > 1 || s.stride[2] > 1);
+  const bool direct = is_f32<T> && algo == ConvAlgo::Auto && !forced_gemm && !strided_panels &&
                       conv_detail::grouped_direct_applicable(s, conv_detail::Pass::Forward);
   if constexpr (is_f32<T>) {
     // At AVX2 the packed GEMM first: the panel tiles (batch 1 through im2col) only take the

@@ -21,11 +21,19 @@ constexpr int kLanes = CNNFAST_WINO_LANES;
 // row-major matrix at xi * Cg * count. nr > 0 (a multiple of kLanes): each V[xi]
 // (at xi * Cg * npad) is already in the SGEMM's packed-B layout with nr-column
 // panels (gemm.h, sgemm_packed_ab) so the 36 GEMMs skip packing.
+// Where V[xi] of one transform position starts from the next, and where channel c's
+// tiles [t0, t0 + kLanes) sit in V[0] (t0 a multiple of kLanes, which nr is).
+inline int64_t v_xi_stride(int64_t Cg, int64_t nt, int64_t nr) { return nr > 0 ? Cg * ((nt + nr - 1) / nr * nr) : Cg * nt; }
+inline int64_t v_offset(int64_t c, int64_t t0, int64_t Cg, int64_t nt, int64_t nr) {
+  if (nr <= 0) return c * nt + t0;
+  const int64_t npad = (nt + nr - 1) / nr * nr, pcb = c / 256 * 256, kc = (Cg - pcb) < 256 ? (Cg - pcb) : 256;
+  return pcb * npad + (t0 / nr) * nr * kc + (c - pcb) * nr + t0 % nr;
+}
+
 template <class T>
 void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, T* V, int64_t nr) {
-  const bool packed = nr > 0;
-  const int64_t plane = H * W, nt = t.count, npad = packed ? (nt + nr - 1) / nr * nr : nt;
-  const int64_t xi_stride = packed ? Cg * npad : Cg * nt;
+  const int64_t plane = H * W, nt = t.count;
+  const int64_t xi_stride = v_xi_stride(Cg, nt, nr);
   for (int64_t c = 0; c < Cg; ++c) {
     for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
       const int L = (nt - t0) < kLanes ? int(nt - t0) : kLanes;
@@ -61,13 +69,7 @@ void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTil
         }
       }
       // kLanes consecutive tiles (t0 is a multiple of kLanes) are contiguous in both layouts.
-      T* out;
-      if (packed) {
-        const int64_t pcb = c / 256 * 256, kc = (Cg - pcb) < 256 ? (Cg - pcb) : 256;
-        out = V + pcb * npad + (t0 / nr) * nr * kc + (c - pcb) * nr + t0 % nr;
-      } else {
-        out = V + c * nt + t0;
-      }
+      T* out = V + v_offset(c, t0, Cg, nt, nr);
       for (int i = 0; i < 6; ++i) {
         T v[6][kLanes];
         for (int l = 0; l < kLanes; ++l) {
@@ -180,6 +182,9 @@ void transform_kernels(const T* src, int64_t Cg, double* taps, double* half, T* 
 #ifdef CNNFAST_WINO_IMPL_NS
 namespace cnnfast::cpu::CNNFAST_WINO_IMPL_NS {
 
+// A TU with hand-written float transforms (winograd_avx512.cpp) defines
+// CNNFAST_WINO_OWN_FLOAT_TRANSFORMS and these entry points itself.
+#ifndef CNNFAST_WINO_OWN_FLOAT_TRANSFORMS
 void winograd_input_transform(const float* x, int64_t Cg, int64_t H, int64_t W, const WinoTiles& t, float* V,
                               int64_t packed_nr) {
   CNNFAST_WINO_NS::input_transform<float>(x, Cg, H, W, t, V, packed_nr);
@@ -189,6 +194,7 @@ void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t W
                                const float* bias, float* y) {
   CNNFAST_WINO_NS::output_transform<float>(M, Kg, Ho, Wo, t, bias, y);
 }
+#endif
 
 void winograd_transform_kernels(const float* src, int64_t Cg, double* taps, double* half, float* dst,
                                 int64_t xi_stride) {
