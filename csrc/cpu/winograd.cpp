@@ -124,7 +124,8 @@ void run_tiles(const Plan& plan, int64_t N, int64_t C, int64_t K, int64_t groups
   };
   auto make_scratch = [&] {
     const size_t n = static_cast<size_t>(tc);
-    return Scratch{workspace_array<T>(36 * Cg * ((tc + 31) / 32 * 32)), workspace_array<T>(36 * kb * tc),
+    return Scratch{workspace_array<T>(36 * wino_generic::v_xi_stride(Cg, (tc + 31) / 32 * 32, 0)),
+                   workspace_array<T>(36 * wino_generic::m_xi_stride(kb, tc)),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
                    std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
   };
@@ -160,19 +161,19 @@ void run_tiles(const Plan& plan, int64_t N, int64_t C, int64_t K, int64_t groups
           if (vec && lg[0]->packed()) {
             // Transform straight into the packed-B layout: no packing in the GEMMs.
             const int64_t nr = lg[0]->panel_width(), npad = (nt + nr - 1) / nr * nr;
+            const int64_t vs = wino_generic::v_xi_stride(Cg, nt, nr), ms = wino_generic::m_xi_stride(nk, nt);
             if (npad != nt) {
               // The last panel's columns past nt are never written by the transform;
               // zero them so the discarded lanes cannot hold NaNs or denormals.
               for (int64_t xi = 0; xi < 36; ++xi)
                 for (int64_t c = 0; c < Cg; ++c) {
-                  const int64_t pcb = c / 256 * 256, kc = std::min<int64_t>(256, Cg - pcb);
-                  T* row = Vp + xi * Cg * npad + pcb * npad + (nt / nr) * nr * kc + (c - pcb) * nr;
+                  T* row = Vp + xi * vs + wino_generic::v_offset(c, nt / nr * nr, Cg, nt, nr);
                   std::fill(row + nt % nr, row + nr, T(0));
                 }
             }
             input_transform(xg, Cg, H, W, tin, Vp, nr);
             for (int64_t xi = 0; xi < 36; ++xi)
-              lg[xi]->multiply_packed_b(nt, Vp + xi * Cg * npad, Mp + xi * nk * nt, nt, false);
+              lg[xi]->multiply_packed_b(nt, Vp + xi * vs, Mp + xi * ms, nt, false);
             done = true;
           } else if (vec) {
             input_transform(xg, Cg, H, W, tin, Vp, 0);
@@ -181,7 +182,8 @@ void run_tiles(const Plan& plan, int64_t N, int64_t C, int64_t K, int64_t groups
         if (!done) {
           if (!vec) wino_generic::input_transform<T>(xg, Cg, H, W, tin, Vp, 0);
           for (int64_t xi = 0; xi < 36; ++xi)
-            lg[xi]->multiply(nt, Vp + xi * Cg * nt, nt, int64_t(1), Mp + xi * nk * nt, nt, false);
+            lg[xi]->multiply(nt, Vp + xi * wino_generic::v_xi_stride(Cg, nt, 0), nt, int64_t(1),
+                             Mp + xi * wino_generic::m_xi_stride(nk, nt), nt, false);
         }
         if constexpr (std::is_same_v<T, float>) {
           if (vec) output_transform(Mp, nk, Ho, Wo, tout, bg, yg);

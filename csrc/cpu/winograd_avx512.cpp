@@ -134,7 +134,7 @@ void winograd_output_transform(const float* M, int64_t Kg, int64_t Ho, int64_t W
                                const float* bias, float* y) {
   const int64_t plane = Ho * Wo, origin = tiles_origin(t, Kg * plane + 4 * Wo + 4);
   if (origin < 0) return wino_avx512::output_transform<float>(M, Kg, Ho, Wo, t, bias, y);
-  const int64_t nt = t.count, xi_stride = Kg * nt;
+  const int64_t nt = t.count, xi_stride = wino_avx512::m_xi_stride(Kg, nt);
   float* y0 = y + origin;
   for (int64_t t0 = 0; t0 < nt; t0 += 16) {
     __mmask16 rows[4], cols[4];

@@ -21,9 +21,16 @@ constexpr int kLanes = CNNFAST_WINO_LANES;
 // row-major matrix at xi * Cg * count. nr > 0 (a multiple of kLanes): each V[xi]
 // (at xi * Cg * npad) is already in the SGEMM's packed-B layout with nr-column
 // panels (gemm.h, sgemm_packed_ab) so the 36 GEMMs skip packing.
-// Where V[xi] of one transform position starts from the next, and where channel c's
-// tiles [t0, t0 + kLanes) sit in V[0] (t0 a multiple of kLanes, which nr is).
-inline int64_t v_xi_stride(int64_t Cg, int64_t nt, int64_t nr) { return nr > 0 ? Cg * ((nt + nr - 1) / nr * nr) : Cg * nt; }
+// Where V[xi] (M[xi]) of one transform position starts from the next, and where channel
+// c's tiles [t0, t0 + kLanes) sit in V[0] (t0 a multiple of kLanes, which nr is).
+// The 36 slabs are a cache line more than their contents apart: a transform reads or
+// writes all 36 at one offset, and slabs a multiple of 4 KiB apart (128 channels x 64
+// tiles) all fall in one L1 set, 36 lines for its 12 ways.
+constexpr int64_t kSlabPad = 16;
+inline int64_t v_xi_stride(int64_t Cg, int64_t nt, int64_t nr) {
+  return (nr > 0 ? Cg * ((nt + nr - 1) / nr * nr) : Cg * nt) + kSlabPad;
+}
+inline int64_t m_xi_stride(int64_t Kg, int64_t nt) { return Kg * nt + kSlabPad; }
 inline int64_t v_offset(int64_t c, int64_t t0, int64_t Cg, int64_t nt, int64_t nr) {
   if (nr <= 0) return c * nt + t0;
   const int64_t npad = (nt + nr - 1) / nr * nr, pcb = c / 256 * 256, kc = (Cg - pcb) < 256 ? (Cg - pcb) : 256;
@@ -92,10 +99,10 @@ void input_transform(const T* x, int64_t Cg, int64_t H, int64_t W, const WinoTil
 }
 
 // y tiles (4x4, clipped at the edges) = A^T m A (+ bias[k] when bias is not
-// null) from M[xi][k][t] (stride Kg * count per xi).
+// null) from M[xi][k][t] (stride m_xi_stride per xi).
 template <class T>
 void output_transform(const T* M, int64_t Kg, int64_t Ho, int64_t Wo, const WinoTiles& t, const T* bias, T* y) {
-  const int64_t plane = Ho * Wo, nt = t.count, xi_stride = Kg * nt;
+  const int64_t plane = Ho * Wo, nt = t.count, xi_stride = m_xi_stride(Kg, nt);
   for (int64_t k = 0; k < Kg; ++k) {
     for (int64_t t0 = 0; t0 < nt; t0 += kLanes) {
       const int L = (nt - t0) < kLanes ? int(nt - t0) : kLanes;
