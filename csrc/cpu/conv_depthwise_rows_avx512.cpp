@@ -57,8 +57,10 @@ struct Segments {
 // The R-rows-a-pass loop shared by both strides: output row oh + r reads input rows
 // S (oh + r) - ph + kh; tap(ih, g, kw) gives input row ih's 16 values for tap kw of
 // segment g (zero where the input is padding).
-template <int K, int S, int R, class Tap>
-void rows_pass(int64_t H, const float* w, float bias, float* y, int64_t Ho, int64_t Wo, int64_t ph, Tap tap) {
+// before(ih0, ih1) runs ahead of each pass, for the input rows [ih0, ih1) it reads.
+template <int K, int S, int R, class Tap, class Before>
+void rows_pass(int64_t H, const float* w, float bias, float* y, int64_t Ho, int64_t Wo, int64_t ph, Tap tap,
+               Before before) {
   constexpr int NR = S * (R - 1) + K;  // input rows the R output rows' windows span
   __m512 wv[K][K];
   for (int a = 0; a < K; ++a)
@@ -68,6 +70,7 @@ void rows_pass(int64_t H, const float* w, float bias, float* y, int64_t Ho, int6
   for (int64_t oh = 0; oh < Ho; oh += R) {
     const int64_t nr = std::min<int64_t>(R, Ho - oh);
     const int64_t ih0 = S * oh - ph;
+    before(std::max<int64_t>(ih0, 0), std::min(H, ih0 + NR));
     for (int64_t g = 0; g < segments; ++g) {
       __m512 acc[R];
       // Fully unrolled, so that acc and wv stay in registers and the tap tests fold away.
@@ -121,21 +124,34 @@ inline void split_row(const float* row, int64_t W, int64_t chunks, float* even, 
   }
 }
 
+// Rows are split as the passes reach them, into a ring of kRing row pairs: the pairs of
+// a whole 112x112 plane (86 KB) passed L1 between their split and their taps.
+constexpr int64_t kRing = 16;
+
 template <int K, int R>
 void rows_plane_s2(const float* x, int64_t H, int64_t W, const float* w, float bias, float* y, int64_t Ho,
                    int64_t Wo, int64_t ph, int64_t pw, float* scratch) {
+  static_assert(2 * (R - 1) + K <= kRing, "a pass's input rows fit the ring");
   const int64_t segments = (Wo + kLanes - 1) / kLanes, L = phase_row_length(Wo);
-  for (int64_t ih = 0; ih < H; ++ih)
-    split_row(x + ih * W, W, segments + 1, scratch + 2 * ih * L, scratch + (2 * ih + 1) * L);
   // Tap kw reads phase (d & 1) at offset d >> 1 of the row pair, d = kw - pw.
   int64_t tap[K];
   for (int kw = 0; kw < K; ++kw) {
     const int64_t d = kw - pw;
     tap[kw] = kMargin + (d & 1) * L + (d >> 1);
   }
-  rows_pass<K, 2, R>(H, w, bias, y, Ho, Wo, ph, [&](int64_t ih, int64_t g, int kw) {
-    return _mm512_loadu_ps(scratch + 2 * ih * L + g * kLanes + tap[kw]);
-  });
+  int64_t split = 0;  // rows [0, split) are split
+  rows_pass<K, 2, R>(
+      H, w, bias, y, Ho, Wo, ph,
+      [&](int64_t ih, int64_t g, int kw) {
+        return _mm512_loadu_ps(scratch + 2 * (ih % kRing) * L + g * kLanes + tap[kw]);
+      },
+      [&](int64_t ih0, int64_t ih1) {
+        for (int64_t ih = std::max(split, ih0); ih < ih1; ++ih) {
+          float* pair = scratch + 2 * (ih % kRing) * L;
+          split_row(x + ih * W, W, segments + 1, pair, pair + L);
+        }
+        split = std::max(split, ih1);
+      });
 }
 
 template <int K>
@@ -144,9 +160,10 @@ void plane(const ConvShape& s, const float* x, const float* w, float bias, float
   const int64_t W = s.in[2];
   // Four rows a pass (4 accumulators, 6 input rows for 3x3); 6 and 8 measured the same
   // (Zen 5, MobileNet-V2 and EfficientNet-B0 shapes).
-  rows_pass<K, 1, 4>(s.in[1], w, bias, y, s.out[1], s.out[2], s.pad0[1], [&](int64_t ih, int64_t g, int kw) {
-    return load_lanes(seg.valid[g][kw], x + ih * W + seg.base[g][kw]);
-  });
+  rows_pass<K, 1, 4>(
+      s.in[1], w, bias, y, s.out[1], s.out[2], s.pad0[1],
+      [&](int64_t ih, int64_t g, int kw) { return load_lanes(seg.valid[g][kw], x + ih * W + seg.base[g][kw]); },
+      [](int64_t, int64_t) {});
 }
 
 }  // namespace
@@ -162,7 +179,7 @@ bool dw_rows_applicable(const ConvShape& s) {
 }
 
 int64_t dw_rows_scratch(const ConvShape& s) {
-  return s.stride[2] == 2 ? 2 * s.in[1] * phase_row_length(s.out[2]) : 0;
+  return s.stride[2] == 2 ? 2 * kRing * phase_row_length(s.out[2]) : 0;
 }
 
 void dw_rows_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y, float* scratch) {
