@@ -58,3 +58,24 @@ def test_linear_bad_input():
         _C.linear_forward(np.zeros((5, 2), np.float32).T, np.zeros((3, 5), np.float32), None)
     with pytest.raises(ValueError, match="grad_output: expected shape"):
         _C.linear_backward(np.zeros((2, 4), np.float32), np.zeros((2, 5), np.float32), np.zeros((3, 5), np.float32))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("fin", [1, 15, 16, 17, 31, 32, 33, 63, 100])
+@pytest.mark.parametrize("fout", [1, 2, 7, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_few_rows_matrix_vector_path(rows, fin, fout, threads, simd, rng):
+    # Up to 4 rows of x take the matrix-vector kernels (prepack_gemv_avx2/avx512.cpp):
+    # rows of W in pairs (AVX-512) or fours (AVX2), 32- or 16-wide steps, masked tails,
+    # an odd last row, and the row blocks the threads split W into.
+    x = rng.standard_normal((rows, fin)).astype(np.float32)
+    w = rng.standard_normal((fout, fin)).astype(np.float32)
+    b = rng.standard_normal(fout).astype(np.float32)
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        got = _C.linear_forward(x, w, b, activation="relu")
+    finally:
+        cnnfast.set_num_threads(old)
+    ref = np.maximum(x.astype(np.float64) @ w.astype(np.float64).T + b, 0)
+    assert_close(got, ref, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(ref).max()), what=f"{simd} gemv")

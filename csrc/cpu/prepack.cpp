@@ -207,7 +207,7 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
             float* acc = xcol + CK;
             for (int64_t q = Pm; q < P; ++q) {
               for (int64_t c = 0; c < CK; ++c) xcol[c] = xn[c * ld_src + q];
-              avx2_impl::gemv_rows(k1 - k0, CK, p.weights() + k0 * CK, xcol, acc);
+              (avx512 ? avx512_impl::gemv_rows : avx2_impl::gemv_rows)(k1 - k0, CK, p.weights() + k0 * CK, xcol, acc);
               for (int64_t k = k0; k < k1; ++k) y[off + k * P + q] = acc[k - k0] + (bias ? bias[k] : 0.0f);
               epilogue_block(y, off + k0 * P + q, k1 - k0, P, 1, e);
             }
@@ -251,12 +251,13 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
 bool linear_forward_gemv(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t K, int64_t M,
                          const Epilogue& e) {
   if (N > kGemvMaxRows || !use_avx2()) return false;
+  const bool wide = use_avx512();
   // Row blocks of W of ~64 KiB: the threads split W, each reads its rows once per row of x.
   const int64_t grain = std::max<int64_t>(8, 16384 / std::max<int64_t>(K, 1));
   parallel_for(0, M, grain, [&](int64_t i0, int64_t i1) {
     for (int64_t n = 0; n < N; ++n) {
       float* yn = y + n * M + i0;
-      avx2_impl::gemv_rows(i1 - i0, K, w + i0 * K, x + n * K, yn);
+      (wide ? avx512_impl::gemv_rows : avx2_impl::gemv_rows)(i1 - i0, K, w + i0 * K, x + n * K, yn);
       if (bias)
         for (int64_t i = i0; i < i1; ++i) yn[i - i0] += bias[i];
       epilogue_block(y, n * M + i0, 1, 0, i1 - i0, e);
@@ -273,6 +274,7 @@ void panel_tile(int64_t, const float*, int64_t, const float*, int64_t, const flo
                 int64_t, const Epilogue&, bool, bool, const float*) {}
 }  // namespace avx2_impl
 namespace avx512_impl {
+void gemv_rows(int64_t, int64_t, const float*, const float*, float*) {}
 void panel_tile(int64_t, const float*, int64_t, const float*, int64_t, const float*, float*, const float*, int64_t,
                 int64_t, const Epilogue&, bool, bool, const float*) {}
 }  // namespace avx512_impl

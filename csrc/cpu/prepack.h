@@ -86,6 +86,8 @@ void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t
 }  // namespace avx2_impl
 
 namespace avx512_impl {
+// avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
+void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
 // finish (res, may be null, read at y's offsets): one tile, wp a (C, kPanelRows) panel
 // slice, rows <= kPanelRows, cols <= 64 positions of x (C rows, ld ldx). prefetch (or
