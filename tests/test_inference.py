@@ -191,6 +191,13 @@ PACKED_CASES = [
     (1, 19, 23, (20, 17), (3, 3), (3, 3), [(2, 0), (1, 3)], (2, 2), 1),   # stride 3, dilation 2
     (1, 20, 31, (19, 23), (2, 4), (2, 2), [(0, 1), (2, 1)], (1, 3), 1),   # even kernel, dilated columns
     (1, 33, 18, (16, 16), (5, 5), (1, 1), [(2, 2), (2, 2)], (1, 1), 1),   # 256 outputs, no spare column
+    # channel-vector tiles (conv_kvec_avx512.cpp): 32 output channels by up to 14 positions,
+    # the last block part-filled, tiles of 1-14 positions, deep layers in slices of 256 rows
+    (1, 100, 28, (3, 4), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),    # 12 positions, 900 rows
+    (1, 128, 120, (1, 2), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),   # 2 positions, 24-row block
+    (3, 96, 64, (7, 7), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),     # batch 3, straight from x
+    (1, 200, 60, (20, 20), (1, 1), (1, 1), [(0, 0), (0, 0)], (1, 1), 1),  # 400 positions, 29 tiles
+    (1, 300, 32, (9, 9), (3, 3), (2, 2), [(1, 0), (0, 1)], (1, 1), 1),    # 2700 rows: 11 slices
     # Winograd layers (>= 512 output positions over the batch) on the pack's transformed weights
     (2, 16, 24, (17, 19), (3, 3), (1, 1), [(1, 1), (1, 1)], (1, 1), 1),
     (4, 32, 48, (12, 13), (3, 3), (1, 1), [(0, 2), (1, 1)], (1, 1), 2),   # groups, asymmetric padding

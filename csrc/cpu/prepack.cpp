@@ -48,6 +48,20 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
   }
 }
 
+const float* ConvPacked::kvec() const {
+  std::call_once(kvec_once_, [&] {
+    const int64_t CK = Cg_ * kk_, blocks = (K_ + kKvecRows - 1) / kKvecRows;
+    kvec_ = aligned_alloc_array<float>(blocks * CK * kKvecRows);
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t c = 0; c < CK; ++c)
+        for (int64_t r = 0; r < kKvecRows; ++r) {
+          const int64_t k = b * kKvecRows + r;
+          kvec_.get()[(b * CK + c) * kKvecRows + r] = k < K_ ? w_.get()[k * CK + c] : 0.0f;
+        }
+  });
+  return kvec_.get();
+}
+
 std::shared_ptr<const WinogradPack> ConvPacked::winograd(int64_t parts) const {
   std::lock_guard<std::mutex> lock(winograd_mutex_);
   if (!winograd_ || winograd_->parts() != parts)
@@ -115,6 +129,114 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
   return true;
 }
 
+namespace {
+
+// One image's im2col matrix for the dense tiles, rows ld apart: whole channels at a time
+// on AVX-512 for 2-D layers (conv_im2col_avx512.cpp), else ColumnMap's column chunks.
+class ImageColumns {
+ public:
+  ImageColumns(const ConvShape& s, int64_t ld, bool avx512)
+      : s_(s), ld_(ld),
+        by_channels_(avx512 && s.in[0] == 1 && s.k[0] == 1 && s.out[0] == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0),
+        col_(workspace_array<float>(s.C * s.k_size() * ld)) {
+    if (!by_channels_) cmap_ = std::make_unique<ColumnMap>(s);
+  }
+  const float* operator()(const float* image) {
+    if (by_channels_) {
+      parallel_for(0, s_.C, 8, [&](int64_t c0, int64_t c1) {
+        Workspace<float> row = workspace_array<float>(avx512_impl::im2col_channels_scratch(s_));
+        avx512_impl::im2col_channels(s_, image, col_.get(), ld_, c0, c1, row.get());
+      });
+    } else {
+      parallel_for(0, s_.out_size(), 64,
+                   [&](int64_t p0, int64_t p1) { cmap_->im2col(image, col_.get() + p0, p0, p1, ld_); });
+    }
+    return col_.get();
+  }
+
+ private:
+  const ConvShape& s_;
+  int64_t ld_;
+  bool by_channels_;
+  Workspace<float> col_;
+  std::unique_ptr<ColumnMap> cmap_;
+};
+
+// Tasks of a block of cb column tiles by a chunk of rc row blocks (per image when
+// `images` > 1), the pieces halved (row chunks first) until each thread has several.
+struct TaskGrid {
+  int64_t cb, rc, nb, nr;
+};
+TaskGrid task_grid(int64_t images, int64_t tiles, int64_t cb, int64_t rows, int64_t rc) {
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  auto count = [&] { return images * ((tiles + cb - 1) / cb) * ((rows + rc - 1) / rc); };
+  while (threads > 1 && count() < 4 * threads && (rc > 1 || cb > 1)) {
+    if (rc > 1) rc = (rc + 1) / 2;
+    else cb = (cb + 1) / 2;
+  }
+  return {cb, rc, (tiles + cb - 1) / cb, (rows + rc - 1) / rc};
+}
+
+// Where the channel-vector tiles beat the panel tiles (one thread, CPU time, ms, panels
+// / kvec): whenever the output channels fill their 32-row blocks to >= 85% (K = 40:
+// 240->40 at 28x28 0.069 / 0.101) and the layer is deep enough for the transposes at
+// the end of each tile to pay (C = 32, 40: 32->192 at 28x28 0.050 / 0.055, 40->240
+// 0.073 / 0.086; C = 80: 80->480 at 14x14 0.074 / 0.069); on maps past 16x16 only from
+// C = 192 (512->128 at 28x28 0.460 / 0.420, 256->64 at 56x56 0.459 / 0.435, 256->512
+// stride 2 at 56x56 0.967 / 0.977, 128->512 at 28x28 0.469 / 0.455).
+bool kvec_pays(int64_t K, int64_t CK, int64_t P) {
+  const int64_t rows = (K + kKvecRows - 1) / kKvecRows * kKvecRows;
+  return CK >= kKvecMinDepth && 100 * K >= 85 * rows && (P <= kKvecMaxPositions || CK >= 2 * kKvecMinDepth);
+}
+
+// conv_forward_panels on the channel-vector tiles (conv_kvec_avx512.cpp).
+void conv_forward_kvec(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+                       const Epilogue& e, bool direct) {
+  const int64_t C = s.C, K = s.K, P = s.out_size(), CK = C * s.k_size();
+  constexpr int64_t KR = kKvecRows, kDepth = 256;
+  const float* wk = p.kvec();
+  // Tiles of at most 14 positions, balanced (49 = 13 + 12 + 12 + 12).
+  const int64_t tiles = (P + kKvecMaxCols - 1) / kKvecMaxCols, blocks_k = (K + KR - 1) / KR;
+  auto tile_start = [&](int64_t t) { return t * P / tiles; };
+  // A task: a block of position tiles by a chunk of channel blocks, within ~128 KiB of x
+  // and ~96 KiB of weights per depth slice, then smaller until each thread has several.
+  const int64_t depth = std::min(CK, kDepth);
+  const int64_t images = direct ? s.N : 1;
+  // (Plain names, not a structured binding: C++17 lambdas may not capture those.)
+  const TaskGrid grid =
+      task_grid(images, tiles, std::max<int64_t>(1, std::min(tiles, (128 << 10) / (4 * depth * kKvecMaxCols))),
+                blocks_k, std::max<int64_t>(1, std::min(blocks_k, (96 << 10) / (4 * depth * KR))));
+  const int64_t cb = grid.cb, rc = grid.rc, nb = grid.nb, nr = grid.nr;
+  const float* res = static_cast<const float*>(e.residual);
+  const int64_t ldx = direct ? P : (P + 15) / 16 * 16;
+  std::unique_ptr<ImageColumns> columns;
+  if (!direct) columns = std::make_unique<ImageColumns>(s, ldx, true);
+  for (int64_t n0 = 0; n0 < s.N; n0 += images) {
+    const float* src = direct ? x : (*columns)(x + n0 * C * s.in_size());
+    dynamic_tasks(images * nb * nr, [] { return 0; }, [&](int64_t t, int) {
+      {
+        const int64_t r = t % nr, b = (t / nr) % nb, n = n0 + t / (nr * nb);
+        const float* xn = direct ? x + n * C * P : src;
+        const int64_t off = n * K * P;
+        const int64_t g0 = r * rc, g1 = std::min(blocks_k, (r + 1) * rc);
+        const int64_t q0 = b * cb, q1 = std::min(tiles, (b + 1) * cb);
+        for (int64_t c0 = 0; c0 < CK; c0 += kDepth) {
+          const int64_t c1 = std::min(CK, c0 + kDepth);
+          for (int64_t g = g0; g < g1; ++g)
+            for (int64_t q = q0; q < q1; ++q) {
+              const int64_t p0 = tile_start(q), k0 = g * KR, o = off + k0 * P + p0;
+              avx512_impl::kvec_tile(c1 - c0, xn + c0 * ldx + p0, ldx, wk + (g * CK + c0) * KR, std::min(KR, K - k0),
+                                     bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P,
+                                     tile_start(q + 1) - p0, e, c0 > 0, c1 == CK);
+            }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
 bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e, bool allow_im2col) {
   const int64_t C = s.C, K = s.K, P = s.out_size(), CK = C * s.k_size();
@@ -129,6 +251,10 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // for batch 1 only (512->512 3x3 at 7x7: 4.1 against 6.8 ms; at batch 8 30 against 23).
   if (!avx512 && (direct ? C > kAvx2PanelMaxChannels : s.N > 1)) return false;
   if (!direct && (!allow_im2col || P > kPanelMaxPositions)) return false;
+  if (avx512 && kvec_pays(K, CK, P)) {
+    conv_forward_kvec(s, x, p, bias, y, e, direct);
+    return true;
+  }
   constexpr int64_t MR = kPanelRows, kDepth = 256;
   // A map of 16m + 1 or 16m + 2 positions (7x7: 49) would leave its last vector one or
   // two lanes full; those positions go to the matrix-vector kernel instead, one column
@@ -160,41 +286,16 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   // Then smaller pieces until each thread has several tasks: at batch 1 on a 7x7 map
   // there is one column tile, and the threads share the layer by output channels.
   const int64_t depth = std::min(CK, kDepth);
-  int64_t cb = std::max<int64_t>(1, std::min(tiles, 512 / depth));
-  int64_t rc = std::max<int64_t>(1, std::min(panels, 4096 / depth));
-  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   const int64_t images = direct ? s.N : 1;  // im2col goes one image at a time
-  auto count = [&] { return images * ((tiles + cb - 1) / cb) * ((panels + rc - 1) / rc); };
-  while (threads > 1 && count() < 4 * threads && (rc > 1 || cb > 1)) {
-    if (rc > 1) rc = (rc + 1) / 2;
-    else cb = (cb + 1) / 2;
-  }
-  const int64_t nb = (tiles + cb - 1) / cb, nr = (panels + rc - 1) / rc;
+  const TaskGrid grid = task_grid(images, tiles, std::max<int64_t>(1, std::min(tiles, 512 / depth)), panels,
+                                  std::max<int64_t>(1, std::min(panels, 4096 / depth)));
+  const int64_t cb = grid.cb, rc = grid.rc, nb = grid.nb, nr = grid.nr;
   const float* res = static_cast<const float*>(e.residual);
-  // The whole image's columns in one pass, a channel's rows prepared once for all its
-  // taps (conv_im2col_avx512.cpp), where the layer is 2-D with non-negative padding.
-  const bool by_channels = avx512 && !direct && s.in[0] == 1 && s.k[0] == 1 && s.out[0] == 1 && s.pad0[1] >= 0 &&
-                           s.pad0[2] >= 0;
-  Workspace<float> col;
-  std::unique_ptr<ColumnMap> cmap;
-  if (!direct) {
-    col = workspace_array<float>(CK * ldx);
-    if (!by_channels) cmap = std::make_unique<ColumnMap>(s);
-  }
+  std::unique_ptr<ImageColumns> columns;
+  if (!direct) columns = std::make_unique<ImageColumns>(s, ldx, avx512);
   const int64_t ld_src = direct ? P : ldx;
   for (int64_t n0 = 0; n0 < s.N; n0 += images) {
-    const float* src = x + n0 * C * s.in_size();
-    if (!direct) {
-      if (by_channels) {
-        parallel_for(0, C, 8, [&](int64_t c0, int64_t c1) {
-          Workspace<float> row = workspace_array<float>(avx512_impl::im2col_channels_scratch(s));
-          avx512_impl::im2col_channels(s, src, col.get(), ldx, c0, c1, row.get());
-        });
-      } else {
-        parallel_for(0, P, 64, [&](int64_t p0, int64_t p1) { cmap->im2col(src, col.get() + p0, p0, p1, ldx); });
-      }
-      src = col.get();
-    }
+    const float* src = direct ? x + n0 * C * s.in_size() : (*columns)(x + n0 * C * s.in_size());
     dynamic_tasks(
         images * nb * nr, [&] { return workspace_array<float>(rest ? CK + K : 1); },
         [&](int64_t t, Workspace<float>& buf) {

@@ -41,11 +41,17 @@ class ConvPacked {
   // Winograd holds none, one that does holds 2 x 36 K Cg floats. Shared, so a call on
   // another thread that wants another split cannot free it under this one.
   std::shared_ptr<const WinogradPack> winograd(int64_t parts) const;
+  // A dense weight packed for the channel-vector tiles (conv_kvec_avx512.cpp): blocks
+  // of kKvecRows output channels, (block, Cg*kk, kKvecRows), zero rows past K; made on
+  // first use (the small-map layers that take those tiles) and kept.
+  const float* kvec() const;
 
  private:
   int64_t K_, Cg_, kk_, groups_, row_blocks_, rows_per_block_;
   AlignedPtr<float> w_, pw_;
   std::vector<GemmLhs<float>> lhs_;
+  mutable std::once_flag kvec_once_;
+  mutable AlignedPtr<float> kvec_;
   mutable std::mutex winograd_mutex_;
   mutable std::shared_ptr<const WinogradPack> winograd_;
 };
@@ -63,6 +69,12 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
 // time) when allow_im2col. Returns false, touching nothing, when the shape, the pack
 // or the SIMD level does not allow it.
 constexpr int64_t kPanelRows = 6;
+// The channel-vector tiles (conv_kvec_avx512.cpp): kKvecRows output channels by up to
+// kKvecMaxCols positions, taken instead of the panel tiles on AVX-512 for layers with at
+// least kKvecMinDepth im2col rows on maps of at most kKvecMaxPositions positions (twice
+// that depth on larger ones), prepack.cpp's kvec_pays.
+constexpr int64_t kKvecRows = 32, kKvecMaxCols = 14;
+constexpr int64_t kKvecMaxPositions = 256, kKvecMinDepth = 96;
 constexpr int64_t kPanelMaxPositions = 1024;
 // Without AVX-512: 1x1 layers with at most this many input channels, and im2col at batch 1 only.
 constexpr int64_t kAvx2PanelMaxChannels = 32;
@@ -86,6 +98,11 @@ void panel_tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t
 }  // namespace avx2_impl
 
 namespace avx512_impl {
+// y (rows <= kKvecRows, np <= kKvecMaxCols), ld ldy = w^T x + (accumulate ? y : bias),
+// then the epilogue if finish (res, may be null, read at y's offsets); w a (C,
+// kKvecRows) slice of ConvPacked::kvec, x (C rows, ld ldx) from its first position.
+void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
+               const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish);
 // avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
