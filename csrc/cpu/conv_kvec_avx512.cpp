@@ -51,7 +51,7 @@ inline void transpose16(__m512 r[16]) {
 
 template <int NP>
 void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
-          const float* res, int64_t ldy, const Epilogue& e, bool accumulate, bool finish) {
+          const float* res, int64_t ldy, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
   const __mmask16 lo = tail_mask16(std::min<int64_t>(rows, 16)), hi = tail_mask16(std::max<int64_t>(rows - 16, 0));
   const __m512 b0 = bias && !accumulate ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && !accumulate && hi ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
@@ -60,6 +60,10 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, 
 #pragma GCC unroll 16
   for (int j = 0; j < NP; ++j) a0[j] = b0, a1[j] = b1;
   for (int64_t c = 0; c < C; ++c) {
+    if (wnext) {
+      _mm_prefetch(reinterpret_cast<const char*>(wnext + c * kKvecRows), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(wnext + c * kKvecRows + 16), _MM_HINT_T1);
+    }
     const __m512 w0 = _mm512_loadu_ps(w + c * kKvecRows), w1 = _mm512_loadu_ps(w + c * kKvecRows + 16);
     const float* xc = x + c * ldx;
 #pragma GCC unroll 16
@@ -96,16 +100,18 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, 
 template <int... NP>
 void dispatch(std::integer_sequence<int, NP...>, int64_t np, int64_t C, const float* x, int64_t ldx, const float* w,
               int64_t rows, const float* bias, float* y, const float* res, int64_t ldy, const Epilogue& e,
-              bool accumulate, bool finish) {
-  ((np == NP + 1 ? (tile<NP + 1>(C, x, ldx, w, rows, bias, y, res, ldy, e, accumulate, finish), true) : false) || ...);
+              bool accumulate, bool finish, const float* wnext) {
+  ((np == NP + 1 ? (tile<NP + 1>(C, x, ldx, w, rows, bias, y, res, ldy, e, accumulate, finish, wnext), true) : false) ||
+   ...);
 }
 
 }  // namespace
 
 void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
-               const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish) {
+               const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish,
+               const float* wnext) {
   dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, C, x, ldx, w, rows, bias, y, res, ldy, e, accumulate,
-           finish);
+           finish, wnext);
 }
 
 }  // namespace cnnfast::cpu::avx512_impl

@@ -101,8 +101,11 @@ namespace avx512_impl {
 // y (rows <= kKvecRows, np <= kKvecMaxCols), ld ldy = w^T x + (accumulate ? y : bias),
 // then the epilogue if finish (res, may be null, read at y's offsets); w a (C,
 // kKvecRows) slice of ConvPacked::kvec, x (C rows, ld ldx) from its first position.
+// wnext (or null): the (C, kKvecRows) weight slice the caller takes next, fetched into L2
+// meanwhile (a frozen graph's weights come from L3 or memory).
 void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
-               const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish);
+               const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish,
+               const float* wnext);
 // avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
