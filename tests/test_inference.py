@@ -660,6 +660,21 @@ def test_unfusable_model_still_runs(rng):
     assert frozen.op_counts() == {"MaxPool": 1, "Tanh": 1}
 
 
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),      # ResNet's stem pool: the kernel
+    dict(kernel_shape=[2, 3], strides=[1, 2], ceil_mode=1),             # ceil mode, a partial window
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),      # asymmetric padding: converter
+    dict(kernel_shape=[2, 2], dilations=[2, 1], pads=[1, 0, 1, 0]),    # dilated
+])
+def test_frozen_max_pool(attrs, rng):
+    # The frozen MaxPool calls the kernel itself (geometry once per shape) where the window
+    # is torch-style, and the converter otherwise; both agree with the graph and onnxruntime,
+    # on two input shapes (a plan each).
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], **attrs), helper.make_node("Tanh", ["p"], ["y"])]
+    for shape in ((1, 5, 11, 13), (2, 3, 8, 7)):
+        _check_frozen(_graph(nodes, {}, shape), randn(rng, *shape), {})
+
+
 def test_frozen_reuses_buffers_without_touching_held_values(rng):
     # The general executor (a call whose shapes have no plan, or whose plan another thread
     # is running: held here): freed convolution outputs are written again by later
