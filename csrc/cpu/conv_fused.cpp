@@ -44,14 +44,16 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
     dynamic_tasks(
         (planes + per_task - 1) / per_task, [&] { return aligned_alloc_array<float>(std::max<int64_t>(scratch, 1)); },
         [&](int64_t task, AlignedPtr<float>& buf) {
-          for (int64_t nc = task * per_task; nc < std::min(planes, (task + 1) * per_task); ++nc) {
+          const int64_t first = task * per_task, end = std::min(planes, (task + 1) * per_task);
+          for (int64_t nc = first; nc < end; ++nc) {
             const float* xp = x + nc * s.in_size();
             const float* wp = w + (nc % s.C) * s.k_size();
             const float b = bias ? bias[nc % s.C] : 0.0f;
             if (rows) avx512_impl::dw_rows_plane(s, xp, wp, b, y + nc * P, buf.get());
             else avx2_impl::dw_direct_plane(s, xp, wp, b, y + nc * P);
-            epilogue_block(y, nc * P, 1, P, P, e);
           }
+          // The task's planes in one run (see epilogue_block).
+          epilogue_block(y, first * P, end - first, P, P, e);
         },
         Dealing::Contiguous);
     return;
