@@ -117,8 +117,8 @@ def _fused_gemm(spec):
 
     def lean(xs, out):
         residual = _contiguous(xs[3]) if len(xs) > 3 and xs[3] is not None else None
-        return [_C.linear_forward(_contiguous(xs[0]), weight, bias, residual=residual, activation=act, alpha=alpha,
-                                  beta=beta)]
+        # Positional, as conv_forward's call in _fused_conv.
+        return [_C.linear_forward(_contiguous(xs[0]), weight, bias, residual, act, alpha, beta)]
 
     return _with_lean(lean)
 
