@@ -134,10 +134,12 @@ namespace avx512_impl {
 // for the borders (conv_depthwise_rows_avx512.cpp): square 3x3 / 5x5 kernels, stride 1
 // or 2 on both axes, dilation 1, padding below the kernel size, rows of <= 1024 outputs.
 // dw_rows_plane writes y (Ho, Wo) = bias + the plane's convolution, every element;
-// scratch: dw_rows_scratch(s) floats (none at stride 1).
+// scratch: dw_rows_scratch(s) floats (none at stride 1); [lo, hi): memory around x that
+// may be read (the whole input tensor), which lets taps load whole vectors.
 bool dw_rows_applicable(const ConvShape& s);
 int64_t dw_rows_scratch(const ConvShape& s);
-void dw_rows_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y, float* scratch);
+void dw_rows_plane(const ConvShape& s, const float* x, const float* w, float bias, float* y, float* scratch,
+                   const float* lo, const float* hi);
 // The same at the AVX-512 level, 16 channels a block (conv_depthwise_blocked_avx512.cpp).
 int64_t dw_blocked_scratch(const ConvShape& s);
 int64_t dw_blocked_lanes();

@@ -49,7 +49,8 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
     const T* xp = x + (n * s.C + k / Kg) * inS;
     if constexpr (std::is_same_v<T, float>) {
       if (rows) {
-        avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P, buf.get());
+        avx512_impl::dw_rows_plane(s, xp, w + k * ks, bias ? bias[k] : 0.0f, y + nk * P, buf.get(), x,
+                                   x + s.N * s.C * inS);
         return;
       }
       if (direct) {
@@ -111,7 +112,7 @@ void depthwise_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx)
         for (int64_t nc = b; nc < e; ++nc) {
           const int64_t c = nc % s.C;
           for (int64_t i = 0; i < ks; ++i) flipped[i] = w[c * ks + ks - 1 - i];
-          if (rows) avx512_impl::dw_rows_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS, nullptr);
+          if (rows) avx512_impl::dw_rows_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS, nullptr, gy, gy + s.N * s.C * P);
           else avx2_impl::dw_direct_plane(t, gy + nc * P, flipped, 0.0f, gx + nc * inS);
         }
       });
@@ -191,7 +192,7 @@ void dw_direct_weight_plane(const ConvShape&, const float*, const float*, float*
 namespace avx512_impl {
 bool dw_rows_applicable(const ConvShape&) { return false; }
 int64_t dw_rows_scratch(const ConvShape&) { return 0; }
-void dw_rows_plane(const ConvShape&, const float*, const float*, float, float*, float*) {}
+void dw_rows_plane(const ConvShape&, const float*, const float*, float, float*, float*, const float*, const float*) {}
 }  // namespace avx512_impl
 #endif
 

@@ -49,7 +49,7 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
             const float* xp = x + nc * s.in_size();
             const float* wp = w + (nc % s.C) * s.k_size();
             const float b = bias ? bias[nc % s.C] : 0.0f;
-            if (rows) avx512_impl::dw_rows_plane(s, xp, wp, b, y + nc * P, buf.get());
+            if (rows) avx512_impl::dw_rows_plane(s, xp, wp, b, y + nc * P, buf.get(), x, x + planes * s.in_size());
             else avx2_impl::dw_direct_plane(s, xp, wp, b, y + nc * P);
           }
           // The task's planes in one run (see epilogue_block).
