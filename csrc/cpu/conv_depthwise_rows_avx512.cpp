@@ -117,8 +117,11 @@ inline void split_row(const float* row, int64_t W, int64_t chunks, float* even, 
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t i0 = 2 * kLanes * c;
     // Columns past the row load as zero: the right padding.
-    const __m512 lo = load_lanes(lane_range(0, W - i0, kLanes), row + i0);
-    const __m512 hi = load_lanes(lane_range(0, W - i0 - kLanes, kLanes), row + i0 + kLanes);
+    // Chunks past the row (the margin the last segment's taps read) are zeros without a
+    // load: a masked load with no lane on costs about what a full one does.
+    const __mmask16 mlo = lane_range(0, W - i0, kLanes), mhi = lane_range(0, W - i0 - kLanes, kLanes);
+    const __m512 lo = mlo ? load_lanes(mlo, row + i0) : _mm512_setzero_ps();
+    const __m512 hi = mhi ? load_lanes(mhi, row + i0 + kLanes) : _mm512_setzero_ps();
     _mm512_storeu_ps(even + kMargin + kLanes * c, _mm512_permutex2var_ps(lo, pick_even, hi));
     _mm512_storeu_ps(odd + kMargin + kLanes * c, _mm512_permutex2var_ps(lo, pick_odd, hi));
   }
