@@ -1,14 +1,14 @@
 // The im2col matrix of a 2-D layer, whole channels at a time (conv_im2col.h,
-// im2col_channels): the panel kernel's batch-1 path (prepack.cpp) maps every column
-// of an image in one call, so each input row can be prepared once for all the taps
-// and output rows that read it.
+// im2col_channels): the frozen graphs' panel and channel-vector tiles (prepack.cpp)
+// map every column of an image in one call, so each input row can be prepared once
+// for all the taps and output rows that read it.
 //
 // Why not ColumnMap: it maps chunks of columns, so it zero-borders the whole image
 // (and splits it into column phases at stride 2, one scalar element at a time) on
 // every call, and copies runs with per-run bookkeeping. One thread, batch 1, the
-// im2col alone: ResNet-50's 1x1 stride-2 512-channel layer at 28x28 0.24 ms (the
-// matrix is a quarter of the input), its 3x3 stride-2 256-channel layer 0.30 ms,
-// 3x3 256-channel at 14x14 0.11 ms, a tenth to a fifth of each layer.
+// im2col alone, ColumnMap / here: ResNet-50's 1x1 stride-2 512-channel layer at 28x28
+// 0.24 / 0.08 ms, its 3x3 stride-2 256-channel layer 0.30 / 0.12, 3x3 256-channel at
+// 14x14 0.11 / 0.07 (a tenth to a fifth of each layer before).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -38,10 +38,6 @@ inline void zero_run(float* dst, int64_t n) {
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
   if (i < n) _mm512_mask_storeu_ps(dst + i, tail_mask16(n - i), _mm512_setzero_ps());
 }
-
-}  // namespace
-
-namespace {
 
 // Geometry of one channel's zero-bordered plane, each padded row split into sw column
 // phases (padded column j is phase j % sw at j / sw), so that every tap's run of Wo
