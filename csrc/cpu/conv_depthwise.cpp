@@ -69,19 +69,15 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
     if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
   };
   const int64_t planes = s.N * s.K, per_task = planes_per_task(planes, P);
-  // The row kernel's edge taps are masked loads, which on Zen 5 cost several times a
-  // plain one when they miss L1: the next plane of a task is fetched while this one runs
-  // (one thread: 3x3 384ch at 14x14 33 -> 31 us, 5x5 672ch at 14x14 95 -> 87).
-  const bool prefetch_next = rows && s.stride[2] == 1 && inS * int64_t(sizeof(T)) <= (int64_t(16) << 10);
+  const bool prefetch_next = rows && s.stride[2] == 1 && inS * int64_t(sizeof(T)) <= kDepthwisePrefetchBytes;
   dynamic_tasks(
       (planes + per_task - 1) / per_task, [&] { return workspace_array<T>(scratch); },
       [&](int64_t task, Workspace<T>& buf) {
         const int64_t end = std::min(planes, (task + 1) * per_task);
         for (int64_t nk = task * per_task; nk < end; ++nk) {
-          if (prefetch_next && nk + 1 < end) {
-            const int64_t n = (nk + 1) / s.K, k = (nk + 1) % s.K;
-            const char* next = reinterpret_cast<const char*>(x + (n * s.C + k / Kg) * inS);
-            for (int64_t b = 0; b < inS * int64_t(sizeof(T)); b += 64) __builtin_prefetch(next + b, 0, 3);
+          if constexpr (std::is_same_v<T, float>) {
+            if (prefetch_next && nk + 1 < end)
+              prefetch_plane(x + ((nk + 1) / s.K * s.C + (nk + 1) % s.K / Kg) * inS, inS);
           }
           plane(nk, buf);
         }

@@ -41,11 +41,13 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
   if (rows || (avx2_impl::dw_direct_applicable(s) && s.out[2] >= 32)) {
     const int64_t scratch = rows ? avx512_impl::dw_rows_scratch(s) : 0, planes = s.N * s.C;
     const int64_t per_task = planes_per_task(planes, P);
+    const bool prefetch_next = rows && s.stride[2] == 1 && s.in_size() * int64_t(sizeof(float)) <= kDepthwisePrefetchBytes;
     dynamic_tasks(
         (planes + per_task - 1) / per_task, [&] { return aligned_alloc_array<float>(std::max<int64_t>(scratch, 1)); },
         [&](int64_t task, AlignedPtr<float>& buf) {
           const int64_t first = task * per_task, end = std::min(planes, (task + 1) * per_task);
           for (int64_t nc = first; nc < end; ++nc) {
+            if (prefetch_next && nc + 1 < end) prefetch_plane(x + (nc + 1) * s.in_size(), s.in_size());
             const float* xp = x + nc * s.in_size();
             const float* wp = w + (nc % s.C) * s.k_size();
             const float b = bias ? bias[nc % s.C] : 0.0f;
