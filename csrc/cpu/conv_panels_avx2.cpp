@@ -27,22 +27,7 @@ namespace {
 using namespace cnnfast::avx2;
 constexpr int kMR = static_cast<int>(kPanelRows);
 
-// The vector operations of epilogue_vec.h's activations.
-struct Ops {
-  using V = __m256;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V one() { return _mm256_set1_ps(1.0f); }
-  static V set1(float f) { return _mm256_set1_ps(f); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V min(V a, V b) { return _mm256_min_ps(a, b); }
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static V leaky(V v, V alpha) {
-    return _mm256_blendv_ps(v, _mm256_mul_ps(v, alpha), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NGT_UQ));
-  }
-  static V sigmoid(V v) { return sigmoid8(v); }
-  static V sigmoid_flush(V v) { return sigmoid8_flush(v); }
-};
+using Ops = EpilogueOps;
 
 // One strip: rows (<= kMR) output channels of y by NV vectors of 8 positions, the last
 // vector's lanes enabled by `last` (all when the strip is full). pf (or null): the next

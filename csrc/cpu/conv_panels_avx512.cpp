@@ -73,14 +73,8 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* wp, int64_t rows,
 #pragma GCC unroll 4
     for (int v = 0; v + 1 < NV; ++v) xv[v] = _mm512_loadu_ps(xc + 16 * v);
     xv[NV - 1] = load_lanes(last, xc + 16 * (NV - 1));
-    const float* wc = wp + c * kMR;
     if (wpf) _mm_prefetch(reinterpret_cast<const char*>(wpf + c * kMR), _MM_HINT_T1);
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) {
-      const __m512 w = _mm512_set1_ps(wc[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(w, xv[v], acc[r][v]);
-    }
+    fma_rows(acc, wp + c * kMR, xv);
   }
   const __m512 alpha = _mm512_set1_ps(float(e.alpha)), beta = _mm512_set1_ps(float(e.beta));
 #pragma GCC unroll 8

@@ -119,12 +119,7 @@ void tile(const Tile<V>& t, const Epilogue& e) {
     __m512 xv[V];
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) xv[v] = _mm512_loadu_ps(xv0[v] + o);
-#pragma GCC unroll 16
-    for (int r = 0; r < kR; ++r) {
-      const __m512 w = _mm512_set1_ps(wp[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(w, xv[v], acc[r][v]);
-    }
+    cnnfast::avx512::fma_rows(acc, wp, xv);
   }
   const __m512 alpha = _mm512_set1_ps(float(e.alpha)), beta = _mm512_set1_ps(float(e.beta));
 #pragma GCC unroll 16

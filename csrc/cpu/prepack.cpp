@@ -19,6 +19,25 @@
 namespace cnnfast::cpu {
 using namespace conv_detail;
 
+namespace {
+
+// w (K, CK) row-major -> blocks of `rows` output channels, (block, CK, rows), zero rows
+// past K: the panel tiles' layout (rows = kPanelRows) and the channel-vector tiles'
+// (kKvecRows).
+AlignedPtr<float> pack_row_blocks(const float* w, int64_t K, int64_t CK, int64_t rows) {
+  const int64_t blocks = (K + rows - 1) / rows;
+  AlignedPtr<float> dst = aligned_alloc_array<float>(blocks * CK * rows);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t c = 0; c < CK; ++c)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t k = b * rows + r;
+        dst.get()[(b * CK + c) * rows + r] = k < K ? w[k * CK + c] : 0.0f;
+      }
+  return dst;
+}
+
+}  // namespace
+
 ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_t groups)
     : K_(K), Cg_(Cg), kk_(kk), groups_(groups) {
   const int64_t Kg = K / groups, CK = Cg * kk;
@@ -36,29 +55,11 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
       const int64_t r0 = rb * rows_per_block_, r1 = std::min(Kg, r0 + rows_per_block_);
       lhs_.emplace_back(r1 - r0, CK, w_.get() + (g * Kg + r0) * CK, CK, int64_t(1));
     }
-  if (groups == 1) {
-    const int64_t panels = (K + kPanelRows - 1) / kPanelRows;
-    pw_ = aligned_alloc_array<float>(panels * CK * kPanelRows);
-    for (int64_t pb = 0; pb < panels; ++pb)
-      for (int64_t c = 0; c < CK; ++c)
-        for (int64_t r = 0; r < kPanelRows; ++r) {
-          const int64_t k = pb * kPanelRows + r;
-          pw_.get()[(pb * CK + c) * kPanelRows + r] = k < K ? w[k * CK + c] : 0.0f;
-        }
-  }
+  if (groups == 1) pw_ = pack_row_blocks(w, K, CK, kPanelRows);
 }
 
 const float* ConvPacked::kvec() const {
-  std::call_once(kvec_once_, [&] {
-    const int64_t CK = Cg_ * kk_, blocks = (K_ + kKvecRows - 1) / kKvecRows;
-    kvec_ = aligned_alloc_array<float>(blocks * CK * kKvecRows);
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t c = 0; c < CK; ++c)
-        for (int64_t r = 0; r < kKvecRows; ++r) {
-          const int64_t k = b * kKvecRows + r;
-          kvec_.get()[(b * CK + c) * kKvecRows + r] = k < K_ ? w_.get()[k * CK + c] : 0.0f;
-        }
-  });
+  std::call_once(kvec_once_, [&] { kvec_ = pack_row_blocks(w_.get(), K_, Cg_ * kk_, kKvecRows); });
   return kvec_.get();
 }
 

@@ -171,4 +171,23 @@ inline __m256i tail_mask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
+// The vector operations that epilogue_vec.h's activate_vec takes, for the AVX2 kernels
+// that apply the epilogue to their accumulators (conv_panels_avx2.cpp); the AVX-512
+// kernels' are simd_math_avx512.h's EpilogueOps.
+struct EpilogueOps {
+  using V = __m256;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V one() { return _mm256_set1_ps(1.0f); }
+  static V set1(float f) { return _mm256_set1_ps(f); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V leaky(V v, V alpha) {
+    return _mm256_blendv_ps(v, _mm256_mul_ps(v, alpha), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NGT_UQ));
+  }
+  static V sigmoid(V v) { return sigmoid8(v); }
+  static V sigmoid_flush(V v) { return sigmoid8_flush(v); }
+};
+
 }  // namespace cnnfast::avx2

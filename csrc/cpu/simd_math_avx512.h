@@ -157,9 +157,22 @@ inline __m512 tanh16(__m512 x) {
                                                        _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
+// acc[r][v] += w[r] * x[v]: the broadcast-weight rank-1 update of the panel and stem
+// kernels' register tiles (R rows of weights by V vectors of positions). Always inlined and
+// fully unrolled, so that acc stays in registers.
+template <int R, int V>
+[[gnu::always_inline]] inline void fma_rows(__m512 (&acc)[R][V], const float* w, const __m512 (&x)[V]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const __m512 b = _mm512_set1_ps(w[r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(b, x[v], acc[r][v]);
+  }
+}
+
 // The vector operations that epilogue_vec.h's activate_vec takes (the AVX-512 kernels
 // that apply the epilogue to their accumulators: conv_panels_avx512.cpp,
-// conv_stem_avx512.cpp).
+// conv_kvec_avx512.cpp, conv_stem_avx512.cpp); simd_math_avx2.h has the AVX2 set.
 struct EpilogueOps {
   using V = __m512;
   using M = __mmask16;
