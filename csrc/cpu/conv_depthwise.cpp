@@ -69,18 +69,10 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
     if (bias) add_bias_rows(y + nk * P, bias + k, int64_t(1), P, P);
   };
   const int64_t planes = s.N * s.K, per_task = planes_per_task(planes, P);
-  const bool prefetch_next = rows && s.stride[2] == 1 && inS * int64_t(sizeof(T)) <= kDepthwisePrefetchBytes;
   dynamic_tasks(
       (planes + per_task - 1) / per_task, [&] { return workspace_array<T>(scratch); },
       [&](int64_t task, Workspace<T>& buf) {
-        const int64_t end = std::min(planes, (task + 1) * per_task);
-        for (int64_t nk = task * per_task; nk < end; ++nk) {
-          if constexpr (std::is_same_v<T, float>) {
-            if (prefetch_next && nk + 1 < end)
-              prefetch_plane(x + ((nk + 1) / s.K * s.C + (nk + 1) % s.K / Kg) * inS, inS);
-          }
-          plane(nk, buf);
-        }
+        for (int64_t nk = task * per_task; nk < std::min(planes, (task + 1) * per_task); ++nk) plane(nk, buf);
       },
       Dealing::Contiguous);
 }

@@ -28,6 +28,16 @@ namespace {
 
 constexpr int64_t kWinogradMinPositions = 512;
 
+// Depthwise planes of up to 16 KiB are fetched into L1 a plane ahead by the tasks that run
+// the row kernel on them (depthwise_blocked below): its taps, whole-vector loads or masked
+// ones at the tensor's ends, then find the plane there (one thread: 3x3 384ch at 14x14
+// 31 -> 29 us, 576ch 46 -> 43, 5x5 672ch at 14x14 91 -> 85).
+constexpr int64_t kDepthwisePrefetchBytes = int64_t(16) << 10;
+inline void prefetch_plane(const float* p, int64_t floats) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < floats * int64_t(sizeof(float)); b += 64) __builtin_prefetch(c + b, 0, 3);
+}
+
 // Tasks are (image, block of eight channels); each applies the epilogue to the
 // planes it just wrote.
 void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,

@@ -62,16 +62,6 @@ void flip_swap_weights(const ConvShape& s, const T* w, T* wt) {
 
 // A depthwise layer: one input channel per group.
 inline bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
-
-// Depthwise planes of up to 16 KiB are fetched into L1 a plane ahead by the tasks that run
-// the row kernel on them (conv_fused.cpp, conv_depthwise.cpp): its taps, whole-vector loads
-// or masked ones at the tensor's ends, then find the plane there (one thread: 3x3 384ch at
-// 14x14 31 -> 28 us, 576ch 48 -> 44, 5x5 672ch at 14x14 91 -> 80).
-constexpr int64_t kDepthwisePrefetchBytes = int64_t(16) << 10;
-inline void prefetch_plane(const float* p, int64_t floats) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t b = 0; b < floats * int64_t(sizeof(float)); b += 64) __builtin_prefetch(c + b, 0, 3);
-}
 // Whether a float32 depthwise layer runs on avx512_impl::dw_rows_plane (conv_depthwise.cpp).
 bool depthwise_rows_pay(const ConvShape& s);
 
