@@ -44,6 +44,12 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
   // C64 batch 64 5.7 -> 3.1; C256 batch 8 lost, 5.5 -> 7.4, and C512 batch 16, 39 -> 64).
   if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 6 && s.out[2] >= 6 && tiles >= 128 && s.K * s.Cg() <= 65536)
     return ConvAlgo::Winograd;
+  // 7x7 maps (4 tiles cover 49 of 64 outputs) pay back at >= 128 tiles up to 512
+  // channels since the AVX-512 transforms (one thread, ms, GEMM / Winograd, forward and
+  // grad_x: C512 batch 32 43.8 / 30.8 and 41.3 / 32.3; batch 16 (64 tiles) 21.1 / 20.9;
+  // at 6x6, 4 tiles cover 36 of 64: C512 batch 32 27.8 / 37.8, so 6x6 keeps the cap above).
+  if (s.Cg() >= 16 && s.Kg() >= 16 && s.out[1] >= 7 && s.out[2] >= 7 && tiles >= 128 && s.K * s.Cg() <= 262144)
+    return ConvAlgo::Winograd;
   return ConvAlgo::Gemm;
 }
 

@@ -125,7 +125,7 @@ void backward_data_gemm_batched(const ConvShape& s, const T* gy, const T* w, T* 
 
 // Images per batched GEMM: about kBatchedColumns columns, in blocks that split
 // evenly over the threads. The (block, group) tasks are handed out dynamically,
-// so a thread's share is ceil(tasks / threads) blocks: 32 7x7 images in blocks of 6
+// so a thread's share is ceil(tasks / threads) blocks: (at a 256-column target) 32 7x7 images in blocks of 6
 // made 6 blocks, 3 per thread, 18 images on the busier one; blocks of 4 make 16.
 // Blocks shrink to no less than half the target width for that.
 int64_t images_per_block(const ConvShape& s) {
