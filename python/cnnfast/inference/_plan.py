@@ -29,6 +29,14 @@ from ..tensor import Tensor
 _FRESH_OUTPUT_KINDS = ("FusedConv", "FusedGemm", "SqueezeExcite", "GlobalAveragePool")
 
 
+def _empty_aligned(shape, dtype, alignment=64):
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(n + alignment, np.uint8)
+    skip = -raw.ctypes.data % alignment
+    return raw[skip:skip + n].view(dtype).reshape(shape)
+
+
 def _array(v):
     return v._array if isinstance(v, Tensor) else v
 
@@ -117,7 +125,7 @@ class Plan:
                 if r not in escapes and info is not None:
                     key = info
                     pool = free.get(key)
-                    buffer = pool.pop() if pool else np.empty(info[0], info[1])
+                    buffer = pool.pop() if pool else _empty_aligned(info[0], info[1])
                     # Free after the last step that reads the value or any view of it.
                     release_at.setdefault(group_last.get(r, i) + 1, []).append((key, buffer))
             self._steps.append((st, lean, [slot_of.get(n) if n else None for n in st.inputs],
