@@ -438,8 +438,9 @@ ConvShape queried_shape(const char* what, const std::vector<int64_t>& x, const s
 }
 
 // Which kernel Auto runs for each pass of a float32 layer, for the training-memory
-// estimate (cnnfast.utils.summary): only im2col + GEMM and Winograd borrow large
-// workspaces, the direct and depthwise kernels next to none.
+// estimate (cnnfast.utils.summary): im2col + GEMM and Winograd borrow large workspaces,
+// the channel-vector tiles ("kvec") a packed weight and a bordered image per thread, the
+// direct and depthwise kernels next to none.
 py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
                         const std::vector<int64_t>& stride, const ConvPads& padding,
                         const std::vector<int64_t>& dilation, int64_t groups) {
@@ -447,6 +448,8 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
   using cpu::conv_detail::Pass;
   auto name = [&](Pass pass) -> const char* {
     if (cpu::conv_detail::is_depthwise(s)) return "depthwise";
+    if (pass == Pass::Forward && cpu::conv_detail::kvec_taps_pays(s)) return "kvec";
+    if (pass == Pass::Data && cpu::conv_detail::kvec_taps_data_pays(s)) return "kvec";
     if (cpu::conv_detail::grouped_direct_applicable(s, pass)) return "direct";
     return cpu::choose_algo(s, true) == ConvAlgo::Winograd ? "winograd" : "gemm";
   };
@@ -485,7 +488,8 @@ void bind_conv(py::module_& m) {
   m.def("_conv_auto_plan", &conv_auto_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
-        "'gemm', 'winograd', 'direct' or 'depthwise' (used by the training-memory estimate).");
+        "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'direct' or 'depthwise' (used by "
+        "the training-memory estimate).");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "
                          "channels per group in and out (in the forward also >= 512 output positions over the batch), a direct kernel "
                          "for depthwise layers, else GEMM), "

@@ -79,6 +79,8 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
       return conv_forward(t.s, x, wc.get(), bias, y, algo);
     }
   }
+  if constexpr (std::is_same_v<T, float>)
+    if (algo == ConvAlgo::Auto && kvec_taps_pays(s)) return forward_kvec_taps(s, x, w, bias, y);
   if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
   if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
     return dilated_forward_winograd(s, x, w, bias, y);
@@ -106,6 +108,13 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
       Workspace<T> wc = workspace_array<T>(s.K * s.Cg() * t.s.k_size());
       copy_window(s, t, const_cast<T*>(w), wc.get(), true);
       return conv_backward_data(t.s, gy, wc.get(), gx, algo);
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && kvec_taps_data_pays(s)) {
+      Workspace<T> wt = workspace_array<T>(s.K * s.C * s.k_size());
+      flip_swap_weights(s, w, wt.get());
+      return forward_kvec_taps(data_pass_as_forward(s), gy, wt.get(), nullptr, gx);
     }
   }
   if (algo == ConvAlgo::Auto && grouped_backward_data(s, gy, w, gx)) return;

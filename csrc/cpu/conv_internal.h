@@ -137,6 +137,18 @@ void dilated_forward_winograd(const ConvShape& s, const T* x, const T* w, const 
 template <class T>
 void dilated_backward_data_winograd(const ConvShape& s, const T* gy, const T* w, T* gx);
 
+// ---- conv_kvec_taps.cpp ----
+// Whether a float32 layer's forward runs on the channel-vector tiles straight from a
+// zero-bordered image (AVX-512 at full rate, dense, 2-D, stride 1, no dilation, rows of >= 16
+// outputs, layers Auto does not give Winograd), and that forward: y = conv(x, w) + bias.
+bool kvec_taps_pays(const ConvShape& s);
+void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y);
+// The stride-1 grad_x as a forward: grad_y convolved with the kernel rotated by 180
+// degrees and its channel axes swapped (flip_swap_weights), padding dil (k - 1) - pad;
+// and whether that forward takes the tiles above (groups 1, stride 1).
+ConvShape data_pass_as_forward(const ConvShape& s);
+bool kvec_taps_data_pays(const ConvShape& s);
+
 // ---- conv_window.cpp ----
 // Dead kernel taps. A tap whose input position is padding for every output
 // (ResNet-18 on 32x32 inputs: layer4's 3x3 convolutions see a 1x1 or 2x2 map

@@ -49,9 +49,24 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-template <int NP>
-void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
-          const float* res, int64_t ldy, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
+// Where row c of x starts: a matrix with leading dimension ld (im2col columns, or a
+// 1x1 layer's input as it is) ...
+struct StridedRows {
+  const float* x;
+  int64_t ld;
+  const float* operator()(int64_t c) const { return x + c * ld; }
+};
+// ... or a zero-bordered image, row c = (channel, kh, kw) at its own offset, the tile's
+// positions consecutive input columns (stride 1): no im2col matrix at all.
+struct TapRows {
+  const float* x;
+  const int32_t* off;
+  const float* operator()(int64_t c) const { return x + off[c]; }
+};
+
+template <int NP, class Rows>
+void tile(int64_t C, Rows rows_of_x, const float* w, int64_t rows, const float* bias, float* y, const float* res,
+          int64_t ldy, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
   const __mmask16 lo = tail_mask16(std::min<int64_t>(rows, 16)), hi = tail_mask16(std::max<int64_t>(rows - 16, 0));
   const __m512 b0 = bias && !accumulate ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && !accumulate && hi ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
@@ -65,7 +80,7 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, 
       _mm_prefetch(reinterpret_cast<const char*>(wnext + c * kKvecRows + 16), _MM_HINT_T1);
     }
     const __m512 w0 = _mm512_loadu_ps(w + c * kKvecRows), w1 = _mm512_loadu_ps(w + c * kKvecRows + 16);
-    const float* xc = x + c * ldx;
+    const float* xc = rows_of_x(c);
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
       const __m512 xb = _mm512_set1_ps(xc[j]);
@@ -97,11 +112,11 @@ void tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, 
   }
 }
 
-template <int... NP>
-void dispatch(std::integer_sequence<int, NP...>, int64_t np, int64_t C, const float* x, int64_t ldx, const float* w,
-              int64_t rows, const float* bias, float* y, const float* res, int64_t ldy, const Epilogue& e,
-              bool accumulate, bool finish, const float* wnext) {
-  ((np == NP + 1 ? (tile<NP + 1>(C, x, ldx, w, rows, bias, y, res, ldy, e, accumulate, finish, wnext), true) : false) ||
+template <class Rows, int... NP>
+void dispatch(std::integer_sequence<int, NP...>, int64_t np, int64_t C, Rows x, const float* w, int64_t rows,
+              const float* bias, float* y, const float* res, int64_t ldy, const Epilogue& e, bool accumulate,
+              bool finish, const float* wnext) {
+  ((np == NP + 1 ? (tile<NP + 1>(C, x, w, rows, bias, y, res, ldy, e, accumulate, finish, wnext), true) : false) ||
    ...);
 }
 
@@ -110,8 +125,15 @@ void dispatch(std::integer_sequence<int, NP...>, int64_t np, int64_t C, const fl
 void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
                const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish,
                const float* wnext) {
-  dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, C, x, ldx, w, rows, bias, y, res, ldy, e, accumulate,
-           finish, wnext);
+  dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, C, StridedRows{x, ldx}, w, rows, bias, y, res, ldy, e,
+           accumulate, finish, wnext);
+}
+
+void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, const float* w, int64_t rows, const float* bias,
+                    float* y, int64_t ldy, int64_t np) {
+  const Epilogue none;
+  dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, CK, TapRows{x, off}, w, rows, bias, y, nullptr, ldy,
+           none, false, true, nullptr);
 }
 
 }  // namespace cnnfast::cpu::avx512_impl

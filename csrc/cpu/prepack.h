@@ -106,6 +106,11 @@ namespace avx512_impl {
 void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t rows, const float* bias, float* y,
                const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish,
                const float* wnext);
+// kvec_tile with row c of x at x + off[c] (conv_kvec_taps.cpp: a zero-bordered image and
+// each (channel, kh, kw) tap's offset in it, positions consecutive), over all CK rows in
+// one pass, y = w^T x + bias (no epilogue).
+void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, const float* w, int64_t rows, const float* bias,
+                    float* y, int64_t ldy, int64_t np);
 // avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if

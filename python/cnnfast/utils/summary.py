@@ -300,8 +300,9 @@ _SCRATCH_PER_THREAD = 5 << 18   # the GEMM's packing buffers, 1.25 MiB per threa
 
 
 def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
-    """Whether a layer's kernels borrow column matrices or Winograd transforms: convolutions
-    on im2col + GEMM or Winograd do; those Auto sends to the direct or depthwise kernels
+    """Whether a layer's kernels borrow column matrices, Winograd transforms or packed weights:
+    convolutions on im2col + GEMM, Winograd or the channel-vector tiles do; those Auto sends to
+    the direct or depthwise kernels
     (C++ decides, _C._conv_auto_plan says), and every other layer type, borrow next to none."""
     cls = type(m).__name__
     if not cls.startswith("Conv") or geo is None:
@@ -312,7 +313,7 @@ def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
     from .. import _C
     plan = _C._conv_auto_plan([1] + list(in_shape[1:]), list(m.weight.shape), list(stride),
                               [list(p) for p in pads], list(dil), int(m.groups))
-    return any(v in ("gemm", "winograd") for v in plan.values())
+    return any(v in ("gemm", "winograd", "kvec") for v in plan.values())
 
 
 def _workspace_estimate(recs, batch_size: int, threads: int) -> int:

@@ -1,0 +1,134 @@
+// Dense stride-1 convolutions on the channel-vector tiles (conv_kvec_avx512.cpp)
+// straight from a zero-bordered copy of each image: no im2col matrix.
+//
+// Why: a 5x5 layer such as AlexNet's C96->256 at 27x27 went to the grouped direct
+// kernel, whose vectors run along an output row (27 columns fill two vectors to 84%),
+// or to im2col + GEMM, which writes and reads back a 2400 x 729 column matrix per
+// image (7 MB, ~9% of the layer). Here the vectors hold 16 output channels, so any
+// row width tiles by 14s (27 = 14 + 13), and each (channel, kh, kw) row of the
+// virtual im2col matrix is the padded image read at that tap's offset.
+// Zen 5, AlexNet 5x5 C96->256 27x27 batch 8, one thread: forward 32.9-36.4 ms (grouped
+// direct, im2col + GEMM) -> 28.7-30.0 (242 GFLOP/s, 96% of the FMA peak; torch 30.3),
+// grad_x 33.1 -> 29.7; two threads 16.4-17.2 -> 15.0 and 16.8-17.2 -> 15.1. The error
+// against float64 is that of one float32 sum over C kh kw terms (2.5e-6 relative here,
+// the GEMM's KC-deep partial sums 3.9e-7).
+#include <algorithm>
+#include <utility>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "core/workspace.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
+#include "cpu/peak.h"
+#include "cpu/prepack.h"
+
+namespace cnnfast::cpu::conv_detail {
+
+bool kvec_taps_pays(const ConvShape& s) {
+  if (!use_avx512() || !avx512_full_rate()) return false;
+  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
+  if (!two_d || s.groups != 1 || s.stride[1] != 1 || s.stride[2] != 1 || s.dil[1] != 1 || s.dil[2] != 1 ||
+      s.k_size() == 1)
+    return false;
+  const int64_t CK = s.C * s.k_size(), blocks = (s.K + kKvecRows - 1) / kKvecRows;
+  // Rows of at least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
+  // faster than the GEMM: C256 batch 1 1.55 against 1.61 ms, 2 threads 1.21 / 1.15), 32-channel blocks
+  // at least 85% full, and enough depth that the 28 accumulators' transpose and store
+  // are small next to the FMAs. Layers Auto gives Winograd keep it, and dilated ones
+  // stay on the grouped direct kernel (3x3 dilation 2 C64 at 56x56 batch 8, 2 threads:
+  // 4.2 ms here against 3.4 there).
+  const int64_t bordered = s.C * (s.out[1] + s.dil[1] * (s.k[1] - 1)) * (s.out[2] + s.dil[2] * (s.k[2] - 1));
+  return s.out[2] >= 16 && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 && bordered < (int64_t(1) << 31) &&
+         choose_algo(s, true) == ConvAlgo::Gemm;
+}
+
+ConvShape data_pass_as_forward(const ConvShape& s) {
+  ConvShape f = s;
+  std::swap(f.C, f.K);
+  for (int d = 0; d < 3; ++d) {
+    f.in[d] = s.out[d], f.out[d] = s.in[d];
+    f.pad0[d] = s.dil[d] * (s.k[d] - 1) - s.pad0[d];
+    f.pad1[d] = s.dil[d] * (s.k[d] - 1) - s.pad1[d];
+  }
+  return f;
+}
+
+bool kvec_taps_data_pays(const ConvShape& s) {
+  return s.groups == 1 && s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1 &&
+         kvec_taps_pays(data_pass_as_forward(s));
+}
+
+void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  constexpr int64_t KR = kKvecRows;
+  const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
+  const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + KR - 1) / KR;
+  // The bordered image: every tap of every output position reads inside it.
+  const int64_t Hp = Ho + s.dil[1] * (KH - 1), Wp = Wo + s.dil[2] * (KW - 1), plane = Hp * Wp;
+  const int64_t top = s.pad0[1], left = s.pad0[2];
+
+  // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
+  Workspace<float> wk = workspace_array<float>(blocks_k * CK * KR);
+  parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* dst = wk.get() + b * CK * KR;
+      for (int64_t c = 0; c < CK; ++c)
+        for (int64_t r = 0; r < KR; ++r) {
+          const int64_t k = b * KR + r;
+          dst[c * KR + r] = k < K ? w[k * CK + c] : 0.0f;
+        }
+    }
+  });
+  std::vector<int32_t> off(static_cast<size_t>(CK));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw)
+        off[size_t((c * KH + kh) * KW + kw)] = int32_t(c * plane + kh * s.dil[1] * Wp + kw * s.dil[2]);
+
+  // A row's tiles, balanced (27 = 14 + 13).
+  const int64_t row_tiles = (Wo + kKvecMaxCols - 1) / kKvecMaxCols;
+  auto tile_start = [&](int64_t t) { return t * Wo / row_tiles; };
+  // Tasks: (image, chunk of channel blocks); a thread keeps the image it bordered last,
+  // so consecutive tasks of one image share the copy. Batch 1 splits the channels.
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  const int64_t chunks = std::min(blocks_k, std::max<int64_t>(1, (2 * threads + s.N - 1) / s.N));
+  const int64_t per_chunk = (blocks_k + chunks - 1) / chunks;
+  struct Bordered {
+    Workspace<float> xp;
+    int64_t image = -1;
+  };
+  dynamic_tasks(
+      s.N * chunks, [&] { return Bordered{workspace_array<float>(C * plane), -1}; },
+      [&](int64_t t, Bordered& b) {
+        const int64_t n = t / chunks, g0 = (t % chunks) * per_chunk, g1 = std::min(blocks_k, g0 + per_chunk);
+        if (g0 >= g1) return;
+        if (b.image != n) {
+          float* xp = b.xp.get();
+          const float* xn = x + n * C * H * W;
+          std::memset(xp, 0, sizeof(float) * size_t(C * plane));
+          const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
+          const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
+          if (h1 > h0 && w1 > w0)
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t h = h0; h < h1; ++h)
+                std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, xn + (c * H + h) * W + w0,
+                            sizeof(float) * size_t(w1 - w0));
+          b.image = n;
+        }
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t k0 = g * KR, rows = std::min(KR, K - k0);
+          const float* wg = wk.get() + g * CK * KR;
+          for (int64_t oh = 0; oh < Ho; ++oh)
+            for (int64_t q = 0; q < row_tiles; ++q) {
+              const int64_t ow = tile_start(q);
+              avx512_impl::kvec_taps_tile(CK, b.xp.get() + oh * Wp + ow, off.data(), wg, rows,
+                                          bias ? bias + k0 : nullptr, y + (n * K + k0) * P + oh * Wo + ow, P,
+                                          tile_start(q + 1) - ow);
+            }
+        }
+      });
+}
+
+}  // namespace cnnfast::cpu::conv_detail

@@ -1,0 +1,86 @@
+"""The channel-vector tiles run straight from a zero-bordered image (csrc/cpu/conv_kvec_taps.cpp):
+dense stride-1 layers with rows of >= 16 outputs that Auto does not give Winograd, forward and
+grad_x, on AVX-512 at full rate. Each case is checked against PyTorch in float64 from the same
+float32 inputs and against the im2col + GEMM path; where this CPU takes the tiles, the plan
+query says so, so the comparison is known to exercise them."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import cnnfast
+from cnnfast import _C
+
+TAKES_TILES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and cnnfast.simd_level() == "avx512"
+
+# (N, C, H, W, K, kh, kw, (top, bottom), (left, right), bias). Output widths 16, 17, 29, 40,
+# 43, 27 (row tiles 8 + 8, 8 + 9, 14 + 15 ...); K or C = 30, 58, 121, 31, 29, 60 leave the
+# last 32-channel block of the forward or of grad_x partly empty; asymmetric padding, even
+# and rectangular kernels, a 3x3 layer on 6 rows (too few tiles for Winograd), batch 1
+# (the threads split the channels).
+CASES = [
+    (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True),
+    (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False),
+    (2, 29, 6, 29, 58, 3, 3, (1, 1), (1, 1), True),
+    (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True),
+    (2, 60, 11, 45, 64, 3, 5, (2, 0), (0, 2), False),
+    (1, 96, 13, 27, 256, 5, 5, (2, 2), (2, 2), True),
+]
+
+
+def _torch_ref(x, w, b, pt, pl, gy):
+    xt = torch.from_numpy(x).double().requires_grad_()
+    yt = TF.conv2d(TF.pad(xt, (pl[0], pl[1], pt[0], pt[1])), torch.from_numpy(w).double(),
+                   None if b is None else torch.from_numpy(b).double())
+    yt.backward(torch.from_numpy(gy).double())
+    return yt.detach().numpy(), xt.grad.numpy()
+
+
+def _rel(a, ref):
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
+def test_forward_and_grad_x_match_torch(case, threads):
+    N, C, H, W, K, kh, kw, pt, pl, with_bias = case
+    rng = np.random.default_rng(N * 7919 + C * 31 + K)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32) if with_bias else None
+    pads = (pt, pl)
+    plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [1, 1], [list(pt), list(pl)], [1, 1], 1)
+    if TAKES_TILES:
+        assert plan["forward"] == "kvec" and plan["grad_input"] == "kvec", plan
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        y = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        gx = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, False, False)[0]
+        y_gemm = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1, "gemm")
+        gx_gemm = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, False, False, "gemm")[0]
+    finally:
+        cnnfast.set_num_threads(old)
+    y_ref, gx_ref = _torch_ref(x, w, b, pt, pl, gy)
+    assert y.shape == y_ref.shape and gx.shape == gx_ref.shape
+    # float32 sums over C * kh * kw (up to 6400) terms in one accumulator each
+    assert _rel(y, y_ref) < 2e-6 and _rel(gx, gx_ref) < 2e-6, (_rel(y, y_ref), _rel(gx, gx_ref))
+    np.testing.assert_allclose(y, y_gemm, rtol=1e-4, atol=1e-4 * np.abs(y_ref).max())
+    np.testing.assert_allclose(gx, gx_gemm, rtol=1e-4, atol=1e-4 * np.abs(gx_ref).max())
+
+
+@pytest.mark.parametrize("shape", [
+    # (x shape, w shape, stride, padding, dilation, groups): one rule each keeps the tiles off
+    ((2, 16, 9, 30), (64, 16, 5, 5), (2, 1), ((2, 2), (2, 2)), (1, 1), 1),   # stride 2
+    ((2, 16, 9, 30), (64, 16, 3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),   # dilation
+    ((2, 16, 9, 30), (64, 8, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 2),    # groups
+    ((2, 16, 9, 14), (64, 16, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),   # rows of 14
+    ((2, 16, 9, 30), (40, 16, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),   # 40 of 64 channels
+    ((2, 8, 9, 30), (64, 8, 2, 2), (1, 1), ((0, 1), (1, 0)), (1, 1), 1),     # depth 32
+    ((4, 64, 28, 28), (64, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),  # Winograd's
+])
+def test_other_layers_keep_their_kernels(shape):
+    x, w, stride, pads, dil, groups = shape
+    plan = _C._conv_auto_plan(list(x), list(w), list(stride), [list(p) for p in pads], list(dil), groups)
+    assert plan["forward"] != "kvec", plan
