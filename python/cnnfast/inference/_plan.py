@@ -33,7 +33,7 @@ def _empty_aligned(shape, dtype, alignment=64):
     dtype = np.dtype(dtype)
     n = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(n + alignment, np.uint8)
-    skip = -raw.ctypes.data % alignment
+    skip = -raw.__array_interface__["data"][0] % alignment
     return raw[skip:skip + n].view(dtype).reshape(shape)
 
 
