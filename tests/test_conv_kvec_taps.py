@@ -1,6 +1,6 @@
 """The channel-vector tiles run straight from a zero-bordered image (csrc/cpu/conv_kvec_taps.cpp):
-dense stride-1 layers with rows of >= 16 outputs that Auto does not give Winograd, forward and
-grad_x, on AVX-512 at full rate. Each case is checked against PyTorch in float64 from the same
+dense stride-1 layers with rows of >= 16 outputs, forward and grad_x where Auto does not give
+Winograd, grad_w with 3 or 5 kernel columns, on AVX-512 at full rate. Each case is checked against PyTorch in float64 from the same
 float32 inputs and against the im2col + GEMM path; where this CPU takes the tiles, the plan
 query says so, so the comparison is known to exercise them."""
 import numpy as np
@@ -13,27 +13,29 @@ from cnnfast import _C
 
 TAKES_TILES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and cnnfast.simd_level() == "avx512"
 
-# (N, C, H, W, K, kh, kw, (top, bottom), (left, right), bias). Output widths 16, 17, 29, 40,
+# (N, C, H, W, K, kh, kw, (top, bottom), (left, right), bias, passes on the tiles: forward,
+# grad_x, grad_w; the weight gradient's blocks are 64 channels, 1 or 2 kernel rows). Output widths 16, 17, 29, 40,
 # 43, 27 (row tiles 8 + 8, 8 + 9, 14 + 15 ...); K or C = 30, 58, 121, 31, 29, 60 leave the
 # last 32-channel block of the forward or of grad_x partly empty; asymmetric padding, even
 # and rectangular kernels, a 3x3 layer on 6 rows (too few tiles for Winograd), batch 1
 # (the threads split the channels).
 CASES = [
-    (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True),
-    (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False),
-    (2, 29, 6, 29, 58, 3, 3, (1, 1), (1, 1), True),
-    (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True),
-    (2, 60, 11, 45, 64, 3, 5, (2, 0), (0, 2), False),
-    (1, 96, 13, 27, 256, 5, 5, (2, 2), (2, 2), True),
+    (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True, "fx"),
+    (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False, "fx"),
+    (2, 29, 6, 29, 58, 3, 3, (1, 1), (1, 1), True, "fxw"),
+    (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True, "fx"),
+    (2, 60, 11, 45, 64, 3, 5, (2, 0), (0, 2), False, "fxw"),
+    (1, 96, 13, 27, 256, 5, 5, (2, 2), (2, 2), True, "fxw"),
+    (2, 5, 19, 17, 121, 5, 3, (2, 1), (1, 1), False, "w"),
 ]
 
 
 def _torch_ref(x, w, b, pt, pl, gy):
     xt = torch.from_numpy(x).double().requires_grad_()
-    yt = TF.conv2d(TF.pad(xt, (pl[0], pl[1], pt[0], pt[1])), torch.from_numpy(w).double(),
-                   None if b is None else torch.from_numpy(b).double())
+    wt = torch.from_numpy(w).double().requires_grad_()
+    yt = TF.conv2d(TF.pad(xt, (pl[0], pl[1], pt[0], pt[1])), wt, None if b is None else torch.from_numpy(b).double())
     yt.backward(torch.from_numpy(gy).double())
-    return yt.detach().numpy(), xt.grad.numpy()
+    return yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
 
 
 def _rel(a, ref):
@@ -43,7 +45,7 @@ def _rel(a, ref):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
 def test_forward_and_grad_x_match_torch(case, threads):
-    N, C, H, W, K, kh, kw, pt, pl, with_bias = case
+    N, C, H, W, K, kh, kw, pt, pl, with_bias, passes = case
     rng = np.random.default_rng(N * 7919 + C * 31 + K)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
@@ -51,23 +53,24 @@ def test_forward_and_grad_x_match_torch(case, threads):
     pads = (pt, pl)
     plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [1, 1], [list(pt), list(pl)], [1, 1], 1)
     if TAKES_TILES:
-        assert plan["forward"] == "kvec" and plan["grad_input"] == "kvec", plan
+        for key, flag in (("forward", "f"), ("grad_input", "x"), ("grad_weight", "w")):
+            assert (plan[key] == "kvec") == (flag in passes), (key, plan)
     old = cnnfast.get_num_threads()
     cnnfast.set_num_threads(threads)
     try:
         y = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1)
         gy = rng.standard_normal(y.shape).astype(np.float32)
-        gx = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, False, False)[0]
+        gx, gw, _ = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, True, False)
         y_gemm = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1, "gemm")
-        gx_gemm = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, False, False, "gemm")[0]
+        gx_gemm, gw_gemm, _ = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, True, False, "gemm")
     finally:
         cnnfast.set_num_threads(old)
-    y_ref, gx_ref = _torch_ref(x, w, b, pt, pl, gy)
-    assert y.shape == y_ref.shape and gx.shape == gx_ref.shape
-    # float32 sums over C * kh * kw (up to 6400) terms in one accumulator each
-    assert _rel(y, y_ref) < 2e-6 and _rel(gx, gx_ref) < 2e-6, (_rel(y, y_ref), _rel(gx, gx_ref))
-    np.testing.assert_allclose(y, y_gemm, rtol=1e-4, atol=1e-4 * np.abs(y_ref).max())
-    np.testing.assert_allclose(gx, gx_gemm, rtol=1e-4, atol=1e-4 * np.abs(gx_ref).max())
+    refs = _torch_ref(x, w, b, pt, pl, gy)
+    # float32 sums over C * kh * kw (up to 6400) or N * Ho * Wo terms in one accumulator each
+    for name, ours, gemm, ref in zip(("y", "gx", "gw"), (y, gx, gw), (y_gemm, gx_gemm, gw_gemm), refs):
+        assert ours.shape == ref.shape, name
+        assert _rel(ours, ref) < 2e-6, (name, _rel(ours, ref))
+        np.testing.assert_allclose(ours, gemm, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=name)
 
 
 @pytest.mark.parametrize("shape", [

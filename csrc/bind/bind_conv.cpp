@@ -450,6 +450,7 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
     if (cpu::conv_detail::is_depthwise(s)) return "depthwise";
     if (pass == Pass::Forward && cpu::conv_detail::kvec_taps_pays(s)) return "kvec";
     if (pass == Pass::Data && cpu::conv_detail::kvec_taps_data_pays(s)) return "kvec";
+    if (pass == Pass::Weight && cpu::conv_detail::kvec_weight_pays(s)) return "kvec";
     if (cpu::conv_detail::grouped_direct_applicable(s, pass)) return "direct";
     return cpu::choose_algo(s, true) == ConvAlgo::Winograd ? "winograd" : "gemm";
   };

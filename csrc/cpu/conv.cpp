@@ -148,6 +148,8 @@ void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, Co
     copy_window(s, t, gw, gwc.get(), false);
     return;
   }
+  if constexpr (std::is_same_v<T, float>)
+    if (algo == ConvAlgo::Auto && kvec_weight_pays(s)) return backward_weight_kvec_taps(s, gy, x, gw);
   if (algo == ConvAlgo::Auto && grouped_backward_weight(s, gy, x, gw)) return;
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);

@@ -148,6 +148,11 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
 // and whether that forward takes the tiles above (groups 1, stride 1).
 ConvShape data_pass_as_forward(const ConvShape& s);
 bool kvec_taps_data_pays(const ConvShape& s);
+// grad_w += on the same tiles, 64 channels by the taps of one or two kernel rows,
+// reducing over every output position of every image: dense, 2-D, stride 1, no
+// dilation, 3 or 5 kernel columns, rows of >= 16 outputs, 64-channel blocks >= 85% full.
+bool kvec_weight_pays(const ConvShape& s);
+void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw);
 
 // ---- conv_window.cpp ----
 // Dead kernel taps. A tap whose input position is padding for every output

@@ -15,6 +15,8 @@
 // 0.463 / 0.430.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "cpu/epilogue_vec.h"
 #include "cpu/prepack.h"
 #include "cpu/simd_math_avx512.h"
@@ -134,6 +136,85 @@ void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, const float*
   const Epilogue none;
   dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, CK, TapRows{x, off}, w, rows, bias, y, nullptr, ldy,
            none, false, true, nullptr);
+}
+
+// ---- weight gradient ----
+
+// dy (K, P) of one image -> dyt (blocks of 64 channels, P, 64) for blocks [kb0, kb1),
+// zero channels past K: each position's 64 channel values one load apart.
+void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb0, int64_t kb1) {
+  for (int64_t kb = kb0; kb < kb1; ++kb)
+    for (int64_t q = 0; q < 4; ++q) {
+      const int64_t k0 = kb * 64 + q * 16, nk = std::min<int64_t>(16, std::max<int64_t>(0, K - k0));
+      for (int64_t p0 = 0; p0 < P; p0 += 16) {
+        const int64_t np = std::min<int64_t>(16, P - p0);
+        const __mmask16 m = tail_mask16(np);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = i < nk ? _mm512_maskz_loadu_ps(m, dy + (k0 + i) * P + p0) : _mm512_setzero_ps();
+        transpose16(r);
+        float* dst = dyt + (kb * P + p0) * 64 + q * 16;
+        for (int64_t j = 0; j < np; ++j) _mm512_storeu_ps(dst + j * 64, r[j]);
+      }
+    }
+}
+
+namespace {
+
+// gw (rows <= 64 channels, ld ldw) columns [0, R KW) += sum over the Ho x Wo output
+// positions of dyt[p] (64 channels) times x at tap (r, kw) of p: x is the bordered
+// image's channel plane from the tile's first kernel row, Wp wide. Four zmm of
+// channels by R KW taps accumulate; per position 4 loads and R KW broadcasts feed
+// 4 R KW FMAs.
+template <int R, int KW>
+void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const float* x, float* gw, int64_t ldw,
+                 int64_t rows) {
+  constexpr int NT = R * KW;
+  __m512 acc[4][NT];
+#pragma GCC unroll 4
+  for (int v = 0; v < 4; ++v)
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) acc[v][t] = _mm512_setzero_ps();
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const float* xr = x + oh * Wp;
+    const float* d = dyt + oh * Wo * 64;
+    for (int64_t ow = 0; ow < Wo; ++ow, d += 64) {
+      __m512 dv[4];
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+        for (int kw = 0; kw < KW; ++kw) {
+          const __m512 xb = _mm512_set1_ps(xr[r * Wp + ow + kw]);
+#pragma GCC unroll 4
+          for (int v = 0; v < 4; ++v) acc[v][r * KW + kw] = _mm512_fmadd_ps(dv[v], xb, acc[v][r * KW + kw]);
+        }
+    }
+  }
+  const __mmask16 m = tail_mask16(NT);
+  for (int v = 0; v < 4; ++v) {
+    if (16 * v >= rows) break;
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; ++t) r[t] = t < NT ? acc[v][t] : _mm512_setzero_ps();
+    transpose16(r);
+    const int64_t n = std::min<int64_t>(16, rows - 16 * v);
+    for (int64_t l = 0; l < n; ++l) {
+      float* out = gw + (16 * v + l) * ldw;
+      store_lanes(out, m, _mm512_add_ps(r[l], load_lanes(m, out)));
+    }
+  }
+}
+
+}  // namespace
+
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const float* x,
+                      float* gw, int64_t ldw, int64_t rows) {
+  if (KW == 3 && R == 2) return weight_tile<2, 3>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
+  if (KW == 3 && R == 1) return weight_tile<1, 3>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
+  if (KW == 5 && R == 1) return weight_tile<1, 5>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
+  return false;
 }
 
 }  // namespace cnnfast::cpu::avx512_impl

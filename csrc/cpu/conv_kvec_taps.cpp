@@ -27,6 +27,24 @@
 
 namespace cnnfast::cpu::conv_detail {
 
+namespace {
+
+// x (C, H, W) -> xp (C, Hp, Wp): x's rows placed `top` rows down and `left` columns in
+// (either may be negative: rows or columns outside xp are dropped), zeros elsewhere.
+void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                  float* xp) {
+  const int64_t plane = Hp * Wp;
+  std::memset(xp, 0, sizeof(float) * size_t(C * plane));
+  const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
+  const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
+  if (h1 <= h0 || w1 <= w0) return;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t h = h0; h < h1; ++h)
+      std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, x + (c * H + h) * W + w0, sizeof(float) * size_t(w1 - w0));
+}
+
+}  // namespace
+
 bool kvec_taps_pays(const ConvShape& s) {
   if (!use_avx512() || !avx512_full_rate()) return false;
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
@@ -105,16 +123,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
         const int64_t n = t / chunks, g0 = (t % chunks) * per_chunk, g1 = std::min(blocks_k, g0 + per_chunk);
         if (g0 >= g1) return;
         if (b.image != n) {
-          float* xp = b.xp.get();
-          const float* xn = x + n * C * H * W;
-          std::memset(xp, 0, sizeof(float) * size_t(C * plane));
-          const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
-          const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
-          if (h1 > h0 && w1 > w0)
-            for (int64_t c = 0; c < C; ++c)
-              for (int64_t h = h0; h < h1; ++h)
-                std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, xn + (c * H + h) * W + w0,
-                            sizeof(float) * size_t(w1 - w0));
+          border_image(x + n * C * H * W, C, H, W, top, left, Hp, Wp, b.xp.get());
           b.image = n;
         }
         for (int64_t g = g0; g < g1; ++g) {
@@ -129,6 +138,52 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
             }
         }
       });
+}
+
+bool kvec_weight_pays(const ConvShape& s) {
+  if (!use_avx512() || !avx512_full_rate()) return false;
+  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
+  if (!two_d || s.groups != 1 || s.stride[1] != 1 || s.stride[2] != 1 || s.dil[1] != 1 || s.dil[2] != 1) return false;
+  if (!(s.k[2] == 3 || s.k[2] == 5) || s.k[1] > 7) return false;
+  const int64_t blocks = (s.K + 63) / 64;
+  const int64_t bordered = s.C * (s.out[1] + s.k[1] - 1) * (s.out[2] + s.k[2] - 1);
+  // One thread on Zen 5, ms, GEMM (im2col, packed B) against these tiles: AlexNet 5x5
+  // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 17.2), 3x3 C64 56x56 batch 8
+  // 12.0 / 9.0 (6.5 / 5.0), C128 28x28 batch 16 19.2 / 17.6, C64 32x32 batch 32 (two
+  // threads) 7.9 / 6.4; at 14x14 C256 batch 32 35.9 / 38.5 and at 7x7 C512 even: rows of
+  // >= 16 outputs.
+  return s.out[2] >= 16 && s.K * 100 >= blocks * 64 * 85 && bordered < (int64_t(1) << 31);
+}
+
+void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw) {
+  const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
+  const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + 63) / 64;
+  const int64_t Hp = Ho + KH - 1, Wp = Wo + KW - 1, plane = Hp * Wp;
+  // Three kernel rows of a 3x3 layer go as a pair and a single (6 and 3 taps per tile).
+  const int64_t R = KW == 3 ? 2 : 1;
+  Workspace<float> dyt = workspace_array<float>(blocks_k * P * 64), xp = workspace_array<float>(C * plane);
+  for (int64_t n = 0; n < s.N; ++n) {
+    const float* dyn = gy + n * K * P;
+    parallel_for(0, blocks_k + C, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        if (t < blocks_k) avx512_impl::kvec_transpose_grad(dyn, K, P, dyt.get(), t, t + 1);
+        else border_image(x + (n * C + t - blocks_k) * H * W, 1, H, W, s.pad0[1], s.pad0[2], Hp, Wp,
+                          xp.get() + (t - blocks_k) * plane);
+      }
+    });
+    // Tasks (channel block, input channel): disjoint parts of gw, so no partial sums;
+    // a thread's consecutive tasks share the block's dyt (P x 64 floats, in L2).
+    parallel_for(0, blocks_k * C, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t kb = t / C, c = t % C, rows = std::min<int64_t>(64, K - kb * 64);
+        for (int64_t kh = 0; kh < KH; kh += R) {
+          const int64_t r = std::min(R, KH - kh);
+          avx512_impl::kvec_weight_tile(r, KW, Ho, Wo, Wp, dyt.get() + kb * P * 64, xp.get() + c * plane + kh * Wp,
+                                        gw + kb * 64 * CK + c * kk + kh * KW, CK, rows);
+        }
+      }
+    });
+  }
 }
 
 }  // namespace cnnfast::cpu::conv_detail
