@@ -1,8 +1,9 @@
 """The channel-vector tiles run straight from a zero-bordered image (csrc/cpu/conv_kvec_taps.cpp):
-dense stride-1 layers with rows of >= 16 outputs, forward and grad_x where Auto does not give
-Winograd, grad_w with 3 or 5 kernel columns, on AVX-512 at full rate. Each case is checked against PyTorch in float64 from the same
-float32 inputs and against the im2col + GEMM path; where this CPU takes the tiles, the plan
-query says so, so the comparison is known to exercise them."""
+dense layers with stride 1 or 2 and rows of >= 16 outputs: the forward where Auto does not give
+Winograd, grad_x at stride 1, grad_w with 3 to 5 kernel columns, on AVX-512 at full rate. Each
+case is checked against PyTorch in float64 from the same float32 inputs and against the im2col
++ GEMM path; where this CPU takes the tiles, the plan query says so, so the comparison is known
+to exercise them."""
 import numpy as np
 import pytest
 import torch
@@ -23,17 +24,22 @@ CASES = [
     (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True, "fx"),
     (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False, "fx"),
     (2, 29, 6, 29, 58, 3, 3, (1, 1), (1, 1), True, "fxw"),
-    (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True, "fx"),
+    (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True, "fxw"),
     (2, 60, 11, 45, 64, 3, 5, (2, 0), (0, 2), False, "fxw"),
     (1, 96, 13, 27, 256, 5, 5, (2, 2), (2, 2), True, "fxw"),
     (2, 5, 19, 17, 121, 5, 3, (2, 1), (1, 1), False, "w"),
+    # stride 2: forward and grad_w (grad_x of a strided layer is a transposed convolution)
+    (2, 30, 37, 41, 64, 3, 3, (1, 0), (2, 1), True, "fw", 2),
+    (1, 17, 36, 40, 121, 5, 5, (2, 2), (0, 3), False, "fw", 2),
+    (3, 64, 21, 34, 58, 4, 4, (1, 1), (1, 1), True, "fw", 2),
 ]
 
 
-def _torch_ref(x, w, b, pt, pl, gy):
+def _torch_ref(x, w, b, pt, pl, gy, st):
     xt = torch.from_numpy(x).double().requires_grad_()
     wt = torch.from_numpy(w).double().requires_grad_()
-    yt = TF.conv2d(TF.pad(xt, (pl[0], pl[1], pt[0], pt[1])), wt, None if b is None else torch.from_numpy(b).double())
+    yt = TF.conv2d(TF.pad(xt, (pl[0], pl[1], pt[0], pt[1])), wt, None if b is None else torch.from_numpy(b).double(),
+                   stride=st)
     yt.backward(torch.from_numpy(gy).double())
     return yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
 
@@ -44,28 +50,29 @@ def _rel(a, ref):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
-def test_forward_and_grad_x_match_torch(case, threads):
-    N, C, H, W, K, kh, kw, pt, pl, with_bias, passes = case
+def test_passes_match_torch(case, threads):
+    N, C, H, W, K, kh, kw, pt, pl, with_bias, passes, *rest = case
+    st = rest[0] if rest else 1
     rng = np.random.default_rng(N * 7919 + C * 31 + K)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
     b = rng.standard_normal(K).astype(np.float32) if with_bias else None
     pads = (pt, pl)
-    plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [1, 1], [list(pt), list(pl)], [1, 1], 1)
+    plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [st, st], [list(pt), list(pl)], [1, 1], 1)
     if TAKES_TILES:
         for key, flag in (("forward", "f"), ("grad_input", "x"), ("grad_weight", "w")):
             assert (plan[key] == "kvec") == (flag in passes), (key, plan)
     old = cnnfast.get_num_threads()
     cnnfast.set_num_threads(threads)
     try:
-        y = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1)
+        y = _C.conv_forward(x, w, b, (st, st), pads, (1, 1), 1)
         gy = rng.standard_normal(y.shape).astype(np.float32)
-        gx, gw, _ = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, True, False)
-        y_gemm = _C.conv_forward(x, w, b, (1, 1), pads, (1, 1), 1, "gemm")
-        gx_gemm, gw_gemm, _ = _C.conv_backward(gy, x, w, (1, 1), pads, (1, 1), 1, True, True, False, "gemm")
+        gx, gw, _ = _C.conv_backward(gy, x, w, (st, st), pads, (1, 1), 1, True, True, False)
+        y_gemm = _C.conv_forward(x, w, b, (st, st), pads, (1, 1), 1, "gemm")
+        gx_gemm, gw_gemm, _ = _C.conv_backward(gy, x, w, (st, st), pads, (1, 1), 1, True, True, False, "gemm")
     finally:
         cnnfast.set_num_threads(old)
-    refs = _torch_ref(x, w, b, pt, pl, gy)
+    refs = _torch_ref(x, w, b, pt, pl, gy, st)
     # float32 sums over C * kh * kw (up to 6400) or N * Ho * Wo terms in one accumulator each
     for name, ours, gemm, ref in zip(("y", "gx", "gw"), (y, gx, gw), (y_gemm, gx_gemm, gw_gemm), refs):
         assert ours.shape == ref.shape, name
@@ -75,7 +82,7 @@ def test_forward_and_grad_x_match_torch(case, threads):
 
 @pytest.mark.parametrize("shape", [
     # (x shape, w shape, stride, padding, dilation, groups): one rule each keeps the tiles off
-    ((2, 16, 9, 30), (64, 16, 5, 5), (2, 1), ((2, 2), (2, 2)), (1, 1), 1),   # stride 2
+    ((2, 16, 9, 30), (64, 16, 5, 5), (2, 1), ((2, 2), (2, 2)), (1, 1), 1),   # unequal strides
     ((2, 16, 9, 30), (64, 16, 3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),   # dilation
     ((2, 16, 9, 30), (64, 8, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 2),    # groups
     ((2, 16, 9, 14), (64, 16, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),   # rows of 14

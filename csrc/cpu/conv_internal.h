@@ -139,7 +139,7 @@ void dilated_backward_data_winograd(const ConvShape& s, const T* gy, const T* w,
 
 // ---- conv_kvec_taps.cpp ----
 // Whether a float32 layer's forward runs on the channel-vector tiles straight from a
-// zero-bordered image (AVX-512 at full rate, dense, 2-D, stride 1, no dilation, rows of >= 16
+// zero-bordered image (AVX-512 at full rate, dense, 2-D, stride 1 or 2, no dilation, rows of >= 16
 // outputs, layers Auto does not give Winograd), and that forward: y = conv(x, w) + bias.
 bool kvec_taps_pays(const ConvShape& s);
 void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y);
@@ -149,8 +149,8 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
 ConvShape data_pass_as_forward(const ConvShape& s);
 bool kvec_taps_data_pays(const ConvShape& s);
 // grad_w += on the same tiles, 64 channels by the taps of one or two kernel rows,
-// reducing over every output position of every image: dense, 2-D, stride 1, no
-// dilation, 3 or 5 kernel columns, rows of >= 16 outputs, 64-channel blocks >= 85% full.
+// reducing over every output position of every image: dense, 2-D, stride 1 or 2, no
+// dilation, 3 to 5 kernel columns, rows of >= 16 outputs, 64-channel blocks >= 85% full.
 bool kvec_weight_pays(const ConvShape& s);
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw);
 

@@ -1,10 +1,12 @@
-// The dense convolution of frozen inference graphs on small maps (prepack.h,
-// conv_forward_panels' kvec path): y (K, P) = W (K, CK) x (CK, P) with the vectors
-// along the output channels, 32 of them (two zmm) by up to 14 positions a tile: per
-// row c of x, two loads of the packed weights ((K/32, CK, 32), ConvPacked::kvec) and
-// one broadcast per position feed 2 x 14 FMAs. At the end the 2 x 14 accumulators are
-// transposed in registers (16 x 16 at a time) into rows of y, where bias, residual and
-// activation are applied before the one store.
+// The channel-vector tiles: 32 output channels in two zmm by up to 14 positions, for the
+// dense convolutions of frozen inference graphs on small maps (prepack.h, conv_forward_panels'
+// kvec path) and, reading their x rows at tap offsets of a bordered image, for the eager
+// forward and grad_x of conv_kvec_taps.cpp; and its weight-gradient tiles (64 channels by
+// the taps of one or two kernel rows). y (K, P) = W (K, CK) x (CK, P) with the vectors
+// along the output channels: per row c of x, two loads of the packed weights ((K/32, CK,
+// 32), ConvPacked::kvec) and one broadcast per position feed 2 x 14 FMAs. At the end the
+// 2 x 14 accumulators are transposed in registers (16 x 16 at a time) into rows of y,
+// where bias, residual and activation are applied before the one store.
 //
 // Why: the panel tiles put 16 positions in a vector, so a 7x7 map (49) fills 4 vectors
 // to 77% and a 14x14 one (196) 13 vectors to 94%, and their six rows of W per tile
@@ -28,7 +30,9 @@ using namespace cnnfast::avx512;
 using Ops = EpilogueOps;
 
 // r[j] lane k -> r[k] lane j.
-inline void transpose16(__m512 r[16]) {
+// Always inlined: an out-of-line copy (GCC 12 stopped inlining it at five callers) trips
+// its false -Wuninitialized on the intrinsics' undefined pass-through operand.
+[[gnu::always_inline]] inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16], v[16];
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
@@ -51,16 +55,19 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// Where row c of x starts: a matrix with leading dimension ld (im2col columns, or a
-// 1x1 layer's input as it is) ...
+// Where row c of x starts, and how far apart its positions lie: a matrix with leading
+// dimension ld (im2col columns, or a 1x1 layer's input as it is) ...
 struct StridedRows {
+  static constexpr int kStep = 1;
   const float* x;
   int64_t ld;
   const float* operator()(int64_t c) const { return x + c * ld; }
 };
 // ... or a zero-bordered image, row c = (channel, kh, kw) at its own offset, the tile's
-// positions consecutive input columns (stride 1): no im2col matrix at all.
+// positions SW input columns apart (the stride): no im2col matrix at all.
+template <int SW>
 struct TapRows {
+  static constexpr int kStep = SW;
   const float* x;
   const int32_t* off;
   const float* operator()(int64_t c) const { return x + off[c]; }
@@ -85,7 +92,7 @@ void tile(int64_t C, Rows rows_of_x, const float* w, int64_t rows, const float* 
     const float* xc = rows_of_x(c);
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
-      const __m512 xb = _mm512_set1_ps(xc[j]);
+      const __m512 xb = _mm512_set1_ps(xc[j * Rows::kStep]);
       a0[j] = _mm512_fmadd_ps(w0, xb, a0[j]);
       a1[j] = _mm512_fmadd_ps(w1, xb, a1[j]);
     }
@@ -131,11 +138,14 @@ void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t r
            accumulate, finish, wnext);
 }
 
-void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, const float* w, int64_t rows, const float* bias,
-                    float* y, int64_t ldy, int64_t np) {
+void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, int64_t sw, const float* w, int64_t rows,
+                    const float* bias, float* y, int64_t ldy, int64_t np) {
   const Epilogue none;
-  dispatch(std::make_integer_sequence<int, kKvecMaxCols>(), np, CK, TapRows{x, off}, w, rows, bias, y, nullptr, ldy,
-           none, false, true, nullptr);
+  constexpr auto cols = std::make_integer_sequence<int, kKvecMaxCols>();
+  if (sw == 2)
+    dispatch(cols, np, CK, TapRows<2>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);
+  else
+    dispatch(cols, np, CK, TapRows<1>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);
 }
 
 // ---- weight gradient ----
@@ -166,9 +176,9 @@ namespace {
 // image's channel plane from the tile's first kernel row, Wp wide. Four zmm of
 // channels by R KW taps accumulate; per position 4 loads and R KW broadcasts feed
 // 4 R KW FMAs.
-template <int R, int KW>
-void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const float* x, float* gw, int64_t ldw,
-                 int64_t rows) {
+template <int R, int KW, int SW>
+void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dyt, const float* x, float* gw,
+                 int64_t ldw, int64_t rows) {
   constexpr int NT = R * KW;
   __m512 acc[4][NT];
 #pragma GCC unroll 4
@@ -176,7 +186,7 @@ void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const flo
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) acc[v][t] = _mm512_setzero_ps();
   for (int64_t oh = 0; oh < Ho; ++oh) {
-    const float* xr = x + oh * Wp;
+    const float* xr = x + oh * sh * Wp;
     const float* d = dyt + oh * Wo * 64;
     for (int64_t ow = 0; ow < Wo; ++ow, d += 64) {
       __m512 dv[4];
@@ -186,7 +196,7 @@ void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const flo
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
         for (int kw = 0; kw < KW; ++kw) {
-          const __m512 xb = _mm512_set1_ps(xr[r * Wp + ow + kw]);
+          const __m512 xb = _mm512_set1_ps(xr[r * Wp + ow * SW + kw]);
 #pragma GCC unroll 4
           for (int v = 0; v < 4; ++v) acc[v][r * KW + kw] = _mm512_fmadd_ps(dv[v], xb, acc[v][r * KW + kw]);
         }
@@ -209,11 +219,20 @@ void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const flo
 
 }  // namespace
 
-bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const float* x,
-                      float* gw, int64_t ldw, int64_t rows) {
-  if (KW == 3 && R == 2) return weight_tile<2, 3>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
-  if (KW == 3 && R == 1) return weight_tile<1, 3>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
-  if (KW == 5 && R == 1) return weight_tile<1, 5>(Ho, Wo, Wp, dyt, x, gw, ldw, rows), true;
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
+                      const float* dyt, const float* x, float* gw, int64_t ldw, int64_t rows) {
+#define CNNFAST_WEIGHT_TILE(r, kw, step)                                                      \
+  if (R == r && KW == kw && sw == step)                                                       \
+    return weight_tile<r, kw, step>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true;
+  CNNFAST_WEIGHT_TILE(2, 3, 1)
+  CNNFAST_WEIGHT_TILE(1, 3, 1)
+  CNNFAST_WEIGHT_TILE(1, 4, 1)
+  CNNFAST_WEIGHT_TILE(1, 5, 1)
+  CNNFAST_WEIGHT_TILE(2, 3, 2)
+  CNNFAST_WEIGHT_TILE(1, 4, 2)
+  CNNFAST_WEIGHT_TILE(1, 3, 2)
+  CNNFAST_WEIGHT_TILE(1, 5, 2)
+#undef CNNFAST_WEIGHT_TILE
   return false;
 }
 

@@ -1,5 +1,8 @@
-// Dense stride-1 convolutions on the channel-vector tiles (conv_kvec_avx512.cpp)
-// straight from a zero-bordered copy of each image: no im2col matrix.
+// Dense convolutions with stride 1 or 2 on the channel-vector tiles (conv_kvec_avx512.cpp)
+// straight from a zero-bordered copy of each image: no im2col matrix. The forward and the
+// stride-1 grad_x (the forward of grad_y with the rotated kernel) run 32 output channels
+// by up to 14 positions of one output row; grad_w runs 64 output channels by the taps
+// of one or two kernel rows, summed over every position of every image.
 //
 // Why: a 5x5 layer such as AlexNet's C96->256 at 27x27 went to the grouped direct
 // kernel, whose vectors run along an output row (27 columns fill two vectors to 84%),
@@ -11,7 +14,10 @@
 // direct, im2col + GEMM) -> 28.7-30.0 (242 GFLOP/s, 96% of the FMA peak; torch 30.3),
 // grad_x 33.1 -> 29.7; two threads 16.4-17.2 -> 15.0 and 16.8-17.2 -> 15.1. The error
 // against float64 is that of one float32 sum over C kh kw terms (2.5e-6 relative here,
-// the GEMM's KC-deep partial sums 3.9e-7).
+// the GEMM's KC-deep partial sums 3.9e-7). Stride 2 (ms, one thread, before / after):
+// 3x3 C64->128 at 56x56 batch 16 forward 9.7 / 8.2, grad_w 11.2 / 8.7; 4x4 C64->128
+// batch 8 forward 8.9 / 6.9; 3x3 C32->64 at 32x32 batch 32 forward 2.09 / 1.41, grad_w
+// 2.74 / 1.66; C128->256 at 56x56 batch 8 forward even (2 threads 9.8 / 9.9).
 #include <algorithm>
 #include <utility>
 #include <cstring>
@@ -48,17 +54,17 @@ void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, 
 bool kvec_taps_pays(const ConvShape& s) {
   if (!use_avx512() || !avx512_full_rate()) return false;
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
-  if (!two_d || s.groups != 1 || s.stride[1] != 1 || s.stride[2] != 1 || s.dil[1] != 1 || s.dil[2] != 1 ||
-      s.k_size() == 1)
-    return false;
+  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
+  if (!two_d || s.groups != 1 || !stride_1_or_2 || s.dil[1] != 1 || s.dil[2] != 1 || s.k_size() == 1) return false;
   const int64_t CK = s.C * s.k_size(), blocks = (s.K + kKvecRows - 1) / kKvecRows;
-  // Rows of at least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
+  // Stride 1 or 2 (the tile's positions are that many input columns apart); rows of at
+  // least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
   // faster than the GEMM: C256 batch 1 1.55 against 1.61 ms, 2 threads 1.21 / 1.15), 32-channel blocks
   // at least 85% full, and enough depth that the 28 accumulators' transpose and store
   // are small next to the FMAs. Layers Auto gives Winograd keep it, and dilated ones
   // stay on the grouped direct kernel (3x3 dilation 2 C64 at 56x56 batch 8, 2 threads:
   // 4.2 ms here against 3.4 there).
-  const int64_t bordered = s.C * (s.out[1] + s.dil[1] * (s.k[1] - 1)) * (s.out[2] + s.dil[2] * (s.k[2] - 1));
+  const int64_t bordered = s.C * ((s.out[1] - 1) * s.stride[1] + s.k[1]) * ((s.out[2] - 1) * s.stride[2] + s.k[2]);
   return s.out[2] >= 16 && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 && bordered < (int64_t(1) << 31) &&
          choose_algo(s, true) == ConvAlgo::Gemm;
 }
@@ -84,7 +90,9 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
   const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
   const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + KR - 1) / KR;
   // The bordered image: every tap of every output position reads inside it.
-  const int64_t Hp = Ho + s.dil[1] * (KH - 1), Wp = Wo + s.dil[2] * (KW - 1), plane = Hp * Wp;
+  const int64_t sh = s.stride[1], sw = s.stride[2];
+  const int64_t Hp = (Ho - 1) * sh + s.dil[1] * (KH - 1) + 1, Wp = (Wo - 1) * sw + s.dil[2] * (KW - 1) + 1;
+  const int64_t plane = Hp * Wp;
   const int64_t top = s.pad0[1], left = s.pad0[2];
 
   // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
@@ -132,7 +140,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
           for (int64_t oh = 0; oh < Ho; ++oh)
             for (int64_t q = 0; q < row_tiles; ++q) {
               const int64_t ow = tile_start(q);
-              avx512_impl::kvec_taps_tile(CK, b.xp.get() + oh * Wp + ow, off.data(), wg, rows,
+              avx512_impl::kvec_taps_tile(CK, b.xp.get() + oh * sh * Wp + ow * sw, off.data(), sw, wg, rows,
                                           bias ? bias + k0 : nullptr, y + (n * K + k0) * P + oh * Wo + ow, P,
                                           tile_start(q + 1) - ow);
             }
@@ -143,10 +151,11 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
 bool kvec_weight_pays(const ConvShape& s) {
   if (!use_avx512() || !avx512_full_rate()) return false;
   const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
-  if (!two_d || s.groups != 1 || s.stride[1] != 1 || s.stride[2] != 1 || s.dil[1] != 1 || s.dil[2] != 1) return false;
-  if (!(s.k[2] == 3 || s.k[2] == 5) || s.k[1] > 7) return false;
+  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
+  if (!two_d || s.groups != 1 || !stride_1_or_2 || s.dil[1] != 1 || s.dil[2] != 1) return false;
+  if (s.k[2] < 3 || s.k[2] > 5 || s.k[1] > 7) return false;
   const int64_t blocks = (s.K + 63) / 64;
-  const int64_t bordered = s.C * (s.out[1] + s.k[1] - 1) * (s.out[2] + s.k[2] - 1);
+  const int64_t bordered = s.C * ((s.out[1] - 1) * s.stride[1] + s.k[1]) * ((s.out[2] - 1) * s.stride[2] + s.k[2]);
   // One thread on Zen 5, ms, GEMM (im2col, packed B) against these tiles: AlexNet 5x5
   // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 17.2), 3x3 C64 56x56 batch 8
   // 12.0 / 9.0 (6.5 / 5.0), C128 28x28 batch 16 19.2 / 17.6, C64 32x32 batch 32 (two
@@ -158,7 +167,8 @@ bool kvec_weight_pays(const ConvShape& s) {
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw) {
   const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
   const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + 63) / 64;
-  const int64_t Hp = Ho + KH - 1, Wp = Wo + KW - 1, plane = Hp * Wp;
+  const int64_t sh = s.stride[1], sw = s.stride[2];
+  const int64_t Hp = (Ho - 1) * sh + KH, Wp = (Wo - 1) * sw + KW, plane = Hp * Wp;
   // Three kernel rows of a 3x3 layer go as a pair and a single (6 and 3 taps per tile).
   const int64_t R = KW == 3 ? 2 : 1;
   Workspace<float> dyt = workspace_array<float>(blocks_k * P * 64), xp = workspace_array<float>(C * plane);
@@ -178,7 +188,7 @@ void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float*
         const int64_t kb = t / C, c = t % C, rows = std::min<int64_t>(64, K - kb * 64);
         for (int64_t kh = 0; kh < KH; kh += R) {
           const int64_t r = std::min(R, KH - kh);
-          avx512_impl::kvec_weight_tile(r, KW, Ho, Wo, Wp, dyt.get() + kb * P * 64, xp.get() + c * plane + kh * Wp,
+          avx512_impl::kvec_weight_tile(r, KW, Ho, Wo, Wp, sh, sw, dyt.get() + kb * P * 64, xp.get() + c * plane + kh * Wp,
                                         gw + kb * 64 * CK + c * kk + kh * KW, CK, rows);
         }
       }

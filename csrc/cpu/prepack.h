@@ -107,18 +107,19 @@ void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t r
                const float* res, int64_t ldy, int64_t np, const Epilogue& e, bool accumulate, bool finish,
                const float* wnext);
 // kvec_tile with row c of x at x + off[c] (conv_kvec_taps.cpp: a zero-bordered image and
-// each (channel, kh, kw) tap's offset in it, positions consecutive), over all CK rows in
-// one pass, y = w^T x + bias (no epilogue).
-void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, const float* w, int64_t rows, const float* bias,
-                    float* y, int64_t ldy, int64_t np);
+// each (channel, kh, kw) tap's offset in it, positions sw (1 or 2) columns apart), over
+// all CK rows in one pass, y = w^T x + bias (no epilogue).
+void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, int64_t sw, const float* w, int64_t rows,
+                    const float* bias, float* y, int64_t ldy, int64_t np);
 // The weight gradient on the same tiles (conv_kvec_taps.cpp): dy (K, P) of one image ->
 // dyt (64-channel blocks, P, 64) for blocks [kb0, kb1); then gw (rows <= 64, ld ldw)
 // columns [0, R KW) += the products of dyt with the bordered image x (Wp wide, from the
-// tile's first kernel row) over the Ho x Wo positions. kvec_weight_tile runs (R, KW) in
-// {(1, 3), (2, 3), (1, 5)} and returns false, touching nothing, for any other.
+// tile's first kernel row; output row oh reads from row oh sh, column ow from ow sw) over
+// the Ho x Wo positions. kvec_weight_tile runs (R, KW) in {(1, 3), (2, 3), (1, 4), (1, 5)}
+// with sw 1 or 2 and returns false, touching nothing, for any other.
 void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb0, int64_t kb1);
-bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, const float* dyt, const float* x,
-                      float* gw, int64_t ldw, int64_t rows);
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
+                      const float* dyt, const float* x, float* gw, int64_t ldw, int64_t rows);
 // avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
