@@ -21,13 +21,17 @@ TAKES_TILES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and cn
 # and rectangular kernels, a 3x3 layer on 6 rows (too few tiles for Winograd), batch 1
 # (the threads split the channels).
 CASES = [
-    (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True, "fx"),
-    (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False, "fx"),
+    (1, 32, 9, 16, 32, 5, 5, (2, 2), (2, 2), True, "fxw"),
+    (3, 30, 7, 17, 30, 5, 5, (1, 3), (2, 2), False, "fxw"),
     (2, 29, 6, 29, 58, 3, 3, (1, 1), (1, 1), True, "fxw"),
     (1, 31, 5, 40, 121, 3, 4, (0, 2), (3, 0), True, "fxw"),
     (2, 60, 11, 45, 64, 3, 5, (2, 0), (0, 2), False, "fxw"),
     (1, 96, 13, 27, 256, 5, 5, (2, 2), (2, 2), True, "fxw"),
     (2, 5, 19, 17, 121, 5, 3, (2, 1), (1, 1), False, "w"),
+    # grad_w of layers with at most 32 channels: two-zmm tiles of up to 12 taps
+    (3, 7, 20, 29, 29, 5, 5, (2, 2), (1, 3), True, "w"),
+    (2, 12, 17, 33, 32, 4, 4, (1, 2), (2, 1), False, "w"),
+    (4, 9, 18, 20, 30, 3, 3, (1, 1), (1, 1), False, "w"),
     # stride 2: forward and grad_w (grad_x of a strided layer is a transposed convolution)
     (2, 30, 37, 41, 64, 3, 3, (1, 0), (2, 1), True, "fw", 2),
     (1, 17, 36, 40, 121, 5, 5, (2, 2), (0, 3), False, "fw", 2),

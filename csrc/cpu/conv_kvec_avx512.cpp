@@ -171,39 +171,39 @@ void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int6
 
 namespace {
 
-// gw (rows <= 64 channels, ld ldw) columns [0, R KW) += sum over the Ho x Wo output
-// positions of dyt[p] (64 channels) times x at tap (r, kw) of p: x is the bordered
-// image's channel plane from the tile's first kernel row, Wp wide. Four zmm of
-// channels by R KW taps accumulate; per position 4 loads and R KW broadcasts feed
-// 4 R KW FMAs.
-template <int R, int KW, int SW>
+// gw (rows <= 16 KV channels, ld ldw) columns [0, R KW) += sum over the Ho x Wo output
+// positions of dyt[p] (64 channel slots) times x at tap (r, kw) of p: x is the bordered
+// image's channel plane from the tile's first kernel row, Wp wide. KV zmm of channels
+// (4, or 2 for layers of at most 32) by R KW taps accumulate; per position KV loads and
+// R KW broadcasts feed KV R KW FMAs.
+template <int R, int KW, int SW, int KV>
 void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dyt, const float* x, float* gw,
                  int64_t ldw, int64_t rows) {
   constexpr int NT = R * KW;
-  __m512 acc[4][NT];
+  __m512 acc[KV][NT];
 #pragma GCC unroll 4
-  for (int v = 0; v < 4; ++v)
+  for (int v = 0; v < KV; ++v)
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) acc[v][t] = _mm512_setzero_ps();
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const float* xr = x + oh * sh * Wp;
     const float* d = dyt + oh * Wo * 64;
     for (int64_t ow = 0; ow < Wo; ++ow, d += 64) {
-      __m512 dv[4];
+      __m512 dv[KV];
 #pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+      for (int v = 0; v < KV; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
         for (int kw = 0; kw < KW; ++kw) {
           const __m512 xb = _mm512_set1_ps(xr[r * Wp + ow * SW + kw]);
 #pragma GCC unroll 4
-          for (int v = 0; v < 4; ++v) acc[v][r * KW + kw] = _mm512_fmadd_ps(dv[v], xb, acc[v][r * KW + kw]);
+          for (int v = 0; v < KV; ++v) acc[v][r * KW + kw] = _mm512_fmadd_ps(dv[v], xb, acc[v][r * KW + kw]);
         }
     }
   }
   const __mmask16 m = tail_mask16(NT);
-  for (int v = 0; v < 4; ++v) {
+  for (int v = 0; v < KV; ++v) {
     if (16 * v >= rows) break;
     __m512 r[16];
 #pragma GCC unroll 16
@@ -219,18 +219,24 @@ void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dy
 
 }  // namespace
 
-bool kvec_weight_tile(int64_t R, int64_t KW, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
                       const float* dyt, const float* x, float* gw, int64_t ldw, int64_t rows) {
-#define CNNFAST_WEIGHT_TILE(r, kw, step)                                                      \
-  if (R == r && KW == kw && sw == step)                                                       \
-    return weight_tile<r, kw, step>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true;
-  CNNFAST_WEIGHT_TILE(2, 3, 1)
-  CNNFAST_WEIGHT_TILE(1, 3, 1)
-  CNNFAST_WEIGHT_TILE(1, 4, 1)
-  CNNFAST_WEIGHT_TILE(1, 5, 1)
+#define CNNFAST_WEIGHT_TILE(r, kw, kv)                                                          \
+  if (R == r && KW == kw && KV == kv) {                                                         \
+    if (sw == 1) return weight_tile<r, kw, 1, kv>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true; \
+    if (sw == 2) return weight_tile<r, kw, 2, kv>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true; \
+  }
+  CNNFAST_WEIGHT_TILE(2, 3, 4)
+  CNNFAST_WEIGHT_TILE(1, 3, 4)
+  CNNFAST_WEIGHT_TILE(1, 4, 4)
+  CNNFAST_WEIGHT_TILE(1, 5, 4)
+  CNNFAST_WEIGHT_TILE(3, 3, 2)
   CNNFAST_WEIGHT_TILE(2, 3, 2)
-  CNNFAST_WEIGHT_TILE(1, 4, 2)
   CNNFAST_WEIGHT_TILE(1, 3, 2)
+  CNNFAST_WEIGHT_TILE(3, 4, 2)
+  CNNFAST_WEIGHT_TILE(2, 4, 2)
+  CNNFAST_WEIGHT_TILE(1, 4, 2)
+  CNNFAST_WEIGHT_TILE(2, 5, 2)
   CNNFAST_WEIGHT_TILE(1, 5, 2)
 #undef CNNFAST_WEIGHT_TILE
   return false;
