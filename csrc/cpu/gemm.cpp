@@ -1,5 +1,6 @@
 // Scalar reference GEMM, dispatch to the AVX2 / AVX-512 kernels, and the thread split.
 #include "cpu/gemm.h"
+#include "core/workspace.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -74,35 +75,48 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_
 }
 
 template <class T>
-GemmLhs<T>::GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a)
+GemmLhs<T>::GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, bool pooled)
     : M_(M), K_(K), A_(A), rs_(rs_a), cs_(cs_a) {
   if constexpr (std::is_same_v<T, float>) {
     if (use_avx2() && M > 0 && K > 0) {
       wide_ = use_avx512();
-      AlignedPtr<float> p =
-          aligned_alloc_array<float>(wide_ ? avx512_impl::packed_a_size(M, K) : avx2_impl::packed_a_size(M, K));
-      if (wide_) avx512_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
-      else avx2_impl::pack_a_full(M, K, A, rs_a, cs_a, p.get());
-      packed_ = std::unique_ptr<float[], void (*)(void*)>(p.release(), std::free);
+      const int64_t n = wide_ ? avx512_impl::packed_a_size(M, K) : avx2_impl::packed_a_size(M, K);
+      float* p;
+      if (pooled) {
+        borrowed_ = WorkspaceBlock(workspace_bytes(n, sizeof(float)));
+        p = static_cast<float*>(borrowed_.data());
+      } else {
+        AlignedPtr<float> a = aligned_alloc_array<float>(n);
+        p = a.get();
+        owned_ = std::unique_ptr<float[], void (*)(void*)>(a.release(), std::free);
+      }
+      if (wide_) avx512_impl::pack_a_full(M, K, A, rs_a, cs_a, p);
+      else avx2_impl::pack_a_full(M, K, A, rs_a, cs_a, p);
+      packed_ = p;
     }
   }
 }
+
+template <class T>
+GemmLhs<T>::GemmLhs(GemmLhs&&) noexcept = default;
+template <class T>
+GemmLhs<T>::~GemmLhs() = default;
 
 template <class T>
 void GemmLhs<T>::multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* C, int64_t ldc,
                           bool accumulate) const {
   if constexpr (std::is_same_v<T, float>) {
     if (packed_ && wide_)
-      return avx512_impl::sgemm_packed_a(M_, N, K_, packed_.get(), B, rs_b, cs_b, C, ldc, accumulate);
-    if (packed_) return avx2_impl::sgemm_packed_a(M_, N, K_, packed_.get(), B, rs_b, cs_b, C, ldc, accumulate);
+      return avx512_impl::sgemm_packed_a(M_, N, K_, packed_, B, rs_b, cs_b, C, ldc, accumulate);
+    if (packed_) return avx2_impl::sgemm_packed_a(M_, N, K_, packed_, B, rs_b, cs_b, C, ldc, accumulate);
   }
   gemm_serial(M_, N, K_, A_, rs_, cs_, B, rs_b, cs_b, C, ldc, accumulate);
 }
 
 template <class T>
 void GemmLhs<T>::multiply_packed_b(int64_t N, const float* Bp, float* C, int64_t ldc, bool accumulate) const {
-  if (wide_) avx512_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
-  else avx2_impl::sgemm_packed_ab(M_, N, K_, packed_.get(), Bp, C, ldc, accumulate);
+  if (wide_) avx512_impl::sgemm_packed_ab(M_, N, K_, packed_, Bp, C, ldc, accumulate);
+  else avx2_impl::sgemm_packed_ab(M_, N, K_, packed_, Bp, C, ldc, accumulate);
 }
 
 template <class T>

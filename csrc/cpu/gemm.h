@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/workspace.h"
+
 namespace cnnfast::cpu {
 
 template <class T>
@@ -28,14 +30,20 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_
 // A left operand prepared once for many serial products: packed for the SIMD
 // level in use at construction when T is float, otherwise just the strided view.
 // It keeps running that level's kernel even if the level is lowered meanwhile.
+// The packed copy of a call's operand (`pooled`, the default) is borrowed from the
+// workspace pool (core/workspace.h): a fresh allocation per call went to mmap past
+// 128 KiB and faulted every page in again (3x3 C512 at 7x7, batch 1: 1,376 page faults
+// per call). Long-lived operands (a frozen model's ConvPacked) own theirs.
 template <class T>
 class GemmLhs {
  public:
-  GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a);
+  GemmLhs(int64_t M, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, bool pooled = true);
+  GemmLhs(GemmLhs&&) noexcept;
+  ~GemmLhs();
   // C (M x N, ldc) (+)= A * B, single-threaded.
   void multiply(int64_t N, const T* B, int64_t rs_b, int64_t cs_b, T* C, int64_t ldc, bool accumulate) const;
   // Whether A is packed for a SIMD kernel, so multiply_packed_b may be used.
-  bool packed() const { return static_cast<bool>(packed_); }
+  bool packed() const { return packed_ != nullptr; }
   // Columns per panel of the packed-B layout that multiply_packed_b expects
   // (16 for the AVX2 kernel, 32 for the AVX-512 one); 0 when not packed.
   int64_t panel_width() const;
@@ -47,7 +55,9 @@ class GemmLhs {
   const T* A_;
   int64_t rs_, cs_;
   bool wide_ = false;  // packed for the AVX-512 kernel (else the AVX2 one)
-  std::unique_ptr<float[], void (*)(void*)> packed_{nullptr, nullptr};
+  WorkspaceBlock borrowed_;
+  std::unique_ptr<float[], void (*)(void*)> owned_{nullptr, nullptr};
+  const float* packed_ = nullptr;  // borrowed_'s or owned_'s block
 };
 
 template <class T>

@@ -53,7 +53,7 @@ ConvPacked::ConvPacked(const float* w, int64_t K, int64_t Cg, int64_t kk, int64_
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t rb = 0; rb < row_blocks_; ++rb) {
       const int64_t r0 = rb * rows_per_block_, r1 = std::min(Kg, r0 + rows_per_block_);
-      lhs_.emplace_back(r1 - r0, CK, w_.get() + (g * Kg + r0) * CK, CK, int64_t(1));
+      lhs_.emplace_back(r1 - r0, CK, w_.get() + (g * Kg + r0) * CK, CK, int64_t(1), false);
     }
   if (groups == 1) pw_ = pack_row_blocks(w, K, CK, kPanelRows);
 }

@@ -93,13 +93,13 @@ Plan plan_tiles(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo) {
 // chunk's GEMMs: lhs[(g * parts + part) * 36 + xi].
 template <class T>
 std::vector<std::unique_ptr<GemmLhs<T>>> pack_lhs(const T* U, int64_t Kg, int64_t Cg, int64_t groups, int64_t parts,
-                                                  int64_t kb) {
+                                                  int64_t kb, bool pooled) {
   std::vector<std::unique_ptr<GemmLhs<T>>> lhs(groups * parts * 36);
   parallel_for(0, groups * parts * 36, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t xi = i % 36, part = (i / 36) % parts, g = i / (36 * parts);
       const int64_t k0 = std::min(Kg, part * kb), k1 = std::min(Kg, k0 + kb);
-      lhs[i] = std::make_unique<GemmLhs<T>>(k1 - k0, Cg, U + ((g * 36 + xi) * Kg + k0) * Cg, Cg, int64_t(1));
+      lhs[i] = std::make_unique<GemmLhs<T>>(k1 - k0, Cg, U + ((g * 36 + xi) * Kg + k0) * Cg, Cg, int64_t(1), pooled);
     }
   });
   return lhs;
@@ -206,7 +206,7 @@ void winograd_conv2d(int64_t N, int64_t C, int64_t K, int64_t groups, int64_t H,
   Workspace<T> U = workspace_array<T>(groups * 36 * Kg * Cg);
   transform_weights(w, K, Cg, groups, U.get());
   const Plan plan = plan_tiles(N, Cg, Kg, Ho, Wo);
-  const auto lhs = pack_lhs(U.get(), Kg, Cg, groups, plan.parts, plan.kb);
+  const auto lhs = pack_lhs(U.get(), Kg, Cg, groups, plan.parts, plan.kb, true);
   run_tiles(plan, N, C, K, groups, H, W, Ho, Wo, pad_t, pad_l, x, lhs.data(), bias, y);
 }
 
@@ -214,7 +214,7 @@ WinogradPack::WinogradPack(const float* w, int64_t K, int64_t Cg, int64_t groups
     : K_(K), Cg_(Cg), groups_(groups), parts_(parts), kb_(rows_per_part(K / groups, parts)),
       U_(aligned_alloc_array<float>(groups * 36 * (K / groups) * Cg)) {
   transform_weights(w, K, Cg, groups, U_.get());
-  lhs_ = pack_lhs(static_cast<const float*>(U_.get()), K / groups, Cg, groups, parts, kb_);
+  lhs_ = pack_lhs(static_cast<const float*>(U_.get()), K / groups, Cg, groups, parts, kb_, false);
 }
 
 WinogradPack::~WinogradPack() = default;
