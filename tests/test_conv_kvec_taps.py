@@ -32,6 +32,9 @@ CASES = [
     (3, 7, 20, 29, 29, 5, 5, (2, 2), (1, 3), True, "w"),
     (2, 12, 17, 33, 32, 4, 4, (1, 2), (2, 1), False, "w"),
     (4, 9, 18, 20, 30, 3, 3, (1, 1), (1, 1), False, "w"),
+    # grad_w on small maps and in passes of several images (3 images of 70x70 go 2 + 1)
+    (5, 40, 4, 6, 60, 3, 3, (1, 1), (1, 1), True, "w"),
+    (3, 16, 70, 70, 64, 3, 3, (1, 1), (1, 1), False, "w"),
     # stride 2: forward and grad_w (grad_x of a strided layer is a transposed convolution)
     (2, 30, 37, 41, 64, 3, 3, (1, 0), (2, 1), True, "fw", 2),
     (1, 17, 36, 40, 121, 5, 5, (2, 2), (0, 3), False, "fw", 2),

@@ -150,7 +150,8 @@ ConvShape data_pass_as_forward(const ConvShape& s);
 bool kvec_taps_data_pays(const ConvShape& s);
 // grad_w += on the same tiles, 64 channels by the taps of one or two kernel rows,
 // reducing over every output position of every image: dense, 2-D, stride 1 or 2, no
-// dilation, 3 to 5 kernel columns, rows of >= 16 outputs, 64-channel blocks >= 85% full.
+// dilation, 3 to 5 kernel columns, rows of >= 4 outputs (>= 16 past 256 channels),
+// 64-channel blocks (32 for layers of at most 32) >= 85% full.
 bool kvec_weight_pays(const ConvShape& s);
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw);
 

@@ -150,9 +150,11 @@ void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, int64_t sw, 
 
 // ---- weight gradient ----
 
-// dy (K, P) of one image -> dyt (blocks of 64 channels, P, 64) for blocks [kb0, kb1),
-// zero channels past K: each position's 64 channel values one load apart.
-void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb0, int64_t kb1) {
+// dy (K, P) of one image -> dyt (blocks of 64 channels, P, 64), block kb at dyt + kb
+// kb_stride, for blocks [kb0, kb1), zero channels past K: each position's 64 channel
+// values one load apart.
+void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb_stride, int64_t kb0,
+                         int64_t kb1) {
   for (int64_t kb = kb0; kb < kb1; ++kb)
     for (int64_t q = 0; q < 4; ++q) {
       const int64_t k0 = kb * 64 + q * 16, nk = std::min<int64_t>(16, std::max<int64_t>(0, K - k0));
@@ -163,7 +165,7 @@ void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int6
 #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) r[i] = i < nk ? _mm512_maskz_loadu_ps(m, dy + (k0 + i) * P + p0) : _mm512_setzero_ps();
         transpose16(r);
-        float* dst = dyt + (kb * P + p0) * 64 + q * 16;
+        float* dst = dyt + kb * kb_stride + p0 * 64 + q * 16;
         for (int64_t j = 0; j < np; ++j) _mm512_storeu_ps(dst + j * 64, r[j]);
       }
     }
@@ -177,17 +179,18 @@ namespace {
 // (4, or 2 for layers of at most 32) by R KW taps accumulate; per position KV loads and
 // R KW broadcasts feed KV R KW FMAs.
 template <int R, int KW, int SW, int KV>
-void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dyt, const float* x, float* gw,
-                 int64_t ldw, int64_t rows) {
+void weight_tile(int64_t images, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dyt, int64_t dyt_image,
+                 const float* x, int64_t x_image, float* gw, int64_t ldw, int64_t rows) {
   constexpr int NT = R * KW;
   __m512 acc[KV][NT];
 #pragma GCC unroll 4
   for (int v = 0; v < KV; ++v)
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) acc[v][t] = _mm512_setzero_ps();
+  for (int64_t n = 0; n < images; ++n)
   for (int64_t oh = 0; oh < Ho; ++oh) {
-    const float* xr = x + oh * sh * Wp;
-    const float* d = dyt + oh * Wo * 64;
+    const float* xr = x + n * x_image + oh * sh * Wp;
+    const float* d = dyt + n * dyt_image + oh * Wo * 64;
     for (int64_t ow = 0; ow < Wo; ++ow, d += 64) {
       __m512 dv[KV];
 #pragma GCC unroll 4
@@ -219,12 +222,13 @@ void weight_tile(int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, const float* dy
 
 }  // namespace
 
-bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
-                      const float* dyt, const float* x, float* gw, int64_t ldw, int64_t rows) {
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t images, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh,
+                      int64_t sw, const float* dyt, int64_t dyt_image, const float* x, int64_t x_image, float* gw,
+                      int64_t ldw, int64_t rows) {
 #define CNNFAST_WEIGHT_TILE(r, kw, kv)                                                          \
   if (R == r && KW == kw && KV == kv) {                                                         \
-    if (sw == 1) return weight_tile<r, kw, 1, kv>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true; \
-    if (sw == 2) return weight_tile<r, kw, 2, kv>(Ho, Wo, Wp, sh, dyt, x, gw, ldw, rows), true; \
+    if (sw == 1) return weight_tile<r, kw, 1, kv>(images, Ho, Wo, Wp, sh, dyt, dyt_image, x, x_image, gw, ldw, rows), true; \
+    if (sw == 2) return weight_tile<r, kw, 2, kv>(images, Ho, Wo, Wp, sh, dyt, dyt_image, x, x_image, gw, ldw, rows), true; \
   }
   CNNFAST_WEIGHT_TILE(2, 3, 4)
   CNNFAST_WEIGHT_TILE(1, 3, 4)

@@ -157,14 +157,17 @@ bool kvec_weight_pays(const ConvShape& s) {
   const int64_t blocks = (s.K + 63) / 64;
   const int64_t bordered = s.C * ((s.out[1] - 1) * s.stride[1] + s.k[1]) * ((s.out[2] - 1) * s.stride[2] + s.k[2]);
   // One thread on Zen 5, ms, GEMM (im2col, packed B) against these tiles: AlexNet 5x5
-  // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 17.2), 3x3 C64 56x56 batch 8
+  // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 15.0), 3x3 C64 56x56 batch 8
   // 12.0 / 9.0 (6.5 / 5.0), C128 28x28 batch 16 19.2 / 17.6, C64 32x32 batch 32 (two
-  // threads) 7.9 / 6.4; at 14x14 C256 batch 32 35.9 / 38.5 and at 7x7 C512 even: rows of
-  // >= 16 outputs.
+  // threads) 7.9 / 6.4. Small maps gain once a tile sums over several images (below):
+  // C64 8x8 batch 16 0.60 / 0.34 (two threads 0.45 / 0.21), C128 8x8 batch 32 3.5 / 2.6,
+  // C256 14x14 batch 8 8.3 / 8.0 (5.9 / 4.2), C128 4x4 0.41 / 0.39; 2x2 maps lost (0.48 /
+  // 0.62) and so did 512 channels on 7x7 (32.8 / 38.9): rows of >= 4, and past 256
+  // channels >= 16.
   // Layers of at most 32 channels take two-zmm tiles: 32x16->32 5x5 at 28x28 batch 32
   // (LeNet-like) 7.9 ms on the grouped kernel against 4.0 in four-zmm tiles half empty.
   const bool full = s.K <= 32 ? s.K * 100 >= 32 * 85 : s.K * 100 >= blocks * 64 * 85;
-  return s.out[2] >= 16 && full && bordered < (int64_t(1) << 31);
+  return s.out[2] >= 4 && (s.K <= 256 || s.out[2] >= 16) && full && bordered < (int64_t(1) << 31);
 }
 
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw) {
@@ -175,25 +178,34 @@ void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float*
   // Taps per tile: at most 6 kernel columns x rows with four zmm of channels (a 3x3
   // layer's three rows go as a pair and a single), 12 with two.
   const int64_t KV = K <= 32 ? 2 : 4, R = KV == 4 ? (KW == 3 ? 2 : 1) : std::min<int64_t>(3, 12 / KW);
-  Workspace<float> dyt = workspace_array<float>(blocks_k * P * 64), xp = workspace_array<float>(C * plane);
-  for (int64_t n = 0; n < s.N; ++n) {
-    const float* dyn = gy + n * K * P;
-    parallel_for(0, blocks_k + C, 1, [&](int64_t t0, int64_t t1) {
+  // Images per pass: as many as keep the pass's transposed grad_y and bordered images
+  // within ~4 MiB, so that on small maps each tile's transposes and stores are spread
+  // over many images' positions (one 8x8 image has 64).
+  const int64_t per_image = (blocks_k * P * 64 + C * plane) * int64_t(sizeof(float));
+  const int64_t nb = std::clamp<int64_t>((int64_t(4) << 20) / per_image, 1, s.N);
+  Workspace<float> dyt = workspace_array<float>(blocks_k * nb * P * 64), xp = workspace_array<float>(nb * C * plane);
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t m = std::min(nb, s.N - n0);
+    // dyt (block, image, P, 64); xp (image, C, Hp, Wp).
+    parallel_for(0, m * (blocks_k + 1), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        if (t < blocks_k) avx512_impl::kvec_transpose_grad(dyn, K, P, dyt.get(), t, t + 1);
-        else border_image(x + (n * C + t - blocks_k) * H * W, 1, H, W, s.pad0[1], s.pad0[2], Hp, Wp,
-                          xp.get() + (t - blocks_k) * plane);
+        const int64_t i = t / (blocks_k + 1), j = t % (blocks_k + 1), n = n0 + i;
+        if (j < blocks_k)
+          avx512_impl::kvec_transpose_grad(gy + n * K * P, K, P, dyt.get() + i * P * 64, m * P * 64, j, j + 1);
+        else
+          border_image(x + n * C * H * W, C, H, W, s.pad0[1], s.pad0[2], Hp, Wp, xp.get() + i * C * plane);
       }
     });
     // Tasks (channel block, input channel): disjoint parts of gw, so no partial sums;
-    // a thread's consecutive tasks share the block's dyt (P x 64 floats, in L2).
+    // a thread's consecutive tasks share the block's dyt.
     parallel_for(0, blocks_k * C, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t kb = t / C, c = t % C, rows = std::min<int64_t>(16 * KV, K - kb * 64);
         for (int64_t kh = 0; kh < KH; kh += R) {
           const int64_t r = std::min(R, KH - kh);
-          avx512_impl::kvec_weight_tile(r, KW, KV, Ho, Wo, Wp, sh, sw, dyt.get() + kb * P * 64, xp.get() + c * plane + kh * Wp,
-                                        gw + kb * 64 * CK + c * kk + kh * KW, CK, rows);
+          avx512_impl::kvec_weight_tile(r, KW, KV, m, Ho, Wo, Wp, sh, sw, dyt.get() + kb * m * P * 64, P * 64,
+                                        xp.get() + c * plane + kh * Wp, C * plane, gw + kb * 64 * CK + c * kk + kh * KW,
+                                        CK, rows);
         }
       }
     });

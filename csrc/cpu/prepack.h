@@ -112,15 +112,18 @@ void kvec_tile(int64_t C, const float* x, int64_t ldx, const float* w, int64_t r
 void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, int64_t sw, const float* w, int64_t rows,
                     const float* bias, float* y, int64_t ldy, int64_t np);
 // The weight gradient on the same tiles (conv_kvec_taps.cpp): dy (K, P) of one image ->
-// dyt (64-channel blocks, P, 64) for blocks [kb0, kb1); then gw (rows <= 16 KV, ld ldw)
-// columns [0, R KW) += the products of dyt with the bordered image x (Wp wide, from the
-// tile's first kernel row; output row oh reads from row oh sh, column ow from ow sw) over
-// the Ho x Wo positions. kvec_weight_tile runs KV = 4 with (R, KW) in {(1|2, 3), (1, 4),
-// (1, 5)}, KV = 2 with R up to 3, 3, 2 for KW = 3, 4, 5, sw 1 or 2, and returns false,
-// touching nothing, for any other.
-void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb0, int64_t kb1);
-bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh, int64_t sw,
-                      const float* dyt, const float* x, float* gw, int64_t ldw, int64_t rows);
+// dyt (64-channel blocks, P, 64), block kb at dyt + kb kb_stride, for blocks [kb0, kb1);
+// then gw (rows <= 16 KV, ld ldw) columns [0, R KW) += the products of dyt with the
+// bordered images x (Wp wide, from the tile's first kernel row; output row oh reads from
+// row oh sh, column ow from ow sw) over the Ho x Wo positions of `images` images, x_image
+// and dyt_image floats apart. kvec_weight_tile runs KV = 4 with (R, KW) in {(1|2, 3),
+// (1, 4), (1, 5)}, KV = 2 with R up to 3, 3, 2 for KW = 3, 4, 5, sw 1 or 2, and returns
+// false, touching nothing, for any other.
+void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int64_t kb_stride, int64_t kb0,
+                         int64_t kb1);
+bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t images, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh,
+                      int64_t sw, const float* dyt, int64_t dyt_image, const float* x, int64_t x_image, float* gw,
+                      int64_t ldw, int64_t rows);
 // avx2_impl::gemv_rows on AVX-512 (prepack_gemv_avx512.cpp), same arguments.
 void gemv_rows(int64_t M, int64_t K, const float* W, const float* x, float* y);
 // y (rows, cols), ld ldy = wp^T x + (accumulate ? y : bias), then the epilogue if
