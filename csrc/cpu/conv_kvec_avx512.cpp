@@ -77,6 +77,20 @@ template <int NP, class Rows>
 void tile(int64_t C, Rows rows_of_x, const float* w, int64_t rows, const float* bias, float* y, const float* res,
           int64_t ldy, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
   const __mmask16 lo = tail_mask16(std::min<int64_t>(rows, 16)), hi = tail_mask16(std::max<int64_t>(rows - 16, 0));
+  // The epilogue's residual rows and the rows of y it stores are 32 short runs a plane
+  // apart, which the hardware prefetcher does not follow: fetched now (y for writing),
+  // they arrive under the FMAs. One thread, ms, ResNet-50's 1x1 256->1024 at 14x14 with
+  // its residual and ReLU, batch 8: 4.01 -> 3.53 (two threads 2.10 -> 1.87; onnxruntime
+  // ~3.3 in the graph); 512->2048 at 7x7 3.65 -> 3.53; batch 1 unchanged.
+  if (finish)
+    for (int64_t l = 0; l < rows; ++l) {
+      if (res) {
+        _mm_prefetch(reinterpret_cast<const char*>(res + l * ldy), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(res + l * ldy + NP - 1), _MM_HINT_T0);
+      }
+      _mm_prefetch(reinterpret_cast<const char*>(y + l * ldy), _MM_HINT_ET0);
+      _mm_prefetch(reinterpret_cast<const char*>(y + l * ldy + NP - 1), _MM_HINT_ET0);
+    }
   const __m512 b0 = bias && !accumulate ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && !accumulate && hi ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
   // Fully unrolled so that the 2 NP accumulators stay in registers.
