@@ -97,16 +97,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
 
   // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
   Workspace<float> wk = workspace_array<float>(blocks_k * CK * KR);
-  parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      float* dst = wk.get() + b * CK * KR;
-      for (int64_t c = 0; c < CK; ++c)
-        for (int64_t r = 0; r < KR; ++r) {
-          const int64_t k = b * KR + r;
-          dst[c * KR + r] = k < K ? w[k * CK + c] : 0.0f;
-        }
-    }
-  });
+  parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, KR, b0, b1, wk.get()); });
   std::vector<int32_t> off(static_cast<size_t>(CK));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t kh = 0; kh < KH; ++kh)
@@ -176,7 +167,8 @@ void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float*
   const int64_t sh = s.stride[1], sw = s.stride[2];
   const int64_t Hp = (Ho - 1) * sh + KH, Wp = (Wo - 1) * sw + KW, plane = Hp * Wp;
   // Taps per tile: at most 6 kernel columns x rows with four zmm of channels (a 3x3
-  // layer's three rows go as a pair and a single), 12 with two.
+  // layer's three rows go as a pair and a single), 12 with two. kvec_weight_pays admits
+  // only 3-5 kernel columns, for which every row count up to R is instantiated.
   const int64_t KV = K <= 32 ? 2 : 4, R = KV == 4 ? (KW == 3 ? 2 : 1) : std::min<int64_t>(3, 12 / KW);
   // Images per pass: as many as keep the pass's transposed grad_y and bordered images
   // within ~4 MiB, so that on small maps each tile's transposes and stores are spread

@@ -19,20 +19,21 @@
 namespace cnnfast::cpu {
 using namespace conv_detail;
 
-namespace {
-
-// w (K, CK) row-major -> blocks of `rows` output channels, (block, CK, rows), zero rows
-// past K: the panel tiles' layout (rows = kPanelRows) and the channel-vector tiles'
-// (kKvecRows).
-AlignedPtr<float> pack_row_blocks(const float* w, int64_t K, int64_t CK, int64_t rows) {
-  const int64_t blocks = (K + rows - 1) / rows;
-  AlignedPtr<float> dst = aligned_alloc_array<float>(blocks * CK * rows);
-  for (int64_t b = 0; b < blocks; ++b)
+void pack_row_blocks_into(const float* w, int64_t K, int64_t CK, int64_t rows, int64_t b0, int64_t b1, float* dst) {
+  for (int64_t b = b0; b < b1; ++b)
     for (int64_t c = 0; c < CK; ++c)
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t k = b * rows + r;
-        dst.get()[(b * CK + c) * rows + r] = k < K ? w[k * CK + c] : 0.0f;
+        dst[(b * CK + c) * rows + r] = k < K ? w[k * CK + c] : 0.0f;
       }
+}
+
+namespace {
+
+AlignedPtr<float> pack_row_blocks(const float* w, int64_t K, int64_t CK, int64_t rows) {
+  const int64_t blocks = (K + rows - 1) / rows;
+  AlignedPtr<float> dst = aligned_alloc_array<float>(blocks * CK * rows);
+  pack_row_blocks_into(w, K, CK, rows, 0, blocks, dst.get());
   return dst;
 }
 

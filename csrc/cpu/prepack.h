@@ -62,6 +62,12 @@ class ConvPacked {
 bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e);
 
+// w (K, CK) row-major -> blocks of `rows` output channels, (block, CK, rows), zero rows
+// past K, blocks [b0, b1) of dst: the panel tiles' layout (rows = kPanelRows) and the
+// channel-vector tiles' (kKvecRows), packed once by ConvPacked or per call by
+// conv_kvec_taps.cpp.
+void pack_row_blocks_into(const float* w, int64_t K, int64_t CK, int64_t rows, int64_t b0, int64_t b1, float* dst);
+
 // y = epilogue(conv(x, packed weights) + bias) for a dense convolution on the
 // AVX-512 tiles of conv_panels_avx512.cpp (conv_panels_avx2.cpp's on AVX2-only CPUs), the epilogue in registers: a 1x1 layer
 // with stride 1 and no padding reads x as it is; any other layer with at most
