@@ -177,7 +177,8 @@ void kvec_transpose_grad(const float* dy, int64_t K, int64_t P, float* dyt, int6
         const __mmask16 m = tail_mask16(np);
         __m512 r[16];
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = i < nk ? _mm512_maskz_loadu_ps(m, dy + (k0 + i) * P + p0) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; ++i)
+          r[i] = i < nk ? _mm512_maskz_loadu_ps(m, dy + (k0 + i) * P + p0) : _mm512_setzero_ps();
         transpose16(r);
         float* dst = dyt + kb * kb_stride + p0 * 64 + q * 16;
         for (int64_t j = 0; j < np; ++j) _mm512_storeu_ps(dst + j * 64, r[j]);
@@ -239,10 +240,11 @@ void weight_tile(int64_t images, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh,
 bool kvec_weight_tile(int64_t R, int64_t KW, int64_t KV, int64_t images, int64_t Ho, int64_t Wo, int64_t Wp, int64_t sh,
                       int64_t sw, const float* dyt, int64_t dyt_image, const float* x, int64_t x_image, float* gw,
                       int64_t ldw, int64_t rows) {
-#define CNNFAST_WEIGHT_TILE(r, kw, kv)                                                          \
-  if (R == r && KW == kw && KV == kv) {                                                         \
-    if (sw == 1) return weight_tile<r, kw, 1, kv>(images, Ho, Wo, Wp, sh, dyt, dyt_image, x, x_image, gw, ldw, rows), true; \
-    if (sw == 2) return weight_tile<r, kw, 2, kv>(images, Ho, Wo, Wp, sh, dyt, dyt_image, x, x_image, gw, ldw, rows), true; \
+  auto run = [&](auto tile) { tile(images, Ho, Wo, Wp, sh, dyt, dyt_image, x, x_image, gw, ldw, rows); };
+#define CNNFAST_WEIGHT_TILE(r, kw, kv)                               \
+  if (R == r && KW == kw && KV == kv && (sw == 1 || sw == 2)) {      \
+    sw == 1 ? run(weight_tile<r, kw, 1, kv>) : run(weight_tile<r, kw, 2, kv>); \
+    return true;                                                     \
   }
   CNNFAST_WEIGHT_TILE(2, 3, 4)
   CNNFAST_WEIGHT_TILE(1, 3, 4)

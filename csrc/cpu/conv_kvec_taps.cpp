@@ -46,27 +46,38 @@ void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, 
   if (h1 <= h0 || w1 <= w0) return;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t h = h0; h < h1; ++h)
-      std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, x + (c * H + h) * W + w0, sizeof(float) * size_t(w1 - w0));
+      std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, x + (c * H + h) * W + w0,
+                  sizeof(float) * size_t(w1 - w0));
+}
+
+// The extent along spatial dim d of the bordered image: every tap of every output reads inside it.
+int64_t bordered_extent(const ConvShape& s, int d) {
+  return (s.out[d] - 1) * s.stride[d] + s.dil[d] * (s.k[d] - 1) + 1;
+}
+
+// What both passes' tiles take: AVX-512 at full rate, a dense 2-D layer with equal
+// strides of 1 or 2 (a tile's positions are that many input columns apart), no
+// dilation, and a bordered image of fewer than 2^31 floats (the tap offsets are int32).
+bool bordered_tiles_apply(const ConvShape& s) {
+  if (!use_avx512() || !avx512_full_rate()) return false;
+  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
+  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
+  return two_d && s.groups == 1 && stride_1_or_2 && s.dil[1] == 1 && s.dil[2] == 1 &&
+         s.C * bordered_extent(s, 1) * bordered_extent(s, 2) < (int64_t(1) << 31);
 }
 
 }  // namespace
 
 bool kvec_taps_pays(const ConvShape& s) {
-  if (!use_avx512() || !avx512_full_rate()) return false;
-  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
-  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
-  if (!two_d || s.groups != 1 || !stride_1_or_2 || s.dil[1] != 1 || s.dil[2] != 1 || s.k_size() == 1) return false;
+  if (!bordered_tiles_apply(s) || s.k_size() == 1) return false;
   const int64_t CK = s.C * s.k_size(), blocks = (s.K + kKvecRows - 1) / kKvecRows;
-  // Stride 1 or 2 (the tile's positions are that many input columns apart); rows of at
-  // least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
+  // Rows of at least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
   // faster than the GEMM: C256 batch 1 1.55 against 1.61 ms, 2 threads 1.21 / 1.15), 32-channel blocks
   // at least 85% full, and enough depth that the 28 accumulators' transpose and store
   // are small next to the FMAs. Layers Auto gives Winograd keep it, and dilated ones
   // stay on the grouped direct kernel (3x3 dilation 2 C64 at 56x56 batch 8, 2 threads:
   // 4.2 ms here against 3.4 there).
-  const int64_t bordered = s.C * ((s.out[1] - 1) * s.stride[1] + s.k[1]) * ((s.out[2] - 1) * s.stride[2] + s.k[2]);
-  return s.out[2] >= 16 && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 && bordered < (int64_t(1) << 31) &&
-         choose_algo(s, true) == ConvAlgo::Gemm;
+  return s.out[2] >= 16 && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 && choose_algo(s, true) == ConvAlgo::Gemm;
 }
 
 ConvShape data_pass_as_forward(const ConvShape& s) {
@@ -89,10 +100,8 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
   constexpr int64_t KR = kKvecRows;
   const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
   const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + KR - 1) / KR;
-  // The bordered image: every tap of every output position reads inside it.
   const int64_t sh = s.stride[1], sw = s.stride[2];
-  const int64_t Hp = (Ho - 1) * sh + s.dil[1] * (KH - 1) + 1, Wp = (Wo - 1) * sw + s.dil[2] * (KW - 1) + 1;
-  const int64_t plane = Hp * Wp;
+  const int64_t Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2), plane = Hp * Wp;
   const int64_t top = s.pad0[1], left = s.pad0[2];
 
   // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
@@ -140,13 +149,8 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
 }
 
 bool kvec_weight_pays(const ConvShape& s) {
-  if (!use_avx512() || !avx512_full_rate()) return false;
-  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
-  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
-  if (!two_d || s.groups != 1 || !stride_1_or_2 || s.dil[1] != 1 || s.dil[2] != 1) return false;
-  if (s.k[2] < 3 || s.k[2] > 5 || s.k[1] > 7) return false;
+  if (!bordered_tiles_apply(s) || s.k[2] < 3 || s.k[2] > 5 || s.k[1] > 7) return false;
   const int64_t blocks = (s.K + 63) / 64;
-  const int64_t bordered = s.C * ((s.out[1] - 1) * s.stride[1] + s.k[1]) * ((s.out[2] - 1) * s.stride[2] + s.k[2]);
   // One thread on Zen 5, ms, GEMM (im2col, packed B) against these tiles: AlexNet 5x5
   // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 15.0), 3x3 C64 56x56 batch 8
   // 12.0 / 9.0 (6.5 / 5.0), C128 28x28 batch 16 19.2 / 17.6, C64 32x32 batch 32 (two
@@ -158,14 +162,14 @@ bool kvec_weight_pays(const ConvShape& s) {
   // Layers of at most 32 channels take two-zmm tiles: 32x16->32 5x5 at 28x28 batch 32
   // (LeNet-like) 7.9 ms on the grouped kernel against 4.0 in four-zmm tiles half empty.
   const bool full = s.K <= 32 ? s.K * 100 >= 32 * 85 : s.K * 100 >= blocks * 64 * 85;
-  return s.out[2] >= 4 && (s.K <= 256 || s.out[2] >= 16) && full && bordered < (int64_t(1) << 31);
+  return s.out[2] >= 4 && (s.K <= 256 || s.out[2] >= 16) && full;
 }
 
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw) {
   const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
   const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + 63) / 64;
   const int64_t sh = s.stride[1], sw = s.stride[2];
-  const int64_t Hp = (Ho - 1) * sh + KH, Wp = (Wo - 1) * sw + KW, plane = Hp * Wp;
+  const int64_t Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2), plane = Hp * Wp;
   // Taps per tile: at most 6 kernel columns x rows with four zmm of channels (a 3x3
   // layer's three rows go as a pair and a single), 12 with two. kvec_weight_pays admits
   // only 3-5 kernel columns, for which every row count up to R is instantiated.
