@@ -499,6 +499,34 @@ def test_plan_replay_matches_the_graph_and_owns_nothing_it_returns(rng):
         assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), what="busy plan")
 
 
+def test_plan_reuses_freed_buffers_across_shapes(rng):
+    # A chain whose convolution outputs change shape (channels 4 -> 12 -> 3 -> 9 -> 12 -> 2,
+    # then a stride-2 layer): a later output takes a block an earlier one of another shape
+    # freed (c4 that of c1), and the residual read four steps on (r0 into c3's output) must
+    # still see its own values.
+    shapes = [(12, 4), (3, 12), (9, 3), (12, 9), (2, 12), (5, 2)]
+    inits = {f"w{i}": randn(rng, o, c, 3, 3) * 0.3 for i, (o, c) in enumerate(shapes)}
+    conv = lambda i, o, w, s=1: helper.make_node("Conv", [i, w], [o], pads=[1, 1, 1, 1], strides=[s, s])  # noqa: E731
+    nodes = [conv("x", "c0", "w0"), helper.make_node("Relu", ["c0"], ["r0"]), conv("r0", "c1", "w1"),
+             conv("c1", "c2", "w2"), conv("c2", "c3", "w3"), helper.make_node("Add", ["c3", "r0"], ["s"]),
+             conv("s", "c4", "w4"), conv("c4", "y", "w5", 2)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 11, 11])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 6, 6])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    ref = cnnfast.onnx.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x1, x2 = randn(rng, 2, 4, 11, 11), randn(rng, 2, 4, 11, 11)
+    frozen = freeze(ref, x1)
+    plan = next(iter(frozen._plans.values()))
+    planned = [step[4] for step in plan._steps if step[4] is not None]
+    starts = {b.__array_interface__["data"][0] for b in planned}
+    assert len(planned) >= 3 and len(starts) < len(planned), "a freed block is taken by a later output"
+    assert len({b.shape for b in planned}) >= 3
+    for x in (x1, x2, x1):
+        with cnnfast.no_grad():
+            want = ref(x).numpy()
+        assert_close(frozen(x).numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), what="plan vs graph")
+
+
 @pytest.mark.parametrize("shape,axis", [((2, 5, 3, 4), 1), ((2, 5, 3, 4), 0), ((2, 5, 3, 4), 3), ((2, 5, 3, 4), 4),
                                         ((2, 5, 3, 4), -2), ((3, 6, 7), 1), ((1, 4, 2, 3, 2), 2)])
 def test_frozen_global_pool_and_flatten(shape, axis, rng):
