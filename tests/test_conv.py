@@ -119,6 +119,9 @@ def test_winograd_matches_float64(name, simd, rng):
     (2, 1, 16, 72, (9, 11), (3, 3), 1, 1, 1, 1),              # batch 1: one chunk of tiles
     (2, 3, 64, 72, (7, 5), (3, 3), 1, ((0, 2), (1, 1)), 1, 1),  # grad_x's 64 output channels split too
     (2, 2, 32, 144, (6, 9), (3, 3), 1, 1, 1, 2),              # groups: parts of each group's 72
+    # Transformed weights past 512 KiB, 70 tiles: one chunk of every tile, its output
+    # channels split between the threads, where five chunks would each stream the weights.
+    (2, 2, 64, 72, (28, 19), (3, 3), 1, 1, 1, 1),
 ])
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 def test_winograd_output_channel_parts(case, nthreads, simd, rng):

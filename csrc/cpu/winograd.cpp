@@ -77,6 +77,16 @@ Plan plan_tiles(int64_t N, int64_t Cg, int64_t Kg, int64_t Ho, int64_t Wo) {
     const int64_t span = *std::max_element(free_at.begin(), free_at.end());
     if (span < best_span) tc = c, best_span = span;
   }
+  // Every chunk's GEMMs stream all of U, the transformed weights. Where U passes L2 and a
+  // chunk of V of at most ~2.5 MB holds every tile, one chunk, its output channels split
+  // between the threads: each streams its share of U once instead of U per chunk (2
+  // threads, Zen 5, ms: 3x3 C128 at 28x28 batch 1 0.41 -> 0.28, batch 2 0.82 -> 0.53, C256
+  // at 14x14 batch 4 1.55 -> 0.90, where two threads had been no faster than one). Two
+  // chunks of 64 at C256 14x14 batch 8 lost (1.75 -> 2.1); on one thread the single chunk
+  // was even or worse (C256 at 14x14 batch 4 1.59 -> 1.87).
+  const int64_t u_bytes = 36 * Cg * Kg * int64_t(sizeof(float));
+  const int64_t one_chunk_tiles = ((int64_t(5) << 19) / (36 * Cg * int64_t(sizeof(float)))) / 16 * 16;
+  if (threads > 1 && u_bytes > (int64_t(512) << 10) && Q <= one_chunk_tiles) tc = (Q + 15) / 16 * 16;
   const int64_t chunks = (Q + tc - 1) / tc;
   // Fewer chunks than threads (a 14x14 map at batch 1 is one chunk): each chunk is also
   // cut into parts of the output channels, in rows of 8, every part transforming the
