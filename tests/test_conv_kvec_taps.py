@@ -101,3 +101,36 @@ def test_other_layers_keep_their_kernels(shape):
     x, w, stride, pads, dil, groups = shape
     plan = _C._conv_auto_plan(list(x), list(w), list(stride), [list(p) for p in pads], list(dil), groups)
     assert plan["forward"] != "kvec", plan
+
+
+_ACTS = {"relu": lambda v: np.maximum(v, 0), "silu": lambda v: v / (1 + np.exp(-v)),
+         "clip": lambda v: np.clip(v, 0.0, 6.0)}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("act", ["relu", "silu", "clip"])
+@pytest.mark.parametrize("case", [c for c in CASES if "f" in c[10]], ids=lambda c: "x".join(map(str, c[:7])))
+def test_frozen_forward_with_packed_weights_and_epilogue(case, act, threads):
+    # Frozen graphs pass the pack (its weights already in the tiles' layout) and the fused
+    # residual add and activation, run on each block of 32 channels as it is written.
+    N, C, H, W, K, kh, kw, pt, pl, with_bias, passes, *rest = case
+    st = rest[0] if rest else 1
+    rng = np.random.default_rng(N * 7919 + C * 31 + K + 1)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32) if with_bias else None
+    pads = (pt, pl)
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        plain = _C.conv_forward(x, w, b, (st, st), pads, (1, 1), 1, "gemm")
+        residual = rng.standard_normal(plain.shape).astype(np.float32)
+        got = _C.conv_forward(x, w, b, (st, st), pads, (1, 1), 1, "auto", residual, act, 0.0, 6.0,
+                              _C.ConvPacked(w, 1), None)
+    finally:
+        cnnfast.set_num_threads(old)
+    want = _ACTS[act](_torch_ref(x, w, b, pt, pl, np.zeros_like(plain), st)[0] + residual.astype(np.float64))
+    assert got.shape == want.shape
+    assert _rel(got, want) < 2e-6, _rel(got, want)
+    np.testing.assert_allclose(got, _ACTS[act](plain.astype(np.float64) + residual), rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())

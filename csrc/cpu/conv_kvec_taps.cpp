@@ -28,6 +28,7 @@
 #include "core/workspace.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
+#include "cpu/epilogue.h"
 #include "cpu/peak.h"
 #include "cpu/prepack.h"
 
@@ -96,7 +97,8 @@ bool kvec_taps_data_pays(const ConvShape& s) {
          kvec_taps_pays(data_pass_as_forward(s));
 }
 
-void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                       const float* packed, const Epilogue* e) {
   constexpr int64_t KR = kKvecRows;
   const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
   const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, blocks_k = (K + KR - 1) / KR;
@@ -105,8 +107,10 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
   const int64_t top = s.pad0[1], left = s.pad0[2];
 
   // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
-  Workspace<float> wk = workspace_array<float>(blocks_k * CK * KR);
-  parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, KR, b0, b1, wk.get()); });
+  Workspace<float> wk = workspace_array<float>(packed ? 1 : blocks_k * CK * KR);
+  if (!packed)
+    parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, KR, b0, b1, wk.get()); });
+  const float* wpacked = packed ? packed : wk.get();
   std::vector<int32_t> off(static_cast<size_t>(CK));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t kh = 0; kh < KH; ++kh)
@@ -136,7 +140,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
         }
         for (int64_t g = g0; g < g1; ++g) {
           const int64_t k0 = g * KR, rows = std::min(KR, K - k0);
-          const float* wg = wk.get() + g * CK * KR;
+          const float* wg = wpacked + g * CK * KR;
           for (int64_t oh = 0; oh < Ho; ++oh)
             for (int64_t q = 0; q < row_tiles; ++q) {
               const int64_t ow = tile_start(q);
@@ -144,6 +148,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
                                           bias ? bias + k0 : nullptr, y + (n * K + k0) * P + oh * Wo + ow, P,
                                           tile_start(q + 1) - ow);
             }
+          if (e && !e->empty()) epilogue_block(y, (n * K + k0) * P, rows, P, P, *e);
         }
       });
 }
