@@ -96,25 +96,42 @@ def test_passes_match_torch(case, threads):
     ((2, 16, 9, 30), (40, 16, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),   # 40 of 64 channels
     ((2, 8, 9, 30), (64, 8, 2, 2), (1, 1), ((0, 1), (1, 0)), (1, 1), 1),     # depth 32
     ((4, 64, 28, 28), (64, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),  # Winograd's
+    ((2, 64, 9, 6), (64, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),    # rows of 6
 ])
 def test_other_layers_keep_their_kernels(shape):
     x, w, stride, pads, dil, groups = shape
     plan = _C._conv_auto_plan(list(x), list(w), list(stride), [list(p) for p in pads], list(dil), groups)
     assert plan["forward"] != "kvec", plan
+    # Frozen graphs (weights packed once) take rows of 14 too; every other rule holds.
+    assert plan["frozen_forward_kvec"] == (x[3] == 14), plan
 
 
 _ACTS = {"relu": lambda v: np.maximum(v, 0), "silu": lambda v: v / (1 + np.exp(-v)),
          "clip": lambda v: np.clip(v, 0.0, 6.0)}
 
 
+# Frozen-only cases: rows of 7 to 15 outputs (eager calls keep the GEMM there), stride 1
+# and 2, a part-filled last channel block, batch 1 and 2.
+FROZEN_CASES = [c for c in CASES if "f" in c[10]] + [
+    (1, 40, 7, 7, 64, 3, 3, (1, 1), (1, 1), True, "F"),
+    (2, 30, 14, 14, 58, 3, 3, (1, 1), (1, 1), False, "F"),
+    (1, 32, 28, 27, 60, 3, 3, (1, 1), (1, 1), True, "F", 2),
+    (2, 64, 13, 15, 32, 5, 5, (2, 2), (2, 2), True, "F"),
+]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("act", ["relu", "silu", "clip"])
-@pytest.mark.parametrize("case", [c for c in CASES if "f" in c[10]], ids=lambda c: "x".join(map(str, c[:7])))
+@pytest.mark.parametrize("case", FROZEN_CASES, ids=lambda c: "x".join(map(str, c[:7])))
 def test_frozen_forward_with_packed_weights_and_epilogue(case, act, threads):
     # Frozen graphs pass the pack (its weights already in the tiles' layout) and the fused
     # residual add and activation, run on each block of 32 channels as it is written.
     N, C, H, W, K, kh, kw, pt, pl, with_bias, passes, *rest = case
     st = rest[0] if rest else 1
+    plan = _C._conv_auto_plan([N, C, H, W], [K, C, kh, kw], [st, st], [list(pt), list(pl)], [1, 1], 1)
+    if TAKES_TILES:
+        assert plan["frozen_forward_kvec"], plan
+        assert (plan["forward"] == "kvec") == ("f" in passes), plan
     rng = np.random.default_rng(N * 7919 + C * 31 + K + 1)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)

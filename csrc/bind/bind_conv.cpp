@@ -458,6 +458,8 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
   d["forward"] = name(Pass::Forward);
   d["grad_input"] = name(Pass::Data);
   d["grad_weight"] = name(Pass::Weight);
+  // A frozen graph's forward (weights packed once) takes those tiles on more layers.
+  d["frozen_forward_kvec"] = !cpu::conv_detail::is_depthwise(s) && cpu::conv_detail::kvec_taps_pays(s, true);
   return d;
 }
 
@@ -490,7 +492,8 @@ void bind_conv(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
         "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'direct' or 'depthwise' (used by "
-        "the training-memory estimate).");
+        "the training-memory estimate); 'frozen_forward_kvec': whether a frozen graph's forward, with the weights "
+        "packed once (packed=), takes the channel-vector tiles.");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "
                          "channels per group in and out (in the forward also >= 512 output positions over the batch), a direct kernel "
                          "for depthwise layers, else GEMM), "

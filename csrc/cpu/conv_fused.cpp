@@ -157,11 +157,12 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
     }
   }
   if constexpr (is_f32<T>) {
-    // Dense layers that eager calls run on the channel-vector tiles from a zero-bordered
-    // image (conv_kvec_taps.cpp), with the pack's weights and the epilogue per block:
-    // the panel tiles through im2col wrote and read back the column matrix (3x3 stride 2
-    // 128->128 at 56x56 with ReLU, two threads: batch 1 0.60 -> 0.55 ms, batch 8 5.1 -> 4.1).
-    if (packed && algo == ConvAlgo::Auto && kvec_taps_pays(s))
+    // Dense layers on the channel-vector tiles from a zero-bordered image
+    // (conv_kvec_taps.cpp, rows of >= 7 here) with the pack's weights and the epilogue
+    // per block: the panel tiles through im2col wrote and read back the column matrix (3x3
+    // stride 2 128->128 at 56x56 with ReLU, two threads: batch 1 0.60 -> 0.55 ms, batch 8
+    // 5.1 -> 4.1; more layers in kvec_taps_pays).
+    if (packed && algo == ConvAlgo::Auto && kvec_taps_pays(s, true))
       return forward_kvec_taps(s, x, w, bias, y, packed->kvec(), &e);
   }
   ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;

@@ -139,11 +139,12 @@ void dilated_backward_data_winograd(const ConvShape& s, const T* gy, const T* w,
 
 // ---- conv_kvec_taps.cpp ----
 // Whether a float32 layer's forward runs on the channel-vector tiles straight from a
-// zero-bordered image (AVX-512 at full rate, dense, 2-D, stride 1 or 2, no dilation, rows of >= 16
-// outputs, layers Auto does not give Winograd), and that forward: y = conv(x, w) + bias,
-// then the epilogue e if given (on each block of 32 channels as it is written). packed:
-// w already in ConvPacked::kvec's layout (a frozen graph's), or null to pack it here.
-bool kvec_taps_pays(const ConvShape& s);
+// zero-bordered image (AVX-512 at full rate, dense, 2-D, stride 1 or 2, no dilation, rows
+// of >= 16 outputs, >= 7 with weights a frozen graph packed, layers Auto does not give
+// Winograd), and that forward: y = conv(x, w) + bias, then the epilogue e if given (on
+// each block of 32 channels as it is written). packed: w already in ConvPacked::kvec's
+// layout (a frozen graph's), or null to pack it here.
+bool kvec_taps_pays(const ConvShape& s, bool prepacked = false);
 void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                        const float* packed = nullptr, const Epilogue* e = nullptr);
 // The stride-1 grad_x as a forward: grad_y convolved with the kernel rotated by 180

@@ -69,16 +69,22 @@ bool bordered_tiles_apply(const ConvShape& s) {
 
 }  // namespace
 
-bool kvec_taps_pays(const ConvShape& s) {
+bool kvec_taps_pays(const ConvShape& s, bool prepacked) {
   if (!bordered_tiles_apply(s) || s.k_size() == 1) return false;
   const int64_t CK = s.C * s.k_size(), blocks = (s.K + kKvecRows - 1) / kKvecRows;
-  // Rows of at least 16 positions (a tile holds up to 14 of one row; 14x14 maps ran no
-  // faster than the GEMM: C256 batch 1 1.55 against 1.61 ms, 2 threads 1.21 / 1.15), 32-channel blocks
+  // Rows of at least 16 positions where the weights are packed per call (a tile holds up
+  // to 14 of one row; 14x14 maps ran no faster than the GEMM: C256 batch 1 1.55 against
+  // 1.61 ms, 2 threads 1.21 / 1.15); a frozen graph's pack leaves only the im2col
+  // matrix to save, and there rows of 7 pay (one thread, ms, im2col + tiles against
+  // these: 3x3 C256 at 14x14 batch 1 1.19 / 1.00, C512 at 7x7 batch 1 1.38 / 1.24, batch
+  // 8 11.1 / 9.4, stride 2 C256 at 28x28 batch 8 10.5 / 8.7, C128 batch 2 0.68 / 0.54;
+  // two threads C256 at 14x14 batch 1 0.59 / 0.50). 32-channel blocks
   // at least 85% full, and enough depth that the 28 accumulators' transpose and store
   // are small next to the FMAs. Layers Auto gives Winograd keep it, and dilated ones
   // stay on the grouped direct kernel (3x3 dilation 2 C64 at 56x56 batch 8, 2 threads:
   // 4.2 ms here against 3.4 there).
-  return s.out[2] >= 16 && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 && choose_algo(s, true) == ConvAlgo::Gemm;
+  return s.out[2] >= (prepacked ? 7 : 16) && s.K * 100 >= blocks * kKvecRows * 85 && CK >= 256 &&
+         choose_algo(s, true) == ConvAlgo::Gemm;
 }
 
 ConvShape data_pass_as_forward(const ConvShape& s) {
