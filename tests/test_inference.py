@@ -938,3 +938,55 @@ def test_epilogue_nan_like_scalar_level(act, groups, rng):
     np.testing.assert_array_equal(np.isnan(outs[before]), np.isnan(outs["scalar"]))
     ok = ~np.isnan(outs["scalar"])
     assert_close(outs[before][ok], outs["scalar"][ok], rtol=1e-5, atol=1e-5, what=f"{act} groups={groups}")
+
+
+def test_plan_runs_convolutions_in_chains_and_falls_back_per_step(rng):
+    # Consecutive float32 convolutions (a residual one among them) run as one
+    # FrozenConvChain; the Concat between them splits the chain; a float64 call of the same
+    # graph keeps every step in Python. All agree with the graph.
+    ref = cnnfast.onnx.load(_plan_model(rng))
+    x = randn(rng, 2, 4, 9, 9)
+    frozen = freeze(ref, x)
+    plan = next(iter(frozen._plans.values()))
+    chains = [e[1] for e in plan._program if e[0] is None]
+    assert len(chains) >= 2 and sum(len(c) for c in chains) == 5, [len(c) for c in chains]
+    with cnnfast.no_grad():
+        want = [t.numpy() for t in ref(x)]
+    for g, e in zip((t.numpy() for t in frozen(x)), want):
+        assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), what="chained plan")
+
+
+def test_frozen_conv_chain_checks_its_steps_and_inputs(rng):
+    w = randn(rng, 6, 4, 3, 3)
+    b = randn(rng, 6)
+    pads = ((1, 1), (1, 1))
+    chain = _C.FrozenConvChain()
+    with pytest.raises(ValueError, match="slots"):
+        chain.add(-2, -1, 1, [1, 4, 8, 8], w, b, (1, 1), pads, (1, 1), 1, "relu", 0.0, 0.0, _C.ConvPacked(w), None)
+    with pytest.raises(ValueError, match="packed"):
+        chain.add(0, -1, 1, [1, 4, 8, 8], w, b, (1, 1), pads, (1, 1), 1, "relu", 0.0, 0.0,
+                  _C.ConvPacked(randn(rng, 5, 4, 3, 3)), None)
+    with pytest.raises(ValueError, match="buffer"):
+        chain.add(0, -1, 1, [1, 4, 8, 8], w, b, (1, 1), pads, (1, 1), 1, "relu", 0.0, 0.0, _C.ConvPacked(w),
+                  np.empty((1, 6, 7, 8), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        chain.add(0, -1, 1, [1, 4, 8, 8], w.astype(np.float64), None, (1, 1), pads, (1, 1), 1, "none", 0.0, 0.0,
+                  None, None)
+    assert len(chain) == 0
+    chain.add(0, -1, 1, [1, 4, 8, 8], w, b, (1, 1), pads, (1, 1), 1, "relu", 0.0, 0.0, _C.ConvPacked(w), None)
+    wd = randn(rng, 6, 1, 3, 3)
+    chain.add(1, 1, 2, [1, 6, 8, 8], wd, None, (1, 1), pads, (1, 1), 6, "none", 0.0, 0.0,
+              None, None)  # depthwise (no pack), with the first output as its residual
+    x = randn(rng, 1, 4, 8, 16)[..., ::2]  # a strided view: the chain copies it
+    vals = [x, None, None]
+    chain.run(vals)
+    want1 = _C.conv_forward(np.ascontiguousarray(x), w, b, (1, 1), pads, (1, 1), 1, "gemm", None, "relu")
+    np.testing.assert_allclose(vals[1], want1, rtol=1e-5, atol=1e-5)
+    want2 = _C.conv_forward(want1, wd, None, (1, 1), pads, (1, 1), 6, "gemm", want1)
+    np.testing.assert_allclose(vals[2], want2, rtol=1e-5, atol=1e-5)
+    assert not np.shares_memory(vals[1], vals[2])
+    for bad, err, what in (([x.astype(np.float64), None, None], TypeError, "float32"),
+                           ([randn(rng, 1, 4, 8, 7), None, None], ValueError, "shape"),
+                           ([[1.0], None, None], TypeError, "NumPy array"), ([x], ValueError, "slot")):
+        with pytest.raises(err, match=what):
+            chain.run(bad)

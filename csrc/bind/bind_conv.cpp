@@ -483,6 +483,126 @@ py::object conv_live_window(const std::vector<int64_t>& x, const std::vector<int
   return py::make_tuple(lo, hi, pads);
 }
 
+namespace {
+
+// A run of consecutive float32 convolutions of a frozen graph's plan (inference/_plan.py),
+// executed in one call. Every step is checked once, when added, for the input shape the
+// plan was made for; a call then only looks up its inputs and writes its outputs in the
+// plan's value list and runs the kernels without the GIL. Between two convolutions the
+// plan's Python loop and conv_forward's argument checks ran on cold caches after each
+// layer (~5 us a step inside MobileNet-V2 at batch 1 against ~1 us repeated).
+class FrozenConvChain {
+ public:
+  void add(int64_t in_slot, int64_t residual_slot, int64_t out_slot, const std::vector<int64_t>& x_shape,
+           const py::array& w, const py::object& bias, const std::vector<int64_t>& stride, const Pairs& padding,
+           const std::vector<int64_t>& dilation, int64_t groups, const std::string& activation, double alpha,
+           double beta, const py::object& packed, const py::object& buffer) {
+    CNNFAST_CHECK(in_slot >= 0 && out_slot >= 0 && residual_slot >= -1, ValueError,
+                  "FrozenConvChain.add: slots must be >= 0 (residual_slot -1 for none)");
+    input(w, "weight");
+    CNNFAST_CHECK(py::dtype::of<float>().is(w.dtype()), TypeError, "weight: FrozenConvChain runs float32, got ",
+                  py::str(w.dtype()).cast<std::string>());
+    require_ndim(w, "weight", 3, 5);
+    const int nd = int(w.ndim()) - 2;
+    CNNFAST_CHECK(int(x_shape.size()) == nd + 2, ValueError, "x_shape: expected ", nd + 2, " sizes, got ",
+                  x_shape.size());
+    for (int64_t v : x_shape) CNNFAST_CHECK(v > 0, ValueError, "x_shape: expected positive sizes");
+    Step st;
+    st.s = conv_shape_from(x_shape, shape_of(w), stride, padding, dilation, groups, nd);
+    st.x_shape = x_shape;
+    st.y_shape = nd_shape(st.s.N, st.s.K, st.s.out, nd);
+    if (!bias.is_none()) {
+      CNNFAST_CHECK(py::isinstance<py::array>(bias), TypeError, "bias: expected a NumPy array or None");
+      st.b = bias.cast<py::array>();
+      st.has_bias = true;
+      input(st.b, "bias");
+      require_same_dtype(w, "weight", st.b, "bias");
+      require_shape(st.b, "bias", {st.s.K});
+    }
+    if (!packed.is_none()) {  // None: depthwise layers, which the plain kernels take
+      CNNFAST_CHECK(py::isinstance<cpu::ConvPacked>(packed), TypeError, "packed: expected a ConvPacked or None");
+      st.packed = packed.cast<std::shared_ptr<cpu::ConvPacked>>();
+      CNNFAST_CHECK(st.packed->K() == st.s.K && st.packed->Cg() == st.s.Cg() && st.packed->kk() == st.s.k_size() &&
+                        st.packed->groups() == st.s.groups,
+                    ValueError, "packed: packed for another weight shape or groups");
+    }
+    st.e.act = cpu::parse_epilogue_act(activation);
+    st.e.alpha = alpha;
+    st.e.beta = beta;
+    if (!buffer.is_none()) {
+      st.buffer = output(buffer, "buffer", w, st.y_shape);
+      st.has_buffer = true;
+      require_no_overlap(st.buffer, "buffer", w, "weight", false);
+    }
+    st.w = w;
+    st.in = in_slot;
+    st.res = residual_slot;
+    st.out = out_slot;
+    steps_.push_back(std::move(st));
+  }
+
+  void run(py::list values) {
+    const size_t n = steps_.size();
+    std::vector<const float*> xs(n), rs(n, nullptr);
+    std::vector<float*> ys(n);
+    std::vector<std::pair<int64_t, const float*>> made;  // slots written by this chain
+    std::vector<py::array> copies;                       // contiguous copies of strided inputs
+    auto fetch = [&](int64_t slot, const std::vector<int64_t>& shape, const char* name) -> const float* {
+      for (auto it = made.rbegin(); it != made.rend(); ++it)
+        if (it->first == slot) return it->second;
+      CNNFAST_CHECK(slot < int64_t(values.size()), ValueError, name, ": no value in slot ", slot);
+      py::object o = values[size_t(slot)];
+      CNNFAST_CHECK(py::isinstance<py::array>(o), TypeError, name, ": expected a NumPy array, got ",
+                    py::str(py::type::of(o)).cast<std::string>());
+      py::array a = o.cast<py::array>();
+      CNNFAST_CHECK(py::dtype::of<float>().is(a.dtype()), TypeError, name, ": expected float32, got ",
+                    py::str(a.dtype()).cast<std::string>());
+      require_shape(a, name, shape);
+      // A view (a Split's output) or a misaligned array: a contiguous copy, as the
+      // Python steps make one (inference._contiguous).
+      if (!(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % alignof(float)) {
+        copies.push_back(py::module_::import("numpy").attr("ascontiguousarray")(a).cast<py::array>());
+        a = copies.back();
+      }
+      return cptr<float>(a);
+    };
+    for (size_t i = 0; i < n; ++i) {
+      Step& st = steps_[i];
+      xs[i] = fetch(st.in, st.x_shape, "x");
+      if (st.res >= 0) rs[i] = fetch(st.res, st.y_shape, "residual");
+      py::array y = st.has_buffer ? st.buffer : new_array_of(py::dtype::of<float>(), st.y_shape);
+      CNNFAST_CHECK(st.out < int64_t(values.size()), ValueError, "out: no slot ", st.out);
+      values[size_t(st.out)] = y;
+      ys[i] = mptr<float>(y);
+      made.emplace_back(st.out, ys[i]);
+    }
+    py::gil_scoped_release nogil;
+    for (size_t i = 0; i < n; ++i) {
+      const Step& st = steps_[i];
+      cpu::Epilogue e = st.e;
+      e.residual = rs[i];
+      cpu::conv_forward_fused<float>(st.s, xs[i], cptr<float>(st.w), st.has_bias ? cptr<float>(st.b) : nullptr, ys[i],
+                                     ConvAlgo::Auto, e, st.packed.get());
+    }
+  }
+
+  int64_t size() const { return int64_t(steps_.size()); }
+
+ private:
+  struct Step {
+    ConvShape s;
+    std::vector<int64_t> x_shape, y_shape;
+    py::array w, b, buffer;  // b and buffer only where has_bias, has_buffer
+    bool has_bias = false, has_buffer = false;
+    std::shared_ptr<cpu::ConvPacked> packed;
+    cpu::Epilogue e;
+    int64_t in = 0, res = -1, out = 0;
+  };
+  std::vector<Step> steps_;
+};
+
+}  // namespace
+
 void bind_conv(py::module_& m) {
   m.def("_conv_live_window", &conv_live_window, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
@@ -525,6 +645,18 @@ void bind_conv(py::module_& m) {
       .def_property_readonly("shape", [](const cpu::ConvPacked& p) {
         return py::make_tuple(p.K(), p.Cg(), p.kk(), p.groups());
       }, "(out channels, in channels per group, kernel taps, groups)");
+  py::class_<FrozenConvChain>(
+      m, "FrozenConvChain",
+      "Consecutive float32 convolutions of a frozen plan (cnnfast.inference) run in one call: add() checks "
+      "each step once for its input shape; run(values) reads each step's x (and residual) from the list at "
+      "their slots, writes y into its planned buffer (or a new array) and stores it at its slot.")
+      .def(py::init<>())
+      .def("add", &FrozenConvChain::add, py::arg("in_slot"), py::arg("residual_slot"), py::arg("out_slot"),
+           py::arg("x_shape"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
+           py::arg("dilation"), py::arg("groups"), py::arg("activation"), py::arg("alpha"), py::arg("beta"),
+           py::arg("packed"), py::arg("buffer"))
+      .def("run", &FrozenConvChain::run, py::arg("values"))
+      .def("__len__", &FrozenConvChain::size);
   m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
         py::arg("act1") = "relu", py::arg("alpha1") = 0.0, py::arg("beta1") = 0.0, py::arg("act2") = "sigmoid",
         py::arg("alpha2") = 0.0, py::arg("beta2") = 0.0,

@@ -73,7 +73,9 @@ def _fused_conv(spec):
     out_sizes = {}
 
     def geometry(x):
-        sizes = x.shape[2:]
+        return geometry_of(x.shape[2:])
+
+    def geometry_of(sizes):
         pads = pads_cache.get(sizes)
         if pads is None:
             pads = pads_cache[sizes] = tuple(_auto_pads(spec, sizes, kernel, strides, dil))
@@ -107,7 +109,14 @@ def _fused_conv(spec):
         residual = _contiguous(xs[3]) if len(xs) > 3 and xs[3] is not None else None
         return [conv(x, residual, geometry(x)[1], out)]
 
+    def native(x_shape):
+        # FrozenConvChain.add's layer arguments for a float32 input of this shape (a Plan
+        # runs consecutive convolutions in one call, inference/_plan.py).
+        pads = geometry_of(tuple(x_shape[2:]))[1]
+        return weight, bias, strides, pads, dil, group, act, alpha, beta, packed
+
     run.lean = lean
+    run.native = native if packed is not None or (weight.dtype == np.float32 and weight.shape[1] == 1) else None
     return run
 
 

@@ -11,7 +11,9 @@ them back; at batch 1 that Python cost ~12 us a step, 0.7 ms of MobileNet-V2's ~
   SqueezeExcite, GlobalAveragePool, Flatten); any other step runs its general ``run`` on
   Tensor-wrapped arrays;
 - every convolution output that is not a graph output written into a buffer chosen ahead
-  by liveness (the smallest block, of any earlier shape, that no later step reads).
+  by liveness (the smallest block, of any earlier shape, that no later step reads);
+- each run of consecutive float32 convolutions in one ``_C.FrozenConvChain`` call, which
+  checked every layer once when the plan was made.
 
 A value an unknown step produces, and a Flatten output, may be a view of its inputs; such
 values keep their inputs' buffers alive, and a buffer anything of which reaches a graph
@@ -23,6 +25,7 @@ import threading
 
 import numpy as np
 
+from .. import _C
 from ..tensor import Tensor
 
 # Steps whose outputs are new arrays; any other (Flatten too) may return views of its inputs.
@@ -137,6 +140,41 @@ class Plan:
             self._steps.append((st, lean, [slot_of.get(n) if n else None for n in st.inputs],
                                 [slot(o) for o in outs], buffer,
                                 tuple(slot_of[n] for n in st.free if n in slot_of and n not in outputs)))
+
+        # Runs of float32 convolutions go to one FrozenConvChain each: a step of the loop in
+        # run() and conv_forward's checks cost ~5 us each on the caches a layer left cold
+        # (MobileNet-V2 batch 1, 52 convolutions in one chain: 2.43 -> 2.21 ms on two
+        # threads, 4.26 -> 4.04 on one).
+        def x_shape(name):
+            if name in shapes and shapes[name] is not None:
+                return shapes[name][0]
+            value = inputs.get(name)
+            return getattr(_array(value), "shape", None)
+
+        self._program = []
+        chain, chain_frees = None, []
+        for entry, st in zip(self._steps, steps):
+            _, lean, in_slots, out_slots, buffer, frees = entry
+            native = getattr(st.run, "native", None) if lean is not None else None
+            outs = [o for o in st.outputs if o]
+            xs = x_shape(st.inputs[0]) if native is not None and st.inputs and st.inputs[0] else None
+            fits = (native is not None and xs is not None and len(outs) == 1 and shapes.get(outs[0]) is not None
+                    and shapes[outs[0]][1] == np.float32 and len(st.inputs) in (1, 2, 3, 4)
+                    and in_slots[0] is not None and (len(in_slots) < 4 or in_slots[3] is not None
+                                                     or not st.inputs[3]))
+            if not fits:
+                if chain is not None:
+                    self._program.append((None, chain, tuple(chain_frees)))
+                    chain, chain_frees = None, []
+                self._program.append(entry)
+                continue
+            if chain is None:
+                chain = _C.FrozenConvChain()
+            res = in_slots[3] if len(in_slots) > 3 and in_slots[3] is not None else -1
+            chain.add(in_slots[0], res, out_slots[0], list(xs), *native(xs), buffer)
+            chain_frees.extend(frees)
+        if chain is not None:
+            self._program.append((None, chain, tuple(chain_frees)))
         self._init = init
         self._output_slots = [slot_of[o] for o in outputs]
         # The planned buffers are this plan's: a second thread calling the module meanwhile
@@ -148,7 +186,14 @@ class Plan:
         for s, a in zip(self._input_slots, arrays):
             vals[s] = a
         ctx = None
-        for st, lean, in_slots, out_slots, buffer, frees in self._steps:
+        for entry in self._program:
+            if entry[0] is None:
+                _, chain, frees = entry
+                chain.run(vals)
+                for s in frees:
+                    vals[s] = None
+                continue
+            st, lean, in_slots, out_slots, buffer, frees = entry
             xs = [vals[s] if s is not None else None for s in in_slots]
             while xs and xs[-1] is None:
                 xs.pop()
