@@ -990,3 +990,27 @@ def test_frozen_conv_chain_checks_its_steps_and_inputs(rng):
                            ([[1.0], None, None], TypeError, "NumPy array"), ([x], ValueError, "slot")):
         with pytest.raises(err, match=what):
             chain.run(bad)
+
+
+def test_frozen_conv_chain_squeeze_excite_step(rng):
+    # A squeeze-excite block inside a chain (EfficientNet's run conv -> SE -> conv in one
+    # call) gives squeeze_excite_forward's values, written into its planned buffer.
+    w = randn(rng, 8, 4, 1, 1)
+    w1, b1, w2, b2 = randn(rng, 3, 8), randn(rng, 3), randn(rng, 8, 3), None
+    chain = _C.FrozenConvChain()
+    chain.add(0, -1, 1, [2, 4, 5, 7], w, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "silu", 0.0, 0.0,
+              _C.ConvPacked(w), None)
+    buf = np.full((2, 8, 5, 7), np.nan, np.float32)
+    chain.add_squeeze_excite(1, 2, [2, 8, 5, 7], w1, b1, w2, b2, "silu", 0.0, 0.0, "sigmoid", 0.0, 0.0, buf)
+    with pytest.raises(ValueError, match="w1, w2"):
+        chain.add_squeeze_excite(1, 3, [2, 8, 5, 7], w2, None, w1, None, "relu", 0.0, 0.0, "sigmoid", 0.0, 0.0, None)
+    with pytest.raises(ValueError, match="b1"):
+        chain.add_squeeze_excite(1, 3, [2, 8, 5, 7], w1, randn(rng, 4), w2, None, "relu", 0.0, 0.0, "sigmoid",
+                                 0.0, 0.0, None)
+    x = randn(rng, 2, 4, 5, 7)
+    vals = [x, None, None]
+    chain.run(vals)
+    y1 = _C.conv_forward(x, w, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "gemm", None, "silu")
+    want = _C.squeeze_excite_forward(y1, w1, b1, w2, b2, act1="silu", act2="sigmoid")
+    assert vals[2] is buf or np.shares_memory(vals[2], buf)
+    np.testing.assert_allclose(vals[2], want, rtol=1e-5, atol=1e-6)

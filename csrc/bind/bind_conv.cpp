@@ -526,19 +526,51 @@ class FrozenConvChain {
                         st.packed->groups() == st.s.groups,
                     ValueError, "packed: packed for another weight shape or groups");
     }
-    st.e.act = cpu::parse_epilogue_act(activation);
-    st.e.alpha = alpha;
-    st.e.beta = beta;
-    if (!buffer.is_none()) {
-      st.buffer = output(buffer, "buffer", w, st.y_shape);
-      st.has_buffer = true;
-      require_no_overlap(st.buffer, "buffer", w, "weight", false);
-    }
+    st.e = activation_of(activation, alpha, beta);
     st.w = w;
-    st.in = in_slot;
-    st.res = residual_slot;
-    st.out = out_slot;
-    steps_.push_back(std::move(st));
+    push(std::move(st), buffer, in_slot, residual_slot, out_slot);
+  }
+
+  // A squeeze-and-excitation block (squeeze_excite_forward's arguments) on x of x_shape.
+  void add_squeeze_excite(int64_t in_slot, int64_t out_slot, const std::vector<int64_t>& x_shape,
+                          const py::array& w1, const py::object& b1, const py::array& w2, const py::object& b2,
+                          const std::string& act1, double alpha1, double beta1, const std::string& act2,
+                          double alpha2, double beta2, const py::object& buffer) {
+    CNNFAST_CHECK(in_slot >= 0 && out_slot >= 0, ValueError, "FrozenConvChain.add_squeeze_excite: slots must be >= 0");
+    CNNFAST_CHECK(x_shape.size() >= 3, ValueError, "x_shape: expected (N, C, *spatial)");
+    for (int64_t v : x_shape) CNNFAST_CHECK(v > 0, ValueError, "x_shape: expected positive sizes");
+    for (const auto& [a, name] : {std::pair<const py::array*, const char*>{&w1, "w1"}, {&w2, "w2"}}) {
+      input(*a, name);
+      CNNFAST_CHECK(py::dtype::of<float>().is(a->dtype()), TypeError, name, ": FrozenConvChain runs float32");
+    }
+    Step st;
+    st.se = true;
+    st.s.N = x_shape[0];
+    st.s.C = x_shape[1];
+    st.spatial = 1;
+    for (size_t i = 2; i < x_shape.size(); ++i) st.spatial *= x_shape[i];
+    st.se_rows = w1.shape(0);
+    CNNFAST_CHECK(w1.ndim() == 2 && w1.shape(1) == st.s.C && w2.ndim() == 2 && w2.shape(0) == st.s.C &&
+                      w2.shape(1) == st.se_rows,
+                  ValueError, "w1, w2: expected (R, ", st.s.C, ") and (", st.s.C, ", R)");
+    st.x_shape = x_shape;
+    st.y_shape = x_shape;
+    for (const auto& [b, arr, has, n, name] :
+         {std::tuple<const py::object*, py::array*, bool*, int64_t, const char*>{&b1, &st.b, &st.has_bias, st.se_rows, "b1"},
+          {&b2, &st.b2, &st.has_bias2, st.s.C, "b2"}}) {
+      if (b->is_none()) continue;
+      CNNFAST_CHECK(py::isinstance<py::array>(*b), TypeError, name, ": expected a NumPy array or None");
+      *arr = b->cast<py::array>();
+      *has = true;
+      input(*arr, name);
+      require_same_dtype(w1, "w1", *arr, name);
+      require_shape(*arr, name, {n});
+    }
+    st.e = activation_of(act1, alpha1, beta1);
+    st.e2 = activation_of(act2, alpha2, beta2);
+    st.w = w1;
+    st.w2 = w2;
+    push(std::move(st), buffer, in_slot, -1, out_slot);
   }
 
   void run(py::list values) {
@@ -579,6 +611,12 @@ class FrozenConvChain {
     py::gil_scoped_release nogil;
     for (size_t i = 0; i < n; ++i) {
       const Step& st = steps_[i];
+      if (st.se) {
+        cpu::squeeze_excite_forward<float>(xs[i], ys[i], st.s.N, st.s.C, st.spatial, cptr<float>(st.w),
+                                           st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
+                                           st.has_bias2 ? cptr<float>(st.b2) : nullptr, st.e, st.e2);
+        continue;
+      }
       cpu::Epilogue e = st.e;
       e.residual = rs[i];
       cpu::conv_forward_fused<float>(st.s, xs[i], cptr<float>(st.w), st.has_bias ? cptr<float>(st.b) : nullptr, ys[i],
@@ -596,9 +634,35 @@ class FrozenConvChain {
     bool has_bias = false, has_buffer = false;
     std::shared_ptr<cpu::ConvPacked> packed;
     cpu::Epilogue e;
+    // Squeeze-and-excitation: w, b the first product's, w2, b2 the second's, e2 its activation.
+    bool se = false, has_bias2 = false;
+    py::array w2, b2;
+    cpu::Epilogue e2;
+    int64_t spatial = 1, se_rows = 0;
     int64_t in = 0, res = -1, out = 0;
   };
   std::vector<Step> steps_;
+
+  static cpu::Epilogue activation_of(const std::string& act, double alpha, double beta) {
+    cpu::Epilogue e;
+    e.act = cpu::parse_epilogue_act(act);
+    e.alpha = alpha;
+    e.beta = beta;
+    return e;
+  }
+  // A checked step with its slots and planned output buffer (y's shape, float32, writable,
+  // apart from the weight), if any.
+  void push(Step st, const py::object& buffer, int64_t in, int64_t residual, int64_t out) {
+    if (!buffer.is_none()) {
+      st.buffer = output(buffer, "buffer", st.w, st.y_shape);
+      st.has_buffer = true;
+      require_no_overlap(st.buffer, "buffer", st.w, "weight", false);
+    }
+    st.in = in;
+    st.res = residual;
+    st.out = out;
+    steps_.push_back(std::move(st));
+  }
 };
 
 }  // namespace
@@ -655,6 +719,10 @@ void bind_conv(py::module_& m) {
            py::arg("x_shape"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
            py::arg("dilation"), py::arg("groups"), py::arg("activation"), py::arg("alpha"), py::arg("beta"),
            py::arg("packed"), py::arg("buffer"))
+      .def("add_squeeze_excite", &FrozenConvChain::add_squeeze_excite, py::arg("in_slot"), py::arg("out_slot"),
+           py::arg("x_shape"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("act1"),
+           py::arg("alpha1"), py::arg("beta1"), py::arg("act2"), py::arg("alpha2"), py::arg("beta2"),
+           py::arg("buffer"))
       .def("run", &FrozenConvChain::run, py::arg("values"))
       .def("__len__", &FrozenConvChain::size);
   m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),

@@ -197,7 +197,12 @@ def _squeeze_excite(spec):
     kw = {k: spec.attr(k) for k in ("act1", "act2")}
     kw.update({k: float(spec.attr(k)) for k in ("alpha1", "beta1", "alpha2", "beta2")})
 
-    return _with_lean(lambda xs, out: [_C.squeeze_excite_forward(_contiguous(xs[0]), w1, b1, w2, b2, **kw)])
+    run = _with_lean(lambda xs, out: [_C.squeeze_excite_forward(_contiguous(xs[0]), w1, b1, w2, b2, **kw)])
+    if w1.dtype == np.float32:
+        # FrozenConvChain.add_squeeze_excite's arguments (inference/_plan.py).
+        run.native_se = (w1, b1, w2, b2, kw["act1"], kw["alpha1"], kw["beta1"], kw["act2"], kw["alpha2"],
+                         kw["beta2"])
+    return run
 
 
 def _lean_global_avg_pool(spec):

@@ -12,8 +12,8 @@ them back; at batch 1 that Python cost ~12 us a step, 0.7 ms of MobileNet-V2's ~
   Tensor-wrapped arrays;
 - every convolution output that is not a graph output written into a buffer chosen ahead
   by liveness (the smallest block, of any earlier shape, that no later step reads);
-- each run of consecutive float32 convolutions in one ``_C.FrozenConvChain`` call, which
-  checked every layer once when the plan was made.
+- each run of consecutive float32 convolutions and squeeze-excite blocks in one
+  ``_C.FrozenConvChain`` call, which checked every layer once when the plan was made.
 
 A value an unknown step produces, and a Flatten output, may be a view of its inputs; such
 values keep their inputs' buffers alive, and a buffer anything of which reaches a graph
@@ -124,7 +124,7 @@ class Plan:
             outs = [o for o in st.outputs if o]
             lean = getattr(st.run, "lean", None)
             buffer = None
-            if st.op_type == "FusedConv" and lean is not None and len(outs) == 1:
+            if st.op_type in ("FusedConv", "SqueezeExcite") and lean is not None and len(outs) == 1:
                 o = outs[0]
                 r = find(o)
                 info = shapes.get(o)
@@ -156,8 +156,16 @@ class Plan:
         for entry, st in zip(self._steps, steps):
             _, lean, in_slots, out_slots, buffer, frees = entry
             native = getattr(st.run, "native", None) if lean is not None else None
+            native_se = getattr(st.run, "native_se", None) if lean is not None else None
             outs = [o for o in st.outputs if o]
-            xs = x_shape(st.inputs[0]) if native is not None and st.inputs and st.inputs[0] else None
+            xs = x_shape(st.inputs[0]) if st.inputs and st.inputs[0] else None
+            if native_se is not None and xs is not None and len(outs) == 1 and in_slots[0] is not None \
+                    and shapes.get(outs[0]) is not None and shapes[outs[0]][1] == np.float32:
+                if chain is None:
+                    chain = _C.FrozenConvChain()
+                chain.add_squeeze_excite(in_slots[0], out_slots[0], list(xs), *native_se, buffer)
+                chain_frees.extend(frees)
+                continue
             fits = (native is not None and xs is not None and len(outs) == 1 and shapes.get(outs[0]) is not None
                     and shapes[outs[0]][1] == np.float32 and len(st.inputs) in (1, 2, 3, 4)
                     and in_slots[0] is not None and (len(in_slots) < 4 or in_slots[3] is not None
