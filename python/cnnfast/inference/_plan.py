@@ -141,15 +141,19 @@ class Plan:
                                 [slot(o) for o in outs], buffer,
                                 tuple(slot_of[n] for n in st.free if n in slot_of and n not in outputs)))
 
-        # Runs of float32 convolutions go to one FrozenConvChain each: a step of the loop in
-        # run() and conv_forward's checks cost ~5 us each on the caches a layer left cold
-        # (MobileNet-V2 batch 1, 52 convolutions in one chain: 2.43 -> 2.21 ms on two
-        # threads, 4.26 -> 4.04 on one).
+        # Runs of float32 convolutions and squeeze-excite blocks go to one FrozenConvChain
+        # each: a step of the loop in run() and conv_forward's checks cost ~5 us each on the
+        # caches a layer left cold (MobileNet-V2 batch 1, 52 convolutions in one chain: 2.43
+        # -> 2.21 ms on two threads, 4.26 -> 4.04 on one).
         def x_shape(name):
             if name in shapes and shapes[name] is not None:
                 return shapes[name][0]
             value = inputs.get(name)
             return getattr(_array(value), "shape", None)
+
+        def one_float32_output(st):
+            outs = [o for o in st.outputs if o]
+            return len(outs) == 1 and shapes.get(outs[0]) is not None and shapes[outs[0]][1] == np.float32
 
         self._program = []
         chain, chain_frees = None, []
@@ -157,20 +161,13 @@ class Plan:
             _, lean, in_slots, out_slots, buffer, frees = entry
             native = getattr(st.run, "native", None) if lean is not None else None
             native_se = getattr(st.run, "native_se", None) if lean is not None else None
-            outs = [o for o in st.outputs if o]
             xs = x_shape(st.inputs[0]) if st.inputs and st.inputs[0] else None
-            if native_se is not None and xs is not None and len(outs) == 1 and in_slots[0] is not None \
-                    and shapes.get(outs[0]) is not None and shapes[outs[0]][1] == np.float32:
-                if chain is None:
-                    chain = _C.FrozenConvChain()
-                chain.add_squeeze_excite(in_slots[0], out_slots[0], list(xs), *native_se, buffer)
-                chain_frees.extend(frees)
-                continue
-            fits = (native is not None and xs is not None and len(outs) == 1 and shapes.get(outs[0]) is not None
-                    and shapes[outs[0]][1] == np.float32 and len(st.inputs) in (1, 2, 3, 4)
-                    and in_slots[0] is not None and (len(in_slots) < 4 or in_slots[3] is not None
-                                                     or not st.inputs[3]))
-            if not fits:
+            chained = xs is not None and in_slots[0] is not None and one_float32_output(st)
+            # A residual input (FusedConv's fourth) must be a value the plan holds.
+            residual_ok = len(in_slots) < 4 or in_slots[3] is not None or not st.inputs[3]
+            kind = ("se" if native_se is not None else "conv" if native is not None and residual_ok
+                    else None) if chained else None
+            if kind is None:
                 if chain is not None:
                     self._program.append((None, chain, tuple(chain_frees)))
                     chain, chain_frees = None, []
@@ -178,8 +175,11 @@ class Plan:
                 continue
             if chain is None:
                 chain = _C.FrozenConvChain()
-            res = in_slots[3] if len(in_slots) > 3 and in_slots[3] is not None else -1
-            chain.add(in_slots[0], res, out_slots[0], list(xs), *native(xs), buffer)
+            if kind == "se":
+                chain.add_squeeze_excite(in_slots[0], out_slots[0], list(xs), *native_se, buffer)
+            else:
+                res = in_slots[3] if len(in_slots) > 3 and in_slots[3] is not None else -1
+                chain.add(in_slots[0], res, out_slots[0], list(xs), *native(xs), buffer)
             chain_frees.extend(frees)
         if chain is not None:
             self._program.append((None, chain, tuple(chain_frees)))
