@@ -16,7 +16,10 @@
 // layer resolves ints, "same", "valid" and "full" into pairs).
 #include <pybind11/stl.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -25,10 +28,12 @@
 #include "bind/conv_params.h"
 #include "bind/families.h"
 #include "core/cpu_features.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/conv_grouped.h"
 #include "cpu/conv_internal.h"
+#include "cpu/conv_nchw16c.h"
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
@@ -528,6 +533,23 @@ class FrozenConvChain {
     }
     st.e = activation_of(activation, alpha, beta);
     st.w = w;
+    if (nd == 2 && cpu::nchw16c_conv_applicable(st.s)) {
+      const bool dw = cpu::nchw16c_is_depthwise(st.s);
+      const float* b = st.has_bias ? cptr<float>(st.b) : nullptr;
+      if (dw) {
+        const int64_t padded = cpu::nchw16c_blocks(st.s.C) * cpu::kBlockLanes;
+        st.blocked_w.resize(size_t(padded * st.s.k_size()));
+        st.blocked_b.resize(size_t(padded));
+        cpu::nchw16c_pack_depthwise(cptr<float>(w), b, st.s.C, st.s.k_size(), st.blocked_w.data(),
+                                    st.blocked_b.data());
+        st.blockable = st.depthwise = true;
+      } else if (st.packed) {
+        // The 32-channel groups' bias, zero past K (the tiles load whole vectors).
+        st.blocked_b.assign(size_t((st.s.K + 31) / 32 * 32), 0.0f);
+        if (b) std::copy_n(b, st.s.K, st.blocked_b.begin());
+        st.blockable = true;
+      }
+    }
     push(std::move(st), buffer, in_slot, residual_slot, out_slot);
   }
 
@@ -570,7 +592,31 @@ class FrozenConvChain {
     st.e2 = activation_of(act2, alpha2, beta2);
     st.w = w1;
     st.w2 = w2;
+    st.blockable = x_shape.size() == 4;
     push(std::move(st), buffer, in_slot, -1, out_slot);
+  }
+
+  // Only these of the chain's output slots are read after it (the plan knows; without
+  // this call, all are): the others may stay in the blocked layout only.
+  void keep(const std::vector<int64_t>& slots) {
+    keep_ = std::set<int64_t>(slots.begin(), slots.end());
+    keep_all_ = false;
+    schedule_built_ = false;
+  }
+
+  // "auto" (the rules of build_schedule), "nchw16c" (wherever a depthwise layer makes it
+  // possible: tests) or "nchw".
+  void set_layout(const std::string& layout) {
+    CNNFAST_CHECK(layout == "auto" || layout == "nchw16c" || layout == "nchw", ValueError,
+                  "layout: expected 'auto', 'nchw16c' or 'nchw', got '", layout, "'");
+    layout_ = layout;
+    schedule_built_ = false;
+  }
+
+  // Whether run() takes the NCHW16c kernels now (for tests and benchmarks).
+  bool blocked() {
+    build_schedule();
+    return blocked_on_ && cnnfast::use_avx512() && !blocked_disabled();
   }
 
   void run(py::list values) {
@@ -608,9 +654,18 @@ class FrozenConvChain {
       ys[i] = mptr<float>(y);
       made.emplace_back(st.out, ys[i]);
     }
+    const bool blocked = this->blocked();
+    if (blocked && arena_floats_ > arena_size_) {
+      arena_ = aligned_alloc_array<float>(arena_floats_);
+      arena_size_ = arena_floats_;
+    }
     py::gil_scoped_release nogil;
     for (size_t i = 0; i < n; ++i) {
       const Step& st = steps_[i];
+      if (blocked && st.blockable) {
+        run_blocked(i, xs[i], rs[i], ys[i]);
+        continue;
+      }
       if (st.se) {
         cpu::squeeze_excite_forward<float>(xs[i], ys[i], st.s.N, st.s.C, st.spatial, cptr<float>(st.w),
                                            st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
@@ -640,8 +695,150 @@ class FrozenConvChain {
     cpu::Epilogue e2;
     int64_t spatial = 1, se_rows = 0;
     int64_t in = 0, res = -1, out = 0;
+    // The NCHW16c path (cpu/conv_nchw16c.h): whether this step has it, and its weights
+    // there (depthwise: repacked with a padded bias; 1x1: the pack's kvec() with a
+    // padded bias; squeeze-excite: w and w2 as they are).
+    bool blockable = false, depthwise = false;
+    std::vector<float> blocked_w, blocked_b;
+    // Where run() finds its blocked x, residual and y in the arena (floats), and whether
+    // it first packs x or the residual from NCHW and afterwards unpacks y to NCHW.
+    int64_t x_at = -1, r_at = -1, y_at = -1;
+    bool pack_x = false, pack_r = false, unpack_y = false;
   };
   std::vector<Step> steps_;
+  std::set<int64_t> keep_;
+  bool keep_all_ = true, schedule_built_ = false, blocked_on_ = false;
+  std::string layout_ = "auto";
+  int64_t arena_floats_ = 0, arena_size_ = 0;
+  AlignedPtr<float> arena_;
+
+  // CNNFAST_NCHW16C=0 keeps every chain on NCHW (to measure one against the other).
+  static bool blocked_disabled() {
+    static const bool off = [] {
+      const char* v = std::getenv("CNNFAST_NCHW16C");
+      return v && std::string(v) == "0";
+    }();
+    return off;
+  }
+
+  static int64_t spatial_of(const std::vector<int64_t>& shape) {
+    int64_t p = 1;
+    for (size_t d = 2; d < shape.size(); ++d) p *= shape[d];
+    return p;
+  }
+
+  // Which steps run blocked and where their blocked tensors live. Chains with a
+  // depthwise layer only (MobileNet, EfficientNet, ShuffleNet blocks): in ResNet's the
+  // 1x1 layers alternate with 3x3 dense ones, which stay NCHW, and every switch would
+  // cost a conversion. A value produced blocked is unpacked to its NCHW buffer when a
+  // later NCHW step reads it or when it is kept; one read blocked but made in NCHW
+  // (before the chain, or by an NCHW step) is packed at its first blocked reader.
+  // Blocked tensors share one arena, reused by liveness (first fit).
+  void build_schedule() {
+    if (schedule_built_) return;
+    schedule_built_ = true;
+    blocked_on_ = false;
+    bool has_depthwise = false;
+    for (const Step& st : steps_) has_depthwise = has_depthwise || (st.blockable && st.depthwise);
+    if (!has_depthwise || layout_ == "nchw") return;
+    blocked_on_ = true;
+    struct Buf {
+      int64_t floats, birth, death, at = 0;
+    };
+    std::vector<Buf> bufs;
+    std::map<int64_t, size_t> blocked_buf;  // slot -> its blocked tensor
+    std::map<int64_t, size_t> made_by;      // slot -> the blocked step that made it
+    auto use = [&](int64_t slot, const std::vector<int64_t>& shape, size_t i, bool& pack) -> size_t {
+      auto it = blocked_buf.find(slot);
+      if (it != blocked_buf.end()) {
+        bufs[it->second].death = int64_t(i);
+        pack = false;
+        return it->second;
+      }
+      pack = true;
+      bufs.push_back({cpu::nchw16c_floats(shape[0], shape[1], spatial_of(shape)), int64_t(i), int64_t(i)});
+      blocked_buf[slot] = bufs.size() - 1;
+      return bufs.size() - 1;
+    };
+    std::vector<size_t> xb(steps_.size()), rb(steps_.size()), yb(steps_.size());
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      Step& st = steps_[i];
+      st.pack_x = st.pack_r = st.unpack_y = false;
+      st.x_at = st.r_at = st.y_at = -1;
+      if (!st.blockable) {
+        for (int64_t slot : {st.in, st.res})
+          if (slot >= 0 && made_by.count(slot)) steps_[made_by[slot]].unpack_y = true;
+        blocked_buf.erase(st.out);
+        made_by.erase(st.out);
+        continue;
+      }
+      xb[i] = use(st.in, st.x_shape, i, st.pack_x);
+      if (st.res >= 0) rb[i] = use(st.res, st.y_shape, i, st.pack_r);
+      bufs.push_back({cpu::nchw16c_floats(st.y_shape[0], st.y_shape[1], spatial_of(st.y_shape)), int64_t(i),
+                      int64_t(i)});
+      yb[i] = bufs.size() - 1;
+      blocked_buf[st.out] = yb[i];
+      made_by[st.out] = i;
+    }
+    for (const auto& [slot, i] : made_by)
+      if (keep_all_ || keep_.count(slot)) steps_[i].unpack_y = true;
+    // First fit in birth order among the tensors alive at the same time (64-byte steps).
+    arena_floats_ = 0;
+    for (size_t b = 0; b < bufs.size(); ++b) {
+      const int64_t need = (bufs[b].floats + 15) / 16 * 16;
+      std::vector<std::pair<int64_t, int64_t>> taken;
+      for (size_t o = 0; o < b; ++o)
+        if (bufs[o].birth <= bufs[b].death && bufs[b].birth <= bufs[o].death)
+          taken.emplace_back(bufs[o].at, (bufs[o].floats + 15) / 16 * 16);
+      std::sort(taken.begin(), taken.end());
+      int64_t at = 0;
+      for (const auto& [start, size] : taken) {
+        if (at + need <= start) break;
+        at = std::max(at, start + size);
+      }
+      bufs[b].at = at;
+      arena_floats_ = std::max(arena_floats_, at + need);
+    }
+    // Short chains between a Split and a Concat (ShuffleNet's three-layer branches) pay a
+    // conversion at each end for a few layers: slower than NCHW there (ShuffleNet-V2
+    // batch 8, 2 threads: 11.1 -> 13.6 ms). Blocked only where the layers outnumber the
+    // conversions four to one (MobileNet-V2: 51 layers, 2 conversions).
+    int64_t layers = 0, conversions = 0;
+    for (const Step& st : steps_)
+      if (st.blockable) layers += 1, conversions += st.pack_x + st.pack_r + st.unpack_y;
+    if (layout_ == "auto" && layers < 4 * conversions) {
+      blocked_on_ = false;
+      return;
+    }
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      Step& st = steps_[i];
+      if (!st.blockable) continue;
+      st.x_at = bufs[xb[i]].at;
+      if (st.res >= 0) st.r_at = bufs[rb[i]].at;
+      st.y_at = bufs[yb[i]].at;
+    }
+  }
+
+  void run_blocked(size_t i, const float* x, const float* r, float* y) {
+    const Step& st = steps_[i];
+    float* xb = arena_.get() + st.x_at;
+    float* yb = arena_.get() + st.y_at;
+    float* rb = st.res >= 0 ? arena_.get() + st.r_at : nullptr;
+    const int64_t N = st.x_shape[0], P_in = spatial_of(st.x_shape), P_out = spatial_of(st.y_shape);
+    if (st.pack_x) cpu::nchw16c_pack(x, N, st.x_shape[1], P_in, xb);
+    if (st.pack_r) cpu::nchw16c_pack(r, N, st.y_shape[1], P_out, rb);
+    if (st.se) {
+      cpu::nchw16c_squeeze_excite(xb, yb, N, st.s.C, P_in, cptr<float>(st.w),
+                                  st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
+                                  st.has_bias2 ? cptr<float>(st.b2) : nullptr, st.e, st.e2);
+    } else {
+      cpu::Epilogue e = st.e;
+      e.residual = rb;
+      cpu::nchw16c_conv_forward(st.s, xb, st.depthwise ? st.blocked_w.data() : st.packed->kvec(), st.blocked_b.data(),
+                                yb, e);
+    }
+    if (st.unpack_y) cpu::nchw16c_unpack(yb, N, st.y_shape[1], P_out, y);
+  }
 
   static cpu::Epilogue activation_of(const std::string& act, double alpha, double beta) {
     cpu::Epilogue e;
@@ -662,6 +859,7 @@ class FrozenConvChain {
     st.res = residual;
     st.out = out;
     steps_.push_back(std::move(st));
+    schedule_built_ = false;
   }
 };
 
@@ -723,6 +921,12 @@ void bind_conv(py::module_& m) {
            py::arg("x_shape"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("act1"),
            py::arg("alpha1"), py::arg("beta1"), py::arg("act2"), py::arg("alpha2"), py::arg("beta2"),
            py::arg("buffer"))
+      .def("keep", &FrozenConvChain::keep, py::arg("slots"),
+           "Only these output slots are read after the chain; the others may stay in the chain's own layout.")
+      .def("set_layout", &FrozenConvChain::set_layout, py::arg("layout"),
+           "'auto' (the channel-blocked layout for chains with a depthwise layer and few conversions), "
+           "'nchw16c' (wherever a depthwise layer allows it) or 'nchw'.")
+      .def("blocked", &FrozenConvChain::blocked, "Whether run() takes the NCHW16c kernels (cpu/conv_nchw16c.h).")
       .def("run", &FrozenConvChain::run, py::arg("values"))
       .def("__len__", &FrozenConvChain::size);
   m.def("squeeze_excite_forward", &se_fwd, py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),

@@ -22,38 +22,14 @@
 #include "cpu/epilogue_vec.h"
 #include "cpu/prepack.h"
 #include "cpu/simd_math_avx512.h"
+#include "cpu/simd_transpose_x86.h"
 
 namespace cnnfast::cpu::avx512_impl {
 namespace {
 
 using namespace cnnfast::avx512;
 using Ops = EpilogueOps;
-
-// r[j] lane k -> r[k] lane j.
-// Always inlined: an out-of-line copy (GCC 12 stopped inlining it at five callers) trips
-// its false -Wuninitialized on the intrinsics' undefined pass-through operand.
-[[gnu::always_inline]] inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16], v[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    u[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 16; i += 8)
-    for (int q = 0; q < 4; ++q) {
-      v[i + q] = _mm512_shuffle_f32x4(u[i + q], u[i + 4 + q], 0x88);
-      v[i + 4 + q] = _mm512_shuffle_f32x4(u[i + q], u[i + 4 + q], 0xdd);
-    }
-  for (int q = 0; q < 8; ++q) {
-    r[q] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0x88);
-    r[8 + q] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0xdd);
-  }
-}
+using CNNFAST_ISA_NS::transpose16;
 
 // Where row c of x starts, and how far apart its positions lie: a matrix with leading
 // dimension ld (im2col columns, or a 1x1 layer's input as it is) ...

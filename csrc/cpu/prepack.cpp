@@ -164,21 +164,6 @@ class ImageColumns {
   std::unique_ptr<ColumnMap> cmap_;
 };
 
-// Tasks of a block of cb column tiles by a chunk of rc row blocks (per image when
-// `images` > 1), the pieces halved (row chunks first) until each thread has several.
-struct TaskGrid {
-  int64_t cb, rc, nb, nr;
-};
-TaskGrid task_grid(int64_t images, int64_t tiles, int64_t cb, int64_t rows, int64_t rc) {
-  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
-  auto count = [&] { return images * ((tiles + cb - 1) / cb) * ((rows + rc - 1) / rc); };
-  while (threads > 1 && count() < 4 * threads && (rc > 1 || cb > 1)) {
-    if (rc > 1) rc = (rc + 1) / 2;
-    else cb = (cb + 1) / 2;
-  }
-  return {cb, rc, (tiles + cb - 1) / cb, (rows + rc - 1) / rc};
-}
-
 // Where the channel-vector tiles beat the panel tiles (one thread, CPU time, ms, panels
 // / kvec): whenever the output channels fill their 32-row blocks to >= 85% (K = 40:
 // 240->40 at 28x28 0.069 / 0.101) and the layer is deep enough for the transposes at

@@ -64,6 +64,13 @@ void squeeze_excite_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, c
   });
 }
 
+void squeeze_excite_scales(const float* pooled, float* scale, int64_t N, int64_t C, const float* w1, const float* b1,
+                           int64_t R, const float* w2, const float* b2, const Epilogue& e1, const Epilogue& e2) {
+  std::vector<float> hidden(N * R);
+  dense<float>(pooled, w1, b1, hidden.data(), N, C, R, e1);
+  dense<float>(hidden.data(), w2, b2, scale, N, R, C, e2);
+}
+
 template void squeeze_excite_forward<float>(const float*, float*, int64_t, int64_t, int64_t, const float*, const float*,
                                             int64_t, const float*, const float*, const Epilogue&, const Epilogue&);
 template void squeeze_excite_forward<double>(const double*, double*, int64_t, int64_t, int64_t, const double*,

@@ -16,4 +16,9 @@ template <class T>
 void squeeze_excite_forward(const T* x, T* y, int64_t N, int64_t C, int64_t S, const T* w1, const T* b1, int64_t R,
                             const T* w2, const T* b2, const Epilogue& e1, const Epilogue& e2);
 
+// The middle of it: scale (N, C) from the pooled means (N, C), for the blocked layout's
+// version (conv_nchw16c.cpp), which pools and scales on its own layout.
+void squeeze_excite_scales(const float* pooled, float* scale, int64_t N, int64_t C, const float* w1, const float* b1,
+                           int64_t R, const float* w2, const float* b2, const Epilogue& e1, const Epilogue& e2);
+
 }  // namespace cnnfast::cpu

@@ -156,7 +156,14 @@ class Plan:
             return len(outs) == 1 and shapes.get(outs[0]) is not None and shapes[outs[0]][1] == np.float32
 
         self._program = []
-        chain, chain_frees = None, []
+        chain, chain_frees, chain_outs = None, [], []
+
+        def close_chain():
+            # Outputs freed inside the chain are read by nothing after it: the chain may
+            # leave those in its own (channel-blocked) layout.
+            freed = set(chain_frees)
+            chain.keep([s for s in chain_outs if s not in freed])
+            self._program.append((None, chain, tuple(chain_frees)))
         for entry, st in zip(self._steps, steps):
             _, lean, in_slots, out_slots, buffer, frees = entry
             native = getattr(st.run, "native", None) if lean is not None else None
@@ -169,8 +176,8 @@ class Plan:
                     else None) if chained else None
             if kind is None:
                 if chain is not None:
-                    self._program.append((None, chain, tuple(chain_frees)))
-                    chain, chain_frees = None, []
+                    close_chain()
+                    chain, chain_frees, chain_outs = None, [], []
                 self._program.append(entry)
                 continue
             if chain is None:
@@ -181,8 +188,9 @@ class Plan:
                 res = in_slots[3] if len(in_slots) > 3 and in_slots[3] is not None else -1
                 chain.add(in_slots[0], res, out_slots[0], list(xs), *native(xs), buffer)
             chain_frees.extend(frees)
+            chain_outs.append(out_slots[0])
         if chain is not None:
-            self._program.append((None, chain, tuple(chain_frees)))
+            close_chain()
         self._init = init
         self._output_slots = [slot_of[o] for o in outputs]
         # The planned buffers are this plan's: a second thread calling the module meanwhile

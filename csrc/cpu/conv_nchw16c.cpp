@@ -1,0 +1,165 @@
+// Drivers of the NCHW16c kernels (conv_nchw16c.h): how each layer is cut into tasks.
+#include "cpu/conv_nchw16c.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/parallel.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
+#include "cpu/prepack.h"
+#include "cpu/squeeze_excite.h"
+
+namespace cnnfast::cpu {
+namespace {
+
+constexpr int64_t L = kBlockLanes;
+
+// y = epilogue(W x + bias) on the channel-vector tiles: tasks of a block of position
+// tiles by a chunk of 32-channel groups, as conv_forward_kvec (prepack.cpp) cuts them,
+// input channels 256 at a time so that the slice of x in use stays in L2.
+void pointwise_forward(const ConvShape& s, const float* xb, const float* w, const float* bias, float* yb,
+                       const Epilogue& e) {
+  const int64_t C = s.C, K = s.K, P = s.out_size(), CB = nchw16c_blocks(C), KB = nchw16c_blocks(K);
+  constexpr int64_t kDepth = 256, kCols = 14, kGroupRows = 2 * L;
+  const int64_t tiles = (P + kCols - 1) / kCols, groups = (K + kGroupRows - 1) / kGroupRows;
+  auto tile_start = [&](int64_t t) { return t * P / tiles; };  // balanced: 49 = 13 + 12 + 12 + 12
+  const int64_t depth = std::min(C, kDepth);
+  const TaskGrid grid =
+      task_grid(s.N, tiles, std::max<int64_t>(1, std::min(tiles, (128 << 10) / (4 * depth * kCols))), groups,
+                std::max<int64_t>(1, std::min(groups, (96 << 10) / (4 * depth * kGroupRows))));
+  const int64_t cb = grid.cb, rc = grid.rc, nb = grid.nb, nr = grid.nr;
+  const float* res = static_cast<const float*>(e.residual);
+  dynamic_tasks(
+      s.N * nb * nr, [] { return 0; },
+      [&](int64_t t, int) {
+        const int64_t r = t % nr, b = (t / nr) % nb, n = t / (nr * nb);
+        const float* xn = xb + n * CB * P * L;
+        float* yn = yb + n * KB * P * L;
+        const float* rn = res ? res + n * KB * P * L : nullptr;
+        const int64_t g0 = r * rc, g1 = std::min(groups, (r + 1) * rc);
+        const int64_t q0 = b * cb, q1 = std::min(tiles, (b + 1) * cb);
+        for (int64_t c0 = 0; c0 < C; c0 += kDepth) {
+          const int64_t c1 = std::min(C, c0 + kDepth);
+          for (int64_t g = g0; g < g1; ++g) {
+            const int64_t off = 2 * g * P * L;
+            for (int64_t q = q0; q < q1; ++q)
+              avx512_impl::nchw16c_pointwise_tile(xn, P, c0, c1, w + (g * C + c0) * kGroupRows, 2 * g + 1 < KB,
+                                                  bias ? bias + g * kGroupRows : nullptr, yn + off,
+                                                  rn ? rn + off : nullptr, tile_start(q),
+                                                  tile_start(q + 1) - tile_start(q), e, c0 > 0, c1 == C);
+          }
+        }
+      },
+      Dealing::Contiguous);
+}
+
+// Tasks of (image, channel block, band of output rows), the bands narrowed until each
+// thread has several tasks (MobileNet-V2's first depthwise layer has two blocks).
+void depthwise_forward(const ConvShape& s, const float* xb, const float* wb, const float* bb, float* yb,
+                       const Epilogue& e) {
+  const int64_t CB = nchw16c_blocks(s.C), Ho = s.out[1], taps = s.k_size();
+  const int64_t in_plane = s.in_size() * L, out_plane = s.out_size() * L;
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  int64_t rows = Ho;
+  while (rows > 1 && s.N * CB * ((Ho + rows - 1) / rows) < 8 * threads) rows = (rows + 1) / 2;
+  const int64_t bands = (Ho + rows - 1) / rows;
+  const float* res = static_cast<const float*>(e.residual);
+  dynamic_tasks(
+      s.N * CB * bands, [] { return 0; },
+      [&](int64_t t, int) {
+        const int64_t band = t % bands, plane = t / bands, cb = plane % CB;
+        avx512_impl::nchw16c_depthwise_rows(s, xb + plane * in_plane, wb + cb * taps * L, bb + cb * L,
+                                            yb + plane * out_plane, res ? res + plane * out_plane : nullptr,
+                                            band * rows, std::min(Ho, (band + 1) * rows), e);
+      },
+      Dealing::Contiguous);
+}
+
+}  // namespace
+
+bool nchw16c_is_depthwise(const ConvShape& s) {
+  return s.in[0] == 1 && s.k[0] == 1 && s.groups == s.C && s.K == s.C && s.groups > 1 && s.k[1] == s.k[2] &&
+         (s.k[1] == 3 || s.k[1] == 5) && s.stride[1] == s.stride[2] && (s.stride[1] == 1 || s.stride[1] == 2) &&
+         s.dil[1] == 1 && s.dil[2] == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 && s.pad0[1] < s.k[1] &&
+         s.pad0[2] < s.k[2] && s.pad1[1] >= 0 && s.pad1[2] >= 0;
+}
+
+bool nchw16c_conv_applicable(const ConvShape& s) {
+  if (s.in[0] != 1 || s.k[0] != 1) return false;  // 2-D (a 1-D layer is (1, 1, W))
+  const bool pointwise = s.groups == 1 && s.k_size() == 1 && s.stride[1] == 1 && s.stride[2] == 1 &&
+                         s.pad0[1] == 0 && s.pad0[2] == 0 && s.pad1[1] == 0 && s.pad1[2] == 0;
+  return pointwise || nchw16c_is_depthwise(s);
+}
+
+void nchw16c_pack(const float* x, int64_t N, int64_t C, int64_t P, float* xb) {
+  const int64_t CB = nchw16c_blocks(C);
+  parallel_for(0, N * CB, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / CB, cb = i % CB;
+      avx512_impl::nchw16c_pack_blocks(x + n * C * P, C, P, xb + n * CB * P * L, cb, cb + 1);
+    }
+  });
+}
+
+void nchw16c_unpack(const float* xb, int64_t N, int64_t C, int64_t P, float* x) {
+  const int64_t CB = nchw16c_blocks(C);
+  parallel_for(0, N * CB, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / CB, cb = i % CB;
+      avx512_impl::nchw16c_unpack_blocks(xb + n * CB * P * L, C, P, x + n * C * P, cb, cb + 1);
+    }
+  });
+}
+
+void nchw16c_pack_depthwise(const float* w, const float* bias, int64_t C, int64_t taps, float* wb, float* bb) {
+  const int64_t CB = nchw16c_blocks(C);
+  for (int64_t cb = 0; cb < CB; ++cb)
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t c = cb * L + l;
+      for (int64_t t = 0; t < taps; ++t) wb[(cb * taps + t) * L + l] = c < C ? w[c * taps + t] : 0.0f;
+      bb[c] = c < C && bias ? bias[c] : 0.0f;
+    }
+}
+
+void nchw16c_conv_forward(const ConvShape& s, const float* xb, const float* w, const float* bias, float* yb,
+                          const Epilogue& e) {
+  if (nchw16c_is_depthwise(s)) return depthwise_forward(s, xb, w, bias, yb, e);
+  pointwise_forward(s, xb, w, bias, yb, e);
+}
+
+void nchw16c_squeeze_excite(const float* xb, float* yb, int64_t N, int64_t C, int64_t P, const float* w1,
+                            const float* b1, int64_t R, const float* w2, const float* b2, const Epilogue& e1,
+                            const Epilogue& e2) {
+  const int64_t CB = nchw16c_blocks(C);
+  std::vector<float> pooled(N * CB * L), scale(N * C), padded(N * CB * L, 0.0f);
+  parallel_for(0, N * CB, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) avx512_impl::nchw16c_block_mean(xb + i * P * L, P, pooled.data() + i * L);
+  });
+  // (N, CB 16) -> (N, C): the padded lanes' means are not the products' inputs.
+  std::vector<float> means(N * C);
+  for (int64_t n = 0; n < N; ++n) std::copy_n(pooled.data() + n * CB * L, C, means.data() + n * C);
+  squeeze_excite_scales(means.data(), scale.data(), N, C, w1, b1, R, w2, b2, e1, e2);
+  for (int64_t n = 0; n < N; ++n) std::copy_n(scale.data() + n * C, C, padded.data() + n * CB * L);
+  parallel_for(0, N * CB, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      avx512_impl::nchw16c_block_scale(xb + i * P * L, P, padded.data() + i * L, yb + i * P * L);
+  });
+}
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+// Builds without the AVX-512 translation units: use_avx512() is false, so the chain
+// never takes these.
+namespace avx512_impl {
+void nchw16c_pack_blocks(const float*, int64_t, int64_t, float*, int64_t, int64_t) {}
+void nchw16c_unpack_blocks(const float*, int64_t, int64_t, float*, int64_t, int64_t) {}
+void nchw16c_pointwise_tile(const float*, int64_t, int64_t, int64_t, const float*, bool, const float*, float*,
+                            const float*, int64_t, int64_t, const Epilogue&, bool, bool) {}
+void nchw16c_depthwise_rows(const ConvShape&, const float*, const float*, const float*, float*, const float*, int64_t,
+                            int64_t, const Epilogue&) {}
+void nchw16c_block_mean(const float*, int64_t, float*) {}
+void nchw16c_block_scale(const float*, int64_t, const float*, float*) {}
+}  // namespace avx512_impl
+#endif
+
+}  // namespace cnnfast::cpu
