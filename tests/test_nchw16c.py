@@ -176,6 +176,64 @@ def test_unkept_outputs_are_not_required_and_repeated_runs_agree(rng):
     np.testing.assert_array_equal(ch.vals[p], first)
 
 
+@pytest.mark.parametrize("c,hidden,hw,stride,k,pad,batch", [
+    (16, 128, (64, 71), 1, 3, ((1, 1), (1, 1)), 1),
+    (24, 144, (57, 56), 2, 5, ((1, 2), (2, 1)), 5),
+    (16, 96, (80, 80), 2, 3, ((1, 1), (1, 1)), 4),
+    (32, 128, (73, 72), 1, 5, ((2, 2), (2, 2)), 2),
+], ids=["3x3s1-odd", "5x5s2-asym-144", "3x3s2-b4", "5x5s1-b2"])
+def test_expand_and_depthwise_fused_in_bands(rng, threads, c, hidden, hw, stride, k, pad, batch):
+    # Where the expanded tensor passes the caches the expanding 1x1 layer runs inside
+    # the depthwise layer's row bands; the bands' edge rows, the last partial band and
+    # the padding rows must give the unfused values.
+    x = rng.standard_normal((batch, c) + hw).astype(np.float32)
+    ch = Chain(rng, x)
+    e = ch.conv(0, hidden, act="silu")
+    d = ch.conv(e, hidden, k=k, stride=stride, pad=pad, groups=hidden, act="clip")
+    p = ch.conv(d, c + 8)
+    ch.run_and_check([d, p])
+    if BLOCKED:
+        assert ch.chain._banded() == 1
+
+
+@pytest.mark.parametrize("stride,k,pad", [(1, 3, ((1, 1), (1, 1))), (2, 5, ((2, 1), (1, 2)))])
+def test_depthwise_after_a_stem_packs_its_input_in_bands(rng, threads, stride, k, pad):
+    # A dense NCHW layer (a stem) makes a large input for the depthwise layer, which packs
+    # it band by band instead of whole; a second chain where the stem's output has another
+    # reader packs it whole.
+    x = rng.standard_normal((2, 3, 130, 127)).astype(np.float32)
+    ch = Chain(rng, x)
+    s = ch.conv(0, 40, k=3, stride=1, pad=((1, 1), (1, 1)), act="relu")
+    d = ch.conv(s, 40, k=k, stride=stride, pad=pad, groups=40, act="silu")
+    p = ch.conv(d, 24)
+    ch.run_and_check([d, p])
+    if BLOCKED:
+        assert ch.chain._banded() == 1
+    ch = Chain(rng, x)
+    s = ch.conv(0, 40, k=3, stride=1, pad=((1, 1), (1, 1)), act="relu")
+    d = ch.conv(s, 40, k=k, stride=stride, pad=pad, groups=40, act="silu")
+    p = ch.conv(d, 40, residual=s if stride == 1 else -1)
+    ch.run_and_check([p])
+    if BLOCKED:
+        assert ch.chain._banded() == (0 if stride == 1 else 1)
+
+
+def test_no_fusion_where_the_expanded_output_is_read_again(rng):
+    # Kept, or read by a second step: the 1x1 output must exist whole.
+    x = rng.standard_normal((1, 16, 64, 64)).astype(np.float32)
+    for second_reader in (False, True):
+        ch = Chain(rng, x)
+        e = ch.conv(0, 128, act="relu")
+        d = ch.conv(e, 128, k=3, pad=((1, 1), (1, 1)), groups=128, act="relu")
+        keep = [d]
+        if second_reader:
+            keep.append(ch.conv(e, 16))
+        else:
+            keep.append(e)
+        ch.run_and_check(keep)
+        assert ch.chain._banded() == 0
+
+
 def test_chains_without_depthwise_stay_nchw(rng):
     # ResNet's chains alternate 1x1 and dense 3x3 layers: no blocked layout there.
     x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)

@@ -604,6 +604,15 @@ class FrozenConvChain {
     schedule_built_ = false;
   }
 
+  // How many depthwise steps make their input band by band now, from the 1x1 step
+  // before them or by packing NCHW (for tests).
+  int64_t banded() {
+    if (!blocked()) return 0;
+    int64_t n = 0;
+    for (const Step& st : steps_) n += st.fused_expand || st.pack_in_bands;
+    return n;
+  }
+
   // "auto" (the rules of build_schedule), "nchw16c" (wherever a depthwise layer makes it
   // possible: tests) or "nchw".
   void set_layout(const std::string& layout) {
@@ -663,7 +672,7 @@ class FrozenConvChain {
     for (size_t i = 0; i < n; ++i) {
       const Step& st = steps_[i];
       if (blocked && st.blockable) {
-        run_blocked(i, xs[i], rs[i], ys[i]);
+        if (!st.fused_into_next) run_blocked(i, st.fused_expand ? xs[i - 1] : xs[i], rs[i], ys[i]);
         continue;
       }
       if (st.se) {
@@ -704,6 +713,10 @@ class FrozenConvChain {
     // it first packs x or the residual from NCHW and afterwards unpacks y to NCHW.
     int64_t x_at = -1, r_at = -1, y_at = -1;
     bool pack_x = false, pack_r = false, unpack_y = false;
+    // A 1x1 step run by the next (depthwise) step inside its bands, and that step.
+    bool fused_into_next = false, fused_expand = false;
+    // A depthwise step that packs its NCHW input band by band (pack_x, no x in the arena).
+    bool pack_in_bands = false;
   };
   std::vector<Step> steps_;
   std::set<int64_t> keep_;
@@ -760,11 +773,24 @@ class FrozenConvChain {
       blocked_buf[slot] = bufs.size() - 1;
       return bufs.size() - 1;
     };
+    // An expanding 1x1 layer whose output only the next (depthwise) layer reads runs
+    // inside that layer's bands (cpu::nchw16c_banded_depthwise) where the expanded
+    // tensor passes the caches: its output is never stored whole.
+    for (size_t i = 0; i < steps_.size(); ++i) steps_[i].fused_into_next = steps_[i].fused_expand = false;
+    for (size_t i = 0; i + 1 < steps_.size(); ++i) {
+      Step &a = steps_[i], &b = steps_[i + 1];
+      const bool pair = a.blockable && !a.depthwise && !a.se && a.res < 0 && b.blockable && b.depthwise &&
+                        b.res < 0 && b.in == a.out && a.s.K == b.s.C;
+      if (!pair || keep_all_ || keep_.count(a.out) || readers(a.out) != 1 || !cpu::nchw16c_band_pays(b.s, false))
+        continue;
+      a.fused_into_next = b.fused_expand = true;
+    }
     std::vector<size_t> xb(steps_.size()), rb(steps_.size()), yb(steps_.size());
     for (size_t i = 0; i < steps_.size(); ++i) {
       Step& st = steps_[i];
       st.pack_x = st.pack_r = st.unpack_y = false;
       st.x_at = st.r_at = st.y_at = -1;
+      if (st.fused_into_next) continue;
       if (!st.blockable) {
         for (int64_t slot : {st.in, st.res})
           if (slot >= 0 && made_by.count(slot)) steps_[made_by[slot]].unpack_y = true;
@@ -772,7 +798,17 @@ class FrozenConvChain {
         made_by.erase(st.out);
         continue;
       }
-      xb[i] = use(st.in, st.x_shape, i, st.pack_x);
+      st.pack_in_bands = false;
+      if (st.fused_expand) {
+        xb[i] = use(steps_[i - 1].in, steps_[i - 1].x_shape, i, st.pack_x);
+      } else if (st.depthwise && st.res < 0 && !blocked_buf.count(st.in) && readers(st.in) == 1 &&
+                 cpu::nchw16c_band_pays(st.s, true)) {
+        // Its NCHW input (a stem's output) is read by no other step: packed band by band
+        // into L2, not whole into the arena and back.
+        st.pack_x = st.pack_in_bands = true;
+      } else {
+        xb[i] = use(st.in, st.x_shape, i, st.pack_x);
+      }
       if (st.res >= 0) rb[i] = use(st.res, st.y_shape, i, st.pack_r);
       bufs.push_back({cpu::nchw16c_floats(st.y_shape[0], st.y_shape[1], spatial_of(st.y_shape)), int64_t(i),
                       int64_t(i)});
@@ -812,22 +848,37 @@ class FrozenConvChain {
     }
     for (size_t i = 0; i < steps_.size(); ++i) {
       Step& st = steps_[i];
-      if (!st.blockable) continue;
-      st.x_at = bufs[xb[i]].at;
+      if (!st.blockable || st.fused_into_next) continue;
+      if (!st.pack_in_bands) st.x_at = bufs[xb[i]].at;
       if (st.res >= 0) st.r_at = bufs[rb[i]].at;
       st.y_at = bufs[yb[i]].at;
     }
   }
 
+  // How many steps read the slot (as x or as residual).
+  int64_t readers(int64_t slot) const {
+    int64_t n = 0;
+    for (const Step& st : steps_) n += (st.in == slot) + (st.res == slot);
+    return n;
+  }
+
   void run_blocked(size_t i, const float* x, const float* r, float* y) {
     const Step& st = steps_[i];
-    float* xb = arena_.get() + st.x_at;
+    float* xb = st.x_at >= 0 ? arena_.get() + st.x_at : nullptr;
     float* yb = arena_.get() + st.y_at;
     float* rb = st.res >= 0 ? arena_.get() + st.r_at : nullptr;
-    const int64_t N = st.x_shape[0], P_in = spatial_of(st.x_shape), P_out = spatial_of(st.y_shape);
-    if (st.pack_x) cpu::nchw16c_pack(x, N, st.x_shape[1], P_in, xb);
+    const std::vector<int64_t>& x_shape = st.fused_expand ? steps_[i - 1].x_shape : st.x_shape;
+    const int64_t N = x_shape[0], P_in = spatial_of(x_shape), P_out = spatial_of(st.y_shape);
+    if (st.pack_x && !st.pack_in_bands) cpu::nchw16c_pack(x, N, x_shape[1], P_in, xb);
     if (st.pack_r) cpu::nchw16c_pack(r, N, st.y_shape[1], P_out, rb);
-    if (st.se) {
+    if (st.fused_expand) {
+      const Step& ex = steps_[i - 1];
+      cpu::nchw16c_banded_depthwise(&ex.s, xb, ex.packed->kvec(), ex.blocked_b.data(), ex.e, st.s,
+                                    st.blocked_w.data(), st.blocked_b.data(), yb, st.e);
+    } else if (st.pack_in_bands) {
+      cpu::nchw16c_banded_depthwise(nullptr, x, nullptr, nullptr, st.e, st.s, st.blocked_w.data(),
+                                    st.blocked_b.data(), yb, st.e);
+    } else if (st.se) {
       cpu::nchw16c_squeeze_excite(xb, yb, N, st.s.C, P_in, cptr<float>(st.w),
                                   st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
                                   st.has_bias2 ? cptr<float>(st.b2) : nullptr, st.e, st.e2);
@@ -926,6 +977,9 @@ void bind_conv(py::module_& m) {
       .def("set_layout", &FrozenConvChain::set_layout, py::arg("layout"),
            "'auto' (the channel-blocked layout for chains with a depthwise layer and few conversions), "
            "'nchw16c' (wherever a depthwise layer allows it) or 'nchw'.")
+      .def("_banded", &FrozenConvChain::banded,
+           "How many depthwise layers make their input band by band (from the 1x1 layer before them, or by "
+           "packing NCHW): tests.")
       .def("blocked", &FrozenConvChain::blocked, "Whether run() takes the NCHW16c kernels (cpu/conv_nchw16c.h).")
       .def("run", &FrozenConvChain::run, py::arg("values"))
       .def("__len__", &FrozenConvChain::size);

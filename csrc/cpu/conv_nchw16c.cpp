@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
@@ -21,7 +22,9 @@ constexpr int64_t L = kBlockLanes;
 void pointwise_forward(const ConvShape& s, const float* xb, const float* w, const float* bias, float* yb,
                        const Epilogue& e) {
   const int64_t C = s.C, K = s.K, P = s.out_size(), CB = nchw16c_blocks(C), KB = nchw16c_blocks(K);
-  constexpr int64_t kDepth = 256, kCols = 14, kGroupRows = 2 * L;
+  constexpr int64_t kDepth = 256, kGroupRows = 2 * L;
+  // Tiles of 14 positions by two blocks; 28 by one where the layer has one block (K <= 16).
+  const int64_t kCols = KB == 1 ? 28 : 14;
   const int64_t tiles = (P + kCols - 1) / kCols, groups = (K + kGroupRows - 1) / kGroupRows;
   auto tile_start = [&](int64_t t) { return t * P / tiles; };  // balanced: 49 = 13 + 12 + 12 + 12
   const int64_t depth = std::min(C, kDepth);
@@ -42,12 +45,17 @@ void pointwise_forward(const ConvShape& s, const float* xb, const float* w, cons
         for (int64_t c0 = 0; c0 < C; c0 += kDepth) {
           const int64_t c1 = std::min(C, c0 + kDepth);
           for (int64_t g = g0; g < g1; ++g) {
-            const int64_t off = 2 * g * P * L;
-            for (int64_t q = q0; q < q1; ++q)
+            // The slice after this one in this loop order, fetched during the first tile.
+            const float* wnext = g + 1 < g1 ? w + ((g + 1) * C + c0) * kGroupRows
+                                 : c1 < C  ? w + (g0 * C + c1) * kGroupRows
+                                           : nullptr;
+            for (int64_t q = q0; q < q1; ++q) {
+              const int64_t p0 = tile_start(q), off = (2 * g * P + p0) * L;
               avx512_impl::nchw16c_pointwise_tile(xn, P, c0, c1, w + (g * C + c0) * kGroupRows, 2 * g + 1 < KB,
-                                                  bias ? bias + g * kGroupRows : nullptr, yn + off,
-                                                  rn ? rn + off : nullptr, tile_start(q),
-                                                  tile_start(q + 1) - tile_start(q), e, c0 > 0, c1 == C);
+                                                  bias ? bias + g * kGroupRows : nullptr, yn + off, P,
+                                                  rn ? rn + off : nullptr, p0, tile_start(q + 1) - p0, e, c0 > 0,
+                                                  c1 == C, q == q0 ? wnext : nullptr);
+            }
           }
         }
       },
@@ -69,14 +77,81 @@ void depthwise_forward(const ConvShape& s, const float* xb, const float* wb, con
       s.N * CB * bands, [] { return 0; },
       [&](int64_t t, int) {
         const int64_t band = t % bands, plane = t / bands, cb = plane % CB;
-        avx512_impl::nchw16c_depthwise_rows(s, xb + plane * in_plane, wb + cb * taps * L, bb + cb * L,
+        avx512_impl::nchw16c_depthwise_rows(s, xb + plane * in_plane, 0, wb + cb * taps * L, bb + cb * L,
                                             yb + plane * out_plane, res ? res + plane * out_plane : nullptr,
                                             band * rows, std::min(Ho, (band + 1) * rows), e);
       },
       Dealing::Contiguous);
 }
 
+// Output rows per band of the fused pair: its expanded input rows within ~512 KiB, then
+// fewer until each thread has several bands.
+int64_t band_rows(const ConvShape& dw) {
+  const int64_t HB = nchw16c_blocks(dw.C), W = dw.in[2], S = dw.stride[1], K = dw.k[1], Ho = dw.out[1];
+  const int64_t row_bytes = HB * W * L * int64_t(sizeof(float));
+  int64_t rows = Ho;
+  while (rows > 1 && ((rows - 1) * S + K) * row_bytes > (int64_t(512) << 10)) --rows;
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  while (rows > 1 && dw.N * ((Ho + rows - 1) / rows) < 4 * threads) rows = (rows + 1) / 2;
+  return rows;
+}
+
 }  // namespace
+
+bool nchw16c_band_pays(const ConvShape& dw, bool packed) {
+  // Bands of >= 4 output rows keep the rows made twice at their edges (K - S a band) to a
+  // fraction. Packing those rows again costs little: always, then. An expanding 1x1
+  // layer's rows cost its FMAs again: only where its output passes the caches, beyond 8
+  // MiB in all or 2 MiB an image (MobileNet-V2's 96 channels at 112x112 is 4.8 MB an
+  // image; in-graph at batch 8, 2 threads, ms: expand + 3x3/2 depthwise 3.4 -> 2.0,
+  // 24->144 + 3x3 at 56x56 1.85 -> 1.35; 32->192 + 3x3 at 28x28, 4.8 MB at batch 8,
+  // lost: 0.84 -> 0.94).
+  if (band_rows(dw) < 4) return false;
+  const int64_t image = nchw16c_blocks(dw.C) * dw.in_size() * L * int64_t(sizeof(float));
+  return packed || dw.N * image > (int64_t(8) << 20) || image > (int64_t(2) << 20);
+}
+
+void nchw16c_banded_depthwise(const ConvShape* pw, const float* x, const float* w1, const float* b1,
+                              const Epilogue& e1, const ConvShape& dw, const float* w2, const float* b2, float* yb,
+                              const Epilogue& e2) {
+  const int64_t HB = nchw16c_blocks(dw.C), P = dw.in_size();
+  const int64_t H = dw.in[1], W = dw.in[2], Ho = dw.out[1], Wo = dw.out[2], S = dw.stride[1], K = dw.k[1];
+  const int64_t ph = dw.pad0[1], taps = dw.k_size();
+  constexpr int64_t kDepth = 256, kCols = 14;
+  const int64_t rows = band_rows(dw), bands = (Ho + rows - 1) / rows;
+  const int64_t max_in = (rows - 1) * S + K;
+  dynamic_tasks(
+      dw.N * bands, [&] { return aligned_alloc_array<float>(HB * max_in * W * L); },
+      [&](int64_t t, AlignedPtr<float>& band) {
+        const int64_t n = t / bands, oh0 = (t % bands) * rows, oh1 = std::min(Ho, oh0 + rows);
+        const int64_t ih0 = std::max<int64_t>(0, oh0 * S - ph), ih1 = std::min(H, (oh1 - 1) * S - ph + K);
+        if (ih1 <= ih0) return;  // (cannot happen with padding under the kernel size)
+        const int64_t bandP = (ih1 - ih0) * W, p_first = ih0 * W;
+        if (!pw) {
+          for (int64_t cb = 0; cb < HB; ++cb)
+            avx512_impl::nchw16c_pack_range(x + n * dw.C * P, dw.C, P, cb, p_first, bandP, band.get() + cb * bandP * L);
+        } else {
+          // Positions [p_first, p_first + bandP) of the 1x1 layer, its 32-channel groups.
+          const int64_t C = pw->C, groups = (pw->K + 2 * L - 1) / (2 * L);
+          const float* xn = x + n * nchw16c_blocks(C) * P * L;
+          const int64_t tiles = (bandP + kCols - 1) / kCols;
+          for (int64_t c0 = 0; c0 < C; c0 += kDepth) {
+            const int64_t c1 = std::min(C, c0 + kDepth);
+            for (int64_t g = 0; g < groups; ++g)
+              for (int64_t q = 0; q < tiles; ++q) {
+                const int64_t q0 = q * bandP / tiles, np = (q + 1) * bandP / tiles - q0;
+                avx512_impl::nchw16c_pointwise_tile(xn, P, c0, c1, w1 + (g * C + c0) * 2 * L, 2 * g + 1 < HB,
+                                                    b1 + g * 2 * L, band.get() + (2 * g * bandP + q0) * L, bandP,
+                                                    nullptr, p_first + q0, np, e1, c0 > 0, c1 == C, nullptr);
+              }
+          }
+        }
+        for (int64_t cb = 0; cb < HB; ++cb)
+          avx512_impl::nchw16c_depthwise_rows(dw, band.get() + cb * bandP * L, ih0, w2 + cb * taps * L, b2 + cb * L,
+                                              yb + (n * HB + cb) * Ho * Wo * L, nullptr, oh0, oh1, e2);
+      },
+      Dealing::Contiguous);
+}
 
 bool nchw16c_is_depthwise(const ConvShape& s) {
   return s.in[0] == 1 && s.k[0] == 1 && s.groups == s.C && s.K == s.C && s.groups > 1 && s.k[1] == s.k[2] &&
@@ -97,7 +172,7 @@ void nchw16c_pack(const float* x, int64_t N, int64_t C, int64_t P, float* xb) {
   parallel_for(0, N * CB, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / CB, cb = i % CB;
-      avx512_impl::nchw16c_pack_blocks(x + n * C * P, C, P, xb + n * CB * P * L, cb, cb + 1);
+      avx512_impl::nchw16c_pack_range(x + n * C * P, C, P, cb, 0, P, xb + (n * CB + cb) * P * L);
     }
   });
 }
@@ -151,12 +226,12 @@ void nchw16c_squeeze_excite(const float* xb, float* yb, int64_t N, int64_t C, in
 // Builds without the AVX-512 translation units: use_avx512() is false, so the chain
 // never takes these.
 namespace avx512_impl {
-void nchw16c_pack_blocks(const float*, int64_t, int64_t, float*, int64_t, int64_t) {}
+void nchw16c_pack_range(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
 void nchw16c_unpack_blocks(const float*, int64_t, int64_t, float*, int64_t, int64_t) {}
 void nchw16c_pointwise_tile(const float*, int64_t, int64_t, int64_t, const float*, bool, const float*, float*,
-                            const float*, int64_t, int64_t, const Epilogue&, bool, bool) {}
-void nchw16c_depthwise_rows(const ConvShape&, const float*, const float*, const float*, float*, const float*, int64_t,
-                            int64_t, const Epilogue&) {}
+                            int64_t, const float*, int64_t, int64_t, const Epilogue&, bool, bool, const float*) {}
+void nchw16c_depthwise_rows(const ConvShape&, const float*, int64_t, const float*, const float*, float*, const float*,
+                            int64_t, int64_t, const Epilogue&) {}
 void nchw16c_block_mean(const float*, int64_t, float*) {}
 void nchw16c_block_scale(const float*, int64_t, const float*, float*) {}
 }  // namespace avx512_impl

@@ -51,26 +51,42 @@ void nchw16c_pack_depthwise(const float* w, const float* bias, int64_t C, int64_
 void nchw16c_conv_forward(const ConvShape& s, const float* xb, const float* w, const float* bias, float* yb,
                           const Epilogue& e);
 
+// A depthwise layer (shape dw, weights w2 and padded bias b2 as nchw16c_pack_depthwise
+// makes them, epilogue e2, no residual) over bands of output rows, each band's input rows
+// made into a buffer of the thread's that stays in L2 instead of a whole tensor through
+// memory: by the expanding 1x1 layer whose output only this layer reads (pw: its shape,
+// with kvec weights w1, padded bias b1, epilogue e1, no residual; x blocked), or, where
+// pw is null, by packing NCHW x (the layer after a stem). The rows that neighbouring
+// bands share are made twice. Whether that pays: nchw16c_band_pays.
+void nchw16c_banded_depthwise(const ConvShape* pw, const float* x, const float* w1, const float* b1,
+                              const Epilogue& e1, const ConvShape& dw, const float* w2, const float* b2, float* yb,
+                              const Epilogue& e2);
+// packed: the bands' rows are packed NCHW rows (cheap to make twice), not a 1x1 layer's.
+bool nchw16c_band_pays(const ConvShape& dw, bool packed);
+
 // squeeze_excite_forward (squeeze_excite.h) on blocked x and y.
 void nchw16c_squeeze_excite(const float* xb, float* yb, int64_t N, int64_t C, int64_t P, const float* w1,
                             const float* b1, int64_t R, const float* w2, const float* b2, const Epilogue& e1,
                             const Epilogue& e2);
 
 namespace avx512_impl {
-void nchw16c_pack_blocks(const float* x, int64_t C, int64_t P, float* xb, int64_t cb0, int64_t cb1);
+// Positions [p0, p0 + np) of channel block cb of one image x (C, P) to dst (np, 16).
+void nchw16c_pack_range(const float* x, int64_t C, int64_t P, int64_t cb, int64_t p0, int64_t np, float* dst);
 void nchw16c_unpack_blocks(const float* xb, int64_t C, int64_t P, float* x, int64_t cb0, int64_t cb1);
-// Output positions [p0, p0 + np) (np <= 14) of 32 channels (two blocks, or one where
-// two_blocks is false) from input channels [c0, c1) (c0 a multiple of 16): xb and yb
-// are one image's, w the weight block's (C, 32) slice from row c0. accumulate adds to
-// y; finish applies bias (when !accumulate), e.residual (blocked, same offsets as y)
-// and the activation.
+// Output positions [p0, p0 + np) of 32 channels (two blocks, np <= 14) or of 16 (one
+// block, where two_blocks is false, np <= 28) from input channels [c0, c1) (c0 a multiple
+// of 16): xb is one image's (block stride P positions), w the weight block's (C, 32)
+// slice from row c0; yb points at the tile's first output of its first block, its
+// blocks yP positions apart, and res (may be null) likewise. accumulate adds to y;
+// finish applies bias (when !accumulate), the residual and the activation. wnext (may
+// be null): the weight slice the caller uses next, fetched into L2 meanwhile.
 void nchw16c_pointwise_tile(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, bool two_blocks,
-                            const float* bias, float* yb, const float* res, int64_t p0, int64_t np,
-                            const Epilogue& e, bool accumulate, bool finish);
-// Output rows [oh0, oh1) of one 16-channel plane: x (H, W, 16), w (kh kw, 16), bias
-// (16), y and res (Ho, Wo, 16).
-void nchw16c_depthwise_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
-                            const float* res, int64_t oh0, int64_t oh1, const Epilogue& e);
+                            const float* bias, float* yb, int64_t yP, const float* res, int64_t p0, int64_t np,
+                            const Epilogue& e, bool accumulate, bool finish, const float* wnext);
+// Output rows [oh0, oh1) of one 16-channel plane: x (rows from row0 on, W, 16) holding
+// the input rows those outputs read, w (kh kw, 16), bias (16), y and res (Ho, Wo, 16).
+void nchw16c_depthwise_rows(const ConvShape& s, const float* x, int64_t row0, const float* w, const float* bias,
+                            float* y, const float* res, int64_t oh0, int64_t oh1, const Epilogue& e);
 // out[l] = mean over the P positions of lane l, for one block.
 void nchw16c_block_mean(const float* xb, int64_t P, float* out);
 // y = x * scale (16 lanes, one per channel of the block), P positions.

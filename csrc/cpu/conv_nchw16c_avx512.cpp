@@ -17,7 +17,7 @@ using namespace cnnfast::avx512;
 using Ops = EpilogueOps;
 using CNNFAST_ISA_NS::transpose16;
 constexpr int64_t L = kBlockLanes;
-constexpr int kMaxTileCols = 14;  // 2 x 14 accumulators, two weight vectors, one broadcast
+constexpr int kMaxTileCols = 14;  // 2 x 14 accumulators, two weight vectors, one broadcast (one block: 28)
 
 struct Act {
   EpilogueAct act;
@@ -30,22 +30,30 @@ struct Act {
   }
 };
 
-template <int NP>
-void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, bool two, const float* bias,
-               float* yb, const float* res, int64_t p0, const Epilogue& e, bool accumulate, bool finish) {
+// TWO: 32 output channels (two blocks) by up to 14 positions; else one block by up to 28
+// (layers of at most 16 channels, and the last block of 144 or 240: the second block's
+// FMAs would all be padding).
+template <int NP, bool TWO>
+void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, const float* bias, float* yb,
+               int64_t yP, const float* res, int64_t p0, const Epilogue& e, bool accumulate, bool finish,
+               const float* wnext) {
+  constexpr bool two = TWO;
   const __m512 b0 = bias && !accumulate ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && !accumulate && two ? _mm512_loadu_ps(bias + L) : _mm512_setzero_ps();
-  __m512 a0[NP], a1[NP];
-#pragma GCC unroll 16
-  for (int j = 0; j < NP; ++j) a0[j] = b0, a1[j] = b1;
+  __m512 a0[NP], a1[TWO ? NP : 1];
+#pragma GCC unroll 28
+  for (int j = 0; j < NP; ++j) {
+    a0[j] = b0;
+    if constexpr (TWO) a1[j] = b1;
+  }
   // The tile's rows of y (for writing) and of the residual are fetched now and arrive
   // under the FMAs.
   if (finish)
     for (int half = 0; half < (two ? 2 : 1); ++half)
 #pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(yb + (half * P + p0 + j) * L), _MM_HINT_ET0);
-        if (res) _mm_prefetch(reinterpret_cast<const char*>(res + (half * P + p0 + j) * L), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(yb + (half * yP + j) * L), _MM_HINT_ET0);
+        if (res) _mm_prefetch(reinterpret_cast<const char*>(res + (half * yP + j) * L), _MM_HINT_T0);
       }
   // Input channel c of position p lies at block c / 16, lane c % 16: per block, 16
   // channels of the tile's NP positions in NP consecutive 64-byte lines, and the block's
@@ -55,25 +63,35 @@ void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* 
     const float* xc = xb + (cb * P + p0) * L;
     const int64_t n = std::min<int64_t>(L, c1 - cb * L);
     if (p0 + 2 * NP <= P)
-#pragma GCC unroll 16
+#pragma GCC unroll 28
       for (int j = 0; j < NP; ++j) _mm_prefetch(reinterpret_cast<const char*>(xc + (NP + j) * L), _MM_HINT_T0);
     for (int64_t l = 0; l < n; ++l, w += 2 * L) {
-      const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + L);
-#pragma GCC unroll 16
+      // Inside a frozen graph every layer's weights come back from L3 or memory: the
+      // next slice is fetched under this tile's FMAs (MobileNet-V2's 320->1280 at 7x7,
+      // 1.6 MB of weights, batch 1).
+      if (wnext) {
+        _mm_prefetch(reinterpret_cast<const char*>(wnext), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(wnext + L), _MM_HINT_T1);
+        wnext += 2 * L;
+      }
+      const __m512 w0 = _mm512_loadu_ps(w), w1 = TWO ? _mm512_loadu_ps(w + L) : w0;
+#pragma GCC unroll 28
       for (int j = 0; j < NP; ++j) {
         const __m512 xv = _mm512_set1_ps(xc[j * L + l]);
         a0[j] = _mm512_fmadd_ps(w0, xv, a0[j]);
-        a1[j] = _mm512_fmadd_ps(w1, xv, a1[j]);
+        if constexpr (TWO) a1[j] = _mm512_fmadd_ps(w1, xv, a1[j]);
       }
     }
   }
   const Act act(e);
   for (int half = 0; half < (two ? 2 : 1); ++half) {
-    float* y = yb + (half * P + p0) * L;
-    const float* r = res ? res + (half * P + p0) * L : nullptr;
-#pragma GCC unroll 16
+    float* y = yb + half * yP * L;
+    const float* r = res ? res + half * yP * L : nullptr;
+#pragma GCC unroll 28
     for (int j = 0; j < NP; ++j) {
-      __m512 v = half ? a1[j] : a0[j];
+      __m512 v = a0[j];
+      if constexpr (TWO)
+        if (half) v = a1[j];
       if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(y + j * L));
       if (finish) act.store(v, y + j * L, r ? r + j * L : nullptr);
       else _mm512_storeu_ps(y + j * L, v);
@@ -81,12 +99,13 @@ void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* 
   }
 }
 
-template <int... NP>
+template <bool TWO, int... NP>
 void pointwise_dispatch(std::integer_sequence<int, NP...>, int64_t np, const float* xb, int64_t P, int64_t c0,
-                        int64_t c1, const float* w, bool two, const float* bias, float* yb, const float* res,
-                        int64_t p0, const Epilogue& e, bool accumulate, bool finish) {
-  ((np == NP + 1 ? (pointwise<NP + 1>(xb, P, c0, c1, w, two, bias, yb, res, p0, e, accumulate, finish), true)
-                 : false) ||
+                        int64_t c1, const float* w, const float* bias, float* yb, int64_t yP, const float* res,
+                        int64_t p0, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
+  ((np == NP + 1
+        ? (pointwise<NP + 1, TWO>(xb, P, c0, c1, w, bias, yb, yP, res, p0, e, accumulate, finish, wnext), true)
+        : false) ||
    ...);
 }
 
@@ -143,8 +162,8 @@ void dw_block_dispatch(std::integer_sequence<int, T...>, int64_t n, const float*
 }
 
 template <int K, int S>
-void dw_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, const float* res,
-             int64_t oh0, int64_t oh1, const Epilogue& e) {
+void dw_rows(const ConvShape& s, const float* x, int64_t row0, const float* w, const float* bias, float* y,
+             const float* res, int64_t oh0, int64_t oh1, const Epilogue& e) {
   const int64_t H = s.in[1], W = s.in[2], Wo = s.out[2], ph = s.pad0[1], pw = s.pad0[2];
   const Act act(e);
   const __m512 b = _mm512_loadu_ps(bias);
@@ -160,9 +179,9 @@ void dw_rows(const ConvShape& s, const float* x, const float* w, const float* bi
     for (int64_t ow = 0; ow < Wo;) {
       const int64_t n = std::min<int64_t>(kRowBlock, Wo - ow);
       if (ow >= lo && ow + n <= hi)
-        dw_block_dispatch<K, S, false>(widths, n, x, W, w, b, yr, rr, ih0, kh0, kh1, ow, pw, act);
+        dw_block_dispatch<K, S, false>(widths, n, x, W, w, b, yr, rr, ih0 - row0, kh0, kh1, ow, pw, act);
       else
-        dw_block_dispatch<K, S, true>(widths, n, x, W, w, b, yr, rr, ih0, kh0, kh1, ow, pw, act);
+        dw_block_dispatch<K, S, true>(widths, n, x, W, w, b, yr, rr, ih0 - row0, kh0, kh1, ow, pw, act);
       ow += n;
     }
   }
@@ -170,19 +189,17 @@ void dw_rows(const ConvShape& s, const float* x, const float* w, const float* bi
 
 }  // namespace
 
-void nchw16c_pack_blocks(const float* x, int64_t C, int64_t P, float* xb, int64_t cb0, int64_t cb1) {
-  for (int64_t cb = cb0; cb < cb1; ++cb) {
-    const int64_t c0 = cb * L, nc = std::min<int64_t>(L, C - c0);
-    float* dst = xb + cb * P * L;
-    for (int64_t p0 = 0; p0 < P; p0 += L) {
-      const int64_t np = std::min<int64_t>(L, P - p0);
-      const __mmask16 m = tail_mask16(np);
-      __m512 r[16];
+void nchw16c_pack_range(const float* x, int64_t C, int64_t P, int64_t cb, int64_t p0, int64_t np, float* dst) {
+  const int64_t c0 = cb * L, nc = std::min<int64_t>(L, C - c0);
+  for (int64_t q = 0; q < np; q += L) {
+    const int64_t n = std::min<int64_t>(L, np - q);
+    const __mmask16 m = tail_mask16(n);
+    __m512 r[16];
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) r[i] = i < nc ? _mm512_maskz_loadu_ps(m, x + (c0 + i) * P + p0) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int64_t j = 0; j < np; ++j) _mm512_storeu_ps(dst + (p0 + j) * L, r[j]);
-    }
+    for (int i = 0; i < 16; ++i)
+      r[i] = i < nc ? _mm512_maskz_loadu_ps(m, x + (c0 + i) * P + p0 + q) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(dst + (q + j) * L, r[j]);
   }
 }
 
@@ -203,19 +220,23 @@ void nchw16c_unpack_blocks(const float* xb, int64_t C, int64_t P, float* x, int6
 }
 
 void nchw16c_pointwise_tile(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, bool two_blocks,
-                            const float* bias, float* yb, const float* res, int64_t p0, int64_t np,
-                            const Epilogue& e, bool accumulate, bool finish) {
-  pointwise_dispatch(std::make_integer_sequence<int, kMaxTileCols>(), np, xb, P, c0, c1, w, two_blocks, bias, yb,
-                     res, p0, e, accumulate, finish);
+                            const float* bias, float* yb, int64_t yP, const float* res, int64_t p0, int64_t np,
+                            const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
+  if (two_blocks)
+    pointwise_dispatch<true>(std::make_integer_sequence<int, kMaxTileCols>(), np, xb, P, c0, c1, w, bias, yb, yP, res,
+                             p0, e, accumulate, finish, wnext);
+  else
+    pointwise_dispatch<false>(std::make_integer_sequence<int, 2 * kMaxTileCols>(), np, xb, P, c0, c1, w, bias, yb,
+                              yP, res, p0, e, accumulate, finish, wnext);
 }
 
-void nchw16c_depthwise_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
-                            const float* res, int64_t oh0, int64_t oh1, const Epilogue& e) {
+void nchw16c_depthwise_rows(const ConvShape& s, const float* x, int64_t row0, const float* w, const float* bias,
+                            float* y, const float* res, int64_t oh0, int64_t oh1, const Epilogue& e) {
   const int64_t k = s.k[1], st = s.stride[1];
-  if (k == 3 && st == 1) return dw_rows<3, 1>(s, x, w, bias, y, res, oh0, oh1, e);
-  if (k == 3) return dw_rows<3, 2>(s, x, w, bias, y, res, oh0, oh1, e);
-  if (st == 1) return dw_rows<5, 1>(s, x, w, bias, y, res, oh0, oh1, e);
-  dw_rows<5, 2>(s, x, w, bias, y, res, oh0, oh1, e);
+  if (k == 3 && st == 1) return dw_rows<3, 1>(s, x, row0, w, bias, y, res, oh0, oh1, e);
+  if (k == 3) return dw_rows<3, 2>(s, x, row0, w, bias, y, res, oh0, oh1, e);
+  if (st == 1) return dw_rows<5, 1>(s, x, row0, w, bias, y, res, oh0, oh1, e);
+  dw_rows<5, 2>(s, x, row0, w, bias, y, res, oh0, oh1, e);
 }
 
 void nchw16c_block_mean(const float* xb, int64_t P, float* out) {
