@@ -148,6 +148,23 @@ def test_asymmetric_padding_and_squeeze_excite(rng, threads, pad):
     ch.run_and_check([s, p])
 
 
+@pytest.mark.parametrize("batch,c,hidden,hw", [(1, 16, 96, (56, 56)), (3, 40, 240, (7, 9)), (2, 24, 72, (13, 1))])
+def test_squeeze_excite_scales_applied_by_the_next_1x1_layer(rng, threads, batch, c, hidden, hw):
+    # EfficientNet's block: the SE output is read only by the projection, which scales
+    # its weight rows per image instead of reading a scaled copy of x; with the SE
+    # output kept as well, the scaled copy is written as before.
+    x = rng.standard_normal((batch, c) + hw).astype(np.float32)
+    for keep_se in (False, True):
+        ch = Chain(rng, x)
+        e = ch.conv(0, hidden, act="silu")
+        d = ch.conv(e, hidden, k=3, pad=((1, 1), (1, 1)), groups=hidden, act="silu")
+        s = ch.se(d, max(1, c // 4), act1="silu", act2="sigmoid")
+        p = ch.conv(s, c, residual=0)
+        ch.run_and_check([s, p] if keep_se else [p])
+        if BLOCKED:
+            assert ch.chain._scales_fused() == (0 if keep_se else 1)
+
+
 def test_outputs_read_by_an_nchw_step_and_a_second_reader(rng, threads):
     # A dense 3x3 in the middle of the chain reads a blocked output (unpacked for it);
     # its own output is packed again for the next depthwise layer, which also takes the

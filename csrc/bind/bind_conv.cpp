@@ -612,6 +612,13 @@ class FrozenConvChain {
     for (const Step& st : steps_) n += st.fused_expand || st.pack_in_bands;
     return n;
   }
+  // How many squeeze-excite steps leave their scaling to the next 1x1 step (for tests).
+  int64_t scales_fused() {
+    if (!blocked()) return 0;
+    int64_t n = 0;
+    for (const Step& st : steps_) n += st.scales_only;
+    return n;
+  }
 
   // "auto" (the rules of build_schedule), "nchw16c" (wherever a depthwise layer makes it
   // possible: tests) or "nchw".
@@ -672,7 +679,8 @@ class FrozenConvChain {
     for (size_t i = 0; i < n; ++i) {
       const Step& st = steps_[i];
       if (blocked && st.blockable) {
-        if (!st.fused_into_next) run_blocked(i, st.fused_expand ? xs[i - 1] : xs[i], rs[i], ys[i]);
+        if (!st.fused_into_next)
+          run_blocked(i, st.fused_expand || st.scaled_input ? xs[i - 1] : xs[i], rs[i], ys[i]);
         continue;
       }
       if (st.se) {
@@ -717,6 +725,10 @@ class FrozenConvChain {
     bool fused_into_next = false, fused_expand = false;
     // A depthwise step that packs its NCHW input band by band (pack_x, no x in the arena).
     bool pack_in_bands = false;
+    // A squeeze-excite step that only computes its scales (into se_scale), and the 1x1
+    // step after it that applies them as it reads the block's input.
+    bool scales_only = false, scaled_input = false;
+    mutable std::vector<float> se_scale;
   };
   std::vector<Step> steps_;
   std::set<int64_t> keep_;
@@ -785,6 +797,18 @@ class FrozenConvChain {
         continue;
       a.fused_into_next = b.fused_expand = true;
     }
+    // A squeeze-excite block whose output only the next 1x1 layer reads: that layer
+    // multiplies its weight rows by the scales as it loads them, and x * scale is never
+    // written (EfficientNet-B0: 16 passes that read and wrote a whole tensor).
+    for (size_t i = 0; i < steps_.size(); ++i) steps_[i].scales_only = steps_[i].scaled_input = false;
+    for (size_t i = 0; i + 1 < steps_.size(); ++i) {
+      Step &a = steps_[i], &b = steps_[i + 1];
+      const bool pair = a.se && a.blockable && b.blockable && !b.depthwise && !b.se && !b.fused_into_next &&
+                        b.in == a.out;
+      if (!pair || keep_all_ || keep_.count(a.out) || readers(a.out) != 1) continue;
+      a.scales_only = b.scaled_input = true;
+      a.se_scale.assign(size_t(a.s.N * a.s.C), 0.0f);
+    }
     std::vector<size_t> xb(steps_.size()), rb(steps_.size()), yb(steps_.size());
     for (size_t i = 0; i < steps_.size(); ++i) {
       Step& st = steps_[i];
@@ -799,7 +823,7 @@ class FrozenConvChain {
         continue;
       }
       st.pack_in_bands = false;
-      if (st.fused_expand) {
+      if (st.fused_expand || st.scaled_input) {
         xb[i] = use(steps_[i - 1].in, steps_[i - 1].x_shape, i, st.pack_x);
       } else if (st.depthwise && st.res < 0 && !blocked_buf.count(st.in) && readers(st.in) == 1 &&
                  cpu::nchw16c_band_pays(st.s, true)) {
@@ -810,6 +834,7 @@ class FrozenConvChain {
         xb[i] = use(st.in, st.x_shape, i, st.pack_x);
       }
       if (st.res >= 0) rb[i] = use(st.res, st.y_shape, i, st.pack_r);
+      if (st.scales_only) continue;  // no y: the next step reads x with the scales
       bufs.push_back({cpu::nchw16c_floats(st.y_shape[0], st.y_shape[1], spatial_of(st.y_shape)), int64_t(i),
                       int64_t(i)});
       yb[i] = bufs.size() - 1;
@@ -851,7 +876,7 @@ class FrozenConvChain {
       if (!st.blockable || st.fused_into_next) continue;
       if (!st.pack_in_bands) st.x_at = bufs[xb[i]].at;
       if (st.res >= 0) st.r_at = bufs[rb[i]].at;
-      st.y_at = bufs[yb[i]].at;
+      if (!st.scales_only) st.y_at = bufs[yb[i]].at;
     }
   }
 
@@ -865,9 +890,9 @@ class FrozenConvChain {
   void run_blocked(size_t i, const float* x, const float* r, float* y) {
     const Step& st = steps_[i];
     float* xb = st.x_at >= 0 ? arena_.get() + st.x_at : nullptr;
-    float* yb = arena_.get() + st.y_at;
+    float* yb = st.y_at >= 0 ? arena_.get() + st.y_at : nullptr;
     float* rb = st.res >= 0 ? arena_.get() + st.r_at : nullptr;
-    const std::vector<int64_t>& x_shape = st.fused_expand ? steps_[i - 1].x_shape : st.x_shape;
+    const std::vector<int64_t>& x_shape = st.fused_expand || st.scaled_input ? steps_[i - 1].x_shape : st.x_shape;
     const int64_t N = x_shape[0], P_in = spatial_of(x_shape), P_out = spatial_of(st.y_shape);
     if (st.pack_x && !st.pack_in_bands) cpu::nchw16c_pack(x, N, x_shape[1], P_in, xb);
     if (st.pack_r) cpu::nchw16c_pack(r, N, st.y_shape[1], P_out, rb);
@@ -878,6 +903,11 @@ class FrozenConvChain {
     } else if (st.pack_in_bands) {
       cpu::nchw16c_banded_depthwise(nullptr, x, nullptr, nullptr, st.e, st.s, st.blocked_w.data(),
                                     st.blocked_b.data(), yb, st.e);
+    } else if (st.scales_only) {
+      cpu::nchw16c_squeeze_excite_scales(xb, N, st.s.C, P_in, cptr<float>(st.w),
+                                         st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
+                                         st.has_bias2 ? cptr<float>(st.b2) : nullptr, st.e, st.e2,
+                                         st.se_scale.data());
     } else if (st.se) {
       cpu::nchw16c_squeeze_excite(xb, yb, N, st.s.C, P_in, cptr<float>(st.w),
                                   st.has_bias ? cptr<float>(st.b) : nullptr, st.se_rows, cptr<float>(st.w2),
@@ -886,7 +916,7 @@ class FrozenConvChain {
       cpu::Epilogue e = st.e;
       e.residual = rb;
       cpu::nchw16c_conv_forward(st.s, xb, st.depthwise ? st.blocked_w.data() : st.packed->kvec(), st.blocked_b.data(),
-                                yb, e);
+                                yb, e, st.scaled_input ? steps_[i - 1].se_scale.data() : nullptr);
     }
     if (st.unpack_y) cpu::nchw16c_unpack(yb, N, st.y_shape[1], P_out, y);
   }
@@ -980,6 +1010,8 @@ void bind_conv(py::module_& m) {
       .def("_banded", &FrozenConvChain::banded,
            "How many depthwise layers make their input band by band (from the 1x1 layer before them, or by "
            "packing NCHW): tests.")
+      .def("_scales_fused", &FrozenConvChain::scales_fused,
+           "How many squeeze-excite blocks leave their scaling to the next 1x1 layer (tests).")
       .def("blocked", &FrozenConvChain::blocked, "Whether run() takes the NCHW16c kernels (cpu/conv_nchw16c.h).")
       .def("run", &FrozenConvChain::run, py::arg("values"))
       .def("__len__", &FrozenConvChain::size);

@@ -47,9 +47,10 @@ void nchw16c_pack_depthwise(const float* w, const float* bias, int64_t C, int64_
 
 // y = epilogue(conv(x) + bias) on blocked x, y and e.residual. Pointwise layers take
 // ConvPacked::kvec()'s weights (K/32, C, 32); depthwise ones nchw16c_pack_depthwise's,
-// with its padded bias (bias is then that).
+// with its padded bias (bias is then that). xscale (pointwise only, may be null): (N, C),
+// x's channels scaled per image first (a squeeze-excite block's scales).
 void nchw16c_conv_forward(const ConvShape& s, const float* xb, const float* w, const float* bias, float* yb,
-                          const Epilogue& e);
+                          const Epilogue& e, const float* xscale = nullptr);
 
 // A depthwise layer (shape dw, weights w2 and padded bias b2 as nchw16c_pack_depthwise
 // makes them, epilogue e2, no residual) over bands of output rows, each band's input rows
@@ -64,10 +65,15 @@ void nchw16c_banded_depthwise(const ConvShape* pw, const float* x, const float* 
 // packed: the bands' rows are packed NCHW rows (cheap to make twice), not a 1x1 layer's.
 bool nchw16c_band_pays(const ConvShape& dw, bool packed);
 
-// squeeze_excite_forward (squeeze_excite.h) on blocked x and y.
+// squeeze_excite_forward (squeeze_excite.h) on blocked x and y; and its first half
+// alone, the scales (N, C), for a 1x1 layer that applies them as it reads x
+// (nchw16c_conv_forward's xscale) instead of a pass that writes x * scale.
 void nchw16c_squeeze_excite(const float* xb, float* yb, int64_t N, int64_t C, int64_t P, const float* w1,
                             const float* b1, int64_t R, const float* w2, const float* b2, const Epilogue& e1,
                             const Epilogue& e2);
+void nchw16c_squeeze_excite_scales(const float* xb, int64_t N, int64_t C, int64_t P, const float* w1,
+                                   const float* b1, int64_t R, const float* w2, const float* b2, const Epilogue& e1,
+                                   const Epilogue& e2, float* scale);
 
 namespace avx512_impl {
 // Positions [p0, p0 + np) of channel block cb of one image x (C, P) to dst (np, 16).
@@ -79,10 +85,13 @@ void nchw16c_unpack_blocks(const float* xb, int64_t C, int64_t P, float* x, int6
 // slice from row c0; yb points at the tile's first output of its first block, its
 // blocks yP positions apart, and res (may be null) likewise. accumulate adds to y;
 // finish applies bias (when !accumulate), the residual and the activation. wnext (may
-// be null): the weight slice the caller uses next, fetched into L2 meanwhile.
+// be null): the weight slice the caller uses next, fetched into L2 meanwhile. xscale
+// (may be null): per input channel of this image, multiplied into each weight row as
+// it is loaded, which scales x without a pass over it.
 void nchw16c_pointwise_tile(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, bool two_blocks,
                             const float* bias, float* yb, int64_t yP, const float* res, int64_t p0, int64_t np,
-                            const Epilogue& e, bool accumulate, bool finish, const float* wnext);
+                            const Epilogue& e, bool accumulate, bool finish, const float* wnext,
+                            const float* xscale = nullptr);
 // Output rows [oh0, oh1) of one 16-channel plane: x (rows from row0 on, W, 16) holding
 // the input rows those outputs read, w (kh kw, 16), bias (16), y and res (Ho, Wo, 16).
 void nchw16c_depthwise_rows(const ConvShape& s, const float* x, int64_t row0, const float* w, const float* bias,

@@ -36,7 +36,7 @@ struct Act {
 template <int NP, bool TWO>
 void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, const float* bias, float* yb,
                int64_t yP, const float* res, int64_t p0, const Epilogue& e, bool accumulate, bool finish,
-               const float* wnext) {
+               const float* wnext, const float* xscale) {
   constexpr bool two = TWO;
   const __m512 b0 = bias && !accumulate ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && !accumulate && two ? _mm512_loadu_ps(bias + L) : _mm512_setzero_ps();
@@ -74,7 +74,12 @@ void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* 
         _mm_prefetch(reinterpret_cast<const char*>(wnext + L), _MM_HINT_T1);
         wnext += 2 * L;
       }
-      const __m512 w0 = _mm512_loadu_ps(w), w1 = TWO ? _mm512_loadu_ps(w + L) : w0;
+      __m512 w0 = _mm512_loadu_ps(w), w1 = TWO ? _mm512_loadu_ps(w + L) : w0;
+      if (xscale) {
+        const __m512 sv = _mm512_set1_ps(xscale[cb * L + l]);
+        w0 = _mm512_mul_ps(w0, sv);
+        if constexpr (TWO) w1 = _mm512_mul_ps(w1, sv);
+      }
 #pragma GCC unroll 28
       for (int j = 0; j < NP; ++j) {
         const __m512 xv = _mm512_set1_ps(xc[j * L + l]);
@@ -102,10 +107,12 @@ void pointwise(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* 
 template <bool TWO, int... NP>
 void pointwise_dispatch(std::integer_sequence<int, NP...>, int64_t np, const float* xb, int64_t P, int64_t c0,
                         int64_t c1, const float* w, const float* bias, float* yb, int64_t yP, const float* res,
-                        int64_t p0, const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
-  ((np == NP + 1
-        ? (pointwise<NP + 1, TWO>(xb, P, c0, c1, w, bias, yb, yP, res, p0, e, accumulate, finish, wnext), true)
-        : false) ||
+                        int64_t p0, const Epilogue& e, bool accumulate, bool finish, const float* wnext,
+                        const float* xscale) {
+  ((np == NP + 1 ? (pointwise<NP + 1, TWO>(xb, P, c0, c1, w, bias, yb, yP, res, p0, e, accumulate, finish, wnext,
+                                           xscale),
+                    true)
+                 : false) ||
    ...);
 }
 
@@ -221,13 +228,14 @@ void nchw16c_unpack_blocks(const float* xb, int64_t C, int64_t P, float* x, int6
 
 void nchw16c_pointwise_tile(const float* xb, int64_t P, int64_t c0, int64_t c1, const float* w, bool two_blocks,
                             const float* bias, float* yb, int64_t yP, const float* res, int64_t p0, int64_t np,
-                            const Epilogue& e, bool accumulate, bool finish, const float* wnext) {
+                            const Epilogue& e, bool accumulate, bool finish, const float* wnext,
+                            const float* xscale) {
   if (two_blocks)
     pointwise_dispatch<true>(std::make_integer_sequence<int, kMaxTileCols>(), np, xb, P, c0, c1, w, bias, yb, yP, res,
-                             p0, e, accumulate, finish, wnext);
+                             p0, e, accumulate, finish, wnext, xscale);
   else
     pointwise_dispatch<false>(std::make_integer_sequence<int, 2 * kMaxTileCols>(), np, xb, P, c0, c1, w, bias, yb,
-                              yP, res, p0, e, accumulate, finish, wnext);
+                              yP, res, p0, e, accumulate, finish, wnext, xscale);
 }
 
 void nchw16c_depthwise_rows(const ConvShape& s, const float* x, int64_t row0, const float* w, const float* bias,

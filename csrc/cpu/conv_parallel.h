@@ -113,14 +113,15 @@ inline int64_t even_parts(int64_t tasks, int64_t max_parts, double last = 1.0) {
 }
 
 // Tasks of a block of cb column tiles by a chunk of rc row blocks (per image when
-// `images` > 1), the pieces halved (row chunks first) until each thread has several.
+// `images` > 1), the pieces halved (row chunks first) until each thread has per_thread.
 struct TaskGrid {
   int64_t cb, rc, nb, nr;
 };
-inline TaskGrid task_grid(int64_t images, int64_t tiles, int64_t cb, int64_t rows, int64_t rc) {
+inline TaskGrid task_grid(int64_t images, int64_t tiles, int64_t cb, int64_t rows, int64_t rc,
+                          int64_t per_thread = 4) {
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   auto count = [&] { return images * ((tiles + cb - 1) / cb) * ((rows + rc - 1) / rc); };
-  while (threads > 1 && count() < 4 * threads && (rc > 1 || cb > 1)) {
+  while (threads > 1 && count() < per_thread * threads && (rc > 1 || cb > 1)) {
     if (rc > 1) rc = (rc + 1) / 2;
     else cb = (cb + 1) / 2;
   }
