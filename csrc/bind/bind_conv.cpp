@@ -731,6 +731,8 @@ class FrozenConvChain {
     mutable std::vector<float> se_scale;
   };
   std::vector<Step> steps_;
+  // run() writes the arena and the SE scales: one run of a chain at a time (a plan's
+  // lock; the planned output buffers asked that already).
   std::set<int64_t> keep_;
   bool keep_all_ = true, schedule_built_ = false, blocked_on_ = false;
   std::string layout_ = "auto";

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/memory.h"
+#include "core/workspace.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
@@ -88,8 +88,8 @@ void depthwise_forward(const ConvShape& s, const float* xb, const float* wb, con
       Dealing::Contiguous);
 }
 
-// Output rows per band of the fused pair: its expanded input rows within ~512 KiB, then
-// fewer until each thread has several bands.
+// Output rows per band of a banded depthwise layer: the band's input rows within ~512
+// KiB, then fewer until each thread has several bands.
 int64_t band_rows(const ConvShape& dw) {
   const int64_t HB = nchw16c_blocks(dw.C), W = dw.in[2], S = dw.stride[1], K = dw.k[1], Ho = dw.out[1];
   const int64_t row_bytes = HB * W * L * int64_t(sizeof(float));
@@ -124,16 +124,19 @@ void nchw16c_banded_depthwise(const ConvShape* pw, const float* x, const float* 
   constexpr int64_t kDepth = 256, kCols = 14;
   const int64_t rows = band_rows(dw), bands = (Ho + rows - 1) / rows;
   const int64_t max_in = (rows - 1) * S + K;
+  // The bands' buffers come from the workspace pool: a fresh 512 KiB per thread and call
+  // would be an mmap whose pages fault in again on every call.
   dynamic_tasks(
-      dw.N * bands, [&] { return aligned_alloc_array<float>(HB * max_in * W * L); },
-      [&](int64_t t, AlignedPtr<float>& band) {
+      dw.N * bands, [&] { return workspace_array<float>(HB * max_in * W * L); },
+      [&](int64_t t, Workspace<float>& band) {
         const int64_t n = t / bands, oh0 = (t % bands) * rows, oh1 = std::min(Ho, oh0 + rows);
         const int64_t ih0 = std::max<int64_t>(0, oh0 * S - ph), ih1 = std::min(H, (oh1 - 1) * S - ph + K);
         if (ih1 <= ih0) return;  // (cannot happen with padding under the kernel size)
         const int64_t bandP = (ih1 - ih0) * W, p_first = ih0 * W;
         if (!pw) {
           for (int64_t cb = 0; cb < HB; ++cb)
-            avx512_impl::nchw16c_pack_range(x + n * dw.C * P, dw.C, P, cb, p_first, bandP, band.get() + cb * bandP * L);
+            avx512_impl::nchw16c_pack_range(x + n * dw.C * P, dw.C, P, cb, p_first, bandP,
+                                            band.get() + cb * bandP * L);
         } else {
           // Positions [p_first, p_first + bandP) of the 1x1 layer, its 32-channel groups.
           const int64_t C = pw->C, groups = (pw->K + 2 * L - 1) / (2 * L);

@@ -158,7 +158,7 @@ void dw_block(const float* x, int64_t W, const float* w, __m512 bias, float* y, 
   for (int t = 0; t < T; ++t) act.store(acc[t], y + (ow + t) * L, res ? res + (ow + t) * L : nullptr);
 }
 
-constexpr int kRowBlock = 8;  // outputs a block: 8 accumulators, one load and FMA a tap each
+constexpr int kRowBlock = 8;  // outputs a block: 8 accumulators, a kernel row of taps on shared loads
 
 template <int K, int S, bool CHECK, int... T>
 void dw_block_dispatch(std::integer_sequence<int, T...>, int64_t n, const float* x, int64_t W, const float* w,
