@@ -18,6 +18,9 @@ medians and the ratio onnxruntime time / cnnfast time (1.0 = parity, above 1 = c
     python benchmarks/bench_inference.py --cpu ...
         # one thread each, timed by the calling thread's CPU time (time.thread_time): on a
         # machine loaded by other processes this measures the work, not the waiting
+    python benchmarks/bench_inference.py --back-to-back ...
+        # each engine alone in a loop of calls (60 at batch 1, 12 above), no idle wait in
+        # between: its threads stay hot, as under a steady stream of requests
 
 Before each timed wall-clock call the bench waits until every other thread of the process is
 idle (``settle``), not a fixed pause: onnxruntime's intra-op workers keep spinning after a
@@ -95,15 +98,24 @@ def engines(name, batch, threads):
 
 def bench(args):
     clock = "thread CPU time" if args.cpu else "wall clock"
-    settled = "" if args.cpu else ", each call after the other threads went idle"
-    print(header(args.threads, f"median of {args.repeats} interleaved rounds{settled}, ms, {clock}"))
+    if args.back_to_back:
+        how = "each engine alone in a loop of calls (60 at batch 1, 12 above), median"
+    else:
+        settled = "" if args.cpu else ", each call after the other threads went idle"
+        how = f"median of {args.repeats} interleaved rounds{settled}"
+    print(header(args.threads, f"{how}, ms, {clock}"))
     print("| model | batch | cnnfast ms | onnxruntime ms | torch ms | ort/cnnfast | torch/cnnfast | max rel. diff |")
     print("|---|---|---|---|---|---|---|---|")
     ratios = []
     for name in args.models:
         for batch in args.batches:
             fns, _, _, err = engines(name, batch, args.threads)
-            t = _interleaved_cpu(fns, args.repeats) if args.cpu else interleaved(fns, args.repeats, warmup=2, pause=settle)
+            if args.cpu:
+                t = _interleaved_cpu(fns, args.repeats)
+            elif args.back_to_back:
+                t = _back_to_back(fns, max(args.repeats, 60 if batch == 1 else 12))
+            else:
+                t = interleaved(fns, args.repeats, warmup=2, pause=settle)
             m = {k: median(v) * 1e3 for k, v in t.items()}
             r = m["onnxruntime"] / m["cnnfast"]
             ratios.append(r)
@@ -157,6 +169,19 @@ def settle(window=0.01, busy=0.05, quiet_windows=2, cap=2.0):
         quiet = quiet + 1 if cur is not None and cur - prev < busy * window * 1e9 else 0
         prev = cur if cur is not None else prev
     _SETTLE_WAITS.append(time.perf_counter() - t0)
+
+
+def _back_to_back(fns, calls):
+    times = {}
+    for name, fn in fns.items():
+        for _ in range(3):
+            fn()
+        times[name] = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def _interleaved_cpu(fns, repeats):
@@ -298,6 +323,8 @@ def main():
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="1 thread, timed by thread CPU time")
+    p.add_argument("--back-to-back", action="store_true",
+                   help="each engine alone in a loop of calls, no idle wait in between")
     p.add_argument("--layers", action="store_true", help="per-step profile of cnnfast's frozen graph")
     p.add_argument("--ort-layers", action="store_true", help="per-node profile of onnxruntime on the same model")
     p.add_argument("--top", type=int, default=25, help="rows of the --layers / --ort-layers table")
