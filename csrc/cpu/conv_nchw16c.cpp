@@ -34,34 +34,19 @@ void pointwise_forward(const ConvShape& s, const float* xb, const float* w, cons
   const TaskGrid grid =
       task_grid(s.N, tiles, std::max<int64_t>(1, std::min(tiles, (128 << 10) / (4 * depth * kCols))), groups,
                 std::max<int64_t>(1, std::min(groups, (96 << 10) / (4 * depth * kGroupRows))), 8);
-  const int64_t cb = grid.cb, rc = grid.rc, nb = grid.nb, nr = grid.nr;
   const float* res = static_cast<const float*>(e.residual);
   dynamic_tasks(
-      s.N * nb * nr, [] { return 0; },
+      s.N * grid.nb * grid.nr, [] { return 0; },
       [&](int64_t t, int) {
-        const int64_t r = t % nr, b = (t / nr) % nb, n = t / (nr * nb);
-        const float* xn = xb + n * CB * P * L;
-        float* yn = yb + n * KB * P * L;
-        const float* rn = res ? res + n * KB * P * L : nullptr;
-        const int64_t g0 = r * rc, g1 = std::min(groups, (r + 1) * rc);
-        const int64_t q0 = b * cb, q1 = std::min(tiles, (b + 1) * cb);
-        for (int64_t c0 = 0; c0 < C; c0 += kDepth) {
-          const int64_t c1 = std::min(C, c0 + kDepth);
-          for (int64_t g = g0; g < g1; ++g) {
-            // The slice after this one in this loop order, fetched during the first tile.
-            const float* wnext = g + 1 < g1 ? w + ((g + 1) * C + c0) * kGroupRows
-                                 : c1 < C  ? w + (g0 * C + c1) * kGroupRows
-                                           : nullptr;
-            for (int64_t q = q0; q < q1; ++q) {
-              const int64_t p0 = tile_start(q), off = (2 * g * P + p0) * L;
-              avx512_impl::nchw16c_pointwise_tile(xn, P, c0, c1, w + (g * C + c0) * kGroupRows, 2 * g + 1 < KB,
-                                                  bias ? bias + g * kGroupRows : nullptr, yn + off, P,
-                                                  rn ? rn + off : nullptr, p0, tile_start(q + 1) - p0, e, c0 > 0,
-                                                  c1 == C, q == q0 ? wnext : nullptr,
-                                                  xscale ? xscale + n * C : nullptr);
-            }
-          }
-        }
+        for_grid_task_tiles(grid, t, tiles, groups, C, kDepth, w, kGroupRows,
+                            [&](int64_t n, int64_t c0, int64_t c1, int64_t g, int64_t q, const float* wnext) {
+                              const int64_t p0 = tile_start(q), off = (n * KB * P + 2 * g * P + p0) * L;
+                              avx512_impl::nchw16c_pointwise_tile(
+                                  xb + n * CB * P * L, P, c0, c1, w + (g * C + c0) * kGroupRows, 2 * g + 1 < KB,
+                                  bias ? bias + g * kGroupRows : nullptr, yb + off, P, res ? res + off : nullptr, p0,
+                                  tile_start(q + 1) - p0, e, c0 > 0, c1 == C, wnext,
+                                  xscale ? xscale + n * C : nullptr);
+                            });
       },
       Dealing::Contiguous);
 }

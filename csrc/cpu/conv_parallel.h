@@ -128,4 +128,26 @@ inline TaskGrid task_grid(int64_t images, int64_t tiles, int64_t cb, int64_t row
   return {cb, rc, (tiles + cb - 1) / cb, (rows + rc - 1) / rc};
 }
 
+// Task t of a task_grid over the channel-vector tiles (prepack.cpp's kvec driver and
+// conv_nchw16c.cpp's 1x1 one): its image, then the input channels `depth` at a time, its
+// row groups, its column tiles. w: the weights as (groups, CK, rows) blocks. Calls
+// tile(n, c0, c1, g, q, wnext) with wnext the weight slice this loop order takes next,
+// given to the first tile of each group only (it fetches that slice meanwhile), else null.
+template <class Tile>
+inline void for_grid_task_tiles(const TaskGrid& grid, int64_t t, int64_t tiles, int64_t groups, int64_t CK,
+                                int64_t depth, const float* w, int64_t rows, Tile&& tile) {
+  const int64_t r = t % grid.nr, b = (t / grid.nr) % grid.nb, n = t / (grid.nr * grid.nb);
+  const int64_t g0 = r * grid.rc, g1 = std::min(groups, (r + 1) * grid.rc);
+  const int64_t q0 = b * grid.cb, q1 = std::min(tiles, (b + 1) * grid.cb);
+  for (int64_t c0 = 0; c0 < CK; c0 += depth) {
+    const int64_t c1 = std::min(CK, c0 + depth);
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* wnext = g + 1 < g1 ? w + ((g + 1) * CK + c0) * rows
+                           : c1 < CK  ? w + (g0 * CK + c1) * rows
+                                      : nullptr;
+      for (int64_t q = q0; q < q1; ++q) tile(n, c0, c1, g, q, q == q0 ? wnext : nullptr);
+    }
+  }
+}
+
 }  // namespace cnnfast::cpu

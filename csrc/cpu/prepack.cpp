@@ -189,38 +189,25 @@ void conv_forward_kvec(const ConvShape& s, const float* x, const ConvPacked& p, 
   // and ~96 KiB of weights per depth slice, then smaller until each thread has several.
   const int64_t depth = std::min(CK, kDepth);
   const int64_t images = direct ? s.N : 1;
-  // (Plain names, not a structured binding: C++17 lambdas may not capture those.)
   const TaskGrid grid =
       task_grid(images, tiles, std::max<int64_t>(1, std::min(tiles, (128 << 10) / (4 * depth * kKvecMaxCols))),
                 blocks_k, std::max<int64_t>(1, std::min(blocks_k, (96 << 10) / (4 * depth * KR))));
-  const int64_t cb = grid.cb, rc = grid.rc, nb = grid.nb, nr = grid.nr;
   const float* res = static_cast<const float*>(e.residual);
   const int64_t ldx = direct ? P : (P + 15) / 16 * 16;
   std::unique_ptr<ImageColumns> columns;
   if (!direct) columns = std::make_unique<ImageColumns>(s, ldx, true);
   for (int64_t n0 = 0; n0 < s.N; n0 += images) {
     const float* src = direct ? x : (*columns)(x + n0 * C * s.in_size());
-    dynamic_tasks(images * nb * nr, [] { return 0; }, [&](int64_t t, int) {
-      const int64_t r = t % nr, b = (t / nr) % nb, n = n0 + t / (nr * nb);
-      const float* xn = direct ? x + n * C * P : src;
-      const int64_t off = n * K * P;
-      const int64_t g0 = r * rc, g1 = std::min(blocks_k, (r + 1) * rc);
-      const int64_t q0 = b * cb, q1 = std::min(tiles, (b + 1) * cb);
-      for (int64_t c0 = 0; c0 < CK; c0 += kDepth) {
-        const int64_t c1 = std::min(CK, c0 + kDepth);
-        for (int64_t g = g0; g < g1; ++g) {
-          // The slice after this one in this loop order, fetched during the first tile.
-          const float* wnext = g + 1 < g1 ? wk + ((g + 1) * CK + c0) * KR
-                               : c1 < CK  ? wk + (g0 * CK + c1) * KR
-                                          : nullptr;
-          for (int64_t q = q0; q < q1; ++q) {
-            const int64_t p0 = tile_start(q), k0 = g * KR, o = off + k0 * P + p0;
-            avx512_impl::kvec_tile(c1 - c0, xn + c0 * ldx + p0, ldx, wk + (g * CK + c0) * KR, std::min(KR, K - k0),
-                                   bias ? bias + k0 : nullptr, y + o, res ? res + o : nullptr, P,
-                                   tile_start(q + 1) - p0, e, c0 > 0, c1 == CK, q == q0 ? wnext : nullptr);
-          }
-        }
-      }
+    dynamic_tasks(images * grid.nb * grid.nr, [] { return 0; }, [&](int64_t t, int) {
+      for_grid_task_tiles(grid, t, tiles, blocks_k, CK, kDepth, wk, KR,
+                          [&](int64_t i, int64_t c0, int64_t c1, int64_t g, int64_t q, const float* wnext) {
+                            const int64_t n = n0 + i, p0 = tile_start(q), k0 = g * KR, o = n * K * P + k0 * P + p0;
+                            const float* xn = direct ? x + n * C * P : src;
+                            avx512_impl::kvec_tile(c1 - c0, xn + c0 * ldx + p0, ldx, wk + (g * CK + c0) * KR,
+                                                   std::min(KR, K - k0), bias ? bias + k0 : nullptr, y + o,
+                                                   res ? res + o : nullptr, P, tile_start(q + 1) - p0, e, c0 > 0,
+                                                   c1 == CK, wnext);
+                          });
     });
   }
 }
