@@ -176,6 +176,11 @@ def test_auto_takes_winograd_on_7x7_maps_with_enough_tiles(rng):
         x = cnnfast.tensor(rng.standard_normal((n, 16, 7, 7)).astype(np.float32))
         auto = np.array(F.conv2d(x, cnnfast.tensor(w), padding=1).data)
         forced = np.array(F.conv2d(x, cnnfast.tensor(w), padding=1, algo=algo).data)
-        assert np.array_equal(auto, forced), f"batch {n}: Auto did not run {algo}"
+        plan = _C._conv_auto_plan([n, 16, 7, 7], [16, 16, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+        if algo == "winograd" or plan["forward"] == "gemm":
+            assert np.array_equal(auto, forced), f"batch {n}: Auto did not run {algo}"
+        else:  # below Winograd's tiles the weight-streaming small-map pass may take it instead
+            assert plan["forward"] == "smallmap", plan
+            assert_close(auto, forced, rtol=1e-4, atol=1e-4)
         ref = TF.conv2d(torch.from_numpy(np.array(x.data)).double(), torch.from_numpy(w).double(), padding=1)
         assert_close(auto, ref.numpy(), rtol=1e-3, atol=1e-3)

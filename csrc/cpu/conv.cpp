@@ -79,8 +79,10 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
       return conv_forward(t.s, x, wc.get(), bias, y, algo);
     }
   }
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && smallmap_forward_pays(s)) return forward_smallmap(s, x, w, bias, y);
     if (algo == ConvAlgo::Auto && kvec_taps_pays(s)) return forward_kvec_taps(s, x, w, bias, y);
+  }
   if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
   if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
     return dilated_forward_winograd(s, x, w, bias, y);
@@ -111,6 +113,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
     }
   }
   if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && smallmap_data_pays(s)) return backward_data_smallmap(s, gy, w, gx);
     if (algo == ConvAlgo::Auto && kvec_taps_data_pays(s)) {
       Workspace<T> wt = workspace_array<T>(s.K * s.C * s.k_size());
       flip_swap_weights(s, w, wt.get());
@@ -148,8 +151,10 @@ void conv_backward_weight(const ConvShape& s, const T* gy, const T* x, T* gw, Co
     copy_window(s, t, gw, gwc.get(), false);
     return;
   }
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && smallmap_weight_pays(s)) return backward_weight_smallmap(s, gy, x, gw, true);
     if (algo == ConvAlgo::Auto && kvec_weight_pays(s)) return backward_weight_kvec_taps(s, gy, x, gw);
+  }
   if (algo == ConvAlgo::Auto && grouped_backward_weight(s, gy, x, gw)) return;
   if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Direct && is_depthwise(s)) return depthwise_backward_weight(s, gy, x, gw);
@@ -167,6 +172,8 @@ void conv_backward_weight_fresh(const ConvShape& s, const T* gy, const T* x, T* 
     expand_window(s, t, gw, gwc.get());
     return;
   }
+  if constexpr (std::is_same_v<T, float>)
+    if (!t.trimmed && algo == ConvAlgo::Auto && smallmap_weight_pays(s)) return backward_weight_smallmap(s, gy, x, gw, false);
   const int64_t n = s.K * s.Cg() * s.k_size();
   parallel_for(0, n, int64_t(1) << 16, [=](int64_t b, int64_t e) { std::fill(gw + b, gw + e, T(0)); });
   conv_backward_weight(s, gy, x, gw, algo);

@@ -133,6 +133,14 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
       return stem_direct(s, x, w, bias, y, e);
   }
   if constexpr (is_f32<T>) {
+    // Weight-bound layers on small maps (conv_smallmap.cpp); conv_forward drops dead taps first.
+    if (!packed && algo == ConvAlgo::Auto && conv_detail::smallmap_forward_pays(s)) {
+      conv_forward(s, x, w, bias, y, ConvAlgo::Auto);
+      if (!e.empty()) apply_epilogue(y, s.N * s.K * s.out_size(), e);
+      return;
+    }
+  }
+  if constexpr (is_f32<T>) {
     // A 1x1 convolution on a 1x1 map (squeeze-and-excitation) is a matrix-vector product per image.
     if (algo == ConvAlgo::Auto && s.groups == 1 && s.out_size() == 1 && s.in_size() == 1 && s.k_size() == 1 &&
         linear_forward_gemv(x, w, bias, y, s.N, s.C, s.K, e))

@@ -3,6 +3,8 @@
 //   conv_im2col.cpp     im2col / col2im column maps (ColumnMap, conv_im2col.h)
 //   conv_gemm.cpp       the im2col + GEMM driver for the three passes
 //   conv_taps.cpp       tap-by-tap GEMMs for tiny maps
+//   conv_smallmap.cpp   weight-streaming direct passes for small maps and batches
+//   conv_kvec_taps.cpp  channel-vector tiles from a zero-bordered image
 //   conv_depthwise.cpp  depthwise layers (plane kernels in conv_depthwise.h)
 //   conv_window.cpp     dropping kernel taps that only read padding
 //   conv_dilated.cpp    dilated 3x3 layers as undilated phases on Winograd
@@ -158,6 +160,23 @@ bool kvec_taps_data_pays(const ConvShape& s);
 // 64-channel blocks (32 for layers of at most 32) >= 85% full.
 bool kvec_weight_pays(const ConvShape& s);
 void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float* x, float* gw);
+
+// x (C, H, W) -> xp (C, Hp, Wp): x's rows placed `top` rows down and `left` columns in
+// (either may be negative: rows or columns outside xp are dropped), zeros elsewhere.
+void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                  float* xp);
+
+// ---- conv_smallmap.cpp ----
+// Weight-streaming direct passes for layers bound by their weights (small maps and
+// batches): AVX-512 at full rate, float32, 2-D, groups 1, padding >= 0; the forward and
+// grad_x at stride 1, grad_w at any stride; any dilation. grad_w writes (accumulate
+// false) or adds to gw.
+bool smallmap_forward_pays(const ConvShape& s);
+bool smallmap_data_pays(const ConvShape& s);
+bool smallmap_weight_pays(const ConvShape& s);
+void forward_smallmap(const ConvShape& s, const float* x, const float* w, const float* bias, float* y);
+void backward_data_smallmap(const ConvShape& s, const float* gy, const float* w, float* gx);
+void backward_weight_smallmap(const ConvShape& s, const float* gy, const float* x, float* gw, bool accumulate);
 
 // ---- conv_window.cpp ----
 // Dead kernel taps. A tap whose input position is padding for every output

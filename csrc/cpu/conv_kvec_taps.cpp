@@ -34,10 +34,6 @@
 
 namespace cnnfast::cpu::conv_detail {
 
-namespace {
-
-// x (C, H, W) -> xp (C, Hp, Wp): x's rows placed `top` rows down and `left` columns in
-// (either may be negative: rows or columns outside xp are dropped), zeros elsewhere.
 void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
                   float* xp) {
   const int64_t plane = Hp * Wp;
@@ -50,6 +46,8 @@ void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, 
       std::memcpy(xp + c * plane + (h + top) * Wp + w0 + left, x + (c * H + h) * W + w0,
                   sizeof(float) * size_t(w1 - w0));
 }
+
+namespace {
 
 // The extent along spatial dim d of the bordered image: every tap of every output reads inside it.
 int64_t bordered_extent(const ConvShape& s, int d) {

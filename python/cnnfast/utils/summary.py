@@ -301,7 +301,8 @@ _SCRATCH_PER_THREAD = 5 << 18   # the GEMM's packing buffers, 1.25 MiB per threa
 
 def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
     """Whether a layer's kernels borrow column matrices, Winograd transforms or packed weights:
-    convolutions on im2col + GEMM, Winograd or the channel-vector tiles do; those Auto sends to
+    convolutions on im2col + GEMM, Winograd, the channel-vector tiles or the small-map passes
+    (bordered copies) do; those Auto sends to
     the direct or depthwise kernels
     (C++ decides, _C._conv_auto_plan says), and every other layer type, borrow next to none."""
     cls = type(m).__name__
@@ -313,7 +314,7 @@ def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
     from .. import _C
     plan = _C._conv_auto_plan([1] + list(in_shape[1:]), list(m.weight.shape), list(stride),
                               [list(p) for p in pads], list(dil), int(m.groups))
-    return any(v in ("gemm", "winograd", "kvec") for v in plan.values())
+    return any(v in ("gemm", "winograd", "kvec", "smallmap") for v in plan.values())
 
 
 def _workspace_estimate(recs, batch_size: int, threads: int) -> int:

@@ -1,0 +1,235 @@
+// Weight-streaming direct convolution for layers whose weights outweigh their maps:
+// deep 3x3 layers on 7x7-14x14 maps at small batches (ResNet's layer3/layer4 at batch
+// 1-4). The forward and the stride-1 grad_x put output positions in the vector lanes
+// and broadcast each weight straight from the (K, C, kh, kw) array, which they read
+// once, in order; grad_w writes each of its values once.
+//
+// Why: such a layer is bound by its weights, not its arithmetic. 3x3 C512 at 7x7 batch 1
+// does 231 MFLOP on 9.4 MB of weights, and the GEMM-based paths move the weights three
+// times or more per pass: the tap path copied them tap-major, packed them for the GEMM
+// and read the pack, and its grad_w added into a strided (c, tap) layout per tap; the
+// channel-vector tiles pack them too (conv_kvec_taps.cpp). Here the input is the small
+// operand: each channel plane, zero-bordered so that a tap is one plain offset, stays in
+// L1 across its taps while the weights stream by.
+//
+// Layout: one image's planes bordered to (Hs, Ws) with Ws = Wo + (kw - 1) dil, output
+// position q = oh Ws + ow (ow >= Wo are junk lanes, dropped at the store), so tap (a, b)
+// reads the plane at q + a dil Ws + b dil. A tile is KB output channels by VB vectors
+// of 16 positions (28 or fewer accumulators); per (channel, tap) VB loads and KB
+// broadcasts. grad_x is the same pass over grad_y with the kernel rotated by 180
+// degrees and the channel axes swapped, which only changes the weights' strides and the
+// tap offsets: no rotated copy either. grad_w: 7 rows of grad_y by 64 columns of the
+// virtual im2col matrix (channel, tap), made per column block into an L1-sized
+// (positions, 64) buffer, the sum over every position of every image in registers.
+#include "cpu/conv_smallmap.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "core/workspace.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_parallel.h"
+#include "cpu/peak.h"
+
+namespace cnnfast::cpu::conv_detail {
+namespace {
+
+// CNNFAST_SMALLMAP=0 turns these passes off, =1 takes them wherever they apply (for A/B
+// measurements and tests of the rule below); read once.
+int smallmap_override() {
+  static const int v = [] {
+    const char* e = std::getenv("CNNFAST_SMALLMAP");
+    return e ? std::atoi(e) : -1;
+  }();
+  return v;
+}
+
+bool smallmap_applies(const ConvShape& s) {
+  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
+  return use_avx512() && avx512_full_rate() && two_d && s.groups == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 &&
+         s.pad1[1] >= 0 && s.pad1[2] >= 0;
+}
+
+// One pass of output rows over bordered source planes: the forward (rows = output
+// channels, planes = x's channels) or grad_x (rows = input channels, planes = grad_y's).
+struct RowsPass {
+  int64_t images, planes, rows;
+  int64_t H, W, top, left;  // source planes and where they sit in the bordered ones
+  int64_t Hs, Ws, Ho, Wo;   // bordered planes; output planes
+  std::vector<int32_t> off; // per tap, in the weights' tap order
+  const float* w;
+  int64_t ld_row, ld_in;
+};
+
+void run_rows(const RowsPass& p, const float* src, const float* bias, float* y) {
+  const int64_t plane = p.Hs * p.Ws, image = p.planes * plane, taps = int64_t(p.off.size());
+  const int64_t Q = p.Ho * p.Ws, nvec = (Q + 15) / 16;
+  const int64_t pblocks = (nvec + 6) / 7, vmax = (nvec + pblocks - 1) / pblocks;
+  const int64_t KB = avx512_impl::smallmap_rows_per_tile(vmax), kblocks = (p.rows + KB - 1) / KB;
+  // A tile reads up to 16 floats past the last position of the last plane's last tap,
+  // which is at most Ws past the plane.
+  const int64_t slack = 16 + p.Ws;
+  Workspace<float> xp = workspace_array<float>(p.images * image + slack);
+  parallel_for(0, p.images, 1, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      border_image(src + n * p.planes * p.H * p.W, p.planes, p.H, p.W, p.top, p.left, p.Hs, p.Ws,
+                   xp.get() + n * image);
+  });
+  std::fill(xp.get() + p.images * image, xp.get() + p.images * image + slack, 0.0f);
+  const int64_t out_plane = p.Ho * p.Wo;
+  // Tasks channel-block major, so that one block's weights (KB ld_row floats) serve
+  // every image and position block from L2.
+  dynamic_tasks(
+      kblocks * p.images * pblocks, [] { return 0; },
+      [&](int64_t t, int&) {
+        const int64_t pb = t % pblocks, n = (t / pblocks) % p.images, kb = t / (pblocks * p.images);
+        const int64_t v0 = pb * nvec / pblocks, v1 = (pb + 1) * nvec / pblocks;
+        const int64_t k0 = kb * KB, rows = std::min(KB, p.rows - k0);
+        alignas(64) float tmp[28 * 16];
+        avx512_impl::smallmap_rows_tile(KB, v1 - v0, p.planes, taps, xp.get() + n * image + v0 * 16, plane,
+                                        p.off.data(), p.w + k0 * p.ld_row, p.ld_row, p.ld_in, rows,
+                                        bias ? bias + k0 : nullptr, tmp);
+        const int64_t q0 = v0 * 16, q1 = std::min(Q, v1 * 16), width = (v1 - v0) * 16;
+        for (int64_t r = 0; r < rows; ++r) {
+          float* dst = y + (n * p.rows + k0 + r) * out_plane;
+          for (int64_t oh = q0 / p.Ws; oh * p.Ws < q1; ++oh) {
+            const int64_t a = std::max(q0, oh * p.Ws), b = std::min(q1, oh * p.Ws + p.Wo);
+            if (a < b) std::memcpy(dst + oh * p.Wo + (a - oh * p.Ws), tmp + r * width + (a - q0), sizeof(float) * size_t(b - a));
+          }
+        }
+      });
+}
+
+}  // namespace
+
+namespace {
+
+// The share of (tap, output) products that read inside the image: 3x3 with padding 1
+// on 7x7 maps 0.82, 6x6 0.79, 4x4 0.69 (where the tap path, which skips the padding, wins).
+double live_density(const ConvShape& s) {
+  double d = 1;
+  for (int dim = 1; dim < 3; ++dim) {
+    int64_t live = 0;
+    for (int64_t a = 0; a < s.k[dim]; ++a) {
+      int64_t lo, hi;
+      valid_range(s.out[dim], s.in[dim], s.stride[dim], a * s.dil[dim] - s.pad0[dim], lo, hi);
+      live += hi - lo;
+    }
+    d *= double(live) / double(s.k[dim] * s.out[dim]);
+  }
+  return d;
+}
+
+// The weight-bound regime, measured on Zen 5 (2 threads, ms, the paths before against
+// these; torch in brackets): 3x3 C512 at 7x7 batch 1 forward 1.97 / 0.78 (1.28), grad_x
+// 2.13 / 0.73 (1.17), grad_w 2.02 / 0.96 (1.50); batch 4 forward 3.87 / 2.80; C256 at
+// 14x14 batch 1 1.28 / 0.68, batch 2 1.59 / 1.29; C256 at 6x6 batch 2 0.62 / 0.32; 5x5
+// C256 at 7x7 1.72 / 0.66; C64 at 8x8 batch 8 0.23 / 0.17. Past ~512 output positions
+// per call the GEMM, the channel-vector tiles and Winograd are ahead (C256 at 14x14
+// batch 4 2.55 / 2.65 on Winograd, C128 at 28x28 batch 1 0.62 / 0.67), and below ~0.78
+// live density the tap path (C512 at 4x4 batch 16 3.5 / 5.0).
+bool weight_bound(const ConvShape& s) {
+  return smallmap_applies(s) && s.k_size() > 1 && s.K >= 16 && s.C >= 16 && s.N * s.out_size() <= 512 &&
+         live_density(s) >= 0.78;
+}
+
+// The share of vector lanes a forward tile fills: 49 of 64 on 7x7 maps (bordered rows of 9).
+double lane_share(const ConvShape& s) {
+  const int64_t Ws = s.out[2] + (s.k[2] - 1) * s.dil[2], vectors = (s.out[1] * Ws + 15) / 16;
+  return double(s.out_size()) / double(16 * vectors);
+}
+
+}  // namespace
+
+// Small weights (under 64 Ki floats) are packed for the channel-vector tiles at little
+// cost, and those tiles are ahead on rows of >= 16 outputs (5x5 C32 at 9x16 batch 1:
+// 0.043 there, 0.054 ms here); where they do not apply, these passes win at any size
+// (3x3 C64 at 8x8 batch 8: 0.23 / 0.17 ms).
+static bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
+
+bool smallmap_forward_pays(const ConvShape& s) {
+  if (!smallmap_applies(s) || s.stride[1] != 1 || s.stride[2] != 1) return false;
+  if (smallmap_override() >= 0) return smallmap_override() == 1;
+  return weight_bound(s) && lane_share(s) >= 0.7 && choose_algo(s, true) != ConvAlgo::Winograd &&
+         (big_weights(s) || !kvec_taps_pays(s));
+}
+
+bool smallmap_data_pays(const ConvShape& s) {
+  if (!smallmap_applies(s) || s.stride[1] != 1 || s.stride[2] != 1) return false;
+  if (smallmap_override() >= 0) return smallmap_override() == 1;
+  return weight_bound(s) && lane_share(data_pass_as_forward(s)) >= 0.7 &&
+         choose_algo(s, true) != ConvAlgo::Winograd && (big_weights(s) || !kvec_taps_data_pays(s));
+}
+
+bool smallmap_weight_pays(const ConvShape& s) {
+  if (!smallmap_applies(s)) return false;
+  if (smallmap_override() >= 0) return smallmap_override() == 1;
+  // The channel-vector weight tiles transpose grad_y and their accumulators per call; over
+  // few positions that outweighs their better FMA rate (C256 at 6x6 batch 2 0.52 / 0.38,
+  // 5x5 C256 at 7x7 0.84 / 0.72), over more it does not (C128 at 7x7 batch 8 0.46 / 0.55,
+  // C256 at 8x8 batch 8 1.50 / 1.86).
+  return weight_bound(s) && big_weights(s) && (s.N * s.out_size() <= 256 || !kvec_weight_pays(s));
+}
+
+void forward_smallmap(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const int64_t KH = s.k[1], KW = s.k[2], dh = s.dil[1], dw = s.dil[2];
+  RowsPass p;
+  p.images = s.N, p.planes = s.C, p.rows = s.K;
+  p.H = s.in[1], p.W = s.in[2], p.top = s.pad0[1], p.left = s.pad0[2];
+  p.Ho = s.out[1], p.Wo = s.out[2], p.Hs = p.Ho + (KH - 1) * dh, p.Ws = p.Wo + (KW - 1) * dw;
+  for (int64_t a = 0; a < KH; ++a)
+    for (int64_t b = 0; b < KW; ++b) p.off.push_back(int32_t(a * dh * p.Ws + b * dw));
+  p.w = w, p.ld_row = s.C * KH * KW, p.ld_in = KH * KW;
+  run_rows(p, x, bias, y);
+}
+
+void backward_data_smallmap(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  const int64_t KH = s.k[1], KW = s.k[2], dh = s.dil[1], dw = s.dil[2];
+  RowsPass p;
+  p.images = s.N, p.planes = s.K, p.rows = s.C;
+  p.H = s.out[1], p.W = s.out[2], p.top = (KH - 1) * dh - s.pad0[1], p.left = (KW - 1) * dw - s.pad0[2];
+  p.Ho = s.in[1], p.Wo = s.in[2], p.Hs = p.Ho + (KH - 1) * dh, p.Ws = p.Wo + (KW - 1) * dw;
+  // grad_x (ih, iw) = sum over taps (a, b) of grad_y (ih + pad - a dil, iw + pad - b dil) w(a, b):
+  // the bordered grad_y read at the rotated tap's offset.
+  for (int64_t a = 0; a < KH; ++a)
+    for (int64_t b = 0; b < KW; ++b) p.off.push_back(int32_t((KH - 1 - a) * dh * p.Ws + (KW - 1 - b) * dw));
+  p.w = w, p.ld_row = KH * KW, p.ld_in = s.C * KH * KW;
+  run_rows(p, gy, nullptr, gx);
+}
+
+void backward_weight_smallmap(const ConvShape& s, const float* gy, const float* x, float* gw, bool accumulate) {
+  const int64_t C = s.C, K = s.K, H = s.in[1], W = s.in[2], Ho = s.out[1], Wo = s.out[2], P = Ho * Wo;
+  const int64_t KH = s.k[1], KW = s.k[2], kk = KH * KW, CK = C * kk, NP = s.N * P;
+  const int64_t jblocks = (CK + 63) / 64, KB = kSmallmapWeightRows;
+  dynamic_tasks(
+      jblocks, [&] { return workspace_array<float>(NP * 64); },
+      [&](int64_t jb, Workspace<float>& xt) {
+        const int64_t j0 = jb * 64, cols = std::min<int64_t>(64, CK - j0);
+        float* xtp = xt.get();
+        std::memset(xtp, 0, sizeof(float) * size_t(NP * 64));
+        // xt (image, position, column): column j0 + jj of the im2col matrix, (channel, tap).
+        for (int64_t jj = 0; jj < cols; ++jj) {
+          const int64_t c = (j0 + jj) / kk, t = (j0 + jj) % kk, a = t / KW, b = t % KW;
+          int64_t lo, hi;
+          valid_range(Wo, W, s.stride[2], b * s.dil[2] - s.pad0[2], lo, hi);
+          for (int64_t n = 0; n < s.N; ++n)
+            for (int64_t oh = 0; oh < Ho; ++oh) {
+              const int64_t ih = oh * s.stride[1] - s.pad0[1] + a * s.dil[1];
+              if (ih < 0 || ih >= H) continue;
+              const float* xr = x + ((n * C + c) * H + ih) * W - s.pad0[2] + b * s.dil[2];
+              float* d = xtp + ((n * Ho + oh) * Wo) * 64 + jj;
+              for (int64_t ow = lo; ow < hi; ++ow) d[ow * 64] = xr[ow * s.stride[2]];
+            }
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += KB)
+          avx512_impl::smallmap_weight_tile(s.N, P, gy + k0 * P, K * P, P, xtp, std::min(KB, K - k0),
+                                            gw + k0 * CK + j0, CK, cols, accumulate,
+                                            k0 + 2 * KB <= K ? gw + (k0 + KB) * CK + j0 : nullptr);
+      });
+}
+
+}  // namespace cnnfast::cpu::conv_detail
