@@ -1,6 +1,6 @@
 """The weight-streaming small-map passes (csrc/cpu/conv_smallmap.cpp): dense 2-D layers whose
 weights outweigh their maps (at most 512 output positions per call) on AVX-512 at full rate,
-the forward and grad_x at stride 1, grad_w at any stride. Each case is checked against PyTorch
+the forward and grad_w at any stride, grad_x at stride 1. Each case is checked against PyTorch
 in float64 from the same float32 inputs and against the im2col + GEMM path; where this CPU
 takes these passes, the plan query says so, so the comparison is known to exercise them."""
 import numpy as np
@@ -17,8 +17,8 @@ TAKES_PASSES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and c
 # 8 rows by 1-3 vectors (1x3 kernels on 2x6 and 4x6 maps, 3x3 on 6x6), 7 by 4 (7x7 maps),
 # 4 by 5-7 (8x8 and 12x12, and 14x14 and 20x20 maps cut into blocks of <= 7 vectors); channel counts
 # that leave the last tile of rows part-filled (K = 161 = 20 * 8 + 1, 513 = 73 * 7 + 2,
-# 250); asymmetric and one-sided padding, a 5x5 kernel, dilation 2, batch 1-4; stride 2
-# (grad_w only: the strided forward and grad_x keep their kernels).
+# 250); asymmetric and one-sided padding, a 5x5 kernel, dilation 2, batch 1-4; strides 2
+# and 3 (the forward reads phase planes; grad_x keeps its kernels there), an even kernel.
 CASES = [
     (1, 512, 7, 7, 513, (3, 3), (1, 1), (1, 1), 1, 1, True),
     (2, 160, 2, 6, 161, (1, 3), (0, 0), (1, 1), 1, 1, False),
@@ -30,7 +30,9 @@ CASES = [
     (1, 112, 12, 12, 120, (5, 5), (2, 2), (2, 2), 1, 1, True),
     (2, 128, 12, 12, 128, (3, 3), (2, 2), (2, 2), 2, 1, False),
     (1, 160, 14, 14, 128, (3, 3), (1, 1), (1, 1), 1, 2, True),
-    (2, 96, 11, 13, 200, (3, 3), (1, 0), (0, 1), 1, 2, False),
+    (2, 96, 13, 13, 200, (3, 3), (1, 0), (0, 1), 1, 2, False),
+    (1, 64, 23, 23, 72, (5, 5), (2, 2), (2, 2), 1, 3, True),
+    (2, 64, 16, 16, 128, (4, 4), (1, 2), (2, 1), 1, 2, False),
 ]
 
 
@@ -59,7 +61,7 @@ def test_passes_match_torch(case, threads):
     args = ((st, st), pads, (dil, dil), 1)
     plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [st, st], [list(pt), list(pl)], [dil, dil], 1)
     if TAKES_PASSES:
-        expected = {"grad_weight"} | ({"forward", "grad_input"} if st == 1 else set())
+        expected = {"forward", "grad_weight"} | ({"grad_input"} if st == 1 else set())
         for key in ("forward", "grad_input", "grad_weight"):
             assert (plan[key] == "smallmap") == (key in expected), (key, plan)
     old = cnnfast.get_num_threads()

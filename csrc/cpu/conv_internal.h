@@ -169,7 +169,7 @@ void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, 
 // ---- conv_smallmap.cpp ----
 // Weight-streaming direct passes for layers bound by their weights (small maps and
 // batches): AVX-512 at full rate, float32, 2-D, groups 1, padding >= 0; the forward and
-// grad_x at stride 1, grad_w at any stride; any dilation. grad_w writes (accumulate
+// grad_w at any stride, grad_x at stride 1; any dilation. grad_w writes (accumulate
 // false) or adds to gw.
 bool smallmap_forward_pays(const ConvShape& s);
 bool smallmap_data_pays(const ConvShape& s);

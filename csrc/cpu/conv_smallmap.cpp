@@ -1,6 +1,6 @@
 // Weight-streaming direct convolution for layers whose weights outweigh their maps:
 // deep 3x3 layers on 7x7-14x14 maps at small batches (ResNet's layer3/layer4 at batch
-// 1-4). The forward and the stride-1 grad_x put output positions in the vector lanes
+// 1-4). The forward (any stride) and the stride-1 grad_x put output positions in the vector lanes
 // and broadcast each weight straight from the (K, C, kh, kw) array, which they read
 // once, in order; grad_w writes each of its values once.
 //
@@ -14,7 +14,9 @@
 //
 // Layout: one image's planes bordered to (Hs, Ws) with Ws = Wo + (kw - 1) dil, output
 // position q = oh Ws + ow (ow >= Wo are junk lanes, dropped at the store), so tap (a, b)
-// reads the plane at q + a dil Ws + b dil. A tile is KB output channels by VB vectors
+// reads the plane at q + a dil Ws + b dil. At stride s each plane is first split into s^2
+// phase planes (every s-th row and column from each offset), and a tap reads the phase
+// its offset falls in at a plain offset again. A tile is KB output channels by VB vectors
 // of 16 positions (28 or fewer accumulators); per (channel, tap) VB loads and KB
 // broadcasts. grad_x is the same pass over grad_y with the kernel rotated by 180
 // degrees and the channel axes swapped, which only changes the weights' strides and the
@@ -59,14 +61,35 @@ bool smallmap_applies(const ConvShape& s) {
 struct RowsPass {
   int64_t images, planes, rows;
   int64_t H, W, top, left;  // source planes and where they sit in the bordered ones
-  int64_t Hs, Ws, Ho, Wo;   // bordered planes; output planes
+  int64_t Hs, Ws, Ho, Wo;   // bordered planes (of one phase); output planes
+  int64_t sh = 1, sw = 1;   // the stride: sh sw phase planes per source plane
   std::vector<int32_t> off; // per tap, in the weights' tap order
   const float* w;
   int64_t ld_row, ld_in;
 };
 
+// One source plane -> its sh sw phase planes (Hs, Ws) of the zero-bordered plane:
+// phase (ph, pw) holds bordered rows ph, ph + sh, ... and columns pw, pw + sw, ..., so that a
+// strided tap reads one phase at a plain offset too.
+void phase_image(const float* x, const RowsPass& p, float* xp) {
+  std::memset(xp, 0, sizeof(float) * size_t(p.sh * p.sw * p.Hs * p.Ws));
+  for (int64_t ph = 0; ph < p.sh; ++ph)
+    for (int64_t pw = 0; pw < p.sw; ++pw) {
+      float* dst = xp + (ph * p.sw + pw) * p.Hs * p.Ws;
+      int64_t j0, j1;
+      valid_range(p.Ws, p.W, p.sw, pw - p.left, j0, j1);
+      for (int64_t i = 0; i < p.Hs; ++i) {
+        const int64_t h = i * p.sh + ph - p.top;
+        if (h < 0 || h >= p.H) continue;
+        const float* row = x + h * p.W + pw - p.left;
+        for (int64_t j = j0; j < j1; ++j) dst[i * p.Ws + j] = row[j * p.sw];
+      }
+    }
+}
+
 void run_rows(const RowsPass& p, const float* src, const float* bias, float* y) {
-  const int64_t plane = p.Hs * p.Ws, image = p.planes * plane, taps = int64_t(p.off.size());
+  const int64_t phase = p.Hs * p.Ws, plane = p.sh * p.sw * phase, image = p.planes * plane;
+  const int64_t taps = int64_t(p.off.size());
   const int64_t Q = p.Ho * p.Ws, nvec = (Q + 15) / 16;
   const int64_t pblocks = (nvec + 6) / 7, vmax = (nvec + pblocks - 1) / pblocks;
   const int64_t KB = avx512_impl::smallmap_rows_per_tile(vmax), kblocks = (p.rows + KB - 1) / KB;
@@ -78,7 +101,10 @@ void run_rows(const RowsPass& p, const float* src, const float* bias, float* y) 
   parallel_for(0, p.images * p.planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)),
                [&](int64_t i0, int64_t i1) {
                  for (int64_t i = i0; i < i1; ++i)
-                   border_image(src + i * p.H * p.W, 1, p.H, p.W, p.top, p.left, p.Hs, p.Ws, xp.get() + i * plane);
+                   if (p.sh == 1 && p.sw == 1)
+                     border_image(src + i * p.H * p.W, 1, p.H, p.W, p.top, p.left, p.Hs, p.Ws, xp.get() + i * plane);
+                   else
+                     phase_image(src + i * p.H * p.W, p, xp.get() + i * plane);
                });
   std::fill(xp.get() + p.images * image, xp.get() + p.images * image + slack, 0.0f);
   const int64_t out_plane = p.Ho * p.Wo;
@@ -134,7 +160,9 @@ double live_density(const ConvShape& s) {
 // C256 at 7x7 1.72 / 0.66; C64 at 8x8 batch 8 0.23 / 0.17. Past ~512 output positions
 // per call the GEMM, the channel-vector tiles and Winograd are ahead (C256 at 14x14
 // batch 4 2.55 / 2.65 on Winograd, C128 at 28x28 batch 1 0.62 / 0.67), and below ~0.78
-// live density the tap path (C512 at 4x4 batch 16 3.5 / 5.0).
+// live density the tap path (C512 at 4x4 batch 16 3.5 / 5.0). Stride 2 (forward): 3x3
+// C256->512 at 14x14 batch 1 0.67 / 0.40 (torch 0.62), batch 2 1.10 / 0.79, C512 at 14x14
+// batch 8 6.7 / 6.3; C128->256 at 28x28 batch 4 (784 positions) 1.47 / 1.85.
 bool weight_bound(const ConvShape& s) {
   return smallmap_applies(s) && s.k_size() > 1 && s.K >= 16 && s.C >= 16 && s.N * s.out_size() <= 512 &&
          live_density(s) >= 0.78;
@@ -142,7 +170,7 @@ bool weight_bound(const ConvShape& s) {
 
 // The share of vector lanes a forward tile fills: 49 of 64 on 7x7 maps (bordered rows of 9).
 double lane_share(const ConvShape& s) {
-  const int64_t Ws = s.out[2] + (s.k[2] - 1) * s.dil[2], vectors = (s.out[1] * Ws + 15) / 16;
+  const int64_t Ws = s.out[2] + (s.k[2] - 1) * s.dil[2] / s.stride[2], vectors = (s.out[1] * Ws + 15) / 16;
   return double(s.out_size()) / double(16 * vectors);
 }
 
@@ -155,7 +183,7 @@ double lane_share(const ConvShape& s) {
 static bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
 
 bool smallmap_forward_pays(const ConvShape& s) {
-  if (!smallmap_applies(s) || s.stride[1] != 1 || s.stride[2] != 1) return false;
+  if (!smallmap_applies(s)) return false;
   if (smallmap_override() >= 0) return smallmap_override() == 1;
   return weight_bound(s) && lane_share(s) >= 0.7 && choose_algo(s, true) != ConvAlgo::Winograd &&
          (big_weights(s) || !kvec_taps_pays(s));
@@ -183,9 +211,14 @@ void forward_smallmap(const ConvShape& s, const float* x, const float* w, const 
   RowsPass p;
   p.images = s.N, p.planes = s.C, p.rows = s.K;
   p.H = s.in[1], p.W = s.in[2], p.top = s.pad0[1], p.left = s.pad0[2];
-  p.Ho = s.out[1], p.Wo = s.out[2], p.Hs = p.Ho + (KH - 1) * dh, p.Ws = p.Wo + (KW - 1) * dw;
+  p.sh = s.stride[1], p.sw = s.stride[2];
+  p.Ho = s.out[1], p.Wo = s.out[2], p.Hs = p.Ho + (KH - 1) * dh / p.sh, p.Ws = p.Wo + (KW - 1) * dw / p.sw;
+  // Tap (a, b) reads bordered row oh sh + a dh: phase (a dh) % sh, row oh + (a dh) / sh of it.
   for (int64_t a = 0; a < KH; ++a)
-    for (int64_t b = 0; b < KW; ++b) p.off.push_back(int32_t(a * dh * p.Ws + b * dw));
+    for (int64_t b = 0; b < KW; ++b) {
+      const int64_t ph = a * dh % p.sh, pw = b * dw % p.sw;
+      p.off.push_back(int32_t((ph * p.sw + pw) * p.Hs * p.Ws + a * dh / p.sh * p.Ws + b * dw / p.sw));
+    }
   p.w = w, p.ld_row = s.C * KH * KW, p.ld_in = KH * KW;
   run_rows(p, x, bias, y);
 }
