@@ -363,3 +363,42 @@ def test_conv_live_window_query():
         _C._conv_live_window([2, 4, 8, 8], [5, 4, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
     with pytest.raises(ValueError, match="groups >= 1"):
         _C._conv_live_window([2, 4, 8, 8], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 0)
+
+
+# Batched small outputs (< 64 positions, several images): narrowing layers (C kh kw > K) run as
+# the transposed product y^T = col^T W^T on the parallel GEMM at the AVX-512 level, widening
+# ones on the packed weights; odd channel counts, 1x1 at stride 1 and 2, a dense 3x3 (too few
+# output channels for the small-map passes), batch 2-5, with bias, residual and activation.
+BATCHED = {
+    "1x1_narrow": ((3, 70, 6, 5), (33, 70, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "1x1_stride2_narrow": ((2, 97, 13, 11), (40, 97, 1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1),
+    "1x1_widen": ((4, 24, 7, 7), (130, 24, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "3x3_valid": ((5, 40, 8, 9), (12, 40, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "1x1_many_images": ((40, 35, 5, 5), (17, 35, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("name", BATCHED)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("epilogue", [False, True])
+def test_batched_small_outputs_match_torch(name, nthreads, epilogue, simd, rng):
+    import cnnfast
+    xs, ws, stride, pads, dil, groups = BATCHED[name]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    ref = TF.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(),
+                    stride=stride, dilation=dil, groups=groups).numpy()
+    kwargs = {}
+    if epilogue:
+        res = rng.standard_normal(ref.shape).astype(np.float32)
+        kwargs = {"residual": res, "activation": "relu"}
+        ref = np.maximum(ref + res, 0)
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(nthreads)
+    try:
+        y = _C.conv_forward(x, w, b, stride, pads, dil, groups, **kwargs)
+    finally:
+        cnnfast.set_num_threads(old)
+    assert_nontrivial(ref)
+    assert_close(y, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
