@@ -16,6 +16,7 @@ ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 for like with like.
     python benchmarks/bench_conv.py --quick    # smaller batches, fewer repeats
     python benchmarks/bench_conv.py --algo gemm
     python benchmarks/bench_conv.py --only depthwise
+    python benchmarks/bench_conv.py --set small   # weight-bound layers at batch 1-8
 """
 from __future__ import annotations
 
@@ -48,6 +49,27 @@ LAYERS = [
     ("cifar 5x5", 64, 3, 32, 32, 5, 1, 2, 1, False, 1),
     ("depthwise 3x3 c128", 8, 128, 56, 128, 3, 1, 1, 128, False, 1),
     ("transposed 4x4 s2", 8, 128, 28, 64, 4, 2, 1, 1, True, 1),
+]
+
+# --set small: layers bound by their weights or by small maps, at the batch sizes of
+# inference and of small-batch or per-rank training (ResNet-18/50 at 224x224 and 1-8 images).
+SMALL_LAYERS = [
+    ("3x3 c512 7x7", 1, 512, 7, 512, 3, 1, 1, 1, False, 1),
+    ("3x3 c512 7x7", 4, 512, 7, 512, 3, 1, 1, 1, False, 1),
+    ("3x3 c512 7x7", 8, 512, 7, 512, 3, 1, 1, 1, False, 1),
+    ("3x3 c256 14x14", 1, 256, 14, 256, 3, 1, 1, 1, False, 1),
+    ("3x3 c256 14x14", 4, 256, 14, 256, 3, 1, 1, 1, False, 1),
+    ("3x3 c128 28x28", 1, 128, 28, 128, 3, 1, 1, 1, False, 1),
+    ("3x3 s2 c256->512", 1, 256, 14, 512, 3, 2, 1, 1, False, 1),
+    ("3x3 s2 c128->256", 2, 128, 28, 256, 3, 2, 1, 1, False, 1),
+    ("3x3 s2 c512 14x14", 8, 512, 14, 512, 3, 2, 1, 1, False, 1),
+    ("3x3 s2 c256 28x28", 8, 256, 28, 256, 3, 2, 1, 1, False, 1),
+    ("1x1 c2048->512 7x7", 2, 2048, 7, 512, 1, 1, 0, 1, False, 1),
+    ("1x1 c2048->512 7x7", 8, 2048, 7, 512, 1, 1, 0, 1, False, 1),
+    ("1x1 c512->2048 7x7", 8, 512, 7, 2048, 1, 1, 0, 1, False, 1),
+    ("1x1 s2 c1024->2048", 8, 1024, 14, 2048, 1, 2, 0, 1, False, 1),
+    ("5x5 c256 7x7", 1, 256, 7, 256, 5, 1, 2, 1, False, 1),
+    ("3x3 c16->32 128x128", 4, 16, 128, 32, 3, 1, 1, 1, False, 1),
 ]
 
 
@@ -148,6 +170,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--algo", default="auto", choices=["auto", "gemm", "winograd"])
     ap.add_argument("--only", default=None, help="run only the layers whose name contains this text")
+    ap.add_argument("--set", default="issue", choices=["issue", "small", "all"],
+                    help="issue: the layers above (the default); small: weight-bound and small-map layers at "
+                         "batch 1-8; all: both")
     args = ap.parse_args()
     repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
@@ -165,7 +190,8 @@ def main():
     print(hdr)
     print("-" * len(hdr))
     rf, rfb = [], []
-    for layer in LAYERS:
+    layers = {"issue": LAYERS, "small": SMALL_LAYERS, "all": LAYERS + SMALL_LAYERS}[args.set]
+    for layer in layers:
         if args.only and args.only not in layer[0]:
             continue
         name, N, flops, t, err = run_layer(layer, args.quick, args.algo, repeats)
