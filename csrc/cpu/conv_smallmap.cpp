@@ -153,25 +153,32 @@ double live_density(const ConvShape& s) {
   return d;
 }
 
-// The weight-bound regime, measured on Zen 5 (2 threads, ms, the paths before against
-// these; torch in brackets): 3x3 C512 at 7x7 batch 1 forward 1.97 / 0.78 (1.28), grad_x
-// 2.13 / 0.73 (1.17), grad_w 2.02 / 0.96 (1.50); batch 4 forward 3.87 / 2.80; C256 at
-// 14x14 batch 1 1.28 / 0.68, batch 2 1.59 / 1.29; C256 at 6x6 batch 2 0.62 / 0.32; 5x5
-// C256 at 7x7 1.72 / 0.66; C64 at 8x8 batch 8 0.23 / 0.17. Past ~512 output positions
-// per call the GEMM, the channel-vector tiles and Winograd are ahead (C256 at 14x14
-// batch 4 2.55 / 2.65 on Winograd, C128 at 28x28 batch 1 0.62 / 0.67), and below ~0.78
-// live density the tap path (C512 at 4x4 batch 16 3.5 / 5.0). Stride 2 (forward): 3x3
-// C256->512 at 14x14 batch 1 0.67 / 0.40 (torch 0.62), batch 2 1.10 / 0.79, C512 at 14x14
-// batch 8 6.7 / 6.3; C128->256 at 28x28 batch 4 (784 positions) 1.47 / 1.85.
-bool weight_bound(const ConvShape& s) {
-  return smallmap_applies(s) && s.k_size() > 1 && s.K >= 16 && s.C >= 16 && s.N * s.out_size() <= 512 &&
-         live_density(s) >= 0.78;
-}
-
 // The share of vector lanes a forward tile fills: 49 of 64 on 7x7 maps (bordered rows of 9).
 double lane_share(const ConvShape& s) {
   const int64_t Ws = s.out[2] + (s.k[2] - 1) * s.dil[2] / s.stride[2], vectors = (s.out[1] * Ws + 15) / 16;
   return double(s.out_size()) / double(16 * vectors);
+}
+
+// The weight-bound regime. These passes spend lane_share x live_density of their FMAs on
+// real products (3x3 at 14x14 0.79, at 7x7 0.63, at 4x4 0.35) and win while the other
+// paths' extra passes over the weights outweigh that, i.e. up to a number of output
+// positions per call that grows with it. Zen 5, 2 threads, ms, the paths before against
+// these (torch in brackets): 3x3 C512 at 7x7 batch 1 forward 1.97 / 0.78 (1.28), grad_x
+// 2.13 / 0.73 (1.17), grad_w 2.02 / 0.96 (1.50); batch 4 forward 3.87 / 2.80, batch 8
+// (392 positions) 5.15 / 5.0-5.5; C256 at 14x14 batch 1 1.28 / 0.68, batch 2 1.59 / 1.29,
+// batch 4 (784, Winograd's) 2.55 / 2.65; C256 at 6x6 batch 2 0.62 / 0.32; C512 at 4x4
+// batch 1 1.20 / 0.41, batch 4 1.71 / 1.28, batch 16 (256) 3.5 / 5.0; C256 at 4x4 batch 1
+// 0.27 / 0.13, batch 4 0.42 / 0.36, batch 8 (128) 0.59 / 0.71; C256 at 6x6 batch 4 0.64 /
+// 0.56; C256 at 8x8 batch 8 (512) 1.81 / 1.61 is left out by the line; C512 at 5x5 batch 1
+// 1.48 / 0.53, batch 4 2.07 / 1.86; 5x5 C256 at 7x7 batch 1 1.72 / 0.66, batch 2 1.48 /
+// 1.08, batch 4 2.02 / 2.07; C64 at 8x8 batch 8 0.23 / 0.17; C128 at 28x28 batch 1 (784)
+// 0.62 / 0.67. Stride 2 (forward): C256->512 at 14x14 batch 1 0.67 / 0.40 (torch 0.62),
+// batch 2 1.10 / 0.79; C128->256 at 28x28 batch 4 (784) 1.47 / 1.85.
+bool weight_bound(const ConvShape& s) {
+  if (!smallmap_applies(s) || s.k_size() == 1 || s.K < 16 || s.C < 16) return false;
+  const double useful = lane_share(s) * live_density(s);
+  const int64_t positions = s.N * s.out_size();
+  return positions <= 512 && double(positions) <= 1000.0 * useful - 250.0;
 }
 
 }  // namespace
@@ -185,15 +192,13 @@ static bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 6
 bool smallmap_forward_pays(const ConvShape& s) {
   if (!smallmap_applies(s)) return false;
   if (smallmap_override() >= 0) return smallmap_override() == 1;
-  return weight_bound(s) && lane_share(s) >= 0.7 && choose_algo(s, true) != ConvAlgo::Winograd &&
-         (big_weights(s) || !kvec_taps_pays(s));
+  return weight_bound(s) && choose_algo(s, true) != ConvAlgo::Winograd && (big_weights(s) || !kvec_taps_pays(s));
 }
 
 bool smallmap_data_pays(const ConvShape& s) {
   if (!smallmap_applies(s) || s.stride[1] != 1 || s.stride[2] != 1) return false;
   if (smallmap_override() >= 0) return smallmap_override() == 1;
-  return weight_bound(s) && lane_share(data_pass_as_forward(s)) >= 0.7 &&
-         choose_algo(s, true) != ConvAlgo::Winograd && (big_weights(s) || !kvec_taps_data_pays(s));
+  return weight_bound(s) && choose_algo(s, true) != ConvAlgo::Winograd && (big_weights(s) || !kvec_taps_data_pays(s));
 }
 
 bool smallmap_weight_pays(const ConvShape& s) {
