@@ -17,6 +17,7 @@ ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 for like with like.
     python benchmarks/bench_conv.py --algo gemm
     python benchmarks/bench_conv.py --only depthwise
     python benchmarks/bench_conv.py --set small   # weight-bound layers at batch 1-8
+    python benchmarks/bench_conv.py --isolated    # each library in its own process
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def layer_flops(N, C, H, K, k, s, p, g, transposed, d=1) -> float:
     return 2.0 * N * K * (C // g) * k * k * Ho * Ho
 
 
-def run_layer(layer, quick: bool, algo: str, repeats: int):
+def run_layer(layer, quick: bool, algo: str, repeats: int, only: str | None = None):
     name, N, C, H, K, k, s, p, g, transposed, d = layer
     if quick:
         N = max(1, N // 4)
@@ -151,8 +152,21 @@ def run_layer(layer, quick: bool, algo: str, repeats: int):
         op(txg, twg, tbg, stride=s, padding=p, groups=g, **dil).backward(tgy)
 
     warm = 1 if quick else 2
+    if only:  # one library in this process (--isolated's child)
+        f, fb = (fwd, ours_both) if only == "ours" else (torch_fwd, torch_both)
+        return {f"{only}_f": median_times([f], repeats, warm)[0], f"{only}_fb": median_times([fb], repeats, warm)[0]}
     t = dict(zip(("ours_f", "torch_f"), median_times([fwd, torch_fwd], repeats, warm)))
     t.update(zip(("ours_fb", "torch_fb"), median_times([ours_both, torch_both], repeats, warm)))
+    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed, d), t, layer_errors(layer, x, w, b)
+
+
+def layer_errors(layer, x, w, b) -> dict:
+    """The forward's error against float64 for the GEMM path and, on 3x3 stride-1 layers, Winograd."""
+    name, N, C, H, K, k, s, p, g, transposed, d = layer
+    pads = [[p, p], [p, p]]
+    op = TF.conv_transpose2d if transposed else TF.conv2d
+    dil = {} if transposed else {"dilation": d}
+    tx, tw, tb = torch.tensor(x), torch.tensor(w), torch.tensor(b)
     errors = {}
     if not transposed:
         ref = op(tx.double(), tw.double(), tb.double(), stride=s, padding=p, groups=g, **dil).numpy()
@@ -160,7 +174,36 @@ def run_layer(layer, quick: bool, algo: str, repeats: int):
         for a in algos:
             y = _C.conv_forward(x, w, b, [s, s], pads, [d, d], g, a)
             errors[a] = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
-    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed, d), t, errors
+    return errors
+
+
+def run_layer_isolated(layer, args, index: int, rounds: int = 3):
+    """Each library timed alone in its own process, the two alternating for `rounds` rounds
+    (median of the rounds' medians). Both libraries in one process disturb each other on a
+    2-core machine: cnnfast pins its worker threads, and PyTorch's OpenMP workers, spin-waiting
+    at a barrier, then sometimes share a core with the caller for a whole time slice (its
+    3x3 stride-2 C256->512 at 14x14 forward read 10.9 ms after a cnnfast call, 0.6 alone)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    t = {}
+    for _ in range(rounds):
+        for lib in ("ours", "torch"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--set", args.set, "--threads", str(args.threads),
+                   "--algo", args.algo, "--child", f"{lib}:{index}"] + (["--quick"] if args.quick else []) + (
+                   ["--repeats", str(args.repeats)] if args.repeats else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            for key, v in json.loads(out.strip().splitlines()[-1]).items():
+                t.setdefault(key, []).append(v)
+    t = {key: float(np.median(v)) for key, v in t.items()}
+    name, N, C, H, K, k, s, p, g, transposed, d = layer
+    rng = np.random.default_rng(0)
+    N = max(1, N // 4) if args.quick else N
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = (rng.standard_normal((C, K // g, k, k) if transposed else (K, C // g, k, k)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    return name, N, layer_flops(N, C, H, K, k, s, p, g, transposed, d), t, layer_errors(layer, x, w, b)
 
 
 def main():
@@ -173,11 +216,23 @@ def main():
     ap.add_argument("--set", default="issue", choices=["issue", "small", "all"],
                     help="issue: the layers above (the default); small: weight-bound and small-map layers at "
                          "batch 1-8; all: both")
+    ap.add_argument("--isolated", action="store_true",
+                    help="time each library alone in its own process (alternating, 3 rounds) instead of "
+                         "interleaved in one")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     repeats = args.repeats or (5 if args.quick else 11)
     cnnfast.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    print(header(args.threads, f"median of {repeats} interleaved calls, {PAUSE_S * 1e3:g} ms pause before each"))
+    layers = {"issue": LAYERS, "small": SMALL_LAYERS, "all": LAYERS + SMALL_LAYERS}[args.set]
+    if args.child:
+        import json
+        lib, index = args.child.split(":")
+        print(json.dumps(run_layer(layers[int(index)], args.quick, args.algo, repeats, only=lib)))
+        return
+    how = (f"each library alone in its own process, 3 alternating rounds of {repeats} calls (median)" if args.isolated
+           else f"median of {repeats} interleaved calls")
+    print(header(args.threads, f"{how}, {PAUSE_S * 1e3:g} ms pause before each"))
     widest = cnnfast.simd_levels()[-1]
     peaks = {lvl: _C.fma_peak_gflops(args.threads, lvl) for lvl in cnnfast.simd_levels() if lvl != "scalar"}
     peak = peaks.get(widest) or _C.fma_peak_gflops(args.threads)
@@ -190,11 +245,11 @@ def main():
     print(hdr)
     print("-" * len(hdr))
     rf, rfb = [], []
-    layers = {"issue": LAYERS, "small": SMALL_LAYERS, "all": LAYERS + SMALL_LAYERS}[args.set]
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if args.only and args.only not in layer[0]:
             continue
-        name, N, flops, t, err = run_layer(layer, args.quick, args.algo, repeats)
+        name, N, flops, t, err = (run_layer_isolated(layer, args, i) if args.isolated
+                                  else run_layer(layer, args.quick, args.algo, repeats))
         gf, gfb = flops / t["ours_f"] * 1e-9, 3 * flops / t["ours_fb"] * 1e-9
         r1, r2 = t["torch_f"] / t["ours_f"], t["torch_fb"] / t["ours_fb"]
         rf.append(r1)
