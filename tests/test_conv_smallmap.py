@@ -140,3 +140,26 @@ def test_eager_layer_and_autograd_take_them():
     assert _rel(y.detach().numpy(), yt.detach().numpy()) < 2e-6
     assert _rel(xc.grad.numpy(), xt.grad.numpy()) < 2e-6
     assert _rel(conv.weight.grad.numpy(), ref.weight.grad.numpy()) < 2e-6
+
+
+def test_transposed_layer_reaches_them():
+    # A transposed convolution's grad_x is the strided forward of the convolution it is the
+    # adjoint of, and its weight gradient that convolution's grad_w with the roles of x and
+    # grad_y swapped: a DCGAN-like 4x4 stride-2 128 -> 256 layer at 7x7 -> 14x14, batch 2.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 128, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((128, 256, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(256).astype(np.float32)
+    plan = _C._conv_auto_plan([2, 256, 14, 14], [128, 256, 4, 4], [2, 2], [[1, 1], [1, 1]], [1, 1], 1)
+    if TAKES_PASSES:
+        assert plan["forward"] == "smallmap" and plan["grad_weight"] == "smallmap", plan
+    y = _C.conv_transpose_forward(x, w, b, (2, 2), ((1, 1), (1, 1)), (0, 0), (1, 1), 1)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = _C.conv_transpose_backward(gy, x, w, (2, 2), ((1, 1), (1, 1)), (0, 0), (1, 1), 1)
+    xt = torch.from_numpy(x).double().requires_grad_()
+    wt = torch.from_numpy(w).double().requires_grad_()
+    yt = TF.conv_transpose2d(xt, wt, torch.from_numpy(b).double(), stride=2, padding=1)
+    yt.backward(torch.from_numpy(gy).double())
+    assert _rel(y, yt.detach().numpy()) < 2e-6
+    assert _rel(gx, xt.grad.numpy()) < 2e-6
+    assert _rel(gw, wt.grad.numpy()) < 2e-6
