@@ -251,6 +251,29 @@ def test_large_outputs_streamed_to_unaligned_memory(simd, rng):
     assert_close(out, gy * (1 - y * y), rtol=1e-6, atol=1e-7, what="tanh backward")
 
 
+def test_large_extra_outputs_streamed_to_unaligned_memory(simd, rng):
+    # ReLU6, Hardsigmoid and Hardswish stream their large outputs the same way.
+    n = (16 << 20) // 4 + 13
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    gy = rng.standard_normal(n).astype(np.float32)
+    buf = np.empty(n + 16, np.float32)
+    x64 = x.astype(np.float64)
+    relu6 = np.clip(x64, 0, 6)
+    refs = {
+        "relu6": (relu6, np.where((x > 0) & (x < 6), gy, 0)),
+        "hardsigmoid": (np.clip(x64 + 3, 0, 6) / 6, np.where((x > -3) & (x < 3), gy / 6, 0)),
+        "hardswish": (x64 * np.clip(x64 + 3, 0, 6) / 6, None),
+    }
+    for shift in (0, 5, 15):
+        out = buf[shift:shift + n]
+        for name, (fwd_ref, bwd_ref) in refs.items():
+            getattr(_C, f"{name}_forward")(x, out=out)
+            assert_close(out, fwd_ref, rtol=1e-6, atol=1e-6, what=f"{name} forward, shift {shift}")
+            if bwd_ref is not None:
+                getattr(_C, f"{name}_backward")(gy, x, out=out)
+                assert_close(out, bwd_ref, rtol=1e-6, atol=1e-7, what=f"{name} backward, shift {shift}")
+
+
 def test_nan_passes_through_elementwise():
     x = np.array([np.nan] * 9, np.float32)
     for name, (fwd, _, _, _, kw) in ELEMENTWISE.items():

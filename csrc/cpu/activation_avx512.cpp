@@ -15,45 +15,6 @@ namespace {
 
 using namespace cnnfast::avx512;
 
-// Elements before y's first 64-byte boundary (at most 15, or n if fewer), so
-// the streaming loop can use aligned non-temporal stores.
-inline int64_t head_to_aligned(const float* y, int64_t n) {
-  const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 63) / sizeof(float));
-  const int64_t head = past ? 16 - past : 0;
-  return head < n ? head : n;
-}
-
-// Float arrays that are not 4-byte aligned never reach a 64-byte boundary.
-inline bool can_stream(const float* y) { return (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0; }
-
-// y[i] = f(a[i], b[i]...) for one or two inputs; stream: non-temporal stores for
-// the aligned body. Two 16-lane steps per iteration keep two exp chains in flight.
-template <class F, class... In>
-inline void map(float* y, int64_t n, F f, bool stream, const In*... in) {
-  int64_t i = 0;
-  if (stream && can_stream(y)) {
-    if (const int64_t head = head_to_aligned(y, n)) {
-      const __mmask16 m = tail_mask16(head);
-      store_lanes(y, m, f(load_lanes(m, in)...));
-      i = head;
-    }
-    for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, f(_mm512_loadu_ps(in + i)...));
-    // Orders the weakly-ordered streaming stores before whatever follows (the
-    // thread pool's hand-back of this chunk).
-    _mm_sfence();
-  }
-  for (; i + 32 <= n; i += 32) {
-    __m512 v0 = f(_mm512_loadu_ps(in + i)...);
-    __m512 v1 = f(_mm512_loadu_ps(in + i + 16)...);
-    _mm512_storeu_ps(y + i, v0);
-    _mm512_storeu_ps(y + i + 16, v1);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 m = tail_mask16(n - i);
-    store_lanes(y + i, m, f(load_lanes(m, in + i)...));
-  }
-}
-
 inline __mmask16 gt0(__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ); }
 
 }  // namespace
@@ -63,25 +24,25 @@ bool activation_forward(Activation act, const float* x, float* y, int64_t n, flo
   switch (act) {
     case Activation::ReLU:
       // max(0, x) returns x when x is NaN, so NaN propagates.
-      map(y, n, [&](__m512 v) { return _mm512_max_ps(zero, v); }, stream, x);
+      stream_map(y, n, [&](__m512 v) { return _mm512_max_ps(zero, v); }, stream, x);
       break;
     case Activation::LeakyReLU:
-      map(y, n, [&](__m512 v) {
+      stream_map(y, n, [&](__m512 v) {
         return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, p);
       }, stream, x);
       break;
     case Activation::ELU:
-      map(y, n, [&](__m512 v) { return _mm512_mask_blend_ps(gt0(v), _mm512_mul_ps(p, expm1_16(v)), v); },
+      stream_map(y, n, [&](__m512 v) { return _mm512_mask_blend_ps(gt0(v), _mm512_mul_ps(p, expm1_16(v)), v); },
                  stream, x);
       break;
     case Activation::Sigmoid:
-      map(y, n, [&](__m512 v) { return sigmoid16(v); }, stream, x);
+      stream_map(y, n, [&](__m512 v) { return sigmoid16(v); }, stream, x);
       break;
     case Activation::Tanh:
-      map(y, n, [&](__m512 v) { return tanh16(v); }, stream, x);
+      stream_map(y, n, [&](__m512 v) { return tanh16(v); }, stream, x);
       break;
     case Activation::SiLU:
-      map(y, n, [&](__m512 v) { return _mm512_mul_ps(v, sigmoid16_flush(v)); }, stream, x);
+      stream_map(y, n, [&](__m512 v) { return _mm512_mul_ps(v, sigmoid16_flush(v)); }, stream, x);
       break;
     default:
       return false;  // an activation with no AVX-512 kernel: the caller takes the AVX2 one
@@ -94,27 +55,27 @@ bool activation_backward(Activation act, const float* gy, const float* s, float*
   const __m512 one = _mm512_set1_ps(1.0f), p = _mm512_set1_ps(param);
   switch (act) {
     case Activation::ReLU:
-      map(gx, n, [&](__m512 g, __m512 v) { return _mm512_maskz_mov_ps(gt0(v), g); }, stream, gy, s);
+      stream_map(gx, n, [&](__m512 g, __m512 v) { return _mm512_maskz_mov_ps(gt0(v), g); }, stream, gy, s);
       break;
     case Activation::LeakyReLU:
-      map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mask_blend_ps(gt0(v), _mm512_mul_ps(g, p), g); },
+      stream_map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mask_blend_ps(gt0(v), _mm512_mul_ps(g, p), g); },
                  stream, gy, s);
       break;
     case Activation::ELU:
-      map(gx, n, [&](__m512 g, __m512 v) {
+      stream_map(gx, n, [&](__m512 g, __m512 v) {
         return _mm512_mask_blend_ps(gt0(v), _mm512_mul_ps(g, _mm512_mul_ps(p, exp16(v))), g);
       }, stream, gy, s);
       break;
     case Activation::Sigmoid:
-      map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mul_ps(_mm512_mul_ps(g, v), _mm512_sub_ps(one, v)); },
+      stream_map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mul_ps(_mm512_mul_ps(g, v), _mm512_sub_ps(one, v)); },
                  stream, gy, s);
       break;
     case Activation::Tanh:
-      map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mul_ps(g, _mm512_fnmadd_ps(v, v, one)); }, stream,
+      stream_map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mul_ps(g, _mm512_fnmadd_ps(v, v, one)); }, stream,
                  gy, s);
       break;
     case Activation::SiLU:
-      map(gx, n, [&](__m512 g, __m512 v) {
+      stream_map(gx, n, [&](__m512 g, __m512 v) {
         __m512 sg = sigmoid16_flush(v);
         __m512 d = _mm512_mul_ps(sg, _mm512_fmadd_ps(v, _mm512_sub_ps(one, sg), one));
         return _mm512_mul_ps(g, d);
@@ -156,10 +117,10 @@ void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t dim, b
     const float sum = _mm512_reduce_add_ps(vsum);
     if (log) {
       const __m512 lse = _mm512_set1_ps(mx + std::log(sum));
-      map(yr, dim, [&](__m512 v) { return _mm512_sub_ps(v, lse); }, false, xr);
+      stream_map(yr, dim, [&](__m512 v) { return _mm512_sub_ps(v, lse); }, false, xr);
     } else {
       const __m512 inv = _mm512_set1_ps(1.0f / sum);
-      map(yr, dim, [&](__m512 v) { return _mm512_mul_ps(v, inv); }, false, static_cast<const float*>(yr));
+      stream_map(yr, dim, [&](__m512 v) { return _mm512_mul_ps(v, inv); }, false, static_cast<const float*>(yr));
     }
   }
 }
@@ -177,9 +138,9 @@ void softmax_rows_backward(const float* gy, const float* y, float* gx, int64_t r
     }
     const __m512 va = _mm512_set1_ps(_mm512_reduce_add_ps(vacc));
     if (log) {
-      map(out, dim, [&](__m512 gv, __m512 yv) { return _mm512_fnmadd_ps(exp16(yv), va, gv); }, false, g, yr);
+      stream_map(out, dim, [&](__m512 gv, __m512 yv) { return _mm512_fnmadd_ps(exp16(yv), va, gv); }, false, g, yr);
     } else {
-      map(out, dim, [&](__m512 gv, __m512 yv) { return _mm512_mul_ps(yv, _mm512_sub_ps(gv, va)); }, false, g, yr);
+      stream_map(out, dim, [&](__m512 gv, __m512 yv) { return _mm512_mul_ps(yv, _mm512_sub_ps(gv, va)); }, false, g, yr);
     }
   }
 }

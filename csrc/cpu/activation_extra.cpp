@@ -101,13 +101,22 @@ constexpr bool is_f32 = std::is_same_v<T, float>;
 
 }  // namespace
 
+// Outputs of 16 MiB and more of the ops bound by memory bandwidth, not arithmetic, go out
+// with non-temporal stores, as ReLU's do (activation.cpp): no read of each output line
+// before it is written. ReLU6 forward, 32x64x56x56 (103 MB), 2 threads on Zen 5: 0.91 ->
+// 0.74-0.78 ms (torch 0.78-1.13 in the same runs); Hardswish 1.10 -> 0.78-1.00.
+static bool extra_streams(ExtraActivation act, int64_t n) {
+  if (n * int64_t(sizeof(float)) < (int64_t(16) << 20)) return false;
+  return act == ExtraActivation::ReLU6 || act == ExtraActivation::Hardsigmoid || act == ExtraActivation::Hardswish;
+}
+
 template <class T>
 void extra_activation_forward(ExtraActivation act, const T* x, T* y, int64_t n, double beta, double threshold) {
-  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512(), stream = extra_streams(act, n);
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
       if (wide)
-        return avx512_impl::extra_activation_forward(act, x + b, y + b, e - b, float(beta), float(threshold));
+        return avx512_impl::extra_activation_forward(act, x + b, y + b, e - b, float(beta), float(threshold), stream);
       if (vec)
         return avx2_impl::extra_activation_forward(act, x + b, y + b, e - b, float(beta), float(threshold));
     }
@@ -118,12 +127,12 @@ void extra_activation_forward(ExtraActivation act, const T* x, T* y, int64_t n, 
 template <class T>
 void extra_activation_backward(ExtraActivation act, const T* gy, const T* x, T* gx, int64_t n, double beta,
                                double threshold) {
-  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512();
+  const bool vec = is_f32<T> && use_avx2(), wide = is_f32<T> && use_avx512(), stream = extra_streams(act, n);
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if constexpr (is_f32<T>) {
       if (wide)
         return avx512_impl::extra_activation_backward(act, gy + b, x + b, gx + b, e - b, float(beta),
-                                                      float(threshold));
+                                                      float(threshold), stream);
       if (vec)
         return avx2_impl::extra_activation_backward(act, gy + b, x + b, gx + b, e - b, float(beta), float(threshold));
     }
@@ -149,8 +158,8 @@ void extra_activation_backward(ExtraActivation, const float*, const float*, floa
 
 #if !CNNFAST_HAVE_AVX512_BUILD
 namespace avx512_impl {
-void extra_activation_forward(ExtraActivation, const float*, float*, int64_t, float, float) {}
-void extra_activation_backward(ExtraActivation, const float*, const float*, float*, int64_t, float, float) {}
+void extra_activation_forward(ExtraActivation, const float*, float*, int64_t, float, float, bool) {}
+void extra_activation_backward(ExtraActivation, const float*, const float*, float*, int64_t, float, float, bool) {}
 }  // namespace avx512_impl
 #endif
 

@@ -28,11 +28,13 @@ void extra_activation_backward(ExtraActivation act, const float* grad_y, const f
                                float beta, float threshold);
 }  // namespace avx2_impl
 
-// AVX-512 float32 kernels over one contiguous range (activation_extra_avx512.cpp).
+// AVX-512 float32 kernels over one contiguous range (activation_extra_avx512.cpp); stream:
+// the output's aligned body with non-temporal stores.
 namespace avx512_impl {
-void extra_activation_forward(ExtraActivation act, const float* x, float* y, int64_t n, float beta, float threshold);
+void extra_activation_forward(ExtraActivation act, const float* x, float* y, int64_t n, float beta, float threshold,
+                              bool stream);
 void extra_activation_backward(ExtraActivation act, const float* grad_y, const float* x, float* grad_x, int64_t n,
-                               float beta, float threshold);
+                               float beta, float threshold, bool stream);
 }  // namespace avx512_impl
 
 }  // namespace cnnfast::cpu

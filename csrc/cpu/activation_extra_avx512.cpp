@@ -22,25 +22,14 @@ using namespace cnnfast::avx512;
 inline __m512 set1(float v) { return _mm512_set1_ps(v); }
 
 template <class F>
-inline void map1(const float* x, float* y, int64_t n, F f) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
-  if (i < n) {
-    const __mmask16 m = tail_mask16(n - i);
-    store_lanes(y + i, m, f(load_lanes(m, x + i)));
-  }
+inline void map1(const float* x, float* y, int64_t n, F f, bool stream) {
+  stream_map(y, n, f, stream, x);
 }
 
 // gx = gy * d(x)
 template <class F>
-inline void map_grad(const float* gy, const float* x, float* gx, int64_t n, F d) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(gx + i, _mm512_mul_ps(_mm512_loadu_ps(gy + i), d(_mm512_loadu_ps(x + i))));
-  if (i < n) {
-    const __mmask16 m = tail_mask16(n - i);
-    store_lanes(gx + i, m, _mm512_mul_ps(load_lanes(m, gy + i), d(load_lanes(m, x + i))));
-  }
+inline void map_grad(const float* gy, const float* x, float* gx, int64_t n, F d, bool stream) {
+  stream_map(gx, n, [&](__m512 g, __m512 v) { return _mm512_mul_ps(g, d(v)); }, stream, gy, x);
 }
 
 // n / d for a positive, normal, finite d (div_1to2's refinement holds for any such d).
@@ -174,47 +163,48 @@ inline __m512 erf16(__m512 x) {
 
 }  // namespace
 
-void extra_activation_forward(ExtraActivation act, const float* x, float* y, int64_t n, float beta, float threshold) {
+void extra_activation_forward(ExtraActivation act, const float* x, float* y, int64_t n, float beta, float threshold,
+                              bool stream) {
   const __m512 zero = _mm512_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map1(x, y, n, [&](__m512 v) { return gelu16(v); });
+      return map1(x, y, n, [&](__m512 v) { return gelu16(v); }, stream);
     case ExtraActivation::GELUTanh:
-      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, sigmoid16(gelu_tanh_arg16(v))); });
+      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, sigmoid16(gelu_tanh_arg16(v))); }, stream);
     case ExtraActivation::Hardswish:
       // max/min return their second operand for NaN, so NaN reaches the product.
       return map1(x, y, n, [&](__m512 v) {
         __m512 r = _mm512_min_ps(six, _mm512_max_ps(zero, _mm512_add_ps(v, three)));
         return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, three, _CMP_GE_OQ),
                                     _mm512_mul_ps(_mm512_mul_ps(v, r), set1(1.0f / 6.0f)), v);
-      });
+      }, stream);
     case ExtraActivation::Hardsigmoid:
       return map1(x, y, n, [&](__m512 v) {
         // (x + 3) / 6: x + 3 is exact near -3, where x / 6 + 1/2 would cancel.
         return _mm512_min_ps(one, _mm512_max_ps(zero, _mm512_mul_ps(_mm512_add_ps(v, three), set1(1.0f / 6.0f))));
-      });
+      }, stream);
     case ExtraActivation::ReLU6:
-      return map1(x, y, n, [&](__m512 v) { return _mm512_min_ps(six, _mm512_max_ps(zero, v)); });
+      return map1(x, y, n, [&](__m512 v) { return _mm512_min_ps(six, _mm512_max_ps(zero, v)); }, stream);
     case ExtraActivation::Mish:
-      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, tanh_softplus16(v)); });
+      return map1(x, y, n, [&](__m512 v) { return _mm512_mul_ps(v, tanh_softplus16(v)); }, stream);
     case ExtraActivation::Softplus: {
       const __m512 b = set1(beta), th = set1(threshold), inv_b = set1(1.0f / beta);
       return map1(x, y, n, [&](__m512 v) {
         __m512 z = _mm512_mul_ps(b, v);
         return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, th, _CMP_GT_OQ), _mm512_mul_ps(softplus16(z), inv_b), v);
-      });
+      }, stream);
     }
     case ExtraActivation::Erf:
-      return map1(x, y, n, [&](__m512 v) { return erf16(v); });
+      return map1(x, y, n, [&](__m512 v) { return erf16(v); }, stream);
   }
 }
 
 void extra_activation_backward(ExtraActivation act, const float* gy, const float* x, float* gx, int64_t n, float beta,
-                               float threshold) {
+                               float threshold, bool stream) {
   const __m512 zero = _mm512_setzero_ps(), one = set1(1.0f), three = set1(3.0f), six = set1(6.0f);
   switch (act) {
     case ExtraActivation::GELU:
-      return map_grad(gy, x, gx, n, [&](__m512 v) { return gelu_grad16(v); });
+      return map_grad(gy, x, gx, n, [&](__m512 v) { return gelu_grad16(v); }, stream);
     case ExtraActivation::GELUTanh:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         __m512 s = sigmoid16(gelu_tanh_arg16(v));
@@ -223,40 +213,40 @@ void extra_activation_backward(ExtraActivation act, const float* gy, const float
                                    _mm512_fmadd_ps(set1(3.0f * 0.044715f), _mm512_mul_ps(v, v), one));
         __m512 ds = _mm512_mul_ps(_mm512_mul_ps(s, _mm512_sub_ps(one, s)), du2);
         return _mm512_fmadd_ps(v, ds, s);
-      });
+      }, stream);
     case ExtraActivation::Hardswish:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         // Multiply, then add (no FMA): the rounded product makes the slope exactly 0 at -1.5.
         __m512 d = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, three, _CMP_LT_OQ), one,
                                         _mm512_add_ps(_mm512_mul_ps(v, set1(1.0f / 3.0f)), set1(0.5f)));
         return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, set1(-3.0f), _CMP_LE_OQ), d, zero);
-      });
+      }, stream);
     case ExtraActivation::Hardsigmoid:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         const __mmask16 inside = _mm512_cmp_ps_mask(v, set1(-3.0f), _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, three, _CMP_LT_OQ);
         return _mm512_maskz_mov_ps(inside, set1(1.0f / 6.0f));
-      });
+      }, stream);
     case ExtraActivation::ReLU6:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         const __mmask16 outside = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ) | _mm512_cmp_ps_mask(v, six, _CMP_GE_OQ);
         return _mm512_maskz_mov_ps(static_cast<__mmask16>(~outside), one);
-      });
+      }, stream);
     case ExtraActivation::Mish:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         __m512 t = tanh_softplus16(v);
         return _mm512_fmadd_ps(_mm512_mul_ps(v, _mm512_fnmadd_ps(t, t, one)), sigmoid16(v), t);
-      });
+      }, stream);
     case ExtraActivation::Softplus: {
       const __m512 b = set1(beta), th = set1(threshold);
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         __m512 z = _mm512_mul_ps(b, v);
         return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, th, _CMP_GT_OQ), sigmoid16(z), one);
-      });
+      }, stream);
     }
     case ExtraActivation::Erf:
       return map_grad(gy, x, gx, n, [&](__m512 v) {
         return _mm512_mul_ps(set1(1.12837916709551257f), exp_neg_sq(v, 1.0f));
-      });
+      }, stream);
   }
 }
 

@@ -44,6 +44,45 @@ inline void store_lanes(float* p, __mmask16 m, __m512 v) {
   else _mm512_mask_storeu_ps(p, m, v);
 }
 
+// Elements before y's first 64-byte boundary (at most 15, or n if fewer), so
+// the streaming loop can use aligned non-temporal stores.
+inline int64_t head_to_aligned(const float* y, int64_t n) {
+  const int64_t past = static_cast<int64_t>((reinterpret_cast<std::uintptr_t>(y) & 63) / sizeof(float));
+  const int64_t head = past ? 16 - past : 0;
+  return head < n ? head : n;
+}
+
+// Float arrays that are not 4-byte aligned never reach a 64-byte boundary.
+inline bool can_stream(const float* y) { return (reinterpret_cast<std::uintptr_t>(y) & (sizeof(float) - 1)) == 0; }
+
+// y[i] = f(a[i], b[i]...) for one or two inputs (the elementwise kernels); stream:
+// non-temporal stores for the aligned body. Two 16-lane steps per iteration keep two exp chains in flight.
+template <class F, class... In>
+inline void stream_map(float* y, int64_t n, F f, bool stream, const In*... in) {
+  int64_t i = 0;
+  if (stream && can_stream(y)) {
+    if (const int64_t head = head_to_aligned(y, n)) {
+      const __mmask16 m = tail_mask16(head);
+      store_lanes(y, m, f(load_lanes(m, in)...));
+      i = head;
+    }
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, f(_mm512_loadu_ps(in + i)...));
+    // Orders the weakly-ordered streaming stores before whatever follows (the
+    // thread pool's hand-back of this chunk).
+    _mm_sfence();
+  }
+  for (; i + 32 <= n; i += 32) {
+    __m512 v0 = f(_mm512_loadu_ps(in + i)...);
+    __m512 v1 = f(_mm512_loadu_ps(in + i + 16)...);
+    _mm512_storeu_ps(y + i, v0);
+    _mm512_storeu_ps(y + i + 16, v1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i);
+    store_lanes(y + i, m, f(load_lanes(m, in + i)...));
+  }
+}
+
 // e^x for x already within [-104, 89] (or NaN): n = round(x*log2 e), e^r by the
 // Cephes degree-6 polynomial on |r| <= ln2/2, then scalef. Below -104 the exact
 // result rounds to 0 and above 89 to inf, which scalef produces from these ends.
