@@ -1,8 +1,8 @@
 // Weight-streaming direct convolution for layers whose weights outweigh their maps:
-// deep 3x3 layers on 7x7-14x14 maps at small batches (ResNet's layer3/layer4 at batch
-// 1-4). The forward (any stride) and the stride-1 grad_x put output positions in the vector lanes
-// and broadcast each weight straight from the (K, C, kh, kw) array, which they read
-// once, in order; grad_w writes each of its values once.
+// deep 3x3 layers on 4x4-14x14 maps at small batches (ResNet's layer3/layer4 at batch
+// 1-4). The forward (any stride) and the stride-1 grad_x put output positions in the
+// vector lanes and broadcast each weight straight from the (K, C, kh, kw) array, which
+// they read once, in order; grad_w writes each of its values once.
 //
 // Why: such a layer is bound by its weights, not its arithmetic. 3x3 C512 at 7x7 batch 1
 // does 231 MFLOP on 9.4 MB of weights, and the GEMM-based paths move the weights three
@@ -133,12 +133,8 @@ void run_rows(const RowsPass& p, const float* src, const float* bias, float* y) 
       });
 }
 
-}  // namespace
-
-namespace {
-
 // The share of (tap, output) products that read inside the image: 3x3 with padding 1
-// on 7x7 maps 0.82, 6x6 0.79, 4x4 0.69 (where the tap path, which skips the padding, wins).
+// on 7x7 maps 0.82, 6x6 0.79, 4x4 0.69 (the tap path computes only those).
 double live_density(const ConvShape& s) {
   double d = 1;
   for (int dim = 1; dim < 3; ++dim) {
@@ -181,13 +177,13 @@ bool weight_bound(const ConvShape& s) {
   return positions <= 512 && double(positions) <= 1000.0 * useful - 250.0;
 }
 
-}  // namespace
-
 // Small weights (under 64 Ki floats) are packed for the channel-vector tiles at little
 // cost, and those tiles are ahead on rows of >= 16 outputs (5x5 C32 at 9x16 batch 1:
 // 0.043 there, 0.054 ms here); where they do not apply, these passes win at any size
 // (3x3 C64 at 8x8 batch 8: 0.23 / 0.17 ms).
-static bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
+bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
+
+}  // namespace
 
 bool smallmap_forward_pays(const ConvShape& s) {
   if (!smallmap_applies(s)) return false;
