@@ -365,10 +365,11 @@ def test_conv_live_window_query():
         _C._conv_live_window([2, 4, 8, 8], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 0)
 
 
-# Batched small outputs (< 64 positions, several images): narrowing layers (C kh kw > K) run as
-# the transposed product y^T = col^T W^T on the parallel GEMM at the AVX-512 level, widening
-# ones on the packed weights; odd channel counts, 1x1 at stride 1 and 2, a dense 3x3 (too few
-# output channels for the small-map passes), batch 2-5, with bias, residual and activation.
+# Batched small outputs (< 64 positions, several images): one-group layers run as the
+# transposed product y^T = col^T W^T on the parallel GEMM at the AVX-512 level, transposed back
+# in 16 x 16 blocks (channel and position tails of every length here); odd channel counts,
+# narrowing and widening 1x1 layers at stride 1 and 2, a dense 3x3 (too few output channels
+# for the small-map passes), batch 2-40, with bias, residual and activation.
 BATCHED = {
     "1x1_narrow": ((3, 70, 6, 5), (33, 70, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
     "1x1_stride2_narrow": ((2, 97, 13, 11), (40, 97, 1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1),

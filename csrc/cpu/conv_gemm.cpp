@@ -67,13 +67,15 @@ struct BatchedBuffers {
 
 // The batched forward of one-group float32 layers on AVX-512, as the transposed product:
 // y^T (columns, K) = col^T (columns, C kh kw) x W^T on the parallel GEMM (each thread a
-// slab of output channels), then transposed into y. Why: with the weights as the packed
-// left operand and a block of images' columns per thread (below), a 1x1 layer on 7x7 maps
-// ran 25-30% behind the same product as a linear layer (2048->512, batch 8, 2 threads:
-// 2.94 against 2.22 ms back to back); this way it takes 2.56, the rest being the column
-// copy and the transpose out. Where the layer widens (C kh kw < K) the transpose out
-// outweighs that (512->2048 at 7x7 batch 8: 2.43 -> 2.57 ms), so only narrowing layers
-// take it (2048->512 at 7x7 batch 8 2.60 -> 2.41, batch 2 0.70 -> 0.58; torch 2.35, 0.55).
+// slab of output channels), then transposed into y in 16 x 16 register blocks. Why: with
+// the weights as the packed left operand and a block of images' columns per thread
+// (below), each thread streamed the whole weight and half-filled the last 32-wide panels
+// of its 196 columns (four 7x7 images): 1x1 layers on 7x7 maps ran 25-30% behind the same
+// product as a linear layer. 2 threads on Zen 5, ms, before / after (torch): 1x1 2048->512
+// at 7x7 batch 8 2.58 / 2.04 (2.31), batch 2 0.79 / 0.61 (0.61); 512->2048 batch 8 2.53 /
+// 2.22 (2.17); 1x1/2 1024->2048 at 14x14 batch 8 5.96 / 4.85 (5.21); 256->512 at 4x4
+// batch 32 0.134 / 0.115. (With a scalar transpose out, widening layers had lost: 2.43 ->
+// 2.57.) 1x1 layers copy their input rows as the column matrix.
 void forward_batched_transposed(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                                 const Epilogue* epi) {
   const int64_t K = s.K, P = s.out_size(), inS = s.in_size(), CK = s.C * s.k_size();
@@ -82,21 +84,27 @@ void forward_batched_transposed(const ConvShape& s, const float* x, const float*
   Workspace<float> col = workspace_array<float>(CK * nb * P), ct = workspace_array<float>(nb * P * K);
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t m = std::min(nb, s.N - n0), cols = m * P;
-    parallel_for(0, m, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i)
-        cmap.im2col(x + (n0 + i) * s.C * inS, col.get() + i * P, int64_t(0), P, cols);
-    });
+    if (is_pointwise(s)) {
+      // The input is the column matrix already: each channel's rows side by side.
+      parallel_for(0, s.C, 16, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t i = 0; i < m; ++i)
+            std::memcpy(col.get() + c * cols + i * P, x + ((n0 + i) * s.C + c) * P, sizeof(float) * size_t(P));
+      });
+    } else {
+      parallel_for(0, m, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) cmap.im2col(x + (n0 + i) * s.C * inS, col.get() + i * P, int64_t(0), P, cols);
+      });
+    }
     gemm(cols, K, CK, col.get(), int64_t(1), cols, w, int64_t(1), CK, ct.get(), K, false);
-    // ct (image, P, K) -> y (image, K, P), 16 channels at a time so that ct is read in runs.
-    const int64_t kblocks = (K + 15) / 16;
-    parallel_for(0, m * kblocks, 4, [&](int64_t t0, int64_t t1) {
+    // ct (image, P, K) -> y (image, K, P), 64 channels a task, in 16 x 16 register transposes.
+    const int64_t kblocks = (K + 63) / 64;
+    parallel_for(0, m * kblocks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t i = t / kblocks, k0 = (t % kblocks) * 16, k1 = std::min(K, k0 + 16);
-        float* yb = y + ((n0 + i) * K + k0) * P;
-        const float* cb = ct.get() + i * P * K + k0;
-        for (int64_t p = 0; p < P; ++p)
-          for (int64_t k = k0; k < k1; ++k) yb[(k - k0) * P + p] = cb[p * K + (k - k0)] + (bias ? bias[k] : 0.0f);
-        if (epi) epilogue_block(y, yb - y, k1 - k0, P, P, *epi);
+        const int64_t i = t / kblocks, k0 = (t % kblocks) * 64, k1 = std::min(K, k0 + 64);
+        float* yi = y + (n0 + i) * K * P;
+        avx512_impl::transpose_add_bias(ct.get() + i * P * K, P, K, bias, yi, k0, k1);
+        if (epi) epilogue_block(y, yi + k0 * P - y, k1 - k0, P, P, *epi);
       }
     });
   }
@@ -105,7 +113,7 @@ void forward_batched_transposed(const ConvShape& s, const float* x, const float*
 template <class T>
 void forward_gemm_batched(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, const Epilogue* epi) {
   if constexpr (std::is_same_v<T, float>)
-    if (s.groups == 1 && use_avx512() && s.C * s.k_size() > s.K) return forward_batched_transposed(s, x, w, bias, y, epi);
+    if (s.groups == 1 && use_avx512()) return forward_batched_transposed(s, x, w, bias, y, epi);
   const int64_t G = s.groups, Cg = s.Cg(), Kg = s.Kg(), P = s.out_size(), inS = s.in_size();
   const ColumnMap cmap(s);
   const int64_t CK = Cg * s.k_size(), nb = images_per_block(s), blocks = (s.N + nb - 1) / nb;

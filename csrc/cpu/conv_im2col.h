@@ -77,4 +77,9 @@ namespace cnnfast::cpu::avx512_impl {
 void im2col_channels(const ConvShape& s, const float* x, float* col, int64_t ld, int64_t c0, int64_t c1,
                      float* row_scratch);
 int64_t im2col_channels_scratch(const ConvShape& s);
+// y[k][p] = ct[p][k] + bias[k] (bias may be null) for channels [k0, k1) and p < P: one
+// image of a product computed as (positions, channels), ct with leading dimension ldc,
+// into NCHW y (channel planes of P).
+void transpose_add_bias(const float* ct, int64_t P, int64_t ldc, const float* bias, float* y, int64_t k0,
+                        int64_t k1);
 }  // namespace cnnfast::cpu::avx512_impl

@@ -16,6 +16,7 @@
 
 #include "cpu/conv_im2col.h"
 #include "cpu/simd_math_avx512.h"
+#include "cpu/simd_transpose_x86.h"
 
 namespace cnnfast::cpu::avx512_impl {
 
@@ -125,6 +126,26 @@ int64_t im2col_channels_scratch(const ConvShape& s) {
   // The plane with a vector of slack for the whole-vector copies, then the padded row
   // that sw = 2 splits (its loads reach 2 * phase_len).
   return g.rows * g.row_floats(sw) + 16 + 2 * g.phase_len + 32;
+}
+
+void transpose_add_bias(const float* ct, int64_t P, int64_t ldc, const float* bias, float* y, int64_t k0,
+                        int64_t k1) {
+  for (int64_t kb = k0; kb < k1; kb += 16) {
+    const int64_t nk = std::min<int64_t>(16, k1 - kb);
+    const __mmask16 km = tail_mask16(nk);
+    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+      const int64_t np = std::min<int64_t>(16, P - p0);
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = i < np ? _mm512_maskz_loadu_ps(km, ct + (p0 + i) * ldc + kb) : _mm512_setzero_ps();
+      CNNFAST_ISA_NS::transpose16(r);
+      const __mmask16 pm = tail_mask16(np);
+      for (int64_t j = 0; j < nk; ++j) {
+        const __m512 v = bias ? _mm512_add_ps(r[j], _mm512_set1_ps(bias[kb + j])) : r[j];
+        store_lanes(y + (kb + j) * P + p0, pm, v);
+      }
+    }
+  }
 }
 
 }  // namespace cnnfast::cpu::avx512_impl
