@@ -163,3 +163,13 @@ def test_transposed_layer_reaches_them():
     assert _rel(y, yt.detach().numpy()) < 2e-6
     assert _rel(gx, xt.grad.numpy()) < 2e-6
     assert _rel(gw, wt.grad.numpy()) < 2e-6
+
+
+@pytest.mark.skipif(not TAKES_PASSES, reason="these passes need AVX-512 at full rate")
+def test_strided_forward_only_at_few_positions():
+    # Strided layers pay for their phase planes: the forward takes these passes up to 256
+    # output positions per call (batch 4 of a 3x3/2 layer on 14x14), grad_w up to the same
+    # limits as stride 1.
+    for n, forward in ((4, "smallmap"), (8, "gemm")):
+        plan = _C._conv_auto_plan([n, 512, 14, 14], [512, 512, 3, 3], [2, 2], [[1, 1], [1, 1]], [1, 1], 1)
+        assert plan["forward"] == forward and plan["grad_weight"] == "smallmap", (n, plan)

@@ -161,20 +161,22 @@ double lane_share(const ConvShape& s) {
 // positions per call that grows with it. Zen 5, 2 threads, ms, the paths before against
 // these (torch in brackets): 3x3 C512 at 7x7 batch 1 forward 1.97 / 0.78 (1.28), grad_x
 // 2.13 / 0.73 (1.17), grad_w 2.02 / 0.96 (1.50); batch 4 forward 3.87 / 2.80, batch 8
-// (392 positions) 5.15 / 5.0-5.5; C256 at 14x14 batch 1 1.28 / 0.68, batch 2 1.59 / 1.29,
+// (392 positions, below) 5.15 / 5.0-5.5; C256 at 14x14 batch 1 1.28 / 0.68, batch 2 1.59 / 1.29,
 // batch 4 (784, Winograd's) 2.55 / 2.65; C256 at 6x6 batch 2 0.62 / 0.32; C512 at 4x4
 // batch 1 1.20 / 0.41, batch 4 1.71 / 1.28, batch 16 (256) 3.5 / 5.0; C256 at 4x4 batch 1
 // 0.27 / 0.13, batch 4 0.42 / 0.36, batch 8 (128) 0.59 / 0.71; C256 at 6x6 batch 4 0.64 /
 // 0.56; C256 at 8x8 batch 8 (512) 1.81 / 1.61 is left out by the line; C512 at 5x5 batch 1
 // 1.48 / 0.53, batch 4 2.07 / 1.86; 5x5 C256 at 7x7 batch 1 1.72 / 0.66, batch 2 1.48 /
-// 1.08, batch 4 2.02 / 2.07; C64 at 8x8 batch 8 0.23 / 0.17; C128 at 28x28 batch 1 (784)
+// 1.08, batch 4 2.02 / 2.07; C512 at 7x7 batch 8 (392 at a 0.63 share) forward / grad_x /
+// grad_w 6.05 / 6.08 / 5.43 against 5.51 / 5.35 / 5.11; C64 at 8x8 batch 8 0.23 / 0.17; C128 at 28x28 batch 1 (784)
 // 0.62 / 0.67. Stride 2 (forward): C256->512 at 14x14 batch 1 0.67 / 0.40 (torch 0.62),
-// batch 2 1.10 / 0.79; C128->256 at 28x28 batch 4 (784) 1.47 / 1.85.
+// batch 2 1.10 / 0.79; C128->256 at 28x28 batch 4 (784) 1.47 / 1.85 (and see
+// smallmap_forward_pays); grad_w at stride 2: C512 at 14x14 batch 8 5.42 / 4.69.
 bool weight_bound(const ConvShape& s) {
   if (!smallmap_applies(s) || s.k_size() == 1 || s.K < 16 || s.C < 16) return false;
   const double useful = lane_share(s) * live_density(s);
   const int64_t positions = s.N * s.out_size();
-  return positions <= 512 && double(positions) <= 1000.0 * useful - 250.0;
+  return positions <= 512 && double(positions) <= 1050.0 * useful - 250.0;
 }
 
 // Small weights (under 64 Ki floats) are packed for the channel-vector tiles at little
@@ -188,7 +190,11 @@ bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
 bool smallmap_forward_pays(const ConvShape& s) {
   if (!smallmap_applies(s)) return false;
   if (smallmap_override() >= 0) return smallmap_override() == 1;
-  return weight_bound(s) && choose_algo(s, true) != ConvAlgo::Winograd && (big_weights(s) || !kvec_taps_pays(s));
+  // Strided layers pay for their phase planes and meet an im2col that shrinks with the
+  // stride: 3x3/2 C512 at 14x14 batch 4 (196 positions) 3.10 / 3.01 ms, batch 8 (392) 5.0 / 5.8.
+  const bool strided = s.stride[1] * s.stride[2] > 1;
+  return weight_bound(s) && (!strided || s.N * s.out_size() <= 256) && choose_algo(s, true) != ConvAlgo::Winograd &&
+         (big_weights(s) || !kvec_taps_pays(s));
 }
 
 bool smallmap_data_pays(const ConvShape& s) {
