@@ -184,3 +184,21 @@ def test_auto_takes_winograd_on_7x7_maps_with_enough_tiles(rng):
             assert_close(auto, forced, rtol=1e-4, atol=1e-4)
         ref = TF.conv2d(torch.from_numpy(np.array(x.data)).double(), torch.from_numpy(w).double(), padding=1)
         assert_close(auto, ref.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_widening_layers_from_16_channels_run_their_forward_on_the_gemm(rng):
+    # With 16 input channels per group Winograd's small GEMMs are 16 deep and a widening
+    # layer's output transform dominates: Auto's forward takes the GEMM, grad_x keeps
+    # Winograd; 32 -> 16 and 32 -> 64 keep Winograd for both.
+    plan = _C._conv_auto_plan([8, 16, 56, 56], [32, 16, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+    assert plan["forward"] == "gemm" and plan["grad_input"] == "winograd", plan
+    for k in (16, 64):
+        plan = _C._conv_auto_plan([8, 32, 56, 56], [k, 32, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 1)
+        assert plan["forward"] == "winograd" and plan["grad_input"] == "winograd", plan
+    x = rng.standard_normal((2, 16, 23, 23)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    auto = _C.conv_forward(x, w, None, *args)
+    assert np.array_equal(auto, _C.conv_forward(x, w, None, *args, "gemm"))
+    ref = TF.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1).numpy()
+    assert_close(auto, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

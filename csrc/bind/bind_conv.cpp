@@ -461,7 +461,8 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
     if (pass == Pass::Data && cpu::conv_detail::kvec_taps_data_pays(s)) return "kvec";
     if (pass == Pass::Weight && cpu::conv_detail::kvec_weight_pays(s)) return "kvec";
     if (cpu::conv_detail::grouped_direct_applicable(s, pass)) return "direct";
-    return cpu::choose_algo(s, true) == ConvAlgo::Winograd ? "winograd" : "gemm";
+    const ConvAlgo a = pass == Pass::Forward ? cpu::choose_forward_algo(s, true) : cpu::choose_algo(s, true);
+    return a == ConvAlgo::Winograd ? "winograd" : "gemm";
   };
   py::dict d;
   d["forward"] = name(Pass::Forward);

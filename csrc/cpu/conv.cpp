@@ -53,6 +53,17 @@ ConvAlgo choose_algo(const ConvShape& s, bool is_float32) {
   return ConvAlgo::Gemm;
 }
 
+// With 16 input channels per group Winograd's 36 small GEMMs are 16 deep, and a widening
+// layer's forward spends most of its time in the output transform of twice as many
+// channels: 2 threads on Zen 5, ms, Winograd / GEMM, forward: 3x3 C16->32 at 56x56 batch 8
+// 1.69 / 1.11, at 32x32 batch 32 2.17 / 1.49, at 128x128 batch 4 3.49 / 3.32. Not grad_x,
+// whose narrowing pass gains at 128x128 (3.29 / 3.97) what it loses on smaller maps
+// (1.64 / 1.31, 2.14 / 1.49).
+ConvAlgo choose_forward_algo(const ConvShape& s, bool is_float32) {
+  const ConvAlgo a = choose_algo(s, is_float32);
+  return a == ConvAlgo::Winograd && s.Cg() < 32 && s.Kg() > s.Cg() ? ConvAlgo::Gemm : a;
+}
+
 namespace {
 
 // Forced Winograd keeps the user's 3x3 kernel; every other choice runs on the live taps.
@@ -86,7 +97,7 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
   if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
   if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
     return dilated_forward_winograd(s, x, w, bias, y);
-  if (algo == ConvAlgo::Auto) algo = choose_algo(s, std::is_same_v<T, float>);
+  if (algo == ConvAlgo::Auto) algo = choose_forward_algo(s, std::is_same_v<T, float>);
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
                        bias, y);

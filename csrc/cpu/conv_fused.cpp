@@ -173,7 +173,7 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
     if (packed && algo == ConvAlgo::Auto && kvec_taps_pays(s, true))
       return forward_kvec_taps(s, x, w, bias, y, packed->kvec(), &e);
   }
-  ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_algo(s, is_f32<T>) : algo;
+  ConvAlgo chosen = algo == ConvAlgo::Auto ? choose_forward_algo(s, is_f32<T>) : algo;
   // Few output positions in all (batch 1 on 14x14): Winograd's per-call filter
   // transform (9.4 MB for 256 channels) outweighs the multiplies it saves
   // (ResNet-50's 256-channel 3x3 at 14x14, batch 1, one thread: 5.2 ms against
