@@ -62,6 +62,11 @@ void flip_swap_weights(const ConvShape& s, const T* w, T* wt) {
           wt[((g * Cg + c) * Kg + k) * taps + (taps - 1 - t)] = w[((g * Kg + k) * Cg + c) * taps + t];
 }
 
+// A 2-D layer in the (D = 1, H, W) form: no depth extent, kernel or depth padding.
+inline bool is_two_d(const ConvShape& s) {
+  return s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
+}
+
 // A depthwise layer: one input channel per group.
 inline bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.Cg() == 1; }
 // Whether a float32 depthwise layer runs on avx512_impl::dw_rows_plane (conv_depthwise.cpp).

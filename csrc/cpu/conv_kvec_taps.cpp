@@ -59,9 +59,8 @@ int64_t bordered_extent(const ConvShape& s, int d) {
 // dilation, and a bordered image of fewer than 2^31 floats (the tap offsets are int32).
 bool bordered_tiles_apply(const ConvShape& s) {
   if (!use_avx512() || !avx512_full_rate()) return false;
-  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
   const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
-  return two_d && s.groups == 1 && stride_1_or_2 && s.dil[1] == 1 && s.dil[2] == 1 &&
+  return is_two_d(s) && s.groups == 1 && stride_1_or_2 && s.dil[1] == 1 && s.dil[2] == 1 &&
          s.C * bordered_extent(s, 1) * bordered_extent(s, 2) < (int64_t(1) << 31);
 }
 

@@ -51,8 +51,7 @@ int smallmap_override() {
 }
 
 bool smallmap_applies(const ConvShape& s) {
-  const bool two_d = s.in[0] == 1 && s.out[0] == 1 && s.k[0] == 1 && s.pad0[0] == 0 && s.pad1[0] == 0;
-  return use_avx512() && avx512_full_rate() && two_d && s.groups == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 &&
+  return use_avx512() && avx512_full_rate() && is_two_d(s) && s.groups == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 &&
          s.pad1[1] >= 0 && s.pad1[2] >= 0;
 }
 
