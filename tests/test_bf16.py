@@ -13,16 +13,22 @@ from cnnfast import _C
 ml_dtypes = pytest.importorskip("ml_dtypes")
 torch = pytest.importorskip("torch")
 BF16 = ml_dtypes.bfloat16
-PATHS = ["amx", "avx512_bf16", "fallback"]
+# "amx" runs the AMX GEMM passes (im2col packing) only; "amx_direct" forces the direct AMX
+# passes (conv_bf16_direct_amx.cpp) wherever they apply: 2-D, 16+ channels and filters
+# per group. Auto chooses between the two by shape.
+PATHS = ["amx", "amx_direct", "avx512_bf16", "fallback"]
 
 
 @pytest.fixture(params=PATHS)
 def path(request):
-    if request.param not in _C.bf16_paths():
-        pytest.skip(f"{request.param} not available here ({_C.amx_permission()})")
-    _C.set_bf16_path(request.param)
+    kernel_path = request.param.replace("_direct", "")
+    if kernel_path not in _C.bf16_paths():
+        pytest.skip(f"{kernel_path} not available here ({_C.amx_permission()})")
+    _C.set_bf16_path(kernel_path)
+    _C._set_bf16_direct("on" if request.param == "amx_direct" else "off")
     yield request.param
     _C.set_bf16_path("auto")
+    _C._set_bf16_direct("auto")
 
 
 def r64(a):
@@ -50,6 +56,15 @@ CASES = [  # N, C, K, in, k, stride, dilation, groups, pads
     (1, 6, 9, (9, 17), (3, 5), (1, 1), (1, 2), 3, [(0, 2), (2, 2)]),
     (2, 70, 20, (5, 33), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (2, 3, 4, (41,), (5,), (1,), (3,), 1, [(4, 1)]),
+    # The direct AMX passes: channel and filter counts off the 32-blocks, stride 2 and 3
+    # (phase planes), dilation, groups of 16+, a 1x1 stride-2 kernel (one phase of four).
+    (1, 48, 20, (7, 11), (3, 3), (1, 1), (1, 1), 1, [(1, 0), (2, 1)]),
+    (3, 16, 16, (5, 5), (3, 3), (2, 2), (1, 1), 1, [(1, 1), (1, 1)]),
+    (2, 64, 64, (9, 13), (3, 3), (3, 3), (1, 1), 2, [(0, 2), (1, 1)]),
+    (2, 32, 48, (10, 10), (3, 3), (1, 1), (2, 2), 1, [(2, 2), (2, 2)]),
+    (2, 64, 96, (4, 4), (1, 1), (2, 2), (1, 1), 1, [(0, 0), (0, 0)]),
+    (2, 35, 33, (16, 16), (5, 5), (2, 2), (1, 1), 1, [(2, 2), (2, 2)]),
+    (1, 17, 70, (33, 9), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (0, 2)]),
     # Maps smaller than the kernel: taps that read only padding are dropped (live_taps).
     (2, 16, 24, (1, 2), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (3, 6, 4, (2, 3), (3, 5), (2, 1), (1, 1), 2, [(2, 1), (0, 3)]),
@@ -83,7 +98,7 @@ def test_conv_all_passes(path, case, dtype, rng):
     close(gb, cast(g).astype(np.float64).sum(axis=(0,) + tuple(range(2, 2 + nd))), g.size)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[7], CASES[8], CASES[10]],
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[7], CASES[8], CASES[10], CASES[12], CASES[15]],
                          ids=lambda c: f"{c[3]}-g{c[7]}")
 def test_conv_thread_splits_agree(path, case, rng):
     """Threads split columns (positions) or rows (filters, input channels: small maps with
@@ -173,6 +188,18 @@ def test_bad_input(rng):
         _C.set_bf16_path("tpu")
     with pytest.raises(ValueError, match="float16"):
         cnnfast.autocast(dtype="float16")
+
+
+def test_direct_setting():
+    before = _C._bf16_direct()
+    try:
+        for mode in ("on", "off", "auto"):
+            _C._set_bf16_direct(mode)
+            assert _C._bf16_direct() == mode
+        with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
+            _C._set_bf16_direct("fast")
+    finally:
+        _C._set_bf16_direct(before)
 
 
 def test_amx_refused_falls_back():

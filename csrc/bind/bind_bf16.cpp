@@ -329,6 +329,10 @@ void bind_bf16(py::module_& m) {
       "set_bf16_path", [](const std::string& name) { cpu::set_bf16_path(cpu::parse_bf16_path(name)); },
       py::arg("path"), "Force a bfloat16 path ('amx', 'avx512_bf16', 'fallback'; ValueError if it cannot run here), or 'auto' "
       "(the default: the best path available at each call).");
+  m.def("_set_bf16_direct", &cpu::set_bf16_direct, py::arg("mode"),
+        "The direct AMX convolution passes (no im2col): 'auto' (the shape decides; the default), 'on' "
+        "(wherever they apply: 2-D, 16+ channels and filters per group) or 'off'. For tests and A/B timings.");
+  m.def("_bf16_direct", &cpu::bf16_direct, "The direct AMX passes' setting: 'auto', 'on' or 'off'.");
   m.def("bf16_paths", [] {
     std::vector<std::string> v;
     for (auto p : {cpu::Bf16Path::AMX, cpu::Bf16Path::AVX512BF16, cpu::Bf16Path::Fallback})

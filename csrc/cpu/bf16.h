@@ -30,6 +30,10 @@ Bf16Path best_bf16_path();                       // the fastest path available
 std::string bf16_path_name(Bf16Path p);          // "amx", "avx512_bf16", "fallback"
 Bf16Path parse_bf16_path(const std::string& s);  // "auto" or a path name; ValueError on an unknown name
 bool bf16_path_available(Bf16Path p, std::string* why = nullptr);
+// The direct AMX convolution passes (no im2col; conv_bf16_direct_amx.cpp): "auto" (the
+// shape decides, the default), "on" (wherever they apply) or "off"; ValueError otherwise.
+void set_bf16_direct(const std::string& mode);
+std::string bf16_direct();
 // "granted", "not supported by this CPU", or why Linux refused the tile state.
 std::string amx_permission_status();
 
@@ -84,6 +88,14 @@ void conv_backward_weight(Bf16Path p, const ConvShape& s, const T* gy, const T* 
 template <class T>
 void gemm(Bf16Path p, int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B,
           int64_t rs_b, int64_t cs_b, float* C, int64_t ldc, bool accumulate);
+// Direct AMX convolution with no im2col (conv_bf16_direct_amx.cpp): 2-D, 16+ channels
+// and filters per group; w_rs / w_col as conv_forward above.
+bool direct_applicable(const ConvShape& s);
+template <class T>
+void conv_forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                         const float* bias, float* y);
+template <class T>
+void conv_backward_weight_direct(const ConvShape& s, const T* gy, const T* x, float* gw);
 // Independent TDPBF16PS on four accumulator tiles; returns a value so the loop is kept.
 float amx_loop(int64_t iters);
 constexpr int64_t kAmxFlopsPerIter = 4 * 16 * 16 * 32 * 2;

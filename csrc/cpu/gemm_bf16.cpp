@@ -66,6 +66,7 @@ int initial_path() {
 
 std::string amx_permission_status() { return amx_status(); }
 
+
 bool bf16_path_available(Bf16Path p, std::string* why) {
   auto no = [&](const std::string& reason) {
     if (why) *why = reason;
@@ -173,6 +174,47 @@ std::vector<int64_t> window_columns(const ConvShape& s, const TapWindow& t) {
   return col;
 }
 
+// The direct AMX passes (conv_bf16_direct_amx.cpp): -2 not read yet, -1 the shape decides,
+// 0 off, 1 on wherever they apply. CNNFAST_BF16_DIRECT=0|1 sets it at the first call.
+namespace {
+std::atomic<int> g_direct{-2};
+
+int direct_override() {
+  int v = g_direct.load(std::memory_order_relaxed);
+  if (v == -2) {
+    const char* e = std::getenv("CNNFAST_BF16_DIRECT");
+    int expected = -2;
+    g_direct.compare_exchange_strong(expected, e && *e ? (std::strcmp(e, "0") == 0 ? 0 : 1) : -1);
+    v = g_direct.load();
+  }
+  return v;
+}
+
+bool use_direct(const ConvShape& s) {
+  if (!amx_impl::direct_applicable(s)) return false;
+  const int o = direct_override();
+  if (o >= 0) return o == 1;
+  // Measured on a 2-core Sapphire Rapids class Xeon (benchmarks/RESULTS.md): the direct
+  // passes win from about 2048 output positions per call while the weights stay small;
+  // deep layers (256 x 256 x 3 x 3 and up) run faster on the GEMM, which splits their
+  // weights between the threads.
+  const int64_t positions = s.N * s.out_size(), weights = s.Kg() * s.Cg() * s.k_size();
+  return positions >= 2048 && weights <= (int64_t(1) << 18);
+}
+}  // namespace
+
+void set_bf16_direct(const std::string& mode) {
+  if (mode == "auto") g_direct.store(-1);
+  else if (mode == "on") g_direct.store(1);
+  else if (mode == "off") g_direct.store(0);
+  else throw ValueError(cat("mode: expected 'auto', 'on' or 'off', got '", mode, "'"));
+}
+
+std::string bf16_direct() {
+  const int v = direct_override();
+  return v < 0 ? "auto" : v ? "on" : "off";
+}
+
 template <class T>
 void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
   const TapWindow t = live_taps(s);
@@ -183,6 +225,7 @@ void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* 
   const int64_t rs = s.Cg() * s.k_size();
   const int64_t* cp = t.full ? nullptr : col.data();
   const Bf16Path p = bf16_path();
+  if (p == Bf16Path::AMX && use_direct(S)) return amx_impl::conv_forward_direct<T>(S, x, w, rs, cp, bias, y);
   if (p != Bf16Path::Fallback) return amx_impl::conv_forward<T>(p, S, x, w, rs, cp, bias, y);
   generic_isa::conv_forward_impl<generic_isa::FallbackKern, T>(S, x, w, rs, cp, bias, y);
 }
@@ -198,7 +241,6 @@ void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* 
 // C256 8x8 4.07 / 3.77, C512 4x4 5.85 / 4.07. False when the shape is not taken.
 template <class T>
 bool backward_data_as_forward(const ConvShape& s, const T* gy, const T* w, float* gx) {
-  if (s.in[2] < 16) return false;
   ConvShape f = s;
   f.C = s.K;
   f.K = s.C;
@@ -210,6 +252,8 @@ bool backward_data_as_forward(const ConvShape& s, const T* gy, const T* w, float
     f.pad1[d] = s.dil[d] * (s.k[d] - 1) - s.pad1[d];
     if (f.pad0[d] < 0 || f.pad1[d] < 0) return false;
   }
+  // The direct AMX forward has no scatter to avoid and wins on smaller maps too.
+  if (s.in[2] < 16 && !(bf16_path() == Bf16Path::AMX && use_direct(f))) return false;
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ks = s.k_size();
   // w (K, Cg, kd, kh, kw) -> wf (C, Kg, kd, kh, kw): wf[g*Cg + c][k][t] = w[g*Kg + k][c][ks - 1 - t]
   // (reversing the flattened taps reverses each spatial axis).
@@ -248,7 +292,8 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
   float* G = t.full ? gw : gwin.data();
   const Bf16Path p = bf16_path();
-  if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
+  if (p == Bf16Path::AMX && use_direct(S)) amx_impl::conv_backward_weight_direct<T>(S, gy, x, G);
+  else if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
   else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
   if (t.full) return;
   const std::vector<int64_t> col = window_columns(s, t);
@@ -352,6 +397,17 @@ void gemm(Bf16Path, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const
 CNNFAST_STUB_INST(float)
 CNNFAST_STUB_INST(uint16_t)
 #undef CNNFAST_STUB_INST
+bool direct_applicable(const ConvShape&) { return false; }
+template <class T>
+void conv_forward_direct(const ConvShape&, const T*, const T*, int64_t, const int64_t*, const float*, float*) {}
+template void conv_forward_direct<float>(const ConvShape&, const float*, const float*, int64_t, const int64_t*,
+                                         const float*, float*);
+template void conv_forward_direct<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, int64_t,
+                                            const int64_t*, const float*, float*);
+template <class T>
+void conv_backward_weight_direct(const ConvShape&, const T*, const T*, float*) {}
+template void conv_backward_weight_direct<float>(const ConvShape&, const float*, const float*, float*);
+template void conv_backward_weight_direct<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, float*);
 float amx_loop(int64_t) { return 0.0f; }
 float dpbf16_loop(int64_t) { return 0.0f; }
 void round_array(const float*, uint16_t*, int64_t) {}

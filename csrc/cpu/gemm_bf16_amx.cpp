@@ -3,8 +3,9 @@
 // gemm_bf16.cpp has checked the CPU, the SIMD level and (for AMX) the OS permission.
 #include <immintrin.h>
 
-#include "cpu/bf16_impl.h"
 #include "cpu/bf16.h"
+#include "cpu/bf16_impl.h"
+#include "cpu/bf16_pack_avx512.h"
 
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
 namespace {
@@ -20,25 +21,22 @@ struct Avx512Pack : ScalarPack {
   }
   static void cvt(const uint16_t* s, int64_t n, uint16_t* d) { std::memcpy(d, s, 2 * n); }
   static void interleave(const float* r0, const float* r1, uint16_t* d) {
-    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                                         5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1), _mm512_loadu_ps(r0));
-    _mm512_storeu_si512(d, _mm512_permutexvar_epi16(idx, v));
+    _mm512_storeu_si512(d, bf16_pairs_of(r0, r1));
   }
   static void interleave(const uint16_t* r0, const uint16_t* r1, uint16_t* d) {
-    _mm512_storeu_si512(d, pairs(r0, r1));
+    _mm512_storeu_si512(d, bf16_pairs_of(r0, r1));
   }
   // 16 columns n of 32 bf16 k (16 k pairs) each -> one B tile: a 16 x 16 transpose of pairs.
   static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
     __m512i r[16];
     for (int n = 0; n < 16; ++n) r[n] = _mm512_loadu_si512(s + n * ld);
-    transpose16(r, d);
+    transpose16x16_words(r, d);
   }
   // 32 rows k of 16 bf16 m -> one A tile: rows k, k+1 into pairs, then the pairs transposed.
   static void transpose_a(const uint16_t* s, int64_t ld, uint16_t* d) {
     __m512i r[16];
-    for (int p = 0; p < 16; ++p) r[p] = pairs(s + 2 * p * ld, s + (2 * p + 1) * ld);
-    transpose16(r, d);
+    for (int p = 0; p < 16; ++p) r[p] = bf16_pairs_of(s + 2 * p * ld, s + (2 * p + 1) * ld);
+    transpose16x16_words(r, d);
   }
 
   // ScalarPack::add_transposed with whole 16 x 16 blocks transposed in registers.
@@ -49,7 +47,7 @@ struct Avx512Pack : ScalarPack {
       for (int64_t mb = 0; mb < M16; mb += 16) {
         __m512i r[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(_mm512_loadu_ps(C + (mb + i) * ldc + nb));
-        transpose16(r, t);
+        transpose16x16_words(r, t);
         for (int n = 0; n < 16; ++n) {
           float* d = dst + (nb + n) * ld + mb;
           _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_load_ps(reinterpret_cast<const float*>(t + n * 32))));
@@ -59,54 +57,7 @@ struct Avx512Pack : ScalarPack {
     if (N16 < N) ScalarPack::add_transposed(C + N16, ldc, M, N - N16, dst + N16 * ld, ld);
   }
 
- private:
-  static __m512i pairs(const uint16_t* r0, const uint16_t* r1) {
-    const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
-    const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
-    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-  }
-  // d row c (32 words) = 32-bit element c of r[0..15]: unpacks within 128-bit lanes give
-  // 4-element column pieces, two rounds of lane shuffles put the pieces in order.
-  static void transpose16(const __m512i* r, uint16_t* d) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 8; ++i) {
-      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) {
-      u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-      u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-      u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-      u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    // u[4i + q], lane L = rows 4i..4i+3 of column 4L + q.
-    for (int q = 0; q < 4; ++q) {
-      const __m512i a_lo = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44), a_hi = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
-      const __m512i b_lo = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44);
-      const __m512i b_hi = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
-      _mm512_storeu_si512(d + (0 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0x88));
-      _mm512_storeu_si512(d + (4 + q) * 32, _mm512_shuffle_i32x4(a_lo, b_lo, 0xDD));
-      _mm512_storeu_si512(d + (8 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0x88));
-      _mm512_storeu_si512(d + (12 + q) * 32, _mm512_shuffle_i32x4(a_hi, b_hi, 0xDD));
-    }
-  }
 };
-
-// Palette 1, every tile 16 rows x 64 bytes: C in tmm0-3, A in tmm4-5, B in tmm6-7.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-void configure_tiles() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
-}
 
 // 2x2 tiles of C (32 x 32) per pass: each A and B tile load feeds two TDPBF16PS.
 template <bool TwoM, bool TwoN>

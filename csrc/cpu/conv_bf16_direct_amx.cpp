@@ -1,0 +1,505 @@
+// Direct bf16 convolution on AMX tiles, with no im2col: the forward (and grad_x of
+// stride-1 layers, run as a forward) and grad_w of 2-D convolutions.
+//
+// Why: the GEMM passes (bf16_impl.h) build every tile of the im2col matrix with AVX-512
+// before a TDPBF16PS reads it, and at 16 x 16 x 32 products per 16 cycles AMX is far
+// faster than that packing: 3x3 layers ran at 5-15% of the tile peak. Here x is put once
+// into a layout a tile load reads straight from, at any kernel tap:
+//
+// * Positions: x zero-padded and split into stride x stride phase planes (one plane
+//   for stride 1), every image's plane of Hs x Ws laid end to end. Output (n, oh, ow) is
+//   grid position q = n*Hs*Ws + oh*Ws + ow; kernel tap (kh, kw) reads phase
+//   ((kh*dil) % s, (kw*dil) % s) at q + (kh*dil / s)*Ws + kw*dil / s. Columns ow >= Wout
+//   and rows oh >= Hout of the grid are computed and dropped.
+// * Forward: C (16 filters x 16 positions) += A (16 filters x 32 channels, one tap) *
+//   B (32 channels x 16 positions). B is a plain tile load from x stored as channel
+//   pairs interleaved ([phase][c/2][q][2]), shifted by the tap's offset; A is the
+//   weights, pre-tiled per (filter block, tap, channel block). The output rows are
+//   filters, i.e. NCHW rows: the epilogue copies runs of valid positions into y.
+// * grad_w: C (16 channels x 16 filters, one tap) += A (16 channels x 32 positions) *
+//   B (32 positions x 16 filters). A rows are x's phase planes read at any shift
+//   ([phase][c][q], plain bf16); B is grad_y on the output grid, transposed and paired
+//   once into tiles ([q/32][k/16] of 16 position pairs x 16 filters x 2).
+//
+// Four accumulator tiles (2 x 2) per step: four tile loads feed four TDPBF16PS.
+#include <immintrin.h>
+
+#include <type_traits>
+
+#include "cpu/bf16.h"
+#include "cpu/bf16_impl.h"
+#include "cpu/bf16_pack_avx512.h"
+
+namespace cnnfast::cpu::CNNFAST_ISA_NS {
+namespace {
+
+struct TileScope {
+  TileScope() { configure_tiles(); }
+  ~TileScope() { _tile_release(); }
+};
+
+inline void bf16_store16(const float* s, uint16_t* d) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s)));
+}
+inline void bf16_store16(const uint16_t* s, uint16_t* d) { std::memcpy(d, s, 32); }
+
+constexpr int64_t kMaxTaps = 64;
+constexpr int64_t kMaxChunk = 32;  // position blocks of 32 per chunk
+
+// The grid geometry shared by the passes.
+struct Geom {
+  int64_t sh, sw, Hp, Wp, Hs, Ws, PL, phases, Ho, Wo, H, W, ph0, pw0;
+  int64_t Q;        // grid positions computed: a multiple of 32 covering every valid one
+  int64_t max_off;  // the largest tap offset
+  int64_t Qx;       // positions stored per plane: Q + max_off + a tile's overrun, zeros past the data
+  // No std::vector in an ISA object (cmake/check_isa_symbols.py): taps are capped (kMaxTaps).
+  int64_t tap_phase[kMaxTaps], tap_off[kMaxTaps];
+  bool phase_used[kMaxTaps] = {};
+  explicit Geom(const ConvShape& s)
+      : sh(s.stride[1]), sw(s.stride[2]), Hp(s.in[1] + s.pad0[1] + s.pad1[1]), Wp(s.in[2] + s.pad0[2] + s.pad1[2]),
+        Hs(ceil_div(Hp, sh)), Ws(ceil_div(Wp, sw)), PL(Hs * Ws), phases(sh * sw), Ho(s.out[1]), Wo(s.out[2]),
+        H(s.in[1]), W(s.in[2]), ph0(s.pad0[1]), pw0(s.pad0[2]) {
+    const int64_t ks = s.k[1] * s.k[2];
+    max_off = 0;
+    for (int64_t t = 0; t < ks; ++t) {
+      const int64_t rr = (t / s.k[2]) * s.dil[1], cc = (t % s.k[2]) * s.dil[2];
+      tap_phase[t] = (rr % sh) * sw + cc % sw;
+      tap_off[t] = (rr / sh) * Ws + cc / sw;
+      max_off = std::max(max_off, tap_off[t]);
+      phase_used[tap_phase[t]] = true;
+    }
+    Q = ceil_div((s.N - 1) * PL + (Ho - 1) * Ws + Wo, 32) * 32;
+    Qx = Q + max_off + 32;
+  }
+  // Element (phase plane position i, j) of image n comes from padded (i*sh + a, j*sw + b).
+  template <class T, class F>
+  void for_phase_row(const T* plane, int64_t a, int64_t b, int64_t i, F&& put) const {
+    const int64_t ih = i * sh + a - ph0;
+    if (ih < 0 || ih >= H) return;
+    // j with 0 <= j*sw + b - pw0 < W
+    const int64_t j0 = std::max<int64_t>(0, ceil_div(pw0 - b, sw)), j1 = std::min(Ws, ceil_div(W + pw0 - b, sw));
+    if (j1 > j0) put(plane + ih * W + j0 * sw + b - pw0, j0, j1 - j0);
+  }
+};
+
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// ---- forward ----
+
+// x (N, C, H, W) -> xi [group][phase][Cg/2 rounded to 16 pairs][Qx][2] bf16, zeros in
+// padding, grid slack and the channels past Cg.
+template <class T>
+void pack_pairs(const ConvShape& s, const Geom& gm, const T* x, int64_t CP, uint16_t* xi) {
+  const int64_t G = s.groups, Cg = s.Cg(), HW = s.in_size();
+  const int64_t units = G * gm.phases * CP;
+  parallel_for(0, units, 1, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t cp = u % CP, ph = (u / CP) % gm.phases, g = u / (CP * gm.phases);
+      const int64_t a = ph / gm.sw, bb = ph % gm.sw;
+      uint16_t* dst = xi + u * gm.Qx * 2;
+      if (!gm.phase_used[ph]) continue;  // a 1x1 stride-2 kernel reads one phase of four
+      const int64_t c0 = 2 * cp, c1 = 2 * cp + 1;
+      if (c0 >= Cg) {
+        std::memset(dst, 0, sizeof(uint16_t) * 2 * gm.Qx);
+        continue;
+      }
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* p0 = x + (n * s.C + g * Cg + c0) * HW;
+        const T* p1 = c1 < Cg ? p0 + HW : nullptr;
+        for (int64_t i = 0; i < gm.Hs; ++i) {
+          uint16_t* d = dst + (n * gm.PL + i * gm.Ws) * 2;
+          std::memset(d, 0, sizeof(uint16_t) * 2 * gm.Ws);
+          gm.for_phase_row(p0, a, bb, i, [&](const T* src0, int64_t j0, int64_t len) {
+            const T* src1 = p1 ? p1 + (src0 - p0) : nullptr;
+            int64_t j = 0;
+            if (gm.sw == 1 && src1) {
+              for (; j + 16 <= len; j += 16)
+                _mm512_storeu_si512(d + (j0 + j) * 2, bf16_pairs_of(src0 + j, src1 + j));
+            } else if (gm.sw == 2 && src1) {
+              alignas(64) T e0[16], e1[16];
+              for (; j + 16 <= len; j += 16) {
+                for (int i = 0; i < 16; ++i) e0[i] = src0[2 * (j + i)], e1[i] = src1[2 * (j + i)];
+                _mm512_storeu_si512(d + (j0 + j) * 2, bf16_pairs_of(e0, e1));
+              }
+            }
+            for (; j < len; ++j) {
+              d[(j0 + j) * 2] = to_bf16(src0[j * gm.sw]);
+              d[(j0 + j) * 2 + 1] = src1 ? to_bf16(src1[j * gm.sw]) : uint16_t(0);
+            }
+          });
+        }
+      }
+      std::memset(dst + s.N * gm.PL * 2, 0, sizeof(uint16_t) * 2 * (gm.Qx - s.N * gm.PL));
+    }
+  });
+}
+
+// w (K, Cg, kh, kw) -> wa [group][Kg/16][tap][Cg/32][16 x 32] bf16 tiles, zero padded.
+// Weight row r's element (c, tap) is w[r*w_rs + col[c*ks + tap]] (the live-tap window of
+// gemm_bf16.cpp), or w[r*w_rs + c*ks + tap] when col is null.
+template <class T>
+void pack_weight_tiles(const ConvShape& s, const T* w, int64_t w_rs, const int64_t* col, int64_t KB, int64_t CB,
+                       uint16_t* wa) {
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ks = s.k_size();
+  parallel_for(0, G * KB, 1, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t g = u / KB, kb = u % KB;
+      uint16_t* base = wa + u * ks * CB * kTileElems;
+      std::memset(base, 0, sizeof(uint16_t) * ks * CB * kTileElems);
+      for (int64_t kk = 0; kk < 16 && kb * 16 + kk < Kg; ++kk) {
+        const T* row = w + (g * Kg + kb * 16 + kk) * w_rs;
+        int64_t c = 0;
+        if constexpr (std::is_same_v<T, float>) {
+          // 32 channels of one tap are 32 floats ks apart: two gathers and one rounding.
+          if (!col && ks * 31 < (int64_t(1) << 30)) {
+            const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                   _mm512_set1_epi32(int(ks)));
+            for (; c + 32 <= Cg; c += 32)
+              for (int64_t t = 0; t < ks; ++t) {
+                const float* src = row + c * ks + t;
+                const __m512 lo = _mm512_i32gather_ps(idx, src, 4), hi = _mm512_i32gather_ps(idx, src + 16 * ks, 4);
+                _mm512_storeu_si512(base + (t * CB + c / 32) * kTileElems + kk * 32, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+              }
+          }
+        }
+        for (; c < Cg; ++c)
+          for (int64_t t = 0; t < ks; ++t)
+            base[(t * CB + c / 32) * kTileElems + kk * 32 + c % 32] =
+                to_bf16(row[col ? col[c * ks + t] : c * ks + t]);
+      }
+    }
+  });
+}
+
+// Copies the valid positions of a 32-filter x 32-position block (rows of C, ldc 32) into y.
+struct OutRuns {
+  int64_t n[32], y_off[32], c_off[32], len[32];
+  int count = 0;
+};
+
+template <bool TwoK>
+inline void direct_block(const uint16_t* A0, int64_t a_step, const uint16_t* xi_g, int64_t pair_stride,
+                         const int64_t* tap_base, int64_t ks, int64_t CB, int64_t q0, float* C) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (TwoK) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t bstride = pair_stride * 4;  // bytes between channel pairs
+  for (int64_t t = 0; t < ks; ++t) {
+    const uint16_t* bt = xi_g + tap_base[t] + q0 * 2;
+    const uint16_t* at = A0 + t * CB * kTileElems;
+    for (int64_t cb = 0; cb < CB; ++cb) {
+      const uint16_t* B0 = bt + cb * 16 * pair_stride * 2;
+      _tile_loadd(6, B0, bstride);
+      _tile_loadd(7, B0 + 32, bstride);
+      _tile_loadd(4, at + cb * kTileElems, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if (TwoK) {
+        _tile_loadd(5, at + a_step + cb * kTileElems, 64);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, C, 128);
+  _tile_stored(1, C + 16, 128);
+  if (TwoK) {
+    _tile_stored(2, C + 16 * 32, 128);
+    _tile_stored(3, C + 16 * 32 + 16, 128);
+  }
+}
+
+template <class T>
+void forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col, const float* bias,
+                    float* y) {
+  const Geom gm(s);
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ks = s.k_size();
+  const int64_t CB = ceil_div(Cg, 32), CP = CB * 16, KB = ceil_div(Kg, 16);
+  WorkspaceBlock xb(workspace_bytes(G * gm.phases * CP * gm.Qx * 2, sizeof(uint16_t)));
+  WorkspaceBlock wb(workspace_bytes(G * KB * ks * CB * kTileElems, sizeof(uint16_t)));
+  uint16_t* xi = static_cast<uint16_t*>(xb.data());
+  uint16_t* wa = static_cast<uint16_t*>(wb.data());
+  pack_pairs(s, gm, x, CP, xi);
+  pack_weight_tiles(s, w, w_rs, w_col, KB, CB, wa);
+  int64_t tap_base[kMaxTaps];
+  for (int64_t t = 0; t < ks; ++t)
+    tap_base[t] = (gm.tap_phase[t] * CP * gm.Qx + gm.tap_off[t]) * 2;
+  const int64_t QB = gm.Q / 32, KP = ceil_div(KB, 2), HWo = gm.Ho * gm.Wo;
+  // Blocks of 32 filters x 32 positions, swept filters-outer over a chunk of positions
+  // whose x pairs stay in L2 (the filter block's weights stay there too). Where the
+  // weights are the larger operand (deep layers on small maps) the threads split the
+  // filters, so each streams half of them; else they split the positions.
+  const int64_t threads = get_num_threads();
+  const int64_t x_bytes = CP * gm.Q * 4, w_bytes = KB * ks * CB * kTileElems * 2;
+  const int64_t kparts = (w_bytes > x_bytes && KP >= 2 * threads) ? threads : 1;
+  int64_t QC = std::max<int64_t>(1, std::min<int64_t>(kMaxChunk, (int64_t(512) << 10) / (CP * 32 * 4)));
+  if (kparts == 1) QC = std::min(QC, std::max<int64_t>(1, ceil_div(G * QB, threads) / G));
+  const int64_t chunks = ceil_div(QB, QC);
+  parallel_for(0, G * chunks * kparts, 1, [&](int64_t b, int64_t e) {
+    TileScope tiles;
+    alignas(64) float C[32 * 32];
+    OutRuns runs[kMaxChunk];
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t part = u % kparts, chunk = (u / kparts) % chunks, g = u / (kparts * chunks);
+      const int64_t qb0 = chunk * QC, qb1 = std::min(QB, qb0 + QC);
+      const int64_t kp0 = part * KP / kparts, kp1 = (part + 1) * KP / kparts;
+      // The runs of valid positions in each block: at most one per grid row it touches.
+      for (int64_t qb = qb0; qb < qb1; ++qb) {
+        OutRuns& rs = runs[qb - qb0];
+        rs.count = 0;
+        const int64_t q0 = qb * 32;
+        for (int64_t q = q0; q < q0 + 32;) {
+          const int64_t n = q / gm.PL, rem = q % gm.PL, oh = rem / gm.Ws, ow = rem % gm.Ws;
+          if (n < s.N && oh < gm.Ho && ow < gm.Wo) {
+            rs.n[rs.count] = n;
+            rs.y_off[rs.count] = oh * gm.Wo + ow;
+            rs.c_off[rs.count] = q - q0;
+            rs.len[rs.count] = std::min(gm.Wo - ow, q0 + 32 - q);
+            ++rs.count;
+          }
+          q += gm.Ws - ow;
+        }
+      }
+      const uint16_t* xi_g = xi + g * gm.phases * CP * gm.Qx * 2;
+      for (int64_t kp = kp0; kp < kp1; ++kp) {
+        const int64_t kb = 2 * kp;
+        const uint16_t* A0 = wa + (g * KB + kb) * ks * CB * kTileElems;
+        const bool two = kb + 1 < KB;
+        const int64_t k_end = std::min(Kg, kb * 16 + (two ? 32 : 16));
+        for (int64_t qb = qb0; qb < qb1; ++qb) {
+          const OutRuns& rs = runs[qb - qb0];
+          if (rs.count == 0) continue;
+          if (two) direct_block<true>(A0, ks * CB * kTileElems, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, C);
+          else direct_block<false>(A0, 0, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, C);
+          for (int64_t k = kb * 16; k < k_end; ++k) {
+            const int64_t kg = g * Kg + k;
+            const __m512 bvec = _mm512_set1_ps(bias ? bias[kg] : 0.0f);
+            const float* crow = C + (k - kb * 16) * 32;
+            for (int r = 0; r < rs.count; ++r) {
+              float* d = y + (rs.n[r] * s.K + kg) * HWo + rs.y_off[r];
+              const float* c = crow + rs.c_off[r];
+              const int64_t len = rs.len[r];
+              for (int64_t i = 0; i < len; i += 16) {
+                const __mmask16 m = len - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (len - i)) - 1);
+                _mm512_mask_storeu_ps(d + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + i), bvec));
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- grad_w ----
+
+// x (N, C, H, W) -> xs [phase][C + 16][Qx] bf16 phase planes (zeros in padding, slack and
+// the 16 rows past C that a last partial channel tile reads).
+template <class T>
+void pack_planes(const ConvShape& s, const Geom& gm, const T* x, int64_t Cpad, uint16_t* xs) {
+  const int64_t HW = s.in_size();
+  parallel_for(0, gm.phases * Cpad, 1, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t c = u % Cpad, ph = u / Cpad, a = ph / gm.sw, bb = ph % gm.sw;
+      uint16_t* dst = xs + u * gm.Qx;
+      if (c >= s.C || !gm.phase_used[ph]) {
+        std::memset(dst, 0, sizeof(uint16_t) * gm.Qx);
+        continue;
+      }
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* plane = x + (n * s.C + c) * HW;
+        for (int64_t i = 0; i < gm.Hs; ++i) {
+          uint16_t* d = dst + n * gm.PL + i * gm.Ws;
+          std::memset(d, 0, sizeof(uint16_t) * gm.Ws);
+          gm.for_phase_row(plane, a, bb, i, [&](const T* src, int64_t j0, int64_t len) {
+            int64_t j = 0;
+            if (gm.sw == 1) {
+              for (; j + 16 <= len; j += 16) bf16_store16(src + j, d + j0 + j);
+            } else if (gm.sw == 2) {
+              alignas(64) T e[16];
+              for (; j + 16 <= len; j += 16) {
+                for (int i = 0; i < 16; ++i) e[i] = src[2 * (j + i)];
+                bf16_store16(e, d + j0 + j);
+              }
+            }
+            for (; j < len; ++j) d[j0 + j] = to_bf16(src[j * gm.sw]);
+          });
+        }
+      }
+      std::memset(dst + s.N * gm.PL, 0, sizeof(uint16_t) * (gm.Qx - s.N * gm.PL));
+    }
+  });
+}
+
+inline __m512i bf16_row32(const float* p, __mmask32 m) {
+  const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(m), p), hi = _mm512_maskz_loadu_ps(__mmask16(m >> 16), p + 16);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+inline __m512i bf16_row32(const uint16_t* p, __mmask32 m) { return _mm512_maskz_loadu_epi16(m, p); }
+
+// grad_y (N, K, Ho, Wo) -> gt [group][Q/32][Kg/16][16 position pairs x 16 filters x 2]:
+// TDPBF16PS B tiles of grad_y on the output grid, zeros at the dropped grid positions.
+template <class T>
+void pack_grad_tiles(const ConvShape& s, const Geom& gm, const T* gy, int64_t KB, uint16_t* gt) {
+  const int64_t G = s.groups, Kg = s.Kg(), QB = gm.Q / 32, HWo = gm.Ho * gm.Wo;
+  parallel_for(0, G * QB, 4, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t g = u / QB, q0 = (u % QB) * 32;
+      // Valid runs of this block, each (image, offset in the plane, first lane, length).
+      int64_t rn[32], ro[32], rc[32], rl[32], nr = 0;
+      for (int64_t q = q0; q < q0 + 32;) {
+        const int64_t n = q / gm.PL, rem = q % gm.PL, oh = rem / gm.Ws, ow = rem % gm.Ws;
+        if (n < s.N && oh < gm.Ho && ow < gm.Wo) {
+          rn[nr] = n, ro[nr] = oh * gm.Wo + ow, rc[nr] = q - q0, rl[nr] = std::min(gm.Wo - ow, q0 + 32 - q);
+          ++nr;
+        }
+        q += gm.Ws - ow;
+      }
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) {
+          r[i] = _mm512_setzero_si512();
+          const int64_t k = kb * 16 + i;
+          if (k >= Kg) continue;
+          if (nr == 1 && rc[0] == 0 && rl[0] == 32) {
+            r[i] = bf16_row32(gy + (rn[0] * s.K + g * Kg + k) * HWo + ro[0], ~__mmask32(0));
+            continue;
+          }
+          alignas(64) T row[32] = {};
+          for (int64_t j = 0; j < nr; ++j)
+            std::memcpy(row + rc[j], gy + (rn[j] * s.K + g * Kg + k) * HWo + ro[j], sizeof(T) * rl[j]);
+          r[i] = bf16_row32(row, ~__mmask32(0));
+        }
+        transpose16x16_words(r, gt + (u * KB + kb) * kTileElems);
+      }
+    }
+  });
+}
+
+template <class T>
+void backward_weight_direct(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const Geom gm(s);
+  const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), ks = s.k_size(), QB = gm.Q / 32;
+  const int64_t KB = ceil_div(Kg, 16), Cpad = s.C + 16;
+  WorkspaceBlock xb(workspace_bytes(gm.phases * Cpad * gm.Qx, sizeof(uint16_t)));
+  WorkspaceBlock gb(workspace_bytes(G * QB * KB * kTileElems, sizeof(uint16_t)));
+  uint16_t* xs = static_cast<uint16_t*>(xb.data());
+  uint16_t* gt = static_cast<uint16_t*>(gb.data());
+  pack_planes(s, gm, x, Cpad, xs);
+  pack_grad_tiles(s, gm, gy, KB, gt);
+  int64_t tap_base[kMaxTaps];
+  for (int64_t t = 0; t < ks; ++t) tap_base[t] = gm.tap_phase[t] * Cpad * gm.Qx + gm.tap_off[t];
+  // Units of 32 channels x 32 filters, each summing its C tiles of every tap over all
+  // positions; with fewer than 8 units, positions are split too (into parts set by the
+  // shape, not the thread count, so every thread count sums in the same order) and the
+  // parts are added in a fixed order afterwards.
+  const int64_t CBP = ceil_div(Cg, 32), KBP = ceil_div(KB, 2), units = G * CBP * KBP;
+  const int64_t qparts = units >= 8 ? 1 : std::min(QB, ceil_div(8, units));
+  constexpr int64_t QC = 16;  // position blocks per pass: A rows and B tiles stay in L1 across the taps
+  WorkspaceBlock pb(workspace_bytes(units * qparts * ks * 4 * 256, sizeof(float)));
+  float* partial = static_cast<float*>(pb.data());
+  parallel_for(0, units * qparts, 1, [&](int64_t b, int64_t e) {
+    TileScope tiles;
+    for (int64_t v = b; v < e; ++v) {
+      const int64_t u = v / qparts, part = v % qparts;
+      const int64_t kbp = u % KBP, cbp = (u / KBP) % CBP, g = u / (KBP * CBP);
+      const int64_t c0 = g * Cg + cbp * 32, kb0 = 2 * kbp;
+      const bool two_k = kb0 + 1 < KB, two_c = cbp * 32 + 16 < Cg;
+      float* P = partial + v * ks * 1024;
+      const int64_t qb_lo = part * QB / qparts, qb_hi = (part + 1) * QB / qparts;
+      const uint16_t* Bg = gt + (g * QB) * KB * kTileElems;
+      for (int64_t qc = qb_lo; qc < qb_hi; qc += QC) {
+        const int64_t qc_end = std::min(qb_hi, qc + QC);
+        for (int64_t t = 0; t < ks; ++t) {
+          float* Pt = P + t * 1024;  // tiles (c0, k0), (c0, k1), (c1, k0), (c1, k1) of 16 x 16
+          if (qc == qb_lo) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+          } else {
+            _tile_loadd(0, Pt, 64);
+            _tile_loadd(1, Pt + 256, 64);
+            _tile_loadd(2, Pt + 512, 64);
+            _tile_loadd(3, Pt + 768, 64);
+          }
+          const uint16_t* A = xs + tap_base[t] + c0 * gm.Qx;
+          for (int64_t qb = qc; qb < qc_end; ++qb) {
+            const uint16_t* B0 = Bg + (qb * KB + kb0) * kTileElems;
+            _tile_loadd(4, A + qb * 32, gm.Qx * 2);
+            _tile_loadd(6, B0, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two_k) {
+              _tile_loadd(7, B0 + kTileElems, 64);
+              _tile_dpbf16ps(1, 4, 7);
+            }
+            if (two_c) {
+              _tile_loadd(5, A + 16 * gm.Qx + qb * 32, gm.Qx * 2);
+              _tile_dpbf16ps(2, 5, 6);
+              if (two_k) _tile_dpbf16ps(3, 5, 7);
+            }
+          }
+          _tile_stored(0, Pt, 64);
+          _tile_stored(1, Pt + 256, 64);
+          _tile_stored(2, Pt + 512, 64);
+          _tile_stored(3, Pt + 768, 64);
+        }
+      }
+    }
+  });
+  // gw[k][c][t] += the parts' sums (parts in order: the result depends on the thread count only).
+  parallel_for(0, units, 1, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t kbp = u % KBP, cbp = (u / KBP) % CBP, g = u / (KBP * CBP);
+      for (int64_t kk = 0; kk < 32; ++kk) {
+        const int64_t k = kbp * 32 + kk;
+        if (k >= Kg) break;
+        for (int64_t cc = 0; cc < 32; ++cc) {
+          const int64_t c = cbp * 32 + cc;
+          if (c >= Cg) break;
+          float* d = gw + ((g * Kg + k) * Cg + c) * ks;
+          const int64_t tile = (cc / 16) * 2 + kk / 16, off = tile * 256 + (cc % 16) * 16 + kk % 16;
+          for (int64_t t = 0; t < ks; ++t) {
+            float sum = 0.0f;
+            for (int64_t part = 0; part < qparts; ++part) sum += partial[((u * qparts + part) * ks + t) * 1024 + off];
+            d[t] += sum;
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace cnnfast::cpu::CNNFAST_ISA_NS
+
+namespace cnnfast::cpu::amx_impl {
+using namespace cnnfast::cpu::CNNFAST_ISA_NS;
+
+bool direct_applicable(const ConvShape& s) {
+  return s.in[0] == 1 && s.k[0] == 1 && s.out[0] == 1 && s.Cg() >= 16 && s.Kg() >= 16 && s.k_size() <= kMaxTaps &&
+         s.stride[1] * s.stride[2] <= kMaxTaps;
+}
+
+template <class T>
+void conv_forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, const int64_t* w_col,
+                         const float* bias, float* y) {
+  forward_direct<T>(s, x, w, w_rs, w_col, bias, y);
+}
+
+template <class T>
+void conv_backward_weight_direct(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  backward_weight_direct<T>(s, gy, x, gw);
+}
+template void conv_backward_weight_direct<float>(const ConvShape&, const float*, const float*, float*);
+template void conv_backward_weight_direct<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, float*);
+
+template void conv_forward_direct<float>(const ConvShape&, const float*, const float*, int64_t, const int64_t*,
+                                         const float*, float*);
+template void conv_forward_direct<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, int64_t,
+                                            const int64_t*, const float*, float*);
+
+}  // namespace cnnfast::cpu::amx_impl
