@@ -59,8 +59,9 @@ template <class T>
 void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
 template <class T>
 void conv_backward_data_bf16(const ConvShape& s, const T* grad_y, const T* w, float* grad_x);
+// overwrite: grad_w is written, not accumulated (each element once; the caller need not zero it).
 template <class T>
-void conv_backward_weight_bf16(const ConvShape& s, const T* grad_y, const T* x, float* grad_w);
+void conv_backward_weight_bf16(const ConvShape& s, const T* grad_y, const T* x, float* grad_w, bool overwrite = false);
 
 // C (M x N, ldc) (+)= op(A) op(B) with A(i, k) = A[i*rs_a + k*cs_a], B(k, j) = B[k*rs_b + j*cs_b].
 template <class T>

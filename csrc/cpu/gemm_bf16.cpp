@@ -195,11 +195,13 @@ bool use_direct(const ConvShape& s) {
   const int o = direct_override();
   if (o >= 0) return o == 1;
   // Measured on a 2-core Sapphire Rapids class Xeon (benchmarks/RESULTS.md): the direct
-  // passes win from about 2048 output positions per call while the weights stay small;
-  // deep layers (256 x 256 x 3 x 3 and up) run faster on the GEMM, which splits their
-  // weights between the threads.
+  // passes win from about 512 output positions per call (2048 for strided layers, whose
+  // phase planes cost more to build) while the weights stay small; deep layers
+  // (256 x 256 x 3 x 3 and up) run faster on the GEMM, which splits their weights between
+  // the threads.
   const int64_t positions = s.N * s.out_size(), weights = s.Kg() * s.Cg() * s.k_size();
-  return positions >= 2048 && weights <= (int64_t(1) << 18);
+  const bool strided = s.stride[1] > 1 || s.stride[2] > 1;
+  return positions >= (strided ? 2048 : 512) && weights <= (int64_t(1) << 18);
 }
 }  // namespace
 
@@ -285,9 +287,12 @@ void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float*
 }
 
 template <class T>
-void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
+void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw, bool overwrite) {
   const TapWindow t = live_taps(s);
   const ConvShape& S = t.full ? s : t.inner;
+  const int64_t rs = s.Cg() * s.k_size();
+  if (overwrite && t.full)
+    parallel_for(0, s.K, 16, [&](int64_t b, int64_t e) { std::fill(gw + b * rs, gw + e * rs, 0.0f); });
   std::vector<float> gwin;
   if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
   float* G = t.full ? gw : gwin.data();
@@ -297,9 +302,23 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
   if (t.full) return;
   const std::vector<int64_t> col = window_columns(s, t);
-  const int64_t ci = S.Cg() * S.k_size(), rs = s.Cg() * s.k_size();
-  for (int64_t r = 0; r < s.K; ++r)
-    for (int64_t q = 0; q < ci; ++q) gw[r * rs + col[q]] += gwin[r * ci + q];
+  const int64_t ci = S.Cg() * S.k_size();
+  if (!overwrite) {
+    for (int64_t r = 0; r < s.K; ++r)
+      for (int64_t q = 0; q < ci; ++q) gw[r * rs + col[q]] += gwin[r * ci + q];
+    return;
+  }
+  // Every element written once, in order, the dead taps' zeros included: no zeroing pass
+  // before and no read-modify-write of the (mostly dead) full gradient.
+  std::vector<int64_t> window_of(size_t(rs), -1);
+  for (int64_t q = 0; q < ci; ++q) window_of[size_t(col[q])] = q;
+  parallel_for(0, s.K, 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t j = 0; j < rs; ++j) {
+        const int64_t q = window_of[size_t(j)];
+        gw[r * rs + j] = q >= 0 ? gwin[r * ci + q] : 0.0f;
+      }
+  });
 }
 
 template <class T>
@@ -369,7 +388,7 @@ double dpbf16_peak_gflops(int threads) {
 #define CNNFAST_INST(T)                                                                                         \
   template void conv_forward_bf16<T>(const ConvShape&, const T*, const T*, const float*, float*);             \
   template void conv_backward_data_bf16<T>(const ConvShape&, const T*, const T*, float*);                     \
-  template void conv_backward_weight_bf16<T>(const ConvShape&, const T*, const T*, float*);                   \
+  template void conv_backward_weight_bf16<T>(const ConvShape&, const T*, const T*, float*, bool);                   \
   template void gemm_bf16<T>(int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, \
                              float*, int64_t, bool);
 CNNFAST_INST(float)

@@ -116,9 +116,7 @@ class _Conv(Function):
         ctx.bf16 = _use_bf16(x, algo)
         ctx.params = (stride, pads, dilation, groups)
         ctx.window = None
-        if ctx.bf16:
-            y = _C.conv_forward_bf16(x, weight, bias, stride, pads, dilation, groups)
-        elif algo != "winograd" and type(weight) is np.ndarray and type(x) is np.ndarray and (
+        if algo != "winograd" and type(weight) is np.ndarray and type(x) is np.ndarray and (
                 win := _C._conv_live_window(x.shape, weight.shape, stride, pads, dilation, groups)) is not None:
             # Dead taps (a 3x3 kernel on a 1x1 map): the kernels would copy the live taps out of
             # the weight for the forward and again for grad_x, each copy reading every cache
@@ -126,7 +124,10 @@ class _Conv(Function):
             lo, hi, wpads = win
             cut = np.ascontiguousarray(weight[(slice(None), slice(None)) + tuple(map(slice, lo, hi))])
             ctx.window = (cut, (stride, wpads, dilation, groups))
-            y = _C.conv_forward(x, cut, bias, stride, wpads, dilation, groups, algo)
+            y = (_C.conv_forward_bf16(x, cut, bias, stride, wpads, dilation, groups) if ctx.bf16
+                 else _C.conv_forward(x, cut, bias, stride, wpads, dilation, groups, algo))
+        elif ctx.bf16:
+            y = _C.conv_forward_bf16(x, weight, bias, stride, pads, dilation, groups)
         else:
             y = _D.conv_forward(x, weight, bias, stride, pads, dilation, groups, algo)
         ctx.save_for_backward(x, weight)
@@ -138,15 +139,21 @@ class _Conv(Function):
         x, weight = ctx.saved_tensors
         g = contiguous(g[None] if ctx.unbatched else g)
         need = ctx.needs_input_grad
-        if ctx.bf16:
+        if ctx.window is not None and need[0]:
+            cut, params = ctx.window
+            if ctx.bf16:
+                gx, _, gb = _C.conv_backward_bf16(g, x, cut, *params, need_input=True, need_weight=False,
+                                                  need_bias=ctx.has_bias and need[2])
+                gw = (_C.conv_backward_bf16(g, x, weight, *ctx.params, need_input=False, need_weight=True,
+                                            need_bias=False)[1] if need[1] else None)
+            else:
+                gx, _, gb = _C.conv_backward(g, x, cut, *params, need_input=True, need_weight=False,
+                                             need_bias=ctx.has_bias and need[2], algo=ctx.algo)
+                gw = (_C.conv_backward(g, x, weight, *ctx.params, need_input=False, need_weight=True,
+                                       need_bias=False, algo=ctx.algo)[1] if need[1] else None)
+        elif ctx.bf16:
             gx, gw, gb = _C.conv_backward_bf16(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
                                                need_bias=ctx.has_bias and need[2])
-        elif ctx.window is not None and need[0]:
-            cut, params = ctx.window
-            gx, _, gb = _C.conv_backward(g, x, cut, *params, need_input=True, need_weight=False,
-                                         need_bias=ctx.has_bias and need[2], algo=ctx.algo)
-            gw = (_C.conv_backward(g, x, weight, *ctx.params, need_input=False, need_weight=True, need_bias=False,
-                                   algo=ctx.algo)[1] if need[1] else None)
         else:
             gx, gw, gb = _D.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
                                           need_bias=ctx.has_bias and need[2], algo=ctx.algo)
