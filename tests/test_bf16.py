@@ -242,6 +242,31 @@ def test_autocast_uses_bf16_and_keeps_fp32(rng):
     assert x.grad.numpy().dtype == np.float32 and w.grad.numpy().dtype == np.float32
 
 
+@pytest.mark.parametrize("hw,stride", [((1, 1), 1), ((2, 2), 2), ((1, 3), 1)])
+def test_autocast_dead_taps_all_grads(rng, hw, stride):
+    """3x3 kernels on maps so small that taps read only padding: autocast cuts the live
+    window once, runs forward and grad_x on it, and grad_w comes back full-size with zeros
+    at the dead taps. Values against float64 from the same bf16-rounded inputs."""
+    from cnnfast import functional as F
+    xa = rng.standard_normal((3, 20, *hw)).astype(np.float32)
+    wa = rng.standard_normal((24, 20, 3, 3)).astype(np.float32)
+    ga = rng.standard_normal((3, 24) + tuple((h + 2 - 3) // stride + 1 for h in hw)).astype(np.float32)
+    x = cnnfast.tensor(xa, requires_grad=True)
+    w = cnnfast.tensor(wa, requires_grad=True)
+    with cnnfast.autocast():
+        y = F.conv2d(x, w, stride=stride, padding=1)
+    y.backward(cnnfast.tensor(ga))
+    xt = torch.tensor(r64(xa), requires_grad=True)
+    wt = torch.tensor(r64(wa), requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=1)
+    yt.backward(torch.tensor(r64(ga)))
+    close(y.detach().numpy(), yt.detach().numpy(), 180)
+    close(x.grad.numpy(), xt.grad.numpy(), 24 * 9)
+    close(w.grad.numpy(), wt.grad.numpy(), ga[:, 0].size)
+    dead = wt.grad.numpy() == 0
+    assert dead.any() and (w.grad.numpy()[dead] == 0).all()
+
+
 def _train_small_cnn(precision, steps, rng_seed=0):
     from cnnfast import nn
     from cnnfast import functional as F

@@ -168,7 +168,7 @@ Grads conv_bwd(const py::array& gy, const py::array& x, const py::array& w, cons
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array_of(f32(), shape_of(x));
-  // grad_w is written whole by the kernel (overwrite), with the threads: no memset here.
+  // grad_w is written whole by the kernel, with the threads: no memset here.
   if (need_weight) gwa = new_array_of(f32(), shape_of(w));
   if (need_bias) {
     gba = new_array_of(f32(), {s.K});
@@ -183,7 +183,7 @@ Grads conv_bwd(const py::array& gy, const py::array& x, const py::array& w, cons
     const T* wp = cp<T>(w);
     py::gil_scoped_release nogil;
     if (gxp) cpu::conv_backward_data_bf16<T>(s, gyp, wp, gxp);
-    if (gwp) cpu::conv_backward_weight_bf16<T>(s, gyp, xp, gwp, /*overwrite=*/true);
+    if (gwp) cpu::conv_backward_weight_bf16<T>(s, gyp, xp, gwp);
   });
   if (need_bias) sum_bias(gy, bf, s.N, s.K, s.out_size(), mp(gba));
   if (need_input) gx = gxa;

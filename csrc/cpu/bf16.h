@@ -11,7 +11,7 @@
 //               level, and Linux's permission to use tile state: arch_prctl(ARCH_REQ_XCOMP_PERM))
 //   avx512_bf16 VDPBF16PS on zmm registers, same packed layouts (needs AVX512-BF16)
 //   fallback    the same packing, scalar float32 multiply-adds (any CPU; several times slower)
-// Outputs are float32. Gradient contract as conv.h: grad_x written, grad_w / grad_b accumulated.
+// Outputs are float32. grad_x and grad_w are written (conv_backward_weight_bf16 below).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -59,9 +59,10 @@ template <class T>
 void conv_forward_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
 template <class T>
 void conv_backward_data_bf16(const ConvShape& s, const T* grad_y, const T* w, float* grad_x);
-// overwrite: grad_w is written, not accumulated (each element once; the caller need not zero it).
+// grad_w is written, not accumulated (unlike conv.h): each element once, with the threads,
+// dead taps' zeros included, so the caller need not zero a large array first.
 template <class T>
-void conv_backward_weight_bf16(const ConvShape& s, const T* grad_y, const T* x, float* grad_w, bool overwrite = false);
+void conv_backward_weight_bf16(const ConvShape& s, const T* grad_y, const T* x, float* grad_w);
 
 // C (M x N, ldc) (+)= op(A) op(B) with A(i, k) = A[i*rs_a + k*cs_a], B(k, j) = B[k*rs_b + j*cs_b].
 template <class T>

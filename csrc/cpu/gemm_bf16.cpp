@@ -287,11 +287,11 @@ void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float*
 }
 
 template <class T>
-void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw, bool overwrite) {
+void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
   const TapWindow t = live_taps(s);
   const ConvShape& S = t.full ? s : t.inner;
   const int64_t rs = s.Cg() * s.k_size();
-  if (overwrite && t.full)
+  if (t.full)
     parallel_for(0, s.K, 16, [&](int64_t b, int64_t e) { std::fill(gw + b * rs, gw + e * rs, 0.0f); });
   std::vector<float> gwin;
   if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
@@ -303,11 +303,6 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   if (t.full) return;
   const std::vector<int64_t> col = window_columns(s, t);
   const int64_t ci = S.Cg() * S.k_size();
-  if (!overwrite) {
-    for (int64_t r = 0; r < s.K; ++r)
-      for (int64_t q = 0; q < ci; ++q) gw[r * rs + col[q]] += gwin[r * ci + q];
-    return;
-  }
   // Every element written once, in order, the dead taps' zeros included: no zeroing pass
   // before and no read-modify-write of the (mostly dead) full gradient.
   std::vector<int64_t> window_of(size_t(rs), -1);
@@ -388,7 +383,7 @@ double dpbf16_peak_gflops(int threads) {
 #define CNNFAST_INST(T)                                                                                         \
   template void conv_forward_bf16<T>(const ConvShape&, const T*, const T*, const float*, float*);             \
   template void conv_backward_data_bf16<T>(const ConvShape&, const T*, const T*, float*);                     \
-  template void conv_backward_weight_bf16<T>(const ConvShape&, const T*, const T*, float*, bool);                   \
+  template void conv_backward_weight_bf16<T>(const ConvShape&, const T*, const T*, float*);                   \
   template void gemm_bf16<T>(int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, \
                              float*, int64_t, bool);
 CNNFAST_INST(float)
