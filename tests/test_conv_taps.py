@@ -365,6 +365,31 @@ def test_conv_live_window_query():
         _C._conv_live_window([2, 4, 8, 8], [5, 4, 3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1], 0)
 
 
+@pytest.mark.parametrize("shape,lo,hi", [((7, 5, 3, 3), [1, 1], [2, 2]), ((6, 3, 3, 3), [1, 1], [3, 3]),
+                                         ((4, 3, 5), [1], [4]), ((2, 3, 3, 4, 5), [0, 1, 2], [2, 3, 5])])
+def test_conv_weight_window_cut(shape, lo, hi):
+    # The threaded copy autograd cuts a dead-tap layer's weight with: NumPy's slice, contiguous.
+    from cnnfast import _C
+    w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    cut = _C._conv_weight_window(w, lo, hi)
+    ref = w[(slice(None), slice(None)) + tuple(map(slice, lo, hi))]
+    assert cut.flags.c_contiguous and cut.shape == ref.shape
+    np.testing.assert_array_equal(cut, ref)
+
+
+def test_conv_weight_window_bad_input():
+    from cnnfast import _C
+    w = np.zeros((2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="0 <= lo < hi <= kernel size"):
+        _C._conv_weight_window(w, [1, 2], [2, 2])
+    with pytest.raises(ValueError, match="one bound per spatial dim"):
+        _C._conv_weight_window(w, [1], [2])
+    with pytest.raises(TypeError, match="float32"):
+        _C._conv_weight_window(w.astype(np.float64), [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="contiguous"):
+        _C._conv_weight_window(np.zeros((2, 3, 3, 6), np.float32)[..., ::2], [0, 0], [1, 1])
+
+
 # Batched small outputs (< 64 positions, several images): one-group layers run as the
 # transposed product y^T = col^T W^T on the parallel GEMM at the AVX-512 level, transposed back
 # in 16 x 16 blocks (channel and position tails of every length here); odd channel counts,

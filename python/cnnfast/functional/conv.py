@@ -122,7 +122,8 @@ class _Conv(Function):
             # the weight for the forward and again for grad_x, each copy reading every cache
             # line of it (9.4 MB for a 512x512 layer); cut once here, reused by backward.
             lo, hi, wpads = win
-            cut = np.ascontiguousarray(weight[(slice(None), slice(None)) + tuple(map(slice, lo, hi))])
+            cut = (_C._conv_weight_window(weight, lo, hi) if weight.dtype == np.float32 else
+                   np.ascontiguousarray(weight[(slice(None), slice(None)) + tuple(map(slice, lo, hi))]))
             ctx.window = (cut, (stride, wpads, dilation, groups))
             y = (_C.conv_forward_bf16(x, cut, bias, stride, wpads, dilation, groups) if ctx.bf16
                  else _C.conv_forward(x, cut, bias, stride, wpads, dilation, groups, algo))
