@@ -65,6 +65,10 @@ CASES = [  # N, C, K, in, k, stride, dilation, groups, pads
     (2, 64, 96, (4, 4), (1, 1), (2, 2), (1, 1), 1, [(0, 0), (0, 0)]),
     (2, 35, 33, (16, 16), (5, 5), (2, 2), (1, 1), 1, [(2, 2), (2, 2)]),
     (1, 17, 70, (33, 9), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (0, 2)]),
+    # Output rows of 16+ columns: position tiles along rows, full ones stored straight into y
+    # (an odd tile count leaves a block with one position tile).
+    (2, 32, 64, (5, 32), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
+    (1, 32, 64, (5, 16), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     # Maps smaller than the kernel: taps that read only padding are dropped (live_taps).
     (2, 16, 24, (1, 2), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (3, 6, 4, (2, 3), (3, 5), (2, 1), (1, 1), 2, [(2, 1), (0, 3)]),

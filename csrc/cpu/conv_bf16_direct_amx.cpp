@@ -177,25 +177,43 @@ struct OutRuns {
   int count = 0;
 };
 
+// C tiles 0, 1 (filters of tile kb at position tiles q0, q1) and 2, 3 (tile kb + 1) start
+// from zero or from bias tiles (16 rows of one filter's bias each).
 template <bool TwoK>
-inline void direct_block(const uint16_t* A0, int64_t a_step, const uint16_t* xi_g, int64_t pair_stride,
-                         const int64_t* tap_base, int64_t ks, int64_t CB, int64_t q0, float* C) {
-  _tile_zero(0);
-  _tile_zero(1);
-  if (TwoK) {
-    _tile_zero(2);
-    _tile_zero(3);
+inline void block_init(const float* bias_tile) {
+  if (bias_tile) {
+    _tile_loadd(0, bias_tile, 64);
+    _tile_loadd(1, bias_tile, 64);
+    if (TwoK) {
+      _tile_loadd(2, bias_tile + 256, 64);
+      _tile_loadd(3, bias_tile + 256, 64);
+    }
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    if (TwoK) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
   }
+}
+
+// Sums every tap and channel block into C tiles 0..3: A from the filter blocks' weight
+// tiles, B straight from the channel-pair planes at the tap's shift of q0 and q1.
+template <bool TwoK>
+inline void block_compute(const uint16_t* A0, int64_t a_step, const uint16_t* xi_g, int64_t pair_stride,
+                          const int64_t* tap_base, int64_t ks, int64_t CB, int64_t q0, int64_t q1) {
   const int64_t bstride = pair_stride * 4;  // bytes between channel pairs
   for (int64_t t = 0; t < ks; ++t) {
-    const uint16_t* bt = xi_g + tap_base[t] + q0 * 2;
+    const uint16_t* b0 = xi_g + tap_base[t] + q0 * 2;
+    const uint16_t* b1 = xi_g + tap_base[t] + q1 * 2;
     const uint16_t* at = A0 + t * CB * kTileElems;
     for (int64_t cb = 0; cb < CB; ++cb) {
-      const uint16_t* B0 = bt + cb * 16 * pair_stride * 2;
-      _tile_loadd(6, B0, bstride);
-      _tile_loadd(7, B0 + 32, bstride);
+      const int64_t cofs = cb * 16 * pair_stride * 2;
       _tile_loadd(4, at + cb * kTileElems, 64);
+      _tile_loadd(6, b0 + cofs, bstride);
       _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(7, b1 + cofs, bstride);
       _tile_dpbf16ps(1, 4, 7);
       if (TwoK) {
         _tile_loadd(5, at + a_step + cb * kTileElems, 64);
@@ -204,12 +222,107 @@ inline void direct_block(const uint16_t* A0, int64_t a_step, const uint16_t* xi_
       }
     }
   }
+}
+
+// Stores C tiles 0..3 as a 32 x 32 block (ldc 32).
+template <bool TwoK>
+inline void block_store(float* C) {
   _tile_stored(0, C, 128);
   _tile_stored(1, C + 16, 128);
   if (TwoK) {
     _tile_stored(2, C + 16 * 32, 128);
     _tile_stored(3, C + 16 * 32 + 16, 128);
   }
+}
+
+// Blocks of 32 filters x 32 positions, swept filters-outer over a chunk of position blocks
+// whose x pairs stay in L2 (the filter block's weights stay there too). Where the weights
+// are the larger operand (deep layers on small maps) the threads split the filters, so
+// each streams half of them; else they split the positions.
+struct ForwardSplit {
+  int64_t kparts, QC, chunks;
+  ForwardSplit(const ConvShape& s, const Geom& gm, int64_t CB, int64_t KB, int64_t blocks) {
+    const int64_t threads = get_num_threads(), CP = CB * 16, KP = ceil_div(KB, 2);
+    const int64_t x_bytes = CP * gm.Q * 4, w_bytes = KB * s.k_size() * CB * kTileElems * 2;
+    kparts = (w_bytes > x_bytes && KP >= 2 * threads) ? threads : 1;
+    QC = std::max<int64_t>(1, std::min<int64_t>(kMaxChunk, (int64_t(512) << 10) / (CP * 32 * 4)));
+    if (kparts == 1) QC = std::min(QC, std::max<int64_t>(1, ceil_div(s.groups * blocks, threads) / s.groups));
+    chunks = ceil_div(blocks, QC);
+  }
+};
+
+// Output rows of 16+ columns: position tiles of 16 columns of one output row each (a
+// row's last tile masked), so finished tiles are stored straight into y (16 filter rows,
+// HWo apart) with the bias preloaded into the accumulators: no copy of the results and no
+// grid column computed. Two position tiles and two filter tiles per block, as on the grid.
+inline void forward_rows(const ConvShape& s, const Geom& gm, const uint16_t* xi, const uint16_t* wa,
+                         const int64_t* tap_base, int64_t CB, int64_t KB, const float* bias, float* y) {
+  const int64_t G = s.groups, Kg = s.Kg(), ks = s.k_size(), CP = CB * 16, KP = ceil_div(KB, 2);
+  const int64_t HWo = gm.Ho * gm.Wo, TPR = ceil_div(gm.Wo, 16), T = s.N * gm.Ho * TPR, NB = ceil_div(T, 2);
+  WorkspaceBlock bb;
+  float* bias_tiles = nullptr;
+  if (bias) {
+    bb = WorkspaceBlock(workspace_bytes(G * KB * 256, sizeof(float)));
+    bias_tiles = static_cast<float*>(bb.data());
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < KB * 16; ++k) {
+        const float v = k < Kg ? bias[g * Kg + k] : 0.0f;
+        std::fill(bias_tiles + (g * KB * 16 + k) * 16, bias_tiles + (g * KB * 16 + k + 1) * 16, v);
+      }
+  }
+  const ForwardSplit sp(s, gm, CB, KB, NB);
+  const int64_t kparts = sp.kparts, QC = sp.QC, chunks = sp.chunks;
+  struct Tile {
+    int64_t q, y_off, valid;
+  };
+  auto tile = [&](int64_t t) {
+    const int64_t n = t / (gm.Ho * TPR), oh = (t / TPR) % gm.Ho, ow0 = (t % TPR) * 16;
+    return Tile{n * gm.PL + oh * gm.Ws + ow0, n * s.K * HWo + oh * gm.Wo + ow0, std::min<int64_t>(16, gm.Wo - ow0)};
+  };
+  parallel_for(0, G * chunks * kparts, 1, [&](int64_t b, int64_t e) {
+    TileScope tiles;
+    alignas(64) float C[32 * 32];
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t part = u % kparts, chunk = (u / kparts) % chunks, g = u / (kparts * chunks);
+      const int64_t nb0 = chunk * QC, nb1 = std::min(NB, nb0 + QC);
+      const int64_t kp0 = part * KP / kparts, kp1 = (part + 1) * KP / kparts;
+      const uint16_t* xi_g = xi + g * gm.phases * CP * gm.Qx * 2;
+      for (int64_t kp = kp0; kp < kp1; ++kp) {
+        const int64_t kb = 2 * kp;
+        const uint16_t* A0 = wa + (g * KB + kb) * ks * CB * kTileElems;
+        const bool two = kb + 1 < KB;
+        const int64_t k_rows = std::min<int64_t>(Kg - kb * 16, two ? 32 : 16);
+        const float* bt = bias_tiles ? bias_tiles + (g * KB + kb) * 256 : nullptr;
+        float* yk = y + (g * Kg + kb * 16) * HWo;
+        for (int64_t nb = nb0; nb < nb1; ++nb) {
+          const Tile t0 = tile(2 * nb), t1 = 2 * nb + 1 < T ? tile(2 * nb + 1) : Tile{t0.q, t0.y_off, 0};
+          if (two) {
+            block_init<true>(bt);
+            block_compute<true>(A0, ks * CB * kTileElems, xi_g, gm.Qx, tap_base, ks, CB, t0.q, t1.q);
+          } else {
+            block_init<false>(bt);
+            block_compute<false>(A0, 0, xi_g, gm.Qx, tap_base, ks, CB, t0.q, t1.q);
+          }
+          if (t0.valid == 16 && (t1.valid == 16 || t1.valid == 0) && k_rows == (two ? 32 : 16)) {
+            const int64_t stride = HWo * 4;
+            _tile_stored(0, yk + t0.y_off, stride);
+            if (t1.valid) _tile_stored(1, yk + t1.y_off, stride);
+            if (two) {
+              _tile_stored(2, yk + 16 * HWo + t0.y_off, stride);
+              if (t1.valid) _tile_stored(3, yk + 16 * HWo + t1.y_off, stride);
+            }
+            continue;
+          }
+          if (two) block_store<true>(C);
+          else block_store<false>(C);
+          for (int64_t r = 0; r < k_rows; ++r) {
+            std::memcpy(yk + r * HWo + t0.y_off, C + r * 32, sizeof(float) * t0.valid);
+            if (t1.valid) std::memcpy(yk + r * HWo + t1.y_off, C + r * 32 + 16, sizeof(float) * t1.valid);
+          }
+        }
+      }
+    }
+  });
 }
 
 template <class T>
@@ -228,16 +341,9 @@ void forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, co
   for (int64_t t = 0; t < ks; ++t)
     tap_base[t] = (gm.tap_phase[t] * CP * gm.Qx + gm.tap_off[t]) * 2;
   const int64_t QB = gm.Q / 32, KP = ceil_div(KB, 2), HWo = gm.Ho * gm.Wo;
-  // Blocks of 32 filters x 32 positions, swept filters-outer over a chunk of positions
-  // whose x pairs stay in L2 (the filter block's weights stay there too). Where the
-  // weights are the larger operand (deep layers on small maps) the threads split the
-  // filters, so each streams half of them; else they split the positions.
-  const int64_t threads = get_num_threads();
-  const int64_t x_bytes = CP * gm.Q * 4, w_bytes = KB * ks * CB * kTileElems * 2;
-  const int64_t kparts = (w_bytes > x_bytes && KP >= 2 * threads) ? threads : 1;
-  int64_t QC = std::max<int64_t>(1, std::min<int64_t>(kMaxChunk, (int64_t(512) << 10) / (CP * 32 * 4)));
-  if (kparts == 1) QC = std::min(QC, std::max<int64_t>(1, ceil_div(G * QB, threads) / G));
-  const int64_t chunks = ceil_div(QB, QC);
+  if (gm.Wo >= 16) return forward_rows(s, gm, xi, wa, tap_base, CB, KB, bias, y);
+  const ForwardSplit sp(s, gm, CB, KB, QB);
+  const int64_t kparts = sp.kparts, QC = sp.QC, chunks = sp.chunks;
   parallel_for(0, G * chunks * kparts, 1, [&](int64_t b, int64_t e) {
     TileScope tiles;
     alignas(64) float C[32 * 32];
@@ -272,8 +378,15 @@ void forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, co
         for (int64_t qb = qb0; qb < qb1; ++qb) {
           const OutRuns& rs = runs[qb - qb0];
           if (rs.count == 0) continue;
-          if (two) direct_block<true>(A0, ks * CB * kTileElems, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, C);
-          else direct_block<false>(A0, 0, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, C);
+          if (two) {
+            block_init<true>(nullptr);
+            block_compute<true>(A0, ks * CB * kTileElems, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, qb * 32 + 16);
+            block_store<true>(C);
+          } else {
+            block_init<false>(nullptr);
+            block_compute<false>(A0, 0, xi_g, gm.Qx, tap_base, ks, CB, qb * 32, qb * 32 + 16);
+            block_store<false>(C);
+          }
           for (int64_t k = kb * 16; k < k_end; ++k) {
             const int64_t kg = g * Kg + k;
             const __m512 bvec = _mm512_set1_ps(bias ? bias[kg] : 0.0f);
