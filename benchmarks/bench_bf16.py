@@ -10,7 +10,7 @@
    torch.autocast("cpu", dtype=torch.bfloat16). The four runs are timed alternately, one
    repeat each in turn, each keeping its best, so load from other jobs hits all alike.
 
-    python benchmarks/bench_bf16.py [--quick] [--threads 2] [--cpu-time]
+    python benchmarks/bench_bf16.py [--quick] [--threads 2] [--cpu-time] [--part all|layers|training]
 
 --cpu-time times the calling thread's CPU seconds (time.thread_time; needs --threads 1):
 figures that mean something on a loaded machine, labelled as such.
@@ -145,6 +145,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cpu-time", action="store_true", help="time thread CPU seconds (needs --threads 1)")
+    ap.add_argument("--part", choices=("all", "layers", "training"), default="all",
+                    help="only the convolution layers, or only the training runs")
     a = ap.parse_args(argv)
     if a.cpu_time:
         if a.threads != 1:
@@ -167,7 +169,10 @@ def main(argv=None):
           f"{_C.fma_peak_gflops(a.threads):.0f} GFLOP/s; torch: {torch.__version__}, "
           f"{torch.backends.cpu.get_cpu_capability()}")
     reps = 2 if a.quick else 5
-    bench_layers(reps, peak)
+    if a.part != "training":
+        bench_layers(reps, peak)
+    if a.part == "layers":
+        return
     bench_training("ResNet-18 32x32", lambda: TorchResNet18(10), lambda: resnet18(num_classes=10), (3, 32, 32), 32,
                    3 if a.quick else 10, reps, "sgd")
     bench_training("LeNet-5 32x32", lambda: torch_lenet5(10), lambda: lenet5(num_classes=10, activation="relu",
