@@ -179,11 +179,9 @@ struct Im2colSource {
   // per-run work above dominates: the tap's source offset per output position (-1 in the
   // padding) is worked out once per row, then every image reads through that table.
   static constexpr int64_t kSmallMap = 64;
-  void row_small(const Tap& tp, int64_t c0, int64_t len, T* dst) const {
-    const ConvShape& S = *s;
-    const int64_t osz = S.out_size();
-    int64_t off[kSmallMap];
-    for_output_runs(S, 0, osz, [&](int64_t i, int64_t, int64_t od, int64_t oh, int64_t ow, int64_t run) {
+  // off[pos] for every output position: where tap tp reads it in x (-1: padding).
+  static void small_table(const ConvShape& S, const Tap& tp, int64_t* off) {
+    for_output_runs(S, 0, S.out_size(), [&](int64_t i, int64_t, int64_t od, int64_t oh, int64_t ow, int64_t run) {
       const int64_t id = od * S.stride[0] + tp.off[0], ih = oh * S.stride[1] + tp.off[1];
       for (int64_t q = 0; q < run; ++q) {
         const int64_t iw = (ow + q) * S.stride[2] + tp.off[2];
@@ -191,6 +189,12 @@ struct Im2colSource {
         off[i + q] = in ? ((tp.c * S.in[0] + id) * S.in[1] + ih) * S.in[2] + iw : -1;
       }
     });
+  }
+  void row_small(const Tap& tp, int64_t c0, int64_t len, T* dst) const {
+    const ConvShape& S = *s;
+    const int64_t osz = S.out_size();
+    int64_t off[kSmallMap];
+    small_table(S, tp, off);
     int64_t img = c0 / osz, pos = c0 % osz;
     for (int64_t i = 0; i < len; ++i) {
       dst[i] = off[pos] >= 0 ? x[img * img_stride + off[pos]] : T(0);
@@ -201,6 +205,35 @@ struct Im2colSource {
     }
   }
 };
+
+// Small maps (<= kSmallMap output positions): every group's im2col matrix (CKK x N*osz),
+// built once by the threads through one offset table per tap; the GEMMs then pack its
+// contiguous rows. Read through Im2colSource, every row and column block rebuilt its
+// table (and a Tap, with its divisions), and where threads split the filters each built
+// all of it: 55% of a 256x256x3x3 forward on 2x2 maps, batch 32 (perf). False (nothing
+// built) for larger maps or a matrix over 16 MiB.
+template <class T>
+static bool small_im2col(const ConvShape& s, const T* x, WorkspaceBlock& wb) {
+  const int64_t osz = s.out_size(), ks = s.k_size(), CKK = s.Cg() * ks, J = s.N * osz;
+  if (osz > Im2colSource<T>::kSmallMap || s.groups * CKK * J * int64_t(sizeof(T)) > (int64_t(16) << 20)) return false;
+  wb = WorkspaceBlock(workspace_bytes(s.groups * CKK * J, sizeof(T)));
+  WorkspaceBlock tb(workspace_bytes(ks * osz, sizeof(int64_t)));
+  T* col = static_cast<T*>(wb.data());
+  int64_t* tab = static_cast<int64_t*>(tb.data());
+  for (int64_t t = 0; t < ks; ++t) Im2colSource<T>::small_table(s, Tap(s, t), tab + t * osz);
+  const int64_t plane = s.in_size(), Cg = s.Cg();
+  parallel_for(0, s.groups * CKK, 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t g = r / CKK, c = (r % CKK) / ks, t = r % ks;
+      const T* src = x + (g * Cg + c) * plane;
+      const int64_t* off = tab + t * osz;
+      T* dst = col + r * J;
+      for (int64_t img = 0; img < s.N; ++img, src += s.C * plane, dst += osz)
+        for (int64_t pos = 0; pos < osz; ++pos) dst[pos] = off[pos] >= 0 ? src[off[pos]] : T(0);
+    }
+  });
+  return true;
+}
 
 // Scalar tile-row converters (the fallback path; the AVX512-BF16 kernels bring
 // VCVTNE2PS2BF16 versions with the same names and results, NaN quieting included):
@@ -224,13 +257,14 @@ struct ScalarPack {
     for (int64_t r = 0; r < kTile; ++r)
       for (int64_t k = 0; k < kTileK; ++k) d[r * kTileK + k] = s[k * ld + r];
   }
-  // dst (N x M, ld) += C^T (C: M x N, ldc) in 16 x 16 blocks, so neither side is walked
-  // with a long stride (grad_w from grad_w^T blocks).
-  static void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+  // dst (N x M, ld) = C^T (C: M x N, ldc) in 16 x 16 blocks, so neither side is walked
+  // with a long stride (grad_w from grad_w^T blocks; each block of grad_w is finished in
+  // one epilogue, so it is stored, with no zeroing pass before and no read of it).
+  static void store_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
     for (int64_t nb = 0; nb < N; nb += kTile)
       for (int64_t mb = 0; mb < M; mb += kTile)
         for (int64_t n = nb; n < std::min(N, nb + kTile); ++n)
-          for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[n * ld + m] += C[m * ldc + n];
+          for (int64_t m = mb; m < std::min(M, mb + kTile); ++m) dst[n * ld + m] = C[m * ldc + n];
   }
   static void transpose(const uint16_t* s, int64_t ld, uint16_t* d) {
     for (int64_t n = 0; n < kTile; ++n)
@@ -585,7 +619,7 @@ void conv_backward_weight_grid(const ConvShape& s, const T* gy, const T* x, floa
       const GridIm2colSource<T> a{&s, &gr, xp + g * Cg * gr.plane, s.C * gr.plane};
       const Transposed<PlaneSource<T>> src{{gp + g * Kg * gr.P, s.K * gr.P, gr.P}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        Kern::add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
+        Kern::store_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
       };
       gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
     }
@@ -614,6 +648,8 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs,
   // (the grid's padded rows; im2col's one row per image, all kept).
   const int64_t P = grid ? gr.P : osz, row = grid ? gr.Wp : osz, keep_w = grid ? s.out[2] : osz;
   const int64_t J = s.N * P, nt = ceil_div(J, kTile);
+  WorkspaceBlock cb;
+  const bool small = !grid && small_im2col(s, x, cb);
   auto run = [&](const auto& src, int64_t g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
     const ColumnMapSource<T> a{w + g * Kg * w_rs, w_rs, w_col};
     auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
@@ -634,6 +670,7 @@ void conv_forward_impl(const ConvShape& s, const T* x, const T* w, int64_t w_rs,
   auto run_group = [&](int64_t g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
     if (grid) run(GridIm2colSource<T>{&s, &gr, static_cast<const T*>(xb.data()) + g * Cg * gr.plane, s.C * gr.plane},
                   g, m0, m1, j0, j1);
+    else if (small) run(StridedSource<T>{static_cast<const T*>(cb.data()) + g * CKK * J, J, 1}, g, m0, m1, j0, j1);
     else run(Im2colSource<T>{&s, x + g * Cg * s.in_size(), s.C * s.in_size()}, g, m0, m1, j0, j1);
   };
   const int64_t mt = ceil_div(Kg, kTile);
@@ -714,17 +751,23 @@ void conv_backward_weight_impl(const ConvShape& s, const T* gy, const T* x, floa
   if (grid_ok(s)) return conv_backward_weight_grid<Kern, T>(s, gy, x, gw);
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg(), CKK = Cg * s.k_size(), osz = s.out_size();
   const int64_t J = s.N * osz, mt = ceil_div(CKK, kTile);
+  WorkspaceBlock cb;
+  const bool small = small_im2col(s, x, cb);
   // grad_w^T (CKK x Kg) = im2col (CKK x J) * grad_y^T (J x Kg): threads own rows of
   // grad_w^T (kernel taps), so each accumulates its own block over all of J.
   parallel_for(0, G * mt, 1, [&](int64_t b, int64_t e) {
     for (int64_t g = b / mt; g < G && g * mt < e; ++g) {
       const int64_t i0 = std::max(b, g * mt) - g * mt, i1 = std::min(e, (g + 1) * mt) - g * mt;
-      const Im2colSource<T> a{&s, x + g * Cg * s.in_size(), s.C * s.in_size()};
       const Transposed<PlaneSource<T>> src{{gy + g * Kg * osz, s.K * osz, osz}};
       auto epi = [&](int64_t m0, int64_t M, int64_t n0, int64_t N, const float* C, int64_t ldc) {
-        Kern::add_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
+        Kern::store_transposed(C, ldc, M, N, gw + (g * Kg + n0) * CKK + m0, CKK);
       };
-      gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J, a, src, epi);
+      if (small)
+        gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J,
+                              StridedSource<T>{static_cast<const T*>(cb.data()) + g * CKK * J, J, 1}, src, epi);
+      else
+        gemm_blocked<Kern, T>(i0 * kTile, std::min(CKK, i1 * kTile), 0, Kg, J,
+                              Im2colSource<T>{&s, x + g * Cg * s.in_size(), s.C * s.in_size()}, src, epi);
     }
   });
 }

@@ -563,7 +563,7 @@ void backward_weight_direct(const ConvShape& s, const T* gy, const T* x, float* 
       }
     }
   });
-  // gw[k][c][t] += the parts' sums (parts in order: the result depends on the thread count only).
+  // gw[k][c][t] = the parts' sums, added in order (the result does not depend on the threads).
   parallel_for(0, units, 1, [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
       const int64_t kbp = u % KBP, cbp = (u / KBP) % CBP, g = u / (KBP * CBP);
@@ -578,7 +578,7 @@ void backward_weight_direct(const ConvShape& s, const T* gy, const T* x, float* 
           for (int64_t t = 0; t < ks; ++t) {
             float sum = 0.0f;
             for (int64_t part = 0; part < qparts; ++part) sum += partial[((u * qparts + part) * ks + t) * 1024 + off];
-            d[t] += sum;
+            d[t] = sum;
           }
         }
       }

@@ -190,18 +190,20 @@ int direct_override() {
   return v;
 }
 
-bool use_direct(const ConvShape& s) {
+// weight_pass: for grad_w, whose GEMM form on small maps packs a once-built im2col
+// matrix (small_im2col) and keeps up with the direct pass to larger maps.
+bool use_direct(const ConvShape& s, bool weight_pass = false) {
   if (!amx_impl::direct_applicable(s)) return false;
   const int o = direct_override();
   if (o >= 0) return o == 1;
   // Measured on a 2-core Sapphire Rapids class Xeon (benchmarks/RESULTS.md): the direct
-  // passes win from about 512 output positions per call (2048 for strided layers, whose
-  // phase planes cost more to build) while the weights stay small; deep layers
-  // (256 x 256 x 3 x 3 and up) run faster on the GEMM, which splits their weights between
-  // the threads.
+  // passes win from about 512 output positions per call (2048 for grad_w and for strided
+  // layers, whose phase planes cost more to build) while the weights stay small; deep
+  // layers (256 x 256 x 3 x 3 and up) run faster on the GEMM, which splits their weights
+  // between the threads.
   const int64_t positions = s.N * s.out_size(), weights = s.Kg() * s.Cg() * s.k_size();
   const bool strided = s.stride[1] > 1 || s.stride[2] > 1;
-  return positions >= (strided ? 2048 : 512) && weights <= (int64_t(1) << 18);
+  return positions >= (strided || weight_pass ? 2048 : 512) && weights <= (int64_t(1) << 18);
 }
 }  // namespace
 
@@ -291,13 +293,12 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   const TapWindow t = live_taps(s);
   const ConvShape& S = t.full ? s : t.inner;
   const int64_t rs = s.Cg() * s.k_size();
-  if (t.full)
-    parallel_for(0, s.K, 16, [&](int64_t b, int64_t e) { std::fill(gw + b * rs, gw + e * rs, 0.0f); });
+  // Every pass stores each element of its gradient once (no zeroing, no read-modify-write).
   std::vector<float> gwin;
-  if (!t.full) gwin.assign(size_t(s.K * s.Cg() * S.k_size()), 0.0f);
+  if (!t.full) gwin.resize(size_t(s.K * s.Cg() * S.k_size()));
   float* G = t.full ? gw : gwin.data();
   const Bf16Path p = bf16_path();
-  if (p == Bf16Path::AMX && use_direct(S)) amx_impl::conv_backward_weight_direct<T>(S, gy, x, G);
+  if (p == Bf16Path::AMX && use_direct(S, /*weight_pass=*/true)) amx_impl::conv_backward_weight_direct<T>(S, gy, x, G);
   else if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
   else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
   if (t.full) return;

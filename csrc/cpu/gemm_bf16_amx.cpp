@@ -39,8 +39,8 @@ struct Avx512Pack : ScalarPack {
     transpose16x16_words(r, d);
   }
 
-  // ScalarPack::add_transposed with whole 16 x 16 blocks transposed in registers.
-  static void add_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
+  // ScalarPack::store_transposed with whole 16 x 16 blocks transposed in registers.
+  static void store_transposed(const float* C, int64_t ldc, int64_t M, int64_t N, float* dst, int64_t ld) {
     const int64_t M16 = M / 16 * 16, N16 = N / 16 * 16;
     alignas(64) uint16_t t[16 * 32];
     for (int64_t nb = 0; nb < N16; nb += 16)
@@ -50,11 +50,11 @@ struct Avx512Pack : ScalarPack {
         transpose16x16_words(r, t);
         for (int n = 0; n < 16; ++n) {
           float* d = dst + (nb + n) * ld + mb;
-          _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_load_ps(reinterpret_cast<const float*>(t + n * 32))));
+          _mm512_storeu_ps(d, _mm512_load_ps(reinterpret_cast<const float*>(t + n * 32)));
         }
       }
-    if (M16 < M) ScalarPack::add_transposed(C + M16 * ldc, ldc, M - M16, N16, dst + M16, ld);
-    if (N16 < N) ScalarPack::add_transposed(C + N16, ldc, M, N - N16, dst + N16 * ld, ld);
+    if (M16 < M) ScalarPack::store_transposed(C + M16 * ldc, ldc, M - M16, N16, dst + M16, ld);
+    if (N16 < N) ScalarPack::store_transposed(C + N16, ldc, M, N - N16, dst + N16 * ld, ld);
   }
 
 };
