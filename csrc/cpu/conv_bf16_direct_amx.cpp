@@ -30,6 +30,11 @@
 #include "cpu/bf16_impl.h"
 #include "cpu/bf16_pack_avx512.h"
 
+// GCC 12 flags the unpack intrinsics' own undefined pass-through operand as maybe
+// uninitialized where transpose16x16_words is inlined into pack_grad_tiles' lambda (a
+// false positive; templates are instantiated at the end of the file, so the whole file).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace cnnfast::cpu::CNNFAST_ISA_NS {
 namespace {
 
@@ -447,11 +452,20 @@ void pack_planes(const ConvShape& s, const Geom& gm, const T* x, int64_t Cpad, u
   });
 }
 
-inline __m512i bf16_row32(const float* p, __mmask32 m) {
-  const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(m), p), hi = _mm512_maskz_loadu_ps(__mmask16(m >> 16), p + 16);
+// 32 lanes gathered from runs: lanes of mask[j] read from base[j] (same lane index).
+inline __m512i bf16_row32_runs(const float* const* base, const __mmask32* mask, int64_t nr) {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  for (int64_t j = 0; j < nr; ++j) {
+    lo = _mm512_mask_loadu_ps(lo, __mmask16(mask[j]), base[j]);
+    hi = _mm512_mask_loadu_ps(hi, __mmask16(mask[j] >> 16), base[j] + 16);
+  }
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
-inline __m512i bf16_row32(const uint16_t* p, __mmask32 m) { return _mm512_maskz_loadu_epi16(m, p); }
+inline __m512i bf16_row32_runs(const uint16_t* const* base, const __mmask32* mask, int64_t nr) {
+  __m512i v = _mm512_setzero_si512();
+  for (int64_t j = 0; j < nr; ++j) v = _mm512_mask_loadu_epi16(v, mask[j], base[j]);
+  return v;
+}
 
 // grad_y (N, K, Ho, Wo) -> gt [group][Q/32][Kg/16][16 position pairs x 16 filters x 2]:
 // TDPBF16PS B tiles of grad_y on the output grid, zeros at the dropped grid positions.
@@ -471,20 +485,18 @@ void pack_grad_tiles(const ConvShape& s, const Geom& gm, const T* gy, int64_t KB
         }
         q += gm.Ws - ow;
       }
+      __mmask32 mask[32];
+      for (int64_t j = 0; j < nr; ++j) mask[j] = __mmask32(((uint64_t(1) << rl[j]) - 1) << rc[j]);
       for (int64_t kb = 0; kb < KB; ++kb) {
-        __m512i r[16];
+        __m512i r[16] = {};  // filters past Kg stay zero
         for (int i = 0; i < 16; ++i) {
-          r[i] = _mm512_setzero_si512();
           const int64_t k = kb * 16 + i;
           if (k >= Kg) continue;
-          if (nr == 1 && rc[0] == 0 && rl[0] == 32) {
-            r[i] = bf16_row32(gy + (rn[0] * s.K + g * Kg + k) * HWo + ro[0], ~__mmask32(0));
-            continue;
-          }
-          alignas(64) T row[32] = {};
-          for (int64_t j = 0; j < nr; ++j)
-            std::memcpy(row + rc[j], gy + (rn[j] * s.K + g * Kg + k) * HWo + ro[j], sizeof(T) * rl[j]);
-          r[i] = bf16_row32(row, ~__mmask32(0));
+          // Each run is a masked load into its lanes, from a base rc lanes before it (the
+          // masked-off lanes are never read).
+          const T* base[32];
+          for (int64_t j = 0; j < nr; ++j) base[j] = gy + (rn[j] * s.K + g * Kg + k) * HWo + ro[j] - rc[j];
+          r[i] = bf16_row32_runs(base, mask, nr);
         }
         transpose16x16_words(r, gt + (u * KB + kb) * kTileElems);
       }
