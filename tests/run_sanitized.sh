@@ -70,7 +70,7 @@ else
          tests/test_thread_safety.py tests/test_activation.py tests/test_conv.py tests/test_conv_transpose.py
          tests/test_gemm.py tests/test_linear.py tests/test_pool.py tests/test_norm.py tests/test_loss.py
          tests/test_dropout.py tests/test_optim.py tests/test_autograd.py tests/test_nchw16c.py
-         tests/test_conv_smallmap.py tests/test_conv_kvec_taps.py)
+         tests/test_conv_smallmap.py tests/test_conv_kvec_taps.py tests/test_bf16.py)
 fi
 
 log="$B/sanitizer.log"
