@@ -66,7 +66,6 @@ int initial_path() {
 
 std::string amx_permission_status() { return amx_status(); }
 
-
 bool bf16_path_available(Bf16Path p, std::string* why) {
   auto no = [&](const std::string& reason) {
     if (why) *why = reason;
