@@ -182,6 +182,23 @@ struct OutRuns {
   int count = 0;
 };
 
+// The valid output positions among grid positions q0 .. q0+31 as runs (image, offset in
+// its output plane, first lane, length): at most one per grid row the block touches.
+inline void block_runs(const Geom& gm, int64_t N, int64_t q0, OutRuns& rs) {
+  rs.count = 0;
+  for (int64_t q = q0; q < q0 + 32;) {
+    const int64_t n = q / gm.PL, rem = q % gm.PL, oh = rem / gm.Ws, ow = rem % gm.Ws;
+    if (n < N && oh < gm.Ho && ow < gm.Wo) {
+      rs.n[rs.count] = n;
+      rs.y_off[rs.count] = oh * gm.Wo + ow;
+      rs.c_off[rs.count] = q - q0;
+      rs.len[rs.count] = std::min(gm.Wo - ow, q0 + 32 - q);
+      ++rs.count;
+    }
+    q += gm.Ws - ow;
+  }
+}
+
 // C tiles 0, 1 (filters of tile kb at position tiles q0, q1) and 2, 3 (tile kb + 1) start
 // from zero or from bias tiles (16 rows of one filter's bias each).
 template <bool TwoK>
@@ -358,22 +375,7 @@ void forward_direct(const ConvShape& s, const T* x, const T* w, int64_t w_rs, co
       const int64_t qb0 = chunk * QC, qb1 = std::min(QB, qb0 + QC);
       const int64_t kp0 = part * KP / kparts, kp1 = (part + 1) * KP / kparts;
       // The runs of valid positions in each block: at most one per grid row it touches.
-      for (int64_t qb = qb0; qb < qb1; ++qb) {
-        OutRuns& rs = runs[qb - qb0];
-        rs.count = 0;
-        const int64_t q0 = qb * 32;
-        for (int64_t q = q0; q < q0 + 32;) {
-          const int64_t n = q / gm.PL, rem = q % gm.PL, oh = rem / gm.Ws, ow = rem % gm.Ws;
-          if (n < s.N && oh < gm.Ho && ow < gm.Wo) {
-            rs.n[rs.count] = n;
-            rs.y_off[rs.count] = oh * gm.Wo + ow;
-            rs.c_off[rs.count] = q - q0;
-            rs.len[rs.count] = std::min(gm.Wo - ow, q0 + 32 - q);
-            ++rs.count;
-          }
-          q += gm.Ws - ow;
-        }
-      }
+      for (int64_t qb = qb0; qb < qb1; ++qb) block_runs(gm, s.N, qb * 32, runs[qb - qb0]);
       const uint16_t* xi_g = xi + g * gm.phases * CP * gm.Qx * 2;
       for (int64_t kp = kp0; kp < kp1; ++kp) {
         const int64_t kb = 2 * kp;
@@ -475,18 +477,11 @@ void pack_grad_tiles(const ConvShape& s, const Geom& gm, const T* gy, int64_t KB
   parallel_for(0, G * QB, 4, [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
       const int64_t g = u / QB, q0 = (u % QB) * 32;
-      // Valid runs of this block, each (image, offset in the plane, first lane, length).
-      int64_t rn[32], ro[32], rc[32], rl[32], nr = 0;
-      for (int64_t q = q0; q < q0 + 32;) {
-        const int64_t n = q / gm.PL, rem = q % gm.PL, oh = rem / gm.Ws, ow = rem % gm.Ws;
-        if (n < s.N && oh < gm.Ho && ow < gm.Wo) {
-          rn[nr] = n, ro[nr] = oh * gm.Wo + ow, rc[nr] = q - q0, rl[nr] = std::min(gm.Wo - ow, q0 + 32 - q);
-          ++nr;
-        }
-        q += gm.Ws - ow;
-      }
+      OutRuns rs;
+      block_runs(gm, s.N, q0, rs);
+      const int64_t nr = rs.count;
       __mmask32 mask[32];
-      for (int64_t j = 0; j < nr; ++j) mask[j] = __mmask32(((uint64_t(1) << rl[j]) - 1) << rc[j]);
+      for (int64_t j = 0; j < nr; ++j) mask[j] = __mmask32(((uint64_t(1) << rs.len[j]) - 1) << rs.c_off[j]);
       for (int64_t kb = 0; kb < KB; ++kb) {
         __m512i r[16] = {};  // filters past Kg stay zero
         for (int i = 0; i < 16; ++i) {
@@ -495,7 +490,7 @@ void pack_grad_tiles(const ConvShape& s, const Geom& gm, const T* gy, int64_t KB
           // Each run is a masked load into its lanes, from a base rc lanes before it (the
           // masked-off lanes are never read).
           const T* base[32];
-          for (int64_t j = 0; j < nr; ++j) base[j] = gy + (rn[j] * s.K + g * Kg + k) * HWo + ro[j] - rc[j];
+          for (int64_t j = 0; j < nr; ++j) base[j] = gy + (rs.n[j] * s.K + g * Kg + k) * HWo + rs.y_off[j] - rs.c_off[j];
           r[i] = bf16_row32_runs(base, mask, nr);
         }
         transpose16x16_words(r, gt + (u * KB + kb) * kTileElems);
