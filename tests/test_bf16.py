@@ -104,6 +104,45 @@ def test_conv_all_passes(path, case, dtype, rng):
     close(gb, cast(g).astype(np.float64).sum(axis=(0,) + tuple(range(2, 2 + nd))), g.size)
 
 
+@pytest.mark.parametrize("case", [CASES[12], CASES[13], CASES[15], CASES[19], CASES[21]],
+                         ids=lambda c: f"{c[3]}-s{c[5][0]}-d{c[6][0]}-g{c[7]}")
+def test_conv_backward_matches_float64_finite_differences(path, case, rng):
+    """grad_x and grad_w against central differences of a float64 NumPy convolution at the
+    bf16-rounded inputs (no torch): the loss is linear in x and in w, so the differences are
+    exact up to float64 rounding, and the kernels differ only by float32 accumulation."""
+    N, C, K, ins, ks, stride, dil, groups, pads = case
+    x = r64(rng.standard_normal((N, C) + ins).astype(np.float32))
+    w = r64(rng.standard_normal((K, C // groups) + ks).astype(np.float32))
+
+    def conv64(xv, wv):
+        xp = np.pad(xv, [(0, 0), (0, 0)] + [tuple(p) for p in pads])
+        Ho = (xp.shape[2] - dil[0] * (ks[0] - 1) - 1) // stride[0] + 1
+        Wo = (xp.shape[3] - dil[1] * (ks[1] - 1) - 1) // stride[1] + 1
+        y = np.zeros((N, K, Ho, Wo))
+        Cg, Kg = C // groups, K // groups
+        for g in range(groups):
+            for i in range(ks[0]):
+                for j in range(ks[1]):
+                    patch = xp[:, g * Cg:(g + 1) * Cg, i * dil[0]:i * dil[0] + stride[0] * (Ho - 1) + 1:stride[0],
+                               j * dil[1]:j * dil[1] + stride[1] * (Wo - 1) + 1:stride[1]]
+                    y[:, g * Kg:(g + 1) * Kg] += np.einsum("nchw,kc->nkhw", patch, wv[g * Kg:(g + 1) * Kg, :, i, j])
+        return y
+
+    gy = r64(rng.standard_normal(conv64(x, w).shape).astype(np.float32))
+    args = (list(stride), [list(p) for p in pads], list(dil), groups)
+    gx, gw, _ = _C.conv_backward_bf16(gy.astype(np.float32), x.astype(np.float32), w.astype(np.float32), *args,
+                                      need_bias=False)
+    eps = 0.5
+    for arr, got, k in ((x, gx, K * int(np.prod(ks))), (w, gw, N * gy[0, 0].size)):
+        for idx in zip(*(rng.integers(0, n, 12) for n in arr.shape)):
+            plus, minus = arr.copy(), arr.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            fx = (lambda v: conv64(v, w)) if arr is x else (lambda v: conv64(x, v))
+            fd = float((gy * (fx(plus) - fx(minus))).sum() / (2 * eps))
+            close(np.array([got[idx]]), np.array([fd]), k)
+
+
 @pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[7], CASES[8], CASES[10], CASES[12], CASES[15]],
                          ids=lambda c: f"{c[3]}-g{c[7]}")
 def test_conv_thread_splits_agree(path, case, rng):

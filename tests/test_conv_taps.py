@@ -388,6 +388,14 @@ def test_conv_weight_window_bad_input():
         _C._conv_weight_window(w.astype(np.float64), [0, 0], [1, 1])
     with pytest.raises(ValueError, match="contiguous"):
         _C._conv_weight_window(np.zeros((2, 3, 3, 6), np.float32)[..., ::2], [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="rank 3-5"):
+        _C._conv_weight_window(np.zeros((2, 3), np.float32), [], [])
+    with pytest.raises(ValueError, match="0 <= lo < hi"):
+        _C._conv_weight_window(np.zeros((2, 3, 0, 3), np.float32), [0, 0], [1, 1])
+    # Zero filters is an empty cut, and NaN is copied as any value (a copy judges nothing).
+    assert _C._conv_weight_window(np.zeros((0, 3, 3, 3), np.float32), [1, 1], [2, 2]).shape == (0, 3, 1, 1)
+    nan = np.full((1, 1, 3, 3), np.nan, np.float32)
+    assert np.isnan(_C._conv_weight_window(nan, [1, 1], [2, 2])).all()
 
 
 # Batched small outputs (< 64 positions, several images): one-group layers run as the
