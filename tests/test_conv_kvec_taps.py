@@ -1,6 +1,6 @@
 """The channel-vector tiles run straight from a zero-bordered image (csrc/cpu/conv_kvec_taps.cpp):
 dense layers with stride 1 or 2 and rows of >= 16 outputs: the forward where Auto does not give
-Winograd, grad_x at stride 1, grad_w with 3 to 5 kernel columns, on AVX-512 at full rate. Each
+Winograd, grad_x at stride 1, grad_w with 3 to 5 kernel columns, on AVX-512 (at full rate or split, as on Zen 4). Each
 case is checked against PyTorch in float64 from the same float32 inputs and against the im2col
 + GEMM path; where this CPU takes the tiles, the plan query says so, so the comparison is known
 to exercise them."""
@@ -12,7 +12,7 @@ import torch.nn.functional as TF
 import cnnfast
 from cnnfast import _C
 
-TAKES_TILES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and cnnfast.simd_level() == "avx512"
+TAKES_TILES = "avx512" in cnnfast.simd_levels() and cnnfast.simd_level() == "avx512"
 
 # (N, C, H, W, K, kh, kw, (top, bottom), (left, right), bias, passes on the tiles: forward,
 # grad_x, grad_w; the weight gradient's blocks are 64 channels, 1 or 2 kernel rows). Output widths 16, 17, 29, 40,

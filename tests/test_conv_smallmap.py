@@ -1,5 +1,5 @@
 """The weight-streaming small-map passes (csrc/cpu/conv_smallmap.cpp): dense 2-D layers whose
-weights outweigh their maps (at most 512 output positions per call) on AVX-512 at full rate,
+weights outweigh their maps (at most 512 output positions per call) on AVX-512 (at full rate or split),
 the forward and grad_w at any stride, grad_x at stride 1. Each case is checked against PyTorch
 in float64 from the same float32 inputs and against the im2col + GEMM path; where this CPU
 takes these passes, the plan query says so, so the comparison is known to exercise them."""
@@ -11,7 +11,7 @@ import torch.nn.functional as TF
 import cnnfast
 from cnnfast import _C
 
-TAKES_PASSES = "avx512" in cnnfast.simd_levels() and _C.avx512_full_rate() and cnnfast.simd_level() == "avx512"
+TAKES_PASSES = "avx512" in cnnfast.simd_levels() and cnnfast.simd_level() == "avx512"
 
 # (N, C, H, W, K, (kh, kw), (top, bottom), (left, right), dilation, stride, bias). Tiles of
 # 8 rows by 1-3 vectors (1x3 kernels on 2x6 and 4x6 maps, 3x3 on 6x6), 7 by 4 (7x7 maps),

@@ -54,11 +54,12 @@ int64_t bordered_extent(const ConvShape& s, int d) {
   return (s.out[d] - 1) * s.stride[d] + s.dil[d] * (s.k[d] - 1) + 1;
 }
 
-// What both passes' tiles take: AVX-512 at full rate, a dense 2-D layer with equal
+// What both passes' tiles take: AVX-512 (at full rate or split into 256-bit halves as on
+// Zen 4, where they beat the direct kernel and the GEMM too), a dense 2-D layer with equal
 // strides of 1 or 2 (a tile's positions are that many input columns apart), no
 // dilation, and a bordered image of fewer than 2^31 floats (the tap offsets are int32).
 bool bordered_tiles_apply(const ConvShape& s) {
-  if (!use_avx512() || !avx512_full_rate()) return false;
+  if (!use_avx512()) return false;
   const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
   return is_two_d(s) && s.groups == 1 && stride_1_or_2 && s.dil[1] == 1 && s.dil[2] == 1 &&
          s.C * bordered_extent(s, 1) * bordered_extent(s, 2) < (int64_t(1) << 31);

@@ -51,7 +51,7 @@ int smallmap_override() {
 }
 
 bool smallmap_applies(const ConvShape& s) {
-  return use_avx512() && avx512_full_rate() && is_two_d(s) && s.groups == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 &&
+  return use_avx512() && is_two_d(s) && s.groups == 1 && s.pad0[1] >= 0 && s.pad0[2] >= 0 &&
          s.pad1[1] >= 0 && s.pad1[2] >= 0;
 }
 
