@@ -151,3 +151,47 @@ def test_frozen_forward_with_packed_weights_and_epilogue(case, act, threads):
     assert _rel(got, want) < 2e-6, _rel(got, want)
     np.testing.assert_allclose(got, _ACTS[act](plain.astype(np.float64) + residual), rtol=1e-4,
                                atol=1e-4 * np.abs(want).max())
+
+
+# Eager forwards through im2col columns with the weights packed per call (prepack.cpp,
+# conv_forward_kvec_eager): dense layers whose rows are under 16 outputs, >= 1024
+# positions over the batch. Stride 2 and 3, dilation 2, asymmetric padding, a 5x5 kernel,
+# K leaving the last 32-channel block part-filled (60, 58, 121), with and without bias
+# and a fused ReLU; against PyTorch in float64 and the im2col + GEMM path.
+EAGER_CASES = [
+    # (N, C, H, W, K, k, stride, (top, bottom), (left, right), dilation, bias)
+    (8, 32, 28, 28, 60, 3, 2, (1, 1), (1, 1), 1, True),
+    (6, 24, 20, 15, 58, 3, 1, (2, 0), (0, 1), 1, False),
+    (9, 20, 15, 15, 121, 5, 1, (2, 2), (2, 2), 1, True),
+    (7, 16, 16, 14, 64, 3, 1, (2, 2), (2, 2), 2, False),
+    (7, 40, 40, 38, 32, 3, 3, (1, 0), (0, 1), 1, True),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", EAGER_CASES, ids=lambda c: "x".join(map(str, c[:7])))
+def test_eager_forward_through_columns_matches_torch(case, threads):
+    N, C, H, W, K, k, st, pt, pl, d, with_bias = case
+    rng = np.random.default_rng(N * 7919 + C * 31 + K + 2)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, k, k)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32) if with_bias else None
+    args = ((st, st), (pt, pl), (d, d), 1)
+    plan = _C._conv_auto_plan(list(x.shape), list(w.shape), [st, st], [list(pt), list(pl)], [d, d], 1)
+    xt = TF.pad(torch.from_numpy(x).double(), (pl[0], pl[1], pt[0], pt[1]))
+    ref = TF.conv2d(xt, torch.from_numpy(w).double(), None if b is None else torch.from_numpy(b).double(),
+                    stride=st, dilation=d).numpy()
+    if TAKES_TILES:
+        assert plan["forward"] == "kvec" and ref.shape[3] < 16 and N * ref.shape[2] * ref.shape[3] >= 1024, plan
+    old = cnnfast.get_num_threads()
+    cnnfast.set_num_threads(threads)
+    try:
+        y = _C.conv_forward(x, w, b, *args)
+        y_relu = _C.conv_forward(x, w, b, *args, activation="relu")
+        y_gemm = _C.conv_forward(x, w, b, *args, "gemm")
+    finally:
+        cnnfast.set_num_threads(old)
+    assert y.shape == ref.shape
+    assert _rel(y, ref) < 2e-6, _rel(y, ref)
+    assert _rel(y_relu, np.maximum(ref, 0)) < 2e-6
+    np.testing.assert_allclose(y, y_gemm, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -462,6 +462,8 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
     if (pass == Pass::Weight && cpu::conv_detail::kvec_weight_pays(s)) return "kvec";
     if (cpu::conv_detail::grouped_direct_applicable(s, pass)) return "direct";
     const ConvAlgo a = pass == Pass::Forward ? cpu::choose_forward_algo(s, true) : cpu::choose_algo(s, true);
+    if (pass == Pass::Forward && a == ConvAlgo::Gemm && cpu::kvec_eager_pays(s))
+      return "kvec";  // through im2col columns, the weights packed per call
     return a == ConvAlgo::Winograd ? "winograd" : "gemm";
   };
   py::dict d;

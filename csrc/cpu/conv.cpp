@@ -10,6 +10,7 @@
 #include "core/parallel.h"
 #include "cpu/conv_grouped.h"
 #include "cpu/conv_internal.h"
+#include "cpu/prepack.h"
 #include "cpu/winograd.h"
 
 namespace cnnfast::cpu {
@@ -97,7 +98,11 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
   if (algo == ConvAlgo::Auto && grouped_forward(s, x, w, bias, y)) return;
   if (algo == ConvAlgo::Auto && std::is_same_v<T, float> && dilated_winograd_pays(s))
     return dilated_forward_winograd(s, x, w, bias, y);
-  if (algo == ConvAlgo::Auto) algo = choose_forward_algo(s, std::is_same_v<T, float>);
+  if (algo == ConvAlgo::Auto) {
+    algo = choose_forward_algo(s, std::is_same_v<T, float>);
+    if constexpr (std::is_same_v<T, float>)
+      if (algo == ConvAlgo::Gemm && conv_forward_kvec_eager(s, x, w, bias, y, Epilogue{})) return;
+  }
   if (algo == ConvAlgo::Winograd && winograd_applicable(s)) {
     winograd_conv2d<T>(s.N, s.C, s.K, s.groups, s.in[1], s.in[2], s.out[1], s.out[2], s.pad0[1], s.pad0[2], x, w,
                        bias, y);

@@ -205,6 +205,13 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
       return;
   }
   if constexpr (is_f32<T>) {
+    // Eager calls of the dense layers conv_forward_kvec_eager takes (prepack.cpp), with
+    // the epilogue per block.
+    if (!direct && !packed && algo == ConvAlgo::Auto && chosen == ConvAlgo::Gemm && !live_tap_window(s).trimmed &&
+        conv_forward_kvec_eager(s, x, w, bias, y, e))
+      return;
+  }
+  if constexpr (is_f32<T>) {
     // Frozen 3x3 layers on Winograd keep their transformed, packed weights in the pack
     // (one thread, 256 channels at 14x14, batch 8: the per-call transform and packing were
     // 1.7 of 5.5 ms). Only the layers conv_forward would run as Winograd: no dead taps,

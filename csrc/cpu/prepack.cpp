@@ -177,11 +177,11 @@ bool kvec_pays(int64_t K, int64_t CK, int64_t P) {
 }
 
 // conv_forward_panels on the channel-vector tiles (conv_kvec_avx512.cpp).
-void conv_forward_kvec(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
+// wk: the weights packed by pack_row_blocks(w, K, CK, kKvecRows).
+void conv_forward_kvec(const ConvShape& s, const float* x, const float* wk, const float* bias, float* y,
                        const Epilogue& e, bool direct) {
   const int64_t C = s.C, K = s.K, P = s.out_size(), CK = C * s.k_size();
   constexpr int64_t KR = kKvecRows, kDepth = 256;
-  const float* wk = p.kvec();
   // Tiles of at most 14 positions, balanced (49 = 13 + 12 + 12 + 12).
   const int64_t tiles = (P + kKvecMaxCols - 1) / kKvecMaxCols, blocks_k = (K + KR - 1) / KR;
   auto tile_start = [&](int64_t t) { return t * P / tiles; };
@@ -214,6 +214,30 @@ void conv_forward_kvec(const ConvShape& s, const float* x, const ConvPacked& p, 
 
 }  // namespace
 
+// Eager (unpacked) forwards of dense layers whose rows are too short for the tiles on the
+// bordered image (conv_kvec_taps.cpp takes rows of >= 16) and whose maps are too large
+// for the weight-streaming passes: the weights are packed for this call, then each image
+// goes through its im2col columns as in a frozen graph. The im2col + GEMM path blocks
+// the same work less well (Zen 4, 2 threads, ms, GEMM / these with the pack): 3x3/2
+// C256 at 28x28 batch 8 13.5 / 9.1. The pack is one pass over the weights, a few
+// percent of the work from 1024 positions over the batch.
+bool kvec_eager_pays(const ConvShape& s) {
+  const int64_t P = s.out_size();
+  return use_avx512() && s.groups == 1 && !is_pointwise(s) && s.out[2] < 16 && P <= kPanelMaxPositions &&
+         s.N * P >= 1024 && kvec_pays(s.K, s.C * s.k_size(), P);
+}
+
+bool conv_forward_kvec_eager(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                             const Epilogue& e) {
+  if (!kvec_eager_pays(s)) return false;
+  const int64_t K = s.K, CK = s.C * s.k_size();
+  const int64_t blocks = (K + kKvecRows - 1) / kKvecRows;
+  Workspace<float> wk = workspace_array<float>(blocks * CK * kKvecRows);
+  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, kKvecRows, b0, b1, wk.get()); });
+  conv_forward_kvec(s, x, wk.get(), bias, y, e, false);
+  return true;
+}
+
 bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e, bool allow_im2col) {
   const int64_t C = s.C, K = s.K, P = s.out_size(), CK = C * s.k_size();
@@ -229,7 +253,7 @@ bool conv_forward_panels(const ConvShape& s, const float* x, const ConvPacked& p
   if (!avx512 && (direct ? C > kAvx2PanelMaxChannels : s.N > 1)) return false;
   if (!direct && (!allow_im2col || P > kPanelMaxPositions)) return false;
   if (avx512 && kvec_pays(K, CK, P)) {
-    conv_forward_kvec(s, x, p, bias, y, e, direct);
+    conv_forward_kvec(s, x, p.kvec(), bias, y, e, direct);
     return true;
   }
   constexpr int64_t MR = kPanelRows, kDepth = 256;

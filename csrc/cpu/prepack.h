@@ -62,6 +62,13 @@ class ConvPacked {
 bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p, const float* bias, float* y,
                          const Epilogue& e);
 
+// The eager forward on the channel-vector tiles through im2col columns, with the weights
+// packed for the call (dense layers with rows under 16 outputs and >= 1024 positions
+// over the batch, on AVX-512); returns false, touching nothing, where it does not apply.
+bool kvec_eager_pays(const ConvShape& s);
+bool conv_forward_kvec_eager(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                             const Epilogue& e);
+
 // w (K, CK) row-major -> blocks of `rows` output channels, (block, CK, rows), zero rows
 // past K, blocks [b0, b1) of dst: the panel tiles' layout (rows = kPanelRows) and the
 // channel-vector tiles' (kKvecRows), packed once by ConvPacked or per call by
