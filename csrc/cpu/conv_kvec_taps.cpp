@@ -29,7 +29,6 @@
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
 #include "cpu/epilogue.h"
-#include "cpu/peak.h"
 #include "cpu/prepack.h"
 
 namespace cnnfast::cpu::conv_detail {

@@ -35,7 +35,6 @@
 #include "core/workspace.h"
 #include "cpu/conv_internal.h"
 #include "cpu/conv_parallel.h"
-#include "cpu/peak.h"
 
 namespace cnnfast::cpu::conv_detail {
 namespace {
