@@ -110,9 +110,7 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
   const int64_t top = s.pad0[1], left = s.pad0[2];
 
   // Weights in blocks of 32 output channels, (block, CK, 32), zero rows past K.
-  Workspace<float> wk = workspace_array<float>(packed ? 1 : blocks_k * CK * KR);
-  if (!packed)
-    parallel_for(0, blocks_k, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, KR, b0, b1, wk.get()); });
+  const Workspace<float> wk = packed ? workspace_array<float>(1) : pack_kvec_weights(w, K, CK);
   const float* wpacked = packed ? packed : wk.get();
   std::vector<int32_t> off(static_cast<size_t>(CK));
   for (int64_t c = 0; c < C; ++c)

@@ -28,6 +28,13 @@ void pack_row_blocks_into(const float* w, int64_t K, int64_t CK, int64_t rows, i
       }
 }
 
+Workspace<float> pack_kvec_weights(const float* w, int64_t K, int64_t CK) {
+  const int64_t blocks = (K + kKvecRows - 1) / kKvecRows;
+  Workspace<float> wk = workspace_array<float>(blocks * CK * kKvecRows);
+  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, kKvecRows, b0, b1, wk.get()); });
+  return wk;
+}
+
 namespace {
 
 AlignedPtr<float> pack_row_blocks(const float* w, int64_t K, int64_t CK, int64_t rows) {
@@ -218,9 +225,10 @@ void conv_forward_kvec(const ConvShape& s, const float* x, const float* wk, cons
 // bordered image (conv_kvec_taps.cpp takes rows of >= 16) and whose maps are too large
 // for the weight-streaming passes: the weights are packed for this call, then each image
 // goes through its im2col columns as in a frozen graph. The im2col + GEMM path blocks
-// the same work less well (Zen 4, 2 threads, ms, GEMM / these with the pack): 3x3/2
-// C256 at 28x28 batch 8 13.5 / 9.1. The pack is one pass over the weights, a few
-// percent of the work from 1024 positions over the batch.
+// the same work less well (Zen 4, 2 threads, in-process A/B, ms, GEMM / these with the
+// pack): 3x3/2 C256 at 28x28 batch 8 11.2-11.5 / 9.8-10.1, C128 3.6-3.8 / 2.8-3.2. The
+// pack is one pass over the weights; below 1024 positions it costs what the tiles save
+// (3x3/2 C512 at 14x14 batch 8, 392 positions: 11.7 against 12.6 with them).
 bool kvec_eager_pays(const ConvShape& s) {
   const int64_t P = s.out_size();
   return use_avx512() && s.groups == 1 && !is_pointwise(s) && s.out[2] < 16 && P <= kPanelMaxPositions &&
@@ -230,10 +238,7 @@ bool kvec_eager_pays(const ConvShape& s) {
 bool conv_forward_kvec_eager(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                              const Epilogue& e) {
   if (!kvec_eager_pays(s)) return false;
-  const int64_t K = s.K, CK = s.C * s.k_size();
-  const int64_t blocks = (K + kKvecRows - 1) / kKvecRows;
-  Workspace<float> wk = workspace_array<float>(blocks * CK * kKvecRows);
-  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) { pack_row_blocks_into(w, K, CK, kKvecRows, b0, b1, wk.get()); });
+  const Workspace<float> wk = pack_kvec_weights(w, s.K, s.C * s.k_size());
   conv_forward_kvec(s, x, wk.get(), bias, y, e, false);
   return true;
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/memory.h"
+#include "core/workspace.h"
 #include "cpu/conv.h"
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
@@ -68,6 +69,10 @@ bool conv_forward_packed(const ConvShape& s, const float* x, const ConvPacked& p
 bool kvec_eager_pays(const ConvShape& s);
 bool conv_forward_kvec_eager(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                              const Epilogue& e);
+
+// w (K, CK) packed for the channel-vector tiles (ConvPacked::kvec's layout) by the
+// threads, into a workspace: the eager passes' per-call pack.
+Workspace<float> pack_kvec_weights(const float* w, int64_t K, int64_t CK);
 
 // w (K, CK) row-major -> blocks of `rows` output channels, (block, CK, rows), zero rows
 // past K, blocks [b0, b1) of dst: the panel tiles' layout (rows = kPanelRows) and the
