@@ -25,6 +25,16 @@ def threads(request):
 
 
 @pytest.fixture
+def without_row_tiles():
+    """Auto never takes the row tiles (csrc/cpu/conv_kvec_rows.cpp) while it runs."""
+    from cnnfast import _C
+
+    old = _C._set_kvec_rows(0)
+    yield
+    _C._set_kvec_rows(old)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -12,6 +12,10 @@ import torch.nn.functional as TF
 import cnnfast
 from cnnfast import _C
 
+# The row tiles (conv_kvec_rows.cpp) take some of these layers' forwards and grad_x; off
+# here, so that Auto runs, and this file checks, the paths it is about.
+pytestmark = pytest.mark.usefixtures("without_row_tiles")
+
 TAKES_TILES = "avx512" in cnnfast.simd_levels() and cnnfast.simd_level() == "avx512"
 
 # (N, C, H, W, K, kh, kw, (top, bottom), (left, right), bias, passes on the tiles: forward,

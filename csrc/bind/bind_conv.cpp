@@ -446,7 +446,7 @@ ConvShape queried_shape(const char* what, const std::vector<int64_t>& x, const s
 // estimate (cnnfast.utils.summary): im2col + GEMM and Winograd borrow large workspaces,
 // the channel-vector tiles ("kvec") a packed weight and a bordered image per thread, the
 // weight-streaming small-map passes ("smallmap") a bordered batch or an im2col column
-// block per thread, the direct and depthwise kernels next to none.
+// block per thread, the row tiles ("rows") a bordered batch, the direct and depthwise kernels next to none.
 py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
                         const std::vector<int64_t>& stride, const ConvPads& padding,
                         const std::vector<int64_t>& dilation, int64_t groups) {
@@ -454,6 +454,8 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
   using cpu::conv_detail::Pass;
   auto name = [&](Pass pass) -> const char* {
     if (cpu::conv_detail::is_depthwise(s)) return "depthwise";
+    if (pass == Pass::Forward && cpu::conv_detail::kvec_rows_forward_pays(s)) return "rows";
+    if (pass == Pass::Data && cpu::conv_detail::kvec_rows_data_pays(s)) return "rows";
     if (pass == Pass::Forward && cpu::conv_detail::smallmap_forward_pays(s)) return "smallmap";
     if (pass == Pass::Data && cpu::conv_detail::smallmap_data_pays(s)) return "smallmap";
     if (pass == Pass::Weight && cpu::conv_detail::smallmap_weight_pays(s)) return "smallmap";
@@ -998,10 +1000,13 @@ void bind_conv(py::module_& m) {
         "dim: the window of live taps and the padding under which weight[:, :, lo:hi, ...] gives the same output.");
   m.def("_conv_weight_window", &conv_weight_window, py::arg("weight"), py::arg("lo"), py::arg("hi"),
         "weight[:, :, lo:hi, ...] (float32, C-contiguous) as a new contiguous array, copied by the threads.");
+  m.def("_set_kvec_rows", &cpu::conv_detail::set_kvec_rows_mode, py::arg("mode"),
+        "Whether Auto runs float32 forwards on the row tiles: -1 by its rule (default), 0 never, 1 wherever they "
+        "apply (tests and A/B measurements). Returns the previous mode.");
   m.def("_conv_auto_plan", &conv_auto_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
-        "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'smallmap' (weight-streaming direct passes for small maps), 'direct' or 'depthwise' (used by "
+        "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'smallmap' (weight-streaming direct passes for small maps), 'rows' (row tiles of 64 output channels, live taps only), 'direct' or 'depthwise' (used by "
         "the training-memory estimate); 'frozen_forward_kvec': whether a frozen graph's forward, with the weights "
         "packed once (packed=), takes the channel-vector tiles.");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "

@@ -92,6 +92,7 @@ void conv_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* 
     }
   }
   if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && kvec_rows_forward_pays(s)) return forward_kvec_rows(s, x, w, bias, y);
     if (algo == ConvAlgo::Auto && smallmap_forward_pays(s)) return forward_smallmap(s, x, w, bias, y);
     if (algo == ConvAlgo::Auto && kvec_taps_pays(s)) return forward_kvec_taps(s, x, w, bias, y);
   }
@@ -129,6 +130,7 @@ void conv_backward_data(const ConvShape& s, const T* gy, const T* w, T* gx, Conv
     }
   }
   if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::Auto && kvec_rows_data_pays(s)) return backward_data_kvec_rows(s, gy, w, gx);
     if (algo == ConvAlgo::Auto && smallmap_data_pays(s)) return backward_data_smallmap(s, gy, w, gx);
     if (algo == ConvAlgo::Auto && kvec_taps_data_pays(s)) {
       Workspace<T> wt = workspace_array<T>(s.K * s.C * s.k_size());

@@ -133,6 +133,15 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
       return stem_direct(s, x, w, bias, y, e);
   }
   if constexpr (is_f32<T>) {
+    // The row tiles (conv_kvec_rows.cpp) with the epilogue on each tile as it is stored.
+    // A frozen graph's pack (Winograd's transformed weights, the channel-vector tiles' rows
+    // of 14) keeps the layers it runs faster: with the pack, Zen 4, 2 threads, ms, pack /
+    // row tiles: 3x3 C256 at 14x14 batch 4 3.1 / 4.5, 3x3/2 C256 at 28x28 batch 8 9.8 /
+    // 11.7, C128->256 batch 2 1.26 / 1.32; rows of 7 go to the tiles (3x3 C512 at 7x7
+    // batch 8 9.2 / 8.4, batch 4 4.8 / 4.6; 3x3/2 at 14x14 batch 8 even).
+    const bool pack_keeps = packed && (s.out[2] > 7 || choose_forward_algo(s, true) == ConvAlgo::Winograd);
+    if (algo == ConvAlgo::Auto && !pack_keeps && conv_detail::kvec_rows_forward_pays(s))
+      return conv_detail::forward_kvec_rows(s, x, w, bias, y, &e);
     // Weight-bound layers on small maps (conv_smallmap.cpp); conv_forward drops dead taps first.
     if (!packed && algo == ConvAlgo::Auto && conv_detail::smallmap_forward_pays(s)) {
       conv_forward(s, x, w, bias, y, ConvAlgo::Auto);

@@ -171,12 +171,32 @@ void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float*
 void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
                   float* xp);
 
+// ---- conv_kvec_rows.cpp ----
+// Whether a float32 layer's forward runs on the row tiles (64 output channels by up to 7
+// positions of an output row, live taps only): AVX-512, dense, 2-D, column stride 1 or 2,
+// any row stride and dilation, padding >= 0; and that forward, y = conv(x, w) + bias,
+// then the epilogue e if given, on each tile as it is stored.
+bool kvec_rows_applies(const ConvShape& s);
+bool kvec_rows_forward_pays(const ConvShape& s);
+// The stride-1 grad_x as the forward of grad_y on the same tiles (data_pass_as_forward),
+// the weights rotated and swapped as they are packed.
+bool kvec_rows_data_pays(const ConvShape& s);
+void backward_data_kvec_rows(const ConvShape& s, const float* gy, const float* w, float* gx);
+// -1: the rule above decides (the default, or CNNFAST_KVEC_ROWS's value), 0: never, 1:
+// wherever the tiles apply. Returns the previous mode.
+int set_kvec_rows_mode(int mode);
+void forward_kvec_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                       const Epilogue* e = nullptr);
+
 // ---- conv_smallmap.cpp ----
 // Weight-streaming direct passes for layers bound by their weights (small maps and
 // batches): AVX-512 at full rate, float32, 2-D, groups 1, padding >= 0; the forward and
 // grad_w at any stride, grad_x at stride 1; any dilation. grad_w writes (accumulate
 // false) or adds to gw.
 bool smallmap_forward_pays(const ConvShape& s);
+// The share of the forward's FMAs that are real products: vector lanes filled with
+// positions times taps that read inside the image (3x3 at 7x7 0.63, at 4x4 0.28).
+double smallmap_useful_share(const ConvShape& s);
 bool smallmap_data_pays(const ConvShape& s);
 bool smallmap_weight_pays(const ConvShape& s);
 void forward_smallmap(const ConvShape& s, const float* x, const float* w, const float* bias, float* y);

@@ -185,6 +185,8 @@ bool big_weights(const ConvShape& s) { return s.K * s.C * s.k_size() >= 65536; }
 
 }  // namespace
 
+double smallmap_useful_share(const ConvShape& s) { return lane_share(s) * live_density(s); }
+
 bool smallmap_forward_pays(const ConvShape& s) {
   if (!smallmap_applies(s)) return false;
   if (smallmap_override() >= 0) return smallmap_override() == 1;

@@ -314,7 +314,7 @@ def _borrows_workspace(m, in_shape, geo, itemsize: int) -> bool:
     from .. import _C
     plan = _C._conv_auto_plan([1] + list(in_shape[1:]), list(m.weight.shape), list(stride),
                               [list(p) for p in pads], list(dil), int(m.groups))
-    return any(v in ("gemm", "winograd", "kvec", "smallmap") for v in plan.values())
+    return any(v in ("gemm", "winograd", "kvec", "smallmap", "rows") for v in plan.values())
 
 
 def _workspace_estimate(recs, batch_size: int, threads: int) -> int:

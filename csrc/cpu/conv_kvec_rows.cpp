@@ -1,0 +1,215 @@
+// Direct forward convolution on row tiles: 64 output channels in the vector lanes by up to
+// 7 positions of one output row, read from a zero-bordered copy of each image, with only
+// the live taps of each row visited and the weights packed per (64-channel block,
+// channel chunk) by the thread that uses them, into a buffer that stays in L2.
+//
+// Why: ResNet's deep 3x3 layers on 7x7 and 14x14 maps at batch 4-8 ran at 0.79-0.88x of
+// PyTorch on Zen 4. oneDNN's direct kernel runs them at ~96% of the FMA peak on the
+// products that read inside the image. Ours lost in three places: the small-map passes
+// (conv_smallmap.cpp) put positions in the lanes, and a 7x7 map fills 49 of 64 lanes;
+// every path read the zero border as if it were data (18% of a 3x3 layer's products on
+// a 7x7 map); and the channel-vector tiles packed all 9.4 MB of weights before starting,
+// a pass through memory that cost as much as the border (1.0-1.2 ms of 8.4). Here the
+// lanes are output channels, so any width tiles without waste; a row's taps that fall
+// in the border are not visited, nor the first or last position's column taps there;
+// and each 64 x (64 channels x 9 taps) chunk of weights is transposed from the user's
+// (K, C, kh, kw) array into L2 right before the tiles that use it, so the pack costs no
+// trip to memory (measured apart: 1.0-1.2 ms as a pass before the tiles, against none
+// of the gain lost fused). Zen 4, 2 threads, 3x3 C512 at 7x7 batch 8, forward: 11.4 ms
+// (small-map passes) -> 8.5, torch 9.2-9.5 side by side; the tiles alone run at ~93% of
+// the FMA peak on the live products.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "core/workspace.h"
+#include "cpu/conv_internal.h"
+#include "cpu/conv_kvec_rows.h"
+#include "cpu/conv_parallel.h"
+
+namespace cnnfast::cpu::conv_detail {
+namespace {
+
+// CNNFAST_KVEC_ROWS=0 turns this path off, =1 takes it wherever it applies (A/B
+// measurements); tests set the same through set_kvec_rows_mode.
+std::atomic<int>& kvec_rows_mode() {
+  static std::atomic<int> mode{[] {
+    const char* e = std::getenv("CNNFAST_KVEC_ROWS");
+    return e ? std::atoi(e) : -1;
+  }()};
+  return mode;
+}
+
+// The bordered image's extent along spatial dim d: every tap of every output reads inside it.
+int64_t bordered_extent(const ConvShape& s, int d) {
+  return (s.out[d] - 1) * s.stride[d] + s.dil[d] * (s.k[d] - 1) + 1;
+}
+
+// Output rows split into tiles of at most 7 positions, balanced (12 -> 6 + 6, not 7 + 5).
+struct RowSplit {
+  int64_t tiles_per_row, Wo;
+  int64_t start(int64_t i) const { return i * Wo / tiles_per_row; }
+  int64_t width(int64_t i) const { return start(i + 1) - start(i); }
+};
+
+RowSplit split_row(int64_t Wo) {
+  return RowSplit{(Wo + kRowTileMaxPositions - 1) / kRowTileMaxPositions, Wo};
+}
+
+// The live taps of the tile at output row oh, columns [ow0, ow0 + np), for a bordered
+// plane Wp wide: rows of the kernel that fall in the border are left out, and so are the
+// first and last position's FMAs where their column does.
+int64_t live_taps(const ConvShape& s, int64_t oh, int64_t ow0, int64_t np, int64_t Wp, RowTileTap* taps) {
+  int64_t n = 0;
+  for (int64_t a = 0; a < s.k[1]; ++a) {
+    const int64_t ih = oh * s.stride[1] + a * s.dil[1] - s.pad0[1];
+    if (ih < 0 || ih >= s.in[1]) continue;
+    for (int64_t b = 0; b < s.k[2]; ++b) {
+      int64_t lo, hi;
+      valid_range(s.out[2], s.in[2], s.stride[2], b * s.dil[2] - s.pad0[2], lo, hi);
+      if (std::max(lo, ow0) >= std::min(hi, ow0 + np)) continue;
+      taps[n++] = RowTileTap{int32_t((oh * s.stride[1] + a * s.dil[1]) * Wp + ow0 * s.stride[2] + b * s.dil[2]),
+                             int32_t(a * s.k[2] + b), int8_t(np > 1 && ow0 < lo), int8_t(np > 1 && ow0 + np > hi)};
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+int set_kvec_rows_mode(int mode) { return kvec_rows_mode().exchange(mode < 0 ? -1 : mode > 0 ? 1 : 0); }
+
+bool kvec_rows_applies(const ConvShape& s) {
+  if (!use_avx512() || !is_two_d(s) || s.groups != 1 || (s.stride[2] != 1 && s.stride[2] != 2)) return false;
+  const int64_t plane = bordered_extent(s, 1) * bordered_extent(s, 2);
+  return s.pad0[1] >= 0 && s.pad0[2] >= 0 && plane < (int64_t(1) << 31) / std::max<int64_t>(s.C, 1);
+}
+
+namespace {
+
+// The rule for a forward f (a layer's, or its stride-1 grad_x as a forward) that the
+// small-map passes or Winograd would otherwise take as given.
+bool rows_pay(const ConvShape& f, bool smallmap_takes, bool winograd_takes) {
+  // Deep layers on maps up to 16x16 with 64-channel blocks at least 75% full. Zen 4, 2
+  // threads, forward ms, the path Auto took before against these (torch in brackets, all
+  // side by side in one process):
+  // 3x3 C512 at 7x7 batch 8 11.4 (small-map) / 8.5 (9.2-9.5), batch 4 5.7 / 5.0 (5.6-5.8);
+  // 3x3/2 C512 at 14x14 batch 8 12.3 (GEMM) / 10.5 (10.1-10.9); C128->256 at 28x28 batch 2
+  // 2.2 / 1.8 (2.1-2.2); 3x3 C256 at 14x14 batch 4 5.0 (Winograd) / 4.3 (4.6-5.1).
+  // grad_x alike: 3x3 C512 at 7x7 batch 8 11.4 / 8.4, batch 4 5.7 / 4.7, C256 at 14x14
+  // batch 4 6.5 / 4.8.
+  // Wider maps went to the GEMM, Winograd and the channel-vector tiles (3x3/2 C64->128
+  // at 56x56 batch 16 9.3 / 13.5; grad_x of 5x5 C96->256 at 27x27 batch 8 34 / 43), and
+  // so do shallow layers (3x3 C16->32 at 128x128 4.8 / 8.2).
+  const int64_t blocks = (f.K + kRowTileChannels - 1) / kRowTileChannels;
+  if (f.k_size() == 1 || f.C < 32 || 4 * f.K < 3 * blocks * kRowTileChannels) return false;
+  const int64_t positions = f.N * f.out_size();
+  if (f.out_size() > 256 && positions >= 1024) return false;
+  // The small-map passes read each weight once where this path packs it: they stay ahead
+  // below ~200 positions unless most of their lanes idle (3x3 C512 at 7x7 batch 1 1.6 /
+  // 1.9 ms, batch 2 2.9 / 3.1, at 4x4 batch 1 (a 0.28 share) 0.91 / 1.00, batch 4 5.4 /
+  // 2.4; 5x5 C256 at 7x7 batch 1 (0.42) 1.4-2.4 / 1.1-1.2; 3x3 C256 at 14x14 batch 1 even).
+  if (smallmap_takes) return positions >= 196 || (positions >= 32 && smallmap_useful_share(f) < 0.5);
+  // Winograd's filter transform is paid back from ~1000 positions (3x3 C256 at 14x14
+  // batch 8 6.8 / 8.2 ms, C512 at 7x7 batch 32 28.3 / 31.1, C128 at 28x28 batch 4 3.6 / 4.5;
+  // batch 1 1.7 / 1.3).
+  if (winograd_takes) return positions < 1024;
+  return f.out_size() <= 256;
+}
+
+}  // namespace
+
+bool kvec_rows_forward_pays(const ConvShape& s) {
+  if (!kvec_rows_applies(s)) return false;
+  if (const int mode = kvec_rows_mode().load(std::memory_order_relaxed); mode >= 0) return mode == 1;
+  return rows_pay(s, smallmap_forward_pays(s), choose_forward_algo(s, true) == ConvAlgo::Winograd);
+}
+
+namespace {
+
+// y = conv(x, w) + bias (then e) for s; rotated: w is the layer's weights of the grad_x
+// pass that s is the forward of, packed rotated and swapped as the tiles go.
+void run_row_tiles(const ConvShape& s, const float* x, const float* w, bool rotated, const float* bias, float* y,
+                   const Epilogue* e) {
+  const int64_t N = s.N, C = s.C, K = s.K, kk = s.k_size(), CK = C * kk, Ho = s.out[1], Wo = s.out[2];
+  const int64_t P = Ho * Wo, Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2), plane = Hp * Wp;
+  Workspace<float> xb = workspace_array<float>(N * C * plane);
+  parallel_for(0, N * C, std::max<int64_t>(1, 16384 / plane), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      border_image(x + i * s.in[1] * s.in[2], 1, s.in[1], s.in[2], s.pad0[1], s.pad0[2], Hp, Wp, xb.get() + i * plane);
+  });
+  const RowSplit split = split_row(Wo);
+  const int64_t tiles = N * Ho * split.tiles_per_row, blocks = (K + kRowTileChannels - 1) / kRowTileChannels;
+  // Channel chunks of ~128 KiB of packed weights: they stay in L2 while every tile of the
+  // task passes over them.
+  const int64_t chunk = std::clamp<int64_t>(32768 / (kk * kRowTileChannels), 1, C);
+  // Enough tasks to balance the threads; a group of tiles packs its own weights.
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * threads + blocks - 1) / blocks));
+  const Epilogue none;
+  const Epilogue& ep = e ? *e : none;
+  const float* res = static_cast<const float*>(ep.residual);
+  struct State {
+    Workspace<float> wchunk, acc;
+    std::vector<RowTileTap> taps;
+  };
+  const int64_t max_group = (tiles + groups - 1) / groups;
+  dynamic_tasks(
+      blocks * groups,
+      [&] {
+        return State{workspace_array<float>(chunk * kk * kRowTileChannels),
+                     workspace_array<float>(max_group * kRowTileMaxPositions * kRowTileChannels),
+                     std::vector<RowTileTap>(size_t(kk))};
+      },
+      [&](int64_t t, State& st) {
+        const int64_t kb = t / groups, g = t % groups, k0 = kb * kRowTileChannels;
+        const int64_t r0 = g * tiles / groups, r1 = (g + 1) * tiles / groups;
+        for (int64_t c0 = 0; c0 < C; c0 += chunk) {
+          const int64_t nc = std::min(chunk, C - c0);
+          if (rotated)
+            avx512_impl::row_tiles_pack_rotated(w, K, kk, k0, c0, nc, st.wchunk.get());
+          else
+            avx512_impl::row_tiles_pack(w, K, CK, k0, c0 * kk, nc * kk, st.wchunk.get());
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / (Ho * split.tiles_per_row), oh = r / split.tiles_per_row % Ho,
+                          i = r % split.tiles_per_row;
+            const int64_t ow0 = split.start(i), np = split.width(i);
+            const int64_t ntaps = live_taps(s, oh, ow0, np, Wp, st.taps.data());
+            avx512_impl::row_tile(np, s.stride[2], xb.get() + (n * C + c0) * plane, plane, st.taps.data(), ntaps,
+                                  st.wchunk.get(), kk, nc, st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels,
+                                  c0 == 0);
+          }
+        }
+        const int64_t rows = std::min(kRowTileChannels, K - k0);
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t n = r / (Ho * split.tiles_per_row), oh = r / split.tiles_per_row % Ho,
+                        i = r % split.tiles_per_row;
+          const int64_t at = (n * K + k0) * P + oh * Wo + split.start(i);
+          avx512_impl::row_tile_store(st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels,
+                                      split.width(i), rows, bias ? bias + k0 : nullptr, y + at, res ? res + at : nullptr,
+                                      P, ep);
+        }
+      });
+}
+
+}  // namespace
+
+void forward_kvec_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
+                       const Epilogue* e) {
+  run_row_tiles(s, x, w, false, bias, y, e);
+}
+
+bool kvec_rows_data_pays(const ConvShape& s) {
+  if (s.stride[1] != 1 || s.stride[2] != 1 || !kvec_rows_applies(data_pass_as_forward(s))) return false;
+  if (const int mode = kvec_rows_mode().load(std::memory_order_relaxed); mode >= 0) return mode == 1;
+  return rows_pay(data_pass_as_forward(s), smallmap_data_pays(s), choose_algo(s, true) == ConvAlgo::Winograd);
+}
+
+void backward_data_kvec_rows(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  run_row_tiles(data_pass_as_forward(s), gy, w, true, nullptr, gx, nullptr);
+}
+
+}  // namespace cnnfast::cpu::conv_detail

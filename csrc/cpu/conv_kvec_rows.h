@@ -1,0 +1,42 @@
+// The row tiles of conv_kvec_rows.cpp: 64 output channels in four zmm by up to 7
+// positions of one output row, read from a zero-bordered image (conv_kvec_rows_avx512.cpp).
+#pragma once
+#include <cstdint>
+
+#include "cpu/epilogue.h"
+
+namespace cnnfast::cpu {
+
+constexpr int64_t kRowTileChannels = 64;  // output channels per tile (vector lanes)
+constexpr int64_t kRowTileMaxPositions = 7;
+
+// One live tap of a tile: where its first position reads the bordered plane, which row of
+// the packed weights ((channel, tap), 64) it multiplies, and whether the tile's first or
+// last position reads the border there (then those FMAs are skipped: they add zero).
+struct RowTileTap {
+  int32_t x_off;
+  int32_t w_row;
+  int8_t skip_first, skip_last;
+};
+
+namespace avx512_impl {
+// dst (nj, 64) = w rows [k0, k0 + 64) (zero past K) by columns [j0, j0 + nj) of the
+// (K, CK) weights, transposed: each (channel, tap) row's 64 output channels one load apart.
+void row_tiles_pack(const float* w, int64_t K, int64_t CK, int64_t k0, int64_t j0, int64_t nj, float* dst);
+// The same rows for the stride-1 grad_x run as a forward (grad_y convolved with the
+// kernel rotated by 180 degrees, channel axes swapped), straight from the layer's own
+// (channels, lanes, kk) weights: dst ((c - c0) kk + t, l) = w[(c lanes + k0 + l) kk + kk - 1 - t]
+// for c in [c0, c0 + nc), zero for lanes past `lanes`.
+void row_tiles_pack_rotated(const float* w, int64_t lanes, int64_t kk, int64_t k0, int64_t c0, int64_t nc, float* dst);
+// acc (np, 64) = (first ? 0 : acc) + sum over taps t and channels c < nc of
+// w[(c kk + taps[t].w_row) 64 + 0 .. 64) x[c plane + taps[t].x_off + j stride] for j < np.
+// np 1..7, stride 1 or 2.
+void row_tile(int64_t np, int64_t stride, const float* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
+              const float* w, int64_t kk, int64_t nc, float* acc, bool first);
+// y[l ldy + j] = epilogue(acc[j 64 + l] + bias[l]) for l < rows, j < np: the tile's
+// channels back to rows of y (res: the residual at y's offsets, or null).
+void row_tile_store(const float* acc, int64_t np, int64_t rows, const float* bias, float* y, const float* res,
+                    int64_t ldy, const Epilogue& e);
+}  // namespace avx512_impl
+
+}  // namespace cnnfast::cpu
