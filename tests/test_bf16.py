@@ -15,20 +15,24 @@ torch = pytest.importorskip("torch")
 BF16 = ml_dtypes.bfloat16
 # "amx" runs the AMX GEMM passes (im2col packing) only; "amx_direct" forces the direct AMX
 # passes (conv_bf16_direct_amx.cpp) wherever they apply: 2-D, 16+ channels and filters
-# per group. Auto chooses between the two by shape.
-PATHS = ["amx", "amx_direct", "avx512_bf16", "fallback"]
+# per group. Auto chooses between the two by shape. Likewise "avx512_bf16" is the
+# VDPBF16PS GEMM only and "avx512_bf16_rows" forces its row tiles (conv_kvec_rows.cpp)
+# wherever they apply: 2-D, groups 1, column stride 1 or 2 (the forward, and grad_x at stride 1).
+PATHS = ["amx", "amx_direct", "avx512_bf16", "avx512_bf16_rows", "fallback"]
 
 
 @pytest.fixture(params=PATHS)
 def path(request):
-    kernel_path = request.param.replace("_direct", "")
+    kernel_path = request.param.replace("_direct", "").replace("_rows", "")
     if kernel_path not in _C.bf16_paths():
         pytest.skip(f"{kernel_path} not available here ({_C.amx_permission()})")
     _C.set_bf16_path(kernel_path)
     _C._set_bf16_direct("on" if request.param == "amx_direct" else "off")
+    _C._set_kvec_rows(1 if request.param.endswith("_rows") else 0)
     yield request.param
     _C.set_bf16_path("auto")
     _C._set_bf16_direct("auto")
+    _C._set_kvec_rows(-1)
 
 
 def r64(a):
@@ -71,6 +75,12 @@ CASES = [  # N, C, K, in, k, stride, dilation, groups, pads
     (1, 32, 64, (5, 16), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (1, 32, 32, (6, 20), (3, 3), (1, 1), (2, 2), 1, [(2, 2), (2, 2)]),
     (1, 32, 40, (5, 37), (3, 3), (2, 2), (1, 1), 1, [(1, 0), (1, 1)]),
+    # The row tiles: odd channel counts (the last pair half empty), 64-lane blocks with tails,
+    # output rows of 1-20 positions, a 5x5 kernel (25 taps: two transposes per channel when
+    # packed rotated for grad_x), stride 2.
+    (2, 7, 65, (6, 13), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
+    (1, 33, 130, (9, 20), (5, 5), (1, 1), (1, 1), 1, [(2, 2), (2, 2)]),
+    (3, 40, 64, (7, 7), (3, 3), (2, 2), (1, 1), 1, [(1, 1), (1, 1)]),
     # Maps smaller than the kernel: taps that read only padding are dropped (live_taps).
     (2, 16, 24, (1, 2), (3, 3), (1, 1), (1, 1), 1, [(1, 1), (1, 1)]),
     (3, 6, 4, (2, 3), (3, 5), (2, 1), (1, 1), 2, [(2, 1), (0, 3)]),

@@ -182,6 +182,15 @@ bool kvec_rows_forward_pays(const ConvShape& s);
 // the weights rotated and swapped as they are packed.
 bool kvec_rows_data_pays(const ConvShape& s);
 void backward_data_kvec_rows(const ConvShape& s, const float* gy, const float* w, float* gx);
+// The bf16 forward on the VDPBF16PS tiles (bf16.h's AVX512-BF16 path; float32 inputs are
+// rounded to bf16 as they are laid out), float32 accumulation; no epilogue.
+bool kvec_rows_bf16_pays(const ConvShape& s);
+template <class T>
+void forward_kvec_rows_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y);
+// The stride-1 grad_x on them as the forward of grad_y (data_pass_as_forward), the
+// weights rotated and swapped while packed; kvec_rows_bf16_pays(data_pass_as_forward(s)).
+template <class T>
+void backward_data_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* w, float* gx);
 // -1: the rule above decides (the default, or CNNFAST_KVEC_ROWS's value), 0: never, 1:
 // wherever the tiles apply. Returns the previous mode.
 int set_kvec_rows_mode(int mode);

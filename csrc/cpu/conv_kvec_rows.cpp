@@ -130,22 +130,25 @@ bool kvec_rows_forward_pays(const ConvShape& s) {
 
 namespace {
 
-// y = conv(x, w) + bias (then e) for s; rotated: w is the layer's weights of the grad_x
-// pass that s is the forward of, packed rotated and swapped as the tiles go.
-void run_row_tiles(const ConvShape& s, const float* x, const float* w, bool rotated, const float* bias, float* y,
-                   const Epilogue* e) {
-  const int64_t N = s.N, C = s.C, K = s.K, kk = s.k_size(), CK = C * kk, Ho = s.out[1], Wo = s.out[2];
+// y = conv(x, w) + bias (then e) for s, on planes of E (float32 channels, or bf16 channel
+// pairs as uint32) with `units` of them per image: border(i, dst) writes plane i (image
+// i / units, unit i % units) bordered; pack(k0, u0, nu, scratch, dst) the weights of
+// output channels [k0, k0 + 64) and units [u0, u0 + nu); tile(np, stride, x, plane, taps,
+// ntaps, w, kk, nu, acc, first) one tile over nu units.
+template <class E, class Border, class Pack, class Tile>
+void run_row_tiles(const ConvShape& s, int64_t units, int64_t scratch_per_unit, Border border, Pack pack, Tile tile,
+                   const float* bias, float* y, const Epilogue* e) {
+  const int64_t N = s.N, K = s.K, kk = s.k_size(), Ho = s.out[1], Wo = s.out[2];
   const int64_t P = Ho * Wo, Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2), plane = Hp * Wp;
-  Workspace<float> xb = workspace_array<float>(N * C * plane);
-  parallel_for(0, N * C, std::max<int64_t>(1, 16384 / plane), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      border_image(x + i * s.in[1] * s.in[2], 1, s.in[1], s.in[2], s.pad0[1], s.pad0[2], Hp, Wp, xb.get() + i * plane);
+  Workspace<E> xb = workspace_array<E>(N * units * plane);
+  parallel_for(0, N * units, std::max<int64_t>(1, 16384 / plane), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) border(i, xb.get() + i * plane);
   });
   const RowSplit split = split_row(Wo);
   const int64_t tiles = N * Ho * split.tiles_per_row, blocks = (K + kRowTileChannels - 1) / kRowTileChannels;
-  // Channel chunks of ~128 KiB of packed weights: they stay in L2 while every tile of the
+  // Unit chunks of ~128 KiB of packed weights: they stay in L2 while every tile of the
   // task passes over them.
-  const int64_t chunk = std::clamp<int64_t>(32768 / (kk * kRowTileChannels), 1, C);
+  const int64_t chunk = std::clamp<int64_t>(32768 / (kk * kRowTileChannels), 1, units);
   // Enough tasks to balance the threads; a group of tiles packs its own weights.
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * threads + blocks - 1) / blocks));
@@ -153,34 +156,32 @@ void run_row_tiles(const ConvShape& s, const float* x, const float* w, bool rota
   const Epilogue& ep = e ? *e : none;
   const float* res = static_cast<const float*>(ep.residual);
   struct State {
-    Workspace<float> wchunk, acc;
+    Workspace<E> wchunk;
+    Workspace<float> scratch, acc;
     std::vector<RowTileTap> taps;
   };
   const int64_t max_group = (tiles + groups - 1) / groups;
   dynamic_tasks(
       blocks * groups,
       [&] {
-        return State{workspace_array<float>(chunk * kk * kRowTileChannels),
+        return State{workspace_array<E>(chunk * kk * kRowTileChannels),
+                     workspace_array<float>(std::max<int64_t>(1, chunk * scratch_per_unit)),
                      workspace_array<float>(max_group * kRowTileMaxPositions * kRowTileChannels),
                      std::vector<RowTileTap>(size_t(kk))};
       },
       [&](int64_t t, State& st) {
         const int64_t kb = t / groups, g = t % groups, k0 = kb * kRowTileChannels;
         const int64_t r0 = g * tiles / groups, r1 = (g + 1) * tiles / groups;
-        for (int64_t c0 = 0; c0 < C; c0 += chunk) {
-          const int64_t nc = std::min(chunk, C - c0);
-          if (rotated)
-            avx512_impl::row_tiles_pack_rotated(w, K, kk, k0, c0, nc, st.wchunk.get());
-          else
-            avx512_impl::row_tiles_pack(w, K, CK, k0, c0 * kk, nc * kk, st.wchunk.get());
+        for (int64_t u0 = 0; u0 < units; u0 += chunk) {
+          const int64_t nu = std::min(chunk, units - u0);
+          pack(k0, u0, nu, st.scratch.get(), st.wchunk.get());
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / (Ho * split.tiles_per_row), oh = r / split.tiles_per_row % Ho,
                           i = r % split.tiles_per_row;
             const int64_t ow0 = split.start(i), np = split.width(i);
             const int64_t ntaps = live_taps(s, oh, ow0, np, Wp, st.taps.data());
-            avx512_impl::row_tile(np, s.stride[2], xb.get() + (n * C + c0) * plane, plane, st.taps.data(), ntaps,
-                                  st.wchunk.get(), kk, nc, st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels,
-                                  c0 == 0);
+            tile(np, s.stride[2], xb.get() + (n * units + u0) * plane, plane, st.taps.data(), ntaps, st.wchunk.get(),
+                 kk, nu, st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels, u0 == 0);
           }
         }
         const int64_t rows = std::min(kRowTileChannels, K - k0);
@@ -195,12 +196,81 @@ void run_row_tiles(const ConvShape& s, const float* x, const float* w, bool rota
       });
 }
 
+// The float32 passes; rotated: w is the weights of the layer whose stride-1 grad_x s is
+// the forward of, rotated and swapped while packed.
+void run_row_tiles_f32(const ConvShape& s, const float* x, const float* w, bool rotated, const float* bias, float* y,
+                       const Epilogue* e) {
+  const int64_t C = s.C, K = s.K, kk = s.k_size(), H = s.in[1], W = s.in[2];
+  const int64_t Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2);
+  run_row_tiles<float>(
+      s, C, 0,
+      [&](int64_t i, float* dst) { border_image(x + i * H * W, 1, H, W, s.pad0[1], s.pad0[2], Hp, Wp, dst); },
+      [&](int64_t k0, int64_t c0, int64_t nc, float*, float* dst) {
+        if (rotated)
+          avx512_impl::row_tiles_pack_rotated(w, K, kk, k0, c0, nc, dst);
+        else
+          avx512_impl::row_tiles_pack(w, K, C * kk, k0, c0 * kk, nc * kk, dst);
+      },
+      avx512_impl::row_tile, bias, y, e);
+}
+
 }  // namespace
 
 void forward_kvec_rows(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                        const Epilogue* e) {
-  run_row_tiles(s, x, w, false, bias, y, e);
+  run_row_tiles_f32(s, x, w, false, bias, y, e);
 }
+
+bool kvec_rows_bf16_pays(const ConvShape& s) {
+  if (!kvec_rows_applies(s)) return false;
+  if (const int mode = kvec_rows_mode().load(std::memory_order_relaxed); mode >= 0) return mode == 1;
+  // Against the VDPBF16PS GEMM, which packs an im2col matrix of pairs per call. Zen 4, 2
+  // threads, 3x3, bf16 inputs, forward ms, GEMM / tiles (torch bf16 in brackets): C64->128
+  // at 32x32 stride 2 batch 32 7.1 / 4.5 (4.3); C128 at 16x16 batch 32 8.0 / 7.0 (10.8);
+  // C256 at 8x8 9.3 / 7.1 (6.2); C512 at 4x4 9.4 / 6.2 (4.9); C512 at 7x7 batch 8 7.6 /
+  // 4.8 (4.7); C256 at 14x14 batch 8 6.3 / 4.9 (4.9); C128 at 28x28 batch 16 12.5 / 10.9.
+  // Stride-1 layers of 64 channels stay: the layout passes weigh as much as the 64 x 9
+  // products per output they prepare (C64 at 32x32 batch 32 8.7 / 8.7, at 56x56 batch 8
+  // 6.4 / 6.7).
+  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels;
+  const bool strided = s.stride[1] > 1 || s.stride[2] > 1;
+  return s.k_size() > 1 && 4 * s.K >= 3 * blocks * kRowTileChannels && (s.C >= 96 || (strided && s.C >= 32));
+}
+
+namespace {
+
+template <class T>
+void run_row_tiles_bf16(const ConvShape& s, const T* x, const T* w, bool rotated, const float* bias, float* y) {
+  const int64_t C = s.C, pairs = (C + 1) / 2, H = s.in[1], W = s.in[2], kk = s.k_size();
+  const int64_t Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2);
+  run_row_tiles<uint32_t>(
+      s, pairs, 2 * kk * kRowTileChannels,
+      [&](int64_t i, uint32_t* dst) {
+        amx_impl::rows_bf16_border(x + (i / pairs) * C * H * W, C, H, W, s.pad0[1], s.pad0[2], Hp, Wp, i % pairs, dst);
+      },
+      [&](int64_t k0, int64_t p0, int64_t np, float* scratch, uint32_t* dst) {
+        amx_impl::rows_bf16_pack(w, s.K, C, kk, k0, p0, np, rotated, scratch, dst);
+      },
+      amx_impl::rows_bf16_tile, bias, y, nullptr);
+}
+
+}  // namespace
+
+template <class T>
+void forward_kvec_rows_bf16(const ConvShape& s, const T* x, const T* w, const float* bias, float* y) {
+  run_row_tiles_bf16(s, x, w, false, bias, y);
+}
+
+template <class T>
+void backward_data_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* w, float* gx) {
+  run_row_tiles_bf16(data_pass_as_forward(s), gy, w, true, nullptr, gx);
+}
+
+template void forward_kvec_rows_bf16<float>(const ConvShape&, const float*, const float*, const float*, float*);
+template void forward_kvec_rows_bf16<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, const float*,
+                                               float*);
+template void backward_data_kvec_rows_bf16<float>(const ConvShape&, const float*, const float*, float*);
+template void backward_data_kvec_rows_bf16<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, float*);
 
 bool kvec_rows_data_pays(const ConvShape& s) {
   if (s.stride[1] != 1 || s.stride[2] != 1 || !kvec_rows_applies(data_pass_as_forward(s))) return false;
@@ -209,7 +279,35 @@ bool kvec_rows_data_pays(const ConvShape& s) {
 }
 
 void backward_data_kvec_rows(const ConvShape& s, const float* gy, const float* w, float* gx) {
-  run_row_tiles(data_pass_as_forward(s), gy, w, true, nullptr, gx, nullptr);
+  run_row_tiles_f32(data_pass_as_forward(s), gy, w, true, nullptr, gx, nullptr);
 }
 
 }  // namespace cnnfast::cpu::conv_detail
+
+#if !CNNFAST_HAVE_AVX512_BUILD
+// Builds without the AVX-512 translation units: use_avx512() is false and bf16_path() is
+// the fallback, so nothing reaches these.
+namespace cnnfast::cpu::avx512_impl {
+void row_tiles_pack(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
+void row_tiles_pack_rotated(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*) {}
+void row_tile(int64_t, int64_t, const float*, int64_t, const RowTileTap*, int64_t, const float*, int64_t, int64_t,
+              float*, bool) {}
+void row_tile_store(const float*, int64_t, int64_t, const float*, float*, const float*, int64_t, const Epilogue&) {}
+}  // namespace cnnfast::cpu::avx512_impl
+namespace cnnfast::cpu::amx_impl {
+template <class T>
+void rows_bf16_border(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint32_t*) {}
+template <class T>
+void rows_bf16_pack(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*, uint32_t*) {}
+template void rows_bf16_border<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                      int64_t, uint32_t*);
+template void rows_bf16_border<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                         int64_t, int64_t, uint32_t*);
+template void rows_bf16_pack<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                                    float*, uint32_t*);
+template void rows_bf16_pack<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                                       float*, uint32_t*);
+void rows_bf16_tile(int64_t, int64_t, const uint32_t*, int64_t, const RowTileTap*, int64_t, const uint32_t*, int64_t,
+                    int64_t, float*, bool) {}
+}  // namespace cnnfast::cpu::amx_impl
+#endif

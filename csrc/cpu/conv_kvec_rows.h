@@ -39,4 +39,24 @@ void row_tile_store(const float* acc, int64_t np, int64_t rows, const float* bia
                     int64_t ldy, const Epilogue& e);
 }  // namespace avx512_impl
 
+namespace amx_impl {
+// The bf16 tiles on VDPBF16PS (conv_bf16_rows_amx.cpp), planes of channel pairs: one
+// uint32 per position, bf16(channel 2 pair) in its low half, bf16(channel 2 pair + 1) (or
+// 0 past C) in its high half.
+// dst (Hp, Wp) = image x (C, H, W)'s pair `pair`, rows placed `top` down and `left` in.
+template <class T>
+void rows_bf16_border(const T* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                      int64_t pair, uint32_t* dst);
+// dst ((p - pair0) kk + t, 64 lanes) = the pair (w[k, 2p, t], w[k, 2p + 1, t]) for output
+// channels k = k0 + lane (zero past K) and pairs p in [pair0, pair0 + npairs) of w (K, C,
+// kk), or with rotated of w (C, K, kk) at tap kk - 1 - t (the layer whose stride-1 grad_x
+// this forward is); scratch: 2 npairs kk 64 floats.
+template <class T>
+void rows_bf16_pack(const T* w, int64_t K, int64_t C, int64_t kk, int64_t k0, int64_t pair0, int64_t npairs,
+                    bool rotated, float* scratch, uint32_t* dst);
+// row_tile's sum over npairs channel pairs, float32 accumulation.
+void rows_bf16_tile(int64_t np, int64_t stride, const uint32_t* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
+                    const uint32_t* w, int64_t kk, int64_t npairs, float* acc, bool first);
+}  // namespace amx_impl
+
 }  // namespace cnnfast::cpu

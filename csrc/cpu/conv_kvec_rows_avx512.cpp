@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cpu/conv_kvec_rows.h"
+#include "cpu/conv_kvec_rows_tile.h"
 #include "cpu/epilogue_vec.h"
 #include "cpu/simd_math_avx512.h"
 #include "cpu/simd_transpose_x86.h"
@@ -15,106 +16,48 @@ namespace {
 
 using namespace cnnfast::avx512;
 using CNNFAST_ISA_NS::transpose16;
+namespace rt = CNNFAST_ISA_NS::row_tiles;
 
-// One tap over nc channels; positions [JL, NP - JR) only (the others read the border).
-template <int NP, int S, int JL, int JR>
-void tap_channels(__m512 (&acc)[NP][4], const float* x, int64_t plane, const float* w, int64_t w_step, int64_t nc) {
-  for (int64_t c = 0; c < nc; ++c) {
-    const float* wc = w + c * w_step;
-    const __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16), w2 = _mm512_loadu_ps(wc + 32),
-                 w3 = _mm512_loadu_ps(wc + 48);
-    const float* xc = x + c * plane;
+// One tap over nc channels: four weight loads and a broadcast per position feed 4 x np FMAs.
+struct F32Ops {
+  using E = float;
+  template <int NP, int S, int JL, int JR>
+  static void taps(__m512 (&acc)[NP][4], const float* x, int64_t plane, const float* w, int64_t w_step, int64_t nc) {
+    for (int64_t c = 0; c < nc; ++c) {
+      const float* wc = w + c * w_step;
+      const __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16), w2 = _mm512_loadu_ps(wc + 32),
+                   w3 = _mm512_loadu_ps(wc + 48);
+      const float* xc = x + c * plane;
 #pragma GCC unroll 8
-    for (int j = JL; j < NP - JR; ++j) {
-      const __m512 b = _mm512_set1_ps(xc[j * S]);
-      acc[j][0] = _mm512_fmadd_ps(w0, b, acc[j][0]);
-      acc[j][1] = _mm512_fmadd_ps(w1, b, acc[j][1]);
-      acc[j][2] = _mm512_fmadd_ps(w2, b, acc[j][2]);
-      acc[j][3] = _mm512_fmadd_ps(w3, b, acc[j][3]);
-    }
-  }
-}
-
-template <int NP, int S>
-void tile(const float* x, int64_t plane, const RowTileTap* taps, int64_t ntaps, const float* w, int64_t kk, int64_t nc,
-          float* out, bool first) {
-  __m512 acc[NP][4];
-#pragma GCC unroll 8
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) acc[j][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + j * 64 + 16 * v);
-  const int64_t w_step = kk * 64;
-  for (int64_t i = 0; i < ntaps; ++i) {
-    const RowTileTap& t = taps[i];
-    const float* xt = x + t.x_off;
-    const float* wt = w + int64_t(t.w_row) * 64;
-    // A one-position tile never has a live tap with a dead position.
-    if constexpr (NP == 1) {
-      tap_channels<NP, S, 0, 0>(acc, xt, plane, wt, w_step, nc);
-    } else {
-      switch (t.skip_first * 2 + t.skip_last) {
-        case 0: tap_channels<NP, S, 0, 0>(acc, xt, plane, wt, w_step, nc); break;
-        case 1: tap_channels<NP, S, 0, 1>(acc, xt, plane, wt, w_step, nc); break;
-        case 2: tap_channels<NP, S, 1, 0>(acc, xt, plane, wt, w_step, nc); break;
-        default: tap_channels<NP, S, 1, 1>(acc, xt, plane, wt, w_step, nc); break;
+      for (int j = JL; j < NP - JR; ++j) {
+        const __m512 b = _mm512_set1_ps(xc[j * S]);
+        acc[j][0] = _mm512_fmadd_ps(w0, b, acc[j][0]);
+        acc[j][1] = _mm512_fmadd_ps(w1, b, acc[j][1]);
+        acc[j][2] = _mm512_fmadd_ps(w2, b, acc[j][2]);
+        acc[j][3] = _mm512_fmadd_ps(w3, b, acc[j][3]);
       }
     }
   }
-#pragma GCC unroll 8
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + j * 64 + 16 * v, acc[j][v]);
-}
-
-template <int S, int... NP>
-void dispatch(std::integer_sequence<int, NP...>, int64_t np, const float* x, int64_t plane, const RowTileTap* taps,
-              int64_t ntaps, const float* w, int64_t kk, int64_t nc, float* out, bool first) {
-  ((np == NP + 1 ? (tile<NP + 1, S>(x, plane, taps, ntaps, w, kk, nc, out, first), true) : false) || ...);
-}
-
-}  // namespace
-
-namespace {
-
-// 64 lanes (rows lane0 .. lane0 + 63 of a matrix ld apart, zero from `lanes` on) by n <= 16
-// consecutive floats of each from src, transposed by 16 x 16 register blocks: float j of
-// every lane -> dst + step(j) 64 floats.
-template <class Step>
-void transpose_lanes(const float* src, int64_t ld, int64_t lane0, int64_t lanes, int64_t n, float* dst, Step step) {
-  const __mmask16 m = tail_mask16(n);
-  for (int64_t q = 0; q < 4; ++q) {
-    __m512 r[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) {
-      const int64_t k = lane0 + q * 16 + i;
-      r[i] = k < lanes ? _mm512_maskz_loadu_ps(m, src + k * ld) : _mm512_setzero_ps();
-    }
-    transpose16(r);
-    for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(dst + step(j) * 64 + q * 16, r[j]);
-  }
-}
+};
 
 }  // namespace
 
 void row_tiles_pack(const float* w, int64_t K, int64_t CK, int64_t k0, int64_t j0, int64_t nj, float* dst) {
   for (int64_t jc = 0; jc < nj; jc += 16)
-    transpose_lanes(w + j0 + jc, CK, k0, K, std::min<int64_t>(16, nj - jc), dst + jc * 64, [](int64_t j) { return j; });
+    rt::transpose_lanes(w + j0 + jc, CK, k0, K, std::min<int64_t>(16, nj - jc), dst + jc * 64,
+                        [](int64_t j) { return j; });
 }
 
 void row_tiles_pack_rotated(const float* w, int64_t lanes, int64_t kk, int64_t k0, int64_t c0, int64_t nc, float* dst) {
   for (int64_t c = c0; c < c0 + nc; ++c)
     for (int64_t t0 = 0; t0 < kk; t0 += 16)
-      transpose_lanes(w + c * lanes * kk + t0, kk, k0, lanes, std::min<int64_t>(16, kk - t0), dst + (c - c0) * kk * 64,
-                      [&](int64_t j) { return kk - 1 - t0 - j; });
+      rt::transpose_lanes(w + c * lanes * kk + t0, kk, k0, lanes, std::min<int64_t>(16, kk - t0),
+                          dst + (c - c0) * kk * 64, [&](int64_t j) { return kk - 1 - t0 - j; });
 }
 
 void row_tile(int64_t np, int64_t stride, const float* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
               const float* w, int64_t kk, int64_t nc, float* acc, bool first) {
-  constexpr auto positions = std::make_integer_sequence<int, kRowTileMaxPositions>();
-  if (stride == 2)
-    dispatch<2>(positions, np, x, plane, taps, ntaps, w, kk, nc, acc, first);
-  else
-    dispatch<1>(positions, np, x, plane, taps, ntaps, w, kk, nc, acc, first);
+  rt::run<F32Ops>(np, stride, x, plane, taps, ntaps, w, kk, nc, acc, first);
 }
 
 void row_tile_store(const float* acc, int64_t np, int64_t rows, const float* bias, float* y, const float* res,
