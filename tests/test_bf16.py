@@ -17,7 +17,7 @@ BF16 = ml_dtypes.bfloat16
 # passes (conv_bf16_direct_amx.cpp) wherever they apply: 2-D, 16+ channels and filters
 # per group. Auto chooses between the two by shape. Likewise "avx512_bf16" is the
 # VDPBF16PS GEMM only and "avx512_bf16_rows" forces its row tiles (conv_kvec_rows.cpp)
-# wherever they apply: 2-D, groups 1, column stride 1 or 2 (the forward, and grad_x at stride 1).
+# wherever they apply: 2-D, groups 1, column stride 1 or 2 (the forward; grad_x and grad_w at stride 1).
 PATHS = ["amx", "amx_direct", "avx512_bf16", "avx512_bf16_rows", "fallback"]
 
 

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 
 #include "cpu/bf16.h"
@@ -59,6 +60,56 @@ struct PairOps {
   }
 };
 
+// The weight-gradient tile: 64 output channels (4 zmm) by NC <= 7 (channel, tap) columns.
+// Per pair of positions, four loads of grad_y pairs and one broadcast of x's pair at each
+// column's tap feed 4 NC VDPBF16PS.
+template <int NC>
+void weight_tile(const uint32_t* gyp, const int32_t* steps, int64_t nsteps, const uint16_t* const* xcol, float* out) {
+  __m512 acc[NC][4];
+#pragma GCC unroll 8
+  for (int i = 0; i < NC; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_ps();
+  // One loop over every pair of positions of every image: small maps have rows of 2-4 pairs.
+  const uint32_t* g = gyp;
+  for (int64_t q = 0; q < nsteps; ++q, g += 64) {
+    const int64_t at = steps[q];
+    const __m512bh g0 = (__m512bh)_mm512_loadu_si512(g), g1 = (__m512bh)_mm512_loadu_si512(g + 16),
+                   g2 = (__m512bh)_mm512_loadu_si512(g + 32), g3 = (__m512bh)_mm512_loadu_si512(g + 48);
+#pragma GCC unroll 8
+    for (int i = 0; i < NC; ++i) {
+      int32_t pair;
+      std::memcpy(&pair, xcol[i] + at, 4);
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(pair);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], g0, b);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], g1, b);
+      acc[i][2] = _mm512_dpbf16_ps(acc[i][2], g2, b);
+      acc[i][3] = _mm512_dpbf16_ps(acc[i][3], g3, b);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < NC; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + i * 64 + 16 * v, acc[i][v]);
+}
+
+// f(from, to, m) for each run of up to 16 columns (lanes m) of a (H, W) plane's rows,
+// element offsets in the plane and in its zero-bordered copy (Hp, Wp), the rows placed
+// `top` down and `left` in (either may be negative: what falls outside is dropped).
+template <class F>
+void bordered_vectors(int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp, F f) {
+  const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
+  const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t j = w0; j < w1; j += 16) f(h * W + j, (h + top) * Wp + left + j, row_tiles::lanes_mask(w1 - j));
+}
+
+template <int... NC>
+void dispatch_columns(std::integer_sequence<int, NC...>, int64_t nc, const uint32_t* gyp, const int32_t* steps,
+                      int64_t nsteps, const uint16_t* const* xcol, float* out) {
+  ((nc == NC + 1 ? (weight_tile<NC + 1>(gyp, steps, nsteps, xcol, out), true) : false) || ...);
+}
+
 }  // namespace
 }  // namespace cnnfast::cpu::CNNFAST_ISA_NS
 
@@ -72,17 +123,10 @@ void rows_bf16_border(const T* x, int64_t C, int64_t H, int64_t W, int64_t top, 
   const T* lo = x + c0 * H * W;
   const T* hi = c0 + 1 < C ? lo + H * W : nullptr;
   std::fill(dst, dst + Hp * Wp, 0u);
-  const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
-  const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
-  for (int64_t h = h0; h < h1; ++h) {
-    uint32_t* d = dst + (h + top) * Wp + left;
-    for (int64_t j = w0; j < w1; j += 16) {
-      const __mmask16 m = row_tiles::lanes_mask(w1 - j);
-      const __m512 a = row_tiles::load16(m, lo + h * W + j),
-                   b = hi ? row_tiles::load16(m, hi + h * W + j) : _mm512_setzero_ps();
-      _mm512_mask_storeu_epi32(d + j, m, pairs(a, b));
-    }
-  }
+  bordered_vectors(H, W, top, left, Hp, Wp, [&](int64_t from, int64_t to, __mmask16 m) {
+    const __m512 a = row_tiles::load16(m, lo + from), b = hi ? row_tiles::load16(m, hi + from) : _mm512_setzero_ps();
+    _mm512_mask_storeu_epi32(dst + to, m, pairs(a, b));
+  });
 }
 
 template <class T>
@@ -116,6 +160,39 @@ void rows_bf16_pack(const T* w, int64_t K, int64_t C, int64_t kk, int64_t k0, in
   }
 }
 
+template <class T>
+void rows_bf16_border16(const T* x, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                        uint16_t* dst) {
+  std::fill(dst, dst + Hp * Wp, uint16_t(0));
+  bordered_vectors(H, W, top, left, Hp, Wp, [&](int64_t from, int64_t to, __mmask16 m) {
+    _mm256_mask_storeu_epi16(dst + to, m, (__m256i)_mm512_cvtneps_pbh(row_tiles::load16(m, x + from)));
+  });
+}
+
+template <class T>
+void rows_bf16_grad_pairs(const T* gy, int64_t K, int64_t Ho, int64_t Wo, int64_t k0, float* scratch, uint32_t* dst) {
+  // Each output row's 64 channels transposed into scratch (position p's lanes at scratch +
+  // p 64), then positions joined in pairs (a zero after an odd row's last one).
+  const int64_t wpairs = (Wo + 1) / 2, P = Ho * Wo;
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    for (int64_t p0 = 0; p0 < Wo; p0 += 16)
+      row_tiles::transpose_lanes(gy + oh * Wo + p0, P, k0, K, std::min<int64_t>(16, Wo - p0), scratch + p0 * 64,
+                                 [](int64_t j) { return j; });
+    uint32_t* d = dst + oh * wpairs * 64;
+    for (int64_t j = 0; j < wpairs; ++j)
+      for (int64_t q = 0; q < 4; ++q) {
+        const __m512 lo = _mm512_loadu_ps(scratch + 2 * j * 64 + 16 * q);
+        const __m512 hi = 2 * j + 1 < Wo ? _mm512_loadu_ps(scratch + (2 * j + 1) * 64 + 16 * q) : _mm512_setzero_ps();
+        _mm512_storeu_si512(d + j * 64 + 16 * q, pairs(lo, hi));
+      }
+  }
+}
+
+void rows_bf16_weight_tile(int64_t ncols, const uint32_t* gyp, const int32_t* steps, int64_t nsteps,
+                           const uint16_t* const* xcol, float* out) {
+  dispatch_columns(std::make_integer_sequence<int, kWeightTileColumns>(), ncols, gyp, steps, nsteps, xcol, out);
+}
+
 void rows_bf16_tile(int64_t np, int64_t stride, const uint32_t* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
                     const uint32_t* w, int64_t kk, int64_t npairs, float* acc, bool first) {
   row_tiles::run<PairOps>(np, stride, x, plane, taps, ntaps, w, kk, npairs, acc, first);
@@ -125,6 +202,12 @@ template void rows_bf16_border<float>(const float*, int64_t, int64_t, int64_t, i
                                       int64_t, uint32_t*);
 template void rows_bf16_border<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                                          int64_t, int64_t, uint32_t*);
+template void rows_bf16_border16<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                        uint16_t*);
+template void rows_bf16_border16<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                           uint16_t*);
+template void rows_bf16_grad_pairs<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
+template void rows_bf16_grad_pairs<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
 template void rows_bf16_pack<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
                                     float*, uint32_t*);
 template void rows_bf16_pack<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,

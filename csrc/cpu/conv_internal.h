@@ -191,6 +191,11 @@ void forward_kvec_rows_bf16(const ConvShape& s, const T* x, const T* w, const fl
 // weights rotated and swapped while packed; kvec_rows_bf16_pays(data_pass_as_forward(s)).
 template <class T>
 void backward_data_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* w, float* gx);
+// grad_w (written, not added) on the VDPBF16PS weight tiles: stride 1, the sum over
+// positions two at a time.
+bool kvec_rows_bf16_weight_pays(const ConvShape& s);
+template <class T>
+void backward_weight_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* x, float* gw);
 // -1: the rule above decides (the default, or CNNFAST_KVEC_ROWS's value), 0: never, 1:
 // wherever the tiles apply. Returns the previous mode.
 int set_kvec_rows_mode(int mode);

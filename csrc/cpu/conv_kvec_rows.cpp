@@ -266,6 +266,70 @@ void backward_data_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* w, f
   run_row_tiles_bf16(data_pass_as_forward(s), gy, w, true, nullptr, gx);
 }
 
+bool kvec_rows_bf16_weight_pays(const ConvShape& s) {
+  if (!kvec_rows_applies(s) || s.stride[1] != 1 || s.stride[2] != 1) return false;
+  // Each pair of positions is an int32 offset into the whole batch's planes.
+  if (s.N * s.C * bordered_extent(s, 1) * bordered_extent(s, 2) >= (int64_t(1) << 31) - 64) return false;
+  if (const int mode = kvec_rows_mode().load(std::memory_order_relaxed); mode >= 0) return mode == 1;
+  // Against the VDPBF16PS GEMM over an im2col matrix. Zen 4, 2 threads, 3x3, bf16 inputs,
+  // grad_w ms, GEMM / tiles: C64 at 32x32 batch 32 9.2 / 7.0, C128 at 16x16 8.8 / 6.3, C256
+  // at 8x8 10.9 / 6.3, C512 at 4x4 8.5 / 7.1; batch 8: C512 at 7x7 7.0 / 6.2, C256 at
+  // 14x14 7.7 / 4.9, C64 at 56x56 6.4 / 5.3; C128 at 28x28 batch 16 12.0 / 9.6.
+  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels;
+  return s.k_size() > 1 && s.C >= 32 && 4 * s.K >= 3 * blocks * kRowTileChannels;
+}
+
+template <class T>
+void backward_weight_kvec_rows_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  const int64_t N = s.N, C = s.C, K = s.K, kk = s.k_size(), CK = C * kk, H = s.in[1], W = s.in[2];
+  const int64_t Ho = s.out[1], Wo = s.out[2], KW = s.k[2];
+  const int64_t Hp = bordered_extent(s, 1), Wp = bordered_extent(s, 2), plane = Hp * Wp, x_image = C * plane;
+  // The last pair of an odd row reads one value past its row's end: the next row's first,
+  // or for the last row of all, zeros past the planes.
+  constexpr int64_t kSlack = 32;
+  Workspace<uint16_t> xb = workspace_array<uint16_t>(N * x_image + kSlack);
+  parallel_for(0, N * C, std::max<int64_t>(1, 16384 / plane), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      amx_impl::rows_bf16_border16(x + i * H * W, H, W, s.pad0[1], s.pad0[2], Hp, Wp, xb.get() + i * plane);
+  });
+  std::fill(xb.get() + N * x_image, xb.get() + N * x_image + kSlack, uint16_t(0));
+  const int64_t blocks = (K + kRowTileChannels - 1) / kRowTileChannels, wpairs = (Wo + 1) / 2;
+  const int64_t gy_block = N * Ho * wpairs * kRowTileChannels;
+  Workspace<uint32_t> gp = workspace_array<uint32_t>(blocks * gy_block);
+  parallel_for(0, blocks * N, 1, [&](int64_t t0, int64_t t1) {
+    Workspace<float> scratch = workspace_array<float>(kRowTileChannels * ((Wo + 15) / 16 * 16));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t kb = t / N, n = t % N;
+      amx_impl::rows_bf16_grad_pairs(gy + n * K * Ho * Wo, K, Ho, Wo, kb * kRowTileChannels, scratch.get(),
+                                     gp.get() + kb * gy_block + n * Ho * wpairs * kRowTileChannels);
+    }
+  });
+  // Where each pair of positions (image, output row, pair) reads x, from its column's tap.
+  std::vector<int32_t> steps(size_t(N * Ho * wpairs));
+  for (int64_t n = 0, q = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t j = 0; j < wpairs; ++j) steps[size_t(q++)] = int32_t(n * x_image + oh * Wp + 2 * j);
+  constexpr int64_t NC = amx_impl::kWeightTileColumns;
+  const int64_t col_blocks = (CK + NC - 1) / NC;
+  parallel_for(0, blocks * col_blocks, 1, [&](int64_t t0, int64_t t1) {
+    float out[NC * kRowTileChannels];
+    const uint16_t* xcol[NC];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t kb = t / col_blocks, j0 = t % col_blocks * NC, nc = std::min(NC, CK - j0);
+      for (int64_t i = 0; i < nc; ++i) {
+        const int64_t c = (j0 + i) / kk, tap = (j0 + i) % kk;
+        xcol[i] = xb.get() + c * plane + tap / KW * s.dil[1] * Wp + tap % KW * s.dil[2];
+      }
+      amx_impl::rows_bf16_weight_tile(nc, gp.get() + kb * gy_block, steps.data(), int64_t(steps.size()), xcol, out);
+      const int64_t k0 = kb * kRowTileChannels, rows = std::min(kRowTileChannels, K - k0);
+      for (int64_t l = 0; l < rows; ++l)
+        for (int64_t i = 0; i < nc; ++i) gw[(k0 + l) * CK + j0 + i] = out[i * kRowTileChannels + l];
+    }
+  });
+}
+
+template void backward_weight_kvec_rows_bf16<float>(const ConvShape&, const float*, const float*, float*);
+template void backward_weight_kvec_rows_bf16<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, float*);
 template void forward_kvec_rows_bf16<float>(const ConvShape&, const float*, const float*, const float*, float*);
 template void forward_kvec_rows_bf16<uint16_t>(const ConvShape&, const uint16_t*, const uint16_t*, const float*,
                                                float*);
@@ -309,5 +373,16 @@ template void rows_bf16_pack<uint16_t>(const uint16_t*, int64_t, int64_t, int64_
                                        float*, uint32_t*);
 void rows_bf16_tile(int64_t, int64_t, const uint32_t*, int64_t, const RowTileTap*, int64_t, const uint32_t*, int64_t,
                     int64_t, float*, bool) {}
+template <class T>
+void rows_bf16_border16(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*) {}
+template <class T>
+void rows_bf16_grad_pairs(const T*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*) {}
+template void rows_bf16_border16<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                        uint16_t*);
+template void rows_bf16_border16<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                           uint16_t*);
+template void rows_bf16_grad_pairs<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
+template void rows_bf16_grad_pairs<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
+void rows_bf16_weight_tile(int64_t, const uint32_t*, const int32_t*, int64_t, const uint16_t* const*, float*) {}
 }  // namespace cnnfast::cpu::amx_impl
 #endif

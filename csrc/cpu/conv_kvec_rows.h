@@ -54,6 +54,21 @@ void rows_bf16_border(const T* x, int64_t C, int64_t H, int64_t W, int64_t top, 
 template <class T>
 void rows_bf16_pack(const T* w, int64_t K, int64_t C, int64_t kk, int64_t k0, int64_t pair0, int64_t npairs,
                     bool rotated, float* scratch, uint32_t* dst);
+// grad_w on VDPBF16PS (stride 1): 64 output channels by up to kWeightTileColumns (channel,
+// tap) columns, the sum over positions taken two at a time.
+constexpr int kWeightTileColumns = 7;
+// dst (x's plane of one channel, bf16, zero-bordered: rows placed `top` down, `left` in).
+template <class T>
+void rows_bf16_border16(const T* x, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                        uint16_t* dst);
+// dst (Ho, ceil(Wo / 2), 64) = pairs (gy[k][oh][2j], gy[k][oh][2j + 1] or 0) for channels
+// k = k0 + lane (zero past K) of one image's gy (K, Ho, Wo); scratch: 64 Wo floats rounded up to 16.
+template <class T>
+void rows_bf16_grad_pairs(const T* gy, int64_t K, int64_t Ho, int64_t Wo, int64_t k0, float* scratch, uint32_t* dst);
+// out (ncols, 64) = sum over q < nsteps of gyp's pair q (64 lanes, gyp + 64 q) times the
+// pair of bf16 values at xcol[i] + steps[q].
+void rows_bf16_weight_tile(int64_t ncols, const uint32_t* gyp, const int32_t* steps, int64_t nsteps,
+                           const uint16_t* const* xcol, float* out);
 // row_tile's sum over npairs channel pairs, float32 accumulation.
 void rows_bf16_tile(int64_t np, int64_t stride, const uint32_t* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
                     const uint32_t* w, int64_t kk, int64_t npairs, float* acc, bool first);

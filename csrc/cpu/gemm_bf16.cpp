@@ -299,6 +299,8 @@ void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float*
 
 template <class T>
 void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
+  if (bf16_path() == Bf16Path::AVX512BF16 && conv_detail::kvec_rows_bf16_weight_pays(s))
+    return conv_detail::backward_weight_kvec_rows_bf16<T>(s, gy, x, gw);
   const TapWindow t = live_taps(s);
   const ConvShape& S = t.full ? s : t.inner;
   const int64_t rs = s.Cg() * s.k_size();
