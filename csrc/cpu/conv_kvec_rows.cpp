@@ -232,9 +232,12 @@ bool kvec_rows_bf16_pays(const ConvShape& s) {
   // Stride-1 layers of 64 channels stay: the layout passes weigh as much as the 64 x 9
   // products per output they prepare (C64 at 32x32 batch 32 8.7 / 8.7, at 56x56 batch 8
   // 6.4 / 6.7).
+  // Maps of under 16 outputs too: the GEMM packs only the live window of taps, these every
+  // tap (batch 32, C256 at 2x2 0.85 / 1.01, C512 at 1x1 0.49 / 0.90; C128 at 4x4 0.80 / 0.46).
   const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels;
   const bool strided = s.stride[1] > 1 || s.stride[2] > 1;
-  return s.k_size() > 1 && 4 * s.K >= 3 * blocks * kRowTileChannels && (s.C >= 96 || (strided && s.C >= 32));
+  return s.k_size() > 1 && s.out_size() >= 16 && 4 * s.K >= 3 * blocks * kRowTileChannels &&
+         (s.C >= 96 || (strided && s.C >= 32));
 }
 
 namespace {
@@ -275,8 +278,11 @@ bool kvec_rows_bf16_weight_pays(const ConvShape& s) {
   // grad_w ms, GEMM / tiles: C64 at 32x32 batch 32 9.2 / 7.0, C128 at 16x16 8.8 / 6.3, C256
   // at 8x8 10.9 / 6.3, C512 at 4x4 8.5 / 7.1; batch 8: C512 at 7x7 7.0 / 6.2, C256 at
   // 14x14 7.7 / 4.9, C64 at 56x56 6.4 / 5.3; C128 at 28x28 batch 16 12.0 / 9.6.
-  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels;
-  return s.k_size() > 1 && s.C >= 32 && 4 * s.K >= 3 * blocks * kRowTileChannels;
+  // Few positions per tile leave the per-tile stores and the pair transposes exposed: C128
+  // at 4x4 batch 32 0.72 / 0.85, C256 at 2x2 0.74 / 0.94 (C512 at 4x4 holds: 8.5 / 7.1).
+  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels, P = s.out_size();
+  return s.k_size() > 1 && s.C >= 32 && 4 * s.K >= 3 * blocks * kRowTileChannels &&
+         (P >= 64 || (P >= 16 && s.C >= 256));
 }
 
 template <class T>

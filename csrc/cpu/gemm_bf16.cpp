@@ -299,8 +299,6 @@ void conv_backward_data_bf16(const ConvShape& s, const T* gy, const T* w, float*
 
 template <class T>
 void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, float* gw) {
-  if (bf16_path() == Bf16Path::AVX512BF16 && conv_detail::kvec_rows_bf16_weight_pays(s))
-    return conv_detail::backward_weight_kvec_rows_bf16<T>(s, gy, x, gw);
   const TapWindow t = live_taps(s);
   const ConvShape& S = t.full ? s : t.inner;
   const int64_t rs = s.Cg() * s.k_size();
@@ -309,7 +307,11 @@ void conv_backward_weight_bf16(const ConvShape& s, const T* gy, const T* x, floa
   if (!t.full) gwin.resize(size_t(s.K * s.Cg() * S.k_size()));
   float* G = t.full ? gw : gwin.data();
   const Bf16Path p = bf16_path();
-  if (p == Bf16Path::AMX && use_direct(S, /*weight_pass=*/true)) amx_impl::conv_backward_weight_direct<T>(S, gy, x, G);
+  // The VDPBF16PS weight tiles (conv_kvec_rows.cpp) on the window of live taps: they would
+  // multiply the dead ones by zeros (3x3 C512 on 1x1 maps, batch 32: 1.45 ms against 0.2).
+  if (p == Bf16Path::AVX512BF16 && conv_detail::kvec_rows_bf16_weight_pays(S))
+    conv_detail::backward_weight_kvec_rows_bf16<T>(S, gy, x, G);
+  else if (p == Bf16Path::AMX && use_direct(S, /*weight_pass=*/true)) amx_impl::conv_backward_weight_direct<T>(S, gy, x, G);
   else if (p != Bf16Path::Fallback) amx_impl::conv_backward_weight<T>(p, S, gy, x, G);
   else generic_isa::conv_backward_weight_impl<generic_isa::FallbackKern, T>(S, gy, x, G);
   if (t.full) return;
