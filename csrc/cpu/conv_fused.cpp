@@ -140,7 +140,10 @@ void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bia
     // 11.7, C128->256 batch 2 1.26 / 1.32; rows of 7 go to the tiles (3x3 C512 at 7x7
     // batch 8 9.2 / 8.4, batch 4 4.8 / 4.6; 3x3/2 at 14x14 batch 8 even).
     const bool pack_keeps = packed && (s.out[2] > 7 || choose_forward_algo(s, true) == ConvAlgo::Winograd);
-    if (algo == ConvAlgo::Auto && !pack_keeps && conv_detail::kvec_rows_forward_pays(s))
+    // Layers with dead kernel rows or columns go through conv_forward, which cuts them off
+    // first (the tiles would pack every tap).
+    if (algo == ConvAlgo::Auto && !pack_keeps && conv_detail::kvec_rows_forward_pays(s) &&
+        !live_tap_window(s).trimmed)
       return conv_detail::forward_kvec_rows(s, x, w, bias, y, &e);
     // Weight-bound layers on small maps (conv_smallmap.cpp); conv_forward drops dead taps first.
     if (!packed && algo == ConvAlgo::Auto && conv_detail::smallmap_forward_pays(s)) {
