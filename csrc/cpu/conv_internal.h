@@ -170,6 +170,9 @@ void backward_weight_kvec_taps(const ConvShape& s, const float* gy, const float*
 // (either may be negative: rows or columns outside xp are dropped), zeros elsewhere.
 void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
                   float* xp);
+// The extent along spatial dim d (1, 2) of that bordered image for layer s: every tap of
+// every output reads inside it.
+int64_t bordered_extent(const ConvShape& s, int d);
 
 // ---- conv_kvec_rows.cpp ----
 // Whether a float32 layer's forward runs on the row tiles (64 output channels by up to 7

@@ -44,9 +44,10 @@ std::atomic<int>& kvec_rows_mode() {
   return mode;
 }
 
-// The bordered image's extent along spatial dim d: every tap of every output reads inside it.
-int64_t bordered_extent(const ConvShape& s, int d) {
-  return (s.out[d] - 1) * s.stride[d] + s.dil[d] * (s.k[d] - 1) + 1;
+// Whether K output channels fill their 64-channel blocks to at least 75%.
+bool blocks_filled(int64_t K) {
+  const int64_t blocks = (K + kRowTileChannels - 1) / kRowTileChannels;
+  return 4 * K >= 3 * blocks * kRowTileChannels;
 }
 
 // Output rows split into tiles of at most 7 positions, balanced (12 -> 6 + 6, not 7 + 5).
@@ -105,8 +106,7 @@ bool rows_pay(const ConvShape& f, bool smallmap_takes, bool winograd_takes) {
   // Wider maps went to the GEMM, Winograd and the channel-vector tiles (3x3/2 C64->128
   // at 56x56 batch 16 9.3 / 13.5; grad_x of 5x5 C96->256 at 27x27 batch 8 34 / 43), and
   // so do shallow layers (3x3 C16->32 at 128x128 4.8 / 8.2).
-  const int64_t blocks = (f.K + kRowTileChannels - 1) / kRowTileChannels;
-  if (f.k_size() == 1 || f.C < 32 || 4 * f.K < 3 * blocks * kRowTileChannels) return false;
+  if (f.k_size() == 1 || f.C < 32 || !blocks_filled(f.K)) return false;
   const int64_t positions = f.N * f.out_size();
   if (f.out_size() > 256 && positions >= 1024) return false;
   // The small-map passes read each weight once where this path packs it: they stay ahead
@@ -156,10 +156,18 @@ void run_row_tiles(const ConvShape& s, int64_t units, int64_t scratch_per_unit, 
   const Epilogue none;
   const Epilogue& ep = e ? *e : none;
   const float* res = static_cast<const float*>(ep.residual);
+  // A tile's live taps depend only on its place in the image (output row, tile of the
+  // row): listed once per call, not per image, block and chunk.
+  const int64_t places = Ho * split.tiles_per_row;
+  std::vector<RowTileTap> taps(size_t(places * kk));
+  std::vector<int64_t> ntaps(static_cast<size_t>(places));
+  for (int64_t q = 0; q < places; ++q) {
+    const int64_t i = q % split.tiles_per_row;
+    ntaps[size_t(q)] = live_taps(s, q / split.tiles_per_row, split.start(i), split.width(i), Wp, &taps[size_t(q * kk)]);
+  }
   struct State {
     Workspace<E> wchunk;
     Workspace<float> scratch, acc;
-    std::vector<RowTileTap> taps;
   };
   const int64_t max_group = (tiles + groups - 1) / groups;
   dynamic_tasks(
@@ -167,8 +175,7 @@ void run_row_tiles(const ConvShape& s, int64_t units, int64_t scratch_per_unit, 
       [&] {
         return State{workspace_array<E>(chunk * kk * kRowTileChannels),
                      workspace_array<float>(std::max<int64_t>(1, chunk * scratch_per_unit)),
-                     workspace_array<float>(max_group * kRowTileMaxPositions * kRowTileChannels),
-                     std::vector<RowTileTap>(size_t(kk))};
+                     workspace_array<float>(max_group * kRowTileMaxPositions * kRowTileChannels)};
       },
       [&](int64_t t, State& st) {
         const int64_t kb = t / groups, g = t % groups, k0 = kb * kRowTileChannels;
@@ -177,19 +184,16 @@ void run_row_tiles(const ConvShape& s, int64_t units, int64_t scratch_per_unit, 
           const int64_t nu = std::min(chunk, units - u0);
           pack(k0, u0, nu, st.scratch.get(), st.wchunk.get());
           for (int64_t r = r0; r < r1; ++r) {
-            const int64_t n = r / (Ho * split.tiles_per_row), oh = r / split.tiles_per_row % Ho,
-                          i = r % split.tiles_per_row;
-            const int64_t ow0 = split.start(i), np = split.width(i);
-            const int64_t ntaps = live_taps(s, oh, ow0, np, Wp, st.taps.data());
-            tile(np, s.stride[2], xb.get() + (n * units + u0) * plane, plane, st.taps.data(), ntaps, st.wchunk.get(),
-                 kk, nu, st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels, u0 == 0);
+            const int64_t n = r / places, q = r % places;
+            tile(split.width(q % split.tiles_per_row), s.stride[2], xb.get() + (n * units + u0) * plane, plane,
+                 &taps[size_t(q * kk)], ntaps[size_t(q)], st.wchunk.get(), kk, nu,
+                 st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels, u0 == 0);
           }
         }
         const int64_t rows = std::min(kRowTileChannels, K - k0);
         for (int64_t r = r0; r < r1; ++r) {
-          const int64_t n = r / (Ho * split.tiles_per_row), oh = r / split.tiles_per_row % Ho,
-                        i = r % split.tiles_per_row;
-          const int64_t at = (n * K + k0) * P + oh * Wo + split.start(i);
+          const int64_t n = r / places, q = r % places, i = q % split.tiles_per_row;
+          const int64_t at = (n * K + k0) * P + q / split.tiles_per_row * Wo + split.start(i);
           avx512_impl::row_tile_store(st.acc.get() + (r - r0) * kRowTileMaxPositions * kRowTileChannels,
                                       split.width(i), rows, bias ? bias + k0 : nullptr, y + at, res ? res + at : nullptr,
                                       P, ep);
@@ -235,9 +239,8 @@ bool kvec_rows_bf16_pays(const ConvShape& s) {
   // 6.4 / 6.7).
   // Maps of under 16 outputs too: the GEMM packs only the live window of taps, these every
   // tap (batch 32, C256 at 2x2 0.85 / 1.01, C512 at 1x1 0.49 / 0.90; C128 at 4x4 0.80 / 0.46).
-  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels;
   const bool strided = s.stride[1] > 1 || s.stride[2] > 1;
-  return s.k_size() > 1 && s.out_size() >= 16 && 4 * s.K >= 3 * blocks * kRowTileChannels &&
+  return s.k_size() > 1 && s.out_size() >= 16 && blocks_filled(s.K) &&
          (s.C >= 96 || (strided && s.C >= 32));
 }
 
@@ -281,8 +284,8 @@ bool kvec_rows_bf16_weight_pays(const ConvShape& s) {
   // 14x14 7.7 / 4.9, C64 at 56x56 6.4 / 5.3; C128 at 28x28 batch 16 12.0 / 9.6.
   // Few positions per tile leave the per-tile stores and the pair transposes exposed: C128
   // at 4x4 batch 32 0.72 / 0.85, C256 at 2x2 0.74 / 0.94 (C512 at 4x4 holds: 8.5 / 7.1).
-  const int64_t blocks = (s.K + kRowTileChannels - 1) / kRowTileChannels, P = s.out_size();
-  return s.k_size() > 1 && s.C >= 32 && 4 * s.K >= 3 * blocks * kRowTileChannels &&
+  const int64_t P = s.out_size();
+  return s.k_size() > 1 && s.C >= 32 && blocks_filled(s.K) &&
          (P >= 64 || (P >= 16 && s.C >= 256));
 }
 

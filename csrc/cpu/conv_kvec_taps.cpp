@@ -46,12 +46,11 @@ void border_image(const float* x, int64_t C, int64_t H, int64_t W, int64_t top, 
                   sizeof(float) * size_t(w1 - w0));
 }
 
-namespace {
-
-// The extent along spatial dim d of the bordered image: every tap of every output reads inside it.
 int64_t bordered_extent(const ConvShape& s, int d) {
   return (s.out[d] - 1) * s.stride[d] + s.dil[d] * (s.k[d] - 1) + 1;
 }
+
+namespace {
 
 // What both passes' tiles take: AVX-512 (at full rate or split into 256-bit halves as on
 // Zen 4, where they beat the direct kernel and the GEMM too), a dense 2-D layer with equal
