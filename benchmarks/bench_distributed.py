@@ -143,7 +143,7 @@ def worker(steps: int, batch: int, bucket_mb: float, sync_bn: bool, zero: bool) 
             "waited_ms": 1e3 * exposed, "sync_cost_ms": 1e3 * (t_sync - t_nosync) / steps,
             "sync_cpu_ms": 1e3 * (cpu_sync - cpu_nosync) / steps,
             "hidden_share": min(1.0, max(0.0, 1.0 - (t_sync - t_nosync) / steps / allreduce)) if allreduce else 0.0,
-            "shared_memory": ddp._region is not None or bool(ddp._sharding and ddp._sharding.shared),
+            "shared_memory": ddp._exchange is not None or bool(ddp._sharding and ddp._sharding.shared),
             "buckets_mb": [round(s / 2 ** 20, 2) for s in ddp.bucket_sizes],
             "started_in_backward": ddp.stats["buckets_started_in_backward"]}), flush=True)
 

@@ -98,9 +98,9 @@ def equivalence(builder, kind, sync_bn, zero=False):
         check_zero_state(ddp, opt, opt_ref, kind)
     assert len(ddp._buckets) > 1, "the test model should span several buckets"
     # The job runs on one machine: shared memory carries the gradients unless switched off
-    # (with a sharded optimizer, not through the buckets, whose shared memory is released).
+    # (with a sharded optimizer, not through the per-parameter slots, whose memory is released).
     shared = os.environ.get("CNNFAST_DIST_SHM") != "0"
-    assert (ddp._region is not None) == (shared and not zero), f"shared-memory buckets expected {shared}"
+    assert (ddp._exchange is not None) == (shared and not zero), f"shared-memory slots expected {shared}"
     if not shared:   # MPI moves the buckets: they start while backward still runs
         assert ddp.stats["buckets_started_in_backward"] > 0, "no bucket started before the end of backward"
 
@@ -283,6 +283,49 @@ def case_zero_unused_and_foreign_grads():
         want = sum(parts) / W
         assert p.grad is not None and np.allclose(p.grad.numpy(), want, rtol=1e-12), f"{n}: {p.grad} != {want}"
     assert any(id(p) in owned for p in net.parameters())
+
+
+class TwiceConv(nn.Module):
+    """``once`` is used once per forward, ``twice`` twice (its gradient has two parts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.once = nn.Conv2d(2, 3, 3, padding=1).double()
+        self.twice = nn.Conv2d(3, 3, 3, padding=1, bias=False).double()
+        self.head = nn.Linear(3 * 36, 4).double()
+
+    def forward(self, x):
+        h = self.twice(self.twice(self.once(x)).relu())
+        return self.head(h.flatten(1))
+
+
+def case_gradients_written_into_slots():
+    """On one machine a weight used once gets its gradient written by the kernel straight
+    into this rank's shared slot (no copy); a weight used twice, or a backward onto an
+    existing .grad (accumulation without zero_grad), takes the copying path. Every rank ends
+    with the same bits, the mean of the per-rank gradients (summed over the two backwards)."""
+    cnnfast.manual_seed(0)
+    net = TwiceConv()
+    ref = TwiceConv()
+    ref.load_state_dict(net.state_dict())
+    arrived = []        # what each backward left in .grad, seen before the wrapper's hook
+    net.once.weight.register_post_accumulate_grad_hook(lambda p: arrived.append(p.grad._array))
+    ddp = dist.DistributedDataParallel(net)
+    rng = np.random.default_rng(10 + R)
+    xs = [rng.standard_normal((2, 2, 6, 6)) for _ in range(2)]
+    for x in xs:
+        ddp(cnnfast.tensor(x)).sum().backward()
+        ref(cnnfast.tensor(x)).sum().backward()       # the local gradient, accumulated over both
+    if ddp._exchange is not None:
+        slot = ddp._exchange.slots[R][list(net.parameters()).index(net.once.weight)]
+        assert arrived[0] is slot, "the once-used weight's gradient was written elsewhere and copied"
+        assert arrived[1] is not slot, "an accumulating backward was handed the slot"
+    every = comm.allgather_object({n: p.grad.numpy().copy() for n, p in ref.named_parameters()})
+    for n, p in net.named_parameters():
+        want = sum(e[n] for e in every) / W
+        assert np.allclose(p.grad.numpy(), want, rtol=1e-12, atol=1e-14), f"{n}: wrong mean"
+        bits = comm.allgather(p.grad.numpy().copy())
+        assert all(np.array_equal(bits[0], b) for b in bits[1:]), f"{n}: ranks hold different bits"
 
 
 def case_collectives():

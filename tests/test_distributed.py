@@ -74,7 +74,8 @@ def worker_results(request) -> dict:
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd", "adam", "sgd_syncbn", "adam_syncbn", "no_sync", "unused_parameters",
                                   "collectives", "bad_use", "sampler", "zero_sgd", "zero_adam_syncbn",
-                                  "zero_no_sync_and_bad_use", "zero_unused_and_foreign_grads"])
+                                  "zero_no_sync_and_bad_use", "zero_unused_and_foreign_grads",
+                                  "gradients_written_into_slots"])
 def test_two_rank_job(worker_results, case):
     """sgd/adam(_syncbn): 2 ranks x batch 3 equal 1 process x batch 6 within 1e-5 after 4 steps, rank 1
     starting from different weights; no_sync accumulation equals one big batch; unused parameters;
@@ -82,6 +83,19 @@ def test_two_rank_job(worker_results, case):
     zero_*: the same with a ZeroRedundancyOptimizer, its gathered state equal to the plain one's."""
     got = worker_results.get(case)
     assert got == {0: "ok", 1: "ok"}, f"{case}: {got}\n{worker_results['_output']}"
+
+
+@needs_mpi
+def test_three_rank_job_averages_like_one_process():
+    """Three ranks on one machine: the shared-memory exchange sums three slots in rank order
+    (and a ZeroRedundancyOptimizer shards three ways), and still equals one process."""
+    cases = ["sgd", "zero_sgd", "unused_parameters", "gradients_written_into_slots"]
+    proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")] + cases, nproc=3)
+    got = {}
+    for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", proc.stdout):
+        got.setdefault(name, {})[int(rank)] = verdict
+    for case in cases:
+        assert got.get(case) == {0: "ok", 1: "ok", 2: "ok"}, f"{case}: {got.get(case)}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
 
 
 @needs_mpi

@@ -261,7 +261,8 @@ void zero_parallel(T* p, int64_t n) {
 // Shared by conv_backward and conv_transpose_backward: `transposed` swaps the
 // roles (the transposed layer's x is the convolution's output side).
 Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::array& gy, const py::array& x,
-                      const py::array& w, bool need_input, bool need_weight, bool need_bias, ConvAlgo algo) {
+                      const py::array& w, bool need_input, bool need_weight, bool need_bias, ConvAlgo algo,
+                      const py::object& grad_weight_out = py::none()) {
   input(gy, "grad_output");
   require_same_dtype(x, "x", gy, "grad_output");
   const std::vector<int64_t> y_shape =
@@ -271,7 +272,14 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
   py::object gx = py::none(), gw = py::none(), gb = py::none();
   py::array gxa, gwa, gba;
   if (need_input) gxa = new_array(x, shape_of(x));
-  if (need_weight) gwa = new_array(x, shape_of(w));  // written or zeroed below, in parallel
+  if (need_weight) {  // written or zeroed below, in parallel
+    gwa = output(grad_weight_out, "grad_weight_out", x, shape_of(w));
+    if (!grad_weight_out.is_none())
+      for (const auto& [in, in_name] : {std::pair{&gy, "grad_output"}, {&x, "x"}, {&w, "weight"}})
+        require_no_overlap(gwa, "grad_weight_out", *in, in_name, false);
+  } else {
+    CNNFAST_CHECK(grad_weight_out.is_none(), ValueError, "grad_weight_out: given, but need_weight is False");
+  }
   const int64_t gw_count = need_weight ? int64_t(gwa.size()) : 0;
   const int64_t bias_channels = transposed ? s.C : s.K;
   if (need_bias) gba = new_zeros(x, {bias_channels});
@@ -306,10 +314,11 @@ Grads backward_common(const ConvShape& s, int nd, bool transposed, const py::arr
 
 Grads conv_bwd(const py::array& gy, const py::array& x, const py::array& w, const std::vector<int64_t>& stride,
                const Pairs& padding, const std::vector<int64_t>& dilation, int64_t groups, bool need_input,
-               bool need_weight, bool need_bias, const std::string& algo_name) {
+               bool need_weight, bool need_bias, const std::string& algo_name, const py::object& grad_weight_out) {
   int nd = 0;
   ConvShape s = conv_shape(x, w, stride, padding, dilation, groups, nd);
-  return backward_common(s, nd, false, gy, x, w, need_input, need_weight, need_bias, parse_algo(algo_name));
+  return backward_common(s, nd, false, gy, x, w, need_input, need_weight, need_bias, parse_algo(algo_name),
+                         grad_weight_out);
 }
 
 py::array convt_fwd(const py::array& x, const py::array& w, const py::object& bias,
@@ -1076,10 +1085,13 @@ void bind_conv(py::module_& m) {
   m.def("conv_backward", &conv_bwd, py::arg("grad_output"), py::arg("x"), py::arg("weight"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input") = true,
         py::arg("need_weight") = true, py::arg("need_bias") = true, py::arg("algo") = "auto",
+        py::arg("grad_weight_out") = py::none(),
         "Gradients of conv_forward: returns (grad_x (N, C, *in) | None, grad_weight (K, C/groups, *k) | None, "
         "grad_bias (K,) | None), each computed only when asked for. algo picks grad_x's algorithm as for the "
         "forward (winograd applies to grad_x only); grad_weight uses im2col + GEMM, or the direct depthwise "
-        "kernel under 'auto' when every group has one input channel.");
+        "kernel under 'auto' when every group has one input channel. grad_weight_out: an array (weight's shape "
+        "and dtype, C-contiguous, writeable, sharing no memory with the inputs) to write grad_weight into "
+        "instead of a new one (data-parallel training hands each rank's shared slot).");
   m.def("conv_transpose_forward", &convt_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("padding"), py::arg("output_padding"), py::arg("dilation"), py::arg("groups"),
         py::arg("algo") = "auto",

@@ -25,6 +25,8 @@ void bind_optim(pybind11::module_& m);
 // The same optimizer steps in cnnfast._C.cuda.
 void bind_optim_device(pybind11::module_& cu);
 void bind_box(pybind11::module_& m);
+// Shared-memory counters and the one-pass gradient average of distributed/exchange.py.
+void bind_distributed(pybind11::module_& m);
 void bind_bf16(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
 }  // namespace cnnfast::bind

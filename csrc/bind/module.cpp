@@ -22,6 +22,7 @@ PYBIND11_MODULE(_C, m) {
   bind_loss(m);
   bind_optim(m);
   bind_box(m);
+  bind_distributed(m);
   bind_bf16(m);
   bind_cuda(m);
 }

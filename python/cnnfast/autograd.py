@@ -228,7 +228,11 @@ def _check_backward(node, in_grads, grad_outputs) -> None:
 
 
 class Context:
-    """What a Function's forward leaves for its backward."""
+    """What a Function's forward leaves for its backward. ``grad_into`` (set by the engine
+    just before backward, usually None): {input index: array} where a leaf input's gradient
+    may be written instead of a new array (see ``_grad_destinations``)."""
+
+    grad_into = None
 
     def __init__(self):
         self.saved_tensors: tuple = ()
@@ -486,11 +490,33 @@ def _flush_leaf(leaf_grads: dict, key: int) -> None:
     # .grad may take over g instead of copying it (25 MB activations paid a full
     # copy per backward) only when nothing else can see g: its references are
     # this local and getrefcount's argument, so it is not the caller's gradient,
-    # a saved array, another leaf's gradient or a view's base.
-    exclusive = sys.getrefcount(g) <= 2 and g.base is None  # evaluated before g is pushed as an argument
+    # a saved array, another leaf's gradient or a view's base. The array the leaf's
+    # own gradient sink handed out is the leaf's by construction.
+    delivered, t._grad_delivered = t._grad_delivered, None
+    exclusive = (sys.getrefcount(g) <= 2 and g.base is None) or g is delivered  # before g is pushed as an argument
     t._accumulate(g, exclusive)
     for hook in t._post_accumulate_grad_hooks:
         hook(t)
+
+
+def _grad_destinations(node, pending: dict, leaf_grads: dict):
+    """{input index: array} for the leaf inputs of ``node`` whose gradient sink offers the
+    array their gradient should be written into (``ctx.grad_into``; an op may use it or not),
+    or None. Offered only where that write is the leaf's whole gradient of this pass: the
+    leaf holds no ``.grad``, this node is its one consumer (no earlier contribution, none
+    pending, one use here), so the array will become ``.grad`` as it is, without a copy."""
+    into = None
+    for i, t in enumerate(node.inputs):
+        sink = getattr(t, "_grad_sink", None)
+        if (sink is None or t.grad is not None or pending.get(id(t), 1) != 0 or id(t) in leaf_grads
+                or sum(u is t for u in node.inputs) != 1):
+            continue
+        dest = sink(t)
+        if dest is not None:
+            into = into if into is not None else {}
+            into[i] = dest
+            t._grad_delivered = dest
+    return into
 
 
 def _flush_complete(pending: dict, leaf_grads: dict, inputs: list) -> None:
@@ -580,6 +606,8 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                         for g, (shape, dtype) in zip(outs, node.out_meta)]
             if node.ctx.__dict__.get("_saved_versions"):
                 _check_versions(node)
+            if pending:
+                node.ctx.grad_into = _grad_destinations(node, pending, leaf_grads)
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)

@@ -6,6 +6,9 @@ Gradient contract: after ``loss.backward()`` returns, every trainable parameter'
 the parameter received no gradient contributes zeros; a parameter that received none on
 any rank keeps ``.grad`` None). Rank r's loss being the mean over its B samples, the
 result equals the gradient of the mean loss over all N*B samples.
+The ``.grad`` arrays are the wrapper's own memory (bucket slices, or shared slots on one
+machine), reused every step as torch's ``gradient_as_bucket_view``: an array kept from one
+step's ``.grad`` is overwritten by the next synchronised backward (copy it to keep it).
 
 How: the trainable parameters are grouped, in reverse registration order (roughly the
 order backward produces their gradients), into buckets of at most ``bucket_mb`` MB, one
@@ -18,10 +21,11 @@ points each ``.grad`` at its slice of the summed bucket (no copy back).
 Each bucket carries one flag per parameter (1 where that rank had a gradient) so that a
 parameter no rank used is told apart from one whose gradient is zero.
 
-When every rank runs on one machine the buckets live in shared memory instead and the
-ranks sum them directly at the end of backward (``_reduce_shared``): with no idle core
-nothing overlaps anyway, and MPI's all-reduce through its own shared cells costs about three
-times the CPU (benchmarks/RESULTS.md). ``CNNFAST_DIST_SHM=0`` keeps MPI transfers.
+When every rank runs on one machine the buckets are not used: each parameter has a slot
+per rank in shared memory and the last rank to finish a parameter's gradient averages it
+into every rank's slot at once (``exchange.py``); MPI's all-reduce through its own shared
+cells costs about three times the CPU (benchmarks/RESULTS.md). ``CNNFAST_DIST_SHM=0`` keeps
+MPI transfers.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ import numpy as np
 from ..autograd import is_grad_enabled, queue_callback
 from ..nn.modules.module import Module
 from ..tensor import Tensor
-from .comm import pack_offsets, wait_all
+from .comm import wait_all
+from .exchange import SharedGradientExchange
 
 __all__ = ["DistributedDataParallel"]
 
@@ -48,7 +53,6 @@ class _Bucket:
         sizes = [int(p._array.size) for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.numel = int(self.offsets[-1])
-        self.peers = None               # on one machine: this bucket in every rank's shared memory
         self.place(np.zeros(self.numel + len(params), dtype))
         self.arrived = np.zeros(len(params), bool)
         self.count = 0
@@ -164,8 +168,14 @@ class DistributedDataParallel(Module):
         self._finish_queued = False
         self._next = 0
         self.stats = {"steps": 0, "bytes": 0, "wait_s": 0.0, "buckets_started_in_backward": 0}
-        self._buckets = self._build_buckets([p for p in module.parameters() if p.requires_grad])
-        self._region = self._share_buckets()
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        self._buckets = self._build_buckets(trainable)
+        self._exchange = None           # on one machine: the shared-memory slots
+        if self.comm.size > 1 and self.comm.shares_memory and trainable:
+            exchange = SharedGradientExchange(self.comm, trainable)
+            if exchange.region is not None:
+                self._exchange = exchange
+                self._slot_of = {id(p): i for i, p in enumerate(trainable)}
         self._sharding = None           # set by a ZeroRedundancyOptimizer
         self._where = {}
         me = weakref.ref(self)
@@ -173,6 +183,9 @@ class DistributedDataParallel(Module):
             for i, p in enumerate(b.params):
                 self._where[id(p)] = (b, i)
                 p.register_post_accumulate_grad_hook(_hook_for(me))
+        if self._exchange is not None:   # (and the slots of a ZeroRedundancyOptimizer, which replaces it)
+            for i, p in enumerate(trainable):
+                p._grad_sink = _sink_for(me, i)
 
     def _build_buckets(self, params: list) -> list:
         cap = self.bucket_mb * 2 ** 20
@@ -189,19 +202,6 @@ class DistributedDataParallel(Module):
             buckets.append(_Bucket(current, dtype, 1.0 / self.comm.size))
         return buckets
 
-    def _share_buckets(self):
-        """On one machine, move the buckets into memory every rank maps (None elsewhere)."""
-        if self.comm.size == 1 or not self._buckets:
-            return None
-        starts, at = pack_offsets([b.buf.nbytes for b in self._buckets])
-        region = self.comm.shared_region(at)
-        if region is None:
-            return None
-        for b, start in zip(self._buckets, starts):
-            b.peers = [v[start:start + b.buf.nbytes].view(b.buf.dtype) for v in region.views]
-            b.place(b.peers[self.comm.rank])
-        return region
-
     def _shard(self, params: list):
         """Hand each trainable parameter to one owning rank (ZeroRedundancyOptimizer)."""
         from .zero import _BroadcastSharding, _SharedSharding, assign_owners
@@ -214,14 +214,10 @@ class DistributedDataParallel(Module):
         else:
             self._sharding = _SharedSharding(self.comm, params, owner)
             self._index = {id(p): i for i, p in enumerate(params)}
-            if self._region is not None:
-                # The gradients no longer pass through the buckets: give their shared memory
-                # back (private zeros keep the bookkeeping; untouched, they take no memory).
-                for b in self._buckets:
-                    b.peers = None
-                    b.place(np.zeros(b.buf.shape, b.buf.dtype))
-                self._region.free()
-                self._region = None
+            if self._exchange is not None:
+                # The gradients no longer pass through the slots: give their memory back.
+                self._exchange.free()
+                self._exchange = None
         return self._sharding
 
     @property
@@ -263,13 +259,16 @@ class DistributedDataParallel(Module):
         if not self._finish_queued:
             queue_callback(self._finish)
             self._finish_queued = True
+            if self._exchange is not None:
+                self._exchange.begin()
+        if self._exchange is not None:
+            self._exchange.put(self._slot_of[id(p)], p.grad._array)
+            return
         if self._shared_sharding:
             self._sharding.put(self._index[id(p)], p.grad._array)
             return
         bucket, i = self._where[id(p)]
         bucket.put(i, p.grad._array)
-        if self._region is not None:
-            return  # the ranks exchange through shared memory at the end of backward
         if bucket.full:
             self.stats["buckets_started_in_backward"] += self._launch_ready()
         else:
@@ -301,17 +300,20 @@ class DistributedDataParallel(Module):
             self.stats["steps"] += 1
             self._armed = False
             return
+        if self._exchange is not None:
+            t0 = time.perf_counter()
+            self.stats["bytes"] += self._exchange.finish()
+            self.stats["wait_s"] += time.perf_counter() - t0
+            self.stats["steps"] += 1
+            self._armed = False
+            return
         for b in self._buckets[self._next:]:
             for i, p in enumerate(b.params):
                 if not b.arrived[i]:
                     b.put(i, None if p.grad is None else p.grad._array)
+        self._launch_ready()
         t0 = time.perf_counter()
-        if self._region is not None:
-            self._reduce_shared()
-        else:
-            self._launch_ready()
-            t0 = time.perf_counter()
-            wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
+        wait_all([b.work for b in self._buckets if b.work is not None], "the gradient all-reduce")
         self.stats["wait_s"] += time.perf_counter() - t0
         for b in self._buckets:
             for i, p in enumerate(b.params):
@@ -328,29 +330,6 @@ class DistributedDataParallel(Module):
         self.stats["steps"] += 1
         self._armed = False
 
-    def _reduce_shared(self) -> None:
-        """All-reduce through shared memory, without MPI moving the data: once every rank
-        has written its buckets, rank r sums shard r of each bucket over the ranks and writes
-        the sum into every rank's copy. Each rank reads 1/N of every peer's buckets and the
-        sum is computed once, so every rank ends with the same bits. MPICH's all-reduce of
-        the same buffers copies them through its own shared cells and costs several times
-        the CPU time (benchmarks/RESULTS.md)."""
-        region, r, n = self._region, self.comm.rank, self.comm.size
-        region.barrier("the gradient exchange (another rank did not finish its backward)")
-        for b in self._buckets:
-            total = b.buf.size
-            lo, hi = r * total // n, (r + 1) * total // n
-            if hi == lo:
-                continue
-            acc = b.peers[r][lo:hi]
-            for k in range(n):
-                if k != r:
-                    np.add(acc, b.peers[k][lo:hi], out=acc)
-            for k in range(n):
-                if k != r:
-                    b.peers[k][lo:hi] = acc
-        region.barrier("the gradient exchange (another rank did not finish summing)")
-
     @property
     def _shared_sharding(self) -> bool:
         return self._sharding is not None and self._sharding.shared
@@ -358,9 +337,9 @@ class DistributedDataParallel(Module):
     def _drain(self) -> None:
         """Finish communication a failed or skipped backward left in flight, so that every
         rank stays at the same collective count; the gradients it carried are dropped."""
-        if self._shared_sharding or self._region is not None:
+        if self._shared_sharding or self._exchange is not None:
             if self._finish_queued:
-                self._sharding.exchange() if self._shared_sharding else self._reduce_shared()
+                self._sharding.exchange() if self._shared_sharding else self._exchange.finish(assign=False)
             self._armed = False
             self._finish_queued = False
             return
@@ -372,6 +351,22 @@ class DistributedDataParallel(Module):
 
     def extra_repr(self) -> str:
         return f"world_size={self.comm.size}, buckets={len(self._buckets)}, bucket_mb={self.bucket_mb:g}"
+
+
+def _sink_for(ddp_ref, i: int):
+    """Parameter i's gradient sink (autograd._grad_destinations): its shared slot while a
+    synchronised backward runs, so that the kernel writes the gradient where the exchange
+    reads it (as torch's gradient_as_bucket_view)."""
+    def sink(p):
+        ddp = ddp_ref()
+        if ddp is None or not ddp._armed:
+            return None
+        if ddp._exchange is not None:
+            return ddp._exchange.destination(i)
+        if ddp._shared_sharding:
+            return ddp._sharding.destination(i)
+        return None
+    return sink
 
 
 def _hook_for(ddp_ref):

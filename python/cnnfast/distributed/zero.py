@@ -7,11 +7,11 @@ part of what two processes pay and two threads of one process do not. Sharded, t
 gradients travel only to their owner and the updated weights back:
 
 - ranks on one machine (``_SharedSharding``): the trainable parameters are moved into one
-  shared-memory copy that every rank's model reads; during backward each rank copies the
-  gradients it does not own into its shared slots as they are produced, and at its end each
-  owner averages its parameters' gradients over the ranks in place in its own: the copies
-  into the slots divide by the world size as they go, and the owner scales its own and adds
-  the first slot in one pass (``_C._scale_add``), with no buffer.
+  shared-memory copy that every rank's model reads; during backward each rank's kernels
+  write the gradients it does not own straight into its shared slots (the wrapper's gradient
+  sink; a gradient produced elsewhere is copied in), and at its end each owner averages its
+  parameters' gradients over the ranks in place in its own, scaling its own and adding the
+  scaled first slot in one pass (``_C._scale_add``), with no buffer.
   ``step()`` updates the owned parameters in place in the shared copy and then waits for
   every rank, so the next forward of any rank sees all of them. No gradient travels to a rank that does not own
   it and no weight is copied back at all.
@@ -87,17 +87,24 @@ class _SharedSharding:
     def reset(self) -> None:
         self.arrived[:] = False
 
+    def destination(self, i: int):
+        """Where backward may write parameter i's gradient: the shared slot when another
+        rank owns it (None for an owned one, which stays where autograd puts it)."""
+        return self.slots[self.comm.rank][i]
+
     def put(self, i: int, grad) -> None:
-        """A finished gradient: another rank's goes into its slot divided by the world size
-        (the copy scales as it goes); an owner keeps its own where autograd left it."""
+        """A finished gradient: another rank's goes into its slot (already there when the
+        kernel wrote it through destination()); an owner keeps its own where autograd left it."""
         r = self.comm.rank
         self.arrived[i] = True
         if self.owner[i] == r:
             return
+        slot = self.slots[r][i]
         if grad is None:
             self.flags[r][i] = 0
         else:
-            np.multiply(grad.reshape(self.slots[r][i].shape), self.scale, out=self.slots[r][i])
+            if grad is not slot:
+                np.copyto(slot, grad.reshape(slot.shape))
             self.flags[r][i] = 1
 
     def exchange(self) -> None:
@@ -117,16 +124,16 @@ class _SharedSharding:
             if g is None:
                 if not parts:
                     continue
-                g = parts[0].copy()
+                g = np.multiply(parts[0], self.scale)
                 p.grad = Tensor._wrap(g)
                 parts = parts[1:]
             elif parts:
-                _C._scale_add(g, parts[0], self.scale, 1.0)
+                _C._scale_add(g, parts[0], self.scale, self.scale)
                 parts = parts[1:]
             else:
                 np.multiply(g, self.scale, out=g)
             for part in parts:
-                np.add(g, part, out=g)
+                _C._scale_add(g, part, 1.0, self.scale)
         for i, p in enumerate(self.params):
             if self.owner[i] != r:
                 p.grad = None

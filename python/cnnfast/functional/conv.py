@@ -140,6 +140,10 @@ class _Conv(Function):
         x, weight = ctx.saved_tensors
         g = contiguous(g[None] if ctx.unbatched else g)
         need = ctx.needs_input_grad
+        # Where the weight's gradient may go (a data-parallel rank's shared slot): float32/64
+        # kernels write it there instead of into a new array that would then be copied.
+        dest = None if ctx.grad_into is None or ctx.bf16 else ctx.grad_into.get(1)
+        into = {} if dest is None else {"grad_weight_out": dest}
         if ctx.window is not None and need[0]:
             cut, params = ctx.window
             if ctx.bf16:
@@ -151,13 +155,13 @@ class _Conv(Function):
                 gx, _, gb = _C.conv_backward(g, x, cut, *params, need_input=True, need_weight=False,
                                              need_bias=ctx.has_bias and need[2], algo=ctx.algo)
                 gw = (_C.conv_backward(g, x, weight, *ctx.params, need_input=False, need_weight=True,
-                                       need_bias=False, algo=ctx.algo)[1] if need[1] else None)
+                                       need_bias=False, algo=ctx.algo, **into)[1] if need[1] else None)
         elif ctx.bf16:
             gx, gw, gb = _C.conv_backward_bf16(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
                                                need_bias=ctx.has_bias and need[2])
         else:
             gx, gw, gb = _D.conv_backward(g, x, weight, *ctx.params, need_input=need[0], need_weight=need[1],
-                                          need_bias=ctx.has_bias and need[2], algo=ctx.algo)
+                                          need_bias=ctx.has_bias and need[2], algo=ctx.algo, **into)
         if gx is not None and ctx.unbatched:
             gx = gx[0]
         return gx, gw, gb, None, None, None, None, None, None
