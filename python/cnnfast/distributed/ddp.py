@@ -359,7 +359,7 @@ def _sink_for(ddp_ref, i: int):
     reads it (as torch's gradient_as_bucket_view)."""
     def sink(p):
         ddp = ddp_ref()
-        if ddp is None or not ddp._armed:
+        if ddp is None or not ddp._armed or type(p._array) is not np.ndarray:
             return None
         if ddp._exchange is not None:
             return ddp._exchange.destination(i)
