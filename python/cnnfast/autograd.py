@@ -528,15 +528,19 @@ def _flush_complete(pending: dict, leaf_grads: dict, inputs: list) -> None:
                 _flush_leaf(leaf_grads, id(t))
 
 
-def _pending_uses(order: list) -> dict:
+def _pending_uses(order: list) -> tuple:
     """For leaves with post-accumulate-grad hooks: how many graph inputs still have to run
-    before their gradient is complete (a leaf used twice by one node counts twice)."""
+    before their gradient is complete (a leaf used twice by one node counts twice); and the
+    ids of the nodes with such a leaf that has a gradient sink (the only ones to ask)."""
     pending: dict[int, int] = {}
+    sink_nodes = set()
     for node in order:
         for t in node.inputs:
             if t is not None and t._post_accumulate_grad_hooks and t.grad_fn is None:
                 pending[id(t)] = pending.get(id(t), 0) + 1
-    return pending
+                if t._grad_sink is not None:
+                    sink_nodes.add(id(node))
+    return pending, sink_nodes
 
 
 def backward(tensor, gradient=None, retain_graph: bool = False) -> None:
@@ -575,7 +579,7 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
     # Leaves with post-accumulate-grad hooks (data-parallel gradient buckets) get their .grad
     # as soon as their last consumer has run, so a hook can start communicating it while
     # the rest of the pass computes; the other leaves are accumulated after the pass.
-    pending = _pending_uses(order)
+    pending, sink_nodes = _pending_uses(order)
     with no_grad():
         for node in order:
             if node.released:
@@ -606,7 +610,7 @@ def _backward_pass(tensor, gradient, retain_graph: bool) -> None:
                         for g, (shape, dtype) in zip(outs, node.out_meta)]
             if node.ctx.__dict__.get("_saved_versions"):
                 _check_versions(node)
-            if pending:
+            if id(node) in sink_nodes:
                 node.ctx.grad_into = _grad_destinations(node, pending, leaf_grads)
             in_grads = node.fn.backward(node.ctx, *outs)
             if not isinstance(in_grads, tuple):

@@ -177,6 +177,11 @@ class _MPIWork(Work):
         wait_all([self])
 
 
+def region_view(region: np.ndarray, offset: int, like: np.ndarray) -> np.ndarray:
+    """An array shaped and typed like ``like`` at byte ``offset`` of a SharedRegion view."""
+    return region[offset:offset + like.nbytes].view(like.dtype).reshape(like.shape)
+
+
 def pack_offsets(nbytes: list) -> tuple:
     """Cache-line aligned byte offsets of consecutive arrays in a SharedRegion, and the total."""
     offsets, at = [], 0

@@ -33,13 +33,9 @@ import numpy as np
 
 from .. import _C
 from ..tensor import Tensor
-from .comm import pack_offsets, timeout_s
+from .comm import pack_offsets, region_view as _view, timeout_s
 
 __all__ = ["SharedGradientExchange"]
-
-
-def _view(region: np.ndarray, offset: int, like: np.ndarray) -> np.ndarray:
-    return region[offset:offset + like.nbytes].view(like.dtype).reshape(like.shape)
 
 
 class SharedGradientExchange:
@@ -63,7 +59,7 @@ class SharedGradientExchange:
         self.slots = [[_view(views[k], o, p._array) for o, p in zip(offsets, params)] for k in range(self.size)]
         self.had = [views[k][offsets[count]:offsets[count] + 8 * count].view(np.int64) for k in range(self.size)]
         control = [views[0][o:o + 8 * count].view(np.int64) for o in offsets[count + 1:]]
-        self.arrivals, self.done, self.any = control
+        self.arrivals, self.done, self.had_any = control
         if self.rank == 0:
             for a in control:
                 a[:] = 0
@@ -76,10 +72,6 @@ class SharedGradientExchange:
         if self.region is not None:
             self.region.free()
             self.region = None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.slots[self.rank])
 
     def begin(self) -> None:
         """A new exchange: the first gradient of an armed backward pass is about to arrive."""
@@ -119,9 +111,9 @@ class SharedGradientExchange:
             include[r] = False          # the kernel takes this rank's term from own
         if own is not None or any(include):
             _C._mean_into_slots([s[i] for s in self.slots], include, own, r, self.scale)
-            self.any[i] = 1
+            self.had_any[i] = 1
         else:
-            self.any[i] = 0
+            self.had_any[i] = 0
         _C._shm_store(self.done, i, self.step)
 
     def finish(self, assign: bool = True) -> int:
@@ -135,7 +127,7 @@ class SharedGradientExchange:
             return 0
         moved = 0
         for i, p in enumerate(self.params):
-            if not self.any[i]:
+            if not self.had_any[i]:
                 continue
             view = self.slots[self.rank][i]
             if p.grad is None:

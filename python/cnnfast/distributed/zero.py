@@ -29,7 +29,7 @@ import numpy as np
 from .. import _C
 from ..optim.optimizer import Optimizer
 from ..tensor import Tensor
-from .comm import pack_offsets
+from .comm import pack_offsets, region_view as _view
 
 __all__ = ["ZeroRedundancyOptimizer", "assign_owners"]
 
@@ -45,9 +45,6 @@ def assign_owners(sizes: list, n: int) -> list:
         load[r] += sizes[i]
     return owner
 
-
-def _view(region: np.ndarray, offset: int, like: np.ndarray) -> np.ndarray:
-    return region[offset:offset + like.nbytes].view(like.dtype).reshape(like.shape)
 
 
 class _SharedSharding:
