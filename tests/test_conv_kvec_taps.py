@@ -1,6 +1,6 @@
 """The channel-vector tiles run straight from a zero-bordered image (csrc/cpu/conv_kvec_taps.cpp):
-dense layers with stride 1 or 2 and rows of >= 16 outputs: the forward where Auto does not give
-Winograd, grad_x at stride 1, grad_w with 3 to 5 kernel columns, on AVX-512 (at full rate or split, as on Zen 4). Each
+dense layers with rows of >= 16 outputs: the forward (strides 1 to 4) where Auto does not give
+Winograd, grad_x at stride 1, grad_w with 3 to 5 kernel columns (strides 1 and 2), on AVX-512 (at full rate or split, as on Zen 4). Each
 case is checked against PyTorch in float64 from the same float32 inputs and against the im2col
 + GEMM path; where this CPU takes the tiles, the plan query says so, so the comparison is known
 to exercise them."""
@@ -43,6 +43,13 @@ CASES = [
     (2, 30, 37, 41, 64, 3, 3, (1, 0), (2, 1), True, "fw", 2),
     (1, 17, 36, 40, 121, 5, 5, (2, 2), (0, 3), False, "fw", 2),
     (3, 64, 21, 34, 58, 4, 4, (1, 1), (1, 1), True, "fw", 2),
+    # strides 3 and 4, forward only (AlexNet's 11x11/4 stem and smaller kin, which the
+    # few-input-channel stem kernel leaves to the tiles): batch 1 with 1 or 3 channel
+    # blocks (two threads split the rows too), rows of 16 to 19, asymmetric padding
+    (1, 3, 31, 83, 96, 11, 11, (0, 0), (0, 0), True, "f", 4),
+    (2, 4, 23, 64, 30, 8, 8, (1, 2), (2, 1), False, "f", 3),
+    (1, 5, 30, 90, 29, 7, 9, (3, 0), (0, 4), True, "f", 4),
+    (3, 36, 14, 71, 64, 3, 3, (1, 1), (0, 2), True, "f", 4),
 ]
 
 
@@ -199,3 +206,15 @@ def test_eager_forward_through_columns_matches_torch(case, threads):
     assert _rel(y, ref) < 2e-6, _rel(y, ref)
     assert _rel(y_relu, np.maximum(ref, 0)) < 2e-6
     np.testing.assert_allclose(y, y_gemm, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not TAKES_TILES, reason="the stem kernel and the tiles run at the avx512 level")
+@pytest.mark.parametrize("stride, want", [(4, "kvec"), (3, "kvec"), (2, "stem"), (1, "stem")])
+def test_big_kernel_stems_take_the_tiles_only_at_strides_3_and_4(stride, want):
+    # 11x11 3->96: the tiles at strides 3-4 (full channel lanes against 16-column vectors
+    # 86% filled by rows of 55), the stem kernel at 1-2 where it measured ahead.
+    plan = _C._conv_auto_plan([1, 3, 227, 227], [96, 3, 11, 11], [stride, stride], [[2, 2], [2, 2]], [1, 1], 1)
+    assert plan["forward"] == want, plan
+    # ResNet's 7x7/2 stem (147 taps, too few for the tiles) stays on the stem kernel.
+    plan = _C._conv_auto_plan([1, 3, 224, 224], [64, 3, 7, 7], [2, 2], [[3, 3], [3, 3]], [1, 1], 1)
+    assert plan["forward"] == "stem", plan

@@ -468,6 +468,7 @@ py::dict conv_auto_plan(const std::vector<int64_t>& x, const std::vector<int64_t
     if (pass == Pass::Forward && cpu::conv_detail::smallmap_forward_pays(s)) return "smallmap";
     if (pass == Pass::Data && cpu::conv_detail::smallmap_data_pays(s)) return "smallmap";
     if (pass == Pass::Weight && cpu::conv_detail::smallmap_weight_pays(s)) return "smallmap";
+    if (pass == Pass::Forward && cnnfast::use_avx512() && cpu::stem_pays(s)) return "stem";
     if (pass == Pass::Forward && cpu::conv_detail::kvec_taps_pays(s)) return "kvec";
     if (pass == Pass::Data && cpu::conv_detail::kvec_taps_data_pays(s)) return "kvec";
     if (pass == Pass::Weight && cpu::conv_detail::kvec_weight_pays(s)) return "kvec";
@@ -1015,7 +1016,7 @@ void bind_conv(py::module_& m) {
   m.def("_conv_auto_plan", &conv_auto_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "The kernel Auto picks for each pass of a float32 layer: {'forward', 'grad_input', 'grad_weight'} -> "
-        "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'smallmap' (weight-streaming direct passes for small maps), 'rows' (row tiles of 64 output channels, live taps only), 'direct' or 'depthwise' (used by "
+        "'gemm', 'winograd', 'kvec' (channel-vector tiles from the bordered image), 'smallmap' (weight-streaming direct passes for small maps), 'rows' (row tiles of 64 output channels, live taps only), 'stem' (the few-input-channel forward), 'direct' or 'depthwise' (used by "
         "the training-memory estimate); 'frozen_forward_kvec': whether a frozen graph's forward, with the weights "
         "packed once (packed=), takes the channel-vector tiles.");
   const char* algo_doc = " algo: 'auto' (per-shape choice: Winograd for 2-D 3x3 stride-1 layers with >= 16 "

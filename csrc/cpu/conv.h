@@ -149,7 +149,7 @@ int64_t dw_blocked_lanes();
 void dw_blocked_block(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int64_t n,
                       int64_t c0, float* scratch);
 // Direct forward of 2-D layers with few input channels, NCHW (conv_stem_avx512.cpp):
-// groups 1, C <= 4, stride 1 or 2, dilation 1, kernels up to 11x11, padding >= 0.
+// groups 1, C <= 4, strides 1 to 4, dilation 1, kernels up to 11x11, padding >= 0.
 // stem_pack lays w and bias out as stem_rows reads them (stem_packed_size(s) floats);
 // stem_rows writes output rows [oh0, oh1) of image n, every channel, with the epilogue
 // applied; scratch: stem_scratch(s, oh1 - oh0) floats.
@@ -160,5 +160,8 @@ int64_t stem_scratch(const ConvShape& s, int64_t rows);
 void stem_rows(const ConvShape& s, const float* x, const float* packed, float* y, const Epilogue& e, int64_t n,
                int64_t oh0, int64_t oh1, float* scratch);
 }  // namespace avx512_impl
+
+// Whether Auto's fused forward runs a layer on the stem kernel above (conv_fused.cpp).
+bool stem_pays(const ConvShape& s);
 
 }  // namespace cnnfast::cpu

@@ -88,18 +88,6 @@ void depthwise_blocked(const ConvShape& s, const float* x, const float* w, const
       });
 }
 
-// Where the few-input-channel kernel (conv_stem_avx512.cpp) beats im2col + GEMM or the
-// panels (Zen 5, one thread, batch 1 / 8, ms): ResNet-50's 7x7/2 3->64 at 224 1.89 ->
-// 1.05 / 15.1 -> 8.7, MobileNet-V2's 3x3/2 3->32 with ReLU6 0.27 -> 0.14, EfficientNet's
-// with SiLU 0.33 -> 0.20, 3x3/1 3->64 at 224 1.34 -> 1.02. It loses where its vectors or
-// channel blocks run mostly empty: maps under 16 columns (3x3 4->512 at 7x7: 0.014 against
-// 0.027; 14 columns even), fewer than 8 output channels (3x3/1 3->2 at 64x64: 0.014 against
-// 0.017), and 1x1 kernels, which the panels take from x itself (3->64 at 112: 0.089
-// against 0.11).
-bool stem_pays(const ConvShape& s) {
-  return avx512_impl::stem_applicable(s) && s.out[2] >= 16 && s.K >= 8 && s.k_size() > 1;
-}
-
 // Tasks are (image, block of output rows), each with its own copy of the input rows.
 void stem_direct(const ConvShape& s, const float* x, const float* w, const float* bias, float* y,
                  const Epilogue& e) {
@@ -119,6 +107,26 @@ void stem_direct(const ConvShape& s, const float* x, const float* w, const float
 }
 
 }  // namespace
+
+// Where the few-input-channel kernel (conv_stem_avx512.cpp) beats im2col + GEMM or the
+// panels (Zen 5, one thread, batch 1 / 8, ms): ResNet-50's 7x7/2 3->64 at 224 1.89 ->
+// 1.05 / 15.1 -> 8.7, MobileNet-V2's 3x3/2 3->32 with ReLU6 0.27 -> 0.14, EfficientNet's
+// with SiLU 0.33 -> 0.20, 3x3/1 3->64 at 224 1.34 -> 1.02. It loses where its vectors or
+// channel blocks run mostly empty: maps under 16 columns (3x3 4->512 at 7x7: 0.014 against
+// 0.027; 14 columns even), fewer than 8 output channels (3x3/1 3->2 at 64x64: 0.014 against
+// 0.017), and 1x1 kernels, which the panels take from x itself (3->64 at 112: 0.089
+// against 0.11).
+// Strides 3 and 4 with at least 256 taps per output go to the channel-vector tiles
+// (conv_kvec_taps.cpp), whose vectors hold output channels: AlexNet's 11x11/4 rows of 55
+// columns filled the stem's 16-column vectors to 86%. Zen 4, 2 threads, ms, stem / tiles
+// (torch): 3->96 at 227x227 batch 8 9.5 / 7.9 (8.3), batch 1 1.23 / 1.05-1.12; 3->64 at 224
+// with padding 2, batch 8 6.6 / 5.4 (5.5), batch 1 0.90 / 0.77; DQN's 8x8/4 4->32 at 84x84
+// batch 32 2.25 / 1.17 (1.20). At strides 1 and 2 the stem stays ahead (11x11/2 3->96 at
+// 224 batch 1 3.9 / 4.1, batch 2 7.8 / 8.0; 11x11/1 3->64 at 128 batch 4 13.4 / 13.9).
+bool stem_pays(const ConvShape& s) {
+  if (s.stride[1] >= 3 && s.stride[2] >= 3 && conv_detail::kvec_taps_pays(s)) return false;
+  return avx512_impl::stem_applicable(s) && s.out[2] >= 16 && s.K >= 8 && s.k_size() > 1;
+}
 
 template <class T>
 void conv_forward_fused(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, ConvAlgo algo,

@@ -132,7 +132,11 @@ void kvec_taps_tile(int64_t CK, const float* x, const int32_t* off, int64_t sw, 
                     const float* bias, float* y, int64_t ldy, int64_t np) {
   const Epilogue none;
   constexpr auto cols = std::make_integer_sequence<int, kKvecMaxCols>();
-  if (sw == 2)
+  if (sw == 4)
+    dispatch(cols, np, CK, TapRows<4>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);
+  else if (sw == 3)
+    dispatch(cols, np, CK, TapRows<3>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);
+  else if (sw == 2)
     dispatch(cols, np, CK, TapRows<2>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);
   else
     dispatch(cols, np, CK, TapRows<1>{x, off}, w, rows, bias, y, nullptr, ldy, none, false, true, nullptr);

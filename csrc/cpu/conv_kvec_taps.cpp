@@ -19,6 +19,7 @@
 // batch 8 forward 8.9 / 6.9; 3x3 C32->64 at 32x32 batch 32 forward 2.09 / 1.41, grad_w
 // 2.74 / 1.66; C128->256 at 56x56 batch 8 forward even (2 threads 9.8 / 9.9).
 #include <algorithm>
+#include <numeric>
 #include <utility>
 #include <cstring>
 #include <vector>
@@ -56,17 +57,17 @@ namespace {
 // Zen 4, where they beat the direct kernel and the GEMM too), a dense 2-D layer with equal
 // strides of 1 or 2 (a tile's positions are that many input columns apart), no
 // dilation, and a bordered image of fewer than 2^31 floats (the tap offsets are int32).
-bool bordered_tiles_apply(const ConvShape& s) {
+bool bordered_tiles_apply(const ConvShape& s, int64_t max_stride) {
   if (!use_avx512()) return false;
-  const bool stride_1_or_2 = s.stride[1] == s.stride[2] && (s.stride[2] == 1 || s.stride[2] == 2);
-  return is_two_d(s) && s.groups == 1 && stride_1_or_2 && s.dil[1] == 1 && s.dil[2] == 1 &&
+  const bool stride_fits = s.stride[1] == s.stride[2] && s.stride[2] >= 1 && s.stride[2] <= max_stride;
+  return is_two_d(s) && s.groups == 1 && stride_fits && s.dil[1] == 1 && s.dil[2] == 1 &&
          s.C * bordered_extent(s, 1) * bordered_extent(s, 2) < (int64_t(1) << 31);
 }
 
 }  // namespace
 
 bool kvec_taps_pays(const ConvShape& s, bool prepacked) {
-  if (!bordered_tiles_apply(s) || s.k_size() == 1) return false;
+  if (!bordered_tiles_apply(s, 4) || s.k_size() == 1) return false;
   const int64_t CK = s.C * s.k_size(), blocks = (s.K + kKvecRows - 1) / kKvecRows;
   // Rows of at least 16 positions where the weights are packed per call (a tile holds up
   // to 14 of one row; 14x14 maps ran no faster than the GEMM: C256 batch 1 1.55 against
@@ -120,20 +121,30 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
   // A row's tiles, balanced (27 = 14 + 13).
   const int64_t row_tiles = (Wo + kKvecMaxCols - 1) / kKvecMaxCols;
   auto tile_start = [&](int64_t t) { return t * Wo / row_tiles; };
-  // Tasks: (image, chunk of channel blocks); a thread keeps the image it bordered last,
-  // so consecutive tasks of one image share the copy. Batch 1 splits the channels.
+  // Tasks: (image, chunk of channel blocks, part of the output rows); a thread keeps the
+  // image it bordered last, so consecutive tasks of one image share the copy. Small
+  // batches split the channels, then the rows: AlexNet's 11x11/4 3->96 at batch 1 has
+  // three 32-channel blocks, which two threads shared 2 + 1.
   const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   const int64_t chunks = std::min(blocks_k, std::max<int64_t>(1, (2 * threads + s.N - 1) / s.N));
   const int64_t per_chunk = (blocks_k + chunks - 1) / chunks;
+  // Rows split only where the tasks would not share out evenly, into just enough parts that
+  // they do: each part re-reads its blocks' weights and may border the image again
+  // (AlexNet's 5x5 C96->256 at batch 8, 8 tasks on 2 threads, forward 31.4 ms whole,
+  // 32.6 with each image's rows in two).
+  const int64_t tasks = s.N * chunks;
+  const int64_t row_parts = std::min<int64_t>(Ho, threads / std::gcd(tasks, threads));
   struct Bordered {
     Workspace<float> xp;
     int64_t image = -1;
   };
   dynamic_tasks(
-      s.N * chunks, [&] { return Bordered{workspace_array<float>(C * plane), -1}; },
+      s.N * chunks * row_parts, [&] { return Bordered{workspace_array<float>(C * plane), -1}; },
       [&](int64_t t, Bordered& b) {
-        const int64_t n = t / chunks, g0 = (t % chunks) * per_chunk, g1 = std::min(blocks_k, g0 + per_chunk);
-        if (g0 >= g1) return;
+        const int64_t n = t / (chunks * row_parts), g0 = t / row_parts % chunks * per_chunk,
+                      g1 = std::min(blocks_k, g0 + per_chunk);
+        const int64_t oh0 = t % row_parts * Ho / row_parts, oh1 = (t % row_parts + 1) * Ho / row_parts;
+        if (g0 >= g1 || oh0 >= oh1) return;
         if (b.image != n) {
           border_image(x + n * C * H * W, C, H, W, top, left, Hp, Wp, b.xp.get());
           b.image = n;
@@ -141,20 +152,20 @@ void forward_kvec_taps(const ConvShape& s, const float* x, const float* w, const
         for (int64_t g = g0; g < g1; ++g) {
           const int64_t k0 = g * KR, rows = std::min(KR, K - k0);
           const float* wg = wpacked + g * CK * KR;
-          for (int64_t oh = 0; oh < Ho; ++oh)
+          for (int64_t oh = oh0; oh < oh1; ++oh)
             for (int64_t q = 0; q < row_tiles; ++q) {
               const int64_t ow = tile_start(q);
               avx512_impl::kvec_taps_tile(CK, b.xp.get() + oh * sh * Wp + ow * sw, off.data(), sw, wg, rows,
                                           bias ? bias + k0 : nullptr, y + (n * K + k0) * P + oh * Wo + ow, P,
                                           tile_start(q + 1) - ow);
             }
-          if (e && !e->empty()) epilogue_block(y, (n * K + k0) * P, rows, P, P, *e);
+          if (e && !e->empty()) epilogue_block(y, (n * K + k0) * P + oh0 * Wo, rows, P, (oh1 - oh0) * Wo, *e);
         }
       });
 }
 
 bool kvec_weight_pays(const ConvShape& s) {
-  if (!bordered_tiles_apply(s) || s.k[2] < 3 || s.k[2] > 5 || s.k[1] > 7) return false;
+  if (!bordered_tiles_apply(s, 2) || s.k[2] < 3 || s.k[2] > 5 || s.k[1] > 7) return false;
   const int64_t blocks = (s.K + 63) / 64;
   // One thread on Zen 5, ms, GEMM (im2col, packed B) against these tiles: AlexNet 5x5
   // C96->256 27x27 batch 8 34.9 / 31.4 (two threads 20.6 / 15.0), 3x3 C64 56x56 batch 8

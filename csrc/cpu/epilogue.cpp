@@ -48,10 +48,6 @@ void epilogue_block(T* y, int64_t offset, int64_t rows, int64_t ld, int64_t n, c
   // 49 values (7x7), and a SiLU per plane spent more on its calls and 49 = 3 x 16 + 1
   // tails than on the exponentials (5x5 1152ch at 7x7, one thread: 38% of the layer).
   if (ld == n) n *= rows, rows = 1;
-  // Contiguous rows go as one run: the depthwise kernels hand over blocks of 16 planes of
-  // 49 values (7x7), and a SiLU per plane spent more on its calls and 49 = 3 x 16 + 1
-  // tails than on the exponentials (5x5 1152ch at 7x7, one thread: 38% of the layer).
-  if (ld == n) n *= rows, rows = 1;
   const T* r = static_cast<const T*>(e.residual);
   const T alpha = T(e.alpha), beta = T(e.beta);
   const bool wide = is_f32<T> && use_avx512(), vec = is_f32<T> && use_avx2();
