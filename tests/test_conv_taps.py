@@ -366,7 +366,9 @@ def test_conv_live_window_query():
 
 
 @pytest.mark.parametrize("shape,lo,hi", [((7, 5, 3, 3), [1, 1], [2, 2]), ((6, 3, 3, 3), [1, 1], [3, 3]),
-                                         ((4, 3, 5), [1], [4]), ((2, 3, 3, 4, 5), [0, 1, 2], [2, 3, 5])])
+                                         ((4, 3, 5), [1], [4]), ((2, 3, 3, 4, 5), [0, 1, 2], [2, 3, 5]),
+                                         # more rows than one thread's share (4096), one tap and several
+                                         ((300, 41, 3, 3), [1, 1], [2, 2]), ((300, 41, 3, 3), [0, 1], [3, 3])])
 def test_conv_weight_window_cut(shape, lo, hi):
     # The threaded copy autograd cuts a dead-tap layer's weight with: NumPy's slice, contiguous.
     from cnnfast import _C

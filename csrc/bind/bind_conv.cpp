@@ -532,13 +532,25 @@ py::array conv_weight_window(const py::array& weight, const std::vector<int64_t>
   float* dst = static_cast<float*>(out.mutable_data());
   const int64_t rows = weight.shape(0) * weight.shape(1), ks = k[0] * k[1] * k[2];
   const int64_t od = h[0] - l[0], oh = h[1] - l[1], ow = h[2] - l[2], os = od * oh * ow;
+  std::vector<int64_t> at;  // the window's taps within a row of the weight
+  for (int64_t a = 0; a < od; ++a)
+    for (int64_t i = 0; i < oh; ++i)
+      for (int64_t j = 0; j < ow; ++j) at.push_back(((l[0] + a) * k[1] + l[1] + i) * k[2] + l[2] + j);
   py::gil_scoped_release nogil;
-  parallel_for(0, rows, 256, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r)
-      for (int64_t a = 0; a < od; ++a)
-        for (int64_t i = 0; i < oh; ++i)
-          for (int64_t j = 0; j < ow; ++j)
-            dst[r * os + (a * oh + i) * ow + j] = src[r * ks + ((l[0] + a) * k[1] + l[1] + i) * k[2] + l[2] + j];
+  // One strided stream per call where the window is one tap (a 3x3 layer on a 1x1 map:
+  // 512x512 took 1.0-1.8 ms cold through a per-row loop nest, as long as reading the
+  // 9.4 MB weight twice over).
+  parallel_for(0, rows, 4096, [&](int64_t b, int64_t e) {
+    if (os == 1) {
+      const float* from = src + at[0];
+      for (int64_t r = b; r < e; ++r) dst[r] = from[r * ks];
+      return;
+    }
+    for (int64_t r = b; r < e; ++r) {
+      const float* from = src + r * ks;
+      float* to = dst + r * os;
+      for (int64_t t = 0; t < os; ++t) to[t] = from[at[size_t(t)]];
+    }
   });
   return out;
 }
