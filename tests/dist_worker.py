@@ -300,8 +300,8 @@ class TwiceConv(nn.Module):
 
 
 def case_gradients_written_into_slots():
-    """On one machine a weight used once gets its gradient written by the kernel straight
-    into this rank's shared slot (no copy); a weight used twice, or a backward onto an
+    """A weight used once gets its gradient written by the kernel straight into this rank's
+    shared slot on one machine, or its bucket slice for MPI transfers (no copy); a weight used twice, or a backward onto an
     existing .grad (accumulation without zero_grad), takes the copying path. Every rank ends
     with the same bits, the mean of the per-rank gradients (summed over the two backwards)."""
     cnnfast.manual_seed(0)
@@ -316,10 +316,13 @@ def case_gradients_written_into_slots():
     for x in xs:
         ddp(cnnfast.tensor(x)).sum().backward()
         ref(cnnfast.tensor(x)).sum().backward()       # the local gradient, accumulated over both
-    if ddp._exchange is not None:
+    if ddp._exchange is not None:       # one machine: the shared slot
         slot = ddp._exchange.slots[R][list(net.parameters()).index(net.once.weight)]
-        assert arrived[0] is slot, "the once-used weight's gradient was written elsewhere and copied"
-        assert arrived[1] is not slot, "an accumulating backward was handed the slot"
+    else:                               # MPI transfers: the weight's slice of its bucket
+        bucket, i = ddp._where[id(net.once.weight)]
+        slot = bucket.views[i]
+    assert arrived[0] is slot, "the once-used weight's gradient was written elsewhere and copied"
+    assert arrived[1] is not slot, "an accumulating backward was handed the slot"
     every = comm.allgather_object({n: p.grad.numpy().copy() for n, p in ref.named_parameters()})
     for n, p in net.named_parameters():
         want = sum(e[n] for e in every) / W

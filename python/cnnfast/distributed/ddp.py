@@ -53,14 +53,15 @@ class _Bucket:
         sizes = [int(p._array.size) for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.numel = int(self.offsets[-1])
-        self.place(np.zeros(self.numel + len(params), dtype))
+        self.buf = np.zeros(self.numel + len(params), dtype)
+        self.flags = self.buf[self.numel:]
+        # Each parameter's slice, shaped like it: where its kernel may write its gradient
+        # (the gradient sink) and what its .grad becomes after the all-reduce.
+        self.views = [self.buf[lo:hi].reshape(p._array.shape)
+                      for lo, hi, p in zip(self.offsets[:-1], self.offsets[1:], params)]
         self.arrived = np.zeros(len(params), bool)
         self.count = 0
         self.work = None
-
-    def place(self, buf: np.ndarray) -> None:
-        self.buf = buf
-        self.flags = buf[self.numel:]
 
     def reset(self) -> None:
         self.arrived[:] = False
@@ -69,11 +70,15 @@ class _Bucket:
 
     def put(self, i: int, grad) -> None:
         """Copy parameter i's gradient / world size (zeros when None) into the buffer;
-        scaling during the copy saves a pass over the summed buffer."""
+        scaling during the copy saves a pass over the summed buffer. A gradient the kernel
+        wrote into the buffer already is scaled where it is, still in cache."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         if grad is None:
             self.buf[lo:hi] = 0
             self.flags[i] = 0
+        elif grad is self.views[i]:
+            np.multiply(grad, self.scale, out=grad)
+            self.flags[i] = 1
         else:
             np.multiply(grad.reshape(-1), self.scale, out=self.buf[lo:hi])
             self.flags[i] = 1
@@ -183,9 +188,9 @@ class DistributedDataParallel(Module):
             for i, p in enumerate(b.params):
                 self._where[id(p)] = (b, i)
                 p.register_post_accumulate_grad_hook(_hook_for(me))
-        if self._exchange is not None:   # (and the slots of a ZeroRedundancyOptimizer, which replaces it)
-            for i, p in enumerate(trainable):
-                p._grad_sink = _sink_for(me, i)
+        if self.comm.size > 1:
+            for p in trainable:
+                p._grad_sink = _sink_for(me)
 
     def _build_buckets(self, params: list) -> list:
         cap = self.bucket_mb * 2 ** 20
@@ -319,7 +324,7 @@ class DistributedDataParallel(Module):
             for i, p in enumerate(b.params):
                 if b.flags[i] == 0:
                     continue
-                view = b.buf[b.offsets[i]:b.offsets[i + 1]].reshape(p._array.shape)
+                view = b.views[i]
                 if p.grad is None:
                     p.grad = Tensor._wrap(view)
                 else:
@@ -353,19 +358,21 @@ class DistributedDataParallel(Module):
         return f"world_size={self.comm.size}, buckets={len(self._buckets)}, bucket_mb={self.bucket_mb:g}"
 
 
-def _sink_for(ddp_ref, i: int):
-    """Parameter i's gradient sink (autograd._grad_destinations): its shared slot while a
-    synchronised backward runs, so that the kernel writes the gradient where the exchange
-    reads it (as torch's gradient_as_bucket_view)."""
+def _sink_for(ddp_ref):
+    """A parameter's gradient sink (autograd._grad_destinations): while a synchronised
+    backward runs, where the exchange reads its gradient (the shared slot on one machine,
+    else its slice of the bucket), so that the kernel writes it there (as torch's
+    gradient_as_bucket_view)."""
     def sink(p):
         ddp = ddp_ref()
         if ddp is None or not ddp._armed or type(p._array) is not np.ndarray:
             return None
         if ddp._exchange is not None:
-            return ddp._exchange.destination(i)
+            return ddp._exchange.destination(ddp._slot_of[id(p)])
         if ddp._shared_sharding:
-            return ddp._sharding.destination(i)
-        return None
+            return ddp._sharding.destination(ddp._index[id(p)])
+        bucket, i = ddp._where[id(p)]
+        return bucket.views[i]
     return sink
 
 
