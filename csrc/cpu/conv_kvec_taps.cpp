@@ -1,5 +1,6 @@
-// Dense convolutions with stride 1 or 2 on the channel-vector tiles (conv_kvec_avx512.cpp)
-// straight from a zero-bordered copy of each image: no im2col matrix. The forward and the
+// Dense convolutions on the channel-vector tiles (conv_kvec_avx512.cpp), the forward at
+// strides 1 to 4 and grad_w at 1 or 2, straight from a zero-bordered copy of each image:
+// no im2col matrix. The forward and the
 // stride-1 grad_x (the forward of grad_y with the rotated kernel) run 32 output channels
 // by up to 14 positions of one output row; grad_w runs 64 output channels by the taps
 // of one or two kernel rows, summed over every position of every image.
@@ -55,7 +56,8 @@ namespace {
 
 // What both passes' tiles take: AVX-512 (at full rate or split into 256-bit halves as on
 // Zen 4, where they beat the direct kernel and the GEMM too), a dense 2-D layer with equal
-// strides of 1 or 2 (a tile's positions are that many input columns apart), no
+// strides up to max_stride (a tile's positions are that many input columns apart: 4 for
+// the forward's tiles, 2 for grad_w's), no
 // dilation, and a bordered image of fewer than 2^31 floats (the tap offsets are int32).
 bool bordered_tiles_apply(const ConvShape& s, int64_t max_stride) {
   if (!use_avx512()) return false;

@@ -53,7 +53,7 @@ class Tensor:
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected ops
     # A class-level empty default: only the few tensors that register one pay for a list.
     _post_accumulate_grad_hooks: tuple = ()
-    # A leaf's gradient destination (set by DistributedDataParallel on one machine): a
+    # A leaf's gradient destination (set by DistributedDataParallel across ranks): a
     # callable (tensor) -> array or None that the backward pass may ask for where the leaf's
     # gradient is to be written, and the array it last handed out (autograd._grad_destinations).
     _grad_sink = None

@@ -12,8 +12,10 @@ step's ``.grad`` is overwritten by the next synchronised backward (copy it to ke
 
 How: the trainable parameters are grouped, in reverse registration order (roughly the
 order backward produces their gradients), into buckets of at most ``bucket_mb`` MB, one
-flat buffer each. A post-accumulate-grad hook copies each finished gradient, divided by
-the world size, into its bucket; a full bucket starts a non-blocking all-reduce at once (buckets start strictly in
+flat buffer each. Convolution kernels write a weight's gradient straight into its bucket
+slice (the parameter's gradient sink, autograd._grad_destinations); a post-accumulate-grad
+hook divides each finished gradient by the world size there (copying in the ones produced
+elsewhere); a full bucket starts a non-blocking all-reduce at once (buckets start strictly in
 index order, so every rank issues the collectives in the same order whatever order its
 gradients arrive in), and communication overlaps the rest of the backward pass. A callback
 at the end of the backward pass fills what never arrived, waits for every bucket and

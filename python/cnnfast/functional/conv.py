@@ -140,8 +140,8 @@ class _Conv(Function):
         x, weight = ctx.saved_tensors
         g = contiguous(g[None] if ctx.unbatched else g)
         need = ctx.needs_input_grad
-        # Where the weight's gradient may go (a data-parallel rank's shared slot): float32/64
-        # kernels write it there instead of into a new array that would then be copied.
+        # Where the weight's gradient may go (a data-parallel rank's shared slot or bucket
+        # slice): float32/64 kernels write it there instead of into a new array to be copied.
         dest = None if ctx.grad_into is None or ctx.bf16 else ctx.grad_into.get(1)
         into = {} if dest is None else {"grad_weight_out": dest}
         if ctx.window is not None and need[0]:
