@@ -54,6 +54,14 @@ def run_job(args: list, nproc: int = 2, timeout: int = TIMEOUT, cwd=None, env=No
                     f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
 
 
+def _verdicts(stdout: str) -> dict:
+    """{case: {rank: "ok" or "FAIL ..."}} from dist_worker.py's "CASE <name> rank <r> ..." lines."""
+    got: dict = {}
+    for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", stdout):
+        got.setdefault(name, {})[int(rank)] = verdict
+    return got
+
+
 # ---- inside a 2-process job ----------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=["shared_memory", "mpi_transfers"])
@@ -64,9 +72,7 @@ def worker_results(request) -> dict:
         pytest.skip("mpi4py/mpiexec not installed")
     proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")],
                    env={"CNNFAST_DIST_SHM": "0" if request.param == "mpi_transfers" else "1"})
-    results = {}
-    for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", proc.stdout):
-        results.setdefault(name, {})[int(rank)] = verdict
+    results = _verdicts(proc.stdout)
     results["_output"] = proc.stdout[-4000:] + proc.stderr[-4000:]
     return results
 
@@ -91,9 +97,7 @@ def test_three_rank_job_averages_like_one_process():
     (and a ZeroRedundancyOptimizer shards three ways), and still equals one process."""
     cases = ["sgd", "zero_sgd", "unused_parameters", "gradients_written_into_slots"]
     proc = run_job([sys.executable, os.path.join(HERE, "dist_worker.py")] + cases, nproc=3)
-    got = {}
-    for name, rank, verdict in re.findall(r"CASE (\w+) rank (\d) (ok|FAIL[^\n]*?)(?=CASE|\n|$)", proc.stdout):
-        got.setdefault(name, {})[int(rank)] = verdict
+    got = _verdicts(proc.stdout)
     for case in cases:
         assert got.get(case) == {0: "ok", 1: "ok", 2: "ok"}, f"{case}: {got.get(case)}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
 

@@ -198,19 +198,7 @@ void rows_bf16_tile(int64_t np, int64_t stride, const uint32_t* x, int64_t plane
   row_tiles::run<PairOps>(np, stride, x, plane, taps, ntaps, w, kk, npairs, acc, first);
 }
 
-template void rows_bf16_border<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, uint32_t*);
-template void rows_bf16_border<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                         int64_t, int64_t, uint32_t*);
-template void rows_bf16_border16<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                        uint16_t*);
-template void rows_bf16_border16<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                           uint16_t*);
-template void rows_bf16_grad_pairs<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
-template void rows_bf16_grad_pairs<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
-template void rows_bf16_pack<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
-                                    float*, uint32_t*);
-template void rows_bf16_pack<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
-                                       float*, uint32_t*);
+CNNFAST_ROWS_BF16_INSTANTIATE(float)
+CNNFAST_ROWS_BF16_INSTANTIATE(uint16_t)
 
 }  // namespace cnnfast::cpu::amx_impl

@@ -373,26 +373,14 @@ template <class T>
 void rows_bf16_border(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint32_t*) {}
 template <class T>
 void rows_bf16_pack(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*, uint32_t*) {}
-template void rows_bf16_border<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, uint32_t*);
-template void rows_bf16_border<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                         int64_t, int64_t, uint32_t*);
-template void rows_bf16_pack<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
-                                    float*, uint32_t*);
-template void rows_bf16_pack<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
-                                       float*, uint32_t*);
 void rows_bf16_tile(int64_t, int64_t, const uint32_t*, int64_t, const RowTileTap*, int64_t, const uint32_t*, int64_t,
                     int64_t, float*, bool) {}
 template <class T>
 void rows_bf16_border16(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*) {}
 template <class T>
 void rows_bf16_grad_pairs(const T*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*) {}
-template void rows_bf16_border16<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                        uint16_t*);
-template void rows_bf16_border16<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                           uint16_t*);
-template void rows_bf16_grad_pairs<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
-template void rows_bf16_grad_pairs<uint16_t>(const uint16_t*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
+CNNFAST_ROWS_BF16_INSTANTIATE(float)
+CNNFAST_ROWS_BF16_INSTANTIATE(uint16_t)
 void rows_bf16_weight_tile(int64_t, const uint32_t*, const int32_t*, int64_t, const uint16_t* const*, float*) {}
 }  // namespace cnnfast::cpu::amx_impl
 #endif

@@ -72,6 +72,16 @@ void rows_bf16_weight_tile(int64_t ncols, const uint32_t* gyp, const int32_t* st
 // row_tile's sum over npairs channel pairs, float32 accumulation.
 void rows_bf16_tile(int64_t np, int64_t stride, const uint32_t* x, int64_t plane, const RowTileTap* taps, int64_t ntaps,
                     const uint32_t* w, int64_t kk, int64_t npairs, float* acc, bool first);
+
+// The element types of the templates above (float32, and bf16 as uint16_t), instantiated once
+// where they are defined: the AVX512-BF16 unit, or the stubs of builds without it.
+#define CNNFAST_ROWS_BF16_INSTANTIATE(T)                                                                        \
+  template void rows_bf16_border<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                    uint32_t*);                                                                 \
+  template void rows_bf16_pack<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,   \
+                                  uint32_t*);                                                                   \
+  template void rows_bf16_border16<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*); \
+  template void rows_bf16_grad_pairs<T>(const T*, int64_t, int64_t, int64_t, int64_t, float*, uint32_t*);
 }  // namespace amx_impl
 
 }  // namespace cnnfast::cpu

@@ -214,27 +214,37 @@ class SharedRegion:
         self.win.Sync()
 
 
+def wait_until(ready, what: str, spin_s: float = 2e-3, yield_cpu: bool = False) -> None:
+    """Poll ``ready()`` until it is true, with the CNNFAST_DIST_TIMEOUT deadline: the first
+    ``spin_s`` seconds spin (most waits end there; ``yield_cpu`` lets another process have
+    the core meanwhile, for ranks that outnumber the cores), then the poll backs off to at
+    most 0.5 ms so that a waiting rank leaves the CPU to others."""
+    start = time.perf_counter()
+    deadline = start + timeout_s()
+    pause = 0.0
+    while not ready():
+        now = time.perf_counter()
+        if now > deadline:
+            raise TimeoutError(f"{what} did not complete within {timeout_s():g} s (CNNFAST_DIST_TIMEOUT): another "
+                               f"rank stopped taking part")
+        if now - start < spin_s:
+            if yield_cpu:
+                os.sched_yield()
+        else:
+            pause = min(max(pause * 2, 2e-5), 5e-4)
+            time.sleep(pause)
+
+
 def wait_all(works: list, what: str = "a collective operation") -> None:
-    """Finish ``works``, polling with the CNNFAST_DIST_TIMEOUT deadline. Each poll lets MPI
-    progress the transfers; the first milliseconds spin (most operations end there), then
-    the poll backs off to at most 0.5 ms so that a waiting rank leaves the CPU to others."""
+    """Finish ``works``, polling with the CNNFAST_DIST_TIMEOUT deadline (``wait_until``).
+    Each poll lets MPI progress the transfers."""
     pending = [w for w in works if isinstance(w, _MPIWork)]
     if not pending:
         return
     from mpi4py import MPI
 
     requests = [w.request for w in pending]
-    start = time.perf_counter()
-    deadline = start + timeout_s()
-    pause = 0.0
-    while not MPI.Request.Testall(requests):
-        now = time.perf_counter()
-        if now > deadline:
-            raise TimeoutError(f"{what} did not complete within {timeout_s():g} s (CNNFAST_DIST_TIMEOUT): another "
-                               f"rank stopped taking part")
-        if now - start > 2e-3:
-            pause = min(max(pause * 2, 2e-5), 5e-4)
-            time.sleep(pause)
+    wait_until(lambda: MPI.Request.Testall(requests), what)
     for w in pending:
         if w.after is not None:
             w.after()

@@ -26,14 +26,11 @@ which rank averaged, and every rank holds the same bits.
 """
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 
 from .. import _C
 from ..tensor import Tensor
-from .comm import pack_offsets, region_view as _view, timeout_s
+from .comm import pack_offsets, region_view as _view, wait_until
 
 __all__ = ["SharedGradientExchange"]
 
@@ -138,23 +135,12 @@ class SharedGradientExchange:
         return moved
 
     def _wait_done(self) -> None:
-        """Until every parameter is averaged, within the CNNFAST_DIST_TIMEOUT deadline. The
-        rank that averages is computing on its own core, so waiting spins (yielding, in case
-        the ranks outnumber the cores) and only backs off to sleeping after 20 ms."""
+        """Until every parameter is averaged. The rank that averages is computing on its own
+        core, so the wait spins for 20 ms (yielding, in case the ranks outnumber the cores)
+        before it backs off to sleeping."""
         pending = [i for i in range(len(self.params)) if _C._shm_load(self.done, i) != self.step]
-        start = time.perf_counter()
-        deadline = start + timeout_s()
-        pause = 0.0
-        while pending:
-            pending = [i for i in pending if _C._shm_load(self.done, i) != self.step]
-            if not pending:
-                break
-            now = time.perf_counter()
-            if now > deadline:
-                raise TimeoutError(f"the gradient exchange did not complete within {timeout_s():g} s "
-                                   f"(CNNFAST_DIST_TIMEOUT): another rank stopped taking part")
-            if now - start < 0.02:
-                os.sched_yield()
-            else:
-                pause = min(max(pause * 2, 2e-5), 5e-4)
-                time.sleep(pause)
+
+        def averaged() -> bool:
+            pending[:] = [i for i in pending if _C._shm_load(self.done, i) != self.step]
+            return not pending
+        wait_until(averaged, "the gradient exchange", spin_s=0.02, yield_cpu=True)
